@@ -1,0 +1,220 @@
+"""The `syncd` command. Every SyncdError becomes one line for the operator and an exit status:
+0 all good; 1 finished but some deliveries failed; 2 bad config or usage; 3 refused by a
+guard (truncated export, lock held, export still being written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from syncd import log as logmod
+from syncd.clock import SYSTEM
+from syncd.config import Config, config_path, load
+from syncd.errors import SyncdError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Ctx:
+    def __init__(self, config: str | None, log_level: str) -> None:
+        self.config_arg = config
+        self.log_level = log_level
+        self._cfg: Config | None = None
+
+    @property
+    def cfg(self) -> Config:
+        if self._cfg is None:
+            self._cfg = load(config_path(self.config_arg))
+            logmod.add_secrets(self._cfg.secrets)
+        return self._cfg
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", "config", metavar="PATH", help="config file (default: $SYNCD_CONFIG, ./syncd.toml)"
+)
+@click.option(
+    "--log-level",
+    default=lambda: os.environ.get("SYNCD_LOG_LEVEL", "WARNING"),
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="log level (default $SYNCD_LOG_LEVEL or WARNING; `run` logs at INFO)",
+)
+@click.version_option(package_name="syncd")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, log_level: str) -> None:
+    """Keep survey and messaging vendors in step with your CRM export."""
+    if ctx.invoked_subcommand == "run" and "SYNCD_LOG_LEVEL" not in os.environ:
+        log_level = "INFO" if log_level.upper() == "WARNING" else log_level
+    logmod.configure(level=log_level)
+    ctx.obj = Ctx(config, log_level)
+
+
+def _progress() -> Callable[[str, int], None] | None:
+    """A one-line progress display on a TTY only: never in pipes or the journal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(vendor: str, sent: int) -> None:
+        click.echo(f"\r{vendor}: {sent} sent…", nl=False, err=True)
+
+    return show
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="show what would be sent; write nothing")
+@click.option("--vendor", "vendors", multiple=True, metavar="V", help="deliver to this vendor only")
+@click.option("--force", is_flag=True, help="apply an export the truncation guard refuses")
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="record the export as acknowledged without sending (first run of a trigger vendor)",
+)
+@pass_ctx
+def sync(ctx: Ctx, dry_run: bool, vendors: tuple[str, ...], force: bool, baseline: bool) -> None:
+    """Reconcile the CRM export with the vendors now."""
+    from syncd.pipeline import opened, reconcile
+
+    cfg = ctx.cfg
+    with opened(cfg, lock=not dry_run) as store:
+        report = reconcile(
+            cfg, store, SYSTEM, dry_run=dry_run, force=force, vendors=vendors or None,
+            baseline=baseline, progress=_progress(),
+        )
+    if sys.stderr.isatty():
+        click.echo("\r", nl=False, err=True)
+    if dry_run and report.plan:
+        click.echo(f"dry run of {report.plan.export}: nothing was written or sent")
+        click.echo(
+            f"  {report.plan.rows_read} rows, {report.plan.unchanged} unchanged, "
+            f"{report.plan.quarantined} quarantined, {report.plan.gone} gone"
+        )
+        for name, vplan in report.plan.vendors.items():
+            shown = ", ".join(f"{n} {k}" for k, n in sorted(vplan.counts.items()) if n)
+            click.echo(f"  {name}: {shown}")
+            for sample in vplan.samples:
+                click.echo(f"    {sample['kind']} {sample['key']}:")
+                for col, (old, new) in sample["changes"].items():
+                    click.echo(f"      {col}: {old!r} → {new!r}")
+    else:
+        click.echo(report.summary())
+    sys.exit(report.exit_code)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable (schema in the README)")
+@click.option("--runs", default=5, show_default=True, help="how many recent runs to show")
+@pass_ctx
+def status(ctx: Ctx, as_json: bool, runs: int) -> None:
+    """Recent runs, open deliveries per vendor, cursors, quarantined rows, next runs."""
+    from syncd.status import collect, render
+
+    cfg = ctx.cfg
+    data = collect(cfg, SYSTEM.now(), runs=runs)
+    click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else render(data))
+
+
+@cli.command()
+@click.option("--online", is_flag=True, help="also prove each vendor's credentials with a read-only call")
+@pass_ctx
+def check(ctx: Ctx, online: bool) -> None:
+    """Validate the config, mappings, secrets, store and export header; send nothing."""
+    from syncd.diff import Projector
+    from syncd.pipeline import open_connectors
+    from syncd.source import Export, find_export
+    from syncd.state import Store
+
+    cfg = ctx.cfg
+    click.echo(f"config {cfg.path}: ok ({', '.join(cfg.vendors)})")
+    store = Store.open(cfg.store.path)
+    click.echo(f"store {cfg.store.path}: {store.integrity_check()}")
+    store.close()
+    connectors = open_connectors(cfg, SYSTEM)
+    try:
+        path = find_export(cfg.source, SYSTEM.now())
+    except SyncdError as exc:
+        click.echo(f"export: not checked ({exc})")
+    else:
+        with Export(path, cfg.source) as export:
+            for name, vcfg in cfg.vendors.items():
+                Projector(vcfg, connectors[name], export.header, cfg.source.phone_region)
+            click.echo(
+                f"export {path}: key {cfg.source.key!r} found, delimiter {export.delimiter!r}, "
+                f"every mapped column present"
+            )
+    if online:
+        for name, connector in connectors.items():
+            connector.check()
+            click.echo(f"{name}: credentials accepted")
+    for connector in connectors.values():
+        connector.close()
+
+
+@cli.command()
+@click.option("--vendor", "vendors", multiple=True, metavar="V", help="only this vendor")
+@click.option("--dead", is_flag=True, help="also re-send deliveries that used up their attempts")
+@click.option(
+    "--unknown", is_flag=True, help="also re-send triggers whose outcome is unknown (may duplicate)"
+)
+@pass_ctx
+def retry(ctx: Ctx, vendors: tuple[str, ...], dead: bool, unknown: bool) -> None:
+    """Re-queue failed deliveries (and --dead / --unknown ones) and deliver them now."""
+    from syncd.pipeline import deliver, opened
+
+    cfg = ctx.cfg
+    statuses = ["failed"] + (["dead"] if dead else []) + (["unknown"] if unknown else [])
+    with opened(cfg) as store:
+        report = deliver(cfg, store, SYSTEM, statuses, vendors or None)
+    click.echo(report.summary())
+    sys.exit(report.exit_code)
+
+
+@cli.command()
+@click.option("--dir", "folder", type=click.Path(path_type=Path), help="keep the demo here")
+@click.option("--contacts", default=200, show_default=True, help="contacts in the sample export")
+def demo(folder: Path | None, contacts: int) -> None:
+    """Run the whole cycle against the built-in simulators, in a temporary folder."""
+    from syncd.demo import run_demo
+
+    sys.exit(run_demo(folder, contacts, echo=click.echo))
+
+
+@cli.command()
+@click.option("--port", default=8600, show_default=True, help="first port; one per vendor")
+@click.option("--host", default="127.0.0.1", show_default=True)
+def sandbox(port: int, host: str) -> None:
+    """Serve the five vendor simulators on loopback until interrupted."""
+    from syncd.demo import serve_sandbox
+
+    serve_sandbox(host, port, echo=click.echo)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except SyncdError as exc:
+        click.echo(f"syncd: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"  → {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,424 @@
+"""TOML config and mapping files → frozen dataclasses.
+
+Every mistake is a `ConfigError` that reads `file: [table] key: what is wrong (what to do)`.
+Relative paths are resolved against the folder of the file that names them. Secrets are
+written as a literal, `env:NAME`, `file:PATH` or `credential:NAME` (systemd's
+`$CREDENTIALS_DIRECTORY/NAME`) and resolved once, at load time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from syncd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from syncd.vendors.base import Connector
+
+VENDOR_NAMES = ("dropthought", "hellocustomer", "altcraft", "esputnik", "signalvine")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One vendor-specific config key, as a connector declares it."""
+
+    type: type | tuple[type, ...] = str
+    required: bool = False
+    default: Any = None
+    secret: bool = False
+    choices: tuple[Any, ...] | None = None
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    path: str
+    key: str
+    encoding: str = "utf-8"
+    delimiter: str | None = None
+    max_drop: float = 0.10
+    settle_seconds: float = 30.0
+    phone_region: str | None = None
+    ignore_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    timezone: str = "UTC"
+    reconcile: str = "0 2 * * *"
+    pull: str = "*/30 * * * *"
+    watch_export: bool = False
+    misfire_grace_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class SuppressionConfig:
+    unsubscribed: bool = True
+    min_days_between_surveys: int = 0
+    # which unsubscribe channels suppress: "any" or a list like ["email"]
+    channels: tuple[str, ...] = ("any",)
+    # whether an unsubscribe also holds back upserts (never re-subscribe through an update)
+    upserts: bool = True
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """Retry, timeout and breaker policy; every vendor table may override any key."""
+
+    max_attempts: int = 5
+    retries: int = 3
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+    retry_after_cap: float = 120.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    breaker_threshold: int = 5
+
+
+@dataclass(frozen=True)
+class TriggerRule:
+    on_new: bool = True
+    on_change: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    path: Path
+    fields: Mapping[str, str]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    trigger: TriggerRule | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every CRM column this mapping reads, in a stable order."""
+        cols = list(self.fields.values()) + list(self.metadata.values())
+        if self.trigger:
+            cols += self.trigger.on_change
+        return tuple(dict.fromkeys(cols))
+
+
+@dataclass(frozen=True)
+class VendorConfig:
+    name: str
+    base_url: str
+    mapping: MappingConfig
+    options: Mapping[str, Any]
+    delivery: DeliveryConfig
+    batch_size: int | None = None
+    secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    source: SourceConfig
+    store: StoreConfig
+    schedule: ScheduleConfig
+    suppression: SuppressionConfig
+    delivery: DeliveryConfig
+    vendors: Mapping[str, VendorConfig]
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every resolved secret value, for log redaction."""
+        return tuple(s for v in self.vendors.values() for s in v.secrets)
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """`--config`, else `$SYNCD_CONFIG`, else `./syncd.toml`."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("SYNCD_CONFIG")
+    return Path(env) if env else Path("syncd.toml")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning every failure into a ConfigError naming the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            "file not found", file=str(path), hint="pass --config or set $SYNCD_CONFIG"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot be read: {exc}", file=str(path)) from None
+
+
+class _Table:
+    """Typed access to one TOML table, reporting `file: [table] key:` on every mistake."""
+
+    def __init__(self, file: Path, name: str, data: Any) -> None:
+        self.file, self.name = file, name
+        if not isinstance(data, dict):
+            raise self.error(f"must be a table, not {type(data).__name__}")
+        self.data: dict[str, Any] = data
+        self.used: set[str] = set()
+
+    def error(self, message: str, key: str | None = None, hint: str | None = None) -> ConfigError:
+        return ConfigError(message, file=str(self.file), table=self.name, key=key, hint=hint)
+
+    def get(
+        self,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = None,
+        *,
+        required: bool = False,
+        choices: tuple[Any, ...] | None = None,
+    ) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                raise self.error("is required", key)
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.error(f"must be {names}, not {type(value).__name__} {value!r}", key)
+        if choices is not None and value not in choices:
+            raise self.error(f"{value!r} is not one of {', '.join(map(repr, choices))}", key)
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.get(key, list, None)
+        if value is None:
+            return default
+        if not all(isinstance(v, str) for v in value):
+            raise self.error("must be a list of strings", key)
+        return tuple(value)
+
+    def path(self, key: str, *, required: bool = False, default: str | None = None) -> Path:
+        raw = str(self.get(key, str, default, required=required))
+        return (self.file.parent / os.path.expanduser(raw)).resolve()
+
+    def check_unknown(self, allowed_extra: set[str] | None = None) -> None:
+        unknown = set(self.data) - self.used - (allowed_extra or set())
+        if unknown:
+            key = sorted(unknown)[0]
+            raise self.error("unknown key", key, hint="check the spelling against the README")
+
+
+def resolve_secret(raw: str, table: _Table, key: str) -> str:
+    """literal | env:NAME | file:PATH | credential:NAME → the secret's value."""
+    scheme, _, rest = raw.partition(":")
+    if scheme == "env" and rest:
+        value = os.environ.get(rest)
+        if not value:
+            raise table.error(f"environment variable {rest} is not set or empty", key)
+        return value
+    if scheme == "file" and rest:
+        path = (table.file.parent / rest).resolve()
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise table.error(f"cannot read secret file {path}: {exc.strerror}", key) from None
+        if not value:
+            raise table.error(f"secret file {path} is empty", key)
+        return value
+    if scheme == "credential" and rest:
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not cred_dir:
+            raise table.error(
+                f"credential:{rest} needs $CREDENTIALS_DIRECTORY",
+                key,
+                hint=f"add LoadCredential={rest}:/path/to/file to the unit, or use env:/file:",
+            )
+        path = Path(cred_dir) / rest
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise table.error(f"cannot read credential {path}: {exc.strerror}", key) from None
+        return value
+    if not raw:
+        raise table.error("is empty", key)
+    return raw
+
+
+def load_mapping(path: Path, vendor: str, connector: type[Connector]) -> MappingConfig:
+    """Read and check one mapping file against what the connector accepts."""
+    data = read_toml(path)
+    top = _Table(path, "", data)
+    fields_t = _Table(path, "fields", top.get("fields", dict, required=True))
+    meta_t = _Table(path, "metadata", top.get("metadata", dict, {}))
+    fields: dict[str, str] = {}
+    for name in fields_t.data:
+        fields[name] = fields_t.get(name, str)
+        if connector.field_names is not None and name not in connector.field_names:
+            raise fields_t.error(
+                f"{vendor} has no field {name!r}",
+                name,
+                hint="known fields: " + ", ".join(sorted(connector.field_names)),
+            )
+    if not fields:
+        raise fields_t.error("maps no field", hint="map at least the vendor's identifying field")
+    for name in connector.required_fields:
+        if name not in fields:
+            raise fields_t.error(f"{vendor} needs {name!r} mapped to a CRM column", name)
+    metadata = {name: meta_t.get(name, str) for name in meta_t.data}
+    trigger = None
+    if "trigger" in data:
+        trig_t = _Table(path, "trigger", top.get("trigger", dict))
+        if connector.kind != "trigger":
+            raise trig_t.error(f"{vendor} is not a trigger vendor; remove [trigger]")
+        trigger = TriggerRule(
+            on_new=trig_t.get("on_new", bool, True), on_change=trig_t.strings("on_change")
+        )
+        trig_t.check_unknown()
+    elif connector.kind == "trigger":
+        trigger = TriggerRule()
+    top.check_unknown()
+    return MappingConfig(path=path, fields=fields, metadata=metadata, trigger=trigger)
+
+
+def _delivery(table: _Table, base: DeliveryConfig) -> DeliveryConfig:
+    kw: dict[str, Any] = {}
+    for name, default in base.__dict__.items():
+        kind: type = int if isinstance(default, int) else float
+        value = table.get(name, kind, default)
+        if value < 0 or (name in ("max_attempts", "breaker_threshold") and value < 1):
+            raise table.error("must be positive", name)
+        kw[name] = value
+    return DeliveryConfig(**kw)
+
+
+def load(path: Path) -> Config:
+    """Load and validate a whole config, its mapping files and its secrets."""
+    from syncd.vendors import REGISTRY
+
+    path = path.resolve() if path.exists() else path
+    data = read_toml(path)
+    top = _Table(path, "", data)
+
+    src = _Table(path, "source", top.get("source", dict, required=True))
+    source = SourceConfig(
+        path=str(src.path("path", required=True)),
+        key=src.get("key", str, required=True),
+        encoding=src.get("encoding", str, "utf-8"),
+        delimiter=src.get("delimiter", str, None),
+        max_drop=src.get("max_drop", float, 0.10),
+        settle_seconds=src.get("settle_seconds", float, 30.0),
+        phone_region=src.get("phone_region", str, None),
+        ignore_columns=src.strings("ignore_columns"),
+    )
+    if not 0 <= source.max_drop <= 1:
+        raise src.error("must be a fraction between 0 and 1 (0.10 = 10%)", "max_drop")
+    if source.delimiter is not None and len(source.delimiter) != 1:
+        raise src.error("must be one character, or left out to sniff it", "delimiter")
+    try:
+        "".encode(source.encoding)
+    except LookupError:
+        raise src.error(f"unknown encoding {source.encoding!r}", "encoding") from None
+    src.check_unknown()
+
+    st = _Table(path, "store", top.get("store", dict, required=True))
+    store = StoreConfig(path=st.path("path", required=True))
+    st.check_unknown()
+
+    sch = _Table(path, "schedule", top.get("schedule", dict, {}))
+    schedule = ScheduleConfig(
+        timezone=sch.get("timezone", str, "UTC"),
+        reconcile=sch.get("reconcile", str, "0 2 * * *"),
+        pull=sch.get("pull", str, "*/30 * * * *"),
+        watch_export=sch.get("watch_export", bool, False),
+        misfire_grace_seconds=sch.get("misfire_grace_seconds", int, 3600),
+    )
+    try:
+        ZoneInfo(schedule.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise sch.error(f"unknown time zone {schedule.timezone!r}", "timezone") from None
+    for key in ("reconcile", "pull"):
+        _check_cron(sch, key, getattr(schedule, key))
+    sch.check_unknown()
+
+    sup = _Table(path, "suppression", top.get("suppression", dict, {}))
+    suppression = SuppressionConfig(
+        unsubscribed=sup.get("unsubscribed", bool, True),
+        min_days_between_surveys=sup.get("min_days_between_surveys", int, 0),
+        channels=sup.strings("channels", ("any",)),
+        upserts=sup.get("upserts", bool, True),
+    )
+    sup.check_unknown()
+
+    dlv = _Table(path, "delivery", top.get("delivery", dict, {}))
+    delivery = _delivery(dlv, DeliveryConfig())
+    dlv.check_unknown()
+
+    vendors_raw = top.get("vendors", dict, {})
+    vendors: dict[str, VendorConfig] = {}
+    for name in vendors_raw:
+        vendors[name] = _load_vendor(path, name, vendors_raw[name], delivery, REGISTRY)
+    top.check_unknown()
+    if not vendors:
+        raise top.error(
+            "no [vendors.<name>] table", hint="enable at least one of " + ", ".join(VENDOR_NAMES)
+        )
+    return Config(path, source, store, schedule, suppression, delivery, vendors)
+
+
+def _check_cron(table: _Table, key: str, expr: str) -> None:
+    from syncd.schedule import trigger_for
+
+    try:
+        trigger_for(expr, "UTC")
+    except ValueError as exc:
+        raise table.error(
+            f"not a crontab line nor 'every N[s|m|h]' ({exc})", key
+        ) from None
+
+
+def _load_vendor(
+    path: Path,
+    name: str,
+    raw: Any,
+    delivery: DeliveryConfig,
+    registry: Mapping[str, type[Connector]],
+) -> VendorConfig:
+    table = _Table(path, f"vendors.{name}", raw)
+    if name not in registry:
+        raise table.error(
+            f"unknown vendor {name!r}", hint="vendors are: " + ", ".join(sorted(registry))
+        )
+    connector = registry[name]
+    base_url = table.get("base_url", str, required=True).rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise table.error("must start with http:// or https://", "base_url")
+    mapping = load_mapping(table.path("mapping", required=True), name, connector)
+    batch_size = table.get("batch_size", int, None)
+    if batch_size is not None and not 1 <= batch_size <= connector.max_batch:
+        raise table.error(f"must be between 1 and {connector.max_batch}", "batch_size")
+    options: dict[str, Any] = {}
+    secrets: list[str] = []
+    for key, opt in connector.options.items():
+        value = table.get(key, opt.type, opt.default, required=opt.required, choices=opt.choices)
+        if opt.secret and value is not None:
+            value = resolve_secret(value, table, key)
+            secrets.append(value)
+        options[key] = value
+    vdelivery = _delivery(table, delivery)
+    table.check_unknown()
+    return VendorConfig(
+        name=name,
+        base_url=base_url,
+        mapping=mapping,
+        options=options,
+        delivery=vdelivery,
+        batch_size=batch_size,
+        secrets=tuple(secrets),
+    )

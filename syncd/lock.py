@@ -1,0 +1,48 @@
+"""The instance lock: a lock file beside the store (not the database file itself)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from syncd.errors import LockHeldError
+
+
+class InstanceLock:
+    """An exclusive `flock` on `<store>.lock`, holding the owner's pid. Released on exit,
+    and by the kernel when the process dies, so a crash never leaves a stale lock."""
+
+    def __init__(self, store_path: Path) -> None:
+        self.path = store_path.with_name(store_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> InstanceLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockHeldError(
+                f"another syncd (pid {holder}) is running on this store ({self.path})",
+                hint="wait for it to finish, or stop the service first",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> InstanceLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

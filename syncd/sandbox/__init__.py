@@ -1,0 +1,15 @@
+"""Faithful local simulators of the five vendors, served over real HTTP on loopback.
+
+Each is written from the vendor's own documents and imports nothing from `syncd.vendors`.
+"""
+
+from __future__ import annotations
+
+from syncd.sandbox.base import Server, Simulator, Stack
+from syncd.sandbox.esputnik import ESputnikSim
+
+SIMULATORS: dict[str, type[Simulator]] = {
+    cls.name: cls for cls in (ESputnikSim,)
+}
+
+__all__ = ["SIMULATORS", "Server", "Simulator", "Stack"]

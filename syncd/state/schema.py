@@ -1,0 +1,173 @@
+"""The store's schema, as sqlite-utils migrations. Never edit an applied migration: add one.
+
+Tables (analysts rely on these names): contacts, deliveries, vendor_state, runs,
+quarantine, responses, answers, nps, unsubscribes, cursors. Views are (re)created by the
+last migration that touches them; the README documents every one.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("syncd")
+
+
+@migrations()
+def m001_core(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,                 -- reconcile | pull | retry
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            status TEXT NOT NULL,               -- running | ok | partial | refused | failed | dry_run
+            exit_code INTEGER,
+            export_path TEXT,
+            rows_read INTEGER,
+            quarantined INTEGER,
+            counts TEXT,                        -- JSON: {vendor: {new, changed, sent, ...}}
+            message TEXT,
+            seconds REAL
+        );
+        CREATE TABLE contacts (
+            key TEXT PRIMARY KEY,               -- the CRM key column
+            attributes TEXT NOT NULL,           -- JSON: every column of the latest export row
+            email TEXT,                         -- normalised, for matching pulled data
+            phone TEXT,                         -- E.164
+            rhash INTEGER NOT NULL,             -- fingerprint of the raw row (fast path)
+            first_seen TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            gone_at TEXT                        -- set when the contact left the export
+        );
+        CREATE INDEX contacts_rhash ON contacts(rhash);
+        CREATE INDEX contacts_email ON contacts(email);
+        CREATE TABLE vendor_state (
+            vendor TEXT NOT NULL,
+            key TEXT NOT NULL,
+            hash TEXT NOT NULL,                 -- the projection the vendor acknowledged
+            ref TEXT,                           -- the vendor's own id for the contact
+            acked_at TEXT NOT NULL,
+            PRIMARY KEY (vendor, key)
+        ) WITHOUT ROWID;
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            vendor TEXT NOT NULL,
+            key TEXT NOT NULL,
+            kind TEXT NOT NULL,                 -- new | changed
+            status TEXT NOT NULL,               -- pending | in_flight | sent | failed | unknown
+                                                -- | dead | skipped | superseded
+            hash TEXT NOT NULL,
+            payload TEXT NOT NULL,              -- JSON: {"fields": {...}, "metadata": {...}}
+            attempts INTEGER NOT NULL DEFAULT 0,
+            reason TEXT,                        -- the vendor's reason, or why it was skipped
+            vendor_ref TEXT,                    -- the vendor's id for the contact
+            job TEXT,                           -- async job to resume (eSputnik session, SignalVine Location)
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            sent_at TEXT
+        );
+        CREATE INDEX deliveries_key ON deliveries(key, vendor);
+        CREATE INDEX deliveries_open ON deliveries(vendor, status)
+            WHERE status IN ('pending', 'in_flight', 'failed', 'unknown', 'dead');
+        CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            file TEXT NOT NULL,
+            line INTEGER,                       -- physical line where the record starts
+            key TEXT,
+            vendor TEXT,                        -- NULL: bad for every vendor
+            reason TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX quarantine_run ON quarantine(run_id);
+        CREATE TABLE responses (
+            vendor TEXT NOT NULL,
+            response_id TEXT NOT NULL,
+            key TEXT,                           -- the CRM key, where it could be matched
+            email TEXT,
+            campaign TEXT,
+            language TEXT,
+            surveyed_at TEXT,
+            answered_at TEXT,
+            raw TEXT,
+            pulled_at TEXT NOT NULL,
+            PRIMARY KEY (vendor, response_id)
+        );
+        CREATE TABLE answers (
+            vendor TEXT NOT NULL,
+            answer_id TEXT NOT NULL,
+            response_id TEXT NOT NULL,
+            question_id TEXT,
+            question_text TEXT,
+            sort_order INTEGER,
+            score REAL,
+            text TEXT,
+            boolean INTEGER,
+            options TEXT,                       -- JSON list
+            is_nps INTEGER, is_ces INTEGER, is_csat INTEGER, is_score INTEGER,
+            paths TEXT,                         -- JSON list of text-analytics paths
+            PRIMARY KEY (vendor, answer_id)
+        );
+        CREATE INDEX answers_response ON answers(vendor, response_id);
+        CREATE TABLE nps (
+            vendor TEXT NOT NULL,
+            filter TEXT NOT NULL,               -- JSON filter array, "[]" = all respondents
+            period_start TEXT NOT NULL,
+            period_end TEXT NOT NULL,
+            nps REAL,
+            detractors REAL,
+            passives REAL,
+            promoters REAL,
+            vendor_id TEXT,
+            computed_at TEXT,
+            pulled_at TEXT NOT NULL,
+            PRIMARY KEY (vendor, filter, period_start, period_end)
+        );
+        CREATE TABLE unsubscribes (
+            vendor TEXT NOT NULL,
+            vendor_id TEXT NOT NULL,
+            key TEXT,
+            email TEXT,
+            phone TEXT,
+            channel TEXT,
+            at TEXT NOT NULL,
+            pulled_at TEXT NOT NULL,
+            PRIMARY KEY (vendor, vendor_id)
+        );
+        CREATE INDEX unsubscribes_key ON unsubscribes(key);
+        CREATE TABLE cursors (
+            vendor TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            cursor TEXT,
+            updated_at TEXT NOT NULL,
+            run_id INTEGER,
+            PRIMARY KEY (vendor, stream)
+        );
+        """
+    )
+
+
+@migrations()
+def m002_views(db: Database) -> None:
+    db.executescript(
+        """
+        -- each contact's latest delivery per vendor, with what the vendor acknowledged
+        CREATE VIEW contact_status AS
+        SELECT c.key, d.vendor, d.status, d.reason, d.attempts, d.updated_at,
+               vs.acked_at, vs.ref AS vendor_ref, c.gone_at
+        FROM contacts c
+        JOIN deliveries d ON d.key = c.key
+        LEFT JOIN vendor_state vs ON vs.vendor = d.vendor AND vs.key = c.key
+        WHERE d.id = (SELECT max(id) FROM deliveries d2
+                      WHERE d2.key = d.key AND d2.vendor = d.vendor);
+
+        -- open work per vendor: what `syncd status` counts
+        CREATE VIEW delivery_backlog AS
+        SELECT vendor, status, count(*) AS n, min(created_at) AS oldest
+        FROM deliveries
+        WHERE status IN ('pending', 'in_flight', 'failed', 'unknown', 'dead')
+        GROUP BY vendor, status;
+        """
+    )

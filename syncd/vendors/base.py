@@ -1,0 +1,160 @@
+"""The connector interface: a vendor's facts as class attributes, and two methods.
+
+    push(batch, on_job) -> one Result per contact
+    pull(stream, since, until) -> pages of records, each with the cursor that follows it
+
+Plumbing (timeouts, retries, pacing, breaker, error mapping) lives in `syncd.http`; a
+connector says what to send and how to read the answer. Connectors never write the store:
+they return results, and report an async job id through `on_job` the moment they learn it,
+so the delivery loop can record it before polling starts.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+import structlog
+
+from syncd.clock import SYSTEM, Clock
+from syncd.config import Option, VendorConfig
+from syncd.http import HttpClient, Pacer
+
+
+class Status(StrEnum):
+    """What became of one contact's delivery (the `deliveries.status` column)."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    DEAD = "dead"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Contact:
+    """One contact as a vendor sees it: mapped fields, already normalised."""
+
+    key: str
+    fields: Mapping[str, str]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    ref: str | None = None  # the vendor's own id, from an earlier acknowledgement
+
+
+@dataclass(frozen=True)
+class Result:
+    key: str
+    status: Status
+    reason: str | None = None
+    ref: str | None = None  # the vendor's own id for this contact, when it says
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of pulled records and the cursor to store with them, in one transaction."""
+
+    records: list[dict[str, Any]]
+    cursor: str
+
+
+OnJob = Callable[[str], None]
+
+
+class Connector(ABC):
+    """Base class of every vendor connector."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Literal["upsert", "trigger"]]
+    max_batch: ClassVar[int]
+    max_bytes: ClassVar[int | None] = None
+    # vendor-specific config keys (besides base_url, mapping, batch_size, delivery keys)
+    options: ClassVar[dict[str, Option]] = {}
+    # the vendor field names a mapping may use; None = any name
+    field_names: ClassVar[frozenset[str] | None] = None
+    # fields the mapping must map
+    required_fields: ClassVar[tuple[str, ...]] = ()
+    # how to normalise a field: "email" (trim, lower-case, validated) or "phone" (E.164)
+    field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {}
+    # fields without which a contact cannot be sent to this vendor (quarantined for it)
+    needs: ClassVar[tuple[str, ...]] = ()
+    # pull streams this vendor offers: "responses", "nps", "unsubscribes"
+    streams: ClassVar[tuple[str, ...]] = ()
+    # seconds between calls with the same credentials (Hello Customer: 1.0)
+    min_interval: ClassVar[float] = 0.0
+
+    def __init__(self, config: VendorConfig, *, clock: Clock = SYSTEM) -> None:
+        self.config = config
+        self.opts = config.options
+        self.clock = clock
+        self.log = structlog.get_logger(f"syncd.vendors.{self.name}").bind(vendor=self.name)
+        self.http = HttpClient(
+            self.name, config.base_url, config.delivery, clock=clock, pacer=self.pacer()
+        )
+
+    def pacer(self) -> Pacer | None:
+        """The shared Pacer for this vendor's credentials, if it is rate limited."""
+        return None
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size or self.max_batch
+
+    def validate(self, contact: Contact) -> str | None:
+        """Why this contact cannot be sent to this vendor (it is quarantined), or None."""
+        missing = [f for f in self.needs if not contact.fields.get(f)]
+        if missing:
+            return f"no {' or '.join(missing)} (needed by {self.name})"
+        return None
+
+    def batches(self, contacts: Sequence[Contact]) -> Iterator[Sequence[Contact]]:
+        """Split into requests: at most `batch_size` contacts, and `max_bytes` if set."""
+        size = self.batch_size
+        if self.max_bytes is None:
+            for i in range(0, len(contacts), size):
+                yield contacts[i : i + size]
+            return
+        chunk: list[Contact] = []
+        used = 0
+        for contact in contacts:
+            cost = self.encoded_size(contact)
+            if chunk and (len(chunk) >= size or used + cost > self.max_bytes * 0.95):
+                yield chunk
+                chunk, used = [], 0
+            chunk.append(contact)
+            used += cost
+        if chunk:
+            yield chunk
+
+    def encoded_size(self, contact: Contact) -> int:
+        """Bytes this contact adds to a request body (for `max_bytes` splitting)."""
+        return len(json.dumps(dict(contact.fields) | dict(contact.metadata))) + 8
+
+    @abstractmethod
+    def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
+        """Send one batch; return one Result per contact, in any order.
+
+        Raise `RetriableError` / `OutcomeUnknownError` / `FatalError` (from `self.http`) when
+        the whole request failed; report an async job id through `on_job` as soon as known.
+        """
+
+    def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
+        """Settle a batch whose async job was recorded before a crash (poll, never re-send)."""
+        raise NotImplementedError(f"{self.name} has no async jobs to resume")
+
+    def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:
+        """Yield pages of `stream` records after cursor `since`, up to `until`."""
+        raise NotImplementedError(f"{self.name} offers no {stream!r} stream")
+
+    def check(self) -> None:
+        """Prove the credentials work with one cheap call that changes nothing, if any exists."""
+        self.log.info("no read-only call to check credentials with; the first push will tell")
+
+    def close(self) -> None:
+        self.http.close()

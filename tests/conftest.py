@@ -1,0 +1,37 @@
+"""Shared fixtures. Every store a test opens gets `PRAGMA integrity_check` at teardown."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from syncd import log as logmod
+from syncd.state import Store
+
+
+@pytest.fixture(autouse=True)
+def _integrity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    opened: set[Path] = set()
+    real_open = Store.open.__func__  # type: ignore[attr-defined]
+
+    def tracking_open(cls: type[Store], path: Path, **kw: object) -> Store:
+        opened.add(Path(path))
+        return real_open(cls, path, **kw)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Store, "open", classmethod(tracking_open))
+    yield
+    for path in opened:
+        if path.exists():
+            conn = sqlite3.connect(path)
+            try:
+                assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok", path
+            finally:
+                conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _logging() -> None:
+    logmod.configure(level="DEBUG", json=True)

@@ -1,0 +1,75 @@
+"""A small test world: a folder with an export, a config pointing at simulators, a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from syncd.clock import SystemClock
+from syncd.config import Config, load
+from syncd.pipeline import RunReport, opened, reconcile
+from syncd.sample import HEADER, write_export
+from syncd.state import Store
+
+ESPUTNIK_MAPPING = """
+[fields]
+email = "Email"
+sms = "Phone"
+firstName = "First Name"
+lastName = "Last Name"
+externalCustomerId = "Record ID"
+[metadata]
+"101" = "Segment"
+"""
+
+
+class World:
+    """One syncd installation in a temp folder."""
+
+    def __init__(self, folder: Path, vendors: dict[str, tuple[str, str]], **source: Any) -> None:
+        """vendors: name → (vendor table body incl. base_url, mapping text)."""
+        self.folder = folder
+        self.export = folder / "contacts.csv"
+        parts = [
+            "[source]", f'path = "{self.export.name}"', 'key = "Record ID"', "settle_seconds = 0",
+            'phone_region = "BE"',
+        ]
+        parts += [f"{k} = {v!r}".replace("'", '"') for k, v in source.items()]
+        parts += ["[store]", 'path = "syncd.db"', "[delivery]", "backoff_base = 0.01",
+                  "retries = 2", "read_timeout = 5", "connect_timeout = 2"]
+        for name, (table, mapping) in vendors.items():
+            (folder / f"{name}.toml").write_text(mapping, encoding="utf-8")
+            parts += [f"[vendors.{name}]", f'mapping = "{name}.toml"', table]
+        (folder / "syncd.toml").write_text("\n".join(parts) + "\n", encoding="utf-8")
+        self.clock = SystemClock()
+
+    @property
+    def cfg(self) -> Config:
+        return load(self.folder / "syncd.toml")
+
+    def write(self, rows: list[list[str]], **kw: Any) -> None:
+        write_export(self.export, rows, **kw)
+
+    def sync(self, **kw: Any) -> RunReport:
+        cfg = self.cfg
+        with opened(cfg) as store:
+            return reconcile(cfg, store, self.clock, **kw)
+
+    def store(self) -> Store:
+        return Store.open(self.folder / "syncd.db")
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        store = self.store()
+        try:
+            return [dict(r) for r in store.query("SELECT * FROM deliveries ORDER BY id")]
+        finally:
+            store.close()
+
+
+def esputnik_table(url: str, **extra: Any) -> tuple[str, str]:
+    body = f'base_url = "{url}"\napi_key = "sandbox-key"\npoll_every = 0.01\n'
+    body += "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in extra.items())
+    return body, ESPUTNIK_MAPPING
+
+
+__all__ = ["HEADER", "World", "esputnik_table"]

@@ -1,0 +1,189 @@
+"""The reconcile pipeline end to end: export on disk → eSputnik simulator over loopback."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from syncd.sandbox.esputnik import ESputnikSim
+
+from syncd.errors import GuardError
+from syncd.sample import row, rows
+from syncd.sandbox.base import Server
+from tests.helpers import World, esputnik_table
+
+PUSH = "/api/v1/contacts"
+
+
+@pytest.fixture
+def sim() -> Iterator[tuple[ESputnikSim, Server]]:
+    app = ESputnikSim()
+    with Server(app) as server:
+        yield app, server
+
+
+@pytest.fixture
+def world(tmp_path: Path, sim: tuple[ESputnikSim, Server]) -> World:
+    return World(tmp_path, {"esputnik": esputnik_table(sim[1].url)})
+
+
+def held_keys(app: ESputnikSim) -> set[str]:
+    return {c["externalCustomerId"] for c in app.contacts()}
+
+
+def test_ten_thousand_contacts_then_nothing_then_only_the_delta(
+    world: World, sim: tuple[ESputnikSim, Server]
+) -> None:
+    app, _ = sim
+    data = list(rows(10_000))
+    world.write(data)
+    first = world.sync()
+    assert first.exit_code == 0, first.summary()
+    assert app.count(PUSH, "POST") <= 4
+    assert len(held_keys(app)) == 10_000 - first.plan.quarantined  # type: ignore[union-attr]
+
+    before = len(app.requests())
+    second = world.sync()
+    assert second.exit_code == 0
+    assert len(app.requests()) == before, "an identical export must send no request at all"
+
+    rng = random.Random(3)
+    mapped = rng.sample(range(10_000), 37)
+    for i in mapped:
+        data[i][1] = data[i][1] + "x"  # First Name: mapped
+    unmapped = rng.sample(sorted(set(range(10_000)) - set(mapped)), 5)
+    for i in unmapped:
+        data[i][11] = "Changed ticket type"  # Ticket Type: no vendor maps it
+    world.write(data)
+    third = world.sync()
+    assert third.exit_code == 0
+    posts = app.requests(PUSH, "POST")[-1].json()["contacts"]
+    assert app.count(PUSH, "POST") <= 5
+    assert sorted(c["externalCustomerId"] for c in posts) == sorted(data[i][0] for i in mapped)
+
+
+def test_rejected_contacts_carry_the_reason_and_are_resent_next_run(
+    world: World, sim: tuple[ESputnikSim, Server]
+) -> None:
+    app, _ = sim
+    data = list(rows(20))
+    victim = data[4]
+    app.faults.reject(victim[3].strip().lower(), "mailbox does not exist")
+    world.write(data)
+    report = world.sync()
+    assert report.exit_code == 1
+    by_key = {d["key"]: d for d in world.deliveries()}
+    assert by_key[victim[0]]["status"] == "failed"
+    assert "mailbox does not exist" in by_key[victim[0]]["reason"]
+    assert sum(d["status"] == "sent" for d in by_key.values()) == 19
+    sent_once = app.count(PUSH, "POST")
+
+    app.faults.clear()
+    again = world.sync()
+    assert again.exit_code == 0
+    assert app.count(PUSH, "POST") == sent_once + 1
+    retried = app.requests(PUSH, "POST")[-1].json()["contacts"]
+    assert [c["externalCustomerId"] for c in retried] == [victim[0]]
+    assert {d["key"]: d for d in world.deliveries()}[victim[0]]["status"] == "sent"
+
+
+def test_a_contact_rejected_every_time_goes_dead_after_max_attempts(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    app, server = sim
+    world = World(tmp_path, {"esputnik": esputnik_table(server.url, max_attempts=2)})
+    data = list(rows(3))
+    app.faults.reject(data[0][3].strip().lower(), "blocked")
+    world.write(data)
+    assert world.sync().exit_code == 1
+    assert world.sync().exit_code == 1
+    third = world.sync()
+    statuses = {d["key"]: d["status"] for d in world.deliveries()}
+    assert statuses[data[0][0]] == "dead"
+    assert third.exit_code == 0  # dead rows wait for an operator; they do not fail every run
+
+
+def test_faults_are_survived(world: World, sim: tuple[ESputnikSim, Server]) -> None:
+    app, _ = sim
+    world.write(list(rows(50)))
+    app.faults.add("status", status=429, count=1, path=PUSH)
+    app.faults.add("status", status=502, count=1, path=PUSH)
+    app.faults.add("drop", count=1, path=PUSH)
+    report = world.sync()
+    assert report.exit_code == 0, report.summary()
+    assert len(held_keys(app)) == 50 - report.plan.quarantined  # type: ignore[union-attr]
+
+
+def test_a_vendor_down_leaves_pending_exit_1_then_a_later_run_completes(
+    world: World, sim: tuple[ESputnikSim, Server]
+) -> None:
+    app, _ = sim
+    world.write(list(rows(30)))
+    app.faults.add("down", status=503)
+    report = world.sync()
+    assert report.exit_code == 1
+    assert {d["status"] for d in world.deliveries()} == {"pending"}
+    assert held_keys(app) == set()
+    app.faults.clear()
+    later = world.sync()
+    assert later.exit_code == 0
+    assert {d["status"] for d in world.deliveries()} == {"sent"}
+
+
+def test_a_half_length_export_is_refused_and_nothing_is_sent(
+    world: World, sim: tuple[ESputnikSim, Server]
+) -> None:
+    app, _ = sim
+    data = list(rows(100))
+    world.write(data)
+    world.sync()
+    before = len(app.requests())
+    data[10][1] = "Changed"
+    world.write(data[:50])
+    with pytest.raises(GuardError) as err:
+        world.sync()
+    assert err.value.exit_code == 3
+    assert "50 of 100" in str(err.value) and "--force" in str(err.value)
+    assert len(app.requests()) == before
+    assert world.sync(force=True).exit_code == 0
+
+
+def test_dry_run_writes_nothing(world: World, sim: tuple[ESputnikSim, Server]) -> None:
+    app, _ = sim
+    world.write(list(rows(10)))
+    report = world.sync(dry_run=True)
+    assert report.plan and report.plan.vendors["esputnik"].counts["new"] > 0
+    assert report.plan.vendors["esputnik"].samples
+    assert app.requests() == []
+    store = world.store()
+    assert store.scalar("SELECT count(*) FROM deliveries") == 0
+    assert store.scalar("SELECT count(*) FROM runs") == 0
+    assert store.scalar("SELECT count(*) FROM contacts") == 0
+    store.close()
+
+
+def test_bad_rows_are_quarantined_with_line_and_reason(
+    world: World, sim: tuple[ESputnikSim, Server]
+) -> None:
+    rng = random.Random(1)
+    good = [row(i, rng) for i in range(5)]
+    no_key = row(5, rng)
+    no_key[0] = ""
+    bad_email = row(6, rng)
+    bad_email[3] = "nobody@"
+    short = row(7, rng)[:4]
+    world.write([*good, no_key, bad_email, short, list(good[1])])
+    report = world.sync()
+    store = world.store()
+    found = {(r["line"], r["vendor"], r["reason"]) for r in store.query("SELECT * FROM quarantine")}
+    store.close()
+    reasons = sorted(r for _l, _v, r in found)
+    assert any("empty key column" in r for r in reasons)
+    assert any("invalid email 'nobody@'" in r for r in reasons)
+    assert any("has 4 fields" in r for r in reasons)
+    assert any("duplicate key 'CRM-0000001'" in r for r in reasons)
+    lines = sorted(line for line, _v, _r in found)
+    assert lines == [7, 8, 9, 10]  # header is line 1; the 5 good rows are lines 2-6
+    assert report.plan and report.plan.quarantined == 4

@@ -1,0 +1,93 @@
+"""The export reader on the shapes real CRM exports come in."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from syncd.config import SourceConfig
+from syncd.errors import NotSettledError, SourceError
+from syncd.source import Bad, Export, find_export
+
+
+def cfg(path: Path, **kw: object) -> SourceConfig:
+    return SourceConfig(path=str(path), key="Record ID", settle_seconds=0, **kw)  # type: ignore[arg-type]
+
+
+def read(path: Path, **kw: object) -> tuple[list[str], list[tuple[int, list[str]] | Bad]]:
+    with Export(path, cfg(path, **kw)) as export:
+        return export.header, list(export.rows())
+
+
+def test_bom_crlf_semicolons_quoted_newlines(tmp_path: Path) -> None:
+    p = tmp_path / "e.csv"
+    p.write_bytes(
+        "\ufeffRecord ID;Name;Notes;\r\n1;Zoë;\"a;b\";\r\n2;\"O'Neill\";\"two\r\nlines\";\r\n3;Åsa;x;\r\n".encode()
+    )
+    header, rows = read(p)
+    assert header == ["Record ID", "Name", "Notes"]
+    assert rows == [(2, ["1", "Zoë", "a;b"]), (3, ["2", "O'Neill", "two\r\nlines"]), (5, ["3", "Åsa", "x"])]
+
+
+def test_comma_and_quote_all_are_sniffed(tmp_path: Path) -> None:
+    p = tmp_path / "e.csv"
+    p.write_text('"Record ID","Email"\n"1","a@b.co"\n', encoding="utf-8")
+    header, rows = read(p)
+    assert header == ["Record ID", "Email"]
+    assert rows == [(2, ["1", "a@b.co"])]
+
+
+def test_wrong_width_rows_are_bad_with_their_line(tmp_path: Path) -> None:
+    p = tmp_path / "e.csv"
+    p.write_text("Record ID,A,B\n1,x,y\n2,x\n3,x,y,extra\n4,x,y,,\n", encoding="utf-8")
+    _h, rows = read(p)
+    assert rows[0] == (2, ["1", "x", "y"])
+    assert rows[1] == Bad(3, "2", "has 2 fields, the header has 3")
+    assert rows[2] == Bad(4, "3", "has 4 fields, the header has 3")
+    assert rows[3] == (5, ["4", "x", "y"])  # empty trailing cells are spreadsheet noise
+
+
+def test_cp1252_bytes_in_a_utf8_file_are_quarantined_not_fatal(tmp_path: Path) -> None:
+    p = tmp_path / "e.csv"
+    p.write_bytes(b"Record ID,Name\n1,Caf\xe9\n2,Cafe\n")
+    _h, rows = read(p)
+    assert isinstance(rows[0], Bad) and "not valid utf-8" in rows[0].reason
+    assert rows[1] == (3, ["2", "Cafe"])
+    _h, rows = read(p, encoding="cp1252")
+    assert rows[0] == (2, ["1", "Café"])
+
+
+def test_nul_bytes_are_dropped(tmp_path: Path) -> None:
+    p = tmp_path / "e.csv"
+    p.write_bytes(b"Record ID,Name\n1,A\x00B\n")
+    assert read(p)[1] == [(2, ["1", "AB"])]
+
+
+def test_missing_key_column_empty_file_and_missing_file_stop_the_run(tmp_path: Path) -> None:
+    p = tmp_path / "e.csv"
+    p.write_text("Id,Name\n1,A\n", encoding="utf-8")
+    with pytest.raises(SourceError, match="key column 'Record ID' is not in the header.*"):
+        read(p)
+    p.write_text("", encoding="utf-8")
+    with pytest.raises(SourceError, match="is empty"):
+        read(p)
+    with pytest.raises(SourceError, match="does not exist"):
+        find_export(cfg(tmp_path / "nope.csv"), datetime.now(UTC))
+
+
+def test_an_export_still_being_written_is_not_read(tmp_path: Path) -> None:
+    p = tmp_path / "contacts-1.csv"
+    p.write_text("Record ID\n1\n", encoding="utf-8")
+    now = datetime.now(UTC)
+    c = SourceConfig(path=str(tmp_path / "contacts-*.csv"), key="Record ID", settle_seconds=30)
+    with pytest.raises(NotSettledError, match="may still be being written"):
+        find_export(c, now)
+    old = (now - timedelta(minutes=5)).timestamp()
+    os.utime(p, (old, old))
+    newer = tmp_path / "contacts-2.csv"
+    newer.write_text("Record ID\n1\n", encoding="utf-8")
+    assert find_export(c, now) == p  # the newest *settled* match
+

@@ -1,0 +1,183 @@
+"""One contract, every vendor: each connector against its simulator over loopback HTTP,
+through the same delivery loop the pipeline uses (a real SQLite store)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from syncd.clock import FakeClock
+from syncd.config import load
+from syncd.errors import AuthError
+from syncd.push import Deliverer
+from syncd.sandbox.base import Server, Simulator
+from syncd.state import Store
+from syncd.vendors import REGISTRY, Connector, Contact
+from tests.kits import Kit
+
+
+def _kits() -> list[Kit]:
+    kits = []
+    for name in sorted(REGISTRY):
+        try:
+            kits.append(importlib.import_module(f"tests.kits.{name}").KIT)
+        except ModuleNotFoundError:
+            continue
+    return kits
+
+
+KITS = _kits()
+
+
+@pytest.fixture(params=KITS, ids=[k.name for k in KITS])
+def kit(request: pytest.FixtureRequest) -> Kit:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def served(kit: Kit) -> Iterator[tuple[Simulator, Server]]:
+    sim = kit.simulator()
+    with Server(sim) as server:
+        yield sim, server
+
+
+def make_connector(
+    kit: Kit,
+    url: str,
+    folder: Path,
+    *,
+    bad_secret: bool = False,
+    extra: str = "",
+    read_timeout: float = 5.0,
+) -> Connector:
+    (folder / "mapping.toml").write_text(kit.mapping_toml, encoding="utf-8")
+    (folder / "syncd.toml").write_text(
+        f'[source]\npath = "x.csv"\nkey = "Record ID"\n[store]\npath = "s.db"\n'
+        f"[vendors.{kit.name}]\n{kit.vendor_toml(url, bad_secret)}"
+        f"retries = 2\nbackoff_base = 0.01\nread_timeout = {read_timeout}\n"
+        f"connect_timeout = 2\n{extra}",
+        encoding="utf-8",
+    )
+    cfg = load(folder / "syncd.toml")
+    return REGISTRY[kit.name](cfg.vendors[kit.name], clock=FakeClock(datetime.now(UTC)))
+
+
+def deliver(
+    connector: Connector, contacts: list[Contact], folder: Path
+) -> tuple[dict[str, tuple[str, str | None]], Deliverer]:
+    """Queue the contacts as pending deliveries and run the delivery loop over them."""
+    store = Store.open(folder / "s.db")
+    now = datetime.now(UTC)
+    run = store.start_run("test", now)
+    with store.write() as c:
+        for contact in contacts:
+            payload = json.dumps({"fields": dict(contact.fields), "metadata": dict(contact.metadata)})
+            c.execute(
+                "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
+                "created_at, updated_at) VALUES (?, ?, ?, 'new', 'pending', 'h', ?, ?, ?)",
+                (run, connector.name, contact.key, payload, now.isoformat(), now.isoformat()),
+            )
+    deliverer = Deliverer(store, connector, lambda: now, max_attempts=3)
+    deliverer.run()
+    rows = store.query("SELECT key, status, reason FROM deliveries")
+    store.close()
+    return {r["key"]: (r["status"], r["reason"]) for r in rows}, deliverer
+
+
+def test_a_batch_is_sent_and_held(kit: Kit, served: tuple[Simulator, Server], tmp_path: Path) -> None:
+    sim, server = served
+    connector = make_connector(kit, server.url, tmp_path)
+    contacts = [kit.contact(i) for i in range(5)]
+    outcome, _ = deliver(connector, contacts, tmp_path)
+    assert {k: s for k, (s, _r) in outcome.items()} == {c.key: "sent" for c in contacts}
+    assert set(kit.held(sim)) >= {c.key for c in contacts}
+    if kit.triggers:
+        assert all(kit.triggers(sim)[c.key] == 1 for c in contacts)
+
+
+def test_a_rejected_contact_fails_with_the_vendor_reason(
+    kit: Kit, served: tuple[Simulator, Server], tmp_path: Path
+) -> None:
+    sim, server = served
+    assert kit.reject is not None
+    connector = make_connector(kit, server.url, tmp_path)
+    contacts = [kit.contact(i) for i in range(4)]
+    kit.reject(sim, contacts[2], "blocked by the contract test")
+    outcome, _ = deliver(connector, contacts, tmp_path)
+    status, reason = outcome[contacts[2].key]
+    assert status == "failed"
+    assert reason and "blocked by the contract test" in reason
+    assert all(outcome[c.key][0] == "sent" for c in contacts if c is not contacts[2])
+    assert contacts[2].key not in kit.held(sim)
+
+
+def test_a_503_is_retried(kit: Kit, served: tuple[Simulator, Server], tmp_path: Path) -> None:
+    sim, server = served
+    connector = make_connector(kit, server.url, tmp_path)
+    sim.faults.add("status", status=503, count=1, path=kit.push_path)
+    contacts = [kit.contact(i) for i in range(3)]
+    outcome, _ = deliver(connector, contacts, tmp_path)
+    assert all(s == "sent" for s, _r in outcome.values())
+
+
+def test_a_429_with_retry_after_is_honoured(
+    kit: Kit, served: tuple[Simulator, Server], tmp_path: Path
+) -> None:
+    sim, server = served
+    connector = make_connector(kit, server.url, tmp_path)
+    sim.faults.add("status", status=429, retry_after="3", count=1, path=kit.push_path)
+    outcome, _ = deliver(connector, [kit.contact(1)], tmp_path)
+    assert all(s == "sent" for s, _r in outcome.values())
+    assert isinstance(connector.clock, FakeClock)
+    assert 3.0 in connector.clock.slept
+
+
+def test_a_vendor_that_stays_down_leaves_everything_pending(
+    kit: Kit, served: tuple[Simulator, Server], tmp_path: Path
+) -> None:
+    sim, server = served
+    connector = make_connector(kit, server.url, tmp_path)
+    sim.faults.add("down", status=503)
+    contacts = [kit.contact(i) for i in range(3)]
+    outcome, deliverer = deliver(connector, contacts, tmp_path)
+    assert {s for s, _r in outcome.values()} == {"pending"}
+    assert deliverer.out.counts["sent"] == 0
+
+
+def test_a_read_timeout_never_resends_a_trigger(
+    kit: Kit, served: tuple[Simulator, Server], tmp_path: Path
+) -> None:
+    sim, server = served
+    connector = make_connector(kit, server.url, tmp_path, read_timeout=0.5)
+    sim.faults.add("delay", seconds=1.2, count=1, path=kit.push_path)
+    contact = kit.contact(7)
+    outcome, _ = deliver(connector, [contact], tmp_path)
+    status, _reason = outcome[contact.key]
+    if kit.kind == "trigger":
+        assert status == "unknown"
+        assert kit.triggers is not None
+        assert kit.triggers(sim).get(contact.key) == 1
+    else:
+        assert status in ("sent", "pending")
+
+
+def test_bad_credentials_raise_auth_error(
+    kit: Kit, served: tuple[Simulator, Server], tmp_path: Path
+) -> None:
+    _sim, server = served
+    connector = make_connector(kit, server.url, tmp_path, bad_secret=True)
+    with pytest.raises(AuthError):
+        connector.push([kit.contact(1)], lambda job: None)
+
+
+def test_batches_respect_the_configured_size(kit: Kit, tmp_path: Path) -> None:
+    connector = make_connector(kit, "http://127.0.0.1:9", tmp_path, extra="batch_size = 1\n")
+    contacts = [kit.contact(i) for i in range(5)]
+    batches = list(connector.batches(contacts))
+    assert [len(b) for b in batches] == [1] * 5
+    assert [c.key for b in batches for c in b] == [c.key for c in contacts]
