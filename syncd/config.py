@@ -182,6 +182,9 @@ class _Table:
     ) -> Any:
         self.used.add(key)
         if key not in self.data:
+            if required and kind is dict:
+                table = f"{self.name}.{key}" if self.name else key
+                raise ConfigError("table is missing", file=str(self.file), table=table)
             if required:
                 raise self.error("is required", key)
             return default

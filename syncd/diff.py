@@ -19,11 +19,13 @@ dry run or when the truncation guard refuses the export.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from array import array
 from bisect import bisect_left
+from operator import itemgetter
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +33,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import phonenumbers
+from xxhash import xxh3_64_intdigest
 from sqlite_utils.utils import hash_record
 
 from syncd.config import Config, SuppressionConfig, VendorConfig
 from syncd.errors import ConfigError
-from syncd.source import Bad, Export
+from syncd.source import Bad, Export, undecodable
 from syncd.state import OPEN_STATUSES, Store, chunked, iso
 from syncd.vendors.base import Connector, Contact
 
@@ -44,14 +47,16 @@ SAMPLES = 5
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 
-def fingerprint(data: str, salt: bytes) -> int:
-    digest = hashlib.blake2b(
-        data.encode("utf-8", "surrogateescape"), digest_size=8, key=salt
-    ).digest()
-    return int.from_bytes(digest, "little", signed=True)
+def fingerprint(text: str, seed: int) -> int:
+    """A seeded 63-bit XXH3 of a row's text (fits a signed SQLite integer).
+
+    XXH3 rather than a cryptographic hash: it is one C call per row, which is most of what
+    keeps the fast path near a bare CSV pass; the rows are not adversarial.
+    """
+    return xxh3_64_intdigest(text.encode("utf-8", "surrogateescape"), seed) >> 1
 
 
-def config_salt(cfg: Config) -> bytes:
+def config_salt(cfg: Config) -> int:
     """Changes whenever what the vendors see could change: mappings, vendors, key, ignores."""
     sig = {
         "key": cfg.source.key,
@@ -62,7 +67,8 @@ def config_salt(cfg: Config) -> bytes:
             for name, v in sorted(cfg.vendors.items())
         },
     }
-    return hashlib.blake2b(json.dumps(sig, sort_keys=True).encode(), digest_size=16).digest()
+    digest = hashlib.blake2b(json.dumps(sig, sort_keys=True).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 # --- normalisation -------------------------------------------------------------------------
@@ -70,8 +76,22 @@ def normalise_email(value: str) -> str:
     return value.strip().lower()
 
 
+_PHONE_NOISE = re.compile(r"[\s().\-/]")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+@functools.lru_cache(maxsize=65536)
 def normalise_phone(value: str, region: str | None) -> str | None:
-    """E.164, or None when the value is not a possible phone number."""
+    """E.164, or None when the value is not a possible phone number.
+
+    International shapes (`+32 470 12 34 56`, `0032470…`) are folded without the full
+    parser; national ones (`0470123456`, `(555) 010-1234`) go through `phonenumbers`.
+    """
+    compact = _PHONE_NOISE.sub("", value)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    if _E164.match(compact):
+        return compact
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
@@ -227,20 +247,24 @@ class Differ:
         self.cand_lines: dict[str, int] = {}
         salt = self.salt
         kidx = export.key_index
-        self.keep = keep = self._kept_columns(export.header)
+        self.pick = _picker(self._kept_columns(export.header))
         buffer: list[_Candidate] = []
         unchanged = 0
-        for item in export.rows():
-            if type(item) is Bad:
-                self._quarantine(item.line, item.key, None, item.reason)
-                continue
-            line, row = item  # type: ignore[misc]
-            rh = fingerprint("\x1f".join(row if keep is None else [row[i] for i in keep]), salt)
+        join = "\x1f".join
+        pick = self.pick
+        seed = self.salt
+
+        def bad(item: Bad) -> None:
+            self._quarantine(item.line, item.key, None, item.reason)
+
+        for line, row in export.rows(bad):
+            rh = xxh3_64_intdigest(
+                join(row if pick is None else pick(row)).encode("utf-8", "surrogateescape"), seed
+            ) >> 1
             i = bisect_left(known, rh)
             if i < n and known[i] == rh:
                 if seen[i]:
-                    key = row[kidx].strip()
-                    self._duplicate(line, key, seen[i])
+                    self._duplicate(line, row[kidx].strip(), seen[i])
                 else:
                     seen[i] = line
                     unchanged += 1
@@ -248,6 +272,13 @@ class Differ:
             key = row[kidx].strip()
             if not key:
                 self._quarantine(line, None, None, f"empty key column {self.cfg.source.key!r}")
+                continue
+            if undecodable(row):
+                self._quarantine(
+                    line, key, None,
+                    f"bytes that are not valid {self.cfg.source.encoding}; re-export as UTF-8 "
+                    "or set [source] encoding",
+                )
                 continue
             first = self.cand_lines.get(key)
             if first is not None:
@@ -298,12 +329,15 @@ class Differ:
                 f"SELECT key, rhash, attributes FROM contacts WHERE key IN ({marks})", keys
             )
         }
-        acked: dict[tuple[str, str], str] = {
-            (v, k): h
-            for v, k, h in self.conn.execute(
-                f"SELECT vendor, key, hash FROM vendor_state WHERE key IN ({marks})", keys
+        acked: dict[tuple[str, str], str] = {}
+        for vendor in self.projectors:  # (vendor, key) is the primary key: one lookup each
+            acked.update(
+                ((vendor, k), h)
+                for k, h in self.conn.execute(
+                    f"SELECT key, hash FROM vendor_state WHERE vendor = ? AND key IN ({marks})",
+                    [vendor, *keys],
+                )
             )
-        }
         open_rows: dict[tuple[str, str], tuple[int, str, str]] = {}
         for did, v, k, status, h in self.conn.execute(
             f"SELECT id, vendor, key, status, hash FROM deliveries WHERE key IN ({marks}) "
@@ -311,8 +345,13 @@ class Differ:
             keys,
         ):
             open_rows[(v, k)] = (did, status, h)  # the latest wins
-        reach = {c.key: self._reach(c.row) for c in chunk}
+        projections = {
+            c.key: {name: proj.project(c.key, c.row) for name, proj in self.projectors.items()}
+            for c in chunk
+        }
+        reach = {key: self._reach(projs) for key, projs in projections.items()}
         suppressed = suppressions(self.store, self.cfg.suppression, reach)
+        self._new_deliveries: list[tuple[Any, ...]] = []
 
         known, seen, n = self.known, self.seen, len(self.known)
         contact_rows = []
@@ -327,13 +366,18 @@ class Differ:
                     if seen[i]:
                         self._duplicate(seen[i], cand.key, cand.line)
                     seen[i] = cand.line
-            if self._vendors(cand, old, acked, open_rows, suppressed, header):
+            if self._vendors(cand, projections[cand.key], old, acked, open_rows, suppressed, header):
                 rhash = self._rhash(cand.row)
             else:  # quarantined for a vendor: look at the row again next run
                 rhash = fingerprint("\x00requarantine\x00" + cand.key, self.salt)
             email, phone = reach[cand.key]
             attrs = json.dumps(dict(zip(header, cand.row, strict=False)), ensure_ascii=False)
             contact_rows.append((cand.key, attrs, email, phone, rhash, self.ts, self.ts))
+        self.conn.executemany(
+            "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, reason, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self._new_deliveries,
+        )
         self.conn.executemany(
             "INSERT INTO contacts (key, attributes, email, phone, rhash, first_seen, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
@@ -343,26 +387,28 @@ class Differ:
         )
 
     def _rhash(self, row: list[str]) -> int:
-        keep = self.keep
-        return fingerprint("\x1f".join(row if keep is None else [row[i] for i in keep]), self.salt)
+        """The fingerprint the fast path compares (same text as in `run`)."""
+        pick = self.pick
+        return fingerprint("\x1f".join(row if pick is None else pick(row)), self.salt)
 
-    def _reach(self, row: list[str]) -> tuple[str | None, str | None]:
-        """The contact's normalised email and phone (from any vendor's typed fields)."""
+    def _reach(self, projections: dict[str, Contact | str]) -> tuple[str | None, str | None]:
+        """The contact's normalised email and phone, from any vendor's typed fields."""
         email = phone = None
-        for proj in self.projectors.values():
-            for _name, _col, i, kind in proj.fields:
-                value = row[i].strip()
-                if not value:
-                    continue
-                if kind == "email" and email is None:
-                    email = normalise_email(value)
-                elif kind == "phone" and phone is None:
-                    phone = normalise_phone(value, self.cfg.source.phone_region)
+        for name, projected in projections.items():
+            if isinstance(projected, str):
+                continue
+            for fname, kind in self.connectors[name].field_types.items():
+                value = projected.fields.get(fname)
+                if value and kind == "email" and email is None:
+                    email = value
+                elif value and kind == "phone" and phone is None:
+                    phone = value
         return email, phone
 
     def _vendors(
         self,
         cand: _Candidate,
+        projections: dict[str, Contact | str],
         old: tuple[int, str] | None,
         acked: dict[tuple[str, str], str],
         open_rows: dict[tuple[str, str], tuple[int, str, str]],
@@ -373,7 +419,7 @@ class Differ:
         clean = True
         for name, proj in self.projectors.items():
             vplan = self.plan.vendors[name]
-            projected = proj.project(cand.key, cand.row)
+            projected = projections[name]
             if isinstance(projected, str):
                 self._quarantine(cand.line, cand.key, name, projected)
                 clean = False
@@ -449,10 +495,8 @@ class Differ:
         status: str,
         reason: str | None,
     ) -> None:
-        self.conn.execute(
-            "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, reason, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.run_id, vendor, key, kind, status, digest, _payload(contact), reason, self.ts, self.ts),
+        self._new_deliveries.append(
+            (self.run_id, vendor, key, kind, status, digest, _payload(contact), reason, self.ts, self.ts)
         )
 
     def _supersede(self, did: int, kind: str, digest: str, contact: Contact) -> None:
@@ -501,6 +545,17 @@ class Differ:
             return None
         plan.refused = reason
         return reason
+
+
+def _picker(keep: list[int] | None) -> Callable[[list[str]], Sequence[str]] | None:
+    """The columns that count for the fingerprint ([source] ignore_columns left out)."""
+    if keep is None:
+        return None
+    if len(keep) == 1:
+        only = keep[0]
+        return lambda row: (row[only],)
+    getter = itemgetter(*keep)
+    return lambda row: getter(row)  # type: ignore[no-any-return]
 
 
 def _on_new(proj: Projector) -> bool:

@@ -13,7 +13,7 @@ import csv
 import glob
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -103,12 +103,12 @@ class Export:
             )
         self.delimiter = cfg.delimiter or _sniff(sample)
         self._fh.seek(0)
-        self._undecodable: set[int] = set()
-        self._reader = csv.reader(self._lines(), delimiter=self.delimiter, strict=False)
+        self._reader = csv.reader(self._fh, delimiter=self.delimiter, strict=False)
         try:
             header = next(self._reader)
         except (csv.Error, StopIteration) as exc:
             raise SourceError(f"export {path}: cannot read the header line: {exc}") from None
+        self.raw_width = len(header)
         self.header = [h.strip() for h in header]
         while self.header and not self.header[-1]:
             self.header.pop()  # empty trailing columns from spreadsheet round-trips
@@ -135,56 +135,55 @@ class Export:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def rows(self) -> Iterator[tuple[int, list[str]] | Bad]:
-        """Yield `(line, row)` for good-shaped rows and `Bad` for the rest (not keys: the
-        caller checks keys, since it knows which it has seen)."""
+    def rows(self, on_bad: Callable[[Bad], None]) -> Iterator[tuple[int, list[str]]]:
+        """Yield `(line, row)` for rows of the header's width; report the rest to `on_bad`.
+
+        Keys are not checked here (the caller knows which it has seen), nor undecodable
+        bytes (`undecodable(row)`: only rows that are new or changed need the look).
+        """
         reader = self._reader
         width = len(self.header)
+        raw_width = self.raw_width
         kidx = self.key_index
+        count = 0
         line = reader.line_num + 1
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield Bad(line, None, f"unreadable record: {exc}")
-                line = reader.line_num + 1
-                continue
-            start, line = line, reader.line_num + 1
-            if not row:
-                continue  # blank line
-            self.rows_read += 1
-            n = len(row)
-            if n != width:
-                if n > width and not any(c.strip() for c in row[width:]):
-                    del row[width:]
-                else:
-                    key = row[kidx].strip() if n > kidx else None
-                    yield Bad(start, key or None, f"has {n} fields, the header has {width}")
+        try:
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    text = str(exc)
+                    if "NUL" in text:
+                        text = "contains a NUL byte; re-export the file, or remove the byte"
+                    on_bad(Bad(line, None, f"unreadable record: {text}"))
+                    line = reader.line_num + 1
                     continue
-            if self._undecodable and self._undecodable_in(start, line):
-                key = row[kidx].strip() or None
-                yield Bad(
-                    start,
-                    key,
-                    f"bytes that are not valid {self.cfg.encoding}; re-export as UTF-8 "
-                    "or set [source] encoding",
-                )
-                continue
-            yield start, row
+                start, line = line, reader.line_num + 1
+                if len(row) == width:
+                    count += 1
+                    yield start, row
+                    continue
+                n = len(row)
+                if not n:
+                    continue  # a blank line
+                count += 1
+                if width < n <= raw_width and not any(row[width:]) or (
+                    n > width and not any(c.strip() for c in row[width:])
+                ):
+                    del row[width:]  # empty trailing cells: spreadsheet noise
+                    yield start, row
+                    continue
+                key = row[kidx].strip() if n > kidx else None
+                on_bad(Bad(start, key or None, f"has {n} fields, the header has {width}"))
+        finally:
+            self.rows_read += count
 
-    def _undecodable_in(self, start: int, end: int) -> bool:
-        return any(start <= n < end for n in self._undecodable)
 
-    def _lines(self) -> Iterator[str]:
-        """Physical lines, NUL bytes removed (csv refuses them), undecodable ones noted."""
-        for number, text in enumerate(self._fh, 1):
-            if not text.isascii() and _SURROGATE.search(text):
-                self._undecodable.add(number)
-            if "\x00" in text:
-                text = text.replace("\x00", "")
-            yield text
+def undecodable(row: list[str]) -> bool:
+    """True when a cell holds bytes the configured encoding could not decode."""
+    return any(not cell.isascii() and _SURROGATE.search(cell) for cell in row)
 
 
 def _sniff(sample: str) -> str:

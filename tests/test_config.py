@@ -1,0 +1,93 @@
+"""Config and mapping files: every mistake names file, table and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from syncd.config import load
+from syncd.errors import ConfigError
+from tests.helpers import ESPUTNIK_MAPPING
+
+BASE = """
+[source]
+path = "exports/*.csv"
+key = "Record ID"
+[store]
+path = "data/syncd.db"
+[vendors.esputnik]
+base_url = "http://127.0.0.1:1"
+api_key = "{key}"
+mapping = "esputnik.toml"
+"""
+
+
+def write(tmp_path: Path, text: str, mapping: str = ESPUTNIK_MAPPING) -> Path:
+    (tmp_path / "esputnik.toml").write_text(mapping, encoding="utf-8")
+    path = tmp_path / "syncd.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    cfg = load(write(tmp_path, BASE.format(key="literal-secret")))
+    assert cfg.store.path == (tmp_path / "data/syncd.db").resolve()
+    assert cfg.source.path == str((tmp_path / "exports/*.csv").resolve())
+    assert cfg.vendors["esputnik"].mapping.fields["email"] == "Email"
+    assert cfg.secrets == ("literal-secret",)
+
+
+def test_secrets_from_env_file_and_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESP_KEY", "from-env")
+    assert load(write(tmp_path, BASE.format(key="env:ESP_KEY"))).secrets == ("from-env",)
+    (tmp_path / "key.txt").write_text("from-file\n", encoding="utf-8")
+    assert load(write(tmp_path, BASE.format(key="file:key.txt"))).secrets == ("from-file",)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "esputnik").write_text("from-systemd", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert load(write(tmp_path, BASE.format(key="credential:esputnik"))).secrets == (
+        "from-systemd",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (BASE.format(key="env:NOPE_NOT_SET"), "[vendors.esputnik] api_key: environment variable NOPE_NOT_SET is not set"),
+        (BASE.format(key="k").replace('key = "Record ID"', ""), "[source] key: is required"),
+        (BASE.format(key="k") + "\n[schedule]\nreconcile = \"61 * * * *\"\n", "[schedule] reconcile: not a crontab line"),
+        (BASE.format(key="k") + "batch_size = 5000\n", "[vendors.esputnik] batch_size: must be between 1 and 3000"),
+        (BASE.format(key="k") + "dedupe_on = \"phone\"\n", "[vendors.esputnik] dedupe_on: 'phone' is not one of"),
+        (BASE.format(key="k") + "colour = \"red\"\n", "[vendors.esputnik] colour: unknown key"),
+        (BASE.format(key="k").replace("esputnik]", "mailchimp]"), "[vendors.mailchimp] unknown vendor 'mailchimp'"),
+        (BASE.format(key="k").replace('"http://127.0.0.1:1"', '"127.0.0.1"'), "base_url: must start with http"),
+        ("[source\n", "not valid TOML"),
+        (BASE.format(key="k").replace("max_drop", "") + "\n[source.x]\n", "[source]"),
+    ],
+)
+def test_mistakes_name_file_table_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value).startswith(f"{path}: ") or str(err.value).startswith(str(path))
+    assert expected in str(err.value)
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("mapping", "expected"),
+    [
+        ('[fields]\nemial = "Email"\n', "[fields] emial: esputnik has no field 'emial'"),
+        ('[fields]\nemail = 3\n', "[fields] email: must be str"),
+        ('[fields]\nemail = "Email"\n[trigger]\non_new = true\n', "esputnik is not a trigger vendor"),
+        ("", "[fields] table is missing"),
+    ],
+)
+def test_mapping_mistakes_name_the_mapping_file(tmp_path: Path, mapping: str, expected: str) -> None:
+    path = write(tmp_path, BASE.format(key="k"), mapping)
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(tmp_path / "esputnik.toml") in str(err.value)
+    assert expected in str(err.value)
