@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,10 +65,19 @@ def _progress() -> Callable[[str, int], None] | None:
     if not sys.stderr.isatty():
         return None
 
-    def show(vendor: str, sent: int) -> None:
-        click.echo(f"\r{vendor}: {sent} sent…", nl=False, err=True)
+    def show(what: str, done: int) -> None:
+        click.echo(f"\r{what}: {done}…" + " " * 10, nl=False, err=True)
 
     return show
+
+
+@cli.command()
+@pass_ctx
+def run(ctx: Ctx) -> None:
+    """Run as a service: scheduled reconciles and pulls until SIGTERM (systemd Type=notify)."""
+    from syncd.daemon import Daemon
+
+    sys.exit(Daemon(config_path(ctx.config_arg)).run())
 
 
 @cli.command()
@@ -107,6 +117,30 @@ def sync(ctx: Ctx, dry_run: bool, vendors: tuple[str, ...], force: bool, baselin
                     click.echo(f"      {col}: {old!r} → {new!r}")
     else:
         click.echo(report.summary())
+    sys.exit(report.exit_code)
+
+
+@cli.command()
+@click.option("--vendor", "vendors", multiple=True, metavar="V", help="only this vendor")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="re-read from this date (YYYY-MM-DD) instead of each stream's cursor",
+)
+@pass_ctx
+def pull(ctx: Ctx, vendors: tuple[str, ...], since: datetime | None) -> None:
+    """Pull responses, NPS and unsubscribes back into the store."""
+    from syncd.pipeline import opened
+    from syncd.pull import pull as run_pull
+
+    cfg = ctx.cfg
+    progress = _progress()
+    with opened(cfg) as store:
+        report = run_pull(
+            cfg, store, SYSTEM, vendors=vendors or None, since=since.date() if since else None,
+            on_page=(lambda v, s, n: progress(f"{v}/{s}", n)) if progress else None,
+        )
+    click.echo(report.summary())
     sys.exit(report.exit_code)
 
 

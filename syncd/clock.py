@@ -16,7 +16,8 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock. `sleep` returns early when `stop` is set (SIGTERM)."""
+    """The real clock. When `stop` is set (SIGTERM), `sleep` raises `StopRequested` at once,
+    so no backoff or polling wait outlives a stop request."""
 
     def __init__(self) -> None:
         import threading
@@ -27,8 +28,10 @@ class SystemClock:
         return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self.stop.wait(seconds)
+        from syncd.errors import StopRequested
+
+        if self.stop.wait(max(seconds, 0)):
+            raise StopRequested("stop requested")
 
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -25,16 +25,16 @@ import json
 import re
 from array import array
 from bisect import bisect_left
-from operator import itemgetter
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import phonenumbers
-from xxhash import xxh3_64_intdigest
 from sqlite_utils.utils import hash_record
+from xxhash import xxh3_64_intdigest
 
 from syncd.config import Config, SuppressionConfig, VendorConfig
 from syncd.errors import ConfigError
@@ -245,7 +245,6 @@ class Differ:
         seen = array("q", bytes(8 * n))  # the line each known row was seen on, 0 = not yet
         self.known, self.seen = known, seen
         self.cand_lines: dict[str, int] = {}
-        salt = self.salt
         kidx = export.key_index
         self.pick = _picker(self._kept_columns(export.header))
         buffer: list[_Candidate] = []
@@ -555,7 +554,7 @@ def _picker(keep: list[int] | None) -> Callable[[list[str]], Sequence[str]] | No
         only = keep[0]
         return lambda row: (row[only],)
     getter = itemgetter(*keep)
-    return lambda row: getter(row)  # type: ignore[no-any-return]
+    return lambda row: getter(row)
 
 
 def _on_new(proj: Projector) -> bool:

@@ -7,6 +7,7 @@
     ├── GuardError                  refused by a safety guard               (exit 3)
     │   └── LockHeldError           another syncd holds the instance lock   (exit 3)
     ├── StoreError                  the SQLite store cannot be used         (exit 2)
+    ├── StopRequested               SIGTERM/SIGINT during a wait: stop now  (exit 0)
     └── VendorError                 a vendor call did not succeed
         ├── RetriableError          429, 5xx, connection refused: try again later
         │   └── VendorDownError     the breaker is open: stop calling this vendor this run
@@ -81,6 +82,12 @@ class LockHeldError(GuardError):
 
 class StoreError(SyncdError):
     """The SQLite store cannot be opened or migrated."""
+
+
+class StopRequested(SyncdError):
+    """The operator or systemd asked syncd to stop; raised out of a wait (backoff, polling)."""
+
+    exit_code = 0
 
 
 class VendorError(SyncdError):

@@ -25,6 +25,7 @@ from syncd.errors import (
     OutcomeUnknownError,
     QuotaError,
     RetriableError,
+    StopRequested,
     VendorDownError,
 )
 from syncd.state import Store
@@ -140,11 +141,18 @@ class Deliverer:
         batch_ids = {c.key: ids[c.key] for c in batch}
         self.store.mark_in_flight(batch_ids.values(), self.now())
 
+        jobs: list[str] = []
+
         def on_job(job: str) -> None:
             self.store.record_job(batch_ids.values(), job, self.now())
+            jobs.append(job)
 
         try:
             results = self.connector.push(batch, on_job)
+        except StopRequested:
+            if not jobs:  # nothing reached the vendor that a restart could not redo
+                self._settle(batch_ids, [Result(c.key, Status.PENDING, None) for c in batch], count=False)
+            raise  # with a job recorded, the batch stays in flight and is resumed on restart
         except (AuthError, QuotaError) as exc:
             self._settle(batch_ids, [Result(c.key, Status.PENDING, exc.reason) for c in batch])
             self._stopped(exc)

@@ -169,7 +169,7 @@ class Export:
                 if not n:
                     continue  # a blank line
                 count += 1
-                if width < n <= raw_width and not any(row[width:]) or (
+                if (width < n <= raw_width and not any(row[width:])) or (
                     n > width and not any(c.strip() for c in row[width:])
                 ):
                     del row[width:]  # empty trailing cells: spreadsheet noise

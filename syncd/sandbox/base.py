@@ -177,14 +177,14 @@ class Simulator:
         if fault is not None and fault.kind == "drop":
             _drop(environ)
             return []
-        body = request.get_data()
+        data = request.get_data()
         with self.lock:
             self.log.append(
                 Recorded(
                     request.method,
                     request.path,
                     request.query_string.decode("latin-1"),
-                    body,
+                    data,
                     {
                         k: ("<redacted>" if k.lower() in self.secret_headers else v)
                         for k, v in request.headers.items()
@@ -220,9 +220,14 @@ class Simulator:
         action = request.path.removeprefix("/_sandbox/")
         if action == "state":
             counts = Counter(f"{r.method} {r.path}" for r in self.requests())
-            data = {"vendor": self.name, "state": self.state(), "requests": dict(counts)}
-            data["faults"] = self.faults.describe()
-            return json_response(data)
+            return json_response(
+                {
+                    "vendor": self.name,
+                    "state": self.state(),
+                    "requests": dict(counts),
+                    "faults": self.faults.describe(),
+                }
+            )
         if request.method != "POST":
             return json_response({"error": "use POST"}, 405)
         spec = request.get_json(silent=True) or {}
@@ -271,7 +276,7 @@ class Server:
     def __init__(self, app: Simulator, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         self._server: BaseWSGIServer = make_server(host, port, app, threaded=True)
-        self._server.daemon_threads = True
+        self._server.daemon_threads = True  # type: ignore[attr-defined]  # ThreadingMixIn
         self.host = host
         self.port = self._server.port
         self._thread = threading.Thread(

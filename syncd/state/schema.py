@@ -171,3 +171,63 @@ def m002_views(db: Database) -> None:
         GROUP BY vendor, status;
         """
     )
+
+
+@migrations()
+def m003_analyst_views(db: Database) -> None:
+    """The views the README documents for analysts."""
+    db.executescript(
+        """
+        -- every answer with its response and the contact's CRM attributes (JSON: use
+        -- json_extract(attributes, '$."City"'))
+        CREATE VIEW answers_with_contact AS
+        SELECT a.vendor, a.response_id, r.key, r.email, r.answered_at, a.question_id,
+               a.question_text, a.sort_order, a.score, a.text, a.boolean, a.options,
+               a.is_nps, a.is_ces, a.is_csat, a.paths, c.attributes
+        FROM answers a
+        JOIN responses r ON r.vendor = a.vendor AND r.response_id = a.response_id
+        LEFT JOIN contacts c ON c.key = r.key;
+
+        -- NPS as the vendor computed it, over time, per filter ("[]" = all respondents)
+        CREATE VIEW nps_over_time AS
+        SELECT vendor, filter, period_start, period_end, nps, promoters, passives, detractors
+        FROM nps ORDER BY vendor, filter, period_start;
+
+        -- NPS computed here from the NPS answers, per vendor and month, to check the above
+        CREATE VIEW nps_from_answers AS
+        SELECT a.vendor, substr(r.answered_at, 1, 7) AS month, count(*) AS answers,
+               round(100.0 * (sum(a.score >= 9) - sum(a.score <= 6)) / count(*), 1) AS nps,
+               sum(a.score >= 9) AS promoters, sum(a.score BETWEEN 7 AND 8) AS passives,
+               sum(a.score <= 6) AS detractors
+        FROM answers a
+        JOIN responses r ON r.vendor = a.vendor AND r.response_id = a.response_id
+        WHERE a.is_nps AND a.score IS NOT NULL
+        GROUP BY a.vendor, month;
+
+        -- surveys sent per vendor and month, and how many got a response from that contact
+        CREATE VIEW response_rate AS
+        SELECT d.vendor, substr(d.sent_at, 1, 7) AS month, count(DISTINCT d.id) AS sent,
+               count(DISTINCT r.key) AS responded,
+               round(100.0 * count(DISTINCT r.key) / count(DISTINCT d.id), 1) AS rate_percent
+        FROM deliveries d
+        LEFT JOIN responses r ON r.vendor = d.vendor AND r.key = d.key
+             AND r.answered_at >= d.sent_at
+        WHERE d.status = 'sent' AND d.sent_at IS NOT NULL
+        GROUP BY d.vendor, month;
+
+        -- unsubscribes per ISO-ish week (year-week), vendor and channel
+        CREATE VIEW unsubscribes_per_week AS
+        SELECT strftime('%Y-W%W', at) AS week, vendor, channel, count(*) AS unsubscribes
+        FROM unsubscribes GROUP BY week, vendor, channel;
+
+        -- what was held back and why, per vendor and kind of reason
+        CREATE VIEW skipped_reasons AS
+        SELECT vendor, status,
+               CASE WHEN reason LIKE 'unsubscribed at %' THEN 'unsubscribed'
+                    WHEN reason LIKE 'surveyed by %' THEN 'min_days_between_surveys'
+                    ELSE reason END AS reason,
+               count(*) AS n
+        FROM deliveries WHERE status IN ('skipped', 'superseded')
+        GROUP BY 1, 2, 3;
+        """
+    )

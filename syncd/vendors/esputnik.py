@@ -177,7 +177,9 @@ class ESputnik(Connector):
         if stream != "unsubscribes":
             yield from super().pull(stream, since, until)
             return
-        offset, _, date_from = (since or "").partition("|")
+        # the cursor is "dateFrom|offset"; a bare date means "start there"
+        date_from, _, offset = (since or "").partition("|")
+        date_from = date_from[:10]
         if not date_from:
             date_from = self.opts["first_date"] or (until - timedelta(days=365)).strftime("%Y-%m-%d")
         date_to = (until + timedelta(days=1)).strftime("%Y-%m-%d")
@@ -207,7 +209,7 @@ class ESputnik(Connector):
                 for it in items
             ]
             offset = str(items[-1].get("offset") or offset)
-            yield Page(records, f"{offset}|{date_from}")
+            yield Page(records, f"{date_from}|{offset}")
             if len(items) < maxrows:
                 return
 

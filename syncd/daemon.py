@@ -1,0 +1,204 @@
+"""`syncd run`: the scheduler, signals, systemd notify and the instance lock.
+
+- Jobs run one at a time on a single worker thread, so a reconcile and a pull never write
+  at once; `coalesce=True`, `max_instances=1` and an explicit `misfire_grace_time` make a
+  late run happen once, neither skipped nor doubled (after a suspend, a SIGSTOP, a long job).
+- `WATCHDOG=1` is sent by a job of the scheduler itself, on its own executor: if the
+  scheduler's loop hangs, the pings stop and systemd restarts the service.
+- SIGTERM/SIGINT: stop taking jobs, let the request in flight finish, record what was
+  acknowledged, exit 0. SIGHUP: re-read the config; keep the old one if the new one is bad.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from syncd import log as logmod
+from syncd.clock import SYSTEM, SystemClock
+from syncd.config import Config, load
+from syncd.errors import StopRequested, SyncdError
+from syncd.lock import InstanceLock
+from syncd.notify import notify, watchdog_interval
+from syncd.pipeline import RunReport, reconcile
+from syncd.pull import pull
+from syncd.schedule import trigger_for
+from syncd.source import find_export
+from syncd.state import Store
+
+log = structlog.get_logger("syncd.daemon")
+
+WATCH_EVERY = 15.0  # seconds between looks for a new export (watch_export = true)
+
+
+class Daemon:
+    def __init__(self, config_path: Path, clock: SystemClock = SYSTEM) -> None:
+        self.config_path = config_path
+        self.clock = clock
+        self.cfg: Config = load(config_path)
+        logmod.add_secrets(self.cfg.secrets)
+        self.stop = clock.stop
+        self.lock = InstanceLock(self.cfg.store.path)
+        self.scheduler: BackgroundScheduler | None = None
+        self.last_export: tuple[str, float, int] | None = None
+        self.reload_requested = threading.Event()
+
+    # --- lifecycle -------------------------------------------------------------------
+    def run(self) -> int:
+        self.lock.acquire()  # LockHeldError → exit 3
+        try:
+            Store.open(self.cfg.store.path).close()  # migrate before saying READY
+            self.scheduler = self._scheduler()
+            self._install_signals()
+            self.scheduler.start()
+            notify("READY=1", f"STATUS=waiting; next reconcile {self._next('reconcile')}")
+            log.info("started", config=str(self.config_path), store=str(self.cfg.store.path))
+            while not self.stop.wait(1.0):
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
+            notify("STOPPING=1", "STATUS=stopping")
+            log.info("stopping: letting the job in flight finish")
+            self.scheduler.shutdown(wait=True)
+            log.info("stopped")
+            return 0
+        finally:
+            self.lock.release()
+
+    def _scheduler(self) -> BackgroundScheduler:
+        sched = BackgroundScheduler(
+            timezone=self.cfg.schedule.timezone,
+            executors={
+                "default": ThreadPoolExecutor(max_workers=1),
+                "watchdog": ThreadPoolExecutor(max_workers=1),
+            },
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": self.cfg.schedule.misfire_grace_seconds,
+            },
+        )
+        self._schedule_jobs(sched)
+        interval = watchdog_interval()
+        if interval:
+            sched.add_job(
+                lambda: notify("WATCHDOG=1"), IntervalTrigger(seconds=interval),
+                id="watchdog", executor="watchdog", misfire_grace_time=None,
+            )
+        sched.add_listener(self._missed, EVENT_JOB_MISSED)
+        return sched
+
+    def _schedule_jobs(self, sched: BackgroundScheduler) -> None:
+        schedule = self.cfg.schedule
+        tz = schedule.timezone
+        sched.add_job(self.reconcile_job, trigger_for(schedule.reconcile, tz), id="reconcile",
+                      replace_existing=True)
+        sched.add_job(self.pull_job, trigger_for(schedule.pull, tz), id="pull",
+                      replace_existing=True)
+        if schedule.watch_export:
+            sched.add_job(self.watch_job, IntervalTrigger(seconds=WATCH_EVERY), id="watch",
+                          replace_existing=True)
+        elif sched.get_job("watch"):
+            sched.remove_job("watch")
+
+    def _missed(self, event: JobExecutionEvent) -> None:
+        log.warning("a scheduled run was missed beyond misfire_grace_seconds", job=event.job_id)
+
+    def _next(self, job_id: str) -> str:
+        job = self.scheduler.get_job(job_id) if self.scheduler else None
+        return job.next_run_time.isoformat(timespec="seconds") if job and job.next_run_time else "-"
+
+    def _install_signals(self) -> None:
+        def on_stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal received", signal=signal.Signals(signum).name)
+            self.stop.set()
+
+        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+            self.reload_requested.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def reload(self) -> None:
+        """SIGHUP: take the new config if it is valid; otherwise keep the old one and say why."""
+        try:
+            cfg = load(self.config_path)
+        except SyncdError as exc:
+            log.error("config reload failed; keeping the running config", error=str(exc))
+            notify(f"STATUS=config reload failed, running with the old config: {exc}")
+            return
+        if cfg.store.path != self.cfg.store.path:
+            log.error("config reload: [store] path cannot change while running; restart instead")
+            return
+        logmod.add_secrets(cfg.secrets)
+        self.cfg = cfg
+        if self.scheduler:
+            self._schedule_jobs(self.scheduler)
+        log.info("config reloaded", config=str(self.config_path))
+        notify(f"STATUS=config reloaded; next reconcile {self._next('reconcile')}")
+
+    # --- jobs (all on the one worker thread) -----------------------------------------
+    def _job(self, kind: str, work: Any) -> RunReport | None:
+        if self.stop.is_set():
+            return None
+        store = Store.open(self.cfg.store.path)
+        try:
+            report: RunReport = work(store)
+        except StopRequested:
+            log.info("job interrupted by stop request", job=kind)
+            return None
+        except SyncdError as exc:
+            log.error("job failed", job=kind, error=str(exc), exit_code=exc.exit_code)
+            notify(f"STATUS=last {kind} failed: {exc}")
+            return None
+        except Exception:
+            log.exception("job crashed", job=kind)
+            notify(f"STATUS=last {kind} crashed; see the journal")
+            return None
+        finally:
+            store.close()
+        log.info("job finished", job=kind, summary=report.summary(), exit_code=report.exit_code)
+        notify(f"STATUS={report.summary()}")
+        return report
+
+    def reconcile_job(self) -> None:
+        cfg = self.cfg
+        report = self._job("reconcile", lambda store: reconcile(cfg, store, self.clock, stop=self.stop))
+        if report and report.plan:
+            self.last_export = _signature(Path(report.plan.export))
+
+    def pull_job(self) -> None:
+        cfg = self.cfg
+        self._job("pull", lambda store: pull(cfg, store, self.clock, stop=self.stop))
+
+    def watch_job(self) -> None:
+        """Reconcile as soon as a new export has settled, between scheduled runs."""
+        try:
+            path = find_export(self.cfg.source, self.clock.now())
+        except SyncdError:
+            return  # nothing new, or still being written: look again shortly
+        signature = _signature(path)
+        if signature != self.last_export:
+            log.info("new export settled; reconciling now", export=str(path))
+            self.reconcile_job()
+            self.last_export = signature
+
+
+def _signature(path: Path) -> tuple[str, float, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path), st.st_mtime, st.st_size)
+
+
