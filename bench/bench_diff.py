@@ -143,9 +143,10 @@ def phase(args: argparse.Namespace) -> None:
         from csv_diff import compare, load_csv
 
         started = time.perf_counter()
-        with Path(args.first).open(encoding="utf-8-sig", newline="") as a, export.open(
-            encoding="utf-8-sig", newline=""
-        ) as b:
+        with (
+            Path(args.first).open(encoding="utf-8-sig", newline="") as a,
+            export.open(encoding="utf-8-sig", newline="") as b,
+        ):
             diff = compare(
                 load_csv(a, key="Record ID", dialect="excel"),
                 load_csv(b, key="Record ID", dialect="excel"),
@@ -156,7 +157,16 @@ def phase(args: argparse.Namespace) -> None:
 
 
 def run_phase(name: str, folder: Path, export: Path, first: Path | None = None) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--phase", name, "--folder", str(folder), "--export", str(export)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--phase",
+        name,
+        "--folder",
+        str(folder),
+        "--export",
+        str(export),
+    ]
     if first:
         cmd += ["--first", str(first)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -189,7 +199,9 @@ def bench(n: int, folder: Path, with_csv_diff: bool) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--csv-diff", action="store_true", help="also run csv-diff at 200,000 rows")
     parser.add_argument("--data", default=str(HERE / "data"), help="where exports and stores go")

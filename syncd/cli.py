@@ -97,8 +97,14 @@ def sync(ctx: Ctx, dry_run: bool, vendors: tuple[str, ...], force: bool, baselin
     cfg = ctx.cfg
     with opened(cfg, lock=not dry_run) as store:
         report = reconcile(
-            cfg, store, SYSTEM, dry_run=dry_run, force=force, vendors=vendors or None,
-            baseline=baseline, progress=_progress(),
+            cfg,
+            store,
+            SYSTEM,
+            dry_run=dry_run,
+            force=force,
+            vendors=vendors or None,
+            baseline=baseline,
+            progress=_progress(),
         )
     if sys.stderr.isatty():
         click.echo("\r", nl=False, err=True)
@@ -137,7 +143,11 @@ def pull(ctx: Ctx, vendors: tuple[str, ...], since: datetime | None) -> None:
     progress = _progress()
     with opened(cfg) as store:
         report = run_pull(
-            cfg, store, SYSTEM, vendors=vendors or None, since=since.date() if since else None,
+            cfg,
+            store,
+            SYSTEM,
+            vendors=vendors or None,
+            since=since.date() if since else None,
             on_page=(lambda v, s, n: progress(f"{v}/{s}", n)) if progress else None,
         )
     click.echo(report.summary())
@@ -158,7 +168,9 @@ def status(ctx: Ctx, as_json: bool, runs: int) -> None:
 
 
 @cli.command()
-@click.option("--online", is_flag=True, help="also prove each vendor's credentials with a read-only call")
+@click.option(
+    "--online", is_flag=True, help="also prove each vendor's credentials with a read-only call"
+)
 @pass_ctx
 def check(ctx: Ctx, online: bool) -> None:
     """Validate the config, mappings, secrets, store and export header; send nothing."""

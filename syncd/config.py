@@ -381,9 +381,7 @@ def _check_cron(table: _Table, key: str, expr: str) -> None:
     try:
         trigger_for(expr, "UTC")
     except ValueError as exc:
-        raise table.error(
-            f"not a crontab line nor 'every N[s|m|h]' ({exc})", key
-        ) from None
+        raise table.error(f"not a crontab line nor 'every N[s|m|h]' ({exc})", key) from None
 
 
 def _load_vendor(

@@ -91,8 +91,11 @@ class Daemon:
         interval = watchdog_interval()
         if interval:
             sched.add_job(
-                lambda: notify("WATCHDOG=1"), IntervalTrigger(seconds=interval),
-                id="watchdog", executor="watchdog", misfire_grace_time=None,
+                lambda: notify("WATCHDOG=1"),
+                IntervalTrigger(seconds=interval),
+                id="watchdog",
+                executor="watchdog",
+                misfire_grace_time=None,
             )
         sched.add_listener(self._missed, EVENT_JOB_MISSED)
         return sched
@@ -100,13 +103,22 @@ class Daemon:
     def _schedule_jobs(self, sched: BackgroundScheduler) -> None:
         schedule = self.cfg.schedule
         tz = schedule.timezone
-        sched.add_job(self.reconcile_job, trigger_for(schedule.reconcile, tz), id="reconcile",
-                      replace_existing=True)
-        sched.add_job(self.pull_job, trigger_for(schedule.pull, tz), id="pull",
-                      replace_existing=True)
+        sched.add_job(
+            self.reconcile_job,
+            trigger_for(schedule.reconcile, tz),
+            id="reconcile",
+            replace_existing=True,
+        )
+        sched.add_job(
+            self.pull_job, trigger_for(schedule.pull, tz), id="pull", replace_existing=True
+        )
         if schedule.watch_export:
-            sched.add_job(self.watch_job, IntervalTrigger(seconds=WATCH_EVERY), id="watch",
-                          replace_existing=True)
+            sched.add_job(
+                self.watch_job,
+                IntervalTrigger(seconds=WATCH_EVERY),
+                id="watch",
+                replace_existing=True,
+            )
         elif sched.get_job("watch"):
             sched.remove_job("watch")
 
@@ -173,7 +185,9 @@ class Daemon:
 
     def reconcile_job(self) -> None:
         cfg = self.cfg
-        report = self._job("reconcile", lambda store: reconcile(cfg, store, self.clock, stop=self.stop))
+        report = self._job(
+            "reconcile", lambda store: reconcile(cfg, store, self.clock, stop=self.stop)
+        )
         if report and report.plan:
             self.last_export = _signature(Path(report.plan.export))
 
@@ -200,5 +214,3 @@ def _signature(path: Path) -> tuple[str, float, int] | None:
     except OSError:
         return None
     return (str(path), st.st_mtime, st.st_size)
-
-

@@ -64,8 +64,13 @@ def write_config(folder: Path, urls: dict[str, str]) -> Path:
     ]
     for name, url in urls.items():
         (folder / "mappings" / f"{name}.toml").write_text(mapping_text(name), encoding="utf-8")
-        parts += ["", f"[vendors.{name}]", f'base_url = "{url}"',
-                  f'mapping = "mappings/{name}.toml"', SANDBOX_TABLES[name].rstrip()]
+        parts += [
+            "",
+            f"[vendors.{name}]",
+            f'base_url = "{url}"',
+            f'mapping = "mappings/{name}.toml"',
+            SANDBOX_TABLES[name].rstrip(),
+        ]
     path = folder / "syncd.toml"
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
@@ -141,10 +146,11 @@ def serve_sandbox(host: str, port: int, echo: Echo) -> None:
         echo("\nvendor tables for your syncd.toml:")
         for name in sorted(SIMULATORS):
             if name in SANDBOX_TABLES:
-                echo(f"[vendors.{name}]\nbase_url = \"{stack.servers[name].url}\"\n"
-                     f"mapping = \"mappings/{name}.toml\"\n{SANDBOX_TABLES[name]}")
+                echo(
+                    f'[vendors.{name}]\nbase_url = "{stack.servers[name].url}"\n'
+                    f'mapping = "mappings/{name}.toml"\n{SANDBOX_TABLES[name]}'
+                )
         echo("serving; Ctrl-C to stop")
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         stop.wait()
-

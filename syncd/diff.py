@@ -38,7 +38,7 @@ from xxhash import xxh3_64_intdigest
 
 from syncd.config import Config, SuppressionConfig, VendorConfig
 from syncd.errors import ConfigError
-from syncd.source import Bad, Export, undecodable
+from syncd.source import Bad, Export, defect
 from syncd.state import OPEN_STATUSES, Store, chunked, iso
 from syncd.vendors.base import Connector, Contact
 
@@ -148,7 +148,9 @@ class Projector:
             elif value and kind == "phone":
                 phone = normalise_phone(value, self.region)
                 if phone is None:
-                    hint = "" if self.region else " (set [source] phone_region for national numbers)"
+                    hint = (
+                        "" if self.region else " (set [source] phone_region for national numbers)"
+                    )
                     return f"invalid phone {value!r} in column {col!r}{hint}"
                 value = phone
             fields[name] = value
@@ -257,9 +259,13 @@ class Differ:
             self._quarantine(item.line, item.key, None, item.reason)
 
         for line, row in export.rows(bad):
-            rh = xxh3_64_intdigest(
-                join(row if pick is None else pick(row)).encode("utf-8", "surrogateescape"), seed
-            ) >> 1
+            rh = (
+                xxh3_64_intdigest(
+                    join(row if pick is None else pick(row)).encode("utf-8", "surrogateescape"),
+                    seed,
+                )
+                >> 1
+            )
             i = bisect_left(known, rh)
             if i < n and known[i] == rh:
                 if seen[i]:
@@ -272,12 +278,9 @@ class Differ:
             if not key:
                 self._quarantine(line, None, None, f"empty key column {self.cfg.source.key!r}")
                 continue
-            if undecodable(row):
-                self._quarantine(
-                    line, key, None,
-                    f"bytes that are not valid {self.cfg.source.encoding}; re-export as UTF-8 "
-                    "or set [source] encoding",
-                )
+            problem = defect(row, export.header, self.cfg.source.encoding)
+            if problem:
+                self._quarantine(line, key, None, problem)
                 continue
             first = self.cand_lines.get(key)
             if first is not None:
@@ -303,7 +306,9 @@ class Differ:
             return None
         return [i for i, h in enumerate(header) if h not in ignore]
 
-    def _quarantine(self, line: int | None, key: str | None, vendor: str | None, reason: str) -> None:
+    def _quarantine(
+        self, line: int | None, key: str | None, vendor: str | None, reason: str
+    ) -> None:
         self.plan.quarantined += 1
         if vendor:
             self.plan.vendors[vendor].counts["quarantined"] += 1
@@ -365,7 +370,9 @@ class Differ:
                     if seen[i]:
                         self._duplicate(seen[i], cand.key, cand.line)
                     seen[i] = cand.line
-            if self._vendors(cand, projections[cand.key], old, acked, open_rows, suppressed, header):
+            if self._vendors(
+                cand, projections[cand.key], old, acked, open_rows, suppressed, header
+            ):
                 rhash = self._rhash(cand.row)
             else:  # quarantined for a vendor: look at the row again next run
                 rhash = fingerprint("\x00requarantine\x00" + cand.key, self.salt)
@@ -495,7 +502,18 @@ class Differ:
         reason: str | None,
     ) -> None:
         self._new_deliveries.append(
-            (self.run_id, vendor, key, kind, status, digest, _payload(contact), reason, self.ts, self.ts)
+            (
+                self.run_id,
+                vendor,
+                key,
+                kind,
+                status,
+                digest,
+                _payload(contact),
+                reason,
+                self.ts,
+                self.ts,
+            )
         )
 
     def _supersede(self, did: int, kind: str, digest: str, contact: Contact) -> None:
@@ -574,9 +592,7 @@ def _sample(
     key: str, kind: str, proj: Projector, before: dict[str, str], header: list[str], row: list[str]
 ) -> dict[str, Any]:
     changes = {}
-    cols = [col for _n, col, _i, _k in proj.fields] + [
-        header[i] for _n, i in proj.metadata
-    ]
+    cols = [col for _n, col, _i, _k in proj.fields] + [header[i] for _n, i in proj.metadata]
     for col in dict.fromkeys(cols):
         new = row[header.index(col)]
         old = before.get(col)

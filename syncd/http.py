@@ -237,9 +237,7 @@ class HttpClient:
             return self._unsent_or_unknown(idempotent, f"read timeout: {_short(exc)}")
         except requests.exceptions.ConnectionError as exc:
             if _never_connected(exc):
-                raise RetriableError(
-                    f"cannot connect: {_short(exc)}", vendor=self.vendor
-                ) from None
+                raise RetriableError(f"cannot connect: {_short(exc)}", vendor=self.vendor) from None
             return self._unsent_or_unknown(idempotent, f"connection dropped: {_short(exc)}")
         except requests.exceptions.RequestException as exc:
             raise FatalError(f"request failed: {_short(exc)}", vendor=self.vendor) from None

@@ -18,7 +18,9 @@ import structlog
 
 REDACTED = "***"
 _SECRET_KEYS = re.compile(r"authorization|password|passwd|secret|token|api_?key", re.I)
-_AUTH_HEADER = re.compile(r"((?:Authorization|Bearer|Basic|SignalVine)[\"']?\s*[:=]?\s*)[^\s,\"'}]+", re.I)
+_AUTH_HEADER = re.compile(
+    r"((?:Authorization|Bearer|Basic|SignalVine)[\"']?\s*[:=]?\s*)[^\s,\"'}]+", re.I
+)
 
 _secrets: set[str] = set()
 

@@ -17,7 +17,9 @@ def notify(*lines: str) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
             sock.connect(address)
-            sock.sendall(message)
+            # never block the daemon on a receiver that is not reading (the message is
+            # dropped instead: systemd reads its socket; a stalled test harness may not)
+            sock.send(message, socket.MSG_DONTWAIT)
         except OSError:
             return False
     return True

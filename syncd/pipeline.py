@@ -63,7 +63,10 @@ class RunReport:
                 for k, n in sorted(counts.items())
                 if k not in ("unchanged", "gone", "stopped") and n
             )
-            parts.append(f"{name}: {shown or 'nothing to send'}" + (" (stopped)" if "stopped" in counts else ""))
+            parts.append(
+                f"{name}: {shown or 'nothing to send'}"
+                + (" (stopped)" if "stopped" in counts else "")
+            )
         return f"{head}: " + "; ".join(parts) + f"; exit {self.exit_code}"
 
 
@@ -113,15 +116,21 @@ def reconcile(
         report.run_id = store.start_run("reconcile", now)
         logmod.bind(run_id=report.run_id)
     try:
-        _reconcile(cfg, store, clock, connectors, report, dry_run, force, vendors, baseline, stop, progress)
+        _reconcile(
+            cfg, store, clock, connectors, report, dry_run, force, vendors, baseline, stop, progress
+        )
     except SyncdError as exc:
         report.exit_code = exc.exit_code
         report.message = str(exc)
         if report.run_id:
             status = "refused" if isinstance(exc, GuardError) else "failed"
             store.finish_run(
-                report.run_id, clock.now(), status=status, exit_code=exc.exit_code,
-                counts=report.counts(), message=str(exc),
+                report.run_id,
+                clock.now(),
+                status=status,
+                exit_code=exc.exit_code,
+                counts=report.counts(),
+                message=str(exc),
                 rows_read=report.plan.rows_read if report.plan else None,
             )
         raise
@@ -169,8 +178,12 @@ def _reconcile(
     plan = report.plan
     assert plan is not None
     log.info(
-        "diffed", export=str(path), rows=plan.rows_read, quarantined=plan.quarantined,
-        gone=plan.gone, counts=plan.counts(),
+        "diffed",
+        export=str(path),
+        rows=plan.rows_read,
+        quarantined=plan.quarantined,
+        gone=plan.gone,
+        counts=plan.counts(),
     )
     if refused:
         raise GuardError(
@@ -183,9 +196,12 @@ def _reconcile(
         for name in targets:
             connector = connectors[name]
             deliverer = Deliverer(
-                store, connector, clock.now,
+                store,
+                connector,
+                clock.now,
                 max_attempts=cfg.vendors[name].delivery.max_attempts,
-                stop=stop, progress=progress,
+                stop=stop,
+                progress=progress,
             )
             logmod.bind(vendor=name)
             try:
@@ -196,7 +212,8 @@ def _reconcile(
     trouble = _trouble(report) or any(backlog.get(n, {}).get("pending") for n in report.delivered)
     report.exit_code = 1 if trouble else 0
     store.finish_run(
-        report.run_id or 0, clock.now(),
+        report.run_id or 0,
+        clock.now(),
         status="partial" if trouble else "ok",
         exit_code=report.exit_code,
         counts=report.counts(),
@@ -224,8 +241,11 @@ def deliver(
             requeued = store.requeue(statuses, name, clock.now())
             log.info("requeued", vendor=name, rows=requeued, statuses=list(statuses))
             report.delivered[name] = Deliverer(
-                store, connector, clock.now,
-                max_attempts=cfg.vendors[name].delivery.max_attempts, stop=stop,
+                store,
+                connector,
+                clock.now,
+                max_attempts=cfg.vendors[name].delivery.max_attempts,
+                stop=stop,
             ).run()
     finally:
         for c in connectors.values():
@@ -233,8 +253,12 @@ def deliver(
     trouble = _trouble(report)
     report.exit_code = 1 if trouble else 0
     store.finish_run(
-        report.run_id or 0, clock.now(), status="partial" if trouble else "ok",
-        exit_code=report.exit_code, counts=report.counts(), message=report.summary(),
+        report.run_id or 0,
+        clock.now(),
+        status="partial" if trouble else "ok",
+        exit_code=report.exit_code,
+        counts=report.counts(),
+        message=report.summary(),
     )
     return report
 

@@ -64,8 +64,12 @@ def pull(
         logmod.unbind("run_id")
     report.exit_code = 1 if any(d.stopped for d in report.delivered.values()) else 0
     store.finish_run(
-        report.run_id or 0, clock.now(), status="partial" if report.exit_code else "ok",
-        exit_code=report.exit_code, counts=report.counts(), message=report.summary(),
+        report.run_id or 0,
+        clock.now(),
+        status="partial" if report.exit_code else "ok",
+        exit_code=report.exit_code,
+        counts=report.counts(),
+        message=report.summary(),
     )
     return report
 
@@ -79,8 +83,12 @@ def _pull_stream(
     since: date | None,
     on_page: Callable[[str, str, int], None] | None,
 ) -> int:
-    cursor = since.isoformat() if since else store.scalar(
-        "SELECT cursor FROM cursors WHERE vendor = ? AND stream = ?", (vendor, stream)
+    cursor = (
+        since.isoformat()
+        if since
+        else store.scalar(
+            "SELECT cursor FROM cursors WHERE vendor = ? AND stream = ?", (vendor, stream)
+        )
     )
     stored = 0
     for page in fetch(stream, cursor, clock.now()):
@@ -129,15 +137,36 @@ def _save_response(c: Any, vendor: str, r: dict[str, Any], now: str) -> None:
         "email = excluded.email, surveyed_at = excluded.surveyed_at, "
         "answered_at = excluded.answered_at, raw = excluded.raw, pulled_at = excluded.pulled_at "
         "WHERE responses.raw IS NOT excluded.raw OR responses.key IS NOT excluded.key",
-        (vendor, r["response_id"], key, r.get("email"), r.get("campaign"), r.get("language"),
-         r.get("surveyed_at"), r.get("answered_at"), raw, now),
+        (
+            vendor,
+            r["response_id"],
+            key,
+            r.get("email"),
+            r.get("campaign"),
+            r.get("language"),
+            r.get("surveyed_at"),
+            r.get("answered_at"),
+            raw,
+            now,
+        ),
     )
     for a in r.get("answers") or []:
         values = (
-            vendor, a["answer_id"], r["response_id"], a.get("question_id"), a.get("question_text"),
-            a.get("sort_order"), a.get("score"), a.get("text"), _bool(a.get("boolean")),
-            _json(a.get("options")), _bool(a.get("is_nps")), _bool(a.get("is_ces")),
-            _bool(a.get("is_csat")), _bool(a.get("is_score")), _json(a.get("paths")),
+            vendor,
+            a["answer_id"],
+            r["response_id"],
+            a.get("question_id"),
+            a.get("question_text"),
+            a.get("sort_order"),
+            a.get("score"),
+            a.get("text"),
+            _bool(a.get("boolean")),
+            _json(a.get("options")),
+            _bool(a.get("is_nps")),
+            _bool(a.get("is_ces")),
+            _bool(a.get("is_csat")),
+            _bool(a.get("is_score")),
+            _json(a.get("paths")),
         )
         c.execute(
             "INSERT INTO answers (vendor, answer_id, response_id, question_id, question_text, "
@@ -161,9 +190,19 @@ def _save_nps(c: Any, vendor: str, r: dict[str, Any], now: str) -> None:
         "detractors = excluded.detractors, passives = excluded.passives, "
         "promoters = excluded.promoters, vendor_id = excluded.vendor_id, "
         "computed_at = excluded.computed_at, pulled_at = excluded.pulled_at",
-        (vendor, r.get("filter") or "[]", r["period_start"], r["period_end"], r.get("nps"),
-         r.get("detractors"), r.get("passives"), r.get("promoters"), r.get("vendor_id"),
-         r.get("computed_at"), now),
+        (
+            vendor,
+            r.get("filter") or "[]",
+            r["period_start"],
+            r["period_end"],
+            r.get("nps"),
+            r.get("detractors"),
+            r.get("passives"),
+            r.get("promoters"),
+            r.get("vendor_id"),
+            r.get("computed_at"),
+            now,
+        ),
     )
 
 
@@ -173,8 +212,16 @@ def _save_unsubscribe(c: Any, vendor: str, r: dict[str, Any], now: str) -> None:
         "INSERT INTO unsubscribes (vendor, vendor_id, key, email, phone, channel, at, pulled_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vendor, vendor_id) DO UPDATE SET "
         "key = coalesce(excluded.key, unsubscribes.key), at = excluded.at",
-        (vendor, r["vendor_id"], key, (r.get("email") or "").lower() or None, r.get("phone"),
-         r.get("channel"), r.get("at") or now, now),
+        (
+            vendor,
+            r["vendor_id"],
+            key,
+            (r.get("email") or "").lower() or None,
+            r.get("phone"),
+            r.get("channel"),
+            r.get("at") or now,
+            now,
+        ),
     )
 
 

@@ -151,7 +151,9 @@ class Deliverer:
             results = self.connector.push(batch, on_job)
         except StopRequested:
             if not jobs:  # nothing reached the vendor that a restart could not redo
-                self._settle(batch_ids, [Result(c.key, Status.PENDING, None) for c in batch], count=False)
+                self._settle(
+                    batch_ids, [Result(c.key, Status.PENDING, None) for c in batch], count=False
+                )
             raise  # with a job recorded, the batch stays in flight and is resumed on restart
         except (AuthError, QuotaError) as exc:
             self._settle(batch_ids, [Result(c.key, Status.PENDING, exc.reason) for c in batch])
@@ -172,8 +174,12 @@ class Deliverer:
                 self._settle(batch_ids, [Result(batch[0].key, Status.FAILED, exc.reason)])
                 return True
             # refused whole: split to find the contacts it objects to
-            log.info("batch refused, splitting", vendor=self.vendor, size=len(batch), error=exc.reason)
-            self._settle(batch_ids, [Result(c.key, Status.PENDING, None) for c in batch], count=False)
+            log.info(
+                "batch refused, splitting", vendor=self.vendor, size=len(batch), error=exc.reason
+            )
+            self._settle(
+                batch_ids, [Result(c.key, Status.PENDING, None) for c in batch], count=False
+            )
             half = len(batch) // 2
             return self._send(batch[:half], ids) and self._send(batch[half:], ids)
         self._settle(batch_ids, results)

@@ -14,14 +14,58 @@ from collections.abc import Iterator
 from pathlib import Path
 
 HEADER = [
-    "Record ID", "First Name", "Last Name", "Email", "Phone", "City", "Country", "Language",
-    "Segment", "Store", "Closed Date", "Ticket Type", "Created Date", "Last Activity Date",
+    "Record ID",
+    "First Name",
+    "Last Name",
+    "Email",
+    "Phone",
+    "City",
+    "Country",
+    "Language",
+    "Segment",
+    "Store",
+    "Closed Date",
+    "Ticket Type",
+    "Created Date",
+    "Last Activity Date",
     "Notes",
 ]
-FIRST = ["Émile", "Zoë", "Ana", "Jürgen", "Siobhán", "Luc", "Marie-Claire", "Søren", "Inês",
-         "Björn", "Chloé", "Åsa", "Noah", "Léa", "Mateo", "Olivia", "Lars", "Elif"]
-LAST = ["Dupont", "Van den Berg", "O'Neill", "Müller", "García", "Janssens", "Peeters",
-        "Smith, Jr.", "Nowak", "Łukasiewicz", "De Smet", "Rossi", "Andersson", "Moreau"]
+FIRST = [
+    "Émile",
+    "Zoë",
+    "Ana",
+    "Jürgen",
+    "Siobhán",
+    "Luc",
+    "Marie-Claire",
+    "Søren",
+    "Inês",
+    "Björn",
+    "Chloé",
+    "Åsa",
+    "Noah",
+    "Léa",
+    "Mateo",
+    "Olivia",
+    "Lars",
+    "Elif",
+]
+LAST = [
+    "Dupont",
+    "Van den Berg",
+    "O'Neill",
+    "Müller",
+    "García",
+    "Janssens",
+    "Peeters",
+    "Smith, Jr.",
+    "Nowak",
+    "Łukasiewicz",
+    "De Smet",
+    "Rossi",
+    "Andersson",
+    "Moreau",
+]
 CITIES = ["Brussels", "Antwerpen", "Gent", "Liège", "Brugge", "Leuven", "Namur", "Mons"]
 LANGS = ["EN", "NL", "French", "fr", "German", "Dutch", "EN", "NL"]
 SEGMENTS = ["Gold", "Silver", "Bronze", "Prospect"]
@@ -43,7 +87,9 @@ def _phone(rng: random.Random, i: int) -> str:
 
 def _date(rng: random.Random, i: int) -> str:
     d, m = 1 + i % 28, 1 + (i // 28) % 12
-    return (f"2026-{m:02d}-{d:02d}", f"{d:02d}/{m:02d}/2026", f"{m}/{d}/2026 14:{i % 60:02d}")[i % 3]
+    return (f"2026-{m:02d}-{d:02d}", f"{d:02d}/{m:02d}/2026", f"{m}/{d}/2026 14:{i % 60:02d}")[
+        i % 3
+    ]
 
 
 def row(i: int, rng: random.Random, version: int = 0) -> list[str]:

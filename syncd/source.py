@@ -50,7 +50,8 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
         )
         if not matches:
             raise SourceError(
-                f"no export matches {pattern}", hint="check [source] path and that the CRM export ran"
+                f"no export matches {pattern}",
+                hint="check [source] path and that the CRM export ran",
             )
         settled = [p for p in matches if _age(p, now) >= cfg.settle_seconds]
         if not settled:
@@ -139,7 +140,7 @@ class Export:
         """Yield `(line, row)` for rows of the header's width; report the rest to `on_bad`.
 
         Keys are not checked here (the caller knows which it has seen), nor undecodable
-        bytes (`undecodable(row)`: only rows that are new or changed need the look).
+        or NUL bytes (`defect(row, ...)`: only rows that are new or changed need the look).
         """
         reader = self._reader
         width = len(self.header)
@@ -154,10 +155,7 @@ class Export:
                 except StopIteration:
                     return
                 except csv.Error as exc:
-                    text = str(exc)
-                    if "NUL" in text:
-                        text = "contains a NUL byte; re-export the file, or remove the byte"
-                    on_bad(Bad(line, None, f"unreadable record: {text}"))
+                    on_bad(Bad(line, None, f"unreadable record: {exc}"))
                     line = reader.line_num + 1
                     continue
                 start, line = line, reader.line_num + 1
@@ -181,9 +179,21 @@ class Export:
             self.rows_read += count
 
 
-def undecodable(row: list[str]) -> bool:
-    """True when a cell holds bytes the configured encoding could not decode."""
-    return any(not cell.isascii() and _SURROGATE.search(cell) for cell in row)
+def defect(row: list[str], header: list[str], encoding: str) -> str | None:
+    """Why a row cannot be used as it is: bytes the encoding cannot decode, or NUL bytes.
+
+    Such rows are quarantined rather than repaired: a guessed repair could send a
+    mangled name to a vendor, and the operator is told which column to look at.
+    """
+    for name, cell in zip(header, row, strict=False):
+        if "\x00" in cell:
+            return f"column {name!r} contains a NUL byte; re-export the file or remove the byte"
+        if not cell.isascii() and _SURROGATE.search(cell):
+            return (
+                f"column {name!r} has bytes that are not valid {encoding}; re-export as "
+                "UTF-8 or set [source] encoding"
+            )
+    return None
 
 
 def _sniff(sample: str) -> str:

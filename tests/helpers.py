@@ -31,12 +31,22 @@ class World:
         self.folder = folder
         self.export = folder / "contacts.csv"
         parts = [
-            "[source]", f'path = "{self.export.name}"', 'key = "Record ID"', "settle_seconds = 0",
+            "[source]",
+            f'path = "{self.export.name}"',
+            'key = "Record ID"',
+            "settle_seconds = 0",
             'phone_region = "BE"',
         ]
         parts += [f"{k} = {v!r}".replace("'", '"') for k, v in source.items()]
-        parts += ["[store]", 'path = "syncd.db"', "[delivery]", "backoff_base = 0.01",
-                  "retries = 2", "read_timeout = 5", "connect_timeout = 2"]
+        parts += [
+            "[store]",
+            'path = "syncd.db"',
+            "[delivery]",
+            "backoff_base = 0.01",
+            "retries = 2",
+            "read_timeout = 5",
+            "connect_timeout = 2",
+        ]
         for name, (table, mapping) in vendors.items():
             (folder / f"{name}.toml").write_text(mapping, encoding="utf-8")
             parts += [f"[vendors.{name}]", f'mapping = "{name}.toml"', table]

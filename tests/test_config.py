@@ -38,7 +38,9 @@ def test_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     assert cfg.secrets == ("literal-secret",)
 
 
-def test_secrets_from_env_file_and_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_from_env_file_and_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ESP_KEY", "from-env")
     assert load(write(tmp_path, BASE.format(key="env:ESP_KEY"))).secrets == ("from-env",)
     (tmp_path / "key.txt").write_text("from-file\n", encoding="utf-8")
@@ -55,14 +57,32 @@ def test_secrets_from_env_file_and_credentials(tmp_path: Path, monkeypatch: pyte
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (BASE.format(key="env:NOPE_NOT_SET"), "[vendors.esputnik] api_key: environment variable NOPE_NOT_SET is not set"),
+        (
+            BASE.format(key="env:NOPE_NOT_SET"),
+            "[vendors.esputnik] api_key: environment variable NOPE_NOT_SET is not set",
+        ),
         (BASE.format(key="k").replace('key = "Record ID"', ""), "[source] key: is required"),
-        (BASE.format(key="k") + "\n[schedule]\nreconcile = \"61 * * * *\"\n", "[schedule] reconcile: not a crontab line"),
-        (BASE.format(key="k") + "batch_size = 5000\n", "[vendors.esputnik] batch_size: must be between 1 and 3000"),
-        (BASE.format(key="k") + "dedupe_on = \"phone\"\n", "[vendors.esputnik] dedupe_on: 'phone' is not one of"),
-        (BASE.format(key="k") + "colour = \"red\"\n", "[vendors.esputnik] colour: unknown key"),
-        (BASE.format(key="k").replace("esputnik]", "mailchimp]"), "[vendors.mailchimp] unknown vendor 'mailchimp'"),
-        (BASE.format(key="k").replace('"http://127.0.0.1:1"', '"127.0.0.1"'), "base_url: must start with http"),
+        (
+            BASE.format(key="k") + '\n[schedule]\nreconcile = "61 * * * *"\n',
+            "[schedule] reconcile: not a crontab line",
+        ),
+        (
+            BASE.format(key="k") + "batch_size = 5000\n",
+            "[vendors.esputnik] batch_size: must be between 1 and 3000",
+        ),
+        (
+            BASE.format(key="k") + 'dedupe_on = "phone"\n',
+            "[vendors.esputnik] dedupe_on: 'phone' is not one of",
+        ),
+        (BASE.format(key="k") + 'colour = "red"\n', "[vendors.esputnik] colour: unknown key"),
+        (
+            BASE.format(key="k").replace("esputnik]", "mailchimp]"),
+            "[vendors.mailchimp] unknown vendor 'mailchimp'",
+        ),
+        (
+            BASE.format(key="k").replace('"http://127.0.0.1:1"', '"127.0.0.1"'),
+            "base_url: must start with http",
+        ),
         ("[source\n", "not valid TOML"),
         (BASE.format(key="k").replace("max_drop", "") + "\n[source.x]\n", "[source]"),
     ],
@@ -80,12 +100,17 @@ def test_mistakes_name_file_table_and_key(tmp_path: Path, text: str, expected: s
     ("mapping", "expected"),
     [
         ('[fields]\nemial = "Email"\n', "[fields] emial: esputnik has no field 'emial'"),
-        ('[fields]\nemail = 3\n', "[fields] email: must be str"),
-        ('[fields]\nemail = "Email"\n[trigger]\non_new = true\n', "esputnik is not a trigger vendor"),
+        ("[fields]\nemail = 3\n", "[fields] email: must be str"),
+        (
+            '[fields]\nemail = "Email"\n[trigger]\non_new = true\n',
+            "esputnik is not a trigger vendor",
+        ),
         ("", "[fields] table is missing"),
     ],
 )
-def test_mapping_mistakes_name_the_mapping_file(tmp_path: Path, mapping: str, expected: str) -> None:
+def test_mapping_mistakes_name_the_mapping_file(
+    tmp_path: Path, mapping: str, expected: str
+) -> None:
     path = write(tmp_path, BASE.format(key="k"), mapping)
     with pytest.raises(ConfigError) as err:
         load(path)

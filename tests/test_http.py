@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import ClassVar
 
 import pytest
 from werkzeug.routing import Rule
@@ -20,7 +21,10 @@ from syncd.sandbox.base import Server, Simulator, json_response
 
 class Echo(Simulator):
     name = "echo"
-    rules = [Rule("/ok", endpoint="ok"), Rule("/status/<int:code>", endpoint="status")]
+    rules: ClassVar[list[Rule]] = [
+        Rule("/ok", endpoint="ok"),
+        Rule("/status/<int:code>", endpoint="status"),
+    ]
 
     def ok(self, request: Request) -> Response:
         return json_response({"ok": True})

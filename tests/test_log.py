@@ -17,7 +17,9 @@ def test_secrets_and_authorization_are_redacted() -> None:
     try:
         raise ValueError("login failed with s3cr3t-value-123")
     except ValueError:
-        logger.exception("boom", headers={"Authorization": "Basic abc"}, password="pw", note="Bearer xyz.abc")
+        logger.exception(
+            "boom", headers={"Authorization": "Basic abc"}, password="pw", note="Bearer xyz.abc"
+        )
     finally:
         logmod.unbind("run_id", "vendor")
     text = out.getvalue()

@@ -10,7 +10,7 @@ import pytest
 
 from syncd.config import SourceConfig
 from syncd.errors import NotSettledError, SourceError
-from syncd.source import Bad, Export, find_export
+from syncd.source import Bad, Export, defect, find_export
 
 
 def cfg(path: Path, **kw: object) -> SourceConfig:
@@ -18,18 +18,25 @@ def cfg(path: Path, **kw: object) -> SourceConfig:
 
 
 def read(path: Path, **kw: object) -> tuple[list[str], list[tuple[int, list[str]] | Bad]]:
+    """The header, then good rows and bad records in file order."""
+    out: list[tuple[int, list[str]] | Bad] = []
     with Export(path, cfg(path, **kw)) as export:
-        return export.header, list(export.rows())
+        out.extend(export.rows(out.append))
+        return export.header, out
 
 
 def test_bom_crlf_semicolons_quoted_newlines(tmp_path: Path) -> None:
     p = tmp_path / "e.csv"
     p.write_bytes(
-        "\ufeffRecord ID;Name;Notes;\r\n1;Zoë;\"a;b\";\r\n2;\"O'Neill\";\"two\r\nlines\";\r\n3;Åsa;x;\r\n".encode()
+        '\ufeffRecord ID;Name;Notes;\r\n1;Zoë;"a;b";\r\n2;"O\'Neill";"two\r\nlines";\r\n3;Åsa;x;\r\n'.encode()
     )
     header, rows = read(p)
     assert header == ["Record ID", "Name", "Notes"]
-    assert rows == [(2, ["1", "Zoë", "a;b"]), (3, ["2", "O'Neill", "two\r\nlines"]), (5, ["3", "Åsa", "x"])]
+    assert rows == [
+        (2, ["1", "Zoë", "a;b"]),
+        (3, ["2", "O'Neill", "two\r\nlines"]),
+        (5, ["3", "Åsa", "x"]),
+    ]
 
 
 def test_comma_and_quote_all_are_sniffed(tmp_path: Path) -> None:
@@ -53,23 +60,28 @@ def test_wrong_width_rows_are_bad_with_their_line(tmp_path: Path) -> None:
 def test_cp1252_bytes_in_a_utf8_file_are_quarantined_not_fatal(tmp_path: Path) -> None:
     p = tmp_path / "e.csv"
     p.write_bytes(b"Record ID,Name\n1,Caf\xe9\n2,Cafe\n")
-    _h, rows = read(p)
-    assert isinstance(rows[0], Bad) and "not valid utf-8" in rows[0].reason
-    assert rows[1] == (3, ["2", "Cafe"])
+    header, rows = read(p)
+    assert defect(rows[0][1], header, "utf-8") == (  # type: ignore[index]
+        "column 'Name' has bytes that are not valid utf-8; re-export as UTF-8 or set "
+        "[source] encoding"
+    )
+    assert defect(rows[1][1], header, "utf-8") is None  # type: ignore[index]
     _h, rows = read(p, encoding="cp1252")
     assert rows[0] == (2, ["1", "Café"])
 
 
-def test_nul_bytes_are_dropped(tmp_path: Path) -> None:
+def test_nul_bytes_are_a_defect_not_a_crash(tmp_path: Path) -> None:
     p = tmp_path / "e.csv"
-    p.write_bytes(b"Record ID,Name\n1,A\x00B\n")
-    assert read(p)[1] == [(2, ["1", "AB"])]
+    p.write_bytes(b"Record ID,Name\n1,A\x00B\n2,C\n")
+    header, rows = read(p)
+    assert rows == [(2, ["1", "A\x00B"]), (3, ["2", "C"])]
+    assert "column 'Name' contains a NUL byte" in (defect(rows[0][1], header, "utf-8") or "")  # type: ignore[index]
 
 
 def test_missing_key_column_empty_file_and_missing_file_stop_the_run(tmp_path: Path) -> None:
     p = tmp_path / "e.csv"
     p.write_text("Id,Name\n1,A\n", encoding="utf-8")
-    with pytest.raises(SourceError, match="key column 'Record ID' is not in the header.*"):
+    with pytest.raises(SourceError, match=r"key column 'Record ID' is not in the header"):
         read(p)
     p.write_text("", encoding="utf-8")
     with pytest.raises(SourceError, match="is empty"):
@@ -90,4 +102,3 @@ def test_an_export_still_being_written_is_not_read(tmp_path: Path) -> None:
     newer = tmp_path / "contacts-2.csv"
     newer.write_text("Record ID\n1\n", encoding="utf-8")
     assert find_export(c, now) == p  # the newest *settled* match
-

@@ -8,8 +8,6 @@ from __future__ import annotations
 from syncd.sandbox.base import Server, Simulator, Stack
 from syncd.sandbox.esputnik import ESputnikSim
 
-SIMULATORS: dict[str, type[Simulator]] = {
-    cls.name: cls for cls in (ESputnikSim,)
-}
+SIMULATORS: dict[str, type[Simulator]] = {cls.name: cls for cls in (ESputnikSim,)}
 
 __all__ = ["SIMULATORS", "Server", "Simulator", "Stack"]

@@ -135,7 +135,7 @@ class Simulator:
         self.faults = Faults()
         self.log: list[Recorded] = []
         self.lock = threading.RLock()
-        self.url_map = Map(self.rules)
+        self.url_map = Map([rule.empty() for rule in self.rules])  # a rule binds to one Map
 
     # --- state a test or the control API can read -------------------------------------
     def state(self) -> dict[str, Any]:
@@ -163,7 +163,9 @@ class Simulator:
             ]
 
     # --- WSGI -------------------------------------------------------------------------
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         request = Request(environ)
         if request.path.startswith("/_sandbox/"):
             return self._control(request)(environ, start_response)
@@ -267,7 +269,8 @@ def _drop(environ: dict[str, Any]) -> None:
     sock.close()
 
 
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
+# a dropped connection makes werkzeug log "write() before start_response": expected here
+logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
 
 
 class Server:
@@ -280,7 +283,7 @@ class Server:
         self.host = host
         self.port = self._server.port
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"sandbox-{app.name}", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name=f"sandbox-{app.name}", daemon=True
         )
 
     @property

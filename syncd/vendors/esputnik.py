@@ -69,8 +69,10 @@ class ESputnik(Connector):
         if not contact.fields.get("email") and not contact.fields.get("sms"):
             return "no email and no sms: eSputnik needs at least one channel"
         dedupe = self.opts["dedupe_on"]
-        if dedupe in ("email", "sms") and not contact.fields.get(dedupe) and not (
-            contact.fields.get("externalCustomerId")
+        if (
+            dedupe in ("email", "sms")
+            and not contact.fields.get(dedupe)
+            and not (contact.fields.get("externalCustomerId"))
         ):
             return f"no {dedupe}, which eSputnik deduplicates on (dedupe_on)"
         return None
@@ -99,9 +101,7 @@ class ESputnik(Connector):
     def _contact(c: Contact) -> dict[str, Any]:
         f = c.fields
         out: dict[str, Any] = {
-            "channels": [
-                {"type": t, "value": f[t]} for t in ("email", "sms") if f.get(t)
-            ]
+            "channels": [{"type": t, "value": f[t]} for t in ("email", "sms") if f.get(t)]
         }
         for name in ("firstName", "lastName", "externalCustomerId", "languageCode", "timeZone"):
             if name in f:
@@ -144,11 +144,11 @@ class ESputnik(Connector):
             status = _json(resp.text, self.name)
             state = str(status.get("status", "")).upper()
             if state == "FINISHED":
-                ids = {str(m.get("dedupeValue", "")).lower(): m.get("contactId")
-                       for m in status.get("mapping") or []}
-                return [
-                    Result(c.key, Status.SENT, ref=_ref(ids, c)) for c in batch
-                ]
+                ids = {
+                    str(m.get("dedupeValue", "")).lower(): m.get("contactId")
+                    for m in status.get("mapping") or []
+                }
+                return [Result(c.key, Status.SENT, ref=_ref(ids, c)) for c in batch]
             if state == "ERROR":
                 reason = f"import session failed: {status.get('description') or 'no description'}"
                 return [Result(c.key, Status.FAILED, reason) for c in batch]
@@ -162,8 +162,11 @@ class ESputnik(Connector):
         if not isinstance(item, dict):
             return None
         ext = item.get("externalCustomerId")
-        values = {str(ch.get("value", "")).lower() for ch in item.get("channels") or []
-                  if isinstance(ch, dict)}
+        values = {
+            str(ch.get("value", "")).lower()
+            for ch in item.get("channels") or []
+            if isinstance(ch, dict)
+        }
         for c in batch:
             if ext and c.fields.get("externalCustomerId") == ext:
                 return c
@@ -181,7 +184,9 @@ class ESputnik(Connector):
         date_from, _, offset = (since or "").partition("|")
         date_from = date_from[:10]
         if not date_from:
-            date_from = self.opts["first_date"] or (until - timedelta(days=365)).strftime("%Y-%m-%d")
+            date_from = self.opts["first_date"] or (until - timedelta(days=365)).strftime(
+                "%Y-%m-%d"
+            )
         date_to = (until + timedelta(days=1)).strftime("%Y-%m-%d")
         maxrows = 1000
         while True:
@@ -199,7 +204,9 @@ class ESputnik(Connector):
                 return
             records = [
                 {
-                    "vendor_id": str(it.get("offset") or f"{it.get('contactId')}:{it.get('activityDateTime')}"),
+                    "vendor_id": str(
+                        it.get("offset") or f"{it.get('contactId')}:{it.get('activityDateTime')}"
+                    ),
                     "email": (it.get("email") or "").lower() or None,
                     "phone": it.get("sms") or None,
                     "external_key": it.get("externalCustomerId") or None,

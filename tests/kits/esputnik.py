@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncd.sandbox.esputnik import ESputnikSim
-
 from syncd.sandbox.base import Simulator
+from syncd.sandbox.esputnik import ESputnikSim
 from syncd.vendors.base import Contact
 from tests.kits import Kit
 

@@ -76,7 +76,9 @@ def deliver(
     run = store.start_run("test", now)
     with store.write() as c:
         for contact in contacts:
-            payload = json.dumps({"fields": dict(contact.fields), "metadata": dict(contact.metadata)})
+            payload = json.dumps(
+                {"fields": dict(contact.fields), "metadata": dict(contact.metadata)}
+            )
             c.execute(
                 "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
                 "created_at, updated_at) VALUES (?, ?, ?, 'new', 'pending', 'h', ?, ?, ?)",
@@ -89,7 +91,9 @@ def deliver(
     return {r["key"]: (r["status"], r["reason"]) for r in rows}, deliverer
 
 
-def test_a_batch_is_sent_and_held(kit: Kit, served: tuple[Simulator, Server], tmp_path: Path) -> None:
+def test_a_batch_is_sent_and_held(
+    kit: Kit, served: tuple[Simulator, Server], tmp_path: Path
+) -> None:
     sim, server = served
     connector = make_connector(kit, server.url, tmp_path)
     contacts = [kit.contact(i) for i in range(5)]

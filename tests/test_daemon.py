@@ -1,0 +1,220 @@
+"""`syncd run` as systemd runs it: a subprocess, a NOTIFY_SOCKET, signals, the lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from syncd.sample import rows
+from syncd.sandbox.base import Server
+from syncd.sandbox.esputnik import ESputnikSim
+from tests.helpers import World, esputnik_table
+
+SYNCD = [sys.executable, "-m", "syncd.cli"]
+
+
+class Notify:
+    """A NOTIFY_SOCKET that collects what the daemon says."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def collect(self) -> None:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                return
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.collect()
+            if any(text in m for m in self.messages):
+                return True
+        return False
+
+    def count(self, text: str) -> int:
+        self.collect()
+        return sum(text in m for m in self.messages)
+
+
+@pytest.fixture
+def sim() -> Iterator[tuple[ESputnikSim, Server]]:
+    app = ESputnikSim()
+    with Server(app) as server:
+        yield app, server
+
+
+def daemon_world(tmp_path: Path, url: str, reconcile: str, pull: str) -> World:
+    world = World(tmp_path, {"esputnik": esputnik_table(url)})
+    text = (tmp_path / "syncd.toml").read_text()
+    text = text.replace(
+        "[store]",
+        f'[schedule]\nreconcile = "{reconcile}"\npull = "{pull}"\n'
+        f"misfire_grace_seconds = 600\n[store]",
+    )
+    (tmp_path / "syncd.toml").write_text(text)
+    world.write(list(rows(40)))
+    return world
+
+
+def start(world: World, notify: Notify, **env: str) -> subprocess.Popen[bytes]:
+    environ = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(notify.path),
+        "WATCHDOG_USEC": "1000000",
+        "SYNCD_LOG_LEVEL": "INFO",
+        **env,
+    }
+    environ.pop("WATCHDOG_PID", None)
+    # logs go to a file: a pipe nobody reads would fill and block the daemon's writes
+    with (world.folder / "daemon.log").open("ab") as log:
+        return subprocess.Popen(
+            [*SYNCD, "--config", str(world.folder / "syncd.toml"), "run"],
+            env=environ,
+            stdout=log,
+            stderr=log,
+        )
+
+
+def logged(world: World) -> str:
+    return (world.folder / "daemon.log").read_text(errors="replace")
+
+
+def runs(world: World, kind: str) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(world.folder / "syncd.db")
+    try:
+        return conn.execute(
+            "SELECT started_at, status FROM runs WHERE kind = ? ORDER BY id", (kind,)
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def acknowledged(world: World) -> int:
+    conn = sqlite3.connect(world.folder / "syncd.db")
+    try:
+        return int(conn.execute("SELECT count(*) FROM vendor_state").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def wait(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_the_service_lifecycle(tmp_path: Path, sim: tuple[ESputnikSim, Server]) -> None:
+    app, server = sim
+    world = daemon_world(tmp_path, server.url, "every 2s", "every 3s")
+    notify = Notify(tmp_path / "notify.sock")
+    proc = start(world, notify)
+    try:
+        assert notify.wait_for("READY=1", 20), logged(world)
+        assert wait(lambda: any(s == "ok" for _t, s in runs(world, "reconcile")), 20)
+        assert wait(lambda: any(s == "ok" for _t, s in runs(world, "pull")), 20)
+        assert len(app.contacts()) == acknowledged(world) > 30
+        assert wait(lambda: notify.count("WATCHDOG=1") >= 3, 10)
+        assert notify.count("STATUS=") >= 1
+
+        second = subprocess.run(
+            [*SYNCD, "--config", str(world.folder / "syncd.toml"), "sync"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 3
+        assert f"pid {proc.pid}" in second.stderr
+        twin = subprocess.run(
+            [*SYNCD, "--config", str(world.folder / "syncd.toml"), "run"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert twin.returncode == 3
+
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        assert time.monotonic() - stopped_at < 5
+        assert notify.wait_for("STOPPING=1", 1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    conn = sqlite3.connect(world.folder / "syncd.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+def test_sighup_keeps_the_old_config_when_the_new_one_is_bad(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    _app, server = sim
+    world = daemon_world(tmp_path, server.url, "0 3 * * *", "0 4 * * *")
+    notify = Notify(tmp_path / "notify.sock")
+    proc = start(world, notify)
+    try:
+        assert notify.wait_for("READY=1", 20)
+        config = world.folder / "syncd.toml"
+        good = config.read_text()
+        config.write_text(good.replace('key = "Record ID"', "key = 5"))
+        proc.send_signal(signal.SIGHUP)
+        assert notify.wait_for("config reload failed", 10)
+        config.write_text(good)
+        proc.send_signal(signal.SIGHUP)
+        assert notify.wait_for("config reloaded", 10)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "[source] key: must be str" in logged(world)
+
+
+@pytest.mark.parametrize(
+    "pause", [pytest.param(25, id="25s"), pytest.param(120, id="2min", marks=pytest.mark.slow)]
+)
+def test_a_long_pause_gives_exactly_one_coalesced_reconcile(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server], pause: int
+) -> None:
+    _app, server = sim
+    world = daemon_world(tmp_path, server.url, "every 8s", "0 4 * * *")
+    notify = Notify(tmp_path / "notify.sock")
+    proc = start(world, notify)
+    try:
+        assert notify.wait_for("READY=1", 20)
+        assert wait(lambda: len(runs(world, "reconcile")) >= 1, 20)
+        assert wait(lambda: all(s != "running" for _t, s in runs(world, "reconcile")), 20)
+        before = len(runs(world, "reconcile"))
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(pause)
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(4)  # well under the 8 s interval: only the coalesced run can start
+        after = len(runs(world, "reconcile"))
+        assert after - before == 1, f"{after - before} reconciles after a {pause}s pause"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
