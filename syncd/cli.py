@@ -225,6 +225,23 @@ def retry(ctx: Ctx, vendors: tuple[str, ...], dead: bool, unknown: bool) -> None
 
 
 @cli.command()
+@click.option(
+    "--datasette",
+    "database",
+    metavar="NAME",
+    help="print Datasette metadata for the store served as NAME (file name without .db)",
+)
+def schema(database: str | None) -> None:
+    """Describe the store's tables and views for analysts (Markdown), or as Datasette metadata."""
+    from syncd.analyst import datasette_metadata, markdown
+
+    if database:
+        click.echo(json.dumps(datasette_metadata(database), indent=2))
+    else:
+        click.echo(markdown())
+
+
+@cli.command()
 @click.option("--dir", "folder", type=click.Path(path_type=Path), help="keep the demo here")
 @click.option("--contacts", default=200, show_default=True, help="contacts in the sample export")
 def demo(folder: Path | None, contacts: int) -> None:
