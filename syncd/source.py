@@ -104,7 +104,7 @@ class Export:
             )
         self.delimiter = cfg.delimiter or _sniff(sample)
         self._fh.seek(0)
-        self._reader = csv.reader(self._fh, delimiter=self.delimiter, strict=False)
+        self._reader = csv.reader(self._fh, delimiter=self.delimiter, strict=True)
         try:
             header = next(self._reader)
         except (csv.Error, StopIteration) as exc:
@@ -155,7 +155,8 @@ class Export:
                 except StopIteration:
                     return
                 except csv.Error as exc:
-                    on_bad(Bad(line, None, f"unreadable record: {exc}"))
+                    count += 1  # a record all the same: `rows_read - quarantined` stays true
+                    on_bad(Bad(line, None, _explain(exc)))
                     line = reader.line_num + 1
                     continue
                 start, line = line, reader.line_num + 1
@@ -174,7 +175,13 @@ class Export:
                     yield start, row
                     continue
                 key = row[kidx].strip() if n > kidx else None
-                on_bad(Bad(start, key or None, f"has {n} fields, the header has {width}"))
+                on_bad(
+                    Bad(
+                        start,
+                        key or None,
+                        f"has {n} field{'s' if n != 1 else ''}, the header has {width}",
+                    )
+                )
         finally:
             self.rows_read += count
 
@@ -194,6 +201,21 @@ def defect(row: list[str], header: list[str], encoding: str) -> str | None:
                 "UTF-8 or set [source] encoding"
             )
     return None
+
+
+def _explain(exc: csv.Error) -> str:
+    """A csv module error in the operator's terms."""
+    text = str(exc)
+    if "unexpected end of data" in text:
+        return "the file ends inside a quoted field: the export looks truncated; re-export it"
+    if "field limit" in text:
+        return (
+            f"a field is larger than {FIELD_LIMIT // 1024 // 1024} MiB: an unclosed quote or "
+            "binary data; fix the export from this line on"
+        )
+    if "expected after" in text:
+        return f'bad quoting ({text}): a quote inside a quoted field must be doubled ("")'
+    return f"unreadable record: {text}"
 
 
 def _sniff(sample: str) -> str:
