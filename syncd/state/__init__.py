@@ -21,6 +21,9 @@ from syncd.errors import StoreError
 from syncd.state.schema import migrations
 
 BUSY_TIMEOUT_MS = 30_000
+# the WAL is cut back to this after a checkpoint; readers holding old snapshots can make it
+# grow past it meanwhile (see `close`)
+JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 OPEN_STATUSES = ("pending", "in_flight", "failed", "unknown", "dead")
 
 
@@ -49,6 +52,7 @@ class Store:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys = ON")
             # sqlite-utils wants the default (non-autocommit) transaction handling
             conn.isolation_level = "DEFERRED"
@@ -64,6 +68,13 @@ class Store:
         return cls(db, path)
 
     def close(self) -> None:
+        """Close, first folding the WAL back into the database and truncating it when no
+        reader still needs it (analysts' long queries keep it; the next close cuts it)."""
+        try:
+            self.conn.execute("PRAGMA busy_timeout = 0")  # never wait for readers here
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # busy: a reader holds an old snapshot; nothing is lost
         self.conn.close()
 
     @contextmanager
