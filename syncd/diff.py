@@ -477,11 +477,15 @@ class Differ:
         marks = ",".join("?" * len(trigger_vendors))
         row = self.conn.execute(
             f"SELECT vendor, max(sent_at) FROM deliveries WHERE key = ? AND vendor IN ({marks}) "
-            "AND status IN ('sent', 'unknown', 'in_flight') AND coalesce(sent_at, updated_at) >= ?",
+            # pending too: a survey planned earlier in this run by another trigger vendor
+            # holds this one back (the first trigger vendor in the config wins)
+            "AND status IN ('pending', 'sent', 'unknown', 'in_flight') "
+            "AND coalesce(sent_at, updated_at) >= ?",
             (key, *trigger_vendors, iso(self.now - timedelta(days=days))),
         ).fetchone()
         if row and row[0]:
-            return f"surveyed by {row[0]} on {row[1] or 'a recent run'}: within {days} days"
+            when = f"on {row[1]}" if row[1] else "in this run"
+            return f"surveyed by {row[0]} {when}: within min_days_between_surveys = {days}"
         return None
 
     def _ack(self, vendor: str, key: str, digest: str) -> None:

@@ -18,6 +18,7 @@ import structlog
 from syncd import log as logmod
 from syncd.clock import Clock
 from syncd.config import Config
+from syncd.crashpoints import crashpoint
 from syncd.diff import Differ, Plan
 from syncd.errors import ConfigError, GuardError, SyncdError
 from syncd.lock import InstanceLock
@@ -175,6 +176,8 @@ def _reconcile(
                     raise _Rollback
         except _Rollback:
             pass
+        else:
+            crashpoint("diff_committed")
     plan = report.plan
     assert plan is not None
     log.info(

@@ -19,6 +19,7 @@ import structlog
 from syncd import log as logmod
 from syncd.clock import Clock
 from syncd.config import Config
+from syncd.crashpoints import crashpoint
 from syncd.errors import FatalError, RetriableError
 from syncd.pipeline import RunReport, open_connectors
 from syncd.push import Delivered
@@ -93,6 +94,7 @@ def _pull_stream(
     stored = 0
     for page in fetch(stream, cursor, clock.now()):
         now = iso(clock.now())
+        crashpoint("page_fetched")
         with store.write() as c:
             saver = SAVERS[stream]
             for record in page.records:

@@ -19,6 +19,7 @@ from threading import Event
 
 import structlog
 
+from syncd.crashpoints import crashpoint
 from syncd.errors import (
     AuthError,
     FatalError,
@@ -146,6 +147,7 @@ class Deliverer:
         def on_job(job: str) -> None:
             self.store.record_job(batch_ids.values(), job, self.now())
             jobs.append(job)
+            crashpoint("job_recorded")
 
         try:
             results = self.connector.push(batch, on_job)
@@ -182,6 +184,7 @@ class Deliverer:
             )
             half = len(batch) // 2
             return self._send(batch[:half], ids) and self._send(batch[half:], ids)
+        crashpoint("before_ack_recorded")
         self._settle(batch_ids, results)
         return True
 

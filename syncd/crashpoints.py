@@ -1,0 +1,33 @@
+"""Named places where the crash test kills syncd, to prove that a crash anywhere loses
+nothing and sends no trigger twice.
+
+`SYNCD_CRASH_AT=name` (or `name:n`, the n-th time that point is reached) makes the
+process SIGKILL itself there — no cleanup, no `finally`, exactly like a power cut or the
+OOM killer. Unset (always, outside tests) a crash point costs one attribute lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = (
+    "diff_committed",  # the diff and its pending deliveries are committed, nothing sent
+    "before_ack_recorded",  # the vendor answered a push; its outcome is not yet recorded
+    "job_recorded",  # an async job (eSputnik import, SignalVine command) is about to be polled
+    "token_renewed",  # a Dropthought token was just renewed
+    "page_fetched",  # a pull page was fetched; it and its cursor are not yet committed
+)
+
+_target, _, _nth = (os.environ.get("SYNCD_CRASH_AT") or "").partition(":")
+_remaining = int(_nth or 1)
+
+
+def crashpoint(name: str) -> None:
+    """Die here if the crash test asked for it."""
+    global _remaining
+    if name != _target:
+        return
+    _remaining -= 1
+    if _remaining <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)

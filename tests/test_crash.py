@@ -1,0 +1,230 @@
+"""The crash loop: `syncd sync` / `syncd pull` SIGKILLed at named points, again and again,
+against every simulator; after each kill the store is intact, and in the end every vendor
+holds the export, no trigger went out twice on syncd's own, and upsert duplicates never
+exceed the batch that was in flight.
+
+The short loop runs in the default suite; the 200-kill loop is behind `-m slow`:
+    .venv/bin/pytest -m slow tests/test_crash.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncd.crashpoints import POINTS
+from syncd.demo import demo_rows, vendors_available, write_config
+from syncd.sample import write_export
+from syncd.sandbox import SIMULATORS, Stack
+from syncd.sandbox.base import Simulator
+from syncd.vendors import REGISTRY
+from tests.kits import Kit
+
+SYNCD = [sys.executable, "-m", "syncd.cli"]
+CONTACTS = 60
+# simulator settings that make every crash point reachable in a short run
+SIM_OPTIONS: dict[str, dict[str, Any]] = {
+    "esputnik": {"unsubscribe_every": 7},
+}
+
+
+def kits() -> dict[str, Kit]:
+    import importlib
+
+    return {n: importlib.import_module(f"tests.kits.{n}").KIT for n in vendors_available()}
+
+
+class Loop:
+    def __init__(self, folder: Path, stack: Stack, seed: int) -> None:
+        self.folder = folder
+        self.rng = random.Random(seed)
+        self.kits = kits()
+        self.sims: dict[str, Simulator] = {}
+        urls = {}
+        for name in self.kits:
+            self.sims[name] = SIMULATORS[name](**SIM_OPTIONS.get(name, {}))
+            urls[name] = stack.add(self.sims[name]).url
+        self.config = write_config(folder, urls)
+        (folder / "exports").mkdir()
+        self.export = folder / "exports" / "contacts-1.csv"
+        self.version: dict[int, int] = {}
+        self.size = CONTACTS
+        self.ever: set[str] = set()
+        self.write()
+        self.kills = 0
+        self.killed: Counter[str] = Counter()
+
+    def write(self) -> None:
+        data = demo_rows(self.size, self.version)
+        self.ever |= {r[0] for r in data if r[0]}
+        write_export(self.export, data)
+
+    def edit(self) -> None:
+        """A CRM day: some contacts change (mapped columns), a few new ones arrive."""
+        for i in self.rng.sample(range(self.size), 6):
+            self.version[i] = self.version.get(i, 0) + 1
+        self.size += self.rng.randint(0, 4)
+        self.write()
+
+    def run(self, command: str, crash_at: str | None) -> int:
+        env = {**os.environ, "SYNCD_LOG_LEVEL": "WARNING"}
+        env.pop("SYNCD_CRASH_AT", None)
+        if crash_at:
+            env["SYNCD_CRASH_AT"] = crash_at
+        proc = subprocess.run(
+            [*SYNCD, "--config", str(self.config), command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode in (0, 1, -9), proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        if proc.returncode == -9:
+            self.kills += 1
+            self.killed[(crash_at or "").partition(":")[0]] += 1
+        return proc.returncode
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.folder / "syncd.db")
+
+    def check_invariants(self) -> None:
+        conn = self.db()
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            for name, kit in self.kits.items():
+                if kit.kind != "trigger" or kit.triggers is None:
+                    continue
+                # a trigger reaches the vendor at most once per delivery syncd made of it
+                allowed = Counter(
+                    key
+                    for (key,) in conn.execute(
+                        "SELECT key FROM deliveries WHERE vendor = ? "
+                        "AND status IN ('sent', 'unknown', 'in_flight')",
+                        (name,),
+                    )
+                )
+                for key, n in kit.triggers(self.sims[name]).items():
+                    assert n <= allowed[key], (
+                        f"{name}: {key} triggered {n}x, {allowed[key]} deliveries"
+                    )
+        finally:
+            conn.close()
+
+    def settle(self) -> None:
+        """Clean runs until nothing is left to do, then check what every vendor holds."""
+        for _ in range(4):
+            if self.run("sync", None) == 0:
+                break
+        assert self.run("pull", None) in (0, 1)
+        self.check_invariants()
+        conn = self.db()
+        try:
+            open_work = conn.execute(
+                "SELECT vendor, status, count(*) FROM deliveries "
+                "WHERE status IN ('pending', 'in_flight', 'failed') GROUP BY 1, 2"
+            ).fetchall()
+            assert open_work == [], open_work
+            present = {k for (k,) in conn.execute("SELECT key FROM contacts WHERE gone_at IS NULL")}
+            for name, kit in self.kits.items():
+                quarantined = {
+                    k
+                    for (k,) in conn.execute(
+                        "SELECT key FROM quarantine WHERE run_id = (SELECT max(run_id) FROM quarantine) "
+                        "AND key IS NOT NULL AND (vendor IS NULL OR vendor = ?)",
+                        (name,),
+                    )
+                }
+                held_back = {
+                    k
+                    for (k,) in conn.execute(
+                        "SELECT key FROM contact_status WHERE vendor = ? AND status = 'skipped'",
+                        (name,),
+                    )
+                }
+                held = set(kit.held(self.sims[name]))
+                missing = present - quarantined - held_back - held
+                assert not missing, f"{name} lacks {sorted(missing)[:5]}"
+                assert held <= self.ever, f"{name} holds keys never exported"
+        finally:
+            conn.close()
+        self.check_duplicates()
+
+    def check_duplicates(self) -> None:
+        """Upserts: contacts received beyond one per acknowledged change are bounded by what
+        was in flight at the kills (one batch each)."""
+        conn = self.db()
+        try:
+            for name, kit in self.kits.items():
+                if kit.kind != "upsert":
+                    continue
+                acked = conn.execute(
+                    "SELECT count(*) FROM deliveries WHERE vendor = ? AND status = 'sent'", (name,)
+                ).fetchone()[0]
+                received = received_contacts(name, self.sims[name])
+                if received is None:
+                    continue
+                batch = REGISTRY[name].max_batch
+                assert received - acked <= self.kills * min(batch, self.size + 3), (
+                    f"{name}: {received} received for {acked} acknowledged after {self.kills} kills"
+                )
+        finally:
+            conn.close()
+
+
+def received_contacts(name: str, sim: Simulator) -> int | None:
+    """How many contact records reached an upsert simulator, counted from its request log."""
+    if name == "esputnik":
+        return sum(len(r.json()["contacts"]) for r in sim.requests("/api/v1/contacts", "POST"))
+    if name == "signalvine":
+        total = 0
+        for r in sim.requests("/v2/programs/", "POST"):
+            body: dict[str, Any] = json.loads(r.body)
+            total += max(len(str(body.get("participants", "")).strip().splitlines()) - 1, 0)
+        return total
+    return None
+
+
+def crash_loop(folder: Path, iterations: int, seed: int, max_nth: int) -> Loop:
+    """Kill at each point in turn, on its first to `max_nth`-th passage."""
+    with Stack() as stack:
+        loop = Loop(folder, stack, seed)
+        assert loop.run("sync", "diff_committed") == -9  # the very first run dies too
+        loop.check_invariants()
+        for i in range(iterations):
+            loop.edit()
+            point = POINTS[i % len(POINTS)]
+            command = "pull" if point == "page_fetched" else "sync"
+            loop.run(command, f"{point}:{loop.rng.randint(1, max_nth)}")
+            loop.check_invariants()
+        loop.settle()
+    return loop
+
+
+def reachable(vendors: list[str]) -> set[str]:
+    points = set(POINTS)
+    if "dropthought" not in vendors:
+        points.discard("token_renewed")
+    if not {"esputnik", "signalvine"} & set(vendors):
+        points.discard("job_recorded")
+    return points
+
+
+def test_a_short_crash_loop(tmp_path: Path) -> None:
+    loop = crash_loop(tmp_path, iterations=2 * len(POINTS), seed=1, max_nth=1)
+    assert set(loop.killed) >= reachable(list(loop.kits)), loop.killed
+
+
+@pytest.mark.slow
+def test_the_long_crash_loop(tmp_path: Path) -> None:
+    loop = crash_loop(tmp_path, iterations=200, seed=2, max_nth=3)
+    assert loop.kills >= 100
