@@ -35,6 +35,9 @@ from syncd.vendors.base import Connector, Contact, Result, Status
 log = structlog.get_logger("syncd.push")
 
 Progress = Callable[[str, int], None]
+# a vendor that refuses this many single contacts in a row with the same reason refuses
+# everything (a closed campaign, a bad list id): stop instead of trying every contact
+SAME_REFUSALS = 5
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Deliverer:
         self.stop = stop or Event()
         self.progress = progress
         self.out = Delivered()
+        self._refusals: tuple[str, int] = ("", 0)  # (reason, how many singles in a row)
 
     def run(self) -> Delivered:
         try:
@@ -174,6 +178,17 @@ class Deliverer:
         except FatalError as exc:
             if len(batch) == 1:
                 self._settle(batch_ids, [Result(batch[0].key, Status.FAILED, exc.reason)])
+                reason, n = self._refusals
+                self._refusals = (exc.reason, n + 1 if reason == exc.reason else 1)
+                if self._refusals[1] >= SAME_REFUSALS:
+                    self._stopped(
+                        FatalError(
+                            f"{SAME_REFUSALS} contacts in a row refused with the same reason, "
+                            f"so the vendor refuses everything: {exc.reason}",
+                            vendor=self.vendor,
+                        )
+                    )
+                    return False
                 return True
             # refused whole: split to find the contacts it objects to
             log.info(
@@ -185,6 +200,7 @@ class Deliverer:
             half = len(batch) // 2
             return self._send(batch[:half], ids) and self._send(batch[half:], ids)
         crashpoint("before_ack_recorded")
+        self._refusals = ("", 0)
         self._settle(batch_ids, results)
         return True
 

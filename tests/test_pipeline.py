@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,6 +131,20 @@ def test_a_vendor_down_leaves_pending_exit_1_then_a_later_run_completes(
     later = world.sync()
     assert later.exit_code == 0
     assert {d["status"] for d in world.deliveries()} == {"sent"}
+
+
+def test_a_vendor_that_refuses_everyone_is_stopped_not_tried_contact_by_contact(
+    world: World, sim: tuple[ESputnikSim, Server]
+) -> None:
+    app, _ = sim
+    world.write(list(rows(64)))
+    app.faults.add("down", status=400)  # e.g. a deleted segment: every request is refused
+    report = world.sync()
+    assert report.exit_code == 1
+    assert "refused with the same reason" in (report.delivered["esputnik"].stopped or "")
+    statuses = Counter(d["status"] for d in world.deliveries())
+    assert statuses["failed"] == 5 and statuses["sent"] == 0
+    assert statuses["pending"] == sum(statuses.values()) - 5
 
 
 def test_a_half_length_export_is_refused_and_nothing_is_sent(
