@@ -26,6 +26,19 @@ Echo = Callable[[str], None]
 # the [vendors.<name>] keys that work against each simulator's built-in account
 SANDBOX_TABLES: dict[str, str] = {
     "esputnik": 'api_key = "sandbox-key"\ngroups = ["Customers"]\npoll_every = 0.2\n',
+    "dropthought": (
+        'email = "ops@example.com"\npassword = "sandbox-password"\n'
+        'participant_group = "6f1c2a8e-1111-4a5b-9c0d-aaaaaaaaaaaa"\n'
+    ),
+    "altcraft": 'token = "sandbox-token"\ntrigger_id = 7\n',
+    "hellocustomer": (
+        'token = "sandbox-token"\ncampaign = "c8dc5f94-a9e8-4743-8744-e66a73a7e724"\n'
+        'default_language = "en"\n'
+    ),
+    "signalvine": (
+        'token = "sandbox-token"\nsecret = "sandbox-secret"\n'
+        'program = "ed1b9efb-0ccf-4ea0-9585-0d7e57f28869"\n'
+    ),
 }
 
 
@@ -37,8 +50,10 @@ def vendors_available() -> list[str]:
     return [name for name in SANDBOX_TABLES if name in SIMULATORS]
 
 
-def write_config(folder: Path, urls: dict[str, str]) -> Path:
-    """A config for the demo folder, pointing every vendor at its simulator."""
+def write_config(folder: Path, urls: dict[str, str], tables: dict[str, str] | None = None) -> Path:
+    """A config for the demo folder, pointing every vendor at its simulator (with the
+    sandbox accounts, or the given `[vendors.<name>]` keys)."""
+    tables = tables or SANDBOX_TABLES
     (folder / "mappings").mkdir(parents=True, exist_ok=True)
     parts = [
         "# written by `syncd demo`: every vendor points at a local simulator",
@@ -69,7 +84,7 @@ def write_config(folder: Path, urls: dict[str, str]) -> Path:
             f"[vendors.{name}]",
             f'base_url = "{url}"',
             f'mapping = "mappings/{name}.toml"',
-            SANDBOX_TABLES[name].rstrip(),
+            tables[name].rstrip(),
         ]
     path = folder / "syncd.toml"
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")

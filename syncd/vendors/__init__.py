@@ -8,9 +8,13 @@ REGISTRY: dict[str, type[Connector]] = {}
 
 
 def _register() -> None:
+    from syncd.vendors.altcraft import Altcraft
+    from syncd.vendors.dropthought import Dropthought
     from syncd.vendors.esputnik import ESputnik
+    from syncd.vendors.hellocustomer import HelloCustomer
+    from syncd.vendors.signalvine import SignalVine
 
-    for cls in (ESputnik,):
+    for cls in (Altcraft, Dropthought, ESputnik, HelloCustomer, SignalVine):
         REGISTRY[cls.name] = cls
 
 

@@ -1,0 +1,493 @@
+"""SignalVine simulator: signed requests, CSV participant uploads as async commands, reads.
+
+Written from `signalvine.md` and the SignalVine section of NOTES.md:
+- Every request must carry `Authorization: SignalVine <token>:<signature>` and
+  `SignalVine-Date: <ISO 8601 UTC>`; the signature is base64(HMAC-SHA256(secret,
+  lower("token\\nMETHOD\\npath\\nbody\\ntimestamp"))) over the exact body bytes received.
+  A wrong token or secret, a bad signature, or a date more than `max_skew` seconds from
+  the simulator's clock answers 401 "Unauthorized" (like the real API, it says no more).
+- `POST /v2/programs/{program}/participants`: `{"program", "options": {"new": "add|ignore",
+  "mode": "tx|row", "existing": "ignore" | [variables], "absent": "ignore"}, "participants":
+  "<CSV text>"}`; every option is required, `absent` must be "ignore", the CSV at most
+  10,000,000 bytes (else 413). Answers 202 with a `Location` of the command.
+- `GET {Location}`: `{"commandId", "name", "from", "created", "complete", "error"}`; the
+  command completes at the `polls_to_complete`-th poll (0: never), and only then is the
+  CSV applied. A completed command carries `message`: `{"added", "updated", "ignored",
+  "errors": [{"row", "customer_id", "message"}]}` where `row` counts CSV records with the
+  header as row 1 (a header problem such as "Unrecognized variable: x" is row 1), and
+  `trace` / `processor` when `error` is true.
+- Rows: matched on `signalvine_id`, else `customer_id`, else `phone`. A new participant
+  needs a valid E.164 phone no one else has; Boolean variables must parse. `tx` mode adds
+  nothing if any row failed; `row` mode adds the good rows unless there were more than
+  1,000 errors. `faults.reject(customer_id or phone, reason)` makes that row fail.
+- `GET /v1/programs/{id}?type=schema` → `{"fields": [{"name", "type"}]}`.
+- `GET /v1/programs/{id}/participants?type=full&count=..&offset=..&active=all&updated-after=..`:
+  items updated at or after `updated-after` (inclusive), ordered by (updatedAt, id), in the
+  envelope `items, total, offset, count, nextOffset` (null on the last page); `count` at
+  most 500; without `active=all` only active participants. `opt_out()` (or
+  `opt_out_every`: every n-th new participant, for the demo) makes a participant inactive.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import hmac
+import io
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from werkzeug.routing import Rule
+from werkzeug.wrappers import Request, Response
+
+from syncd.sandbox.base import Simulator, json_response
+
+PROGRAM = "ed1b9efb-0ccf-4ea0-9585-0d7e57f28869"
+MAX_CSV_BYTES = 10_000_000
+ROW_ERROR_LIMIT = 1000
+MAX_PAGE = 500
+PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
+BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+VARIABLES: dict[str, str] = {
+    "customer_id": "String",
+    "phone": "PhoneNumber",
+    "first_name": "String",
+    "last_name": "String",
+    "email": "String",
+    "city": "String",
+    "country": "String",
+    "language": "String",
+    "segment": "String",
+    "store": "String",
+    "notes": "String",
+    "active": "Boolean",
+}
+
+
+def _stamp(when: datetime) -> str:
+    utc = when.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class Command:
+    id: str
+    options: dict[str, Any]
+    csv: str
+    created: str
+    polls: int = 0
+    result: dict[str, Any] | None = None
+
+
+@dataclass
+class Participant:
+    id: str
+    customer_id: str
+    phone: str
+    active: bool
+    created: datetime
+    updated: datetime
+    profile: dict[str, str] = field(default_factory=dict)
+
+    def item(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "customerId": self.customer_id or None,
+            "phone": self.phone,
+            "active": self.active,
+            "groups": [],
+            "profile": [{"name": k, "value": v} for k, v in self.profile.items()],
+            "createdAt": _stamp(self.created),
+            "updatedAt": _stamp(self.updated),
+        }
+
+
+class SignalVineSim(Simulator):
+    name = "signalvine"
+    rules: ClassVar[list[Rule]] = [
+        Rule("/v2/programs/<program>/participants", methods=["POST"], endpoint="upload"),
+        Rule("/v2/commands/<command>", methods=["GET"], endpoint="command"),
+        Rule("/v1/programs/<program>/participants", methods=["GET"], endpoint="participants"),
+        Rule("/v1/programs/<program>", methods=["GET"], endpoint="program_info"),
+    ]
+
+    def __init__(
+        self,
+        *,
+        token: str = "sandbox-token",
+        secret: str = "sandbox-secret",
+        program: str = PROGRAM,
+        variables: dict[str, str] | None = None,
+        polls_to_complete: int = 1,
+        max_skew: float = 300.0,
+        opt_out_every: int = 0,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        super().__init__()
+        self.token = token
+        self.secret = secret
+        self.program = program
+        self.variables = dict(variables or VARIABLES)
+        self.polls_to_complete = polls_to_complete
+        self.max_skew = max_skew
+        self.opt_out_every = opt_out_every
+        self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        self._participants: dict[str, Participant] = {}
+        self._by_customer: dict[str, str] = {}
+        self._by_phone: dict[str, str] = {}
+        self._commands: dict[str, Command] = {}
+        self._added = 0
+
+    # --- what tests and the demo read or do -------------------------------------------
+    def participants_by_customer(self) -> dict[str, dict[str, Any]]:
+        """customer_id → the participant flattened: id, customerId, phone, active, variables."""
+        with self.lock:
+            return {
+                p.customer_id: {
+                    **p.profile,
+                    "id": p.id,
+                    "customerId": p.customer_id,
+                    "phone": p.phone,
+                    "active": p.active,
+                    "updatedAt": _stamp(p.updated),
+                }
+                for p in self._participants.values()
+                if p.customer_id
+            }
+
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "participants": len(self._participants),
+                "inactive": sum(1 for p in self._participants.values() if not p.active),
+                "commands": {
+                    c.id: ("complete" if c.result else "running") for c in self._commands.values()
+                },
+            }
+
+    def opt_out(self, phone_or_customer_id: str, at: datetime | None = None) -> None:
+        """The participant texted STOP: inactive from `at` (default now)."""
+        with self.lock:
+            pid = self._by_customer.get(phone_or_customer_id) or self._by_phone.get(
+                phone_or_customer_id
+            )
+            if pid is None:
+                raise KeyError(f"no participant {phone_or_customer_id!r}")
+            participant = self._participants[pid]
+            participant.active = False
+            participant.profile["active"] = "false"
+            participant.updated = at or self.now()
+
+    # --- signatures -------------------------------------------------------------------
+    def _refused(self, request: Request) -> Response | None:
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        token, _, signature = credentials.partition(":")
+        date = request.headers.get("SignalVine-Date", "")
+        if scheme != "SignalVine" or token != self.token or not signature or not date:
+            return Response("Unauthorized", 401)
+        try:
+            when = datetime.fromisoformat(date)
+        except ValueError:
+            return Response("Unauthorized", 401)
+        if when.tzinfo is None or abs((self.now() - when).total_seconds()) > self.max_skew:
+            return Response("Unauthorized", 401)
+        body = request.get_data().decode("utf-8", "replace")
+        text = f"{token}\n{request.method}\n{request.path}\n{body}\n{date}".lower()
+        digest = hmac.new(self.secret.encode(), text.encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(base64.b64encode(digest).decode(), signature):
+            return Response("Unauthorized", 401)
+        return None
+
+    def _not_found(self, program: str) -> Response:
+        return json_response({"error": f"program {program} not found"}, 404)
+
+    # --- upload -----------------------------------------------------------------------
+    def upload(self, request: Request, program: str) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        if program != self.program:
+            return self._not_found(program)
+        try:
+            body = json.loads(request.get_data())
+        except ValueError:
+            return json_response({"error": "the body is not JSON"}, 400)
+        if not isinstance(body, dict):
+            return json_response({"error": "the body must be a JSON object"}, 400)
+        if body.get("program") != program:
+            return json_response({"error": "program must be the program id of the path"}, 400)
+        problem = _bad_options(body.get("options"))
+        if problem:
+            return json_response({"error": problem}, 400)
+        text = body.get("participants")
+        if not isinstance(text, str) or not text.strip():
+            return json_response({"error": "participants must be the CSV file as a string"}, 400)
+        if len(text.encode("utf-8")) > MAX_CSV_BYTES:
+            return json_response({"error": "the CSV file is larger than 10 MB"}, 413)
+        command = Command(str(uuid.uuid4()), body["options"], text, _stamp(self.now()))
+        with self.lock:
+            self._commands[command.id] = command
+            answer = self._status(command)
+        return json_response(answer, 202, {"Location": f"/v2/commands/{command.id}"})
+
+    def command(self, request: Request, command: str) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        with self.lock:
+            found = self._commands.get(command)
+            if found is None:
+                return json_response({"error": f"command {command} not found"}, 404)
+            found.polls += 1
+            if found.result is None and 0 < self.polls_to_complete <= found.polls:
+                found.result = self._run(found)
+            return json_response(self._status(found))
+
+    def _status(self, command: Command) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "commandId": command.id,
+            "name": "import-participants",
+            "from": self.token,
+            "created": command.created,
+            "complete": command.result is not None,
+            "error": False,
+        }
+        answer.update(command.result or {})
+        return answer
+
+    def _run(self, command: Command) -> dict[str, Any]:
+        """Apply one uploaded CSV (called with the lock held); the command's outcome."""
+        options = command.options
+        try:
+            rows = list(csv.reader(io.StringIO(command.csv, newline="")))
+        except csv.Error as exc:
+            return _outcome([{"row": None, "customer_id": None, "message": f"bad CSV: {exc}"}])
+        header = [h.strip() for h in rows[0]]
+        existing = options["existing"]
+        named = header + (existing if isinstance(existing, list) else [])
+        known = {*self.variables, "signalvine_id"}
+        unknown = [n for n in dict.fromkeys(named) if n not in known]
+        if unknown:
+            return _outcome(
+                [
+                    {"row": 1, "customer_id": None, "message": f"Unrecognized variable: {n}"}
+                    for n in unknown
+                ]
+            )
+        if len(set(header)) != len(header):
+            return _outcome([{"row": 1, "customer_id": None, "message": "duplicate column"}])
+        if not {"signalvine_id", "customer_id", "phone"} & set(header):
+            message = "the CSV needs a signalvine_id, customer_id or phone column"
+            return _outcome([{"row": 1, "customer_id": None, "message": message}])
+        plan = _Plan(self)
+        errors: list[dict[str, Any]] = []
+        for number, values in enumerate(rows[1:], start=2):
+            if not values:
+                continue
+            record = dict(zip(header, values, strict=False))
+            error = (
+                f"the row has {len(values)} values, the header {len(header)}"
+                if len(values) != len(header)
+                else plan.row(record, options)
+            )
+            if error:
+                errors.append(
+                    {
+                        "row": number,
+                        "customer_id": record.get("customer_id") or None,
+                        "message": error,
+                    }
+                )
+        if (options["mode"] == "tx" and errors) or len(errors) > ROW_ERROR_LIMIT:
+            return _outcome(errors, ignored=plan.ignored)
+        for op in plan.ops:
+            self._apply(op)
+        return _outcome(errors, added=plan.added, updated=plan.updated, ignored=plan.ignored)
+
+    def _apply(self, op: tuple[str, str, dict[str, str]]) -> None:
+        kind, pid, values = op
+        now = self.now()
+        if kind == "add":
+            active = BOOLEANS.get(values.get("active", "true").lower() or "true", True)
+            participant = Participant(
+                pid, values.get("customer_id", ""), values["phone"], active, now, now
+            )
+            self._participants[pid] = participant
+            self._added += 1
+        else:
+            participant = self._participants[pid]
+            self._by_customer.pop(participant.customer_id, None)
+            self._by_phone.pop(participant.phone, None)
+            participant.customer_id = values.get("customer_id", participant.customer_id)
+            participant.phone = values.get("phone", participant.phone)
+            if "active" in values:
+                participant.active = BOOLEANS.get(values["active"].lower(), participant.active)
+            participant.updated = now
+        participant.profile.update({k: v for k, v in values.items() if k != "signalvine_id"})
+        if participant.customer_id:
+            self._by_customer[participant.customer_id] = pid
+        self._by_phone[participant.phone] = pid
+        if kind == "add" and self.opt_out_every and self._added % self.opt_out_every == 0:
+            participant.active = False
+            participant.profile["active"] = "false"
+
+    # --- reads ------------------------------------------------------------------------
+    def program_info(self, request: Request, program: str) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        if program != self.program:
+            return self._not_found(program)
+        if request.args.get("type") == "schema":
+            fields = [{"name": n, "type": t} for n, t in self.variables.items()]
+            return json_response({"fields": fields})
+        return json_response({"id": program, "name": "Sandbox program", "active": True})
+
+    def participants(self, request: Request, program: str) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        if program != self.program:
+            return self._not_found(program)
+        args = request.args
+        try:
+            count = int(args.get("count", "50"))
+            offset = int(args.get("offset", "0"))
+            after = datetime.fromisoformat(args.get("updated-after", "1970-01-01T00:00:00Z"))
+        except ValueError as exc:
+            return json_response({"error": f"bad query parameter: {exc}"}, 400)
+        if not 1 <= count <= MAX_PAGE or offset < 0:
+            return json_response({"error": f"count 1 to {MAX_PAGE}, offset >= 0"}, 400)
+        if after.tzinfo is None:
+            after = after.replace(tzinfo=UTC)
+        everyone = args.get("active") == "all"
+        with self.lock:
+            chosen = sorted(
+                (
+                    p
+                    for p in self._participants.values()
+                    if p.updated >= after and (everyone or p.active)
+                ),
+                key=lambda p: (p.updated, p.id),
+            )
+            items = [p.item() for p in chosen[offset : offset + count]]
+        following = offset + len(items)
+        return json_response(
+            {
+                "items": items,
+                "total": len(chosen),
+                "offset": offset,
+                "count": len(items),
+                "nextOffset": following if following < len(chosen) else None,
+            }
+        )
+
+
+class _Plan:
+    """What an upload would do, row by row, before anything is applied (for `tx`)."""
+
+    def __init__(self, sim: SignalVineSim) -> None:
+        self.sim = sim
+        self.ops: list[tuple[str, str, dict[str, str]]] = []
+        self.customers: dict[str, str] = {}  # staged by earlier rows of this CSV
+        self.phones: dict[str, str] = {}
+        self.added = self.updated = self.ignored = 0
+
+    def find(self, record: dict[str, str]) -> str | None:
+        sim = self.sim
+        if record.get("signalvine_id"):
+            pid = record["signalvine_id"]
+            return pid if pid in sim._participants else None
+        cid = record.get("customer_id", "")
+        if cid:
+            return self.customers.get(cid) or sim._by_customer.get(cid)
+        phone = record.get("phone", "")
+        if not phone:
+            return None
+        return self.phones.get(phone) or sim._by_phone.get(phone)
+
+    def row(self, record: dict[str, str], options: dict[str, Any]) -> str | None:
+        """Plan one row; the error message if it cannot be applied."""
+        reason = self.sim.faults.rejection(record.get("customer_id"), record.get("phone"))
+        if reason:
+            return reason
+        pid = self.find(record)
+        if pid is None:
+            if options["new"] == "ignore":
+                self.ignored += 1
+                return None
+            if not record.get("phone"):
+                return "phone is required for a new participant"
+            values = record
+        else:
+            if options["existing"] == "ignore":
+                self.ignored += 1
+                return None
+            values = {k: v for k, v in record.items() if k in options["existing"]}
+        error = self.check(values, pid)
+        if error:
+            return error
+        if pid is None:
+            pid = str(uuid.uuid4())
+            self.ops.append(("add", pid, dict(values)))
+            self.added += 1
+        else:
+            self.ops.append(("update", pid, dict(values)))
+            self.updated += 1
+        if values.get("customer_id"):
+            self.customers[values["customer_id"]] = pid
+        if values.get("phone"):
+            self.phones[values["phone"]] = pid
+        return None
+
+    def check(self, values: dict[str, str], pid: str | None) -> str | None:
+        for name, value in values.items():
+            kind = self.sim.variables.get(name, "String")
+            if kind == "PhoneNumber":
+                if not PHONE.match(value):
+                    return f"Could not parse {value!r} as PhoneNumber"
+                owner = self.phones.get(value) or self.sim._by_phone.get(value)
+                if owner is not None and owner != pid:
+                    return f"phone {value} is already used by participant {owner}"
+            elif kind == "Boolean" and value and value.lower() not in BOOLEANS:
+                return f"Could not parse {value!r} as Maybe (Boolean)"
+        return None
+
+
+def _bad_options(options: Any) -> str | None:
+    if not isinstance(options, dict):
+        return "options is required: new, mode, existing, absent"
+    if options.get("new") not in ("add", "ignore"):
+        return "options.new must be add or ignore"
+    if options.get("mode") not in ("row", "tx"):
+        return "options.mode must be row or tx"
+    existing = options.get("existing")
+    if existing != "ignore" and not (
+        isinstance(existing, list) and all(isinstance(x, str) for x in existing)
+    ):
+        return "options.existing must be ignore or an array of field names"
+    if options.get("absent") != "ignore":
+        return "options.absent must be ignore"
+    return None
+
+
+def _outcome(
+    errors: list[dict[str, Any]], *, added: int = 0, updated: int = 0, ignored: int = 0
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "error": bool(errors),
+        "message": {"added": added, "updated": updated, "ignored": ignored, "errors": errors},
+    }
+    if errors:
+        result["trace"] = "ImportError: see message.errors\n  at sandbox.import"
+        result["processor"] = "sandbox-importer-1"
+    return result

@@ -1,0 +1,404 @@
+"""Hello Customer: survey invitations through `respondent/addmultipletocache`; answers, NPS and
+unsubscribes pulled back.
+
+- `Authorization: basic <token>`, at most one call per second per token. Push, pull and
+  `check` share one `Pacer` per token (`pacer()`), so syncd keeps the limit by construction;
+  a 429 anyway (with or without Retry-After) is retried by `syncd.http`.
+- Push: `POST /V1.0/EN/campaign/{campaign}/respondent/addmultipletocache`, `batch_size`
+  respondents a call (default 100). Each carries `email`, `language_UniqueID` (the mapped
+  `language` column as a name, ISO code or GUID, else `default_language`), the mapped names
+  and phone, `custom_UniqueID` = the CRM key, `campaign_UniqueID` and `keyValues` = the
+  mapping's [metadata]. A contact without email or a usable language is quarantined for
+  Hello Customer by `validate`. Invitations are triggers: sent with `idempotent=False`.
+- Pull "responses": `GET .../answers/getall/{start}/{end}` in windows of at most 31 days
+  (yyyyMMddHHmmss, UTC, both ends inclusive) from `first_date` (default: 90 days back) to now;
+  each pull re-reads the last `lookback_days` for late or edited answers. The cursor is the
+  end of the last window read (`2026-03-31T23:59:59Z`).
+- Pull "nps": `POST .../analysis/nps/getnpsscore/{start}/{end}` per calendar month (UTC), for
+  all respondents (`[]`) and for each of `nps_filters`; stored with `period_start` = the 1st
+  and `period_end` = the last day of the month. The current month is "to date" and updated
+  on every pull; the previous month is re-read while it is within `lookback_days`. The
+  cursor is the first day of the last month read (`2026-03-01`).
+- Pull "unsubscribes": `GET {unsubscribes_path}` in the same windows and cursor as responses.
+
+Assumptions (unknown in the vendor's documents): the largest `addmultipletocache` call is
+1000 respondents (`batch_size` may not exceed it); the call is all or nothing (one bad
+respondent makes it 400 and the delivery loop splits the batch to find it; each extra call
+costs a second of pacing, which is why the default batch is 100, not 1000); its 200 answer
+carries nothing we need. A 429 may or may not carry Retry-After. The token's throttle counts
+every call, so calls are spaced `1 s + pace_margin` (default 50 ms) to absorb network jitter.
+Date parameters and answer dates are UTC; `getall` selects by answer date. Boolean and
+multiple-choice answers come as `answer_Boolean` and `answer_Options`. The NPS call takes
+a calendar month (no window limit is documented; a month is at most 31 days anyway) and
+answers zeros for a period without NPS answers. "Request unsubscribed emails" is
+`GET /V1.0/EN/campaign/{campaign}/respondent/unsubscribed/{start}/{end}` answering
+`[{"uniqueID", "email", "custom_UniqueID", "respondent_UniqueID", "date"}]` (configurable
+path; `{campaign}`, `{start}` and `{end}` are filled in).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+from syncd.config import Option
+from syncd.errors import ConfigError, RetriableError
+from syncd.http import Pacer, pacer_for
+from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
+
+# the documented language ids, with their ISO 639-1 code and the names a CRM may use
+LANGUAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("1B5C1275-4F92-422F-B1FC-799BF8E30598", "nl", ("dutch", "nederlands", "flemish")),
+    ("901AF5BC-06CB-4DE0-B523-135ECFDC882A", "fr", ("french", "français", "francais")),
+    ("DF88D743-1B99-44EF-B47F-260C78030EE7", "en", ("english",)),
+    ("B913ECA5-638C-4B5C-80FD-4BC9E3B29587", "de", ("german", "deutsch")),
+    ("3D74560A-9AED-420C-99B8-B6BA8BB92202", "it", ("italian", "italiano")),
+    ("EB89AF5E-C996-47DB-AB22-60AA13A2DBF8", "es", ("spanish", "español", "espanol")),
+    ("D9E0CFDF-034A-4D43-92F9-6AB246A9AA37", "cs", ("czech", "čeština")),
+    ("EFCA8E5D-9394-4A19-B805-F6E41AF76921", "da", ("danish", "dansk")),
+    ("90B0555C-F6B0-47F3-A68D-D3A1498D9C09", "et", ("estonian", "eesti")),
+    ("5D82F48C-A6CE-400D-971D-85C2C8677665", "ga", ("irish", "gaeilge")),
+    ("0B086FBC-CFD5-4284-8800-1959D2ECB5EA", "hr", ("croatian", "hrvatski")),
+    ("98CF0FB8-234B-49B2-8A6C-23B99B154D52", "lv", ("latvian", "latviešu")),
+    ("E5366029-C68F-4F8D-93DF-33B9439F9216", "lt", ("lithuanian", "lietuvių")),
+    ("CABFA802-7BB1-46C0-8ACD-2EE75C11C249", "hu", ("hungarian", "magyar")),
+    ("D917F99B-D6B7-418C-BC35-77FBA939BBD7", "mt", ("malti", "maltese")),
+    ("3AF8680C-3F2B-40F7-8ED3-2783B993CD86", "no", ("norsk", "norwegian", "nb", "nn")),
+    ("0C801A28-7504-4B54-AA8E-3B327A5191B0", "pl", ("polish", "polski")),
+    ("D949E8C8-5E9E-421D-8103-6AA45083578D", "pt", ("portuguese", "português")),
+    ("73EE0C78-C21E-4C0E-97FB-3039B0D0877A", "ro", ("romanian", "română")),
+    ("55C30D14-3ACF-4828-8F95-30B0DC2318B6", "sk", ("slovac", "slovak", "slovenčina")),
+    ("FB5A68D1-23EB-46D3-B266-F364D2BA56ED", "sl", ("slovenian", "slovenščina")),
+    ("A6F3B85B-817D-484F-88CC-2F5249293525", "fi", ("finnish", "suomi")),
+    ("F7818F3A-7481-4B3D-BB53-2C4EFF8B5B66", "sv", ("swedish", "svenska")),
+    ("B2C03D11-701B-486C-88C0-E019A8461823", "tr", ("turkish", "türkçe")),
+    ("80CEBA7C-77AE-4A08-ABE9-B9C5CD3F9084", "el", ("greek", "ελληνικά")),
+    ("28526D05-EAF5-4869-9E46-1423921A7CCF", "bg", ("bulgarian", "български")),
+    ("9B576FE6-BA6D-40F4-B779-0101D8B79F7D", "ru", ("russian", "русский")),
+    ("C11106F9-E9B0-4AF3-BFE8-EF1497A9FFD0", "zh", ("chinese", "中文")),
+    ("C9B76975-23A0-4277-BD0F-EBE02FA3A314", "ar", ("arabic", "العربية")),
+)
+_BY_NAME = {alias: guid for guid, iso, names in LANGUAGES for alias in (iso, *names, guid.lower())}
+_ISO = {guid.lower(): iso for guid, iso, _names in LANGUAGES}
+GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+STAMP = "%Y%m%d%H%M%S"
+WINDOW = timedelta(days=31) - timedelta(seconds=1)  # start and end at most 31 days apart
+SECOND = timedelta(seconds=1)
+DEFAULT_BATCH = 100
+BACKFILL_DAYS = 90
+UNSUBSCRIBES_PATH = "/V1.0/EN/campaign/{campaign}/respondent/unsubscribed/{start}/{end}"
+
+
+def resolve_language(value: str) -> str | None:
+    """A language as a name ("French"), ISO code ("fr", "FR", "fr-BE") or GUID → its
+    lower-case GUID from the documented table; None if unknown."""
+    text = value.strip().casefold()
+    if not text:
+        return None
+    found = _BY_NAME.get(text) or _BY_NAME.get(re.split(r"[-_]", text)[0])
+    return found.lower() if found else None
+
+
+class HelloCustomer(Connector):
+    name = "hellocustomer"
+    kind = "trigger"
+    max_batch = 1000
+    min_interval = 1.0
+    options: ClassVar[dict[str, Option]] = {
+        "token": Option(str, required=True, secret=True, help="the API token (basic <token>)"),
+        "campaign": Option(str, required=True, help="the touchpoint's CampaignUniqueID"),
+        "default_language": Option(
+            str, help="name, ISO code or GUID used when a contact's language is empty/unknown"
+        ),
+        "first_date": Option(str, help="pull backfill start (YYYY-MM-DD); default 90 days back"),
+        "lookback_days": Option(int, default=7, help="days re-read on every pull"),
+        "nps_filters": Option(
+            list, default=[], help='NPS filters, e.g. [{key = "Store", filterValues = ["Gent"]}]'
+        ),
+        "unsubscribes_path": Option(str, default=UNSUBSCRIBES_PATH),
+        "pace_margin": Option(float, default=0.05, help="seconds added to the 1 s spacing"),
+    }
+    field_names = frozenset({"email", "firstName", "lastName", "phoneNumber", "language"})
+    required_fields = ("email",)
+    field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {
+        "email": "email",
+        "phoneNumber": "phone",
+    }
+    needs = ("email",)
+    streams = ("responses", "nps", "unsubscribes")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.http.session.headers["Authorization"] = f"basic {self.opts['token']}"
+        self.campaign = str(self.opts["campaign"]).strip().lower()
+        if not GUID.match(self.campaign):
+            raise self._config_error("must be the touchpoint's GUID", "campaign")
+        self.default_language: str | None = None
+        if self.opts["default_language"]:
+            self.default_language = resolve_language(self.opts["default_language"])
+            if self.default_language is None:
+                raise self._config_error(
+                    f"unknown language {self.opts['default_language']!r}",
+                    "default_language",
+                    "use a name (French), an ISO code (fr) or a GUID from the Hello Customer list",
+                )
+        elif "language" not in self.config.mapping.fields:
+            raise self._config_error(
+                "Hello Customer needs a language for every respondent",
+                "default_language",
+                "map a CRM column to `language` in the mapping, or set default_language",
+            )
+        self.first_date: date | None = None
+        if self.opts["first_date"]:
+            try:
+                self.first_date = date.fromisoformat(self.opts["first_date"])
+            except ValueError:
+                raise self._config_error("must be a date, YYYY-MM-DD", "first_date") from None
+        if self.opts["lookback_days"] < 0:
+            raise self._config_error("must be 0 or more", "lookback_days")
+        self.lookback = timedelta(days=self.opts["lookback_days"])
+        self.nps_filters = [self._filter(f) for f in self.opts["nps_filters"]]
+
+    def _config_error(self, message: str, key: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(message, table=f"vendors.{self.name}", key=key, hint=hint)
+
+    def _filter(self, item: Any) -> list[dict[str, Any]]:
+        """One configured NPS filter: an object {key, filterValues}, or a list of them (AND)."""
+        parts = item if isinstance(item, list) else [item]
+        for part in parts:
+            if not (
+                isinstance(part, dict)
+                and set(part) == {"key", "filterValues"}
+                and isinstance(part["key"], str)
+                and isinstance(part["filterValues"], list)
+                and all(isinstance(v, str) for v in part["filterValues"])
+            ):
+                raise self._config_error(
+                    f"{item!r} is not a filter",
+                    "nps_filters",
+                    'each is {key = "Store", filterValues = ["Gent"]} or a list of those',
+                )
+        return [dict(p) for p in parts]
+
+    def pacer(self) -> Pacer:
+        """One pacer per token, shared by push, pull and check in this process."""
+        interval = self.min_interval + self.opts["pace_margin"]
+        return pacer_for(self.name, self.opts["token"], interval, self.clock)
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size or DEFAULT_BATCH
+
+    def _base(self) -> str:
+        return f"/V1.0/EN/campaign/{self.campaign}"
+
+    # --- push --------------------------------------------------------------------------
+    def language(self, contact: Contact) -> str | None:
+        """The contact's language GUID: its own if known, else the default, else None."""
+        return resolve_language(contact.fields.get("language", "")) or self.default_language
+
+    def validate(self, contact: Contact) -> str | None:
+        reason = super().validate(contact)
+        if reason or self.language(contact):
+            return reason
+        raw = contact.fields.get("language", "")
+        if raw:
+            return f"unknown language {raw!r} and no default_language (needed by hellocustomer)"
+        return "no language and no default_language (needed by hellocustomer)"
+
+    def respondent(self, contact: Contact, language: str) -> dict[str, Any]:
+        """The respondent object `addmultipletocache` takes for this contact."""
+        out: dict[str, Any] = {}
+        for name in ("firstName", "lastName", "phoneNumber"):
+            if contact.fields.get(name):
+                out[name] = contact.fields[name]
+        out.update(
+            {
+                "email": contact.fields["email"],
+                "custom_UniqueID": contact.key,
+                "language_UniqueID": language,
+                "campaign_UniqueID": self.campaign,
+                "keyValues": {k: v for k, v in contact.metadata.items() if v},
+            }
+        )
+        return out
+
+    def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
+        results: list[Result] = []
+        body = []
+        sending = []
+        for contact in batch:
+            language = self.language(contact)
+            reason = self.validate(contact)
+            if reason or language is None:
+                results.append(Result(contact.key, Status.FAILED, reason))
+                continue
+            body.append(self.respondent(contact, language))
+            sending.append(contact)
+        if body:
+            self.http.request(
+                "POST", f"{self._base()}/respondent/addmultipletocache", idempotent=False, json=body
+            )
+        return results + [Result(c.key, Status.SENT) for c in sending]
+
+    def check(self) -> None:
+        """Read the last minute's answers: proves the token and campaign, changes nothing."""
+        end = self.clock.now().astimezone(UTC)
+        self._get_list(f"{self._base()}/answers/getall/{_stamp(end - 60 * SECOND)}/{_stamp(end)}")
+
+    # --- pull --------------------------------------------------------------------------
+    def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:
+        if stream == "responses":
+            for start, end in self._windows(since, until):
+                items = self._get_list(
+                    f"{self._base()}/answers/getall/{_stamp(start)}/{_stamp(end)}"
+                )
+                yield Page([self._response(r) for r in items], _cursor(end))
+        elif stream == "unsubscribes":
+            for start, end in self._windows(since, until):
+                path = self.opts["unsubscribes_path"].format(
+                    campaign=self.campaign, start=_stamp(start), end=_stamp(end)
+                )
+                yield Page([_unsubscribe(u) for u in self._get_list(path)], _cursor(end))
+        elif stream == "nps":
+            yield from self._nps(since, until)
+        else:
+            yield from super().pull(stream, since, until)
+
+    def _start(self, since: str | None, until: datetime) -> datetime:
+        """Where a pull starts: a bare date as given; after a cursor, minus the lookback."""
+        if not since:
+            first = self.first_date or (until - timedelta(days=BACKFILL_DAYS)).date()
+            return datetime.combine(first, datetime.min.time(), UTC)
+        if len(since) == 10:
+            return datetime.combine(date.fromisoformat(since), datetime.min.time(), UTC)
+        cursor = datetime.fromisoformat(since.replace("Z", "+00:00")).astimezone(UTC)
+        return cursor + SECOND - self.lookback
+
+    def _windows(self, since: str | None, until: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """[start, end] windows (inclusive, whole seconds) at most 31 days apart, up to until."""
+        last = until.astimezone(UTC).replace(microsecond=0)
+        start = self._start(since, last)
+        while start <= last:
+            end = min(start + WINDOW, last)
+            yield start, end
+            start = end + SECOND
+
+    def _nps(self, since: str | None, until: datetime) -> Iterator[Page]:
+        last = until.astimezone(UTC).replace(microsecond=0)
+        start = self._start(since, last)
+        if since and len(since) == 10:  # a cursor (the month last read) or --since
+            start = min(start, last - self.lookback)
+        month = start.replace(day=1, hour=0, minute=0, second=0)
+        filters: list[list[dict[str, Any]]] = [[], *self.nps_filters]
+        while month <= last:
+            following = (month + timedelta(days=32)).replace(day=1)
+            end = min(following - SECOND, last)
+            records = []
+            for flt in filters:
+                resp = self.http.request(
+                    "POST",
+                    f"{self._base()}/analysis/nps/getnpsscore/{_stamp(month)}/{_stamp(end)}",
+                    json=flt,
+                )
+                score = _json(resp.text, self.name, dict)
+                records.append(
+                    {
+                        "filter": json.dumps(flt, sort_keys=True, ensure_ascii=False),
+                        "period_start": month.date().isoformat(),
+                        "period_end": (following - SECOND).date().isoformat(),
+                        "nps": score.get("nps"),
+                        "detractors": score.get("detractors"),
+                        "passives": score.get("passive", score.get("passives")),
+                        "promoters": score.get("promoters"),
+                        "vendor_id": score.get("uniqueID"),
+                        "computed_at": score.get("date"),
+                    }
+                )
+            yield Page(records, month.date().isoformat())
+            month = following
+
+    def _get_list(self, path: str) -> list[dict[str, Any]]:
+        resp = self.http.request("GET", path)
+        return [r for r in _json(resp.text, self.name, list) if isinstance(r, dict)]
+
+    def _response(self, r: dict[str, Any]) -> dict[str, Any]:
+        response_id = str(r.get("uniqueID") or r.get("respondent_UniqueID") or "")
+        language = str(r.get("language_UniqueID") or "").lower()
+        return {
+            "response_id": response_id,
+            "external_key": r.get("custom_UniqueID") or None,
+            "email": (r.get("email") or "").strip().lower() or None,
+            "campaign": r.get("campaign_UniqueID"),
+            "language": _ISO.get(language, language or None),
+            "surveyed_at": r.get("dateSurveyed"),
+            "answered_at": r.get("dateAnswer"),
+            "raw": r,
+            "answers": [
+                _answer(a, response_id)
+                for a in r.get("answerQuestions") or []
+                if isinstance(a, dict)
+            ],
+        }
+
+
+def _answer(a: dict[str, Any], response_id: str) -> dict[str, Any]:
+    value = a.get("answer_Value")
+    boolean = a.get("answer_Boolean")
+    is_boolean = bool(a.get("question_HasBooleanAnswer"))
+    if boolean is None and is_boolean and value is not None:
+        boolean = bool(value)
+    paths = [
+        str(p.get("path"))
+        for item in (a.get("prediction") or {}).get("items") or []
+        for p in sorted(item.get("paths") or [], key=lambda p: p.get("order") or 0)
+        if p.get("path")
+    ]
+    return {
+        "answer_id": str(a.get("uniqueID") or f"{response_id}:{a.get('question_UniqueID')}"),
+        "question_id": a.get("question_UniqueID"),
+        "question_text": a.get("question_Text"),
+        "sort_order": a.get("question_SortOrder"),
+        "score": value if isinstance(value, int | float) and not is_boolean else None,
+        "text": a.get("answer_Text"),
+        "boolean": boolean,
+        "options": a.get("answer_Options"),
+        "is_nps": bool(a.get("question_HasNpsValueAnswer")),
+        "is_ces": bool(a.get("question_HasCesScoreAnswer")),
+        "is_csat": bool(a.get("question_HasCsatScoreAnswer")),
+        "is_score": bool(a.get("question_HasScoreAnswer")),
+        "paths": paths if a.get("prediction") else None,
+    }
+
+
+def _unsubscribe(u: dict[str, Any]) -> dict[str, Any]:
+    email = (u.get("email") or "").strip().lower() or None
+    return {
+        "vendor_id": str(u.get("uniqueID") or f"{email}|{u.get('date')}"),
+        "external_key": u.get("custom_UniqueID") or None,
+        "email": email,
+        "phone": None,
+        "channel": "email",
+        "at": u.get("date"),
+    }
+
+
+def _stamp(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime(STAMP)
+
+
+def _cursor(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json(text: str, vendor: str, kind: type[Any]) -> Any:
+    try:
+        data = json.loads(text) if text.strip() else kind()
+    except ValueError:
+        raise RetriableError(f"answer is not JSON: {text[:120]!r}", vendor=vendor) from None
+    if not isinstance(data, kind):
+        raise RetriableError(f"answer is not a JSON {kind.__name__}: {text[:120]!r}", vendor=vendor)
+    return data

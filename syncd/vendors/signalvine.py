@@ -1,0 +1,396 @@
+"""SignalVine: participants upserted as CSV inside JSON, an async command polled at its
+`Location`; opt-outs pulled from the participant list.
+
+- Every request is signed by `SignalVineAuth` (on the session): base64 HMAC-SHA256, keyed
+  with the account secret, of `token\\nMETHOD\\npath\\nbody\\ntimestamp`, all lower-cased,
+  over the exact body bytes sent; headers `Authorization: SignalVine <token>:<signature>`
+  and `SignalVine-Date`. A 401 means the signature was refused: an `AuthError` that says so.
+- Push: `POST /v2/programs/{program}/participants` with the batch as one CSV (csv module:
+  quoted commas, quotes and newlines), header = the mapping's program variables, rows in
+  CRM-key order so a resumed command reads the same row numbers. Bodies stay under 10 MB
+  (`max_bytes`, `encoded_size`). `options`: `new` and `mode` from config, `existing` from
+  config ("all" = every mapped variable but customer_id), `absent` always "ignore" — never
+  configurable: a partial upload must not deactivate anyone.
+- 202 + `Location`, reported through `on_job`, then polled (signed GET) 2 s after, every
+  2 s for 30 s, then at intervals growing by 2 s up to `poll_cap`; after `poll_timeout`
+  the contacts stay pending. `resume` polls a recorded Location, never re-sends.
+- A completed command with `error: true`: each error placed on its contact by
+  `customer_id`, else by `row` (the header is row 1) → FAILED with its message; an error no
+  contact can be found for (a header problem, a message that is not an import report)
+  fails the whole chunk with the message. The other rows are SENT, except in `tx` mode
+  (nothing was added: they stay pending) and in `row` mode past 1,000 errors (likewise).
+- Pull "unsubscribes": `GET /v1/programs/{id}/participants?type=full&count=500&offset=..
+  &active=all&updated-after=..`, paged by `nextOffset`; participants with `active: false`
+  are opt-outs, keyed by participant id + `updatedAt`. The cursor is an `updated-after`
+  timestamp (inclusive, so re-reading the boundary duplicates nothing): the newest
+  `updatedAt` seen, less `pull_lookback` seconds, stored after the last page.
+
+Assumptions (unknown in the vendor's documents): the command `message` is a JSON object
+(or a string holding one) `{"added", "updated", "ignored", "errors": [{"row",
+"customer_id", "message"}]}`; a participant item carries `updatedAt` (ISO 8601) and the
+`updated-after` bound is inclusive; the list is not known to be ordered, so the cursor
+only advances after the last page; `nextOffset` is null (or absent) on the last page;
+10 MB is taken as 10,000,000 bytes; a request carries at most `max_batch` = 100,000
+participants (no count limit is documented); a dedicated opt-out endpoint and rate limits
+are unknown (none used); the Location may be a path or a full URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import hmac
+import io
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+import requests
+from requests.auth import AuthBase
+
+from syncd.clock import Clock
+from syncd.config import Option
+from syncd.errors import AuthError, ConfigError, FatalError, RetriableError
+from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
+
+POLL_FIRST = 2.0  # the doc: "status 2 seconds after your initial POST,
+POLL_EVERY = 2.0  # then every 2 seconds for the next 30 seconds
+POLL_STEADY = 30.0  # and an incremental back-off policy after that"
+POLL_STEP = 2.0
+ROW_ERROR_LIMIT = 1000  # row mode: nothing is added past this many errors
+PAGE = 500
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp(when: datetime) -> str:
+    """ISO 8601 UTC with milliseconds, as `SignalVine-Date` wants: 2014-03-11T05:03:08.619Z."""
+    utc = when.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def signature(token: str, secret: str, method: str, path: str, body: str, stamp: str) -> str:
+    """base64(HMAC-SHA256(secret, lower("token\\nMETHOD\\npath\\nbody\\ntimestamp")))."""
+    text = f"{token}\n{method}\n{path}\n{body}\n{stamp}".lower()
+    digest = hmac.new(secret.encode("utf-8"), text.encode("utf-8"), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+class SignalVineAuth(AuthBase):
+    """Signs each prepared request (so every retry gets a fresh date) over its body bytes."""
+
+    def __init__(self, token: str, secret: str, clock: Clock) -> None:
+        self.token = token
+        self.secret = secret
+        self.clock = clock
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        body = r.body or b""
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        stamp = timestamp(self.clock.now())
+        path = urlsplit(r.url or "").path or "/"
+        sig = signature(self.token, self.secret, r.method or "GET", path, text, stamp)
+        r.headers["Authorization"] = f"SignalVine {self.token}:{sig}"
+        r.headers["SignalVine-Date"] = stamp
+        r.headers["Content-Type"] = "application/json"
+        return r
+
+
+def poll_delays(cap: float) -> Iterator[float]:
+    """2 s, then 2 s for 30 s, then 4, 6, 8 ... s, never more than `cap`."""
+    yield POLL_FIRST
+    waited = 0.0
+    while waited < POLL_STEADY:
+        yield POLL_EVERY
+        waited += POLL_EVERY
+    delay = POLL_EVERY
+    while True:
+        delay = min(delay + POLL_STEP, max(cap, POLL_EVERY))
+        yield delay
+
+
+def csv_text(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as CSV text: `\\n` line ends, quoting where a value needs it."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+class SignalVine(Connector):
+    name = "signalvine"
+    kind = "upsert"
+    max_batch = 100_000
+    max_bytes = 10_000_000
+    options: ClassVar[dict[str, Option]] = {
+        "token": Option(str, required=True, secret=True, help="the API token"),
+        "secret": Option(str, required=True, secret=True, help="the API secret (signs requests)"),
+        "program": Option(str, required=True, help="the program id (Program Settings)"),
+        "mode": Option(str, default="row", choices=("row", "tx"), help="row: per-row errors"),
+        "new": Option(str, default="add", choices=("add", "ignore"), help="add new participants"),
+        "existing": Option(
+            (str, list),
+            default="all",
+            help='"all" mapped variables, "ignore", or a list of variables to update',
+        ),
+        "poll_cap": Option(float, default=60.0, help="longest wait between command polls"),
+        "poll_timeout": Option(float, default=900.0, help="give up polling after this long"),
+        "pull_lookback": Option(float, default=300.0, help="seconds re-read before the cursor"),
+    }
+    required_fields = ("customer_id", "phone")
+    field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {"phone": "phone"}
+    needs = ("customer_id", "phone")
+    streams = ("unsubscribes",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        table = f"vendors.{self.name}"
+        if self.config.mapping.metadata:
+            raise ConfigError(
+                "SignalVine has no metadata: map every program variable in [fields]",
+                file=str(self.config.mapping.path),
+                table="metadata",
+            )
+        self.program: str = self.opts["program"]
+        self.columns = list(self.config.mapping.fields)
+        existing = self.opts["existing"]
+        if existing == "all":
+            self.existing: str | list[str] = [c for c in self.columns if c != "customer_id"]
+        elif existing == "ignore":
+            self.existing = "ignore"
+        elif isinstance(existing, list) and set(existing) <= set(self.columns):
+            self.existing = [str(e) for e in existing]
+        else:
+            raise ConfigError(
+                f"must be 'all', 'ignore' or a list of mapped variables, not {existing!r}",
+                table=table,
+                key="existing",
+                hint="mapped variables: " + ", ".join(self.columns),
+            )
+        self.http.session.auth = SignalVineAuth(self.opts["token"], self.opts["secret"], self.clock)
+
+    # --- requests ----------------------------------------------------------------------
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A signed request; a refused signature becomes an AuthError that says so."""
+        try:
+            return self.http.request(method, path, **kwargs)
+        except AuthError as exc:
+            raise AuthError(
+                f"SignalVine refused the request signature ({exc.reason}): the token or the "
+                "secret is wrong, or this host's clock is off",
+                vendor=self.name,
+                status=exc.status,
+                hint="check token and secret in [vendors.signalvine]; "
+                "the secret signs every request and is never sent",
+            ) from None
+
+    def check(self) -> None:
+        """Read the program's schema: proves the signature, and that every field exists."""
+        resp = self.call("GET", f"/v1/programs/{self.program}", params={"type": "schema"})
+        fields = _object(resp, self.name).get("fields") or []
+        names = {str(f.get("name")) for f in fields if isinstance(f, dict)}
+        missing = [c for c in self.columns if c not in names and c != "signalvine_id"]
+        if missing:
+            raise FatalError(
+                f"program {self.program} has no variable {', '.join(missing)}",
+                vendor=self.name,
+                hint="map only the program's variables (Programs -> Program Settings)",
+            )
+
+    # --- push --------------------------------------------------------------------------
+    def encoded_size(self, contact: Contact) -> int:
+        """The contact's CSV line as it appears JSON-escaped in the body."""
+        return len(json.dumps(csv_text([self._values(contact)]))) - 2
+
+    def _values(self, contact: Contact) -> list[str]:
+        return [contact.fields.get(c, "") for c in self.columns]
+
+    def body(self, rows: Sequence[Contact]) -> bytes:
+        """The request body, ASCII JSON (the exact bytes that are signed and sent)."""
+        payload = {
+            "program": self.program,
+            "options": {
+                "new": self.opts["new"],
+                "mode": self.opts["mode"],
+                "existing": self.existing,
+                "absent": "ignore",
+            },
+            "participants": csv_text([self.columns, *(self._values(c) for c in rows)]),
+        }
+        return json.dumps(payload).encode("ascii")
+
+    def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
+        rows = _ordered(batch)
+        resp = self.call("POST", f"/v2/programs/{self.program}/participants", data=self.body(rows))
+        location = resp.headers.get("Location")
+        if not location:
+            raise RetriableError(
+                f"HTTP {resp.status_code} without a Location: the command cannot be followed",
+                vendor=self.name,
+            )
+        on_job(location)
+        return self._settle(location, rows)
+
+    def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
+        """Poll a command recorded before a crash (the same rows, in the same order)."""
+        return self._settle(job, _ordered(batch))
+
+    def _settle(self, location: str, rows: Sequence[Contact]) -> list[Result]:
+        status = self._poll(location)
+        if status is None:
+            reason = f"command {location} not complete after {self.opts['poll_timeout']:g} s"
+            return [Result(c.key, Status.PENDING, reason) for c in rows]
+        if not status.get("error"):
+            return [Result(c.key, Status.SENT) for c in rows]
+        return self._errors(status.get("message"), rows)
+
+    def _poll(self, location: str) -> dict[str, Any] | None:
+        """The completed command, or None if it is still running at `poll_timeout`."""
+        started = self.clock.monotonic()
+        delays = poll_delays(self.opts["poll_cap"])
+        while True:
+            self.clock.sleep(next(delays))
+            status = _object(self.call("GET", location), self.name)
+            if status.get("complete") is True:
+                return status
+            if self.clock.monotonic() - started >= self.opts["poll_timeout"]:
+                return None
+
+    def _errors(self, message: Any, rows: Sequence[Contact]) -> list[Result]:
+        """Results of a command that completed with errors."""
+        report = _report(message)
+        errors = report.get("errors") if report is not None else None
+        if not isinstance(errors, list) or not errors:
+            whole = f"SignalVine refused the upload: {_text(message)}"
+            return [Result(c.key, Status.FAILED, whole) for c in rows]
+        by_customer = {c.fields.get("customer_id", ""): c for c in rows}
+        reasons: dict[str, list[str]] = {}
+        unplaced: list[str] = []
+        for error in errors:
+            item = error if isinstance(error, dict) else {"message": error}
+            text = _text(item.get("message") or item.get("error") or item)
+            contact = by_customer.get(str(item.get("customer_id") or ""))
+            row = item.get("row")
+            if contact is None and isinstance(row, int) and 2 <= row < len(rows) + 2:
+                contact = rows[row - 2]
+            if contact is not None:
+                reasons.setdefault(contact.key, []).append(text)
+            else:
+                unplaced.append(f"row {row}: {text}" if row else text)
+        if unplaced:
+            whole = f"SignalVine refused the upload: {'; '.join(unplaced)}"[:500]
+            return [
+                Result(c.key, Status.FAILED, "; ".join(reasons.get(c.key, [])) or whole)
+                for c in rows
+            ]
+        held_back = None
+        if self.opts["mode"] == "tx":
+            held_back = f"not added: mode is tx and {len(errors)} row(s) of the upload failed"
+        elif len(errors) > ROW_ERROR_LIMIT:
+            held_back = f"not added: {len(errors)} rows failed (over 1,000, nothing is added)"
+        results = []
+        for c in rows:
+            if c.key in reasons:
+                results.append(Result(c.key, Status.FAILED, "; ".join(reasons[c.key])))
+            elif held_back:
+                results.append(Result(c.key, Status.PENDING, held_back))
+            else:
+                results.append(Result(c.key, Status.SENT))
+        return results
+
+    # --- pull --------------------------------------------------------------------------
+    def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:
+        if stream != "unsubscribes":
+            yield from super().pull(stream, since, until)
+            return
+        try:
+            start = _instant(since) if since else EPOCH
+        except ValueError:
+            raise FatalError(
+                f"cursor {since!r} is not an ISO date or timestamp", vendor=self.name
+            ) from None
+        after = timestamp(start)
+        newest: datetime | None = None
+        offset = 0
+        path = f"/v1/programs/{self.program}/participants"
+        while True:
+            params: dict[str, str | int] = {
+                "type": "full",
+                "count": PAGE,
+                "offset": offset,
+                "active": "all",
+                "updated-after": after,
+            }
+            page = _object(self.call("GET", path, params=params), self.name)
+            items = [i for i in page.get("items") or [] if isinstance(i, dict)]
+            for updated in filter(None, map(_updated, items)):
+                newest = updated if newest is None else max(newest, updated)
+            records = [_unsubscribe(i, until) for i in items if i.get("active") is False]
+            following = page.get("nextOffset")
+            if items and isinstance(following, int) and following > offset:
+                yield Page(records, after)  # the list's order is unknown: no cursor yet
+                offset = following
+                continue
+            cursor = start
+            if newest is not None:
+                cursor = max(start, newest - timedelta(seconds=self.opts["pull_lookback"]))
+            yield Page(records, timestamp(cursor))
+            return
+
+
+def _ordered(batch: Sequence[Contact]) -> list[Contact]:
+    """Rows in CRM-key order: the same batch always gives the same row numbers."""
+    return sorted(batch, key=lambda c: c.key)
+
+
+def _unsubscribe(item: dict[str, Any], until: datetime) -> dict[str, Any]:
+    updated = str(item.get("updatedAt") or "")
+    profile = {
+        str(p.get("name")): p.get("value") for p in item.get("profile") or [] if isinstance(p, dict)
+    }
+    return {
+        "vendor_id": f"{item.get('id')}@{updated}" if updated else str(item.get("id")),
+        "external_key": item.get("customerId") or None,
+        "email": profile.get("email") or None,
+        "phone": item.get("phone") or None,
+        "channel": "sms",
+        "at": updated or timestamp(until),
+    }
+
+
+def _instant(text: str) -> datetime:
+    """An ISO date or timestamp (a bare date is its midnight UTC)."""
+    when = datetime.fromisoformat(text)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _updated(item: dict[str, Any]) -> datetime | None:
+    try:
+        return _instant(str(item["updatedAt"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _report(message: Any) -> dict[str, Any] | None:
+    """The command's `message` as an import report (an object, or a string holding one)."""
+    if isinstance(message, str):
+        try:
+            message = json.loads(message)
+        except ValueError:
+            return None
+    return message if isinstance(message, dict) else None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _object(resp: requests.Response, vendor: str) -> dict[str, Any]:
+    try:
+        data = resp.json()
+    except ValueError:
+        raise RetriableError(f"answer is not JSON: {resp.text[:120]!r}", vendor=vendor) from None
+    if not isinstance(data, dict):
+        raise RetriableError(f"answer is not a JSON object: {resp.text[:120]!r}", vendor=vendor)
+    return data

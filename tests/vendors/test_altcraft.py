@@ -1,0 +1,245 @@
+"""Altcraft against its simulator over loopback: which call carries a batch, what goes in
+it, how answers are read (the envelope, not the HTTP status), and the tariff limit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+from syncd.clock import FakeClock
+from syncd.config import load
+from syncd.errors import AuthError, ConfigError, FatalError
+from syncd.sandbox.altcraft import MAX_BODY, AltcraftSim
+from syncd.sandbox.base import Server
+from syncd.state import Store
+from syncd.vendors import REGISTRY, Connector, Contact
+from syncd.vendors.altcraft import Altcraft
+from tests.vendors.test_contract import deliver
+
+START = "/api/v1.1/campaigns/triggers/start"
+BATCH = "/api/v1.1/campaigns/triggers/start_batch"
+MAPPING = """
+[fields]
+email = "Email"
+[metadata]
+"content.ticket_type" = "Ticket Type"
+"custom_data.segment" = "Segment"
+[trigger]
+on_change = ["Closed Date"]
+"""
+
+
+@pytest.fixture
+def sim() -> AltcraftSim:
+    return AltcraftSim()
+
+
+@pytest.fixture
+def url(sim: AltcraftSim) -> Iterator[str]:
+    with Server(sim) as server:
+        yield server.url
+
+
+def make(url: str, folder: Path, *, extra: str = "", mapping: str = MAPPING) -> Connector:
+    (folder / "mapping.toml").write_text(mapping, encoding="utf-8")
+    (folder / "syncd.toml").write_text(
+        '[source]\npath = "x.csv"\nkey = "Record ID"\n[store]\npath = "s.db"\n'
+        f'[vendors.altcraft]\nbase_url = "{url}"\nmapping = "mapping.toml"\n'
+        f'token = "sandbox-token"\ntrigger_id = 7\nretries = 2\nbackoff_base = 0.01\n{extra}',
+        encoding="utf-8",
+    )
+    cfg = load(folder / "syncd.toml")
+    return REGISTRY["altcraft"](cfg.vendors["altcraft"], clock=FakeClock(datetime.now(UTC)))
+
+
+def starts(sim: AltcraftSim) -> list[dict[str, object]]:
+    """The bodies of the `start` calls (START is also a prefix of BATCH)."""
+    return [r.json() for r in sim.requests(START) if r.path == START]
+
+
+def person(i: int, ticket: str = "Billing", **custom: str) -> Contact:
+    return Contact(
+        key=f"K{i:05d}",
+        fields={"email": f"Person{i}@Example.com".lower()},
+        metadata={"content.ticket_type": ticket, "custom_data.segment": "Gold"}
+        | {f"custom_data.{k}": v for k, v in custom.items()},
+    )
+
+
+def test_2000_contacts_go_in_one_start_batch(sim: AltcraftSim, url: str, tmp_path: Path) -> None:
+    contacts = [person(i) for i in range(2000)]
+    outcome, _ = deliver(make(url, tmp_path), contacts, tmp_path)
+    assert {s for s, _r in outcome.values()} == {"sent"}
+    assert sim.count(BATCH) == 1 and starts(sim) == []
+    body = sim.requests(BATCH)[0].json()
+    assert body["trigger_id"] == 7 and "id" not in body
+    assert (body["token"], body["format"], body["matching"]) == ("sandbox-token", "json", "email")
+    assert body["content"] == {"ticket_type": "Billing"}
+    assert body["data"][0] == {"email": "person0@example.com", "custom_data": {"segment": "Gold"}}
+    assert len(body["data"]) == 2000
+    assert set(sim.triggers().values()) == {1} and len(sim.triggers()) == 2000
+
+
+def test_a_single_contact_uses_start(sim: AltcraftSim, url: str, tmp_path: Path) -> None:
+    outcome, _ = deliver(make(url, tmp_path), [person(1)], tmp_path)
+    assert outcome["K00001"][0] == "sent"
+    [body] = starts(sim)
+    assert sim.count(BATCH) == 0
+    assert body["id"] == 7 and "trigger_id" not in body and "data" not in body
+    assert body["email"] == "person1@example.com" and body["matching"] == "email"
+    assert body["content"] == {"ticket_type": "Billing"}
+    assert body["custom_data"] == {"segment": "Gold"}
+    store = Store.open(tmp_path / "s.db")
+    [row] = store.query("SELECT vendor_ref FROM deliveries")
+    store.close()
+    assert row["vendor_ref"] == sim.last()["person1@example.com"]["profile_id"]
+
+
+@pytest.mark.parametrize("http_errors", [False, True], ids=["http-200", "http-4xx"])
+def test_an_envelope_error_fails_the_contact_with_its_text(
+    sim: AltcraftSim, url: str, tmp_path: Path, http_errors: bool
+) -> None:
+    sim.http_errors = http_errors
+    contacts = [person(i) for i in range(5)]
+    sim.faults.reject(contacts[3].fields["email"], "Profile is unsubscribed")
+    outcome, _ = deliver(make(url, tmp_path), contacts, tmp_path)
+    status, reason = outcome[contacts[3].key]
+    assert status == "failed"
+    assert reason == "error 404: Profile is unsubscribed"
+    assert all(outcome[c.key][0] == "sent" for c in contacts if c is not contacts[3])
+    # the refused batch launched nobody, so the split sends no one twice
+    assert sim.triggers() == {c.fields["email"]: 1 for c in contacts if c is not contacts[3]}
+
+
+@pytest.mark.parametrize("http_errors", [False, True], ids=["http-200", "http-402"])
+def test_the_tariff_limit_stops_altcraft_for_the_run(
+    sim: AltcraftSim, url: str, tmp_path: Path, http_errors: bool
+) -> None:
+    sim.limit, sim.http_errors = 5, http_errors
+    contacts = [person(i) for i in range(10)]
+    outcome, deliverer = deliver(make(url, tmp_path, extra="batch_size = 3\n"), contacts, tmp_path)
+    statuses = [outcome[c.key][0] for c in contacts]
+    assert statuses == ["sent"] * 3 + ["pending"] * 7
+    assert deliverer.out.stopped and "error 402" in deliverer.out.stopped
+    assert sim.count(BATCH) == 2  # nothing was tried after the 402
+    assert sim.launched == 3
+
+
+def test_custom_matching_sends_field_name_and_value(
+    sim: AltcraftSim, url: str, tmp_path: Path
+) -> None:
+    mapping = '[fields]\nfield_value = "Record ID"\n'
+    connector = make(
+        url, tmp_path, extra='matching = "custom"\nfield_name = "CRM_ID"\n', mapping=mapping
+    )
+    contacts = [Contact(key=f"CRM-{i}", fields={"field_value": f"CRM-{i}"}) for i in range(3)]
+    connector.push(contacts, lambda job: None)
+    connector.push(contacts[:1], lambda job: None)
+    batch = sim.requests(BATCH)[0].json()
+    assert (batch["matching"], batch["field_name"]) == ("custom", "CRM_ID")
+    assert batch["data"] == [
+        {"field_value": "CRM-0"},
+        {"field_value": "CRM-1"},
+        {"field_value": "CRM-2"},
+    ]
+    [single] = starts(sim)
+    assert (single["field_name"], single["field_value"]) == ("CRM_ID", "CRM-0")
+    assert sim.triggers() == {"CRM-0": 2, "CRM-1": 1, "CRM-2": 1}
+
+
+def test_a_batch_over_10_mb_is_split(sim: AltcraftSim, url: str, tmp_path: Path) -> None:
+    connector = make(url, tmp_path)
+    contacts = [person(i, note="x" * 5000) for i in range(2400)]  # ~12 MB of data[]
+    batches = list(connector.batches(contacts))
+    assert len(batches) == 2
+    outcome, _ = deliver(connector, contacts, tmp_path)
+    assert {s for s, _r in outcome.values()} == {"sent"}
+    sizes = [len(r.body) for r in sim.requests(BATCH)]
+    assert len(sizes) == 2 and all(s <= MAX_BODY for s in sizes) and sum(sizes) > MAX_BODY
+    assert len(sim.triggers()) == 2400
+
+
+def test_different_content_goes_in_different_requests(
+    sim: AltcraftSim, url: str, tmp_path: Path
+) -> None:
+    contacts = [person(i, ticket="Billing" if i % 2 else "Returns") for i in range(6)]
+    outcome, _ = deliver(make(url, tmp_path), contacts, tmp_path)
+    assert {s for s, _r in outcome.values()} == {"sent"}
+    contents = sorted(
+        (r.json()["content"]["ticket_type"], len(r.json()["data"])) for r in sim.requests(BATCH)
+    )
+    assert contents == [("Billing", 3), ("Returns", 3)]
+
+
+def test_a_garbled_answer_leaves_the_launch_unknown(
+    sim: AltcraftSim, url: str, tmp_path: Path
+) -> None:
+    sim.faults.add("malformed", path=BATCH)
+    contacts = [person(i) for i in range(3)]
+    outcome, _ = deliver(make(url, tmp_path), contacts, tmp_path)
+    assert {s for s, _r in outcome.values()} == {"unknown"}
+    assert sim.count(BATCH) == 1 and set(sim.triggers().values()) == {1}
+
+
+@pytest.mark.parametrize("http_errors", [False, True], ids=["http-200", "http-403"])
+def test_a_wrong_token_is_an_auth_error(
+    sim: AltcraftSim, url: str, tmp_path: Path, http_errors: bool
+) -> None:
+    sim.http_errors = http_errors
+    sim.token = "another-token"
+    with pytest.raises(AuthError, match="error 403"):
+        make(url, tmp_path).push([person(1), person(2)], lambda job: None)
+
+
+def test_check_reads_the_campaign(sim: AltcraftSim, url: str, tmp_path: Path) -> None:
+    connector = make(url, tmp_path)
+    connector.check()
+    sim.campaigns[7]["is_active"] = False
+    with pytest.raises(FatalError, match="not active"):
+        connector.check()
+    sim.token = "rotated"
+    with pytest.raises(AuthError):
+        connector.check()
+    assert sim.launched == 0
+
+
+def test_the_mapping_must_fit_the_matching(url: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="field_name"):
+        make(url, tmp_path, extra='matching = "custom"\n')
+    with pytest.raises(ConfigError, match="'phone'"):
+        make(url, tmp_path, extra='matching = "phone"\n')
+    with pytest.raises(ConfigError, match="name it content"):
+        make(url, tmp_path, mapping='[fields]\nemail = "Email"\n[metadata]\nStore = "Store"\n')
+    connector = make(url, tmp_path)
+    assert isinstance(connector, Altcraft)
+    assert connector.validate(Contact("K1", {"email": ""})) is not None
+    assert connector.validate(person(1)) is None
+
+
+def test_the_simulator_is_strict(sim: AltcraftSim, url: str) -> None:
+    def post(path: str, body: object, **kw: object) -> requests.Response:
+        return requests.post(url + path, json=body, timeout=5, **kw)  # type: ignore[arg-type]
+
+    ok = {"token": "sandbox-token", "matching": "email"}
+    assert post(START, ok | {"id": 7, "email": "a@example.com"}).json()["error"] == 0
+    assert post(START, ok | {"trigger_id": 7, "email": "a@example.com"}).json()["error"] == 400
+    assert post(BATCH, ok | {"id": 7, "data": [{"email": "a@example.com"}]}).json()["error"] == 400
+    assert post(START, {"id": 7, "email": "a@example.com"}).json()["error"] == 401
+    assert post(START, ok | {"id": 8, "email": "a@example.com"}).json()["error"] == 404
+    assert post(START, ok | {"id": 7, "email": "not-an-email"}).json()["error"] == 400
+    assert post(BATCH, ok | {"trigger_id": 7, "data": []}).json()["error"] == 400
+    custom = ok | {"trigger_id": 7, "matching": "custom", "data": [{"field_value": "1"}]}
+    assert post(BATCH, custom).json()["error"] == 400  # field_name missing
+    big = json.dumps(
+        ok | {"trigger_id": 7, "data": [{"email": "a@example.com"}], "pad": "x" * MAX_BODY}
+    )
+    resp = requests.post(
+        url + BATCH, data=big, headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert resp.status_code == 413
+    assert sim.launched == 1

@@ -1,0 +1,292 @@
+"""Dropthought against its simulator: token reuse, renewal, re-login, one call per contact."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from syncd import log as logmod
+from syncd.clock import FakeClock
+from syncd.config import load
+from syncd.errors import AuthError, ConfigError
+from syncd.push import Deliverer
+from syncd.sandbox.base import Server
+from syncd.sandbox.dropthought import DropthoughtSim
+from syncd.state import Store
+from syncd.vendors import Contact, Status
+from syncd.vendors.dropthought import Dropthought, echoed
+from tests.kits.dropthought import MAPPING, contact, held, triggers
+
+LOGIN = "/dtapp/api/authenticate/login"
+RENEW = "/dtapp/api/token/renew"
+PARTICIPANT = "/dtapp/api/participant/"
+
+
+class World:
+    """A simulator and connectors sharing one fake clock; `skew` moves only the vendor's."""
+
+    def __init__(self, folder: Path, password: str = "sandbox-password") -> None:
+        self.folder = folder
+        self.clock = FakeClock(datetime(2026, 3, 1, tzinfo=UTC))
+        self.skew = 0.0
+        self.sim = DropthoughtSim(
+            password=password, now=lambda: self.clock.now().timestamp() + self.skew
+        )
+        self.server = Server(self.sim).start()
+
+    def connector(
+        self, *, password: str = "sandbox-password", mapping: str = MAPPING
+    ) -> Dropthought:
+        (self.folder / "mapping.toml").write_text(mapping, encoding="utf-8")
+        (self.folder / "syncd.toml").write_text(
+            '[source]\npath = "x.csv"\nkey = "Record ID"\n[store]\npath = "s.db"\n'
+            f'[vendors.dropthought]\nbase_url = "{self.server.url}"\nmapping = "mapping.toml"\n'
+            f'email = "ops@example.com"\npassword = "{password}"\n'
+            'participant_group = "6f1c2a8e-1111-4a5b-9c0d-aaaaaaaaaaaa"\n'
+            "retries = 2\nbackoff_base = 0.01\nread_timeout = 5\n",
+            encoding="utf-8",
+        )
+        cfg = load(self.folder / "syncd.toml")
+        return Dropthought(cfg.vendors["dropthought"], clock=self.clock)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(logins, renewals, participant calls) that reached the vendor."""
+        return (
+            self.sim.count(LOGIN),
+            self.sim.count(RENEW),
+            self.sim.count(PARTICIPANT),
+        )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.server.stop()
+
+
+def push_one(connector: Dropthought, c: Contact) -> Status:
+    [result] = connector.push([c], lambda job: None)
+    return result.status
+
+
+def test_one_login_serves_every_participant(world: World) -> None:
+    connector = world.connector()
+    contacts = [contact(i) for i in range(20)]
+    results = [r for b in connector.batches(contacts) for r in connector.push(b, lambda j: None)]
+    assert world.counts() == (1, 0, 20)
+    assert {r.status for r in results} == {Status.SENT}
+    stored = held(world.sim)
+    assert {r.key: r.ref for r in results} == {k: p["participant_uuid"] for k, p in stored.items()}
+    first = stored[contacts[0].key]["record"]
+    assert first == {
+        "Email": "person0@example.com",
+        "Phone": "+32470000000",
+        "Name": "First0",
+        "CRM ID": "K00000",
+        "Closed Date": "2026-01-01 14:00:00",
+        "Ticket Type": "Billing",
+        "Store": "Store 1",
+    }
+    body = world.sim.requests(PARTICIPANT)[0]
+    assert body.query == "participantgroupuuid=6f1c2a8e-1111-4a5b-9c0d-aaaaaaaaaaaa"
+    assert body.json()["header"] == list(first)
+
+
+@pytest.mark.parametrize("later", [3500.0, 3700.0], ids=["inside-margin", "past-expiry"])
+def test_an_access_token_expiring_mid_run_is_renewed_once(
+    world: World, tmp_path: Path, later: float
+) -> None:
+    connector = world.connector()
+    contacts = [contact(i) for i in range(10)]
+    store = Store.open(tmp_path / "s.db")
+    now = datetime.now(UTC)
+    run = store.start_run("test", now)
+    with store.write() as c:
+        for ct in contacts:
+            payload = json.dumps({"fields": dict(ct.fields), "metadata": dict(ct.metadata)})
+            c.execute(
+                "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
+                "created_at, updated_at) VALUES (?, 'dropthought', ?, 'new', 'pending', 'h', ?, ?, ?)",
+                (run, ct.key, payload, now.isoformat(), now.isoformat()),
+            )
+
+    def progress(vendor: str, sent: int) -> None:
+        if sent == 5:
+            world.clock.sleep(later)  # an hour passes in the middle of the run
+
+    out = Deliverer(store, connector, lambda: now, max_attempts=3, progress=progress).run()
+    rows = store.query(
+        "SELECT d.status, d.vendor_ref, vs.ref FROM deliveries d "
+        "JOIN vendor_state vs ON vs.vendor = d.vendor AND vs.key = d.key"
+    )
+    store.close()
+    assert out.counts["sent"] == 10
+    uuids = {p["participant_uuid"] for p in held(world.sim).values()}
+    assert {(r["status"], r["vendor_ref"], r["ref"]) for r in rows} == {
+        ("sent", u, u) for u in uuids
+    }
+    assert world.counts() == (1, 1, 10)  # renewed before use: no call was refused
+
+
+def test_a_401_renews_once_and_retries(world: World) -> None:
+    connector = world.connector()
+    assert push_one(connector, contact(1)) is Status.SENT
+    world.skew = 3700.0  # Dropthought's clock says the access token expired; ours does not
+    assert push_one(connector, contact(2)) is Status.SENT
+    assert world.counts() == (1, 1, 3)  # the refused call, then the retry
+    assert triggers(world.sim)[contact(2).key] == 1
+
+
+def test_a_refused_refresh_token_means_logging_in_again(world: World) -> None:
+    connector = world.connector()
+    assert push_one(connector, contact(1)) is Status.SENT
+    world.skew = 90000.0  # both tokens expired at Dropthought
+    assert push_one(connector, contact(2)) is Status.SENT
+    assert world.counts() == (2, 1, 3)
+    assert world.sim.renewals == 0  # the renewal was refused
+
+
+def test_an_expired_refresh_token_is_not_even_tried(world: World) -> None:
+    connector = world.connector()
+    assert push_one(connector, contact(1)) is Status.SENT
+    world.clock.sleep(90000.0)  # a day later, for both sides
+    assert push_one(connector, contact(2)) is Status.SENT
+    assert world.counts() == (2, 0, 2)
+
+
+def test_a_third_401_is_an_auth_error(world: World) -> None:
+    connector = world.connector()
+    assert push_one(connector, contact(1)) is Status.SENT
+    world.sim.faults.add("status", status=401, count=3, path=PARTICIPANT)
+    with pytest.raises(AuthError):
+        connector.push([contact(2)], lambda job: None)
+    assert world.counts() == (2, 1, 1)  # one renewal, one login, no more
+
+
+@pytest.mark.parametrize("who", ["connector", "vendor"])
+def test_overlapping_calls_renew_once(world: World, who: str) -> None:
+    connector = world.connector()
+    assert push_one(connector, contact(0)) is Status.SENT
+    if who == "connector":
+        world.clock.sleep(3500.0)  # we see the token about to expire
+    else:
+        world.skew = 3700.0  # only Dropthought knows: every call is refused with a 401
+    world.sim.faults.add("delay", seconds=0.3, count=1, path=RENEW)  # a slow renewal
+    barrier = threading.Barrier(8)
+    statuses: list[Status] = []
+
+    def call(i: int) -> None:
+        barrier.wait()
+        statuses.append(push_one(connector, contact(i)))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert statuses == [Status.SENT] * 8
+    logins, renewals, _calls = world.counts()
+    assert (logins, renewals) == (1, 1)
+    assert sum(triggers(world.sim).values()) == 9
+
+
+def test_the_password_never_reaches_a_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    password = "pw-Zq9-never-logged-7731"  # deliberately not registered for redaction
+    world = World(tmp_path, password=password)
+    out = io.StringIO()
+    logmod.configure(level="DEBUG", json=True, stream=out)
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="urllib3")
+    try:
+        connector = world.connector(password=password)
+        assert connector.config.secrets == (password,)  # known to the log redactor
+        connector.check()
+        push_one(connector, contact(1))
+        world.skew = 3700.0
+        push_one(connector, contact(2))
+        world.skew = 100000.0  # past the renewed refresh token too
+        push_one(connector, contact(3))
+        with pytest.raises(AuthError) as refused:
+            world.connector(password="wrong-" + password).check()
+    finally:
+        world.server.stop()
+    refresh_tokens = [r.json()["refreshToken"] for r in world.sim.requests(RENEW)]
+    text = out.getvalue() + caplog.text + str(refused.value)
+    assert "logged in" in text and "renewal refused" in text
+    assert password not in text
+    assert refresh_tokens and not any(t in text for t in refresh_tokens)
+
+
+def test_a_participant_outside_the_list_fails_with_dropthoughts_reason(world: World) -> None:
+    mapping = MAPPING.replace('"Store" = "Store"', '"Shop" = "Store"')
+    connector = world.connector(mapping=mapping)
+    c = contact(1)
+    c = Contact(c.key, c.fields, {**c.metadata, "Shop": "Store 1"})
+    [result] = connector.push([c], lambda job: None)
+    assert result.status is Status.FAILED
+    assert result.reason == "HTTP 400: header 'Shop' is not a metadata of the list"
+    assert held(world.sim) == {}
+
+
+def test_an_unreadable_answer_leaves_the_trigger_unknown(world: World) -> None:
+    connector = world.connector()
+    world.sim.faults.add("malformed", count=1, path=PARTICIPANT)
+    [result] = connector.push([contact(1)], lambda job: None)
+    assert result.status is Status.UNKNOWN
+    assert triggers(world.sim) == {contact(1).key: 1}
+
+
+def test_the_answers_json_strings_are_read() -> None:
+    # the documented answer: header and data are JSON text, not arrays
+    record = {
+        "data": '["DST1234", "Sudhakar", "sudhakar1@dropthought.com", "+6738699729", ""]',
+        "meta_data": '["String", "NAME", "EMAIL", "PHONE", "STRING"]',
+        "header": '["Account Number", "Customer Name", "Customer Email", '
+        '"Customer Contact No", "Primary Key"]',
+        "participant_uuid": "e29272f4-f572-421f-8662-58428a2cba47",
+    }
+    assert echoed(record) == {
+        "Account Number": "DST1234",
+        "Customer Name": "Sudhakar",
+        "Customer Email": "sudhakar1@dropthought.com",
+        "Customer Contact No": "+6738699729",
+        "Primary Key": "",
+    }
+    assert echoed({"header": ["A"], "data": ["1"]}) == {"A": "1"}
+    assert echoed({"header": "[not json", "data": "[]"}) == {}
+
+
+def test_the_echo_is_compared_with_what_was_sent(world: World) -> None:
+    out = io.StringIO()
+    logmod.configure(level="DEBUG", json=True, stream=out)
+    connector = world.connector()
+    [result] = connector.push([contact(1)], lambda job: None)
+    answer = world.sim.participants()[0]
+    assert result.ref == answer["participant_uuid"]
+    assert "stored other values" not in out.getvalue()
+
+
+def test_a_mapping_needs_email_or_phone(world: World) -> None:
+    with pytest.raises(ConfigError, match="maps neither email nor phone"):
+        world.connector(mapping='[fields]\nname = "First Name"\n')
+
+
+@pytest.mark.parametrize(
+    "n", [500, pytest.param(2000, marks=pytest.mark.slow)], ids=["500", "2000"]
+)
+def test_n_contacts_make_n_participant_calls(world: World, n: int) -> None:
+    connector = world.connector()
+    contacts = [contact(i) for i in range(n)]
+    results = [r for b in connector.batches(contacts) for r in connector.push(b, lambda j: None)]
+    assert len(results) == n and {r.status for r in results} == {Status.SENT}
+    assert world.counts() == (1, 0, n)
+    assert len(world.sim.requests()) == n + 1  # every request: the contacts and one login
+    assert set(triggers(world.sim).values()) == {1}

@@ -1,0 +1,543 @@
+"""Hello Customer against its simulator: pacing, languages, keyValues, windowed pulls, NPS.
+
+Time matters here (one call per second per token), so most tests give the connector and the
+simulator the same FakeClock: the pacer's sleeps move both, and the simulator still refuses
+any call less than a second after the previous one. One test runs a real sync in real time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+from syncd.clock import FakeClock
+from syncd.config import Config, load
+from syncd.errors import AuthError, ConfigError
+from syncd.pipeline import reconcile
+from syncd.pull import pull
+from syncd.push import Deliverer
+from syncd.sample import row, write_export
+from syncd.sandbox.base import Server
+from syncd.sandbox.hellocustomer import HelloCustomerSim
+from syncd.state import Store
+from syncd.vendors import Contact
+from syncd.vendors.hellocustomer import HelloCustomer, resolve_language
+from tests.helpers import World
+
+CAMPAIGN = "c8dc5f94-a9e8-4743-8744-e66a73a7e724"
+BASE = f"/V1.0/EN/campaign/{CAMPAIGN}"
+PUSH = f"{BASE}/respondent/addmultipletocache"
+FRENCH = "901af5bc-06cb-4de0-b523-135ecfdc882a"
+ENGLISH = "df88d743-1b99-44ef-b47f-260c78030ee7"
+DUTCH = "1b5c1275-4f92-422f-b1fc-799bf8e30598"
+MAPPING = """
+[fields]
+email = "Email"
+language = "Language"
+firstName = "First Name"
+lastName = "Last Name"
+[metadata]
+"Store" = "Store"
+"Segment" = "Segment"
+[trigger]
+on_new = true
+on_change = ["Closed Date"]
+"""
+
+
+def write_config(folder: Path, url: str, extra: str = "", mapping: str = MAPPING) -> Config:
+    (folder / "mapping.toml").write_text(mapping, encoding="utf-8")
+    (folder / "syncd.toml").write_text(
+        f'[source]\npath = "contacts.csv"\nkey = "Record ID"\nsettle_seconds = 0\n'
+        f'[store]\npath = "syncd.db"\n[delivery]\nretries = 2\nbackoff_base = 0.01\n'
+        f'[vendors.hellocustomer]\nbase_url = "{url}"\nmapping = "mapping.toml"\n'
+        f'token = "sandbox-token"\ncampaign = "{CAMPAIGN}"\n{extra}',
+        encoding="utf-8",
+    )
+    return load(folder / "syncd.toml")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def sim(clock: FakeClock) -> HelloCustomerSim:
+    return HelloCustomerSim(clock=clock.monotonic, now=clock.now)
+
+
+@pytest.fixture
+def server(sim: HelloCustomerSim) -> Iterator[Server]:
+    with Server(sim) as srv:
+        yield srv
+
+
+def connector(cfg: Config, clock: FakeClock) -> HelloCustomer:
+    return HelloCustomer(cfg.vendors["hellocustomer"], clock=clock)
+
+
+def contact(i: int, language: str = "EN", **metadata: str) -> Contact:
+    return Contact(
+        key=f"CRM-{i:05d}",
+        fields={
+            "email": f"person{i}@example.com",
+            "language": language,
+            "firstName": f"First{i}",
+            "lastName": "Last",
+        },
+        metadata=metadata or {"Store": f"Store {i % 3 + 1}", "Segment": "Gold"},
+    )
+
+
+def deliver(conn: HelloCustomer, contacts: list[Contact], folder: Path) -> dict[str, str]:
+    """Queue the contacts as pending deliveries and run the delivery loop: key → status."""
+    store = Store.open(folder / "syncd.db")
+    now = datetime.now(UTC)
+    run = store.start_run("test", now)
+    with store.write() as c:
+        for ct in contacts:
+            payload = json.dumps({"fields": dict(ct.fields), "metadata": dict(ct.metadata)})
+            c.execute(
+                "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
+                "created_at, updated_at) VALUES (?, ?, ?, 'new', 'pending', 'h', ?, ?, ?)",
+                (run, conn.name, ct.key, payload, now.isoformat(), now.isoformat()),
+            )
+    Deliverer(store, conn, lambda: now, max_attempts=3).run()
+    rows = store.query("SELECT key, status FROM deliveries")
+    store.close()
+    return {r["key"]: r["status"] for r in rows}
+
+
+def gaps(sim: HelloCustomerSim) -> list[float]:
+    times = [r.at for r in sim.requests("/V1.0/")]
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+# --- languages and quarantine --------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "guid"),
+    [
+        ("French", FRENCH),
+        ("fr", FRENCH),
+        ("FR", FRENCH),
+        ("fr-BE", FRENCH),
+        (" Nederlands ", DUTCH),
+        ("901AF5BC-06CB-4DE0-B523-135ECFDC882A", FRENCH),
+        (FRENCH, FRENCH),
+        ("EN", ENGLISH),
+        ("Klingon", None),
+        ("", None),
+        ("00000000-0000-0000-0000-000000000000", None),
+    ],
+)
+def test_a_language_is_a_name_an_iso_code_or_a_guid(value: str, guid: str | None) -> None:
+    assert resolve_language(value) == guid
+
+
+def test_validate_uses_the_default_language_or_says_why_not(tmp_path: Path) -> None:
+    clock = FakeClock()
+    strict = connector(write_config(tmp_path, "http://127.0.0.1:9"), clock)
+    assert strict.validate(contact(1, "German")) is None
+    assert strict.validate(contact(2, "Klingon")) == (
+        "unknown language 'Klingon' and no default_language (needed by hellocustomer)"
+    )
+    assert strict.validate(contact(3, "")) == (
+        "no language and no default_language (needed by hellocustomer)"
+    )
+    no_email = Contact("CRM-9", {"email": "", "language": "fr"})
+    assert strict.validate(no_email) == "no email (needed by hellocustomer)"
+
+    lenient = connector(write_config(tmp_path, "http://x:9", 'default_language = "nl"\n'), clock)
+    assert lenient.validate(contact(2, "Klingon")) is None
+    assert lenient.language(contact(2, "Klingon")) == DUTCH
+    assert lenient.language(contact(4, "fr")) == FRENCH
+
+
+def test_unsendable_rows_are_quarantined_for_hello_customer_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    sim = HelloCustomerSim(min_interval=0.0)
+    with Server(sim) as srv:
+        table = f'base_url = "{srv.url}"\ntoken = "sandbox-token"\ncampaign = "{CAMPAIGN}"\n'
+        world = World(tmp_path, {"hellocustomer": (table, MAPPING)})
+        rng = random.Random(1)
+        rows = [row(i, rng) for i in range(1, 5)]
+        rows[1][7] = "Klingon"  # Language
+        rows[2][3] = ""  # Email
+        world.write(rows)
+        world.sync()
+    store = world.store()
+    try:
+        quarantined = {
+            r["key"]: (r["vendor"], r["reason"])
+            for r in store.query("SELECT key, vendor, reason FROM quarantine")
+        }
+    finally:
+        store.close()
+    assert quarantined == {
+        "CRM-0000002": (
+            "hellocustomer",
+            "unknown language 'Klingon' and no default_language (needed by hellocustomer)",
+        ),
+        "CRM-0000003": ("hellocustomer", "no email (needed by hellocustomer)"),
+    }
+    assert set(sim.by_key()) == {"CRM-0000001", "CRM-0000004"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "mapping", "key"),
+    [
+        ('default_language = "Klingon"\n', MAPPING, "default_language"),
+        ("", MAPPING.replace('language = "Language"\n', ""), "default_language"),
+        ("first_date = '1/2/2026'\n", MAPPING, "first_date"),
+        ('nps_filters = [{key = "Store"}]\n', MAPPING, "nps_filters"),
+    ],
+)
+def test_config_mistakes_are_config_errors(
+    tmp_path: Path, extra: str, mapping: str, key: str
+) -> None:
+    cfg = write_config(tmp_path, "http://127.0.0.1:9", extra, mapping)
+    with pytest.raises(ConfigError, match=f"{key}:"):
+        connector(cfg, FakeClock())
+
+
+def test_a_campaign_that_is_not_a_guid_is_a_config_error(tmp_path: Path) -> None:
+    write_config(tmp_path, "http://127.0.0.1:9")
+    text = (tmp_path / "syncd.toml").read_text().replace(CAMPAIGN, "my-touchpoint")
+    (tmp_path / "syncd.toml").write_text(text)
+    with pytest.raises(ConfigError, match="campaign:"):
+        connector(load(tmp_path / "syncd.toml"), FakeClock())
+
+
+# --- push ------------------------------------------------------------------------------
+def test_a_respondent_carries_language_guid_key_values_and_the_crm_key(
+    tmp_path: Path, sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    conn = connector(write_config(tmp_path, server.url), clock)
+    batch = [contact(1, "French"), contact(2, "nl", Store="Gent", Segment="")]
+    results = conn.push(batch, lambda job: None)
+    assert {r.key: r.status.value for r in results} == {"CRM-00001": "sent", "CRM-00002": "sent"}
+    (request,) = sim.requests(PUSH)
+    assert request.headers["Authorization"] == "<redacted>"
+    assert request.json() == [
+        {
+            "firstName": "First1",
+            "lastName": "Last",
+            "email": "person1@example.com",
+            "custom_UniqueID": "CRM-00001",
+            "language_UniqueID": FRENCH,
+            "campaign_UniqueID": CAMPAIGN,
+            "keyValues": {"Store": "Store 2", "Segment": "Gold"},
+        },
+        {
+            "firstName": "First2",
+            "lastName": "Last",
+            "email": "person2@example.com",
+            "custom_UniqueID": "CRM-00002",
+            "language_UniqueID": DUTCH,
+            "campaign_UniqueID": CAMPAIGN,
+            "keyValues": {"Store": "Gent"},  # empty values are left out
+        },
+    ]
+    held = sim.by_key()
+    assert held["CRM-00002"][0]["keyValues"] == {"Store": "Gent"}
+
+
+def test_2000_contacts_take_ceil_n_over_batch_requests_and_no_429(
+    tmp_path: Path, sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    conn = connector(write_config(tmp_path, server.url, "batch_size = 300\n"), clock)
+    contacts = [contact(i, ("EN", "fr", "Dutch")[i % 3]) for i in range(2000)]
+    outcome = deliver(conn, contacts, tmp_path)
+    assert set(outcome.values()) == {"sent"}
+    assert sim.count(PUSH) == math.ceil(2000 / 300) == 7
+    assert sim.throttled == 0
+    assert len(sim.by_key()) == 2000
+    assert min(gaps(sim)) >= 1.0
+
+
+def test_refused_respondents_are_isolated_by_splitting_without_a_429(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    sim = HelloCustomerSim(
+        clock=clock.monotonic, now=clock.now, languages=[ENGLISH, FRENCH], mandatory_keys=["Store"]
+    )
+    with Server(sim) as srv:
+        conn = connector(write_config(tmp_path, srv.url), clock)
+        contacts = [contact(i, ("EN", "fr")[i % 2]) for i in range(8)]
+        contacts[3] = contact(3, "German")  # not a language of this touchpoint
+        contacts[5] = contact(5, Segment="Gold")  # no Store, which the touchpoint requires
+        sim.faults.reject(contacts[6].fields["email"], "address on the blocklist")
+        outcome = deliver(conn, contacts, tmp_path)
+    failed = {k for k, v in outcome.items() if v == "failed"}
+    assert failed == {"CRM-00003", "CRM-00005", "CRM-00006"}
+    store = Store.open(tmp_path / "syncd.db")
+    try:
+        reasons = {
+            r["key"]: r["reason"]
+            for r in store.query("SELECT key, reason FROM deliveries WHERE status = 'failed'")
+        }
+    finally:
+        store.close()
+    assert "The LanguageUniqueId is not part of this touchpoint" in reasons["CRM-00003"]
+    assert "key value 'Store' is mandatory" in reasons["CRM-00005"]
+    assert "address on the blocklist" in reasons["CRM-00006"]
+    assert set(sim.by_key()) == {c.key for c in contacts} - failed
+    assert all(len(adds) == 1 for adds in sim.by_key().values())
+    assert sim.throttled == 0
+
+
+def test_the_default_batch_is_100(tmp_path: Path) -> None:
+    conn = connector(write_config(tmp_path, "http://127.0.0.1:9"), FakeClock())
+    contacts = [contact(i) for i in range(2000)]
+    assert [len(b) for b in conn.batches(contacts)] == [100] * 20
+
+
+@pytest.mark.parametrize("retry_after", [True, False])
+def test_a_throttled_push_is_retried_with_or_without_retry_after(
+    tmp_path: Path, clock: FakeClock, retry_after: bool
+) -> None:
+    sim = HelloCustomerSim(clock=clock.monotonic, now=clock.now, retry_after=retry_after)
+    with Server(sim) as srv:
+        conn = connector(write_config(tmp_path, srv.url), clock)
+        # another program with the same token called just now: the vendor says 429
+        first = requests.get(
+            f"{srv.url}{BASE}/answers/getall/20260101000000/20260102000000",
+            headers={"Authorization": "basic sandbox-token"},
+            timeout=5,
+        )
+        assert first.status_code == 200
+        results = conn.push([contact(1)], lambda job: None)
+        conn.close()
+    assert [r.status.value for r in results] == ["sent"]
+    assert sim.throttled == 1
+    assert len(sim.by_key()["CRM-00001"]) == 1  # a 429 is not processed: one invitation
+    assert (1.0 in clock.slept) is retry_after  # Retry-After: 1 is honoured when sent
+    assert gaps(sim)[-1] >= 1.0  # the retry waited for the token's next second
+
+
+def test_the_simulator_throttles_one_call_per_second_per_token(
+    sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    url = f"{server.url}{BASE}/answers/getall/20260101000000/20260102000000"
+    auth = {"Authorization": "basic sandbox-token"}
+    assert requests.get(url, headers=auth, timeout=5).status_code == 200
+    second = requests.get(url, headers=auth, timeout=5)
+    assert (second.status_code, second.headers.get("Retry-After")) == (429, "1")
+    clock.sleep(1.0)
+    assert requests.get(url, headers=auth, timeout=5).status_code == 200
+    sim.retry_after = False
+    fourth = requests.get(url, headers=auth, timeout=5)
+    assert (fourth.status_code, "Retry-After" in fourth.headers) == (429, False)
+    wrong = requests.get(url, headers={"Authorization": "basic nope"}, timeout=5)
+    assert wrong.status_code == 401
+
+
+def test_check_proves_the_token_with_a_read(
+    tmp_path: Path, sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    connector(write_config(tmp_path, server.url), clock).check()
+    assert [r.method for r in sim.requests(f"{BASE}/answers/getall/")] == ["GET"]
+    text = (tmp_path / "syncd.toml").read_text().replace("sandbox-token", "expired")
+    (tmp_path / "syncd.toml").write_text(text)
+    with pytest.raises(AuthError):
+        connector(load(tmp_path / "syncd.toml"), clock).check()
+
+
+def test_the_simulator_refuses_windows_over_31_days(
+    sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    auth = {"Authorization": "basic sandbox-token"}
+    ok = requests.get(
+        f"{server.url}{BASE}/answers/getall/20260101000000/20260201000000", headers=auth, timeout=5
+    )
+    clock.sleep(1.0)
+    too_long = requests.get(
+        f"{server.url}{BASE}/answers/getall/20260101000000/20260201000001", headers=auth, timeout=5
+    )
+    assert (ok.status_code, too_long.status_code) == (200, 400)
+    assert "31 days" in too_long.json()["message"]
+
+
+# --- push and pull together --------------------------------------------------------------
+def test_sync_then_pull_share_one_pacer_and_link_answers_to_contacts(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    sim = HelloCustomerSim(
+        clock=clock.monotonic, now=clock.now, response_rate=1.0, unsubscribe_rate=0.5
+    )
+    with Server(sim) as srv:
+        first = clock.now().date().isoformat()
+        cfg = write_config(tmp_path, srv.url, f'batch_size = 4\nfirst_date = "{first}"\n')
+        write_export(tmp_path / "contacts.csv", [row(i, random.Random(i)) for i in range(10)])
+        clock.sleep(5)  # the export was written after the fake clock started
+        assert connector(cfg, clock).http.pacer is connector(cfg, clock).http.pacer
+        store = Store.open(cfg.store.path)
+        try:
+            report = reconcile(cfg, store, clock)
+            pulled = pull(cfg, store, clock)
+            responses = store.query("SELECT key, email FROM responses ORDER BY key")
+            keys = [r["key"] for r in store.query("SELECT key FROM contacts ORDER BY key")]
+            unsubscribed = store.scalar("SELECT count(*) FROM unsubscribes WHERE key IS NOT NULL")
+        finally:
+            store.close()
+    assert report.exit_code == 0 and pulled.exit_code == 0
+    assert sim.count(PUSH) == 3
+    assert sim.throttled == 0
+    assert min(gaps(sim)) >= 1.0  # push, then the first pull call a second later
+    assert [r["key"] for r in responses] == keys  # linked through custom_UniqueID
+    assert unsubscribed == sim.state()["unsubscribed"] > 0
+
+
+def test_a_real_time_sync_sees_no_429(tmp_path: Path) -> None:
+    sim = HelloCustomerSim()  # the real monotonic clock
+    with Server(sim) as srv:
+        table = (
+            f'base_url = "{srv.url}"\ntoken = "sandbox-token"\n'
+            f'campaign = "{CAMPAIGN}"\nbatch_size = 2\n'
+        )
+        world = World(tmp_path, {"hellocustomer": (table, MAPPING)})
+        world.write([row(i, random.Random(i)) for i in range(10)])
+        report = world.sync()
+    assert report.exit_code == 0
+    assert sim.count(PUSH) == 5
+    assert sim.throttled == 0
+    assert {d["status"] for d in world.deliveries()} == {"sent"}
+
+
+# --- pull -------------------------------------------------------------------------------
+def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
+    tmp_path: Path, sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    now = clock.now()
+    seeded = sim.add_responses(10_000, now - timedelta(days=120), now - timedelta(hours=1))
+    first = (now - timedelta(days=120)).date().isoformat()
+    cfg = write_config(tmp_path, server.url, f'first_date = "{first}"\nlookback_days = 7\n')
+    store = Store.open(cfg.store.path)
+    try:
+        report = pull(cfg, store, clock)
+        assert report.exit_code == 0
+        assert report.delivered["hellocustomer"].counts["responses"] == 10_000  # each once
+        assert store.scalar("SELECT count(*) FROM responses") == 10_000
+        assert store.scalar("SELECT count(*) FROM answers") == 30_000
+
+        windows = [r.path.split("/")[-2:] for r in sim.requests(f"{BASE}/answers/getall/")]
+        spans = [(_parse(a), _parse(b)) for a, b in windows]
+        assert len(spans) == 4  # 121 days in windows of at most 31
+        assert all(b - a <= timedelta(days=31) for a, b in spans)
+        assert all(
+            nxt[0] - prev[1] == timedelta(seconds=1) for prev, nxt in itertools.pairwise(spans)
+        )
+        assert sim.throttled == 0
+
+        # a second pull re-reads only the lookback window and stores nothing new
+        clock.sleep(3600)
+        before = len(sim.requests(f"{BASE}/answers/getall/"))
+        assert pull(cfg, store, clock).exit_code == 0
+        assert len(sim.requests(f"{BASE}/answers/getall/")) == before + 1
+        assert store.scalar("SELECT count(*) FROM responses") == 10_000
+        assert store.scalar("SELECT count(*) FROM answers") == 30_000
+
+        # an answer edited inside the lookback window is updated; one older is not re-read
+        recent, old = seeded[-10], seeded[100]
+        sim.edit_response(recent, score=10, text="Edited: much better now")
+        sim.edit_response(old, score=10, text="Edited long after")
+        clock.sleep(3600)
+        pull(cfg, store, clock)
+        edited = store.query(
+            "SELECT response_id, score, text FROM answers WHERE response_id IN (?, ?) "
+            "AND (is_nps OR text IS NOT NULL) ORDER BY response_id, sort_order",
+            (recent, old),
+        )
+        by_id = {(r["response_id"], r["text"] is None): r for r in edited}
+        assert by_id[(recent, True)]["score"] == 10
+        assert by_id[(recent, False)]["text"] == "Edited: much better now"
+        assert by_id[(old, False)]["text"] != "Edited long after"
+        assert store.scalar("SELECT count(*) FROM answers") == 30_000
+    finally:
+        store.close()
+
+
+def test_answers_keep_question_flags_and_text_analytics_paths(
+    tmp_path: Path, sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    now = clock.now()
+    (rid,) = sim.add_responses(1, now - timedelta(hours=2), now - timedelta(hours=2))
+    cfg = write_config(tmp_path, server.url, "lookback_days = 1\n")
+    conn = connector(cfg, clock)
+    (page,) = list(conn.pull("responses", (now - timedelta(days=1)).date().isoformat(), now))
+    (record,) = page.records
+    raw = sim.response(rid)
+    text_answer = raw["answerQuestions"][2]
+    assert record["response_id"] == rid
+    assert record["external_key"] == raw["custom_UniqueID"]
+    assert record["language"] == "en"
+    assert record["answered_at"] == raw["dateAnswer"]
+    nps, ces, why = sorted(record["answers"], key=lambda a: a["sort_order"])
+    assert (nps["is_nps"], nps["is_score"], nps["is_ces"]) == (True, True, False)
+    assert nps["score"] == raw["answerQuestions"][0]["answer_Value"]
+    assert (ces["is_ces"], ces["is_nps"]) == (True, False)
+    assert why["text"] == text_answer["answer_Text"]
+    assert why["score"] is None and why["is_score"] is False
+    assert why["paths"] == [text_answer["prediction"]["items"][0]["paths"][0]["path"]]
+    assert why["question_id"] == text_answer["question_UniqueID"]
+    assert why["question_text"] == text_answer["question_Text"]
+    assert page.cursor == now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_nps_is_stored_per_month_for_all_and_per_filter(
+    tmp_path: Path, sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    now = clock.now()
+    month = now.replace(day=1, hour=0, minute=0, second=0)
+    start = month + timedelta(minutes=1)
+    stores = ["Gent", "Brugge", "Gent", "Namur"]
+    sim.add_responses(
+        400, start, start + timedelta(minutes=400), key_values=lambda i: {"Store": stores[i % 4]}
+    )
+    filters = (
+        '[{key = "Store", filterValues = ["Gent"]}, {key = "Store", filterValues = ["Namur"]}]'
+    )
+    first = month.date().isoformat()
+    cfg = write_config(tmp_path, server.url, f'first_date = "{first}"\nnps_filters = {filters}\n')
+    store = Store.open(cfg.store.path)
+    try:
+        assert pull(cfg, store, clock).exit_code == 0
+        rows = {r["filter"]: dict(r) for r in store.query("SELECT * FROM nps")}
+        expected = {}
+        for name, where in (
+            ("[]", "1"),
+            ('[{"filterValues": ["Gent"], "key": "Store"}]', "store = 'Gent'"),
+            ('[{"filterValues": ["Namur"], "key": "Store"}]', "store = 'Namur'"),
+        ):
+            expected[name] = store.query(
+                "SELECT count(*) AS n, 100.0 * sum(score >= 9) / count(*) AS pro, "
+                "100.0 * sum(score <= 6) / count(*) AS det FROM (SELECT a.score, "
+                "json_extract(r.raw, '$.keyValues.Store') AS store FROM answers a JOIN responses r "
+                f"USING (vendor, response_id) WHERE a.is_nps) WHERE {where}"
+            )[0]
+    finally:
+        store.close()
+    assert set(rows) == set(expected)
+    for name, row_ in rows.items():
+        assert (row_["period_start"], row_["period_end"][:8]) == (first, first[:8])
+        assert row_["promoters"] == pytest.approx(expected[name]["pro"], abs=0.01)
+        assert row_["detractors"] == pytest.approx(expected[name]["det"], abs=0.01)
+        assert row_["nps"] == int(row_["promoters"] - row_["detractors"])
+        assert row_["vendor_id"] and row_["computed_at"]
+    gent, namur = (f'[{{"filterValues": ["{s}"], "key": "Store"}}]' for s in ("Gent", "Namur"))
+    assert (expected["[]"]["n"], expected[gent]["n"], expected[namur]["n"]) == (400, 200, 100)
+    assert len({rows["[]"]["nps"], rows[gent]["nps"], rows[namur]["nps"]}) > 1
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y%m%d%H%M%S")

@@ -1,0 +1,339 @@
+"""SignalVine connector against its simulator over loopback HTTP: signatures, CSV uploads,
+command polling, per-row errors, and opt-outs pulled back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+from syncd.clock import FakeClock
+from syncd.config import load
+from syncd.errors import AuthError, ConfigError, FatalError
+from syncd.pull import pull
+from syncd.sandbox.base import Server
+from syncd.sandbox.signalvine import PROGRAM, SignalVineSim
+from syncd.state import Store
+from syncd.vendors.base import Contact, Result, Status
+from syncd.vendors.signalvine import SignalVine, SignalVineAuth, signature, timestamp
+from tests.kits.signalvine import MAPPING, contact
+
+PUSH = f"/v2/programs/{PROGRAM}/participants"
+COMMANDS = "/v2/commands/"
+
+
+@dataclass
+class Env:
+    sim: SignalVineSim
+    server: Server
+    clock: FakeClock
+    folder: Path
+
+    def config(
+        self, extra: str = "", mapping: str = MAPPING, secret: str = "sandbox-secret"
+    ) -> Path:
+        (self.folder / "mapping.toml").write_text(mapping, encoding="utf-8")
+        path = self.folder / "syncd.toml"
+        path.write_text(
+            '[source]\npath = "x.csv"\nkey = "Record ID"\n[store]\npath = "s.db"\n'
+            f'[vendors.signalvine]\nbase_url = "{self.server.url}"\nmapping = "mapping.toml"\n'
+            f'token = "sandbox-token"\nsecret = "{secret}"\nprogram = "{PROGRAM}"\n'
+            f"retries = 1\nbackoff_base = 0.01\n{extra}",
+            encoding="utf-8",
+        )
+        return path
+
+    def connector(self, extra: str = "", **kw: str) -> SignalVine:
+        cfg = load(self.config(extra, **kw))
+        return SignalVine(cfg.vendors["signalvine"], clock=self.clock)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    clock = FakeClock()
+    sim = SignalVineSim(now=clock.now)
+    with Server(sim) as server:
+        yield Env(sim, server, clock, tmp_path)
+
+
+def push(connector: SignalVine, batch: list[Contact]) -> tuple[dict[str, Result], list[str]]:
+    jobs: list[str] = []
+    results = connector.push(batch, jobs.append)
+    assert sorted(r.key for r in results) == sorted(c.key for c in batch)
+    return {r.key: r for r in results}, jobs
+
+
+# --- signatures --------------------------------------------------------------------------
+def test_signature_matches_the_sdk_test_vector() -> None:
+    sig = signature(
+        "INVENTED_TOKEN", "INVENTED_SECRET", "GET", "/bogus", "", "1969-07-20T20:17:00+00:00"
+    )
+    assert sig == "P1f0up2G0I6tJG4D3nRed/IlvvT2tqEQqbqEPXNQXDo="
+
+
+def test_the_auth_signs_the_exact_body_bytes_path_and_date() -> None:
+    clock = FakeClock()
+    body = b'{"a":1, "b": "X"}'
+    prepared = requests.Request("POST", "http://h:1/v2/Path?q=1", data=body).prepare()
+    signed = SignalVineAuth("Tok", "sec", clock)(prepared)
+    stamp = timestamp(clock.now())
+    assert stamp == "2026-01-01T00:00:00.000Z"
+    assert signed.headers["SignalVine-Date"] == stamp
+    expected = signature("Tok", "sec", "POST", "/v2/Path", body.decode(), stamp)
+    assert signed.headers["Authorization"] == f"SignalVine Tok:{expected}"
+
+
+def test_a_wrong_secret_is_a_clear_auth_error(env: Env) -> None:
+    connector = env.connector(secret="not-the-secret")
+    with pytest.raises(AuthError) as caught:
+        connector.push([contact(1)], lambda job: None)
+    message = str(caught.value)
+    assert "signature" in message and "secret" in message and "401" in message
+    assert env.sim.participants_by_customer() == {}
+
+
+def test_a_clock_off_by_more_than_the_window_is_refused(env: Env) -> None:
+    connector = env.connector()
+    connector.check()  # the schema read is signed and accepted
+    connector.clock = FakeClock(env.clock.now() + timedelta(minutes=10))
+    connector.http.session.auth = SignalVineAuth("sandbox-token", "sandbox-secret", connector.clock)
+    with pytest.raises(AuthError, match="clock"):
+        connector.check()
+
+
+# --- uploads ----------------------------------------------------------------------------
+def test_2000_contacts_go_in_one_upload_then_polls(env: Env) -> None:
+    env.sim.polls_to_complete = 3
+    connector = env.connector()
+    contacts = [contact(i) for i in range(2000)]
+    batches = list(connector.batches(contacts))
+    assert len(batches) == 1
+    seen_at_job: list[int] = []
+    results = connector.push(batches[0], lambda job: seen_at_job.append(env.sim.count(COMMANDS)))
+    assert {r.status for r in results} == {Status.SENT}
+    assert seen_at_job == [0]  # the Location was reported before the first poll
+    assert env.sim.count(PUSH, "POST") == 1
+    assert env.sim.count(COMMANDS, "GET") == 3
+    assert env.clock.slept == [2.0, 2.0, 2.0]
+    body = env.sim.requests(PUSH)[0].json()
+    assert body["options"] == {
+        "new": "add",
+        "mode": "row",
+        "existing": ["phone", "first_name", "last_name", "email"],
+        "absent": "ignore",
+    }
+    held = env.sim.participants_by_customer()
+    assert len(held) == 2000
+    assert held["K01999"]["phone"] == "+32470001999"
+
+
+def test_awkward_values_round_trip_through_the_csv(env: Env) -> None:
+    connector = env.connector()
+    awkward = [
+        'Smith, "Jr."',
+        "line one\nline two",
+        "crlf\r\ninside",
+        '"',
+        ",",
+        "Zoë Ørsted — 東京 🎉",
+        "trailing backslash \\",
+        "",
+    ]
+    batch = [
+        replace(contact(i), fields={**contact(i).fields, "first_name": v, "last_name": v[::-1]})
+        for i, v in enumerate(awkward)
+    ]
+    results, _ = push(connector, batch)
+    assert {r.status for r in results.values()} == {Status.SENT}
+    held = env.sim.participants_by_customer()
+    for c in batch:
+        assert held[c.key]["first_name"] == c.fields["first_name"]
+        assert held[c.key]["last_name"] == c.fields["last_name"]
+    raw = env.sim.requests(PUSH)[0].body
+    assert raw.isascii()  # \u escapes: the signed text lower-cases the same everywhere
+
+
+def test_more_than_10_mb_is_split_and_a_too_big_body_is_refused(env: Env) -> None:
+    mapping = MAPPING + 'notes = "Notes"\n'
+    connector = env.connector(mapping=mapping)
+    note = 'x, "y"\n' * 800  # ~6 KB raw, more once CSV-quoted and JSON-escaped
+    contacts = [
+        replace(contact(i), fields={**contact(i).fields, "notes": f"{i} {note}"})
+        for i in range(1500)
+    ]
+    with pytest.raises(FatalError, match="413"):
+        connector.push(contacts, lambda job: None)  # one body of ~14 MB: refused whole
+    batches = list(connector.batches(contacts))
+    assert len(batches) == 2
+    for batch in batches:
+        results, _ = push(connector, list(batch))
+        assert {r.status for r in results.values()} == {Status.SENT}
+    sizes = [len(r.body) for r in env.sim.requests(PUSH)[1:]]  # after the refused one
+    assert len(sizes) == 2 and all(size < 10_000_000 for size in sizes)
+    held = env.sim.participants_by_customer()
+    assert len(held) == 1500
+    assert held["K00042"]["notes"] == f"42 {note}"
+
+
+# --- polling --------------------------------------------------------------------------
+def test_the_poll_schedule_then_pending_on_timeout(env: Env) -> None:
+    env.sim.polls_to_complete = 0  # never completes
+    connector = env.connector("poll_timeout = 120\n")
+    results, jobs = push(connector, [contact(1), contact(2)])
+    assert env.clock.slept == [2.0] * 16 + [4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0]
+    assert env.sim.count(COMMANDS, "GET") == 24
+    assert len(jobs) == 1 and jobs[0].startswith(COMMANDS)
+    assert {r.status for r in results.values()} == {Status.PENDING}
+    assert "not complete" in (results["K00001"].reason or "")
+
+
+def test_the_back_off_stops_growing_at_the_cap(env: Env) -> None:
+    env.sim.polls_to_complete = 0
+    connector = env.connector("poll_timeout = 100\npoll_cap = 9\n")
+    push(connector, [contact(1)])
+    assert env.clock.slept[:16] == [2.0] * 16
+    # 32 s, then 36, 42, 50, then every 9 s until 100 s have passed (at 104 s)
+    assert env.clock.slept[16:] == [4.0, 6.0, 8.0] + [9.0] * 6
+
+
+def test_resume_polls_the_recorded_location_and_never_resends(env: Env) -> None:
+    env.sim.polls_to_complete = 0
+    contacts = [contact(i) for i in range(5)]
+    env.sim.faults.reject("K00003", "invalid for the test")
+    _, jobs = push(env.connector("poll_timeout = 2\n"), contacts)
+    env.sim.polls_to_complete = 1
+    restarted = env.connector()
+    results = {r.key: r for r in restarted.resume(jobs[0], list(reversed(contacts)))}
+    assert env.sim.count(PUSH, "POST") == 1
+    assert results["K00003"].status is Status.FAILED
+    assert results["K00003"].reason == "invalid for the test"
+    assert all(results[c.key].status is Status.SENT for c in contacts if c.key != "K00003")
+
+
+# --- per-row errors -----------------------------------------------------------------
+def test_row_errors_are_mapped_to_their_contacts(env: Env) -> None:
+    connector = env.connector()
+    push(connector, [contact(100)])
+    taken = replace(contact(5), fields={**contact(5).fields, "phone": "+32470000100"})
+    batch = [contact(i) for i in range(5)] + [taken]
+    env.sim.faults.reject("K00002", "opted out of the school year")
+    results, _ = push(connector, batch)
+    assert results["K00002"].status is Status.FAILED
+    assert results["K00002"].reason == "opted out of the school year"
+    assert results["K00005"].status is Status.FAILED
+    assert "+32470000100 is already used" in (results["K00005"].reason or "")
+    sent = {k for k, r in results.items() if r.status is Status.SENT}
+    assert sent == {"K00000", "K00001", "K00003", "K00004"}
+    assert set(env.sim.participants_by_customer()) == sent | {"K00100"}
+
+
+def test_an_error_without_a_customer_id_is_placed_by_its_row_number(env: Env) -> None:
+    anonymous = replace(contact(3), fields={**contact(3).fields, "customer_id": ""})
+    env.sim.faults.reject("+32470000003", "number is a landline")
+    results, _ = push(env.connector(), [contact(1), anonymous, contact(5)])
+    assert results["K00003"].status is Status.FAILED
+    assert results["K00003"].reason == "number is a landline"
+    assert {results["K00001"].status, results["K00005"].status} == {Status.SENT}
+
+
+def test_tx_mode_adds_nothing_when_a_row_fails(env: Env) -> None:
+    connector = env.connector('mode = "tx"\n')
+    env.sim.faults.reject("K00001", "bad row")
+    results, _ = push(connector, [contact(i) for i in range(4)])
+    assert results["K00001"].status is Status.FAILED
+    others = [results[k] for k in ("K00000", "K00002", "K00003")]
+    assert {r.status for r in others} == {Status.PENDING}
+    assert "tx" in (others[0].reason or "")
+    assert env.sim.participants_by_customer() == {}
+
+
+def test_row_mode_adds_nothing_past_1000_errors(env: Env) -> None:
+    connector = env.connector()
+    contacts = [contact(i) for i in range(1010)]
+    for c in contacts[:1001]:
+        env.sim.faults.reject(c.key, "no consent")
+    results, _ = push(connector, contacts)
+    assert sum(r.status is Status.FAILED for r in results.values()) == 1001
+    assert {results[c.key].status for c in contacts[1001:]} == {Status.PENDING}
+    assert env.sim.participants_by_customer() == {}
+
+
+def test_an_error_no_contact_owns_fails_the_whole_chunk(env: Env) -> None:
+    connector = env.connector(mapping=MAPPING + 'nickname = "City"\n')
+    results, _ = push(connector, [contact(1), contact(2)])
+    assert {r.status for r in results.values()} == {Status.FAILED}
+    assert "Unrecognized variable: nickname" in (results["K00001"].reason or "")
+    assert env.sim.participants_by_customer() == {}
+    with pytest.raises(FatalError, match="no variable nickname"):
+        connector.check()
+
+
+def test_existing_limits_what_an_update_changes(env: Env) -> None:
+    connector = env.connector('existing = ["first_name"]\n')
+    push(connector, [contact(1)])
+    changed = replace(
+        contact(1), fields={**contact(1).fields, "first_name": "New", "last_name": "Other"}
+    )
+    results, _ = push(connector, [changed])
+    assert results["K00001"].status is Status.SENT
+    held = env.sim.participants_by_customer()["K00001"]
+    assert (held["first_name"], held["last_name"]) == ("New", "Lastname")
+
+
+def test_absent_and_bad_options_are_config_errors(env: Env) -> None:
+    with pytest.raises(ConfigError, match="absent"):
+        env.connector('absent = "delete"\n')
+    with pytest.raises(ConfigError, match="existing"):
+        env.connector('existing = ["nickname"]\n')
+    with pytest.raises(ConfigError, match="metadata"):
+        env.connector(mapping=MAPPING + '[metadata]\n"x" = "City"\n')
+
+
+# --- opt-outs -------------------------------------------------------------------------
+def test_opt_outs_are_pulled_with_paging_and_an_inclusive_cursor(env: Env) -> None:
+    connector = env.connector("pull_lookback = 0\n")
+    start = env.clock.now()
+    push(connector, [contact(i) for i in range(1200)])
+    env.sim.opt_out("K00007", start + timedelta(hours=1))
+    env.sim.opt_out("+32470000900", start + timedelta(hours=2))
+    pages = list(connector.pull("unsubscribes", None, env.clock.now()))
+    assert len(pages) == 3  # 1200 participants, 500 a page
+    queries = [r.query for r in env.sim.requests(f"/v1/programs/{PROGRAM}/participants")]
+    assert all("type=full" in q and "count=500" in q and "active=all" in q for q in queries)
+    assert [q.split("offset=")[1].split("&")[0] for q in queries] == ["0", "500", "1000"]
+    records = [r for p in pages for r in p.records]
+    assert {r["external_key"] for r in records} == {"K00007", "K00900"}
+    assert {r["phone"] for r in records} == {"+32470000007", "+32470000900"}
+    assert all(r["channel"] == "sms" and r["vendor_id"].endswith(r["at"]) for r in records)
+    cursor = pages[-1].cursor
+    assert cursor == timestamp(start + timedelta(hours=2))
+    assert [p.cursor for p in pages[:-1]] == ["1970-01-01T00:00:00.000Z"] * 2
+
+    env.sim.opt_out("K00011", start + timedelta(hours=3))
+    again = [r for p in connector.pull("unsubscribes", cursor, env.clock.now()) for r in p.records]
+    # the boundary participant is read again, with the same id: nothing doubles in the store
+    assert {r["external_key"] for r in again} == {"K00900", "K00011"}
+    assert {r["vendor_id"] for r in again} & {r["vendor_id"] for r in records} == {
+        next(r["vendor_id"] for r in records if r["external_key"] == "K00900")
+    }
+
+
+def test_pulled_opt_outs_are_stored_once(env: Env, tmp_path: Path) -> None:
+    env.sim.opt_out_every = 3
+    push(env.connector(), [contact(i) for i in range(9)])
+    cfg = load(env.config())
+    store = Store.open(cfg.store.path)
+    try:
+        for _ in range(2):  # the second pull re-reads the lookback window
+            report = pull(cfg, store, env.clock)
+            assert report.exit_code == 0
+        rows = store.query("SELECT vendor_id, phone FROM unsubscribes ORDER BY phone")
+        assert [r["phone"] for r in rows] == ["+32470000002", "+32470000005", "+32470000008"]
+        assert store.scalar("SELECT cursor FROM cursors WHERE vendor = 'signalvine'")
+    finally:
+        store.close()
+    assert env.sim.state()["inactive"] == 3
