@@ -105,7 +105,10 @@ def render(data: dict[str, Any]) -> str:
         shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"
         lines.append(f"  {name}: {shown}")
     if data["attention"]:
-        lines.append("need an operator (syncd retry --dead / --unknown):")
+        lines.append(
+            "need an operator (`syncd retry --unknown` re-sends unknown triggers: the vendor "
+            "may already have them; `syncd retry --dead` retries dead ones):"
+        )
         for d in data["attention"]:
             lines.append(f"  {d['vendor']} {d['key']} {d['status']}: {d['reason']}")
     if data["cursors"]:

@@ -1,0 +1,207 @@
+"""All five vendors together, as an operator runs them: one vendor down, a trigger whose
+outcome is unknown and the operator's retry, a baseline, suppression across vendors after
+a pull, and `syncd status --json` against its documented schema."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from syncd.clock import SystemClock
+from syncd.config import Config, load
+from syncd.demo import SANDBOX_TABLES, demo_rows, write_config
+from syncd.pipeline import RunReport, deliver, opened, reconcile
+from syncd.pull import pull
+from syncd.sample import write_export
+from syncd.sandbox import SIMULATORS, Stack
+from syncd.sandbox.base import Simulator
+from syncd.sandbox.esputnik import ESputnikSim
+from syncd.state import Store
+from syncd.status import collect, render
+
+TRIGGERS = ("altcraft", "dropthought", "hellocustomer")
+
+
+class Fleet:
+    """Five simulators and a syncd folder pointed at them."""
+
+    def __init__(self, folder: Path, stack: Stack, **extra: str) -> None:
+        self.folder = folder
+        self.sims: dict[str, Simulator] = {n: SIMULATORS[n]() for n in SANDBOX_TABLES}
+        urls = {n: stack.add(sim).url for n, sim in self.sims.items()}
+        start = (datetime.now(UTC) - timedelta(days=5)).strftime("%Y-%m-%d")
+        tables = dict(SANDBOX_TABLES)
+        tables["hellocustomer"] += f'first_date = "{start}"\n'  # one pull window: fewer paced calls
+        for name, text in extra.items():
+            tables[name] += text
+        self.config = write_config(folder, urls, tables)
+        (folder / "exports").mkdir()
+        self.export = folder / "exports" / "contacts-1.csv"
+        self.clock = SystemClock()
+
+    @property
+    def cfg(self) -> Config:
+        return load(self.config)
+
+    def write(self, n: int, version: dict[int, int] | None = None) -> None:
+        write_export(self.export, demo_rows(n, version))
+
+    def sync(self, **kw: Any) -> RunReport:
+        cfg = self.cfg
+        with opened(cfg) as store:
+            return reconcile(cfg, store, self.clock, **kw)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        store = Store.open(self.cfg.store.path)
+        try:
+            return [tuple(r) for r in store.query(sql, params)]
+        finally:
+            store.close()
+
+    def statuses(self, vendor: str) -> Counter[str]:
+        return Counter(
+            s for (s,) in self.query("SELECT status FROM deliveries WHERE vendor = ?", (vendor,))
+        )
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    with Stack() as s:
+        yield s
+
+
+def test_one_vendor_down_leaves_the_other_four_synced_and_its_own_pending(
+    tmp_path: Path, stack: Stack
+) -> None:
+    fleet = Fleet(tmp_path, stack)
+    fleet.write(40)
+    down = fleet.sims["signalvine"].faults.add("status", status=503, count=1000)
+    report = fleet.sync()
+    assert report.exit_code == 1
+    for name in fleet.sims:
+        statuses = fleet.statuses(name)
+        if name == "signalvine":
+            assert set(statuses) == {"pending"}
+        else:
+            assert set(statuses) == {"sent"}, (name, statuses)
+    retries = fleet.cfg.vendors["signalvine"].delivery.retries
+    assert 1000 - down.count == retries + 1  # one upload, retried, then left for next run
+    fleet.sims["signalvine"].faults.clear()
+    assert fleet.sync().exit_code == 0
+    assert set(fleet.statuses("signalvine")) == {"sent"}
+
+
+def test_a_read_timeout_on_a_trigger_is_unknown_listed_and_resent_only_on_retry(
+    tmp_path: Path, stack: Stack
+) -> None:
+    fleet = Fleet(tmp_path, stack, dropthought="read_timeout = 0.5\n")
+    fleet.write(5)
+    fleet.sims["dropthought"].faults.add(
+        "delay", seconds=1.0, count=1, path="/dtapp/api/participant"
+    )
+    report = fleet.sync()
+    assert report.exit_code == 1
+    assert fleet.statuses("dropthought")["unknown"] == 1
+    status = collect(fleet.cfg, datetime.now(UTC))
+    assert [a["status"] for a in status["attention"]] == ["unknown"]
+    assert "syncd retry --unknown" in render(status)
+    before = fleet.sims["dropthought"].count("/dtapp/api/participant")
+    fleet.write(5, {0: 0})
+    fleet.sync()  # the unknown trigger is never re-sent on syncd's own
+    assert fleet.sims["dropthought"].count("/dtapp/api/participant") == before
+    cfg = fleet.cfg
+    with opened(cfg) as store:
+        retried = deliver(cfg, store, fleet.clock, ["unknown"], ["dropthought"])
+    assert retried.exit_code == 0
+    assert fleet.statuses("dropthought")["unknown"] == 0
+    assert fleet.sims["dropthought"].count("/dtapp/api/participant") == before + 1
+
+
+def test_baseline_records_without_surveying_then_only_real_triggers_go(
+    tmp_path: Path, stack: Stack
+) -> None:
+    fleet = Fleet(tmp_path, stack)
+    fleet.write(30)
+    report = fleet.sync(baseline=True)
+    assert report.exit_code == 0
+    for name in TRIGGERS:
+        assert fleet.sims[name].requests() == [] or name == "hellocustomer"
+        assert fleet.statuses(name) == Counter()
+    # a ticket closes for contact 4 (its Closed Date changes), the others only change city
+    changed = {i: 1 for i in range(30)}
+    fleet.write(30, changed)
+    fleet.sync()
+    for name in TRIGGERS:
+        sent = {
+            k
+            for (k,) in fleet.query(
+                "SELECT key FROM deliveries WHERE vendor = ? AND status = 'sent'", (name,)
+            )
+        }
+        closed = {
+            k
+            for (k, d) in fleet.query(
+                "SELECT key, json_extract(attributes, '$.\"Closed Date\"') FROM contacts"
+            )
+        }
+        assert sent and sent <= closed, name
+
+
+def test_unsubscribed_at_esputnik_is_never_triggered_elsewhere_and_the_skip_is_recorded(
+    tmp_path: Path, stack: Stack
+) -> None:
+    fleet = Fleet(tmp_path, stack)
+    fleet.write(12)
+    assert fleet.sync().exit_code == 0
+    esputnik = fleet.sims["esputnik"]
+    assert isinstance(esputnik, ESputnikSim)
+    victim = next(c for c in esputnik.contacts() if c.get("externalCustomerId") == "CRM-0000003")
+    esputnik.unsubscribe(victim["email"])
+    cfg = fleet.cfg
+    with opened(cfg) as store:
+        pulled = pull(cfg, store, fleet.clock, vendors=["esputnik"])
+    assert pulled.delivered["esputnik"].counts["unsubscribes"] >= 1
+    assert fleet.query("SELECT key FROM unsubscribes WHERE vendor = 'esputnik'") == [
+        ("CRM-0000003",)
+    ]
+    before = {n: fleet.sims[n].count() for n in TRIGGERS}
+    fleet.write(12, {3: 1, 2: 1})  # both rows change, each one's Closed Date too
+    fleet.sync()
+    skipped = fleet.query(
+        "SELECT vendor, reason FROM deliveries WHERE key = 'CRM-0000003' AND status = 'skipped'"
+    )
+    assert {v for v, _r in skipped} >= set(TRIGGERS)
+    assert all("unsubscribed at esputnik" in r for _v, r in skipped)
+    assert ("skipped", "unsubscribed") in {
+        (s, r) for _v, s, r, _n in fleet.query("SELECT * FROM skipped_reasons")
+    }
+    # contact 2 was surveyed in the first run: min_days_between_surveys (30) holds it back
+    other = fleet.query(
+        "SELECT vendor, reason FROM deliveries WHERE key = 'CRM-0000002' AND status = 'skipped'"
+    )
+    assert {v for v, _r in other} == set(TRIGGERS)
+    assert all("within min_days_between_surveys = 30" in r for _v, r in other)
+    assert {n: fleet.sims[n].count() for n in TRIGGERS} == before  # no trigger went out
+
+
+def test_status_json_follows_its_documented_schema(tmp_path: Path, stack: Stack) -> None:
+    fleet = Fleet(tmp_path, stack)
+    fleet.write(10)
+    fleet.sync()
+    cfg = fleet.cfg
+    with opened(cfg) as store:
+        pull(cfg, store, fleet.clock, vendors=["esputnik", "signalvine"])
+    data = json.loads(json.dumps(collect(cfg, datetime.now(UTC))))
+    schema = json.loads(files("syncd").joinpath("status.schema.json").read_text("utf-8"))
+    jsonschema.validate(data, schema)
+    assert set(data["vendors"]) == set(SANDBOX_TABLES)
+    assert data["runs"][0]["kind"] == "pull" and data["cursors"]
+    assert data["quarantine"]["rows"]  # the demo export's bad rows
