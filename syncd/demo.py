@@ -13,6 +13,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from syncd.clock import SYSTEM
@@ -104,51 +105,99 @@ def demo_rows(n: int, version: dict[int, int] | None = None) -> list[list[str]]:
     return [*data, bad_email, no_key, duplicate]
 
 
+# the simulators' switches the demo turns on so every view has something to show
+DEMO_SIMULATORS: dict[str, dict[str, int]] = {
+    "esputnik": {"unsubscribe_every": 9},
+    "signalvine": {"opt_out_every": 9},
+}
+REFUSED = 5  # eSputnik refuses this contact's address, to show a failed delivery
+
+
 def run_demo(folder: Path | None, contacts: int, echo: Echo) -> int:
+    from syncd.analyst import EXAMPLES
     from syncd.pipeline import opened, reconcile
+    from syncd.pull import pull
 
     folder = folder or Path(tempfile.mkdtemp(prefix="syncd-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     exports = folder / "exports"
     exports.mkdir(exist_ok=True)
     names = vendors_available()
+    tables = dict(SANDBOX_TABLES)
+    week_ago = (SYSTEM.now() - timedelta(days=7)).strftime("%Y-%m-%d")
+    tables["hellocustomer"] += f'first_date = "{week_ago}"\n'  # fewer paced calls
     with Stack() as stack:
-        urls = {name: stack.add(SIMULATORS[name]()).url for name in names}
-        cfg_path = write_config(folder, urls)
+        sims = {name: SIMULATORS[name](**DEMO_SIMULATORS.get(name, {})) for name in names}  # type: ignore[arg-type]
+        urls = {name: stack.add(sim).url for name, sim in sims.items()}
+        cfg_path = write_config(folder, urls, tables)
         echo(f"demo folder: {folder}")
         for name, url in urls.items():
             echo(f"  {name} simulator at {url}")
-        export = write_export(exports / "contacts-1.csv", demo_rows(contacts))
+        data = demo_rows(contacts)
+        if "esputnik" in sims and contacts > REFUSED:
+            email = data[REFUSED][3].strip().lower()
+            sims["esputnik"].faults.reject(email, "mailbox does not exist")
+        export = write_export(exports / "contacts-1.csv", data)
         echo(f"\n1. first sync of {export.name} ({contacts} contacts and 3 bad rows)")
         cfg = load(cfg_path)
+        reports = []
         try:
             with opened(cfg) as store:
-                first = reconcile(cfg, store, SYSTEM)
-            echo("   " + first.summary())
-            before = {n: stack.servers[n].app.count() for n in names}
+                reports.append(reconcile(cfg, store, SYSTEM))
+            echo("   " + reports[-1].summary())
+            before = {n: sims[n].count() for n in names}
             changed = {i: 1 for i in range(0, contacts, max(contacts // 7, 1))}
             export.unlink()
             write_export(exports / "contacts-2.csv", demo_rows(contacts, changed))
             echo(
-                f"\n2. the CRM changed {len(changed)} contacts (city and segment); every row's "
-                "'Last Activity Date' moved too, which no vendor maps"
+                f"\n2. the CRM changed {len(changed)} contacts (city, segment, closed date); "
+                "every row's 'Last Activity Date' moved too, which no vendor maps"
             )
             with opened(cfg) as store:
-                second = reconcile(cfg, store, SYSTEM)
-            echo("   " + second.summary())
+                reports.append(reconcile(cfg, store, SYSTEM))
+            echo("   " + reports[-1].summary())
             for n in names:
-                requests = stack.servers[n].app.count() - before[n]
-                echo(f"   {n}: {requests} request(s) for the delta")
+                echo(f"   {n}: {sims[n].count() - before[n]} request(s) for the delta")
+            echo("\n3. pulling responses, NPS and unsubscribes back (Hello Customer is paced")
+            echo("   at one call per second)")
+            with opened(cfg) as store:
+                reports.append(pull(cfg, store, SYSTEM))
+                echo("   " + reports[-1].summary())
+                nps = store.query(
+                    "SELECT vendor, period_start, period_end, nps FROM nps_over_time "
+                    "WHERE filter = '[]' ORDER BY period_start DESC LIMIT 3"
+                )
+                for r in nps:
+                    echo(
+                        f"   NPS at {r['vendor']} {r['period_start']}..{r['period_end']}: {r['nps']}"
+                    )
+                example = EXAMPLES[0]
+                echo(f"\n   {example.title}:")
+                for r in store.query(example.sql + " LIMIT 5"):
+                    echo("   " + "  ".join(f"{k}={r[k]}" for k in r.keys()))  # noqa: SIM118
+            changed = {**changed, **{i: 2 for i in range(2, contacts, 3)}}
+            write_export(exports / "contacts-3.csv", demo_rows(contacts, changed))
+            echo("\n4. the next CRM export, after the pull: unsubscribed contacts are held back")
+            echo("   everywhere, and nobody is surveyed twice within 30 days")
+            with opened(cfg) as store:
+                reports.append(reconcile(cfg, store, SYSTEM))
+                echo("   " + reports[-1].summary())
+                for r in store.query(
+                    "SELECT reason, sum(n) AS n FROM skipped_reasons GROUP BY reason ORDER BY n DESC"
+                ):
+                    echo(f"   skipped: {r['n']} for {r['reason']}")
         except SyncdError as exc:
             echo(f"demo failed: {exc}")
             return exc.exit_code
     db = cfg.store.path
     echo(f"\nthe database: {db}")
     echo("try:")
-    echo(f'  sqlite3 {db} "SELECT vendor, status, count(*) FROM deliveries GROUP BY 1, 2"')
-    echo(f'  sqlite3 {db} "SELECT line, key, vendor, reason FROM quarantine"')
+    echo(f'  sqlite3 -readonly {db} "SELECT * FROM contact_status LIMIT 10"')
+    echo(f'  sqlite3 -readonly {db} "SELECT * FROM response_rate"')
     echo(f"  syncd --config {cfg_path} status")
-    return max(first.exit_code, second.exit_code)
+    echo("  syncd schema        (every table and view, with example queries)")
+    # exit 1 is expected: the refused contact is a failed delivery
+    return max(r.exit_code for r in reports)
 
 
 def serve_sandbox(host: str, port: int, echo: Echo) -> None:

@@ -44,6 +44,8 @@ def pull(
     logmod.bind(run_id=report.run_id)
     try:
         for name, connector in connectors.items():
+            if not connector.streams:
+                continue  # a vendor we only send to
             out = report.delivered.setdefault(name, Delivered())
             for stream in connector.streams:
                 if stop is not None and stop.is_set():

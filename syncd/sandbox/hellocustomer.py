@@ -106,6 +106,10 @@ def _error(message: str, status: int = 400) -> Response:
     return json_response({"message": message}, status)
 
 
+# how often each NPS score 0..10 is given: skewed to 7-10, as real touchpoints are
+NPS_WEIGHTS = (2, 1, 1, 2, 2, 4, 5, 10, 16, 20, 17)
+
+
 class HelloCustomerSim(Simulator):
     name = "hellocustomer"
     rules: ClassVar[list[Rule]] = [
@@ -388,7 +392,7 @@ class HelloCustomerSim(Simulator):
         for question, (_key, _text, kind) in zip(questions, QUESTIONS, strict=True):
             answer: dict[str, Any] = {"answer_Date": at}
             if kind == "nps":
-                answer["answer_Value"] = rng.randint(0, 10)
+                answer["answer_Value"] = rng.choices(range(11), NPS_WEIGHTS)[0]
             elif kind == "ces":
                 answer["answer_Value"] = rng.randint(1, 7)
             else:
