@@ -157,6 +157,11 @@ class Loop:
                 missing = present - quarantined - held_back - holds
                 assert not missing, f"{name} lacks {sorted(missing)[:5]}"
                 assert holds <= self.ever, f"{name} holds keys never exported"
+            if "hellocustomer" in self.sims:  # every response pulled, none twice (primary key)
+                stored = conn.execute(
+                    "SELECT count(*) FROM responses WHERE vendor = 'hellocustomer'"
+                ).fetchone()[0]
+                assert stored == self.sims["hellocustomer"].state()["responses"] > 0
         finally:
             conn.close()
         self.check_duplicates()
