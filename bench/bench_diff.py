@@ -43,6 +43,15 @@ externalCustomerId = "Record ID"
 
 
 def peak_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: on Linux a child inherits its
+    parent's ru_maxrss across fork and exec, so the data generator's footprint would be
+    reported as the diff's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -142,14 +151,15 @@ def phase(args: argparse.Namespace) -> None:
     else:  # csv-diff
         from csv_diff import compare, load_csv
 
+        csv.register_dialect("crm", delimiter=";")  # the exports are semicolon-separated
         started = time.perf_counter()
         with (
             Path(args.first).open(encoding="utf-8-sig", newline="") as a,
             export.open(encoding="utf-8-sig", newline="") as b,
         ):
             diff = compare(
-                load_csv(a, key="Record ID", dialect="excel"),
-                load_csv(b, key="Record ID", dialect="excel"),
+                load_csv(a, key="Record ID", dialect="crm"),
+                load_csv(b, key="Record ID", dialect="crm"),
             )
         result = {"seconds": time.perf_counter() - started, "changed": len(diff["changed"])}
     result["peak_rss_mb"] = peak_mb()
