@@ -116,3 +116,109 @@ def test_mapping_mistakes_name_the_mapping_file(
         load(path)
     assert str(tmp_path / "esputnik.toml") in str(err.value)
     assert expected in str(err.value)
+
+
+# DESIGN.md's config reference and its Hello Customer mapping, verbatim: every build must
+# accept them (the other mappings are the packaged examples)
+DESIGN_CONFIG = """\
+[source]
+path = "exports/contacts-*.csv"   # a file or a glob: the newest settled match
+key = "Record ID"                  # the CRM's unique id column
+# encoding = "utf-8"  delimiter = ","  max_drop = 0.10  settle_seconds = 30
+
+[store]
+path = "syncd.db"
+
+[schedule]
+timezone = "Europe/Brussels"
+reconcile = "0 2 * * *"            # crontab
+pull = "*/30 * * * *"              # crontab
+# watch_export = true
+
+[suppression]
+unsubscribed = true                # never trigger anyone who unsubscribed anywhere
+min_days_between_surveys = 30
+
+[vendors.esputnik]
+base_url = "https://esputnik.com"  # scheme://host[:port] only, for every vendor:
+api_key = "env:ESPUTNIK_API_KEY"   #   the connector adds the documented paths
+dedupe_on = "email"
+groups = ["Customers"]
+mapping = "mappings/esputnik.toml"
+
+[vendors.signalvine]
+base_url = "https://theseus-api.signalvine.com"
+token = "env:SIGNALVINE_TOKEN"
+secret = "env:SIGNALVINE_SECRET"
+program = "ed1b9efb-0ccf-4ea0-9585-0d7e57f28869"
+mode = "row"                       # or "tx"
+mapping = "mappings/signalvine.toml"
+
+[vendors.hellocustomer]
+base_url = "https://api.hellocustomer.com"
+token = "env:HELLOCUSTOMER_TOKEN"
+campaign = "c8dc5f94-a9e8-4743-8744-e66a73a7e724"
+default_language = "EN"            # name, ISO code or GUID
+batch_size = 100
+mapping = "mappings/hellocustomer.toml"
+
+[vendors.dropthought]
+base_url = "https://api.dropthought.com"
+email = "ops@example.com"
+password = "credential:dropthought-password"
+participant_group = "6f1c2a8e-1111-4a5b-9c0d-aaaaaaaaaaaa"
+mapping = "mappings/dropthought.toml"
+
+[vendors.altcraft]
+base_url = "https://ru.altkraft.com"
+token = "env:ALTCRAFT_TOKEN"
+trigger_id = 7
+matching = "email"                 # email | phone | profile_id | custom
+mapping = "mappings/altcraft.toml"
+"""
+DESIGN_HC_MAPPING = """\
+[fields]              # the vendor's own field name = the CRM column
+email = "Email"
+firstName = "First Name"
+lastName = "Last Name"
+language = "Language"
+[metadata]            # extra named values (keyValues, Dropthought headers, custom fields)
+"Store" = "Store"
+[trigger]             # trigger vendors only
+on_new = true
+on_change = ["Closed Date"]
+"""
+
+
+def test_the_design_config_reference_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.resources import files
+
+    (tmp_path / "syncd.toml").write_text(DESIGN_CONFIG, encoding="utf-8")
+    (tmp_path / "mappings").mkdir()
+    for vendor in ("esputnik", "signalvine", "dropthought", "altcraft"):
+        text = files("syncd.mappings").joinpath(f"{vendor}.toml").read_text("utf-8")
+        (tmp_path / "mappings" / f"{vendor}.toml").write_text(text, encoding="utf-8")
+    (tmp_path / "mappings" / "hellocustomer.toml").write_text(DESIGN_HC_MAPPING, encoding="utf-8")
+    (tmp_path / "dropthought-password").write_text("pw\n", encoding="utf-8")
+    for name in (
+        "ESPUTNIK_API_KEY",
+        "SIGNALVINE_TOKEN",
+        "SIGNALVINE_SECRET",
+        "HELLOCUSTOMER_TOKEN",
+        "ALTCRAFT_TOKEN",
+    ):
+        monkeypatch.setenv(name, f"value-of-{name}")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    cfg = load(tmp_path / "syncd.toml")
+    assert list(cfg.vendors) == [
+        "esputnik",
+        "signalvine",
+        "hellocustomer",
+        "dropthought",
+        "altcraft",
+    ]
+    assert cfg.vendors["dropthought"].options["password"] == "pw"
+    assert cfg.vendors["hellocustomer"].batch_size == 100
+    assert cfg.vendors["hellocustomer"].mapping.trigger is not None
