@@ -218,6 +218,16 @@ class _Table:
             raise self.error("unknown key", key, hint="check the spelling against the README")
 
 
+def _read_secret(path: Path, what: str, table: _Table, key: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise table.error(f"cannot read {what} {path}: {exc.strerror}", key) from None
+    if not value:
+        raise table.error(f"{what} {path} is empty", key)
+    return value
+
+
 def resolve_secret(raw: str, table: _Table, key: str) -> str:
     """literal | env:NAME | file:PATH | credential:NAME → the secret's value."""
     scheme, _, rest = raw.partition(":")
@@ -227,28 +237,16 @@ def resolve_secret(raw: str, table: _Table, key: str) -> str:
             raise table.error(f"environment variable {rest} is not set or empty", key)
         return value
     if scheme == "file" and rest:
-        path = (table.file.parent / rest).resolve()
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise table.error(f"cannot read secret file {path}: {exc.strerror}", key) from None
-        if not value:
-            raise table.error(f"secret file {path} is empty", key)
-        return value
+        return _read_secret((table.file.parent / rest).resolve(), "secret file", table, key)
     if scheme == "credential" and rest:
         cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
         if not cred_dir:
             raise table.error(
                 f"credential:{rest} needs $CREDENTIALS_DIRECTORY",
                 key,
-                hint=f"add LoadCredential={rest}:/path/to/file to the unit, or use env:/file:",
+                hint="run under the systemd unit (LoadCredential=), or use env: or file:",
             )
-        path = Path(cred_dir) / rest
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise table.error(f"cannot read credential {path}: {exc.strerror}", key) from None
-        return value
+        return _read_secret(Path(cred_dir) / rest, "credential", table, key)
     if not raw:
         raise table.error("is empty", key)
     return raw

@@ -55,8 +55,11 @@ class Daemon:
     # --- lifecycle -------------------------------------------------------------------
     def run(self) -> int:
         self.lock.acquire()  # LockHeldError → exit 3
+        keeper: Store | None = None
         try:
-            Store.open(self.cfg.store.path).close()  # migrate before saying READY
+            # migrate before READY, and keep this connection until exit: SQLite keeps -wal
+            # and -shm while one is open, and read-only analysts cannot create them
+            keeper = Store.open(self.cfg.store.path)
             self.scheduler = self._scheduler()
             self._install_signals()
             self.scheduler.start()
@@ -72,6 +75,8 @@ class Daemon:
             log.info("stopped")
             return 0
         finally:
+            if keeper is not None:
+                keeper.close()
             self.lock.release()
 
     def _scheduler(self) -> BackgroundScheduler:
