@@ -109,7 +109,6 @@ class Export:
             header = next(self._reader)
         except (csv.Error, StopIteration) as exc:
             raise SourceError(f"export {path}: cannot read the header line: {exc}") from None
-        self.raw_width = len(header)
         self.header = [h.strip() for h in header]
         while self.header and not self.header[-1]:
             self.header.pop()  # empty trailing columns from spreadsheet round-trips
@@ -144,7 +143,6 @@ class Export:
         """
         reader = self._reader
         width = len(self.header)
-        raw_width = self.raw_width
         kidx = self.key_index
         count = 0
         line = reader.line_num + 1
@@ -168,10 +166,12 @@ class Export:
                 if not n:
                     continue  # a blank line
                 count += 1
-                if (width < n <= raw_width and not any(row[width:])) or (
-                    n > width and not any(c.strip() for c in row[width:])
-                ):
-                    del row[width:]  # empty trailing cells: spreadsheet noise
+                if n == width + 1 and not row[-1]:
+                    row.pop()  # one empty trailing cell: spreadsheet noise, and common
+                    yield start, row
+                    continue
+                if n > width and not any(c.strip() for c in row[width:]):
+                    del row[width:]  # several, or blank ones
                     yield start, row
                     continue
                 key = row[kidx].strip() if n > kidx else None
