@@ -144,6 +144,11 @@ class Deliverer:
     def _send(self, batch: Sequence[Contact], ids: dict[str, int]) -> bool:
         """Send one batch (splitting it if the vendor refuses it whole); False = stop vendor."""
         batch_ids = {c.key: ids[c.key] for c in batch}
+        try:
+            self.connector.prepare()
+        except (RetriableError, OutcomeUnknownError, FatalError) as exc:
+            self._stopped(exc)  # nothing about these contacts went: they stay pending
+            return False
         self.store.mark_in_flight(batch_ids.values(), self.now())
 
         jobs: list[str] = []

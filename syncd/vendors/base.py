@@ -136,6 +136,11 @@ class Connector(ABC):
         """Bytes this contact adds to a request body (for `max_bytes` splitting)."""
         return len(json.dumps(dict(contact.fields) | dict(contact.metadata))) + 8
 
+    def prepare(self) -> None:
+        """Get ready to push (log in, renew a token) before the next batch is marked in
+        flight: a failure or a crash here leaves its contacts pending, not `unknown`."""
+        return None  # most vendors authenticate each request with a fixed key
+
     @abstractmethod
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
         """Send one batch; return one Result per contact, in any order.

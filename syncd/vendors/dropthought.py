@@ -88,6 +88,7 @@ class Dropthought(Connector):
                 table="metadata",
             )
         self.tokens = Tokens(self)
+        self._prepared: str | None = None
 
     def validate(self, contact: Contact) -> str | None:
         if not contact.fields.get("email") and not contact.fields.get("phone"):
@@ -99,6 +100,10 @@ class Dropthought(Connector):
         self.tokens.login()
 
     # --- push --------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Log in or renew now, before the contact is marked in flight; `_add` uses it."""
+        self._prepared = self.tokens.current()
+
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
         return [self._add(contact) for contact in batch]
 
@@ -109,7 +114,7 @@ class Dropthought(Connector):
 
     def _add(self, contact: Contact) -> Result:
         body = {"header": self.header, "data": self.row(contact)}
-        token = self.tokens.current()
+        token, self._prepared = self._prepared or self.tokens.current(), None
         steps = iter(("renew", "login"))
         while True:
             try:

@@ -100,23 +100,28 @@ def test_one_login_serves_every_participant(world: World) -> None:
     assert body.json()["header"] == list(first)
 
 
-@pytest.mark.parametrize("later", [3500.0, 3700.0], ids=["inside-margin", "past-expiry"])
-def test_an_access_token_expiring_mid_run_is_renewed_once(
-    world: World, tmp_path: Path, later: float
-) -> None:
-    connector = world.connector()
-    contacts = [contact(i) for i in range(10)]
-    store = Store.open(tmp_path / "s.db")
+def pending(folder: Path, n: int) -> tuple[Store, datetime]:
+    """A store holding `n` pending Dropthought deliveries."""
+    store = Store.open(folder / "s.db")
     now = datetime.now(UTC)
     run = store.start_run("test", now)
     with store.write() as c:
-        for ct in contacts:
+        for ct in (contact(i) for i in range(n)):
             payload = json.dumps({"fields": dict(ct.fields), "metadata": dict(ct.metadata)})
             c.execute(
                 "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
                 "created_at, updated_at) VALUES (?, 'dropthought', ?, 'new', 'pending', 'h', ?, ?, ?)",
                 (run, ct.key, payload, now.isoformat(), now.isoformat()),
             )
+    return store, now
+
+
+@pytest.mark.parametrize("later", [3500.0, 3700.0], ids=["inside-margin", "past-expiry"])
+def test_an_access_token_expiring_mid_run_is_renewed_once(
+    world: World, tmp_path: Path, later: float
+) -> None:
+    connector = world.connector()
+    store, now = pending(tmp_path, 10)
 
     def progress(vendor: str, sent: int) -> None:
         if sent == 5:
@@ -134,6 +139,28 @@ def test_an_access_token_expiring_mid_run_is_renewed_once(
         ("sent", u, u) for u in uuids
     }
     assert world.counts() == (1, 1, 10)  # renewed before use: no call was refused
+
+
+@pytest.mark.parametrize("path", [LOGIN, RENEW])
+def test_a_failed_login_or_renewal_leaves_the_contacts_pending(
+    world: World, tmp_path: Path, path: str
+) -> None:
+    """Tokens are obtained before a contact is marked in flight: when that fails (or syncd
+    dies there), no participant call went out, so nothing is `unknown`."""
+    connector = world.connector()
+    store, now = pending(tmp_path, 3)
+    if path == RENEW:
+        connector.tokens.login()
+        world.clock.sleep(3500.0)  # inside the renewal margin: the next call renews
+    world.sim.faults.add("drop_after", count=-1, path=path)
+    out = Deliverer(store, connector, lambda: now, max_attempts=3).run()
+    statuses = {r["status"] for r in store.query("SELECT status FROM deliveries")}
+    assert out.stopped and statuses == {"pending"}
+    assert world.sim.count(PARTICIPANT) == 0
+    world.sim.faults.clear()
+    out = Deliverer(store, connector, lambda: now, max_attempts=3).run()
+    store.close()
+    assert out.counts["sent"] == 3 and set(triggers(world.sim).values()) == {1}
 
 
 def test_a_401_renews_once_and_retries(world: World) -> None:
