@@ -1,7 +1,7 @@
 """The README's vendor reference and reliability table are generated from the code they
 describe; these tests fail with the up-to-date text when either drifts.
 
-Regenerate by hand with `python -m tests.test_readme` (prints both blocks)."""
+Regenerate them in README.md with `python -m tests.test_readme`."""
 
 from __future__ import annotations
 
@@ -95,6 +95,18 @@ def test_the_reliability_table_matches_the_fault_matrix() -> None:
     assert block("FAULTS") == readme_table().strip(), "stale: run python -m tests.test_readme"
 
 
+def regenerate() -> None:
+    text = README.read_text(encoding="utf-8")
+    for name, body in (("VENDORS", vendor_reference()), ("FAULTS", readme_table())):
+        text = re.sub(
+            rf"(<!-- {name} -->\n).*(<!-- /{name} -->)",
+            lambda m, body=body: f"{m.group(1)}{body.strip()}\n{m.group(2)}",
+            text,
+            flags=re.S,
+        )
+    README.write_text(text, encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print(vendor_reference())
-    print(readme_table())
+    regenerate()
+    print(f"regenerated the VENDORS and FAULTS blocks in {README}")

@@ -127,7 +127,13 @@ class SignalVine(Connector):
         "token": Option(str, required=True, secret=True, help="the API token"),
         "secret": Option(str, required=True, secret=True, help="the API secret (signs requests)"),
         "program": Option(str, required=True, help="the program id (Program Settings)"),
-        "mode": Option(str, default="row", choices=("row", "tx"), help="row: per-row errors"),
+        "mode": Option(
+            str,
+            default="row",
+            choices=("row", "tx"),
+            help="row: each row stands alone; tx: one bad row rolls the upload back, the "
+            "good rows stay pending until the bad one is fixed or dead",
+        ),
         "new": Option(str, default="add", choices=("add", "ignore"), help="add new participants"),
         "existing": Option(
             (str, list),
