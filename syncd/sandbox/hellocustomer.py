@@ -448,6 +448,13 @@ class HelloCustomerSim(Simulator):
         }
         bisect.insort(self._unsubscribed, (_stamp(at), email))
 
+    def _guarded_window(
+        self, request: Request, campaign: str, start: str, end: str, *, limit: bool
+    ) -> tuple[str, str] | Response:
+        """The pull endpoints' common checks: token and campaign, then the date window."""
+        refused = self._guard(request, campaign)
+        return refused if refused is not None else self._window(start, end, limit=limit)
+
     def _between(self, timeline: list[tuple[str, str]], start: str, end: str) -> list[str]:
         lo = bisect.bisect_left(timeline, (start, ""))
         hi = bisect.bisect_right(timeline, (end, "\uffff"))
@@ -456,10 +463,7 @@ class HelloCustomerSim(Simulator):
     def answers(
         self, request: Request, culture: str, campaign: str, start: str, end: str
     ) -> Response:
-        refused = self._guard(request, campaign)
-        if refused is not None:
-            return refused
-        window = self._window(start, end, limit=True)
+        window = self._guarded_window(request, campaign, start, end, limit=True)
         if isinstance(window, Response):
             return window
         with self.lock:
@@ -467,10 +471,7 @@ class HelloCustomerSim(Simulator):
             return json_response(found)
 
     def nps(self, request: Request, culture: str, campaign: str, start: str, end: str) -> Response:
-        refused = self._guard(request, campaign)
-        if refused is not None:
-            return refused
-        window = self._window(start, end, limit=False)
+        window = self._guarded_window(request, campaign, start, end, limit=False)
         if isinstance(window, Response):
             return window
         filters = request.get_json(silent=True)
@@ -517,10 +518,7 @@ class HelloCustomerSim(Simulator):
     def unsubscribed(
         self, request: Request, culture: str, campaign: str, start: str, end: str
     ) -> Response:
-        refused = self._guard(request, campaign)
-        if refused is not None:
-            return refused
-        window = self._window(start, end, limit=True)
+        window = self._guarded_window(request, campaign, start, end, limit=True)
         if isinstance(window, Response):
             return window
         with self.lock:
