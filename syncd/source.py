@@ -168,20 +168,14 @@ class Export:
                 count += 1
                 if n == width + 1 and not row[-1]:
                     row.pop()  # one empty trailing cell: spreadsheet noise, and common
-                    yield start, row
-                    continue
-                if n > width and not any(c.strip() for c in row[width:]):
+                elif n > width and not any(c.strip() for c in row[width:]):
                     del row[width:]  # several, or blank ones
-                    yield start, row
+                else:
+                    key = row[kidx].strip() if n > kidx else None
+                    reason = f"has {n} field{'s' if n != 1 else ''}, the header has {width}"
+                    on_bad(Bad(start, key or None, reason))
                     continue
-                key = row[kidx].strip() if n > kidx else None
-                on_bad(
-                    Bad(
-                        start,
-                        key or None,
-                        f"has {n} field{'s' if n != 1 else ''}, the header has {width}",
-                    )
-                )
+                yield start, row
         finally:
             self.rows_read += count
 
