@@ -21,6 +21,7 @@ from syncd.config import load
 from syncd.errors import SyncdError
 from syncd.sample import row, write_export
 from syncd.sandbox import SIMULATORS, Stack
+from syncd.state import OPEN_STATUSES
 
 Echo = Callable[[str], None]
 
@@ -186,11 +187,9 @@ def run_demo(folder: Path | None, contacts: int, echo: Echo) -> int:
                     "SELECT reason, sum(n) AS n FROM skipped_reasons GROUP BY reason ORDER BY n DESC"
                 ):
                     echo(f"   skipped: {r['n']} for {r['reason']}")
-            with opened(cfg) as store:
                 unexpected = store.query(
                     "SELECT vendor, key, status, reason FROM deliveries "
-                    "WHERE status IN ('pending', 'in_flight', 'unknown', 'failed', 'dead') "
-                    "AND NOT (vendor = 'esputnik' AND key = ?)",
+                    f"WHERE status IN {OPEN_STATUSES!r} AND NOT (vendor = 'esputnik' AND key = ?)",
                     (data[REFUSED][0] if contacts > REFUSED else "",),
                 )
         except SyncdError as exc:

@@ -28,6 +28,7 @@ from syncd.errors import (
     RetriableError,
     StopRequested,
     VendorDownError,
+    VendorError,
 )
 from syncd.state import Store
 from syncd.vendors.base import Connector, Contact, Result, Status
@@ -146,7 +147,7 @@ class Deliverer:
         batch_ids = {c.key: ids[c.key] for c in batch}
         try:
             self.connector.prepare()
-        except (RetriableError, OutcomeUnknownError, FatalError) as exc:
+        except VendorError as exc:
             self._stopped(exc)  # nothing about these contacts went: they stay pending
             return False
         self.store.mark_in_flight(batch_ids.values(), self.now())
