@@ -4,15 +4,13 @@ the README's schema section generated from the same source, the Datasette metada
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 from datasette.app import Datasette
 
 from syncd.analyst import EXAMPLES, RELATIONS, datasette_metadata, markdown
 from syncd.state import Store
-
-README = Path(__file__).parent.parent / "README.md"
+from tests.test_readme import block
 
 
 def test_every_table_and_view_is_described_and_every_described_column_exists(
@@ -40,11 +38,8 @@ def test_every_table_and_view_is_described_and_every_described_column_exists(
 
 
 def test_the_readme_schema_section_is_generated_from_the_same_source() -> None:
-    text = README.read_text(encoding="utf-8")
-    match = re.search(r"<!-- SCHEMA -->\n(.*)<!-- /SCHEMA -->", text, re.S)
-    assert match, "README.md lacks the <!-- SCHEMA --> section"
-    assert match.group(1).strip() == markdown().strip(), (
-        "README schema section is stale: paste the output of `syncd schema`"
+    assert block("SCHEMA") == markdown().strip(), (
+        "README schema section is stale: run python -m tests.test_readme"
     )
 
 

@@ -1,5 +1,6 @@
-"""The README's vendor reference and reliability table are generated from the code they
-describe; these tests fail with the up-to-date text when either drifts.
+"""The README's vendor reference, reliability table and schema are generated from the code
+they describe; these tests fail with the up-to-date text when one drifts (the schema's test
+is in test_analyst).
 
 Regenerate them in README.md with `python -m tests.test_readme`."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from syncd.analyst import markdown
 from syncd.vendors import REGISTRY, Connector
 from tests.test_faults import readme_table
 
@@ -80,11 +82,20 @@ def vendor_reference() -> str:
     return "\n".join(vendor_section(REGISTRY[name]) for name in ORDER)
 
 
+def _marked(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- {name} -->\n)(.*)(<!-- /{name} -->)", re.S)
+
+
 def block(name: str) -> str:
-    text = README.read_text(encoding="utf-8")
-    match = re.search(rf"<!-- {name} -->\n(.*)<!-- /{name} -->", text, re.S)
+    """The README's text between `<!-- name -->` and `<!-- /name -->`, stripped."""
+    match = _marked(name).search(README.read_text(encoding="utf-8"))
     assert match, f"README.md lacks its <!-- {name} --> block"
-    return match.group(1).strip()
+    return match.group(2).strip()
+
+
+def generated() -> dict[str, str]:
+    """Every generated README block, by marker name."""
+    return {"VENDORS": vendor_reference(), "FAULTS": readme_table(), "SCHEMA": markdown()}
 
 
 def test_the_vendor_reference_matches_the_connectors() -> None:
@@ -95,18 +106,16 @@ def test_the_reliability_table_matches_the_fault_matrix() -> None:
     assert block("FAULTS") == readme_table().strip(), "stale: run python -m tests.test_readme"
 
 
-def regenerate() -> None:
+def regenerate() -> list[str]:
+    """Rewrite the stale generated blocks in README.md; the names of those rewritten."""
     text = README.read_text(encoding="utf-8")
-    for name, body in (("VENDORS", vendor_reference()), ("FAULTS", readme_table())):
-        text = re.sub(
-            rf"(<!-- {name} -->\n).*(<!-- /{name} -->)",
-            lambda m, body=body: f"{m.group(1)}{body.strip()}\n{m.group(2)}",
-            text,
-            flags=re.S,
-        )
+    stale = [name for name, body in generated().items() if block(name) != body.strip()]
+    for name in stale:
+        body = generated()[name].strip()
+        text = _marked(name).sub(lambda m, body=body: f"{m[1]}{body}\n{m[3]}", text)
     README.write_text(text, encoding="utf-8")
+    return stale
 
 
 if __name__ == "__main__":
-    regenerate()
-    print(f"regenerated the VENDORS and FAULTS blocks in {README}")
+    print(f"rewrote {', '.join(regenerate()) or 'nothing: every block is current'} in {README}")
