@@ -318,6 +318,10 @@ def load(path: Path) -> Config:
         phone_region=src.get("phone_region", str, None),
         ignore_columns=src.strings("ignore_columns"),
     )
+    if source.key in source.ignore_columns:
+        raise src.error(
+            f"names the key column {source.key!r}: a contact's key always counts", "ignore_columns"
+        )
     if not 0 <= source.max_drop <= 1:
         raise src.error("must be a fraction between 0 and 1 (0.10 = 10%)", "max_drop")
     if source.delimiter is not None and len(source.delimiter) != 1:

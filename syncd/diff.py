@@ -23,22 +23,22 @@ import functools
 import hashlib
 import json
 import re
-from array import array
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
+import numpy as np
 import phonenumbers
 from sqlite_utils.utils import hash_record
 from xxhash import xxh3_64_intdigest
 
 from syncd.config import Config, SuppressionConfig, VendorConfig
 from syncd.errors import ConfigError
-from syncd.source import Bad, Export, defect
+from syncd.source import Block, Export, defect
 from syncd.state import OPEN_STATUSES, Store, chunked, iso
 from syncd.vendors.base import Connector, Contact
 
@@ -198,6 +198,7 @@ class _Candidate:
     line: int
     key: str
     row: list[str]
+    text: str  # the change text the fingerprint is taken of
 
 
 Suppressor = Callable[[str, str, Sequence[str]], dict[str, str]]
@@ -237,62 +238,37 @@ class Differ:
                 vcfg, self.connectors[name], export.header, self.cfg.source.phone_region
             )
             plan.vendors[name] = VendorPlan(name, self.connectors[name].kind)
-        known = array("q")
-        for (rh,) in self.conn.execute(
-            "SELECT rhash FROM contacts WHERE gone_at IS NULL ORDER BY rhash"
-        ):
-            known.append(rh)
-        n = len(known)
-        plan.known = n
-        seen = array("q", bytes(8 * n))  # the line each known row was seen on, 0 = not yet
+        # the live fingerprints, sorted (a partial index hands them over in order)
+        known = np.fromiter(
+            map(
+                itemgetter(0),
+                self.conn.execute(
+                    "SELECT rhash FROM contacts WHERE gone_at IS NULL ORDER BY rhash"
+                ),
+            ),
+            dtype=np.int64,
+        )
+        plan.known = len(known)
+        seen = np.zeros(len(known), dtype=np.int64)  # the line each was seen on, 0 = not yet
         self.known, self.seen = known, seen
         self.cand_lines: dict[str, int] = {}
-        kidx = export.key_index
-        self.pick = _picker(self._kept_columns(export.header))
-        buffer: list[_Candidate] = []
+        self.kidx = export.key_index
+        self.buffer: list[_Candidate] = []
         unchanged = 0
-        join = "\x1f".join
-        pick = self.pick
-        seed = self.salt
-
-        def bad(item: Bad) -> None:
-            self._quarantine(item.line, item.key, None, item.reason)
-
-        for line, row in export.rows(bad):
-            rh = (
-                xxh3_64_intdigest(
-                    join(row if pick is None else pick(row)).encode("utf-8", "surrogateescape"),
-                    seed,
-                )
-                >> 1
-            )
-            i = bisect_left(known, rh)
-            if i < n and known[i] == rh:
-                if seen[i]:
-                    self._duplicate(line, row[kidx].strip(), seen[i])
-                else:
-                    seen[i] = line
-                    unchanged += 1
-                continue
-            key = row[kidx].strip()
-            if not key:
-                self._quarantine(line, None, None, f"empty key column {self.cfg.source.key!r}")
-                continue
-            problem = defect(row, export.header, self.cfg.source.encoding)
-            if problem:
-                self._quarantine(line, key, None, problem)
-                continue
-            first = self.cand_lines.get(key)
-            if first is not None:
-                self._duplicate(line, key, first)
-                continue
-            self.cand_lines[key] = line
-            buffer.append(_Candidate(line, key, row))
-            if len(buffer) >= CHUNK:
-                self._flush(buffer, export.header)
-                buffer = []
-        if buffer:
-            self._flush(buffer, export.header)
+        for block in export.blocks():
+            for item in block.bad:
+                self._quarantine(item.line, item.key, None, item.reason)
+            hit, where = self._lookup(block.texts)
+            found = where[hit]
+            if seen[found].any() or np.unique(found).size < found.size:
+                unchanged += self._repeats(block, np.flatnonzero(hit).tolist(), found.tolist())
+            else:  # the usual block: every hit a different known row seen for the first time
+                seen[found] = np.asarray(block.lines, dtype=np.int64)[hit]
+                unchanged += found.size
+            for j in np.flatnonzero(~hit).tolist():
+                self._candidate(block.lines[j], block.rows[j], block.texts[j], export)
+        if self.buffer:
+            self._flush(self.buffer, export.header)
         plan.rows_read = export.rows_read
         plan.unchanged = unchanged
         for vplan in plan.vendors.values():
@@ -300,11 +276,55 @@ class Differ:
         self._gone()
         return plan
 
-    def _kept_columns(self, header: list[str]) -> list[int] | None:
-        ignore = set(self.cfg.source.ignore_columns)
-        if not ignore:
-            return None
-        return [i for i, h in enumerate(header) if h not in ignore]
+    def _lookup(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Which rows are byte-for-byte a known row, and where in `known` each would be.
+
+        Fingerprinting is a chain of C-level maps and the look-up one vectorised binary
+        search: no Python code runs per row here.
+        """
+        raw = map(str.encode, texts, repeat("utf-8"), repeat("surrogateescape"))
+        hashes = np.fromiter(
+            map(xxh3_64_intdigest, raw, repeat(self.salt)), dtype=np.uint64, count=len(texts)
+        )
+        hashes = (hashes >> np.uint64(1)).astype(np.int64)
+        known = self.known
+        where = np.searchsorted(known, hashes)
+        if not len(known):
+            return np.zeros(len(texts), dtype=bool), where
+        return known[np.minimum(where, len(known) - 1)] == hashes, where
+
+    def _repeats(self, block: Block, hits: list[int], found: list[int]) -> int:
+        """Known rows met again in this block or before: the first occurrence wins."""
+        unchanged = 0
+        kidx = self.kidx
+        for j, i in zip(hits, found, strict=True):
+            line = block.lines[j]
+            if self.seen[i]:
+                self._duplicate(line, block.rows[j][kidx].strip(), int(self.seen[i]))
+            else:
+                self.seen[i] = line
+                unchanged += 1
+        return unchanged
+
+    def _candidate(self, line: int, row: list[str], text: str, export: Export) -> None:
+        """A new or changed row: checked now, projected and compared a chunk at a time."""
+        key = row[export.key_index].strip()
+        if not key:
+            self._quarantine(line, None, None, f"empty key column {self.cfg.source.key!r}")
+            return
+        problem = defect(row, export.header, self.cfg.source.encoding)
+        if problem:
+            self._quarantine(line, key, None, problem)
+            return
+        first = self.cand_lines.get(key)
+        if first is not None:
+            self._duplicate(line, key, first)
+            return
+        self.cand_lines[key] = line
+        self.buffer.append(_Candidate(line, key, row, text))
+        if len(self.buffer) >= CHUNK:
+            self._flush(self.buffer, export.header)
+            self.buffer = []
 
     def _quarantine(
         self, line: int | None, key: str | None, vendor: str | None, reason: str
@@ -362,18 +382,19 @@ class Differ:
         for cand in chunk:
             old = stored.get(cand.key)
             if old is not None:
-                i = bisect_left(known, old[0])
+                i = int(np.searchsorted(known, old[0]))
                 if i < n and known[i] == old[0]:
-                    if seen[i] and seen[i] < cand.line:
-                        self._duplicate(cand.line, cand.key, seen[i])
+                    first = int(seen[i])
+                    if first and first < cand.line:
+                        self._duplicate(cand.line, cand.key, first)
                         continue
-                    if seen[i]:
-                        self._duplicate(seen[i], cand.key, cand.line)
+                    if first:
+                        self._duplicate(first, cand.key, cand.line)
                     seen[i] = cand.line
             if self._vendors(
                 cand, projections[cand.key], old, acked, open_rows, suppressed, header
             ):
-                rhash = self._rhash(cand.row)
+                rhash = fingerprint(cand.text, self.salt)
             else:  # quarantined for a vendor: look at the row again next run
                 rhash = fingerprint("\x00requarantine\x00" + cand.key, self.salt)
             email, phone = reach[cand.key]
@@ -391,11 +412,6 @@ class Differ:
             "rhash = excluded.rhash, updated_at = excluded.updated_at, gone_at = NULL",
             contact_rows,
         )
-
-    def _rhash(self, row: list[str]) -> int:
-        """The fingerprint the fast path compares (same text as in `run`)."""
-        pick = self.pick
-        return fingerprint("\x1f".join(row if pick is None else pick(row)), self.salt)
 
     def _reach(self, projections: dict[str, Contact | str]) -> tuple[str | None, str | None]:
         """The contact's normalised email and phone, from any vendor's typed fields."""
@@ -537,7 +553,7 @@ class Differ:
     # --- gone ------------------------------------------------------------------------
     def _gone(self) -> None:
         known, seen = self.known, self.seen
-        gone = [known[i] for i in range(len(known)) if not seen[i]]
+        gone = known[seen == 0].tolist()
         self.plan.gone = len(gone)
         for vplan in self.plan.vendors.values():
             vplan.counts["gone"] = len(gone)
@@ -566,17 +582,6 @@ class Differ:
             return None
         plan.refused = reason
         return reason
-
-
-def _picker(keep: list[int] | None) -> Callable[[list[str]], Sequence[str]] | None:
-    """The columns that count for the fingerprint ([source] ignore_columns left out)."""
-    if keep is None:
-        return None
-    if len(keep) == 1:
-        only = keep[0]
-        return lambda row: (row[only],)
-    getter = itemgetter(*keep)
-    return lambda row: getter(row)
 
 
 def _on_new(proj: Projector) -> bool:
