@@ -22,9 +22,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import repeat
@@ -38,22 +39,26 @@ from xxhash import xxh3_64_intdigest
 
 from syncd.config import Config, SuppressionConfig, VendorConfig
 from syncd.errors import ConfigError
-from syncd.source import Block, Export, defect
+from syncd.parallel import forked
+from syncd.source import Bad, Export, defect
 from syncd.state import OPEN_STATUSES, Store, chunked, iso
 from syncd.vendors.base import Connector, Contact
 
-CHUNK = 2000
+# exports at least this big are scanned in a second process while this one compares and
+# records the deltas (tests lower it to run both ways)
+FORK_ABOVE = 8 * 1024 * 1024
+CHUNK = 8000  # candidates compared and written at a time (3 x CHUNK SQL parameters at most)
 SAMPLES = 5
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 
-def fingerprint(text: str, seed: int) -> int:
+def fingerprint(text: bytes, seed: int) -> int:
     """A seeded 63-bit XXH3 of a row's text (fits a signed SQLite integer).
 
     XXH3 rather than a cryptographic hash: it is one C call per row, which is most of what
     keeps the fast path near a bare CSV pass; the rows are not adversarial.
     """
-    return xxh3_64_intdigest(text.encode("utf-8", "surrogateescape"), seed) >> 1
+    return xxh3_64_intdigest(text, seed) >> 1
 
 
 def config_salt(cfg: Config) -> int:
@@ -198,7 +203,7 @@ class _Candidate:
     line: int
     key: str
     row: list[str]
-    text: str  # the change text the fingerprint is taken of
+    text: bytes  # the change text the fingerprint is taken of
 
 
 Suppressor = Callable[[str, str, Sequence[str]], dict[str, str]]
@@ -252,61 +257,49 @@ class Differ:
         seen = np.zeros(len(known), dtype=np.int64)  # the line each was seen on, 0 = not yet
         self.known, self.seen = known, seen
         self.cand_lines: dict[str, int] = {}
-        self.kidx = export.key_index
         self.buffer: list[_Candidate] = []
-        unchanged = 0
-        for block in export.blocks():
-            for item in block.bad:
+        unchanged = records = 0
+        parts = scan(export, known, self.salt)
+        if export.size >= FORK_ABOVE and os.cpu_count() != 1:
+            parts = forked(parts, what=f"reading {export.path}")
+        for part in parts:
+            records += part.records
+            for item in part.bad:
                 self._quarantine(item.line, item.key, None, item.reason)
-            hit, where = self._lookup(block.texts)
-            found = where[hit]
+            found = part.hits
             if seen[found].any() or np.unique(found).size < found.size:
-                unchanged += self._repeats(block, np.flatnonzero(hit).tolist(), found.tolist())
-            else:  # the usual block: every hit a different known row seen for the first time
-                seen[found] = np.asarray(block.lines, dtype=np.int64)[hit]
+                unchanged += self._repeats(found.tolist(), part.lines.tolist())
+            else:  # the usual part: every hit a different known row seen for the first time
+                seen[found] = part.lines
                 unchanged += found.size
-            for j in np.flatnonzero(~hit).tolist():
-                self._candidate(block.lines[j], block.rows[j], block.texts[j], export)
+            for line, row, text in part.misses:
+                self._candidate(line, row, text, export)
         if self.buffer:
             self._flush(self.buffer, export.header)
-        plan.rows_read = export.rows_read
+        plan.rows_read = records
         plan.unchanged = unchanged
         for vplan in plan.vendors.values():
             vplan.counts["unchanged"] += unchanged
         self._gone()
         return plan
 
-    def _lookup(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Which rows are byte-for-byte a known row, and where in `known` each would be.
-
-        Fingerprinting is a chain of C-level maps and the look-up one vectorised binary
-        search: no Python code runs per row here.
-        """
-        raw = map(str.encode, texts, repeat("utf-8"), repeat("surrogateescape"))
-        hashes = np.fromiter(
-            map(xxh3_64_intdigest, raw, repeat(self.salt)), dtype=np.uint64, count=len(texts)
-        )
-        hashes = (hashes >> np.uint64(1)).astype(np.int64)
-        known = self.known
-        where = np.searchsorted(known, hashes)
-        if not len(known):
-            return np.zeros(len(texts), dtype=bool), where
-        return known[np.minimum(where, len(known) - 1)] == hashes, where
-
-    def _repeats(self, block: Block, hits: list[int], found: list[int]) -> int:
-        """Known rows met again in this block or before: the first occurrence wins."""
+    def _repeats(self, found: list[int], lines: list[int]) -> int:
+        """Known rows met again (a row repeated byte for byte): the first occurrence wins."""
         unchanged = 0
-        kidx = self.kidx
-        for j, i in zip(hits, found, strict=True):
-            line = block.lines[j]
-            if self.seen[i]:
-                self._duplicate(line, block.rows[j][kidx].strip(), int(self.seen[i]))
+        for i, line in zip(found, lines, strict=True):
+            first = int(self.seen[i])
+            if first:
+                key = self.store.scalar(
+                    "SELECT key FROM contacts WHERE rhash = ? AND gone_at IS NULL",
+                    (int(self.known[i]),),
+                )
+                self._duplicate(line, key, first)
             else:
                 self.seen[i] = line
                 unchanged += 1
         return unchanged
 
-    def _candidate(self, line: int, row: list[str], text: str, export: Export) -> None:
+    def _candidate(self, line: int, row: list[str], text: bytes, export: Export) -> None:
         """A new or changed row: checked now, projected and compared a chunk at a time."""
         key = row[export.key_index].strip()
         if not key:
@@ -364,7 +357,10 @@ class Differ:
             )
         open_rows: dict[tuple[str, str], tuple[int, str, str]] = {}
         for did, v, k, status, h in self.conn.execute(
-            f"SELECT id, vendor, key, status, hash FROM deliveries WHERE key IN ({marks}) "
+            # by key: without statistics the planner would rather scan a big table than
+            # look thousands of keys up
+            f"SELECT id, vendor, key, status, hash FROM deliveries INDEXED BY deliveries_key "
+            f"WHERE key IN ({marks}) "
             f"AND status IN {OPEN_STATUSES!r} ORDER BY id",
             keys,
         ):
@@ -396,10 +392,14 @@ class Differ:
             ):
                 rhash = fingerprint(cand.text, self.salt)
             else:  # quarantined for a vendor: look at the row again next run
-                rhash = fingerprint("\x00requarantine\x00" + cand.key, self.salt)
+                rhash = fingerprint(f"\x00requarantine\x00{cand.key}".encode(), self.salt)
             email, phone = reach[cand.key]
             attrs = json.dumps(dict(zip(header, cand.row, strict=False)), ensure_ascii=False)
             contact_rows.append((cand.key, attrs, email, phone, rhash, self.ts, self.ts))
+        # written in key order: each B-tree page is visited once, not once per row, which
+        # is most of the cost of recording deltas into tables of a million rows
+        self._new_deliveries.sort(key=itemgetter(2))
+        contact_rows.sort(key=itemgetter(0))
         self.conn.executemany(
             "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, reason, "
             "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -582,6 +582,42 @@ class Differ:
             return None
         plan.refused = reason
         return reason
+
+
+@dataclass
+class Scan:
+    """What the fast path found in a stretch of the export."""
+
+    hits: np.ndarray  # where in the known fingerprints each unchanged row is
+    lines: np.ndarray  # the line each of those starts on
+    misses: list[tuple[int, list[str], bytes]]  # (line, row, change text): new or changed
+    bad: list[Bad]
+    records: int
+
+
+def scan(export: Export, known: np.ndarray, salt: int) -> Iterator[Scan]:
+    """The fast path: each row's fingerprint looked up among the known ones.
+
+    A hit means the row is byte-for-byte what was last recorded, so no vendor can need
+    it: only its position goes on. Fingerprinting is a chain of C-level maps and the
+    look-up one vectorised binary search: no Python code runs per row here. It reads
+    nothing but the export and `known`, so it can run in another process (`forked`).
+    """
+    n = len(known)
+    for block in export.blocks():
+        hashes = np.fromiter(
+            map(xxh3_64_intdigest, block.texts, repeat(salt)),
+            dtype=np.uint64,
+            count=len(block.texts),
+        )
+        hashes = (hashes >> np.uint64(1)).astype(np.int64)
+        where = np.searchsorted(known, hashes)
+        hit = known[np.minimum(where, n - 1)] == hashes if n else np.zeros(len(hashes), bool)
+        lines = np.asarray(block.lines, dtype=np.int64)
+        misses = [
+            (block.lines[j], block.row(j), block.texts[j]) for j in np.flatnonzero(~hit).tolist()
+        ]
+        yield Scan(where[hit], lines[hit], misses, block.bad, block.records)
 
 
 def _on_new(proj: Projector) -> bool:

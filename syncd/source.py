@@ -16,10 +16,13 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import accumulate, islice, repeat
-from operator import add, itemgetter
+from functools import partial
+from itertools import accumulate, chain, compress, islice, repeat
+from operator import add, itemgetter, not_
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import numpy as np
 
 from syncd.config import SourceConfig
 from syncd.errors import NotSettledError, SourceError
@@ -29,6 +32,12 @@ FIELD_LIMIT = 1024 * 1024  # 1 MiB per field: anything larger is a broken export
 DELIMITERS = ",;\t|"
 BLOCK = 512  # records parsed at a time: small enough to stay in the CPU's caches
 SEP = "\x1f"  # joins the cells of a change text
+SEP_BYTES = SEP.encode()
+_CUTS: tuple[slice, slice] = (
+    slice(None),
+    slice(None, -1),
+)  # a raw line as it is, or without its last delimiter
+RAW_BYTES = 1024 * 1024  # bytes read at a time on the raw path
 
 csv.field_size_limit(FIELD_LIMIT)
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -89,6 +98,7 @@ class Export:
     def __init__(self, path: Path, cfg: SourceConfig) -> None:
         self.path = path
         self.cfg = cfg
+        self.size = path.stat().st_size if path.exists() else 0
         encoding = cfg.encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # strips a byte-order mark when there is one
@@ -131,10 +141,28 @@ class Export:
         keep = [i for i, h in enumerate(self.header) if h not in set(cfg.ignore_columns)]
         # the cells that count for change detection, as one C call per row (itemgetter of
         # one index gives the cell, not a sequence)
-        self._pick: Callable[[list[str]], Sequence[str]] = (
+        self._pick: Callable[[list[Any]], Sequence[Any]] = (
             itemgetter(*keep) if len(keep) > 1 else itemgetter(slice(keep[0], keep[0] + 1))
         )
         self.rows_read = 0
+        self._raw_start = self._raw_offset()
+        if self._raw_start is not None:
+            self._texts = _texter(len(self.header), keep, self.delimiter.encode())
+
+    def _raw_offset(self) -> int | None:
+        """Where the rows start in bytes, when `_raw_blocks` can read this export: UTF-8, a
+        one-line header, a one-byte delimiter."""
+        if (
+            codecs.lookup(self.cfg.encoding).name != "utf-8"
+            or self._reader.line_num != 1
+            or len(self.delimiter.encode()) != 1
+            or self.delimiter in '"\r\n'
+        ):
+            return None
+        with self.path.open("rb") as fh:
+            first = fh.readline()
+        body = first.removesuffix(b"\n").removesuffix(b"\r")
+        return None if b"\r" in body else len(first)
 
     def close(self) -> None:
         self._fh.close()
@@ -147,6 +175,17 @@ class Export:
 
     def blocks(self) -> Iterator[Block]:
         """The records, a block at a time, with their start lines and change texts.
+
+        UTF-8 exports are read as bytes (`_raw_blocks`): a line with no quote and no lone CR
+        is a whole record, split on the delimiter without the csv module; the other lines
+        go through the csv module exactly as `_csv_blocks` would read them.
+        """
+        if self._raw_start is not None:
+            return self._raw_blocks()
+        return self._csv_blocks()
+
+    def _csv_blocks(self) -> Iterator[Block]:
+        """The records through the csv module, a block at a time.
 
         The csv module parses a whole block in one C call (`list.extend(islice(...))`), and
         what every record needs (its width checked, its change text, the line it starts
@@ -187,23 +226,109 @@ class Export:
         ):  # the usual block: every row of the header's width, or one empty cell more
             texts = list(map(SEP.join, map(pick, records)))
             starts = _starts(records, first, consumed, texts)
-            return Block(starts[:-1], records, texts, records=len(records), end=starts[-1])
+            return Block(starts[:-1], records, _encode(texts), records=len(records), end=starts[-1])
         starts = _starts(records, first, None, None)
         block = Block([], [], [], end=starts[-1])
         for start, row in zip(starts, records, strict=False):
-            n = len(row)
-            if not n:
-                continue  # a blank line
-            block.records += 1
-            if n < width or (n > width and any(c.strip() for c in row[width:])):
-                key = row[self.key_index].strip() if n > self.key_index else None
-                reason = f"has {n} field{'s' if n != 1 else ''}, the header has {width}"
-                block.bad.append(Bad(start, key or None, reason))
-                continue
-            block.lines.append(start)
-            block.rows.append(row)
-            block.texts.append(SEP.join(pick(row)))
+            self._one(block, start, row)
         return block
+
+    def _one(self, block: Block, start: int, row: list[str]) -> None:
+        """Add one record parsed by the csv module to `block`: kept, bad, or a blank line."""
+        width, n = len(self.header), len(row)
+        if not n:
+            return  # a blank line
+        block.records += 1
+        if n < width or (n > width and "".join(row[width:]).strip()):
+            key = row[self.key_index].strip() if n > self.key_index else None
+            reason = f"has {n} field{'s' if n != 1 else ''}, the header has {width}"
+            block.bad.append(Bad(start, key or None, reason))
+            return
+        block.lines.append(start)
+        block.rows.append(row)
+        block.texts.append(SEP.join(self._pick(row)).encode("utf-8", "surrogateescape"))
+
+    def _raw_blocks(self) -> Iterator[Block]:
+        """The records of a UTF-8 export, read as bytes a megabyte at a time.
+
+        `bytes.splitlines` splits lines as the file object does (CRLF, LF or a lone CR).
+        A line without a quote that splits on the delimiter to the header's width is a
+        record by itself: its change text is its own bytes, and nothing is decoded unless
+        it turns out new or changed. Every other line is handed to the csv module, from
+        where the last record ended, and the csv module decides how many lines its record
+        takes (a quoted field may run on past the block: the lines are read for it). So
+        a stray quote costs speed, never a wrong record.
+        """
+        width, delimiter = len(self.header), self.delimiter.encode()
+        assert self._raw_start is not None
+        with self.path.open("rb") as fh:
+            fh.seek(self._raw_start)
+            line, carry = 2, b""  # the line the block starts on (the header is line 1)
+            while chunk := carry + fh.read(RAW_BYTES):
+                if not chunk.endswith(b"\n"):
+                    chunk += fh.readline()  # never end between a CR and its LF
+                lines = chunk.splitlines(keepends=True)
+                n = len(lines)
+                simple = list(map(not_, map(bytes.count, lines, repeat(b'"'))))
+                stripped = list(map(bytes.rstrip, compress(lines, simple), repeat(b"\r\n")))
+                count = partial(np.fromiter, dtype=np.int64, count=len(stripped))
+                widths = count(map(bytes.count, stripped, repeat(delimiter))) + 1
+                trailing = count(map(bytes.endswith, stripped, repeat(delimiter))) > 0
+                fits = (widths == width) | ((widths == width + 1) & trailing)
+                if width == 1:
+                    fits &= count(map(len, stripped)) > 0  # a blank line is no record
+                raw = np.zeros(n, dtype=bool)
+                raw[np.flatnonzero(simple)[fits]] = True
+                fitting = raw.copy()
+                block, rest = self._others(lines, raw, line, fh)
+                fits[fits] = raw[fitting]  # the csv module may have taken some for a record
+                good = compress(stripped, fits.tolist())
+                cut = map(_CUTS.__getitem__, (widths[fits] > width).tolist())
+                bodies = list(map(bytes.__getitem__, good, cut))  # the empty trailing cell off
+                starts = (np.flatnonzero(raw) + line).tolist()
+                block.merge(starts, bodies, list(self._texts(bodies)))
+                block.records += len(bodies)
+                line += n + rest.taken
+                carry = rest.carry
+                block.end = line
+                self.rows_read += block.records
+                yield block
+
+    def _others(
+        self, lines: list[bytes], raw: np.ndarray, first: int, fh: IO[bytes]
+    ) -> tuple[Block, _Rest]:
+        """The records that start on lines the raw path cannot read, through the csv module.
+
+        Each run starts where a record ended, so the csv module is never handed half a
+        record. Lines a record takes are unmarked in `raw`: they belong to that record.
+        """
+        block, rest, n, taken = Block([], [], []), _Rest(fh), len(lines), 0
+        block.delimiter = self.delimiter.encode()
+        decode = partial(map, bytes.decode)
+        for j in np.flatnonzero(~raw).tolist():
+            if j < taken:
+                continue  # part of the record before
+            ahead = map(lines.__getitem__, range(j, n))  # not islice: it steps over j lines
+            feed = chain(decode(ahead, repeat("utf-8"), repeat("surrogateescape")), rest)
+            reader = csv.reader(feed, delimiter=self.delimiter, strict=True)
+            done = 0
+            while True:
+                start = first + j + done
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    block.records += 1
+                    block.bad.append(Bad(start, None, _explain(exc)))
+                else:
+                    self._one(block, start, row)
+                done = reader.line_num
+                if j + done >= n or raw[j + done]:
+                    break  # the block's end, or a line the raw path reads
+            raw[j : j + done] = False
+            taken = j + done
+        return block, rest
 
     def rows(self, on_bad: Callable[[Bad], None]) -> Iterator[tuple[int, list[str]]]:
         """Record by record, in file order: `(line, row)` for good rows, cut to the header's
@@ -211,7 +336,7 @@ class Export:
         width = len(self.header)
         for block in self.blocks():
             items: list[tuple[int, list[str] | Bad]] = [
-                (line, row[:width]) for line, row in zip(block.lines, block.rows, strict=True)
+                (line, block.row(j)[:width]) for j, line in enumerate(block.lines)
             ]
             items += [(item.line, item) for item in block.bad]
             for line, item in sorted(items, key=itemgetter(0)):
@@ -232,11 +357,28 @@ class Block:
     """
 
     lines: list[int]
-    rows: list[list[str]]
-    texts: list[str]
+    rows: list[Any]  # each a list[str], or a line read raw (bytes): `row(j)` splits it
+    texts: list[bytes]  # UTF-8
     bad: list[Bad] = field(default_factory=list)
     records: int = 0  # records read, good and bad (blank lines are not records)
     end: int = 0  # the line after the block's last record
+    delimiter: bytes = b","  # splits the rows read raw
+
+    def row(self, j: int) -> list[str]:
+        row = self.rows[j]
+        if isinstance(row, bytes):
+            return [c.decode("utf-8", "surrogateescape") for c in row.split(self.delimiter)]
+        return row  # type: ignore[no-any-return]
+
+    def merge(self, lines: list[int], rows: list[bytes], texts: list[bytes]) -> None:
+        """Add rows read raw, keeping the block in file order."""
+        if not self.lines:
+            self.lines, self.rows, self.texts = lines, rows, texts
+            return
+        order = np.argsort(np.array(self.lines + lines), kind="stable").tolist()
+        for name, extra in (("lines", lines), ("rows", rows), ("texts", texts)):
+            both = getattr(self, name) + extra
+            setattr(self, name, [both[k] for k in order])
 
 
 def _starts(
@@ -259,6 +401,65 @@ def _starts(
             return list(accumulate(map(add, extra, repeat(1)), initial=first))
     extra = [_breaks(SEP.join(row)) for row in records]
     return list(accumulate(map(add, extra, repeat(1)), initial=first))
+
+
+def _texter(
+    width: int, keep: list[int], delimiter: bytes
+) -> Callable[[list[bytes]], Iterator[bytes]]:
+    """Change texts straight from raw lines of the header's width, as C-level maps.
+
+    The same bytes as `SEP.join` of the kept cells, UTF-8 encoded. The ignored columns are
+    cut out with one split bounded to reach them from the nearer end (a handful of pieces
+    rather than a piece per column); the delimiters left become `SEP`.
+    """
+    to_sep = partial(map, bytes.replace)
+    if len(keep) == width:
+        return lambda lines: to_sep(lines, repeat(delimiter), repeat(SEP_BYTES))
+    ignored = sorted(set(range(width)) - set(keep))
+    first, last = ignored[0], ignored[-1]
+    if first and width - first < last + 1:  # from the right: the rest of the line, then cells
+        cuts = width - first
+        parts = [0] + [k for k in range(1, cuts + 1) if first + k - 1 in keep]
+
+        def split(lines: list[bytes]) -> Iterator[list[bytes]]:
+            return map(bytes.rsplit, lines, repeat(delimiter), repeat(cuts))
+    else:  # from the left: cells, then the rest of the line
+        cuts = last + 1
+        parts = [k for k in range(last + 1) if k in keep] + ([last + 1] if cuts < width else [])
+
+        def split(lines: list[bytes]) -> Iterator[list[bytes]]:
+            return map(bytes.split, lines, repeat(delimiter), repeat(cuts))
+
+    pick = itemgetter(*parts) if len(parts) > 1 else itemgetter(slice(parts[0], parts[0] + 1))
+    return lambda lines: to_sep(
+        map(delimiter.join, map(pick, split(lines))), repeat(delimiter), repeat(SEP_BYTES)
+    )
+
+
+def _encode(texts: list[str]) -> list[bytes]:
+    return list(map(str.encode, texts, repeat("utf-8"), repeat("surrogateescape")))
+
+
+class _Rest:
+    """Lines past a raw block, read for a record whose quoted field runs on; what was read
+    and not taken is carried to the next block."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh, self.taken, self.carry = fh, 0, b""
+        self._lines: list[bytes] = []
+
+    def __iter__(self) -> _Rest:
+        return self
+
+    def __next__(self) -> str:
+        if not self._lines:
+            self._lines = self.fh.readline().splitlines(keepends=True)[::-1]
+            if not self._lines:
+                raise StopIteration
+        self.taken += 1
+        line = self._lines.pop()
+        self.carry = b"".join(reversed(self._lines))
+        return line.decode("utf-8", "surrogateescape")
 
 
 def _breaks(text: str) -> int:

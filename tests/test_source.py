@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from syncd import source
 from syncd.config import SourceConfig
 from syncd.errors import NotSettledError, SourceError
+from syncd.sample import rows as sample_rows
+from syncd.sample import write_export
 from syncd.source import Bad, Export, defect, find_export
 
 
@@ -102,3 +108,96 @@ def test_an_export_still_being_written_is_not_read(tmp_path: Path) -> None:
     newer = tmp_path / "contacts-2.csv"
     newer.write_text("Record ID\n1\n", encoding="utf-8")
     assert find_export(c, now) == p  # the newest *settled* match
+
+
+# --- the raw path reads exactly what the csv module reads --------------------------------
+PIECES = [
+    b"1",
+    b"2",
+    b"k",
+    b";",
+    b'"',
+    b'""',
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\x00",
+    b"\xe9",
+    b" ",
+    b"\xc3\xa9",
+    b"a@b.co",
+]
+
+
+def both_ways(path: Path, **kw: object) -> tuple[list[object], list[object], bool]:
+    """Every record read raw and through the csv module: line, row, change text, or the
+    bad record; and whether the raw path could read the file at all."""
+    out = []
+    used = False
+    for raw in (True, False):
+        items: list[tuple[object, ...]] = []
+        with Export(path, cfg(path, **kw)) as export:
+            used = used or export._raw_start is not None
+            if not raw:
+                export._raw_start = None
+            width = len(export.header)
+            for block in export.blocks():
+                for j, line in enumerate(block.lines):
+                    items.append((line, block.row(j)[:width], block.texts[j]))
+                items += [(item.line, item) for item in block.bad]
+            items.sort(key=lambda item: item[0])  # type: ignore[arg-type,return-value]
+            items.append(("records", export.rows_read))
+        out.append(list(items))
+    return out[0], out[1], used
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.lists(st.sampled_from(PIECES), max_size=80).map(b"".join),
+    block=st.integers(1, 64),
+    header=st.sampled_from(
+        [b"Record ID;Name;Notes;Date\r\n", b"Record ID;Name\n", b"Record ID\n", b"A;Record ID;B\n"]
+    ),
+    ignore=st.sampled_from([(), ("Name",), ("Notes",), ("Name", "Date"), ("A", "B"), ("Date",)]),
+)
+def test_raw_and_csv_reading_agree(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    block: int,
+    header: bytes,
+    ignore: tuple[str, ...],
+) -> None:
+    """Lines, rows, change texts and bad records, with blocks ending anywhere."""
+    monkeypatch.setattr(source, "RAW_BYTES", block)
+    path = tmp_path / "e.csv"
+    path.write_bytes(header + body)
+    raw, csv_read, used = both_ways(path, delimiter=";", ignore_columns=ignore)
+    assert used
+    assert raw == csv_read
+
+
+def test_the_raw_path_reads_the_sample_exports_like_the_csv_module(tmp_path: Path) -> None:
+    data = list(sample_rows(300))
+    data[7][14] = 'a stray " quote'
+    data[9][1] = "lone\rcarriage return"
+    path = write_export(tmp_path / "e.csv", data)
+    raw, csv_read, used = both_ways(path, ignore_columns=("Last Activity Date",))
+    assert used and raw == csv_read
+    assert len(raw) == 301  # every row, and the count
+
+
+def test_list_extend_keeps_what_it_took_before_an_error() -> None:
+    """The csv path leans on it: the records before a bad one are not lost."""
+
+    def items() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ValueError
+
+    got: list[int] = []
+    with pytest.raises(ValueError):
+        got.extend(items())
+    assert got == [1, 2]

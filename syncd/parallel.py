@@ -1,0 +1,92 @@
+"""Run a generator in a forked child process and consume what it yields in this one.
+
+The nightly diff has two halves that need not wait for each other: parsing and
+fingerprinting a million-row export (pure CPU in Python, which holds the GIL) and comparing
+and recording the few new and changed rows (mostly SQLite). A forked child does the first
+while the parent does the second, on the second core that a thread could not use.
+
+The child inherits what the parent had built (the sorted known fingerprints, the open
+export) without copying, sends items over a pipe as it makes them, and leaves with
+`os._exit` through multiprocessing: it never closes or touches the parent's SQLite
+connection. If the parent stops early (an error, a guard, a signal), the child is killed.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import queue
+import threading
+import traceback
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import TypeVar
+
+from syncd.errors import SourceError
+
+T = TypeVar("T")
+
+
+def forked(items: Iterator[T], *, what: str) -> Iterator[T]:
+    """Yield what `items` yields, computed in a forked child. `what` names the work in
+    the error raised when the child fails.
+
+    A thread drains the pipe into a queue as items arrive, so the child never waits while
+    this process is busy (SQLite releases the GIL): the two halves overlap fully.
+    """
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(items, send), daemon=True, name="syncd-scan")
+    child.start()
+    send.close()
+    inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+    drain = threading.Thread(target=_drain, args=(receive, inbox), daemon=True)
+    drain.start()
+    try:
+        while True:
+            kind, item = inbox.get()
+            if kind == "item":
+                yield item  # type: ignore[misc]
+            elif kind == "error":
+                raise SourceError(f"{what}: {item}")
+            elif kind == "eof":
+                child.join()
+                raise SourceError(
+                    f"{what}: the reading process ended without finishing "
+                    f"(exit code {child.exitcode})",
+                    hint="look for an out-of-memory kill in the system log, then run again",
+                )
+            else:
+                return
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        drain.join()
+        receive.close()
+
+
+def _drain(receive: Connection, inbox: queue.SimpleQueue[tuple[str, object]]) -> None:
+    while True:
+        try:
+            message = receive.recv()
+        except (EOFError, OSError):
+            inbox.put(("eof", None))
+            return
+        inbox.put(message)
+        if message[0] != "item":
+            return
+
+
+def _child(items: Iterator[object], send: Connection) -> None:
+    gc.freeze()  # the parent's objects are never collected here: no copy-on-write of them
+    try:
+        for item in items:
+            send.send(("item", item))
+    except BrokenPipeError:
+        return  # the parent stopped listening
+    except BaseException as exc:  # reported to the parent, which raises it
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        send.send(("error", str(exc) if getattr(exc, "hint", None) else detail))
+        return
+    send.send(("done", None))
