@@ -47,7 +47,7 @@ from syncd.vendors.base import Connector, Contact
 # exports at least this big are scanned in a second process while this one compares and
 # records the deltas (tests lower it to run both ways)
 FORK_ABOVE = 8 * 1024 * 1024
-CHUNK = 8000  # candidates compared and written at a time (3 x CHUNK SQL parameters at most)
+CHUNK = 2000  # candidates compared and written at a time (3 x CHUNK SQL parameters at most)
 SAMPLES = 5
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
@@ -243,19 +243,12 @@ class Differ:
                 vcfg, self.connectors[name], export.header, self.cfg.source.phone_region
             )
             plan.vendors[name] = VendorPlan(name, self.connectors[name].kind)
-        # the live fingerprints, sorted (a partial index hands them over in order)
-        known = np.fromiter(
-            map(
-                itemgetter(0),
-                self.conn.execute(
-                    "SELECT rhash FROM contacts WHERE gone_at IS NULL ORDER BY rhash"
-                ),
-            ),
-            dtype=np.int64,
-        )
+        known = self._known()
         plan.known = len(known)
         seen = np.zeros(len(known), dtype=np.int64)  # the line each was seen on, 0 = not yet
         self.known, self.seen = known, seen
+        self.replaced = np.zeros(len(known), dtype=bool)  # known rows given a new fingerprint
+        self.added: list[int] = []  # the fingerprints written for candidates
         self.cand_lines: dict[str, int] = {}
         self.buffer: list[_Candidate] = []
         unchanged = records = 0
@@ -281,7 +274,29 @@ class Differ:
         for vplan in plan.vendors.values():
             vplan.counts["unchanged"] += unchanged
         self._gone()
+        self._cache()
         return plan
+
+    def _known(self) -> np.ndarray:
+        """The live fingerprints, sorted: the cached blob when no contact changed since it
+        was written, else from the partial index (which hands them over in order)."""
+        cached = self.conn.execute(
+            "SELECT live FROM fingerprint_cache JOIN contacts_generation USING (generation)"
+        ).fetchone()
+        if cached:
+            return np.frombuffer(cached[0], dtype="<i8")
+        sql = "SELECT rhash FROM contacts WHERE gone_at IS NULL ORDER BY rhash"
+        return np.fromiter(map(itemgetter(0), self.conn.execute(sql)), dtype=np.int64)
+
+    def _cache(self) -> None:
+        """Write the fingerprints live after this diff, for the next one."""
+        kept = self.known[(self.seen != 0) & ~self.replaced]
+        live = np.sort(np.concatenate([kept, np.array(self.added, dtype=np.int64)]))
+        self.conn.execute(
+            "INSERT OR REPLACE INTO fingerprint_cache (id, generation, live) "
+            "VALUES (1, (SELECT generation FROM contacts_generation), ?)",
+            (live.astype("<i8").tobytes(),),
+        )
 
     def _repeats(self, found: list[int], lines: list[int]) -> int:
         """Known rows met again (a row repeated byte for byte): the first occurrence wins."""
@@ -387,12 +402,14 @@ class Differ:
                     if first:
                         self._duplicate(first, cand.key, cand.line)
                     seen[i] = cand.line
+                    self.replaced[i] = True
             if self._vendors(
                 cand, projections[cand.key], old, acked, open_rows, suppressed, header
             ):
                 rhash = fingerprint(cand.text, self.salt)
             else:  # quarantined for a vendor: look at the row again next run
                 rhash = fingerprint(f"\x00requarantine\x00{cand.key}".encode(), self.salt)
+            self.added.append(rhash)
             email, phone = reach[cand.key]
             attrs = json.dumps(dict(zip(header, cand.row, strict=False)), ensure_ascii=False)
             contact_rows.append((cand.key, attrs, email, phone, rhash, self.ts, self.ts))

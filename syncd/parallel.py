@@ -13,8 +13,11 @@ connection. If the parent stops early (an error, a guard, a signal), the child i
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
 import multiprocessing
+import pickle
 import queue
 import threading
 import traceback
@@ -25,6 +28,8 @@ from typing import TypeVar
 from syncd.errors import SourceError
 
 T = TypeVar("T")
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+PIPE_BYTES = 1024 * 1024  # the most an unprivileged process may ask for by default
 
 
 def forked(items: Iterator[T], *, what: str) -> Iterator[T]:
@@ -36,15 +41,18 @@ def forked(items: Iterator[T], *, what: str) -> Iterator[T]:
     """
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
+    with contextlib.suppress(OSError):  # Linux: room for a few items, so the child rarely waits
+        fcntl.fcntl(receive.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
     child = ctx.Process(target=_child, args=(items, send), daemon=True, name="syncd-scan")
     child.start()
     send.close()
-    inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
     drain = threading.Thread(target=_drain, args=(receive, inbox), daemon=True)
     drain.start()
     try:
         while True:
-            kind, item = inbox.get()
+            message = inbox.get()
+            kind, item = ("eof", None) if message is None else pickle.loads(message)
             if kind == "item":
                 yield item  # type: ignore[misc]
             elif kind == "error":
@@ -66,15 +74,14 @@ def forked(items: Iterator[T], *, what: str) -> Iterator[T]:
         receive.close()
 
 
-def _drain(receive: Connection, inbox: queue.SimpleQueue[tuple[str, object]]) -> None:
+def _drain(receive: Connection, inbox: queue.SimpleQueue[bytes | None]) -> None:
+    """Move messages from the pipe to the queue; unpickling is left to the consumer, so
+    this thread needs the GIL only briefly (the consumer is busy in Python)."""
     while True:
         try:
-            message = receive.recv()
+            inbox.put(receive.recv_bytes())
         except (EOFError, OSError):
-            inbox.put(("eof", None))
-            return
-        inbox.put(message)
-        if message[0] != "item":
+            inbox.put(None)
             return
 
 

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from syncd import log as logmod
@@ -28,8 +29,22 @@ def _integrity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             conn = sqlite3.connect(path)
             try:
                 assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok", path
+                assert_fingerprint_cache_holds(conn)
             finally:
                 conn.close()
+
+
+def assert_fingerprint_cache_holds(conn: sqlite3.Connection) -> None:
+    """A fingerprint cache that claims to be current is exactly the live contacts'."""
+    try:
+        cached = conn.execute(
+            "SELECT live FROM fingerprint_cache JOIN contacts_generation USING (generation)"
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return  # not a syncd store
+    if cached:
+        live = [r for (r,) in conn.execute("SELECT rhash FROM contacts WHERE gone_at IS NULL")]
+        assert np.frombuffer(cached[0], dtype="<i8").tolist() == sorted(live)
 
 
 @pytest.fixture(autouse=True)

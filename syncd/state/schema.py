@@ -244,3 +244,35 @@ def m004_live_rhash_index(db: Database) -> None:
         CREATE INDEX contacts_live_rhash ON contacts(rhash) WHERE gone_at IS NULL;
         """
     )
+
+
+@migrations()
+def m005_fingerprint_cache(db: Database) -> None:
+    """The live fingerprints as one sorted blob, so the diff loads them in milliseconds
+    rather than stepping through a million index entries (0.4-0.7 s at a million contacts).
+
+    The blob holds for the `contacts` generation it was written at; a trigger moves the
+    generation on with every change to a contact's fingerprint or liveness, made by
+    whatever (the diff, an operator's UPDATE), so a stale blob is never used: the diff
+    then reads the index and writes the blob anew.
+    """
+    db.executescript(
+        """
+        CREATE TABLE contacts_generation (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            generation INTEGER NOT NULL
+        );
+        INSERT INTO contacts_generation VALUES (1, 0);
+        CREATE TABLE fingerprint_cache (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            generation INTEGER NOT NULL,        -- contacts_generation when written
+            live BLOB NOT NULL                  -- the live rhash values, sorted int64 LE
+        );
+        CREATE TRIGGER contacts_generation_insert AFTER INSERT ON contacts
+        BEGIN UPDATE contacts_generation SET generation = generation + 1; END;
+        CREATE TRIGGER contacts_generation_update AFTER UPDATE OF rhash, gone_at ON contacts
+        BEGIN UPDATE contacts_generation SET generation = generation + 1; END;
+        CREATE TRIGGER contacts_generation_delete AFTER DELETE ON contacts
+        BEGIN UPDATE contacts_generation SET generation = generation + 1; END;
+        """
+    )
