@@ -24,12 +24,13 @@ import hashlib
 import json
 import os
 import re
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import repeat
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -200,10 +201,15 @@ class Plan:
 
 @dataclass
 class _Candidate:
+    """A new or changed row, prepared for comparison (in the scanning process, if forked)."""
+
     line: int
     key: str
     row: list[str]
     text: bytes  # the change text the fingerprint is taken of
+    views: dict[str, tuple[str, str] | str]  # vendor → (digest, payload), or why not
+    reach: tuple[str | None, str | None]  # normalised email and phone
+    attrs: str  # the row as JSON, for `contacts.attributes`
 
 
 Suppressor = Callable[[str, str, Sequence[str]], dict[str, str]]
@@ -248,12 +254,12 @@ class Differ:
         seen = np.zeros(len(known), dtype=np.int64)  # the line each was seen on, 0 = not yet
         self.known, self.seen = known, seen
         self.replaced = np.zeros(len(known), dtype=bool)  # known rows given a new fingerprint
-        self.added: list[int] = []  # the fingerprints written for candidates
+        self.added = array("q")  # the fingerprints written for candidates
         self.cand_lines: dict[str, int] = {}
         self.buffer: list[_Candidate] = []
         unchanged = records = 0
-        parts = scan(export, known, self.salt)
-        if export.size >= FORK_ABOVE and os.cpu_count() != 1:
+        parts = scan(export, known, self.salt, self._prepare)
+        if self.cfg.source.parallel and export.size >= FORK_ABOVE and os.cpu_count() != 1:
             parts = forked(parts, what=f"reading {export.path}")
         for part in parts:
             records += part.records
@@ -265,8 +271,8 @@ class Differ:
             else:  # the usual part: every hit a different known row seen for the first time
                 seen[found] = part.lines
                 unchanged += found.size
-            for line, row, text in part.misses:
-                self._candidate(line, row, text, export)
+            for miss in part.misses:
+                self._candidate(miss, export)
         if self.buffer:
             self._flush(self.buffer, export.header)
         plan.rows_read = records
@@ -290,18 +296,25 @@ class Differ:
 
     def _cache(self) -> None:
         """Write the fingerprints live after this diff, for the next one."""
-        kept = self.known[(self.seen != 0) & ~self.replaced]
-        live = np.sort(np.concatenate([kept, np.array(self.added, dtype=np.int64)]))
-        self.conn.execute(
+        keep = (self.seen != 0) & ~self.replaced
+        kept = int(keep.sum())
+        live = np.empty(kept + len(self.added), dtype="<i8")
+        np.compress(keep, self.known, out=live[:kept])
+        live[kept:] = np.frombuffer(self.added, dtype=np.int64)
+        live.sort()
+        cur = self.conn.execute(
             "INSERT OR REPLACE INTO fingerprint_cache (id, generation, live) "
-            "VALUES (1, (SELECT generation FROM contacts_generation), ?)",
-            (live.astype("<i8").tobytes(),),
+            "VALUES (1, (SELECT generation FROM contacts_generation), zeroblob(?))",
+            (live.nbytes,),
         )
+        with self.conn.blobopen("fingerprint_cache", "live", cur.lastrowid or 1) as blob:
+            for start in range(0, live.nbytes, 1 << 20):  # no copy of the whole array
+                blob.write(live.data.cast("B")[start : start + (1 << 20)])
 
     def _repeats(self, found: list[int], lines: list[int]) -> int:
         """Known rows met again (a row repeated byte for byte): the first occurrence wins."""
         unchanged = 0
-        for i, line in zip(found, lines, strict=True):
+        for i, line in sorted(zip(found, lines, strict=True), key=itemgetter(1)):
             first = int(self.seen[i])
             if first:
                 key = self.store.scalar(
@@ -314,22 +327,41 @@ class Differ:
                 unchanged += 1
         return unchanged
 
-    def _candidate(self, line: int, row: list[str], text: bytes, export: Export) -> None:
-        """A new or changed row: checked now, projected and compared a chunk at a time."""
+    def _prepare(self, line: int, row: list[str], text: bytes, export: Export) -> _Candidate | Bad:
+        """What a new or changed row is for each vendor, or why it cannot be used at all.
+
+        A function of the row and the configuration only, so the scan runs it (in the
+        scanning process, when forked): the comparing process is left with the store.
+        """
         key = row[export.key_index].strip()
         if not key:
-            self._quarantine(line, None, None, f"empty key column {self.cfg.source.key!r}")
-            return
+            return Bad(line, None, f"empty key column {self.cfg.source.key!r}")
         problem = defect(row, export.header, self.cfg.source.encoding)
         if problem:
-            self._quarantine(line, key, None, problem)
+            return Bad(line, key, problem)
+        views: dict[str, tuple[str, str] | str] = {}
+        contacts: dict[str, Contact] = {}
+        for name, proj in self.projectors.items():
+            projected = proj.project(key, row)
+            if isinstance(projected, str):
+                views[name] = projected
+            else:
+                contacts[name] = projected
+                views[name] = (proj.digest(projected, row), _payload(projected))
+        attrs = json.dumps(dict(zip(export.header, row, strict=False)), ensure_ascii=False)
+        return _Candidate(line, key, row, text, views, self._reach(contacts), attrs)
+
+    def _candidate(self, miss: _Candidate | Bad, export: Export) -> None:
+        """A new or changed row: compared with the store a chunk at a time."""
+        if isinstance(miss, Bad):
+            self._quarantine(miss.line, miss.key, None, miss.reason)
             return
-        first = self.cand_lines.get(key)
+        first = self.cand_lines.get(miss.key)
         if first is not None:
-            self._duplicate(line, key, first)
+            self._duplicate(miss.line, miss.key, first)
             return
-        self.cand_lines[key] = line
-        self.buffer.append(_Candidate(line, key, row, text))
+        self.cand_lines[miss.key] = miss.line
+        self.buffer.append(miss)
         if len(self.buffer) >= CHUNK:
             self._flush(self.buffer, export.header)
             self.buffer = []
@@ -380,11 +412,7 @@ class Differ:
             keys,
         ):
             open_rows[(v, k)] = (did, status, h)  # the latest wins
-        projections = {
-            c.key: {name: proj.project(c.key, c.row) for name, proj in self.projectors.items()}
-            for c in chunk
-        }
-        reach = {key: self._reach(projs) for key, projs in projections.items()}
+        reach = {c.key: c.reach for c in chunk}
         suppressed = suppressions(self.store, self.cfg.suppression, reach)
         self._new_deliveries: list[tuple[Any, ...]] = []
 
@@ -403,16 +431,13 @@ class Differ:
                         self._duplicate(first, cand.key, cand.line)
                     seen[i] = cand.line
                     self.replaced[i] = True
-            if self._vendors(
-                cand, projections[cand.key], old, acked, open_rows, suppressed, header
-            ):
+            if self._vendors(cand, old, acked, open_rows, suppressed, header):
                 rhash = fingerprint(cand.text, self.salt)
             else:  # quarantined for a vendor: look at the row again next run
                 rhash = fingerprint(f"\x00requarantine\x00{cand.key}".encode(), self.salt)
             self.added.append(rhash)
-            email, phone = reach[cand.key]
-            attrs = json.dumps(dict(zip(header, cand.row, strict=False)), ensure_ascii=False)
-            contact_rows.append((cand.key, attrs, email, phone, rhash, self.ts, self.ts))
+            email, phone = cand.reach
+            contact_rows.append((cand.key, cand.attrs, email, phone, rhash, self.ts, self.ts))
         # written in key order: each B-tree page is visited once, not once per row, which
         # is most of the cost of recording deltas into tables of a million rows
         self._new_deliveries.sort(key=itemgetter(2))
@@ -430,12 +455,10 @@ class Differ:
             contact_rows,
         )
 
-    def _reach(self, projections: dict[str, Contact | str]) -> tuple[str | None, str | None]:
+    def _reach(self, projections: dict[str, Contact]) -> tuple[str | None, str | None]:
         """The contact's normalised email and phone, from any vendor's typed fields."""
         email = phone = None
         for name, projected in projections.items():
-            if isinstance(projected, str):
-                continue
             for fname, kind in self.connectors[name].field_types.items():
                 value = projected.fields.get(fname)
                 if value and kind == "email" and email is None:
@@ -447,7 +470,6 @@ class Differ:
     def _vendors(
         self,
         cand: _Candidate,
-        projections: dict[str, Contact | str],
         old: tuple[int, str] | None,
         acked: dict[tuple[str, str], str],
         open_rows: dict[tuple[str, str], tuple[int, str, str]],
@@ -458,12 +480,12 @@ class Differ:
         clean = True
         for name, proj in self.projectors.items():
             vplan = self.plan.vendors[name]
-            projected = projections[name]
-            if isinstance(projected, str):
-                self._quarantine(cand.line, cand.key, name, projected)
+            view = cand.views[name]
+            if isinstance(view, str):
+                self._quarantine(cand.line, cand.key, name, view)
                 clean = False
                 continue
-            digest = proj.digest(projected, cand.row)
+            digest, payload = view
             state = acked.get((name, cand.key))
             opened = open_rows.get((name, cand.key))
             if state == digest:
@@ -482,18 +504,18 @@ class Differ:
                 continue
             reason = suppressed.get(cand.key)
             if reason and (trigger or self.cfg.suppression.upserts):
-                self._deliver(name, cand.key, kind, digest, projected, "skipped", reason)
+                self._deliver(name, cand.key, kind, digest, payload, "skipped", reason)
                 vplan.counts["skipped"] += 1
                 continue
             if trigger and (recent := self._recent_survey(cand.key)):
-                self._deliver(name, cand.key, kind, digest, projected, "skipped", recent)
+                self._deliver(name, cand.key, kind, digest, payload, "skipped", recent)
                 vplan.counts["skipped"] += 1
                 continue
             if opened and opened[1] in ("pending", "failed", "dead"):
-                self._supersede(opened[0], kind, digest, projected)
+                self._supersede(opened[0], kind, digest, payload)
                 vplan.counts[kind] += 1
                 continue
-            self._deliver(name, cand.key, kind, digest, projected, "pending", None)
+            self._deliver(name, cand.key, kind, digest, payload, "pending", None)
             vplan.counts[kind] += 1
             if len(vplan.samples) < SAMPLES:
                 before = json.loads(old[1]) if old else {}
@@ -534,7 +556,7 @@ class Differ:
         key: str,
         kind: str,
         digest: str,
-        contact: Contact,
+        payload: str,
         status: str,
         reason: str | None,
     ) -> None:
@@ -546,19 +568,19 @@ class Differ:
                 kind,
                 status,
                 digest,
-                _payload(contact),
+                payload,
                 reason,
                 self.ts,
                 self.ts,
             )
         )
 
-    def _supersede(self, did: int, kind: str, digest: str, contact: Contact) -> None:
+    def _supersede(self, did: int, kind: str, digest: str, payload: str) -> None:
         """A newer change replaces a delivery not yet sent: one send, with the latest data."""
         self.conn.execute(
             "UPDATE deliveries SET run_id = ?, kind = ?, status = 'pending', hash = ?, payload = ?, "
             "attempts = 0, reason = NULL, updated_at = ? WHERE id = ?",
-            (self.run_id, kind, digest, _payload(contact), self.ts, did),
+            (self.run_id, kind, digest, payload, self.ts, did),
         )
 
     def _set_status(self, did: int, status: str, reason: str) -> None:
@@ -607,12 +629,17 @@ class Scan:
 
     hits: np.ndarray  # where in the known fingerprints each unchanged row is
     lines: np.ndarray  # the line each of those starts on
-    misses: list[tuple[int, list[str], bytes]]  # (line, row, change text): new or changed
+    misses: list[_Candidate | Bad]  # new or changed rows, prepared, in file order
     bad: list[Bad]
     records: int
 
 
-def scan(export: Export, known: np.ndarray, salt: int) -> Iterator[Scan]:
+def scan(
+    export: Export,
+    known: np.ndarray,
+    salt: int,
+    prepare: Callable[[int, list[str], bytes, Export], _Candidate | Bad],
+) -> Iterator[Scan]:
     """The fast path: each row's fingerprint looked up among the known ones.
 
     A hit means the row is byte-for-byte what was last recorded, so no vendor can need
@@ -628,12 +655,18 @@ def scan(export: Export, known: np.ndarray, salt: int) -> Iterator[Scan]:
             count=len(block.texts),
         )
         hashes = (hashes >> np.uint64(1)).astype(np.int64)
-        where = np.searchsorted(known, hashes)
+        order = np.argsort(hashes)  # looked up in order: each search starts near the last
+        where = np.empty_like(order)
+        where[order] = np.searchsorted(known, hashes[order])
         hit = known[np.minimum(where, n - 1)] == hashes if n else np.zeros(len(hashes), bool)
         lines = np.asarray(block.lines, dtype=np.int64)
-        misses = [
-            (block.lines[j], block.row(j), block.texts[j]) for j in np.flatnonzero(~hit).tolist()
-        ]
+        misses = sorted(  # in file order: the first of two rows with one key wins
+            [
+                prepare(block.lines[j], block.row(j), block.texts[j], export)
+                for j in np.flatnonzero(~hit).tolist()
+            ],
+            key=attrgetter("line"),
+        )
         yield Scan(where[hit], lines[hit], misses, block.bad, block.records)
 
 

@@ -18,9 +18,9 @@ import fcntl
 import gc
 import multiprocessing
 import pickle
-import queue
 import threading
 import traceback
+from collections import deque
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import TypeVar
@@ -30,14 +30,17 @@ from syncd.errors import SourceError
 T = TypeVar("T")
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_BYTES = 1024 * 1024  # the most an unprivileged process may ask for by default
+INBOX_BYTES = 2 * 1024 * 1024
 
 
 def forked(items: Iterator[T], *, what: str) -> Iterator[T]:
     """Yield what `items` yields, computed in a forked child. `what` names the work in
     the error raised when the child fails.
 
-    A thread drains the pipe into a queue as items arrive, so the child never waits while
-    this process is busy (SQLite releases the GIL): the two halves overlap fully.
+    A thread drains the pipe into an inbox as items arrive, so the child does not wait
+    while this process is busy (SQLite releases the GIL) and the two halves overlap. The
+    inbox holds at most `INBOX_BYTES` of pickled items: when this side is the slower (a
+    first sync, where every row is new) the child waits, and memory stays bounded.
     """
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
@@ -46,7 +49,7 @@ def forked(items: Iterator[T], *, what: str) -> Iterator[T]:
     child = ctx.Process(target=_child, args=(items, send), daemon=True, name="syncd-scan")
     child.start()
     send.close()
-    inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    inbox = _Inbox(INBOX_BYTES)
     drain = threading.Thread(target=_drain, args=(receive, inbox), daemon=True)
     drain.start()
     try:
@@ -69,12 +72,45 @@ def forked(items: Iterator[T], *, what: str) -> Iterator[T]:
     finally:
         if child.is_alive():
             child.kill()
+        inbox.close()
         child.join()
         drain.join()
         receive.close()
 
 
-def _drain(receive: Connection, inbox: queue.SimpleQueue[bytes | None]) -> None:
+class _Inbox:
+    """Messages read ahead of the consumer, up to `limit` bytes; `None` is the end."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size, self.closed = limit, 0, False
+        self.messages: deque[bytes | None] = deque()
+        self.changed = threading.Condition()
+
+    def put(self, message: bytes | None) -> None:
+        with self.changed:
+            while self.size > self.limit and not self.closed:
+                self.changed.wait()
+            self.messages.append(message)
+            self.size += len(message or b"")
+            self.changed.notify_all()
+
+    def get(self) -> bytes | None:
+        with self.changed:
+            while not self.messages:
+                self.changed.wait()
+            message = self.messages.popleft()
+            self.size -= len(message or b"")
+            self.changed.notify_all()
+            return message
+
+    def close(self) -> None:
+        """The consumer stopped: never make the drain wait again."""
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
+
+
+def _drain(receive: Connection, inbox: _Inbox) -> None:
     """Move messages from the pipe to the queue; unpickling is left to the consumer, so
     this thread needs the GIL only briefly (the consumer is busy in Python)."""
     while True:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from itertools import accumulate, chain, compress, islice, repeat
+from itertools import accumulate, compress, islice, repeat
 from operator import add, itemgetter, not_
 from pathlib import Path
 from typing import IO, Any
@@ -280,40 +280,37 @@ class Export:
                 raw = np.zeros(n, dtype=bool)
                 raw[np.flatnonzero(simple)[fits]] = True
                 fitting = raw.copy()
-                block, rest = self._others(lines, raw, line, fh)
+                block, feed = self._others(lines, raw, line, fh)
                 fits[fits] = raw[fitting]  # the csv module may have taken some for a record
                 good = compress(stripped, fits.tolist())
                 cut = map(_CUTS.__getitem__, (widths[fits] > width).tolist())
                 bodies = list(map(bytes.__getitem__, good, cut))  # the empty trailing cell off
                 starts = (np.flatnonzero(raw) + line).tolist()
-                block.merge(starts, bodies, list(self._texts(bodies)))
+                block.add(starts, bodies, list(self._texts(bodies)))
                 block.records += len(bodies)
-                line += n + rest.taken
-                carry = rest.carry
+                line += n + feed.past
+                carry = feed.carry
                 block.end = line
                 self.rows_read += block.records
                 yield block
 
     def _others(
         self, lines: list[bytes], raw: np.ndarray, first: int, fh: IO[bytes]
-    ) -> tuple[Block, _Rest]:
+    ) -> tuple[Block, _Lines]:
         """The records that start on lines the raw path cannot read, through the csv module.
 
         Each run starts where a record ended, so the csv module is never handed half a
         record. Lines a record takes are unmarked in `raw`: they belong to that record.
         """
-        block, rest, n, taken = Block([], [], []), _Rest(fh), len(lines), 0
+        block, feed, n = Block([], [], []), _Lines(lines, fh), len(lines)
         block.delimiter = self.delimiter.encode()
-        decode = partial(map, bytes.decode)
+        reader = csv.reader(feed, delimiter=self.delimiter, strict=True)
         for j in np.flatnonzero(~raw).tolist():
-            if j < taken:
+            if j < feed.pos:
                 continue  # part of the record before
-            ahead = map(lines.__getitem__, range(j, n))  # not islice: it steps over j lines
-            feed = chain(decode(ahead, repeat("utf-8"), repeat("surrogateescape")), rest)
-            reader = csv.reader(feed, delimiter=self.delimiter, strict=True)
-            done = 0
+            feed.pos = j
             while True:
-                start = first + j + done
+                start = first + feed.pos
                 try:
                     row = next(reader)
                 except StopIteration:
@@ -323,12 +320,10 @@ class Export:
                     block.bad.append(Bad(start, None, _explain(exc)))
                 else:
                     self._one(block, start, row)
-                done = reader.line_num
-                if j + done >= n or raw[j + done]:
+                if feed.pos >= n or raw[feed.pos]:
                     break  # the block's end, or a line the raw path reads
-            raw[j : j + done] = False
-            taken = j + done
-        return block, rest
+            raw[j : feed.pos] = False
+        return block, feed
 
     def rows(self, on_bad: Callable[[Bad], None]) -> Iterator[tuple[int, list[str]]]:
         """Record by record, in file order: `(line, row)` for good rows, cut to the header's
@@ -349,7 +344,7 @@ class Export:
 @dataclass
 class Block:
     """Consecutive records: the usable rows, each with the physical line it starts on and
-    its change text, and the bad records.
+    its change text, and the bad records. Sort by line where order matters (see `add`).
 
     A row may hold blank cells past the header's width (the empty trailing column of
     spreadsheet round-trips): index it by column. Its change text is the cells that count
@@ -370,15 +365,12 @@ class Block:
             return [c.decode("utf-8", "surrogateescape") for c in row.split(self.delimiter)]
         return row  # type: ignore[no-any-return]
 
-    def merge(self, lines: list[int], rows: list[bytes], texts: list[bytes]) -> None:
-        """Add rows read raw, keeping the block in file order."""
-        if not self.lines:
-            self.lines, self.rows, self.texts = lines, rows, texts
-            return
-        order = np.argsort(np.array(self.lines + lines), kind="stable").tolist()
-        for name, extra in (("lines", lines), ("rows", rows), ("texts", texts)):
-            both = getattr(self, name) + extra
-            setattr(self, name, [both[k] for k in order])
+    def add(self, lines: list[int], rows: list[bytes], texts: list[bytes]) -> None:
+        """Add rows read raw, after those read through the csv module: a block read raw
+        is in file order within each kind, not across them."""
+        self.lines += lines
+        self.rows += rows
+        self.texts += texts
 
 
 def _starts(
@@ -440,25 +432,34 @@ def _encode(texts: list[str]) -> list[bytes]:
     return list(map(str.encode, texts, repeat("utf-8"), repeat("surrogateescape")))
 
 
-class _Rest:
-    """Lines past a raw block, read for a record whose quoted field runs on; what was read
-    and not taken is carried to the next block."""
+class _Lines:
+    """A raw block's lines for the csv module, from any line on (`pos`); past the block's
+    end, read on from the file for a quoted field that runs on. What was read past the
+    block and not taken is `carry`, for the next block."""
 
-    def __init__(self, fh: IO[bytes]) -> None:
-        self.fh, self.taken, self.carry = fh, 0, b""
-        self._lines: list[bytes] = []
+    def __init__(self, lines: list[bytes], fh: IO[bytes]) -> None:
+        self.lines, self.fh, self.pos, self.carry = lines, fh, 0, b""
+        self._more: list[bytes] = []  # read past the block, reversed
 
-    def __iter__(self) -> _Rest:
+    @property
+    def past(self) -> int:
+        """Lines taken past the block."""
+        return max(0, self.pos - len(self.lines))
+
+    def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        if not self._lines:
-            self._lines = self.fh.readline().splitlines(keepends=True)[::-1]
-            if not self._lines:
-                raise StopIteration
-        self.taken += 1
-        line = self._lines.pop()
-        self.carry = b"".join(reversed(self._lines))
+        if self.pos < len(self.lines):
+            line = self.lines[self.pos]
+        else:
+            if not self._more:
+                self._more = self.fh.readline().splitlines(keepends=True)[::-1]
+                if not self._more:
+                    raise StopIteration
+            line = self._more.pop()
+            self.carry = b"".join(reversed(self._more))
+        self.pos += 1
         return line.decode("utf-8", "surrogateescape")
 
 
