@@ -90,14 +90,27 @@ _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 def normalise_phone(value: str, region: str | None) -> str | None:
     """E.164, or None when the value is not a possible phone number.
 
-    International shapes (`+32 470 12 34 56`, `0032470…`) are folded without the full
-    parser; national ones (`0470123456`, `(555) 010-1234`) go through `phonenumbers`.
+    International shapes (`+32 470 12 34 56`, `0032470…`) and national ones in a region
+    whose trunk prefix is a plain `0` (`0470123456`) are folded without the full parser;
+    the others (`(555) 010-1234`, regions with carrier codes) go through `phonenumbers`.
+    Both give the same answer (tests/test_phones.py holds them to it).
     """
     compact = _PHONE_NOISE.sub("", value)
     if compact.startswith("00"):
         compact = "+" + compact[2:]
     if _E164.match(compact):
         return compact
+    if region and (trunk := _trunk(region)) and compact.isascii() and compact.isdigit():
+        country, prefix, international, general = trunk
+        national = compact.removeprefix(prefix)
+        if (
+            len(national) < len(compact)
+            and national[:1] not in ("", "0")
+            and not (international and international.match(compact))
+            and general.fullmatch(national)  # else the parser keeps the prefix
+        ):
+            number = phonenumbers.PhoneNumber(country_code=country, national_number=int(national))
+            return f"+{country}{national}" if phonenumbers.is_possible_number(number) else None
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
@@ -105,6 +118,24 @@ def normalise_phone(value: str, region: str | None) -> str | None:
     if not phonenumbers.is_possible_number(number):
         return None
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+@functools.cache
+def _trunk(region: str) -> tuple[int, str, re.Pattern[str] | None, re.Pattern[str]] | None:
+    """(country code, trunk prefix, international prefix, national number pattern) for a
+    region where a national number is the trunk prefix and the number, nothing else."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region.upper())
+    if meta is None or not meta.national_prefix or not meta.national_prefix.isdigit():
+        return None
+    if meta.national_prefix_transform_rule or meta.leading_digits:
+        return None
+    if meta.national_prefix_for_parsing not in (None, meta.national_prefix):
+        return None
+    pattern = meta.general_desc.national_number_pattern if meta.general_desc else None
+    if meta.country_code is None or not pattern:
+        return None
+    international = re.compile(meta.international_prefix) if meta.international_prefix else None
+    return meta.country_code, meta.national_prefix, international, re.compile(pattern)
 
 
 class Projector:
@@ -251,7 +282,7 @@ class Differ:
             plan.vendors[name] = VendorPlan(name, self.connectors[name].kind)
         known = self._known()
         plan.known = len(known)
-        seen = np.zeros(len(known), dtype=np.int64)  # the line each was seen on, 0 = not yet
+        seen = np.zeros(len(known), dtype=np.int32)  # the line each was seen on, 0 = not yet
         self.known, self.seen = known, seen
         self.replaced = np.zeros(len(known), dtype=bool)  # known rows given a new fingerprint
         self.added = array("q")  # the fingerprints written for candidates
