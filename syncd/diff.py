@@ -296,12 +296,17 @@ class Differ:
             records += part.records
             for item in part.bad:
                 self._quarantine(item.line, item.key, None, item.reason)
-            found = part.hits
-            if seen[found].any() or np.unique(found).size < found.size:
-                unchanged += self._repeats(found.tolist(), part.lines.tolist())
-            else:  # the usual part: every hit a different known row seen for the first time
-                seen[found] = part.lines
+            found, lines = part.hits, part.lines
+            fresh = not seen[found].any()
+            if fresh:  # the usual part: every hit a known row not seen before...
+                seen[found] = lines
+                fresh = bool((seen[found] == lines).all())  # ...and none twice in the part
+                if not fresh:
+                    seen[found] = 0
+            if fresh:
                 unchanged += found.size
+            else:  # a row repeated byte for byte: one by one, the first wins
+                unchanged += self._repeats(found.tolist(), lines.tolist())
             for miss in part.misses:
                 self._candidate(miss, export)
         if self.buffer:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd import diff
+from syncd import diff, source
 from syncd.errors import SourceError
 from syncd.parallel import forked
 from syncd.sample import rows
@@ -63,19 +63,20 @@ def test_a_sync_gives_the_same_plan_forked_or_not(
     from tests.helpers import esputnik_table
 
     monkeypatch.setattr(diff, "FORK_ABOVE", 0 if fork else 1 << 62)
+    monkeypatch.setattr(source, "RAW_BYTES", 8192)  # many blocks, so many parts
     with Server(ESputnikSim()) as server:
         world = World(tmp_path, {"esputnik": esputnik_table(server.url)})
         data = list(rows(3000))
         world.write(data)
         assert world.sync().exit_code == 0
         data[5][1] += "x"  # a change
-        data[9] = data[8]  # a duplicate key
+        data[9] = data[8]  # a known row twice in one part
         data[11][0] = ""  # no key
         del data[20:30]  # gone
-        world.write([*data, *rows(7, start=5000)])  # and new ones
+        world.write([*data, *rows(7, start=5000), data[100]])  # new ones, a row again far on
         report = world.sync()
         plan = report.plan
         assert plan is not None
-        assert (plan.rows_read, plan.quarantined, plan.unchanged, plan.gone) == (2997, 2, 2987, 12)
+        assert (plan.rows_read, plan.quarantined, plan.unchanged, plan.gone) == (2998, 3, 2987, 12)
         assert plan.counts()["esputnik"]["new"] == 7
         assert plan.counts()["esputnik"]["changed"] == 1
