@@ -82,13 +82,12 @@ def make_data(folder: Path, n: int) -> tuple[Path, Path]:
     return first, second
 
 
-def write_config(folder: Path, export: Path, parallel: bool = True) -> Path:
+def write_config(folder: Path, export: Path) -> Path:
     (folder / "esputnik.toml").write_text(MAPPING, encoding="utf-8")
     cfg = folder / "syncd.toml"
     cfg.write_text(
         f'[source]\npath = "{export}"\nkey = "Record ID"\nsettle_seconds = 0\n'
         f'phone_region = "BE"\nignore_columns = ["Last Activity Date"]\n'
-        f"parallel = {str(parallel).lower()}\n"
         f'[store]\npath = "{folder / "bench.db"}"\n'
         f'[vendors.esputnik]\nbase_url = "http://127.0.0.1:9"\napi_key = "bench"\n'
         f'mapping = "esputnik.toml"\n',
@@ -97,9 +96,7 @@ def write_config(folder: Path, export: Path, parallel: bool = True) -> Path:
     return cfg
 
 
-def diff_once(
-    folder: Path, export: Path, *, acknowledge: bool, parallel: bool = True
-) -> dict[str, float]:
+def diff_once(folder: Path, export: Path, *, acknowledge: bool) -> dict[str, float]:
     """One diff of `export` against the store, committed; optionally acknowledge it all."""
     from syncd.config import load
     from syncd.diff import Differ
@@ -107,7 +104,7 @@ def diff_once(
     from syncd.source import Export
     from syncd.state import Store
 
-    cfg = load(write_config(folder, export, parallel))
+    cfg = load(write_config(folder, export))
     store = Store.open(cfg.store.path)
     now = datetime.now(UTC)
     connectors = open_connectors(cfg, __import__("syncd.clock").clock.SYSTEM)
@@ -149,7 +146,7 @@ def phase(args: argparse.Namespace) -> None:
     if args.phase == "first":
         result = diff_once(folder, export, acknowledge=True)
     elif args.phase == "second":
-        result = diff_once(folder, export, acknowledge=False, parallel=not args.single)
+        result = diff_once(folder, export, acknowledge=False)
         result["bare_csv_seconds"] = bare_csv(export)
     else:  # csv-diff
         from csv_diff import compare, load_csv
@@ -166,15 +163,10 @@ def phase(args: argparse.Namespace) -> None:
             )
         result = {"seconds": time.perf_counter() - started, "changed": len(diff["changed"])}
     result["peak_rss_mb"] = peak_mb()
-    # the forked scanning process (syncd.parallel): its peak counts the pages it shares
-    # with this one as well, so the two added up overstate the total
-    result["scan_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(result))
 
 
-def run_phase(
-    name: str, folder: Path, export: Path, first: Path | None = None, *, single: bool = False
-) -> dict[str, float]:
+def run_phase(name: str, folder: Path, export: Path, first: Path | None = None) -> dict[str, float]:
     cmd = [
         sys.executable,
         __file__,
@@ -187,13 +179,11 @@ def run_phase(
     ]
     if first:
         cmd += ["--first", str(first)]
-    if single:
-        cmd.append("--single")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def bench(n: int, folder: Path, with_csv_diff: bool, single: bool) -> dict[str, object]:
+def bench(n: int, folder: Path, with_csv_diff: bool) -> dict[str, object]:
     work = folder / f"n{n}"
     work.mkdir(parents=True, exist_ok=True)
     (work / "bench.db").unlink(missing_ok=True)
@@ -201,7 +191,7 @@ def bench(n: int, folder: Path, with_csv_diff: bool, single: bool) -> dict[str, 
         (work / f"bench.db{suffix}").unlink(missing_ok=True)
     first, second = make_data(work, n)
     setup = run_phase("first", work, first)
-    result = run_phase("second", work, second, single=single)
+    result = run_phase("second", work, second)
     report: dict[str, object] = {
         "rows": n,
         "first_sync_seconds": round(setup["seconds"], 2),
@@ -209,7 +199,6 @@ def bench(n: int, folder: Path, with_csv_diff: bool, single: bool) -> dict[str, 
         "bare_csv_seconds": round(result["bare_csv_seconds"], 2),
         "ratio": round(result["seconds"] / result["bare_csv_seconds"], 2),
         "peak_rss_mb": round(result["peak_rss_mb"], 1),
-        "scan_peak_rss_mb": round(result["scan_peak_rss_mb"], 1),
         "deltas": {k: result[k] for k in ("new", "changed", "gone", "quarantined")},
     }
     if with_csv_diff:
@@ -226,9 +215,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--csv-diff", action="store_true", help="also run csv-diff at 200,000 rows")
     parser.add_argument("--data", default=str(HERE / "data"), help="where exports and stores go")
-    parser.add_argument(
-        "--single", action="store_true", help="one process: [source] parallel = false"
-    )
     parser.add_argument("--phase", choices=["first", "second", "csv-diff"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--export", help=argparse.SUPPRESS)
@@ -238,9 +224,9 @@ def main() -> None:
         phase(args)
         return
     folder = Path(args.data)
-    print(json.dumps(bench(args.rows, folder, False, args.single), indent=2))
+    print(json.dumps(bench(args.rows, folder, False), indent=2))
     if args.csv_diff:
-        print(json.dumps(bench(200_000, folder, True, args.single), indent=2))
+        print(json.dumps(bench(200_000, folder, True), indent=2))
 
 
 if __name__ == "__main__":

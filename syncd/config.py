@@ -46,7 +46,6 @@ class SourceConfig:
     settle_seconds: float = 30.0
     phone_region: str | None = None
     ignore_columns: tuple[str, ...] = ()
-    parallel: bool = True  # scan a big export in a second process (see syncd.parallel)
 
 
 @dataclass(frozen=True)
@@ -318,7 +317,6 @@ def load(path: Path) -> Config:
         settle_seconds=src.get("settle_seconds", float, 30.0),
         phone_region=src.get("phone_region", str, None),
         ignore_columns=src.strings("ignore_columns"),
-        parallel=src.get("parallel", bool, True),
     )
     if source.key in source.ignore_columns:
         raise src.error(

@@ -2,16 +2,17 @@
 
 Two paths per row:
 
-- fast: a 64-bit fingerprint of the raw row (salted with the mapping configuration) is
-  looked up in a sorted array of the fingerprints the store holds. A hit means the row is
-  byte-for-byte what was last recorded, so no vendor can need it: nothing else is done.
-  This is what keeps a 1M-row nightly diff within a small factor of a bare CSV pass and
-  under 150 MB: no dict of a million keys is ever built.
+- fast (`scan`): a 64-bit fingerprint of the raw row (salted with the mapping
+  configuration) is looked up, a block of rows at a time, in a sorted array of the
+  fingerprints the store holds. A hit means the row is byte-for-byte what was last
+  recorded, so no vendor can need it: nothing else is done. No dict of a million keys is
+  ever built.
 - slow (new or changed rows only): the row is projected onto each vendor's mapping,
   normalised (trimmed, emails lower-cased, phones E.164), hashed with sqlite-utils'
-  `hash_record`, and compared with what the vendor acknowledged (`vendor_state`) and any
-  open delivery. Upsert vendors hash every mapped field; trigger vendors hash only the
-  `[trigger] on_change` columns, so other changes never send a survey.
+  `hash_record` (`_prepare`), and compared with what the vendor acknowledged
+  (`vendor_state`) and any open delivery (`_flush`). Upsert vendors hash every mapped
+  field; trigger vendors hash only the `[trigger] on_change` columns, so other changes
+  never send a survey.
 
 Everything is written inside one transaction; the caller commits it, or rolls it back for a
 dry run or when the truncation guard refuses the export.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
 from array import array
 from collections import Counter
@@ -40,14 +40,10 @@ from xxhash import xxh3_64_intdigest
 
 from syncd.config import Config, SuppressionConfig, VendorConfig
 from syncd.errors import ConfigError
-from syncd.parallel import forked
 from syncd.source import Bad, Export, defect
 from syncd.state import OPEN_STATUSES, Store, chunked, iso
 from syncd.vendors.base import Connector, Contact
 
-# exports at least this big are scanned in a second process while this one compares and
-# records the deltas (tests lower it to run both ways)
-FORK_ABOVE = 8 * 1024 * 1024
 CHUNK = 2000  # candidates compared and written at a time (3 x CHUNK SQL parameters at most)
 SAMPLES = 5
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
@@ -232,7 +228,7 @@ class Plan:
 
 @dataclass
 class _Candidate:
-    """A new or changed row, prepared for comparison (in the scanning process, if forked)."""
+    """A new or changed row, prepared for comparison with the store."""
 
     line: int
     key: str
@@ -289,10 +285,7 @@ class Differ:
         self.cand_lines: dict[str, int] = {}
         self.buffer: list[_Candidate] = []
         unchanged = records = 0
-        parts = scan(export, known, self.salt, self._prepare)
-        if self.cfg.source.parallel and export.size >= FORK_ABOVE and os.cpu_count() != 1:
-            parts = forked(parts, what=f"reading {export.path}")
-        for part in parts:
+        for part in scan(export, known, self.salt, self._prepare):
             records += part.records
             for item in part.bad:
                 self._quarantine(item.line, item.key, None, item.reason)
@@ -364,11 +357,8 @@ class Differ:
         return unchanged
 
     def _prepare(self, line: int, row: list[str], text: bytes, export: Export) -> _Candidate | Bad:
-        """What a new or changed row is for each vendor, or why it cannot be used at all.
-
-        A function of the row and the configuration only, so the scan runs it (in the
-        scanning process, when forked): the comparing process is left with the store.
-        """
+        """What a new or changed row is for each vendor, or why it cannot be used at all:
+        a function of the row and the configuration only (the store is `_flush`'s)."""
         key = row[export.key_index].strip()
         if not key:
             return Bad(line, None, f"empty key column {self.cfg.source.key!r}")
@@ -680,8 +670,7 @@ def scan(
 
     A hit means the row is byte-for-byte what was last recorded, so no vendor can need
     it: only its position goes on. Fingerprinting is a chain of C-level maps and the
-    look-up one vectorised binary search: no Python code runs per row here. It reads
-    nothing but the export and `known`, so it can run in another process (`forked`).
+    look-up one vectorised binary search: no Python code runs per row here.
     """
     n = len(known)
     for block in export.blocks():

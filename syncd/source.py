@@ -98,7 +98,6 @@ class Export:
     def __init__(self, path: Path, cfg: SourceConfig) -> None:
         self.path = path
         self.cfg = cfg
-        self.size = path.stat().st_size if path.exists() else 0
         encoding = cfg.encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # strips a byte-order mark when there is one
@@ -176,23 +175,24 @@ class Export:
     def blocks(self) -> Iterator[Block]:
         """The records, a block at a time, with their start lines and change texts.
 
-        UTF-8 exports are read as bytes (`_raw_blocks`): a line with no quote and no lone CR
-        is a whole record, split on the delimiter without the csv module; the other lines
-        go through the csv module exactly as `_csv_blocks` would read them.
+        UTF-8 exports are read as bytes (`_raw_blocks`): a line with no quote is a whole
+        record, split on the delimiter without the csv module; the other lines go through
+        the csv module exactly as `_csv_blocks` would read them. Other encodings are read
+        by `_csv_blocks`.
         """
         if self._raw_start is not None:
             return self._raw_blocks()
         return self._csv_blocks()
 
     def _csv_blocks(self) -> Iterator[Block]:
-        """The records through the csv module, a block at a time.
+        """The records through the csv module, a block at a time (exports not in UTF-8,
+        and the reference the raw path is tested against).
 
         The csv module parses a whole block in one C call (`list.extend(islice(...))`), and
         what every record needs (its width checked, its change text, the line it starts
         on) runs over the block as C-level `map`s: no Python code runs per record unless
         the block holds an odd one (a blank line, a row of the wrong width, a lone CR in a
-        cell). That is what keeps the nightly diff of a million rows near a bare
-        `csv.reader` pass.
+        cell).
 
         Keys are not checked here (the caller knows which it has seen), nor undecodable or
         NUL bytes (`defect(row, ...)`: only rows that are new or changed need the look).

@@ -84,6 +84,12 @@ def test_secrets_from_env_file_and_credentials(
             "base_url: must start with http",
         ),
         ("[source\n", "not valid TOML"),
+        (
+            BASE.format(key="k").replace(
+                'key = "Record ID"', 'key = "Record ID"\nignore_columns = ["Record ID"]'
+            ),
+            "[source] ignore_columns: names the key column 'Record ID'",
+        ),
         (BASE.format(key="k").replace("max_drop", "") + "\n[source.x]\n", "[source]"),
     ],
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd import source
 from syncd.errors import GuardError
 from syncd.sample import row, rows
 from syncd.sandbox.base import Server
@@ -204,3 +205,25 @@ def test_bad_rows_are_quarantined_with_line_and_reason(
     # good rows take lines 2-7 and the bad ones are physical lines 8-11
     assert lines == [8, 9, 10, 11]
     assert report.plan and report.plan.quarantined == 4
+
+
+def test_changes_repeats_and_gaps_across_many_blocks_give_the_exact_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(source, "RAW_BYTES", 8192)  # many blocks, so many parts
+    with Server(ESputnikSim()) as server:
+        world = World(tmp_path, {"esputnik": esputnik_table(server.url)})
+        data = list(rows(3000))
+        world.write(data)
+        assert world.sync().exit_code == 0
+        data[5][1] += "x"  # a change
+        data[9] = data[8]  # a known row twice in one part
+        data[11][0] = ""  # no key
+        del data[20:30]  # gone
+        world.write([*data, *rows(7, start=5000), data[100]])  # new ones, a row again far on
+        report = world.sync()
+        plan = report.plan
+        assert plan is not None
+        assert (plan.rows_read, plan.quarantined, plan.unchanged, plan.gone) == (2998, 3, 2987, 12)
+        assert plan.counts()["esputnik"]["new"] == 7
+        assert plan.counts()["esputnik"]["changed"] == 1

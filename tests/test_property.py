@@ -8,11 +8,9 @@ import random
 import tempfile
 from pathlib import Path
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd import diff
 from syncd.sample import row
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
@@ -31,16 +29,8 @@ edits = st.lists(
 
 
 @settings(max_examples=20, deadline=None)
-@given(script=edits, fork=st.booleans())
-def test_the_vendor_always_holds_the_current_export(
-    script: list[tuple[str, int]], fork: bool
-) -> None:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(diff, "FORK_ABOVE", 0 if fork else 1 << 62)  # the scan forked, or not
-        run_script(script)
-
-
-def run_script(script: list[tuple[str, int]]) -> None:
+@given(script=edits)
+def test_the_vendor_always_holds_the_current_export(script: list[tuple[str, int]]) -> None:
     rng = random.Random(0)
     data = {i: row(i, rng) for i in range(20)}
     next_id = 20
