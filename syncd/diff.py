@@ -107,6 +107,11 @@ def normalise_phone(value: str, region: str | None) -> str | None:
         ):
             number = phonenumbers.PhoneNumber(country_code=country, national_number=int(national))
             return f"+{country}{national}" if phonenumbers.is_possible_number(number) else None
+    return parse_phone(value, region)
+
+
+def parse_phone(value: str, region: str | None) -> str | None:
+    """E.164 through `phonenumbers`' full parser, or None."""
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
