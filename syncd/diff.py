@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import repeat
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -290,7 +290,7 @@ class Differ:
         self.cand_lines: dict[str, int] = {}
         self.buffer: list[_Candidate] = []
         unchanged = records = 0
-        for part in scan(export, known, self.salt, self._prepare):
+        for part in scan(export, known, self.salt):
             records += part.records
             for item in part.bad:
                 self._quarantine(item.line, item.key, None, item.reason)
@@ -305,8 +305,8 @@ class Differ:
                 unchanged += found.size
             else:  # a row repeated byte for byte: one by one, the first wins
                 unchanged += self._repeats(found.tolist(), lines.tolist())
-            for miss in part.misses:
-                self._candidate(miss, export)
+            for line, row, text in part.misses:
+                self._candidate(self._prepare(line, row, text, export), export)
         if self.buffer:
             self._flush(self.buffer, export.header)
         plan.rows_read = records
@@ -660,17 +660,12 @@ class Scan:
 
     hits: np.ndarray  # where in the known fingerprints each unchanged row is
     lines: np.ndarray  # the line each of those starts on
-    misses: list[_Candidate | Bad]  # new or changed rows, prepared, in file order
+    misses: list[tuple[int, list[str], bytes]]  # new or changed: line, row, change text
     bad: list[Bad]
     records: int
 
 
-def scan(
-    export: Export,
-    known: np.ndarray,
-    salt: int,
-    prepare: Callable[[int, list[str], bytes, Export], _Candidate | Bad],
-) -> Iterator[Scan]:
+def scan(export: Export, known: np.ndarray, salt: int) -> Iterator[Scan]:
     """The fast path: each row's fingerprint looked up among the known ones.
 
     A hit means the row is byte-for-byte what was last recorded, so no vendor can need
@@ -691,11 +686,8 @@ def scan(
         hit = known[np.minimum(where, n - 1)] == hashes if n else np.zeros(len(hashes), bool)
         lines = np.asarray(block.lines, dtype=np.int64)
         misses = sorted(  # in file order: the first of two rows with one key wins
-            [
-                prepare(block.lines[j], block.row(j), block.texts[j], export)
-                for j in np.flatnonzero(~hit).tolist()
-            ],
-            key=attrgetter("line"),
+            [(block.lines[j], block.row(j), block.texts[j]) for j in np.flatnonzero(~hit).tolist()],
+            key=itemgetter(0),
         )
         yield Scan(where[hit], lines[hit], misses, block.bad, block.records)
 
