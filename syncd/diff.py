@@ -283,8 +283,8 @@ class Differ:
             plan.vendors[name] = VendorPlan(name, self.connectors[name].kind)
         known = self._known()
         plan.known = len(known)
-        seen = np.zeros(len(known), dtype=np.int32)  # the line each was seen on, 0 = not yet
-        self.known, self.seen = known, seen
+        self.known = known
+        self.seen = np.zeros(len(known), dtype=np.int32)  # the line each was seen on, 0 = none
         self.replaced = np.zeros(len(known), dtype=bool)  # known rows given a new fingerprint
         self.added = array("q")  # the fingerprints written for candidates
         self.cand_lines: dict[str, int] = {}
@@ -294,17 +294,7 @@ class Differ:
             records += part.records
             for item in part.bad:
                 self._quarantine(item.line, item.key, None, item.reason)
-            found, lines = part.hits, part.lines
-            fresh = not seen[found].any()
-            if fresh:  # the usual part: every hit a known row not seen before...
-                seen[found] = lines
-                fresh = bool((seen[found] == lines).all())  # ...and none twice in the part
-                if not fresh:
-                    seen[found] = 0
-            if fresh:
-                unchanged += found.size
-            else:  # a row repeated byte for byte: one by one, the first wins
-                unchanged += self._repeats(found.tolist(), lines.tolist())
+            unchanged += self._see(part.hits, part.lines)
             for line, row, text in part.misses:
                 self._candidate(self._prepare(line, row, text, export), export)
         if self.buffer:
@@ -344,6 +334,16 @@ class Differ:
         with self.conn.blobopen("fingerprint_cache", "live", cur.lastrowid or 1) as blob:
             for start in range(0, live.nbytes, 1 << 20):  # no copy of the whole array
                 blob.write(live.data.cast("B")[start : start + (1 << 20)])
+
+    def _see(self, found: np.ndarray, lines: np.ndarray) -> int:
+        """Mark the known rows at `found` seen on `lines`; how many were unchanged."""
+        seen = self.seen
+        if not seen[found].any():  # the usual part: every hit a known row not seen before
+            seen[found] = lines
+            if (seen[found] == lines).all():  # and none twice in the part
+                return int(found.size)
+            seen[found] = 0
+        return self._repeats(found.tolist(), lines.tolist())
 
     def _repeats(self, found: list[int], lines: list[int]) -> int:
         """Known rows met again (a row repeated byte for byte): the first occurrence wins."""

@@ -143,7 +143,6 @@ class Export:
         self._pick: Callable[[list[Any]], Sequence[Any]] = (
             itemgetter(*keep) if len(keep) > 1 else itemgetter(slice(keep[0], keep[0] + 1))
         )
-        self.rows_read = 0
         self._raw_start = self._raw_offset()
         if self._raw_start is not None:
             self._texts = _texter(len(self.header), keep, self.delimiter.encode())
@@ -212,10 +211,11 @@ class Export:
                 return
             first, done = done + 1, reader.line_num
             block = self._block(records, first, None if error else done - first + 1)
-            if error is not None:  # a record all the same: `rows_read - quarantined` stays true
+            if (
+                error is not None
+            ):  # a record all the same: `plan.rows_read - quarantined` stays true
                 block.bad.append(Bad(block.end, None, _explain(error)))
                 block.records += 1
-            self.rows_read += block.records
             yield block
 
     def _block(self, records: list[list[str]], first: int, consumed: int | None) -> Block:
@@ -291,7 +291,6 @@ class Export:
                 line += n + feed.past
                 carry = feed.carry
                 block.end = line
-                self.rows_read += block.records
                 yield block
 
     def _others(
@@ -302,8 +301,8 @@ class Export:
         Each run starts where a record ended, so the csv module is never handed half a
         record. Lines a record takes are unmarked in `raw`: they belong to that record.
         """
-        block, feed, n = Block([], [], []), _Lines(lines, fh), len(lines)
-        block.delimiter = self.delimiter.encode()
+        block = Block([], [], [], delimiter=self.delimiter.encode())
+        feed, n = _Lines(lines, fh), len(lines)
         reader = csv.reader(feed, delimiter=self.delimiter, strict=True)
         for j in np.flatnonzero(~raw).tolist():
             if j < feed.pos:

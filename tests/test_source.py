@@ -140,13 +140,14 @@ def both_ways(path: Path, **kw: object) -> tuple[list[object], list[object], boo
             used = used or export._raw_start is not None
             if not raw:
                 export._raw_start = None
-            width = len(export.header)
+            width, records = len(export.header), 0
             for block in export.blocks():
+                records += block.records
                 for j, line in enumerate(block.lines):
                     items.append((line, block.row(j)[:width], block.texts[j]))
                 items += [(item.line, item) for item in block.bad]
             items.sort(key=lambda item: item[0])  # type: ignore[arg-type,return-value]
-            items.append(("records", export.rows_read))
+            items.append(("records", records))
         out.append(list(items))
     return out[0], out[1], used
 
