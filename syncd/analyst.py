@@ -182,6 +182,7 @@ RELATIONS: tuple[Relation, ...] = (
         {
             "generation": "The `contacts_generation` it was written at; any other means stale.",
             "live": "The live `contacts.rhash` values, sorted, as little-endian int64.",
+            "rowids": "Each one's `contacts` rowid, in the same order and form.",
         },
     ),
     Relation(

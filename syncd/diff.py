@@ -24,14 +24,15 @@ import functools
 import hashlib
 import json
 import re
+import sqlite3
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import phonenumbers
@@ -41,11 +42,14 @@ from xxhash import xxh3_64_intdigest
 from syncd.config import Config, SuppressionConfig, VendorConfig
 from syncd.errors import ConfigError
 from syncd.source import Bad, Export, defect
-from syncd.state import OPEN_STATUSES, Store, chunked, iso
+from syncd.state import OPEN_STATUSES, Store, iso
 from syncd.vendors.base import Connector, Contact
 
 CHUNK = 2000  # candidates compared and written at a time (3 x CHUNK SQL parameters at most)
 SAMPLES = 5
+# json.dumps with these options, without building an encoder for every row
+_ROW_JSON = json.JSONEncoder(ensure_ascii=False).encode
+_PAYLOAD_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 
@@ -231,6 +235,16 @@ class Plan:
         return {name: dict(v.counts) for name, v in self.vendors.items()}
 
 
+class _Stored(NamedTuple):
+    """A contact as the store holds it."""
+
+    rowid: int
+    rhash: int
+    attributes: str
+    email: str | None
+    phone: str | None
+
+
 @dataclass
 class _Candidate:
     """A new or changed row, prepared for comparison with the store."""
@@ -281,12 +295,17 @@ class Differ:
                 vcfg, self.connectors[name], export.header, self.cfg.source.phone_region
             )
             plan.vendors[name] = VendorPlan(name, self.connectors[name].kind)
+        self.rowids: np.ndarray | None = None  # each known fingerprint's contact; see `_rows`
+        self.stale = False  # a cached rowid was found wrong: the cache is rebuilt next run
         known = self._known()
         plan.known = len(known)
         self.known = known
         self.seen = np.zeros(len(known), dtype=np.int32)  # the line each was seen on, 0 = none
         self.replaced = np.zeros(len(known), dtype=bool)  # known rows given a new fingerprint
+        self.keys: dict[int, str] = {}  # the key of each replaced known row
         self.added = array("q")  # the fingerprints written for candidates
+        self.added_rows = array("q")  # and the rowids they were written to
+        self.next_rowid = int(self.store.scalar("SELECT coalesce(max(rowid), 0) FROM contacts")) + 1
         self.cand_lines: dict[str, int] = {}
         self.buffer: list[_Candidate] = []
         unchanged = records = 0
@@ -309,31 +328,52 @@ class Differ:
 
     def _known(self) -> np.ndarray:
         """The live fingerprints, sorted: the cached blob when no contact changed since it
-        was written, else from the partial index (which hands them over in order)."""
-        cached = self.conn.execute(
-            "SELECT live FROM fingerprint_cache JOIN contacts_generation USING (generation)"
-        ).fetchone()
-        if cached:
-            return np.frombuffer(cached[0], dtype="<i8")
-        sql = "SELECT rhash FROM contacts WHERE gone_at IS NULL ORDER BY rhash"
-        return np.fromiter(map(itemgetter(0), self.conn.execute(sql)), dtype=np.int64)
+        was written (their rowids are read when needed), else from the table."""
+        if self.conn.execute(
+            "SELECT 1 FROM fingerprint_cache JOIN contacts_generation USING (generation)"
+        ).fetchone():
+            return _read_blob(self.conn, "live")
+        pairs = np.fromiter(
+            chain.from_iterable(
+                self.conn.execute("SELECT rhash, rowid FROM contacts WHERE gone_at IS NULL")
+            ),
+            dtype=np.int64,
+        ).reshape(-1, 2)
+        order = np.argsort(pairs[:, 0])
+        self.rowids = pairs[order, 1]
+        known: np.ndarray = pairs[order, 0]
+        return known
+
+    def _rows(self) -> np.ndarray:
+        """Each known fingerprint's contacts rowid (read from the cache the first time).
+
+        A rowid can be wrong (a VACUUM may renumber rows without a trigger firing), so
+        whatever uses one checks the fingerprint too, and sets `stale` when it did not match.
+        """
+        if self.rowids is None:
+            self.rowids = _read_blob(self.conn, "rowids")
+        return self.rowids
 
     def _cache(self) -> None:
-        """Write the fingerprints live after this diff, for the next one."""
+        """Write the fingerprints live after this diff and their rowids, for the next one."""
+        if self.stale:
+            self.conn.execute("DELETE FROM fingerprint_cache")
+            return
         keep = (self.seen != 0) & ~self.replaced
-        kept = int(keep.sum())
-        live = np.empty(kept + len(self.added), dtype="<i8")
-        np.compress(keep, self.known, out=live[:kept])
-        live[kept:] = np.frombuffer(self.added, dtype=np.int64)
-        live.sort()
-        cur = self.conn.execute(
-            "INSERT OR REPLACE INTO fingerprint_cache (id, generation, live) "
-            "VALUES (1, (SELECT generation FROM contacts_generation), zeroblob(?))",
-            (live.nbytes,),
+        added = np.frombuffer(self.added, dtype=np.int64)
+        order = np.argsort(added)  # the kept ones are in order already: merge the added in
+        live = self.known[keep]
+        at = np.searchsorted(live, added[order])
+        live = np.insert(live, at, added[order]).astype("<i8", copy=False)
+        rows = np.insert(self._rows()[keep], at, np.frombuffer(self.added_rows, np.int64)[order])
+        rows = rows.astype("<i8", copy=False)
+        self.conn.execute(
+            "INSERT OR REPLACE INTO fingerprint_cache (id, generation, live, rowids) "
+            "VALUES (1, (SELECT generation FROM contacts_generation), zeroblob(?), zeroblob(?))",
+            (live.nbytes, rows.nbytes),
         )
-        with self.conn.blobopen("fingerprint_cache", "live", cur.lastrowid or 1) as blob:
-            for start in range(0, live.nbytes, 1 << 20):  # no copy of the whole array
-                blob.write(live.data.cast("B")[start : start + (1 << 20)])
+        _write_blob(self.conn, "live", live)
+        _write_blob(self.conn, "rowids", rows)
 
     def _see(self, found: np.ndarray, lines: np.ndarray) -> int:
         """Mark the known rows at `found` seen on `lines`; how many were unchanged."""
@@ -351,15 +391,24 @@ class Differ:
         for i, line in sorted(zip(found, lines, strict=True), key=itemgetter(1)):
             first = int(self.seen[i])
             if first:
-                key = self.store.scalar(
-                    "SELECT key FROM contacts WHERE rhash = ? AND gone_at IS NULL",
-                    (int(self.known[i]),),
-                )
-                self._duplicate(line, key, first)
+                self._duplicate(line, self._key_of(i), first)
             else:
                 self.seen[i] = line
                 unchanged += 1
         return unchanged
+
+    def _key_of(self, i: int) -> str:
+        """The key of the known contact at `i`."""
+        if i in self.keys:  # its row was rewritten in this run
+            return self.keys[i]
+        rhash = int(self.known[i])
+        key = self.store.scalar(
+            "SELECT key FROM contacts WHERE rowid = ? AND rhash = ?", (int(self._rows()[i]), rhash)
+        )
+        if key is None:  # the rowids moved under the cache: by fingerprint (a table scan)
+            self.stale = True
+            key = self.store.scalar("SELECT key FROM contacts WHERE rhash = ?", (rhash,))
+        return str(key)
 
     def _prepare(self, line: int, row: list[str], text: bytes, export: Export) -> _Candidate | Bad:
         """What a new or changed row is for each vendor, or why it cannot be used at all:
@@ -379,7 +428,7 @@ class Differ:
             else:
                 contacts[name] = projected
                 views[name] = (proj.digest(projected, row), _payload(projected))
-        attrs = json.dumps(dict(zip(export.header, row, strict=False)), ensure_ascii=False)
+        attrs = _ROW_JSON(dict(zip(export.header, row, strict=False)))
         return _Candidate(line, key, row, text, views, self._reach(contacts), attrs)
 
     def _candidate(self, miss: _Candidate | Bad, export: Export) -> None:
@@ -418,10 +467,12 @@ class Differ:
     def _flush(self, chunk: list[_Candidate], header: list[str]) -> None:
         keys = [c.key for c in chunk]
         marks = ",".join("?" * len(keys))
-        stored: dict[str, tuple[int, str]] = {
-            k: (rh, attrs)
-            for k, rh, attrs in self.conn.execute(
-                f"SELECT key, rhash, attributes FROM contacts WHERE key IN ({marks})", keys
+        stored = {
+            row[0]: _Stored(*row[1:])
+            for row in self.conn.execute(
+                "SELECT key, rowid, rhash, attributes, email, phone FROM contacts "
+                f"WHERE key IN ({marks})",
+                keys,
             )
         }
         acked: dict[tuple[str, str], str] = {}
@@ -448,12 +499,12 @@ class Differ:
         self._new_deliveries: list[tuple[Any, ...]] = []
 
         known, seen, n = self.known, self.seen, len(self.known)
-        contact_rows = []
+        inserts, updates, reached = [], [], []
         for cand in chunk:
             old = stored.get(cand.key)
             if old is not None:
-                i = int(np.searchsorted(known, old[0]))
-                if i < n and known[i] == old[0]:
+                i = int(np.searchsorted(known, old.rhash))
+                if i < n and known[i] == old.rhash:
                     first = int(seen[i])
                     if first and first < cand.line:
                         self._duplicate(cand.line, cand.key, first)
@@ -462,29 +513,45 @@ class Differ:
                         self._duplicate(first, cand.key, cand.line)
                     seen[i] = cand.line
                     self.replaced[i] = True
+                    self.keys[i] = cand.key
             if self._vendors(cand, old, acked, open_rows, suppressed, header):
                 rhash = fingerprint(cand.text, self.salt)
             else:  # quarantined for a vendor: look at the row again next run
                 rhash = fingerprint(f"\x00requarantine\x00{cand.key}".encode(), self.salt)
-            self.added.append(rhash)
             email, phone = cand.reach
-            contact_rows.append((cand.key, cand.attrs, email, phone, rhash, self.ts, self.ts))
-        # written in key order: each B-tree page is visited once, not once per row, which
-        # is most of the cost of recording deltas into tables of a million rows
+            if old is None:
+                inserts.append((cand.key, cand.attrs, email, phone, rhash, self.ts, self.ts))
+                continue
+            updates.append((cand.attrs, rhash, self.ts, old.rowid))
+            if (email, phone) != (old.email, old.phone):  # else their index is left alone
+                reached.append((email, phone, old.rowid))
+            self.added.append(rhash)
+            self.added_rows.append(old.rowid)
+        # written in key order (new contacts get rowids in it too): each B-tree page is
+        # visited once, not once per row, which is most of the cost of recording deltas
+        # into tables of a million rows
+        inserts.sort(key=itemgetter(0))
+        rowids = range(self.next_rowid, self.next_rowid + len(inserts))
+        self.next_rowid += len(inserts)
+        self.added.extend(map(itemgetter(4), inserts))
+        self.added_rows.extend(rowids)
         self._new_deliveries.sort(key=itemgetter(2))
-        contact_rows.sort(key=itemgetter(0))
         self.conn.executemany(
             "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, reason, "
             "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             self._new_deliveries,
         )
         self.conn.executemany(
-            "INSERT INTO contacts (key, attributes, email, phone, rhash, first_seen, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
-            "attributes = excluded.attributes, email = excluded.email, phone = excluded.phone, "
-            "rhash = excluded.rhash, updated_at = excluded.updated_at, gone_at = NULL",
-            contact_rows,
+            "INSERT INTO contacts (rowid, key, attributes, email, phone, rhash, first_seen, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            map(tuple.__add__, zip(rowids), inserts),
         )
+        self.conn.executemany(
+            "UPDATE contacts SET attributes = ?, rhash = ?, updated_at = ?, gone_at = NULL "
+            "WHERE rowid = ?",
+            sorted(updates, key=itemgetter(3)),
+        )
+        self.conn.executemany("UPDATE contacts SET email = ?, phone = ? WHERE rowid = ?", reached)
 
     def _reach(self, projections: dict[str, Contact]) -> tuple[str | None, str | None]:
         """The contact's normalised email and phone, from any vendor's typed fields."""
@@ -501,7 +568,7 @@ class Differ:
     def _vendors(
         self,
         cand: _Candidate,
-        old: tuple[int, str] | None,
+        old: _Stored | None,
         acked: dict[tuple[str, str], str],
         open_rows: dict[tuple[str, str], tuple[int, str, str]],
         suppressed: dict[str, str],
@@ -549,7 +616,7 @@ class Differ:
             self._deliver(name, cand.key, kind, digest, payload, "pending", None)
             vplan.counts[kind] += 1
             if len(vplan.samples) < SAMPLES:
-                before = json.loads(old[1]) if old else {}
+                before = json.loads(old.attributes) if old else {}
                 vplan.samples.append(_sample(cand.key, kind, proj, before, header, cand.row))
         return clean
 
@@ -622,18 +689,25 @@ class Differ:
 
     # --- gone ------------------------------------------------------------------------
     def _gone(self) -> None:
-        known, seen = self.known, self.seen
-        gone = known[seen == 0].tolist()
+        """Mark the known contacts not seen gone, by rowid (checked against the fingerprint)."""
+        gone = np.flatnonzero(self.seen == 0)
         self.plan.gone = len(gone)
         for vplan in self.plan.vendors.values():
             vplan.counts["gone"] = len(gone)
-        for part in chunked(gone, 500):
-            marks = ",".join("?" * len(part))
-            self.conn.execute(
-                f"UPDATE contacts SET gone_at = ?, rhash = -rhash - 1 "
-                f"WHERE gone_at IS NULL AND rhash IN ({marks})",
-                (self.ts, *part),
-            )
+        rows = self._rows()[gone]
+        order = np.argsort(rows)
+        hashes = self.known[gone][order].tolist()
+        mark = "UPDATE contacts SET gone_at = ?, rhash = -rhash - 1 WHERE rowid = ?"
+        done = self.conn.executemany(
+            mark + " AND rhash = ? AND gone_at IS NULL",
+            zip(repeat(self.ts), rows[order].tolist(), hashes),
+        ).rowcount
+        if done < len(hashes):  # the rowids moved under the cache: the rest by fingerprint
+            self.stale = True
+            left = set(hashes)
+            live = self.conn.execute("SELECT rowid, rhash FROM contacts WHERE gone_at IS NULL")
+            found = [rowid for rowid, rhash in live if rhash in left]
+            self.conn.executemany(mark, zip(repeat(self.ts), found))
 
     def guard(self, force: bool) -> str | None:
         """Why this export must not be applied (truncated or empty), or None."""
@@ -654,6 +728,24 @@ class Differ:
         return reason
 
 
+# the cache's blobs go through SQLite's blob I/O a megabyte at a time: no whole copy of an
+# array ever sits in SQLite's or Python's memory beside the array itself
+def _read_blob(conn: sqlite3.Connection, column: str) -> np.ndarray:
+    with conn.blobopen("fingerprint_cache", column, 1, readonly=True) as blob:
+        values = np.empty(len(blob) // 8, dtype="<i8")
+        view = values.data.cast("B")
+        for start in range(0, len(view), 1 << 20):
+            view[start : start + (1 << 20)] = blob.read(1 << 20)
+    return values
+
+
+def _write_blob(conn: sqlite3.Connection, column: str, values: np.ndarray) -> None:
+    with conn.blobopen("fingerprint_cache", column, 1) as blob:
+        view = values.data.cast("B")
+        for start in range(0, len(view), 1 << 20):
+            blob.write(view[start : start + (1 << 20)])
+
+
 @dataclass
 class Scan:
     """What the fast path found in a stretch of the export."""
@@ -670,20 +762,16 @@ def scan(export: Export, known: np.ndarray, salt: int) -> Iterator[Scan]:
 
     A hit means the row is byte-for-byte what was last recorded, so no vendor can need
     it: only its position goes on. Fingerprinting is a chain of C-level maps and the
-    look-up one vectorised binary search: no Python code runs per row here.
+    look-up a few vectorised probes (`_finder`): no Python code runs per row here.
     """
-    n = len(known)
+    find = _finder(known)
     for block in export.blocks():
         hashes = np.fromiter(
             map(xxh3_64_intdigest, block.texts, repeat(salt)),
             dtype=np.uint64,
             count=len(block.texts),
         )
-        hashes = (hashes >> np.uint64(1)).astype(np.int64)
-        order = np.argsort(hashes)  # looked up in order: each search starts near the last
-        where = np.empty_like(order)
-        where[order] = np.searchsorted(known, hashes[order])
-        hit = known[np.minimum(where, n - 1)] == hashes if n else np.zeros(len(hashes), bool)
+        where, hit = find((hashes >> np.uint64(1)).astype(np.int64))
         lines = np.asarray(block.lines, dtype=np.int64)
         misses = sorted(  # in file order: the first of two rows with one key wins
             [(block.lines[j], block.row(j), block.texts[j]) for j in np.flatnonzero(~hit).tolist()],
@@ -692,17 +780,42 @@ def scan(export: Export, known: np.ndarray, salt: int) -> Iterator[Scan]:
         yield Scan(where[hit], lines[hit], misses, block.bad, block.records)
 
 
+def _finder(known: np.ndarray) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Looks fingerprints up among the known ones (sorted): `(where, hit)` for an array.
+
+    A table of where each bucket of the top bits starts, a bucket for about each known
+    fingerprint, takes a look-up to its place in one or two probes; a binary search
+    takes twenty, most of them cache misses (it was a tenth of the diff).
+    """
+    bits = max(1, len(known).bit_length())
+    shift = 63 - bits
+    starts = np.zeros((1 << bits) + 1, dtype=np.min_scalar_type(len(known)))
+    # fingerprints are not negative; a revived gone contact's may be: bucket 0
+    np.cumsum(np.bincount(np.maximum(known >> shift, 0), minlength=1 << bits), out=starts[1:])
+
+    def find(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bucket = hashes >> shift
+        where, end = starts[bucket].astype(np.int64), starts[bucket + 1]
+        hit = np.zeros(len(hashes), dtype=bool)
+        todo = np.flatnonzero(where < end)
+        while todo.size:  # step along each bucket until found or past
+            at, wanted = where[todo], hashes[todo]
+            value = known[at]
+            hit[todo[value == wanted]] = True
+            todo = todo[(value < wanted) & (at + 1 < end[todo])]
+            where[todo] += 1
+        return where, hit
+
+    return find
+
+
 def _on_new(proj: Projector) -> bool:
     trigger = proj.vendor.mapping.trigger
     return trigger is None or trigger.on_new
 
 
 def _payload(contact: Contact) -> str:
-    return json.dumps(
-        {"fields": dict(contact.fields), "metadata": dict(contact.metadata)},
-        ensure_ascii=False,
-        sort_keys=True,
-    )
+    return _PAYLOAD_JSON({"fields": dict(contact.fields), "metadata": dict(contact.metadata)})
 
 
 def _sample(

@@ -35,16 +35,18 @@ def _integrity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def assert_fingerprint_cache_holds(conn: sqlite3.Connection) -> None:
-    """A fingerprint cache that claims to be current is exactly the live contacts'."""
+    """A fingerprint cache that claims to be current is exactly the live contacts': their
+    fingerprints in order, each with its contact's rowid."""
     try:
         cached = conn.execute(
-            "SELECT live FROM fingerprint_cache JOIN contacts_generation USING (generation)"
+            "SELECT live, rowids FROM fingerprint_cache JOIN contacts_generation USING (generation)"
         ).fetchone()
     except sqlite3.OperationalError:
         return  # not a syncd store
     if cached:
-        live = [r for (r,) in conn.execute("SELECT rhash FROM contacts WHERE gone_at IS NULL")]
-        assert np.frombuffer(cached[0], dtype="<i8").tolist() == sorted(live)
+        live = conn.execute("SELECT rhash, rowid FROM contacts WHERE gone_at IS NULL").fetchall()
+        pairs = zip(*(np.frombuffer(blob, dtype="<i8").tolist() for blob in cached), strict=True)
+        assert list(pairs) == sorted(live)
 
 
 @pytest.fixture(autouse=True)

@@ -276,3 +276,29 @@ def m005_fingerprint_cache(db: Database) -> None:
         BEGIN UPDATE contacts_generation SET generation = generation + 1; END;
         """
     )
+
+
+@migrations()
+def m006_fingerprint_rows(db: Database) -> None:
+    """The fingerprint cache also holds each live contact's rowid, and the index on
+    `contacts.rhash` goes.
+
+    The diff reaches a contact by its cached rowid (marking it gone, naming a repeated
+    row), so nothing looks a fingerprint up in SQLite any more; the index only cost its
+    upkeep, a random B-tree write for every new, changed and gone contact (about a second
+    of each million-contact night). Cached rowids are checked against the fingerprint when
+    used, so a VACUUM that renumbers rows costs one slower run, never a wrong contact.
+    The old cache has no rowids: the next diff rebuilds it.
+    """
+    db.executescript(
+        """
+        DROP INDEX contacts_live_rhash;
+        DROP TABLE fingerprint_cache;
+        CREATE TABLE fingerprint_cache (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            generation INTEGER NOT NULL,        -- contacts_generation when written
+            live BLOB NOT NULL,                 -- the live rhash values, sorted int64 LE
+            rowids BLOB NOT NULL                -- each one's contacts rowid, int64 LE
+        );
+        """
+    )
