@@ -10,7 +10,9 @@ it, and then measures, each in a fresh process so peak RSS is the diff's own:
 
 - the second sync's diff: reading, hashing, comparing and recording the deltas (everything
   but HTTP), committed to the store;
-- a bare `csv.reader` pass over the same file, in the same process;
+- a bare `csv.reader` pass over the same file, in the same process, once before the diff
+  and once after (the ratio uses their mean, so a drift in the machine's speed during the
+  run does not land on one side);
 - with --csv-diff: `csv-diff`'s load-and-compare of the two files, keyed on Record ID.
 """
 
@@ -146,8 +148,13 @@ def phase(args: argparse.Namespace) -> None:
     if args.phase == "first":
         result = diff_once(folder, export, acknowledge=True)
     elif args.phase == "second":
+        # the bare pass before and after the diff, averaged: this VM's speed drifts by a
+        # quarter within a minute, and one pass on one side would carry the drift whole
+        before = bare_csv(export)
         result = diff_once(folder, export, acknowledge=False)
-        result["bare_csv_seconds"] = bare_csv(export)
+        after = bare_csv(export)
+        result["bare_csv_seconds"] = (before + after) / 2
+        result["bare_csv_spread"] = [round(before, 2), round(after, 2)]
     else:  # csv-diff
         from csv_diff import compare, load_csv
 
@@ -197,6 +204,7 @@ def bench(n: int, folder: Path, with_csv_diff: bool) -> dict[str, object]:
         "first_sync_seconds": round(setup["seconds"], 2),
         "second_diff_seconds": round(result["seconds"], 2),
         "bare_csv_seconds": round(result["bare_csv_seconds"], 2),
+        "bare_csv_before_after": result["bare_csv_spread"],
         "ratio": round(result["seconds"] / result["bare_csv_seconds"], 2),
         "peak_rss_mb": round(result["peak_rss_mb"], 1),
         "deltas": {k: result[k] for k in ("new", "changed", "gone", "quarantined")},

@@ -43,6 +43,8 @@ def assert_fingerprint_cache_holds(conn: sqlite3.Connection) -> None:
         ).fetchone()
     except sqlite3.OperationalError:
         return  # not a syncd store
+    # set only inside the diff's own transaction: committed, it would hide every change
+    assert conn.execute("SELECT in_diff FROM contacts_generation").fetchone() == (0,)
     if cached:
         live = conn.execute("SELECT rhash, rowid FROM contacts WHERE gone_at IS NULL").fetchall()
         pairs = zip(*(np.frombuffer(blob, dtype="<i8").tolist() for blob in cached), strict=True)

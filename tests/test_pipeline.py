@@ -267,3 +267,28 @@ def test_rows_renumbered_under_the_fingerprint_cache_cost_speed_not_correctness(
         assert store.scalar("SELECT count(*) FROM fingerprint_cache") == 1
     finally:
         store.close()
+
+
+def test_any_other_change_to_contacts_makes_the_fingerprint_cache_stale(world: World) -> None:
+    """The diff's own writes move the generation once; anyone else's move it every time."""
+    data = list(rows(50))
+    world.write(data)
+    assert world.sync().exit_code == 0
+    changes = [
+        "UPDATE contacts SET gone_at = '2026-01-01' WHERE key = ?",  # gone by hand
+        "DELETE FROM contacts WHERE key = ?",  # forgotten
+        "INSERT INTO contacts (key, attributes, rhash, first_seen, updated_at) "
+        "VALUES (? || '-x', '{}', 1, 't', 't')",
+    ]
+    for i, sql in enumerate(changes):
+        store = world.store()
+        try:
+            with store.write() as c:
+                generation = store.scalar("SELECT generation FROM contacts_generation")
+                c.execute(sql, (data[i][0],))
+                assert store.scalar("SELECT generation FROM contacts_generation") > generation
+        finally:
+            store.close()
+        report = world.sync()  # from the table, not the stale cache
+        assert report.plan is not None
+        assert report.plan.unchanged == 50 - (i < 2), sql

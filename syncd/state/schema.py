@@ -280,8 +280,8 @@ def m005_fingerprint_cache(db: Database) -> None:
 
 @migrations()
 def m006_fingerprint_rows(db: Database) -> None:
-    """The fingerprint cache also holds each live contact's rowid, and the index on
-    `contacts.rhash` goes.
+    """The fingerprint cache also holds each live contact's rowid; the index on
+    `contacts.rhash` goes; the generation triggers stand aside for the diff's own writes.
 
     The diff reaches a contact by its cached rowid (marking it gone, naming a repeated
     row), so nothing looks a fingerprint up in SQLite any more; the index only cost its
@@ -289,6 +289,11 @@ def m006_fingerprint_rows(db: Database) -> None:
     of each million-contact night). Cached rowids are checked against the fingerprint when
     used, so a VACUUM that renumbers rows costs one slower run, never a wrong contact.
     The old cache has no rowids: the next diff rebuilds it.
+
+    The triggers cost as much again (an UPDATE per contact written). The diff accounts for
+    its own writes (it writes the cache after them), so inside its transaction it sets
+    `in_diff` and moves the generation on once at the end, setting `in_diff` back before
+    it commits; any other writer, which never sees `in_diff` set, still moves it per row.
     """
     db.executescript(
         """
@@ -300,5 +305,18 @@ def m006_fingerprint_rows(db: Database) -> None:
             live BLOB NOT NULL,                 -- the live rhash values, sorted int64 LE
             rowids BLOB NOT NULL                -- each one's contacts rowid, int64 LE
         );
+        ALTER TABLE contacts_generation ADD COLUMN in_diff INTEGER NOT NULL DEFAULT 0;
+        DROP TRIGGER contacts_generation_insert;
+        DROP TRIGGER contacts_generation_update;
+        DROP TRIGGER contacts_generation_delete;
+        CREATE TRIGGER contacts_generation_insert AFTER INSERT ON contacts
+        WHEN NOT (SELECT in_diff FROM contacts_generation)
+        BEGIN UPDATE contacts_generation SET generation = generation + 1; END;
+        CREATE TRIGGER contacts_generation_update AFTER UPDATE OF rhash, gone_at ON contacts
+        WHEN NOT (SELECT in_diff FROM contacts_generation)
+        BEGIN UPDATE contacts_generation SET generation = generation + 1; END;
+        CREATE TRIGGER contacts_generation_delete AFTER DELETE ON contacts
+        WHEN NOT (SELECT in_diff FROM contacts_generation)
+        BEGIN UPDATE contacts_generation SET generation = generation + 1; END;
         """
     )
