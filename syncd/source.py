@@ -220,12 +220,8 @@ class Export:
             yield block
 
     def _block(self, records: list[list[str]], first: int, consumed: int | None) -> Block:
-        width, pick = len(self.header), self._pick
-        widths = set(map(len, records))
-        if widths == {width} or (
-            widths == {width + 1} and not any(map(itemgetter(width), records))
-        ):  # the usual block: every row of the header's width, or one empty cell more
-            texts = list(map(SEP.join, map(pick, records)))
+        texts = self._usual(records)
+        if texts is not None:
             starts = _starts(records, first, consumed, texts)
             return Block(starts[:-1], records, _encode(texts), records=len(records), end=starts[-1])
         starts = _starts(records, first, None, None)
@@ -233,6 +229,17 @@ class Export:
         for start, row in zip(starts, records, strict=False):
             self._one(block, start, row)
         return block
+
+    def _usual(self, records: list[list[str]]) -> list[str] | None:
+        """The change texts, when every record has the header's width (or one empty cell
+        more): the usual block, taken whole. None: look at each with `_one`."""
+        width = len(self.header)
+        widths = set(map(len, records))
+        if widths == {width} or (
+            widths == {width + 1} and not any(map(itemgetter(width), records))
+        ):
+            return list(map(SEP.join, map(self._pick, records)))
+        return None
 
     def _one(self, block: Block, start: int, row: list[str]) -> None:
         """Add one record parsed by the csv module to `block`: kept, bad, or a blank line."""
@@ -270,7 +277,8 @@ class Export:
                     chunk += fh.readline()  # never end between a CR and its LF
                 lines = chunk.splitlines(keepends=True)
                 n = len(lines)
-                simple = _unquoted(chunk, lines)
+                quotes = _quotes(chunk, lines)
+                simple = (quotes == 0).tolist()
                 stripped = list(map(bytes.rstrip, compress(lines, simple), repeat(b"\r\n")))
                 count = partial(np.fromiter, dtype=np.int64, count=len(stripped))
                 widths = count(map(bytes.count, stripped, repeat(delimiter))) + 1
@@ -284,7 +292,7 @@ class Export:
                 raw = np.zeros(n, dtype=bool)
                 raw[np.flatnonzero(simple)[fits]] = True
                 fitting = raw.copy()
-                block, feed = self._others(lines, raw, line, fh)
+                block, feed = self._others(lines, quotes, raw, line, fh)
                 fits[fits] = raw[fitting]  # the csv module may have taken some for a record
                 bodies = list(compress(stripped, fits.tolist()))
                 if wider:  # the empty trailing cell off
@@ -299,15 +307,19 @@ class Export:
                 yield block
 
     def _others(
-        self, lines: list[bytes], raw: np.ndarray, first: int, fh: IO[bytes]
+        self, lines: list[bytes], quotes: np.ndarray, raw: np.ndarray, first: int, fh: IO[bytes]
     ) -> tuple[Block, _Lines]:
         """The records that start on lines the raw path cannot read, through the csv module.
 
         Each run starts where a record ended, so the csv module is never handed half a
         record. Lines a record takes are unmarked in `raw`: they belong to that record.
+        `_batch` parses them all in one pass when it can; this walks them one by one.
         """
-        block = Block([], [], [], delimiter=self.delimiter.encode())
         feed, n = _Lines(lines, fh), len(lines)
+        block = self._batch(lines, quotes, raw, first)
+        if block is not None:
+            return block, feed
+        block = Block([], [], [], delimiter=self.delimiter.encode())
         reader = csv.reader(feed, delimiter=self.delimiter, strict=True)
         for j in np.flatnonzero(~raw).tolist():
             if j < feed.pos:
@@ -328,6 +340,53 @@ class Export:
                     break  # the block's end, or a line the raw path reads
             raw[j : feed.pos] = False
         return block, feed
+
+    def _batch(
+        self, lines: list[bytes], quotes: np.ndarray, raw: np.ndarray, first: int
+    ) -> Block | None:
+        """`_others`' records in one csv module pass, or None when that cannot be trusted.
+
+        In well-formed CSV a record that starts on a line with an odd number of quotes
+        ends on the next such line, and any other record is one line: so the lines the
+        csv module must see, and where each record starts, are known up front. The records
+        it returns are held to that (their number and each one's line breaks); a stray
+        quote, a quoted field running past the block or a csv error means None, and the
+        walk does it. Worth it when many lines are quoted (exports quoting every field).
+        """
+        odd = np.flatnonzero(quotes & 1)
+        if len(odd) % 2:
+            return None
+        runs = np.zeros(len(lines) + 1, dtype=np.int64)  # +1 from a record's second line
+        runs[odd[0::2] + 1] += 1
+        runs[odd[1::2] + 1] -= 1  # to the line after its last
+        inside = np.cumsum(runs[:-1]) > 0
+        member = ~raw | inside
+        heads = np.flatnonzero(member & ~inside)
+        taken = np.cumsum(member)  # lines each record takes: from its head to the next
+        sizes = np.diff(np.append(taken[heads], taken[-1] + 1))
+        decoded = map(
+            bytes.decode,
+            compress(lines, member.tolist()),
+            repeat("utf-8"),
+            repeat("surrogateescape"),
+        )
+        try:
+            records = list(csv.reader(decoded, delimiter=self.delimiter, strict=True))
+        except csv.Error:
+            return None
+        if len(records) != len(heads) or (_breaks(records) + 1 != sizes).any():
+            return None
+        raw[member] = False
+        starts = (heads + first).tolist()
+        texts = self._usual(records)
+        if texts is not None:
+            block = Block(starts, records, _encode(texts), records=len(records))
+        else:
+            block = Block([], [], [])
+            for start, row in zip(starts, records, strict=True):
+                self._one(block, start, row)
+        block.delimiter = self.delimiter.encode()
+        return block
 
     def rows(self, on_bad: Callable[[Bad], None]) -> Iterator[tuple[int, list[str]]]:
         """Record by record, in file order: `(line, row)` for good rows, cut to the header's
@@ -395,7 +454,7 @@ def _starts(
         extra = list(map(str.count, texts, repeat("\n")))
         if sum(extra) == consumed - n:
             return list(accumulate(map(add, extra, repeat(1)), initial=first))
-    extra = [_breaks(SEP.join(row)) for row in records]
+    extra = _breaks(records).tolist()
     return list(accumulate(map(add, extra, repeat(1)), initial=first))
 
 
@@ -432,15 +491,35 @@ def _texter(
     )
 
 
-def _unquoted(chunk: bytes, lines: list[bytes]) -> list[bool]:
-    """Which of the chunk's lines hold no quote: the quotes found in the whole chunk at
-    once, each placed on its line by the lines' ends (cheaper than a look per line)."""
-    quotes = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == ord('"'))
-    unquoted = np.ones(len(lines), dtype=bool)
-    if quotes.size:
-        ends = np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=len(lines)))
-        unquoted[np.searchsorted(ends, quotes, side="right")] = False
-    return unquoted.tolist()
+def _quotes(chunk: bytes, lines: list[bytes]) -> np.ndarray:
+    """How many quotes each of the chunk's lines holds, from one look at the whole chunk
+    (cheaper than a count per line): few quotes are each placed on their line by the
+    lines' ends, many (every field quoted) are summed line by line."""
+    n = len(lines)
+    quotes = chunk.count(b'"')
+    if not quotes:
+        return np.zeros(n, dtype=np.int64)
+    is_quote = np.frombuffer(chunk, dtype=np.uint8) == ord('"')
+    lengths = np.fromiter(map(len, lines), dtype=np.int64, count=n)
+    ends = np.cumsum(lengths)
+    if quotes <= n:
+        return np.bincount(
+            np.searchsorted(ends, np.flatnonzero(is_quote), side="right"), minlength=n
+        )
+    counts: np.ndarray = np.add.reduceat(is_quote, ends - lengths, dtype=np.int64)
+    return counts
+
+
+def _breaks(records: list[list[str]]) -> np.ndarray:
+    """The line breaks inside each record's cells: CRLF, CR or LF, as the file object and
+    `bytes.splitlines` split lines."""
+    joined = list(map(SEP.join, records))  # not "": a CR ending one cell and an LF
+    # starting the next are two breaks
+    count = partial(np.fromiter, dtype=np.int64, count=len(joined))
+    breaks: np.ndarray = count(map(str.count, joined, repeat("\n")))
+    breaks += count(map(str.count, joined, repeat("\r")))
+    breaks -= count(map(str.count, joined, repeat("\r\n")))
+    return breaks
 
 
 def _encode(texts: list[str]) -> list[bytes]:
@@ -476,10 +555,6 @@ class _Lines:
             self.carry = b"".join(reversed(self._more))
         self.pos += 1
         return line.decode("utf-8", "surrogateescape")
-
-
-def _breaks(text: str) -> int:
-    return text.count("\n") + text.count("\r") - text.count("\r\n")
 
 
 def defect(row: list[str], header: list[str], encoding: str) -> str | None:
