@@ -189,7 +189,11 @@ RELATIONS: tuple[Relation, ...] = (
         "contacts_generation",
         "syncd's own bookkeeping: a counter that triggers move on at every change to a "
         "contact's fingerprint or liveness, by whatever made it.",
-        {"generation": "The counter."},
+        {
+            "generation": "The counter.",
+            "in_diff": "1 only inside the diff's own transaction, which accounts for its "
+            "writes itself; always 0 to anyone else.",
+        },
     ),
     Relation(
         "contact_status",
