@@ -296,7 +296,7 @@ class Differ:
             )
             plan.vendors[name] = VendorPlan(name, self.connectors[name].kind)
         self.rowids: np.ndarray | None = None  # each known fingerprint's contact; see `_rows`
-        self.stale = False  # a cached rowid was found wrong: the cache is rebuilt next run
+        self.renumbered = False  # a cached rowid named the wrong row: all were read again
         known = self._known()
         plan.known = len(known)
         self.known = known
@@ -346,32 +346,44 @@ class Differ:
             "SELECT 1 FROM fingerprint_cache JOIN contacts_generation USING (generation)"
         ).fetchone():
             return _read_blob(self.conn, "live")
+        known, self.rowids = self._live()
+        return known
+
+    def _live(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every live contact's fingerprint, sorted, and its rowid: a table scan."""
         pairs = np.fromiter(
             chain.from_iterable(
                 self.conn.execute("SELECT rhash, rowid FROM contacts WHERE gone_at IS NULL")
             ),
             dtype=np.int64,
         ).reshape(-1, 2)
-        order = np.argsort(pairs[:, 0])
-        self.rowids = pairs[order, 1]
-        known: np.ndarray = pairs[order, 0]
-        return known
+        pairs = pairs[np.argsort(pairs[:, 0])]
+        return pairs[:, 0].copy(), pairs[:, 1].copy()
 
     def _rows(self) -> np.ndarray:
         """Each known fingerprint's contacts rowid (read from the cache the first time).
 
         A rowid can be wrong (a VACUUM may renumber rows without a trigger firing), so
-        whatever uses one checks the fingerprint too, and sets `stale` when it did not match.
+        whatever uses one checks the fingerprint too, and calls `_renumbered` when it did
+        not match.
         """
         if self.rowids is None:
             self.rowids = _read_blob(self.conn, "rowids")
         return self.rowids
 
+    def _renumbered(self) -> None:
+        """The cached rowids are wrong: read every known contact's again, once (a table
+        scan). Known rows rewritten in this run get 0; their keys are in `keys`."""
+        live, rows = self._live()
+        self.rowids = np.zeros(len(self.known), dtype=np.int64)
+        if len(live):
+            at = np.minimum(np.searchsorted(live, self.known), len(live) - 1)
+            found = live[at] == self.known
+            self.rowids[found] = rows[at[found]]
+        self.renumbered = True
+
     def _cache(self) -> None:
         """Write the fingerprints live after this diff and their rowids, for the next one."""
-        if self.stale:
-            self.conn.execute("DELETE FROM fingerprint_cache")
-            return
         keep = (self.seen != 0) & ~self.replaced
         added = np.frombuffer(self.added, dtype=np.int64)
         order = np.argsort(added)  # the kept ones are in order already: merge the added in
@@ -422,13 +434,11 @@ class Differ:
         """The key of the known contact at `i`."""
         if i in self.keys:  # its row was rewritten in this run
             return self.keys[i]
-        rhash = int(self.known[i])
-        key = self.store.scalar(
-            "SELECT key FROM contacts WHERE rowid = ? AND rhash = ?", (int(self._rows()[i]), rhash)
-        )
-        if key is None:  # the rowids moved under the cache: by fingerprint (a table scan)
-            self.stale = True
-            key = self.store.scalar("SELECT key FROM contacts WHERE rhash = ?", (rhash,))
+        sql = "SELECT key FROM contacts WHERE rowid = ? AND rhash = ?"
+        key = self.store.scalar(sql, (int(self._rows()[i]), int(self.known[i])))
+        if key is None and not self.renumbered:  # the rowids moved under the cache
+            self._renumbered()
+            key = self.store.scalar(sql, (int(self._rows()[i]), int(self.known[i])))
         return str(key)
 
     def _prepare(self, line: int, row: list[str], text: bytes, export: Export) -> _Candidate | Bad:
@@ -715,20 +725,20 @@ class Differ:
         self.plan.gone = len(gone)
         for vplan in self.plan.vendors.values():
             vplan.counts["gone"] = len(gone)
+        if self._mark_gone(gone) < len(gone) and not self.renumbered:
+            self._renumbered()  # the rowids moved under the cache: the rest again
+            self._mark_gone(gone)
+
+    def _mark_gone(self, gone: np.ndarray) -> int:
         rows = self._rows()[gone]
         order = np.argsort(rows)
-        hashes = self.known[gone][order].tolist()
-        mark = "UPDATE contacts SET gone_at = ?, rhash = -rhash - 1 WHERE rowid = ?"
-        done = self.conn.executemany(
-            mark + " AND rhash = ? AND gone_at IS NULL",
-            zip(repeat(self.ts), rows[order].tolist(), hashes),
-        ).rowcount
-        if done < len(hashes):  # the rowids moved under the cache: the rest by fingerprint
-            self.stale = True
-            left = set(hashes)
-            live = self.conn.execute("SELECT rowid, rhash FROM contacts WHERE gone_at IS NULL")
-            found = [rowid for rowid, rhash in live if rhash in left]
-            self.conn.executemany(mark, zip(repeat(self.ts), found))
+        return int(
+            self.conn.executemany(
+                "UPDATE contacts SET gone_at = ?, rhash = -rhash - 1 "
+                "WHERE rowid = ? AND rhash = ? AND gone_at IS NULL",
+                zip(repeat(self.ts), rows[order].tolist(), self.known[gone][order].tolist()),
+            ).rowcount
+        )
 
     def guard(self, force: bool) -> str | None:
         """Why this export must not be applied (truncated or empty), or None."""
