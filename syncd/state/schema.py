@@ -287,7 +287,7 @@ def m006_fingerprint_rows(db: Database) -> None:
     row), so nothing looks a fingerprint up in SQLite any more; the index only cost its
     upkeep, a random B-tree write for every new, changed and gone contact (about a second
     of each million-contact night). Cached rowids are checked against the fingerprint when
-    used, so a VACUUM that renumbers rows costs one slower run, never a wrong contact.
+    used, so a VACUUM that renumbers rows costs a table scan, never a wrong contact.
     The old cache has no rowids: the next diff rebuilds it.
 
     The triggers cost as much again (an UPDATE per contact written). The diff accounts for
