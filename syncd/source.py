@@ -221,12 +221,18 @@ class Export:
 
     def _block(self, records: list[list[str]], first: int, consumed: int | None) -> Block:
         texts = self._usual(records)
+        starts = _starts(records, first, None if texts is None else consumed, texts)
+        block = self._fill(records, starts[:-1], texts)
+        block.end = starts[-1]
+        return block
+
+    def _fill(self, records: list[list[str]], starts: list[int], texts: list[str] | None) -> Block:
+        """A block of records the csv module parsed, each with the line it starts on: taken
+        whole when `_usual` gave their change texts, else each through `_one`."""
         if texts is not None:
-            starts = _starts(records, first, consumed, texts)
-            return Block(starts[:-1], records, _encode(texts), records=len(records), end=starts[-1])
-        starts = _starts(records, first, None, None)
-        block = Block([], [], [], end=starts[-1])
-        for start, row in zip(starts, records, strict=False):
+            return Block(starts, records, _encode(texts), records=len(records))
+        block = Block([], [], [])
+        for start, row in zip(starts, records, strict=True):
             self._one(block, start, row)
         return block
 
@@ -257,7 +263,7 @@ class Export:
         block.texts.append(SEP.join(self._pick(row)).encode("utf-8", "surrogateescape"))
 
     def _raw_blocks(self) -> Iterator[Block]:
-        """The records of a UTF-8 export, read as bytes a megabyte at a time.
+        """The records of a UTF-8 export, read as bytes `RAW_BYTES` at a time.
 
         `bytes.splitlines` splits lines as the file object does (CRLF, LF or a lone CR).
         A line without a quote that splits on the delimiter to the header's width is a
@@ -377,14 +383,7 @@ class Export:
         if len(records) != len(heads) or (_breaks(records) + 1 != sizes).any():
             return None
         raw[member] = False
-        starts = (heads + first).tolist()
-        texts = self._usual(records)
-        if texts is not None:
-            block = Block(starts, records, _encode(texts), records=len(records))
-        else:
-            block = Block([], [], [])
-            for start, row in zip(starts, records, strict=True):
-                self._one(block, start, row)
+        block = self._fill(records, (heads + first).tolist(), self._usual(records))
         block.delimiter = self.delimiter.encode()
         return block
 
