@@ -3,7 +3,7 @@
 Two paths per row:
 
 - fast (`scan`): a 64-bit fingerprint of the raw row (salted with the mapping
-  configuration) is looked up, a block of rows at a time, in a sorted array of the
+  configuration and the export's header) is looked up, a block of rows at a time, in a sorted array of the
   fingerprints the store holds. A hit means the row is byte-for-byte what was last
   recorded, so no vendor can need it: nothing else is done. No dict of a million keys is
   ever built.
@@ -62,9 +62,13 @@ def fingerprint(text: bytes, seed: int) -> int:
     return xxh3_64_intdigest(text, seed) >> 1
 
 
-def config_salt(cfg: Config) -> int:
-    """Changes whenever what the vendors see could change: mappings, vendors, key, ignores."""
+def config_salt(cfg: Config, export: Export) -> int:
+    """Changes whenever what the vendors see could change: mappings, vendors, key, ignores,
+    and the export's header and delimiter (the same bytes under other column names, or
+    split on another delimiter, are other cells)."""
     sig = {
+        "header": export.header,
+        "delimiter": export.delimiter,
         "key": cfg.source.key,
         "ignore": cfg.source.ignore_columns,
         "region": cfg.source.phone_region,
@@ -282,7 +286,6 @@ class Differ:
         self.now = now
         self.ts = iso(now)
         self.baseline = set(baseline)
-        self.salt = config_salt(cfg)
         self.projectors: dict[str, Projector] = {}
         self.plan: Plan = Plan(run_id=run_id, export="")
 
@@ -290,6 +293,7 @@ class Differ:
     def run(self, export: Export) -> Plan:
         plan = self.plan
         plan.export = str(export.path)
+        self.salt = config_salt(self.cfg, export)
         for name, vcfg in self.cfg.vendors.items():
             self.projectors[name] = Projector(
                 vcfg, self.connectors[name], export.header, self.cfg.source.phone_region

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from itertools import accumulate, compress, islice, repeat
-from operator import add, itemgetter
+from operator import add, attrgetter, itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,12 +31,9 @@ SNIFF_BYTES = 64 * 1024
 FIELD_LIMIT = 1024 * 1024  # 1 MiB per field: anything larger is a broken export, not data
 DELIMITERS = ",;\t|"
 BLOCK = 512  # records parsed at a time: small enough to stay in the CPU's caches
-SEP = "\x1f"  # joins the cells of a change text
-SEP_BYTES = SEP.encode()
-_CUTS: tuple[slice, slice] = (
-    slice(None),
-    slice(None, -1),
-)  # a raw line as it is, or without its last delimiter
+# joins the cells of a change text: a lone high surrogate, which no decoder here ever
+# produces (`surrogateescape` gives low ones), so the joined text names its cells exactly
+SEP = "\ud800"
 # bytes read at a time on the raw path: a block's working set stays in the CPU's caches
 RAW_BYTES = 256 * 1024
 
@@ -260,18 +257,20 @@ class Export:
             return
         block.lines.append(start)
         block.rows.append(row)
-        block.texts.append(SEP.join(self._pick(row)).encode("utf-8", "surrogateescape"))
+        block.texts.extend(_encode([SEP.join(self._pick(row))]))
 
     def _raw_blocks(self) -> Iterator[Block]:
         """The records of a UTF-8 export, read as bytes `RAW_BYTES` at a time.
 
-        `bytes.splitlines` splits lines as the file object does (CRLF, LF or a lone CR).
-        A line without a quote that splits on the delimiter to the header's width is a
-        record by itself: its change text is its own bytes, and nothing is decoded unless
-        it turns out new or changed. Every other line is handed to the csv module, from
-        where the last record ended, and the csv module decides how many lines its record
-        takes (a quoted field may run on past the block: the lines are read for it). So
-        a stray quote costs speed, never a wrong record.
+        Lines end where the file object ends them (CRLF, LF or a lone CR). A line
+        without a quote that holds the header's width of delimiters is a record by itself,
+        and its change text is its own bytes: where each line ends and how many quotes and
+        delimiters it holds are counted with numpy over the whole block, so nothing runs
+        per line but `bytes.splitlines`, and nothing is decoded unless the row turns out
+        new or changed. Every other line is handed to the csv module, from where the last
+        record ended, and the csv module decides how many lines its record takes (a
+        quoted field may run on past the block: the lines are read for it). So a stray
+        quote costs speed, never a wrong record.
         """
         width, delimiter = len(self.header), self.delimiter.encode()
         assert self._raw_start is not None
@@ -281,31 +280,21 @@ class Export:
             while chunk := carry + fh.read(RAW_BYTES):
                 if not chunk.endswith(b"\n"):
                     chunk += fh.readline()  # never end between a CR and its LF
-                lines = chunk.splitlines(keepends=True)
-                n = len(lines)
-                quotes = _quotes(chunk, lines)
-                simple = (quotes == 0).tolist()
-                stripped = list(map(bytes.rstrip, compress(lines, simple), repeat(b"\r\n")))
-                count = partial(np.fromiter, dtype=np.int64, count=len(stripped))
-                widths = count(map(bytes.count, stripped, repeat(delimiter))) + 1
-                fits = widths == width
-                wider = bool((widths == width + 1).any())
-                if wider:  # one cell more fits if it is empty (a spreadsheet's habit)
-                    trailing = count(map(bytes.endswith, stripped, repeat(delimiter))) > 0
-                    fits |= (widths == width + 1) & trailing
+                starts, stops, ends = _line_bounds(chunk)
+                n = len(starts)
+                data = np.frombuffer(chunk, dtype=np.uint8)
+                quotes = _per_line(data == ord('"'), starts)
+                cells = _per_line(data == delimiter[0], starts) + 1
+                trailing = (ends > starts) & (data[ends - 1] == delimiter[0])  # ";" at the end
+                # a record: no quote, and the header's width, or one empty cell more (a
+                # spreadsheet's habit); a blank line is none
+                raw = (quotes == 0) & ((cells == width) | ((cells == width + 1) & trailing))
                 if width == 1:
-                    fits &= count(map(len, stripped)) > 0  # a blank line is no record
-                raw = np.zeros(n, dtype=bool)
-                raw[np.flatnonzero(simple)[fits]] = True
-                fitting = raw.copy()
-                block, feed = self._others(lines, quotes, raw, line, fh)
-                fits[fits] = raw[fitting]  # the csv module may have taken some for a record
-                bodies = list(compress(stripped, fits.tolist()))
-                if wider:  # the empty trailing cell off
-                    cut = map(_CUTS.__getitem__, (widths[fits] > width).tolist())
-                    bodies = list(map(bytes.__getitem__, bodies, cut))
-                starts = (np.flatnonzero(raw) + line).tolist()
-                block.add(starts, bodies, list(self._texts(bodies)))
+                    raw &= ends > starts
+                block, feed = self._others(_Slices(chunk, starts, stops), quotes, raw, line, fh)
+                bodies = list(compress(chunk.splitlines(), raw.tolist()))
+                texts = self._texts(bodies, cells[raw] - width)
+                block.add((np.flatnonzero(raw) + line).tolist(), bodies, texts)
                 block.records += len(bodies)
                 line += n + feed.past
                 carry = feed.carry
@@ -313,7 +302,7 @@ class Export:
                 yield block
 
     def _others(
-        self, lines: list[bytes], quotes: np.ndarray, raw: np.ndarray, first: int, fh: IO[bytes]
+        self, lines: _Slices, quotes: np.ndarray, raw: np.ndarray, first: int, fh: IO[bytes]
     ) -> tuple[Block, _Lines]:
         """The records that start on lines the raw path cannot read, through the csv module.
 
@@ -348,14 +337,14 @@ class Export:
         return block, feed
 
     def _batch(
-        self, lines: list[bytes], quotes: np.ndarray, raw: np.ndarray, first: int
+        self, lines: _Slices, quotes: np.ndarray, raw: np.ndarray, first: int
     ) -> Block | None:
         """`_others`' records in one csv module pass, or None when that cannot be trusted.
 
         In well-formed CSV a record that starts on a line with an odd number of quotes
         ends on the next such line, and any other record is one line: so the lines the
         csv module must see, and where each record starts, are known up front. The records
-        it returns are held to that (their number and each one's line breaks); a stray
+        it returns are held to that (their number, and the lines each one took); a stray
         quote, a quoted field running past the block or a csv error means None, and the
         walk does it. Worth it when many lines are quoted (exports quoting every field).
         """
@@ -368,20 +357,28 @@ class Export:
         inside = np.cumsum(runs[:-1]) > 0
         member = ~raw | inside
         heads = np.flatnonzero(member & ~inside)
-        taken = np.cumsum(member)  # lines each record takes: from its head to the next
-        sizes = np.diff(np.append(taken[heads], taken[-1] + 1))
+        # where each record should end: the lines the csv module has taken by then
+        taken = np.cumsum(member)
+        ends = np.append(taken[heads[1:]] - 1, taken[-1])[: len(heads)]
         decoded = map(
             bytes.decode,
-            compress(lines, member.tolist()),
+            map(lines.__getitem__, np.flatnonzero(member).tolist()),
             repeat("utf-8"),
             repeat("surrogateescape"),
         )
-        try:
-            records = list(csv.reader(decoded, delimiter=self.delimiter, strict=True))
+        reader = csv.reader(decoded, delimiter=self.delimiter, strict=True)
+        try:  # each record, and the lines taken when it ended
+            read = list(zip(reader, map(attrgetter("line_num"), repeat(reader)), strict=False))
         except csv.Error:
             return None
-        if len(records) != len(heads) or (_breaks(records) + 1 != sizes).any():
+        if (
+            len(read) != len(heads)
+            or (
+                np.fromiter(map(itemgetter(1), read), dtype=np.int64, count=len(read)) != ends
+            ).any()
+        ):
             return None
+        records = list(map(itemgetter(0), read))
         raw[member] = False
         block = self._fill(records, (heads + first).tolist(), self._usual(records))
         block.delimiter = self.delimiter.encode()
@@ -409,8 +406,11 @@ class Block:
     its change text, and the bad records. Sort by line where order matters (see `add`).
 
     A row may hold blank cells past the header's width (the empty trailing column of
-    spreadsheet round-trips): index it by column. Its change text is the cells that count
-    for change detection ([source] ignore_columns left out), joined by `SEP`.
+    spreadsheet round-trips): index it by column. Its change text names exactly the cells
+    that count for change detection ([source] ignore_columns left out): for a line read
+    raw, the line's own bytes less any ignored cells (`_texter`); for a record the csv
+    module read, those cells joined by `SEP`. The fingerprints of the texts are all the
+    diff looks at for an unchanged row, so equal texts must mean equal cells.
     """
 
     lines: list[int]
@@ -459,54 +459,80 @@ def _starts(
 
 def _texter(
     width: int, keep: list[int], delimiter: bytes
-) -> Callable[[list[bytes]], Iterator[bytes]]:
-    """Change texts straight from raw lines of the header's width, as C-level maps.
+) -> Callable[[list[bytes], np.ndarray], list[bytes]]:
+    """Change texts straight from raw lines: the line itself, or without the ignored cells.
 
-    The same bytes as `SEP.join` of the kept cells, UTF-8 encoded. The ignored columns are
-    cut out with one split bounded to reach them from the nearer end (a handful of pieces
-    rather than a piece per column); the delimiters left become `SEP`.
+    A line read raw has no quote and the header's width, so its bytes name its cells
+    exactly; its text is not the `SEP`-joined text of a record the csv module read (a row
+    quoted in one export and not in the next is looked at once more, nothing else).
+    Ignored columns are cut out with one split bounded to reach them from the nearer end
+    (a handful of pieces rather than a piece per column). The texts are given the lines
+    and, for each, how many cells past the header's width it has (0, or 1 empty one).
     """
-    to_sep = partial(map, bytes.replace)
     if len(keep) == width:
-        return lambda lines: to_sep(lines, repeat(delimiter), repeat(SEP_BYTES))
+        return lambda lines, _extra: lines
     ignored = sorted(set(range(width)) - set(keep))
     first, last = ignored[0], ignored[-1]
     if first and width - first < last + 1:  # from the right: the rest of the line, then cells
         cuts = width - first
         parts = [0] + [k for k in range(1, cuts + 1) if first + k - 1 in keep]
 
-        def split(lines: list[bytes]) -> Iterator[list[bytes]]:
-            return map(bytes.rsplit, lines, repeat(delimiter), repeat(cuts))
-    else:  # from the left: cells, then the rest of the line
+        def split(lines: list[bytes], extra: np.ndarray) -> Iterator[list[bytes]]:
+            # an empty cell past the header's width is one piece more, at the end: not picked
+            return map(bytes.rsplit, lines, repeat(delimiter), (extra + cuts).tolist())
+    else:  # from the left: cells, then the rest of the line (with any empty cell past it)
         cuts = last + 1
-        parts = [k for k in range(last + 1) if k in keep] + ([last + 1] if cuts < width else [])
+        parts = [k for k in range(cuts) if k in keep] + ([cuts] if cuts < width else [])
 
-        def split(lines: list[bytes]) -> Iterator[list[bytes]]:
+        def split(lines: list[bytes], extra: np.ndarray) -> Iterator[list[bytes]]:
             return map(bytes.split, lines, repeat(delimiter), repeat(cuts))
 
     pick = itemgetter(*parts) if len(parts) > 1 else itemgetter(slice(parts[0], parts[0] + 1))
-    return lambda lines: to_sep(
-        map(delimiter.join, map(pick, split(lines))), repeat(delimiter), repeat(SEP_BYTES)
-    )
+    return lambda lines, extra: list(map(delimiter.join, map(pick, split(lines, extra))))
 
 
-def _quotes(chunk: bytes, lines: list[bytes]) -> np.ndarray:
-    """How many quotes each of the chunk's lines holds, from one look at the whole chunk
-    (cheaper than a count per line): few quotes are each placed on their line by the
-    lines' ends, many (every field quoted) are summed line by line."""
-    n = len(lines)
-    quotes = chunk.count(b'"')
-    if not quotes:
-        return np.zeros(n, dtype=np.int64)
-    is_quote = np.frombuffer(chunk, dtype=np.uint8) == ord('"')
-    lengths = np.fromiter(map(len, lines), dtype=np.int64, count=n)
-    ends = np.cumsum(lengths)
-    if quotes <= n:
-        return np.bincount(
-            np.searchsorted(ends, np.flatnonzero(is_quote), side="right"), minlength=n
-        )
-    counts: np.ndarray = np.add.reduceat(is_quote, ends - lengths, dtype=np.int64)
+def _line_bounds(chunk: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each line of `chunk` starts, where it ends without its line break, and after
+    it: the lines `bytes.splitlines` gives (a break is CRLF, LF or a lone CR)."""
+    data = np.frombuffer(chunk, dtype=np.uint8)
+    breaks = ends = np.flatnonzero(data == ord("\n"))
+    if b"\r" in chunk:
+        crlf = (data[breaks - 1] == ord("\r")) & (breaks > 0)
+        if np.count_nonzero(data == ord("\r")) == np.count_nonzero(crlf):  # no lone CR
+            ends = breaks - crlf
+        else:
+            lf, cr = data == ord("\n"), data == ord("\r")
+            pairs = np.zeros(len(data), dtype=bool)  # the LF of each CRLF
+            pairs[1:] = cr[:-1] & lf[1:]
+            breaks = np.flatnonzero(lf | cr & ~np.append(pairs[1:], False))
+            ends = breaks - pairs[breaks]
+    stops = breaks + 1
+    if not len(breaks) or stops[-1] < len(data):  # the file's last line, without a break
+        stops, ends = np.append(stops, len(data)), np.append(ends, len(data))
+    starts = np.zeros(len(stops), dtype=np.int64)
+    starts[1:] = stops[:-1]
+    return starts, stops, ends
+
+
+def _per_line(mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """How many of each line's bytes `mask` marks."""
+    if not mask.any():
+        return np.zeros(len(starts), dtype=np.int64)
+    counts: np.ndarray = np.add.reduceat(mask, starts, dtype=np.int64)
     return counts
+
+
+class _Slices:
+    """A block's lines with their breaks, cut from the chunk only when asked for."""
+
+    def __init__(self, chunk: bytes, starts: np.ndarray, stops: np.ndarray) -> None:
+        self.chunk, self.starts, self.stops = chunk, starts.tolist(), stops.tolist()
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, j: int) -> bytes:
+        return self.chunk[self.starts[j] : self.stops[j]]
 
 
 def _breaks(records: list[list[str]]) -> np.ndarray:
@@ -522,7 +548,7 @@ def _breaks(records: list[list[str]]) -> np.ndarray:
 
 
 def _encode(texts: list[str]) -> list[bytes]:
-    return list(map(str.encode, texts, repeat("utf-8"), repeat("surrogateescape")))
+    return list(map(str.encode, texts, repeat("utf-8"), repeat("surrogatepass")))
 
 
 class _Lines:
@@ -530,7 +556,7 @@ class _Lines:
     end, read on from the file for a quoted field that runs on. What was read past the
     block and not taken is `carry`, for the next block."""
 
-    def __init__(self, lines: list[bytes], fh: IO[bytes]) -> None:
+    def __init__(self, lines: _Slices, fh: IO[bytes]) -> None:
         self.lines, self.fh, self.pos, self.carry = lines, fh, 0, b""
         self._more: list[bytes] = []  # read past the block, reversed
 

@@ -291,3 +291,24 @@ def test_any_other_change_to_contacts_makes_the_fingerprint_cache_stale(world: W
         report = world.sync()  # from the table, not the stale cache
         assert report.plan is not None
         assert report.plan.unchanged == 50 - (i < 2), sql
+
+
+def test_the_same_rows_under_renamed_columns_are_other_contacts(
+    world: World, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """Fingerprints are of a row's bytes: with the header's names swapped, the same bytes
+    mean other data for the vendor, and none of them may pass as unchanged."""
+    data = list(rows(30))
+    world.write(data)
+    assert world.sync().exit_code == 0
+    text = world.export.read_bytes()
+    header, _, body = text.partition(b"\r\n")
+    swapped = header.replace(b"First Name;Last Name", b"Last Name;First Name")
+    assert swapped != header
+    world.export.write_bytes(swapped + b"\r\n" + body)
+    report = world.sync()
+    assert report.exit_code == 0 and report.plan is not None
+    differs = sum(r[1] != r[2] for r in data)
+    assert report.plan.counts()["esputnik"]["changed"] == differs > 0
+    held = {c["externalCustomerId"]: c for c in sim[0].contacts()}
+    assert {held[r[0]]["firstName"] for r in data} == {r[2] for r in data}

@@ -126,14 +126,22 @@ PIECES = [
     b" ",
     b"\xc3\xa9",
     b"a@b.co",
+    b"\x1f",
+    b"\xed\xa0\x80",  # the change texts' cell separator, encoded
 ]
 
 
 def both_ways(path: Path, **kw: object) -> tuple[list[object], list[object], bool]:
-    """Every record read raw and through the csv module: line, row, change text, or the
-    bad record; and whether the raw path could read the file at all."""
+    """Every record read raw and through the csv module: line and row, or the bad record;
+    and whether the raw path could read the file at all.
+
+    Change texts differ between the two ways (a line read raw is its own bytes), but
+    within and across both, a text must name the cells that count: equal texts, equal
+    cells, or a change would go unseen.
+    """
     out = []
     used = False
+    named: dict[bytes, list[str]] = {}
     for raw in (True, False):
         items: list[tuple[object, ...]] = []
         with Export(path, cfg(path, **kw)) as export:
@@ -141,10 +149,14 @@ def both_ways(path: Path, **kw: object) -> tuple[list[object], list[object], boo
             if not raw:
                 export._raw_start = None
             width, records = len(export.header), 0
+            kept = [i for i, h in enumerate(export.header) if h not in export.cfg.ignore_columns]
             for block in export.blocks():
                 records += block.records
                 for j, line in enumerate(block.lines):
-                    items.append((line, block.row(j)[:width], block.texts[j]))
+                    row = block.row(j)[:width]
+                    items.append((line, row))
+                    cells = [row[i] for i in kept]
+                    assert named.setdefault(block.texts[j], cells) == cells, block.texts[j]
                 items += [(item.line, item) for item in block.bad]
             items.sort(key=lambda item: item[0])  # type: ignore[arg-type,return-value]
             items.append(("records", records))
@@ -171,13 +183,30 @@ def test_raw_and_csv_reading_agree(
     header: bytes,
     ignore: tuple[str, ...],
 ) -> None:
-    """Lines, rows, change texts and bad records, with blocks ending anywhere."""
+    """Lines, rows and bad records, with blocks ending anywhere; texts name their cells."""
     monkeypatch.setattr(source, "RAW_BYTES", block)
     path = tmp_path / "e.csv"
     path.write_bytes(header + body)
     raw, csv_read, used = both_ways(path, delimiter=";", ignore_columns=ignore)
     assert used
     assert raw == csv_read
+
+
+@given(st.lists(st.sampled_from([b"a", b";", b"\r", b"\n", b"\r\n"]), min_size=1).map(b"".join))
+def test_line_bounds_are_where_bytes_splitlines_splits(chunk: bytes) -> None:
+    starts, stops, ends = source._line_bounds(chunk)
+    assert [chunk[s:e] for s, e in zip(starts, ends, strict=True)] == chunk.splitlines()
+    with_breaks = [chunk[s:e] for s, e in zip(starts, stops, strict=True)]
+    assert with_breaks == chunk.splitlines(keepends=True)
+
+
+def test_change_texts_name_their_cells_whatever_the_cells_hold(tmp_path: Path) -> None:
+    """Cells holding control characters cannot make two rows' texts equal: had the
+    separator been one a cell can hold, these three would share one text."""
+    path = tmp_path / "e.csv"
+    path.write_bytes(b'Record ID;Name;Notes\n1;"a\x1f";b\n1;"a";\x1fb\n1;a\x1f\x1fb;\n')
+    raw, csv_read, _used = both_ways(path)
+    assert raw == csv_read and len(raw) == 4
 
 
 def test_the_raw_path_reads_the_sample_exports_like_the_csv_module(tmp_path: Path) -> None:
