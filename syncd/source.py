@@ -36,6 +36,7 @@ BLOCK = 512  # records parsed at a time: small enough to stay in the CPU's cache
 SEP = "\ud800"
 # bytes read at a time on the raw path: a block's working set stays in the CPU's caches
 RAW_BYTES = 256 * 1024
+LONG = 1 << 16  # bytes in a line the raw path leaves to the csv module (see `_per_line`)
 
 csv.field_size_limit(FIELD_LIMIT)
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -289,6 +290,7 @@ class Export:
                 # a record: no quote, and the header's width, or one empty cell more (a
                 # spreadsheet's habit); a blank line is none
                 raw = (quotes == 0) & ((cells == width) | ((cells == width + 1) & trailing))
+                raw &= stops - starts < LONG  # else the counts may have wrapped
                 if width == 1:
                     raw &= ends > starts
                 block, feed = self._others(_Slices(chunk, starts, stops), quotes, raw, line, fh)
@@ -515,10 +517,11 @@ def _line_bounds(chunk: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _per_line(mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """How many of each line's bytes `mask` marks."""
+    """How many of each line's bytes `mask` marks, modulo 65536 (summed in 16 bits, four
+    times as fast as in 64): exact, and its parity right, for lines shorter than `LONG`."""
     if not mask.any():
-        return np.zeros(len(starts), dtype=np.int64)
-    counts: np.ndarray = np.add.reduceat(mask, starts, dtype=np.int64)
+        return np.zeros(len(starts), dtype=np.uint16)
+    counts: np.ndarray = np.add.reduceat(mask.view(np.uint8), starts, dtype=np.uint16)
     return counts
 
 

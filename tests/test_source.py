@@ -200,6 +200,17 @@ def test_line_bounds_are_where_bytes_splitlines_splits(chunk: bytes) -> None:
     assert with_breaks == chunk.splitlines(keepends=True)
 
 
+def test_a_line_too_long_for_the_raw_counts_is_still_read_right(tmp_path: Path) -> None:
+    """Quotes and delimiters are counted per line in 16 bits: a line with 65,537 of them
+    must not pass for one with 1."""
+    path = tmp_path / "e.csv"
+    path.write_bytes(b"Record ID;Name\n1;" + b";" * (1 << 16) + b"x\n2;b\n")
+    raw, csv_read, _used = both_ways(path)
+    assert raw == csv_read
+    assert isinstance(raw[0][1], Bad) and "65538 fields" in raw[0][1].reason
+    assert raw[1] == (3, ["2", "b"])
+
+
 def test_change_texts_name_their_cells_whatever_the_cells_hold(tmp_path: Path) -> None:
     """Cells holding control characters cannot make two rows' texts equal: had the
     separator been one a cell can hold, these three would share one text."""
