@@ -364,7 +364,7 @@ class Export:
         ends = np.append(taken[heads[1:]] - 1, taken[-1])[: len(heads)]
         decoded = map(
             bytes.decode,
-            map(lines.__getitem__, np.flatnonzero(member).tolist()),
+            lines.picked(member),
             repeat("utf-8"),
             repeat("surrogateescape"),
         )
@@ -529,13 +529,20 @@ class _Slices:
     """A block's lines with their breaks, cut from the chunk only when asked for."""
 
     def __init__(self, chunk: bytes, starts: np.ndarray, stops: np.ndarray) -> None:
-        self.chunk, self.starts, self.stops = chunk, starts.tolist(), stops.tolist()
+        self.chunk, self.starts, self.stops = chunk, starts, stops
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def __getitem__(self, j: int) -> bytes:
-        return self.chunk[self.starts[j] : self.stops[j]]
+        return self.chunk[int(self.starts[j]) : int(self.stops[j])]
+
+    def picked(self, mask: np.ndarray) -> Iterator[bytes]:
+        """The lines `mask` marks."""
+        return map(
+            self.chunk.__getitem__,
+            map(slice, self.starts[mask].tolist(), self.stops[mask].tolist()),
+        )
 
 
 def _breaks(records: list[list[str]]) -> np.ndarray:
