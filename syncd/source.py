@@ -124,6 +124,13 @@ class Export:
         self.header = [h.strip() for h in header]
         while self.header and not self.header[-1]:
             self.header.pop()  # empty trailing columns from spreadsheet round-trips
+        undecodable = [i + 1 for i, h in enumerate(self.header) if _SURROGATE.search(h)]
+        if undecodable:
+            raise SourceError(
+                f"export {path}: the header has bytes that are not valid {cfg.encoding} "
+                f"(column {undecodable[0]})",
+                hint="re-export the file as UTF-8, or set [source] encoding to the file's",
+            )
         if cfg.key not in self.header:
             raise SourceError(
                 f"export {path}: key column {cfg.key!r} is not in the header",

@@ -83,7 +83,11 @@ FATAL: dict[str, tuple[bytes, int, str]] = {
         2,
         "key column 'Record ID' is not in the header",
     ),
-    "binary_garbage": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", 2, "key column 'Record ID'"),
+    "binary_garbage": (
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+        2,
+        "header has bytes that are not valid utf-8",
+    ),
 }
 
 

@@ -94,6 +94,9 @@ def test_missing_key_column_empty_file_and_missing_file_stop_the_run(tmp_path: P
         read(p)
     with pytest.raises(SourceError, match="does not exist"):
         find_export(cfg(tmp_path / "nope.csv"), datetime.now(UTC))
+    p.write_bytes(b"Record ID;Na\xefme\n1;A\n")  # cp1252 read as UTF-8: no column name
+    with pytest.raises(SourceError, match=r"header has bytes that are not valid utf-8 \(column 2"):
+        read(p)
 
 
 def test_an_export_still_being_written_is_not_read(tmp_path: Path) -> None:
