@@ -35,6 +35,7 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 import phonenumbers
 from sqlite_utils.utils import hash_record
 from xxhash import xxh3_64_intdigest
@@ -47,9 +48,6 @@ from syncd.vendors.base import Connector, Contact
 
 CHUNK = 2000  # candidates compared and written at a time (3 x CHUNK SQL parameters at most)
 SAMPLES = 5
-# json.dumps with these options, without building an encoder for every row
-_ROW_JSON = json.JSONEncoder(ensure_ascii=False).encode
-_PAYLOAD_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 
@@ -463,7 +461,7 @@ class Differ:
             else:
                 contacts[name] = projected
                 views[name] = (proj.digest(projected, row), _payload(projected))
-        attrs = _ROW_JSON(dict(zip(export.header, row, strict=False)))
+        attrs = orjson.dumps(dict(zip(export.header, row, strict=False))).decode()
         return _Candidate(line, key, row, text, views, self._reach(contacts), attrs)
 
     def _candidate(self, miss: _Candidate | Bad, export: Export) -> None:
@@ -850,7 +848,8 @@ def _on_new(proj: Projector) -> bool:
 
 
 def _payload(contact: Contact) -> str:
-    return _PAYLOAD_JSON({"fields": dict(contact.fields), "metadata": dict(contact.metadata)})
+    payload = {"fields": dict(contact.fields), "metadata": dict(contact.metadata)}
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _sample(
