@@ -3,10 +3,10 @@
 Two paths per row:
 
 - fast (`scan`): a 64-bit fingerprint of the raw row (salted with the mapping
-  configuration and the export's header) is looked up, a block of rows at a time, in a sorted array of the
-  fingerprints the store holds. A hit means the row is byte-for-byte what was last
-  recorded, so no vendor can need it: nothing else is done. No dict of a million keys is
-  ever built.
+  configuration and the export's header) is looked up, a block of rows at a time, among
+  the sorted fingerprints the store holds. A hit means the row is byte-for-byte what was
+  last recorded, so no vendor can need it: nothing else is done. No dict of a million
+  keys is ever built.
 - slow (new or changed rows only): the row is projected onto each vendor's mapping,
   normalised (trimmed, emails lower-cased, phones E.164), hashed with sqlite-utils'
   `hash_record` (`_prepare`), and compared with what the vendor acknowledged

@@ -380,12 +380,8 @@ class Export:
             read = list(zip(reader, map(attrgetter("line_num"), repeat(reader)), strict=False))
         except csv.Error:
             return None
-        if (
-            len(read) != len(heads)
-            or (
-                np.fromiter(map(itemgetter(1), read), dtype=np.int64, count=len(read)) != ends
-            ).any()
-        ):
+        took = np.fromiter(map(itemgetter(1), read), dtype=np.int64, count=len(read))
+        if len(read) != len(heads) or (took != ends).any():
             return None
         records = list(map(itemgetter(0), read))
         raw[member] = False
