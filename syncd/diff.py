@@ -23,8 +23,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import queue
 import re
 import sqlite3
+import threading
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -313,7 +315,8 @@ class Differ:
         # the diff's own writes move the generation on once, at the end (m006)
         self.conn.execute("UPDATE contacts_generation SET in_diff = 1")
         try:
-            self._compare(export)
+            with _Writer(self.conn) as self.writer:
+                self._compare(export)
             self._gone()
         finally:
             self.conn.execute(
@@ -569,22 +572,29 @@ class Differ:
         self.added.extend(map(itemgetter(4), inserts))
         self.added_rows.extend(rowids)
         self._new_deliveries.sort(key=itemgetter(2))
-        self.conn.executemany(
+        self.writer.submit(
             "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, reason, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, updated_at) SELECT value->>0, value->>1, value->>2, value->>3, "
+            "value->>4, value->>5, value->>6, value->>7, value->>8, value->>9 FROM json_each(?)",
             self._new_deliveries,
         )
-        self.conn.executemany(
+        self.writer.submit(
             "INSERT INTO contacts (rowid, key, attributes, email, phone, rhash, first_seen, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            map(tuple.__add__, zip(rowids), inserts),
+            "updated_at) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, "
+            "value->>5, value->>6, value->>7 FROM json_each(?)",
+            list(map(tuple.__add__, zip(rowids), inserts)),
         )
-        self.conn.executemany(
-            "UPDATE contacts SET attributes = ?, rhash = ?, updated_at = ?, gone_at = NULL "
-            "WHERE rowid = ?",
+        self.writer.submit(
+            "UPDATE contacts SET attributes = u.value->>0, rhash = u.value->>1, "
+            "updated_at = u.value->>2, gone_at = NULL FROM json_each(?) AS u "
+            "WHERE contacts.rowid = u.value->>3",
             sorted(updates, key=itemgetter(3)),
         )
-        self.conn.executemany("UPDATE contacts SET email = ?, phone = ? WHERE rowid = ?", reached)
+        self.writer.submit(
+            "UPDATE contacts SET email = u.value->>0, phone = u.value->>1 "
+            "FROM json_each(?) AS u WHERE contacts.rowid = u.value->>2",
+            reached,
+        )
 
     def _reach(self, projections: dict[str, Contact]) -> tuple[str | None, str | None]:
         """The contact's normalised email and phone, from any vendor's typed fields."""
@@ -777,6 +787,55 @@ def _write_blob(conn: sqlite3.Connection, column: str, values: np.ndarray) -> No
         view = values.data.cast("B")
         for start in range(0, len(view), 1 << 20):
             blob.write(view[start : start + (1 << 20)])
+
+
+class _Writer:
+    """The diff's bulk writes, on a second thread of the same connection (and so the same
+    transaction). Each is one statement over a JSON array (`json_each`): SQLite does the
+    page work of a whole chunk without the GIL, while the diff reads on. One at a time per
+    row (`executemany`) would need the GIL back after every row.
+
+    Leaving the `with` block waits for the writes; a write that failed is raised then, or
+    at the next `submit`. Leaving it on an exception drops the writes not yet begun (the
+    caller rolls the transaction back) and lets that exception through.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        # a chunk's writes may wait while the next chunk is read, no more
+        self.jobs: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.dropped = False
+        self.thread = threading.Thread(target=self._run, name="syncd-diff-writer", daemon=True)
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if self.error is None and not self.dropped:
+                try:
+                    self.conn.execute(job[0], (job[1],))
+                except BaseException as exc:  # raised in the diff's thread
+                    self.error = exc
+
+    def submit(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run `sql` with `rows` as its one parameter, a JSON array of arrays."""
+        self._raise()
+        if rows:
+            self.jobs.put((sql, orjson.dumps(rows).decode()))
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> _Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.dropped = kind is not None
+        self.jobs.put(None)
+        self.thread.join()
+        if kind is None:
+            self._raise()
 
 
 @dataclass

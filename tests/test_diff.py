@@ -1,12 +1,15 @@
-"""The diff's look-up of fingerprints among the known ones."""
+"""The diff's look-up of fingerprints among the known ones, and its writer thread."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.diff import _finder
+from syncd.diff import _finder, _Writer
 
 FINGERPRINTS = st.integers(0, 2**63 - 1)
 
@@ -25,3 +28,39 @@ def test_every_fingerprint_is_found_where_it_is_and_no_other(
     where, hit = _finder(table)(hashes)
     assert hit.tolist() == [h in known for h in hashes.tolist()]
     assert (table[where[hit]] == hashes[hit]).all()
+
+
+def _table() -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    return conn
+
+
+INSERT = "INSERT INTO t (k, v) SELECT value->>0, value->>1 FROM json_each(?)"
+
+
+def test_the_writer_thread_writes_everything_before_the_block_ends() -> None:
+    conn = _table()
+    with _Writer(conn) as writer:
+        for start in range(0, 10_000, 1000):
+            writer.submit(INSERT, [(k, f"v{k}") for k in range(start, start + 1000)])
+        writer.submit(INSERT, [])  # nothing to write: no statement
+    assert conn.execute("SELECT count(*), sum(k) FROM t").fetchone() == (10_000, 49_995_000)
+
+
+def test_a_failed_write_is_raised_in_the_diffs_thread_and_stops_the_rest() -> None:
+    conn = _table()
+    with pytest.raises(sqlite3.IntegrityError), _Writer(conn) as writer:
+        writer.submit(INSERT, [(1, "a")])
+        writer.submit(INSERT, [(2, None)])  # NOT NULL
+        writer.submit(INSERT, [(3, "c")])  # raises here, or is skipped: after a failure
+
+    assert [k for (k,) in conn.execute("SELECT k FROM t")] == [1]
+
+
+def test_an_error_in_the_diff_drops_the_writes_and_is_the_one_raised() -> None:
+    conn = _table()
+    with pytest.raises(ValueError, match="the diff failed"), _Writer(conn) as writer:
+        writer.submit(INSERT, [(1, None)])  # fails too, but the diff's error is the news
+        raise ValueError("the diff failed")
+    assert not writer.thread.is_alive()
