@@ -52,9 +52,15 @@ def vendors_available() -> list[str]:
     return [name for name in SANDBOX_TABLES if name in SIMULATORS]
 
 
-def write_config(folder: Path, urls: dict[str, str], tables: dict[str, str] | None = None) -> Path:
+def write_config(
+    folder: Path, urls: dict[str, str], tables: dict[str, str] | None = None, days: int = 0
+) -> Path:
     """A config for the demo folder, pointing every vendor at its simulator (with the
-    sandbox accounts, or the given `[vendors.<name>]` keys)."""
+    sandbox accounts, or the given `[vendors.<name>]` keys).
+
+    `days` is `min_days_between_surveys`: 0, so that the demo shows every trigger vendor
+    at work; with 30, a contact due at three trigger vendors is surveyed by the first only.
+    """
     tables = tables or SANDBOX_TABLES
     (folder / "mappings").mkdir(parents=True, exist_ok=True)
     parts = [
@@ -73,7 +79,7 @@ def write_config(folder: Path, urls: dict[str, str], tables: dict[str, str] | No
         "",
         "[suppression]",
         "unsubscribed = true",
-        "min_days_between_surveys = 30",
+        f"min_days_between_surveys = {days}",
         "",
         "[delivery]",
         "backoff_base = 0.2",

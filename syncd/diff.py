@@ -619,6 +619,7 @@ class Differ:
     ) -> bool:
         """Decide each vendor's delta for one candidate; False if quarantined for any."""
         clean = True
+        surveyed = None  # the trigger vendor this contact is surveyed by in this run
         for name, proj in self.projectors.items():
             vplan = self.plan.vendors[name]
             view = cand.views[name]
@@ -648,39 +649,44 @@ class Differ:
                 self._deliver(name, cand.key, kind, digest, payload, "skipped", reason)
                 vplan.counts["skipped"] += 1
                 continue
-            if trigger and (recent := self._recent_survey(cand.key)):
+            if trigger and (recent := self._recent_survey(cand.key, surveyed)):
                 self._deliver(name, cand.key, kind, digest, payload, "skipped", recent)
                 vplan.counts["skipped"] += 1
                 continue
             if opened and opened[1] in ("pending", "failed", "dead"):
                 self._supersede(opened[0], kind, digest, payload)
+                surveyed = surveyed or (name if trigger else None)
                 vplan.counts[kind] += 1
                 continue
             self._deliver(name, cand.key, kind, digest, payload, "pending", None)
+            surveyed = surveyed or (name if trigger else None)
             vplan.counts[kind] += 1
             if len(vplan.samples) < SAMPLES:
                 before = json.loads(old.attributes) if old else {}
                 vplan.samples.append(_sample(cand.key, kind, proj, before, header, cand.row))
         return clean
 
-    def _recent_survey(self, key: str) -> str | None:
+    def _recent_survey(self, key: str, planned: str | None) -> str | None:
+        """Why `key` must not be surveyed now: `planned` (a trigger vendor that surveys it
+        in this run, its delivery not written yet) or one within the last days."""
         days = self.cfg.suppression.min_days_between_surveys
         if days <= 0:
             return None
+        if planned:
+            return f"surveyed by {planned} in this run: within min_days_between_surveys = {days}"
         trigger_vendors = [n for n, c in self.connectors.items() if c.kind == "trigger"]
         if not trigger_vendors:
             return None
         marks = ",".join("?" * len(trigger_vendors))
         row = self.conn.execute(
             f"SELECT vendor, max(sent_at) FROM deliveries WHERE key = ? AND vendor IN ({marks}) "
-            # pending too: a survey planned earlier in this run by another trigger vendor
-            # holds this one back (the first trigger vendor in the config wins)
+            # pending too: a survey an earlier run planned and has not sent yet
             "AND status IN ('pending', 'sent', 'unknown', 'in_flight') "
             "AND coalesce(sent_at, updated_at) >= ?",
             (key, *trigger_vendors, iso(self.now - timedelta(days=days))),
         ).fetchone()
         if row and row[0]:
-            when = f"on {row[1]}" if row[1] else "in this run"
+            when = f"on {row[1]}" if row[1] else "(planned, not sent yet)"
             return f"surveyed by {row[0]} {when}: within min_days_between_surveys = {days}"
         return None
 

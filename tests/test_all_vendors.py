@@ -33,7 +33,9 @@ TRIGGERS = ("altcraft", "dropthought", "hellocustomer")
 class Fleet:
     """Five simulators and a syncd folder pointed at them."""
 
-    def __init__(self, folder: Path, stack: Stack, **extra: str) -> None:
+    def __init__(self, folder: Path, stack: Stack, days: int = 30, **extra: str) -> None:
+        """`days`: min_days_between_surveys (0: every trigger vendor surveys every contact
+        due, for tests of each vendor's own behaviour)."""
         self.folder = folder
         self.sims: dict[str, Simulator] = {n: SIMULATORS[n]() for n in SANDBOX_TABLES}
         urls = {n: stack.add(sim).url for n, sim in self.sims.items()}
@@ -42,7 +44,7 @@ class Fleet:
         tables["hellocustomer"] += f'first_date = "{start}"\n'  # one pull window: fewer paced calls
         for name, text in extra.items():
             tables[name] += text
-        self.config = write_config(folder, urls, tables)
+        self.config = write_config(folder, urls, tables, days)
         (folder / "exports").mkdir()
         self.export = folder / "exports" / "contacts-1.csv"
         self.clock = SystemClock()
@@ -81,7 +83,7 @@ def stack() -> Iterator[Stack]:
 def test_one_vendor_down_leaves_the_other_four_synced_and_its_own_pending(
     tmp_path: Path, stack: Stack
 ) -> None:
-    fleet = Fleet(tmp_path, stack)
+    fleet = Fleet(tmp_path, stack, days=0)
     fleet.write(40)
     down = fleet.sims["signalvine"].faults.add("status", status=503, count=1000)
     report = fleet.sync()
@@ -128,7 +130,7 @@ def test_a_read_timeout_on_a_trigger_is_unknown_listed_and_resent_only_on_retry(
 def test_baseline_records_without_surveying_then_only_real_triggers_go(
     tmp_path: Path, stack: Stack
 ) -> None:
-    fleet = Fleet(tmp_path, stack)
+    fleet = Fleet(tmp_path, stack, days=0)
     fleet.write(30)
     report = fleet.sync(baseline=True)
     assert report.exit_code == 0
@@ -176,7 +178,8 @@ def test_unsubscribed_at_esputnik_is_never_triggered_elsewhere_and_the_skip_is_r
     fleet.write(12, {3: 1, 2: 1})  # both rows change, each one's Closed Date too
     fleet.sync()
     skipped = fleet.query(
-        "SELECT vendor, reason FROM deliveries WHERE key = 'CRM-0000003' AND status = 'skipped'"
+        "SELECT vendor, reason FROM deliveries WHERE key = 'CRM-0000003' AND status = 'skipped' "
+        "AND run_id = (SELECT max(run_id) FROM deliveries)"
     )
     assert {v for v, _r in skipped} >= set(TRIGGERS)
     assert all("unsubscribed at esputnik" in r for _v, r in skipped)
@@ -190,6 +193,30 @@ def test_unsubscribed_at_esputnik_is_never_triggered_elsewhere_and_the_skip_is_r
     assert {v for v, _r in other} == set(TRIGGERS)
     assert all("within min_days_between_surveys = 30" in r for _v, r in other)
     assert {n: fleet.sims[n].count() for n in TRIGGERS} == before  # no trigger went out
+
+
+def test_a_contact_due_at_several_trigger_vendors_is_surveyed_by_one(
+    tmp_path: Path, stack: Stack
+) -> None:
+    """min_days_between_surveys holds across trigger vendors within one run too: the first
+    in the config surveys, the others record why they did not."""
+    fleet = Fleet(tmp_path, stack)
+    fleet.write(12)
+    assert fleet.sync().exit_code == 0
+    first = next(n for n in fleet.cfg.vendors if n in TRIGGERS)
+    rows = fleet.query(
+        "SELECT key, vendor, status, reason FROM deliveries WHERE vendor IN (?, ?, ?)", TRIGGERS
+    )
+    assert {k for k, _v, _s, _r in rows} == {f"CRM-{i:07d}" for i in range(12)}
+    for key, vendor, status, reason in rows:
+        if vendor == first:
+            assert status == "sent", (key, reason)
+        else:
+            assert (status, reason) == (
+                "skipped",
+                f"surveyed by {first} in this run: within min_days_between_surveys = 30",
+            )
+    assert sum(fleet.sims[n].count() > 0 for n in TRIGGERS) == 1
 
 
 def test_status_json_follows_its_documented_schema(tmp_path: Path, stack: Stack) -> None:
