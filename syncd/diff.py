@@ -379,6 +379,7 @@ class Differ:
     def _renumbered(self) -> None:
         """The cached rowids are wrong: read every known contact's again, once (a table
         scan). Known rows rewritten in this run get 0; their keys are in `keys`."""
+        self.writer.wait()
         live, rows = self._live()
         self.rowids = np.zeros(len(self.known), dtype=np.int64)
         if len(live):
@@ -655,11 +656,13 @@ class Differ:
                 continue
             if opened and opened[1] in ("pending", "failed", "dead"):
                 self._supersede(opened[0], kind, digest, payload)
-                surveyed = surveyed or (name if trigger else None)
+                if trigger:
+                    surveyed = surveyed or name
                 vplan.counts[kind] += 1
                 continue
             self._deliver(name, cand.key, kind, digest, payload, "pending", None)
-            surveyed = surveyed or (name if trigger else None)
+            if trigger:
+                surveyed = surveyed or name
             vplan.counts[kind] += 1
             if len(vplan.samples) < SAMPLES:
                 before = json.loads(old.attributes) if old else {}
@@ -815,12 +818,22 @@ class _Writer:
         self.thread = threading.Thread(target=self._run, name="syncd-diff-writer", daemon=True)
 
     def _run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            if self.error is None and not self.dropped:
-                try:
+        while True:
+            job = self.jobs.get()
+            try:
+                if job is None:
+                    return
+                if self.error is None and not self.dropped:
                     self.conn.execute(job[0], (job[1],))
-                except BaseException as exc:  # raised in the diff's thread
-                    self.error = exc
+            except BaseException as exc:  # raised in the diff's thread
+                self.error = exc
+            finally:
+                self.jobs.task_done()
+
+    def wait(self) -> None:
+        """Until the writes submitted are done: before reading a table whole (rows written
+        while a SELECT steps through their table may be seen twice or not at all)."""
+        self.jobs.join()
 
     def submit(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run `sql` with `rows` as its one parameter, a JSON array of arrays."""

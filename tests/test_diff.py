@@ -45,7 +45,11 @@ def test_the_writer_thread_writes_everything_before_the_block_ends() -> None:
         for start in range(0, 10_000, 1000):
             writer.submit(INSERT, [(k, f"v{k}") for k in range(start, start + 1000)])
         writer.submit(INSERT, [])  # nothing to write: no statement
-    assert conn.execute("SELECT count(*), sum(k) FROM t").fetchone() == (10_000, 49_995_000)
+        writer.wait()  # (what reading a table whole waits for)
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (10_000,)
+        writer.submit(INSERT, [(-1, "last")])
+    assert conn.execute("SELECT count(*), sum(k) FROM t").fetchone() == (10_001, 49_994_999)
+    writer.wait()  # returns at once once the writer is closed
 
 
 def test_a_failed_write_is_raised_in_the_diffs_thread_and_stops_the_rest() -> None:
