@@ -428,8 +428,8 @@ class Block:
 
     def row(self, j: int) -> list[str]:
         row = self.rows[j]
-        if isinstance(row, bytes):
-            return [c.decode("utf-8", "surrogateescape") for c in row.split(self.delimiter)]
+        if isinstance(row, bytes):  # (an ASCII delimiter: splitting after decoding is the same)
+            return row.decode("utf-8", "surrogateescape").split(self.delimiter.decode())
         return row  # type: ignore[no-any-return]
 
     def add(self, lines: list[int], rows: list[bytes], texts: list[bytes]) -> None:
