@@ -676,22 +676,22 @@ class Differ:
         if days <= 0:
             return None
         if planned:
-            return f"surveyed by {planned} in this run: within min_days_between_surveys = {days}"
-        trigger_vendors = [n for n, c in self.connectors.items() if c.kind == "trigger"]
-        if not trigger_vendors:
-            return None
-        marks = ",".join("?" * len(trigger_vendors))
-        row = self.conn.execute(
-            f"SELECT vendor, max(sent_at) FROM deliveries WHERE key = ? AND vendor IN ({marks}) "
-            # pending too: a survey an earlier run planned and has not sent yet
-            "AND status IN ('pending', 'sent', 'unknown', 'in_flight') "
-            "AND coalesce(sent_at, updated_at) >= ?",
-            (key, *trigger_vendors, iso(self.now - timedelta(days=days))),
-        ).fetchone()
-        if row and row[0]:
-            when = f"on {row[1]}" if row[1] else "(planned, not sent yet)"
-            return f"surveyed by {row[0]} {when}: within min_days_between_surveys = {days}"
-        return None
+            vendor, when = planned, "in this run"
+        else:
+            trigger_vendors = [n for n, c in self.connectors.items() if c.kind == "trigger"]
+            marks = ",".join("?" * len(trigger_vendors))
+            row = self.conn.execute(
+                f"SELECT vendor, max(sent_at) FROM deliveries WHERE key = ? "
+                f"AND vendor IN ({marks}) "
+                # pending too: a survey an earlier run planned and has not sent yet
+                "AND status IN ('pending', 'sent', 'unknown', 'in_flight') "
+                "AND coalesce(sent_at, updated_at) >= ?",
+                (key, *trigger_vendors, iso(self.now - timedelta(days=days))),
+            ).fetchone()
+            if not (row and row[0]):
+                return None
+            vendor, when = row[0], f"on {row[1]}" if row[1] else "(planned, not sent yet)"
+        return f"surveyed by {vendor} {when}: within min_days_between_surveys = {days}"
 
     def _ack(self, vendor: str, key: str, digest: str) -> None:
         self.conn.execute(

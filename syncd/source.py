@@ -500,13 +500,14 @@ def _line_bounds(chunk: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where each line of `chunk` starts, where it ends without its line break, and after
     it: the lines `bytes.splitlines` gives (a break is CRLF, LF or a lone CR)."""
     data = np.frombuffer(chunk, dtype=np.uint8)
-    breaks = ends = np.flatnonzero(data == ord("\n"))
+    lf = data == ord("\n")
+    breaks = ends = np.flatnonzero(lf)
     if b"\r" in chunk:
+        cr = data == ord("\r")
         crlf = (data[breaks - 1] == ord("\r")) & (breaks > 0)
-        if np.count_nonzero(data == ord("\r")) == np.count_nonzero(crlf):  # no lone CR
+        if np.count_nonzero(cr) == np.count_nonzero(crlf):  # no lone CR
             ends = breaks - crlf
         else:
-            lf, cr = data == ord("\n"), data == ord("\r")
             pairs = np.zeros(len(data), dtype=bool)  # the LF of each CRLF
             pairs[1:] = cr[:-1] & lf[1:]
             breaks = np.flatnonzero(lf | cr & ~np.append(pairs[1:], False))
