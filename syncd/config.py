@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, OptionError
 
 if TYPE_CHECKING:
     from syncd.vendors.base import Connector
@@ -117,6 +117,8 @@ class VendorConfig:
     delivery: DeliveryConfig
     batch_size: int | None = None
     secrets: tuple[str, ...] = ()
+    # the pull streams this installation reads (a subset of the connector's `streams`)
+    streams: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -414,6 +416,17 @@ def _load_vendor(
             value = resolve_secret(value, table, key)
             secrets.append(value)
         options[key] = value
+    try:
+        connector.check_options(base_url, options)
+    except OptionError as exc:
+        raise table.error(exc.bare, exc.key, exc.hint) from None
+    streams = table.strings("streams", connector.streams)
+    unknown = [s for s in streams if s not in connector.streams]
+    if unknown:
+        offered = ", ".join(connector.streams) or "none"
+        raise table.error(
+            f"{name} offers no {unknown[0]!r} stream", "streams", hint=f"it offers: {offered}"
+        )
     vdelivery = _delivery(table, delivery)
     table.check_unknown()
     return VendorConfig(
@@ -424,4 +437,5 @@ def _load_vendor(
         delivery=vdelivery,
         batch_size=batch_size,
         secrets=tuple(secrets),
+        streams=tuple(dict.fromkeys(streams)),
     )

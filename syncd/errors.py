@@ -58,6 +58,15 @@ class ConfigError(SyncdError):
             where += f"{key}: "
         super().__init__(where + message, hint=hint)
         self.file, self.table, self.key = file, table, key
+        self.bare = message  # without the `file: [table] key:` prefix
+
+
+class OptionError(ConfigError):
+    """A connector refused one of its own options at load (`Connector.check_options`); the
+    loader re-raises it as a ConfigError naming the file and table."""
+
+    def __init__(self, key: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, key=key, hint=hint)
 
 
 class SourceError(SyncdError):

@@ -44,10 +44,11 @@ def pull(
     logmod.bind(run_id=report.run_id)
     try:
         for name, connector in connectors.items():
-            if not connector.streams:
-                continue  # a vendor we only send to
+            streams = connector.config.streams
+            if not streams:
+                continue  # a vendor we only send to, or whose streams are switched off
             out = report.delivered.setdefault(name, Delivered())
-            for stream in connector.streams:
+            for stream in streams:
                 if stop is not None and stop.is_set():
                     break
                 logmod.bind(vendor=name)

@@ -38,6 +38,16 @@ def test_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     assert cfg.secrets == ("literal-secret",)
 
 
+def test_streams_default_to_every_stream_the_vendor_offers_and_may_be_switched_off(
+    tmp_path: Path,
+) -> None:
+    assert load(write(tmp_path, BASE.format(key="k"))).vendors["esputnik"].streams == (
+        "unsubscribes",
+    )
+    cfg = load(write(tmp_path, BASE.format(key="k") + "streams = []\n"))
+    assert cfg.vendors["esputnik"].streams == ()
+
+
 def test_secrets_from_env_file_and_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,6 +101,10 @@ def test_secrets_from_env_file_and_credentials(
             "[source] ignore_columns: names the key column 'Record ID'",
         ),
         (BASE.format(key="k").replace("max_drop", "") + "\n[source.x]\n", "[source]"),
+        (
+            BASE.format(key="k") + 'streams = ["nps"]\n',
+            "[vendors.esputnik] streams: esputnik offers no 'nps' stream (it offers: unsubscribes)",
+        ),
     ],
 )
 def test_mistakes_name_file_table_and_key(tmp_path: Path, text: str, expected: str) -> None:

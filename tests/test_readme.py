@@ -57,6 +57,12 @@ def vendor_section(cls: type[Connector]) -> str:
         f"| `mapping` | | the mapping file (example: `syncd/mappings/{cls.name}.toml`) |",
         f"| `batch_size` | `{cls.max_batch}` | contacts a request, at most {cls.max_batch} |",
     ]
+    if cls.streams:
+        quoted = ", ".join(f'"{s}"' for s in cls.streams)
+        lines.append(
+            f"| `streams` | `[{quoted}]` | the pull streams to read; leave out one the account "
+            "does not have |"
+        )
     for key, opt in cls.options.items():
         meaning = opt.help or ""
         if opt.choices:

@@ -89,6 +89,13 @@ class Connector(ABC):
     # seconds between calls with the same credentials (Hello Customer: 1.0)
     min_interval: ClassVar[float] = 0.0
 
+    @classmethod
+    def check_options(cls, base_url: str, options: Mapping[str, Any]) -> None:
+        """Refuse, at load, option values the vendor would refuse at night: raise
+        `OptionError(key, message, hint=...)` (the loader adds file and table). Runs for
+        every load, so `syncd check` and a SIGHUP reload catch them too."""
+        return None
+
     def __init__(self, config: VendorConfig, *, clock: Clock = SYSTEM) -> None:
         self.config = config
         self.opts = config.options
