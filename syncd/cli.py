@@ -197,12 +197,31 @@ def check(ctx: Ctx, online: bool) -> None:
                 f"export {path}: key {cfg.source.key!r} found, delimiter {export.delimiter!r}, "
                 f"every mapped column present"
             )
-    if online:
-        for name, connector in connectors.items():
-            connector.check()
-            click.echo(f"{name}: credentials accepted")
-    for connector in connectors.values():
-        connector.close()
+    failed = []
+    try:
+        if online:
+            for name, connector in connectors.items():
+                try:
+                    proven = connector.check()
+                except SyncdError as exc:
+                    failed.append(name)
+                    click.echo(f"{name}: FAILED: {exc}")
+                    continue
+                if proven is None:
+                    click.echo(
+                        f"{name}: not checked online: it has no read-only call; "
+                        "the first push will tell"
+                    )
+                else:
+                    click.echo(f"{name}: {proven}")
+    finally:
+        for connector in connectors.values():
+            connector.close()
+    if failed:
+        raise SyncdError(
+            f"the online check failed for {', '.join(failed)}",
+            hint="see each vendor's line above",
+        )
 
 
 @cli.command()

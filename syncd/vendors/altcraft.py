@@ -185,7 +185,8 @@ class Altcraft(Connector):
             )
         return [Result(c.key, Status.SENT) for c in batch]
 
-    def check(self) -> None:
+    def check(self) -> str:
+        """Read the trigger campaign: proves the token, and that the campaign is active."""
         body = {"token": self.opts["token"], "id": self.opts["trigger_id"]}
         resp = self.http.request("POST", f"{API}/get", json=body, ok=_envelope)
         answer = _parsed(resp)
@@ -198,6 +199,7 @@ class Altcraft(Connector):
                 vendor=self.name,
                 hint="activate it in Altcraft, with the 'API call' trigger event",
             )
+        return f"token accepted; trigger campaign {self.opts['trigger_id']} is active"
 
     def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         """Launch: one POST, never repeated once it may have reached Altcraft."""

@@ -164,9 +164,12 @@ class Connector(ABC):
         """Yield pages of `stream` records after cursor `since`, up to `until`."""
         raise NotImplementedError(f"{self.name} offers no {stream!r} stream")
 
-    def check(self) -> None:
-        """Prove the credentials work with one cheap call that changes nothing, if any exists."""
-        self.log.info("no read-only call to check credentials with; the first push will tell")
+    def check(self) -> str | None:
+        """Prove the credentials work with one cheap call that changes nothing.
+
+        Return what was proven (for `syncd check --online`), or None when the vendor has no
+        such call; raise the call's error when the vendor refused it."""
+        return None
 
     def close(self) -> None:
         self.http.close()

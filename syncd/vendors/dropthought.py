@@ -95,9 +95,10 @@ class Dropthought(Connector):
             return "no email and no phone: Dropthought cannot reach the participant"
         return None
 
-    def check(self) -> None:
+    def check(self) -> str:
         """Log in: proves the email and password (it changes nothing)."""
         self.tokens.login()
+        return "logged in"
 
     # --- push --------------------------------------------------------------------------
     def prepare(self) -> None:

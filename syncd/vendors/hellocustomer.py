@@ -244,10 +244,11 @@ class HelloCustomer(Connector):
             )
         return results + [Result(c.key, Status.SENT) for c in sending]
 
-    def check(self) -> None:
+    def check(self) -> str:
         """Read the last minute's answers: proves the token and campaign, changes nothing."""
         end = self.clock.now().astimezone(UTC)
         self._get_list(f"{self._base()}/answers/getall/{_stamp(end - 60 * SECOND)}/{_stamp(end)}")
+        return f"token accepted; read campaign {self.opts['campaign']}'s answers"
 
     # --- pull --------------------------------------------------------------------------
     def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:

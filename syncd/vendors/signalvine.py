@@ -191,7 +191,7 @@ class SignalVine(Connector):
                 "the secret signs every request and is never sent",
             ) from None
 
-    def check(self) -> None:
+    def check(self) -> str:
         """Read the program's schema: proves the signature, and that every field exists."""
         resp = self.call("GET", f"/v1/programs/{self.program}", params={"type": "schema"})
         fields = _object(resp, self.name).get("fields") or []
@@ -203,6 +203,7 @@ class SignalVine(Connector):
                 vendor=self.name,
                 hint="map only the program's variables (Programs -> Program Settings)",
             )
+        return f"signature accepted; program {self.program} has every mapped variable"
 
     # --- push --------------------------------------------------------------------------
     def encoded_size(self, contact: Contact) -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from syncd.clock import FakeClock
 from syncd.config import load
-from syncd.errors import AuthError
+from syncd.errors import AuthError, VendorError
 from syncd.push import Deliverer
 from syncd.sandbox.base import Server, Simulator
 from syncd.state import Store
@@ -177,6 +177,18 @@ def test_bad_credentials_raise_auth_error(
     connector = make_connector(kit, server.url, tmp_path, bad_secret=True)
     with pytest.raises(AuthError):
         connector.push([kit.contact(1)], lambda job: None)
+
+
+def test_the_online_check_proves_good_credentials_and_names_the_vendor_on_bad_ones(
+    kit: Kit, served: tuple[Simulator, Server], tmp_path: Path
+) -> None:
+    """Every vendor has a read-only call; a wrong credential fails it, naming the vendor."""
+    _sim, server = served
+    proven = make_connector(kit, server.url, tmp_path).check()
+    assert proven, f"{kit.name} has no read-only call for `syncd check --online`"
+    with pytest.raises(VendorError) as err:
+        make_connector(kit, server.url, tmp_path, bad_secret=True).check()
+    assert err.value.vendor == kit.name
 
 
 def test_batches_respect_the_configured_size(kit: Kit, tmp_path: Path) -> None:
