@@ -98,6 +98,9 @@ class MappingConfig:
     fields: Mapping[str, str]
     metadata: Mapping[str, str] = field(default_factory=dict)
     trigger: TriggerRule | None = None
+    # a vendor-side type per mapped field or metadata name (`[types]`), for vendors whose
+    # values have types (Dropthought: "DATE", "PHONE", ...); see `Connector.value_types`
+    types: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -275,6 +278,18 @@ def load_mapping(path: Path, vendor: str, connector: type[Connector]) -> Mapping
         if name not in fields:
             raise fields_t.error(f"{vendor} needs {name!r} mapped to a CRM column", name)
     metadata = {name: meta_t.get(name, str) for name in meta_t.data}
+    types_t = _Table(path, "types", top.get("types", dict, {}))
+    types: dict[str, str] = {}
+    for name in types_t.data:
+        if not connector.value_types:
+            raise types_t.error(f"{vendor} has no typed values; remove [types]")
+        types[name] = types_t.get(name, str, choices=connector.value_types)
+        if name not in fields and name not in metadata:
+            raise types_t.error(
+                "is neither a mapped field nor a metadata name",
+                name,
+                hint="give a type to a name from [fields] or [metadata]",
+            )
     trigger = None
     if "trigger" in data:
         trig_t = _Table(path, "trigger", top.get("trigger", dict))
@@ -287,7 +302,7 @@ def load_mapping(path: Path, vendor: str, connector: type[Connector]) -> Mapping
     elif connector.kind == "trigger":
         trigger = TriggerRule()
     top.check_unknown()
-    return MappingConfig(path=path, fields=fields, metadata=metadata, trigger=trigger)
+    return MappingConfig(path=path, fields=fields, metadata=metadata, trigger=trigger, types=types)
 
 
 def _delivery(table: _Table, base: DeliveryConfig) -> DeliveryConfig:

@@ -73,7 +73,12 @@ def config_salt(cfg: Config, export: Export) -> int:
         "ignore": cfg.source.ignore_columns,
         "region": cfg.source.phone_region,
         "vendors": {
-            name: [dict(v.mapping.fields), dict(v.mapping.metadata), repr(v.mapping.trigger)]
+            name: [
+                dict(v.mapping.fields),
+                dict(v.mapping.metadata),
+                repr(v.mapping.trigger),
+                dict(v.mapping.types),
+            ]
             for name, v in sorted(cfg.vendors.items())
         },
     }
@@ -201,9 +206,7 @@ class Projector:
                 value = phone
             fields[name] = value
         metadata = {name: row[i].strip() for name, i in self.metadata}
-        contact = Contact(key=key, fields=fields, metadata=metadata)
-        reason = self.connector.validate(contact)
-        return reason if reason else contact
+        return self.connector.shape(Contact(key=key, fields=fields, metadata=metadata))
 
     def digest(self, contact: Contact, row: list[str]) -> str:
         """What must differ for this vendor to be sent the contact again."""

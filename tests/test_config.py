@@ -126,6 +126,10 @@ def test_mistakes_name_file_table_and_key(tmp_path: Path, text: str, expected: s
             "esputnik is not a trigger vendor",
         ),
         ("", "[fields] table is missing"),
+        (
+            '[fields]\nemail = "Email"\n[types]\nemail = "DATE"\n',
+            "[types] esputnik has no typed values; remove [types]",
+        ),
     ],
 )
 def test_mapping_mistakes_name_the_mapping_file(

@@ -82,6 +82,8 @@ class Connector(ABC):
     required_fields: ClassVar[tuple[str, ...]] = ()
     # how to normalise a field: "email" (trim, lower-case, validated) or "phone" (E.164)
     field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {}
+    # the types a mapping's `[types]` table may give a field or metadata name (none: no table)
+    value_types: ClassVar[tuple[str, ...]] = ()
     # fields without which a contact cannot be sent to this vendor (quarantined for it)
     needs: ClassVar[tuple[str, ...]] = ()
     # pull streams this vendor offers: "responses", "nps", "unsubscribes"
@@ -119,6 +121,12 @@ class Connector(ABC):
         if missing:
             return f"no {' or '.join(missing)} (needed by {self.name})"
         return None
+
+    def shape(self, contact: Contact) -> Contact | str:
+        """The contact in the form this vendor takes (values converted to the types its
+        mapping gives them), or why it cannot be sent to this vendor (it is quarantined for
+        this vendor only). What this returns is what is hashed, stored and sent."""
+        return self.validate(contact) or contact
 
     def batches(self, contacts: Sequence[Contact]) -> Iterator[Sequence[Contact]]:
         """Split into requests: at most `batch_size` contacts, and `max_bytes` if set."""
