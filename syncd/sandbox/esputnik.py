@@ -1,44 +1,79 @@
 """eSputnik (Yespo) simulator: bulk contact import, import sessions, activity.
 
-Written from `esputnik.md` and the OpenAPI spec's schemas:
+Written from `esputnik.md` and the vendor's OpenAPI 3 document (`esputnik-openapi.json`,
+shipped beside this module; every request body is validated against its schemas):
 - HTTP Basic auth, any user name, the API key as password (default "sandbox-key"); else 401.
-- `POST /api/v1/contacts`: 1 to 3000 contacts, a known `dedupeOn`, `eventKeyForNewContacts`
-  of latin letters and digits (<= 100). Contacts that cannot be imported (no channel, a bad
-  email, one the sandbox was told to reject) come back in `failedContacts` — an object
-  when one failed, an array when several did — each the contact plus `"error"`.
-  The rest are imported asynchronously: the answer's `asyncSessionId` reads STARTED, then
-  IMPORTING, and FINISHED after `polls_to_finish` polls of `/api/v1/importstatus/{id}`;
-  only then do the contacts exist, and the status carries `mapping` (dedupe value →
-  contact id).
-- `GET /api/v2/contacts/activity?activityStatus=UNSUBSCRIBED`: the unsubscribes recorded
-  with `unsubscribe()` (or by `unsubscribe_every`: every n-th imported contact opts out,
-  for the demo), ordered, with an opaque `offset` cursor; `offset=` returns what follows.
+- `POST /api/v1/contacts`: a body the `ContactsBulkUpdate` schema refuses is a 400 with
+  the validator's message and where it points; so are more than 3000 contacts (or none)
+  and an `eventKeyForNewContacts` that is not latin letters and digits (the article's
+  rule, stricter than the schema's). Contacts that cannot be imported (no channel, two
+  channels of one type, a bad email, one the sandbox was told to reject) come back in
+  `failedContacts` — an object when one failed, an array when several did — each the
+  contact plus `"error"`. The rest are imported asynchronously: the answer's
+  `asyncSessionId` reads STARTED, then IMPORTING, and FINISHED after `polls_to_finish`
+  polls of `/api/v1/importstatus/{id}`; only then do the contacts exist, and the status
+  carries `mapping` (dedupe value → contact id).
+- Update semantics, the spec's words on `contactFields`: the standard fields it lists are
+  updated, a listed field the contact does not carry becomes null, the others keep their
+  value; without `contactFields` every standard field is updated, so each one not sent
+  becomes null. Custom fields of an existing contact change only when their id is in
+  `customFieldsIDs`. The field named by `dedupeOn` is never updated.
+  A contact is matched on `externalCustomerId` first, then on `dedupeOn`.
+- `GET /api/v2/contacts/activity`: query parameters checked against the spec (dateFrom and
+  dateTo required, activityStatus one of its values, maxrows a number); the unsubscribes
+  recorded with `unsubscribe()` (or by `unsubscribe_every`: every n-th imported contact
+  opts out, for the demo), ordered, with an opaque `offset` cursor; `offset=` returns what
+  follows.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any, ClassVar
 
+from jsonschema import Draft4Validator  # type: ignore[import-untyped]
+from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from syncd.sandbox.base import Simulator, json_response
 
-CHANNELS = {"email", "sms", "viber", "mobilepush", "webpush", "appinbox", "widget", "inapp"}
-DEDUPE = {"email", "sms", "email_or_sms", "id", "externalCustomerId", "fieldId"}
-EVENT_KEY = re.compile(r"^[A-Za-z0-9]{1,100}$")
+SPEC: dict[str, Any] = json.loads(
+    resources.files("syncd.sandbox").joinpath("esputnik-openapi.json").read_text("utf-8")
+)
+
+
+def validator(schema: str) -> Any:
+    """A validator for one of the spec's component schemas (OpenAPI 3.0 is draft-4-like)."""
+    return Draft4Validator(
+        {"$ref": f"#/components/schemas/{schema}", "components": SPEC["components"]}
+    )
+
+
+BULK_UPDATE = validator("ContactsBulkUpdate")
+# the standard fields `contactFields` may name: what an update without it overwrites
+STANDARD: tuple[str, ...] = tuple(
+    SPEC["components"]["schemas"]["ContactsBulkUpdate"]["properties"]["contactFields"]["items"][
+        "enum"
+    ]
+)
+ACTIVITY_PARAMS: list[dict[str, Any]] = SPEC["paths"]["/api/v2/contacts/activity"]["get"][
+    "parameters"
+]
+ADDRESS = ("region", "town", "address", "postcode")
+EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass
 class Session:
     contacts: list[dict[str, Any]]
-    dedupe: str
-    groups: list[str]
+    body: dict[str, Any]
     polls: int = 0
     mapping: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
@@ -70,9 +105,22 @@ class ESputnikSim(Simulator):
 
     # --- what tests and the demo read -------------------------------------------------
     def contacts(self) -> list[dict[str, Any]]:
-        """Every contact held, flattened: id, email, sms, names, externalCustomerId, fields."""
+        """Every contact held, flattened: id, the standard fields by their `contactFields`
+        names (email, sms, firstName, town, ...), `fields` (custom id → value), groups."""
         with self.lock:
             return [dict(c) for c in self._contacts.values()]
+
+    def seed(self, **values: Any) -> int:
+        """Hold a contact as another system made it (standard fields by their
+        `contactFields` names, `fields` as custom id → value); return its id."""
+        with self.lock:
+            self._next_id += 1
+            held: dict[str, Any] = {name: None for name in STANDARD}
+            held.update(id=self._next_id, groups=[], fields={})
+            held.update(values)
+            self._contacts[self._next_id] = held
+            self._reindex(held)
+            return self._next_id
 
     def state(self) -> dict[str, Any]:
         with self.lock:
@@ -89,18 +137,17 @@ class ESputnikSim(Simulator):
         with self.lock:
             held = self._find("email", email.lower()) or {}
             when = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S")
-            self._activity.append(
-                {
-                    "contactId": held.get("id"),
-                    "externalCustomerId": held.get("externalCustomerId"),
-                    "email": email.lower(),
-                    "sms": held.get("sms"),
-                    "mediaType": "email",
-                    "activityStatus": "UNSUBSCRIBED",
-                    "activityDateTime": when,
-                    "offset": f"{len(self._activity) + 1:09d}-{uuid.uuid4()}",
-                }
-            )
+            activity = {
+                "contactId": held.get("id"),
+                "externalCustomerId": held.get("externalCustomerId"),
+                "email": email.lower(),
+                "sms": held.get("sms"),
+                "mediaType": "email",
+                "activityStatus": "UNSUBSCRIBED",
+                "activityDateTime": when,
+                "offset": f"{len(self._activity) + 1:09d}-{uuid.uuid4()}",
+            }
+            self._activity.append({k: v for k, v in activity.items() if v is not None})
 
     # --- the API ----------------------------------------------------------------------
     def _authorized(self, request: Request) -> bool:
@@ -110,24 +157,26 @@ class ESputnikSim(Simulator):
     def contacts_post(self, request: Request) -> Response:
         if not self._authorized(request):
             return Response("Unauthorized", 401)
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
-            return Response("request body must be a JSON object with a contacts array", 400)
-        contacts: list[Any] = body["contacts"]
+        body: Any = request.get_json(silent=True)
+        if body is None:
+            return Response("the body must be JSON, sent as application/json", 400)
+        error = best_match(BULK_UPDATE.iter_errors(body))
+        if error is not None:
+            return Response(f"{error.message} (at {error.json_path})", 400)
+        contacts: list[dict[str, Any]] = body["contacts"]
         if not 1 <= len(contacts) <= 3000:
             return Response(f"from 1 to 3000 contacts a request, got {len(contacts)}", 400)
-        dedupe = body.get("dedupeOn")
-        if dedupe not in DEDUPE:
-            return Response(f"dedupeOn must be one of {sorted(DEDUPE)}", 400)
         key = body.get("eventKeyForNewContacts")
-        if key is not None and not (isinstance(key, str) and EVENT_KEY.match(key)):
+        if key is not None and not EVENT_KEY.fullmatch(key):
             return Response("eventKeyForNewContacts: latin letters and digits, at most 100", 400)
+        if body["dedupeOn"] == "fieldId" and "fieldId" not in body:
+            return Response("fieldId is required when dedupeOn is fieldId", 400)
         failed: list[dict[str, Any]] = []
         accepted: list[dict[str, Any]] = []
         for contact in contacts:
-            error = self._invalid(contact)
-            if error:
-                failed.append({**(contact if isinstance(contact, dict) else {}), "error": error})
+            reason = self._invalid(contact)
+            if reason:
+                failed.append({**contact, "error": reason})
             else:
                 accepted.append(contact)
         answer: dict[str, Any] = {}
@@ -136,25 +185,23 @@ class ESputnikSim(Simulator):
         if accepted:
             session = str(uuid.uuid4())
             with self.lock:
-                self._sessions[session] = Session(
-                    accepted, dedupe, list(body.get("groupNames") or [])
-                )
+                self._sessions[session] = Session(accepted, body)
             answer["asyncSessionId"] = session
         return json_response(answer)
 
-    def _invalid(self, contact: Any) -> str | None:
-        if not isinstance(contact, dict):
-            return "a contact must be an object"
-        channels = contact.get("channels")
-        if not isinstance(channels, list) or not channels:
+    def _invalid(self, contact: dict[str, Any]) -> str | None:
+        channels: list[dict[str, Any]] = contact["channels"]
+        if not channels:
             return "the contact has no channels"
-        values = []
+        types = [ch.get("type") for ch in channels]
+        if any(types.count(t) > 2 for t in types):
+            return "at most two channels of the same type"
         for ch in channels:
-            if not isinstance(ch, dict) or ch.get("type") not in CHANNELS or not ch.get("value"):
+            if not ch.get("type") or not ch.get("value"):
                 return f"invalid channel {ch!r}"
-            if ch["type"] == "email" and not EMAIL.match(str(ch["value"])):
+            if ch["type"] == "email" and not EMAIL.match(ch["value"]):
                 return f"invalid email address {ch['value']!r}"
-            values.append(str(ch["value"]))
+        values = [str(ch["value"]) for ch in channels]
         return self.faults.rejection(*values, contact.get("externalCustomerId"))
 
     def importstatus(self, request: Request, session: str) -> Response:
@@ -166,7 +213,7 @@ class ESputnikSim(Simulator):
                 return Response(f"import session {session} not found", 404)
             s.polls += 1
             if not s.done and s.polls >= self.polls_to_finish:
-                s.mapping = [self._import(c, s) for c in s.contacts]
+                s.mapping = [self._import(c, s.body) for c in s.contacts]
                 s.done = True
             status = "FINISHED" if s.done else ("IMPORTING" if s.polls > 1 else "STARTED")
             answer: dict[str, Any] = {
@@ -177,46 +224,77 @@ class ESputnikSim(Simulator):
                 answer["mapping"] = s.mapping
         return json_response(answer)
 
-    def _import(self, contact: dict[str, Any], s: Session) -> dict[str, Any]:
+    def _import(self, contact: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         """Create or update one contact (externalCustomerId first, then dedupeOn)."""
-        flat = {
-            "externalCustomerId": contact.get("externalCustomerId"),
-            "firstName": contact.get("firstName"),
-            "lastName": contact.get("lastName"),
-            "languageCode": contact.get("languageCode"),
-            "timeZone": contact.get("timeZone"),
-            "address": contact.get("address"),
-            "fields": {str(f["id"]): f.get("value") for f in contact.get("fields") or []},
+        sent: dict[str, Any] = {
+            name: contact[name]
+            for name in ("firstName", "lastName", "languageCode", "timeZone", "contactKey")
+            if name in contact
         }
+        sent.update({a: v for a, v in (contact.get("address") or {}).items() if a in ADDRESS})
+        if contact.get("externalCustomerId"):
+            sent["externalCustomerId"] = contact["externalCustomerId"]
         for ch in contact["channels"]:
-            flat[ch["type"]] = (
-                str(ch["value"]).lower() if ch["type"] == "email" else str(ch["value"])
-            )
-        existing = None
-        if flat["externalCustomerId"]:
-            existing = self._find("externalCustomerId", flat["externalCustomerId"])
-        if existing is None and s.dedupe in ("email", "sms", "email_or_sms"):
-            for kind in ("email", "sms") if s.dedupe == "email_or_sms" else (s.dedupe,):
-                if flat.get(kind):
-                    existing = existing or self._find(kind, flat[kind])
-        if existing is None:
+            sent[ch["type"]] = ch["value"].lower() if ch["type"] == "email" else ch["value"]
+        custom = {str(f["id"]): f.get("value") for f in contact.get("fields") or []}
+        dedupe = body["dedupeOn"]
+        held = self._match(sent, custom, dedupe, body.get("fieldId"))
+        if held is None:
             self._next_id += 1
-            existing = {"id": self._next_id, "groups": []}
-            self._contacts[self._next_id] = existing
-            if (
-                self.unsubscribe_every
-                and self._next_id % self.unsubscribe_every == 0
-                and flat.get("email")
-            ):
-                existing.update({k: v for k, v in flat.items() if v is not None})
-                self.unsubscribe(str(flat["email"]))
-        existing.update({k: v for k, v in flat.items() if v is not None})
+            held = {name: sent.get(name) for name in STANDARD}
+            held.update(id=self._next_id, groups=[], fields=custom)
+            self._contacts[self._next_id] = held
+            if self.unsubscribe_every and self._next_id % self.unsubscribe_every == 0:
+                self._reindex(held)
+                if held.get("email"):
+                    self.unsubscribe(str(held["email"]))
+        else:
+            self._unindex(held)
+            for name in body.get("contactFields", STANDARD):
+                if name != dedupe:  # "the field set as dedupeOn will not be updated"
+                    held[name] = sent.get(name)
+            listed = {str(i) for i in body.get("customFieldsIDs") or []}
+            held["fields"].update({k: v for k, v in custom.items() if k in listed})
+        self._reindex(held)
+        held["groups"] = sorted(
+            (set(held["groups"]) | set(body.get("groupNames") or []))
+            - set(body.get("groupNamesExclude") or [])
+        )
+        dedupe_value = sent.get("externalCustomerId") or sent.get("email") or sent.get("sms")
+        return {"dedupeValue": dedupe_value, "contactId": held["id"]}
+
+    def _match(
+        self, sent: dict[str, Any], custom: dict[str, Any], dedupe: str, field_id: int | None
+    ) -> dict[str, Any] | None:
+        if sent.get("externalCustomerId"):
+            found = self._find("externalCustomerId", sent["externalCustomerId"])
+            if found is not None:
+                return found
+        kinds = {"email_or_sms": ("email", "sms")}.get(dedupe, (dedupe,))
+        for kind in kinds:
+            if kind in ("email", "sms") and sent.get(kind):
+                found = self._find(kind, sent[kind])
+                if found is not None:
+                    return found
+        if dedupe == "fieldId" and custom.get(str(field_id)):
+            return next(
+                (
+                    c
+                    for c in self._contacts.values()
+                    if c["fields"].get(str(field_id)) == custom[str(field_id)]
+                ),
+                None,
+            )
+        return None
+
+    def _unindex(self, held: dict[str, Any]) -> None:
         for name in ("externalCustomerId", "email", "sms"):
-            if existing.get(name):
-                self._index[(name, existing[name])] = existing["id"]
-        existing["groups"] = sorted(set(existing["groups"]) | set(s.groups))
-        dedupe_value = flat["externalCustomerId"] or flat.get("email") or flat.get("sms")
-        return {"dedupeValue": dedupe_value, "contactId": existing["id"]}
+            self._index.pop((name, held.get(name)), None)
+
+    def _reindex(self, held: dict[str, Any]) -> None:
+        for name in ("externalCustomerId", "email", "sms"):
+            if held.get(name):
+                self._index[(name, held[name])] = held["id"]
 
     def _find(self, field_name: str, value: Any) -> dict[str, Any] | None:
         found = self._index.get((field_name, value))
@@ -226,10 +304,18 @@ class ESputnikSim(Simulator):
         if not self._authorized(request):
             return Response("Unauthorized", 401)
         args = request.args
-        if not args.get("dateFrom") or not args.get("dateTo"):
-            return Response("dateFrom and dateTo are required", 400)
+        for param in ACTIVITY_PARAMS:
+            name, schema = param["name"], param["schema"]
+            value = args.get(name)
+            if value is None:
+                if param.get("required"):
+                    return Response(f"query parameter {name} is required", 400)
+            elif "enum" in schema and value not in schema["enum"]:
+                return Response(f"{name}: {value!r} is not one of {schema['enum']}", 400)
+            elif schema["type"] == "integer" and not value.isdigit():
+                return Response(f"{name}: {value!r} is not an integer", 400)
         status = args.get("activityStatus")
-        maxrows = args.get("maxrows", 25000, type=int) or 25000
+        maxrows = int(args.get("maxrows") or 25000)
         offset = args.get("offset", "")
         date_from, date_to = args["dateFrom"][:10], args["dateTo"][:10]
         with self.lock:
