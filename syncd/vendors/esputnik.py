@@ -1,31 +1,69 @@
 """eSputnik (Yespo): contact upsert through `POST /api/v1/contacts` and its import sessions.
 
-- HTTP Basic auth: any user name, the API key as password.
+- HTTP Basic auth: any user name, the API key as password. `syncd check --online` reads
+  one day of contact activity (`GET /api/v2/contacts/activity`, one row), which changes
+  nothing and proves the key.
 - At most 3000 contacts a request; `dedupeOn`, `groupNames`, `groupNamesExclude`,
   `eventKeyForNewContacts`, `restoreDeleted`, and custom fields by id from `[metadata]`.
-- The 200 answer carries `failedContacts` — an object when one contact failed, an array
-  when several did — and an `asyncSessionId`, polled through `/api/v1/importstatus/{id}`
-  until FINISHED (sent) or ERROR (failed with the session's description).
+- Updates touch only what the mapping maps. Without `contactFields` eSputnik updates every
+  standard field and sets those not sent to null (the spec's words), wiping what another
+  system keeps there (a `languageCode`, a `timeZone`). So every request lists the mapped
+  standard fields in `contactFields`, by the names it takes (`email`, `sms`, `firstName`,
+  `lastName`, `externalCustomerId`, `languageCode`, `timeZone`, and `region`, `town`,
+  `address`, `postcode` for the `address.*` fields). A mapped field that is empty in the
+  export is not sent, so eSputnik clears it: the CRM is the truth for what it maps. Custom
+  fields change only when their id is in `customFieldsIDs`: the `[metadata]` ids.
+- A contact is matched on `externalCustomerId` first, then on `dedupe_on`; the spec says
+  the `dedupeOn` field itself is never updated, so with the CRM key mapped to
+  `externalCustomerId`, `dedupe_on = "externalCustomerId"` lets an email change through.
+  `dedupe_on = "fieldId"` needs `field_id`, the custom field matched on (map it in
+  `[metadata]`). `"id"` (eSputnik's own contact id) is not offered: the export does not
+  carry it and a new contact has none, so no contact could be created.
+- Every answer is checked before anyone is marked sent. The 200 answer carries
+  `failedContacts` — an object when one contact failed, an array when several did — and an
+  `asyncSessionId`, polled through `/api/v1/importstatus/{id}` until FINISHED (sent) or
+  ERROR (failed with the session's description). An answer of another shape (not an
+  object, no session id, a `failedContacts` that is neither, an entry naming no contact of
+  the batch) acknowledges nothing: the batch stays pending and is sent again (harmless
+  for an upsert). An `errorMessage` without a session is eSputnik refusing the request.
 - Unsubscribes are read from `GET /api/v2/contacts/activity?activityStatus=UNSUBSCRIBED`
   with its opaque `offset` cursor.
 
 Assumptions (unknown in the vendor's documents): Retry-After on 429 may be absent (we back
 off on our own); an import session that neither finishes nor fails within
-`poll_timeout` seconds leaves its contacts pending (an upsert: re-sending is harmless).
+`poll_timeout` seconds leaves its contacts pending (an upsert: re-sending is harmless);
+`eventKeyForNewContacts` follows the article (latin letters and digits, at most 100), which
+is stricter than the schema's description; a FINISHED session imported every contact not
+in `failedContacts`, whether or not its `mapping` names it (the mapping's dedupe values
+may be normalised differently).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from syncd.config import Option
-from syncd.errors import FatalError, RetriableError
+from syncd.errors import FatalError, OptionError, RetriableError
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
 ADDRESS_FIELDS = ("region", "town", "address", "postcode")
-DEDUPE = ("email", "sms", "email_or_sms", "id", "externalCustomerId", "fieldId")
+# mapping field name -> the name `contactFields` takes for it
+CONTACT_FIELDS = {
+    "email": "email",
+    "sms": "sms",
+    "firstName": "firstName",
+    "lastName": "lastName",
+    "externalCustomerId": "externalCustomerId",
+    "languageCode": "languageCode",
+    "timeZone": "timeZone",
+} | {f"address.{a}": a for a in ADDRESS_FIELDS}
+DEDUPE = ("email", "sms", "email_or_sms", "externalCustomerId", "fieldId")
+EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
+SESSION_STATES = ("STARTED", "IMPORTING", "FINISHED", "ERROR")
 
 
 class ESputnik(Connector):
@@ -34,25 +72,49 @@ class ESputnik(Connector):
     max_batch = 3000
     options: ClassVar[dict[str, Option]] = {
         "api_key": Option(str, required=True, secret=True, help="the API key (Basic password)"),
-        "dedupe_on": Option(str, default="email", choices=DEDUPE),
-        "field_id": Option(int, help="the custom field id, when dedupe_on = 'fieldId'"),
+        "dedupe_on": Option(
+            str,
+            default="email",
+            choices=DEDUPE,
+            help="how eSputnik finds an existing contact without an externalCustomerId match",
+        ),
+        "field_id": Option(int, help="the custom field id, required when dedupe_on = 'fieldId'"),
         "groups": Option(list, default=[], help="segments to add the contacts to"),
         "groups_exclude": Option(list, default=[], help="segments to take them out of"),
-        "event_key_new": Option(str, help="eventKeyForNewContacts: an event for new contacts"),
+        "event_key_new": Option(
+            str, help="eventKeyForNewContacts: an event for new contacts (A-Z, a-z, 0-9)"
+        ),
         "restore_deleted": Option(bool, default=False),
         "poll_every": Option(float, default=5.0, help="seconds between import-status polls"),
         "poll_timeout": Option(float, default=900.0, help="give up polling after this long"),
         "first_date": Option(str, help="unsubscribes: pull from this date (YYYY-MM-DD)"),
     }
-    field_names = frozenset(
-        {"email", "sms", "firstName", "lastName", "externalCustomerId", "languageCode", "timeZone"}
-        | {f"address.{f}" for f in ADDRESS_FIELDS}
-    )
+    field_names = frozenset(CONTACT_FIELDS)
     field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {
         "email": "email",
         "sms": "phone",
     }
     streams = ("unsubscribes",)
+
+    @classmethod
+    def check_options(cls, base_url: str, options: Mapping[str, Any]) -> None:
+        if options["dedupe_on"] == "fieldId" and options["field_id"] is None:
+            raise OptionError(
+                "field_id",
+                "is required when dedupe_on = 'fieldId'",
+                hint="the numeric id of the custom field eSputnik matches contacts on",
+            )
+        if options["dedupe_on"] != "fieldId" and options["field_id"] is not None:
+            raise OptionError(
+                "field_id", "is used only with dedupe_on = 'fieldId'", hint="remove it"
+            )
+        key = options["event_key_new"]
+        if key is not None and not EVENT_KEY.fullmatch(key):
+            raise OptionError(
+                "event_key_new",
+                f"{key!r} is not 1 to 100 latin letters and digits",
+                hint="eSputnik takes an event type key of A-Z, a-z and 0-9 only, no spaces",
+            )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,14 +128,17 @@ class ESputnik(Connector):
                 )
 
     def validate(self, contact: Contact) -> str | None:
-        if not contact.fields.get("email") and not contact.fields.get("sms"):
+        f = contact.fields
+        if not f.get("email") and not f.get("sms"):
             return "no email and no sms: eSputnik needs at least one channel"
         dedupe = self.opts["dedupe_on"]
-        if (
-            dedupe in ("email", "sms")
-            and not contact.fields.get(dedupe)
-            and not (contact.fields.get("externalCustomerId"))
-        ):
+        if dedupe == "fieldId":
+            if not contact.metadata.get(str(self.opts["field_id"])):
+                return (
+                    f"no value for custom field {self.opts['field_id']}, which eSputnik "
+                    "deduplicates on (dedupe_on = 'fieldId'; map it in [metadata])"
+                )
+        elif dedupe != "email_or_sms" and not f.get(dedupe) and not f.get("externalCustomerId"):
             return f"no {dedupe}, which eSputnik deduplicates on (dedupe_on)"
         return None
 
@@ -82,6 +147,7 @@ class ESputnik(Connector):
         body: dict[str, Any] = {
             "contacts": [self._contact(c) for c in batch],
             "dedupeOn": self.opts["dedupe_on"],
+            "contactFields": [CONTACT_FIELDS[name] for name in self.config.mapping.fields],
         }
         if self.opts["dedupe_on"] == "fieldId":
             body["fieldId"] = self.opts["field_id"]
@@ -99,9 +165,10 @@ class ESputnik(Connector):
 
     @staticmethod
     def _contact(c: Contact) -> dict[str, Any]:
-        f = c.fields
+        """One contact as `POST /api/v1/contacts` takes it; empty values are not sent."""
+        f = {k: v for k, v in c.fields.items() if v}
         out: dict[str, Any] = {
-            "channels": [{"type": t, "value": f[t]} for t in ("email", "sms") if f.get(t)]
+            "channels": [{"type": t, "value": f[t]} for t in ("email", "sms") if t in f]
         }
         for name in ("firstName", "lastName", "externalCustomerId", "languageCode", "timeZone"):
             if name in f:
@@ -116,25 +183,50 @@ class ESputnik(Connector):
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
         resp = self.http.request("POST", "/api/v1/contacts", json=self.body(batch))
         answer = _json(resp.text, self.name)
-        failed = answer.get("failedContacts") or []
-        if isinstance(failed, dict):  # one failure comes as an object, several as an array
-            failed = [failed]
         results: dict[str, Result] = {}
-        for item in failed:
+        for item in self._failed(answer):
             contact = self._match(item, batch)
-            if contact is not None:
-                reason = str(item.get("error") or "rejected by eSputnik")
-                results[contact.key] = Result(contact.key, Status.FAILED, reason)
+            if contact is None:
+                raise RetriableError(
+                    f"failedContacts names no contact of the batch: {json.dumps(item)[:200]}",
+                    vendor=self.name,
+                    hint="nobody in the batch is marked sent; it is sent again",
+                )
+            error = item.get("error")
+            reason = error if isinstance(error, str) and error else "rejected by eSputnik"
+            results[contact.key] = Result(contact.key, Status.FAILED, reason)
         rest = [c for c in batch if c.key not in results]
+        if not rest:
+            return list(results.values())
         session = answer.get("asyncSessionId")
-        if rest and not session:
-            message = answer.get("errorMessage") or "the answer has no asyncSessionId"
-            raise FatalError(str(message), vendor=self.name)
-        if rest:
-            on_job(str(session))
-            for r in self.resume(str(session), rest):
-                results[r.key] = r
+        if not isinstance(session, str) or not session:
+            message = answer.get("errorMessage")
+            if isinstance(message, str) and message:
+                raise FatalError(message, vendor=self.name)
+            raise RetriableError(
+                f"the answer has no asyncSessionId, so nothing was acknowledged: "
+                f"{resp.text[:200]!r}",
+                vendor=self.name,
+            )
+        on_job(session)
+        for r in self.resume(session, rest):
+            results[r.key] = r
         return list(results.values())
+
+    def _failed(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
+        """`failedContacts`: absent, one object, or an array of them (the spec's quirk)."""
+        failed = answer.get("failedContacts")
+        if failed is None:
+            return []
+        items = [failed] if isinstance(failed, dict) else failed
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise RetriableError(
+                f"failedContacts is neither a contact nor an array of contacts: "
+                f"{json.dumps(failed)[:200]}",
+                vendor=self.name,
+                hint="nobody in the batch is marked sent; it is sent again",
+            )
+        return items
 
     def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
         """Poll the import session until it is FINISHED or ERROR (or we give up)."""
@@ -142,29 +234,35 @@ class ESputnik(Connector):
         while True:
             resp = self.http.request("GET", f"/api/v1/importstatus/{job}")
             status = _json(resp.text, self.name)
-            state = str(status.get("status", "")).upper()
+            state = status.get("status")
+            if state not in SESSION_STATES:
+                raise RetriableError(
+                    f"import session {job}: status {state!r} is not one of {SESSION_STATES}",
+                    vendor=self.name,
+                )
             if state == "FINISHED":
+                mapping = status.get("mapping")
                 ids = {
-                    str(m.get("dedupeValue", "")).lower(): m.get("contactId")
-                    for m in status.get("mapping") or []
+                    m["dedupeValue"].lower(): m.get("contactId")
+                    for m in (mapping if isinstance(mapping, list) else [])
+                    if isinstance(m, dict) and isinstance(m.get("dedupeValue"), str)
                 }
                 return [Result(c.key, Status.SENT, ref=_ref(ids, c)) for c in batch]
             if state == "ERROR":
                 reason = f"import session failed: {status.get('description') or 'no description'}"
                 return [Result(c.key, Status.FAILED, reason) for c in batch]
             if self.clock.monotonic() >= deadline:
-                reason = f"import session {job} still {state or 'unknown'} after polling"
+                reason = f"import session {job} still {state} after polling"
                 return [Result(c.key, Status.PENDING, reason) for c in batch]
             self.clock.sleep(self.opts["poll_every"])
 
-    def _match(self, item: Any, batch: Sequence[Contact]) -> Contact | None:
+    def _match(self, item: dict[str, Any], batch: Sequence[Contact]) -> Contact | None:
         """Which contact of the batch a `failedContacts` entry is."""
-        if not isinstance(item, dict):
-            return None
         ext = item.get("externalCustomerId")
+        channels = item.get("channels")
         values = {
             str(ch.get("value", "")).lower()
-            for ch in item.get("channels") or []
+            for ch in (channels if isinstance(channels, list) else [])
             if isinstance(ch, dict)
         }
         for c in batch:
@@ -174,6 +272,19 @@ class ESputnik(Connector):
             if values & {c.fields.get("email", ""), c.fields.get("sms", "")} - {""}:
                 return c
         return None
+
+    def check(self) -> str:
+        """Read one row of today's contact activity: proves the API key, changes nothing."""
+        today = self.clock.now()
+        params = {
+            "dateFrom": today.strftime("%Y-%m-%d"),
+            "dateTo": (today + timedelta(days=1)).strftime("%Y-%m-%d"),
+            "activityStatus": "UNSUBSCRIBED",
+            "maxrows": 1,
+        }
+        resp = self.http.request("GET", "/api/v2/contacts/activity", params=params)
+        _json_list(resp.text, self.name)
+        return "API key accepted (read contact activity)"
 
     # --- pull ----------------------------------------------------------------------
     def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:
@@ -229,8 +340,6 @@ def _ref(ids: dict[str, Any], c: Contact) -> str | None:
 
 
 def _json(text: str, vendor: str) -> dict[str, Any]:
-    import json
-
     try:
         data = json.loads(text) if text.strip() else {}
     except ValueError:
@@ -241,8 +350,6 @@ def _json(text: str, vendor: str) -> dict[str, Any]:
 
 
 def _json_list(text: str, vendor: str) -> list[dict[str, Any]]:
-    import json
-
     try:
         data = json.loads(text) if text.strip() else []
     except ValueError:
