@@ -8,7 +8,9 @@ written as a literal, `env:NAME`, `file:PATH` or `credential:NAME` (systemd's
 
 from __future__ import annotations
 
+import codecs
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +24,26 @@ if TYPE_CHECKING:
     from syncd.vendors.base import Connector
 
 VENDOR_NAMES = ("dropthought", "hellocustomer", "altcraft", "esputnik", "signalvine")
+MAX_TOML = 1024 * 1024  # a config or mapping file larger than this is not one
+MAX_SECRET = 64 * 1024
+DAY = 86400.0
+# every numeric key's sane range: outside it a value is a typo that would hang or spin
+# (`backoff_base = 1e10` sleeps for centuries); nan is in no range
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "max_drop": (0, 1, "a fraction: 0.10 = 10%"),
+    "settle_seconds": (0, DAY, "seconds"),
+    "misfire_grace_seconds": (1, 7 * DAY, "seconds"),
+    "min_days_between_surveys": (0, 3650, "days"),
+    "max_attempts": (1, 100, "tries"),
+    "retries": (0, 20, "per request"),
+    "backoff_base": (0, 600, "seconds"),
+    "backoff_cap": (0, 3600, "seconds"),
+    "retry_after_cap": (0, 3600, "seconds"),
+    "connect_timeout": (0.01, 600, "seconds"),
+    "read_timeout": (0.01, 3600, "seconds"),
+    "request_deadline": (0.01, 3600, "seconds"),
+    "breaker_threshold": (1, 1000, "consecutive failures"),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +56,8 @@ class Option:
     secret: bool = False
     choices: tuple[Any, ...] | None = None
     help: str = ""
+    # (low, high) for a number; a float option without bounds is seconds, 0 to a day
+    bounds: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,9 @@ class DeliveryConfig:
     retry_after_cap: float = 120.0
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    # the whole request, from the first byte written to the last byte read: a vendor that
+    # drips its answer cannot hold a run for longer than this
+    request_deadline: float = 120.0
     breaker_threshold: int = 5
 
 
@@ -148,19 +175,49 @@ def config_path(explicit: str | os.PathLike[str] | None) -> Path:
     return Path(env) if env else Path("syncd.toml")
 
 
+def read_capped(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit` of them; never blocks (a FIFO is refused
+    before anything is read). Raises OSError, or ValueError saying what the file is."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"is {_kind(mode)}, not a regular file")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"is larger than {limit // 1024} KiB")
+    return data
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, for a message."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file, turning every failure into a ConfigError naming the file."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return tomllib.loads(read_capped(path, MAX_TOML).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(
             "file not found", file=str(path), hint="pass --config or set $SYNCD_CONFIG"
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise ConfigError("not valid TOML: nested too deeply", file=str(path)) from None
+    except ValueError as exc:  # what read_capped found, or bytes that are not UTF-8
         raise ConfigError(f"cannot be read: {exc}", file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot be read: {exc.strerror}", file=str(path)) from None
 
 
 class _Table:
@@ -204,6 +261,14 @@ class _Table:
             raise self.error(f"{value!r} is not one of {', '.join(map(repr, choices))}", key)
         return value
 
+    def number(self, key: str, kind: type, default: float) -> Any:
+        """An int or float key held to its range in `BOUNDS`."""
+        value = self.get(key, kind, default)
+        low, high, unit = BOUNDS[key]
+        if not low <= value <= high:
+            raise self.error(f"must be between {low:g} and {high:g} ({unit}), not {value!r}", key)
+        return value
+
     def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
         value = self.get(key, list, None)
         if value is None:
@@ -225,12 +290,18 @@ class _Table:
 
 def _read_secret(path: Path, what: str, table: _Table, key: str) -> str:
     try:
-        value = path.read_text(encoding="utf-8").strip()
+        value = read_capped(path, MAX_SECRET).decode("utf-8").strip()
     except OSError as exc:
         raise table.error(f"cannot read {what} {path}: {exc.strerror}", key) from None
+    except ValueError as exc:  # what read_capped found, or bytes that are not UTF-8
+        raise table.error(f"{what} {path} {_secret_problem(exc)}", key) from None
     if not value:
         raise table.error(f"{what} {path} is empty", key)
     return value
+
+
+def _secret_problem(exc: ValueError) -> str:
+    return "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
 
 
 def resolve_secret(raw: str, table: _Table, key: str) -> str:
@@ -306,13 +377,10 @@ def load_mapping(path: Path, vendor: str, connector: type[Connector]) -> Mapping
 
 
 def _delivery(table: _Table, base: DeliveryConfig) -> DeliveryConfig:
-    kw: dict[str, Any] = {}
-    for name, default in base.__dict__.items():
-        kind: type = int if isinstance(default, int) else float
-        value = table.get(name, kind, default)
-        if value < 0 or (name in ("max_attempts", "breaker_threshold") and value < 1):
-            raise table.error("must be positive", name)
-        kw[name] = value
+    kw = {
+        name: table.number(name, int if isinstance(default, int) else float, default)
+        for name, default in base.__dict__.items()
+    }
     return DeliveryConfig(**kw)
 
 
@@ -330,8 +398,8 @@ def load(path: Path) -> Config:
         key=src.get("key", str, required=True),
         encoding=src.get("encoding", str, "utf-8"),
         delimiter=src.get("delimiter", str, None),
-        max_drop=src.get("max_drop", float, 0.10),
-        settle_seconds=src.get("settle_seconds", float, 30.0),
+        max_drop=src.number("max_drop", float, 0.10),
+        settle_seconds=src.number("settle_seconds", float, 30.0),
         phone_region=src.get("phone_region", str, None),
         ignore_columns=src.strings("ignore_columns"),
     )
@@ -339,18 +407,14 @@ def load(path: Path) -> Config:
         raise src.error(
             f"names the key column {source.key!r}: a contact's key always counts", "ignore_columns"
         )
-    if not 0 <= source.max_drop <= 1:
-        raise src.error("must be a fraction between 0 and 1 (0.10 = 10%)", "max_drop")
     if source.delimiter is not None and len(source.delimiter) != 1:
         raise src.error("must be one character, or left out to sniff it", "delimiter")
-    try:
-        "".encode(source.encoding)
-    except LookupError:
-        raise src.error(f"unknown encoding {source.encoding!r}", "encoding") from None
+    _check_encoding(src, source.encoding)
     src.check_unknown()
 
     st = _Table(path, "store", top.get("store", dict, required=True))
     store = StoreConfig(path=st.path("path", required=True))
+    _check_store(st, store.path)
     st.check_unknown()
 
     sch = _Table(path, "schedule", top.get("schedule", dict, {}))
@@ -359,7 +423,7 @@ def load(path: Path) -> Config:
         reconcile=sch.get("reconcile", str, "0 2 * * *"),
         pull=sch.get("pull", str, "*/30 * * * *"),
         watch_export=sch.get("watch_export", bool, False),
-        misfire_grace_seconds=sch.get("misfire_grace_seconds", int, 3600),
+        misfire_grace_seconds=sch.number("misfire_grace_seconds", int, 3600),
     )
     try:
         ZoneInfo(schedule.timezone)
@@ -372,7 +436,7 @@ def load(path: Path) -> Config:
     sup = _Table(path, "suppression", top.get("suppression", dict, {}))
     suppression = SuppressionConfig(
         unsubscribed=sup.get("unsubscribed", bool, True),
-        min_days_between_surveys=sup.get("min_days_between_surveys", int, 0),
+        min_days_between_surveys=sup.number("min_days_between_surveys", int, 0),
         channels=sup.strings("channels", ("any",)),
         upserts=sup.get("upserts", bool, True),
     )
@@ -392,6 +456,34 @@ def load(path: Path) -> Config:
             "no [vendors.<name>] table", hint="enable at least one of " + ", ".join(VENDOR_NAMES)
         )
     return Config(path, source, store, schedule, suppression, delivery, vendors)
+
+
+def _check_encoding(table: _Table, encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise table.error(f"unknown encoding {encoding!r}", "encoding") from None
+    try:
+        "".encode(encoding)
+    except LookupError:  # rot13, base64, hex: codecs, but not text encodings
+        raise table.error(
+            f"{encoding!r} is not a text encoding", "encoding", hint="e.g. utf-8 or cp1252"
+        ) from None
+
+
+def _check_store(table: _Table, path: Path) -> None:
+    """The store's file, if it exists, is a file; the nearest folder above it that exists
+    is a folder (the store and its lock file are created under it)."""
+    try:
+        if path.is_dir():
+            raise table.error(f"{path} is a directory", "path", hint="name a file, e.g. syncd.db")
+        parent = next(p for p in path.parents if p.exists())
+        if not parent.is_dir():
+            raise table.error(
+                f"{parent} is not a directory, so {path} cannot be created under it", "path"
+            )
+    except OSError as exc:
+        raise table.error(f"{path} cannot be checked: {exc.strerror}", "path") from None
 
 
 def _check_cron(table: _Table, key: str, expr: str) -> None:
@@ -427,6 +519,11 @@ def _load_vendor(
     secrets: list[str] = []
     for key, opt in connector.options.items():
         value = table.get(key, opt.type, opt.default, required=opt.required, choices=opt.choices)
+        bounds = opt.bounds or ((0.0, DAY) if opt.type is float else None)
+        if bounds and value is not None and not bounds[0] <= value <= bounds[1]:
+            raise table.error(
+                f"must be between {bounds[0]:g} and {bounds[1]:g}, not {value!r}", key
+            )
         if opt.secret and value is not None:
             value = resolve_secret(value, table, key)
             secrets.append(value)

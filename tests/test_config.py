@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -102,9 +103,71 @@ def test_secrets_from_env_file_and_credentials(
         ),
         (BASE.format(key="k").replace("max_drop", "") + "\n[source.x]\n", "[source]"),
         (
+            BASE.format(key="k") + 'dedupe_on = "fieldId"\n',
+            "[vendors.esputnik] field_id: is required when dedupe_on = 'fieldId'",
+        ),
+        (
+            BASE.format(key="k") + "field_id = 101\n",
+            "[vendors.esputnik] field_id: is used only with dedupe_on = 'fieldId'",
+        ),
+        (
+            BASE.format(key="k") + 'dedupe_on = "id"\n',
+            "[vendors.esputnik] dedupe_on: 'id' is not one of",
+        ),
+        (
+            BASE.format(key="k") + 'event_key_new = "new contact"\n',
+            "[vendors.esputnik] event_key_new: 'new contact' is not 1 to 100 latin letters",
+        ),
+        (
+            BASE.format(key="k") + f'event_key_new = "{"k" * 101}"\n',
+            "[vendors.esputnik] event_key_new: 'kkk",
+        ),
+        (
             BASE.format(key="k") + 'streams = ["nps"]\n',
             "[vendors.esputnik] streams: esputnik offers no 'nps' stream (it offers: unsubscribes)",
         ),
+        # numbers out of their range hang, spin or divide by zero at night
+        (
+            BASE.format(key="k") + "\n[delivery]\nread_timeout = 0\n",
+            "[delivery] read_timeout: must be between 0.01 and 3600 (seconds), not 0.0",
+        ),
+        (
+            BASE.format(key="k") + "\n[delivery]\nretry_after_cap = 1e12\n",
+            "[delivery] retry_after_cap: must be between 0 and 3600 (seconds)",
+        ),
+        (
+            BASE.format(key="k") + "\n[delivery]\nretries = 1000000000\n",
+            "[delivery] retries: must be between 0 and 20",
+        ),
+        (
+            BASE.format(key="k") + "\n[delivery]\nbackoff_base = 1e10\n",
+            "[delivery] backoff_base: must be between 0 and 600 (seconds)",
+        ),
+        (
+            BASE.format(key="k") + "read_timeout = inf\n",
+            "[vendors.esputnik] read_timeout: must be between 0.01 and 3600 (seconds), not inf",
+        ),
+        (
+            BASE.format(key="k") + "poll_every = -1\n",
+            "[vendors.esputnik] poll_every: must be between 0 and 86400, not -1.0",
+        ),
+        (
+            BASE.format(key="k") + "\n[schedule]\nmisfire_grace_seconds = -1\n",
+            "[schedule] misfire_grace_seconds: must be between 1 and 604800 (seconds), not -1",
+        ),
+        (
+            BASE.format(key="k").replace("[store]", "max_drop = nan\n[store]"),
+            "[source] max_drop: must be between 0 and 1 (a fraction: 0.10 = 10%), not nan",
+        ),
+        (
+            BASE.format(key="k").replace("[store]", "settle_seconds = inf\n[store]"),
+            "[source] settle_seconds: must be between 0 and 86400 (seconds), not inf",
+        ),
+        (
+            BASE.format(key="k").replace("[store]", 'encoding = "rot13"\n[store]'),
+            "[source] encoding: 'rot13' is not a text encoding",
+        ),
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "not valid TOML: nested too deeply"),
     ],
 )
 def test_mistakes_name_file_table_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -140,6 +203,54 @@ def test_mapping_mistakes_name_the_mapping_file(
         load(path)
     assert str(tmp_path / "esputnik.toml") in str(err.value)
     assert expected in str(err.value)
+
+
+def test_a_store_path_under_a_file_or_on_a_directory_is_refused_at_load(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("not a folder", encoding="utf-8")
+    path = write(tmp_path, BASE.format(key="k"))
+    with pytest.raises(ConfigError, match=r"\[store\] path: .*/data is not a directory, so"):
+        load(path)
+    (tmp_path / "data").unlink()
+    (tmp_path / "data" / "syncd.db").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"\[store\] path: .*/data/syncd.db is a directory"):
+        load(path)
+
+
+def hostile_files(tmp_path: Path, size: int) -> dict[str, Path]:
+    """A device that never ends, a FIFO with no writer, and a regular file of `size` bytes."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "big").write_bytes(b"x" * size)
+    return {"a device": Path("/dev/zero"), "a FIFO": tmp_path / "fifo", "larger": tmp_path / "big"}
+
+
+@pytest.mark.parametrize("kind", ["a device", "a FIFO", "larger"])
+def test_a_secret_file_must_be_a_small_regular_file(tmp_path: Path, kind: str) -> None:
+    target = hostile_files(tmp_path, 65 * 1024)[kind]
+    path = write(tmp_path, BASE.format(key=f"file:{target}"))
+    with pytest.raises(ConfigError) as err:
+        load(path)  # at once: never blocked on the FIFO, never reading /dev/zero
+    assert f"[vendors.esputnik] api_key: secret file {target} is " in str(err.value)
+    assert ("larger than 64 KiB" if kind == "larger" else f"{kind}, not a regular file") in str(
+        err.value
+    )
+
+
+@pytest.mark.parametrize("which", ["config", "mapping"])
+@pytest.mark.parametrize("kind", ["a device", "a FIFO", "larger"])
+def test_a_config_or_mapping_must_be_a_small_regular_file(
+    tmp_path: Path, which: str, kind: str
+) -> None:
+    target = hostile_files(tmp_path, 2 * 1024 * 1024)[kind]
+    if which == "config":
+        path = target
+    else:
+        path = write(tmp_path, BASE.format(key="k").replace('"esputnik.toml"', f'"{target}"'))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value).startswith(f"{target}: cannot be read: is ")
+    assert ("larger than 1024 KiB" if kind == "larger" else f"{kind}, not a regular file") in str(
+        err.value
+    )
 
 
 # DESIGN.md's config reference and its Hello Customer mapping, verbatim: every build must
