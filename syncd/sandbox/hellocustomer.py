@@ -5,13 +5,17 @@ Written from `hellocustomer.md` (V1.0 API) and the notes beside it:
 - One call per second per token: a call less than `min_interval` seconds after the previous
   call with the same token (answered or throttled) is 429, with `Retry-After: 1` unless
   `retry_after=False`. The simulator's clock is `time.monotonic` unless injected.
-- `POST /V1.0/EN/campaign/{campaign}/respondent/addmultipletocache`: a JSON array of
-  respondents, each with a valid `email` and a `language_UniqueID` from the documented table
-  that the touchpoint offers (`languages`), `campaign_UniqueID` (if given) equal to the
-  path's, string `keyValues` holding every `mandatory_keys` entry. The call is all or
-  nothing: the first bad respondent (or one the sandbox was told to reject) makes it 400
-  with the documented message, and nothing is added. Success is 200 with an empty body.
-  At most `max_respondents` a call (the real limit is not published).
+- `POST /V1.0/EN/campaign/{campaign}/respondent/addmultipletocache`: a JSON body
+  (`Content-Type: application/json`, else 415) that is a non-empty array of respondent
+  objects, each with a valid `email` and a `language_UniqueID` GUID from the documented
+  table that the touchpoint offers (`languages`); `firstName`, `lastName`, `phoneNumber`,
+  `custom_UniqueID` strings when given; `campaign_UniqueID` (if given) a GUID equal to the
+  path's; `keyValues` an object of strings holding every `mandatory_keys` entry. The call
+  is all or nothing: the first bad respondent (or one the sandbox was told to reject) makes
+  it 400 with the documented validation message as `{"message": ...}`, and nothing is
+  added. Success is 200 with an empty body (the document: "a response 200 ... the
+  respondent was successfully added"). At most `max_respondents` a call (the real limit is
+  not published).
 - `GET .../answers/getall/{start}/{end}`: the responses answered in [start, end]
   (yyyyMMddHHmmss, UTC, both inclusive); 400 when the dates are more than 31 days apart.
 - `POST .../analysis/nps/getnpsscore/{start}/{end}` with a filter array (`[]` = all; each
@@ -19,7 +23,10 @@ Written from `hellocustomer.md` (V1.0 API) and the notes beside it:
   NPS over the NPS answers in that period, as documented.
 - `GET .../respondent/unsubscribed/{start}/{end}` (assumed path and shape, the real ones are
   not published): `[{"uniqueID", "email", "custom_UniqueID", "respondent_UniqueID", "date"}]`
-  for the unsubscribes dated in [start, end].
+  (`date` ISO 8601 UTC, `respondent_UniqueID` null for an email never added) for the
+  unsubscribes dated in [start, end], with the same 31-day window limit as `getall`.
+- Errors are JSON `{"message": ...}`: 401 "Authorization has been denied for this
+  request.", 400 with the document's validation messages, 429 when throttled.
 
 Added respondents get, deterministically from `seed`, a response (fraction `response_rate`,
 answered at the time they were added) and an unsubscribe (fraction `unsubscribe_rate`).
@@ -277,6 +284,10 @@ class HelloCustomerSim(Simulator):
         refused = self._guard(request, campaign)
         if refused is not None:
             return refused
+        if request.mimetype != "application/json":
+            return _error(
+                f"The request entity's media type '{request.mimetype}' is not supported", 415
+            )
         body = request.get_json(silent=True)
         if not isinstance(body, list) or not body:
             return _error("The JSON model is not correct")
@@ -316,7 +327,9 @@ class HelloCustomerSim(Simulator):
         if language.upper() not in self.languages:
             return "The LanguageUniqueId is not part of this touchpoint"
         touchpoint = item.get("campaign_UniqueID")
-        if touchpoint is not None and str(touchpoint).lower() != campaign.lower():
+        if touchpoint is not None and not (isinstance(touchpoint, str) and GUID.match(touchpoint)):
+            return "The model of the respondent is invalid: campaign_UniqueID must be a GUID"
+        if touchpoint is not None and touchpoint.lower() != campaign.lower():
             return f"Touchpoint with ID: {touchpoint} not found"
         values = item.get("keyValues") or {}
         if not isinstance(values, dict) or not all(

@@ -1,6 +1,8 @@
 """Hello Customer: survey invitations through `respondent/addmultipletocache`; answers, NPS and
 unsubscribes pulled back.
 
+- HTTPS only (the vendor allows TLS 1.2 calls only): an `http://` base_url is refused at
+  load unless its host is loopback (127.0.0.0/8, ::1, localhost: a local sandbox).
 - `Authorization: basic <token>`, at most one call per second per token. Push, pull and
   `check` share one `Pacer` per token (`pacer()`), so syncd keeps the limit by construction;
   a 429 anyway (with or without Retry-After) is retried by `syncd.http`.
@@ -10,6 +12,19 @@ unsubscribes pulled back.
   and phone, `custom_UniqueID` = the CRM key, `campaign_UniqueID` and `keyValues` = the
   mapping's [metadata]. A contact without email or a usable language is quarantined for
   Hello Customer by `validate`. Invitations are triggers: sent with `idempotent=False`.
+- What an answer to that call means (the document: "If you get a response 200 from our
+  server, the respondent was successfully added"; `Respondent/Add`, which syncd does not
+  use, acknowledges with 201 and the body echoed):
+  acknowledged: HTTP 200 with an empty body or a JSON body that does not say it failed
+  (`success`/`isSuccess` false, a non-empty `error`/`errors`) → every respondent `sent`;
+  refused: a 4xx (400, 409, 413, 415, 422, ...) carrying a validation message (a JSON text,
+  or an object with a `message`) → FatalError, which the delivery loop may split to find
+  the bad respondent; 401/403 (AuthError) and 404/405 (a wrong URL) keep the meaning
+  `syncd.http` gives them: Hello Customer is stopped for the run, all stays pending;
+  retried: 429 and what `syncd.http` retries for a trigger;
+  unknown: anything else once the request went out — 201, 204 or another 2xx, a 200 that is
+  HTML or says it failed, a 4xx without a validation message, a timeout — is
+  OutcomeUnknownError: the batch is `unknown`, never split or re-sent in this run.
 - Pull "responses": `GET .../answers/getall/{start}/{end}` in windows of at most 31 days
   (yyyyMMddHHmmss, UTC, both ends inclusive) from `first_date` (default: 90 days back) to now;
   each pull re-reads the last `lookback_days` for late or edited answers. The cursor is the
@@ -20,32 +35,51 @@ unsubscribes pulled back.
   on every pull; the previous month is re-read while it is within `lookback_days`. The
   cursor is the first day of the last month read (`2026-03-01`).
 - Pull "unsubscribes": `GET {unsubscribes_path}` in the same windows and cursor as responses.
+  `streams = ["responses", "nps"]` never calls it (an account without that call).
+- `check()` reads the last minute's answers: proves the token and that it may read the
+  campaign; a refused token is an AuthError naming hellocustomer.
 
 Assumptions (unknown in the vendor's documents): the largest `addmultipletocache` call is
 1000 respondents (`batch_size` may not exceed it); the call is all or nothing (one bad
-respondent makes it 400 and the delivery loop splits the batch to find it; each extra call
-costs a second of pacing, which is why the default batch is 100, not 1000); its 200 answer
-carries nothing we need. A 429 may or may not carry Retry-After. The token's throttle counts
-every call, so calls are spaced `1 s + pace_margin` (default 50 ms) to absorb network jitter.
-Date parameters and answer dates are UTC; `getall` selects by answer date. Boolean and
-multiple-choice answers come as `answer_Boolean` and `answer_Options`. The NPS call takes
-a calendar month (no window limit is documented; a month is at most 31 days anyway) and
-answers zeros for a period without NPS answers. "Request unsubscribed emails" is
-`GET /V1.0/EN/campaign/{campaign}/respondent/unsubscribed/{start}/{end}` answering
-`[{"uniqueID", "email", "custom_UniqueID", "respondent_UniqueID", "date"}]` (configurable
-path; `{campaign}`, `{start}` and `{end}` are filled in).
+respondent makes it 400 with a validation message and nothing is added, so the delivery
+loop splits the batch to find it; each extra call costs a second of pacing, which is why
+the default batch is 100, not 1000); its 200 answer carries nothing we need (the sandbox
+answers an empty body). A validation message comes as a JSON text or an object with a
+`message`; a 4xx without one may come from something in front of Hello Customer and does
+not prove the respondents were refused. A 429 may or may not carry Retry-After. The token's
+throttle counts every call, so calls are spaced `1 s + pace_margin` (default 50 ms) to
+absorb network jitter. Date parameters and answer dates are UTC; `getall` selects by answer
+date. Boolean and multiple-choice answers come as `answer_Boolean` and `answer_Options`.
+The NPS call takes a calendar month (no window limit is documented; a month is at most 31
+days anyway) and answers zeros for a period without NPS answers. "Request unsubscribed
+emails" is `GET /V1.0/EN/campaign/{campaign}/respondent/unsubscribed/{start}/{end}`
+answering a JSON array of `{"uniqueID", "email", "custom_UniqueID", "respondent_UniqueID",
+"date"}` (date ISO 8601 UTC, e.g. `2026-03-01T10:00:00Z`) for the unsubscribes dated in
+[start, end]; the path is configurable (`unsubscribes_path`, starting with `/`), and its
+only placeholders are `{campaign}`, `{start}` and `{end}` (yyyyMMddHHmmss), checked at load.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
-from collections.abc import Iterator, Sequence
+import string
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+import requests
 
 from syncd.config import Option
-from syncd.errors import ConfigError, RetriableError
+from syncd.errors import (
+    ConfigError,
+    FatalError,
+    OptionError,
+    OutcomeUnknownError,
+    RetriableError,
+)
 from syncd.http import Pacer, pacer_for
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
@@ -90,6 +124,7 @@ SECOND = timedelta(seconds=1)
 DEFAULT_BATCH = 100
 BACKFILL_DAYS = 90
 UNSUBSCRIBES_PATH = "/V1.0/EN/campaign/{campaign}/respondent/unsubscribed/{start}/{end}"
+PLACEHOLDERS = ("campaign", "start", "end")
 
 
 def resolve_language(value: str) -> str | None:
@@ -118,7 +153,11 @@ class HelloCustomer(Connector):
         "nps_filters": Option(
             list, default=[], help='NPS filters, e.g. [{key = "Store", filterValues = ["Gent"]}]'
         ),
-        "unsubscribes_path": Option(str, default=UNSUBSCRIBES_PATH),
+        "unsubscribes_path": Option(
+            str,
+            default=UNSUBSCRIBES_PATH,
+            help="path of the unsubscribed-emails call; placeholders {campaign} {start} {end}",
+        ),
         "pace_margin": Option(float, default=0.05, help="seconds added to the 1 s spacing"),
     }
     field_names = frozenset({"email", "firstName", "lastName", "phoneNumber", "language"})
@@ -130,12 +169,36 @@ class HelloCustomer(Connector):
     needs = ("email",)
     streams = ("responses", "nps", "unsubscribes")
 
+    @classmethod
+    def check_options(cls, base_url: str, options: Mapping[str, Any]) -> None:
+        """HTTPS unless on loopback; a GUID campaign; an unsubscribes path we can fill in."""
+        url = urlsplit(base_url)
+        if url.scheme == "http" and not _loopback(url.hostname or ""):
+            raise OptionError(
+                "base_url",
+                f"{base_url} is plain http: Hello Customer takes HTTPS (TLS 1.2) calls only",
+                hint="use https://api.hellocustomer.com; http:// is only for a sandbox on "
+                "127.0.0.1, ::1 or localhost",
+            )
+        if not GUID.match(str(options["campaign"]).strip().lower()):
+            raise OptionError(
+                "campaign",
+                "must be the touchpoint's GUID",
+                hint="copy CampaignUniqueID from the touchpoint's General Settings",
+            )
+        problem = _path_problem(options["unsubscribes_path"])
+        if problem:
+            raise OptionError(
+                "unsubscribes_path",
+                problem,
+                hint=f"e.g. {UNSUBSCRIBES_PATH!r}; placeholders are "
+                + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS),
+            )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.http.session.headers["Authorization"] = f"basic {self.opts['token']}"
         self.campaign = str(self.opts["campaign"]).strip().lower()
-        if not GUID.match(self.campaign):
-            raise self._config_error("must be the touchpoint's GUID", "campaign")
         self.default_language: str | None = None
         if self.opts["default_language"]:
             self.default_language = resolve_language(self.opts["default_language"])
@@ -239,10 +302,43 @@ class HelloCustomer(Connector):
             body.append(self.respondent(contact, language))
             sending.append(contact)
         if body:
-            self.http.request(
-                "POST", f"{self._base()}/respondent/addmultipletocache", idempotent=False, json=body
+            resp = self.http.request(
+                "POST",
+                f"{self._base()}/respondent/addmultipletocache",
+                idempotent=False,
+                json=body,
+                ok=_answered,
             )
+            self._acknowledged(resp)
         return results + [Result(c.key, Status.SENT) for c in sending]
+
+    def _acknowledged(self, resp: requests.Response) -> None:
+        """Return if `addmultipletocache` acknowledged the batch; else raise what it means
+        (see the module docstring: acknowledged, refused, unknown)."""
+        status = resp.status_code
+        body = _body(resp.text)
+        if status >= 300:  # a 4xx `_answered` passed: a refusal only with a validation message
+            message = _validation_message(body)
+            if message is not None:
+                raise FatalError(f"HTTP {status}: {message}", vendor=self.name, status=status)
+            raise OutcomeUnknownError(
+                f"HTTP {status} without a validation message, so not a refusal: "
+                f"{resp.text[:120]!r}",
+                vendor=self.name,
+                status=status,
+                hint="the respondents may have been added; check the touchpoint before "
+                "`syncd retry --unknown`",
+            )
+        failed = _failure(body)
+        if status != 200 or failed:
+            why = failed or "only a 200 acknowledges addmultipletocache"
+            raise OutcomeUnknownError(
+                f"HTTP {status} is no acknowledgement ({why}): {resp.text[:120]!r}",
+                vendor=self.name,
+                status=status,
+                hint="the respondents may have been added; check the touchpoint before "
+                "`syncd retry --unknown`",
+            )
 
     def check(self) -> str:
         """Read the last minute's answers: proves the token and campaign, changes nothing."""
@@ -385,6 +481,76 @@ def _unsubscribe(u: dict[str, Any]) -> dict[str, Any]:
         "channel": "email",
         "at": u.get("date"),
     }
+
+
+def _loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _path_problem(path: str) -> str | None:
+    """Why `unsubscribes_path` cannot be filled in, or None."""
+    if not path.startswith("/"):
+        return f"{path!r} must be a path starting with / (base_url gives scheme and host)"
+    try:
+        fields = [(name, spec, conv) for _t, name, spec, conv in string.Formatter().parse(path)]
+    except ValueError as exc:
+        return f"{path!r} is not a path template ({exc}); write a literal brace as {{{{ or }}}}"
+    for name, spec, conv in fields:
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS or spec or conv:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            return f"{path!r} has the placeholder {shown}, which syncd cannot fill in"
+    return None
+
+
+def _answered(resp: requests.Response) -> bool:
+    """Hand a 4xx that syncd.http would call a refusal to the connector, which holds it to
+    Hello Customer's validation messages; 401/403 (auth), 404/405 (wrong URL), 429 and 5xx
+    keep their meaning from syncd.http."""
+    return 400 <= resp.status_code < 500 and resp.status_code not in (401, 403, 404, 405, 429)
+
+
+_NOT_JSON = object()
+
+
+def _body(text: str) -> Any:
+    """The answer's JSON, None for an empty body, `_NOT_JSON` for anything else."""
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _validation_message(body: Any) -> str | None:
+    """Hello Customer's validation message: a JSON text, or an object's `message`."""
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if key.lower() == "message" and isinstance(value, str) and value.strip():
+                return value.strip()
+    return None
+
+
+def _failure(body: Any) -> str | None:
+    """Why a 200's body says the call did not succeed, or None."""
+    if body is _NOT_JSON:
+        return "the body is not JSON"
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if key.lower() in ("success", "issuccess") and value is not True:
+                return f"{key} is {json.dumps(value)}"
+            if key.lower() in ("error", "errors") and value:
+                return f"{key}: {json.dumps(value)[:80]}"
+    return None
 
 
 def _stamp(ts: datetime) -> str:

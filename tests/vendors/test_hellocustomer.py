@@ -156,7 +156,9 @@ def test_validate_uses_the_default_language_or_says_why_not(tmp_path: Path) -> N
     no_email = Contact("CRM-9", {"email": "", "language": "fr"})
     assert strict.validate(no_email) == "no email (needed by hellocustomer)"
 
-    lenient = connector(write_config(tmp_path, "http://x:9", 'default_language = "nl"\n'), clock)
+    lenient = connector(
+        write_config(tmp_path, "http://localhost:9", 'default_language = "nl"\n'), clock
+    )
     assert lenient.validate(contact(2, "Klingon")) is None
     assert lenient.language(contact(2, "Klingon")) == DUTCH
     assert lenient.language(contact(4, "fr")) == FRENCH
@@ -210,12 +212,12 @@ def test_config_mistakes_are_config_errors(
         connector(cfg, FakeClock())
 
 
-def test_a_campaign_that_is_not_a_guid_is_a_config_error(tmp_path: Path) -> None:
+def test_a_campaign_that_is_not_a_guid_is_refused_at_load(tmp_path: Path) -> None:
     write_config(tmp_path, "http://127.0.0.1:9")
     text = (tmp_path / "syncd.toml").read_text().replace(CAMPAIGN, "my-touchpoint")
     (tmp_path / "syncd.toml").write_text(text)
-    with pytest.raises(ConfigError, match="campaign:"):
-        connector(load(tmp_path / "syncd.toml"), FakeClock())
+    with pytest.raises(ConfigError, match=r"\[vendors.hellocustomer\] campaign: must be"):
+        load(tmp_path / "syncd.toml")
 
 
 # --- push ------------------------------------------------------------------------------
@@ -541,3 +543,36 @@ def test_nps_is_stored_per_month_for_all_and_per_filter(
 
 def _parse(stamp: str) -> datetime:
     return datetime.strptime(stamp, "%Y%m%d%H%M%S")
+
+
+def test_the_simulator_holds_push_bodies_to_the_document(
+    sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    auth = {"Authorization": "basic sandbox-token"}
+    good = {"email": "a@example.com", "language_UniqueID": ENGLISH, "campaign_UniqueID": CAMPAIGN}
+
+    def post(body: object, **headers: str) -> tuple[int, str]:
+        clock.sleep(1.0)
+        resp = requests.post(
+            server.url + PUSH, data=json.dumps(body), headers=auth | headers, timeout=5
+        )
+        return resp.status_code, resp.json()["message"] if resp.content else ""
+
+    assert post([good], **{"Content-Type": "text/plain"})[0] == 415
+    json_type = {"Content-Type": "application/json"}
+    assert post([good | {"campaign_UniqueID": "my-touchpoint"}], **json_type) == (
+        400,
+        "The model of the respondent is invalid: campaign_UniqueID must be a GUID",
+    )
+    assert post([good | {"language_UniqueID": "EN"}], **json_type) == (
+        400,
+        "The format of the Guid of the language is not valid",
+    )
+    assert post([{"language_UniqueID": ENGLISH}], **json_type) == (
+        400,
+        "The respondent email None is invalid",
+    )
+    assert post([good, good | {"keyValues": {"Age": 35}}], **json_type)[0] == 400
+    assert sim.respondents() == []  # all or nothing
+    assert post([good], **json_type) == (200, "")
+    assert len(sim.respondents()) == 1

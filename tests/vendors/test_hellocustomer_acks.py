@@ -1,0 +1,54 @@
+"""Hello Customer acknowledgements: only a 200 that does not say it failed marks respondents
+sent; any other answer after the request went out leaves them `unknown`, sent once, never
+split and re-sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from werkzeug.wrappers import Request, Response
+
+from syncd.sandbox.base import Server
+from syncd.sandbox.hellocustomer import HelloCustomerSim
+from tests.kits.hellocustomer import KIT
+from tests.vendors.test_contract import deliver, make_connector
+
+
+class AnswersOddly(HelloCustomerSim):
+    """Adds the respondents as Hello Customer does, then answers `answer` instead."""
+
+    def __init__(self, answer: Response) -> None:
+        super().__init__(min_interval=0.0)
+        self.answer = answer
+
+    def add_many(self, request: Request, culture: str, campaign: str) -> Response:
+        super().add_many(request, culture, campaign)
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Response("", 204),
+        Response("", 201),
+        Response("<html><body>Service OK</body></html>", 200, mimetype="text/html"),
+        Response('{"success": false}', 200, mimetype="application/json"),
+        Response('{"errors": ["cache unavailable"]}', 200, mimetype="application/json"),
+        Response("<html>400 Bad Request</html>", 400, mimetype="text/html"),
+        Response("", 413),
+    ],
+    ids=["204", "201", "200-html", "200-success-false", "200-errors", "400-html", "413-empty"],
+)
+def test_an_answer_that_is_not_the_documented_acknowledgement_is_unknown(
+    tmp_path: Path, answer: Response
+) -> None:
+    sim = AnswersOddly(answer)
+    contacts = [KIT.contact(i) for i in range(4)]
+    with Server(sim) as server:
+        outcome, _ = deliver(make_connector(KIT, server.url, tmp_path), contacts, tmp_path)
+    assert {status for status, _reason in outcome.values()} == {"unknown"}, outcome
+    assert sim.count(KIT.push_path) == 1  # not split, not re-sent
+    assert {key: len(adds) for key, adds in sim.by_key().items()} == {c.key: 1 for c in contacts}
+    reason = next(iter(outcome.values()))[1] or ""
+    assert reason.startswith(f"HTTP {answer.status_code} ")

@@ -1,0 +1,117 @@
+"""Hello Customer options refused at load (`check_options`), and the streams a pull reads."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from syncd.clock import FakeClock
+from syncd.config import load
+from syncd.errors import ConfigError
+from syncd.pull import pull
+from syncd.sandbox.base import Server
+from syncd.sandbox.hellocustomer import HelloCustomerSim
+from syncd.state import Store
+from tests.kits.hellocustomer import CAMPAIGN, MAPPING
+
+
+def write(folder: Path, table: str) -> Path:
+    (folder / "mapping.toml").write_text(MAPPING, encoding="utf-8")
+    path = folder / "syncd.toml"
+    path.write_text(
+        '[source]\npath = "x.csv"\nkey = "Record ID"\n[store]\npath = "syncd.db"\n'
+        f'[vendors.hellocustomer]\nmapping = "mapping.toml"\ntoken = "sandbox-token"\n'
+        f'campaign = "{CAMPAIGN}"\n{table}',
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        (
+            'base_url = "http://api.hellocustomer.com"\n',
+            "[vendors.hellocustomer] base_url: http://api.hellocustomer.com is plain http: "
+            "Hello Customer takes HTTPS (TLS 1.2) calls only (use https://",
+        ),
+        ('base_url = "http://10.0.0.5:8080"\n', "base_url: http://10.0.0.5:8080 is plain http"),
+        (
+            'base_url = "https://api.hellocustomer.com"\nunsubscribes_path = "/V1.0/EN/{nope}"\n',
+            "[vendors.hellocustomer] unsubscribes_path: '/V1.0/EN/{nope}' has the placeholder "
+            "{nope}, which syncd cannot fill in (e.g. ",
+        ),
+        (
+            'base_url = "https://api.hellocustomer.com"\nunsubscribes_path = "/x/{start/{end}"\n',
+            "unsubscribes_path: '/x/{start/{end}' is not a path template",
+        ),
+        (
+            'base_url = "https://api.hellocustomer.com"\nunsubscribes_path = "/x/{}/{end}"\n',
+            "unsubscribes_path: '/x/{}/{end}' has the placeholder {}",
+        ),
+        (
+            'base_url = "https://api.hellocustomer.com"\nunsubscribes_path = "/x/{start!r}"\n',
+            "has the placeholder {start!r}",
+        ),
+        (
+            'base_url = "https://api.hellocustomer.com"\nunsubscribes_path = "x/{start}"\n',
+            "unsubscribes_path: 'x/{start}' must be a path starting with /",
+        ),
+    ],
+)
+def test_refused_at_load_naming_file_table_and_key(
+    tmp_path: Path, table: str, expected: str
+) -> None:
+    path = write(tmp_path, table)
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert expected in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080", "http://127.9.9.9", "http://[::1]:8080", "http://localhost"]
+)
+def test_plain_http_is_accepted_on_loopback(tmp_path: Path, url: str) -> None:
+    cfg = load(write(tmp_path, f'base_url = "{url}"\n'))
+    assert cfg.vendors["hellocustomer"].base_url == url
+
+
+def test_a_custom_unsubscribes_path_is_filled_in(tmp_path: Path) -> None:
+    table = (
+        'base_url = "https://api.hellocustomer.com"\n'
+        'unsubscribes_path = "/V1.0/EN/campaign/{campaign}/unsubscribed?from={start}&to={end}"\n'
+    )
+    assert load(write(tmp_path, table)).vendors["hellocustomer"].options["unsubscribes_path"]
+
+
+def test_streams_without_unsubscribes_never_call_the_unsubscribes_path(tmp_path: Path) -> None:
+    clock = FakeClock()
+    sim = HelloCustomerSim(clock=clock.monotonic, now=clock.now)
+    now = clock.now()
+    sim.add_responses(5, now - timedelta(days=3), now - timedelta(days=1))
+    sim.unsubscribe("gone@example.com", now - timedelta(days=2))
+    unsubscribed = f"/V1.0/EN/campaign/{CAMPAIGN}/respondent/unsubscribed/"
+    first = (now - timedelta(days=7)).date()
+    counts: dict[str, tuple[dict[str, int], int]] = {}
+    with Server(sim) as server:
+        for streams in ('["responses", "nps"]', '["unsubscribes"]'):
+            folder = tmp_path / str(len(counts))
+            folder.mkdir()
+            table = f'base_url = "{server.url}"\nstreams = {streams}\nfirst_date = "{first}"\n'
+            cfg = load(write(folder, table))
+            store = Store.open(cfg.store.path)
+            try:
+                report = pull(cfg, store, clock)
+            finally:
+                store.close()
+            assert report.exit_code == 0
+            counts[streams] = (
+                dict(report.delivered["hellocustomer"].counts),
+                sim.count(unsubscribed),
+            )
+    read, calls = counts['["responses", "nps"]']
+    assert (read["responses"], "unsubscribes" in read, calls) == (5, False, 0)
+    assert counts['["unsubscribes"]'] == ({"unsubscribes": 1}, 1)  # the path works when asked
