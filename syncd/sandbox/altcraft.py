@@ -8,14 +8,15 @@ call)", "Bulk trigger launch", "Data array", "Get trigger campaign information")
   `error` (400 bad request, 401 token required, 402 tariff limit reached, 403 forbidden,
   404 not found) and, by default, HTTP 200 — set `http_errors = True` to answer it with that
   HTTP status instead.
-- `campaigns/triggers/start`: `id` (a number), `matching` (email, phone, profile_id or
-  custom; email when absent) and the matching value (`email` / `phone` / `profile_id` /
-  `field_name` + `field_value`), optional `content{}`, `custom_data{}`, `resource_id`.
-  Answers the profile's `profile_id`.
-- `campaigns/triggers/start_batch`: `trigger_id` (not `id`), `format` "json", `matching`,
-  root `field_name` for custom matching, `data[]` of objects holding the matching value
-  (`email` / `phone` / `profile_id` / `field_value`) and optionally `custom_data{}`; root
-  `content{}` and `custom_data{}`. Answers `result`: the profile ids launched, in order.
+- `campaigns/triggers/start`: `id` (a JSON number: "always a number, do not confuse it
+  with the name"; a string is refused), `matching` (email, phone, profile_id or custom;
+  email when absent) and the matching value (`email` / `phone` / `profile_id` /
+  `field_name` + `field_value`), optional `content{}`, `custom_data{}`, `resource_id` (a
+  number). Answers the profile's `profile_id`.
+- `campaigns/triggers/start_batch`: `trigger_id` (a number, not `id`), `format` "json",
+  `matching`, root `field_name` for custom matching, `data[]` of objects holding the
+  matching value (`email` / `phone` / `profile_id` / `field_value`) and optionally
+  `custom_data{}`; root `content{}` and `custom_data{}`. Answers `result`: the profile ids launched, in order.
   The sandbox launches a batch whole or not at all: a profile it cannot launch (an invalid
   value, or one rejected with `faults.reject(value)`) fails the request with
   `data[i]: <reason>`.
@@ -146,6 +147,8 @@ class AltcraftSim(Simulator):
             token = request.headers["Authorization"].removeprefix("Bearer ")
         if not token:
             raise EnvelopeError(401, "API token required")
+        if not isinstance(token, str):
+            raise EnvelopeError(400, "Parameter 'token' must be a string")
         if token != self.token:
             raise EnvelopeError(403, "Access denied: invalid API token")
         return body
@@ -154,14 +157,19 @@ class AltcraftSim(Simulator):
         raw = body.get(key)
         if raw is None:
             raise EnvelopeError(400, f"Parameter '{key}' is required")
-        if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).isdigit():
-            raise EnvelopeError(400, f"Parameter '{key}' must be the trigger campaign's number")
-        campaign = self.campaigns.get(int(raw))
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise EnvelopeError(
+                400, f"Parameter '{key}' must be the trigger campaign's number, not {raw!r}"
+            )
+        campaign = self.campaigns.get(raw)
         if campaign is None:
             raise EnvelopeError(404, f"Trigger campaign {raw} not found")
         if not campaign["is_active"]:
             raise EnvelopeError(400, f"Trigger campaign {raw} is not active")
-        return int(raw)
+        resource = body.get("resource_id")
+        if resource is not None and (isinstance(resource, bool) or not isinstance(resource, int)):
+            raise EnvelopeError(400, "Parameter 'resource_id' must be a number")
+        return raw
 
     @staticmethod
     def _matching(body: dict[str, Any]) -> str:

@@ -11,19 +11,29 @@
   variables `{apicontent.<name>}`), `custom_data.<name>` → `custom_data` (action hooks).
   `content` is one object per request, so contacts are batched by equal content values;
   `custom_data` goes in each `data[]` item.
-- The answer's envelope decides, whatever the HTTP status: `error` 0 is success; 401/403 →
-  AuthError; 402 (tariff limit reached) → QuotaError, which stops Altcraft for the run
-  and leaves the rest pending; 429/5xx → RetriableError; anything else → FatalError with
-  Altcraft's `error_text` (the delivery loop splits a refused batch down to single `start`
-  calls, so one bad profile fails alone with Altcraft's words).
-- A trigger is never re-sent on our own: every launch is `idempotent=False`, so a timeout
-  or a garbled answer after the request went out is OutcomeUnknownError.
+- What an answer to a launch means (every Altcraft answer is HTTP 200 with the envelope
+  `{"error": 0, "error_text": "Successful operation", ...}`; a non-zero `error` is a failure
+  whatever the HTTP status):
+  acknowledged: HTTP 200, `error` 0 and, for `start_batch`, `result` a list of one profile id
+  per `data[]` item → every contact `sent` (`start`'s `profile_id`, if any, is its ref);
+  refused: `error` 401/403 → AuthError, 402 (tariff limit reached) → QuotaError (both stop
+  Altcraft for the run; the rest stays pending); another 400-class `error` (400 bad
+  request, 404 not found, ...) → FatalError with Altcraft's `error_text`, which the
+  delivery loop may split down to single `start` calls so one bad profile fails alone;
+  HTTP 413 without an envelope (the front proxy refused the body's size) → FatalError;
+  retried: `error` 429, and what `syncd.http` retries for a trigger;
+  unknown: anything else once the request went out — a 2xx that is not an envelope, `error`
+  0 at another HTTP status than 200 or with a missing or short `result`, a 5xx-class or
+  unlisted `error` code, a 4xx without an envelope, a timeout — is OutcomeUnknownError: the
+  batch is `unknown`, never split or re-sent in this run.
 - `check()` reads the campaign with `campaigns/triggers/get` (token and campaign id) and
-  requires it to be active.
+  requires it to be active; a refused token (HTTP 200, `error` 401/403) is an AuthError
+  naming altcraft.
 
 Assumptions (unknown in Altcraft's documents): `start_batch` launches its profiles all or
-none — an `error` 0 answer means every `data[]` item was launched (if `result` lists fewer
-profile ids than we sent, that is logged: Altcraft does not say which ones it skipped);
+none — an `error` 0 answer with one `result` id per `data[]` item means every item was
+launched, and an error answer means none was (if `result` lists fewer ids than we sent,
+Altcraft does not say which it skipped: the batch is unknown);
 `data[]` items carry no `content` of their own; `start` answers the profile's
 `profile_id` (kept as the delivery's ref); at most `max_batch` = 10,000 profiles a request
 (Altcraft's advice for its other bulk calls); 10 MB means 10,000,000 bytes; no documented
@@ -167,7 +177,7 @@ class Altcraft(Connector):
     # --- push ----------------------------------------------------------------------------
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
         if len(batch) == 1:
-            answer = self._call("start", self.start_body(batch[0]))
+            answer = self._launch("start", self.start_body(batch[0]))
             ref = answer.get("profile_id")
             return [Result(batch[0].key, Status.SENT, ref=ref if isinstance(ref, str) else None)]
         if len({self._content_key(c) for c in batch}) > 1:
@@ -175,13 +185,15 @@ class Altcraft(Connector):
                 "contacts with different content cannot share one start_batch request",
                 vendor=self.name,
             )
-        answer = self._call("start_batch", self.batch_body(batch))
+        answer = self._launch("start_batch", self.batch_body(batch))
         launched = answer.get("result")
-        if isinstance(launched, list) and len(launched) != len(batch):
-            self.log.warning(
-                "Altcraft launched fewer profiles than sent and does not say which",
-                sent=len(batch),
-                launched=len(launched),
+        if not isinstance(launched, list) or len(launched) != len(batch):
+            count = len(launched) if isinstance(launched, list) else "no"
+            raise OutcomeUnknownError(
+                f"start_batch answered error 0 with {count} profile ids for {len(batch)} "
+                "profiles, and does not say which were launched",
+                vendor=self.name,
+                hint="check the campaign's launches in Altcraft before `syncd retry --unknown`",
             )
         return [Result(c.key, Status.SENT) for c in batch]
 
@@ -192,7 +204,7 @@ class Altcraft(Connector):
         answer = _parsed(resp)
         if answer is None:
             raise RetriableError(f"not an Altcraft answer: {resp.text[:120]!r}", vendor=self.name)
-        campaign = self._decide(answer).get("data")
+        campaign = self._refused(answer, launch=False).get("data")
         if not isinstance(campaign, dict) or not campaign.get("is_active"):
             raise FatalError(
                 f"trigger campaign {self.opts['trigger_id']} is not active",
@@ -201,20 +213,33 @@ class Altcraft(Connector):
             )
         return f"token accepted; trigger campaign {self.opts['trigger_id']} is active"
 
-    def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Launch: one POST, never repeated once it may have reached Altcraft."""
+    def _launch(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One launch POST, never repeated once it may have reached Altcraft: the envelope
+        when it acknowledges, else the error the answer means (see the module docstring)."""
         resp = self.http.request(
-            "POST", f"{API}/{method}", idempotent=False, json=body, ok=_envelope
+            "POST", f"{API}/{method}", idempotent=False, json=body, ok=_answered
         )
         answer = _parsed(resp)
-        if answer is None:  # a 2xx we cannot read: the launch may have happened
+        if answer is None:
+            if resp.status_code == 413:
+                raise FatalError(f"HTTP 413: {resp.text[:120]}", vendor=self.name, status=413)
             raise OutcomeUnknownError(
-                f"not an Altcraft answer: {resp.text[:120]!r}", vendor=self.name
+                f"HTTP {resp.status_code}, not an Altcraft answer: {resp.text[:120]!r}",
+                vendor=self.name,
+                status=resp.status_code,
             )
-        return self._decide(answer)
+        answer = self._refused(answer, launch=True)
+        if resp.status_code != 200:
+            raise OutcomeUnknownError(
+                f"HTTP {resp.status_code} with error 0: not Altcraft's acknowledgement",
+                vendor=self.name,
+                status=resp.status_code,
+            )
+        return answer
 
-    def _decide(self, answer: dict[str, Any]) -> dict[str, Any]:
-        """The envelope when `error` is 0, else the error its code means."""
+    def _refused(self, answer: dict[str, Any], *, launch: bool) -> dict[str, Any]:
+        """The envelope when `error` is 0, else the error its code means; a code that does
+        not say Altcraft refused is, for a launch, an unknown outcome."""
         code: int = answer["error"]
         if code == 0:
             return answer
@@ -228,9 +253,16 @@ class Altcraft(Connector):
                 status=code,
                 hint="the Altcraft tariff limit is reached; the rest stays pending",
             )
-        if code == 429 or code >= 500:
+        if code == 429 or (code >= 500 and not launch):
             raise RetriableError(text, vendor=self.name, status=code)
-        raise FatalError(text, vendor=self.name, status=code)
+        if 400 <= code < 500 or not launch:
+            raise FatalError(text, vendor=self.name, status=code)
+        raise OutcomeUnknownError(
+            f"{text} (not a refusal: the profiles may have been launched)",
+            vendor=self.name,
+            status=code,
+            hint="check the campaign's launches in Altcraft before `syncd retry --unknown`",
+        )
 
 
 def _parsed(resp: requests.Response) -> dict[str, Any] | None:
@@ -247,3 +279,10 @@ def _parsed(resp: requests.Response) -> dict[str, Any] | None:
 def _envelope(resp: requests.Response) -> bool:
     """Let a 4xx answer through when it carries Altcraft's envelope (its code decides)."""
     return resp.status_code != 429 and resp.status_code < 500 and _parsed(resp) is not None
+
+
+def _answered(resp: requests.Response) -> bool:
+    """For a launch, also hand a 4xx without an envelope to the connector: only a 413 proves
+    it was refused unread. 401/403, 404/405 and 429 keep their meaning from syncd.http."""
+    status = resp.status_code
+    return _envelope(resp) or (400 <= status < 500 and status not in (401, 403, 404, 405, 429))

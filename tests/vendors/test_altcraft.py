@@ -203,8 +203,9 @@ def test_check_reads_the_campaign(sim: AltcraftSim, url: str, tmp_path: Path) ->
     with pytest.raises(FatalError, match="not active"):
         connector.check()
     sim.token = "rotated"
-    with pytest.raises(AuthError):
-        connector.check()
+    with pytest.raises(AuthError) as err:
+        connector.check()  # HTTP 200 with error 403
+    assert (err.value.vendor, str(err.value)[:19]) == ("altcraft", "altcraft: error 403")
     assert sim.launched == 0
 
 
@@ -228,6 +229,14 @@ def test_the_simulator_is_strict(sim: AltcraftSim, url: str) -> None:
     ok = {"token": "sandbox-token", "matching": "email"}
     assert post(START, ok | {"id": 7, "email": "a@example.com"}).json()["error"] == 0
     assert post(START, ok | {"trigger_id": 7, "email": "a@example.com"}).json()["error"] == 400
+    assert post(START, ok | {"id": "7", "email": "a@example.com"}).json()["error"] == 400
+    assert (
+        post(BATCH, ok | {"trigger_id": "7", "data": [{"email": "a@example.com"}]}).json()["error"]
+        == 400
+    )
+    assert post(START, {"token": 1, "id": 7, "email": "a@example.com"}).json()["error"] == 400
+    one = ok | {"id": 7, "email": "a@example.com"}
+    assert post(START, one | {"resource_id": "main"}).json()["error"] == 400
     assert post(BATCH, ok | {"id": 7, "data": [{"email": "a@example.com"}]}).json()["error"] == 400
     assert post(START, {"id": 7, "email": "a@example.com"}).json()["error"] == 401
     assert post(START, ok | {"id": 8, "email": "a@example.com"}).json()["error"] == 404
