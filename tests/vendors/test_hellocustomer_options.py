@@ -71,20 +71,28 @@ def test_refused_at_load_naming_file_table_and_key(
     assert expected in str(err.value)
 
 
-@pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080", "http://127.9.9.9", "http://[::1]:8080", "http://localhost"]
-)
-def test_plain_http_is_accepted_on_loopback(tmp_path: Path, url: str) -> None:
-    cfg = load(write(tmp_path, f'base_url = "{url}"\n'))
-    assert cfg.vendors["hellocustomer"].base_url == url
+def test_plain_http_is_accepted_only_on_loopback(tmp_path: Path) -> None:
+    for url in (
+        "http://127.0.0.1:8080",
+        "http://127.9.9.9",
+        "http://[::1]:8080",
+        "http://localhost",
+    ):
+        assert (
+            load(write(tmp_path, f'base_url = "{url}"\n')).vendors["hellocustomer"].base_url == url
+        )
+    for url in ("http://128.0.0.1", "http://[::2]", "http://localhost.example.com"):
+        with pytest.raises(ConfigError, match=r"base_url: .* is plain http"):
+            load(write(tmp_path, f'base_url = "{url}"\n'))
 
 
-def test_a_custom_unsubscribes_path_is_filled_in(tmp_path: Path) -> None:
-    table = (
-        'base_url = "https://api.hellocustomer.com"\n'
-        'unsubscribes_path = "/V1.0/EN/campaign/{campaign}/unsubscribed?from={start}&to={end}"\n'
-    )
-    assert load(write(tmp_path, table)).vendors["hellocustomer"].options["unsubscribes_path"]
+def test_unsubscribes_path_takes_only_campaign_start_and_end(tmp_path: Path) -> None:
+    table = 'base_url = "https://api.hellocustomer.com"\nunsubscribes_path = "{}"\n'
+    custom = "/V1.0/EN/campaign/{campaign}/unsubscribed?from={start}&to={end}"
+    cfg = load(write(tmp_path, table.format(custom)))
+    assert cfg.vendors["hellocustomer"].options["unsubscribes_path"] == custom
+    with pytest.raises(ConfigError, match=r"has the placeholder \{campaignId\}"):
+        load(write(tmp_path, table.format(custom.replace("{campaign}", "{campaignId}"))))
 
 
 def test_streams_without_unsubscribes_never_call_the_unsubscribes_path(tmp_path: Path) -> None:
