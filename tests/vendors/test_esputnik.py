@@ -1,0 +1,227 @@
+"""eSputnik against its simulator: update semantics that keep what other systems enriched,
+requests and answers held to the vendor's OpenAPI schemas, and answers that are not the
+documented acknowledgement."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft4Validator  # type: ignore[import-untyped]
+from werkzeug.test import Client
+from werkzeug.wrappers import Request, Response
+
+from syncd.sample import rows
+from syncd.sandbox.base import Server, json_response
+from syncd.sandbox.esputnik import SPEC, ESputnikSim
+from tests.helpers import World, esputnik_table
+from tests.kits.esputnik import KIT
+from tests.vendors.test_contract import deliver, make_connector
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(b"any:sandbox-key").decode()}
+MAPPING = """
+[fields]
+email = "Email"
+firstName = "First Name"
+externalCustomerId = "Record ID"
+"address.town" = "City"
+[metadata]
+"101" = "Segment"
+"""
+
+
+@pytest.fixture
+def sim() -> Iterator[tuple[ESputnikSim, Server]]:
+    app = ESputnikSim()
+    with Server(app) as server:
+        yield app, server
+
+
+def test_an_upsert_changes_the_mapped_fields_and_keeps_what_another_system_enriched(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    app, server = sim
+    data = list(rows(3))
+    crm = data[0]
+    enriched = app.seed(
+        externalCustomerId=crm[0],
+        email=crm[3].strip().lower(),
+        firstName="Old",
+        town="Nowhere",
+        languageCode="nl",
+        timeZone="Europe/Brussels",
+        fields={"101": "Old segment", "202": "scored by another system"},
+    )
+    body, _ = esputnik_table(server.url)
+    world = World(tmp_path, {"esputnik": (body, MAPPING)})
+    world.write(data)
+    assert world.sync().exit_code == 0
+    held = {c["id"]: c for c in app.contacts()}[enriched]
+    assert (held["firstName"], held["town"]) == (crm[1], crm[5])
+    assert held["fields"] == {"101": crm[8], "202": "scored by another system"}
+    assert (held["languageCode"], held["timeZone"]) == ("nl", "Europe/Brussels")
+    sent = app.requests("/api/v1/contacts", "POST")[-1].json()
+    assert sent["contactFields"] == ["email", "firstName", "externalCustomerId", "town"]
+    assert sent["customFieldsIDs"] == [101]
+
+
+def post(client: Client, body: Any) -> tuple[int, Any]:
+    resp = client.post("/api/v1/contacts", json=body, headers=AUTH)
+    text = resp.get_data(as_text=True)
+    return resp.status_code, json.loads(text) if resp.status_code == 200 else text
+
+
+def settle(client: Client, answer: dict[str, Any]) -> dict[str, Any]:
+    """Poll the answer's import session until it finishes; return the last status."""
+    while True:
+        status: dict[str, Any] = client.get(
+            f"/api/v1/importstatus/{answer['asyncSessionId']}", headers=AUTH
+        ).get_json()
+        if status["status"] == "FINISHED":
+            return status
+
+
+def test_the_simulator_nulls_untransmitted_standard_fields_only_without_contact_fields() -> None:
+    app = ESputnikSim(polls_to_finish=1)
+    client = Client(app)
+    first = {"channels": [{"type": "email", "value": "a@example.com"}], "firstName": "Ann"}
+    known = app.seed(email="a@example.com", lastName="Kept", languageCode="fr", fields={"7": "x"})
+    update = {"contacts": [{**first, "fields": [{"id": 7, "value": "y"}]}], "dedupeOn": "email"}
+
+    settle(client, post(client, {**update, "contactFields": ["firstName"]})[1])
+    held = {c["id"]: c for c in app.contacts()}[known]
+    assert (held["firstName"], held["lastName"], held["languageCode"]) == ("Ann", "Kept", "fr")
+    assert held["fields"] == {"7": "x"}  # not in customFieldsIDs
+
+    settle(client, post(client, {**update, "customFieldsIDs": [7]})[1])
+    held = {c["id"]: c for c in app.contacts()}[known]
+    assert (held["firstName"], held["lastName"], held["languageCode"]) == ("Ann", None, None)
+    assert held["fields"] == {"7": "y"}
+    assert len(app.contacts()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"contacts": [{"channels": []}], "dedupeOn": "fieldId", "fieldId": None}, "$.fieldId"),
+        ({"contacts": [{"firstName": "No channels"}], "dedupeOn": "email"}, "'channels'"),
+        (
+            {"contacts": [{"channels": []}], "dedupeOn": "email", "contactFields": ["town2"]},
+            "'town2' is not one of",
+        ),
+        (
+            {"contacts": [{"channels": [], "fields": [{"id": 1, "value": 2}]}], "dedupeOn": "sms"},
+            "2 is not of type 'string'",
+        ),
+    ],
+)
+def test_the_simulator_refuses_what_the_schema_refuses(body: Any, expected: str) -> None:
+    status, text = post(Client(ESputnikSim()), body)
+    assert status == 400
+    assert expected in text
+
+
+def test_the_simulator_checks_activity_parameters_and_the_key() -> None:
+    client = Client(ESputnikSim())
+    query = "/api/v2/contacts/activity?dateFrom=2026-01-01&dateTo=2026-01-02"
+    assert client.get(query, headers=AUTH).status_code == 200
+    bad = client.get(query + "&activityStatus=GONE", headers=AUTH)
+    assert bad.status_code == 400 and "activityStatus" in bad.get_data(as_text=True)
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"any:wrong").decode()}
+    assert client.get(query, headers=wrong).status_code == 401
+
+
+def response_validator(path: str, method: str = "get") -> Any:
+    content = SPEC["paths"][path][method]["responses"]["200"]["content"]
+    (schema,) = [c["schema"] for c in content.values()]
+    return Draft4Validator({**schema, "components": SPEC["components"]})
+
+
+def test_the_simulators_answers_match_the_response_schemas() -> None:
+    app = ESputnikSim(polls_to_finish=2)
+    client = Client(app)
+    app.faults.reject("bad1@example.com", "no such mailbox")
+    app.faults.reject("bad2@example.com", "no such mailbox")
+    bulk = response_validator("/api/v1/contacts", "post")
+    failed_one = Draft4Validator(
+        {"$ref": "#/components/schemas/FailedContact", "components": SPEC["components"]}
+    )
+    status = response_validator("/api/v1/importstatus/{sessionId}")
+    answers = []
+    for bad in (["bad1"], ["bad1", "bad2"]):
+        emails = [*bad, "good"]
+        contacts = [{"channels": [{"type": "email", "value": f"{e}@example.com"}]} for e in emails]
+        code, answer = post(client, {"contacts": contacts, "dedupeOn": "email"})
+        assert code == 200
+        answers.append(answer)
+        if len(bad) == 1:  # the spec's quirk: one failed contact is an object
+            failed_one.validate(answer.pop("failedContacts"))
+        bulk.validate(answer)
+        session = f"/api/v1/importstatus/{answer['asyncSessionId']}"
+        status.validate(client.get(session, headers=AUTH).get_json())  # STARTED
+        status.validate(settle(client, answer))  # FINISHED, with its mapping
+    assert isinstance(answers[1]["failedContacts"], list)
+    app.unsubscribe("good@example.com")
+    activity = client.get(
+        "/api/v2/contacts/activity?dateFrom=2000-01-01&dateTo=2100-01-01", headers=AUTH
+    ).get_json()
+    assert activity
+    response_validator("/api/v2/contacts/activity").validate(activity)
+
+
+class Answers(ESputnikSim):
+    """eSputnik answering `POST /api/v1/contacts` with a 200 of the test's choosing."""
+
+    answer: Any = None
+
+    def contacts_post(self, request: Request) -> Response:
+        return json_response(self.answer)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"failedContacts": 5}, "failedContacts is neither"),
+        ({"failedContacts": [5], "asyncSessionId": "s1"}, "failedContacts is neither"),
+        (
+            {
+                "failedContacts": {"channels": [{"type": "email", "value": "x@example.com"}]},
+                "asyncSessionId": "s1",
+            },
+            "names no contact of the batch",
+        ),
+        ({}, "no asyncSessionId"),
+        ({"asyncSessionId": 5}, "no asyncSessionId"),
+    ],
+    ids=["number", "array-of-numbers", "stranger", "empty", "numeric-session"],
+)
+def test_an_answer_that_is_not_the_documented_acknowledgement_marks_nobody_sent(
+    tmp_path: Path, answer: Any, expected: str
+) -> None:
+    app = Answers()
+    app.answer = answer
+    with Server(app) as server:
+        connector = make_connector(KIT, server.url, tmp_path)
+        contacts = [KIT.contact(i) for i in range(3)]
+        outcome, _ = deliver(connector, contacts, tmp_path)
+    assert {status for status, _r in outcome.values()} == {"pending"}
+    assert all(expected in (reason or "") for _s, reason in outcome.values())
+
+
+def test_the_simulator_matches_on_the_custom_field_dedupe_on_names() -> None:
+    app = ESputnikSim(polls_to_finish=1)
+    client = Client(app)
+    for email in ("old@example.com", "new@example.com"):
+        contact = {
+            "channels": [{"type": "email", "value": email}],
+            "fields": [{"id": 7, "value": "CRM-1"}],
+        }
+        body = {"contacts": [contact], "dedupeOn": "fieldId", "fieldId": 7}
+        settle(client, post(client, {**body, "contactFields": ["email"]})[1])
+    assert [(c["email"], c["fields"]) for c in app.contacts()] == [
+        ("new@example.com", {"7": "CRM-1"})
+    ]
