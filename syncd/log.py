@@ -1,50 +1,169 @@
-"""structlog set-up: JSON lines for journald, a readable console on a TTY, secrets redacted.
+"""structlog set-up: JSON lines for journald, a readable console on a TTY, secrets scrubbed.
 
-Every event passes `redact`, which replaces every configured secret value (wherever it
-appears: a message, an exception text, a nested value) and the value of any key that
-names a credential (authorization, password, token, secret, api_key) with `***`.
-`run_id` and `vendor` are bound through contextvars, so every event of a run carries them.
+`scrub(text)` is the one scrubber: every log event passes it (through the `redact`
+processor), and so does every vendor text syncd stores (`VendorError` scrubs its own
+message). It replaces with `***`:
+
+- every registered secret (`add_secrets`) in each form a request can carry it: raw,
+  URL-encoded (`quote`, `quote_plus`, either hex case), JSON- or repr-escaped (`\\"`,
+  `\\\\`, `\\uXXXX`, at any depth of nesting), and base64 — of the secret alone or of
+  `user:secret`: every base64-looking run of the text is decoded, at each alignment, and
+  searched for a secret in any of those forms, so no encoding has to be enumerated;
+- credentials by their shape, registered or not: the value of an `Authorization` header
+  (to the end of the value), `Basic <token>`, `Bearer <token>`, `SignalVine
+  <token>:<signature>`, and a JSON string whose key names a credential. A scheme word is
+  taken as a credential only before a token-shaped value, so "Basic validation failed"
+  and "signalvine: nothing to send" are kept.
+
+In an event, the value of a key that names a credential (authorization, password, token,
+secret, api_key) is `***` whatever it is. `run_id` and `vendor` are bound through
+contextvars, so every event of a run carries them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
 REDACTED = "***"
+# shorter values would match inside ordinary words and make every log line unreadable
+MIN_SECRET = 4
 _SECRET_KEYS = re.compile(r"authorization|password|passwd|secret|token|api_?key", re.I)
-_AUTH_HEADER = re.compile(
-    r"((?:Authorization|Bearer|Basic|SignalVine)[\"']?\s*[:=]?\s*)[^\s,\"'}]+", re.I
-)
 
+# a token-shaped value: 6 or more token characters with a digit, inner punctuation or a
+# case change (random tokens have one; "validation", "token." and "authentication" do not)
+_TOKEN = (
+    r"(?=[A-Za-z0-9._~+/=-]{6})"
+    r"(?=[A-Za-z0-9._~+/-]*?(?:[0-9]|[._+/=][A-Za-z0-9]|(?-i:[a-z][A-Z])))"
+    r"[A-Za-z0-9._~+/-]+=*"
+)
+_CREDENTIALS = re.compile(
+    # the key, with the quotes or escaped quotes of a JSON or repr dump around it
+    r"(?P<key>\bauthorization(?:\\*[\"'])?\s*[:=]\s*(?:\\*[\"'])?)[^\r\n\"'\\]+"
+    rf"|(?P<scheme>\b(?:basic|bearer)\s+){_TOKEN}"
+    r"|(?P<sv>\bsignalvine\s+)[A-Za-z0-9._~+/-]+:[A-Za-z0-9+/=_-]+"
+    rf"|(?P<json>\"[^\"\\]*(?:{_SECRET_KEYS.pattern})[^\"\\]*\"\s*:\s*\")(?:[^\"\\]|\\.)*\"",
+    re.I,
+)
+# what each branch above starts with: `in` on the lower-cased text is ten times faster than
+# the case-insensitive pattern on a line that has none of them
+_CUES = ("authorization", "basic", "bearer", "signalvine", '"')
+
+
+class _Compiled:
+    """Every registered secret as one pattern, built once per change of the registry."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        ordered = sorted(secrets, key=len, reverse=True)  # the longest wins where two overlap
+        self.pattern = re.compile("|".join("".join(map(_char, s)) for s in ordered))
+        self.shortest = min(map(len, ordered))  # no form of a secret is shorter than it raw
+        # the fewest base64 characters that can encode the shortest secret
+        self.base64 = re.compile(
+            rf"[A-Za-z0-9+/_-]{{{min(len(s.encode()) for s in ordered) * 4 // 3},}}={{0,2}}"
+        )
+
+
+_lock = threading.Lock()
 _secrets: set[str] = set()
+_compiled: _Compiled | None = None  # replaced whole, so a reader never sees half an update
 
 
 def add_secrets(values: Iterable[str]) -> None:
-    """Register secret values to redact from every event from now on."""
-    _secrets.update(v for v in values if v and len(v) >= 4)
+    """Register secret values to scrub from every text from now on.
+
+    Registering a value again changes nothing (and costs nothing: the pattern is compiled
+    again only when a new value arrives). A value shorter than `MIN_SECRET` characters is
+    not searched for, since it would match inside ordinary words; it is still scrubbed
+    where it has a credential's shape (an `Authorization` value, a JSON `"token"`).
+    Secrets are never forgotten: a rotated key stays a secret.
+    """
+    global _compiled
+    with _lock:
+        new = {v for v in values if len(v) >= MIN_SECRET} - _secrets
+        if new:
+            _secrets.update(new)
+            _compiled = _Compiled(_secrets)
 
 
-def _scrub(value: Any) -> Any:
+def _char(ch: str) -> str:
+    """A pattern for one character of a secret in any of the forms it can be sent in."""
+    if ch.isascii() and ch.isalnum():
+        return ch  # never escaped by URL, JSON or repr encoders
+    utf8 = ch.encode()
+    utf16 = ch.encode("utf-16-be")
+    units = [utf16[i : i + 2].hex() for i in range(0, len(utf16), 2)]
+    forms = [
+        (r"\\*" if ch in "\"'/\\" else "") + re.escape(ch),
+        "(?i:" + "".join(f"%{b:02x}" for b in utf8) + ")",
+        "(?i:" + "".join(rf"\\+u{u}" for u in units) + ")",
+    ]
+    if ch == " ":
+        forms.append(r"\+")
+    if ch in "\b\f\n\r\t":
+        forms.append(r"\\+" + "bfnrt"["\b\f\n\r\t".index(ch)])
+    if not ch.isascii():
+        forms.append("(?i:" + "".join(rf"\\x{b:02x}" for b in utf8) + ")")
+    return "(?:" + "|".join(forms) + ")"
+
+
+def scrub(text: str) -> str:
+    """`text` with every registered secret, in any encoding, and every credential-shaped
+    header or value replaced by `***`."""
+    compiled = _compiled
+    if compiled is not None and len(text) >= compiled.shortest:
+        text = compiled.pattern.sub(REDACTED, text)
+        text = compiled.base64.sub(
+            lambda m: REDACTED if _hides_secret(m.group(), compiled.pattern) else m.group(),
+            text,
+        )
+    lower = text.lower()
+    if any(cue in lower for cue in _CUES):
+        text = _CREDENTIALS.sub(_credential, text)
+    return text
+
+
+def _hides_secret(run: str, pattern: re.Pattern[str]) -> bool:
+    """Whether this base64-looking run decodes, at some alignment, to text holding a secret."""
+    run = run.rstrip("=").replace("-", "+").replace("_", "/")
+    for start in range(4):
+        chunk = run[start:]
+        chunk = chunk[: len(chunk) - 1] if len(chunk) % 4 == 1 else chunk
+        try:
+            decoded = base64.b64decode(chunk + "=" * (-len(chunk) % 4))
+        except binascii.Error:
+            continue
+        if pattern.search(decoded.decode("utf-8", "replace")):
+            return True
+    return False
+
+
+def _credential(m: re.Match[str]) -> str:
+    """The credential's key or scheme word, then `***` (and the closing quote of a JSON value)."""
+    if m["json"]:
+        return m["json"] + REDACTED + '"'
+    return (m["key"] or m["scheme"] or m["sv"]) + REDACTED
+
+
+def _scrub_value(value: Any) -> Any:
     if isinstance(value, str):
-        for secret in sorted(_secrets, key=len, reverse=True):
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return _AUTH_HEADER.sub(lambda m: m.group(1) + REDACTED, value)
+        return scrub(value)
     if isinstance(value, dict):
         return {
-            k: REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub(v)
+            k: REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub_value(v)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return type(value)(_scrub(v) for v in value)
+        return type(value)(_scrub_value(v) for v in value)
     if isinstance(value, BaseException):
-        return _scrub(f"{type(value).__name__}: {value}")
+        return scrub(f"{type(value).__name__}: {value}")
     return value
 
 
@@ -54,7 +173,7 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
         if _SECRET_KEYS.search(key) and key != "event":
             event[key] = REDACTED
         else:
-            event[key] = _scrub(event[key])
+            event[key] = _scrub_value(event[key])
     return event
 
 
