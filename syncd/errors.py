@@ -111,6 +111,11 @@ class VendorError(SyncdError):
         retry_after: float | None = None,
         hint: str | None = None,
     ) -> None:
+        # vendors echo requests, credentials included: what is kept of their words is scrubbed
+        from syncd.log import scrub  # syncd.log imports nothing of syncd
+
+        message = scrub(message)
+        hint = scrub(hint) if hint else hint
         super().__init__(f"{vendor}: {message}" if vendor else message, hint=hint)
         self.vendor = vendor
         self.status = status
