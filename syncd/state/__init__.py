@@ -3,28 +3,113 @@
 The store knows no vendor and no CLI. Writes happen inside `store.write()`, which opens
 `BEGIN IMMEDIATE` (so a writer never fails half-way on a lock upgrade) and commits or rolls
 back as a whole; analysts read at any time (WAL).
+
+Faults of the store itself (disk full, read-only file or folder, a damaged file, a store
+from a newer syncd) become a `StoreError` naming the path and what to do, here: in `open`,
+`write`, `query` and `scalar`. Other sqlite3 errors are bugs and keep their traceback.
+
+The WAL: SQLite copies it back into the database after each commit past 1000 pages and
+starts it over once no reader needs its frames, so with no reader it stays near
+`JOURNAL_SIZE_LIMIT`. A reader in a transaction pins the snapshot it began with: nothing
+written after that can be copied back past it, and the WAL grows by everything written
+until the reader ends. So once the WAL passes `WAL_RESET_AT` after a commit, the writer
+waits up to `WAL_RESET_WAIT_MS` for the readers of older snapshots to finish and resets
+it. A reader that holds its transaction longer costs the writer that wait again each time
+the WAL grows by another `WAL_RESET_AT`, and disk space for the whole WAL until it ends;
+the first commit after it ends resets the WAL, and `close` does at the end of every run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlite_utils import Database
 
 from syncd.errors import StoreError
-from syncd.state.schema import migrations
+from syncd.state.schema import KNOWN, migrations
 
 BUSY_TIMEOUT_MS = 30_000
-# the WAL is cut back to this after a checkpoint; readers holding old snapshots can make it
-# grow past it meanwhile (see `close`)
+# the WAL is cut back to this when SQLite starts it over
 JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
+# past this after a commit, wait for readers of old snapshots and reset the WAL (see above)
+WAL_RESET_AT = 64 * 1024 * 1024
+WAL_RESET_WAIT_MS = 1_000
 OPEN_STATUSES = ("pending", "in_flight", "failed", "unknown", "dead")
+
+
+def damaged(path: Path, problems: str) -> StoreError:
+    """The error for a store whose file is damaged or not a SQLite database."""
+    return StoreError(
+        f"the store {path} is damaged: {problems}",
+        hint=f"stop syncd and restore {path} from its backup, or salvage it with "
+        f"`sqlite3 {path} .recover | sqlite3 {path}.recovered` and move that into its place",
+    )
+
+
+def store_error(exc: sqlite3.Error, path: Path) -> StoreError | None:
+    """The StoreError for a fault of the store at `path`; None when `exc` is a bug (SQL,
+    constraint, misuse)."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    if code == sqlite3.SQLITE_FULL:
+        return StoreError(
+            f"disk full: the store {path} could not be written (the change being "
+            "written was rolled back; nothing recorded before it is lost)",
+            hint=f"free space on the file system holding {path.parent}, then run again",
+        )
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+        return _unwritable(exc, path)
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return damaged(path, str(exc))
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreError(
+            f"the store {path} stayed locked by another connection for {BUSY_TIMEOUT_MS // 1000} s",
+            hint="an analyst's write transaction holds it: read with `sqlite3 -readonly`, "
+            "commit or close that session, then run again",
+        )
+    if code == sqlite3.SQLITE_IOERR:
+        return StoreError(
+            f"I/O error on the store {path}: {exc}",
+            hint="check the disk (dmesg, SMART), then `syncd check`",
+        )
+    return None
+
+
+def _unwritable(exc: sqlite3.Error, path: Path) -> StoreError:
+    """Why the store cannot be opened or written, as far as the file system tells."""
+    folder, uid = path.parent, os.geteuid()
+    if path.is_dir():
+        return StoreError(f"the store {path} is a folder", hint="[store] path names a file")
+    if not folder.is_dir():
+        return StoreError(
+            f"the folder of the store {path} does not exist", hint="check [store] path"
+        )
+    try:
+        read_only_fs = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only_fs = False
+    if read_only_fs:
+        why = f"{folder} is on a read-only file system"
+    elif path.exists() and not os.access(path, os.W_OK, effective_ids=True):
+        why = f"the file is not writable by uid {uid}"
+    elif not os.access(folder, os.W_OK | os.X_OK, effective_ids=True):
+        why = (
+            f"its folder {folder} is not writable by uid {uid} "
+            f"(SQLite keeps {path.name}-wal and {path.name}-shm beside it)"
+        )
+    else:
+        why = str(exc)
+    return StoreError(
+        f"the store {path} cannot be written: {why}",
+        hint="make the file and its folder writable by the user syncd runs as, "
+        "or mount its file system read-write",
+    )
 
 
 def iso(ts: datetime) -> str:
@@ -36,6 +121,36 @@ def chunked(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
         yield items[i : i + size]
 
 
+def _is_damage(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _open_error(exc: sqlite3.Error, path: Path) -> StoreError:
+    return store_error(exc, path) or StoreError(
+        f"cannot open the store {path}: {exc}",
+        hint="check [store] path; `syncd check` tells whether the file is damaged",
+    )
+
+
+def _refuse_foreign(db: Database, path: Path) -> None:
+    """Refuse a store from a newer syncd, or a SQLite database that is not a syncd store."""
+    applied = [m.name for m in migrations.applied(db)]
+    unknown = [name for name in applied if name not in KNOWN]
+    tables = [t for t in db.table_names() if not t.startswith("sqlite_")]
+    if unknown:
+        raise StoreError(
+            f"the store {path} was written by a newer syncd: it has applied migrations "
+            f"this version does not know ({', '.join(unknown)})",
+            hint="upgrade syncd to the version that wrote it, or newer; this one would misread it",
+        )
+    if not applied and set(tables) - {migrations.migrations_table}:
+        raise StoreError(
+            f"{path} is a SQLite database but not a syncd store",
+            hint="check [store] path: syncd adds its tables only to a new file or its own store",
+        )
+
+
 class Store:
     """The syncd database. Create with `Store.open(path)`; close when done."""
 
@@ -43,17 +158,39 @@ class Store:
         self.db = db
         self.path = path
         self.conn: sqlite3.Connection = db.conn
+        self.wal_wait_past = 0  # the WAL size from which a reset may wait for readers
 
     @classmethod
-    def open(cls, path: Path, *, migrate: bool = True) -> Store:
+    def open(cls, path: Path, *, migrate: bool = True, create: bool = True) -> Store:
+        """Open the store at `path`, applying pending migrations unless `migrate=False`.
+
+        With `create=False` a missing store is an error rather than a new empty one (for
+        `syncd check`). A store that applied migrations this version does not know, or a
+        SQLite database that is not a syncd store, is refused before anything is written.
+        """
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            elif not path.is_file():
+                raise StoreError(
+                    f"there is no store at {path}",
+                    hint="check [store] path; the first `syncd sync` creates it",
+                )
             conn = sqlite3.connect(
-                str(path),
+                f"{path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}",
+                uri=True,
                 timeout=BUSY_TIMEOUT_MS / 1000,
                 isolation_level=None,
                 check_same_thread=False,  # the diff's writer thread (diff._Writer)
             )
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder of the store {path}: {exc.strerror}",
+                hint="check [store] path and its parent folder's permissions",
+            ) from exc
+        except sqlite3.Error as exc:
+            raise _open_error(exc, path) from exc
+        try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -62,14 +199,16 @@ class Store:
             # sqlite-utils wants the default (non-autocommit) transaction handling
             conn.isolation_level = "DEFERRED"
             db = Database(conn)
+            _refuse_foreign(db, path)
             if migrate:
                 migrations.apply(db)
             conn.isolation_level = None
         except sqlite3.Error as exc:
-            raise StoreError(
-                f"cannot open the store {path}: {exc}",
-                hint="check [store] path, its folder's permissions and free disk space",
-            ) from None
+            conn.close()
+            raise _open_error(exc, path) from exc
+        except StoreError:
+            conn.close()
+            raise
         return cls(db, path)
 
     def close(self) -> None:
@@ -84,27 +223,85 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One write transaction: BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception.
+
+        A fault of the store, in the body or at COMMIT, leaves as a `StoreError`."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            finally:
+                # SQLite has rolled back already after disk full and some I/O errors; and a
+                # failed ROLLBACK must not hide the error that caused it (uncommitted WAL
+                # frames are never read, so nothing of this transaction survives either way)
+                if self.conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            self._raise(exc)
+        self._bound_wal()
+
+    def _raise(self, exc: sqlite3.Error) -> NoReturn:
+        """Raise `exc` as its StoreError, or as it is when it is a bug."""
+        fault = store_error(exc, self.path)
+        if fault is None:
+            raise exc
+        raise fault from exc
+
+    def _bound_wal(self) -> None:
+        """Reset a WAL grown past `WAL_RESET_AT` (see the module's docstring). The reset
+        waits for old readers only once per `WAL_RESET_AT` of growth; at other commits it
+        is tried without waiting, so it happens at the first commit after they are gone."""
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return
+        if size < WAL_RESET_AT:
+            return
+        wait = WAL_RESET_WAIT_MS if size >= self.wal_wait_past else 0
+        self.conn.execute(f"PRAGMA busy_timeout = {wait}")
+        try:
+            busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error:
+            busy = 1  # the commit stands; the next commit or close tries again
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not busy:
+            self.wal_wait_past = 0
+        elif wait:
+            self.wal_wait_past = size + WAL_RESET_AT
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        cur = self.conn.execute(sql, params)
-        cur.row_factory = sqlite3.Row
-        return list(cur)
+        try:
+            cur = self.conn.execute(sql, params)
+            cur.row_factory = sqlite3.Row
+            return list(cur)
+        except sqlite3.Error as exc:
+            self._raise(exc)
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        row = self.conn.execute(sql, params).fetchone()
+        try:
+            row = self.conn.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            self._raise(exc)
         return row[0] if row else None
 
     def integrity_check(self) -> str:
         return str(self.scalar("PRAGMA integrity_check"))
+
+    def quick_check(self) -> str:
+        """Return "ok", or the damage `PRAGMA quick_check` finds (the first five problems).
+
+        It reads every page, so it takes seconds on a large store; `damaged(path, problems)`
+        is the error to report."""
+        try:
+            problems = [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                self._raise(exc)
+            return str(exc)
+        return "; ".join(problems)
 
     # --- runs -------------------------------------------------------------------------
     def start_run(self, kind: str, now: datetime, export_path: str | None = None) -> int:

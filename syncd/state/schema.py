@@ -7,12 +7,22 @@ last migration that touches them; the README documents every one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlite_utils import Database, Migrations
 
 migrations = Migrations("syncd")
+# this version's migrations, in order: a store that has applied any other is from a newer syncd
+KNOWN: list[str] = []
 
 
-@migrations()
+def migration(fn: Callable[[Database], None]) -> Callable[[Database], None]:
+    """Register `fn` as the next migration, under its function name."""
+    KNOWN.append(fn.__name__)
+    return migrations()(fn)
+
+
+@migration
 def m001_core(db: Database) -> None:
     db.executescript(
         """
@@ -149,7 +159,7 @@ def m001_core(db: Database) -> None:
     )
 
 
-@migrations()
+@migration
 def m002_views(db: Database) -> None:
     db.executescript(
         """
@@ -173,7 +183,7 @@ def m002_views(db: Database) -> None:
     )
 
 
-@migrations()
+@migration
 def m003_analyst_views(db: Database) -> None:
     """The views the README documents for analysts."""
     db.executescript(
@@ -233,7 +243,7 @@ def m003_analyst_views(db: Database) -> None:
     )
 
 
-@migrations()
+@migration
 def m004_live_rhash_index(db: Database) -> None:
     """The diff's fast path reads every live fingerprint in order: a partial index over
     live contacts answers that from the index alone (5 s → 0.7 s at a million contacts,
@@ -246,7 +256,7 @@ def m004_live_rhash_index(db: Database) -> None:
     )
 
 
-@migrations()
+@migration
 def m005_fingerprint_cache(db: Database) -> None:
     """The live fingerprints as one sorted blob, so the diff loads them in milliseconds
     rather than stepping through a million index entries (0.4-0.7 s at a million contacts).
@@ -278,7 +288,7 @@ def m005_fingerprint_cache(db: Database) -> None:
     )
 
 
-@migrations()
+@migration
 def m006_fingerprint_rows(db: Database) -> None:
     """The fingerprint cache also holds each live contact's rowid; the index on
     `contacts.rhash` goes; the generation triggers stand aside for the diff's own writes.

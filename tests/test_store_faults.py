@@ -1,0 +1,380 @@
+"""Faults of the store itself — disk full, no write permission, a damaged file, a store from
+a newer syncd — are one clear StoreError naming the path and what to do, never a
+traceback and never lost data; and the WAL stays bounded while analysts read.
+
+What each simulates: disk full is SQLite's own SQLITE_FULL, raised by a `max_page_count`
+just above the store's size (SQLite maps ENOSPC to the same code). No write permission is
+real: the kernel refuses an unprivileged uid (nobody, when the tests run as root). A
+read-only file system cannot be mounted here; it is the same SQLITE_READONLY, told apart
+by `statvfs`. Damage is bytes written over the file, as a bad disk or a copy would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import syncd.state as state
+from syncd.errors import StoreError
+from syncd.sample import rows
+from syncd.sandbox.base import Server
+from syncd.sandbox.esputnik import ESputnikSim
+from syncd.state import Store
+from tests.helpers import World, esputnik_table
+
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+SYNCD = [sys.executable, "-m", "syncd.cli"]
+
+
+def add_runs(store: Store, n: int, size: int = 200) -> None:
+    with store.write() as c:
+        c.executemany(
+            "INSERT INTO runs (kind, started_at, status, message) VALUES ('pull', 't', 'ok', ?)",
+            [("m" * size,)] * n,
+        )
+
+
+def runs(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+    finally:
+        conn.close()
+
+
+# --- disk full ---------------------------------------------------------------------------
+def test_disk_full_names_the_store_rolls_back_and_leaves_the_store_usable(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "syncd.db")
+    try:
+        add_runs(store, 100)
+        pages = store.scalar("PRAGMA page_count")
+        store.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        with pytest.raises(StoreError) as caught:
+            add_runs(store, 5000)  # SQLite rolls the transaction back itself
+        assert "disk full" in caught.value.message
+        assert str(tmp_path / "syncd.db") in caught.value.message
+        assert caught.value.hint and str(tmp_path) in caught.value.hint
+        assert store.scalar("SELECT count(*) FROM runs") == 100
+        store.conn.execute("PRAGMA max_page_count = 1073741823")  # space freed
+        add_runs(store, 5000)
+        assert store.scalar("SELECT count(*) FROM runs") == 5100
+    finally:
+        store.close()
+
+
+def test_a_sync_that_fills_the_disk_stops_with_disk_full_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Server(ESputnikSim()) as server:
+        world = World(tmp_path, {"esputnik": esputnik_table(server.url)})
+        world.write(list(rows(100)))
+        assert world.sync().exit_code == 0
+        before = world.deliveries()
+        opening = Store.open
+
+        def full_disk(path: Path, **kw: bool) -> Store:
+            store = opening(path, **kw)
+            pages = store.scalar("PRAGMA page_count")
+            store.conn.execute(f"PRAGMA max_page_count = {pages + 4}")
+            return store
+
+        monkeypatch.setattr(Store, "open", full_disk)
+        world.write(list(rows(3000)))
+        with pytest.raises(StoreError, match="disk full"):
+            world.sync()
+        monkeypatch.undo()
+        assert world.deliveries() == before
+        report = world.sync()  # space freed: the next run sends what the full one could not
+        assert report.exit_code == 0, report.summary()
+        assert report.delivered["esputnik"].counts["sent"] >= 2900 - len(before)
+
+
+# --- no write permission -----------------------------------------------------------------
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """Run the block as a uid the kernel holds to file modes (nobody, when we are root)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A folder the unprivileged uid can reach (pytest's tmp_path is root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="syncd-store-faults-"))
+    folder.chmod(0o777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def stored(folder: Path) -> Path:
+    path = folder / "syncd.db"
+    store = Store.open(path)
+    add_runs(store, 3)
+    store.close()  # -wal and -shm go with the last connection
+    return path
+
+
+def test_a_read_only_store_file_is_read_but_a_write_says_the_file_is_not_writable(
+    reachable: Path,
+) -> None:
+    path = stored(reachable)
+    path.chmod(0o444)
+    with unprivileged():
+        store = Store.open(path)
+        try:
+            assert store.scalar("SELECT count(*) FROM runs") == 3  # `syncd status` works
+            with pytest.raises(StoreError) as caught:
+                store.start_run("reconcile", NOW)
+        finally:
+            store.close()
+    assert caught.value.message.startswith(f"the store {path} cannot be written: ")
+    assert "the file is not writable by uid" in caught.value.message
+    assert caught.value.hint and "writable by the user syncd runs as" in caught.value.hint
+    assert runs(path) == 3
+
+
+def test_a_store_in_a_read_only_folder_says_the_folder_is_not_writable(reachable: Path) -> None:
+    path = stored(reachable)
+    path.chmod(0o666)
+    reachable.chmod(0o555)
+    with unprivileged(), pytest.raises(StoreError) as caught:
+        Store.open(path)  # SQLite cannot create syncd.db-wal and -shm beside it
+    reachable.chmod(0o777)
+    assert caught.value.message.startswith(f"the store {path} cannot be written: its folder ")
+    assert "-wal" in caught.value.message
+    assert runs(path) == 3
+
+
+def test_a_store_it_may_not_create_says_so(reachable: Path) -> None:
+    reachable.chmod(0o755)
+    with unprivileged():
+        with pytest.raises(StoreError, match="not writable by uid") as created:
+            Store.open(reachable / "syncd.db")
+        with pytest.raises(StoreError, match="cannot create the folder") as folder:
+            Store.open(reachable / "state" / "syncd.db")
+    assert str(reachable / "syncd.db") in created.value.message
+    assert str(reachable / "state" / "syncd.db") in folder.value.message
+
+
+# --- damage ------------------------------------------------------------------------------
+def damage(path: Path, how: str) -> None:
+    if how == "not a database":
+        path.write_text("Record ID,Email\n1,a@example.com\n" * 200, encoding="utf-8")
+        return
+    with open(path, "r+b") as f:
+        if how == "truncated":
+            f.truncate(path.stat().st_size // 2)
+        else:  # garbage over page 2 (the schema's first pages) or over pages 30-37
+            f.seek(4096 * (1 if how == "garbage over page 2" else 30))
+            f.write(os.urandom(4096 * (1 if how == "garbage over page 2" else 8)))
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Iterator[Path]:
+    """A store of a few hundred pages, closed (WAL folded in); gone before the teardown's
+    integrity check, which would otherwise fail on the damage done on purpose."""
+    path = tmp_path / "syncd.db"
+    store = Store.open(path)
+    add_runs(store, 2000)
+    store.close()
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def assert_recovery_said(exc: StoreError, path: Path) -> None:
+    assert exc.message.startswith(f"the store {path} is damaged: ")
+    assert exc.hint and "backup" in exc.hint and f"sqlite3 {path} .recover" in exc.hint
+
+
+@pytest.mark.parametrize("how", ["garbage over page 2", "truncated", "not a database"])
+def test_opening_a_damaged_store_says_how_to_recover(store_path: Path, how: str) -> None:
+    damage(store_path, how)
+    with pytest.raises(StoreError) as caught:
+        Store.open(store_path, create=False)
+    assert_recovery_said(caught.value, store_path)
+
+
+def test_quick_check_finds_damage_that_opening_does_not(store_path: Path) -> None:
+    store = Store.open(store_path, create=False)
+    try:
+        assert store.quick_check() == "ok"
+    finally:
+        store.close()
+    damage(store_path, "garbage over later pages")
+    store = Store.open(store_path, create=False)  # the schema's pages are intact
+    try:
+        problems = store.quick_check()
+    finally:
+        store.close()
+    assert problems != "ok"
+    assert_recovery_said(state.damaged(store_path, problems), store_path)
+
+
+def test_a_command_on_a_damaged_store_prints_one_error_not_a_traceback(
+    tmp_path: Path, store_path: Path
+) -> None:
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        '[source]\npath = "contacts.csv"\nkey = "Record ID"\n'
+        '[store]\npath = "syncd.db"\n[vendors.esputnik]\nbase_url = "http://127.0.0.1:9"\n'
+        'api_key = "k"\nmapping = "esputnik.toml"\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "esputnik.toml").write_text('[fields]\nemail = "Email"\n', encoding="utf-8")
+    damage(store_path, "garbage over later pages")
+    proc = subprocess.run(
+        [*SYNCD, "--config", str(config), "status"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"syncd: the store {store_path} is damaged: "), proc.stderr
+
+
+# --- a store that is not this version's --------------------------------------------------
+def test_a_store_from_a_newer_syncd_is_refused_naming_its_migrations(store_path: Path) -> None:
+    conn = sqlite3.connect(store_path)
+    with conn:
+        for name in ("m900_future", "m901_further"):
+            conn.execute(
+                "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+                "VALUES ('syncd', ?, '2027-01-01')",
+                (name,),
+            )
+    conn.close()
+    for migrate in (True, False):
+        with pytest.raises(StoreError) as caught:
+            Store.open(store_path, migrate=migrate)
+        assert "newer syncd" in caught.value.message
+        assert "m900_future, m901_further" in caught.value.message
+        assert caught.value.hint and caught.value.hint.startswith("upgrade syncd")
+
+
+def test_a_database_that_is_not_a_syncd_store_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "crm.db"
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.close()
+    with pytest.raises(StoreError, match="not a syncd store"):
+        Store.open(path)
+    conn = sqlite3.connect(path)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    conn.close()
+    assert tables == ["accounts"]
+
+
+# --- open without creating ---------------------------------------------------------------
+def test_open_without_create_refuses_a_missing_store_and_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "syncd.db"
+    with pytest.raises(StoreError, match="there is no store at") as caught:
+        Store.open(path, create=False)
+    assert str(path) in caught.value.message
+    assert not path.parent.exists()
+    Store.open(path).close()
+    Store.open(path, create=False, migrate=False).close()
+
+
+# --- a bounded WAL -----------------------------------------------------------------------
+def wal(path: Path) -> int:
+    wal_path = Path(f"{path}-wal")
+    return wal_path.stat().st_size if wal_path.exists() else 0
+
+
+def reader(path: Path, hold: float, stop: threading.Event) -> None:
+    """An analyst: read transactions held `hold` seconds each, one after another."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    while not stop.is_set():
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*), sum(length(message)) FROM runs").fetchone()
+        stop.wait(hold)
+        conn.execute("COMMIT")
+    conn.close()
+
+
+@pytest.fixture
+def small_wal(monkeypatch: pytest.MonkeyPatch) -> int:
+    """The reset threshold at 2 MB rather than 64 MB, so a test need not write gigabytes."""
+    monkeypatch.setattr(state, "WAL_RESET_AT", 2 * 1024 * 1024)
+    monkeypatch.setattr(state, "WAL_RESET_WAIT_MS", 500)
+    return 2 * 1024 * 1024
+
+
+def test_the_wal_stays_bounded_with_and_without_readers(tmp_path: Path, small_wal: int) -> None:
+    path = tmp_path / "syncd.db"
+    store = Store.open(path)
+    bound = state.JOURNAL_SIZE_LIMIT + small_wal  # one 256 KB transaction past the threshold
+    try:
+        sizes = []
+        for _ in range(60):  # 15 MB, no reader
+            add_runs(store, 256, size=1000)
+            sizes.append(wal(path))
+        assert max(sizes) < bound
+        stop = threading.Event()
+        # two analysts, overlapping: some snapshot is always held
+        threads = [threading.Thread(target=reader, args=(path, 0.1, stop)) for _ in range(2)]
+        threads[0].start()
+        time.sleep(0.05)
+        threads[1].start()
+        sizes = []
+        try:
+            for _ in range(120):  # 30 MB under the readers
+                add_runs(store, 256, size=1000)
+                sizes.append(wal(path))
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert max(sizes) < bound, sizes
+    finally:
+        store.close()
+
+
+def test_a_reader_holding_one_snapshot_costs_the_writer_one_wait_per_threshold(
+    tmp_path: Path, small_wal: int
+) -> None:
+    path = tmp_path / "syncd.db"
+    store = Store.open(path)
+    waits: list[str] = []
+    try:
+        store.conn.set_trace_callback(
+            lambda sql: waits.append(sql) if sql.endswith("= 500") else None
+        )
+        analyst = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        analyst.execute("BEGIN")
+        analyst.execute("SELECT count(*) FROM runs").fetchone()  # holds this snapshot
+        for _ in range(40):  # 10 MB that cannot be reset past the analyst's snapshot
+            add_runs(store, 256, size=1000)
+        grown = wal(path)
+        assert grown > 4 * small_wal  # the cost: the WAL holds everything since the snapshot
+        assert 0 < len(waits) <= grown // small_wal  # and a wait per threshold, not per commit
+        analyst.execute("COMMIT")
+        analyst.close()
+        add_runs(store, 1)  # the first commit after the reader is gone resets the WAL
+        assert wal(path) < small_wal
+    finally:
+        store.close()
