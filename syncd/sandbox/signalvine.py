@@ -2,10 +2,17 @@
 
 Written from `signalvine.md` and the SignalVine section of NOTES.md:
 - Every request must carry `Authorization: SignalVine <token>:<signature>` and
-  `SignalVine-Date: <ISO 8601 UTC>`; the signature is base64(HMAC-SHA256(secret,
-  lower("token\\nMETHOD\\npath\\nbody\\ntimestamp"))) over the exact body bytes received.
-  A wrong token or secret, a bad signature, or a date more than `max_skew` seconds from
-  the simulator's clock answers 401 "Unauthorized" (like the real API, it says no more).
+  `SignalVine-Date: <ISO 8601 with an offset>`; the signature is base64(HMAC-SHA256(secret,
+  lower("token\\nMETHOD\\npath\\nbody\\ntimestamp"))) where `body` is not the bytes
+  received but the compact re-serialisation of the JSON parsed from them (no spaces after
+  `,` and `:`, keys in their order), and empty for a GET: the server's own way, which the
+  vendor's Scala and `jq -c` samples reproduce and the Python SDK relies on (it sends
+  spaced JSON and signs it compact). Whether that form escapes non-ASCII is unknown, so it
+  is a switch: `non_ascii="raw"` (UTF-8 as is: Scala's `Json.stringify`, `jq -c`) or
+  `"escape"` (`\\u00e9`: Python's `json.dumps`, as the SDK signs). A wrong token or secret,
+  a bad signature, or a date more than `max_skew` seconds from the simulator's clock
+  answers 401 "Unauthorized" (like the real API, it says no more); a body that is not JSON
+  cannot be checked and answers 400.
 - `POST /v2/programs/{program}/participants`: `{"program", "options": {"new": "add|ignore",
   "mode": "tx|row", "existing": "ignore" | [variables], "absent": "ignore"}, "participants":
   "<CSV text>"}`; every option is required, `absent` must be "ignore", the CSV at most
@@ -22,10 +29,13 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   1,000 errors. `faults.reject(customer_id or phone, reason)` makes that row fail.
 - `GET /v1/programs/{id}?type=schema` → `{"fields": [{"name", "type"}]}`.
 - `GET /v1/programs/{id}/participants?type=full&count=..&offset=..&active=all&updated-after=..`:
-  items updated at or after `updated-after` (inclusive), ordered by (updatedAt, id), in the
-  envelope `items, total, offset, count, nextOffset` (null on the last page); `count` at
-  most 500; without `active=all` only active participants. `opt_out()` (or
-  `opt_out_every`: every n-th new participant, for the demo) makes a participant inactive.
+  items updated at or after `updated-after` (inclusive), ordered by (last update, id), in
+  the envelope `items, total, offset, count, nextOffset` (null on the last page); `count`
+  at most 500; without `active=all` only active participants. An item is shaped like the
+  SDK's own fixture: `id, customerId, phone, active, groups, created`, and `profile[{name,
+  type, updated, value}]` listing every program variable with the time it was last
+  written; there is no `updatedAt`. `opt_out()` (or `opt_out_every`: every n-th new
+  participant, for the demo) makes a participant inactive and stamps its `active` variable.
 """
 
 from __future__ import annotations
@@ -92,19 +102,35 @@ class Participant:
     phone: str
     active: bool
     created: datetime
-    updated: datetime
     profile: dict[str, str] = field(default_factory=dict)
+    written: dict[str, datetime] = field(default_factory=dict)  # variable -> last write
 
-    def item(self) -> dict[str, Any]:
+    @property
+    def updated(self) -> datetime:
+        return max([self.created, *self.written.values()])
+
+    def write(self, values: dict[str, str], at: datetime) -> None:
+        self.profile.update(values)
+        self.written.update(dict.fromkeys(values, at))
+
+    def item(self, variables: dict[str, str]) -> dict[str, Any]:
+        profile = [
+            {
+                "name": name,
+                "type": kind,
+                "updated": _stamp(self.written.get(name, self.created)),
+                "value": self.profile.get(name, ""),
+            }
+            for name, kind in variables.items()
+        ]
         return {
             "id": self.id,
             "customerId": self.customer_id or None,
             "phone": self.phone,
             "active": self.active,
             "groups": [],
-            "profile": [{"name": k, "value": v} for k, v in self.profile.items()],
-            "createdAt": _stamp(self.created),
-            "updatedAt": _stamp(self.updated),
+            "created": _stamp(self.created),
+            "profile": profile,
         }
 
 
@@ -126,6 +152,7 @@ class SignalVineSim(Simulator):
         variables: dict[str, str] | None = None,
         polls_to_complete: int = 1,
         max_skew: float = 300.0,
+        non_ascii: str = "raw",
         opt_out_every: int = 0,
         now: Callable[[], datetime] | None = None,
     ) -> None:
@@ -136,6 +163,9 @@ class SignalVineSim(Simulator):
         self.variables = dict(variables or VARIABLES)
         self.polls_to_complete = polls_to_complete
         self.max_skew = max_skew
+        if non_ascii not in ("raw", "escape"):
+            raise ValueError(f"non_ascii is raw or escape, not {non_ascii!r}")
+        self.non_ascii = non_ascii
         self.opt_out_every = opt_out_every
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
         self.reset_state()
@@ -158,7 +188,6 @@ class SignalVineSim(Simulator):
                     "customerId": p.customer_id,
                     "phone": p.phone,
                     "active": p.active,
-                    "updatedAt": _stamp(p.updated),
                 }
                 for p in self._participants.values()
                 if p.customer_id
@@ -184,8 +213,7 @@ class SignalVineSim(Simulator):
                 raise KeyError(f"no participant {phone_or_customer_id!r}")
             participant = self._participants[pid]
             participant.active = False
-            participant.profile["active"] = "false"
-            participant.updated = at or self.now()
+            participant.write({"active": "false"}, at or self.now())
 
     # --- signatures -------------------------------------------------------------------
     def _refused(self, request: Request) -> Response | None:
@@ -200,12 +228,23 @@ class SignalVineSim(Simulator):
             return Response("Unauthorized", 401)
         if when.tzinfo is None or abs((self.now() - when).total_seconds()) > self.max_skew:
             return Response("Unauthorized", 401)
-        body = request.get_data().decode("utf-8", "replace")
+        body = "" if request.method == "GET" else self._signed_body(request.get_data())
+        if body is None:
+            return json_response({"error": "the body is not JSON"}, 400)
         text = f"{token}\n{request.method}\n{request.path}\n{body}\n{date}".lower()
         digest = hmac.new(self.secret.encode(), text.encode(), hashlib.sha256).digest()
         if not hmac.compare_digest(base64.b64encode(digest).decode(), signature):
             return Response("Unauthorized", 401)
         return None
+
+    def _signed_body(self, data: bytes) -> str | None:
+        """The body as the server signs it: the parsed JSON re-serialised compactly."""
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            return None
+        ensure_ascii = self.non_ascii == "escape"
+        return json.dumps(parsed, separators=(",", ":"), ensure_ascii=ensure_ascii)
 
     def _not_found(self, program: str) -> Response:
         return json_response({"error": f"program {program} not found"}, 404)
@@ -319,7 +358,7 @@ class SignalVineSim(Simulator):
         if kind == "add":
             active = BOOLEANS.get(values.get("active", "true").lower() or "true", True)
             participant = Participant(
-                pid, values.get("customer_id", ""), values["phone"], active, now, now
+                pid, values.get("customer_id", ""), values["phone"], active, now
             )
             self._participants[pid] = participant
             self._added += 1
@@ -331,14 +370,13 @@ class SignalVineSim(Simulator):
             participant.phone = values.get("phone", participant.phone)
             if "active" in values:
                 participant.active = BOOLEANS.get(values["active"].lower(), participant.active)
-            participant.updated = now
-        participant.profile.update({k: v for k, v in values.items() if k != "signalvine_id"})
+        participant.write({k: v for k, v in values.items() if k != "signalvine_id"}, now)
         if participant.customer_id:
             self._by_customer[participant.customer_id] = pid
         self._by_phone[participant.phone] = pid
         if kind == "add" and self.opt_out_every and self._added % self.opt_out_every == 0:
             participant.active = False
-            participant.profile["active"] = "false"
+            participant.write({"active": "false"}, now)
 
     # --- reads ------------------------------------------------------------------------
     def program_info(self, request: Request, program: str) -> Response:
@@ -379,7 +417,7 @@ class SignalVineSim(Simulator):
                 ),
                 key=lambda p: (p.updated, p.id),
             )
-            items = [p.item() for p in chosen[offset : offset + count]]
+            items = [p.item(self.variables) for p in chosen[offset : offset + count]]
         following = offset + len(items)
         return json_response(
             {

@@ -2,15 +2,27 @@
 `Location`; opt-outs pulled from the participant list.
 
 - Every request is signed by `SignalVineAuth` (on the session): base64 HMAC-SHA256, keyed
-  with the account secret, of `token\\nMETHOD\\npath\\nbody\\ntimestamp`, all lower-cased,
-  over the exact body bytes sent; headers `Authorization: SignalVine <token>:<signature>`
-  and `SignalVine-Date`. A 401 means the signature was refused: an `AuthError` that says so.
+  with the account secret, of `token\\nMETHOD\\npath\\nbody\\ntimestamp`, all lower-cased
+  (path without the query, body empty for a GET); headers `Authorization: SignalVine
+  <token>:<signature>` and `SignalVine-Date`. The server checks the signature against its
+  own compact re-serialisation of the JSON it parsed (the vendor's Scala and `jq -c`
+  samples; the Python SDK signs compact JSON and sends spaced), so a body is sent as
+  compact JSON (`compact`) and exactly those bytes are signed. The body holds only strings
+  and lists, so numbers cannot re-serialise differently. A 401 means the signature was
+  refused: an `AuthError` that says so and names the vendor.
+- Non-ASCII (accented names): no single text signs right under both forms the server
+  may use (`\\u00e9` escapes or raw UTF-8: they differ even once lower-cased, which only
+  makes the case of escapes' hex digits irrelevant). ASCII-only bodies are the same in
+  both. So `non_ascii` names the form tried first (raw, as the vendor's own samples sign);
+  when a body with non-ASCII is refused, it is re-sent once in the other form, and a form
+  that is accepted is kept for the rest of the run (a warning names the setting to change).
 - Push: `POST /v2/programs/{program}/participants` with the batch as one CSV (csv module:
   quoted commas, quotes and newlines), header = the mapping's program variables, rows in
   CRM-key order so a resumed command reads the same row numbers. Bodies stay under 10 MB
-  (`max_bytes`, `encoded_size`). `options`: `new` and `mode` from config, `existing` from
-  config ("all" = every mapped variable but customer_id), `absent` always "ignore" — never
-  configurable: a partial upload must not deactivate anyone.
+  (`max_bytes`, `encoded_size`, measured escaped: an upper bound for either form).
+  `options`: `new` and `mode` from config, `existing` from config ("all" = every mapped
+  variable but customer_id), `absent` always "ignore" — never configurable: a partial
+  upload must not deactivate anyone.
 - 202 + `Location`, reported through `on_job`, then polled (signed GET) 2 s after, every
   2 s for 30 s, then at intervals growing by 2 s up to `poll_cap`; after `poll_timeout`
   the contacts stay pending. `resume` polls a recorded Location, never re-sends.
@@ -21,18 +33,26 @@
   (nothing was added: they stay pending) and in `row` mode past 1,000 errors (likewise).
 - Pull "unsubscribes": `GET /v1/programs/{id}/participants?type=full&count=500&offset=..
   &active=all&updated-after=..`, paged by `nextOffset`; participants with `active: false`
-  are opt-outs, keyed by participant id + `updatedAt`. The cursor is an `updated-after`
-  timestamp (inclusive, so re-reading the boundary duplicates nothing): the newest
-  `updatedAt` seen, less `pull_lookback` seconds, stored after the last page.
+  are opt-outs. An item's time is its `updatedAt`, else the newest `profile[].updated`,
+  else `created` (the SDK's own fixture has no `updatedAt`). The opt-out's time is when
+  its `active` variable was last written (`profile[].updated`), else the item's last
+  change (`updatedAt` or the newest `profile[].updated`), else unknown (None: never the
+  pull's time, nor `created`); the opt-out is keyed by participant id + that time. The
+  cursor is an `updated-after` timestamp (inclusive, so re-reading the boundary duplicates
+  nothing), stored after the last page: the newest item time seen less `pull_lookback`
+  seconds; when items came back but none has a time, the pull's `until` less
+  `pull_lookback`; when none came back, it stays.
 
-Assumptions (unknown in the vendor's documents): the command `message` is a JSON object
-(or a string holding one) `{"added", "updated", "ignored", "errors": [{"row",
-"customer_id", "message"}]}`; a participant item carries `updatedAt` (ISO 8601) and the
-`updated-after` bound is inclusive; the list is not known to be ordered, so the cursor
-only advances after the last page; `nextOffset` is null (or absent) on the last page;
-10 MB is taken as 10,000,000 bytes; a request carries at most `max_batch` = 100,000
-participants (no count limit is documented); a dedicated opt-out endpoint and rate limits
-are unknown (none used); the Location may be a path or a full URL.
+Assumptions (unknown in the vendor's documents): whether the server's re-serialisation
+escapes non-ASCII (`non_ascii`, with the fallback above); the command `message` is a JSON
+object (or a string holding one) `{"added", "updated", "ignored", "errors": [{"row",
+"customer_id", "message"}]}`; the `updated-after` bound is inclusive and compares the
+participant's last change; a `profile[].updated` of `active` is when it last changed;
+the list is not known to be ordered, so the cursor only advances after the last page;
+`nextOffset` is null (or absent) on the last page; 10 MB is taken as 10,000,000 bytes; a
+request carries at most `max_batch` = 100,000 participants (no count limit is
+documented); a dedicated opt-out endpoint and rate limits are unknown (none used); the
+Location may be a path or a full URL.
 """
 
 from __future__ import annotations
@@ -98,6 +118,13 @@ class SignalVineAuth(AuthBase):
         return r
 
 
+def compact(payload: Any, non_ascii: str) -> bytes:
+    """`payload` as the server re-serialises it to check a signature: compact JSON, its
+    non-ASCII as UTF-8 (`non_ascii="raw"`) or as `\\u` escapes ("escape")."""
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=non_ascii == "escape")
+    return text.encode("utf-8")
+
+
 def poll_delays(cap: float) -> Iterator[float]:
     """2 s, then 2 s for 30 s, then 4, 6, 8 ... s, never more than `cap`."""
     yield POLL_FIRST
@@ -140,6 +167,14 @@ class SignalVine(Connector):
             default="all",
             help='"all" mapped variables, "ignore", or a list of variables to update',
         ),
+        "non_ascii": Option(
+            str,
+            default="raw",
+            choices=("raw", "escape"),
+            help="how a body's non-ASCII text is sent and signed, tried first: raw UTF-8 "
+            "(SignalVine's samples) or \\u escapes (the Python SDK); a refused signature "
+            "on such a body is retried once in the other form",
+        ),
         "poll_cap": Option(float, default=60.0, help="longest wait between command polls"),
         "poll_timeout": Option(float, default=900.0, help="give up polling after this long"),
         "pull_lookback": Option(float, default=300.0, help="seconds re-read before the cursor"),
@@ -174,13 +209,17 @@ class SignalVine(Connector):
                 key="existing",
                 hint="mapped variables: " + ", ".join(self.columns),
             )
+        self.non_ascii: str = self.opts["non_ascii"]
         self.http.session.auth = SignalVineAuth(self.opts["token"], self.opts["secret"], self.clock)
 
     # --- requests ----------------------------------------------------------------------
-    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """A signed request; a refused signature becomes an AuthError that says so."""
+    def call(self, method: str, path: str, payload: Any = None, **kwargs: Any) -> requests.Response:
+        """A signed request, `payload` sent as compact JSON; a refused signature becomes an
+        AuthError that says so."""
         try:
-            return self.http.request(method, path, **kwargs)
+            if payload is None:
+                return self.http.request(method, path, **kwargs)
+            return self._send(method, path, payload, **kwargs)
         except AuthError as exc:
             raise AuthError(
                 f"SignalVine refused the request signature ({exc.reason}): the token or the "
@@ -190,6 +229,27 @@ class SignalVine(Connector):
                 hint="check token and secret in [vendors.signalvine]; "
                 "the secret signs every request and is never sent",
             ) from None
+
+    def _send(self, method: str, path: str, payload: Any, **kwargs: Any) -> requests.Response:
+        """Send in the current non-ASCII form; if refused, and the other form is another
+        text, once in that one, which is then kept."""
+        body = compact(payload, self.non_ascii)
+        try:
+            return self.http.request(method, path, data=body, **kwargs)
+        except AuthError:
+            other = "escape" if self.non_ascii == "raw" else "raw"
+            retry = compact(payload, other)
+            if retry == body:
+                raise
+            resp = self.http.request(method, path, data=retry, **kwargs)
+            self.log.warning(
+                "signature_form",
+                refused=self.non_ascii,
+                accepted=other,
+                hint=f'set non_ascii = "{other}" in [vendors.signalvine]',
+            )
+            self.non_ascii = other
+            return resp
 
     def check(self) -> str:
         """Read the program's schema: proves the signature, and that every field exists."""
@@ -213,9 +273,9 @@ class SignalVine(Connector):
     def _values(self, contact: Contact) -> list[str]:
         return [contact.fields.get(c, "") for c in self.columns]
 
-    def body(self, rows: Sequence[Contact]) -> bytes:
-        """The request body, ASCII JSON (the exact bytes that are signed and sent)."""
-        payload = {
+    def payload(self, rows: Sequence[Contact]) -> dict[str, Any]:
+        """The upload's JSON body."""
+        return {
             "program": self.program,
             "options": {
                 "new": self.opts["new"],
@@ -225,11 +285,11 @@ class SignalVine(Connector):
             },
             "participants": csv_text([self.columns, *(self._values(c) for c in rows)]),
         }
-        return json.dumps(payload).encode("ascii")
 
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
         rows = _ordered(batch)
-        resp = self.call("POST", f"/v2/programs/{self.program}/participants", data=self.body(rows))
+        path = f"/v2/programs/{self.program}/participants"
+        resp = self.call("POST", path, self.payload(rows))
         location = resp.headers.get("Location")
         if not location:
             raise RetriableError(
@@ -319,6 +379,7 @@ class SignalVine(Connector):
             ) from None
         after = timestamp(start)
         newest: datetime | None = None
+        seen = False
         offset = 0
         path = f"/v1/programs/{self.program}/participants"
         while True:
@@ -331,17 +392,19 @@ class SignalVine(Connector):
             }
             page = _object(self.call("GET", path, params=params), self.name)
             items = [i for i in page.get("items") or [] if isinstance(i, dict)]
-            for updated in filter(None, map(_updated, items)):
-                newest = updated if newest is None else max(newest, updated)
-            records = [_unsubscribe(i, until) for i in items if i.get("active") is False]
+            seen = seen or bool(items)
+            for when in filter(None, (_changed(i) or _time(i.get("created")) for i in items)):
+                newest = when if newest is None else max(newest, when)
+            records = [_unsubscribe(i) for i in items if i.get("active") is False]
             following = page.get("nextOffset")
             if items and isinstance(following, int) and following > offset:
                 yield Page(records, after)  # the list's order is unknown: no cursor yet
                 offset = following
                 continue
             cursor = start
-            if newest is not None:
-                cursor = max(start, newest - timedelta(seconds=self.opts["pull_lookback"]))
+            if seen:  # past what was read; if no item had a time, nothing read is after `until`
+                last = until if newest is None else newest
+                cursor = max(start, last - timedelta(seconds=self.opts["pull_lookback"]))
             yield Page(records, timestamp(cursor))
             return
 
@@ -351,18 +414,19 @@ def _ordered(batch: Sequence[Contact]) -> list[Contact]:
     return sorted(batch, key=lambda c: c.key)
 
 
-def _unsubscribe(item: dict[str, Any], until: datetime) -> dict[str, Any]:
-    updated = str(item.get("updatedAt") or "")
-    profile = {
-        str(p.get("name")): p.get("value") for p in item.get("profile") or [] if isinstance(p, dict)
-    }
+def _unsubscribe(item: dict[str, Any]) -> dict[str, Any]:
+    """An opted-out participant as an unsubscribe; `at` None when its time is unknown."""
+    profile = {str(p.get("name")): p for p in _profile(item)}
+    when = _time(profile.get("active", {}).get("updated")) or _changed(item)
+    at = timestamp(when) if when else None
+    email = profile.get("email", {}).get("value")
     return {
-        "vendor_id": f"{item.get('id')}@{updated}" if updated else str(item.get("id")),
+        "vendor_id": f"{item.get('id')}@{at}" if at else str(item.get("id")),
         "external_key": item.get("customerId") or None,
-        "email": profile.get("email") or None,
+        "email": email or None,
         "phone": item.get("phone") or None,
         "channel": "sms",
-        "at": updated or timestamp(until),
+        "at": at,
     }
 
 
@@ -372,11 +436,25 @@ def _instant(text: str) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def _updated(item: dict[str, Any]) -> datetime | None:
+def _time(value: Any) -> datetime | None:
+    """A vendor timestamp, or None if absent or unreadable."""
     try:
-        return _instant(str(item["updatedAt"]))
-    except (KeyError, ValueError):
+        return _instant(value) if isinstance(value, str) else None
+    except ValueError:
         return None
+
+
+def _profile(item: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in item.get("profile") or [] if isinstance(p, dict)]
+
+
+def _changed(item: dict[str, Any]) -> datetime | None:
+    """The participant's last change: `updatedAt`, else its newest `profile[].updated`."""
+    updated = _time(item.get("updatedAt"))
+    if updated is None:
+        stamps = [t for t in (_time(p.get("updated")) for p in _profile(item)) if t]
+        updated = max(stamps, default=None)
+    return updated
 
 
 def _report(message: Any) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@ command polling, per-row errors, and opt-outs pulled back."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -10,16 +11,25 @@ from pathlib import Path
 
 import pytest
 import requests
+from werkzeug.wrappers import Request, Response
 
 from syncd.clock import FakeClock
 from syncd.config import load
 from syncd.errors import AuthError, ConfigError, FatalError
 from syncd.pull import pull
-from syncd.sandbox.base import Server
+from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.signalvine import PROGRAM, SignalVineSim
 from syncd.state import Store
 from syncd.vendors.base import Contact, Result, Status
-from syncd.vendors.signalvine import SignalVine, SignalVineAuth, signature, timestamp
+from syncd.vendors.signalvine import (
+    SignalVine,
+    SignalVineAuth,
+    _changed,
+    _instant,
+    _unsubscribe,
+    signature,
+    timestamp,
+)
 from tests.kits.signalvine import MAPPING, contact
 
 PUSH = f"/v2/programs/{PROGRAM}/participants"
@@ -87,12 +97,19 @@ def test_the_auth_signs_the_exact_body_bytes_path_and_date() -> None:
     assert signed.headers["Authorization"] == f"SignalVine Tok:{expected}"
 
 
-def test_a_wrong_secret_is_a_clear_auth_error(env: Env) -> None:
+@pytest.mark.parametrize("wrong", ["token", "secret"])
+def test_a_wrong_token_or_secret_is_a_clear_auth_error(env: Env, wrong: str) -> None:
     connector = env.connector(secret="not-the-secret")
-    with pytest.raises(AuthError) as caught:
-        connector.push([contact(1)], lambda job: None)
-    message = str(caught.value)
-    assert "signature" in message and "secret" in message and "401" in message
+    if wrong == "token":
+        connector = env.connector()
+        connector.http.session.auth = SignalVineAuth("not-the-token", "sandbox-secret", env.clock)
+    for attempt in (lambda: connector.push([contact(1)], lambda job: None), connector.check):
+        with pytest.raises(AuthError) as caught:
+            attempt()
+        message = str(caught.value)
+        assert caught.value.vendor == "signalvine"
+        assert message.startswith("signalvine: ")
+        assert "signature" in message and "secret" in message and "401" in message
     assert env.sim.participants_by_customer() == {}
 
 
@@ -153,8 +170,9 @@ def test_awkward_values_round_trip_through_the_csv(env: Env) -> None:
     for c in batch:
         assert held[c.key]["first_name"] == c.fields["first_name"]
         assert held[c.key]["last_name"] == c.fields["last_name"]
-    raw = env.sim.requests(PUSH)[0].body
-    assert raw.isascii()  # \u escapes: the signed text lower-cases the same everywhere
+    sent = env.sim.requests(PUSH)[0]
+    compact = json.dumps(json.loads(sent.body), separators=(",", ":"), ensure_ascii=False)
+    assert sent.body == compact.encode("utf-8")  # the text the server signs, as sent
 
 
 def test_more_than_10_mb_is_split_and_a_too_big_body_is_refused(env: Env) -> None:
@@ -337,3 +355,77 @@ def test_pulled_opt_outs_are_stored_once(env: Env, tmp_path: Path) -> None:
     finally:
         store.close()
     assert env.sim.state()["inactive"] == 3
+
+
+def test_an_opt_out_is_timed_by_its_active_variable_and_keeps_its_id(env: Env) -> None:
+    """Items carry no `updatedAt` (the SDK's fixture): the cursor follows `profile[].updated`,
+    and a later change to another variable neither re-times nor duplicates the opt-out."""
+    connector = env.connector("pull_lookback = 60\n")
+    start = env.clock.now()
+    push(connector, [contact(i) for i in range(3)])
+    env.sim.opt_out("K00001", start + timedelta(hours=1))
+    first = [r for p in connector.pull("unsubscribes", None, env.clock.now()) for r in p.records]
+    env.clock.sleep(3 * 3600)
+    renamed = replace(contact(1), fields={**contact(1).fields, "first_name": "Renamed"})
+    push(connector, [renamed])  # applied at the first poll: the newest change is now
+    pages = list(connector.pull("unsubscribes", None, env.clock.now()))
+    again = [r for p in pages for r in p.records]
+    assert [r["at"] for r in again] == [timestamp(start + timedelta(hours=1))]
+    assert [r["vendor_id"] for r in again] == [r["vendor_id"] for r in first]
+    assert env.sim.participants_by_customer()["K00001"]["first_name"] == "Renamed"
+    assert pages[-1].cursor == timestamp(env.clock.now() - timedelta(seconds=60))
+
+
+class Timeless(SignalVineSim):
+    """Participant items with no time at all: no `created`, no `profile[].updated`."""
+
+    def participants(self, request: Request, program: str) -> Response:
+        answer = super().participants(request, program)
+        page = json.loads(answer.get_data())
+        for item in page.get("items", []):
+            item.pop("created")
+            for variable in item["profile"]:
+                variable.pop("updated")
+        return json_response(page, answer.status_code)
+
+
+def test_without_any_time_the_cursor_is_until_less_lookback_and_the_opt_out_untimed(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    sim = Timeless(now=clock.now)
+    with Server(sim) as server:
+        env = Env(sim, server, clock, tmp_path)
+        connector = env.connector("pull_lookback = 300\n")
+        push(connector, [contact(1), contact(2)])
+        sim.opt_out("K00002")
+        until = clock.now() + timedelta(minutes=5)
+        pages = list(connector.pull("unsubscribes", None, until))
+        empty = list(connector.pull("unsubscribes", pages[-1].cursor, until))
+    records = [r for p in pages for r in p.records]
+    assert records == [
+        {
+            "vendor_id": records[0]["vendor_id"],
+            "external_key": "K00002",
+            "email": "person2@example.com",
+            "phone": "+32470000002",
+            "channel": "sms",
+            "at": None,  # unknown, not the pull's time
+        }
+    ]
+    assert "@" not in records[0]["vendor_id"]
+    assert pages[-1].cursor == timestamp(until - timedelta(seconds=300))
+    assert empty[-1].cursor == pages[-1].cursor
+
+
+def test_an_items_time_prefers_updated_at_then_the_newest_profile_write() -> None:
+    profile = [
+        {"name": "first_name", "updated": "2020-10-28T14:36:57.831Z"},
+        {"name": "active", "updated": "2020-11-11T16:43:50.579Z", "value": "false"},
+    ]
+    item = {"id": "p1", "created": "2020-01-01T00:00:00.000Z", "active": False}
+    assert _changed({**item, "profile": profile}) == _instant("2020-11-11T16:43:50.579Z")
+    updated = {**item, "profile": profile, "updatedAt": "2021-01-01T00:00:00Z"}
+    assert _changed(updated) == _instant("2021-01-01T00:00:00Z")
+    assert _changed(item) is None  # `created` is not a change the opt-out can be timed by
+    assert _unsubscribe(updated)["at"] == "2020-11-11T16:43:50.579Z"
