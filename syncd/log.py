@@ -47,7 +47,7 @@ _TOKEN = (
 )
 _CREDENTIALS = re.compile(
     # the key, with the quotes or escaped quotes of a JSON or repr dump around it
-    r"(?P<key>\bauthorization(?:\\*[\"'])?\s*[:=]\s*(?:\\*[\"'])?)[^\r\n\"'\\]+"
+    r"(?P<key>\bauthorization(?:\\*[\"'])?[ \t]*[:=][ \t]*(?:\\*[\"'])?)[^\r\n\"'\\]+"
     rf"|(?P<scheme>\b(?:basic|bearer)\s+){_TOKEN}"
     r"|(?P<sv>\bsignalvine\s+)[A-Za-z0-9._~+/-]+:[A-Za-z0-9+/=_-]+"
     rf"|(?P<json>\"[^\"\\]*(?:{_SECRET_KEYS.pattern})[^\"\\]*\"\s*:\s*\")(?:[^\"\\]|\\.)*\"",

@@ -104,6 +104,7 @@ def test_authorization_values_and_credential_shapes_are_scrubbed_unregistered() 
         scrub(f"Authorization: Basic {basic}\r\nAccept: */*") == "Authorization: ***\r\nAccept: */*"
     )
     assert scrub(f"{{'Authorization': 'Basic {basic}'}}") == "{'Authorization': '***'}"
+    assert scrub("Authorization:\nnext line") == "Authorization:\nnext line"  # no value
     assert scrub(f"sent Basic {basic} again") == "sent Basic *** again"
     assert scrub("auth Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig here") == "auth Bearer *** here"
     assert scrub("basic dXNlcjpwYXNz") == "basic ***"  # Hello Customer's lower-case scheme

@@ -5,11 +5,20 @@ searched for the markers."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 from syncd.demo import SANDBOX_TABLES, demo_rows, write_config
 from syncd.sample import write_export
@@ -124,3 +133,74 @@ def test_no_secret_appears_in_logs_errors_or_the_database(tmp_path: Path) -> Non
     for marker in [*MARKERS.values(), WRONG]:
         assert marker not in text, f"{marker} leaked into the output"
         assert marker.encode() not in stored, f"{marker} leaked into the database"
+
+
+# --- a vendor that echoes the request, credentials included, in its error -------------------
+
+ECHOED_KEY = "MARKER-echoed-esputnik-key-8e21"
+ECHOED_TOKEN = 'MARKER-echoed/"altcraft+tok=ü\\-40f2'  # each char a JSON or URL escape hides
+
+
+def echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """Refuse every request with a 400 whose text repeats it: the Authorization header
+    whole, URL-encoded and its base64 alone, and the body as a JSON string."""
+    request = Request(environ)
+    auth = request.headers.get("Authorization", "")
+    body = request.get_data(as_text=True)[:150]
+    text = (
+        f"echo: {request.method} {request.path} Authorization: {auth}\n"
+        f"credentials {auth.split()[-1] if auth else ''} ({quote_plus(auth)}), body {json.dumps(body)}"
+    )
+    answer = json.dumps({"error": 400, "error_text": text})
+    return Response(answer, 400, mimetype="application/json")(environ, start_response)
+
+
+def leaks(secret: str) -> list[str]:
+    """Each form of `secret` the echo can carry."""
+    return [
+        secret,
+        json.dumps(secret)[1:-1],
+        quote(secret, safe=""),
+        base64.b64encode(f"syncd:{secret}".encode()).decode().rstrip("="),
+    ]
+
+
+def test_no_secret_survives_a_vendor_that_echoes_the_request(tmp_path: Path) -> None:
+    server = make_server("127.0.0.1", 0, echo, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.port}"
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "altcraft.token").write_text(ECHOED_TOKEN, encoding="utf-8")
+    config = write_config(
+        tmp_path,
+        {"esputnik": url, "altcraft": url},
+        {
+            "esputnik": SANDBOX_TABLES["esputnik"].replace("sandbox-key", ECHOED_KEY),
+            "altcraft": SANDBOX_TABLES["altcraft"].replace(
+                '"sandbox-token"', f'"file:{tmp_path / "altcraft.token"}"'
+            ),
+        },
+    )
+    (tmp_path / "exports").mkdir()
+    write_export(tmp_path / "exports" / "contacts-1.csv", demo_rows(4))
+    try:
+        output = [run(tmp_path, config, *args) for args in (["sync"], ["status", "--json"])]
+        output.append(run(tmp_path, config, "check", "--online"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    text = text_of(output)
+    conn = sqlite3.connect(tmp_path / "syncd.db")
+    reasons = {v: r for v, r in conn.execute("SELECT vendor, reason FROM deliveries")}
+    runs = [row for row in conn.execute("SELECT message, counts FROM runs")]
+    conn.close()
+    # the echo was stored, scrubbed: what the vendor said is kept, its credentials are not
+    assert set(reasons) == {"esputnik", "altcraft"}, text
+    assert all("echo: POST" in r and "***" in r for r in reasons.values()), reasons
+    assert runs, text
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("syncd.db*") if p.suffix != ".lock")
+    for secret in (ECHOED_KEY, ECHOED_TOKEN):
+        for form in leaks(secret):
+            assert form not in text, f"{form} leaked into the output"
+            assert form.encode() not in stored, f"{form} leaked into the database"
