@@ -143,5 +143,10 @@ class AuthError(FatalError):
     """Credentials are wrong, expired or revoked."""
 
 
+class EndpointError(FatalError):
+    """The configured URL is wrong: a 3xx (never followed), a 404 or 405, or an absolute URL
+    off the configured host. No contact is at fault: the vendor is stopped for the run."""
+
+
 class QuotaError(FatalError):
     """The vendor account's quota or tariff limit is exhausted."""

@@ -1,33 +1,46 @@
 """One HTTP client per vendor: timeouts, retries with backoff, pacing, a circuit breaker.
 
-This is the one place where HTTP outcomes become errors:
+This is the one place where HTTP outcomes become errors, and `OUTCOMES` below is the whole
+table (the README's copy is generated from it). The question it answers for every answer
+is: *can the vendor have acted?* An idempotent call (a read, a poll, an upsert: repeating
+it is harmless) is retried whenever that is sensible. A trigger (`idempotent=False`: a
+survey invitation, a campaign launch) is retried only where the vendor cannot have acted;
+everywhere else its outcome is unknown and it is never re-sent on our own, because a
+duplicate survey is worse than a late one.
 
-- 2xx                                  → the response
-- 429, 5xx, connection never made      → retried with backoff, then `RetriableError`
-- read timeout, connection dropped     → retried if the call is idempotent, else
-  after the request went out             `OutcomeUnknownError` at once (a trigger must
-                                         never be sent twice on our own)
-- 401, 403                             → `AuthError`
-- any other 4xx                        → `FatalError` with the vendor's text
+Redirects are never followed: a 3xx would re-send credentials (a token in the body, a
+password, a signed header) to wherever it points. An absolute URL (a `Location` a vendor
+hands back to poll) is called only on the configured scheme, host and port. Every answer
+is read under a size cap and every request under an overall deadline, so a vendor that
+drips or floods its answer cannot hold a run or its memory; `json()` of an answer is
+parsed by orjson, whose depth limit turns hostile nesting into an unreadable answer.
 
-Connectors describe *what* to send; everything here is *how*.
+Connectors describe *what* to send and what acknowledges it; everything here is *how*.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+import orjson
 import requests
 import structlog
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from syncd.clock import SYSTEM, Clock
 from syncd.config import DeliveryConfig
 from syncd.errors import (
     AuthError,
+    EndpointError,
     FatalError,
     OutcomeUnknownError,
     RetriableError,
@@ -140,6 +153,135 @@ def error_text(resp: requests.Response, limit: int = 300) -> str:
     return f"HTTP {resp.status_code}: {text[:limit]}"
 
 
+# What each answer means, by call: (idempotent call, trigger call). Actions:
+#   retry     back off and try again (the vendor said to wait, or cannot have acted);
+#             after the last retry a RetriableError: the contacts stay pending
+#   unknown   OutcomeUnknownError: the vendor may have acted; a trigger becomes `unknown`
+#   auth      AuthError: the credentials were refused before anything was done
+#   endpoint  EndpointError: a configuration problem (wrong URL, path, port): the vendor is
+#             stopped for the run and its contacts stay pending, their attempts unspent
+#   refused   FatalError with the vendor's words: the row or batch was refused
+#   answer    the response, for the connector to check against what its vendor documents
+OUTCOMES: dict[str, tuple[str, str]] = {
+    "connection refused, DNS or TLS failure, connect timeout": ("retry", "retry"),
+    "429": ("retry", "retry"),
+    "503 with Retry-After": ("retry", "retry"),
+    "500, 502, 504, other 5xx, 503 without Retry-After": ("retry", "unknown"),
+    "read timeout, connection dropped after the request was written": ("retry", "unknown"),
+    "answer cut short, bad chunked or gzip encoding": ("retry", "unknown"),
+    "answer over the size cap, or past the request deadline": ("retry", "unknown"),
+    "401, 403": ("auth", "auth"),
+    "3xx (never followed), 404, 405": ("endpoint", "endpoint"),
+    "other 4xx": ("refused", "refused"),
+    "2xx": ("answer", "answer"),
+}
+MAX_ANSWER = 32 * 1024 * 1024  # bytes of one answer, decoded; no vendor documents more
+
+
+class _Outcome(Exception):
+    """Internal: which row of OUTCOMES an exchange fell in, and its text."""
+
+    def __init__(self, case: str, text: str, status: int | None = None) -> None:
+        super().__init__(text)
+        self.case, self.text, self.status = case, text, status
+
+
+class VendorResponse(requests.Response):
+    """A response whose `json()` is guarded: orjson (nesting past its limit is refused),
+    and any unreadable body raises ValueError, as `requests` does."""
+
+    def json(self, **_: Any) -> Any:
+        try:
+            return orjson.loads(self.content)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+
+
+class _Watchdog:
+    """Cuts the socket of a request that is past its deadline, or when a stop is requested
+    (SIGTERM): a vendor dripping its answer a byte a second cannot outlive either.
+
+    urllib3 connections register themselves here when a request starts on them (see
+    `_conn_class`); one daemon thread per client checks four times a second."""
+
+    def __init__(self, stop: threading.Event | None) -> None:
+        self.stop = stop
+        self._lock = threading.Lock()
+        self._current: tuple[float, Any] | None = None  # (deadline, connection)
+        self.cut = False
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def arm(self, deadline: float) -> None:
+        with self._lock:
+            self._current = (deadline, None)
+            self.cut = False
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="syncd-http-watchdog")
+            self._thread.daemon = True
+            self._thread.start()
+
+    def attach(self, conn: Any) -> None:
+        with self._lock:
+            if self._current is not None:
+                self._current = (self._current[0], conn)
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._current = None
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _loop(self) -> None:
+        while not self._closed.wait(0.25):
+            with self._lock:
+                if self._current is None:
+                    continue
+                deadline, conn = self._current
+                if time.monotonic() < deadline and not (self.stop and self.stop.is_set()):
+                    continue
+                sock = getattr(conn, "watched_sock", None)
+                if sock is None:
+                    continue  # still connecting: the connect timeout bounds that
+                self.cut = True
+                self._current = None
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _conn_class(base: type[Any], watchdog: _Watchdog) -> type[Any]:
+    """`base` (a urllib3 connection class) that tells `watchdog` when a request starts."""
+
+    def request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        watchdog.attach(self)
+        return base.request(self, *args, **kwargs)
+
+    def connect(self: Any) -> None:
+        base.connect(self)
+        # http.client drops `sock` once a `Connection: close` answer's head is read, while
+        # its body is still being read from the same socket: keep our own reference
+        self.watched_sock = self.sock
+
+    return type(base.__name__, (base,), {"request": request, "connect": connect})
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter with watched connections."""
+
+    def __init__(self, watchdog: _Watchdog) -> None:
+        self.watchdog = watchdog
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        pools = {}
+        for scheme, pool in (("http", HTTPConnectionPool), ("https", HTTPSConnectionPool)):
+            conn = _conn_class(pool.ConnectionCls, self.watchdog)
+            pools[scheme] = type(pool.__name__, (pool,), {"ConnectionCls": conn})
+        self.poolmanager.pool_classes_by_scheme = pools
+
+
 class HttpClient:
     """A requests.Session bound to one vendor's base URL and delivery policy."""
 
@@ -155,16 +297,25 @@ class HttpClient:
     ) -> None:
         self.vendor = vendor
         self.base_url = base_url.rstrip("/")
+        self._origin = _origin(self.base_url)
         self.policy = policy
         self.clock = clock
         self.pacer = pacer
         self.rng = rng or random.Random()
         self.breaker = Breaker(vendor, policy.breaker_threshold)
+        self.watchdog = _Watchdog(getattr(clock, "stop", None))
         self.session = requests.Session()
+        self.session.mount("http://", _Adapter(self.watchdog))
+        self.session.mount("https://", _Adapter(self.watchdog))
         self.session.headers["User-Agent"] = USER_AGENT
-        self.requests_sent = 0
+        # called right before a request's first byte is written (after pacing and backoff),
+        # and when an attempt ends in a way that proves the vendor did not act: the delivery
+        # loop marks a batch `in_flight` only while a request carrying it may be out
+        self.on_write: Callable[[], None] | None = None
+        self.on_unsent: Callable[[], None] | None = None
 
     def close(self) -> None:
+        self.watchdog.close()
         self.session.close()
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -173,6 +324,19 @@ class HttpClient:
             return min(retry_after, self.policy.retry_after_cap)
         ceiling = min(self.policy.backoff_cap, self.policy.backoff_base * 2**attempt)
         return self.rng.uniform(ceiling / 2, ceiling)
+
+    def url(self, path: str) -> str:
+        """`path` under the base URL; an absolute URL only on the configured origin."""
+        if not path.startswith(("http://", "https://")):
+            return self.base_url + path
+        if _origin(path) != self._origin:
+            raise EndpointError(
+                f"refusing to call {_origin(path)} (not the configured {self._origin}): "
+                "syncd sends credentials only to base_url",
+                vendor=self.vendor,
+                hint="if the vendor really moved, change base_url",
+            )
+        return path
 
     def request(
         self,
@@ -188,8 +352,9 @@ class HttpClient:
 
         `path` is appended to the base URL unless it is already absolute (a Location).
         """
-        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        url = self.url(path)
         kwargs.setdefault("timeout", (self.policy.connect_timeout, self.policy.read_timeout))
+        kwargs["allow_redirects"] = False
         attempts = (self.policy.retries if retries is None else retries) + 1
         last: RetriableError | None = None
         for attempt in range(attempts):
@@ -214,6 +379,9 @@ class HttpClient:
                 if exc.retry_after is not None and self.pacer is not None:
                     self.pacer.push_back(min(exc.retry_after, self.policy.retry_after_cap))
                 last = exc
+            except OutcomeUnknownError as exc:
+                self.breaker.failure(exc.reason)
+                raise
         assert last is not None
         raise last
 
@@ -227,50 +395,147 @@ class HttpClient:
     ) -> requests.Response:
         if self.pacer is not None:
             self.pacer.wait()
+        if self.on_write is not None:
+            self.on_write()
         started = self.clock.monotonic()
-        self.requests_sent += 1
         try:
-            resp = self.session.request(method, url, **kwargs)
-        except requests.exceptions.ConnectTimeout as exc:
-            raise RetriableError(f"connect timeout: {_short(exc)}", vendor=self.vendor) from None
-        except requests.exceptions.ReadTimeout as exc:
-            return self._unsent_or_unknown(idempotent, f"read timeout: {_short(exc)}")
-        except requests.exceptions.ConnectionError as exc:
-            if _never_connected(exc):
-                raise RetriableError(f"cannot connect: {_short(exc)}", vendor=self.vendor) from None
-            return self._unsent_or_unknown(idempotent, f"connection dropped: {_short(exc)}")
-        except requests.exceptions.RequestException as exc:
-            raise FatalError(f"request failed: {_short(exc)}", vendor=self.vendor) from None
-        log.debug(
-            "http",
-            vendor=self.vendor,
-            method=method,
-            path=_path_only(url),
-            status=resp.status_code,
-            ms=round((self.clock.monotonic() - started) * 1000),
-        )
-        if (ok is not None and ok(resp)) or 200 <= resp.status_code < 300:
-            self.breaker.success()
-            return resp
-        return self.raise_for(resp)
+            resp = self._exchange(method, url, kwargs)
+            if (ok is not None and ok(resp)) or 200 <= resp.status_code < 300:
+                self.breaker.success()
+                return resp
+            self._raise_for(resp)
+        except _Outcome as outcome:
+            action = OUTCOMES[outcome.case][0 if idempotent else 1]
+            if action == "retry" and self.on_unsent is not None and not idempotent:
+                self.on_unsent()  # a trigger is retried only where the vendor did not act
+            raise self._error(action, outcome, resp=None) from None
+        finally:
+            log.debug(
+                "http",
+                vendor=self.vendor,
+                method=method,
+                path=_path_only(url),
+                ms=round((self.clock.monotonic() - started) * 1000),
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _unsent_or_unknown(self, idempotent: bool, reason: str) -> requests.Response:
-        if idempotent:
-            raise RetriableError(reason, vendor=self.vendor)
-        raise OutcomeUnknownError(reason, vendor=self.vendor)
+    def _exchange(self, method: str, url: str, kwargs: Mapping[str, Any]) -> requests.Response:
+        """One request and its whole answer, read under the size cap and the deadline."""
+        after = "read timeout, connection dropped after the request was written"
+        cut = "answer cut short, bad chunked or gzip encoding"
+        late = "answer over the size cap, or past the request deadline"
+        self.watchdog.arm(time.monotonic() + self.policy.request_deadline)
+        try:
+            try:
+                resp = self.session.request(method, url, stream=True, **kwargs)
+            except requests.exceptions.ConnectTimeout as exc:
+                raise _Outcome(_BEFORE, f"connect timeout: {_short(exc)}") from None
+            except requests.exceptions.SSLError as exc:
+                raise _Outcome(_BEFORE, f"TLS failure: {_short(exc)}") from None
+            except requests.exceptions.ReadTimeout as exc:
+                raise _Outcome(after, f"read timeout: {_short(exc)}") from None
+            except requests.exceptions.ConnectionError as exc:
+                if self.watchdog.cut:
+                    raise _Outcome(late, self._late()) from None
+                if _never_connected(exc):
+                    raise _Outcome(_BEFORE, f"cannot connect: {_short(exc)}") from None
+                raise _Outcome(after, f"connection dropped: {_short(exc)}") from None
+            except requests.exceptions.RequestException as exc:
+                raise _Outcome(after, f"request failed: {_short(exc)}") from None
+            try:
+                resp._content = self._read(resp)
+            except (requests.exceptions.RequestException, OSError, ValueError) as exc:
+                if self.watchdog.cut:
+                    raise _Outcome(late, self._late(), resp.status_code) from None
+                raise _Outcome(
+                    cut, f"HTTP {resp.status_code} answer unreadable: {_short(exc)}"
+                ) from None
+            finally:
+                resp.close()
+        finally:
+            self.watchdog.disarm()
+        resp.__class__ = VendorResponse
+        return resp
 
-    def raise_for(self, resp: requests.Response) -> requests.Response:
-        """Turn a non-2xx response into the right error (the single mapping point)."""
-        status = resp.status_code
-        text = error_text(resp)
-        if status == 429 or status >= 500:
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"), self.clock)
-            raise RetriableError(text, vendor=self.vendor, status=status, retry_after=retry_after)
-        if status in (401, 403):
-            raise AuthError(
+    def _read(self, resp: requests.Response) -> bytes:
+        chunks, size = [], 0
+        for chunk in resp.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_ANSWER:
+                raise _Outcome(
+                    "answer over the size cap, or past the request deadline",
+                    f"HTTP {resp.status_code} answer larger than {MAX_ANSWER // 2**20} MiB",
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _late(self) -> str:
+        if self.watchdog.stop is not None and self.watchdog.stop.is_set():
+            return "request cut short: syncd was asked to stop"
+        return f"no whole answer within request_deadline = {self.policy.request_deadline:g} s"
+
+    def _error(self, action: str, outcome: _Outcome, resp: requests.Response | None) -> Exception:
+        text, status = outcome.text, outcome.status
+        if action == "retry":
+            retry_after = getattr(outcome, "retry_after", None)
+            return RetriableError(text, vendor=self.vendor, status=status, retry_after=retry_after)
+        if action == "unknown":
+            return OutcomeUnknownError(text, vendor=self.vendor, status=status)
+        if action == "auth":
+            return AuthError(
                 text, vendor=self.vendor, status=status, hint="check the vendor's credentials"
             )
-        raise FatalError(text, vendor=self.vendor, status=status)
+        if action == "endpoint":
+            return EndpointError(
+                text,
+                vendor=self.vendor,
+                status=status,
+                hint="check base_url (scheme://host[:port] only) and the vendor's path options",
+            )
+        return FatalError(text, vendor=self.vendor, status=status)
+
+    def _raise_for(self, resp: requests.Response) -> None:
+        """Place a non-2xx answer in OUTCOMES (the single mapping point)."""
+        status = resp.status_code
+        text = error_text(resp)
+        if status == 429 or (status == 503 and resp.headers.get("Retry-After")):
+            outcome = _Outcome("429" if status == 429 else "503 with Retry-After", text, status)
+            outcome.retry_after = parse_retry_after(  # type: ignore[attr-defined]
+                resp.headers.get("Retry-After"), self.clock
+            )
+            raise outcome
+        if status >= 500:
+            raise _Outcome("500, 502, 504, other 5xx, 503 without Retry-After", text, status)
+        if status in (401, 403):
+            raise _Outcome("401, 403", text, status)
+        if 300 <= status < 400 or status in (404, 405):
+            where = f"{resp.request.method} {_path_only(resp.url)}"
+            moved = resp.headers.get("Location")
+            text = f"{where} answered HTTP {status}" + (
+                f", redirecting to {_origin(moved) if '://' in moved else moved} (not followed)"
+                if moved
+                else f": {text}"
+            )
+            raise _Outcome("3xx (never followed), 404, 405", text, status)
+        raise _Outcome("other 4xx", text, status)
+
+    def raise_for(self, resp: requests.Response, *, idempotent: bool = True) -> None:
+        """Raise the error OUTCOMES gives a non-2xx answer a connector received."""
+        try:
+            self._raise_for(resp)
+        except _Outcome as outcome:
+            raise self._error(
+                OUTCOMES[outcome.case][0 if idempotent else 1], outcome, resp
+            ) from None
+
+
+_BEFORE = "connection refused, DNS or TLS failure, connect timeout"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
@@ -288,6 +553,4 @@ def _short(exc: BaseException) -> str:
 
 
 def _path_only(url: str) -> str:
-    from urllib.parse import urlsplit
-
     return urlsplit(url).path

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -12,11 +14,19 @@ import pytest
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
-from syncd.clock import FakeClock
+from syncd.clock import FakeClock, SystemClock
 from syncd.config import DeliveryConfig
-from syncd.errors import AuthError, FatalError, OutcomeUnknownError, RetriableError, VendorDownError
+from syncd.errors import (
+    AuthError,
+    EndpointError,
+    FatalError,
+    OutcomeUnknownError,
+    RetriableError,
+    VendorDownError,
+)
 from syncd.http import HttpClient, Pacer, parse_retry_after
 from syncd.sandbox.base import Server, Simulator, json_response
+from tests.hostile import HostileProxy
 
 
 class Echo(Simulator):
@@ -122,3 +132,138 @@ def test_the_pacer_spaces_calls_for_everyone_sharing_it() -> None:
     pacer.push_back(5)
     pacer.wait()
     assert clock.slept[-1] == 5.0
+
+
+# --- the outcome table against a hostile peer --------------------------------------------
+@pytest.fixture
+def hostile(echo: tuple[Echo, str]) -> Iterator[tuple[Echo, HostileProxy]]:
+    app, url = echo
+    with HostileProxy(url) as proxy:
+        yield app, proxy
+
+
+def _raised(c: HttpClient, idempotent: bool) -> type[Exception] | None:
+    try:
+        c.request("POST", "/ok", idempotent=idempotent, json={"a": 1})
+    except (RetriableError, OutcomeUnknownError, FatalError) as exc:
+        return type(exc)
+    return None
+
+
+@pytest.mark.parametrize(
+    ("answer", "upsert", "trigger"),
+    [
+        ("cut body", RetriableError, OutcomeUnknownError),
+        ("chunked garbage", RetriableError, OutcomeUnknownError),
+        ("gzip garbage", RetriableError, OutcomeUnknownError),
+        ("HTML 500", RetriableError, OutcomeUnknownError),
+        ("HTML 502", RetriableError, OutcomeUnknownError),
+        ("HTML 504", RetriableError, OutcomeUnknownError),
+        ("503 without Retry-After", RetriableError, OutcomeUnknownError),
+        ("401", AuthError, AuthError),
+        ("307 to another host", EndpointError, EndpointError),
+        ("404", EndpointError, EndpointError),
+    ],
+)
+def test_answers_after_the_vendor_acted_are_unknown_for_a_trigger_and_never_resent(
+    hostile: tuple[Echo, HostileProxy],
+    answer: str,
+    upsert: type[Exception],
+    trigger: type[Exception],
+) -> None:
+    app, proxy = hostile
+    proxy.plan(answer, acted=True, count=99)
+    assert _raised(client(proxy.url, FakeClock(), retries=2), idempotent=False) is trigger
+    acted = app.count("/ok")
+    assert acted == 1  # one request reached the vendor, and was never repeated
+    assert _raised(client(proxy.url, FakeClock(), retries=2), idempotent=True) is upsert
+    retried = upsert is RetriableError
+    assert app.count("/ok") == acted + (3 if retried else 1)
+
+
+def test_a_trigger_is_retried_where_the_vendor_cannot_have_acted(
+    hostile: tuple[Echo, HostileProxy],
+) -> None:
+    app, proxy = hostile
+    proxy.plan("429", acted=False)
+    clock = FakeClock()
+    c = client(proxy.url, clock, retries=3)
+    unsent: list[int] = []
+    c.on_unsent = lambda: unsent.append(1)
+    assert _raised(c, idempotent=False) is None  # 429 retried, then sent
+    assert app.count("/ok") == 1 and unsent == [1]
+    proxy.plan("503 without Retry-After", acted=False)
+    with pytest.raises(OutcomeUnknownError):  # 503 without Retry-After: it may have acted
+        c.request("POST", "/ok", idempotent=False)
+
+
+def test_a_redirect_is_never_followed_and_credentials_stay_home(
+    hostile: tuple[Echo, HostileProxy],
+) -> None:
+    _app, proxy = hostile
+    thief = Echo()
+    with Server(thief) as other:
+        proxy.plan("307 to another host", acted=False)
+        c = client(proxy.url, FakeClock())
+        c.session.headers["Authorization"] = "Bearer secret-token"
+        with pytest.raises(EndpointError, match=r"POST /ok answered HTTP 307.*not followed"):
+            c.request("POST", "/ok", json={"token": "secret-token"})
+        with pytest.raises(EndpointError, match="refusing to call"):
+            c.request("GET", other.url + "/ok")  # a Location on another host
+        assert thief.count("/ok") == 0
+
+
+@pytest.mark.parametrize("answer", ["slow drip", "header drip"])
+def test_a_dripping_vendor_cannot_hold_a_request_past_its_deadline(
+    hostile: tuple[Echo, HostileProxy], answer: str
+) -> None:
+    _app, proxy = hostile
+    proxy.plan(answer, acted=True)
+    c = client(proxy.url, FakeClock(), retries=0, read_timeout=5, request_deadline=1.0)
+    started = time.monotonic()
+    with pytest.raises(OutcomeUnknownError, match="request_deadline"):
+        c.request("POST", "/ok", idempotent=False)
+    assert time.monotonic() - started < 3
+
+
+def test_a_stop_request_cuts_a_request_in_flight(hostile: tuple[Echo, HostileProxy]) -> None:
+    _app, proxy = hostile
+    proxy.plan("slow drip", acted=True)
+    clock = SystemClock()
+    c = HttpClient("echo", proxy.url, DeliveryConfig(retries=0, read_timeout=30), clock=clock)
+    threading.Timer(0.5, clock.stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(OutcomeUnknownError, match="asked to stop"):
+        c.request("POST", "/ok", idempotent=False)
+    assert time.monotonic() - started < 2
+
+
+def test_a_huge_answer_is_refused_within_the_cap(hostile: tuple[Echo, HostileProxy]) -> None:
+    _app, proxy = hostile
+    proxy.plan("huge body", acted=True)
+    with pytest.raises(OutcomeUnknownError, match="larger than 32 MiB"):
+        client(proxy.url, FakeClock(), retries=0).request("POST", "/ok", idempotent=False)
+
+
+def test_nested_json_is_an_unreadable_answer_not_a_recursion_error(
+    hostile: tuple[Echo, HostileProxy],
+) -> None:
+    _app, proxy = hostile
+    proxy.plan("nested JSON", acted=True)
+    resp = client(proxy.url, FakeClock()).request("GET", "/ok")
+    with pytest.raises(ValueError, match="not JSON"):
+        resp.json()
+
+
+def test_the_write_hook_runs_after_pacing_right_before_the_request(
+    echo: tuple[Echo, str],
+) -> None:
+    _app, url = echo
+    clock = FakeClock()
+    order: list[str] = []
+    pacer = Pacer(1.0, clock)
+    c = HttpClient("echo", url, DeliveryConfig(), clock=clock, pacer=pacer)
+    pacer.wait()
+    c.on_write = lambda: order.append(f"write after {len(clock.slept)} sleep(s)")
+    c.request("GET", "/ok")
+    assert order == ["write after 1 sleep(s)"]
