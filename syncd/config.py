@@ -182,14 +182,14 @@ def read_capped(path: Path, limit: int) -> bytes:
     with os.fdopen(fd, "rb") as fh:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise ValueError(f"is {_kind(mode)}, not a regular file")
+            raise ValueError(f"is {kind_of(mode)}, not a regular file")
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"is larger than {limit // 1024} KiB")
     return data
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
     """What a non-regular file is, for a message."""
     if stat.S_ISDIR(mode):
         return "a directory"
@@ -279,7 +279,8 @@ class _Table:
 
     def path(self, key: str, *, required: bool = False, default: str | None = None) -> Path:
         raw = str(self.get(key, str, default, required=required))
-        return (self.file.parent / os.path.expanduser(raw)).resolve()
+        # realpath, not Path.resolve: a symlink loop is the reader's to report, with its name
+        return Path(os.path.realpath(self.file.parent / os.path.expanduser(raw)))
 
     def check_unknown(self, allowed_extra: set[str] | None = None) -> None:
         unknown = set(self.data) - self.used - (allowed_extra or set())

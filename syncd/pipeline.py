@@ -159,7 +159,7 @@ def _reconcile(
     path = find_export(cfg.source, now)
     targets = list(vendors or cfg.vendors)
     open_connectors(cfg, clock, targets)  # validates the names before anything is written
-    with Export(path, cfg.source) as export:
+    with Export(path, cfg.source, force=force) as export:
         if not dry_run:
             for name in targets:
                 store.requeue_failed(name, cfg.vendors[name].delivery.max_attempts, now)

@@ -11,8 +11,11 @@ from __future__ import annotations
 import codecs
 import csv
 import glob
+import io
 import os
 import re
+import stat
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,8 +27,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from syncd.config import SourceConfig
-from syncd.errors import NotSettledError, SourceError
+from syncd.config import SourceConfig, kind_of
+from syncd.errors import GuardError, NotSettledError, SourceError
 
 SNIFF_BYTES = 64 * 1024
 FIELD_LIMIT = 1024 * 1024  # 1 MiB per field: anything larger is a broken export, not data
@@ -37,6 +40,9 @@ SEP = "\ud800"
 # bytes read at a time on the raw path: a block's working set stays in the CPU's caches
 RAW_BYTES = 256 * 1024
 LONG = 1 << 16  # bytes in a line the raw path leaves to the csv module (see `_per_line`)
+# a header past these is not a CRM's (and would cost seconds per check on every run)
+MAX_COLUMNS = 4096
+MAX_HEADER = 1024 * 1024  # characters in the header's first line
 
 csv.field_size_limit(FIELD_LIMIT)
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -49,6 +55,13 @@ class Bad:
     line: int
     key: str | None
     reason: str
+
+    def __post_init__(self) -> None:
+        # a key with bytes the encoding cannot decode is shown by its bytes (`\\xe9`): the
+        # store takes only text it can encode, and the operator can find these bytes
+        if self.key and not self.key.isascii() and _SURROGATE.search(self.key):
+            raw = self.key.encode("utf-8", "surrogateescape")
+            object.__setattr__(self, "key", raw.decode("utf-8", "backslashreplace"))
 
 
 def find_export(cfg: SourceConfig, now: datetime) -> Path:
@@ -70,9 +83,18 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
             _raise_not_settled(matches[0], now, cfg.settle_seconds)
         return settled[0]
     path = Path(pattern)
-    if not path.is_file():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
         raise SourceError(
             f"export {path} does not exist", hint="check [source] path and that the CRM export ran"
+        ) from None
+    except OSError as exc:  # a symlink loop, a path through a file, no permission
+        raise SourceError(f"cannot read export {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise SourceError(
+            f"export {path} is {kind_of(mode)}, not a regular file",
+            hint="point [source] path at the CRM's export file, or a glob of them",
         )
     if _age(path, now) < cfg.settle_seconds:
         _raise_not_settled(path, now, cfg.settle_seconds)
@@ -94,25 +116,47 @@ def _raise_not_settled(path: Path, now: datetime, settle: float) -> None:
 class Export:
     """An open export: header, key column index and a stream of rows."""
 
-    def __init__(self, path: Path, cfg: SourceConfig) -> None:
+    def __init__(self, path: Path, cfg: SourceConfig, *, force: bool = False) -> None:
+        """`force`: read an export that ends mid-record (the CRM's job died while writing
+        it) with that record quarantined, rather than refuse it (`GuardError`)."""
         self.path = path
         self.cfg = cfg
+        self.force = force
         encoding = cfg.encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # strips a byte-order mark when there is one
+        binary = self._open()
+        self._fh: IO[str] = io.TextIOWrapper(
+            binary, encoding=encoding, errors="surrogateescape", newline=""
+        )
         try:
-            self._fh: IO[str] = path.open(
-                "r", encoding=encoding, errors="surrogateescape", newline=""
-            )
-        except OSError as exc:
-            raise SourceError(f"cannot read export {path}: {exc.strerror}") from None
+            self._start(binary.fileno())
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def _start(self, fd: int) -> None:
+        """Check the file as a whole and read its header."""
+        path, cfg = self.path, self.cfg
         try:
+            size = os.fstat(fd).st_size
+            # the last byte a line break, or the last record may be cut short (`_ending`)
+            self._unended = bool(size) and os.pread(fd, 1, size - 1) not in b"\r\n"
+            first = self._fh.readline(MAX_HEADER + 1)
+            self._fh.seek(0)
             sample = self._fh.read(SNIFF_BYTES)
         except OSError as exc:
             raise SourceError(f"cannot read export {path}: {exc.strerror}") from None
+        except UnicodeError as exc:
+            raise self._undecodable(exc, f"its first {SNIFF_BYTES // 1024} KiB") from None
         if not sample.strip():
             raise SourceError(
                 f"export {path} is empty", hint="the CRM export produced no header and no rows"
+            )
+        if len(first) > MAX_HEADER:
+            raise SourceError(
+                f"export {path}: the header line is longer than {MAX_HEADER // 1024} KiB",
+                hint="this is not a CRM export's header; check [source] path",
             )
         self.delimiter = cfg.delimiter or _sniff(sample)
         self._fh.seek(0)
@@ -121,6 +165,13 @@ class Export:
             header = next(self._reader)
         except (csv.Error, StopIteration) as exc:
             raise SourceError(f"export {path}: cannot read the header line: {exc}") from None
+        except UnicodeError as exc:
+            raise self._undecodable(exc, "its header") from None
+        if len(header) > MAX_COLUMNS:
+            raise SourceError(
+                f"export {path}: the header has {len(header)} columns, more than {MAX_COLUMNS}",
+                hint="this is not a CRM export's header: check [source] path and delimiter",
+            )
         self.header = [h.strip() for h in header]
         while self.header and not self.header[-1]:
             self.header.pop()  # empty trailing columns from spreadsheet round-trips
@@ -136,14 +187,15 @@ class Export:
                 f"export {path}: key column {cfg.key!r} is not in the header",
                 hint="set [source] key to one of: " + ", ".join(repr(h) for h in self.header[:20]),
             )
-        dupes = sorted({h for h in self.header if self.header.count(h) > 1})
+        dupes = sorted(h for h, n in Counter(self.header).items() if n > 1)
         if dupes:
             raise SourceError(
                 f"export {path}: the header names {', '.join(map(repr, dupes))} more than once",
                 hint="rename the duplicate columns in the CRM export",
             )
         self.key_index = self.header.index(cfg.key)
-        keep = [i for i, h in enumerate(self.header) if h not in set(cfg.ignore_columns)]
+        ignored = set(cfg.ignore_columns)
+        keep = [i for i, h in enumerate(self.header) if h not in ignored]
         # the cells that count for change detection, as one C call per row (itemgetter of
         # one index gives the cell, not a sequence)
         self._pick: Callable[[list[Any]], Sequence[Any]] = (
@@ -163,10 +215,33 @@ class Export:
             or self.delimiter in '"\r\n'
         ):
             return None
-        with self.path.open("rb") as fh:
+        with self._open() as fh:
             first = fh.readline()
         body = first.removesuffix(b"\n").removesuffix(b"\r")
         return None if b"\r" in body else len(first)
+
+    def _open(self) -> IO[bytes]:
+        """The export's bytes, if it still is a regular file (a FIFO is refused, never
+        waited on: `find_export` looked, but the path may have changed since)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SourceError(f"cannot read export {self.path}: {exc.strerror}") from None
+        fh = os.fdopen(fd, "rb")
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            fh.close()
+            raise SourceError(f"export {self.path} is {kind_of(mode)}, not a regular file")
+        return fh
+
+    def _undecodable(self, exc: UnicodeError, where: str) -> SourceError:
+        """Bytes that an encoding which cannot escape them (UTF-16, UTF-32) fails on."""
+        why = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
+        return SourceError(
+            f"export {self.path}: {where} {'is' if 'KiB' in where else 'are'} not valid "
+            f"{self.cfg.encoding} ({why})",
+            hint="re-export the file, or set [source] encoding to the file's",
+        )
 
     def close(self) -> None:
         self._fh.close()
@@ -185,9 +260,45 @@ class Export:
         the csv module exactly as `_csv_blocks` would read them. Other encodings are read
         by `_csv_blocks`.
         """
-        if self._raw_start is not None:
-            return self._raw_blocks()
-        return self._csv_blocks()
+        blocks = self._raw_blocks() if self._raw_start is not None else self._csv_blocks()
+        last = next(blocks, None)
+        for block in blocks:  # one block behind: the last one is `_ending`'s
+            yield last  # type: ignore[misc]
+            last = block
+        if last is not None:
+            self._ending(last)
+            yield last
+
+    def _ending(self, block: Block) -> None:
+        """Refuse an export whose last record is cut short (no line break after it, or a
+        quoted field never closed) unless `force`; with it, quarantine that record."""
+        lines = block.lines
+        at = max(range(len(lines)), key=lines.__getitem__) if lines else None
+        bad = max(block.bad, key=attrgetter("line"), default=None)
+        if bad is not None and (at is None or bad.line > lines[at]):
+            if bad.reason == _UNCLOSED:
+                why = "a quoted field is never closed"
+            elif self._unended:
+                why = "its last line has no line break"
+            else:
+                return
+            line, key = bad.line, bad.key
+            block.bad.remove(bad)
+        elif at is not None and self._unended:
+            why = "its last line has no line break"
+            line, row = lines[at], block.row(at)
+            key = row[self.key_index].strip() if len(row) > self.key_index else None
+            del lines[at], block.rows[at], block.texts[at]
+        else:
+            return
+        if not self.force:
+            raise GuardError(
+                f"refused: export {self.path} ends mid-record at line {line} ({why}): the CRM's "
+                "export looks cut short; nothing was sent",
+                hint=f"re-run the CRM export; if the file is complete, `syncd sync --force` "
+                f"reads it with line {line} quarantined",
+            )
+        block.bad.append(Bad(line, key or None, f"the file ends mid-record: {why}"))
 
     def _csv_blocks(self) -> Iterator[Block]:
         """The records through the csv module, a block at a time (exports not in UTF-8,
@@ -213,6 +324,8 @@ class Export:
                 records.extend(islice(reader, BLOCK))
             except csv.Error as exc:
                 error = exc
+            except UnicodeError as exc:
+                raise self._undecodable(exc, f"the bytes after line {reader.line_num}") from None
             if not records and error is None:
                 return
             first, done = done + 1, reader.line_num
@@ -282,7 +395,7 @@ class Export:
         """
         width, delimiter = len(self.header), self.delimiter.encode()
         assert self._raw_start is not None
-        with self.path.open("rb") as fh:
+        with self._open() as fh:
             fh.seek(self._raw_start)
             line, carry = 2, b""  # the line the block starts on (the header is line 1)
             while chunk := carry + fh.read(RAW_BYTES):
@@ -476,18 +589,19 @@ def _texter(
     """
     if len(keep) == width:
         return lambda lines, _extra: lines
-    ignored = sorted(set(range(width)) - set(keep))
+    kept = set(keep)
+    ignored = sorted(set(range(width)) - kept)
     first, last = ignored[0], ignored[-1]
     if first and width - first < last + 1:  # from the right: the rest of the line, then cells
         cuts = width - first
-        parts = [0] + [k for k in range(1, cuts + 1) if first + k - 1 in keep]
+        parts = [0] + [k for k in range(1, cuts + 1) if first + k - 1 in kept]
 
         def split(lines: list[bytes], extra: np.ndarray) -> Iterator[list[bytes]]:
             # an empty cell past the header's width is one piece more, at the end: not picked
             return map(bytes.rsplit, lines, repeat(delimiter), (extra + cuts).tolist())
     else:  # from the left: cells, then the rest of the line (with any empty cell past it)
         cuts = last + 1
-        parts = [k for k in range(cuts) if k in keep] + ([cuts] if cuts < width else [])
+        parts = [k for k in range(cuts) if k in kept] + ([cuts] if cuts < width else [])
 
         def split(lines: list[bytes], extra: np.ndarray) -> Iterator[list[bytes]]:
             return map(bytes.split, lines, repeat(delimiter), repeat(cuts))
@@ -616,11 +730,14 @@ def defect(row: list[str], header: list[str], encoding: str) -> str | None:
     return None
 
 
+_UNCLOSED = "the file ends inside a quoted field: the export looks truncated; re-export it"
+
+
 def _explain(exc: csv.Error) -> str:
     """A csv module error in the operator's terms."""
     text = str(exc)
     if "unexpected end of data" in text:
-        return "the file ends inside a quoted field: the export looks truncated; re-export it"
+        return _UNCLOSED
     if "field limit" in text:
         return (
             f"a field is larger than {FIELD_LIMIT // 1024 // 1024} MiB: an unclosed quote or "

@@ -1,10 +1,15 @@
 """The bad-input corpus: every shape of broken export a CRM has produced, through a real
-sync, with the message and the quarantine rows it must give. Then fuzzing of the reader and
-the config loader, where the only outcomes allowed are a result or a clear SyncdError."""
+sync, with the message and the quarantine rows it must give; then hostile configs and exports
+through the `syncd` command itself, where the only outcome allowed is a one-line message and
+exit 2 or 3, never a traceback. Then fuzzing of the reader and the config loader, where the
+only outcomes allowed are a result or a clear SyncdError."""
 
 from __future__ import annotations
 
+import os
 import string
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,9 +67,19 @@ CORPUS: dict[str, tuple[bytes, list[tuple[int, str]], int]] = {
         [(2, "a field is larger than 1 MiB")],
         1,
     ),
-    "truncated_mid_row": (
-        HEADER + GOOD2 + b'3,"Ann\r\nMar',
-        [(3, "the file ends inside a quoted field: the export looks truncated")],
+    "undecodable_key": (
+        HEADER + b"1\xe9,Ann,Lee,ann@example.com,,Gold\r\n" + GOOD2,
+        [(2, "column 'Record ID' has bytes that are not valid utf-8")],
+        1,
+    ),
+    "undecodable_key_in_a_short_row": (
+        HEADER + b"1\xe9,Ann\r\n" + GOOD2,
+        [(2, "has 2 fields, the header has 6")],
+        1,
+    ),
+    "undecodable_key_in_a_quoted_row": (  # the csv module's path, not the raw one
+        HEADER + b'"1\xe9",Ann,Lee,ann@example.com,,Gold\r\n' + GOOD2,
+        [(2, "column 'Record ID' has bytes that are not valid utf-8")],
         1,
     ),
     "bad_email_for_the_vendor": (
@@ -87,6 +102,56 @@ FATAL: dict[str, tuple[bytes, int, str]] = {
         b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
         2,
         "header has bytes that are not valid utf-8",
+    ),
+    "header_only_without_a_line_break": (HEADER.rstrip(), 3, "has no usable rows"),
+    # the CRM's job died mid-write: a key cut to `100` would be a new contact, an email cut
+    # to `bob@example.co` a change
+    "cut_in_the_key": (
+        HEADER + GOOD + b"100",
+        3,
+        "ends mid-record at line 3 (its last line has no line break)",
+    ),
+    "cut_in_the_email": (
+        HEADER + GOOD + b"2,Bob,Ray,bob@example.co",
+        3,
+        "ends mid-record at line 3 (its last line has no line break)",
+    ),
+    "cut_after_the_last_field": (HEADER + GOOD + GOOD2.rstrip(), 3, "ends mid-record at line 3"),
+    "cut_in_a_quoted_field": (
+        HEADER + GOOD2 + b'3,"Ann\r\nMar',
+        3,
+        "ends mid-record at line 3 (a quoted field is never closed)",
+    ),
+    "cut_in_a_quoted_field_after_a_line_break": (
+        HEADER + GOOD2 + b'3,"Ann\r\n',
+        3,
+        "ends mid-record at line 3 (a quoted field is never closed)",
+    ),
+    "a_header_of_40000_columns": (
+        b"Record ID," + b",".join(b"c%d" % i for i in range(40_000)) + b"\r\n" + GOOD,
+        2,
+        "the header has 40001 columns, more than 4096",
+    ),
+    "a_header_line_of_2_mib": (
+        b"Record ID," + b"x" * (2 << 20) + b"\r\n" + GOOD,
+        2,
+        "the header line is longer than 1024 KiB",
+    ),
+}
+
+# a cut export read with --force: the last record quarantined, the rest sent
+FORCED: dict[str, tuple[bytes, tuple[int, str]]] = {
+    "no_line_break": (
+        HEADER + GOOD + b"100",
+        (3, "the file ends mid-record: its last line has no line break"),
+    ),
+    "no_line_break_after_a_full_record": (
+        HEADER + GOOD + GOOD2.rstrip(),
+        (3, "the file ends mid-record: its last line has no line break"),
+    ),
+    "a_quoted_field_never_closed": (
+        HEADER + GOOD + b'3,"Ann\r\nMar',
+        (3, "the file ends mid-record: a quoted field is never closed"),
     ),
 }
 
@@ -136,6 +201,216 @@ def test_unusable_exports_stop_the_run_with_a_clear_message(
     assert caught.value.exit_code == code
     assert fragment in str(caught.value)
     assert str(w.export) in str(caught.value)
+    assert sim.contacts() == []
+
+
+@pytest.mark.parametrize("case", sorted(FORCED))
+def test_force_reads_a_cut_export_with_its_last_record_quarantined(
+    case: str, world: tuple[World, ESputnikSim]
+) -> None:
+    w, sim = world
+    data, expected = FORCED[case]
+    w.export.write_bytes(data)
+    report = w.sync(force=True)
+    assert report.exit_code == 0, report.summary()
+    assert quarantined(w) == [expected]
+    assert [c["externalCustomerId"] for c in sim.contacts()] == ["1"]
+
+
+def test_an_undecodable_key_is_quarantined_by_its_bytes_on_every_run(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    w, sim = world
+    w.export.write_bytes(HEADER + b"1\xe9,Ann,Lee,ann@example.com,,Gold\r\n" + GOOD2)
+    for _ in range(2):
+        assert w.sync().exit_code == 0
+    store = w.store()
+    try:
+        keys = [r["key"] for r in store.query("SELECT key FROM quarantine ORDER BY id")]
+    finally:
+        store.close()
+    assert keys == ["1\\xe9", "1\\xe9"]
+    assert len(sim.contacts()) == 1
+
+
+# --- hostile input through the command -------------------------------------------------
+def syncd(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "syncd.cli", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYNCD_CONFIG": str(folder / "syncd.toml")},
+    )
+
+
+def edit(w: World, old: str, new: str) -> None:
+    config = w.folder / "syncd.toml"
+    text = config.read_text(encoding="utf-8")
+    assert old in text
+    config.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+SOURCE = 'key = "Record ID"'
+DELIVERY = "[delivery]"
+VENDOR = "poll_every = 0.01"
+
+
+def _prepare(w: World, case: str) -> list[str]:
+    """Make `case` in `w`'s folder; the arguments to run syncd with."""
+    folder = w.folder
+    w.export.write_bytes(HEADER + GOOD)
+    if case == "a_fifo_as_the_config":
+        os.mkfifo(folder / "fifo.toml")
+        return ["--config", "fifo.toml", "check"]
+    if case == "dev_zero_as_the_config":
+        return ["--config", "/dev/zero", "check"]
+    if case == "a_3_mib_config":
+        (folder / "syncd.toml").write_bytes(b"#" * (3 << 20))
+    elif case == "deep_toml_nesting":
+        (folder / "syncd.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    elif case == "a_fifo_as_the_mapping":
+        os.mkfifo(folder / "fifo.toml")
+        edit(w, 'mapping = "esputnik.toml"', 'mapping = "fifo.toml"')
+    elif case in ("dev_zero_as_a_secret", "a_fifo_as_a_secret", "a_300_mib_secret"):
+        target = {"dev_zero_as_a_secret": "/dev/zero", "a_fifo_as_a_secret": "fifo"}
+        if case == "a_fifo_as_a_secret":
+            os.mkfifo(folder / "fifo")
+        if case == "a_300_mib_secret":
+            with (folder / "big").open("wb") as fh:
+                fh.truncate(300 << 20)  # sparse: no disk used
+        edit(w, 'api_key = "sandbox-key"', f'api_key = "file:{target.get(case, "big")}"')
+    elif case == "a_credential_that_is_a_fifo":
+        os.mkfifo(folder / "esputnik")
+        edit(w, 'api_key = "sandbox-key"', 'api_key = "credential:esputnik"')
+    elif case == "store_path_under_a_file":
+        (folder / "somefile").write_text("x")
+        edit(w, 'path = "syncd.db"', 'path = "somefile/x.db"')
+    elif case in CONFIG_LINES:
+        anchor, line = CONFIG_LINES[case][0]
+        config = folder / "syncd.toml"
+        lines = config.read_text(encoding="utf-8").splitlines()
+        key = line.split(" = ")[0]
+        at = [i for i, old in enumerate(lines) if old.startswith(f"{key} = ")]
+        if at:  # the world sets it already
+            lines[at[0]] = line
+        else:
+            lines.insert(lines.index(anchor) + 1 if anchor else 0, line)
+        config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    elif case == "a_directory_as_the_export":
+        w.export.unlink()
+        w.export.mkdir()
+    elif case == "a_fifo_as_the_export":
+        w.export.unlink()
+        os.mkfifo(w.export)
+    elif case == "a_symlink_loop_as_the_export":
+        w.export.unlink()
+        w.export.symlink_to(w.export)
+    elif case == "invalid_utf16":
+        edit(w, SOURCE, f'{SOURCE}\nencoding = "utf-16"')
+        rows = b"".join(GOOD.replace(b"1,", b"%d," % i, 1) for i in range(3000))
+        w.export.write_bytes((HEADER + rows).decode().encode("utf-16") + b"\x00\xd8")
+    elif case == "utf8_read_as_utf16":
+        edit(w, SOURCE, f'{SOURCE}\nencoding = "utf-16"')
+    else:
+        w.export.write_bytes(FATAL[case][0])
+    return ["sync"]
+
+
+# case: ((where the line goes, the line), exit status, message fragment)
+CONFIG_LINES: dict[str, tuple[tuple[str, str], int, str]] = {
+    "read_timeout_0": (
+        (DELIVERY, "read_timeout = 0"),
+        2,
+        "[delivery] read_timeout: must be between 0.01 and 3600 (seconds), not 0.0",
+    ),
+    "retry_after_cap_1e12": (
+        (DELIVERY, "retry_after_cap = 1e12"),
+        2,
+        "[delivery] retry_after_cap: must be between 0 and 3600",
+    ),
+    "retries_1e9": ((DELIVERY, "retries = 1e9"), 2, "[delivery] retries: must be int"),
+    "backoff_base_1e10": (
+        (DELIVERY, "backoff_base = 1e10"),
+        2,
+        "[delivery] backoff_base: must be between 0 and 600",
+    ),
+    "misfire_grace_seconds_negative": (
+        ("", "[schedule]\nmisfire_grace_seconds = -1"),
+        2,
+        "[schedule] misfire_grace_seconds: must be between 1 and 604800",
+    ),
+    "max_drop_nan": ((SOURCE, "max_drop = nan"), 2, "[source] max_drop: must be between 0 and 1"),
+    "settle_seconds_inf": (
+        (SOURCE, "settle_seconds = inf"),
+        2,
+        "[source] settle_seconds: must be between 0 and 86400",
+    ),
+    "batch_size_0": (
+        (VENDOR, "batch_size = 0"),
+        2,
+        "[vendors.esputnik] batch_size: must be between 1 and 3000",
+    ),
+    "poll_every_negative": (
+        (VENDOR, "poll_every = -1"),
+        2,
+        "[vendors.esputnik] poll_every: must be between 0 and 86400",
+    ),
+    "encoding_rot13": (
+        (SOURCE, 'encoding = "rot13"'),
+        2,
+        "[source] encoding: 'rot13' is not a text encoding",
+    ),
+}
+
+# case: (exit status, message fragment); nothing may be sent
+HOSTILE: dict[str, tuple[int, str]] = {
+    **{case: (code, fragment) for case, (_line, code, fragment) in CONFIG_LINES.items()},
+    "a_fifo_as_the_config": (2, "fifo.toml: cannot be read: is a FIFO, not a regular file"),
+    "dev_zero_as_the_config": (2, "/dev/zero: cannot be read: is a device, not a regular file"),
+    "a_3_mib_config": (2, "syncd.toml: cannot be read: is larger than 1024 KiB"),
+    "deep_toml_nesting": (2, "syncd.toml: not valid TOML: nested too deeply"),
+    "a_fifo_as_the_mapping": (2, "fifo.toml: cannot be read: is a FIFO, not a regular file"),
+    "dev_zero_as_a_secret": (
+        2,
+        "[vendors.esputnik] api_key: secret file /dev/zero is a device, not a regular file",
+    ),
+    "a_fifo_as_a_secret": (2, "api_key: secret file {folder}/fifo is a FIFO, not a regular file"),
+    "a_300_mib_secret": (2, "api_key: secret file {folder}/big is larger than 64 KiB"),
+    "a_credential_that_is_a_fifo": (
+        2,
+        "api_key: credential {folder}/esputnik is a FIFO, not a regular file",
+    ),
+    "store_path_under_a_file": (
+        2,
+        "[store] path: {folder}/somefile is not a directory, so {folder}/somefile/x.db cannot",
+    ),
+    "a_directory_as_the_export": (2, "export {folder}/contacts.csv is a directory, not a regular"),
+    "a_fifo_as_the_export": (2, "export {folder}/contacts.csv is a FIFO, not a regular file"),
+    "a_symlink_loop_as_the_export": (
+        2,
+        "cannot read export {folder}/contacts.csv: Too many levels of symbolic links",
+    ),
+    "invalid_utf16": (2, "contacts.csv: the bytes after line 3001 are not valid utf-16"),
+    "utf8_read_as_utf16": (2, "contacts.csv: its first 64 KiB is not valid utf-16 (UTF-16 stream"),
+    **{case: (code, fragment) for case, (_data, code, fragment) in FATAL.items()},
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_input_gets_one_clear_line_and_exit_2_or_3_never_a_traceback(
+    case: str, world: tuple[World, ESputnikSim], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w, sim = world
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(w.folder))  # the subprocess inherits it
+    args = _prepare(w, case)
+    code, fragment = HOSTILE[case]
+    done = syncd(w.folder, *args)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == code, done.stderr
+    assert fragment.format(folder=w.folder) in done.stderr, done.stderr
+    assert done.stderr.startswith("syncd: "), done.stderr
     assert sim.contacts() == []
 
 

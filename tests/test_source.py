@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from syncd import source
 from syncd.config import SourceConfig
-from syncd.errors import NotSettledError, SourceError
+from syncd.errors import GuardError, NotSettledError, SourceError
 from syncd.sample import rows as sample_rows
 from syncd.sample import write_export
 from syncd.source import Bad, Export, defect, find_export
@@ -113,6 +113,43 @@ def test_an_export_still_being_written_is_not_read(tmp_path: Path) -> None:
     assert find_export(c, now) == p  # the newest *settled* match
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])  # the raw path, the csv module's
+@pytest.mark.parametrize(
+    ("tail", "line", "why"),
+    [
+        (b"100", 3, "its last line has no line break"),
+        (b"3;x", 4, "its last line has no line break"),
+        (b'3;"x\ny', 4, "a quoted field is never closed"),
+        (b'3;"x\n', 4, "a quoted field is never closed"),
+    ],
+)
+def test_an_export_that_ends_mid_record_is_refused_or_read_without_that_record(
+    tmp_path: Path, encoding: str, tail: bytes, line: int, why: str
+) -> None:
+    p = tmp_path / "e.csv"
+    body = b"Record ID;Name\n1;a\n" + (b"2;b\n" if line == 4 else b"")
+    p.write_bytes(body + tail)
+    with pytest.raises(GuardError, match=rf"ends mid-record at line {line} \({why}\)"):
+        read(p, encoding=encoding)
+    out: list[tuple[int, list[str]] | Bad] = []
+    with Export(p, cfg(p, encoding=encoding), force=True) as export:
+        out.extend(export.rows(out.append))
+    key = None if b'"' in tail else tail.split(b";")[0].decode()
+    assert out[-1] == Bad(line, key, f"the file ends mid-record: {why}")
+    assert [item[0] for item in out[:-1]] == list(range(2, line))  # type: ignore[index]
+
+
+@pytest.mark.parametrize("data", [b"Record ID;Name", b"Record ID;Name\n1;a\r", b"Record ID\n1\n\n"])
+def test_a_header_alone_or_a_last_line_ended_by_any_break_is_not_cut(
+    tmp_path: Path, data: bytes
+) -> None:
+    p = tmp_path / "e.csv"
+    p.write_bytes(data)
+    _header, rows = read(p)
+    assert all(not isinstance(row, Bad) for row in rows)
+    assert len(rows) == data.count(b"1")
+
+
 # --- the raw path reads exactly what the csv module reads --------------------------------
 PIECES = [
     b"1",
@@ -147,7 +184,7 @@ def both_ways(path: Path, **kw: object) -> tuple[list[object], list[object], boo
     named: dict[bytes, list[str]] = {}
     for raw in (True, False):
         items: list[tuple[object, ...]] = []
-        with Export(path, cfg(path, **kw)) as export:
+        with Export(path, cfg(path, **kw), force=True) as export:  # a cut end quarantined
             used = used or export._raw_start is not None
             if not raw:
                 export._raw_start = None
