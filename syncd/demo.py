@@ -31,6 +31,7 @@ SANDBOX_TABLES: dict[str, str] = {
     "dropthought": (
         'email = "ops@example.com"\npassword = "sandbox-password"\n'
         'participant_group = "6f1c2a8e-1111-4a5b-9c0d-aaaaaaaaaaaa"\n'
+        'date_order = "DMY"\n'  # the sample export writes its dates DD/MM/YYYY (mostly)
     ),
     "altcraft": 'token = "sandbox-token"\ntrigger_id = 7\n',
     "hellocustomer": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,14 @@ base_url = "http://127.0.0.1:1"
 api_key = "{key}"
 mapping = "esputnik.toml"
 """
+
+
+# a Dropthought table with its packaged mapping
+DROPTHOUGHT = BASE.format(key="k").replace(
+    '[vendors.esputnik]\nbase_url = "http://127.0.0.1:1"\napi_key = "k"\nmapping = "esputnik.toml"',
+    '[vendors.dropthought]\nbase_url = "http://127.0.0.1:1"\nemail = "ops@example.com"\n'
+    f'password = "pw"\nparticipant_group = "g"\nmapping = "{files("syncd.mappings")}/dropthought.toml"',
+)
 
 
 def write(tmp_path: Path, text: str, mapping: str = ESPUTNIK_MAPPING) -> Path:
@@ -125,6 +134,15 @@ def test_secrets_from_env_file_and_credentials(
         (
             BASE.format(key="k") + 'streams = ["nps"]\n',
             "[vendors.esputnik] streams: esputnik offers no 'nps' stream (it offers: unsubscribes)",
+        ),
+        (
+            DROPTHOUGHT + 'date_timezone = "Europe/Bruxelles"\n',
+            "[vendors.dropthought] date_timezone: unknown time zone 'Europe/Bruxelles' (an IANA "
+            'name such as "UTC" or "Europe/Brussels")',
+        ),
+        (
+            DROPTHOUGHT + 'date_order = "YMD"\n',
+            "[vendors.dropthought] date_order: 'YMD' is not one of 'DMY', 'MDY'",
         ),
         # numbers out of their range hang, spin or divide by zero at night
         (

@@ -7,17 +7,23 @@ Written from `dropthought.md` and the Dropthought notes in NOTES.md:
   seconds (1 hour), the refresh token `refresh_ttl` (24 hours), measured on `now`, an
   injectable wall clock (epoch seconds) so a test can expire tokens mid-run.
 - `POST /dtapp/api/token/renew` with `{"refreshToken"}` (or the raw refresh token as
-  `Authorization`, as the SDK sends it) → new tokens, same shape; an expired or unknown
-  refresh token → 401. Earlier tokens stay valid until their own `exp` (stateless JWTs).
+  `Authorization`, as the SDK sends it) → new tokens, in login's shape, or with
+  `renew_shape = "top"` at the top level `{"accessToken", "refreshToken"}` (where
+  Dropthought's React Native SDK reads them); an expired or unknown refresh token → 401.
+  Earlier tokens stay valid until their own `exp` (stateless JWTs).
 - `POST /dtapp/api/participant/?participantgroupuuid=<uuid>` with `Authorization: Bearer
   <access>` (else 401): `{"header": [...], "data": [...]}`, one participant. Every header
-  name must be one of the list's metadata names (`metadata`, name → Dropthought type), at
-  most once, with one string per header; an EMAIL value must look like an address and a
-  PHONE value must carry its country code (+...). A bad body, or a contact the sandbox was
-  told to reject (matched on its email or phone), → 400 `{"success": false, "message"}`.
-  An unknown participant group → 404. The answer is the documented one: `result[0]` with
-  `data`, `header`, `meta_data` and `phi_data` as JSON-encoded strings (a "Primary Key"
-  column appended) and `participant_uuid`.
+  name must be one of the list's metadata names (`metadata`, name → Dropthought type:
+  NAME, EMAIL, PHONE, DATE, String), at most once, with one string per header; an EMAIL
+  value must look like an address, a PHONE value must be `+` and its digits (the country
+  code first), a DATE value `YYYY-MM-DD HH:MM:SS` (the document's format, which advanced
+  scheduling reads); an empty value is stored empty. A bad body, or a contact the sandbox
+  was told to reject (matched on its email or phone), → 400 `{"success": false, "message"}`
+  (the document's `success` flag; the `message` is assumed). An unknown participant group
+  → 404. The answer is the documented one: `result[0]` with `data`, `header`, `meta_data`
+  and `phi_data` as JSON-encoded strings (a "Primary Key" column appended) and
+  `participant_uuid` — unless `answer` is set: then the participant is added and that JSON
+  is the answer (to play answers that are not the acknowledgement).
 - Participants are keyed by their primary key (name + email, as in the documented
   answer): adding one again keeps its uuid, takes the new values and counts a trigger.
 """
@@ -34,7 +40,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
@@ -54,6 +60,7 @@ DEFAULT_METADATA: dict[str, str] = {
 }
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE = re.compile(r"^\+[0-9]{6,15}$")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 
 
 @dataclass
@@ -72,6 +79,16 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _is_date(value: str) -> bool:
+    if not DATE.match(value):
+        return False
+    try:
+        datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return False
+    return True
 
 
 def _error(message: str, status: int) -> Response:
@@ -95,6 +112,7 @@ class DropthoughtSim(Simulator):
         metadata: Mapping[str, str] | None = None,
         access_ttl: int = 3600,
         refresh_ttl: int = 86400,
+        renew_shape: Literal["result", "top"] = "result",
         now: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
@@ -104,6 +122,8 @@ class DropthoughtSim(Simulator):
         self.metadata = dict(DEFAULT_METADATA if metadata is None else metadata)
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
+        self.renew_shape = renew_shape
+        self.answer: Any = None  # when set, the participant call's answer (after adding)
         self.now = now
         self._key = uuid.uuid4().bytes  # signs this simulator's tokens
         self.reset_state()
@@ -190,7 +210,8 @@ class DropthoughtSim(Simulator):
             return _error("Refresh token is invalid or expired", 401)
         with self.lock:
             self.renewals += 1
-        return json_response(self._issue())
+        issued = self._issue()
+        return json_response(issued if self.renew_shape == "result" else issued["result"])
 
     def participant(self, request: Request) -> Response:
         auth = request.headers.get("Authorization", "")
@@ -213,6 +234,8 @@ class DropthoughtSim(Simulator):
             return _error(refused, 400)
         name = next((record[h] for h, t in zip(header, types, strict=True) if t == "NAME"), "")
         participant = self._add(name + email, record)
+        if self.answer is not None:
+            return json_response(self.answer)
         answer = {
             "created_time": participant.created_time,
             "data": json.dumps([*body["data"], ""]),
@@ -247,6 +270,8 @@ class DropthoughtSim(Simulator):
                 return f"{name}: invalid email {value!r}"
             if value and kind == "PHONE" and not PHONE.match(value):
                 return f"{name}: phone number must start with its country code (+...)"
+            if value and kind == "DATE" and not _is_date(value):
+                return f"{name}: date must be YYYY-MM-DD HH:MM:SS, not {value!r}"
         return None
 
     def _add(self, primary_key: str, record: dict[str, str]) -> Participant:

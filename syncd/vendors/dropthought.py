@@ -5,7 +5,8 @@
   `renew_margin` seconds before it expires, then renewed with `POST /dtapp/api/token/renew`
   (`{"refreshToken"}`, and the raw refresh token as `Authorization`, as Dropthought's SDK
   sends it); when the refresh token has expired too, or renewal is refused, we log in again.
-  One thread renews at a time: the others wait and use its token.
+  One thread renews at a time: the others wait and use its token. `syncd check --online`
+  logs in: that proves the email and password and changes nothing.
 - `POST /dtapp/api/participant/?participantgroupuuid=<uuid>` with `Authorization: Bearer`,
   body `{"header": [...], "data": [...]}`: the header names are the participant list's
   metadata names — `email_header`, `phone_header` and `name_header` for the mapping's
@@ -13,38 +14,74 @@
   the token once and retries; a second 401 logs in again and retries; a third is an
   AuthError. Any other 4xx refuses that one participant (FAILED with Dropthought's words).
   The call is never repeated on a read timeout (a trigger: the outcome is unknown).
-- The answer's `data`, `header` and `meta_data` are JSON-encoded strings: they are parsed,
-  and a value Dropthought stored differently from what was sent is logged (names only);
-  `participant_uuid` becomes the delivery's ref.
+- Acknowledgement, as documented: `"success": true` and `result[0].participant_uuid`, which
+  becomes the delivery's ref. Any other 2xx answer — `{}`, `"success": "false"`, no uuid,
+  not JSON — is `unknown`, never `sent` and never re-sent on our own. The answer's
+  `data`, `header` and `meta_data` are JSON-encoded strings: they are parsed, and a value
+  Dropthought stored differently from what was sent is logged (names only).
+- A list's metadata have types (`NAME`, `EMAIL`, `PHONE`, `DATE`, `String`); the mapping's
+  `[types]` table types its `[metadata]` names `DATE` or `PHONE` (the `[fields]` are EMAIL,
+  PHONE and NAME already). A DATE value is sent as `YYYY-MM-DD HH:MM:SS` (the document's
+  format, which advanced scheduling reads), a PHONE value as E.164. A value that cannot be
+  converted quarantines the contact for Dropthought only, saying which metadata, column and
+  value, and why.
 
 Assumptions (unknown in Dropthought's documents): there is no documented export of
 responses, unsubscribes or NPS, so this connector pulls nothing. Rate limits are unknown:
 429 and 5xx are retried with backoff like everywhere else. A refused participant is
-answered with a 4xx whose JSON `message` says why (a 2xx with `"success": false` is read
-the same way). Renewal answers like login; a renewal without a new refresh token keeps the
-old one. A token whose lifetime cannot be read from its `exp` is given the documented one.
-Values are sent as exported: Dropthought's example writes dates as `YYYY-MM-DD HH:MM:SS`.
+answered with a 4xx, or a 2xx with `"success": false`, whose JSON `message` says why. Token
+renewal answers like login, `result.{accessToken, refreshToken}`, or with both at the top
+level (as Dropthought's React Native SDK reads them); a renewal without a new refresh token
+keeps the old one. A token whose lifetime cannot be read from its `exp` is given the
+documented one. DATE conversion, shown here with `date_order = "DMY"`: `2026-01-10 14:05:30`
+→ `2026-01-10 14:05:30`; `2026-01-10 14:05` → `2026-01-10 14:05:00`; `2026-01-10T14:05:30`
+→ `2026-01-10 14:05:30`; `2026-01-10T14:05:30.250` → `2026-01-10 14:05:30` (fractions are
+dropped); `2026-01-10T14:05:30Z` → `2026-01-10 14:05:30`; `2026-01-10T14:05:30+01:00` →
+`2026-01-10 13:05:30`; `2026-01-10` → `2026-01-10 00:00:00` (a date alone is midnight);
+`10/01/2026` → `2026-01-10 00:00:00`; `10/01/2026 14:05` → `2026-01-10 14:05:00`;
+`1/2/2026 9:05:30` → `2026-02-01 09:05:30`; with `date_order = "MDY"` the two first numbers
+swap. A time with `Z` or an offset is converted to `date_timezone` (default UTC: the list's
+zone is not documented); a time without one is taken to be in it already. Slashed dates are
+read by `date_order` only, never guessed: unset, they are quarantined; so is a day > 12
+where `date_order` puts the month (`01/13/2026` under DMY: the column is in the other order).
+Refused too: impossible dates (`31/02/2026`), two-digit years (`10/01/26`), other
+separators (`10.01.2026`), month names. An empty DATE is sent empty, as a metadata left out
+would be stored: one header for every participant, and a cleared date reaches Dropthought.
+A PHONE value must carry its country code (`+32 470 12 34 56`, `0032 470 12 34 56` →
+`+32470123456`); the connector does not see `[source] phone_region`, so a national number
+in a PHONE metadata is quarantined (map it as `[fields] phone`, which is normalised with
+the region). An empty PHONE is sent empty.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 import requests
 
 from syncd.config import Option
 from syncd.crashpoints import crashpoint
-from syncd.errors import AuthError, ConfigError, FatalError
+from syncd.errors import AuthError, ConfigError, FatalError, OptionError
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
 
 API = "/dtapp/api"
 ACCESS_LIFETIME = 3600.0  # documented: 1 hour
 REFRESH_LIFETIME = 86400.0  # documented: 24 hours
 FIELDS = ("email", "phone", "name")
+LIST_DATE = "%Y-%m-%d %H:%M:%S"  # the document's DATE format
+ISO_DATE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+)
+SLASHED_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 
 
 class Dropthought(Connector):
@@ -63,12 +100,36 @@ class Dropthought(Connector):
         "renew_margin": Option(
             float, default=300.0, help="renew the access token this many seconds before expiry"
         ),
+        "date_order": Option(
+            str,
+            choices=("DMY", "MDY"),
+            help="how the export writes slashed dates (DD/MM/YYYY or MM/DD/YYYY); unset, "
+            "a slashed DATE value is quarantined",
+        ),
+        "date_timezone": Option(
+            str,
+            default="UTC",
+            help="the time zone of the list's DATE values: a time with Z or an offset is "
+            "converted to it",
+        ),
     }
     field_names = frozenset(FIELDS)
     field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {
         "email": "email",
         "phone": "phone",
     }
+    value_types = ("DATE", "PHONE", "String")
+
+    @classmethod
+    def check_options(cls, base_url: str, options: Mapping[str, Any]) -> None:
+        try:
+            ZoneInfo(options["date_timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise OptionError(
+                "date_timezone",
+                f"unknown time zone {options['date_timezone']!r}",
+                hint='an IANA name such as "UTC" or "Europe/Brussels"',
+            ) from None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -87,6 +148,22 @@ class Dropthought(Connector):
                 file=str(mapping.path),
                 table="metadata",
             )
+        typed_fields = sorted(set(mapping.types) & set(mapping.fields))
+        if typed_fields:
+            raise ConfigError(
+                "the [fields] are typed already (email EMAIL, phone PHONE, name NAME); "
+                "give types to [metadata] names only",
+                file=str(mapping.path),
+                table="types",
+                key=typed_fields[0],
+            )
+        # the metadata to convert, with the CRM column each comes from (for the reason)
+        self.typed = [
+            (name, kind, mapping.metadata[name])
+            for name, kind in mapping.types.items()
+            if kind != "String"
+        ]
+        self.zone = ZoneInfo(self.opts["date_timezone"])
         self.tokens = Tokens(self)
         self._prepared: str | None = None
 
@@ -95,10 +172,29 @@ class Dropthought(Connector):
             return "no email and no phone: Dropthought cannot reach the participant"
         return None
 
+    def shape(self, contact: Contact) -> Contact | str:
+        """The contact with its DATE and PHONE metadata in the list's formats, or why not."""
+        reason = self.validate(contact)
+        if reason or not self.typed:
+            return reason or contact
+        metadata = dict(contact.metadata)
+        for name, kind, column in self.typed:
+            value = metadata.get(name, "")
+            if not value:
+                continue  # sent empty, as a metadata left out is stored
+            try:
+                if kind == "DATE":
+                    metadata[name] = list_date(value, self.opts["date_order"], self.zone)
+                else:
+                    metadata[name] = international_phone(value)
+            except ValueError as exc:
+                return f"{kind} metadata {name!r} (column {column!r}): {exc}"
+        return dataclasses.replace(contact, metadata=metadata)
+
     def check(self) -> str:
         """Log in: proves the email and password (it changes nothing)."""
         self.tokens.login()
-        return "logged in"
+        return f"logged in as {self.opts['email']}"
 
     # --- push --------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -134,8 +230,10 @@ class Dropthought(Connector):
                 self.log.info("access token refused", next=step)
                 token = self.tokens.refused(token, step)
                 continue
-            except FatalError as exc:  # a 4xx about this participant
-                return Result(contact.key, Status.FAILED, exc.reason)
+            except FatalError as exc:
+                if type(exc) is not FatalError:
+                    raise  # not about this participant (the quota, the URL): for the loop
+                return Result(contact.key, Status.FAILED, exc.reason)  # a 4xx about this one
             return self._read(contact, resp, body)
 
     def _read(self, contact: Contact, resp: requests.Response, body: dict[str, Any]) -> Result:
@@ -144,11 +242,7 @@ class Dropthought(Connector):
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
-            return Result(
-                contact.key,
-                Status.UNKNOWN,
-                f"unreadable answer ({resp.text[:80]!r}): the participant may have been added",
-            )
+            answer = {}
         if answer.get("success") is False:
             reason = answer.get("message") or "refused without a message"
             return Result(contact.key, Status.FAILED, f"HTTP {resp.status_code}: {reason}")
@@ -156,6 +250,10 @@ class Dropthought(Connector):
         record = results[0] if isinstance(results, list) and results else {}
         if not isinstance(record, dict):
             record = {}
+        uuid = record.get("participant_uuid")
+        if answer.get("success") is not True or not isinstance(uuid, str) or not uuid:
+            text = f"HTTP {resp.status_code}: {resp.text[:80]!r}"
+            return Result(contact.key, Status.UNKNOWN, unacknowledged(text))
         stored = echoed(record)
         sent = zip(body["header"], body["data"], strict=True)
         changed = [h for h, v in sent if stored.get(h) != v] if stored else []
@@ -163,10 +261,66 @@ class Dropthought(Connector):
             self.log.warning(
                 "Dropthought stored other values than sent", key=contact.key, headers=changed
             )
-        uuid = record.get("participant_uuid")
-        if not uuid:
-            self.log.warning("the answer names no participant_uuid", key=contact.key)
-        return Result(contact.key, Status.SENT, ref=str(uuid) if uuid else None)
+        return Result(contact.key, Status.SENT, ref=uuid)
+
+
+def unacknowledged(answer: str) -> str:
+    return (
+        f"answered without Dropthought's acknowledgement (success: true and a "
+        f"participant_uuid): {answer}; the participant may have been added and surveyed: "
+        "check in Dropthought, then `syncd retry --unknown` if it was not"
+    )
+
+
+def list_date(value: str, order: str | None, zone: ZoneInfo) -> str:
+    """An export date as the list's `YYYY-MM-DD HH:MM:SS` (see the module docstring), or
+    ValueError saying why it cannot be read."""
+    if ISO_DATE.fullmatch(value):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a calendar date and time") from None
+        if when.tzinfo is not None:
+            when = when.astimezone(zone).replace(tzinfo=None)
+        return when.strftime(LIST_DATE)
+    slashed = SLASHED_DATE.fullmatch(value)
+    if slashed is None:
+        raise ValueError(
+            f"cannot read {value!r} as a date: write it as ISO 8601 (2026-01-10, "
+            "2026-01-10T14:05:30+01:00), DD/MM/YYYY or MM/DD/YYYY, with an optional HH:MM[:SS]"
+        )
+    if order is None:
+        raise ValueError(
+            f"{value!r} may be DD/MM/YYYY or MM/DD/YYYY: set date_order in [vendors.dropthought]"
+        )
+    a, b, year, hour, minute, sec = (int(g or 0) for g in slashed.groups())
+    day, month = (a, b) if order == "DMY" else (b, a)
+    if month > 12 and day <= 12:
+        raise ValueError(
+            f"{value!r} has month {month} under date_order = {order!r}: the column looks "
+            f"{'MM/DD' if order == 'DMY' else 'DD/MM'}/YYYY; fix the export or date_order"
+        )
+    try:
+        return datetime(year, month, day, hour, minute, sec).strftime(LIST_DATE)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a calendar date and time") from None
+
+
+def international_phone(value: str) -> str:
+    """E.164 for a number written with its country code (`+` or `00`), or ValueError."""
+    compact = value.strip()
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    try:
+        number = phonenumbers.parse(compact, None)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_possible_number(number):
+        raise ValueError(
+            f"{value!r} has no country code: Dropthought needs it (+32 470 12 34 56); fix the "
+            "export, or map the column as [fields] phone, normalised with [source] phone_region"
+        )
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
 def echoed(record: dict[str, Any]) -> dict[str, str]:
@@ -261,10 +415,15 @@ class Tokens:
             answer = resp.json()
         except ValueError:
             answer = None
-        result = answer.get("result") if isinstance(answer, dict) else None
-        access = result.get("accessToken") if isinstance(result, dict) else None
-        if not isinstance(result, dict) or not isinstance(access, str) or not access:
-            message = answer.get("message") if isinstance(answer, dict) else None
+        if not isinstance(answer, dict):
+            answer = {}
+        # `result.{accessToken, refreshToken}` as documented, or both at the top level
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            result = answer
+        access = result.get("accessToken")
+        if not isinstance(access, str) or not access:
+            message = answer.get("message")
             raise AuthError(
                 f"{what} answered without an access token: {message or resp.text[:120]!r}",
                 vendor="dropthought",

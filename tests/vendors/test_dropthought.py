@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
@@ -32,12 +33,19 @@ PARTICIPANT = "/dtapp/api/participant/"
 class World:
     """A simulator and connectors sharing one fake clock; `skew` moves only the vendor's."""
 
-    def __init__(self, folder: Path, password: str = "sandbox-password") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        password: str = "sandbox-password",
+        renew_shape: Literal["result", "top"] = "result",
+    ) -> None:
         self.folder = folder
         self.clock = FakeClock(datetime(2026, 3, 1, tzinfo=UTC))
         self.skew = 0.0
         self.sim = DropthoughtSim(
-            password=password, now=lambda: self.clock.now().timestamp() + self.skew
+            password=password,
+            renew_shape=renew_shape,
+            now=lambda: self.clock.now().timestamp() + self.skew,
         )
         self.server = Server(self.sim).start()
 
@@ -65,9 +73,11 @@ class World:
         )
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
+@pytest.fixture(params=["result", "top"], ids=["renewal-in-result", "renewal-at-top"])
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    """Every test runs with both shapes of a renewal's answer: `result.{accessToken,
+    refreshToken}` as login answers, and both at the top level, where the SDK reads them."""
+    w = World(tmp_path, renew_shape=request.param)
     yield w
     w.server.stop()
 
@@ -316,4 +326,55 @@ def test_n_contacts_make_n_participant_calls(world: World, n: int) -> None:
     assert len(results) == n and {r.status for r in results} == {Status.SENT}
     assert world.counts() == (1, 0, n)
     assert len(world.sim.requests()) == n + 1  # every request: the contacts and one login
+    assert set(triggers(world.sim).values()) == {1}
+
+
+def test_check_logs_in_and_says_so_and_a_wrong_password_names_the_vendor(world: World) -> None:
+    assert world.connector().check() == "logged in as ops@example.com"
+    with pytest.raises(AuthError) as refused:
+        world.connector(password="wrong-password").check()
+    assert str(refused.value).startswith("dropthought: HTTP 401: Invalid email or password")
+    assert world.counts() == (2, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {},
+        {"success": "false"},
+        {"success": "true", "result": [{"participant_uuid": "e29272f4"}]},
+        {"success": True},
+        {"success": True, "result": []},
+        {"success": True, "result": [{"participant_uuid": ""}]},
+        {"result": [{"participant_uuid": "e29272f4"}]},
+        [],
+    ],
+    ids=[
+        "empty",
+        "false-string",
+        "true-string",
+        "no-result",
+        "no-record",
+        "no-uuid",
+        "no-success",
+        "array",
+    ],
+)
+def test_an_answer_without_the_documented_acknowledgement_is_unknown_and_not_resent(
+    world: World, tmp_path: Path, answer: Any
+) -> None:
+    """Only `success: true` with a `participant_uuid` says Dropthought added the participant;
+    after any other 2xx it may have, so the trigger is `unknown`, never sent again by us."""
+    connector = world.connector()
+    store, now = pending(tmp_path, 1)
+    world.sim.answer = answer
+    out = Deliverer(store, connector, lambda: now, max_attempts=3).run()
+    assert out.counts["unknown"] == 1 and out.counts["sent"] == 0
+    [row] = store.query("SELECT status, reason FROM deliveries")
+    assert row["status"] == "unknown"
+    assert "without Dropthought's acknowledgement" in row["reason"]
+    assert store.query("SELECT * FROM vendor_state") == []
+    Deliverer(store, connector, lambda: now, max_attempts=3).run()
+    store.close()
+    assert world.sim.count(PARTICIPANT) == 1
     assert set(triggers(world.sim).values()) == {1}
