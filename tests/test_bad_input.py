@@ -103,7 +103,6 @@ FATAL: dict[str, tuple[bytes, int, str]] = {
         2,
         "header has bytes that are not valid utf-8",
     ),
-    "header_only_without_a_line_break": (HEADER.rstrip(), 3, "has no usable rows"),
     # the CRM's job died mid-write: a key cut to `100` would be a new contact, an email cut
     # to `bob@example.co` a change
     "cut_in_the_key": (

@@ -139,17 +139,6 @@ def test_an_export_that_ends_mid_record_is_refused_or_read_without_that_record(
     assert [item[0] for item in out[:-1]] == list(range(2, line))  # type: ignore[index]
 
 
-@pytest.mark.parametrize("data", [b"Record ID;Name", b"Record ID;Name\n1;a\r", b"Record ID\n1\n\n"])
-def test_a_header_alone_or_a_last_line_ended_by_any_break_is_not_cut(
-    tmp_path: Path, data: bytes
-) -> None:
-    p = tmp_path / "e.csv"
-    p.write_bytes(data)
-    _header, rows = read(p)
-    assert all(not isinstance(row, Bad) for row in rows)
-    assert len(rows) == data.count(b"1")
-
-
 # --- the raw path reads exactly what the csv module reads --------------------------------
 PIECES = [
     b"1",
