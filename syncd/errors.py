@@ -6,7 +6,8 @@
     │   └── NotSettledError         the export is still being written       (exit 3)
     ├── GuardError                  refused by a safety guard               (exit 3)
     │   └── LockHeldError           another syncd holds the instance lock   (exit 3)
-    ├── StoreError                  the SQLite store cannot be used         (exit 2)
+    ├── StoreError                  the store is full, read-only, damaged,  (exit 2)
+    │                               locked, or from a newer syncd
     ├── StopRequested               SIGTERM/SIGINT during a wait: stop now  (exit 0)
     └── VendorError                 a vendor call did not succeed
         ├── RetriableError          429, 5xx, connection refused: try again later
@@ -90,7 +91,7 @@ class LockHeldError(GuardError):
 
 
 class StoreError(SyncdError):
-    """The SQLite store cannot be opened or migrated."""
+    """The SQLite store cannot be opened, read or written; the message names its path."""
 
 
 class StopRequested(SyncdError):

@@ -101,6 +101,24 @@ def test_a_sync_that_fills_the_disk_stops_with_disk_full_and_loses_nothing(
         assert report.delivered["esputnik"].counts["sent"] >= 2900 - len(before)
 
 
+# --- locked -----------------------------------------------------------------------------
+def test_a_store_another_connection_keeps_locked_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state, "BUSY_TIMEOUT_MS", 1000)  # rather than waiting 30 s
+    store = Store.open(tmp_path / "syncd.db")
+    analyst = sqlite3.connect(tmp_path / "syncd.db", isolation_level=None)
+    analyst.execute("BEGIN IMMEDIATE")  # an analyst's write, never committed
+    try:
+        with pytest.raises(StoreError, match="stayed locked by another connection for 1 s"):
+            store.start_run("reconcile", NOW)
+    finally:
+        analyst.execute("ROLLBACK")
+        analyst.close()
+    assert store.start_run("reconcile", NOW) == 1  # usable once the analyst lets go
+    store.close()
+
+
 # --- no write permission -----------------------------------------------------------------
 @contextmanager
 def unprivileged() -> Iterator[None]:
