@@ -48,8 +48,9 @@ def damaged(path: Path, problems: str) -> StoreError:
     """The error for a store whose file is damaged or not a SQLite database."""
     return StoreError(
         f"the store {path} is damaged: {problems}",
-        hint=f"stop syncd and restore {path} from its backup, or salvage it with "
-        f"`sqlite3 {path} .recover | sqlite3 {path}.recovered` and move that into its place",
+        hint=f"stop syncd and restore {path} from its backup, or salvage it into a new file "
+        f"with `sqlite3 {path} .recover | sqlite3 {path}.recovered` (or .dump: README, "
+        "'A damaged store') and move that into its place",
     )
 
 
@@ -296,12 +297,14 @@ class Store:
         It reads every page, so it takes seconds on a large store; `damaged(path, problems)`
         is the error to report."""
         try:
-            problems = [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
+            found = [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
         except sqlite3.DatabaseError as exc:
             if not _is_damage(exc):
                 self._raise(exc)
             return str(exc)
-        return "; ".join(problems)
+        # one line: a problem may span lines, under a "*** in database main ***" heading
+        lines = (line.strip() for problem in found for line in problem.splitlines())
+        return "; ".join(line for line in lines if line and not line.startswith("***"))
 
     # --- runs -------------------------------------------------------------------------
     def start_run(self, kind: str, now: datetime, export_path: str | None = None) -> int:
@@ -391,6 +394,28 @@ class Store:
                 "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, "
                 "updated_at = ? WHERE id = ?",
                 [(iso(now), i) for i in ids],
+            )
+
+    def newer_open(self, vendor: str, ids: Sequence[int]) -> set[int]:
+        """Those of `ids` that a newer open delivery (pending, in flight) of the same
+        contact and vendor replaces."""
+        if not ids:
+            return set()
+        rows = self.query(
+            "SELECT d.id FROM deliveries d JOIN json_each(?) j ON d.id = j.value "
+            "WHERE EXISTS (SELECT 1 FROM deliveries n WHERE n.vendor = d.vendor AND n.key = d.key "
+            "AND n.id > d.id AND n.status IN ('pending', 'in_flight')) AND d.vendor = ?",
+            (json.dumps(list(ids)), vendor),
+        )
+        return {r["id"] for r in rows}
+
+    def supersede(self, ids: Iterable[int], reason: str, now: datetime) -> None:
+        """These open deliveries will never be sent: a newer one of the contact replaces them."""
+        with self.write() as c:
+            c.executemany(
+                "UPDATE deliveries SET status = 'superseded', reason = ?, job = NULL, "
+                "updated_at = ? WHERE id = ?",
+                [(reason, iso(now), i) for i in ids],
             )
 
     def record_job(self, ids: Iterable[int], job: str, now: datetime) -> None:
