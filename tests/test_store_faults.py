@@ -253,17 +253,21 @@ def test_quick_check_finds_damage_that_opening_does_not(store_path: Path) -> Non
     assert_recovery_said(state.damaged(store_path, problems), store_path)
 
 
-def test_a_command_on_a_damaged_store_prints_one_error_not_a_traceback(
-    tmp_path: Path, store_path: Path
-) -> None:
-    config = tmp_path / "syncd.toml"
+def config_beside(store: Path) -> Path:
+    """A minimal config for the store at `store` (a vendor nothing listens for)."""
+    config = store.parent / "syncd.toml"
     config.write_text(
         '[source]\npath = "contacts.csv"\nkey = "Record ID"\n'
-        '[store]\npath = "syncd.db"\n[vendors.esputnik]\nbase_url = "http://127.0.0.1:9"\n'
+        f'[store]\npath = "{store.name}"\n[vendors.esputnik]\nbase_url = "http://127.0.0.1:9"\n'
         'api_key = "k"\nmapping = "esputnik.toml"\n',
         encoding="utf-8",
     )
-    (tmp_path / "esputnik.toml").write_text('[fields]\nemail = "Email"\n', encoding="utf-8")
+    (store.parent / "esputnik.toml").write_text('[fields]\nemail = "Email"\n', encoding="utf-8")
+    return config
+
+
+def test_a_command_on_a_damaged_store_prints_one_error_not_a_traceback(store_path: Path) -> None:
+    config = config_beside(store_path)
     damage(store_path, "garbage over later pages")
     proc = subprocess.run(
         [*SYNCD, "--config", str(config), "status"], capture_output=True, text=True, timeout=60
