@@ -1,10 +1,19 @@
 """The delivery loop: pending deliveries → batches → vendor → recorded outcomes.
 
-A delivery is `in_flight` (attempt counted) before its request goes; an async job id is
-recorded the moment the connector learns it; the outcome is recorded after. So a crash at
-any point leaves the ledger saying what may have happened, and `resume` settles it:
-a recorded job is polled, an upsert without one is re-sent, a trigger without one becomes
-`unknown` (never re-sent on our own).
+A delivery is `in_flight` (attempt counted) only while a request carrying it may be out:
+it is marked by the HTTP client's write hook right before the first byte goes (after any
+pacing or backoff sleep), and put back to `pending` when an attempt ends in a way that
+proves the vendor did not act. An async job id is recorded the moment the connector
+learns it; the outcome is recorded after. So a crash at any point leaves the ledger saying
+what may have happened, and `resume` settles it: a recorded job is polled, an upsert
+without one is re-sent (unless a newer delivery of the same contact supersedes it), a
+trigger without one becomes `unknown` (never re-sent on our own).
+
+Only the newest open delivery of a contact is ever sent to a vendor: older pending or
+in-flight ones (left by a crash, then a newer export) are `superseded`, so a stale payload
+is never sent after a fresh one. A trigger whose outcome is unknown stops its vendor for
+the run (a vendor answering like that would make every later contact unknown too); a
+configuration error (a 3xx, 404, 405) stops it with every contact left pending.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import structlog
 from syncd.crashpoints import crashpoint
 from syncd.errors import (
     AuthError,
+    EndpointError,
     FatalError,
     OutcomeUnknownError,
     QuotaError,
@@ -30,6 +40,7 @@ from syncd.errors import (
     VendorDownError,
     VendorError,
 )
+from syncd.log import scrub
 from syncd.state import Store
 from syncd.vendors.base import Connector, Contact, Result, Status
 
@@ -97,7 +108,14 @@ class Deliverer:
         jobs: dict[str | None, list[sqlite3.Row]] = {}
         for row in rows:
             jobs.setdefault(row["job"], []).append(row)
+        newer = self.store.newer_open(self.vendor, [r["id"] for r in rows])
         for job, group in jobs.items():
+            if job is None and self.connector.kind == "upsert":
+                stale = [r for r in group if r["id"] in newer]
+                self._supersede(stale, "in flight when syncd stopped; a newer delivery replaces it")
+                group = [r for r in group if r["id"] not in newer]
+                if not group:
+                    continue
             ids = {r["key"]: r["id"] for r in group}
             contacts = [_contact(r) for r in group]
             if job is not None:
@@ -129,6 +147,15 @@ class Deliverer:
         rows = self.store.pending(self.vendor)
         if not rows:
             return
+        newest: dict[str, sqlite3.Row] = {}
+        for row in rows:  # in id order: the last one of a key is its newest
+            newest[row["key"]] = row
+        if len(newest) < len(rows):
+            kept = {r["id"] for r in newest.values()}
+            self._supersede(
+                [r for r in rows if r["id"] not in kept], "a newer delivery replaces it"
+            )
+            rows = list(newest.values())
         ids = {r["key"]: r["id"] for r in rows}
         contacts = [_contact(r) for r in rows]
         sent = 0
@@ -150,8 +177,7 @@ class Deliverer:
         except VendorError as exc:
             self._stopped(exc)  # nothing about these contacts went: they stay pending
             return False
-        self.store.mark_in_flight(batch_ids.values(), self.now())
-
+        flight = _Flight(self, batch_ids)
         jobs: list[str] = []
 
         def on_job(job: str) -> None:
@@ -159,30 +185,34 @@ class Deliverer:
             jobs.append(job)
             crashpoint("job_recorded")
 
+        http = self.connector.http
+        http.on_write, http.on_unsent = flight.write, flight.unsent
         try:
             results = self.connector.push(batch, on_job)
         except StopRequested:
             if not jobs:  # nothing reached the vendor that a restart could not redo
-                self._settle(
-                    batch_ids, [Result(c.key, Status.PENDING, None) for c in batch], count=False
-                )
+                flight.pending(None)
             raise  # with a job recorded, the batch stays in flight and is resumed on restart
-        except (AuthError, QuotaError) as exc:
-            self._settle(batch_ids, [Result(c.key, Status.PENDING, exc.reason) for c in batch])
+        except (AuthError, QuotaError, EndpointError) as exc:
+            flight.pending(exc.reason)
             self._stopped(exc)
             return False
         except RetriableError as exc:
-            self._settle(batch_ids, [Result(c.key, Status.PENDING, exc.reason) for c in batch])
-            if isinstance(exc, VendorDownError) or self.connector.http.breaker.open:
+            flight.pending(exc.reason)
+            if isinstance(exc, VendorDownError) or http.breaker.open:
                 self._stopped(exc)
                 return False
             return True
         except OutcomeUnknownError as exc:
-            status = Status.UNKNOWN if self.connector.kind == "trigger" else Status.PENDING
-            self._settle(batch_ids, [Result(c.key, status, exc.reason) for c in batch])
-            return not self.connector.http.breaker.open
+            if self.connector.kind == "upsert" or not flight.marked:
+                flight.pending(exc.reason)  # re-sending an upsert is harmless
+                return not http.breaker.open
+            self._settle(batch_ids, [Result(c.key, Status.UNKNOWN, exc.reason) for c in batch])
+            self._stop_unknown(len(batch), exc.reason)
+            return False
         except FatalError as exc:
             if len(batch) == 1:
+                flight.write()  # a refusal counts as an attempt, sent or not
                 self._settle(batch_ids, [Result(batch[0].key, Status.FAILED, exc.reason)])
                 reason, n = self._refusals
                 self._refusals = (exc.reason, n + 1 if reason == exc.reason else 1)
@@ -200,15 +230,35 @@ class Deliverer:
             log.info(
                 "batch refused, splitting", vendor=self.vendor, size=len(batch), error=exc.reason
             )
-            self._settle(
-                batch_ids, [Result(c.key, Status.PENDING, None) for c in batch], count=False
-            )
+            flight.pending(None, count=False)
             half = len(batch) // 2
             return self._send(batch[:half], ids) and self._send(batch[half:], ids)
+        finally:
+            http.on_write = http.on_unsent = None
         crashpoint("before_ack_recorded")
         self._refusals = ("", 0)
+        flight.write()  # a connector that answered without a request still spent an attempt
         self._settle(batch_ids, results)
+        unknown = [r for r in results if r.status is Status.UNKNOWN]
+        if unknown and self.connector.kind == "trigger":
+            self._stop_unknown(len(unknown), unknown[0].reason or "no acknowledgement")
+            return False
         return True
+
+    def _stop_unknown(self, n: int, reason: str) -> None:
+        """A trigger vendor that left contacts unknown is stopped: it would do it again."""
+        self._stopped(
+            OutcomeUnknownError(
+                f"stopped after an answer that leaves {n} contact(s) unknown ({reason}); "
+                "the rest stay pending for the next run",
+                vendor=self.vendor,
+            )
+        )
+
+    def _supersede(self, rows: Sequence[sqlite3.Row], reason: str) -> None:
+        if rows:
+            self.store.supersede([r["id"] for r in rows], reason, self.now())
+            self.out.counts["superseded"] += len(rows)
 
     def _settle(
         self, ids: dict[str, int], results: Sequence[Result], *, count: bool = True
@@ -220,7 +270,8 @@ class Deliverer:
             if result is None:
                 log.error("connector returned no result for a contact", vendor=self.vendor, key=key)
                 result = Result(key, Status.PENDING, "no answer for this contact; retried")
-            outcomes.append((did, key, result.status.value, result.reason, result.ref))
+            reason = scrub(result.reason) if result.reason else None  # a vendor's own words
+            outcomes.append((did, key, result.status.value, reason, result.ref))
             if count:
                 self.out.counts[result.status.value] += 1
         self.store.settle(self.vendor, outcomes, self.now(), self.max_attempts)
@@ -228,3 +279,31 @@ class Deliverer:
     def _stopped(self, exc: Exception) -> None:
         self.out.stopped = str(exc)
         log.error("vendor stopped for this run", vendor=self.vendor, error=str(exc))
+
+
+class _Flight:
+    """Whether one batch is `in_flight`: marked by the HTTP client's write hook, unmarked
+    when an attempt proves the vendor did not act."""
+
+    def __init__(self, deliverer: Deliverer, ids: dict[str, int]) -> None:
+        self.d = deliverer
+        self.ids = ids
+        self.marked = False
+
+    def write(self) -> None:
+        if not self.marked:
+            self.d.store.mark_in_flight(self.ids.values(), self.d.now())
+            self.marked = True
+
+    def unsent(self) -> None:
+        if self.marked:
+            self.pending(None, count=False)
+
+    def pending(self, reason: str | None, *, count: bool = True) -> None:
+        """Back to pending, the attempt unspent (nothing is written if never marked)."""
+        if self.marked:
+            results = [Result(key, Status.PENDING, reason) for key in self.ids]
+            self.d._settle(self.ids, results, count=count)
+            self.marked = False
+        elif count:
+            self.d.out.counts["pending"] += len(self.ids)

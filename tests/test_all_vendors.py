@@ -115,10 +115,14 @@ def test_a_read_timeout_on_a_trigger_is_unknown_listed_and_resent_only_on_retry(
     status = collect(fleet.cfg, datetime.now(UTC))
     assert [a["status"] for a in status["attention"]] == ["unknown"]
     assert "syncd retry --unknown" in render(status)
+    # the vendor was stopped for the run: the four after the unknown one wait
+    assert fleet.statuses("dropthought")["pending"] == 4
     before = fleet.sims["dropthought"].count("/dtapp/api/participant")
     fleet.write(5, {0: 0})
-    fleet.sync()  # the unknown trigger is never re-sent on syncd's own
-    assert fleet.sims["dropthought"].count("/dtapp/api/participant") == before
+    fleet.sync()  # the unknown trigger is never re-sent on syncd's own; the four go
+    assert fleet.sims["dropthought"].count("/dtapp/api/participant") == before + 4
+    assert fleet.statuses("dropthought")["unknown"] == 1
+    before += 4
     cfg = fleet.cfg
     with opened(cfg) as store:
         retried = deliver(cfg, store, fleet.clock, ["unknown"], ["dropthought"])

@@ -24,6 +24,7 @@ import structlog
 from syncd.clock import SYSTEM, Clock
 from syncd.config import Option, VendorConfig
 from syncd.http import HttpClient, Pacer
+from syncd.log import add_secrets
 
 
 class Status(StrEnum):
@@ -101,6 +102,7 @@ class Connector(ABC):
     def __init__(self, config: VendorConfig, *, clock: Clock = SYSTEM) -> None:
         self.config = config
         self.opts = config.options
+        add_secrets(config.secrets)  # whoever built the connector, its secrets never show
         self.clock = clock
         self.log = structlog.get_logger(f"syncd.vendors.{self.name}").bind(vendor=self.name)
         self.http = HttpClient(

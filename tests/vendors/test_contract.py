@@ -123,7 +123,8 @@ def test_a_rejected_contact_fails_with_the_vendor_reason(
 def test_a_503_is_retried(kit: Kit, served: tuple[Simulator, Server], tmp_path: Path) -> None:
     sim, server = served
     connector = make_connector(kit, server.url, tmp_path)
-    sim.faults.add("status", status=503, count=1, path=kit.push_path)
+    # with Retry-After the vendor says it did not act: a trigger is retried too
+    sim.faults.add("status", status=503, retry_after="1", count=1, path=kit.push_path)
     contacts = [kit.contact(i) for i in range(3)]
     outcome, _ = deliver(connector, contacts, tmp_path)
     assert all(s == "sent" for s, _r in outcome.values())
@@ -146,7 +147,7 @@ def test_a_vendor_that_stays_down_leaves_everything_pending(
 ) -> None:
     sim, server = served
     connector = make_connector(kit, server.url, tmp_path)
-    sim.faults.add("down", status=503)
+    sim.faults.add("down", status=503, retry_after="1")
     contacts = [kit.contact(i) for i in range(3)]
     outcome, deliverer = deliver(connector, contacts, tmp_path)
     assert {s for s, _r in outcome.values()} == {"pending"}
