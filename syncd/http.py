@@ -46,6 +46,7 @@ from syncd.errors import (
     RetriableError,
     VendorDownError,
 )
+from syncd.log import scrub
 
 log = structlog.get_logger("syncd.http")
 
@@ -149,7 +150,7 @@ def error_text(resp: requests.Response, limit: int = 300) -> str:
             if isinstance(body.get(key), str) and body[key]:
                 text = body[key]
                 break
-    text = text or resp.reason or ""
+    text = scrub(text or resp.reason or "")  # before cutting: half a secret is still one
     return f"HTTP {resp.status_code}: {text[:limit]}"
 
 
@@ -186,15 +187,20 @@ class _Outcome(Exception):
         self.case, self.text, self.status = case, text, status
 
 
+def loads(data: str | bytes) -> Any:
+    """A vendor's JSON, by orjson: nesting past its depth limit is a ValueError like any
+    unreadable text, never a RecursionError. Use it for every piece of vendor JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+
+
 class VendorResponse(requests.Response):
-    """A response whose `json()` is guarded: orjson (nesting past its limit is refused),
-    and any unreadable body raises ValueError, as `requests` does."""
+    """A response whose `json()` is `loads`."""
 
     def json(self, **_: Any) -> Any:
-        try:
-            return orjson.loads(self.content)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"not JSON: {exc}") from None
+        return loads(self.content)
 
 
 class _Watchdog:
@@ -280,6 +286,11 @@ class _Adapter(HTTPAdapter):
             conn = _conn_class(pool.ConnectionCls, self.watchdog)
             pools[scheme] = type(pool.__name__, (pool,), {"ConnectionCls": conn})
         self.poolmanager.pool_classes_by_scheme = pools
+
+
+def snippet(resp: requests.Response, limit: int = 120) -> str:
+    """The start of an answer's text for a message, scrubbed before it is cut."""
+    return scrub(resp.text)[:limit]
 
 
 class HttpClient:
@@ -548,7 +559,7 @@ def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc)
+    text = scrub(str(exc))
     return text if len(text) < 200 else text[:200] + "…"
 
 

@@ -124,6 +124,13 @@ class _Plan:
     answer: str
     forward: bool  # True: the vendor acts first, then the answer is replaced
     count: int
+    path: str | None = None  # only requests whose path starts with this
+    method: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.path is None or path.startswith(self.path)) and (
+            self.method is None or method == self.method
+        )
 
 
 class HostileProxy:
@@ -150,21 +157,32 @@ class HostileProxy:
         self._thread.join(5)
         self._sock.close()
 
-    def plan(self, answer: str, *, acted: bool, count: int = 1) -> None:
-        """The next `count` requests get `answer`, after (`acted`) or instead of the vendor."""
+    def plan(
+        self,
+        answer: str,
+        *,
+        acted: bool,
+        count: int = 1,
+        path: str | None = None,
+        method: str | None = None,
+    ) -> None:
+        """The next `count` matching requests get `answer`, after (`acted`) or instead of
+        the vendor's own."""
         assert answer in ANSWERS, answer
         with self._lock:
-            self._plans.append(_Plan(answer, acted, count))
+            self._plans.append(_Plan(answer, acted, count, path, method))
 
-    def _next(self) -> _Plan | None:
+    def _next(self, line: str) -> _Plan | None:
+        method, _, rest = line.partition(" ")
+        path = rest.partition(" ")[0].partition("?")[0]
         with self._lock:
-            if not self._plans:
-                return None
-            plan = self._plans[0]
-            plan.count -= 1
-            if plan.count <= 0:
-                self._plans.pop(0)
-            return plan
+            for plan in self._plans:
+                if plan.matches(method, path):
+                    plan.count -= 1
+                    if plan.count <= 0:
+                        self._plans.remove(plan)
+                    return plan
+            return None
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -182,8 +200,9 @@ class HostileProxy:
             request = _read_request(client)
             if request is None:
                 return
-            self.seen.append(request.split(b"\r\n", 1)[0].decode("latin-1"))
-            plan = self._next()
+            line = request.split(b"\r\n", 1)[0].decode("latin-1")
+            self.seen.append(line)
+            plan = self._next(line)
             upstream = b""
             if plan is None or plan.forward:
                 upstream = self._forward(request)

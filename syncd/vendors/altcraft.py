@@ -59,7 +59,7 @@ from syncd.errors import (
     QuotaError,
     RetriableError,
 )
-from syncd.http import Pacer, pacer_for
+from syncd.http import Pacer, pacer_for, snippet
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
 
 API = "/api/v1.1/campaigns/triggers"
@@ -203,7 +203,7 @@ class Altcraft(Connector):
         resp = self.http.request("POST", f"{API}/get", json=body, ok=_envelope)
         answer = _parsed(resp)
         if answer is None:
-            raise RetriableError(f"not an Altcraft answer: {resp.text[:120]!r}", vendor=self.name)
+            raise RetriableError(f"not an Altcraft answer: {snippet(resp)!r}", vendor=self.name)
         campaign = self._refused(answer, launch=False).get("data")
         if not isinstance(campaign, dict) or not campaign.get("is_active"):
             raise FatalError(
@@ -222,9 +222,9 @@ class Altcraft(Connector):
         answer = _parsed(resp)
         if answer is None:
             if resp.status_code == 413:
-                raise FatalError(f"HTTP 413: {resp.text[:120]}", vendor=self.name, status=413)
+                raise FatalError(f"HTTP 413: {snippet(resp)}", vendor=self.name, status=413)
             raise OutcomeUnknownError(
-                f"HTTP {resp.status_code}, not an Altcraft answer: {resp.text[:120]!r}",
+                f"HTTP {resp.status_code}, not an Altcraft answer: {snippet(resp)!r}",
                 vendor=self.name,
                 status=resp.status_code,
             )

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -71,6 +70,7 @@ import requests
 from syncd.config import Option
 from syncd.crashpoints import crashpoint
 from syncd.errors import AuthError, ConfigError, FatalError, OptionError
+from syncd.http import loads, snippet
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
 
 API = "/dtapp/api"
@@ -252,7 +252,7 @@ class Dropthought(Connector):
             record = {}
         uuid = record.get("participant_uuid")
         if answer.get("success") is not True or not isinstance(uuid, str) or not uuid:
-            text = f"HTTP {resp.status_code}: {resp.text[:80]!r}"
+            text = f"HTTP {resp.status_code}: {snippet(resp, 80)!r}"
             return Result(contact.key, Status.UNKNOWN, unacknowledged(text))
         stored = echoed(record)
         sent = zip(body["header"], body["data"], strict=True)
@@ -336,7 +336,7 @@ def decoded(value: Any) -> list[Any] | None:
     """A JSON array, whether sent as an array or as a string holding one."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = loads(value)
         except ValueError:
             return None
     return value if isinstance(value, list) else None
@@ -425,7 +425,7 @@ class Tokens:
         if not isinstance(access, str) or not access:
             message = answer.get("message")
             raise AuthError(
-                f"{what} answered without an access token: {message or resp.text[:120]!r}",
+                f"{what} answered without an access token: {message or snippet(resp)!r}",
                 vendor="dropthought",
                 hint="check the email and password",
             )
@@ -455,7 +455,7 @@ def _claims(token: str) -> dict[str, Any]:
     if len(parts) != 3:
         return {}
     try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        claims = loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except ValueError:
         return {}
     return claims if isinstance(claims, dict) else {}

@@ -48,6 +48,7 @@ from typing import Any, ClassVar, Literal
 
 from syncd.config import Option
 from syncd.errors import FatalError, OptionError, RetriableError
+from syncd.http import loads, snippet
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
 ADDRESS_FIELDS = ("region", "town", "address", "postcode")
@@ -205,7 +206,7 @@ class ESputnik(Connector):
                 raise FatalError(message, vendor=self.name)
             raise RetriableError(
                 f"the answer has no asyncSessionId, so nothing was acknowledged: "
-                f"{resp.text[:200]!r}",
+                f"{snippet(resp, 200)!r}",
                 vendor=self.name,
             )
         on_job(session)
@@ -341,7 +342,7 @@ def _ref(ids: dict[str, Any], c: Contact) -> str | None:
 
 def _json(text: str, vendor: str) -> dict[str, Any]:
     try:
-        data = json.loads(text) if text.strip() else {}
+        data = loads(text) if text.strip() else {}
     except ValueError:
         raise RetriableError(f"answer is not JSON: {text[:120]!r}", vendor=vendor) from None
     if not isinstance(data, dict):
@@ -351,7 +352,7 @@ def _json(text: str, vendor: str) -> dict[str, Any]:
 
 def _json_list(text: str, vendor: str) -> list[dict[str, Any]]:
     try:
-        data = json.loads(text) if text.strip() else []
+        data = loads(text) if text.strip() else []
     except ValueError:
         raise RetriableError(f"answer is not JSON: {text[:120]!r}", vendor=vendor) from None
     if not isinstance(data, list):

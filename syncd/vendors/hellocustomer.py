@@ -80,7 +80,7 @@ from syncd.errors import (
     OutcomeUnknownError,
     RetriableError,
 )
-from syncd.http import Pacer, pacer_for
+from syncd.http import Pacer, loads, pacer_for, snippet
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
 # the documented language ids, with their ISO 639-1 code and the names a CRM may use
@@ -322,8 +322,7 @@ class HelloCustomer(Connector):
             if message is not None:
                 raise FatalError(f"HTTP {status}: {message}", vendor=self.name, status=status)
             raise OutcomeUnknownError(
-                f"HTTP {status} without a validation message, so not a refusal: "
-                f"{resp.text[:120]!r}",
+                f"HTTP {status} without a validation message, so not a refusal: {snippet(resp)!r}",
                 vendor=self.name,
                 status=status,
                 hint="the respondents may have been added; check the touchpoint before "
@@ -333,7 +332,7 @@ class HelloCustomer(Connector):
         if status != 200 or failed:
             why = failed or "only a 200 acknowledges addmultipletocache"
             raise OutcomeUnknownError(
-                f"HTTP {status} is no acknowledgement ({why}): {resp.text[:120]!r}",
+                f"HTTP {status} is no acknowledgement ({why}): {snippet(resp)!r}",
                 vendor=self.name,
                 status=status,
                 hint="the respondents may have been added; check the touchpoint before "
@@ -524,7 +523,7 @@ def _body(text: str) -> Any:
     if not text.strip():
         return None
     try:
-        return json.loads(text)
+        return loads(text)
     except ValueError:
         return _NOT_JSON
 
@@ -563,7 +562,7 @@ def _cursor(ts: datetime) -> str:
 
 def _json(text: str, vendor: str, kind: type[Any]) -> Any:
     try:
-        data = json.loads(text) if text.strip() else kind()
+        data = loads(text) if text.strip() else kind()
     except ValueError:
         raise RetriableError(f"answer is not JSON: {text[:120]!r}", vendor=vendor) from None
     if not isinstance(data, kind):

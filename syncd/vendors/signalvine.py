@@ -74,6 +74,7 @@ from requests.auth import AuthBase
 from syncd.clock import Clock
 from syncd.config import Option
 from syncd.errors import AuthError, ConfigError, FatalError, RetriableError
+from syncd.http import loads, snippet
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
 POLL_FIRST = 2.0  # the doc: "status 2 seconds after your initial POST,
@@ -461,7 +462,7 @@ def _report(message: Any) -> dict[str, Any] | None:
     """The command's `message` as an import report (an object, or a string holding one)."""
     if isinstance(message, str):
         try:
-            message = json.loads(message)
+            message = loads(message)
         except ValueError:
             return None
     return message if isinstance(message, dict) else None
@@ -475,7 +476,7 @@ def _object(resp: requests.Response, vendor: str) -> dict[str, Any]:
     try:
         data = resp.json()
     except ValueError:
-        raise RetriableError(f"answer is not JSON: {resp.text[:120]!r}", vendor=vendor) from None
+        raise RetriableError(f"answer is not JSON: {snippet(resp)!r}", vendor=vendor) from None
     if not isinstance(data, dict):
-        raise RetriableError(f"answer is not a JSON object: {resp.text[:120]!r}", vendor=vendor)
+        raise RetriableError(f"answer is not a JSON object: {snippet(resp)!r}", vendor=vendor)
     return data
