@@ -177,13 +177,22 @@ def check(ctx: Ctx, online: bool) -> None:
     from syncd.diff import Projector
     from syncd.pipeline import open_connectors
     from syncd.source import Export, find_export
-    from syncd.state import Store
+    from syncd.state import Store, damaged
 
     cfg = ctx.cfg
     click.echo(f"config {cfg.path}: ok ({', '.join(cfg.vendors)})")
-    store = Store.open(cfg.store.path)
-    click.echo(f"store {cfg.store.path}: {store.integrity_check()}")
-    store.close()
+    if cfg.store.path.exists():
+        # neither creates nor migrates it; open refuses a store from a newer syncd
+        store = Store.open(cfg.store.path, create=False, migrate=False)
+        try:
+            problems = store.quick_check()
+        finally:
+            store.close()
+        if problems != "ok":
+            raise damaged(cfg.store.path, problems)
+        click.echo(f"store {cfg.store.path}: ok")
+    else:
+        click.echo(f"store {cfg.store.path}: not created yet (the first `syncd sync` creates it)")
     connectors = open_connectors(cfg, SYSTEM)
     try:
         path = find_export(cfg.source, SYSTEM.now())

@@ -168,8 +168,9 @@ class Daemon:
     def _job(self, kind: str, work: Any) -> RunReport | None:
         if self.stop.is_set():
             return None
-        store = Store.open(self.cfg.store.path)
+        store: Store | None = None
         try:
+            store = Store.open(self.cfg.store.path)
             report: RunReport = work(store)
         except StopRequested:
             log.info("job interrupted by stop request", job=kind)
@@ -183,7 +184,8 @@ class Daemon:
             notify(f"STATUS=last {kind} crashed; see the journal")
             return None
         finally:
-            store.close()
+            if store is not None:
+                store.close()
         log.info("job finished", job=kind, summary=report.summary(), exit_code=report.exit_code)
         notify(f"STATUS={report.summary()}")
         return report

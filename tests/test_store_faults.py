@@ -400,3 +400,21 @@ def test_a_reader_holding_one_snapshot_costs_the_writer_one_wait_per_threshold(
         assert wal(path) < small_wal
     finally:
         store.close()
+
+
+def test_check_never_creates_the_store_and_says_when_it_is_damaged(store_path: Path) -> None:
+    config = config_beside(store_path)
+    check = [*SYNCD, "--config", str(config), "check"]
+    store_path.unlink()
+    proc = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"store {store_path}: not created yet" in proc.stdout
+    assert not store_path.exists()
+    store = Store.open(store_path)
+    add_runs(store, 2000)
+    store.close()
+    damage(store_path, "garbage over later pages")
+    proc = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"syncd: the store {store_path} is damaged: Page "), proc.stderr
+    assert ".recover" in proc.stderr and "Traceback" not in proc.stderr

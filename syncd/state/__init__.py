@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 
 from sqlite_utils import Database
 
+from syncd.log import scrub
 from syncd.errors import StoreError
 from syncd.state.schema import KNOWN, migrations
 
@@ -288,9 +289,6 @@ class Store:
             self._raise(exc)
         return row[0] if row else None
 
-    def integrity_check(self) -> str:
-        return str(self.scalar("PRAGMA integrity_check"))
-
     def quick_check(self) -> str:
         """Return "ok", or the damage `PRAGMA quick_check` finds (the first five problems).
 
@@ -332,6 +330,15 @@ class Store:
         quarantined: int | None = None,
         export_path: str | None = None,
     ) -> None:
+        # a vendor's words reach a run's message and its `stopped` counts: scrubbed here,
+        # before json.dumps (scrubbing JSON text could cut through an escape)
+        message = scrub(message)
+        counts = {
+            v: {k: scrub(x) if isinstance(x, str) else x for k, x in c.items()}
+            if isinstance(c, dict)
+            else c
+            for v, c in counts.items()
+        }
         with self.write() as c:
             c.execute(
                 """UPDATE runs SET finished_at = ?, status = ?, exit_code = ?, counts = ?,
