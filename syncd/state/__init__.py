@@ -32,8 +32,8 @@ from typing import Any, NoReturn
 
 from sqlite_utils import Database
 
-from syncd.log import scrub
 from syncd.errors import StoreError
+from syncd.log import scrub
 from syncd.state.schema import KNOWN, migrations
 
 BUSY_TIMEOUT_MS = 30_000
