@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 from syncd.analyst import markdown
+from syncd.config import DeliveryConfig
+from syncd.http import MAX_ANSWER, OUTCOMES
 from syncd.vendors import REGISTRY, Connector
 from tests.test_faults import readme_table
 
@@ -99,13 +101,42 @@ def block(name: str) -> str:
     return match.group(2).strip()
 
 
+def outcome_table() -> str:
+    """`syncd.http.OUTCOMES` as the README shows it."""
+    words = {
+        "retry": "retried, then pending",
+        "unknown": "**unknown**, never re-sent on its own",
+        "auth": "credentials refused: pending, vendor stopped",
+        "endpoint": "configuration: pending, vendor stopped",
+        "refused": "refused: the row fails (a batch is split)",
+        "answer": "read by the connector against the documented acknowledgement",
+    }
+    rows = ["| answer | idempotent call (read, poll, upsert) | trigger |", "|---|---|---|"]
+    rows += [f"| {case} | {words[up]} | {words[tr]} |" for case, (up, tr) in OUTCOMES.items()]
+    rows.append(
+        f"\nEvery answer is read under a {MAX_ANSWER // 2**20} MiB cap and every request "
+        "under `request_deadline` (default "
+        f"{DeliveryConfig().request_deadline:g} s, also cut at once by a stop request)."
+    )
+    return "\n".join(rows)
+
+
 def generated() -> dict[str, str]:
     """Every generated README block, by marker name."""
-    return {"VENDORS": vendor_reference(), "FAULTS": readme_table(), "SCHEMA": markdown()}
+    return {
+        "VENDORS": vendor_reference(),
+        "OUTCOMES": outcome_table(),
+        "FAULTS": readme_table(),
+        "SCHEMA": markdown(),
+    }
 
 
 def test_the_vendor_reference_matches_the_connectors() -> None:
     assert block("VENDORS") == vendor_reference().strip(), "stale: run python -m tests.test_readme"
+
+
+def test_the_outcome_table_matches_the_http_client() -> None:
+    assert block("OUTCOMES") == outcome_table().strip(), "stale: run python -m tests.test_readme"
 
 
 def test_the_reliability_table_matches_the_fault_matrix() -> None:

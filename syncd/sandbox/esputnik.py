@@ -36,8 +36,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, ClassVar
 
-from jsonschema import Draft4Validator  # type: ignore[import-untyped]
-from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
+from jsonschema import Draft4Validator
+from jsonschema.exceptions import best_match
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
