@@ -18,6 +18,7 @@ from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from tests.helpers import World, esputnik_table
+from tests.hostile import HostileProxy
 
 SYNCD = [sys.executable, "-m", "syncd.cli"]
 
@@ -218,3 +219,32 @@ def test_a_long_pause_gives_exactly_one_coalesced_reconcile(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_stops_within_seconds_even_while_a_vendor_drips_its_answer(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """A vendor dripping a byte every 0.2 s would hold a request for a minute (read_timeout
+    is per read): the stop request cuts it, far inside the unit's TimeoutStopSec."""
+    _app, server = sim
+    with HostileProxy(server.url) as proxy:
+        proxy.plan("slow drip", acted=True, count=99, path="/api/v1/contacts", method="POST")
+        world = daemon_world(tmp_path, proxy.url, "every 2s", "0 3 * * *")
+        notify = Notify(tmp_path / "notify.sock")
+        proc = start(world, notify)
+        try:
+            assert notify.wait_for("READY=1", 20), logged(world)
+            assert wait(lambda: any("POST /api/v1/contacts" in s for s in proxy.seen), 20)
+            time.sleep(0.5)  # well inside the dripping answer
+            stopped_at = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0, logged(world)
+            assert time.monotonic() - stopped_at < 5
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    conn = sqlite3.connect(world.folder / "syncd.db")
+    statuses = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"))
+    conn.close()
+    assert "in_flight" not in statuses and statuses.get("pending", 0) > 0, statuses
