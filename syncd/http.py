@@ -182,9 +182,11 @@ MAX_ANSWER = 32 * 1024 * 1024  # bytes of one answer, decoded; no vendor documen
 class _Outcome(Exception):
     """Internal: which row of OUTCOMES an exchange fell in, and its text."""
 
-    def __init__(self, case: str, text: str, status: int | None = None) -> None:
+    def __init__(
+        self, case: str, text: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(text)
-        self.case, self.text, self.status = case, text, status
+        self.case, self.text, self.status, self.retry_after = case, text, status, retry_after
 
 
 def loads(data: str | bytes) -> Any:
@@ -409,26 +411,29 @@ class HttpClient:
         if self.on_write is not None:
             self.on_write()
         started = self.clock.monotonic()
+        status = None
         try:
             resp = self._exchange(method, url, kwargs)
-            if (ok is not None and ok(resp)) or 200 <= resp.status_code < 300:
+            status = resp.status_code
+            if (ok is not None and ok(resp)) or 200 <= status < 300:
                 self.breaker.success()
                 return resp
             self._raise_for(resp)
+            raise AssertionError("unreachable")  # pragma: no cover
         except _Outcome as outcome:
             action = OUTCOMES[outcome.case][0 if idempotent else 1]
             if action == "retry" and self.on_unsent is not None and not idempotent:
                 self.on_unsent()  # a trigger is retried only where the vendor did not act
-            raise self._error(action, outcome, resp=None) from None
+            raise self._error(action, outcome) from None
         finally:
             log.debug(
                 "http",
                 vendor=self.vendor,
                 method=method,
                 path=_path_only(url),
+                status=status,
                 ms=round((self.clock.monotonic() - started) * 1000),
             )
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _exchange(self, method: str, url: str, kwargs: Mapping[str, Any]) -> requests.Response:
         """One request and its whole answer, read under the size cap and the deadline."""
@@ -485,11 +490,12 @@ class HttpClient:
             return "request cut short: syncd was asked to stop"
         return f"no whole answer within request_deadline = {self.policy.request_deadline:g} s"
 
-    def _error(self, action: str, outcome: _Outcome, resp: requests.Response | None) -> Exception:
+    def _error(self, action: str, outcome: _Outcome) -> Exception:
         text, status = outcome.text, outcome.status
         if action == "retry":
-            retry_after = getattr(outcome, "retry_after", None)
-            return RetriableError(text, vendor=self.vendor, status=status, retry_after=retry_after)
+            return RetriableError(
+                text, vendor=self.vendor, status=status, retry_after=outcome.retry_after
+            )
         if action == "unknown":
             return OutcomeUnknownError(text, vendor=self.vendor, status=status)
         if action == "auth":
@@ -510,11 +516,9 @@ class HttpClient:
         status = resp.status_code
         text = error_text(resp)
         if status == 429 or (status == 503 and resp.headers.get("Retry-After")):
-            outcome = _Outcome("429" if status == 429 else "503 with Retry-After", text, status)
-            outcome.retry_after = parse_retry_after(  # type: ignore[attr-defined]
-                resp.headers.get("Retry-After"), self.clock
-            )
-            raise outcome
+            case = "429" if status == 429 else "503 with Retry-After"
+            wait = parse_retry_after(resp.headers.get("Retry-After"), self.clock)
+            raise _Outcome(case, text, status, wait)
         if status >= 500:
             raise _Outcome("500, 502, 504, other 5xx, 503 without Retry-After", text, status)
         if status in (401, 403):
@@ -535,9 +539,7 @@ class HttpClient:
         try:
             self._raise_for(resp)
         except _Outcome as outcome:
-            raise self._error(
-                OUTCOMES[outcome.case][0 if idempotent else 1], outcome, resp
-            ) from None
+            raise self._error(OUTCOMES[outcome.case][0 if idempotent else 1], outcome) from None
 
 
 _BEFORE = "connection refused, DNS or TLS failure, connect timeout"
