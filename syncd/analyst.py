@@ -176,6 +176,20 @@ RELATIONS: tuple[Relation, ...] = (
         },
     ),
     Relation(
+        "digest_definitions",
+        "syncd's own bookkeeping: what each vendor's `vendor_state.hash` is computed from. "
+        "When it changes, a trigger vendor is re-baselined (its contacts recorded as "
+        "acknowledged, nobody surveyed) and an upsert vendor is sent its contacts again.",
+        {
+            "vendor": "Vendor name.",
+            "definition": "JSON: `digest` (syncd's digest version) and, for a trigger vendor, "
+            "`on_change`; for an upsert vendor `fields`, `metadata`, `types` and "
+            "`phone_region`.",
+            "recorded_at": "When the reconcile that recorded it ran.",
+            "run_id": "That reconcile (`runs.id`).",
+        },
+    ),
+    Relation(
         "fingerprint_cache",
         "syncd's own bookkeeping, nothing to query: the live contacts' fingerprints as one "
         "blob, so the nightly diff loads a million in milliseconds.",

@@ -89,8 +89,21 @@ def run(ctx: Ctx) -> None:
     is_flag=True,
     help="record the export as acknowledged without sending (first run of a trigger vendor)",
 )
+@click.option(
+    "--rebaseline/--no-rebaseline",
+    default=True,
+    help="when a trigger vendor's on_change (or syncd's digest) changed, survey every contact "
+    "it makes differ instead of re-baselining",
+)
 @pass_ctx
-def sync(ctx: Ctx, dry_run: bool, vendors: tuple[str, ...], force: bool, baseline: bool) -> None:
+def sync(
+    ctx: Ctx,
+    dry_run: bool,
+    vendors: tuple[str, ...],
+    force: bool,
+    baseline: bool,
+    rebaseline: bool,
+) -> None:
     """Reconcile the CRM export with the vendors now."""
     from syncd.pipeline import opened, reconcile
 
@@ -104,6 +117,7 @@ def sync(ctx: Ctx, dry_run: bool, vendors: tuple[str, ...], force: bool, baselin
             force=force,
             vendors=vendors or None,
             baseline=baseline,
+            rebaseline=rebaseline,
             progress=_progress(),
         )
     if sys.stderr.isatty():
@@ -123,6 +137,8 @@ def sync(ctx: Ctx, dry_run: bool, vendors: tuple[str, ...], force: bool, baselin
                     click.echo(f"      {col}: {old!r} → {new!r}")
     else:
         click.echo(report.summary())
+    for notice in report.plan.notices(dry_run) if report.plan else ():
+        click.echo(notice)
     sys.exit(report.exit_code)
 
 

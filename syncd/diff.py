@@ -72,6 +72,7 @@ def config_salt(cfg: Config, export: Export) -> int:
         "key": cfg.source.key,
         "ignore": cfg.source.ignore_columns,
         "region": cfg.source.phone_region,
+        "digest": DIGEST_VERSION,
         "vendors": {
             name: [
                 dict(v.mapping.fields),
@@ -84,6 +85,50 @@ def config_salt(cfg: Config, export: Export) -> int:
     }
     digest = hashlib.blake2b(json.dumps(sig, sort_keys=True).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+# Names how `Projector.digest` turns a row into a hash: bump it whenever the same row and
+# mapping would hash differently (the digest itself, the normalisation, a connector's
+# `shape` or `field_types`). Every stored hash is then another definition's: trigger
+# vendors are re-baselined rather than surveying everyone, upsert vendors are sent again.
+DIGEST_VERSION = 1
+UNRECORDED = "no digest definition was recorded (a store from before syncd kept them)"
+
+
+def redefinition(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """What differs between two digest definitions (`Projector.definition`), in a phrase."""
+    labels = {
+        "on_change": "[trigger] on_change",
+        "fields": "[fields]",
+        "metadata": "[metadata]",
+        "types": "[types]",
+        "phone_region": "[source] phone_region",
+    }
+    parts = []
+    if old.get("digest") != new.get("digest"):
+        parts.append(f"syncd's digest changed (version {old.get('digest')} → {new.get('digest')})")
+    for name, label in labels.items():
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        if isinstance(before, dict | None) and isinstance(after, dict | None):
+            before, after = before or {}, after or {}
+            edits = [f"+ {k} = {v!r}" for k, v in after.items() if k not in before]
+            edits += [f"- {k}" for k in before if k not in after]
+            edits += [
+                f"{k}: {before[k]!r} → {v!r}"
+                for k, v in after.items()
+                if k in before and before[k] != v
+            ]
+        elif isinstance(before, list | None) and isinstance(after, list | None):
+            before, after = before or [], after or []
+            edits = [f"+ {c!r}" for c in after if c not in before]
+            edits += [f"- {c!r}" for c in before if c not in after]
+            edits = edits or ["reordered"]  # the digest is positional
+        else:
+            edits = [f"{before!r} → {after!r}"]
+        parts.append(f"{label} changed: " + ", ".join(edits))
+    return "; ".join(parts)
 
 
 # --- normalisation -------------------------------------------------------------------------
@@ -211,10 +256,29 @@ class Projector:
     def digest(self, contact: Contact, row: list[str]) -> str:
         """What must differ for this vendor to be sent the contact again."""
         if self.trigger is not None:
-            return hash_record({str(n): row[i].strip() for n, i in enumerate(self.trigger)})
+            return self.watched(row)
         record = {f"f.{k}": v for k, v in contact.fields.items()}
         record.update({f"m.{k}": v for k, v in contact.metadata.items()})
         return hash_record(record)
+
+    def watched(self, row: list[str]) -> str:
+        """A trigger vendor's digest: its `on_change` columns only, by position."""
+        assert self.trigger is not None
+        return hash_record({str(n): row[i].strip() for n, i in enumerate(self.trigger)})
+
+    def definition(self) -> dict[str, Any]:
+        """Everything `digest` depends on besides the row: when it changes, every stored
+        hash of this vendor was made another way."""
+        mapping = self.vendor.mapping
+        if mapping.trigger is not None:
+            return {"digest": DIGEST_VERSION, "on_change": list(mapping.trigger.on_change)}
+        return {
+            "digest": DIGEST_VERSION,
+            "fields": dict(mapping.fields),
+            "metadata": dict(mapping.metadata),
+            "types": dict(mapping.types),
+            "phone_region": self.region,
+        }
 
 
 # --- the plan ------------------------------------------------------------------------------
@@ -224,6 +288,27 @@ class VendorPlan:
     kind: str
     counts: Counter[str] = field(default_factory=Counter)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    # why the stored hashes were made another way (`redefinition`), and whether this run
+    # re-baselines the vendor for it (a trigger vendor, unless --no-rebaseline)
+    redefined: str | None = None
+    rebaseline: bool = False
+
+    def notice(self, dry_run: bool) -> str | None:
+        """The one line a digest definition change deserves, if any."""
+        if self.redefined is None:
+            return None
+        if self.rebaseline:
+            n = self.counts["rebaselined"]
+            done = "would re-baseline" if dry_run else "re-baselined"
+            return (
+                f"{self.name}: {done} {n} contacts, surveying none: {self.redefined} "
+                "(to survey them instead, apply the change with `syncd sync --no-rebaseline`)"
+            )
+        n = self.counts["changed"]
+        sent = "surveyed" if self.kind == "trigger" else "re-sent"
+        return (
+            f"{self.name}: {self.redefined}: {n} contacts {'will be' if dry_run else 'are'} {sent}"
+        )
 
 
 @dataclass
@@ -240,6 +325,9 @@ class Plan:
 
     def counts(self) -> dict[str, Any]:
         return {name: dict(v.counts) for name, v in self.vendors.items()}
+
+    def notices(self, dry_run: bool = False) -> list[str]:
+        return [n for v in self.vendors.values() if (n := v.notice(dry_run))]
 
 
 class _Stored(NamedTuple):
@@ -280,6 +368,7 @@ class Differ:
         now: datetime,
         *,
         baseline: Iterable[str] = (),
+        rebaseline: bool = True,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -289,6 +378,7 @@ class Differ:
         self.now = now
         self.ts = iso(now)
         self.baseline = set(baseline)
+        self.may_rebaseline = rebaseline
         self.projectors: dict[str, Projector] = {}
         self.plan: Plan = Plan(run_id=run_id, export="")
 
@@ -302,6 +392,7 @@ class Differ:
                 vcfg, self.connectors[name], export.header, self.cfg.source.phone_region
             )
             plan.vendors[name] = VendorPlan(name, self.connectors[name].kind)
+        self._definitions()
         self.rowids: np.ndarray | None = None  # each known fingerprint's contact; see `_rows`
         self.renumbered = False  # a cached rowid named the wrong row: all were read again
         known = self._known()
@@ -321,12 +412,48 @@ class Differ:
             with _Writer(self.conn) as self.writer:
                 self._compare(export)
             self._gone()
+            self._rebaseline_absent(export.header)
         finally:
             self.conn.execute(
                 "UPDATE contacts_generation SET generation = generation + 1, in_diff = 0"
             )
+        for vplan in plan.vendors.values():
+            if vplan.redefined == UNRECORDED and not vplan.counts["rebaselined"]:
+                vplan.redefined = None  # its hashes were this definition's: nothing to say
         self._cache()
         return plan
+
+    def _definitions(self) -> None:
+        """Compare each vendor's digest definition with the one its stored hashes were made
+        with, and record the current one.
+
+        A trigger vendor whose definition changed is re-baselined (`_same_before`), unless
+        `rebaseline` is off. A store from before definitions were recorded is checked the
+        same way once: its hashes were made by the digest of version 1, but perhaps under
+        another mapping, and only the contacts' previous rows can tell.
+        """
+        stored = dict(self.conn.execute("SELECT vendor, definition FROM digest_definitions"))
+        for name, proj in self.projectors.items():
+            new = proj.definition()
+            text = orjson.dumps(new, option=orjson.OPT_SORT_KEYS).decode()
+            old = stored.get(name)
+            if old is not None and orjson.loads(old) == new:
+                continue
+            vplan = self.plan.vendors[name]
+            if old is not None:
+                vplan.redefined = redefinition(orjson.loads(old), new)
+            elif self.store.scalar("SELECT 1 FROM vendor_state WHERE vendor = ? LIMIT 1", (name,)):
+                vplan.redefined = UNRECORDED
+            vplan.rebaseline = bool(
+                vplan.redefined and proj.trigger is not None and self.may_rebaseline
+            )
+            self.conn.execute(
+                "INSERT INTO digest_definitions (vendor, definition, recorded_at, run_id) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (vendor) DO UPDATE SET "
+                "definition = excluded.definition, recorded_at = excluded.recorded_at, "
+                "run_id = excluded.run_id",
+                (name, text, self.ts, self.run_id),
+            )
 
     def _compare(self, export: Export) -> None:
         """Every row of the export against the known ones: unchanged rows marked seen, new
@@ -645,6 +772,12 @@ class Differ:
                 self._ack(name, cand.key, digest)
                 vplan.counts["baseline" if name in self.baseline else "not_triggered"] += 1
                 continue
+            if kind == "changed" and vplan.rebaseline and _same_before(proj, cand, old, header):
+                self._ack(name, cand.key, digest)
+                if opened:  # a real change still to send: acknowledged as this digest
+                    self._rehash(name, cand.key, digest)
+                vplan.counts["rebaselined"] += 1
+                continue
             if opened and opened[2] == digest:
                 vplan.counts["already_" + opened[1]] += 1
                 continue
@@ -695,6 +828,33 @@ class Differ:
                 return None
             vendor, when = row[0], f"on {row[1]}" if row[1] else "(planned, not sent yet)"
         return f"surveyed by {vendor} {when}: within min_days_between_surveys = {days}"
+
+    def _rebaseline_absent(self, header: list[str]) -> None:
+        """Re-baseline the contacts not in this export too, from their last row, so that one
+        coming back unchanged is not surveyed for the definition change."""
+        for name, proj in self.projectors.items():
+            if not self.plan.vendors[name].rebaseline:
+                continue
+            absent = self.conn.execute(
+                "SELECT vs.key, vs.hash, c.attributes FROM vendor_state vs JOIN contacts c "
+                "ON c.key = vs.key WHERE vs.vendor = ? AND c.gone_at IS NOT NULL",
+                (name,),
+            ).fetchall()
+            for key, stored, attributes in absent:
+                before = orjson.loads(attributes)
+                digest = proj.watched([before.get(col, "") for col in header])
+                if digest != stored:
+                    self._ack(name, key, digest)
+                    self._rehash(name, key, digest)
+                    self.plan.vendors[name].counts["rebaselined"] += 1
+
+    def _rehash(self, vendor: str, key: str, digest: str) -> None:
+        """Open deliveries of a re-baselined contact are acknowledged as its new digest."""
+        self.conn.execute(
+            f"UPDATE deliveries SET hash = ? WHERE vendor = ? AND key = ? "
+            f"AND status IN {OPEN_STATUSES!r}",
+            (digest, vendor, key),
+        )
 
     def _ack(self, vendor: str, key: str, digest: str) -> None:
         self.conn.execute(
@@ -921,6 +1081,18 @@ def _finder(known: np.ndarray) -> Callable[[np.ndarray], tuple[np.ndarray, np.nd
         return where, hit
 
     return find
+
+
+def _same_before(proj: Projector, cand: _Candidate, old: _Stored | None, header: list[str]) -> bool:
+    """Whether a trigger vendor's watched columns hold what they held in the contact's
+    previous row (its stored attributes), so only the definition changed, not the contact.
+    A column the previous row did not have is taken as unchanged: a column new to the
+    export, watched from the start, must not survey everyone."""
+    if old is None:
+        return True
+    before = orjson.loads(old.attributes)
+    row = [before.get(col, value) for col, value in zip(header, cand.row, strict=False)]
+    return proj.watched(row) == proj.watched(cand.row)
 
 
 def _on_new(proj: Projector) -> bool:

@@ -106,10 +106,14 @@ def reconcile(
     force: bool = False,
     vendors: Sequence[str] | None = None,
     baseline: bool = False,
+    rebaseline: bool = True,
     stop: Event | None = None,
     progress: Progress | None = None,
 ) -> RunReport:
-    """Diff the export against the store and deliver what changed. Raises SyncdError."""
+    """Diff the export against the store and deliver what changed. Raises SyncdError.
+
+    `rebaseline=False` sends what a changed digest definition makes differ (a trigger
+    vendor's new `on_change` column surveys everyone) instead of re-baselining it."""
     report = RunReport("dry run" if dry_run else "reconcile")
     connectors = open_connectors(cfg, clock)
     now = clock.now()
@@ -118,7 +122,18 @@ def reconcile(
         logmod.bind(run_id=report.run_id)
     try:
         _reconcile(
-            cfg, store, clock, connectors, report, dry_run, force, vendors, baseline, stop, progress
+            cfg,
+            store,
+            clock,
+            connectors,
+            report,
+            dry_run,
+            force,
+            vendors,
+            baseline,
+            rebaseline,
+            stop,
+            progress,
         )
     except SyncdError as exc:
         report.exit_code = exc.exit_code
@@ -152,6 +167,7 @@ def _reconcile(
     force: bool,
     vendors: Sequence[str] | None,
     baseline: bool,
+    rebaseline: bool,
     stop: Event | None,
     progress: Progress | None,
 ) -> None:
@@ -168,7 +184,13 @@ def _reconcile(
             with store.write():
                 run_id = report.run_id or store.insert_run("reconcile", now, str(path))
                 differ = Differ(
-                    cfg, store, connectors, run_id, now, baseline=targets if baseline else ()
+                    cfg,
+                    store,
+                    connectors,
+                    run_id,
+                    now,
+                    baseline=targets if baseline else (),
+                    rebaseline=rebaseline,
                 )
                 report.plan = differ.run(export)
                 refused = differ.guard(force)
@@ -188,6 +210,8 @@ def _reconcile(
         gone=plan.gone,
         counts=plan.counts(),
     )
+    for notice in plan.notices(dry_run):  # stored hashes made another way: say what it did
+        log.warning("digest definition changed", message=notice)
     if refused:
         raise GuardError(
             f"refused: {refused}; nothing was sent",

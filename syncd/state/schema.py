@@ -330,3 +330,21 @@ def m006_fingerprint_rows(db: Database) -> None:
         BEGIN UPDATE contacts_generation SET generation = generation + 1; END;
         """
     )
+
+
+@migration
+def m007_digest_definitions(db: Database) -> None:
+    """What each vendor's `vendor_state.hash` is computed from, so that a change to it (a
+    trigger vendor's `on_change`, an upsert vendor's mapping, syncd's digest) is seen as
+    such: a trigger vendor is then re-baselined instead of surveying everyone."""
+    db.executescript(
+        """
+        CREATE TABLE digest_definitions (
+            vendor TEXT PRIMARY KEY,
+            definition TEXT NOT NULL,           -- JSON: the digest version and mapping parts
+            recorded_at TEXT NOT NULL,
+            run_id INTEGER                      -- the reconcile that recorded it
+        );
+        """
+    )
+
