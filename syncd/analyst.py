@@ -162,7 +162,7 @@ RELATIONS: tuple[Relation, ...] = (
             "email": "Email, lower-case.",
             "phone": "Phone (E.164).",
             "channel": "`email`, `sms`, ...",
-            "at": "When they unsubscribed.",
+            "at": "When they unsubscribed (NULL: the vendor did not say).",
         },
     ),
     Relation(

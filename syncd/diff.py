@@ -1134,7 +1134,8 @@ def suppressions(
         "SELECT key, email, phone, vendor, channel, at FROM unsubscribes "
         f"WHERE key IN ({','.join('?' * len(keys))}) "
         f"OR email IN ({','.join('?' * len(emails))}) "
-        f"OR phone IN ({','.join('?' * len(phones))}) ORDER BY at"
+        # the earliest known time names the reason; an untimed opt-out suppresses all the same
+        f"OR phone IN ({','.join('?' * len(phones))}) ORDER BY at IS NULL, at"
     )
     out: dict[str, str] = {}
     channels = set(cfg.channels)
@@ -1145,5 +1146,6 @@ def suppressions(
             continue
         for match in (key if key in reach else None, by_email.get(email), by_phone.get(phone)):
             if match:
-                out.setdefault(match, f"unsubscribed at {vendor} ({channel or 'any'}) on {at}")
+                when = f"on {at}" if at else "(date unknown)"
+                out.setdefault(match, f"unsubscribed at {vendor} ({channel or 'any'}) {when}")
     return out

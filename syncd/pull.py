@@ -216,7 +216,8 @@ def _save_unsubscribe(c: Any, vendor: str, r: dict[str, Any], now: str) -> None:
     c.execute(
         "INSERT INTO unsubscribes (vendor, vendor_id, key, email, phone, channel, at, pulled_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vendor, vendor_id) DO UPDATE SET "
-        "key = coalesce(excluded.key, unsubscribes.key), at = excluded.at",
+        "key = coalesce(excluded.key, unsubscribes.key), "
+        "at = coalesce(excluded.at, unsubscribes.at)",  # a pull that does not know keeps it
         (
             vendor,
             r["vendor_id"],
@@ -224,7 +225,7 @@ def _save_unsubscribe(c: Any, vendor: str, r: dict[str, Any], now: str) -> None:
             (r.get("email") or "").lower() or None,
             r.get("phone"),
             r.get("channel"),
-            r.get("at") or now,
+            r.get("at") or None,  # NULL: the vendor did not say when
             now,
         ),
     )

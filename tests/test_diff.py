@@ -1,15 +1,22 @@
-"""The diff's look-up of fingerprints among the known ones, and its writer thread."""
+"""The diff's look-up of fingerprints among the known ones, its writer thread, and the
+suppression of opt-outs it reads from the store."""
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlite_utils import Database
 
-from syncd.diff import _finder, _Writer
+from syncd.config import SuppressionConfig
+from syncd.diff import _finder, _Writer, suppressions
+from syncd.pull import _save_unsubscribe
+from syncd.state import Store
+from syncd.state.schema import migrations
 
 FINGERPRINTS = st.integers(0, 2**63 - 1)
 
@@ -68,3 +75,36 @@ def test_an_error_in_the_diff_drops_the_writes_and_is_the_one_raised() -> None:
         writer.submit(INSERT, [(1, None)])  # fails too, but the diff's error is the news
         raise ValueError("the diff failed")
     assert not writer.thread.is_alive()
+
+
+def test_an_opt_out_without_a_time_is_stored_untimed_and_still_suppresses(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.db"
+    old = Database(path)  # a store from before untimed opt-outs, holding a timed one
+    migrations.apply(old, stop_before="m008_unsubscribes_untimed")
+    old.execute(
+        "INSERT INTO unsubscribes VALUES ('signalvine', 'p0', 'CRM-0', NULL, '+32470000000', "
+        "'sms', '2026-11-02T08:00:00+00:00', '2026-11-02T09:00:00+00:00')"
+    )
+    old.conn.commit()
+    old.close()
+
+    store = Store.open(path)
+    try:
+        table = store.db.table("unsubscribes")
+        assert table.pks == ["vendor", "vendor_id"]
+        assert [i.name for i in table.indexes if i.origin == "c"] == ["unsubscribes_key"]
+        assert store.query("SELECT * FROM unsubscribes_per_week")[0]["week"] == "2026-W44"
+        now = "2026-12-01T02:00:00+00:00"
+        with store.write() as c:
+            for vendor_id, phone in (("p0", "+32470000000"), ("p1", "+32470111111")):
+                record = {"vendor_id": vendor_id, "phone": phone, "channel": "sms", "at": None}
+                _save_unsubscribe(c, "signalvine", record, now)
+        at = dict(store.conn.execute("SELECT vendor_id, at FROM unsubscribes"))
+        assert at == {"p0": "2026-11-02T08:00:00+00:00", "p1": None}  # a later pull keeps a time
+
+        reach = {"CRM-1": (None, "+32470111111"), "CRM-2": (None, "+32470222222")}
+        assert suppressions(store, SuppressionConfig(), reach) == {
+            "CRM-1": "unsubscribed at signalvine (sms) (date unknown)"
+        }
+    finally:
+        store.close()

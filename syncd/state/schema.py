@@ -348,3 +348,42 @@ def m007_digest_definitions(db: Database) -> None:
         """
     )
 
+
+@migration
+def m008_unsubscribes_untimed(db: Database) -> None:
+    """An opt-out may come without a time (SignalVine): `unsubscribes.at` may be NULL.
+
+    The view over the table is dropped around the rebuild and made again as m003 made it:
+    renaming the rebuilt table into place re-checks the views, which some SQLite versions
+    refuse while their table is missing."""
+    db.execute("DROP VIEW unsubscribes_per_week")
+    db.table("unsubscribes").transform(not_null={"at": False})
+    db.execute(
+        """
+        CREATE VIEW unsubscribes_per_week AS
+        SELECT strftime('%Y-W%W', at) AS week, vendor, channel, count(*) AS unsubscribes
+        FROM unsubscribes GROUP BY week, vendor, channel
+        """
+    )
+
+
+@migration
+def m009_retention(db: Database) -> None:
+    """For `Store.prune`: a closed delivery's payload may be NULL, and deliveries are
+    indexed by run.
+
+    The NOT NULL goes by SQLite's own procedure for removing one in place (sqlite.org,
+    ALTER TABLE, "Making Other Kinds Of Table Schema Changes"): the stored CREATE TABLE is
+    edited and the schema version moved on. No row changes, so it is instant at any size,
+    where a rebuild would copy every delivery and remake the four views over the table.
+    The index: deleting a run makes SQLite look for deliveries naming it (the foreign key),
+    a scan of every delivery without one; run ids only grow, so its upkeep is an append."""
+    version = db.execute("PRAGMA schema_version").fetchone()[0]
+    db.execute("PRAGMA writable_schema = ON")
+    db.execute(
+        "UPDATE sqlite_master SET sql = replace(sql, 'payload TEXT NOT NULL,', 'payload TEXT,') "
+        "WHERE type = 'table' AND name = 'deliveries'"
+    )
+    db.execute(f"PRAGMA schema_version = {version + 1}")
+    db.execute("PRAGMA writable_schema = OFF")
+    db.execute("CREATE INDEX deliveries_run ON deliveries(run_id)")
