@@ -9,6 +9,7 @@ written as a literal, `env:NAME`, `file:PATH` or `credential:NAME` (systemd's
 from __future__ import annotations
 
 import codecs
+import ipaddress
 import os
 import stat
 import tomllib
@@ -114,6 +115,14 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """`[metrics]`: where `syncd run` serves Prometheus metrics; no `listen`, no server."""
+
+    listen: tuple[str, int] | None = None  # (IP address, port)
+    allow_remote: bool = False
+
+
+@dataclass(frozen=True)
 class TriggerRule:
     on_new: bool = True
     on_change: tuple[str, ...] = ()
@@ -160,6 +169,7 @@ class Config:
     suppression: SuppressionConfig
     delivery: DeliveryConfig
     vendors: Mapping[str, VendorConfig]
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -447,6 +457,10 @@ def load(path: Path) -> Config:
     delivery = _delivery(dlv, DeliveryConfig())
     dlv.check_unknown()
 
+    met = _Table(path, "metrics", top.get("metrics", dict, {}))
+    metrics = _metrics(met)
+    met.check_unknown()
+
     vendors_raw = top.get("vendors", dict, {})
     vendors: dict[str, VendorConfig] = {}
     for name in vendors_raw:
@@ -456,7 +470,38 @@ def load(path: Path) -> Config:
         raise top.error(
             "no [vendors.<name>] table", hint="enable at least one of " + ", ".join(VENDOR_NAMES)
         )
-    return Config(path, source, store, schedule, suppression, delivery, vendors)
+    return Config(path, source, store, schedule, suppression, delivery, vendors, metrics)
+
+
+def _metrics(table: _Table) -> MetricsConfig:
+    """`listen = "IP:port"` (IPv6 in brackets), on loopback unless `allow_remote = true`:
+    /metrics has no authentication, and it names the vendors and what waits for them."""
+    allow_remote = table.get("allow_remote", bool, False)
+    raw = table.get("listen", str, None)
+    if raw is None:
+        return MetricsConfig(allow_remote=allow_remote)
+    host, _, port = raw.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        address = None
+    if (
+        address is None
+        or (address.version == 6) != bracketed
+        or not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535)
+    ):
+        raise table.error(
+            f"{raw!r} is not IP:port", "listen", hint='e.g. "127.0.0.1:9464" or "[::1]:9464"'
+        )
+    if not address.is_loopback and not allow_remote:
+        raise table.error(
+            f"{host} is not a loopback address: /metrics has no authentication",
+            "listen",
+            hint="listen on 127.0.0.1 and let Prometheus reach it through a proxy or tunnel, "
+            "or set allow_remote = true",
+        )
+    return MetricsConfig(listen=(str(address), int(port)), allow_remote=allow_remote)
 
 
 def _check_encoding(table: _Table, encoding: str) -> None:
