@@ -25,6 +25,7 @@ import random
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -177,6 +178,21 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "2xx": ("answer", "answer"),
 }
 MAX_ANSWER = 32 * 1024 * 1024  # bytes of one answer, decoded; no vendor documents more
+# requests sent since the process started, by (vendor, outcome): "answer" for an answer
+# handed to the connector, else its OUTCOMES action; `syncd.metrics` reads it at each scrape
+REQUESTS: Counter[tuple[str, str]] = Counter()
+_requests_lock = threading.Lock()
+
+
+def _count(vendor: str, outcome: str) -> None:
+    with _requests_lock:
+        REQUESTS[(vendor, outcome)] += 1
+
+
+def requests_sent() -> dict[tuple[str, str], int]:
+    """A copy of `REQUESTS`."""
+    with _requests_lock:
+        return dict(REQUESTS)
 
 
 class _Outcome(Exception):
@@ -417,11 +433,13 @@ class HttpClient:
             status = resp.status_code
             if (ok is not None and ok(resp)) or 200 <= status < 300:
                 self.breaker.success()
+                _count(self.vendor, "answer")
                 return resp
             self._raise_for(resp)
             raise AssertionError("unreachable")  # pragma: no cover
         except _Outcome as outcome:
             action = OUTCOMES[outcome.case][0 if idempotent else 1]
+            _count(self.vendor, action)
             if action == "retry" and self.on_unsent is not None and not idempotent:
                 self.on_unsent()  # a trigger is retried only where the vendor did not act
             raise self._error(action, outcome) from None
