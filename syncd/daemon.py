@@ -28,6 +28,7 @@ from syncd.clock import SYSTEM, SystemClock
 from syncd.config import Config, load
 from syncd.errors import StopRequested, SyncdError
 from syncd.lock import InstanceLock
+from syncd.metrics import MetricsServer, StoreCollector
 from syncd.notify import notify, watchdog_interval
 from syncd.pipeline import RunReport, reconcile
 from syncd.pull import pull
@@ -56,10 +57,14 @@ class Daemon:
     def run(self) -> int:
         self.lock.acquire()  # LockHeldError → exit 3
         keeper: Store | None = None
+        metrics: MetricsServer | None = None
         try:
             # migrate before READY, and keep this connection until exit: SQLite keeps -wal
             # and -shm while one is open, and read-only analysts cannot create them
             keeper = Store.open(self.cfg.store.path)
+            if self.cfg.metrics.listen:
+                collector = StoreCollector(self.cfg.store.path, lambda: self.cfg.vendors)
+                metrics = MetricsServer(self.cfg.metrics.listen, collector)
             self.scheduler = self._scheduler()
             self._install_signals()
             self.scheduler.start()
@@ -75,6 +80,8 @@ class Daemon:
             log.info("stopped")
             return 0
         finally:
+            if metrics is not None:
+                metrics.close()
             if keeper is not None:
                 keeper.close()
             self.lock.release()
@@ -157,6 +164,8 @@ class Daemon:
         if cfg.store.path != self.cfg.store.path:
             log.error("config reload: [store] path cannot change while running; restart instead")
             return
+        if cfg.metrics != self.cfg.metrics:
+            log.warning("config reload: a change to [metrics] takes effect at the next restart")
         logmod.add_secrets(cfg.secrets)
         self.cfg = cfg
         if self.scheduler:
