@@ -440,7 +440,9 @@ class Differ:
             if old is not None and orjson.loads(old) == new:
                 continue
             vplan = self.plan.vendors[name]
-            if old is not None:
+            if name in self.baseline:
+                pass  # every contact is recorded as acknowledged anyway
+            elif old is not None:
                 vplan.redefined = redefinition(orjson.loads(old), new)
             elif self.store.scalar("SELECT 1 FROM vendor_state WHERE vendor = ? LIMIT 1", (name,)):
                 vplan.redefined = UNRECORDED

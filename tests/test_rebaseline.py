@@ -81,6 +81,11 @@ def test_watching_one_more_column_surveys_nobody_then_a_change_to_it_surveys_tha
         "+ 'City' (to survey them instead, apply the change with `syncd sync --no-rebaseline`)"
     ]
     assert world.sync().plan.notices() == []  # type: ignore[union-attr]  # said once
+    (tmp_path / "altcraft.toml").write_text(altcraft_mapping('["Closed Date", "Country"]'))
+    baseline = world.sync(baseline=True)  # acknowledges everything: nothing more to say
+    assert baseline.plan is not None and baseline.plan.notices() == []
+    (tmp_path / "altcraft.toml").write_text(altcraft_mapping('["Closed Date", "City"]'))
+    assert world.sync().plan.vendors["altcraft"].counts["rebaselined"] == N  # type: ignore[union-attr]
 
     export[4][CITY] = "Somewhere else"
     export[7][FIRST_NAME] = "Renamed"  # a column altcraft does not watch
