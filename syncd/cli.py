@@ -305,6 +305,23 @@ def sandbox(port: int, host: str) -> None:
     serve_sandbox(host, port, echo=click.echo)
 
 
+@cli.command("init")
+@click.argument("export", type=click.Path(path_type=Path))
+@click.option("--vendors", multiple=True, metavar="V[,V…]", help="the vendors to set up (required)")
+@click.option(
+    "--dir", "folder", type=click.Path(path_type=Path), default=Path("."), help="write here"
+)
+@click.option("--key", metavar="COLUMN", help="the CRM's unique id column, if not recognised")
+@click.option("--encoding", help="the export's encoding (default: UTF-8, else cp1252)")
+def init_command(
+    export: Path, vendors: tuple[str, ...], folder: Path, key: str | None, encoding: str | None
+) -> None:
+    """Write a commented syncd.toml and a mapping per vendor from an export's header."""
+    from syncd.init import init
+
+    init(export, vendors, folder, key=key, encoding=encoding, echo=click.echo)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
