@@ -46,14 +46,21 @@ def kits() -> dict[str, Kit]:
 
 
 class Loop:
-    def __init__(self, folder: Path, stack: Stack, seed: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        stack: Stack,
+        seed: int,
+        sim_options: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.folder = folder
         self.rng = random.Random(seed)
         self.kits = kits()
         self.sims: dict[str, Simulator] = {}
         urls = {}
         for name in self.kits:
-            self.sims[name] = SIMULATORS[name](**SIM_OPTIONS.get(name, {}))
+            options = SIM_OPTIONS if sim_options is None else sim_options
+            self.sims[name] = SIMULATORS[name](**options.get(name, {}))
             urls[name] = stack.add(self.sims[name]).url
         self.config = write_config(folder, urls)
         (folder / "exports").mkdir()
