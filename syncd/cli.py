@@ -184,6 +184,18 @@ def status(ctx: Ctx, as_json: bool, runs: int) -> None:
 
 
 @cli.command()
+@click.argument("who", metavar="KEY|EMAIL")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable (schema in the README)")
+@pass_ctx
+def show(ctx: Ctx, who: str, as_json: bool) -> None:
+    """One contact: attributes, each vendor's state and deliveries, quarantine, answers."""
+    from syncd.show import collect, render
+
+    data = collect(ctx.cfg, who)
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data))
+
+
+@cli.command()
 @click.option(
     "--online", is_flag=True, help="also prove each vendor's credentials with a read-only call"
 )
