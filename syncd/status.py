@@ -15,6 +15,12 @@ from syncd.schedule import next_fire
 from syncd.state import OPEN_STATUSES, Store
 
 LIST_LIMIT = 50
+EXAMPLE_KEYS = 3  # keys shown per group of problems or skips
+REASON_WIDTH = 160  # a vendor's reason is cut to this in the text (--json has all of it)
+SKIP_KIND = (
+    "CASE WHEN reason LIKE 'unsubscribed at %' THEN 'unsubscribed' "
+    "WHEN reason LIKE 'surveyed by %' THEN 'min_days_between_surveys' ELSE reason END"
+)
 
 
 def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
@@ -67,6 +73,18 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
             )
         ]
         quarantined = store.scalar("SELECT count(*) FROM quarantine WHERE run_id = ?", (last,))
+        # open deliveries with a reason: rejected (failed, dead), outcome unknown, or left
+        # pending by a retriable fault; the IN list is the partial index deliveries_open's
+        problems = _grouped(
+            store,
+            "status IN ('pending', 'in_flight', 'failed', 'unknown', 'dead') "
+            "AND status != 'in_flight' AND (status != 'pending' OR reason IS NOT NULL)",
+            (),
+            "reason",
+        )
+        # a skip's reason names a vendor and a date: grouped by its kind, as the
+        # skipped_reasons view groups them
+        skipped = _grouped(store, "status = 'skipped' AND run_id = ?", (last,), SKIP_KIND)
     finally:
         store.close()
     schedule = cfg.schedule
@@ -78,11 +96,67 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
         "attention": attention,
         "cursors": cursors,
         "quarantine": {"run_id": last, "rows": quarantined or 0, "sample": quarantine},
+        "problems": [_drop(g, "example") for g in problems],
+        "skipped": {"run_id": last, "groups": _by_reason(skipped)},
         "next_runs": {
             job: _iso(next_fire(getattr(schedule, job), schedule.timezone, now))
             for job in ("reconcile", "pull")
         },
     }
+
+
+def _grouped(
+    store: Store, where: str, params: tuple[Any, ...], reason: str
+) -> list[dict[str, Any]]:
+    """Deliveries matching `where`, counted per vendor, status and `reason` (an SQL
+    expression), the largest groups first: each with a full reason and the first few keys."""
+    rows = store.query(
+        f"""WITH d AS (
+                SELECT vendor, status, {reason} AS grp, reason, key,
+                       count(*) OVER g AS n, row_number() OVER (g ORDER BY key) AS i
+                FROM deliveries WHERE {where}
+                WINDOW g AS (PARTITION BY vendor, status, {reason}))
+            SELECT vendor, status, grp, n, min(reason) AS example, json_group_array(key) AS keys
+            FROM d WHERE i <= ? GROUP BY vendor, status, grp
+            ORDER BY n DESC, vendor, status, grp LIMIT ?""",
+        (*params, EXAMPLE_KEYS, LIST_LIMIT),
+    )
+    return [
+        {
+            "vendor": r["vendor"],
+            "status": r["status"],
+            "reason": r["grp"],
+            "count": r["n"],
+            "example": r["example"],
+            "keys": sorted(json.loads(r["keys"])),
+        }
+        for r in rows
+    ]
+
+
+def _line(reason: str | None, keys: list[str], more: bool) -> str:
+    """A reason, cut to a line, and example keys."""
+    text = " ".join(str(reason).split())
+    text = text if len(text) <= REASON_WIDTH else text[: REASON_WIDTH - 1] + "…"
+    return f"{text} (keys: {', '.join(keys)}{', …' if more else ''})"
+
+
+def _drop(group: dict[str, Any], name: str) -> dict[str, Any]:
+    return {k: v for k, v in group.items() if k != name}
+
+
+def _by_reason(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-vendor groups merged by reason, with each vendor's count."""
+    merged: dict[str, dict[str, Any]] = {}
+    for g in groups:
+        m = merged.setdefault(
+            g["reason"],
+            {"reason": g["reason"], "count": 0, "vendors": {}, "example": g["example"], "keys": []},
+        )
+        m["count"] += g["count"]
+        m["vendors"][g["vendor"]] = g["count"]
+        m["keys"] = sorted({*m["keys"], *g["keys"]})[:EXAMPLE_KEYS]
+    return sorted(merged.values(), key=lambda m: (-m["count"], m["reason"]))
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -104,13 +178,23 @@ def render(data: dict[str, Any]) -> str:
     for name, counts in data["vendors"].items():
         shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"
         lines.append(f"  {name}: {shown}")
+    if data["problems"]:
+        lines.append("problems (by vendor and reason; `syncd show KEY` tells one contact's story):")
+        for g in data["problems"]:
+            shown = _line(g["reason"], g["keys"], g["count"] > len(g["keys"]))
+            lines.append(f"  {g['vendor']}: {g['count']} {g['status']} — {shown}")
     if data["attention"]:
         lines.append(
-            "need an operator (`syncd retry --unknown` re-sends unknown triggers: the vendor "
-            "may already have them; `syncd retry --dead` retries dead ones):"
+            "need an operator: `syncd retry --unknown` re-sends unknown triggers (the vendor "
+            "may already have them); `syncd retry --dead` retries dead ones"
         )
-        for d in data["attention"]:
-            lines.append(f"  {d['vendor']} {d['key']} {d['status']}: {d['reason']}")
+    skipped = data["skipped"]["groups"]
+    if skipped:
+        lines.append("skipped in the last reconcile:")
+        for g in skipped:
+            vendors = ", ".join(f"{v} {n}" for v, n in g["vendors"].items())
+            shown = _line(g["example"], g["keys"], False)
+            lines.append(f"  {g['reason']}: {g['count']} ({vendors}) — e.g. {shown}")
     if data["cursors"]:
         lines.append("cursors:")
         for c in data["cursors"]:
