@@ -462,3 +462,14 @@ def test_a_killed_run_is_closed_by_the_next(tmp_path: Path) -> None:
         with closing(loop.db()) as conn:
             left = conn.execute("SELECT id FROM runs WHERE status = 'running'").fetchall()
     assert left == [], f"runs still 'running' after a clean run: {left}"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="the reverted-change bug (test_a_reverted_change_is_not_left_behind_an_in_flight_"
+    "upsert): with contacts flipping back and forth, kills leave upsert vendors stale",
+)
+def test_the_kill_loop_with_reverted_edits(tmp_path: Path) -> None:
+    figures = kill_loop(tmp_path, kills=60, seed=3, flip=True)
+    assert_promises(figures)
