@@ -335,20 +335,6 @@ class Draft:
     unused: list[str]  # export columns (the key aside) this mapping does not read
 
 
-class _Header(Export):
-    """`Export`'s header read before a key is known: it refuses a header without its key,
-    and finding the key is what init is for. Every other refusal stands."""
-
-    def _start(self, fd: int) -> None:
-        try:
-            super()._start(fd)
-        except SourceError:
-            header: list[str] | None = getattr(self, "header", None)
-            # raised before the header was read, or for its bytes: not the missing key
-            if header is None or defect(header, header, self.cfg.encoding):
-                raise
-
-
 def read_export(path: Path, key: str | None, encoding: str | None) -> Found:
     """Read the export's header (and its first rows, to settle the encoding) and recognise
     its columns; raise SyncdError when no key column can be told."""
@@ -356,7 +342,9 @@ def read_export(path: Path, key: str | None, encoding: str | None) -> Found:
     found: Found | None = None
     for enc in (encoding,) if encoding else ("utf-8", "cp1252"):
         try:
-            with _Header(path, SourceConfig(path=str(path), key="", encoding=enc)) as export:
+            with Export(
+                path, SourceConfig(path=str(path), key="", encoding=enc), header_only=True
+            ) as export:
                 header, delimiter = export.header, export.delimiter
         except SourceError as exc:
             first = first or exc

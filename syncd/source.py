@@ -116,12 +116,17 @@ def _raise_not_settled(path: Path, now: datetime, settle: float) -> None:
 class Export:
     """An open export: header, key column index and a stream of rows."""
 
-    def __init__(self, path: Path, cfg: SourceConfig, *, force: bool = False) -> None:
+    def __init__(
+        self, path: Path, cfg: SourceConfig, *, force: bool = False, header_only: bool = False
+    ) -> None:
         """`force`: read an export that ends mid-record (the CRM's job died while writing
-        it) with that record quarantined, rather than refuse it (`GuardError`)."""
+        it) with that record quarantined, rather than refuse it (`GuardError`).
+        `header_only`: read and check the header alone, with no key (`syncd init` reads it
+        to find the key); nothing else of the export may be used."""
         self.path = path
         self.cfg = cfg
         self.force = force
+        self.header_only = header_only
         encoding = cfg.encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # strips a byte-order mark when there is one
@@ -182,6 +187,8 @@ class Export:
                 f"(column {undecodable[0]})",
                 hint="re-export the file as UTF-8, or set [source] encoding to the file's",
             )
+        if self.header_only:
+            return
         if cfg.key not in self.header:
             raise SourceError(
                 f"export {path}: key column {cfg.key!r} is not in the header",
