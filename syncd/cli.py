@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tomllib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ import click
 
 from syncd import log as logmod
 from syncd.clock import SYSTEM
-from syncd.config import Config, config_path, load
+from syncd.config import MAX_TOML, Config, config_path, load, read_capped
 from syncd.errors import SyncdError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +39,26 @@ class Ctx:
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def complete_vendor(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of `--vendor`: the vendors the config names, read quietly (no secret
+    resolved, nothing logged); without a readable config, every vendor syncd knows."""
+    try:
+        raw = read_capped(config_path(ctx.find_root().params.get("config")), MAX_TOML)
+        names = list(tomllib.loads(raw.decode())["vendors"].keys())
+    except Exception:  # a completion never fails in the operator's shell
+        from syncd.vendors import REGISTRY
+
+        names = list(REGISTRY)
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def vendor_option(help: str) -> Callable[[F], F]:
+    """`--vendor V`, repeatable, completing the configured vendor names."""
+    return click.option(
+        "--vendor", "vendors", multiple=True, metavar="V", help=help, shell_complete=complete_vendor
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,7 +103,7 @@ def run(ctx: Ctx) -> None:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="show what would be sent; write nothing")
-@click.option("--vendor", "vendors", multiple=True, metavar="V", help="deliver to this vendor only")
+@vendor_option("deliver to this vendor only")
 @click.option("--force", is_flag=True, help="apply an export the truncation guard refuses")
 @click.option(
     "--baseline",
@@ -143,7 +164,7 @@ def sync(
 
 
 @cli.command()
-@click.option("--vendor", "vendors", multiple=True, metavar="V", help="only this vendor")
+@vendor_option("only this vendor")
 @click.option(
     "--since",
     type=click.DateTime(formats=["%Y-%m-%d"]),
@@ -262,7 +283,7 @@ def check(ctx: Ctx, online: bool) -> None:
 
 
 @cli.command()
-@click.option("--vendor", "vendors", multiple=True, metavar="V", help="only this vendor")
+@vendor_option("only this vendor")
 @click.option("--dead", is_flag=True, help="also re-send deliveries that used up their attempts")
 @click.option(
     "--unknown", is_flag=True, help="also re-send triggers whose outcome is unknown (may duplicate)"
