@@ -355,6 +355,44 @@ def init_command(
     init(export, vendors, folder, key=key, encoding=encoding, echo=click.echo)
 
 
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="count what would go; remove nothing")
+@pass_ctx
+def prune(ctx: Ctx, dry_run: bool) -> None:
+    """Apply [store] retention now: old runs, their quarantined rows, old delivery payloads."""
+    from syncd.pipeline import opened
+
+    cfg, keep = ctx.cfg, ctx.cfg.store
+    with opened(cfg, lock=not dry_run) as store:
+        n = store.prune(
+            SYSTEM.now(),
+            runs_days=keep.keep_runs_days,
+            payload_days=keep.keep_payload_days,
+            dry_run=dry_run,
+        )
+    click.echo(
+        f"{'would prune' if dry_run else 'pruned'}: {n['runs']} runs, {n['quarantine']} "
+        f"quarantined rows, {n['payloads']} delivery payloads (keep_runs_days = "
+        f"{keep.keep_runs_days}, keep_payload_days = {keep.keep_payload_days}; 0 keeps all)"
+    )
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def backup(ctx: Ctx, path: Path) -> None:
+    """Copy the store to PATH, a new file: a consistent copy, even while syncd runs."""
+    from syncd.state import Store
+
+    cfg = ctx.cfg
+    store = Store.open(cfg.store.path, create=False, migrate=False)
+    try:
+        store.backup(path)
+    finally:
+        store.close()
+    click.echo(f"backed up {cfg.store.path} to {path}")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

@@ -44,6 +44,8 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "read_timeout": (0.01, 3600, "seconds"),
     "request_deadline": (0.01, 3600, "seconds"),
     "breaker_threshold": (1, 1000, "consecutive failures"),
+    "keep_runs_days": (0, 36500, "days; 0 keeps every run"),
+    "keep_payload_days": (0, 36500, "days; 0 keeps every payload"),
 }
 
 
@@ -76,6 +78,9 @@ class SourceConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: Path
+    # retention (`syncd prune`, and the daemon after each reconcile); 0 keeps everything
+    keep_runs_days: int = 90
+    keep_payload_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -424,7 +429,11 @@ def load(path: Path) -> Config:
     src.check_unknown()
 
     st = _Table(path, "store", top.get("store", dict, required=True))
-    store = StoreConfig(path=st.path("path", required=True))
+    store = StoreConfig(
+        path=st.path("path", required=True),
+        keep_runs_days=st.number("keep_runs_days", int, 90),
+        keep_payload_days=st.number("keep_payload_days", int, 30),
+    )
     _check_store(st, store.path)
     st.check_unknown()
 

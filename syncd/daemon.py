@@ -206,6 +206,25 @@ class Daemon:
         )
         if report and report.plan:
             self.last_export = _signature(Path(report.plan.export))
+        if report and report.exit_code in (0, 1) and not self.stop.is_set():
+            self.prune(cfg)  # after any reconcile that finished, failed deliveries or not
+
+    def prune(self, cfg: Config) -> None:
+        """[store] retention; a failure is logged and waits for the next reconcile."""
+        try:
+            store = Store.open(cfg.store.path)
+            try:
+                gone = store.prune(
+                    self.clock.now(),
+                    runs_days=cfg.store.keep_runs_days,
+                    payload_days=cfg.store.keep_payload_days,
+                )
+            finally:
+                store.close()
+        except SyncdError as exc:
+            log.error("prune failed", error=str(exc))
+            return
+        log.info("pruned", **gone)
 
     def pull_job(self) -> None:
         cfg = self.cfg

@@ -24,15 +24,16 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 from sqlite_utils import Database
 
-from syncd.errors import StoreError
+from syncd.errors import StoreError, SyncdError
 from syncd.log import scrub
 from syncd.state.schema import KNOWN, migrations
 
@@ -43,6 +44,8 @@ JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 WAL_RESET_AT = 64 * 1024 * 1024
 WAL_RESET_WAIT_MS = 1_000
 OPEN_STATUSES = ("pending", "in_flight", "failed", "unknown", "dead")
+# rows a prune transaction changes at most: analysts' reads and the WAL are never held long
+PRUNE_BATCH = 10_000
 
 
 def damaged(path: Path, problems: str) -> StoreError:
@@ -498,3 +501,117 @@ class Store:
         for row in self.query("SELECT vendor, status, n FROM delivery_backlog"):
             out.setdefault(row["vendor"], {})[row["status"]] = row["n"]
         return out
+
+    # --- retention and backup ---------------------------------------------------------
+    def prune(
+        self, now: datetime, *, runs_days: int, payload_days: int, dry_run: bool = False
+    ) -> dict[str, int]:
+        """Let go of what retention allows (0 days keeps everything); return how many rows
+        of each kind went, or would go with `dry_run`.
+
+        - `payloads`: a closed delivery (sent, superseded, skipped) last changed more than
+          `payload_days` ago keeps its row, status and hash; its payload becomes NULL. An
+          open one keeps its payload whatever its age: it may still be sent.
+        - `quarantine`, then `runs`: the quarantined rows of runs started more than
+          `runs_days` ago, and those runs, except a run that a delivery or a cursor names
+          (delivery rows are kept, and `deliveries.run_id` is a foreign key) and the last
+          finished reconcile, whose quarantine `syncd status` shows.
+        """
+        gone = {"payloads": 0, "quarantine": 0, "runs": 0}
+        if payload_days:
+            gone["payloads"] = self._prune(
+                "SELECT id FROM deliveries WHERE id > :after AND updated_at < :cutoff "
+                f"AND status NOT IN {OPEN_STATUSES!r} AND payload IS NOT NULL",
+                "UPDATE deliveries SET payload = NULL",
+                {"cutoff": iso(now - timedelta(days=payload_days))},
+                dry_run,
+            )
+        if runs_days:
+            old = {
+                "cutoff": iso(now - timedelta(days=runs_days)),
+                "last": self.scalar(
+                    "SELECT max(id) FROM runs WHERE kind = 'reconcile' AND status != 'running'"
+                ),
+            }
+            gone["quarantine"] = self._prune(
+                "SELECT id FROM quarantine WHERE id > :after AND run_id IN "
+                "(SELECT id FROM runs WHERE started_at < :cutoff AND id IS NOT :last)",
+                "DELETE FROM quarantine",
+                old,
+                dry_run,
+            )
+            gone["runs"] = self._prune(
+                "SELECT id FROM runs r WHERE id > :after AND started_at < :cutoff "
+                "AND id IS NOT :last AND NOT EXISTS (SELECT 1 FROM deliveries WHERE run_id = r.id) "
+                "AND id NOT IN (SELECT run_id FROM cursors WHERE run_id IS NOT NULL)",
+                "DELETE FROM runs",
+                old,
+                dry_run,
+            )
+        return gone
+
+    def _prune(self, select: str, change: str, params: dict[str, Any], dry_run: bool) -> int:
+        """Apply `change` to the rows `select` finds (by id, from `:after` on), at most
+        `PRUNE_BATCH` of them a transaction; or only count them."""
+        if dry_run:
+            return int(self.query(f"SELECT count(*) FROM ({select})", {**params, "after": 0})[0][0])
+        done, after = 0, 0
+        while True:
+            with self.write() as c:
+                batch = f"{select} ORDER BY id LIMIT {PRUNE_BATCH}"
+                ids = [r[0] for r in c.execute(batch, {**params, "after": after})]
+                if ids:
+                    c.execute(
+                        f"{change} WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)
+                    )
+            done += len(ids)
+            if len(ids) < PRUNE_BATCH:
+                return done
+            after = ids[-1]
+
+    def backup(self, dest: Path) -> None:
+        """Copy the store to `dest`, a new file, consistently while others write.
+
+        SQLite's online backup API, in one step: it copies every page from one read
+        snapshot, so writers go on (WAL) and the copy is the store as of one commit. (Copying
+        a few pages a step starts over at every commit of another connection, and may never
+        finish during a sync; `VACUUM INTO` would rebuild every table and index, holding the
+        snapshot, and so the WAL, several times longer.) The copy is written under a
+        temporary name beside `dest`, checked, and linked into place, which fails rather than
+        replace a file that appeared meanwhile. It is one self-contained file (rollback
+        journal: no -wal or -shm to carry along; syncd turns WAL on again when it opens it),
+        readable by its owner only.
+        """
+        exists = SyncdError(f"{dest} exists", hint="name a new file: a backup never replaces one")
+        if os.path.lexists(dest):
+            raise exists
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+            os.close(fd)
+            copy = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                self.conn.backup(copy)
+                copy.execute("PRAGMA journal_mode = DELETE")
+                problems = copy.execute("PRAGMA quick_check(1)").fetchone()[0]
+            finally:
+                copy.close()
+            if problems != "ok":
+                raise damaged(self.path, problems)
+            os.link(tmp, dest)  # a rename that never replaces: EEXIST if dest appeared
+            folder = os.open(dest.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)  # the new name is on disk
+            finally:
+                os.close(folder)
+        except FileExistsError:
+            raise exists from None
+        except (OSError, sqlite3.Error) as exc:
+            raise SyncdError(
+                f"the backup to {dest} failed: {getattr(exc, 'strerror', None) or exc}",
+                hint="check that its folder exists, is writable and has room for the store",
+            ) from exc
+        finally:
+            if tmp:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp)
