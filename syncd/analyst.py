@@ -1,13 +1,14 @@
 """The store described for analysts: one source for the README's schema section, the
 Datasette metadata (`pip install syncd[analyst]`) and `syncd schema`.
 
-A test checks that every table and view of the store is described here, that every
-column described exists, that every example query runs, and that the README's schema
-section is what `syncd schema` prints.
+A test checks that every table and view of the store is described here with exactly its
+columns, that every example query runs, and that the README's schema section is what
+`syncd schema` prints.
 """
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ class Relation:
     description: str
     columns: dict[str, str] = field(default_factory=dict)
     view: bool = False
+    internal: bool = False  # syncd's bookkeeping: listed last, hidden in Datasette
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ RELATIONS: tuple[Relation, ...] = (
             """with `json_extract(attributes, '$."City"')`.""",
             "email": "Normalised email (trimmed, lower-case), used to match pulled data.",
             "phone": "Normalised phone (E.164).",
+            "rhash": "Fingerprint of the raw export row (the diff's fast path; not a key).",
             "first_seen": "When the contact first appeared in an export (UTC ISO 8601).",
             "updated_at": "When its row last changed.",
             "gone_at": "When it left the export; NULL while present.",
@@ -67,11 +70,15 @@ RELATIONS: tuple[Relation, ...] = (
             "(gave up after max_attempts), `unknown` (a trigger whose outcome is unknown: "
             "never re-sent without `syncd retry --unknown`), `skipped` (suppressed; see "
             "reason), `superseded` (a newer change replaced it).",
-            "payload": "The fields and metadata sent, as JSON.",
+            "hash": "Fingerprint of the projection it carries; `vendor_state.hash` once acknowledged.",
+            "payload": "The fields and metadata sent, as JSON (NULL once pruned).",
             "attempts": "Requests that carried it.",
             "reason": "The vendor's rejection text, or why it was skipped.",
             "vendor_ref": "The vendor's id for the contact, when it said.",
+            "job": "The vendor's asynchronous job to resume after a crash (eSputnik import "
+            "session, SignalVine command `Location`), while one is open.",
             "created_at": "When it was planned.",
+            "updated_at": "When its status last changed.",
             "sent_at": "When the vendor acknowledged it.",
         },
     ),
@@ -85,22 +92,26 @@ RELATIONS: tuple[Relation, ...] = (
             "finished_at": "End (UTC); NULL while running or after a crash.",
             "status": "`running`, `ok`, `partial`, `refused`, `failed` or `dry_run`.",
             "exit_code": "The command's exit code.",
+            "export_path": "The export file read (reconcile).",
             "rows_read": "Export rows read (reconcile).",
             "quarantined": "Export rows quarantined (reconcile).",
             "counts": "Per-vendor counts, as JSON.",
             "message": "The one-line summary.",
+            "seconds": "How long it took.",
         },
     ),
     Relation(
         "quarantine",
         "Export rows that could not be used, with the physical line and the reason.",
         {
+            "id": "Row id.",
             "run_id": "The run that read the row.",
             "file": "The export file.",
             "line": "Physical line where the record starts (the header is line 1).",
             "key": "CRM key, when the row had one.",
             "vendor": "The vendor it could not go to; NULL means no vendor.",
             "reason": "What is wrong, and what to do.",
+            "created_at": "When it was quarantined.",
         },
     ),
     Relation(
@@ -116,6 +127,7 @@ RELATIONS: tuple[Relation, ...] = (
             "surveyed_at": "When the survey was sent.",
             "answered_at": "When it was answered.",
             "raw": "The vendor's record, as JSON.",
+            "pulled_at": "When syncd last stored it.",
         },
     ),
     Relation(
@@ -135,6 +147,7 @@ RELATIONS: tuple[Relation, ...] = (
             "is_nps": "1 for the NPS question.",
             "is_ces": "1 for a Customer Effort Score question.",
             "is_csat": "1 for a CSAT question.",
+            "is_score": "1 for a question answered with a score.",
             "paths": "Text-analytics paths (topics), as a JSON list, when present.",
         },
     ),
@@ -150,6 +163,9 @@ RELATIONS: tuple[Relation, ...] = (
             "detractors": "Share or count of detractors, as the vendor reports it.",
             "passives": "Passives.",
             "promoters": "Promoters.",
+            "vendor_id": "The vendor's id for the computation.",
+            "computed_at": "When the vendor computed it.",
+            "pulled_at": "When syncd last stored it.",
         },
     ),
     Relation(
@@ -163,6 +179,7 @@ RELATIONS: tuple[Relation, ...] = (
             "phone": "Phone (E.164).",
             "channel": "`email`, `sms`, ...",
             "at": "When they unsubscribed (NULL: the vendor did not say).",
+            "pulled_at": "When syncd stored it.",
         },
     ),
     Relation(
@@ -173,6 +190,7 @@ RELATIONS: tuple[Relation, ...] = (
             "stream": "`responses`, `nps` or `unsubscribes`.",
             "cursor": "The vendor-specific position.",
             "updated_at": "When it last moved.",
+            "run_id": "Not written by this version (NULL).",
         },
     ),
     Relation(
@@ -188,26 +206,43 @@ RELATIONS: tuple[Relation, ...] = (
             "recorded_at": "When the reconcile that recorded it ran.",
             "run_id": "That reconcile (`runs.id`).",
         },
+        internal=True,
     ),
     Relation(
         "fingerprint_cache",
         "syncd's own bookkeeping, nothing to query: the live contacts' fingerprints as one "
         "blob, so the nightly diff loads a million in milliseconds.",
         {
+            "id": "Always 1: the table holds one row.",
             "generation": "The `contacts_generation` it was written at; any other means stale.",
             "live": "The live `contacts.rhash` values, sorted, as little-endian int64.",
             "rowids": "Each one's `contacts` rowid, in the same order and form.",
         },
+        internal=True,
     ),
     Relation(
         "contacts_generation",
         "syncd's own bookkeeping: a counter that triggers move on at every change to a "
         "contact's fingerprint or liveness, by whatever made it.",
         {
+            "id": "Always 1: the table holds one row.",
             "generation": "The counter.",
             "in_diff": "1 only inside the diff's own transaction, which accounts for its "
             "writes itself; always 0 to anyone else.",
         },
+        internal=True,
+    ),
+    Relation(
+        "_sqlite_migrations",
+        "syncd's own bookkeeping (sqlite-utils' migrations table): the schema changes this "
+        "store has applied.",
+        {
+            "id": "Row id.",
+            "migration_set": "Always `syncd`.",
+            "name": "The migration (`syncd/state/schema.py`).",
+            "applied_at": "When it was applied.",
+        },
+        internal=True,
     ),
     Relation(
         "contact_status",
@@ -217,6 +252,8 @@ RELATIONS: tuple[Relation, ...] = (
             "vendor": "Vendor name.",
             "status": "Status of the latest delivery.",
             "reason": "Its reason.",
+            "attempts": "Its attempts.",
+            "updated_at": "When its status last changed.",
             "acked_at": "When the vendor last acknowledged the contact.",
             "vendor_ref": "The vendor's id for the contact.",
             "gone_at": "Set when the contact left the export.",
@@ -232,39 +269,94 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(
         "answers_with_contact",
         "Every answer with its response and the contact's CRM attributes.",
-        {"attributes": "The contact's export row as JSON (NULL if unmatched)."},
+        {
+            "vendor": "Vendor name.",
+            "response_id": "The response.",
+            "key": "CRM key (NULL when the response was not matched).",
+            "email": "Respondent email.",
+            "answered_at": "When the response was answered.",
+            "question_id": "The question's id.",
+            "question_text": "The question as asked.",
+            "sort_order": "The question's position.",
+            "score": "Numeric answer.",
+            "text": "Open answer.",
+            "boolean": "Yes/no answer (1/0).",
+            "options": "Chosen options (JSON list).",
+            "is_nps": "1 for the NPS question.",
+            "is_ces": "1 for a CES question.",
+            "is_csat": "1 for a CSAT question.",
+            "paths": "Text-analytics paths (JSON list).",
+            "attributes": "The contact's export row as JSON (NULL if unmatched).",
+        },
         view=True,
     ),
     Relation(
         "nps_over_time",
-        "The vendor's NPS per period and filter, in time order.",
+        "The vendor's NPS per period and filter, in time order. A period without respondents "
+        "(the vendor reports 0 for the NPS and every share) is NULL throughout.",
+        {
+            "vendor": "Vendor name.",
+            "filter": "The filter as JSON; `[]` is all respondents.",
+            "period_start": "Period start (inclusive).",
+            "period_end": "Period end (inclusive).",
+            "nps": "Net Promoter Score, -100 to 100; NULL without respondents.",
+            "promoters": "Promoters, as the vendor reports them (Hello Customer: % of respondents).",
+            "passives": "Passives, likewise.",
+            "detractors": "Detractors, likewise.",
+        },
         view=True,
     ),
     Relation(
         "nps_from_answers",
         "NPS computed here from the NPS answers, per vendor and month, to check `nps_over_time`.",
-        {"month": "YYYY-MM of `answered_at`.", "answers": "NPS answers that month."},
+        {
+            "vendor": "Vendor name.",
+            "month": "YYYY-MM of `answered_at`.",
+            "answers": "NPS answers that month (months without any are absent).",
+            "nps": "(promoters - detractors) / answers × 100, rounded to 0.1.",
+            "promoters": "Answers scoring 9-10.",
+            "passives": "Answers scoring 7-8.",
+            "detractors": "Answers scoring 0-6.",
+        },
         view=True,
     ),
     Relation(
         "response_rate",
-        "Surveys acknowledged per trigger vendor and month, and how many of those contacts "
-        "responded afterwards.",
+        "Contacts surveyed per month at each vendor whose responses syncd pulls (a "
+        "`responses` row in `cursors`: Hello Customer; upsert vendors and triggers that "
+        "return nothing are not listed), and how many of them answered. A matched response "
+        "answers the contact's latest survey at that vendor acknowledged at or before it.",
         {
-            "sent": "Deliveries acknowledged.",
-            "responded": "Contacts with a later response.",
-            "rate_percent": "responded / sent × 100.",
+            "vendor": "Vendor name.",
+            "month": "YYYY-MM of the survey's `sent_at`.",
+            "sent": "Contacts with a survey acknowledged that month (each counted once).",
+            "responded": "Of those, contacts whose response answers a survey of that month.",
+            "rate_percent": "responded / sent × 100, rounded to 0.1.",
         },
         view=True,
     ),
     Relation(
         "unsubscribes_per_week",
-        "Unsubscribes per week (`YYYY-Www`), vendor and channel.",
+        "Unsubscribes per week, vendor and channel.",
+        {
+            "week": "`YYYY-Www`: `strftime('%Y-W%W', at)`, weeks starting on Monday, the days "
+            "before a year's first Monday in week 00 (not ISO 8601 weeks); NULL for an "
+            "untimed opt-out.",
+            "vendor": "Vendor name.",
+            "channel": "`email`, `sms`, ...",
+            "unsubscribes": "How many.",
+        },
         view=True,
     ),
     Relation(
         "skipped_reasons",
         "What was held back and why (unsubscribed, min_days_between_surveys, superseded...).",
+        {
+            "vendor": "Vendor name.",
+            "status": "`skipped` or `superseded`.",
+            "reason": "`unsubscribed`, `min_days_between_surveys`, or the reason as recorded.",
+            "n": "Deliveries.",
+        },
         view=True,
     ),
 )
@@ -302,9 +394,14 @@ ORDER BY u.at DESC""",
 )
 
 
+# the canned queries the index and database pages open on (Datasette has no default query)
+START = ("view_response_rate", "view_nps_over_time", "view_delivery_backlog", "last_runs")
+
+
 def datasette_metadata(database: str = "syncd") -> dict[str, Any]:
-    """Datasette metadata: table and column descriptions, and a canned query per example
-    and per view, for a database served under the name `database`."""
+    """Datasette metadata for a database served under the name `database`: table and column
+    descriptions, syncd's bookkeeping tables hidden, a canned query per example and per
+    view, and pages that open on links to the most useful of them."""
     queries: dict[str, Any] = {e.name: {"title": e.title, "sql": e.sql} for e in EXAMPLES}
     for r in RELATIONS:
         if r.view:
@@ -313,13 +410,26 @@ def datasette_metadata(database: str = "syncd") -> dict[str, Any]:
                 "description": r.description,
                 "sql": f"SELECT * FROM {r.name} LIMIT 1000",
             }
+    links = ", ".join(
+        f'<a href="/{html.escape(database)}/{q}">{html.escape(queries[q]["title"])}</a>'
+        for q in START
+    )
+    about = "CRM contacts, what each vendor acknowledged, and what came back."
+    start = f"<p>{about}</p><p>Start with: {links}.</p>"
     return {
         "title": "syncd",
-        "description": "CRM contacts, what each vendor acknowledged, and what came back.",
+        "description_html": start,
         "databases": {
             database: {
+                "description_html": start
+                + "<p>Every table and column is described on its page; the views and "
+                "example queries are the canned queries below.</p>",
                 "tables": {
-                    r.name: {"description": r.description, "columns": dict(r.columns)}
+                    r.name: {
+                        "description": r.description,
+                        "columns": dict(r.columns),
+                        "hidden": r.internal,
+                    }
                     for r in RELATIONS
                 },
                 "queries": queries,
@@ -331,10 +441,14 @@ def datasette_metadata(database: str = "syncd") -> dict[str, Any]:
 def markdown() -> str:
     """The README's schema section (between its `<!-- SCHEMA -->` markers)."""
     out: list[str] = []
-    for title, views in (("Tables", False), ("Views", True)):
+    for title, views, internal in (
+        ("Tables", False, False),
+        ("Views", True, False),
+        ("Bookkeeping tables (nothing to query; hidden in Datasette)", False, True),
+    ):
         out.append(f"#### {title}\n")
         for r in RELATIONS:
-            if r.view != views:
+            if (r.view, r.internal) != (views, internal):
                 continue
             out.append(f"**`{r.name}`** — {r.description}\n")
             if r.columns:

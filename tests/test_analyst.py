@@ -13,24 +13,21 @@ from syncd.state import Store
 from tests.test_readme import block
 
 
-def test_every_table_and_view_is_described_and_every_described_column_exists(
-    tmp_path: Path,
-) -> None:
+def test_every_table_and_view_is_described_with_exactly_its_columns(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "s.db")
     try:
         actual = {
             r["name"]: r["type"]
             for r in store.query(
                 "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
-                "AND name NOT LIKE 'sqlite_%' AND name != '_syncd_migrations'"
+                "AND name NOT LIKE 'sqlite_%'"
             )
         }
-        actual.pop("_sqlite_migrations", None)
         described = {r.name: ("view" if r.view else "table") for r in RELATIONS}
         assert described == actual
         for r in RELATIONS:
-            columns = {row["name"] for row in store.query(f"PRAGMA table_info({r.name})")}
-            assert set(r.columns) <= columns, f"{r.name}: {set(r.columns) - columns}"
+            columns = [row["name"] for row in store.query(f"PRAGMA table_info({r.name})")]
+            assert list(r.columns) == columns, f"{r.name}: documented {list(r.columns)}"
         for e in EXAMPLES:
             store.query(e.sql)  # runs (the demo test shows they return rows)
     finally:
@@ -43,19 +40,167 @@ def test_the_readme_schema_section_is_generated_from_the_same_source() -> None:
     )
 
 
-def test_datasette_serves_the_descriptions_and_canned_queries(tmp_path: Path) -> None:
+def test_datasette_serves_the_descriptions_and_canned_queries_and_hides_bookkeeping(
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "syncd.db"
     Store.open(db).close()
     ds = Datasette([str(db)], metadata=datasette_metadata("syncd"))
 
-    async def fetch() -> tuple[str, dict[str, object], int]:
+    async def fetch() -> tuple[str, str, str, dict[str, object], int]:
+        index = await ds.client.get("/")
+        database = await ds.client.get("/syncd")
         page = await ds.client.get("/syncd/deliveries")
         query = await ds.client.get("/syncd/nps_by_city.json?_shape=objects")
         view = await ds.client.get("/syncd/view_response_rate.json")
-        return page.text, query.json(), view.status_code
+        return index.text, database.text, page.text, query.json(), view.status_code
 
-    html, result, view_status = asyncio.run(fetch())
+    index, database, html, result, view_status = asyncio.run(fetch())
     assert "The delivery ledger" in html
     assert "never re-sent without" in html  # a column description
     assert result["ok"] is True and result["rows"] == []
     assert view_status == 200
+    for text in (index, database):  # both open on links to the useful queries
+        assert 'Start with: <a href="/syncd/view_response_rate">response_rate</a>' in text
+    internal = {r.name for r in RELATIONS if r.internal}
+    assert {"_sqlite_migrations", "fingerprint_cache", "contacts_generation"} <= internal
+    for name in internal:
+        assert f'href="/syncd/{name}"' not in database, name
+    assert 'href="/syncd/contacts"' in database
+
+
+T0 = "2026-01-01T00:00:00"
+
+
+def _store(tmp_path: Path) -> Store:
+    store = Store.open(tmp_path / "s.db")
+    with store.write() as c:
+        c.execute(
+            "INSERT INTO runs (id, kind, started_at, status) VALUES (1, 'reconcile', ?, 'ok')",
+            (T0,),
+        )
+        c.executemany(
+            "INSERT INTO contacts (key, attributes, rhash, first_seen, updated_at) "
+            "VALUES (?, '{}', 0, ?, ?)",
+            [(k, T0, T0) for k in ("a", "b", "c")],
+        )
+    return store
+
+
+def _sent(store: Store, rows: list[tuple[str, str, str]]) -> None:
+    """Acknowledged deliveries: (vendor, key, sent_at)."""
+    with store.write() as c:
+        c.executemany(
+            "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
+            "created_at, updated_at, sent_at) VALUES (1, ?, ?, 'new', 'sent', 'h', '{}', ?, ?, ?)",
+            [(v, k, at, at, at) for v, k, at in rows],
+        )
+
+
+def _responses(store: Store, rows: list[tuple[str, str, str]]) -> None:
+    """Responses: (vendor, key, answered_at)."""
+    with store.write() as c:
+        c.executemany(
+            "INSERT INTO responses (vendor, response_id, key, answered_at, pulled_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(v, f"r{i}", k, at, at) for i, (v, k, at) in enumerate(rows)],
+        )
+        c.execute(
+            "INSERT INTO cursors (vendor, stream, cursor, updated_at) "
+            "VALUES ('hellocustomer', 'responses', 'x', ?)",
+            (T0,),
+        )
+
+
+def test_response_rate_counts_contacts_at_the_vendors_whose_responses_are_pulled(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    try:
+        _sent(
+            store,
+            [
+                ("esputnik", "a", "2026-01-02T00:00:00"),  # an upsert: no survey, not listed
+                ("hellocustomer", "a", "2026-01-02T00:00:00"),  # surveyed twice in January,
+                ("hellocustomer", "a", "2026-01-20T00:00:00"),  # answered once: one contact
+                ("hellocustomer", "b", "2026-01-05T00:00:00"),  # January's survey unanswered,
+                ("hellocustomer", "b", "2026-02-03T00:00:00"),  # February's answered
+                ("hellocustomer", "c", "2026-02-04T00:00:00"),
+            ],
+        )
+        _responses(
+            store,
+            [
+                ("hellocustomer", "a", "2026-01-21T00:00:00"),
+                ("hellocustomer", "b", "2026-02-10T00:00:00"),
+                ("hellocustomer", None, "2026-02-10T00:00:00"),  # unmatched: counts nowhere
+            ],
+        )
+        rows = [tuple(r) for r in store.query("SELECT * FROM response_rate")]
+        assert rows == [
+            ("hellocustomer", "2026-01", 2, 1, 50.0),
+            ("hellocustomer", "2026-02", 2, 1, 50.0),
+        ]
+    finally:
+        store.close()
+
+
+def test_nps_over_time_is_null_for_a_period_without_respondents(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    try:
+        with store.write() as c:
+            c.executemany(
+                "INSERT INTO nps (vendor, filter, period_start, period_end, nps, detractors, "
+                "passives, promoters, pulled_at) VALUES ('hellocustomer', '[]', ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    ("2026-01-01", "2026-01-31", 0, 0, 0, 0, T0),  # nobody answered
+                    ("2026-02-01", "2026-02-28", 0, 25.0, 50.0, 25.0, T0),  # a real 0
+                ],
+            )
+        rows = [
+            tuple(r)
+            for r in store.query(
+                "SELECT period_start, nps, promoters, passives, detractors FROM nps_over_time"
+            )
+        ]
+        assert rows == [
+            ("2026-01-01", None, None, None, None),
+            ("2026-02-01", 0, 25.0, 50.0, 25.0),
+        ]
+    finally:
+        store.close()
+
+
+def test_the_views_read_deliveries_and_responses_through_their_indexes(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    try:
+        indexes = {
+            r["name"] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        assert {
+            "responses_key",
+            "deliveries_sent_month",
+            "deliveries_sent_key",
+            "deliveries_held",
+            "answers_nps",
+        } <= indexes
+        tables = {"deliveries", "d", "d2", "responses", "r"}  # the names and aliases used
+        for r in RELATIONS:
+            if not r.view:
+                continue
+            plan = [
+                row["detail"] for row in store.query(f"EXPLAIN QUERY PLAN SELECT * FROM {r.name}")
+            ]
+            scans = [
+                line
+                for line in plan
+                if line.startswith("SCAN ") and line.split()[1] in tables and "INDEX" not in line
+            ]
+            assert not scans, f"{r.name} scans a whole table: {plan}"
+        plan = " ".join(
+            row["detail"] for row in store.query("EXPLAIN QUERY PLAN SELECT * FROM response_rate")
+        )
+        assert "responses_key" in plan and "deliveries_sent_month" in plan
+        assert "deliveries_sent_key" in plan
+    finally:
+        store.close()
