@@ -767,6 +767,10 @@ class Differ:
                 vplan.counts["unchanged"] += 1
                 if opened and opened[1] == "pending":
                     self._set_status(opened[0], "superseded", "the vendor already has this data")
+                elif opened and opened[1] == "in_flight" and proj.trigger is None:
+                    # the export went back to what the vendor acknowledged while a newer
+                    # payload is in flight: send the acknowledged data again, after it
+                    self._deliver(name, cand.key, "changed", digest, payload, "pending", None)
                 continue
             kind = "new" if state is None else "changed"
             trigger = proj.trigger is not None

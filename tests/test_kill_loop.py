@@ -424,12 +424,6 @@ def test_the_long_kill_loop(tmp_path: Path) -> None:
     assert_promises(figures)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="diff.py: a change reverted to the acknowledged state while the upsert of the "
-    "newer one is in flight records nothing; resume then completes the newer one and the "
-    "row's fingerprint keeps it from ever being compared again (found by the kill loop)",
-)
 def test_a_reverted_change_is_not_left_behind_an_in_flight_upsert(tmp_path: Path) -> None:
     """A → B killed with B's eSputnik import recorded and in flight → back to A: after clean
     runs eSputnik holds A, not B."""
@@ -465,11 +459,6 @@ def test_a_killed_run_is_closed_by_the_next(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the reverted-change bug (test_a_reverted_change_is_not_left_behind_an_in_flight_"
-    "upsert): with contacts flipping back and forth, kills leave upsert vendors stale",
-)
 def test_the_kill_loop_with_reverted_edits(tmp_path: Path) -> None:
     figures = kill_loop(tmp_path, kills=60, seed=3, flip=True)
     assert_promises(figures)
