@@ -219,13 +219,14 @@ class Projector:
                 )
             return header.index(column)
 
-        types = connector.field_types
+        kinds = connector.value_kinds()
         self.fields = [
-            (name, col, index("fields", name, col), types.get(name))
+            (name, col, index("fields", name, col), kinds.get(name))
             for name, col in mapping.fields.items()
         ]
         self.metadata = [
-            (name, index("metadata", name, col)) for name, col in mapping.metadata.items()
+            (name, col, index("metadata", name, col), kinds.get(name))
+            for name, col in mapping.metadata.items()
         ]
         trigger = mapping.trigger
         self.trigger = (
@@ -235,22 +236,25 @@ class Projector:
     def project(self, key: str, row: list[str]) -> Contact | str:
         """The vendor's view of the row, or the reason it cannot be sent to this vendor."""
         fields: dict[str, str] = {}
-        for name, col, i, kind in self.fields:
-            value = row[i].strip()
-            if value and kind == "email":
-                value = normalise_email(value)
-                if not EMAIL_RE.match(value):
-                    return f"invalid email {row[i].strip()!r} in column {col!r}"
-            elif value and kind == "phone":
-                phone = normalise_phone(value, self.region)
-                if phone is None:
-                    hint = (
-                        "" if self.region else " (set [source] phone_region for national numbers)"
-                    )
-                    return f"invalid phone {value!r} in column {col!r}{hint}"
-                value = phone
-            fields[name] = value
-        metadata = {name: row[i].strip() for name, i in self.metadata}
+        metadata: dict[str, str] = {}
+        for names, into in ((self.fields, fields), (self.metadata, metadata)):
+            for name, col, i, kind in names:
+                value = row[i].strip()
+                if value and kind == "email":
+                    value = normalise_email(value)
+                    if not EMAIL_RE.match(value):
+                        return f"invalid email {row[i].strip()!r} in column {col!r}"
+                elif value and kind == "phone":
+                    phone = normalise_phone(value, self.region)
+                    if phone is None:
+                        hint = (
+                            ""
+                            if self.region
+                            else " (set [source] phone_region for national numbers)"
+                        )
+                        return f"invalid phone {value!r} in column {col!r}{hint}"
+                    value = phone
+                into[name] = value
         return self.connector.shape(Contact(key=key, fields=fields, metadata=metadata))
 
     def digest(self, contact: Contact, row: list[str]) -> str:
@@ -1115,7 +1119,7 @@ def _sample(
     key: str, kind: str, proj: Projector, before: dict[str, str], header: list[str], row: list[str]
 ) -> dict[str, Any]:
     changes = {}
-    cols = [col for _n, col, _i, _k in proj.fields] + [header[i] for _n, i in proj.metadata]
+    cols = [col for _n, col, _i, _k in proj.fields + proj.metadata]
     for col in dict.fromkeys(cols):
         new = row[header.index(col)]
         old = before.get(col)

@@ -117,6 +117,11 @@ class Connector(ABC):
     def batch_size(self) -> int:
         return self.config.batch_size or self.max_batch
 
+    def value_kinds(self) -> Mapping[str, Literal["email", "phone"]]:
+        """How the diff normalises each field or metadata name before `shape` sees it:
+        `field_types`, plus whatever a connector's typed metadata add."""
+        return self.field_types
+
     def validate(self, contact: Contact) -> str | None:
         """Why this contact cannot be sent to this vendor (it is quarantined), or None."""
         missing = [f for f in self.needs if not contact.fields.get(f)]

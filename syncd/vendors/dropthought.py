@@ -47,10 +47,10 @@ where `date_order` puts the month (`01/13/2026` under DMY: the column is in the 
 Refused too: impossible dates (`31/02/2026`), two-digit years (`10/01/26`), other
 separators (`10.01.2026`), month names. An empty DATE is sent empty, as a metadata left out
 would be stored: one header for every participant, and a cleared date reaches Dropthought.
-A PHONE value must carry its country code (`+32 470 12 34 56`, `0032 470 12 34 56` →
-`+32470123456`); the connector does not see `[source] phone_region`, so a national number
-in a PHONE metadata is quarantined (map it as `[fields] phone`, which is normalised with
-the region). An empty PHONE is sent empty.
+A PHONE value is sent as E.164 with its country code (`+32 470 12 34 56`,
+`0032 470 12 34 56` → `+32470123456`), normalised like a phone field: a national number
+(`0470 12 34 56`) with `[source] phone_region`, and quarantined for Dropthought without it.
+An empty PHONE is sent empty.
 """
 
 from __future__ import annotations
@@ -166,6 +166,13 @@ class Dropthought(Connector):
         self.zone = ZoneInfo(self.opts["date_timezone"])
         self.tokens = Tokens(self)
         self._prepared: str | None = None
+
+    def value_kinds(self) -> Mapping[str, Literal["email", "phone"]]:
+        """PHONE metadata are normalised like phone fields (E.164, with [source] phone_region
+        for national numbers) before `shape` checks them."""
+        kinds: dict[str, Literal["email", "phone"]] = dict(self.field_types)
+        kinds.update({n: "phone" for n, t in self.config.mapping.types.items() if t == "PHONE"})
+        return kinds
 
     def validate(self, contact: Contact) -> str | None:
         if not contact.fields.get("email") and not contact.fields.get("phone"):
