@@ -18,6 +18,10 @@ message). It replaces with `***`:
 In an event, the value of a key that names a credential (authorization, password, token,
 secret, api_key) is `***` whatever it is. `run_id` and `vendor` are bound through
 contextvars, so every event of a run carries them.
+
+When stderr is the journal (`$JOURNAL_STREAM` names its device and inode, as systemd
+documents), each line starts with its syslog priority (`<3>` error, `<4>` warning, `<6>`
+info, `<7>` debug), so `journalctl -p err` finds the errors.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 import re
 import sys
 import threading
@@ -177,6 +182,24 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+# syslog priorities by structlog method name (`exception` and `critical` are errors too)
+PRIORITIES = {"critical": 2, "exception": 3, "error": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def is_journal(stream: TextIO) -> bool:
+    """Whether `stream` is connected to the journal: `$JOURNAL_STREAM` is its "dev:inode"."""
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # closed, or no file (a StringIO)
+        return False
+    return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
+
+
+def _priority(_: Any, method: str, line: str) -> str:
+    """structlog's last step for the journal: the rendered line after its `<N>` prefix."""
+    return f"<{PRIORITIES.get(method, 6)}>{line}"
+
+
 def configure(
     *, level: str = "INFO", json: bool | None = None, stream: TextIO | None = None
 ) -> None:
@@ -196,8 +219,9 @@ def configure(
         if json
         else structlog.dev.ConsoleRenderer(colors=False, sort_keys=True)
     )
+    tail = [_priority] if is_journal(stream) else []
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, renderer, *tail],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),

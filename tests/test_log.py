@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -140,3 +142,42 @@ def test_a_vendor_error_keeps_no_secret_in_its_reason_message_or_hint() -> None:
     exc = FatalError(f"HTTP 400: {echo}", vendor="esputnik", hint=f"key {key} refused")
     assert key not in exc.reason and key not in str(exc) and key not in (exc.hint or "")
     assert str(exc).startswith("esputnik: HTTP 400: ")
+
+
+def test_lines_to_the_journal_carry_their_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stderr is the journal when $JOURNAL_STREAM names its device and inode: each line then
+    starts with its syslog priority, so `journalctl -p err` shows the errors."""
+    path = tmp_path / "journal"
+    with path.open("w", encoding="utf-8") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        logmod.configure(level="DEBUG", stream=stream)
+        logger = logmod.structlog.get_logger("t")
+        logger.error("e")
+        logger.warning("w")
+        logger.info("i")
+        logger.debug("d")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("x")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    prefixes = [line[:3] for line in lines if line.startswith("<")]
+    assert prefixes == ["<3>", "<4>", "<6>", "<7>", "<3>"], lines
+    assert json.loads(lines[0][3:])["event"] == "e"  # the rest is the JSON line, unchanged
+
+
+def test_no_priority_prefix_when_stderr_is_not_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other"
+    other.write_text("")
+    st = os.stat(other)
+    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")  # another file's
+    path = tmp_path / "log"
+    with path.open("w", encoding="utf-8") as stream:
+        logmod.configure(level="DEBUG", stream=stream)
+        logmod.structlog.get_logger("t").error("e")
+    assert json.loads(path.read_text(encoding="utf-8"))["event"] == "e"
