@@ -126,9 +126,9 @@ def compact(payload: Any, non_ascii: str) -> bytes:
     return text.encode("utf-8")
 
 
-def poll_delays(cap: float) -> Iterator[float]:
-    """2 s, then 2 s for 30 s, then 4, 6, 8 ... s, never more than `cap`."""
-    yield POLL_FIRST
+def poll_delays(cap: float, first: float = POLL_FIRST) -> Iterator[float]:
+    """`first` (2 s), then 2 s for 30 s, then 4, 6, 8 ... s, never more than `cap`."""
+    yield first
     waited = 0.0
     while waited < POLL_STEADY:
         yield POLL_EVERY
@@ -175,6 +175,9 @@ class SignalVine(Connector):
             help="how a body's non-ASCII text is sent and signed, tried first: raw UTF-8 "
             "(SignalVine's samples) or \\u escapes (the Python SDK); a refused signature "
             "on such a body is retried once in the other form",
+        ),
+        "poll_first": Option(
+            float, default=POLL_FIRST, help="seconds before the first command poll (the doc: 2)"
         ),
         "poll_cap": Option(float, default=60.0, help="longest wait between command polls"),
         "poll_timeout": Option(float, default=900.0, help="give up polling after this long"),
@@ -316,7 +319,7 @@ class SignalVine(Connector):
     def _poll(self, location: str) -> dict[str, Any] | None:
         """The completed command, or None if it is still running at `poll_timeout`."""
         started = self.clock.monotonic()
-        delays = poll_delays(self.opts["poll_cap"])
+        delays = poll_delays(self.opts["poll_cap"], self.opts["poll_first"])
         while True:
             self.clock.sleep(next(delays))
             status = _object(self.call("GET", location), self.name)
