@@ -14,12 +14,16 @@ import os
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncd.errors import ConfigError, OptionError
+from syncd.settings import DeliveryConfig as DeliveryConfig
+from syncd.settings import MappingConfig as MappingConfig
+from syncd.settings import TriggerRule as TriggerRule
+from syncd.settings import VendorConfig as VendorConfig
 
 if TYPE_CHECKING:
     from syncd.vendors.base import Connector
@@ -47,20 +51,6 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "keep_runs_days": (0, 36500, "days; 0 keeps every run"),
     "keep_payload_days": (0, 36500, "days; 0 keeps every payload"),
 }
-
-
-@dataclass(frozen=True)
-class Option:
-    """One vendor-specific config key, as a connector declares it."""
-
-    type: type | tuple[type, ...] = str
-    required: bool = False
-    default: Any = None
-    secret: bool = False
-    choices: tuple[Any, ...] | None = None
-    help: str = ""
-    # (low, high) for a number; a float option without bounds is seconds, 0 to a day
-    bounds: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,66 +93,11 @@ class SuppressionConfig:
 
 
 @dataclass(frozen=True)
-class DeliveryConfig:
-    """Retry, timeout and breaker policy; every vendor table may override any key."""
-
-    max_attempts: int = 5
-    retries: int = 3
-    backoff_base: float = 1.0
-    backoff_cap: float = 30.0
-    retry_after_cap: float = 120.0
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    # the whole request, from the first byte written to the last byte read: a vendor that
-    # drips its answer cannot hold a run for longer than this
-    request_deadline: float = 120.0
-    breaker_threshold: int = 5
-
-
-@dataclass(frozen=True)
 class MetricsConfig:
     """`[metrics]`: where `syncd run` serves Prometheus metrics; no `listen`, no server."""
 
     listen: tuple[str, int] | None = None  # (IP address, port)
     allow_remote: bool = False
-
-
-@dataclass(frozen=True)
-class TriggerRule:
-    on_new: bool = True
-    on_change: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class MappingConfig:
-    path: Path
-    fields: Mapping[str, str]
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    trigger: TriggerRule | None = None
-    # a vendor-side type per mapped field or metadata name (`[types]`), for vendors whose
-    # values have types (Dropthought: "DATE", "PHONE", ...); see `Connector.value_types`
-    types: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """Every CRM column this mapping reads, in a stable order."""
-        cols = list(self.fields.values()) + list(self.metadata.values())
-        if self.trigger:
-            cols += self.trigger.on_change
-        return tuple(dict.fromkeys(cols))
-
-
-@dataclass(frozen=True)
-class VendorConfig:
-    name: str
-    base_url: str
-    mapping: MappingConfig
-    options: Mapping[str, Any]
-    delivery: DeliveryConfig
-    batch_size: int | None = None
-    secrets: tuple[str, ...] = ()
-    # the pull streams this installation reads (a subset of the connector's `streams`)
-    streams: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

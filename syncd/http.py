@@ -38,7 +38,6 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from syncd.clock import SYSTEM, Clock
-from syncd.config import DeliveryConfig
 from syncd.errors import (
     AuthError,
     EndpointError,
@@ -48,6 +47,7 @@ from syncd.errors import (
     VendorDownError,
 )
 from syncd.log import scrub
+from syncd.settings import DeliveryConfig
 
 log = structlog.get_logger("syncd.http")
 

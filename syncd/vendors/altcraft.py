@@ -50,7 +50,6 @@ from typing import Any, ClassVar, Literal
 import requests
 
 from syncd.clock import SYSTEM, Clock
-from syncd.config import Option, VendorConfig
 from syncd.errors import (
     AuthError,
     ConfigError,
@@ -60,6 +59,7 @@ from syncd.errors import (
     RetriableError,
 )
 from syncd.http import Pacer, pacer_for, snippet
+from syncd.settings import Option, VendorConfig
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
 
 API = "/api/v1.1/campaigns/triggers"

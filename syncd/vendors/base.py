@@ -22,9 +22,9 @@ from typing import Any, ClassVar, Literal
 import structlog
 
 from syncd.clock import SYSTEM, Clock
-from syncd.config import Option, VendorConfig
 from syncd.http import HttpClient, Pacer
 from syncd.log import add_secrets
+from syncd.settings import Option, VendorConfig
 
 
 class Status(StrEnum):

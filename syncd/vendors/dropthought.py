@@ -67,10 +67,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 import requests
 
-from syncd.config import Option
 from syncd.crashpoints import crashpoint
 from syncd.errors import AuthError, ConfigError, FatalError, OptionError
 from syncd.http import loads, snippet
+from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
 
 API = "/dtapp/api"

@@ -46,9 +46,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
-from syncd.config import Option
 from syncd.errors import FatalError, OptionError, RetriableError
 from syncd.http import loads, snippet
+from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
 ADDRESS_FIELDS = ("region", "town", "address", "postcode")

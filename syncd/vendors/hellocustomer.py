@@ -72,7 +72,6 @@ from urllib.parse import urlsplit
 
 import requests
 
-from syncd.config import Option
 from syncd.errors import (
     ConfigError,
     FatalError,
@@ -81,6 +80,7 @@ from syncd.errors import (
     RetriableError,
 )
 from syncd.http import Pacer, loads, pacer_for, snippet
+from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
 # the documented language ids, with their ISO 639-1 code and the names a CRM may use

@@ -72,9 +72,9 @@ import requests
 from requests.auth import AuthBase
 
 from syncd.clock import Clock
-from syncd.config import Option
 from syncd.errors import AuthError, ConfigError, FatalError, RetriableError
 from syncd.http import loads, snippet
+from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
 POLL_FIRST = 2.0  # the doc: "status 2 seconds after your initial POST,

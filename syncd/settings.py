@@ -1,0 +1,82 @@
+"""The frozen types connectors and the HTTP client are built from: a connector's
+`Option`s, and the `VendorConfig` (mapping, delivery policy) `syncd.config` reads for it.
+
+A leaf: it imports nothing from syncd, so `syncd.vendors` and `syncd.http` use it while
+`syncd.config` uses the connectors' facts to check a config, and no import goes round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    """One vendor-specific config key, as a connector declares it."""
+
+    type: type | tuple[type, ...] = str
+    required: bool = False
+    default: Any = None
+    secret: bool = False
+    choices: tuple[Any, ...] | None = None
+    help: str = ""
+    # (low, high) for a number; a float option without bounds is seconds, 0 to a day
+    bounds: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """Retry, timeout and breaker policy; every vendor table may override any key."""
+
+    max_attempts: int = 5
+    retries: int = 3
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+    retry_after_cap: float = 120.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    # the whole request, from the first byte written to the last byte read: a vendor that
+    # drips its answer cannot hold a run for longer than this
+    request_deadline: float = 120.0
+    breaker_threshold: int = 5
+
+
+@dataclass(frozen=True)
+class TriggerRule:
+    on_new: bool = True
+    on_change: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    path: Path
+    fields: Mapping[str, str]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    trigger: TriggerRule | None = None
+    # a vendor-side type per mapped field or metadata name (`[types]`), for vendors whose
+    # values have types (Dropthought: "DATE", "PHONE", ...); see `Connector.value_types`
+    types: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every CRM column this mapping reads, in a stable order."""
+        cols = list(self.fields.values()) + list(self.metadata.values())
+        if self.trigger:
+            cols += self.trigger.on_change
+        return tuple(dict.fromkeys(cols))
+
+
+@dataclass(frozen=True)
+class VendorConfig:
+    name: str
+    base_url: str
+    mapping: MappingConfig
+    options: Mapping[str, Any]
+    delivery: DeliveryConfig
+    batch_size: int | None = None
+    secrets: tuple[str, ...] = ()
+    # the pull streams this installation reads (a subset of the connector's `streams`)
+    streams: tuple[str, ...] = ()
