@@ -28,7 +28,6 @@ from syncd.settings import VendorConfig as VendorConfig
 if TYPE_CHECKING:
     from syncd.vendors.base import Connector
 
-VENDOR_NAMES = ("dropthought", "hellocustomer", "altcraft", "esputnik", "signalvine")
 MAX_TOML = 1024 * 1024  # a config or mapping file larger than this is not one
 MAX_SECRET = 64 * 1024
 DAY = 86400.0
@@ -337,6 +336,8 @@ def _delivery(table: _Table, base: DeliveryConfig) -> DeliveryConfig:
 
 def load(path: Path) -> Config:
     """Load and validate a whole config, its mapping files and its secrets."""
+    # here, not at the top: the connectors (and requests, phonenumbers) load only when a
+    # config does, not for `syncd --help`; they never import this module, so no cycle
     from syncd.vendors import REGISTRY
 
     path = path.resolve() if path.exists() else path
@@ -412,7 +413,7 @@ def load(path: Path) -> Config:
     top.check_unknown()
     if not vendors:
         raise top.error(
-            "no [vendors.<name>] table", hint="enable at least one of " + ", ".join(VENDOR_NAMES)
+            "no [vendors.<name>] table", hint="enable at least one of " + ", ".join(REGISTRY)
         )
     return Config(path, source, store, schedule, suppression, delivery, vendors, metrics)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from syncd.config import VENDOR_NAMES, SourceConfig
+from syncd.config import SourceConfig
 from syncd.errors import SourceError, SyncdError
 from syncd.source import Export, defect
 from syncd.vendors import REGISTRY
@@ -583,14 +583,12 @@ def vendor_names(given: Sequence[str]) -> list[str]:
     if not names:
         raise SyncdError(
             "name the vendors to set up",
-            hint="--vendors " + ",".join(VENDOR_NAMES) + " (any of them; each one written is a "
+            hint="--vendors " + ",".join(REGISTRY) + " (any of them; each one written is a "
             "vendor syncd will send to)",
         )
     for n in names:
         if n not in REGISTRY:
-            raise SyncdError(
-                f"unknown vendor {n!r}", hint="vendors are: " + ", ".join(VENDOR_NAMES)
-            )
+            raise SyncdError(f"unknown vendor {n!r}", hint="vendors are: " + ", ".join(REGISTRY))
     return list(dict.fromkeys(names))
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config import VENDOR_NAMES, ConfigError, load
+from syncd.config import ConfigError, load
 from syncd.errors import SyncdError
 from syncd.init import ALIASES, ROLES, init
+from syncd.vendors import REGISTRY
 
 SYNCD = [sys.executable, "-m", "syncd.cli"]
 SECRETS = {
@@ -277,7 +278,7 @@ def test_init_recognises_the_crm_header_and_syncd_check_accepts_the_result(
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
         os.utime(path, (path.stat().st_mtime - 3600,) * 2)
     out: list[str] = []
-    init(path, [",".join(VENDOR_NAMES)], tmp_path / "etc", echo=out.append)
+    init(path, [",".join(REGISTRY)], tmp_path / "etc", echo=out.append)
 
     source, fields = written(tmp_path / "etc")
     assert (source["key"], source["delimiter"], source["encoding"]) == (key, sep, encoding)

@@ -16,14 +16,6 @@ from syncd.vendors import REGISTRY, Connector
 from tests.test_faults import readme_table
 
 README = Path(__file__).parent.parent / "README.md"
-ORDER = ("esputnik", "signalvine", "hellocustomer", "dropthought", "altcraft")
-TITLES = {
-    "esputnik": "eSputnik",
-    "signalvine": "SignalVine",
-    "hellocustomer": "Hello Customer",
-    "dropthought": "Dropthought",
-    "altcraft": "Altcraft",
-}
 
 
 def _default(value: object) -> str:
@@ -47,7 +39,7 @@ def vendor_section(cls: type[Connector]) -> str:
         limits.append(f"one call per {cls.min_interval:g} s per token")
     streams = ", ".join(cls.streams) or "none"
     lines = [
-        f"#### {TITLES[cls.name]} — `[vendors.{cls.name}]`, {cls.kind}",
+        f"#### {cls.title} — `[vendors.{cls.name}]`, {cls.kind}",
         "",
         summary,
         "",
@@ -86,8 +78,8 @@ def vendor_section(cls: type[Connector]) -> str:
 
 
 def vendor_reference() -> str:
-    assert set(ORDER) == set(REGISTRY)
-    return "\n".join(vendor_section(REGISTRY[name]) for name in ORDER)
+    """Every registered vendor's section, in the registry's order."""
+    return "\n".join(vendor_section(cls) for cls in REGISTRY.values())
 
 
 def _marked(name: str) -> re.Pattern[str]:

@@ -70,6 +70,7 @@ PREFIXES = ("content", "custom_data")
 
 class Altcraft(Connector):
     name = "altcraft"
+    title = "Altcraft"
     kind = "trigger"
     max_batch = 10_000
     max_bytes = 10_000_000

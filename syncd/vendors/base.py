@@ -37,6 +37,7 @@ class Status(StrEnum):
     UNKNOWN = "unknown"
     DEAD = "dead"
     SKIPPED = "skipped"
+    SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ OnJob = Callable[[str], None]
 class Connector(ABC):
     """Base class of every vendor connector."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # the `[vendors.<name>]` table, the store's `vendor` column
+    title: ClassVar[str]  # how people write it: "Hello Customer"
     kind: ClassVar[Literal["upsert", "trigger"]]
     max_batch: ClassVar[int]
     max_bytes: ClassVar[int | None] = None

@@ -86,6 +86,7 @@ SLASHED_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(
 
 class Dropthought(Connector):
     name = "dropthought"
+    title = "Dropthought"
     kind = "trigger"
     max_batch = 1
     options: ClassVar[dict[str, Option]] = {

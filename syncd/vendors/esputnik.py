@@ -69,6 +69,7 @@ SESSION_STATES = ("STARTED", "IMPORTING", "FINISHED", "ERROR")
 
 class ESputnik(Connector):
     name = "esputnik"
+    title = "eSputnik"
     kind = "upsert"
     max_batch = 3000
     options: ClassVar[dict[str, Option]] = {

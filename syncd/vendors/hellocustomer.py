@@ -139,6 +139,7 @@ def resolve_language(value: str) -> str | None:
 
 class HelloCustomer(Connector):
     name = "hellocustomer"
+    title = "Hello Customer"
     kind = "trigger"
     max_batch = 1000
     min_interval = 1.0

@@ -148,6 +148,7 @@ def csv_text(rows: Sequence[Sequence[str]]) -> str:
 
 class SignalVine(Connector):
     name = "signalvine"
+    title = "SignalVine"
     kind = "upsert"
     max_batch = 100_000
     max_bytes = 10_000_000
