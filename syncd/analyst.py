@@ -12,6 +12,8 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncd.vendors import REGISTRY
+
 
 @dataclass(frozen=True)
 class Relation:
@@ -49,7 +51,7 @@ RELATIONS: tuple[Relation, ...] = (
         "vendor_state",
         "What each vendor has acknowledged per contact: the basis of the diff.",
         {
-            "vendor": "Vendor name (`esputnik`, `dropthought`, `hellocustomer`, `altcraft`, `signalvine`).",
+            "vendor": "Vendor name (" + ", ".join(f"`{name}`" for name in REGISTRY) + ").",
             "key": "CRM key.",
             "hash": "Fingerprint of the projection the vendor acknowledged.",
             "ref": "The vendor's own id for the contact (eSputnik contact id, Dropthought participant_uuid, ...).",

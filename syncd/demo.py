@@ -22,10 +22,12 @@ from syncd.errors import SyncdError
 from syncd.sample import row, write_export
 from syncd.sandbox import SIMULATORS, Stack
 from syncd.state import OPEN_STATUSES
+from syncd.vendors import REGISTRY
 
 Echo = Callable[[str], None]
 
-# the [vendors.<name>] keys that work against each simulator's built-in account
+# the [vendors.<name>] keys that work against each simulator's built-in account (a vendor
+# whose simulator takes none needs no entry)
 SANDBOX_TABLES: dict[str, str] = {
     "esputnik": 'api_key = "sandbox-key"\ngroups = ["Customers"]\npoll_every = 0.2\n',
     "dropthought": (
@@ -50,7 +52,8 @@ def mapping_text(vendor: str) -> str:
 
 
 def vendors_available() -> list[str]:
-    return [name for name in SANDBOX_TABLES if name in SIMULATORS]
+    """The registered vendors that have a simulator, in the registry's order."""
+    return [name for name in REGISTRY if name in SIMULATORS]
 
 
 def write_config(
@@ -93,7 +96,7 @@ def write_config(
             f"[vendors.{name}]",
             f'base_url = "{url}"',
             f'mapping = "mappings/{name}.toml"',
-            tables[name].rstrip(),
+            tables.get(name, "").rstrip(),
         ]
     path = folder / "syncd.toml"
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
@@ -224,16 +227,16 @@ def serve_sandbox(host: str, port: int, echo: Echo) -> None:
     """Serve every simulator until SIGINT/SIGTERM; print where and a config to paste."""
     stop = threading.Event()
     with Stack() as stack:
-        for offset, name in enumerate(sorted(SIMULATORS)):
+        names = vendors_available()
+        for offset, name in enumerate(names):
             server = stack.add(SIMULATORS[name](), port=port + offset if port else 0)
             echo(f"{name}: {server.url}  (control: {server.url}/_sandbox/state)")
         echo("\nvendor tables for your syncd.toml:")
-        for name in sorted(SIMULATORS):
-            if name in SANDBOX_TABLES:
-                echo(
-                    f'[vendors.{name}]\nbase_url = "{stack.servers[name].url}"\n'
-                    f'mapping = "mappings/{name}.toml"\n{SANDBOX_TABLES[name]}'
-                )
+        for name in names:
+            echo(
+                f'[vendors.{name}]\nbase_url = "{stack.servers[name].url}"\n'
+                f'mapping = "mappings/{name}.toml"\n{SANDBOX_TABLES.get(name, "")}'
+            )
         echo("serving; Ctrl-C to stop")
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

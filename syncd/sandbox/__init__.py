@@ -1,6 +1,8 @@
-"""Faithful local simulators of the five vendors, served over real HTTP on loopback.
+"""Faithful local simulators of the vendors, served over real HTTP on loopback.
 
-Each is written from the vendor's own documents and imports nothing from `syncd.vendors`.
+Each is written from the vendor's own documents and imports nothing from `syncd.vendors`
+(nor does any connector import a simulator): `SIMULATORS` is keyed by the registry's
+names, and a test checks that both hold the same vendors.
 """
 
 from __future__ import annotations
