@@ -195,7 +195,7 @@ def is_journal(stream: TextIO) -> bool:
     return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
 
 
-def _priority(_: Any, method: str, line: str) -> str:
+def _priority(_: Any, method: str, line: Any) -> str:
     """structlog's last step for the journal: the rendered line after its `<N>` prefix."""
     return f"<{PRIORITIES.get(method, 6)}>{line}"
 

@@ -75,13 +75,7 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
         quarantined = store.scalar("SELECT count(*) FROM quarantine WHERE run_id = ?", (last,))
         # open deliveries with a reason: rejected (failed, dead), outcome unknown, or left
         # pending by a retriable fault; the IN list is the partial index deliveries_open's
-        problems = _grouped(
-            store,
-            "status IN ('pending', 'in_flight', 'failed', 'unknown', 'dead') "
-            "AND status != 'in_flight' AND (status != 'pending' OR reason IS NOT NULL)",
-            (),
-            "reason",
-        )
+        problems = _grouped(store, PROBLEMS, (), "reason")
         # a skip's reason names a vendor and a date: grouped by its kind, as the
         # skipped_reasons view groups them
         skipped = _grouped(store, "status = 'skipped' AND run_id = ?", (last,), SKIP_KIND)
@@ -134,6 +128,34 @@ def _grouped(
     ]
 
 
+# the open deliveries worth a reason (see `collect`); the IN list is deliveries_open's
+PROBLEMS = (
+    "status IN ('pending', 'in_flight', 'failed', 'unknown', 'dead') "
+    "AND status != 'in_flight' AND (status != 'pending' OR reason IS NOT NULL)"
+)
+
+
+def run_reasons(store: Store, run_id: int, since: str | None) -> list[dict[str, Any]]:
+    """One run's reasons, grouped as `collect` groups them: the deliveries it left failed,
+    dead, unknown or pending with a reason (those changed `since` its start; None: none),
+    then the ones it skipped, by kind of reason."""
+    groups = _grouped(store, PROBLEMS + " AND updated_at >= ?", (since,), "reason") if since else []
+    return groups + _grouped(store, "status = 'skipped' AND run_id = ?", (run_id,), SKIP_KIND)
+
+
+def reason_lines(groups: list[dict[str, Any]]) -> list[str]:
+    """A run's reason groups as lines: `signalvine: 1 failed — phone … (keys: …)`."""
+    lines = []
+    for g in groups:
+        more = g["count"] > len(g["keys"])
+        if g["status"] == "skipped":
+            shown = f"{g['reason']}, e.g. {_line(g['example'], g['keys'], more)}"
+        else:
+            shown = _line(g["reason"], g["keys"], more)
+        lines.append(f"  {g['vendor']}: {g['count']} {g['status']} — {shown}")
+    return lines
+
+
 def _line(reason: str | None, keys: list[str], more: bool) -> str:
     """A reason, cut to a line, and example keys."""
     text = " ".join(str(reason).split())
@@ -159,6 +181,17 @@ def _by_reason(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(merged.values(), key=lambda m: (-m["count"], m["reason"]))
 
 
+def _run_state(run: dict[str, Any], now: str) -> str:
+    """How a run ended, or how long it has been running."""
+    if run["status"] == "running":
+        started = datetime.fromisoformat(run["started_at"])
+        elapsed = (datetime.fromisoformat(now) - started).total_seconds()
+        return f"running for {max(elapsed, 0):.0f}s"
+    if run["status"] == "crashed":  # when it died is not known
+        return f"crashed: {run['message'] or ''}"
+    return f"{run['status']} exit {run['exit_code']} ({run['seconds'] or 0:.1f}s) {run['message'] or ''}"
+
+
 def _iso(ts: datetime | None) -> str | None:
     return ts.isoformat(timespec="seconds") if ts else None
 
@@ -170,10 +203,7 @@ def render(data: dict[str, Any]) -> str:
         if r["id"] is None:
             lines.append("  none yet")
             break
-        lines.append(
-            f"  #{r['id']} {r['kind']} {r['started_at']} {r['status']} exit {r['exit_code']}"
-            f" ({r['seconds'] or 0:.1f}s) {r['message'] or ''}"
-        )
+        lines.append(f"  #{r['id']} {r['kind']} {r['started_at']} {_run_state(r, data['now'])}")
     lines.append("open deliveries:")
     for name, counts in data["vendors"].items():
         shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"

@@ -449,19 +449,17 @@ def test_a_reverted_change_is_not_left_behind_an_in_flight_upsert(tmp_path: Path
     assert not found, found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a killed run's `runs` row stays 'running' for ever: no later run closes it "
-    "(as 'crashed'), so `runs` and `syncd status` cannot tell a crash from a run in progress",
-)
 def test_a_killed_run_is_closed_by_the_next(tmp_path: Path) -> None:
+    """The next run, holding the instance lock, closes a killed run as `crashed`."""
     with Stack() as stack:
         loop = KillLoop(tmp_path, stack, seed=6, flip=False)
         assert loop.run("sync", "diff_committed") == -9
         assert loop.sync(None) == 0
         with closing(loop.db()) as conn:
             left = conn.execute("SELECT id FROM runs WHERE status = 'running'").fetchall()
+            crashed = conn.execute("SELECT id FROM runs WHERE status = 'crashed'").fetchall()
     assert left == [], f"runs still 'running' after a clean run: {left}"
+    assert crashed == [(1,)]
 
 
 @pytest.mark.slow

@@ -309,8 +309,25 @@ class Store:
 
     # --- runs -------------------------------------------------------------------------
     def start_run(self, kind: str, now: datetime, export_path: str | None = None) -> int:
+        """Record a new run, first closing as `crashed` any run a dead process left
+        `running`. The caller holds the instance lock, so no other run is in progress."""
         with self.write():
-            return self.insert_run(kind, now, export_path)
+            run_id = self.insert_run(kind, now, export_path)
+            self.close_crashed(run_id)
+            return run_id
+
+    def close_crashed(self, by: int) -> int:
+        """Close every run but `by` still marked `running` as `crashed`: syncd was killed
+        (SIGKILL, power loss, OOM) before it could record the end. Only the holder of the
+        instance lock may call this, inside its transaction. When it ended is not known:
+        `finished_at` and `seconds` stay NULL."""
+        cur = self.conn.execute(
+            "UPDATE runs SET status = 'crashed', message = 'syncd stopped without recording "
+            "the end of this run (killed, or the host went down); closed by run #' || ? "
+            "WHERE status = 'running' AND id != ?",
+            (by, by),
+        )
+        return cur.rowcount
 
     def insert_run(self, kind: str, now: datetime, export_path: str | None = None) -> int:
         """Insert a run row inside the caller's transaction."""
