@@ -620,9 +620,18 @@ class Differ:
             self.buffer = []
 
     def _quarantine(
-        self, line: int | None, key: str | None, vendor: str | None, reason: str
+        self,
+        line: int | None,
+        key: str | None,
+        vendor: str | None,
+        reason: str,
+        *,
+        row: bool = True,
     ) -> None:
-        self.plan.quarantined += 1
+        """Record a quarantined row (for `vendor` only, or for all). `row=False`: the row was
+        quarantined for another vendor already; `plan.quarantined` counts rows, not entries."""
+        if row:
+            self.plan.quarantined += 1
         if vendor:
             self.plan.vendors[vendor].counts["quarantined"] += 1
         self.conn.execute(
@@ -761,7 +770,7 @@ class Differ:
             vplan = self.plan.vendors[name]
             view = cand.views[name]
             if isinstance(view, str):
-                self._quarantine(cand.line, cand.key, name, view)
+                self._quarantine(cand.line, cand.key, name, view, row=clean)
                 clean = False
                 continue
             digest, payload = view
@@ -811,8 +820,7 @@ class Differ:
                 surveyed = surveyed or name
             vplan.counts[kind] += 1
             if len(vplan.samples) < SAMPLES:
-                before = json.loads(old.attributes) if old else {}
-                vplan.samples.append(_sample(cand.key, kind, proj, before, header, cand.row))
+                vplan.samples.append(_sample(cand.key, kind, proj, old, header, payload))
         return clean
 
     def _recent_survey(self, key: str, planned: str | None) -> str | None:
@@ -1116,15 +1124,24 @@ def _payload(contact: Contact) -> str:
 
 
 def _sample(
-    key: str, kind: str, proj: Projector, before: dict[str, str], header: list[str], row: list[str]
+    key: str, kind: str, proj: Projector, old: _Stored | None, header: list[str], payload: str
 ) -> dict[str, Any]:
+    """What the connector would send, field by field, before → after: the vendor's values
+    (normalised and shaped) of the contact's previous export row, None for a new contact,
+    and of this one. A metadata name is shown as `name (metadata)`."""
+    after = orjson.loads(payload)
+    before: dict[str, dict[str, Any]] = {"fields": {}, "metadata": {}}
+    if old is not None and kind == "changed":
+        stored = orjson.loads(old.attributes)
+        previous = proj.project(key, [stored.get(col, "") for col in header])
+        if isinstance(previous, Contact):
+            before = {"fields": dict(previous.fields), "metadata": dict(previous.metadata)}
     changes = {}
-    cols = [col for _n, col, _i, _k in proj.fields + proj.metadata]
-    for col in dict.fromkeys(cols):
-        new = row[header.index(col)]
-        old = before.get(col)
-        if old != new:
-            changes[col] = [old, new]
+    for part, suffix in (("fields", ""), ("metadata", " (metadata)")):
+        for name, new in after[part].items():
+            was = before[part].get(name)
+            if was != new:
+                changes[name + suffix] = [was, new]
     return {"key": key, "kind": kind, "changes": changes}
 
 
