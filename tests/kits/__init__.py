@@ -7,6 +7,7 @@ the simulator holds (keyed by CRM key) so tests can compare it with what was sen
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,3 +36,22 @@ class Kit:
     reject: Callable[[Simulator, Contact, str], None] | None = None
     # the path of the push request (for counting and path-scoped faults)
     push_path: str = ""
+
+
+# kits registered from a test (tests/throwaway); every other vendor's is tests/kits/<name>.py
+KITS: dict[str, Kit] = {}
+
+
+def kit_for(name: str) -> Kit:
+    """The kit of a registered vendor; LookupError when it has none."""
+    if name not in KITS:
+        module = f"tests.kits.{name}"
+        try:
+            KITS[name] = importlib.import_module(module).KIT
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            raise LookupError(
+                f"vendor {name!r} is registered but has no kit: write tests/kits/{name}.py"
+            ) from None
+    return KITS[name]

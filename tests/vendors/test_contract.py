@@ -3,7 +3,6 @@ through the same delivery loop the pipeline uses (a real SQLite store)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,20 +17,11 @@ from syncd.push import Deliverer
 from syncd.sandbox.base import Server, Simulator
 from syncd.state import Store
 from syncd.vendors import REGISTRY, Connector, Contact
-from tests.kits import Kit
+from tests.kits import Kit, kit_for
 
-
-def _kits() -> list[Kit]:
-    kits = []
-    for name in sorted(REGISTRY):
-        try:
-            kits.append(importlib.import_module(f"tests.kits.{name}").KIT)
-        except ModuleNotFoundError:
-            continue
-    return kits
-
-
-KITS = _kits()
+# every registered vendor's kit: one without a kit stops the collection (LookupError
+# naming the file to write), it is never skipped
+KITS = [kit_for(name) for name in REGISTRY]
 
 
 @pytest.fixture(params=KITS, ids=[k.name for k in KITS])
