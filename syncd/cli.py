@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tomllib
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,15 +83,14 @@ def cli(ctx: click.Context, config: str | None, log_level: str) -> None:
     ctx.obj = Ctx(config, log_level)
 
 
-def _progress() -> Callable[[str, int], None] | None:
-    """A one-line progress display on a TTY only: never in pipes or the journal."""
-    if not sys.stderr.isatty():
-        return None
+def _interruptible() -> None:
+    """SIGTERM ends a command as Ctrl-C does (KeyboardInterrupt), so the run is recorded
+    `interrupted`, not left `running` (the daemon has its own handler)."""
 
-    def show(what: str, done: int) -> None:
-        click.echo(f"\r{what}: {done}…" + " " * 10, nl=False, err=True)
+    def on_term(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
 
-    return show
+    signal.signal(signal.SIGTERM, on_term)
 
 
 @cli.command()
@@ -127,9 +128,12 @@ def sync(
 ) -> None:
     """Reconcile the CRM export with the vendors now."""
     from syncd.pipeline import opened, reconcile
+    from syncd.progress import for_terminal
 
     cfg = ctx.cfg
-    with opened(cfg, lock=not dry_run) as store:
+    _interruptible()
+    display = for_terminal()
+    with opened(cfg, lock=not dry_run) as store, display or nullcontext():
         report = reconcile(
             cfg,
             store,
@@ -139,25 +143,24 @@ def sync(
             vendors=vendors or None,
             baseline=baseline,
             rebaseline=rebaseline,
-            progress=_progress(),
+            progress=display,
         )
-    if sys.stderr.isatty():
-        click.echo("\r", nl=False, err=True)
     if dry_run and report.plan:
         click.echo(f"dry run of {report.plan.export}: nothing was written or sent")
         click.echo(
             f"  {report.plan.rows_read} rows, {report.plan.unchanged} unchanged, "
             f"{report.plan.quarantined} quarantined, {report.plan.gone} gone"
         )
-        for name, vplan in report.plan.vendors.items():
-            shown = ", ".join(f"{n} {k}" for k, n in sorted(vplan.counts.items()) if n)
-            click.echo(f"  {name}: {shown}")
-            for sample in vplan.samples:
-                click.echo(f"    {sample['kind']} {sample['key']}:")
-                for col, (old, new) in sample["changes"].items():
-                    click.echo(f"      {col}: {old!r} → {new!r}")
+        for name, counts in report.counts().items():
+            click.echo(f"  {report.vendor_line(name, counts)}")
+            for sample in report.plan.vendors[name].samples:
+                click.echo(f"    {sample['kind']} {sample['key']} would send:")
+                for field, (old, new) in sample["changes"].items():
+                    click.echo(f"      {field}: {old!r} → {new!r}")
     else:
         click.echo(report.summary())
+    for line in report.details():
+        click.echo(line)
     for notice in report.plan.notices(dry_run) if report.plan else ():
         click.echo(notice)
     sys.exit(report.exit_code)
@@ -174,20 +177,24 @@ def sync(
 def pull(ctx: Ctx, vendors: tuple[str, ...], since: datetime | None) -> None:
     """Pull responses, NPS and unsubscribes back into the store."""
     from syncd.pipeline import opened
+    from syncd.progress import for_terminal
     from syncd.pull import pull as run_pull
 
     cfg = ctx.cfg
-    progress = _progress()
-    with opened(cfg) as store:
+    _interruptible()
+    display = for_terminal()
+    with opened(cfg) as store, display or nullcontext():
         report = run_pull(
             cfg,
             store,
             SYSTEM,
             vendors=vendors or None,
             since=since.date() if since else None,
-            on_page=(lambda v, s, n: progress(f"{v}/{s}", n)) if progress else None,
+            on_page=display.pulled if display else None,
         )
-    click.echo(report.summary())
+    click.echo(report.summary())  # after the display is gone: a line of its own
+    for line in report.details():
+        click.echo(line)
     sys.exit(report.exit_code)
 
 
@@ -292,12 +299,17 @@ def check(ctx: Ctx, online: bool) -> None:
 def retry(ctx: Ctx, vendors: tuple[str, ...], dead: bool, unknown: bool) -> None:
     """Re-queue failed deliveries (and --dead / --unknown ones) and deliver them now."""
     from syncd.pipeline import deliver, opened
+    from syncd.progress import for_terminal
 
     cfg = ctx.cfg
     statuses = ["failed"] + (["dead"] if dead else []) + (["unknown"] if unknown else [])
-    with opened(cfg) as store:
-        report = deliver(cfg, store, SYSTEM, statuses, vendors or None)
+    _interruptible()
+    display = for_terminal()
+    with opened(cfg) as store, display or nullcontext():
+        report = deliver(cfg, store, SYSTEM, statuses, vendors or None, progress=display)
     click.echo(report.summary())
+    for line in report.details():
+        click.echo(line)
     sys.exit(report.exit_code)
 
 

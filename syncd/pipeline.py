@@ -10,8 +10,9 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
 from threading import Event
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -20,14 +21,47 @@ from syncd.clock import Clock
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
 from syncd.diff import Differ, Plan
-from syncd.errors import ConfigError, GuardError, SyncdError
+from syncd.errors import ConfigError, GuardError, StopRequested, SyncdError
 from syncd.lock import InstanceLock
-from syncd.push import Delivered, Deliverer, Progress
+from syncd.push import Delivered, Deliverer
 from syncd.source import Export, find_export
-from syncd.state import Store
+from syncd.state import Store, iso
+from syncd.status import reason_lines, run_reasons
 from syncd.vendors import REGISTRY, Connector
 
+if TYPE_CHECKING:
+    from syncd.progress import Display
+
 log = structlog.get_logger("syncd.pipeline")
+
+# what each count of a run means, in the order the summary gives them (the counts keep
+# these names in `runs.counts` and `syncd status --json`)
+WORDS = {
+    "new": "{} new",
+    "changed": "{} changed",
+    "sent": "{} sent",
+    "failed": "{} failed",
+    "unknown": "{} with an unknown outcome",
+    "pending": "{} left pending",
+    "superseded": "{} replaced by a newer change",
+    "skipped": "{} skipped",
+    "quarantined": "{} not sendable to it (quarantined)",
+    "baseline": "{} recorded as acknowledged (--baseline)",
+    "not_triggered": "{} new but not surveyed (on_new = false)",
+    "rebaselined": "{} re-baselined",
+    "already_pending": "{} already waiting to be sent",
+    "already_in_flight": "{} already being sent",
+    "already_failed": "{} already failed (retried)",
+    "already_unknown": "{} already sent with an unknown outcome",
+    "already_dead": "{} already dead (`syncd retry --dead`)",
+    "responses": "{} responses",
+    "nps": "{} NPS figures",
+    "unsubscribes": "{} unsubscribes",
+    "invalid": "{} records skipped (fields of the wrong type; see the log)",
+    "errors": "{} streams failed",
+}
+QUIET = ("unchanged", "gone", "stopped")  # counted, not worth a word in the summary line
+STREAMS = ("responses", "nps", "unsubscribes")
 
 
 class _Rollback(Exception):
@@ -42,6 +76,10 @@ class RunReport:
     plan: Plan | None = None
     delivered: dict[str, Delivered] = field(default_factory=dict)
     message: str = ""
+    started: datetime | None = None
+    # the run's failures, unknowns, pending with a reason and skips, grouped by vendor and
+    # reason as `syncd status` groups them (`syncd.status.run_reasons`)
+    reasons: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = self.plan.counts() if self.plan else {}
@@ -58,17 +96,37 @@ class RunReport:
         parts = []
         if self.plan:
             parts.append(f"{self.plan.rows_read} rows, {self.plan.quarantined} quarantined")
-        for name, counts in self.counts().items():
-            shown = ", ".join(
-                f"{n} {k}"
-                for k, n in sorted(counts.items())
-                if k not in ("unchanged", "gone", "stopped") and n
-            )
-            parts.append(
-                f"{name}: {shown or 'nothing to send'}"
-                + (" (stopped)" if "stopped" in counts else "")
-            )
+        parts += [self.vendor_line(name, counts) for name, counts in self.counts().items()]
         return f"{head}: " + "; ".join(parts) + f"; exit {self.exit_code}"
+
+    def vendor_line(self, name: str, counts: dict[str, Any]) -> str:
+        """`esputnik: 150 new, 150 sent`: a vendor's counts in words."""
+        order = list(WORDS)
+        shown = [
+            WORDS.get(k, "{} " + k.replace("_", " ")).format(counts[k])
+            for k in sorted(counts, key=lambda k: (order.index(k) if k in WORDS else 99, k))
+            if k not in QUIET and counts[k]
+        ]
+        line = f"{name}: {', '.join(shown) or self._nothing(name)}"
+        return line + (" (stopped)" if "stopped" in counts else "")
+
+    def details(self) -> list[str]:
+        """The lines under the summary: why each stopped vendor stopped, then the run's
+        failures and skips grouped by reason, with a few keys each."""
+        stops = [f"  {n}: stopped — {d.stopped}" for n, d in self.delivered.items() if d.stopped]
+        return stops + reason_lines(self.reasons)
+
+    def _nothing(self, name: str) -> str:
+        """A vendor line without a count: nothing to send, retry, or pull (naming the
+        streams read, which `counts` drops when they are 0)."""
+        if self.kind != "pull":
+            return "nothing to retry" if self.kind == "retry" else "nothing to send"
+        done = self.delivered.get(name)
+        streams = [s for s in STREAMS if done and s in done.counts]
+        listed = (
+            ", ".join(streams[:-1]) + " or " + streams[-1] if len(streams) > 1 else "".join(streams)
+        )
+        return f"no new {listed or 'records'}"
 
 
 def open_connectors(
@@ -108,17 +166,19 @@ def reconcile(
     baseline: bool = False,
     rebaseline: bool = True,
     stop: Event | None = None,
-    progress: Progress | None = None,
+    progress: Display | None = None,
 ) -> RunReport:
     """Diff the export against the store and deliver what changed. Raises SyncdError.
 
     `rebaseline=False` sends what a changed digest definition makes differ (a trigger
-    vendor's new `on_change` column surveys everyone) instead of re-baselining it."""
+    vendor's new `on_change` column surveys everyone) instead of re-baselining it.
+    Whatever ends the run, it is recorded: a raised exception as `refused`, `interrupted`
+    (Ctrl-C, SIGTERM) or `failed` (see `ended`), then raised again."""
     report = RunReport("dry run" if dry_run else "reconcile")
     connectors = open_connectors(cfg, clock)
-    now = clock.now()
+    report.started = clock.now()
     if not dry_run:
-        report.run_id = store.start_run("reconcile", now)
+        report.run_id = store.start_run("reconcile", report.started)
         logmod.bind(run_id=report.run_id)
     try:
         _reconcile(
@@ -135,26 +195,47 @@ def reconcile(
             stop,
             progress,
         )
-    except SyncdError as exc:
-        report.exit_code = exc.exit_code
-        report.message = str(exc)
-        if report.run_id:
-            status = "refused" if isinstance(exc, GuardError) else "failed"
-            store.finish_run(
-                report.run_id,
-                clock.now(),
-                status=status,
-                exit_code=exc.exit_code,
-                counts=report.counts(),
-                message=str(exc),
-                rows_read=report.plan.rows_read if report.plan else None,
-            )
+    except BaseException as exc:
+        ended(store, clock, report, exc)
         raise
     finally:
         for c in connectors.values():
             c.close()
         logmod.unbind("run_id")
     return report
+
+
+def ended(store: Store, clock: Clock, report: RunReport, exc: BaseException) -> None:
+    """Record a run that `exc` ended: `refused` by a guard, `interrupted` by Ctrl-C or a
+    stop request, else `failed` (a SyncdError, or a bug: any exception). Never raises, so
+    `exc` is what the caller sees."""
+    if isinstance(exc, GuardError):
+        status = "refused"
+    elif isinstance(exc, KeyboardInterrupt | StopRequested):
+        status = "interrupted"
+    else:
+        status = "failed"
+    if isinstance(exc, SyncdError):
+        report.exit_code, report.message = exc.exit_code, str(exc)
+    elif isinstance(exc, KeyboardInterrupt):
+        report.exit_code, report.message = 130, "interrupted (Ctrl-C or SIGTERM)"
+    else:
+        report.exit_code, report.message = 1, f"{type(exc).__name__}: {exc}"
+    if not report.run_id:
+        return
+    try:
+        store.finish_run(
+            report.run_id,
+            clock.now(),
+            status=status,
+            exit_code=report.exit_code,
+            counts=report.counts(),
+            message=report.message,
+            rows_read=report.plan.rows_read if report.plan else None,
+            quarantined=report.plan.quarantined if report.plan else None,
+        )
+    except Exception:  # the store itself failing: the next run closes this one as crashed
+        log.exception("could not record the end of the run", status=status)
 
 
 def _reconcile(
@@ -169,13 +250,15 @@ def _reconcile(
     baseline: bool,
     rebaseline: bool,
     stop: Event | None,
-    progress: Progress | None,
+    progress: Display | None,
 ) -> None:
     now = clock.now()
     path = find_export(cfg.source, now)
     targets = list(vendors or cfg.vendors)
     open_connectors(cfg, clock, targets)  # validates the names before anything is written
     with Export(path, cfg.source, force=force) as export:
+        if progress:
+            progress.reading(path, path.stat().st_size, lambda: export.position)
         if not dry_run:
             for name in targets:
                 store.requeue_failed(name, cfg.vendors[name].delivery.max_attempts, now)
@@ -193,7 +276,11 @@ def _reconcile(
                     rebaseline=rebaseline,
                 )
                 report.plan = differ.run(export)
+                if progress:
+                    progress.diffing()
                 refused = differ.guard(force)
+                # read inside the transaction: a dry run's skips are rolled back with it
+                report.reasons = run_reasons(store, run_id, None)
                 if refused or dry_run:
                     raise _Rollback
         except _Rollback:
@@ -221,33 +308,100 @@ def _reconcile(
         return
     if not baseline:
         for name in targets:
-            connector = connectors[name]
-            deliverer = Deliverer(
-                store,
-                connector,
-                clock.now,
-                max_attempts=cfg.vendors[name].delivery.max_attempts,
-                stop=stop,
-                progress=progress,
+            report.delivered[name] = _deliver_one(
+                cfg, store, clock, connectors[name], stop, progress
             )
-            logmod.bind(vendor=name)
-            try:
-                report.delivered[name] = deliverer.run()
-            finally:
-                logmod.unbind("vendor")
-    backlog = store.backlog()
-    trouble = _trouble(report) or any(backlog.get(n, {}).get("pending") for n in report.delivered)
-    report.exit_code = 1 if trouble else 0
-    store.finish_run(
-        report.run_id or 0,
-        clock.now(),
-        status="partial" if trouble else "ok",
-        exit_code=report.exit_code,
-        counts=report.counts(),
-        message=report.summary(),
+    _finish(
+        store,
+        clock,
+        report,
+        stop,
         rows_read=plan.rows_read,
         quarantined=plan.quarantined,
         export_path=str(path),
+    )
+
+
+def _deliver_one(
+    cfg: Config,
+    store: Store,
+    clock: Clock,
+    connector: Connector,
+    stop: Event | None,
+    progress: Display | None,
+) -> Delivered:
+    """One vendor's delivery loop. Should it raise (a bug, a hostile answer, Ctrl-C), its
+    in-flight deliveries are settled as a restart would settle them (`abandon`) first."""
+    name = connector.name
+    max_attempts = cfg.vendors[name].delivery.max_attempts
+    if progress:
+        open_rows = store.backlog().get(name, {})
+        progress.sending(connector, open_rows.get("pending", 0) + open_rows.get("in_flight", 0))
+    logmod.bind(vendor=name)
+    try:
+        return Deliverer(
+            store,
+            connector,
+            clock.now,
+            max_attempts=max_attempts,
+            stop=stop,
+            progress=progress.sent if progress else None,
+        ).run()
+    except BaseException:
+        abandon(store, connector, clock, max_attempts)
+        raise
+    finally:
+        logmod.unbind("vendor")
+
+
+def abandon(store: Store, connector: Connector, clock: Clock, max_attempts: int) -> None:
+    """Leave no delivery `in_flight` that no request carries, after the delivery loop raised:
+    an upsert's goes back to pending (re-sending is harmless), a trigger's becomes `unknown`
+    (the vendor may have it), as a restart's resume would settle them. One with a recorded
+    async job stays in flight: the job carries it, and the next run polls it."""
+    unknown = connector.kind == "trigger"
+    reason = (
+        "in flight when the run failed: the vendor may have it; `syncd retry --unknown` "
+        "sends it again"
+        if unknown
+        else "in flight when the run failed; re-sent"
+    )
+    try:
+        rows = [r for r in store.in_flight(connector.name) if r["job"] is None]
+        outcomes = [
+            (r["id"], r["key"], "unknown" if unknown else "pending", reason, None) for r in rows
+        ]
+        store.settle(connector.name, outcomes, clock.now(), max_attempts)
+    except Exception:  # the store itself failing: the next run's resume settles them
+        log.exception("could not settle the in-flight deliveries", vendor=connector.name)
+    else:
+        if rows:
+            log.warning(
+                "settled in-flight deliveries of a failed run",
+                rows=len(rows),
+                status="unknown" if unknown else "pending",
+            )
+
+
+def _finish(
+    store: Store, clock: Clock, report: RunReport, stop: Event | None, **extra: Any
+) -> None:
+    """Record a run that came to its end: `interrupted` if a stop was requested on the way,
+    else `partial` (exit 1) when something failed or is left open, else `ok`."""
+    backlog = store.backlog()
+    trouble = _trouble(report) or any(backlog.get(n, {}).get("pending") for n in report.delivered)
+    report.exit_code = 1 if trouble else 0
+    if report.run_id and report.kind != "pull":
+        report.reasons = run_reasons(store, report.run_id, iso(report.started or clock.now()))
+    stopped = stop is not None and stop.is_set()
+    store.finish_run(
+        report.run_id or 0,
+        clock.now(),
+        status="interrupted" if stopped else "partial" if trouble else "ok",
+        exit_code=report.exit_code,
+        counts=report.counts(),
+        message=report.summary(),
+        **extra,
     )
 
 
@@ -259,34 +413,24 @@ def deliver(
     vendors: Sequence[str] | None = None,
     *,
     stop: Event | None = None,
+    progress: Display | None = None,
 ) -> RunReport:
     """`syncd retry`: put deliveries in `statuses` back to pending and deliver them now."""
     connectors = open_connectors(cfg, clock, vendors)
-    report = RunReport("retry", run_id=store.start_run("retry", clock.now()))
+    report = RunReport("retry", started=clock.now())
+    report.run_id = store.start_run("retry", report.started or clock.now())
     try:
         for name, connector in connectors.items():
             requeued = store.requeue(statuses, name, clock.now())
             log.info("requeued", vendor=name, rows=requeued, statuses=list(statuses))
-            report.delivered[name] = Deliverer(
-                store,
-                connector,
-                clock.now,
-                max_attempts=cfg.vendors[name].delivery.max_attempts,
-                stop=stop,
-            ).run()
+            report.delivered[name] = _deliver_one(cfg, store, clock, connector, stop, progress)
+        _finish(store, clock, report, stop)
+    except BaseException as exc:
+        ended(store, clock, report, exc)
+        raise
     finally:
         for c in connectors.values():
             c.close()
-    trouble = _trouble(report)
-    report.exit_code = 1 if trouble else 0
-    store.finish_run(
-        report.run_id or 0,
-        clock.now(),
-        status="partial" if trouble else "ok",
-        exit_code=report.exit_code,
-        counts=report.counts(),
-        message=report.summary(),
-    )
     return report
 
 

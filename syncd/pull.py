@@ -4,6 +4,12 @@ Every page is stored with its cursor in one transaction, so a crash between fetc
 and committing it re-fetches that page next time (upserts by the vendor's own ids: nothing
 is lost and nothing doubles). A connector owns its cursor's format; a bare ISO date is
 understood by every connector as "start here" (`syncd pull --since`).
+
+A record is checked against the types its table takes before it is stored (`clean`):
+what converts without guessing does (a number sent as text, an id sent as a number), and
+a record with a field that does not (a dict where a text belongs, "n/a" as a score) is
+skipped, logged with its reason, and counted as `invalid`: the pull goes on, and ends
+`partial`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from syncd.clock import Clock
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
 from syncd.errors import FatalError, RetriableError
-from syncd.pipeline import RunReport, open_connectors
+from syncd.pipeline import RunReport, ended, open_connectors
 from syncd.push import Delivered
 from syncd.state import Store, iso
 
@@ -53,28 +59,36 @@ def pull(
                     break
                 logmod.bind(vendor=name)
                 try:
-                    out.counts[stream] += _pull_stream(
+                    stored, invalid = _pull_stream(
                         store, connector.name, stream, connector.pull, clock, since, on_page
                     )
+                    out.counts[stream] += stored
+                    if invalid:
+                        out.counts["invalid"] += invalid
                 except (RetriableError, FatalError) as exc:
                     out.counts["errors"] += 1
                     out.stopped = str(exc)
                     log.error("pull failed", stream=stream, error=str(exc))
                 finally:
                     logmod.unbind("vendor")
+        trouble = any(d.stopped or d.counts["invalid"] for d in report.delivered.values())
+        report.exit_code = 1 if trouble else 0
+        interrupted = stop is not None and stop.is_set()
+        store.finish_run(
+            report.run_id or 0,
+            clock.now(),
+            status="interrupted" if interrupted else "partial" if trouble else "ok",
+            exit_code=report.exit_code,
+            counts=report.counts(),
+            message=report.summary(),
+        )
+    except BaseException as exc:
+        ended(store, clock, report, exc)
+        raise
     finally:
         for c in connectors.values():
             c.close()
         logmod.unbind("run_id")
-    report.exit_code = 1 if any(d.stopped for d in report.delivered.values()) else 0
-    store.finish_run(
-        report.run_id or 0,
-        clock.now(),
-        status="partial" if report.exit_code else "ok",
-        exit_code=report.exit_code,
-        counts=report.counts(),
-        message=report.summary(),
-    )
     return report
 
 
@@ -86,7 +100,8 @@ def _pull_stream(
     clock: Clock,
     since: date | None,
     on_page: Callable[[str, str, int], None] | None,
-) -> int:
+) -> tuple[int, int]:
+    """Pull one stream from its cursor: (records stored, records skipped as invalid)."""
     cursor = (
         since.isoformat()
         if since
@@ -94,14 +109,20 @@ def _pull_stream(
             "SELECT cursor FROM cursors WHERE vendor = ? AND stream = ?", (vendor, stream)
         )
     )
-    stored = 0
+    stored = invalid = 0
     for page in fetch(stream, cursor, clock.now()):
         now = iso(clock.now())
         crashpoint("page_fetched")
         with store.write() as c:
             saver = SAVERS[stream]
             for record in page.records:
-                saver(c, vendor, record, now)
+                try:
+                    saver(c, vendor, clean(stream, record), now)
+                except Invalid as exc:
+                    invalid += 1
+                    log.warning(
+                        "pulled record skipped", stream=stream, record=exc.ident, reason=str(exc)
+                    )
             c.execute(
                 "INSERT INTO cursors (vendor, stream, cursor, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (vendor, stream) DO UPDATE SET cursor = excluded.cursor, "
@@ -112,7 +133,7 @@ def _pull_stream(
         log.info("pulled", stream=stream, records=len(page.records), cursor=page.cursor)
         if on_page:
             on_page(vendor, stream, len(page.records))
-    return stored
+    return stored - invalid, invalid
 
 
 def _match_key(c: Any, external: str | None, email: str | None, phone: str | None) -> str | None:
@@ -231,8 +252,151 @@ def _save_unsubscribe(c: Any, vendor: str, r: dict[str, Any], now: str) -> None:
     )
 
 
+class Invalid(Exception):
+    """A pulled record with a field of a type its table cannot take."""
+
+    def __init__(self, reason: str, ident: Any) -> None:
+        super().__init__(reason)
+        self.ident = ident if isinstance(ident, str | int) else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # an id or a date sent as a number
+    raise TypeError("is not text")
+
+
+def _number(value: Any) -> int | float | None:
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                pass
+    raise TypeError("is not a number")
+
+
+def _whole(value: Any) -> int | None:
+    number = _number(value)
+    if number is None or isinstance(number, int):
+        return number
+    if number.is_integer():
+        return int(number)
+    raise TypeError("is not a whole number")
+
+
 def _bool(value: Any) -> int | None:
-    return None if value is None else int(bool(value))
+    if value is None:
+        return None
+    if isinstance(value, bool) or value in (0, 1):
+        return int(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", ""):
+        text = value.strip().lower()
+        return None if not text else int(text in ("true", "1"))
+    raise TypeError("is not true or false")
+
+
+def _any(value: Any) -> Any:
+    return value  # stored as JSON
+
+
+# each stream's fields and how each is made the type its column takes; a field named
+# without `?` is required
+Spec = dict[str, Callable[[Any], Any]]
+SPECS: dict[str, Spec] = {
+    "responses": {
+        "response_id": _text,
+        "external_key?": _text,
+        "email?": _text,
+        "campaign?": _text,
+        "language?": _text,
+        "surveyed_at?": _text,
+        "answered_at?": _text,
+        "raw?": _any,
+    },
+    "nps": {
+        "filter?": _text,
+        "period_start": _text,
+        "period_end": _text,
+        "nps?": _number,
+        "detractors?": _number,
+        "passives?": _number,
+        "promoters?": _number,
+        "vendor_id?": _text,
+        "computed_at?": _text,
+    },
+    "unsubscribes": {
+        "vendor_id": _text,
+        "external_key?": _text,
+        "email?": _text,
+        "phone?": _text,
+        "channel?": _text,
+        "at?": _text,
+    },
+}
+ANSWER: Spec = {
+    "answer_id": _text,
+    "question_id?": _text,
+    "question_text?": _text,
+    "sort_order?": _whole,
+    "score?": _number,
+    "text?": _text,
+    "boolean?": _bool,
+    "options?": _any,
+    "is_nps?": _bool,
+    "is_ces?": _bool,
+    "is_csat?": _bool,
+    "is_score?": _bool,
+    "paths?": _any,
+}
+
+
+def _checked(record: Any, spec: Spec, where: str) -> dict[str, Any]:
+    """`record` with every field of `spec` converted, or `Invalid` naming the first that
+    will not convert."""
+    if not isinstance(record, dict):
+        raise Invalid(f"{where or 'the record'} is {type(record).__name__}, not an object", None)
+    out = dict(record)
+    for name, convert in spec.items():
+        field = name.rstrip("?")
+        value = record.get(field)
+        if value is None and not name.endswith("?"):
+            raise Invalid(f"{where}{field} is missing", None)
+        try:
+            out[field] = convert(value)
+        except TypeError as exc:
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:59] + "…"
+            raise Invalid(f"{where}{field} {shown} {exc}", None) from None
+    return out
+
+
+def clean(stream: str, record: Any) -> dict[str, Any]:
+    """A pulled record in the types its table takes, or `Invalid` (see the module)."""
+    ident = (
+        record.get("response_id" if stream == "responses" else "vendor_id")
+        if isinstance(record, dict)
+        else None
+    )
+    try:
+        out = _checked(record, SPECS[stream], "")
+        answers = out.get("answers")
+        if stream == "responses" and answers is not None:
+            if not isinstance(answers, list):
+                raise Invalid(f"answers is {type(answers).__name__}, not a list", None)
+            out["answers"] = [_checked(a, ANSWER, f"answers[{i}].") for i, a in enumerate(answers)]
+    except Invalid as exc:
+        raise Invalid(str(exc), ident) from None
+    return out
 
 
 def _json(value: Any) -> str | None:

@@ -6,14 +6,23 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from syncd import source
+from syncd.cli import cli
+from syncd.demo import SANDBOX_TABLES, mapping_text
 from syncd.errors import GuardError
+from syncd.pipeline import opened
+from syncd.pull import pull
 from syncd.sample import row, rows
+from syncd.sandbox.altcraft import AltcraftSim
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
+from syncd.vendors.base import Page
+from syncd.vendors.esputnik import ESputnik
 from tests.conftest import assert_fingerprint_cache_holds
 from tests.helpers import World, esputnik_table
 
@@ -312,3 +321,95 @@ def test_the_same_rows_under_renamed_columns_are_other_contacts(
     assert report.plan.counts()["esputnik"]["changed"] == differs > 0
     held = {c["externalCustomerId"]: c for c in sim[0].contacts()}
     assert {held[r[0]]["firstName"] for r in data} == {r[2] for r in data}
+
+
+def test_a_row_quarantined_for_two_vendors_is_one_quarantined_row(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """eSputnik and Altcraft both need the email: a bad one is quarantined for each, and
+    counted once."""
+    with Server(AltcraftSim()) as altcraft:
+        world = World(
+            tmp_path,
+            {
+                "esputnik": esputnik_table(sim[1].url),
+                "altcraft": (
+                    f'base_url = "{altcraft.url}"\n' + SANDBOX_TABLES["altcraft"],
+                    mapping_text("altcraft"),
+                ),
+            },
+        )
+        data = [row(i, random.Random(i)) for i in range(6)]
+        data[2][3] = "nobody@"
+        world.write(data)
+        report = world.sync()
+    entries = [q for q in world.deliveries() if q["key"] == data[2][0]]
+    assert entries == []  # sent to neither
+    assert report.plan is not None and report.plan.quarantined == 1
+    line = report.summary()
+    assert "6 rows, 1 quarantined" in line, line
+    assert "esputnik: 5 new, 5 sent, 1 not sendable to it (quarantined)" in line, line
+
+
+def test_pulled_records_of_the_wrong_type_are_coerced_or_skipped(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile vendor answer: a dict where an id belongs is skipped with its reason, an id
+    sent as a number is stored as text; the pull ends partial, saying how many it skipped."""
+    records = [
+        {"vendor_id": {"id": 1}, "email": "a@example.com"},
+        {"vendor_id": 123, "email": "B@Example.com", "channel": "email"},
+        {"vendor_id": "u3", "email": ["x@example.com"]},
+        {"vendor_id": "u4", "email": "d@example.com", "at": "2026-01-02T03:04:05+00:00"},
+        "not a record",
+    ]
+
+    def pull_stream(self: Any, stream: str, since: str | None, until: Any) -> Iterator[Page]:
+        yield Page(records, "cursor-1")  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ESputnik, "pull", pull_stream)
+    world.write([row(i, random.Random(i)) for i in range(3)])
+    cfg = world.cfg
+    with opened(cfg) as store:
+        report = pull(cfg, store, world.clock)
+        stored = store.query("SELECT vendor_id, email FROM unsubscribes ORDER BY vendor_id")
+        run = store.query("SELECT status, exit_code FROM runs WHERE kind = 'pull'")[0]
+    assert [tuple(r) for r in stored] == [("123", "b@example.com"), ("u4", "d@example.com")]
+    assert report.delivered["esputnik"].counts["invalid"] == 3
+    assert (run["status"], run["exit_code"]) == ("partial", 1)
+    line = report.summary()
+    assert "esputnik: 2 unsubscribes, 3 records skipped (fields of the wrong type" in line, line
+
+
+def test_an_empty_pull_says_so(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    def pull_stream(self: Any, stream: str, since: str | None, until: Any) -> Iterator[Page]:
+        yield Page([], "cursor-1")
+
+    monkeypatch.setattr(ESputnik, "pull", pull_stream)
+    cfg = world.cfg
+    with opened(cfg) as store:
+        report = pull(cfg, store, world.clock)
+    assert "esputnik: no new unsubscribes" in report.summary()
+    assert "nothing to send" not in report.summary()
+
+
+def test_sync_prints_failures_by_reason_and_the_dry_run_what_would_be_sent(
+    world: World, sim: tuple[ESputnikSim, Server]
+) -> None:
+    app, _ = sim
+    data = [row(i, random.Random(i)) for i in range(8)]
+    data[0][3] = "  Mixed.Case@Example.COM "
+    world.write(data)
+    dry = CliRunner().invoke(
+        cli, ["--config", str(world.folder / "syncd.toml"), "sync", "--dry-run"]
+    )
+    assert dry.exit_code == 0, dry.output
+    # the normalised value the connector sends, not the export's cell
+    assert "email: None → 'mixed.case@example.com'" in dry.output, dry.output
+    assert "esputnik: 8 new" in dry.output
+
+    app.faults.reject(data[3][3].strip().lower(), "mailbox does not exist")
+    result = CliRunner().invoke(cli, ["--config", str(world.folder / "syncd.toml"), "sync"])
+    assert result.exit_code == 1, result.output
+    assert "esputnik: 1 failed — mailbox does not exist (keys: " + data[3][0] in result.output
+    assert "already_" not in result.output
