@@ -127,13 +127,12 @@ class Export:
         self.cfg = cfg
         self.force = force
         self.header_only = header_only
+        self.position = 0  # bytes read so far by `blocks` (for a progress display)
         encoding = cfg.encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # strips a byte-order mark when there is one
         binary = self._open()
-        self._fh: IO[str] = io.TextIOWrapper(
-            binary, encoding=encoding, errors="surrogateescape", newline=""
-        )
+        self._fh = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
         try:
             self._start(binary.fileno())
         except BaseException:
@@ -342,6 +341,7 @@ class Export:
             ):  # a record all the same: `plan.rows_read - quarantined` stays true
                 block.bad.append(Bad(block.end, None, _explain(error)))
                 block.records += 1
+            self.position = self._fh.buffer.tell()
             yield block
 
     def _block(self, records: list[list[str]], first: int, consumed: int | None) -> Block:
@@ -428,6 +428,7 @@ class Export:
                 line += n + feed.past
                 carry = feed.carry
                 block.end = line
+                self.position = fh.tell()
                 yield block
 
     def _others(

@@ -268,7 +268,7 @@ def config_beside(store: Path) -> Path:
 
 def test_a_command_on_a_damaged_store_prints_one_error_not_a_traceback(store_path: Path) -> None:
     config = config_beside(store_path)
-    damage(store_path, "garbage over later pages")
+    damage(store_path, "garbage over page 2")  # damage a command meets (quick_check finds the rest)
     proc = subprocess.run(
         [*SYNCD, "--config", str(config), "status"], capture_output=True, text=True, timeout=60
     )
