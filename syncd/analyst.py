@@ -92,7 +92,9 @@ RELATIONS: tuple[Relation, ...] = (
             "kind": "`reconcile`, `pull` or `retry`.",
             "started_at": "Start (UTC).",
             "finished_at": "End (UTC); NULL while running or after a crash.",
-            "status": "`running`, `ok`, `partial`, `refused`, `failed` or `dry_run`.",
+            "status": "`running`, `ok`, `partial` (some deliveries or streams failed), `refused` "
+            "(a guard), `failed` (any error), `interrupted` (Ctrl-C, SIGTERM) or `crashed` "
+            "(left `running` by a kill; closed by the next run).",
             "exit_code": "The command's exit code.",
             "export_path": "The export file read (reconcile).",
             "rows_read": "Export rows read (reconcile).",
