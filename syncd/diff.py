@@ -357,9 +357,6 @@ class _Candidate:
     attrs: str  # the row as JSON, for `contacts.attributes`
 
 
-Suppressor = Callable[[str, str, Sequence[str]], dict[str, str]]
-
-
 class Differ:
     """Runs one diff inside an open write transaction on `store`."""
 

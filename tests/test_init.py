@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config import ConfigError, load
-from syncd.errors import SyncdError
+from syncd.config import load
+from syncd.errors import ConfigError, SyncdError
 from syncd.init import ALIASES, ROLES, init
 from syncd.vendors import REGISTRY
 
