@@ -68,7 +68,7 @@ def test_the_contract_test_runs_against_a_registered_vendor() -> None:
     ]
     args = ["-p", "tests.throwaway.plugin", "tests/vendors/test_contract.py", "-k", "throwaway"]
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
