@@ -15,7 +15,9 @@ per filter, with a month without answers; unsubscribes; runs and quarantined row
 
 Then, on a read-only connection as an analyst would open it (no ANALYZE: the daemon never
 runs it), it times every documented view (`SELECT * FROM view` fully consumed, and its
-first 1000 rows as Datasette's canned query shows them) and every example query, and
+first 1000 rows as Datasette's canned query shows them), every example query, and what
+an analyst opens the two row-per-contact views with (Datasette's first page, one contact
+or response, a vendor and status filter: fully consumed and its first 1000 rows), and
 prints a table: the best of `--repeat` runs, with the page cache warm; a query still
 running after `--limit` seconds is cut and shown as such.
 """
@@ -322,7 +324,54 @@ def measure(path: Path, repeat: int, limit: float) -> None:
     for e in EXAMPLES:
         rows, seconds = timed(conn, e.sql, repeat, limit)
         print(f"| example `{e.name}` | {rows} | {seconds} | |", flush=True)
+    for what, sql in lookups(conn):
+        rows, seconds = timed(conn, sql, repeat, limit)
+        first = "" if " LIMIT " in sql else timed(conn, f"{sql} LIMIT 1000", repeat, limit)[1]
+        print(f"| {what} | {rows} | {seconds} | {first} |", flush=True)
     conn.close()
+
+
+def lookups(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """What an analyst opens a row-per-contact view with, beyond its first page: one
+    contact or response (values from the middle of the store), a vendor and status filter
+    (a common one, a rare one, the largest) as Datasette's column filters write it, and
+    Datasette's first page (100 rows and one to know there are more)."""
+
+    def middle(sql: str) -> str:
+        n = conn.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+        value = conn.execute(f"{sql} LIMIT 1 OFFSET ?", (n // 2,)).fetchone()[0]
+        return "'" + str(value).replace("'", "''") + "'"
+
+    key = middle("SELECT key FROM vendor_state WHERE vendor = 'hellocustomer'")
+    answered = middle("SELECT key FROM responses WHERE key IS NOT NULL")
+    response = middle("SELECT response_id FROM responses")
+    out = [
+        ("`contact_status` Datasette page", "SELECT * FROM contact_status LIMIT 101"),
+        ("`contact_status` WHERE key = ?", f"SELECT * FROM contact_status WHERE key = {key}"),
+    ]
+    for vendor, status in (
+        ("hellocustomer", "failed"),
+        ("altcraft", "in_flight"),
+        ("esputnik", "sent"),
+    ):
+        out.append(
+            (
+                f"`contact_status` WHERE vendor = '{vendor}' AND status = '{status}'",
+                f"SELECT * FROM contact_status WHERE vendor = '{vendor}' AND status = '{status}'",
+            )
+        )
+    out += [
+        ("`answers_with_contact` Datasette page", "SELECT * FROM answers_with_contact LIMIT 101"),
+        (
+            "`answers_with_contact` WHERE key = ?",
+            f"SELECT * FROM answers_with_contact WHERE key = {answered}",
+        ),
+        (
+            "`answers_with_contact` WHERE response_id = ?",
+            f"SELECT * FROM answers_with_contact WHERE response_id = {response}",
+        ),
+    ]
+    return out
 
 
 def main() -> None:

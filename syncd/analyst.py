@@ -250,7 +250,10 @@ RELATIONS: tuple[Relation, ...] = (
     ),
     Relation(
         "contact_status",
-        "Each contact's latest delivery per vendor, with what the vendor acknowledged.",
+        "Each contact's latest delivery per vendor, with what the vendor acknowledged: one "
+        "row per contact and vendor, in no promised order (today open work first, then "
+        "held back, then sent in key order). Filter it (`WHERE key = ?`, `WHERE vendor = ? AND status = ?`) rather than "
+        "reading it whole; to count, query `deliveries` as the example below does.",
         {
             "key": "CRM key.",
             "vendor": "Vendor name.",
@@ -378,9 +381,17 @@ GROUP BY city ORDER BY answers DESC""",
     Example(
         "not_yet_at_vendor",
         "Contacts a vendor does not have yet, and why",
-        """SELECT vendor, status, reason, count(*) AS contacts
-FROM contact_status
-WHERE status NOT IN ('sent', 'superseded')
+        """-- contact_status's rows with neither status 'sent' nor 'superseded', read from the
+-- ledger: the deliveries with one of the other statuses (found through the partial
+-- indexes on exactly these lists) that are their contact's latest to that vendor
+SELECT vendor, status, reason, count(*) AS contacts
+FROM (SELECT id, vendor, key, status, reason FROM deliveries
+      WHERE status IN ('pending', 'in_flight', 'failed', 'unknown', 'dead')
+      UNION ALL
+      SELECT id, vendor, key, status, reason FROM deliveries
+      WHERE status IN ('skipped', 'superseded') AND status = 'skipped') d
+WHERE NOT EXISTS (SELECT 1 FROM deliveries newer
+                  WHERE newer.key = d.key AND newer.vendor = d.vendor AND newer.id > d.id)
 GROUP BY vendor, status, reason ORDER BY contacts DESC""",
     ),
     Example(

@@ -4,12 +4,15 @@ the README's schema section generated from the same source, the Datasette metada
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
+import pytest
 from datasette.app import Datasette
 
 from syncd.analyst import EXAMPLES, RELATIONS, datasette_metadata, markdown
 from syncd.state import Store
+from syncd.vendors import REGISTRY
 from tests.test_readme import block
 
 
@@ -202,5 +205,114 @@ def test_the_views_read_deliveries_and_responses_through_their_indexes(tmp_path:
         )
         assert "responses_key" in plan and "deliveries_sent_month" in plan
         assert "deliveries_sent_key" in plan
+    finally:
+        store.close()
+
+
+# what m010 made contact_status, and the example that aggregated it: the meanings that
+# m011's view and the rewritten example keep
+M010_CONTACT_STATUS = """
+SELECT c.key, d.vendor, d.status, d.reason, d.attempts, d.updated_at,
+       vs.acked_at, vs.ref AS vendor_ref, c.gone_at
+FROM contacts c
+JOIN deliveries d ON d.id IN (SELECT max(id) FROM deliveries
+                              WHERE key = c.key GROUP BY vendor)
+LEFT JOIN vendor_state vs ON vs.vendor = d.vendor AND vs.key = c.key"""
+OLD_NOT_YET_AT_VENDOR = """
+SELECT vendor, status, reason, count(*) AS contacts
+FROM old_contact_status
+WHERE status NOT IN ('sent', 'superseded')
+GROUP BY vendor, status, reason ORDER BY contacts DESC"""
+STATUSES = ("pending", "in_flight", "sent", "failed", "unknown", "dead", "skipped", "superseded")
+
+
+def _ledger(tmp_path: Path, seed: int) -> Store:
+    """A store with a random ledger: 40 contacts (some gone), up to four deliveries per
+    contact and vendor with any status and a few reasons, some acknowledged."""
+    rng = random.Random(seed)
+    store = _store(tmp_path)
+    vendors = list(REGISTRY)
+    with store.write() as c:
+        c.executemany(
+            "INSERT INTO contacts (key, attributes, rhash, first_seen, updated_at, gone_at) "
+            "VALUES (?, '{}', 0, ?, ?, ?)",
+            [(f"k{i:02d}", T0, T0, T0 if rng.random() < 0.2 else None) for i in range(40)],
+        )
+        keys = [r[0] for r in c.execute("SELECT key FROM contacts")]
+        rows = [
+            (v, k, rng.choice(STATUSES), rng.choice((None, "invalid email", "unsubscribed")))
+            for k in keys
+            for v in vendors
+            for _ in range(rng.choice((0, 1, 1, 2, 4)))
+        ]
+        rng.shuffle(rows)  # ids in no order of key or vendor
+        c.executemany(
+            "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
+            "attempts, reason, created_at, updated_at) "
+            "VALUES (1, ?, ?, 'new', ?, 'h', '{}', 1, ?, ?, ?)",
+            [
+                (v, k, s, r, T0, f"2026-01-01T00:00:{i % 60:02d}")
+                for i, (v, k, s, r) in enumerate(rows)
+            ],
+        )
+        c.executemany(
+            "INSERT OR IGNORE INTO vendor_state (vendor, key, hash, ref, acked_at) "
+            "VALUES (?, ?, 'h', ?, ?)",
+            [(v, k, f"ref-{k}", T0) for v, k, _, _ in rows if rng.random() < 0.5],
+        )
+        c.execute(f"CREATE TEMP VIEW old_contact_status AS {M010_CONTACT_STATUS}")
+    return store
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_contact_status_and_not_yet_at_vendor_mean_what_they_meant(
+    tmp_path: Path, seed: int
+) -> None:
+    """m011's contact_status is m010's row for row, whole and under the filters analysts
+    use; the rewritten `not_yet_at_vendor` example counts what aggregating it did."""
+    store = _ledger(tmp_path, seed)
+    try:
+
+        def rows(sql: str, *params: object) -> list[tuple[object, ...]]:
+            return sorted((tuple(r) for r in store.query(sql, params)), key=repr)
+
+        assert store.scalar("SELECT count(*) FROM old_contact_status") > 50
+        assert rows("SELECT * FROM contact_status") == rows("SELECT * FROM old_contact_status")
+        for key in ("k00", "k07", "k39", "nobody"):
+            where = "WHERE key = ?"
+            assert rows(f"SELECT * FROM contact_status {where}", key) == rows(
+                f"SELECT * FROM old_contact_status {where}", key
+            )
+        for vendor in REGISTRY:
+            for status in STATUSES:
+                where = "WHERE vendor = ? AND status = ?"
+                assert rows(f"SELECT * FROM contact_status {where}", vendor, status) == rows(
+                    f"SELECT * FROM old_contact_status {where}", vendor, status
+                )
+        example = next(e for e in EXAMPLES if e.name == "not_yet_at_vendor")
+        new = [tuple(r) for r in store.query(example.sql)]
+        assert new and sorted(new, key=repr) == rows(OLD_NOT_YET_AT_VENDOR)
+        assert [r[3] for r in new] == sorted((r[3] for r in new), reverse=True)
+    finally:
+        store.close()
+
+
+def test_contact_status_filters_read_indexes_and_skip_the_sent_arm(tmp_path: Path) -> None:
+    """A vendor and status filter reaches deliveries through the partial indexes, never by
+    an automatic index (m010's view built one over every delivery, once per query)."""
+    store = _store(tmp_path)
+    try:
+        for status in ("failed", "skipped", "sent"):
+            plan = " ".join(
+                row["detail"]
+                for row in store.query(
+                    "EXPLAIN QUERY PLAN SELECT * FROM contact_status "
+                    "WHERE vendor = 'hellocustomer' AND status = ?",
+                    (status,),
+                )
+            )
+            assert "AUTOMATIC" not in plan, plan
+            assert "deliveries_open (vendor=? AND status=?)" in plan
+            assert "deliveries_held (vendor=? AND status=?)" in plan
     finally:
         store.close()
