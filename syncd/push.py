@@ -121,9 +121,7 @@ class Deliverer:
             if job is not None:
                 try:
                     results = self.connector.resume(job, contacts)
-                except RetriableError as exc:
-                    results = [Result(c.key, Status.PENDING, exc.reason) for c in contacts]
-                except FatalError as exc:
+                except (RetriableError, FatalError) as exc:
                     results = [Result(c.key, Status.PENDING, exc.reason) for c in contacts]
             elif self.connector.kind == "trigger":
                 results = [
