@@ -14,7 +14,6 @@ skipped, logged with its reason, and counted as `invalid`: the pull goes on, and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from datetime import date
 from threading import Event
@@ -29,7 +28,7 @@ from syncd.crashpoints import crashpoint
 from syncd.errors import FatalError, RetriableError
 from syncd.pipeline import RunReport, ended, open_connectors
 from syncd.push import Delivered
-from syncd.state import Store, iso
+from syncd.state import Store, iso, pulled
 
 log = structlog.get_logger("syncd.pull")
 
@@ -113,143 +112,22 @@ def _pull_stream(
     for page in fetch(stream, cursor, clock.now()):
         now = iso(clock.now())
         crashpoint("page_fetched")
-        with store.write() as c:
-            saver = SAVERS[stream]
+        with store.write():
+            saver = pulled.SAVERS[stream]
             for record in page.records:
                 try:
-                    saver(c, vendor, clean(stream, record), now)
+                    saver(store.db, vendor, clean(stream, record), now)
                 except Invalid as exc:
                     invalid += 1
                     log.warning(
                         "pulled record skipped", stream=stream, record=exc.ident, reason=str(exc)
                     )
-            c.execute(
-                "INSERT INTO cursors (vendor, stream, cursor, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (vendor, stream) DO UPDATE SET cursor = excluded.cursor, "
-                "updated_at = excluded.updated_at",
-                (vendor, stream, page.cursor, now),
-            )
+            pulled.save_cursor(store.db, vendor, stream, page.cursor, now)
         stored += len(page.records)
         log.info("pulled", stream=stream, records=len(page.records), cursor=page.cursor)
         if on_page:
             on_page(vendor, stream, len(page.records))
     return stored - invalid, invalid
-
-
-def _match_key(c: Any, external: str | None, email: str | None, phone: str | None) -> str | None:
-    """The CRM key of a pulled record: the vendor's copy of our key, else email, else phone."""
-    if external:
-        row = c.execute("SELECT key FROM contacts WHERE key = ?", (external,)).fetchone()
-        if row:
-            return str(row[0])
-    for column, value in (("email", (email or "").strip().lower()), ("phone", phone)):
-        if value:
-            row = c.execute(
-                f"SELECT key FROM contacts WHERE {column} = ? ORDER BY gone_at IS NOT NULL LIMIT 1",
-                (value,),
-            ).fetchone()
-            if row:
-                return str(row[0])
-    return None
-
-
-def _save_response(c: Any, vendor: str, r: dict[str, Any], now: str) -> None:
-    key = _match_key(c, r.get("external_key"), r.get("email"), None)
-    raw = json.dumps(r.get("raw"), sort_keys=True, ensure_ascii=False)
-    c.execute(
-        "INSERT INTO responses (vendor, response_id, key, email, campaign, language, surveyed_at, "
-        "answered_at, raw, pulled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (vendor, response_id) DO UPDATE SET key = excluded.key, "
-        "email = excluded.email, surveyed_at = excluded.surveyed_at, "
-        "answered_at = excluded.answered_at, raw = excluded.raw, pulled_at = excluded.pulled_at "
-        "WHERE responses.raw IS NOT excluded.raw OR responses.key IS NOT excluded.key",
-        (
-            vendor,
-            r["response_id"],
-            key,
-            r.get("email"),
-            r.get("campaign"),
-            r.get("language"),
-            r.get("surveyed_at"),
-            r.get("answered_at"),
-            raw,
-            now,
-        ),
-    )
-    for a in r.get("answers") or []:
-        values = (
-            vendor,
-            a["answer_id"],
-            r["response_id"],
-            a.get("question_id"),
-            a.get("question_text"),
-            a.get("sort_order"),
-            a.get("score"),
-            a.get("text"),
-            _bool(a.get("boolean")),
-            _json(a.get("options")),
-            _bool(a.get("is_nps")),
-            _bool(a.get("is_ces")),
-            _bool(a.get("is_csat")),
-            _bool(a.get("is_score")),
-            _json(a.get("paths")),
-        )
-        c.execute(
-            "INSERT INTO answers (vendor, answer_id, response_id, question_id, question_text, "
-            "sort_order, score, text, boolean, options, is_nps, is_ces, is_csat, is_score, paths) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (vendor, answer_id) DO UPDATE SET response_id = excluded.response_id, "
-            "question_id = excluded.question_id, question_text = excluded.question_text, "
-            "sort_order = excluded.sort_order, score = excluded.score, text = excluded.text, "
-            "boolean = excluded.boolean, options = excluded.options, is_nps = excluded.is_nps, "
-            "is_ces = excluded.is_ces, is_csat = excluded.is_csat, is_score = excluded.is_score, "
-            "paths = excluded.paths",
-            values,
-        )
-
-
-def _save_nps(c: Any, vendor: str, r: dict[str, Any], now: str) -> None:
-    c.execute(
-        "INSERT INTO nps (vendor, filter, period_start, period_end, nps, detractors, passives, "
-        "promoters, vendor_id, computed_at, pulled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (vendor, filter, period_start, period_end) DO UPDATE SET nps = excluded.nps, "
-        "detractors = excluded.detractors, passives = excluded.passives, "
-        "promoters = excluded.promoters, vendor_id = excluded.vendor_id, "
-        "computed_at = excluded.computed_at, pulled_at = excluded.pulled_at",
-        (
-            vendor,
-            r.get("filter") or "[]",
-            r["period_start"],
-            r["period_end"],
-            r.get("nps"),
-            r.get("detractors"),
-            r.get("passives"),
-            r.get("promoters"),
-            r.get("vendor_id"),
-            r.get("computed_at"),
-            now,
-        ),
-    )
-
-
-def _save_unsubscribe(c: Any, vendor: str, r: dict[str, Any], now: str) -> None:
-    key = _match_key(c, r.get("external_key"), r.get("email"), r.get("phone"))
-    c.execute(
-        "INSERT INTO unsubscribes (vendor, vendor_id, key, email, phone, channel, at, pulled_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vendor, vendor_id) DO UPDATE SET "
-        "key = coalesce(excluded.key, unsubscribes.key), "
-        "at = coalesce(excluded.at, unsubscribes.at)",  # a pull that does not know keeps it
-        (
-            vendor,
-            r["vendor_id"],
-            key,
-            (r.get("email") or "").lower() or None,
-            r.get("phone"),
-            r.get("channel"),
-            r.get("at") or None,  # NULL: the vendor did not say when
-            now,
-        ),
-    )
 
 
 class Invalid(Exception):
@@ -397,14 +275,3 @@ def clean(stream: str, record: Any) -> dict[str, Any]:
     except Invalid as exc:
         raise Invalid(str(exc), ident) from None
     return out
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
-
-
-SAVERS: dict[str, Callable[[Any, str, dict[str, Any], str], None]] = {
-    "responses": _save_response,
-    "nps": _save_nps,
-    "unsubscribes": _save_unsubscribe,
-}

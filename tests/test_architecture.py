@@ -31,11 +31,6 @@ WRITERS = {
     ("syncd.diff", "fingerprint_cache"),
     ("syncd.diff", "quarantine"),
     ("syncd.diff", "vendor_state"),  # a re-baseline acknowledges without sending
-    ("syncd.pull", "answers"),  # pulled records upserted by the vendor's ids, and the
-    ("syncd.pull", "cursors"),  # cursor that follows them, in one transaction
-    ("syncd.pull", "nps"),
-    ("syncd.pull", "responses"),
-    ("syncd.pull", "unsubscribes"),
 }
 WRITE = re.compile(
     r"\b(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)"

@@ -14,8 +14,8 @@ from sqlite_utils import Database
 
 from syncd.config import SuppressionConfig
 from syncd.diff import _finder, _Writer, suppressions
-from syncd.pull import _save_unsubscribe
 from syncd.state import Store
+from syncd.state.pulled import save_unsubscribe
 from syncd.state.schema import migrations
 
 FINGERPRINTS = st.integers(0, 2**63 - 1)
@@ -95,10 +95,10 @@ def test_an_opt_out_without_a_time_is_stored_untimed_and_still_suppresses(tmp_pa
         assert [i.name for i in table.indexes if i.origin == "c"] == ["unsubscribes_key"]
         assert store.query("SELECT * FROM unsubscribes_per_week")[0]["week"] == "2026-W44"
         now = "2026-12-01T02:00:00+00:00"
-        with store.write() as c:
+        with store.write():
             for vendor_id, phone in (("p0", "+32470000000"), ("p1", "+32470111111")):
                 record = {"vendor_id": vendor_id, "phone": phone, "channel": "sms", "at": None}
-                _save_unsubscribe(c, "signalvine", record, now)
+                save_unsubscribe(store.db, "signalvine", record, now)
         at = dict(store.conn.execute("SELECT vendor_id, at FROM unsubscribes"))
         assert at == {"p0": "2026-11-02T08:00:00+00:00", "p1": None}  # a later pull keeps a time
 

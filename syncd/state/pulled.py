@@ -1,0 +1,146 @@
+"""The pull tables' writes: responses and their answers, NPS, unsubscribes, and the cursor
+of each stream. `syncd.pull` fetches, checks (`clean`) and calls these inside the page's
+`store.write()` transaction, so a page and its cursor commit together.
+
+Where the upsert simply replaces every column but the key (answers, nps, cursors) it is
+sqlite-utils' `upsert` (inside the caller's transaction it runs in a savepoint). Where it
+keeps what is stored (a response only changes when its raw record or its match does; an
+unsubscribe keeps a key and a time a later pull does not know) it is plain SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from sqlite_utils import Database
+
+
+def match_key(
+    c: sqlite3.Connection, external: str | None, email: str | None, phone: str | None
+) -> str | None:
+    """The CRM key of a pulled record: the vendor's copy of our key, else email, else phone."""
+    if external:
+        row = c.execute("SELECT key FROM contacts WHERE key = ?", (external,)).fetchone()
+        if row:
+            return str(row[0])
+    for column, value in (("email", (email or "").strip().lower()), ("phone", phone)):
+        if value:
+            row = c.execute(
+                f"SELECT key FROM contacts WHERE {column} = ? ORDER BY gone_at IS NOT NULL LIMIT 1",
+                (value,),
+            ).fetchone()
+            if row:
+                return str(row[0])
+    return None
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def save_response(db: Database, vendor: str, r: dict[str, Any], now: str) -> None:
+    """A response (updated only when its raw record or its matched key changed; campaign and
+    language stay as first pulled) and its answers (replaced)."""
+    key = match_key(db.conn, r.get("external_key"), r.get("email"), None)
+    raw = json.dumps(r.get("raw"), sort_keys=True, ensure_ascii=False)
+    db.conn.execute(
+        "INSERT INTO responses (vendor, response_id, key, email, campaign, language, surveyed_at, "
+        "answered_at, raw, pulled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (vendor, response_id) DO UPDATE SET key = excluded.key, "
+        "email = excluded.email, surveyed_at = excluded.surveyed_at, "
+        "answered_at = excluded.answered_at, raw = excluded.raw, pulled_at = excluded.pulled_at "
+        "WHERE responses.raw IS NOT excluded.raw OR responses.key IS NOT excluded.key",
+        (
+            vendor,
+            r["response_id"],
+            key,
+            r.get("email"),
+            r.get("campaign"),
+            r.get("language"),
+            r.get("surveyed_at"),
+            r.get("answered_at"),
+            raw,
+            now,
+        ),
+    )
+    answers = db.table("answers")
+    for a in r.get("answers") or []:  # cleaned: the flags are 0, 1 or None already
+        answers.upsert(
+            {
+                "vendor": vendor,
+                "answer_id": a["answer_id"],
+                "response_id": r["response_id"],
+                "question_id": a.get("question_id"),
+                "question_text": a.get("question_text"),
+                "sort_order": a.get("sort_order"),
+                "score": a.get("score"),
+                "text": a.get("text"),
+                "boolean": a.get("boolean"),
+                "options": _json(a.get("options")),
+                "is_nps": a.get("is_nps"),
+                "is_ces": a.get("is_ces"),
+                "is_csat": a.get("is_csat"),
+                "is_score": a.get("is_score"),
+                "paths": _json(a.get("paths")),
+            },
+            pk=("vendor", "answer_id"),
+        )
+
+
+def save_nps(db: Database, vendor: str, r: dict[str, Any], now: str) -> None:
+    """An NPS figure of a filter and period (replaced)."""
+    db.table("nps").upsert(
+        {
+            "vendor": vendor,
+            "filter": r.get("filter") or "[]",
+            "period_start": r["period_start"],
+            "period_end": r["period_end"],
+            "nps": r.get("nps"),
+            "detractors": r.get("detractors"),
+            "passives": r.get("passives"),
+            "promoters": r.get("promoters"),
+            "vendor_id": r.get("vendor_id"),
+            "computed_at": r.get("computed_at"),
+            "pulled_at": now,
+        },
+        pk=("vendor", "filter", "period_start", "period_end"),
+    )
+
+
+def save_unsubscribe(db: Database, vendor: str, r: dict[str, Any], now: str) -> None:
+    """An unsubscribe; a later pull only fills in the key and the time, never clears them."""
+    key = match_key(db.conn, r.get("external_key"), r.get("email"), r.get("phone"))
+    db.conn.execute(
+        "INSERT INTO unsubscribes (vendor, vendor_id, key, email, phone, channel, at, pulled_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vendor, vendor_id) DO UPDATE SET "
+        "key = coalesce(excluded.key, unsubscribes.key), "
+        "at = coalesce(excluded.at, unsubscribes.at)",  # a pull that does not know keeps it
+        (
+            vendor,
+            r["vendor_id"],
+            key,
+            (r.get("email") or "").lower() or None,
+            r.get("phone"),
+            r.get("channel"),
+            r.get("at") or None,  # NULL: the vendor did not say when
+            now,
+        ),
+    )
+
+
+def save_cursor(db: Database, vendor: str, stream: str, cursor: str | None, now: str) -> None:
+    """Where the stream goes on from (its `run_id` is left as it is)."""
+    db.table("cursors").upsert(
+        {"vendor": vendor, "stream": stream, "cursor": cursor, "updated_at": now},
+        pk=("vendor", "stream"),
+    )
+
+
+SAVERS: dict[str, Callable[[Database, str, dict[str, Any], str], None]] = {
+    "responses": save_response,
+    "nps": save_nps,
+    "unsubscribes": save_unsubscribe,
+}
