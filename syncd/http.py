@@ -13,7 +13,9 @@ password, a signed header) to wherever it points. An absolute URL (a `Location` 
 hands back to poll) is called only on the configured scheme, host and port. Every answer
 is read under a size cap and every request under an overall deadline, so a vendor that
 drips or floods its answer cannot hold a run or its memory; `json()` of an answer is
-parsed by orjson, whose depth limit turns hostile nesting into an unreadable answer.
+parsed by orjson, whose depth limit turns hostile nesting into an unreadable answer, and
+`read_json` is how a connector reads an answer's JSON object or array: any other answer
+is an error that says what came, retriable for an idempotent call, unknown for a trigger.
 
 Connectors describe *what* to send and what acknowledges it; everything here is *how*.
 """
@@ -28,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -212,6 +214,61 @@ def loads(data: str | bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc}") from None
+
+
+_JSON = TypeVar("_JSON", dict[str, Any], list[Any])
+# what a top-level JSON value is called in a message, by its Python type
+_CALLED = {
+    dict: "a JSON object",
+    list: "a JSON array",
+    str: "a JSON string",
+    int: "a JSON number",
+    float: "a JSON number",
+    bool: "a JSON true or false",
+    type(None): "a JSON null",
+}
+
+
+def read_json(
+    resp: requests.Response,
+    kind: type[_JSON],
+    *,
+    vendor: str,
+    idempotent: bool = True,
+    empty_ok: bool = False,
+) -> _JSON:
+    """The answer's JSON, parsed by `loads` (depth-limited; the client capped its size), when
+    its top level is a `kind`: `dict` (an object) or `list` (an array). Any other answer
+    acknowledges nothing: for an idempotent call that is a RetriableError (asking again is
+    harmless), for a trigger (`idempotent=False`) an OutcomeUnknownError (the vendor may have
+    acted), each saying which call answered what where what was expected, with the answer's
+    start (scrubbed). `empty_ok`: an empty body reads as an empty `kind`.
+
+    This checks the shape only; what the answer says is for the connector to check."""
+    body = resp.content.strip()
+    if not body and empty_ok:
+        return kind()
+    came = "an empty body"
+    if body:
+        try:
+            data = loads(body)
+        except ValueError as exc:
+            why = str(exc).removeprefix("not JSON: ").partition(": line")[0]
+            came = f"text that is not JSON ({why})"
+        else:
+            if isinstance(data, kind):
+                return data
+            came = _CALLED[type(data)]
+    method = resp.request.method if resp.request is not None else "a call to"
+    call = f"{method} {_path_only(resp.url)}"
+    message = (
+        f"{call} answered HTTP {resp.status_code} with {came} where {_CALLED[kind]} was expected"
+    )
+    if body:
+        message += f": {snippet(resp)!r}"
+    error = RetriableError if idempotent else OutcomeUnknownError
+    hint = None if idempotent else "the vendor may have acted: check before `syncd retry --unknown`"
+    raise error(message, vendor=vendor, status=resp.status_code, hint=hint)
 
 
 class VendorResponse(requests.Response):

@@ -11,6 +11,7 @@ from email.utils import format_datetime
 from typing import ClassVar
 
 import pytest
+import requests
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
@@ -24,7 +25,8 @@ from syncd.errors import (
     RetriableError,
     VendorDownError,
 )
-from syncd.http import HttpClient, Pacer, parse_retry_after
+from syncd.http import HttpClient, Pacer, parse_retry_after, read_json
+from syncd.log import add_secrets
 from syncd.sandbox.base import Server, Simulator, json_response
 from tests.hostile import HostileProxy
 
@@ -253,6 +255,10 @@ def test_nested_json_is_an_unreadable_answer_not_a_recursion_error(
     resp = client(proxy.url, FakeClock()).request("GET", "/ok")
     with pytest.raises(ValueError, match="not JSON"):
         resp.json()
+    with pytest.raises(
+        RetriableError, match=r"^echo: GET /ok .* not JSON \(depth limit exceeded\)"
+    ):
+        read_json(resp, dict, vendor="echo")
 
 
 def test_the_write_hook_runs_after_pacing_right_before_the_request(
@@ -267,3 +273,80 @@ def test_the_write_hook_runs_after_pacing_right_before_the_request(
     c.on_write = lambda: order.append(f"write after {len(clock.slept)} sleep(s)")
     c.request("GET", "/ok")
     assert order == ["write after 1 sleep(s)"]
+
+
+def answered(body: bytes, status: int = 200, method: str = "GET") -> requests.Response:
+    """A response as HttpClient hands it over, to a call with a secret in its query."""
+    resp = requests.Response()
+    resp._content, resp.status_code, resp.encoding = body, status, "utf-8"
+    resp.url = "https://api.vendor.test/api/things?api_key=k-in-the-query"
+    resp.request = requests.Request(method, resp.url).prepare()
+    return resp
+
+
+def test_read_json_gives_the_object_or_array_asked_for() -> None:
+    assert read_json(answered(b'{"a": [1]}'), dict, vendor="v") == {"a": [1]}
+    assert read_json(answered(b' [{"a": 1}, 2]\n'), list, vendor="v") == [{"a": 1}, 2]
+    assert read_json(answered(b"[]"), list, vendor="v") == []
+    assert read_json(answered(b" \n", status=204), dict, vendor="v", empty_ok=True) == {}
+    assert read_json(answered(b""), list, vendor="v", empty_ok=True) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "came"),
+    [
+        (b"[1, 2]", dict, "a JSON array"),
+        (b'{"items": []}', list, "a JSON object"),
+        (b'"queued"', dict, "a JSON string"),
+        (b"5", list, "a JSON number"),
+        (b"2.5", dict, "a JSON number"),
+        (b"null", dict, "a JSON null"),
+        (b"true", list, "a JSON true or false"),
+    ],
+)
+def test_read_json_refuses_another_top_level_type(body: bytes, kind: type, came: str) -> None:
+    expected = "a JSON object" if kind is dict else "a JSON array"
+    with pytest.raises(RetriableError) as caught:
+        read_json(answered(body), kind, vendor="v")
+    assert str(caught.value) == (
+        f"v: GET /api/things answered HTTP 200 with {came} where {expected} was expected: "
+        f"{body.decode()!r}"
+    )
+    assert caught.value.status == 200 and caught.value.vendor == "v"
+
+
+@pytest.mark.parametrize(
+    ("body", "came"),
+    [
+        (b"<html><body>Welcome</body></html>", r"text that is not JSON \(unexpected character"),
+        (b'{"failedContacts": ', r"text that is not JSON \(unexpected end of data\)"),
+        (b"[" * 2000 + b"]" * 2000, r"text that is not JSON \(depth limit exceeded\)"),
+        (b"", "an empty body where a JSON object was expected$"),
+        (b" \r\n ", "an empty body where a JSON object was expected$"),
+    ],
+    ids=["html", "cut", "too deep", "empty", "blank"],
+)
+def test_read_json_refuses_what_is_not_json(body: bytes, came: str) -> None:
+    with pytest.raises(RetriableError, match=f"^v: POST /api/things answered HTTP 200 with {came}"):
+        read_json(answered(body, method="POST"), dict, vendor="v")
+
+
+def test_read_json_after_a_trigger_is_an_unknown_outcome() -> None:
+    with pytest.raises(OutcomeUnknownError, match="HTTP 202 with an empty body") as caught:
+        read_json(answered(b"", status=202, method="POST"), dict, vendor="v", idempotent=False)
+    assert caught.value.status == 202
+    assert "syncd retry --unknown" in str(caught.value)
+    with pytest.raises(OutcomeUnknownError, match="with a JSON array where a JSON object"):
+        read_json(answered(b"[]", method="POST"), dict, vendor="v", idempotent=False)
+
+
+def test_read_json_names_the_vendor_and_keeps_secrets_out() -> None:
+    add_secrets(["answer-secret-5b1d"])
+    body = b'{"echo": "answer-secret-5b1d", "token": "tok-in-the-body"}' + b" " * 300
+    with pytest.raises(RetriableError) as caught:
+        read_json(answered(body), list, vendor="esputnik")
+    message = str(caught.value)
+    assert message.startswith("esputnik: GET /api/things answered HTTP 200 with a JSON object")
+    for secret in ("answer-secret-5b1d", "tok-in-the-body", "k-in-the-query"):
+        assert secret not in message
+    assert len(message) < 300  # the answer's start, not all of it
