@@ -47,7 +47,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from syncd.errors import FatalError, OptionError, RetriableError
-from syncd.http import loads, snippet
+from syncd.http import read_json, snippet
 from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
@@ -184,7 +184,7 @@ class ESputnik(Connector):
 
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
         resp = self.http.request("POST", "/api/v1/contacts", json=self.body(batch))
-        answer = _json(resp.text, self.name)
+        answer = read_json(resp, dict, vendor=self.name)
         results: dict[str, Result] = {}
         for item in self._failed(answer):
             contact = self._match(item, batch)
@@ -235,7 +235,7 @@ class ESputnik(Connector):
         deadline = self.clock.monotonic() + self.opts["poll_timeout"]
         while True:
             resp = self.http.request("GET", f"/api/v1/importstatus/{job}")
-            status = _json(resp.text, self.name)
+            status = read_json(resp, dict, vendor=self.name)
             state = status.get("status")
             if state not in SESSION_STATES:
                 raise RetriableError(
@@ -285,7 +285,7 @@ class ESputnik(Connector):
             "maxrows": 1,
         }
         resp = self.http.request("GET", "/api/v2/contacts/activity", params=params)
-        _json_list(resp.text, self.name)
+        read_json(resp, list, vendor=self.name, empty_ok=True)
         return "API key accepted (read contact activity)"
 
     # --- pull ----------------------------------------------------------------------
@@ -312,7 +312,8 @@ class ESputnik(Connector):
             if offset:
                 params["offset"] = offset
             resp = self.http.request("GET", "/api/v2/contacts/activity", params=params)
-            items = _json_list(resp.text, self.name)
+            answer = read_json(resp, list, vendor=self.name, empty_ok=True)
+            items = [it for it in answer if isinstance(it, dict)]
             if not items:
                 return
             records = [
@@ -339,23 +340,3 @@ def _ref(ids: dict[str, Any], c: Contact) -> str | None:
         if value and ids.get(value.lower()) is not None:
             return str(ids[value.lower()])
     return None
-
-
-def _json(text: str, vendor: str) -> dict[str, Any]:
-    try:
-        data = loads(text) if text.strip() else {}
-    except ValueError:
-        raise RetriableError(f"answer is not JSON: {text[:120]!r}", vendor=vendor) from None
-    if not isinstance(data, dict):
-        raise RetriableError(f"answer is not a JSON object: {text[:120]!r}", vendor=vendor)
-    return data
-
-
-def _json_list(text: str, vendor: str) -> list[dict[str, Any]]:
-    try:
-        data = loads(text) if text.strip() else []
-    except ValueError:
-        raise RetriableError(f"answer is not JSON: {text[:120]!r}", vendor=vendor) from None
-    if not isinstance(data, list):
-        raise RetriableError(f"answer is not a JSON array: {text[:120]!r}", vendor=vendor)
-    return [d for d in data if isinstance(d, dict)]

@@ -196,8 +196,12 @@ class Answers(ESputnikSim):
         ),
         ({}, "no asyncSessionId"),
         ({"asyncSessionId": 5}, "no asyncSessionId"),
+        (
+            [{"asyncSessionId": "s1"}],
+            "POST /api/v1/contacts answered HTTP 200 with a JSON array where a JSON object",
+        ),
     ],
-    ids=["number", "array-of-numbers", "stranger", "empty", "numeric-session"],
+    ids=["number", "array-of-numbers", "stranger", "empty", "numeric-session", "array"],
 )
 def test_an_answer_that_is_not_the_documented_acknowledgement_marks_nobody_sent(
     tmp_path: Path, answer: Any, expected: str
