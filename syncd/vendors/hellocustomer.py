@@ -77,9 +77,8 @@ from syncd.errors import (
     FatalError,
     OptionError,
     OutcomeUnknownError,
-    RetriableError,
 )
-from syncd.http import Pacer, loads, pacer_for, snippet
+from syncd.http import Pacer, loads, pacer_for, read_json, snippet
 from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
@@ -401,7 +400,7 @@ class HelloCustomer(Connector):
                     f"{self._base()}/analysis/nps/getnpsscore/{_stamp(month)}/{_stamp(end)}",
                     json=flt,
                 )
-                score = _json(resp.text, self.name, dict)
+                score = read_json(resp, dict, vendor=self.name, empty_ok=True)
                 records.append(
                     {
                         "filter": json.dumps(flt, sort_keys=True, ensure_ascii=False),
@@ -420,7 +419,8 @@ class HelloCustomer(Connector):
 
     def _get_list(self, path: str) -> list[dict[str, Any]]:
         resp = self.http.request("GET", path)
-        return [r for r in _json(resp.text, self.name, list) if isinstance(r, dict)]
+        items = read_json(resp, list, vendor=self.name, empty_ok=True)
+        return [r for r in items if isinstance(r, dict)]
 
     def _response(self, r: dict[str, Any]) -> dict[str, Any]:
         response_id = str(r.get("uniqueID") or r.get("respondent_UniqueID") or "")
@@ -559,13 +559,3 @@ def _stamp(ts: datetime) -> str:
 
 def _cursor(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _json(text: str, vendor: str, kind: type[Any]) -> Any:
-    try:
-        data = loads(text) if text.strip() else kind()
-    except ValueError:
-        raise RetriableError(f"answer is not JSON: {text[:120]!r}", vendor=vendor) from None
-    if not isinstance(data, kind):
-        raise RetriableError(f"answer is not a JSON {kind.__name__}: {text[:120]!r}", vendor=vendor)
-    return data

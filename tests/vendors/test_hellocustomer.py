@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from werkzeug.wrappers import Request, Response
 
 from syncd.clock import FakeClock
 from syncd.config import Config, load
-from syncd.errors import AuthError, ConfigError
+from syncd.errors import AuthError, ConfigError, RetriableError
 from syncd.pipeline import reconcile
 from syncd.pull import pull
 from syncd.push import Deliverer
@@ -576,3 +577,30 @@ def test_the_simulator_holds_push_bodies_to_the_document(
     assert sim.respondents() == []  # all or nothing
     assert post([good], **json_type) == (200, "")
     assert len(sim.respondents()) == 1
+
+
+class AnswersWith(HelloCustomerSim):
+    """Answers `getall` with a 200 of the test's choosing."""
+
+    body = b""
+
+    def answers(
+        self, request: Request, culture: str, campaign: str, start: str, end: str
+    ) -> Response:
+        return Response(self.body, 200, mimetype="application/json")
+
+
+def test_a_read_answered_with_another_shape_is_retriable_and_says_what_came(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    sim = AnswersWith(clock=clock.monotonic, now=clock.now)
+    with Server(sim) as srv:
+        conn = connector(write_config(tmp_path, srv.url), clock)
+        assert conn.check().startswith("token accepted")  # an empty body lists no answers
+        sim.body = b'{"message": "sandbox-token"}'
+        with pytest.raises(RetriableError) as caught:
+            conn.check()
+    message = str(caught.value)
+    assert message.startswith(f"hellocustomer: GET {BASE}/answers/getall/")
+    assert "answered HTTP 200 with a JSON object where a JSON array was expected" in message
+    assert "sandbox-token" not in message
