@@ -73,7 +73,7 @@ from requests.auth import AuthBase
 
 from syncd.clock import Clock
 from syncd.errors import AuthError, ConfigError, FatalError, RetriableError
-from syncd.http import loads, snippet
+from syncd.http import loads, read_json
 from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
@@ -259,7 +259,7 @@ class SignalVine(Connector):
     def check(self) -> str:
         """Read the program's schema: proves the signature, and that every field exists."""
         resp = self.call("GET", f"/v1/programs/{self.program}", params={"type": "schema"})
-        fields = _object(resp, self.name).get("fields") or []
+        fields = read_json(resp, dict, vendor=self.name).get("fields") or []
         names = {str(f.get("name")) for f in fields if isinstance(f, dict)}
         missing = [c for c in self.columns if c not in names and c != "signalvine_id"]
         if missing:
@@ -323,7 +323,7 @@ class SignalVine(Connector):
         delays = poll_delays(self.opts["poll_cap"], self.opts["poll_first"])
         while True:
             self.clock.sleep(next(delays))
-            status = _object(self.call("GET", location), self.name)
+            status = read_json(self.call("GET", location), dict, vendor=self.name)
             if status.get("complete") is True:
                 return status
             if self.clock.monotonic() - started >= self.opts["poll_timeout"]:
@@ -395,7 +395,7 @@ class SignalVine(Connector):
                 "active": "all",
                 "updated-after": after,
             }
-            page = _object(self.call("GET", path, params=params), self.name)
+            page = read_json(self.call("GET", path, params=params), dict, vendor=self.name)
             items = [i for i in page.get("items") or [] if isinstance(i, dict)]
             seen = seen or bool(items)
             for when in filter(None, (_changed(i) or _time(i.get("created")) for i in items)):
@@ -474,13 +474,3 @@ def _report(message: Any) -> dict[str, Any] | None:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _object(resp: requests.Response, vendor: str) -> dict[str, Any]:
-    try:
-        data = resp.json()
-    except ValueError:
-        raise RetriableError(f"answer is not JSON: {snippet(resp)!r}", vendor=vendor) from None
-    if not isinstance(data, dict):
-        raise RetriableError(f"answer is not a JSON object: {snippet(resp)!r}", vendor=vendor)
-    return data

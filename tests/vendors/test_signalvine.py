@@ -15,7 +15,7 @@ from werkzeug.wrappers import Request, Response
 
 from syncd.clock import FakeClock
 from syncd.config import load
-from syncd.errors import AuthError, ConfigError, FatalError
+from syncd.errors import AuthError, ConfigError, FatalError, RetriableError
 from syncd.pull import pull
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.signalvine import PROGRAM, SignalVineSim
@@ -429,3 +429,24 @@ def test_an_items_time_prefers_updated_at_then_the_newest_profile_write() -> Non
     assert _changed(updated) == _instant("2021-01-01T00:00:00Z")
     assert _changed(item) is None  # `created` is not a change the opt-out can be timed by
     assert _unsubscribe(updated)["at"] == "2020-11-11T16:43:50.579Z"
+
+
+class ListPolls(SignalVineSim):
+    """Answers a command poll with a JSON array."""
+
+    def command(self, request: Request, command: str) -> Response:
+        return json_response([{"complete": True}])
+
+
+def test_a_poll_answered_with_another_shape_is_retriable_and_says_what_came(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    with Server(ListPolls(now=clock.now)) as server:
+        env = Env(SignalVineSim(), server, clock, tmp_path)
+        with pytest.raises(RetriableError) as caught:
+            push(env.connector(), [contact(1)])
+    assert str(caught.value).startswith(f"signalvine: GET {COMMANDS}")
+    assert "answered HTTP 200 with a JSON array where a JSON object was expected: '[" in str(
+        caught.value
+    )
