@@ -33,10 +33,33 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
-import structlog
+
+@contextmanager
+def hidden(*names: str) -> Iterator[None]:
+    """Within this block, `import name` raises ImportError for each of these optional
+    modules that is not imported yet, so a library that merely probes for one does without
+    it; after the block they import as usual (the ones imported already are left alone)."""
+    mine = [name for name in names if name not in sys.modules]
+    for name in mine:
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "absent"
+    try:
+        yield
+    finally:
+        for name in mine:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+# structlog's `__init__` imports `structlog.dev` and `structlog.tracebacks`, which import
+# rich (and pygments) when installed: ~35 ms of every command's start-up, for rich
+# tracebacks syncd never draws (`format_exc_info` turns an exception into text before any
+# renderer sees it, and the console renderer is given `plain_traceback`)
+with hidden("rich"):
+    import structlog
 
 REDACTED = "***"
 # shorter values would match inside ordinary words and make every log line unreadable
@@ -217,7 +240,9 @@ def configure(
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=True)
         if json
-        else structlog.dev.ConsoleRenderer(colors=False, sort_keys=True)
+        else structlog.dev.ConsoleRenderer(
+            colors=False, sort_keys=True, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     tail = [_priority] if is_journal(stream) else []
     structlog.configure(
