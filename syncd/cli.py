@@ -1,10 +1,17 @@
 """The `syncd` command. Every SyncdError becomes one line for the operator and an exit status:
 0 all good; 1 finished but some deliveries failed; 2 bad config or usage; 3 refused by a
 guard (truncated export, lock held, export still being written).
+
+Start-up costs only what the command uses: this module imports click and the standard
+library, and each command imports what it needs inside its function (the config and
+structlog when a command runs, the pipeline for sync, the simulators for demo and sandbox,
+rich only when stderr is a terminal). `syncd --help` and shell completion, which runs this
+module on every TAB, load none of it; tests/test_startup.py holds that.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -14,14 +21,16 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from syncd import log as logmod
 from syncd.clock import SYSTEM
-from syncd.config import MAX_TOML, Config, config_path, load, read_capped
 from syncd.errors import SyncdError
+
+if TYPE_CHECKING:
+    from syncd.config import Config
+    from syncd.progress import Display
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,17 +44,48 @@ class Ctx:
     @property
     def cfg(self) -> Config:
         if self._cfg is None:
+            from syncd import log as logmod
+            from syncd.config import config_path, load
+
             self._cfg = load(config_path(self.config_arg))
             logmod.add_secrets(self._cfg.secrets)
         return self._cfg
 
 
-pass_ctx = click.make_pass_decorator(Ctx)
+_pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def pass_ctx(f: F) -> F:
+    """Pass the `Ctx` (click's pass decorator); every such command works on the config and
+    the store, so the store's libraries are imported first, before the command's own
+    imports (`_store_libraries`)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, **kw: Any) -> Any:
+        _store_libraries()
+        return f(*args, **kw)
+
+    return _pass_ctx(command)  # type: ignore[return-value]
+
+
+def _store_libraries() -> None:
+    """Import sqlite-utils with pandas hidden from it, before any command opens the store.
+
+    sqlite-utils imports pandas whenever it is installed (the test extra's SignalVine SDK
+    brings it) only to map `pandas.Timestamp` values to TEXT columns, which syncd never
+    inserts: a quarter of a second of every store command's start-up.
+    """
+    from syncd.log import hidden
+
+    with hidden("pandas"):
+        import sqlite_utils  # noqa: F401
 
 
 def complete_vendor(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
     """Shell completion of `--vendor`: the vendors the config names, read quietly (no secret
     resolved, nothing logged); without a readable config, every vendor syncd knows."""
+    from syncd.config import MAX_TOML, config_path, read_capped
+
     try:
         raw = read_capped(config_path(ctx.find_root().params.get("config")), MAX_TOML)
         names = list(tomllib.loads(raw.decode())["vendors"].keys())
@@ -79,6 +119,8 @@ def cli(ctx: click.Context, config: str | None, log_level: str) -> None:
     """Keep survey and messaging vendors in step with your CRM export."""
     if ctx.invoked_subcommand == "run" and "SYNCD_LOG_LEVEL" not in os.environ:
         log_level = "INFO" if log_level.upper() == "WARNING" else log_level
+    from syncd import log as logmod
+
     logmod.configure(level=log_level)
     ctx.obj = Ctx(config, log_level)
 
@@ -93,10 +135,21 @@ def _interruptible() -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
+def _display() -> Display | None:
+    """The progress display when stderr is a terminal (`for_terminal`); off a terminal
+    (cron, systemd, a pipe) rich is not even imported."""
+    if not sys.stderr.isatty():
+        return None
+    from syncd.progress import for_terminal
+
+    return for_terminal()
+
+
 @cli.command()
 @pass_ctx
 def run(ctx: Ctx) -> None:
     """Run as a service: scheduled reconciles and pulls until SIGTERM (systemd Type=notify)."""
+    from syncd.config import config_path
     from syncd.daemon import Daemon
 
     sys.exit(Daemon(config_path(ctx.config_arg)).run())
@@ -128,11 +181,10 @@ def sync(
 ) -> None:
     """Reconcile the CRM export with the vendors now."""
     from syncd.pipeline import opened, reconcile
-    from syncd.progress import for_terminal
 
     cfg = ctx.cfg
     _interruptible()
-    display = for_terminal()
+    display = _display()
     with opened(cfg, lock=not dry_run) as store, display or nullcontext():
         report = reconcile(
             cfg,
@@ -177,12 +229,11 @@ def sync(
 def pull(ctx: Ctx, vendors: tuple[str, ...], since: datetime | None) -> None:
     """Pull responses, NPS and unsubscribes back into the store."""
     from syncd.pipeline import opened
-    from syncd.progress import for_terminal
     from syncd.pull import pull as run_pull
 
     cfg = ctx.cfg
     _interruptible()
-    display = for_terminal()
+    display = _display()
     with opened(cfg) as store, display or nullcontext():
         report = run_pull(
             cfg,
@@ -230,8 +281,8 @@ def show(ctx: Ctx, who: str, as_json: bool) -> None:
 @pass_ctx
 def check(ctx: Ctx, online: bool) -> None:
     """Validate the config, mappings, secrets, store and export header; send nothing."""
-    from syncd.diff import Projector
-    from syncd.pipeline import open_connectors
+    from syncd.project import Projector
+    from syncd.runs import open_connectors
     from syncd.source import Export, find_export
     from syncd.state import Store, damaged
 
@@ -249,39 +300,34 @@ def check(ctx: Ctx, online: bool) -> None:
         click.echo(f"store {cfg.store.path}: ok")
     else:
         click.echo(f"store {cfg.store.path}: not created yet (the first `syncd sync` creates it)")
-    connectors = open_connectors(cfg, SYSTEM)
-    try:
-        path = find_export(cfg.source, SYSTEM.now())
-    except SyncdError as exc:
-        click.echo(f"export: not checked ({exc})")
-    else:
-        with Export(path, cfg.source) as export:
-            for name, vcfg in cfg.vendors.items():
-                Projector(vcfg, connectors[name], export.header, cfg.source.phone_region)
-            click.echo(
-                f"export {path}: key {cfg.source.key!r} found, delimiter {export.delimiter!r}, "
-                f"every mapped column present"
-            )
     failed = []
-    try:
-        if online:
-            for name, connector in connectors.items():
-                try:
-                    proven = connector.check()
-                except SyncdError as exc:
-                    failed.append(name)
-                    click.echo(f"{name}: FAILED: {exc}")
-                    continue
-                if proven is None:
-                    click.echo(
-                        f"{name}: not checked online: it has no read-only call; "
-                        "the first push will tell"
-                    )
-                else:
-                    click.echo(f"{name}: {proven}")
-    finally:
-        for connector in connectors.values():
-            connector.close()
+    with open_connectors(cfg, SYSTEM) as connectors:
+        try:
+            path = find_export(cfg.source, SYSTEM.now())
+        except SyncdError as exc:
+            click.echo(f"export: not checked ({exc})")
+        else:
+            with Export(path, cfg.source) as export:
+                for name, vcfg in cfg.vendors.items():
+                    Projector(vcfg, connectors[name], export.header, cfg.source.phone_region)
+                click.echo(
+                    f"export {path}: key {cfg.source.key!r} found, "
+                    f"delimiter {export.delimiter!r}, every mapped column present"
+                )
+        for name, connector in connectors.items() if online else ():
+            try:
+                proven = connector.check()
+            except SyncdError as exc:
+                failed.append(name)
+                click.echo(f"{name}: FAILED: {exc}")
+                continue
+            if proven is None:
+                click.echo(
+                    f"{name}: not checked online: it has no read-only call; "
+                    "the first push will tell"
+                )
+            else:
+                click.echo(f"{name}: {proven}")
     if failed:
         raise SyncdError(
             f"the online check failed for {', '.join(failed)}",
@@ -299,12 +345,11 @@ def check(ctx: Ctx, online: bool) -> None:
 def retry(ctx: Ctx, vendors: tuple[str, ...], dead: bool, unknown: bool) -> None:
     """Re-queue failed deliveries (and --dead / --unknown ones) and deliver them now."""
     from syncd.pipeline import deliver, opened
-    from syncd.progress import for_terminal
 
     cfg = ctx.cfg
     statuses = ["failed"] + (["dead"] if dead else []) + (["unknown"] if unknown else [])
     _interruptible()
-    display = for_terminal()
+    display = _display()
     with opened(cfg) as store, display or nullcontext():
         report = deliver(cfg, store, SYSTEM, statuses, vendors or None, progress=display)
     click.echo(report.summary())
@@ -335,6 +380,7 @@ def schema(database: str | None) -> None:
 @click.option("--contacts", default=200, show_default=True, help="contacts in the sample export")
 def demo(folder: Path | None, contacts: int) -> None:
     """Run the whole cycle against the built-in simulators, in a temporary folder."""
+    _store_libraries()
     from syncd.demo import run_demo
 
     sys.exit(run_demo(folder, contacts, echo=click.echo))

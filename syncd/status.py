@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from syncd.config import Config
-from syncd.schedule import next_fire
 from syncd.state import OPEN_STATUSES, Store
 
 LIST_LIMIT = 50
@@ -81,6 +80,10 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
         skipped = _grouped(store, "status = 'skipped' AND run_id = ?", (last,), SKIP_KIND)
     finally:
         store.close()
+    # here, not at the top: the pipeline imports this module for `run_reasons`, and a sync
+    # has no use for APScheduler
+    from syncd.schedule import next_fire
+
     schedule = cfg.schedule
     return {
         "store": str(cfg.store.path),
