@@ -57,8 +57,9 @@ from syncd.errors import (
     OutcomeUnknownError,
     QuotaError,
     RetriableError,
+    VendorError,
 )
-from syncd.http import Pacer, pacer_for, snippet
+from syncd.http import Pacer, pacer_for, read_json, snippet
 from syncd.settings import Option, VendorConfig
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
 
@@ -202,10 +203,7 @@ class Altcraft(Connector):
         """Read the trigger campaign: proves the token, and that the campaign is active."""
         body = {"token": self.opts["token"], "id": self.opts["trigger_id"]}
         resp = self.http.request("POST", f"{API}/get", json=body, ok=_envelope)
-        answer = _parsed(resp)
-        if answer is None:
-            raise RetriableError(f"not an Altcraft answer: {snippet(resp)!r}", vendor=self.name)
-        campaign = self._refused(answer, launch=False).get("data")
+        campaign = self._refused(resp, launch=False).get("data")
         if not isinstance(campaign, dict) or not campaign.get("is_active"):
             raise FatalError(
                 f"trigger campaign {self.opts['trigger_id']} is not active",
@@ -220,16 +218,9 @@ class Altcraft(Connector):
         resp = self.http.request(
             "POST", f"{API}/{method}", idempotent=False, json=body, ok=_answered
         )
-        answer = _parsed(resp)
-        if answer is None:
-            if resp.status_code == 413:
-                raise FatalError(f"HTTP 413: {snippet(resp)}", vendor=self.name, status=413)
-            raise OutcomeUnknownError(
-                f"HTTP {resp.status_code}, not an Altcraft answer: {snippet(resp)!r}",
-                vendor=self.name,
-                status=resp.status_code,
-            )
-        answer = self._refused(answer, launch=True)
+        if resp.status_code == 413 and not _envelope(resp):
+            raise FatalError(f"HTTP 413: {snippet(resp)}", vendor=self.name, status=413)
+        answer = self._refused(resp, launch=True)
         if resp.status_code != 200:
             raise OutcomeUnknownError(
                 f"HTTP {resp.status_code} with error 0: not Altcraft's acknowledgement",
@@ -238,10 +229,20 @@ class Altcraft(Connector):
             )
         return answer
 
-    def _refused(self, answer: dict[str, Any], *, launch: bool) -> dict[str, Any]:
-        """The envelope when `error` is 0, else the error its code means; a code that does
-        not say Altcraft refused is, for a launch, an unknown outcome."""
-        code: int = answer["error"]
+    def _refused(self, resp: requests.Response, *, launch: bool) -> dict[str, Any]:
+        """The envelope when `error` is 0, else the error its code means; an answer that is
+        no envelope, or a code that does not say Altcraft refused, is for a launch an unknown
+        outcome (and for a read a retriable error)."""
+        answer = read_json(resp, dict, vendor=self.name, idempotent=not launch)
+        code = answer.get("error")
+        if type(code) is not int:
+            error = OutcomeUnknownError if launch else RetriableError
+            raise error(
+                f"HTTP {resp.status_code}, not an Altcraft answer (no integer error): "
+                f"{snippet(resp)!r}",
+                vendor=self.name,
+                status=resp.status_code,
+            )
         if code == 0:
             return answer
         text = f"error {code}: {answer.get('error_text') or 'no error_text'}"
@@ -266,20 +267,14 @@ class Altcraft(Connector):
         )
 
 
-def _parsed(resp: requests.Response) -> dict[str, Any] | None:
-    """The answer's envelope, or None when it is not one."""
-    try:
-        body = resp.json()
-    except ValueError:
-        return None
-    if isinstance(body, dict) and type(body.get("error")) is int:
-        return body
-    return None
-
-
 def _envelope(resp: requests.Response) -> bool:
     """Let a 4xx answer through when it carries Altcraft's envelope (its code decides)."""
-    return resp.status_code != 429 and resp.status_code < 500 and _parsed(resp) is not None
+    if resp.status_code == 429 or resp.status_code >= 500:
+        return False
+    try:
+        return type(read_json(resp, dict, vendor=Altcraft.name).get("error")) is int
+    except VendorError:
+        return False
 
 
 def _answered(resp: requests.Response) -> bool:

@@ -42,8 +42,19 @@ class AnswersOddly(AltcraftSim):
         json_response({"error": 1, "error_text": "Internal error"}),
         json_response({"error": 500, "error_text": "Internal server error"}),
         Response("<html>400 Bad Request</html>", 400, mimetype="text/html"),
+        json_response([{"error": 0, "result": ["a", "b", "c"]}]),
+        json_response({"error": "0", "result": ["a", "b", "c"]}),
     ],
-    ids=["no-result", "short-result", "http-202", "error-1", "error-500", "400-html"],
+    ids=[
+        "no-result",
+        "short-result",
+        "http-202",
+        "error-1",
+        "error-500",
+        "400-html",
+        "array",
+        "string-code",
+    ],
 )
 def test_an_answer_that_is_not_an_acknowledgement_nor_a_refusal_is_unknown(
     tmp_path: Path, answer: Response
