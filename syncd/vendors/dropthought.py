@@ -68,8 +68,15 @@ import phonenumbers
 import requests
 
 from syncd.crashpoints import crashpoint
-from syncd.errors import AuthError, ConfigError, FatalError, OptionError
-from syncd.http import loads, snippet
+from syncd.errors import (
+    AuthError,
+    ConfigError,
+    FatalError,
+    OptionError,
+    OutcomeUnknownError,
+    RetriableError,
+)
+from syncd.http import loads, read_json, snippet
 from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
 
@@ -246,11 +253,9 @@ class Dropthought(Connector):
 
     def _read(self, contact: Contact, resp: requests.Response, body: dict[str, Any]) -> Result:
         try:
-            answer = resp.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            answer = {}
+            answer = read_json(resp, dict, vendor=self.name, idempotent=False)
+        except OutcomeUnknownError as exc:
+            return Result(contact.key, Status.UNKNOWN, unacknowledged(exc.reason))
         if answer.get("success") is False:
             reason = answer.get("message") or "refused without a message"
             return Result(contact.key, Status.FAILED, f"HTTP {resp.status_code}: {reason}")
@@ -420,11 +425,9 @@ class Tokens:
 
     def _keep(self, resp: requests.Response, what: str) -> str:
         try:
-            answer = resp.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            answer = {}
+            answer = read_json(resp, dict, vendor="dropthought")
+        except RetriableError:
+            answer = {}  # no access token in it: an AuthError below that shows what came
         # `result.{accessToken, refreshToken}` as documented, or both at the top level
         result = answer.get("result")
         if not isinstance(result, dict):

@@ -278,6 +278,9 @@ def test_an_unreadable_answer_leaves_the_trigger_unknown(world: World) -> None:
     world.sim.faults.add("malformed", count=1, path=PARTICIPANT)
     [result] = connector.push([contact(1)], lambda job: None)
     assert result.status is Status.UNKNOWN
+    assert "POST /dtapp/api/participant/ answered HTTP 200 with text that is not JSON" in (
+        result.reason or ""
+    )
     assert triggers(world.sim) == {contact(1).key: 1}
 
 
