@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TypeVar
 
 import structlog
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
@@ -30,13 +31,16 @@ from syncd.errors import StopRequested, SyncdError
 from syncd.lock import InstanceLock
 from syncd.metrics import MetricsServer, StoreCollector
 from syncd.notify import notify, watchdog_interval
-from syncd.pipeline import RunReport, reconcile
+from syncd.pipeline import reconcile
 from syncd.pull import pull
+from syncd.runs import Report
 from syncd.schedule import trigger_for
 from syncd.source import find_export
 from syncd.state import Store
 
 log = structlog.get_logger("syncd.daemon")
+
+R = TypeVar("R", bound=Report)
 
 WATCH_EVERY = 15.0  # seconds between looks for a new export (watch_export = true)
 
@@ -174,13 +178,13 @@ class Daemon:
         notify(f"STATUS=config reloaded; next reconcile {self._next('reconcile')}")
 
     # --- jobs (all on the one worker thread) -----------------------------------------
-    def _job(self, kind: str, work: Any) -> RunReport | None:
+    def _job(self, kind: str, work: Callable[[Store], R]) -> R | None:
         if self.stop.is_set():
             return None
         store: Store | None = None
         try:
             store = Store.open(self.cfg.store.path)
-            report: RunReport = work(store)
+            report = work(store)
         except StopRequested:
             log.info("job interrupted by stop request", job=kind)
             return None

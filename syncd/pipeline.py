@@ -1,7 +1,8 @@
 """A reconcile run, plan then apply: lock → read → diff → guard → record → deliver → record.
 
-The CLI and the daemon call `reconcile`; it uses the store, the differ and the delivery loop,
-and turns nothing into exit codes itself except through `RunReport.exit_code`.
+The CLI and the daemon call `reconcile` (and `deliver` for `syncd retry`); it uses the store,
+the differ and the delivery loop, and records the run's end through `syncd.runs`, which
+sets `RunReport.exit_code`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
 from threading import Event
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
@@ -21,47 +21,19 @@ from syncd.clock import Clock
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
 from syncd.diff import Differ, Plan
-from syncd.errors import ConfigError, GuardError, StopRequested, SyncdError
+from syncd.errors import GuardError
 from syncd.lock import InstanceLock
 from syncd.push import Delivered, Deliverer
+from syncd.runs import Report, check_names, ended, finish, open_connectors
 from syncd.source import Export, find_export
 from syncd.state import Store, iso
 from syncd.status import reason_lines, run_reasons
-from syncd.vendors import REGISTRY, Connector
+from syncd.vendors import Connector
 
 if TYPE_CHECKING:
     from syncd.progress import Display
 
 log = structlog.get_logger("syncd.pipeline")
-
-# what each count of a run means, in the order the summary gives them (the counts keep
-# these names in `runs.counts` and `syncd status --json`)
-WORDS = {
-    "new": "{} new",
-    "changed": "{} changed",
-    "sent": "{} sent",
-    "failed": "{} failed",
-    "unknown": "{} with an unknown outcome",
-    "pending": "{} left pending",
-    "superseded": "{} replaced by a newer change",
-    "skipped": "{} skipped",
-    "quarantined": "{} not sendable to it (quarantined)",
-    "baseline": "{} recorded as acknowledged (--baseline)",
-    "not_triggered": "{} new but not surveyed (on_new = false)",
-    "rebaselined": "{} re-baselined",
-    "already_pending": "{} already waiting to be sent",
-    "already_in_flight": "{} already being sent",
-    "already_failed": "{} already failed (retried)",
-    "already_unknown": "{} already sent with an unknown outcome",
-    "already_dead": "{} already dead (`syncd retry --dead`)",
-    "responses": "{} responses",
-    "nps": "{} NPS figures",
-    "unsubscribes": "{} unsubscribes",
-    "invalid": "{} records skipped (fields of the wrong type; see the log)",
-    "errors": "{} streams failed",
-}
-QUIET = ("unchanged", "gone", "stopped")  # counted, not worth a word in the summary line
-STREAMS = ("responses", "nps", "unsubscribes")
 
 
 class _Rollback(Exception):
@@ -69,17 +41,34 @@ class _Rollback(Exception):
 
 
 @dataclass
-class RunReport:
-    kind: str
-    run_id: int | None = None
-    exit_code: int = 0
+class RunReport(Report):
+    """A reconcile's or a retry's report: the plan, and each vendor's delivery loop."""
+
     plan: Plan | None = None
     delivered: dict[str, Delivered] = field(default_factory=dict)
-    message: str = ""
-    started: datetime | None = None
     # the run's failures, unknowns, pending with a reason and skips, grouped by vendor and
     # reason as `syncd status` groups them (`syncd.status.run_reasons`)
     reasons: list[dict[str, Any]] = field(default_factory=list)
+
+    WORDS: ClassVar[dict[str, str]] = {
+        "new": "{} new",
+        "changed": "{} changed",
+        "sent": "{} sent",
+        "failed": "{} failed",
+        "unknown": "{} with an unknown outcome",
+        "pending": "{} left pending",
+        "superseded": "{} replaced by a newer change",
+        "skipped": "{} skipped",
+        "quarantined": "{} not sendable to it (quarantined)",
+        "baseline": "{} recorded as acknowledged (--baseline)",
+        "not_triggered": "{} new but not surveyed (on_new = false)",
+        "rebaselined": "{} re-baselined",
+        "already_pending": "{} already waiting to be sent",
+        "already_in_flight": "{} already being sent",
+        "already_failed": "{} already failed (retried)",
+        "already_unknown": "{} already sent with an unknown outcome",
+        "already_dead": "{} already dead (`syncd retry --dead`)",
+    }
 
     def counts(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = self.plan.counts() if self.plan else {}
@@ -90,58 +79,45 @@ class RunReport:
                 out[name]["stopped"] = d.stopped
         return out
 
-    def summary(self) -> str:
-        """One line for STATUS=, the journal and the CLI."""
-        head = f"{self.kind} #{self.run_id}" if self.run_id else self.kind
-        parts = []
-        if self.plan:
-            parts.append(f"{self.plan.rows_read} rows, {self.plan.quarantined} quarantined")
-        parts += [self.vendor_line(name, counts) for name, counts in self.counts().items()]
-        return f"{head}: " + "; ".join(parts) + f"; exit {self.exit_code}"
+    def stops(self) -> dict[str, str]:
+        return {name: d.stopped for name, d in self.delivered.items() if d.stopped}
 
-    def vendor_line(self, name: str, counts: dict[str, Any]) -> str:
-        """`esputnik: 150 new, 150 sent`: a vendor's counts in words."""
-        order = list(WORDS)
-        shown = [
-            WORDS.get(k, "{} " + k.replace("_", " ")).format(counts[k])
-            for k in sorted(counts, key=lambda k: (order.index(k) if k in WORDS else 99, k))
-            if k not in QUIET and counts[k]
-        ]
-        line = f"{name}: {', '.join(shown) or self._nothing(name)}"
-        return line + (" (stopped)" if "stopped" in counts else "")
+    def nothing(self, name: str) -> str:
+        return "nothing to retry" if self.kind == "retry" else "nothing to send"
+
+    def heading(self) -> list[str]:
+        return (
+            [f"{self.plan.rows_read} rows, {self.plan.quarantined} quarantined"]
+            if self.plan
+            else []
+        )
+
+    def columns(self) -> dict[str, Any]:
+        if not self.plan:
+            return {}
+        plan = self.plan
+        return {
+            "rows_read": plan.rows_read,
+            "quarantined": plan.quarantined,
+            "export_path": plan.export,
+        }
 
     def details(self) -> list[str]:
-        """The lines under the summary: why each stopped vendor stopped, then the run's
-        failures and skips grouped by reason, with a few keys each."""
-        stops = [f"  {n}: stopped — {d.stopped}" for n, d in self.delivered.items() if d.stopped]
-        return stops + reason_lines(self.reasons)
+        """Why each stopped vendor stopped, then the run's failures and skips grouped by
+        reason, with a few keys each."""
+        return super().details() + reason_lines(self.reasons)
 
-    def _nothing(self, name: str) -> str:
-        """A vendor line without a count: nothing to send, retry, or pull (naming the
-        streams read, which `counts` drops when they are 0)."""
-        if self.kind != "pull":
-            return "nothing to retry" if self.kind == "retry" else "nothing to send"
-        done = self.delivered.get(name)
-        streams = [s for s in STREAMS if done and s in done.counts]
-        listed = (
-            ", ".join(streams[:-1]) + " or " + streams[-1] if len(streams) > 1 else "".join(streams)
+    def trouble(self, store: Store) -> bool:
+        """Exit 1: a vendor stopped, or deliveries failed, were left pending or are unknown."""
+        backlog = store.backlog()
+        return any(
+            d.stopped
+            or d.counts["failed"]
+            or d.counts["unknown"]
+            or d.counts["pending"]
+            or backlog.get(name, {}).get("pending")
+            for name, d in self.delivered.items()
         )
-        return f"no new {listed or 'records'}"
-
-
-def open_connectors(
-    cfg: Config, clock: Clock, only: Sequence[str] | None = None
-) -> dict[str, Connector]:
-    """One connector per configured vendor (or the named ones)."""
-    names = list(cfg.vendors)
-    for name in only or ():
-        if name not in cfg.vendors:
-            raise ConfigError(
-                f"vendor {name!r} is not configured",
-                file=str(cfg.path),
-                hint="configured: " + ", ".join(names),
-            )
-    return {n: REGISTRY[n](cfg.vendors[n], clock=clock) for n in (only or names)}
 
 
 @contextmanager
@@ -175,67 +151,32 @@ def reconcile(
     Whatever ends the run, it is recorded: a raised exception as `refused`, `interrupted`
     (Ctrl-C, SIGTERM) or `failed` (see `ended`), then raised again."""
     report = RunReport("dry run" if dry_run else "reconcile")
-    connectors = open_connectors(cfg, clock)
-    report.started = clock.now()
-    if not dry_run:
-        report.run_id = store.start_run("reconcile", report.started)
-        logmod.bind(run_id=report.run_id)
-    try:
-        _reconcile(
-            cfg,
-            store,
-            clock,
-            connectors,
-            report,
-            dry_run,
-            force,
-            vendors,
-            baseline,
-            rebaseline,
-            stop,
-            progress,
-        )
-    except BaseException as exc:
-        ended(store, clock, report, exc)
-        raise
-    finally:
-        for c in connectors.values():
-            c.close()
-        logmod.unbind("run_id")
+    with open_connectors(cfg, clock) as connectors:
+        report.started = clock.now()
+        if not dry_run:
+            report.run_id = store.start_run("reconcile", report.started)
+            logmod.bind(run_id=report.run_id)
+        try:
+            _reconcile(
+                cfg,
+                store,
+                clock,
+                connectors,
+                report,
+                dry_run,
+                force,
+                vendors,
+                baseline,
+                rebaseline,
+                stop,
+                progress,
+            )
+        except BaseException as exc:
+            ended(store, clock, report, exc)
+            raise
+        finally:
+            logmod.unbind("run_id")
     return report
-
-
-def ended(store: Store, clock: Clock, report: RunReport, exc: BaseException) -> None:
-    """Record a run that `exc` ended: `refused` by a guard, `interrupted` by Ctrl-C or a
-    stop request, else `failed` (a SyncdError, or a bug: any exception). Never raises, so
-    `exc` is what the caller sees."""
-    if isinstance(exc, GuardError):
-        status = "refused"
-    elif isinstance(exc, KeyboardInterrupt | StopRequested):
-        status = "interrupted"
-    else:
-        status = "failed"
-    if isinstance(exc, SyncdError):
-        report.exit_code, report.message = exc.exit_code, str(exc)
-    elif isinstance(exc, KeyboardInterrupt):
-        report.exit_code, report.message = 130, "interrupted (Ctrl-C or SIGTERM)"
-    else:
-        report.exit_code, report.message = 1, f"{type(exc).__name__}: {exc}"
-    if not report.run_id:
-        return
-    try:
-        store.finish_run(
-            report.run_id,
-            clock.now(),
-            status=status,
-            exit_code=report.exit_code,
-            counts=report.counts(),
-            message=report.message,
-            rows_read=report.plan.rows_read if report.plan else None,
-            quarantined=report.plan.quarantined if report.plan else None,
-        )
-    except Exception:  # the store itself failing: the next run closes this one as crashed
-        log.exception("could not record the end of the run", status=status)
 
 
 def _reconcile(
@@ -254,8 +195,7 @@ def _reconcile(
 ) -> None:
     now = clock.now()
     path = find_export(cfg.source, now)
-    targets = list(vendors or cfg.vendors)
-    open_connectors(cfg, clock, targets)  # validates the names before anything is written
+    targets = check_names(cfg, vendors)  # before anything is written
     with Export(path, cfg.source, force=force) as export:
         if progress:
             progress.reading(path, path.stat().st_size, lambda: export.position)
@@ -311,15 +251,7 @@ def _reconcile(
             report.delivered[name] = _deliver_one(
                 cfg, store, clock, connectors[name], stop, progress
             )
-    _finish(
-        store,
-        clock,
-        report,
-        stop,
-        rows_read=plan.rows_read,
-        quarantined=plan.quarantined,
-        export_path=str(path),
-    )
+    _finish(store, clock, report, stop)
 
 
 def _deliver_one(
@@ -383,26 +315,11 @@ def abandon(store: Store, connector: Connector, clock: Clock, max_attempts: int)
             )
 
 
-def _finish(
-    store: Store, clock: Clock, report: RunReport, stop: Event | None, **extra: Any
-) -> None:
-    """Record a run that came to its end: `interrupted` if a stop was requested on the way,
-    else `partial` (exit 1) when something failed or is left open, else `ok`."""
-    backlog = store.backlog()
-    trouble = _trouble(report) or any(backlog.get(n, {}).get("pending") for n in report.delivered)
-    report.exit_code = 1 if trouble else 0
-    if report.run_id and report.kind != "pull":
-        report.reasons = run_reasons(store, report.run_id, iso(report.started or clock.now()))
-    stopped = stop is not None and stop.is_set()
-    store.finish_run(
-        report.run_id or 0,
-        clock.now(),
-        status="interrupted" if stopped else "partial" if trouble else "ok",
-        exit_code=report.exit_code,
-        counts=report.counts(),
-        message=report.summary(),
-        **extra,
-    )
+def _finish(store: Store, clock: Clock, report: RunReport, stop: Event | None) -> None:
+    """Record a reconcile or a retry that came to its end, with its failures and skips."""
+    assert report.run_id is not None
+    report.reasons = run_reasons(store, report.run_id, iso(report.started or clock.now()))
+    finish(store, clock, report, stop, trouble=report.trouble(store))
 
 
 def deliver(
@@ -416,27 +333,16 @@ def deliver(
     progress: Display | None = None,
 ) -> RunReport:
     """`syncd retry`: put deliveries in `statuses` back to pending and deliver them now."""
-    connectors = open_connectors(cfg, clock, vendors)
-    report = RunReport("retry", started=clock.now())
-    report.run_id = store.start_run("retry", report.started or clock.now())
-    try:
-        for name, connector in connectors.items():
-            requeued = store.requeue(statuses, name, clock.now())
-            log.info("requeued", vendor=name, rows=requeued, statuses=list(statuses))
-            report.delivered[name] = _deliver_one(cfg, store, clock, connector, stop, progress)
-        _finish(store, clock, report, stop)
-    except BaseException as exc:
-        ended(store, clock, report, exc)
-        raise
-    finally:
-        for c in connectors.values():
-            c.close()
+    with open_connectors(cfg, clock, vendors) as connectors:
+        report = RunReport("retry", started=clock.now())
+        report.run_id = store.start_run("retry", report.started or clock.now())
+        try:
+            for name, connector in connectors.items():
+                requeued = store.requeue(statuses, name, clock.now())
+                log.info("requeued", vendor=name, rows=requeued, statuses=list(statuses))
+                report.delivered[name] = _deliver_one(cfg, store, clock, connector, stop, progress)
+            _finish(store, clock, report, stop)
+        except BaseException as exc:
+            ended(store, clock, report, exc)
+            raise
     return report
-
-
-def _trouble(report: RunReport) -> bool:
-    """Exit 1: a vendor stopped, or deliveries failed, were left pending or are unknown."""
-    return any(
-        d.stopped or d.counts["failed"] or d.counts["unknown"] or d.counts["pending"]
-        for d in report.delivered.values()
-    )

@@ -14,10 +14,12 @@ skipped, logged with its reason, and counted as `invalid`: the pull goes on, and
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from threading import Event
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -26,11 +28,61 @@ from syncd.clock import Clock
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
 from syncd.errors import FatalError, RetriableError
-from syncd.pipeline import RunReport, ended, open_connectors
-from syncd.push import Delivered
+from syncd.runs import Report, ended, finish, open_connectors
 from syncd.state import Store, iso, pulled
 
 log = structlog.get_logger("syncd.pull")
+
+STREAMS = ("responses", "nps", "unsubscribes")
+
+
+@dataclass
+class Pulled:
+    """What one vendor's pull did."""
+
+    read: list[str] = field(default_factory=list)  # the streams read to their end
+    counts: Counter[str] = field(default_factory=Counter)  # stored per stream, and `invalid`
+    errors: dict[str, str] = field(default_factory=dict)  # stream → why it failed
+
+
+@dataclass
+class PullReport(Report):
+    """A pull's report: each pulling vendor's streams."""
+
+    vendors: dict[str, Pulled] = field(default_factory=dict)
+
+    WORDS: ClassVar[dict[str, str]] = {
+        "responses": "{} responses",
+        "nps": "{} NPS figures",
+        "unsubscribes": "{} unsubscribes",
+        "invalid": "{} records skipped (fields of the wrong type; see the log)",
+        "errors": "{} streams failed",
+    }
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, p in self.vendors.items():
+            out[name] = {k: n for k, n in p.counts.items() if n > 0}
+            if p.errors:
+                out[name]["errors"] = len(p.errors)
+                out[name]["stopped"] = list(p.errors.values())[-1]
+        return out
+
+    def stops(self) -> dict[str, str]:
+        return {name: list(p.errors.values())[-1] for name, p in self.vendors.items() if p.errors}
+
+    def nothing(self, name: str) -> str:
+        """`no new responses or unsubscribes`: the streams read, when none brought a record."""
+        done = self.vendors.get(name)
+        streams = [s for s in STREAMS if done and s in done.read]
+        listed = (
+            ", ".join(streams[:-1]) + " or " + streams[-1] if len(streams) > 1 else "".join(streams)
+        )
+        return f"no new {listed or 'records'}"
+
+    def trouble(self) -> bool:
+        """Exit 1: a stream failed, or records were skipped."""
+        return any(p.errors or p.counts["invalid"] for p in self.vendors.values())
 
 
 def pull(
@@ -42,52 +94,40 @@ def pull(
     since: date | None = None,
     stop: Event | None = None,
     on_page: Callable[[str, str, int], None] | None = None,
-) -> RunReport:
+) -> PullReport:
     """Pull every stream of every (or the named) vendor; exit 1 if any stream failed."""
-    connectors = open_connectors(cfg, clock, vendors)
-    report = RunReport("pull", run_id=store.start_run("pull", clock.now()))
-    logmod.bind(run_id=report.run_id)
-    try:
-        for name, connector in connectors.items():
-            streams = connector.config.streams
-            if not streams:
-                continue  # a vendor we only send to, or whose streams are switched off
-            out = report.delivered.setdefault(name, Delivered())
-            for stream in streams:
-                if stop is not None and stop.is_set():
-                    break
-                logmod.bind(vendor=name)
-                try:
-                    stored, invalid = _pull_stream(
-                        store, connector.name, stream, connector.pull, clock, since, on_page
-                    )
-                    out.counts[stream] += stored
-                    if invalid:
+    with open_connectors(cfg, clock, vendors) as connectors:
+        report = PullReport("pull", run_id=store.start_run("pull", clock.now()))
+        logmod.bind(run_id=report.run_id)
+        try:
+            for name, connector in connectors.items():
+                streams = connector.config.streams
+                if not streams:
+                    continue  # a vendor we only send to, or whose streams are switched off
+                out = report.vendors[name] = Pulled()
+                for stream in streams:
+                    if stop is not None and stop.is_set():
+                        break
+                    logmod.bind(vendor=name)
+                    try:
+                        stored, invalid = _pull_stream(
+                            store, name, stream, connector.pull, clock, since, on_page
+                        )
+                    except (RetriableError, FatalError) as exc:
+                        out.errors[stream] = str(exc)
+                        log.error("pull failed", stream=stream, error=str(exc))
+                    else:
+                        out.read.append(stream)
+                        out.counts[stream] += stored
                         out.counts["invalid"] += invalid
-                except (RetriableError, FatalError) as exc:
-                    out.counts["errors"] += 1
-                    out.stopped = str(exc)
-                    log.error("pull failed", stream=stream, error=str(exc))
-                finally:
-                    logmod.unbind("vendor")
-        trouble = any(d.stopped or d.counts["invalid"] for d in report.delivered.values())
-        report.exit_code = 1 if trouble else 0
-        interrupted = stop is not None and stop.is_set()
-        store.finish_run(
-            report.run_id or 0,
-            clock.now(),
-            status="interrupted" if interrupted else "partial" if trouble else "ok",
-            exit_code=report.exit_code,
-            counts=report.counts(),
-            message=report.summary(),
-        )
-    except BaseException as exc:
-        ended(store, clock, report, exc)
-        raise
-    finally:
-        for c in connectors.values():
-            c.close()
-        logmod.unbind("run_id")
+                    finally:
+                        logmod.unbind("vendor")
+            finish(store, clock, report, stop, trouble=report.trouble())
+        except BaseException as exc:
+            ended(store, clock, report, exc)
+            raise
+        finally:
+            logmod.unbind("run_id")
     return report
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from syncd.clock import SystemClock
 from syncd.config import Config, load
@@ -76,10 +79,27 @@ class World:
             store.close()
 
 
+def assert_fingerprint_cache_holds(conn: sqlite3.Connection) -> None:
+    """A fingerprint cache that claims to be current is exactly the live contacts': their
+    fingerprints in order, each with its contact's rowid."""
+    try:
+        cached = conn.execute(
+            "SELECT live, rowids FROM fingerprint_cache JOIN contacts_generation USING (generation)"
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return  # not a syncd store
+    # set only inside the diff's own transaction: committed, it would hide every change
+    assert conn.execute("SELECT in_diff FROM contacts_generation").fetchone() == (0,)
+    if cached:
+        live = conn.execute("SELECT rhash, rowid FROM contacts WHERE gone_at IS NULL").fetchall()
+        pairs = zip(*(np.frombuffer(blob, dtype="<i8").tolist() for blob in cached), strict=True)
+        assert list(pairs) == sorted(live)
+
+
 def esputnik_table(url: str, **extra: Any) -> tuple[str, str]:
     body = f'base_url = "{url}"\napi_key = "sandbox-key"\npoll_every = 0.01\n'
     body += "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in extra.items())
     return body, ESPUTNIK_MAPPING
 
 
-__all__ = ["HEADER", "World", "esputnik_table"]
+__all__ = ["HEADER", "World", "assert_fingerprint_cache_holds", "esputnik_table"]

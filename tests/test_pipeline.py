@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -23,8 +24,7 @@ from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.vendors.base import Page
 from syncd.vendors.esputnik import ESputnik
-from tests.conftest import assert_fingerprint_cache_holds
-from tests.helpers import World, esputnik_table
+from tests.helpers import World, assert_fingerprint_cache_holds, esputnik_table
 
 PUSH = "/api/v1/contacts"
 
@@ -373,10 +373,11 @@ def test_pulled_records_of_the_wrong_type_are_coerced_or_skipped(
     with opened(cfg) as store:
         report = pull(cfg, store, world.clock)
         stored = store.query("SELECT vendor_id, email FROM unsubscribes ORDER BY vendor_id")
-        run = store.query("SELECT status, exit_code FROM runs WHERE kind = 'pull'")[0]
+        run = store.query("SELECT status, exit_code, counts FROM runs WHERE kind = 'pull'")[0]
     assert [tuple(r) for r in stored] == [("123", "b@example.com"), ("u4", "d@example.com")]
-    assert report.delivered["esputnik"].counts["invalid"] == 3
+    assert report.vendors["esputnik"].counts["invalid"] == 3
     assert (run["status"], run["exit_code"]) == ("partial", 1)
+    assert json.loads(run["counts"]) == {"esputnik": {"unsubscribes": 2, "invalid": 3}}
     line = report.summary()
     assert "esputnik: 2 unsubscribes, 3 records skipped (fields of the wrong type" in line, line
 
