@@ -11,8 +11,8 @@ import json
 from typing import Any
 
 from syncd.config import Config
-from syncd.diff import normalise_email
 from syncd.errors import SyncdError
+from syncd.project import normalise_email
 from syncd.state import Store
 
 # how many of the contacts sharing an email the error lists

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from syncd.config import SuppressionConfig
-from syncd.diff import _finder, _Writer, suppressions
+from syncd.fastpath import _finder
 from syncd.state import Store
+from syncd.state.diffed import DiffStore
+from syncd.state.diffed import Writer as _Writer
 from syncd.state.pulled import save_unsubscribe
 from syncd.state.schema import migrations
 
@@ -103,8 +105,9 @@ def test_an_opt_out_without_a_time_is_stored_untimed_and_still_suppresses(tmp_pa
         assert at == {"p0": "2026-11-02T08:00:00+00:00", "p1": None}  # a later pull keeps a time
 
         reach = {"CRM-1": (None, "+32470111111"), "CRM-2": (None, "+32470222222")}
-        assert suppressions(store, SuppressionConfig(), reach) == {
-            "CRM-1": "unsubscribed at signalvine (sms) (date unknown)"
-        }
+        found = DiffStore(store, 1, now, "export.csv").suppressions(
+            SuppressionConfig().channels, reach
+        )
+        assert found == {"CRM-1": "unsubscribed at signalvine (sms) (date unknown)"}
     finally:
         store.close()

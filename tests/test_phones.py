@@ -8,7 +8,7 @@ import phonenumbers
 import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from syncd.diff import _trunk, normalise_phone, parse_phone
+from syncd.project import _trunk, normalise_phone, parse_phone
 
 REGIONS = sorted(r for r in phonenumbers.SUPPORTED_REGIONS if _trunk(r))
 

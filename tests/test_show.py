@@ -15,8 +15,8 @@ import jsonschema
 import pytest
 
 from syncd.demo import demo_rows
-from syncd.diff import normalise_email
 from syncd.pipeline import opened
+from syncd.project import normalise_email
 from syncd.pull import pull
 from syncd.sample import write_export
 from syncd.sandbox import Stack

@@ -1,0 +1,228 @@
+"""The fast path: which rows of the export are byte-for-byte what the store last recorded.
+
+A 64-bit fingerprint of each raw row (salted with everything vendors' views depend on) is
+looked up, a block of rows at a time, among the sorted fingerprints of the live contacts.
+A hit means no vendor can need the row: only its position goes on. No dict of a million
+keys is ever built, and no Python code runs per row here.
+
+`Known` holds the known fingerprints and what this diff learns about each (seen on which
+line, replaced by a changed row, gone), and the fingerprints and rowids live after the
+diff, for the store's cache. It knows nothing of vendors; it reads the contacts table
+through a `Rows` (`syncd.state.diffed.DiffStore`).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
+from typing import Protocol
+
+import numpy as np
+from xxhash import xxh3_64_intdigest
+
+from syncd.source import Bad, Export
+
+
+def fingerprint(text: bytes, seed: int) -> int:
+    """A seeded 63-bit XXH3 of a row's text (fits a signed SQLite integer).
+
+    XXH3 rather than a cryptographic hash: it is one C call per row, which is most of what
+    keeps the fast path near a bare CSV pass; the rows are not adversarial.
+    """
+    return xxh3_64_intdigest(text, seed) >> 1
+
+
+class Rows(Protocol):
+    """What `Known` reads of the contacts table."""
+
+    def cached(self, column: str) -> np.ndarray | None:
+        """The cache's fingerprints (`live`) or rowids (`rowids`), None if stale."""
+
+    def live(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every live contact's fingerprint, sorted, and its rowid (a table scan)."""
+
+    def key_at(self, rowid: int, rhash: int) -> str | None:
+        """The key of the contact at `rowid` if its fingerprint is `rhash`."""
+
+
+class Known:
+    """The live contacts' fingerprints, sorted, and what this diff found of each."""
+
+    def __init__(self, rows: Rows) -> None:
+        self.rows = rows
+        cached = rows.cached("live")
+        self.rowids: np.ndarray | None = None  # each fingerprint's contact; see `_rowids`
+        if cached is None:
+            cached, self.rowids = rows.live()
+        self.fps = cached
+        n = len(cached)
+        self.seen = np.zeros(n, dtype=np.int32)  # the line each was seen on, 0 = none
+        self.replaced = np.zeros(n, dtype=bool)  # known rows given a new fingerprint
+        self.keys: dict[int, str] = {}  # the key of each replaced known row
+        self.added = array("q")  # the fingerprints written for changed and new rows
+        self.added_rows = array("q")  # and the rowids they were written to
+        self.renumbered = False  # a cached rowid named the wrong row: all were read again
+
+    def __len__(self) -> int:
+        return len(self.fps)
+
+    def see(self, found: np.ndarray, lines: np.ndarray) -> tuple[int, list[tuple[int, str, int]]]:
+        """Mark the known rows at `found` seen on `lines`: how many were unchanged, and the
+        rows repeated byte for byte as (line, key, first line) (the first one wins)."""
+        seen = self.seen
+        if not seen[found].any():  # the usual part: every hit a known row not seen before
+            seen[found] = lines
+            if (seen[found] == lines).all():  # and none twice in the part
+                return int(found.size), []
+            seen[found] = 0
+        unchanged, repeats = 0, []
+        for i, line in sorted(zip(found.tolist(), lines.tolist(), strict=True), key=itemgetter(1)):
+            first = int(seen[i])
+            if first:
+                repeats.append((line, self._key_of(i), first))
+            else:
+                seen[i] = line
+                unchanged += 1
+        return unchanged, repeats
+
+    def claim(self, rhash: int, line: int, key: str) -> int:
+        """A changed row of the known contact whose fingerprint was `rhash`, on `line`: the
+        line its key was seen on already (0 if none). Below `line`, this row is the
+        repeat; above, the row on that line is, and this one takes the contact."""
+        i = int(np.searchsorted(self.fps, rhash))
+        if i == len(self.fps) or self.fps[i] != rhash:
+            return 0
+        first = int(self.seen[i])
+        if not (first and first < line):
+            self.seen[i] = line
+            self.replaced[i] = True
+            self.keys[i] = key
+        return first
+
+    def add(self, rhash: int, rowid: int) -> None:
+        """A fingerprint written for a changed or new row, at `rowid`."""
+        self.added.append(rhash)
+        self.added_rows.append(rowid)
+
+    def gone(self) -> np.ndarray:
+        """Where the known fingerprints not seen in this export are."""
+        return np.flatnonzero(self.seen == 0)
+
+    def located(self, at: np.ndarray) -> tuple[list[int], list[int]]:
+        """The rowids and fingerprints of the known contacts at `at`, in rowid order."""
+        rows = self._rowids()[at]
+        order = np.argsort(rows)
+        return rows[order].tolist(), self.fps[at][order].tolist()
+
+    def after(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fingerprints live after this diff, sorted, and their rowids (little-endian
+        int64), for the cache of the next diff."""
+        keep = (self.seen != 0) & ~self.replaced
+        added = np.frombuffer(self.added, dtype=np.int64)
+        order = np.argsort(added)  # the kept ones are in order already: merge the added in
+        live = self.fps[keep]
+        at = np.searchsorted(live, added[order])
+        live = np.insert(live, at, added[order]).astype("<i8", copy=False)
+        rows = np.insert(self._rowids()[keep], at, np.frombuffer(self.added_rows, np.int64)[order])
+        return live, rows.astype("<i8", copy=False)
+
+    def _rowids(self) -> np.ndarray:
+        """Each known fingerprint's contacts rowid (read from the cache the first time).
+
+        A rowid can be wrong (a VACUUM may renumber rows without a trigger firing), so
+        whatever uses one checks the fingerprint too, and calls `renumber` when it did
+        not match.
+        """
+        if self.rowids is None:
+            self.rowids = self.rows.cached("rowids")
+            if self.rowids is None:  # the cache went stale under us: read the table
+                self.renumber()
+        assert self.rowids is not None
+        return self.rowids
+
+    def renumber(self) -> None:
+        """The cached rowids are wrong: read every known contact's again, once (a table
+        scan). Known rows rewritten in this run get 0; their keys are in `keys`."""
+        live, rows = self.rows.live()
+        self.rowids = np.zeros(len(self.fps), dtype=np.int64)
+        if len(live):
+            at = np.minimum(np.searchsorted(live, self.fps), len(live) - 1)
+            found = live[at] == self.fps
+            self.rowids[found] = rows[at[found]]
+        self.renumbered = True
+
+    def _key_of(self, i: int) -> str:
+        """The key of the known contact at `i`."""
+        if i in self.keys:  # its row was rewritten in this run
+            return self.keys[i]
+        key = self.rows.key_at(int(self._rowids()[i]), int(self.fps[i]))
+        if key is None and not self.renumbered:  # the rowids moved under the cache
+            self.renumber()
+            key = self.rows.key_at(int(self._rowids()[i]), int(self.fps[i]))
+        return str(key)
+
+
+@dataclass
+class Scan:
+    """What the fast path found in a stretch of the export."""
+
+    hits: np.ndarray  # where in the known fingerprints each unchanged row is
+    lines: np.ndarray  # the line each of those starts on
+    misses: list[tuple[int, list[str], bytes]]  # new or changed: line, row, change text
+    bad: list[Bad]
+    records: int
+
+
+def scan(export: Export, known: np.ndarray, salt: int) -> Iterator[Scan]:
+    """The fast path: each row's fingerprint looked up among the known ones.
+
+    A hit means the row is byte-for-byte what was last recorded, so no vendor can need
+    it: only its position goes on. Fingerprinting is a chain of C-level maps and the
+    look-up a few vectorised probes (`_finder`): no Python code runs per row here.
+    """
+    find = _finder(known)
+    for block in export.blocks():
+        hashes = np.fromiter(
+            map(xxh3_64_intdigest, block.texts, repeat(salt)),
+            dtype=np.uint64,
+            count=len(block.texts),
+        )
+        where, hit = find((hashes >> np.uint64(1)).astype(np.int64))
+        lines = np.asarray(block.lines, dtype=np.int64)
+        misses = sorted(  # in file order: the first of two rows with one key wins
+            [(block.lines[j], block.row(j), block.texts[j]) for j in np.flatnonzero(~hit).tolist()],
+            key=itemgetter(0),
+        )
+        yield Scan(where[hit], lines[hit], misses, block.bad, block.records)
+
+
+def _finder(known: np.ndarray) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Looks fingerprints up among the known ones (sorted): `(where, hit)` for an array.
+
+    A table of where each bucket of the top bits starts, a bucket for about each known
+    fingerprint, takes a look-up to its place in one or two probes; a binary search
+    takes twenty, most of them cache misses (it was a tenth of the diff).
+    """
+    bits = max(1, len(known).bit_length())
+    shift = 63 - bits
+    starts = np.zeros((1 << bits) + 1, dtype=np.min_scalar_type(len(known)))
+    # fingerprints are not negative; a revived gone contact's may be: bucket 0
+    np.cumsum(np.bincount(np.maximum(known >> shift, 0), minlength=1 << bits), out=starts[1:])
+
+    def find(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bucket = hashes >> shift
+        where, end = starts[bucket].astype(np.int64), starts[bucket + 1]
+        hit = np.zeros(len(hashes), dtype=bool)
+        todo = np.flatnonzero(where < end)
+        while todo.size:  # step along each bucket until found or past
+            at, wanted = where[todo], hashes[todo]
+            value = known[at]
+            hit[todo[value == wanted]] = True
+            todo = todo[(value < wanted) & (at + 1 < end[todo])]
+            where[todo] += 1
+        return where, hit
+
+    return find

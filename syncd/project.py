@@ -1,0 +1,392 @@
+"""A row as each vendor sees it: normalised, projected onto the vendor's mapping, digested.
+
+A function of the row and the configuration only (no store, no HTTP). Upsert vendors'
+digests cover every mapped field; trigger vendors' only the `[trigger] on_change`
+columns, so other changes never send a survey.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import phonenumbers
+from sqlite_utils.utils import hash_record
+
+from syncd.config import Config, SourceConfig, VendorConfig
+from syncd.errors import ConfigError
+from syncd.source import Bad, Export, defect
+from syncd.vendors.base import Connector, Contact
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+
+
+def config_salt(cfg: Config, export: Export) -> int:
+    """Changes whenever what the vendors see could change: mappings, vendors, key, ignores,
+    and the export's header and delimiter (the same bytes under other column names, or
+    split on another delimiter, are other cells)."""
+    sig = {
+        "header": export.header,
+        "delimiter": export.delimiter,
+        "key": cfg.source.key,
+        "ignore": cfg.source.ignore_columns,
+        "region": cfg.source.phone_region,
+        "digest": DIGEST_VERSION,
+        "vendors": {
+            name: [
+                dict(v.mapping.fields),
+                dict(v.mapping.metadata),
+                repr(v.mapping.trigger),
+                dict(v.mapping.types),
+            ]
+            for name, v in sorted(cfg.vendors.items())
+        },
+    }
+    salt = hashlib.blake2b(json.dumps(sig, sort_keys=True).encode(), digest_size=8).digest()
+    return int.from_bytes(salt, "little")
+
+
+# Names how `Projector.digest` turns a row into a hash: bump it whenever the same row and
+# mapping would hash differently (the digest itself, the normalisation, a connector's
+# `shape` or `field_types`). Every stored hash is then another definition's: trigger
+# vendors are re-baselined rather than surveying everyone, upsert vendors are sent again
+# (from version 1, whose digests are converted, nobody is: see `digest`).
+DIGEST_VERSION = 2
+UNRECORDED = "no digest definition was recorded (a store from before syncd kept them)"
+
+
+def digest(record: Mapping[str, str]) -> str:
+    """The first 64 bits of the SHA-1 of the record as sorted-key JSON, in 16 hex digits.
+
+    Version 2. Version 1 was sqlite-utils' `hash_record`: the whole SHA-1 in 40 digits, of
+    stdlib JSON (`ensure_ascii`); this is a quarter of its cost a row and 24 bytes less in
+    each `vendor_state` and `deliveries` row. A store's version-1 digests are converted
+    as the diff meets them (`legacy`, `Differ._convert`): nobody is sent anything for it.
+    64 bits are plenty: a digest is only ever compared with the same contact's previous
+    one at the same vendor.
+    """
+    return hashlib.sha1(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).digest()[:8].hex()
+
+
+def legacy(record: Mapping[str, str]) -> str:
+    """The version-1 digest of a record (`hash_record`), to recognise a stored one."""
+    return hash_record(dict(record))
+
+
+LEGACY_LENGTH = 40  # a version-1 digest's length: 40 hex digits
+
+
+def redefinition(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """What differs between two digest definitions (`Projector.definition`), in a phrase."""
+    labels = {
+        "on_change": "[trigger] on_change",
+        "fields": "[fields]",
+        "metadata": "[metadata]",
+        "types": "[types]",
+        "phone_region": "[source] phone_region",
+    }
+    parts = []
+    if old.get("digest") != new.get("digest"):
+        parts.append(f"syncd's digest changed (version {old.get('digest')} → {new.get('digest')})")
+    for name, label in labels.items():
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        if isinstance(before, dict | None) and isinstance(after, dict | None):
+            before, after = before or {}, after or {}
+            edits = [f"+ {k} = {v!r}" for k, v in after.items() if k not in before]
+            edits += [f"- {k}" for k in before if k not in after]
+            edits += [
+                f"{k}: {before[k]!r} → {v!r}"
+                for k, v in after.items()
+                if k in before and before[k] != v
+            ]
+        elif isinstance(before, list | None) and isinstance(after, list | None):
+            before, after = before or [], after or []
+            edits = [f"+ {c!r}" for c in after if c not in before]
+            edits += [f"- {c!r}" for c in before if c not in after]
+            edits = edits or ["reordered"]  # the digest is positional
+        else:
+            edits = [f"{before!r} → {after!r}"]
+        parts.append(f"{label} changed: " + ", ".join(edits))
+    return "; ".join(parts)
+
+
+def redefined(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any], has_state: Callable[[], bool]
+) -> str | None:
+    """Why a vendor's stored hashes were made another way than `new` makes them (`old` is
+    the definition recorded with them), or None. A store from before definitions were
+    recorded (`old` None, but the vendor acknowledged contacts: `has_state`) is checked
+    once: its hashes were made by the digest of version 1, but perhaps under another
+    mapping, and only the contacts' previous rows can tell (a trigger vendor's re-baseline
+    compares them: `Projector.same_before`)."""
+    if old is not None:
+        if old.get("digest") == 1:  # its digests are converted as the diff meets them
+            old = {**old, "digest": new.get("digest")}
+        return redefinition(old, new) or None
+    return UNRECORDED if has_state() else None
+
+
+# --- normalisation -------------------------------------------------------------------------
+def normalise_email(value: str) -> str:
+    return value.strip().lower()
+
+
+_PHONE_NOISE = re.compile(r"[\s().\-/]")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+@functools.lru_cache(maxsize=65536)
+def normalise_phone(value: str, region: str | None) -> str | None:
+    """E.164, or None when the value is not a possible phone number.
+
+    International shapes (`+32 470 12 34 56`, `0032470…`) and national ones in a region
+    whose trunk prefix is a plain `0` (`0470123456`) are folded without the full parser;
+    the others (`(555) 010-1234`, regions with carrier codes) go through `phonenumbers`.
+    Both give the same answer (tests/test_phones.py holds them to it).
+    """
+    compact = _PHONE_NOISE.sub("", value)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    if _E164.match(compact):
+        return compact
+    if region and (trunk := _trunk(region)) and compact.isascii() and compact.isdigit():
+        country, prefix, international, general = trunk
+        national = compact.removeprefix(prefix)
+        if (
+            len(national) < len(compact)
+            and national[:1] not in ("", "0")
+            and not (international and international.match(compact))
+            and general.fullmatch(national)  # else the parser keeps the prefix
+        ):
+            number = phonenumbers.PhoneNumber(country_code=country, national_number=int(national))
+            return f"+{country}{national}" if phonenumbers.is_possible_number(number) else None
+    return parse_phone(value, region)
+
+
+def parse_phone(value: str, region: str | None) -> str | None:
+    """E.164 through `phonenumbers`' full parser, or None."""
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+@functools.cache
+def _trunk(region: str) -> tuple[int, str, re.Pattern[str] | None, re.Pattern[str]] | None:
+    """(country code, trunk prefix, international prefix, national number pattern) for a
+    region where a national number is the trunk prefix and the number, nothing else."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region.upper())
+    if meta is None or not meta.national_prefix or not meta.national_prefix.isdigit():
+        return None
+    if meta.national_prefix_transform_rule or meta.leading_digits:
+        return None
+    if meta.national_prefix_for_parsing not in (None, meta.national_prefix):
+        return None
+    pattern = meta.general_desc.national_number_pattern if meta.general_desc else None
+    if meta.country_code is None or not pattern:
+        return None
+    international = re.compile(meta.international_prefix) if meta.international_prefix else None
+    return meta.country_code, meta.national_prefix, international, re.compile(pattern)
+
+
+class Projector:
+    """Projects an export row onto one vendor's mapping, normalised."""
+
+    def __init__(
+        self, vendor: VendorConfig, connector: Connector, header: list[str], region: str | None
+    ) -> None:
+        self.vendor = vendor
+        self.connector = connector
+        self.region = region
+        mapping = vendor.mapping
+
+        def index(table: str, name: str, column: str) -> int:
+            if column not in header:
+                raise ConfigError(
+                    f"column {column!r} is not in the export header",
+                    file=str(mapping.path),
+                    table=table,
+                    key=name,
+                    hint="export columns: " + ", ".join(repr(h) for h in header[:20]),
+                )
+            return header.index(column)
+
+        kinds = connector.value_kinds()
+        self.fields = [
+            (name, col, index("fields", name, col), kinds.get(name))
+            for name, col in mapping.fields.items()
+        ]
+        self.metadata = [
+            (name, col, index("metadata", name, col), kinds.get(name))
+            for name, col in mapping.metadata.items()
+        ]
+        trigger = mapping.trigger
+        self.trigger = (
+            [index("trigger", "on_change", col) for col in trigger.on_change] if trigger else None
+        )
+
+    def project(self, key: str, row: list[str]) -> Contact | str:
+        """The vendor's view of the row, or the reason it cannot be sent to this vendor."""
+        fields: dict[str, str] = {}
+        metadata: dict[str, str] = {}
+        for names, into in ((self.fields, fields), (self.metadata, metadata)):
+            for name, col, i, kind in names:
+                value = row[i].strip()
+                if value and kind == "email":
+                    value = normalise_email(value)
+                    if not EMAIL_RE.match(value):
+                        return f"invalid email {row[i].strip()!r} in column {col!r}"
+                elif value and kind == "phone":
+                    phone = normalise_phone(value, self.region)
+                    if phone is None:
+                        hint = (
+                            ""
+                            if self.region
+                            else " (set [source] phone_region for national numbers)"
+                        )
+                        return f"invalid phone {value!r} in column {col!r}{hint}"
+                    value = phone
+                into[name] = value
+        return self.connector.shape(Contact(key=key, fields=fields, metadata=metadata))
+
+    def digest(self, contact: Contact, row: list[str]) -> str:
+        """What must differ for this vendor to be sent the contact again."""
+        return digest(self.record(contact, row))
+
+    def record(self, contact: Contact, row: list[str]) -> dict[str, str]:
+        """What the digest is taken of: every mapped field and metadata value, or a trigger
+        vendor's `on_change` columns only (by position: `watched`)."""
+        if self.trigger is not None:
+            return {str(n): row[i].strip() for n, i in enumerate(self.trigger)}
+        record = {f"f.{k}": v for k, v in contact.fields.items()}
+        record.update({f"m.{k}": v for k, v in contact.metadata.items()})
+        return record
+
+    def legacy(self, data: str, row: list[str]) -> str:
+        """The version-1 digest of a payload (`project.payload`) and its row."""
+        if self.trigger is not None:
+            return legacy({str(n): row[i].strip() for n, i in enumerate(self.trigger)})
+        body = orjson.loads(data)
+        return legacy(self.record(Contact("", body["fields"], body["metadata"]), row))
+
+    def watched(self, row: list[str]) -> str:
+        """A trigger vendor's digest, from the row alone."""
+        assert self.trigger is not None
+        return digest({str(n): row[i].strip() for n, i in enumerate(self.trigger)})
+
+    @property
+    def on_new(self) -> bool:
+        """Whether a contact new to the vendor is sent (a trigger vendor's `on_new`)."""
+        trigger = self.vendor.mapping.trigger
+        return trigger is None or trigger.on_new
+
+    def same_before(self, row: list[str], attributes: str | None, header: list[str]) -> bool:
+        """Whether a trigger vendor's watched columns hold what they held in the contact's
+        previous row (its stored `attributes`), so only the definition changed, not the
+        contact. A column the previous row did not have is taken as unchanged: a column
+        new to the export, watched from the start, must not survey everyone."""
+        if attributes is None:
+            return True
+        before = orjson.loads(attributes)
+        old = [before.get(col, value) for col, value in zip(header, row, strict=False)]
+        return self.watched(old) == self.watched(row)
+
+    def sample(
+        self, key: str, kind: str, attributes: str | None, header: list[str], payload: str
+    ) -> dict[str, Any]:
+        """What the connector would send, field by field, before → after: the vendor's
+        values (normalised and shaped) of the contact's previous export row (its stored
+        `attributes`), None for a new contact, and of this one. A metadata name is shown
+        as `name (metadata)`."""
+        after = orjson.loads(payload)
+        before: dict[str, dict[str, Any]] = {"fields": {}, "metadata": {}}
+        if attributes is not None and kind == "changed":
+            stored = orjson.loads(attributes)
+            previous = self.project(key, [stored.get(col, "") for col in header])
+            if isinstance(previous, Contact):
+                before = {"fields": dict(previous.fields), "metadata": dict(previous.metadata)}
+        changes = {}
+        for part, suffix in (("fields", ""), ("metadata", " (metadata)")):
+            for name, new in after[part].items():
+                was = before[part].get(name)
+                if was != new:
+                    changes[name + suffix] = [was, new]
+        return {"key": key, "kind": kind, "changes": changes}
+
+    def definition(self) -> dict[str, Any]:
+        """Everything `digest` depends on besides the row: when it changes, every stored
+        hash of this vendor was made another way."""
+        mapping = self.vendor.mapping
+        if mapping.trigger is not None:
+            return {"digest": DIGEST_VERSION, "on_change": list(mapping.trigger.on_change)}
+        return {
+            "digest": DIGEST_VERSION,
+            "fields": dict(mapping.fields),
+            "metadata": dict(mapping.metadata),
+            "types": dict(mapping.types),
+            "phone_region": self.region,
+        }
+
+
+def payload(contact: Contact) -> str:
+    """A delivery's payload: the contact's fields and metadata, as stored and sent."""
+    body = {"fields": dict(contact.fields), "metadata": dict(contact.metadata)}
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+
+
+@dataclass
+class Candidate:
+    """A new or changed row, prepared for comparison with the store."""
+
+    line: int
+    key: str
+    row: list[str]
+    text: bytes  # the change text the fingerprint is taken of
+    views: dict[str, tuple[Any, str] | str]  # vendor → (digest, payload), or why not
+    reach: tuple[str | None, str | None]  # normalised email and phone
+    attrs: str  # the row as JSON, for `contacts.attributes`
+
+
+def prepare(
+    line: int,
+    row: list[str],
+    text: bytes,
+    export: Export,
+    projectors: Mapping[str, Projector],
+    source: SourceConfig,
+) -> Candidate | Bad:
+    """What a new or changed row is for each vendor, or why it cannot be used at all:
+    a function of the row and the configuration only."""
+    key = row[export.key_index].strip()
+    if not key:
+        return Bad(line, None, f"empty key column {source.key!r}")
+    problem = defect(row, export.header, source.encoding)
+    if problem:
+        return Bad(line, key, problem)
+    views: dict[str, tuple[Any, str] | str] = {}
+    email = phone = None
+    for name, proj in projectors.items():
+        projected = proj.project(key, row)
+        if isinstance(projected, str):
+            views[name] = projected
+            continue
+        views[name] = (proj.digest(projected, row), payload(projected))
+        for fname, kind in proj.connector.field_types.items():
+            value = projected.fields.get(fname)  # the reach: any vendor's typed fields
+            if value and kind == "email" and email is None:
+                email = value
+            elif value and kind == "phone" and phone is None:
+                phone = value
+    attrs = orjson.dumps(dict(zip(export.header, row, strict=False))).decode()
+    return Candidate(line, key, row, text, views, (email, phone), attrs)

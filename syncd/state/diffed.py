@@ -1,0 +1,401 @@
+"""The diff's reads and writes: contacts, their fingerprint cache, planned deliveries,
+acknowledgements without a send, digest definitions and quarantined rows.
+
+Everything runs inside the caller's write transaction (`Store.write()`), which the
+pipeline commits, or rolls back for a dry run or a refused export. The bulk writes (a
+chunk's new deliveries and contacts) go through `Writer`, a second thread on the same
+connection; the rest is written at once.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import chain, repeat
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+
+from syncd.state import OPEN_STATUSES, Store
+
+
+class Stored(NamedTuple):
+    """A contact as the store holds it."""
+
+    rowid: int
+    rhash: int
+    attributes: str
+    email: str | None
+    phone: str | None
+
+
+@dataclass
+class Chunk:
+    """What the store holds of a chunk of keys."""
+
+    stored: dict[str, Stored]  # key → its contact row
+    acked: dict[tuple[str, str], Any]  # (vendor, key) → the digest the vendor acknowledged
+    open: dict[tuple[str, str], tuple[int, str, Any]]  # → the newest open (id, status, digest)
+
+
+class DiffStore:
+    """The diff's access to the store, for one run at one time (`ts`)."""
+
+    def __init__(self, store: Store, run_id: int, ts: str, export: str) -> None:
+        self.store = store
+        self.conn = store.conn
+        self.run_id = run_id
+        self.ts = ts
+        self.export = export
+        self.writer: Writer | None = None
+        self._current: bool | None = None
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """The diff's writes: the contacts' generation moves on once, at the end (m006), and
+        the bulk writes run on the writer thread until the block ends."""
+        self.conn.execute("UPDATE contacts_generation SET in_diff = 1")
+        try:
+            with Writer(self.conn) as self.writer:
+                yield
+        finally:
+            self.writer = None
+            self.conn.execute(
+                "UPDATE contacts_generation SET generation = generation + 1, in_diff = 0"
+            )
+
+    # --- the fingerprint cache (fastpath.Rows) ----------------------------------------
+    def cached(self, column: str) -> np.ndarray | None:
+        """The cache's `live` fingerprints or their `rowids`, if it was written since the
+        last change to a contact (checked once: the diff's own writes do not count)."""
+        if self._current is None:
+            self._current = bool(
+                self.conn.execute(
+                    "SELECT 1 FROM fingerprint_cache JOIN contacts_generation USING (generation)"
+                ).fetchone()
+            )
+        return _read_blob(self.conn, column) if self._current else None
+
+    def live(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every live contact's fingerprint, sorted, and its rowid: a table scan (after the
+        writes submitted: rows written while a SELECT steps through their table may be
+        seen twice or not at all)."""
+        if self.writer:
+            self.writer.wait()
+        pairs = np.fromiter(
+            chain.from_iterable(
+                self.conn.execute("SELECT rhash, rowid FROM contacts WHERE gone_at IS NULL")
+            ),
+            dtype=np.int64,
+        ).reshape(-1, 2)
+        pairs = pairs[np.argsort(pairs[:, 0])]
+        return pairs[:, 0].copy(), pairs[:, 1].copy()
+
+    def key_at(self, rowid: int, rhash: int) -> str | None:
+        key = self.store.scalar(
+            "SELECT key FROM contacts WHERE rowid = ? AND rhash = ?", (rowid, rhash)
+        )
+        return None if key is None else str(key)
+
+    def write_cache(self, live: np.ndarray, rows: np.ndarray) -> None:
+        """The fingerprints live after this diff and their rowids, for the next one."""
+        # the old blobs hold no contact data: their pages need not be zeroed as they are
+        # freed (SQLite builds with SECURE_DELETE would write 16 MB of zeros per million)
+        secure = self.store.scalar("PRAGMA secure_delete")
+        self.conn.execute("PRAGMA secure_delete = FAST")
+        try:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO fingerprint_cache (id, generation, live, rowids) "
+                "VALUES (1, (SELECT generation FROM contacts_generation), zeroblob(?), "
+                "zeroblob(?))",
+                (live.nbytes, rows.nbytes),
+            )
+        finally:
+            self.conn.execute(f"PRAGMA secure_delete = {int(secure)}")
+        _write_blob(self.conn, "live", live)
+        _write_blob(self.conn, "rowids", rows)
+
+    # --- reads ------------------------------------------------------------------------
+    def next_rowid(self) -> int:
+        return int(self.store.scalar("SELECT coalesce(max(rowid), 0) FROM contacts")) + 1
+
+    def definitions(self) -> dict[str, str]:
+        """Each vendor's recorded digest definition (JSON text)."""
+        return dict(self.conn.execute("SELECT vendor, definition FROM digest_definitions"))
+
+    def has_state(self, vendor: str) -> bool:
+        """Whether the vendor acknowledged anything yet."""
+        sql = "SELECT 1 FROM vendor_state WHERE vendor = ? LIMIT 1"
+        return bool(self.store.scalar(sql, (vendor,)))
+
+    def chunk(self, keys: Sequence[str], vendors: Sequence[str]) -> Chunk:
+        marks = ",".join("?" * len(keys))
+        stored = {
+            row[0]: Stored(*row[1:])
+            for row in self.conn.execute(
+                "SELECT key, rowid, rhash, attributes, email, phone FROM contacts "
+                f"WHERE key IN ({marks})",
+                keys,
+            )
+        }
+        acked: dict[tuple[str, str], Any] = {}
+        for vendor in vendors:  # (vendor, key) is the primary key: one lookup each
+            acked.update(
+                ((vendor, k), h)
+                for k, h in self.conn.execute(
+                    f"SELECT key, hash FROM vendor_state WHERE vendor = ? AND key IN ({marks})",
+                    [vendor, *keys],
+                )
+            )
+        opened: dict[tuple[str, str], tuple[int, str, Any]] = {}
+        for did, v, k, status, h in self.conn.execute(
+            # by key: without statistics the planner would rather scan a big table than
+            # look thousands of keys up
+            f"SELECT id, vendor, key, status, hash FROM deliveries INDEXED BY deliveries_key "
+            f"WHERE key IN ({marks}) AND status IN {OPEN_STATUSES!r} ORDER BY id",
+            keys,
+        ):
+            opened[(v, k)] = (did, status, h)  # the latest wins
+        return Chunk(stored, acked, opened)
+
+    def surveyed(
+        self, keys: Sequence[str], vendors: Sequence[str], since: str
+    ) -> dict[str, tuple[str, str | None]]:
+        """Keys surveyed by one of `vendors` since `since`, or planned to be (pending):
+        key → (vendor, when sent, None if not sent yet), the latest send."""
+        if not keys or not vendors:
+            return {}
+        rows = self.conn.execute(
+            f"SELECT key, vendor, max(sent_at) FROM deliveries INDEXED BY deliveries_key "
+            f"WHERE key IN ({','.join('?' * len(keys))}) "
+            f"AND vendor IN ({','.join('?' * len(vendors))}) "
+            "AND status IN ('pending', 'sent', 'unknown', 'in_flight') "
+            "AND coalesce(sent_at, updated_at) >= ? GROUP BY key",
+            (*keys, *vendors, since),
+        )
+        return {key: (vendor, when) for key, vendor, when in rows}
+
+    def suppressions(
+        self, channels: Collection[str], reach: Mapping[str, tuple[str | None, str | None]]
+    ) -> dict[str, str]:
+        """Keys unsubscribed at any vendor in one of `channels` (or `any`) → the skip
+        reason. An unsubscribe matches a contact by CRM key, normalised email or E.164 phone.
+        """
+        if not reach:
+            return {}
+        by_email = {e: k for k, (e, _p) in reach.items() if e}
+        by_phone = {p: k for k, (_e, p) in reach.items() if p}
+        keys, emails, phones = list(reach), list(by_email), list(by_phone)
+        sql = (
+            "SELECT key, email, phone, vendor, channel, at FROM unsubscribes "
+            f"WHERE key IN ({','.join('?' * len(keys))}) "
+            f"OR email IN ({','.join('?' * len(emails))}) "
+            # the earliest known time names the reason; an untimed opt-out suppresses all
+            f"OR phone IN ({','.join('?' * len(phones))}) ORDER BY at IS NULL, at"
+        )
+        out: dict[str, str] = {}
+        channels = set(channels)
+        for key, email, phone, vendor, channel, at in self.conn.execute(
+            sql, [*keys, *emails, *phones]
+        ):
+            if "any" not in channels and channel not in channels:
+                continue
+            for match in (key if key in reach else None, by_email.get(email), by_phone.get(phone)):
+                if match:
+                    when = f"on {at}" if at else "(date unknown)"
+                    out.setdefault(match, f"unsubscribed at {vendor} ({channel or 'any'}) {when}")
+        return out
+
+    def absent(self, vendor: str) -> list[tuple[str, Any, str]]:
+        """(key, acknowledged digest, last attributes) of the vendor's contacts gone from
+        the export."""
+        return self.conn.execute(
+            "SELECT vs.key, vs.hash, c.attributes FROM vendor_state vs JOIN contacts c "
+            "ON c.key = vs.key WHERE vs.vendor = ? AND c.gone_at IS NOT NULL",
+            (vendor,),
+        ).fetchall()
+
+    # --- writes -----------------------------------------------------------------------
+    def define(self, vendor: str, definition: str) -> None:
+        """Record the digest definition the vendor's hashes are made with from now on."""
+        self.conn.execute(
+            "INSERT INTO digest_definitions (vendor, definition, recorded_at, run_id) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (vendor) DO UPDATE SET "
+            "definition = excluded.definition, recorded_at = excluded.recorded_at, "
+            "run_id = excluded.run_id",
+            (vendor, definition, self.ts, self.run_id),
+        )
+
+    def quarantine(self, line: int | None, key: str | None, vendor: str | None, why: str) -> None:
+        self.conn.execute(
+            "INSERT INTO quarantine (run_id, file, line, key, vendor, reason, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self.run_id, self.export, line, key, vendor, why, self.ts),
+        )
+
+    def ack(self, vendor: str, key: str, digest: Any) -> None:
+        """The vendor is taken to have the contact as `digest` without a send."""
+        self.conn.execute(
+            "INSERT INTO vendor_state (vendor, key, hash, acked_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (vendor, key) DO UPDATE SET hash = excluded.hash, "
+            "acked_at = excluded.acked_at",
+            (vendor, key, digest, self.ts),
+        )
+
+    def rehash(self, vendor: str, key: str, digest: Any) -> None:
+        """Open deliveries of a re-baselined contact are acknowledged as its new digest."""
+        self.conn.execute(
+            f"UPDATE deliveries SET hash = ? WHERE vendor = ? AND key = ? "
+            f"AND status IN {OPEN_STATUSES!r}",
+            (digest, vendor, key),
+        )
+
+    def replace(self, did: int, kind: str, digest: Any, payload: str) -> None:
+        """A newer change replaces a delivery not yet sent: one send, with the latest data."""
+        self.conn.execute(
+            "UPDATE deliveries SET run_id = ?, kind = ?, status = 'pending', hash = ?, "
+            "payload = ?, attempts = 0, reason = NULL, updated_at = ? WHERE id = ?",
+            (self.run_id, kind, digest, payload, self.ts, did),
+        )
+
+    def withdraw(self, did: int) -> None:
+        """An open pending delivery whose data the vendor has already."""
+        self.conn.execute(
+            "UPDATE deliveries SET status = 'superseded', reason = ?, updated_at = ? WHERE id = ?",
+            ("the vendor already has this data", self.ts, did),
+        )
+
+    def deliveries(self, rows: list[tuple[str, str, str, Any, str, str, str | None]]) -> None:
+        """New deliveries (vendor, key, kind, digest, payload, status, reason), written in
+        key order (each B-tree page is visited once, not once per row)."""
+        assert self.writer is not None
+        rows.sort(key=lambda r: r[1])
+        self.writer.submit(
+            "INSERT INTO deliveries (run_id, vendor, key, kind, hash, payload, status, reason, "
+            "created_at, updated_at) SELECT ?2, value->>0, value->>1, value->>2, value->>3, "
+            "value->>4, value->>5, value->>6, ?3, ?3 FROM json_each(?1)",
+            rows,
+            self.run_id,
+            self.ts,
+        )
+
+    def contacts(
+        self,
+        inserts: list[tuple[int, str, str, str | None, str | None, int]],
+        updates: list[tuple[int, str, int]],
+        reached: list[tuple[int, str | None, str | None]],
+    ) -> None:
+        """New contacts (rowid, key, attributes, email, phone, rhash), changed ones (rowid,
+        attributes, rhash; revived if gone) and new reach (rowid, email, phone)."""
+        assert self.writer is not None
+        self.writer.submit(
+            "INSERT INTO contacts (rowid, key, attributes, email, phone, rhash, first_seen, "
+            "updated_at) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, "
+            "value->>5, ?2, ?2 FROM json_each(?1)",
+            inserts,
+            self.ts,
+        )
+        self.writer.submit(
+            "UPDATE contacts SET attributes = u.value->>1, rhash = u.value->>2, "
+            "updated_at = ?2, gone_at = NULL FROM json_each(?1) AS u "
+            "WHERE contacts.rowid = u.value->>0",
+            sorted(updates),
+            self.ts,
+        )
+        self.writer.submit(
+            "UPDATE contacts SET email = u.value->>1, phone = u.value->>2 "
+            "FROM json_each(?1) AS u WHERE contacts.rowid = u.value->>0",
+            reached,
+        )
+
+    def mark_gone(self, rowids: list[int], rhashes: list[int]) -> int:
+        """Mark these contacts gone, each checked against its fingerprint; how many were."""
+        return int(
+            self.conn.executemany(
+                "UPDATE contacts SET gone_at = ?, rhash = -rhash - 1 "
+                "WHERE rowid = ? AND rhash = ? AND gone_at IS NULL",
+                zip(repeat(self.ts), rowids, rhashes),
+            ).rowcount
+        )
+
+
+# the cache's blobs go through SQLite's blob I/O a megabyte at a time: no whole copy of an
+# array ever sits in SQLite's or Python's memory beside the array itself
+def _read_blob(conn: sqlite3.Connection, column: str) -> np.ndarray:
+    with conn.blobopen("fingerprint_cache", column, 1, readonly=True) as blob:
+        values = np.empty(len(blob) // 8, dtype="<i8")
+        view = values.data.cast("B")
+        for start in range(0, len(view), 1 << 20):
+            view[start : start + (1 << 20)] = blob.read(1 << 20)
+    return values
+
+
+def _write_blob(conn: sqlite3.Connection, column: str, values: np.ndarray) -> None:
+    with conn.blobopen("fingerprint_cache", column, 1) as blob:
+        view = values.data.cast("B")
+        for start in range(0, len(view), 1 << 20):
+            blob.write(view[start : start + (1 << 20)])
+
+
+class Writer:
+    """Bulk writes on a second thread of the same connection (and so the same
+    transaction). Each is one statement over a JSON array (`json_each`): SQLite does the
+    page work of a whole chunk without the GIL, while the diff reads on. One at a time per
+    row (`executemany`) would need the GIL back after every row.
+
+    Leaving the `with` block waits for the writes; a write that failed is raised then, or
+    at the next `submit`. Leaving it on an exception drops the writes not yet begun (the
+    caller rolls the transaction back) and lets that exception through.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        # a chunk's writes may wait while the next chunk is read, no more
+        self.jobs: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.dropped = False
+        self.thread = threading.Thread(target=self._run, name="syncd-diff-writer", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                if job is None:
+                    return
+                if self.error is None and not self.dropped:
+                    self.conn.execute(*job)
+            except BaseException as exc:  # raised in the diff's thread
+                self.error = exc
+            finally:
+                self.jobs.task_done()
+
+    def wait(self) -> None:
+        """Until the writes submitted are done: before reading a table whole."""
+        self.jobs.join()
+
+    def submit(self, sql: str, rows: Sequence[Sequence[Any]], *params: Any) -> None:
+        """Run `sql` with `rows` as its first parameter, a JSON array of arrays, and
+        `params` as the next ones."""
+        self._raise()
+        if rows:
+            self.jobs.put((sql, (orjson.dumps(rows).decode(), *params)))
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.dropped = kind is not None
+        self.jobs.put(None)
+        self.thread.join()
+        if kind is None:
+            self._raise()
