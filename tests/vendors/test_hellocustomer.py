@@ -429,7 +429,7 @@ def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
     try:
         report = pull(cfg, store, clock)
         assert report.exit_code == 0
-        assert report.delivered["hellocustomer"].counts["responses"] == 10_000  # each once
+        assert report.vendors["hellocustomer"].counts["responses"] == 10_000  # each once
         assert store.scalar("SELECT count(*) FROM responses") == 10_000
         assert store.scalar("SELECT count(*) FROM answers") == 30_000
 

@@ -117,7 +117,7 @@ def test_streams_without_unsubscribes_never_call_the_unsubscribes_path(tmp_path:
                 store.close()
             assert report.exit_code == 0
             counts[streams] = (
-                dict(report.delivered["hellocustomer"].counts),
+                report.counts()["hellocustomer"],
                 sim.count(unsubscribed),
             )
     read, calls = counts['["responses", "nps"]']
