@@ -36,6 +36,7 @@ from sqlite_utils import Database
 from syncd.errors import StoreError, SyncdError
 from syncd.log import scrub
 from syncd.state.schema import KNOWN, migrations
+from syncd.state.statuses import OPEN_STATUSES as OPEN_STATUSES
 
 BUSY_TIMEOUT_MS = 30_000
 # the WAL is cut back to this when SQLite starts it over
@@ -43,7 +44,6 @@ JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 # past this after a commit, wait for readers of old snapshots and reset the WAL (see above)
 WAL_RESET_AT = 64 * 1024 * 1024
 WAL_RESET_WAIT_MS = 1_000
-OPEN_STATUSES = ("pending", "in_flight", "failed", "unknown", "dead")
 # rows a prune transaction changes at most: analysts' reads and the WAL are never held long
 PRUNE_BATCH = 10_000
 

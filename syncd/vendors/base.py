@@ -16,7 +16,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 import structlog
@@ -25,19 +24,7 @@ from syncd.clock import SYSTEM, Clock
 from syncd.http import HttpClient, Pacer
 from syncd.log import add_secrets
 from syncd.settings import Option, VendorConfig
-
-
-class Status(StrEnum):
-    """What became of one contact's delivery (the `deliveries.status` column)."""
-
-    PENDING = "pending"
-    IN_FLIGHT = "in_flight"
-    SENT = "sent"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-    DEAD = "dead"
-    SKIPPED = "skipped"
-    SUPERSEDED = "superseded"
+from syncd.state.statuses import Status as Status  # connectors name it from here
 
 
 @dataclass(frozen=True)
