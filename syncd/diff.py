@@ -25,7 +25,7 @@ import orjson
 
 from syncd.config import Config
 from syncd.decide import SURVEYS, Act, Facts, decide
-from syncd.fastpath import Known, fingerprint, scan
+from syncd.fastpath import FirstLines, Known, fingerprint, scan
 from syncd.project import (
     LEGACY_LENGTH,
     UNRECORDED,
@@ -154,7 +154,7 @@ class Differ:
         self.known = Known(self.db)
         plan.known = len(self.known)
         self.next_rowid = self.db.next_rowid()
-        self.cand_lines: dict[str, int] = {}
+        self.firsts = FirstLines(self.salt ^ self.plan.run_id)
         with self.db.session():
             self._compare(export)
             self._gone()
@@ -193,17 +193,22 @@ class Differ:
             unchanged += hits
             for line, key, first in repeats:
                 self._duplicate(line, key, first)
+            cands = []
             for line, row, text in part.misses:
                 cand = prepare(line, row, text, export, self.projectors, self.cfg.source)
                 if isinstance(cand, Bad):
                     self._quarantine(cand.line, cand.key, None, cand.reason)
-                elif (first := self.cand_lines.setdefault(cand.key, line)) != line:
-                    self._duplicate(line, cand.key, first)
                 else:
-                    buffer.append(cand)
-                    if len(buffer) >= CHUNK:
-                        self._flush(buffer)
-                        buffer = []
+                    cands.append(cand)
+            firsts = self.firsts.first([c.key for c in cands], [c.line for c in cands])
+            for cand, first in zip(cands, firsts.tolist(), strict=True):
+                if first:
+                    self._duplicate(cand.line, cand.key, first)
+                    continue
+                buffer.append(cand)
+                if len(buffer) >= CHUNK:
+                    self._flush(buffer)
+                    buffer = []
         if buffer:
             self._flush(buffer)
         plan.unchanged = unchanged
@@ -238,10 +243,11 @@ class Differ:
         inserts, updates, reached = [], [], []
         for cand in chunk:
             old = held.stored.get(cand.key)
-            if old is not None and (first := self.known.claim(old.rhash, cand.line, cand.key)):
-                if first < cand.line:
-                    self._duplicate(cand.line, cand.key, first)
-                    continue
+            first, replaces = self.known.claim(old.rhash, cand.line) if old else (0, -1)
+            if first and replaces < 0:
+                self._duplicate(cand.line, cand.key, first)
+                continue
+            if first:
                 self._duplicate(first, cand.key, cand.line)
             last = surveyed.get(cand.key)
             when = last and (f"on {last[1]}" if last[1] else "(planned, not sent yet)")
@@ -258,7 +264,7 @@ class Differ:
             updates.append((old.rowid, cand.attrs, rhash))
             if (email, phone) != (old.email, old.phone):  # else their index is left alone
                 reached.append((old.rowid, email, phone))
-            self.known.add(rhash, old.rowid)
+            self.known.add(rhash, old.rowid, replaces)
         # new contacts get rowids in key order: each B-tree page is visited once, not once
         # per row, which is most of the cost of recording deltas into big tables
         inserts.sort()

@@ -60,8 +60,8 @@ class Known:
         self.fps = cached
         n = len(cached)
         self.seen = np.zeros(n, dtype=np.int32)  # the line each was seen on, 0 = none
-        self.replaced = np.zeros(n, dtype=bool)  # known rows given a new fingerprint
-        self.keys: dict[int, str] = {}  # the key of each replaced known row
+        # known rows given a new fingerprint: where in `added` (from 1), 0 = not replaced
+        self.replaced = np.zeros(n, dtype=np.int32)
         self.added = array("q")  # the fingerprints written for changed and new rows
         self.added_rows = array("q")  # and the rowids they were written to
         self.renumbered = False  # a cached rowid named the wrong row: all were read again
@@ -88,24 +88,27 @@ class Known:
                 unchanged += 1
         return unchanged, repeats
 
-    def claim(self, rhash: int, line: int, key: str) -> int:
-        """A changed row of the known contact whose fingerprint was `rhash`, on `line`: the
-        line its key was seen on already (0 if none). Below `line`, this row is the
-        repeat; above, the row on that line is, and this one takes the contact."""
+    def claim(self, rhash: int, line: int) -> tuple[int, int]:
+        """A changed row of the known contact whose fingerprint was `rhash`, on `line`:
+        (the line its key was seen on already, 0 if none; where it is among the known, -1
+        if it is not). Below `line`, this row is the repeat; above, the row on that line
+        is, and this one takes the contact: pass the place to `add`."""
         i = int(np.searchsorted(self.fps, rhash))
         if i == len(self.fps) or self.fps[i] != rhash:
-            return 0
+            return 0, -1
         first = int(self.seen[i])
-        if not (first and first < line):
-            self.seen[i] = line
-            self.replaced[i] = True
-            self.keys[i] = key
-        return first
+        if first and first < line:
+            return first, -1
+        self.seen[i] = line
+        return first, i
 
-    def add(self, rhash: int, rowid: int) -> None:
-        """A fingerprint written for a changed or new row, at `rowid`."""
+    def add(self, rhash: int, rowid: int, replaces: int = -1) -> None:
+        """A fingerprint written for a new row, or for a changed one at `rowid` that
+        `replaces` the known one there (`claim`)."""
         self.added.append(rhash)
         self.added_rows.append(rowid)
+        if replaces >= 0:
+            self.replaced[replaces] = len(self.added)
 
     def gone(self) -> np.ndarray:
         """Where the known fingerprints not seen in this export are."""
@@ -120,7 +123,7 @@ class Known:
     def after(self) -> tuple[np.ndarray, np.ndarray]:
         """The fingerprints live after this diff, sorted, and their rowids (little-endian
         int64), for the cache of the next diff."""
-        keep = (self.seen != 0) & ~self.replaced
+        keep = (self.seen != 0) & (self.replaced == 0)
         added = np.frombuffer(self.added, dtype=np.int64)
         order = np.argsort(added)  # the kept ones are in order already: merge the added in
         live = self.fps[keep]
@@ -145,7 +148,7 @@ class Known:
 
     def renumber(self) -> None:
         """The cached rowids are wrong: read every known contact's again, once (a table
-        scan). Known rows rewritten in this run get 0; their keys are in `keys`."""
+        scan). Known rows rewritten in this run get 0: `replaced` finds those."""
         live, rows = self.rows.live()
         self.rowids = np.zeros(len(self.fps), dtype=np.int64)
         if len(live):
@@ -156,13 +159,62 @@ class Known:
 
     def _key_of(self, i: int) -> str:
         """The key of the known contact at `i`."""
-        if i in self.keys:  # its row was rewritten in this run
-            return self.keys[i]
+        if j := int(self.replaced[i]):  # its row was rewritten in this run
+            return str(self.rows.key_at(self.added_rows[j - 1], self.added[j - 1]))
         key = self.rows.key_at(int(self._rowids()[i]), int(self.fps[i]))
         if key is None and not self.renumbered:  # the rowids moved under the cache
             self.renumber()
             key = self.rows.key_at(int(self._rowids()[i]), int(self.fps[i]))
         return str(key)
+
+
+class FirstLines:
+    """The line each key was first met on, among the new and changed rows of one export:
+    a 64-bit hash of the key and its line, 12 bytes a key, in sorted runs merged as they
+    grow (no dict of a million keys).
+
+    The hash is seeded per diff: two keys sharing one (about one chance in 10^7 for a
+    million of them) make the later row a "duplicate" for one run only; the next run
+    looks at it again.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted hashes, their lines)
+
+    def first(self, keys: list[str], lines: list[int]) -> np.ndarray:
+        """For each key (given in line order), the line it was first met on before, or
+        0 if this is its first; the firsts are remembered."""
+        hashes = np.fromiter(
+            (xxh3_64_intdigest(k.encode("utf-8", "surrogatepass"), self.seed) for k in keys),
+            dtype=np.uint64,
+            count=len(keys),
+        )
+        at_line = np.asarray(lines, dtype=np.int32)
+        out = np.zeros(len(keys), dtype=np.int32)
+        for known, known_lines in self.runs:
+            where = np.minimum(np.searchsorted(known, hashes), len(known) - 1)
+            hit = known[where] == hashes
+            out[hit] = known_lines[where[hit]]
+        fresh = np.flatnonzero(out == 0)
+        order = fresh[np.argsort(hashes[fresh], kind="stable")]  # a key's first line first
+        sorted_hashes = hashes[order]
+        repeat = np.zeros(len(order), dtype=bool)
+        repeat[1:] = sorted_hashes[1:] == sorted_hashes[:-1]
+        heads = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(order))))
+        out[order[repeat]] = at_line[order[heads[repeat]]]
+        self._remember(sorted_hashes[~repeat], at_line[order[~repeat]])
+        return out
+
+    def _remember(self, hashes: np.ndarray, lines: np.ndarray) -> None:
+        if not len(hashes):
+            return
+        self.runs.append((hashes, lines))
+        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+            (a, la), (b, lb) = self.runs.pop(-2), self.runs.pop()
+            merged, merged_lines = np.concatenate((a, b)), np.concatenate((la, lb))
+            order = np.argsort(merged, kind="stable")
+            self.runs.append((merged[order], merged_lines[order]))
 
 
 @dataclass

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from syncd.config import SuppressionConfig
-from syncd.fastpath import _finder
+from syncd.fastpath import FirstLines, _finder
 from syncd.state import Store
 from syncd.state.diffed import DiffStore
 from syncd.state.diffed import Writer as _Writer
@@ -111,3 +111,17 @@ def test_an_opt_out_without_a_time_is_stored_untimed_and_still_suppresses(tmp_pa
         assert found == {"CRM-1": "unsubscribed at signalvine (sms) (date unknown)"}
     finally:
         store.close()
+
+
+@given(batches=st.lists(st.lists(st.sampled_from([f"K{i}" for i in range(30)] + ["é", "\udcff"]))))
+def test_first_lines_names_each_keys_first_line_as_a_dict_would(batches: list[list[str]]) -> None:
+    firsts, reference, line = FirstLines(seed=7), dict[str, int](), 0
+    for batch in batches:
+        lines = list(range(line + 1, line + 1 + len(batch)))
+        line += len(batch)
+        expected = []
+        for k, n in zip(batch, lines, strict=True):  # a repeat within the batch, too
+            expected.append(reference.get(k, 0))
+            reference.setdefault(k, n)
+        assert firsts.first(batch, lines).tolist() == expected
+    assert len(firsts.runs) <= max(1, len(reference)).bit_length() + 1

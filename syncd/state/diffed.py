@@ -97,6 +97,8 @@ class DiffStore:
         return pairs[:, 0].copy(), pairs[:, 1].copy()
 
     def key_at(self, rowid: int, rhash: int) -> str | None:
+        if self.writer:  # the row may be one this diff is writing
+            self.writer.wait()
         key = self.store.scalar(
             "SELECT key FROM contacts WHERE rowid = ? AND rhash = ?", (rowid, rhash)
         )
