@@ -241,8 +241,8 @@ def read_json(
     its top level is a `kind`: `dict` (an object) or `list` (an array). Any other answer
     acknowledges nothing: for an idempotent call that is a RetriableError (asking again is
     harmless), for a trigger (`idempotent=False`) an OutcomeUnknownError (the vendor may have
-    acted), each saying which call answered what where what was expected, with the answer's
-    start (scrubbed). `empty_ok`: an empty body reads as an empty `kind`.
+    acted). Its message names the vendor, the call, what came and what was expected, with
+    the answer's start (scrubbed). `empty_ok`: an empty body reads as an empty `kind`.
 
     This checks the shape only; what the answer says is for the connector to check."""
     body = resp.content.strip()
