@@ -110,3 +110,71 @@ def test_a_kill_during_pacing_leaves_the_batch_pending_not_unknown(tmp_path: Pat
         assert tuple(store.query("SELECT status, attempts FROM deliveries")[0]) == ("pending", 0)
         store.close()
     assert sim.count(hellocustomer.KIT.push_path) == 0  # no byte left
+
+
+def test_settle_records_each_status_as_one_row_at_a_time_did(tmp_path: Path) -> None:
+    """One statement per status, the meaning of one per row: a failed delivery out of
+    attempts is dead, a pending one gives its attempt back, a ref is kept when none comes,
+    the job is cleared except for an unknown one, vendor_state takes the sent ones."""
+    store = Store.open(tmp_path / "s.db")
+    contacts = [esputnik.contact(i) for i in range(7)]
+    queue(store, "esputnik", [(c, "in_flight", "J1") for c in contacts])
+    with store.write() as c:
+        c.execute("UPDATE deliveries SET attempts = id % 4")  # K00000 has id 1: 1 attempt
+        c.execute("UPDATE deliveries SET vendor_ref = 'old' WHERE key IN ('K00000', 'K00001')")
+        c.execute(
+            "INSERT INTO vendor_state (vendor, key, hash, ref, acked_at) "
+            "VALUES ('esputnik', 'K00001', 'v0', 'kept', '2026-01-01')"
+        )
+    ids = {r["key"]: r["id"] for r in store.query("SELECT key, id FROM deliveries")}
+    outcomes: list[tuple[int, str, str, str | None, str | None]] = [
+        (ids["K00000"], "K00000", "sent", None, "new-ref"),
+        (ids["K00001"], "K00001", "sent", None, None),
+        (ids["K00002"], "K00002", "failed", "bad email", None),  # attempts 3: dead
+        (ids["K00003"], "K00003", "failed", "bad phone", None),  # attempts 0: failed
+        (ids["K00004"], "K00004", "pending", "try later", None),  # attempts 1 -> 0
+        (ids["K00005"], "K00005", "pending", None, None),  # attempts 2 -> 1
+        (ids["K00006"], "K00006", "unknown", "no answer", None),
+    ]
+    later = datetime(2026, 3, 2, tzinfo=UTC)
+    store.settle("esputnik", outcomes, later, max_attempts=3)
+    got = {
+        r["key"]: (r["status"], r["attempts"], r["reason"], r["vendor_ref"], r["job"], r["sent_at"])
+        for r in store.query("SELECT * FROM deliveries")
+    }
+    ts = later.isoformat(timespec="seconds")
+    assert got == {
+        "K00000": ("sent", 1, None, "new-ref", None, ts),
+        "K00001": ("sent", 2, None, "old", None, ts),
+        "K00002": ("dead", 3, "bad email", None, None, None),
+        "K00003": ("failed", 0, "bad phone", None, None, None),
+        "K00004": ("pending", 0, "try later", None, None, None),
+        "K00005": ("pending", 1, None, None, None, None),
+        "K00006": ("unknown", 3, "no answer", None, "J1", None),
+    }
+    assert {r[0] for r in store.query("SELECT updated_at FROM deliveries")} == {ts}
+    state = store.query("SELECT key, hash, ref, acked_at FROM vendor_state ORDER BY key")
+    assert [tuple(r) for r in state] == [
+        ("K00000", "First0", "new-ref", ts),
+        ("K00001", "First1", "kept", ts),
+    ]
+    store.close()
+
+
+def test_mark_record_and_supersede_change_only_their_ids(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(4)])
+    ids = [r["id"] for r in store.query("SELECT id FROM deliveries ORDER BY id")]
+    later = datetime(2026, 3, 2, tzinfo=UTC)
+    store.mark_in_flight(ids[:2], later)
+    store.record_job(ids[1:3], "J9", later)
+    store.supersede(ids[3:], "a newer delivery replaces it", later)
+    got = store.query("SELECT status, attempts, job, reason, updated_at FROM deliveries")
+    ts = later.isoformat(timespec="seconds")
+    assert [tuple(r) for r in got] == [
+        ("in_flight", 1, None, None, ts),
+        ("in_flight", 1, "J9", None, ts),
+        ("pending", 0, "J9", None, ts),
+        ("superseded", 0, None, "a newer delivery replaces it", ts),
+    ]
+    store.close()

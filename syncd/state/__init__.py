@@ -37,6 +37,7 @@ from syncd.errors import StoreError, SyncdError
 from syncd.log import scrub
 from syncd.state.schema import KNOWN, migrations
 from syncd.state.statuses import OPEN_STATUSES as OPEN_STATUSES
+from syncd.state.statuses import Status
 
 BUSY_TIMEOUT_MS = 30_000
 # the WAL is cut back to this when SQLite starts it over
@@ -403,20 +404,20 @@ class Store:
         return self.query(sql, (vendor,))
 
     def in_flight(self, vendor: str) -> list[sqlite3.Row]:
+        """What may be out at `vendor` (at most the batch a crash or a stop left), found
+        through `deliveries_open` (its own `IN` term lets SQLite use it)."""
         return self.query(
             "SELECT d.id, d.key, d.payload, d.attempts, d.kind, d.hash, d.job, vs.ref "
             "FROM deliveries d LEFT JOIN vendor_state vs ON vs.vendor = d.vendor AND vs.key = d.key "
-            "WHERE d.vendor = ? AND d.status = 'in_flight' ORDER BY d.job, d.id",
+            f"WHERE d.vendor = ? AND d.status = 'in_flight' AND d.status IN {OPEN_STATUSES!r} "
+            "ORDER BY d.job, d.id",
             (vendor,),
         )
 
     def mark_in_flight(self, ids: Iterable[int], now: datetime) -> None:
-        with self.write() as c:
-            c.executemany(
-                "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, "
-                "updated_at = ? WHERE id = ?",
-                [(iso(now), i) for i in ids],
-            )
+        self._update_ids(
+            "status = 'in_flight', attempts = attempts + 1, updated_at = ?", (iso(now),), ids
+        )
 
     def newer_open(self, vendor: str, ids: Sequence[int]) -> set[int]:
         """Those of `ids` that a newer open delivery (pending, in flight) of the same
@@ -433,18 +434,21 @@ class Store:
 
     def supersede(self, ids: Iterable[int], reason: str, now: datetime) -> None:
         """These open deliveries will never be sent: a newer one of the contact replaces them."""
-        with self.write() as c:
-            c.executemany(
-                "UPDATE deliveries SET status = 'superseded', reason = ?, job = NULL, "
-                "updated_at = ? WHERE id = ?",
-                [(reason, iso(now), i) for i in ids],
-            )
+        self._update_ids(
+            "status = 'superseded', reason = ?, job = NULL, updated_at = ?",
+            (reason, iso(now)),
+            ids,
+        )
 
     def record_job(self, ids: Iterable[int], job: str, now: datetime) -> None:
+        self._update_ids("job = ?, updated_at = ?", (job, iso(now)), ids)
+
+    def _update_ids(self, assignments: str, params: Sequence[Any], ids: Iterable[int]) -> None:
+        """One UPDATE of these deliveries, in one transaction."""
         with self.write() as c:
-            c.executemany(
-                "UPDATE deliveries SET job = ?, updated_at = ? WHERE id = ?",
-                [(job, iso(now), i) for i in ids],
+            c.execute(
+                f"UPDATE deliveries SET {assignments} WHERE id IN (SELECT value FROM json_each(?))",
+                (*params, json.dumps(list(ids))),
             )
 
     def settle(
@@ -456,42 +460,56 @@ class Store:
     ) -> None:
         """Record outcomes (id, key, status, reason, ref); advance vendor_state for sent ones.
 
-        A `failed` delivery that has used its attempts becomes `dead` at once.
+        A `failed` delivery that has used its attempts becomes `dead` at once; a `pending`
+        one gives its attempt back (retriable: it does not count against the row). One
+        transaction, one statement per status over the outcomes as a JSON array.
         """
         ts = iso(now)
+        by_status: dict[str, list[tuple[int, str | None, str | None]]] = {}
+        for did, _key, status, reason, ref in outcomes:
+            by_status.setdefault(status, []).append((did, reason, ref))
+        # the outcomes of one status: o.id, o.reason, o.ref
+        rows = (
+            "(SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS reason, "
+            "json_extract(value, '$[2]') AS ref FROM json_each(?)) AS o"
+        )
         with self.write() as c:
-            for did, _key, status, reason, ref in outcomes:
-                if status == "sent":
+            for status, group in by_status.items():
+                array = json.dumps(group)
+                if status == Status.SENT:
                     c.execute(
                         "UPDATE deliveries SET status = 'sent', reason = NULL, job = NULL, "
-                        "vendor_ref = coalesce(?, vendor_ref), sent_at = ?, updated_at = ? "
-                        "WHERE id = ?",
-                        (ref, ts, ts, did),
+                        "vendor_ref = coalesce(o.ref, deliveries.vendor_ref), sent_at = ?, "
+                        f"updated_at = ? FROM {rows} WHERE deliveries.id = o.id",
+                        (ts, ts, array),
                     )
                     c.execute(
                         "INSERT INTO vendor_state (vendor, key, hash, ref, acked_at) "
-                        "SELECT vendor, key, hash, ?, ? FROM deliveries WHERE id = ? "
+                        f"SELECT d.vendor, d.key, d.hash, o.ref, ? FROM {rows} "
+                        "JOIN deliveries d ON d.id = o.id WHERE true "
                         "ON CONFLICT (vendor, key) DO UPDATE SET hash = excluded.hash, "
                         "ref = coalesce(excluded.ref, vendor_state.ref), acked_at = excluded.acked_at",
-                        (ref, ts, did),
+                        (ts, array),
                     )
-                elif status == "failed":
+                elif status == Status.FAILED:
                     c.execute(
                         "UPDATE deliveries SET status = CASE WHEN attempts >= ? THEN 'dead' "
-                        "ELSE 'failed' END, reason = ?, job = NULL, updated_at = ? WHERE id = ?",
-                        (max_attempts, reason, ts, did),
+                        f"ELSE 'failed' END, reason = o.reason, job = NULL, updated_at = ? "
+                        f"FROM {rows} WHERE deliveries.id = o.id",
+                        (max_attempts, ts, array),
                     )
-                elif status == "pending":
-                    # retriable: the attempt does not count against the row
+                elif status == Status.PENDING:
                     c.execute(
                         "UPDATE deliveries SET status = 'pending', attempts = max(attempts - 1, 0), "
-                        "reason = ?, job = NULL, updated_at = ? WHERE id = ?",
-                        (reason, ts, did),
+                        f"reason = o.reason, job = NULL, updated_at = ? FROM {rows} "
+                        "WHERE deliveries.id = o.id",
+                        (ts, array),
                     )
                 else:  # unknown
                     c.execute(
-                        "UPDATE deliveries SET status = ?, reason = ?, updated_at = ? WHERE id = ?",
-                        (status, reason, ts, did),
+                        f"UPDATE deliveries SET status = ?, reason = o.reason, updated_at = ? "
+                        f"FROM {rows} WHERE deliveries.id = o.id",
+                        (status, ts, array),
                     )
 
     def requeue(self, statuses: Sequence[str], vendor: str | None, now: datetime) -> int:
