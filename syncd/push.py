@@ -50,6 +50,8 @@ Progress = Callable[[str, int], None]
 # a vendor that refuses this many single contacts in a row with the same reason refuses
 # everything (a closed campaign, a bad list id): stop instead of trying every contact
 SAME_REFUSALS = 5
+# pending deliveries read from the store at a time, at least: rounded up to whole batches
+PAGE_ROWS = 5_000
 
 
 @dataclass
@@ -142,30 +144,32 @@ class Deliverer:
 
     # --- the normal path -------------------------------------------------------------
     def deliver(self) -> None:
-        rows = self.store.pending(self.vendor)
-        if not rows:
-            return
-        newest: dict[str, sqlite3.Row] = {}
-        for row in rows:  # in id order: the last one of a key is its newest
-            newest[row["key"]] = row
-        if len(newest) < len(rows):
-            kept = {r["id"] for r in newest.values()}
-            self._supersede(
-                [r for r in rows if r["id"] not in kept], "a newer delivery replaces it"
-            )
-            rows = list(newest.values())
-        ids = {r["key"]: r["id"] for r in rows}
-        contacts = [_contact(r) for r in rows]
-        sent = 0
-        for batch in self.connector.batches(contacts):
-            if self.stop.is_set():
-                log.info("stopping: leaving the rest pending", vendor=self.vendor)
-                break
-            if not self._send(batch, ids):
-                break
-            sent += len(batch)
-            if self.progress:
-                self.progress(self.vendor, sent)
+        """Send the pending deliveries a page at a time, in id order: what is in memory is
+        one page, whatever the backlog. A page is a whole number of batches of at least
+        `PAGE_ROWS` rows; the id cursor moves past each page, so nothing it settled (or
+        left pending) is read again this run. A delivery that a newer pending one of the
+        same contact replaces is superseded when its page is read, wherever that newer one
+        is: it has a higher id, so it is sent with this page or a later one, and a page
+        boundary between a contact's deliveries changes nothing."""
+        size = self.connector.batch_size
+        page = size * -(-PAGE_ROWS // size)
+        after = sent = 0
+        while rows := self.store.pending(self.vendor, after, page):
+            after = rows[-1]["id"]
+            self._supersede([r for r in rows if r["stale"]], "a newer delivery replaces it")
+            fresh = [r for r in rows if not r["stale"]]
+            ids = {r["key"]: r["id"] for r in fresh}
+            for batch in self.connector.batches([_contact(r) for r in fresh]):
+                if self.stop.is_set():
+                    log.info("stopping: leaving the rest pending", vendor=self.vendor)
+                    return
+                if not self._send(batch, ids):
+                    return
+                sent += len(batch)
+                if self.progress:
+                    self.progress(self.vendor, sent)
+            if len(rows) < page:
+                return
 
     def _send(self, batch: Sequence[Contact], ids: dict[str, int]) -> bool:
         """Send one batch (splitting it if the vendor refuses it whole); False = stop vendor."""

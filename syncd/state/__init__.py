@@ -393,15 +393,22 @@ class Store:
             )
             return cur.rowcount
 
-    def pending(self, vendor: str, limit: int | None = None) -> list[sqlite3.Row]:
-        sql = (
-            "SELECT d.id, d.key, d.payload, d.attempts, d.kind, d.hash, vs.ref "
-            "FROM deliveries d LEFT JOIN vendor_state vs ON vs.vendor = d.vendor AND vs.key = d.key "
-            "WHERE d.vendor = ? AND d.status = 'pending' ORDER BY d.id"
+    def pending(self, vendor: str, after: int, limit: int) -> list[sqlite3.Row]:
+        """The next `limit` pending deliveries to `vendor` with an id above `after`, in id
+        order: a range of the partial index `deliveries_open` (vendor, status, id), so a
+        page costs its own rows, not a walk of the ledger (the `IN` term is the index's
+        own, which lets SQLite use it). `stale` is 1 for one that a newer pending delivery
+        of the same contact replaces, wherever that one is (found by `deliveries_key`)."""
+        return self.query(
+            "SELECT d.id, d.key, d.payload, d.attempts, d.kind, d.hash, vs.ref, "
+            "EXISTS (SELECT 1 FROM deliveries n WHERE n.key = d.key AND n.vendor = d.vendor "
+            "AND n.id > d.id AND n.status = 'pending') AS stale "
+            "FROM deliveries d INDEXED BY deliveries_open "
+            "LEFT JOIN vendor_state vs ON vs.vendor = d.vendor AND vs.key = d.key "
+            f"WHERE d.vendor = ? AND d.status = 'pending' AND d.status IN {OPEN_STATUSES!r} "
+            "AND d.id > ? ORDER BY d.id LIMIT ?",
+            (vendor, after, limit),
         )
-        if limit:
-            sql += f" LIMIT {int(limit)}"
-        return self.query(sql, (vendor,))
 
     def in_flight(self, vendor: str) -> list[sqlite3.Row]:
         """What may be out at `vendor` (at most the batch a crash or a stop left), found
