@@ -338,19 +338,20 @@ def timed(export: Path, fn: Any) -> tuple[Any, float, list[float]]:
 
 
 def sim_share(sims: Sims, before: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What the simulators did during one run: the counters' growth since `before`."""
     after = sims.timing()
     share: dict[str, Any] = {}
     for name, t in after.items():
         b = before[name]
         part = {
-            "requests": t["requests"],
-            "handler_wall": round(t["wall"], 3),
-            "handler_cpu": round(t["cpu"], 3),
+            "requests": t["requests"] - b["requests"],
+            "handler_wall": round(t["wall"] - b["wall"], 3),
+            "handler_cpu": round(t["cpu"] - b["cpu"], 3),
             "process_cpu": round(t["process_cpu"] - b["process_cpu"], 3),
         }
         if "validate" in t:
-            part["validate"] = round(t["validate"], 3)
-        part["handler_share"] = round(t["wall"] / seconds, 3) if seconds else None
+            part["validate"] = round(t["validate"] - b["validate"], 3)
+        part["handler_share"] = round(part["handler_wall"] / seconds, 3) if seconds else None
         share[name] = part
     return share
 
