@@ -379,16 +379,18 @@ class Store:
 
     # --- deliveries -------------------------------------------------------------------
     def requeue_failed(self, vendor: str, max_attempts: int, now: datetime) -> int:
-        """Failed deliveries go back to pending for this run; after N tries they are dead."""
+        """Failed deliveries go back to pending for this run; after N tries they are dead.
+        (Through `deliveries_open`: its own `IN` term lets SQLite use it, where `status =
+        'failed'` alone made both statements walk every delivery of every vendor.)"""
+        failed = f"vendor = ? AND status = 'failed' AND status IN {OPEN_STATUSES!r}"
         with self.write() as c:
             c.execute(
-                "UPDATE deliveries SET status = 'dead', updated_at = ? "
-                "WHERE vendor = ? AND status = 'failed' AND attempts >= ?",
+                f"UPDATE deliveries SET status = 'dead', updated_at = ? "
+                f"WHERE {failed} AND attempts >= ?",
                 (iso(now), vendor, max_attempts),
             )
             cur = c.execute(
-                "UPDATE deliveries SET status = 'pending', updated_at = ? "
-                "WHERE vendor = ? AND status = 'failed'",
+                f"UPDATE deliveries SET status = 'pending', updated_at = ? WHERE {failed}",
                 (iso(now), vendor),
             )
             return cur.rowcount
