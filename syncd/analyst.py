@@ -53,7 +53,7 @@ RELATIONS: tuple[Relation, ...] = (
         {
             "vendor": "Vendor name (" + ", ".join(f"`{name}`" for name in REGISTRY) + ").",
             "key": "CRM key.",
-            "hash": "Fingerprint of the projection the vendor acknowledged.",
+            "hash": "Fingerprint of the projection the vendor acknowledged: a 64-bit integer (text of 40 hex digits if made by a syncd before digest version 2).",
             "ref": "The vendor's own id for the contact (eSputnik contact id, Dropthought participant_uuid, ...).",
             "acked_at": "When the vendor acknowledged it.",
         },
@@ -72,7 +72,7 @@ RELATIONS: tuple[Relation, ...] = (
             "(gave up after max_attempts), `unknown` (a trigger whose outcome is unknown: "
             "never re-sent without `syncd retry --unknown`), `skipped` (suppressed; see "
             "reason), `superseded` (a newer change replaced it).",
-            "hash": "Fingerprint of the projection it carries; `vendor_state.hash` once acknowledged.",
+            "hash": "Fingerprint of the projection it carries (as `vendor_state.hash`); `vendor_state.hash` once acknowledged.",
             "payload": "The fields and metadata sent, as JSON (NULL once pruned).",
             "attempts": "Requests that carried it.",
             "reason": "The vendor's rejection text, or why it was skipped.",

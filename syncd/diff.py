@@ -27,7 +27,6 @@ from syncd.config import Config
 from syncd.decide import SURVEYS, Act, Facts, decide
 from syncd.fastpath import FirstLines, Known, fingerprint, scan
 from syncd.project import (
-    LEGACY_LENGTH,
     UNRECORDED,
     Candidate,
     Projector,
@@ -297,7 +296,7 @@ class Differ:
                 continue
             digest, data = view
             acked, opened = held.acked.get((name, cand.key)), held.open.get((name, cand.key))
-            if LEGACY_LENGTH in (len(acked or ""), len(opened[2] if opened else "")):
+            if isinstance(acked, str) or (opened and isinstance(opened[2], str)):
                 acked, opened = self._convert(name, proj, cand, digest, data, acked, opened)
             attributes = old.attributes if old else None
             soon = f"surveyed by {surveyor} {when}: within min_days_between_surveys = "
@@ -343,11 +342,11 @@ class Differ:
         name: str,
         proj: Projector,
         cand: Candidate,
-        digest: str,
+        digest: int,
         data: str,
-        acked: str | None,
-        opened: tuple[int, str, str] | None,
-    ) -> tuple[str | None, tuple[int, str, str] | None]:
+        acked: int | str | None,
+        opened: tuple[int, str, int | str] | None,
+    ) -> tuple[int | str | None, tuple[int, str, int | str] | None]:
         """A version-1 digest of this very data, acknowledged or in an open delivery, is
         this version's from now on (`acked`, `opened` as they then are)."""
         before = proj.legacy(data, cand.row)
@@ -378,7 +377,7 @@ class Differ:
                     if isinstance(projected, str):
                         continue  # never sendable as it was: nothing to keep
                     digest, data = proj.digest(projected, row), payload(projected)
-                legacy = vplan.convert and len(stored) == LEGACY_LENGTH
+                legacy = vplan.convert and isinstance(stored, str)
                 if legacy and proj.legacy(data, row) == stored:
                     self.db.ack(name, key, digest)
                     self.db.rehash(name, key, digest)

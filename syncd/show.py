@@ -178,7 +178,7 @@ def render(data: dict[str, Any]) -> str:
     for name, v in data["vendors"].items():
         s = v["state"]
         acked = (
-            f"acknowledged {s['acked_at']}, ref {s['ref'] or '-'}, hash {s['hash'][:12]}"
+            f"acknowledged {s['acked_at']}, ref {s['ref'] or '-'}, hash {s['hash']}"
             if s
             else "nothing acknowledged"
         )

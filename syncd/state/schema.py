@@ -518,3 +518,30 @@ def m011_contact_status_filters(db: Database) -> None:
         WHERE +d.status = 'sent';
         """
     )
+
+
+@migration
+def m012_integer_digests(db: Database) -> None:
+    """`vendor_state.hash` and `deliveries.hash` hold syncd's digests as they come: a
+    64-bit integer from digest version 2 on (8 bytes where 40 hex digits took 41), text
+    for a version-1 digest made before (`syncd.project.digest`; the diff converts those
+    as it meets them).
+
+    The columns lose their `TEXT` type, which would store an integer as its decimal text,
+    by SQLite's procedure for editing a table's definition in place (m009): no row
+    changes, so it is instant at any size; no index or view depends on the columns' type.
+    """
+    version = db.execute("PRAGMA schema_version").fetchone()[0]
+    db.execute("PRAGMA writable_schema = ON")
+    for table in ("vendor_state", "deliveries"):
+        sql = db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()[0]
+        assert sql.count("hash TEXT NOT NULL") == 1, table  # else this is not the schema
+        db.execute(
+            "UPDATE sqlite_master SET sql = replace(sql, 'hash TEXT NOT NULL', 'hash NOT NULL') "
+            "WHERE type = 'table' AND name = ?",
+            (table,),
+        )
+    db.execute(f"PRAGMA schema_version = {version + 1}")
+    db.execute("PRAGMA writable_schema = OFF")
