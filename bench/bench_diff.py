@@ -102,16 +102,19 @@ def diff_once(folder: Path, export: Path, *, acknowledge: bool) -> dict[str, flo
     """One diff of `export` against the store, committed; optionally acknowledge it all."""
     from syncd.config import load
     from syncd.diff import Differ
-    from syncd.pipeline import open_connectors
+    from syncd.runs import open_connectors
     from syncd.source import Export
     from syncd.state import Store
 
     cfg = load(write_config(folder, export))
     store = Store.open(cfg.store.path)
     now = datetime.now(UTC)
-    connectors = open_connectors(cfg, __import__("syncd.clock").clock.SYSTEM)
     started = time.perf_counter()
-    with Export(export, cfg.source) as exp, store.write():
+    with (
+        open_connectors(cfg, __import__("syncd.clock").clock.SYSTEM) as connectors,
+        Export(export, cfg.source) as exp,
+        store.write(),
+    ):
         run_id = store.insert_run("reconcile", now, str(export))
         plan = Differ(cfg, store, connectors, run_id, now).run(exp)
     seconds = time.perf_counter() - started

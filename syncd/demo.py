@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from syncd.clock import SYSTEM
 from syncd.config import load
@@ -23,6 +24,9 @@ from syncd.sample import row, write_export
 from syncd.sandbox import SIMULATORS, Stack
 from syncd.state import OPEN_STATUSES
 from syncd.vendors import REGISTRY
+
+if TYPE_CHECKING:
+    from syncd.runs import Report
 
 Echo = Callable[[str], None]
 
@@ -151,7 +155,7 @@ def run_demo(folder: Path | None, contacts: int, echo: Echo) -> int:
         export = write_export(exports / "contacts-1.csv", data)
         echo(f"\n1. first sync of {export.name} ({contacts} contacts and 3 bad rows)")
         cfg = load(cfg_path)
-        reports = []
+        reports: list[Report] = []
         try:
             with opened(cfg) as store:
                 reports.append(reconcile(cfg, store, SYSTEM))

@@ -174,7 +174,7 @@ def test_unsubscribed_at_esputnik_is_never_triggered_elsewhere_and_the_skip_is_r
     cfg = fleet.cfg
     with opened(cfg) as store:
         pulled = pull(cfg, store, fleet.clock, vendors=["esputnik"])
-    assert pulled.delivered["esputnik"].counts["unsubscribes"] >= 1
+    assert pulled.vendors["esputnik"].counts["unsubscribes"] >= 1
     assert fleet.query("SELECT key FROM unsubscribes WHERE vendor = 'esputnik'") == [
         ("CRM-0000003",)
     ]

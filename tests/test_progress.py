@@ -19,8 +19,8 @@ from rich.console import Console
 
 from syncd.clock import SystemClock
 from syncd.demo import SANDBOX_TABLES, demo_rows, mapping_text
-from syncd.pipeline import open_connectors
 from syncd.progress import Display, duration, paced_seconds
+from syncd.runs import open_connectors
 from syncd.sample import write_export
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
@@ -53,8 +53,7 @@ def test_durations_read_as_people_say_them() -> None:
 
 def test_a_paced_vendor_says_how_long_up_front(world: World) -> None:
     """50,000 contacts to Hello Customer, 100 a call at 1 call/s: ≈ 8 min before any is sent."""
-    connectors = open_connectors(world.cfg, SystemClock())
-    try:
+    with open_connectors(world.cfg, SystemClock()) as connectors:
         hello, esputnik = connectors["hellocustomer"], connectors["esputnik"]
         assert paced_seconds(hello, 50_000) == 500.0
         assert paced_seconds(esputnik, 50_000) is None  # not rate limited: measured instead
@@ -62,9 +61,6 @@ def test_a_paced_vendor_says_how_long_up_front(world: World) -> None:
         with Display(Console(file=out, force_terminal=True, width=160)) as display:
             display.sending(hello, 50_000)
             display.bar.refresh()
-    finally:
-        for c in connectors.values():
-            c.close()
     assert "sent 0 of 50,000" in out.getvalue()
     assert "≈ 8 min left" in out.getvalue()
 
