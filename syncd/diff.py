@@ -31,7 +31,6 @@ from syncd.project import (
     Candidate,
     Projector,
     config_salt,
-    payload,
     prepare,
     redefined,
 )
@@ -376,7 +375,7 @@ class Differ:
                     projected = proj.project(key, row)
                     if isinstance(projected, str):
                         continue  # never sendable as it was: nothing to keep
-                    digest, data = proj.digest(projected, row), payload(projected)
+                    digest, data = proj.view(projected, row)
                 legacy = vplan.convert and isinstance(stored, str)
                 if legacy and proj.legacy(data, row) == stored:
                     self.db.ack(name, key, digest)

@@ -61,19 +61,20 @@ DIGEST_VERSION = 2
 UNRECORDED = "no digest definition was recorded (a store from before syncd kept them)"
 
 
-def digest(record: Mapping[str, str]) -> int:
-    """The first 64 bits of the SHA-1 of the record as sorted-key JSON, a signed integer
-    (SQLite stores it in 8 bytes).
+def digest(data: bytes) -> int:
+    """The first 64 bits of the SHA-1 of `data`, a signed integer (SQLite stores it in 8
+    bytes): of an upsert's payload (`Projector.view`), of a trigger vendor's watched
+    columns as sorted-key JSON (`Projector.watched`).
 
-    Version 2. Version 1 was sqlite-utils' `hash_record`: the whole SHA-1 as 40 hex
-    digits, of stdlib JSON; this is a quarter of its cost a row and 33 bytes less in each
-    `vendor_state` and `deliveries` row. A store's version-1 digests (text) are converted
-    as the diff meets them (`legacy`, `Differ._convert`): nobody is sent anything for it.
-    64 bits are plenty: a digest is only ever compared with the same contact's previous
-    one at the same vendor.
+    Version 2. Version 1 was sqlite-utils' `hash_record` of the mapped values (the whole
+    SHA-1 as 40 hex digits, of stdlib JSON): building that record and its JSON beside
+    the payload's cost twice as much a row, and 33 bytes more in each `vendor_state` and
+    `deliveries` row. A store's version-1 digests (text) are converted as the diff meets
+    them (`legacy`, `Differ._convert`): nobody is sent anything for it. 64 bits are
+    plenty: a digest is only ever compared with the same contact's previous one at the
+    same vendor.
     """
-    sha = hashlib.sha1(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).digest()
-    return int.from_bytes(sha[:8], "big", signed=True)
+    return int.from_bytes(hashlib.sha1(data).digest()[:8], "big", signed=True)
 
 
 def legacy(record: Mapping[str, str]) -> str:
@@ -260,30 +261,31 @@ class Projector:
                 into[name] = value
         return self.connector.shape(Contact(key=key, fields=fields, metadata=metadata))
 
-    def digest(self, contact: Contact, row: list[str]) -> int:
-        """What must differ for this vendor to be sent the contact again."""
-        return digest(self.record(contact, row))
-
-    def record(self, contact: Contact, row: list[str]) -> dict[str, str]:
-        """What the digest is taken of: every mapped field and metadata value, or a trigger
-        vendor's `on_change` columns only (by position: `watched`)."""
-        if self.trigger is not None:
-            return {str(n): row[i].strip() for n, i in enumerate(self.trigger)}
-        record = {f"f.{k}": v for k, v in contact.fields.items()}
-        record.update({f"m.{k}": v for k, v in contact.metadata.items()})
-        return record
+    def view(self, contact: Contact, row: list[str]) -> tuple[int, str]:
+        """The contact's digest (what must differ for this vendor to be sent it again)
+        and its payload (the JSON a delivery holds and the connector is sent, with sorted
+        keys): a trigger vendor's digest is of its `on_change`
+        columns only (`watched`), so other changes never send a survey."""
+        body = orjson.dumps(
+            {"fields": dict(contact.fields), "metadata": dict(contact.metadata)},
+            option=orjson.OPT_SORT_KEYS,
+        )
+        return (digest(body) if self.trigger is None else self.watched(row)), body.decode()
 
     def legacy(self, data: str, row: list[str]) -> str:
-        """The version-1 digest of a payload (`project.payload`) and its row."""
+        """The version-1 digest of a payload (`view`) and its row."""
         if self.trigger is not None:
             return legacy({str(n): row[i].strip() for n, i in enumerate(self.trigger)})
         body = orjson.loads(data)
-        return legacy(self.record(Contact("", body["fields"], body["metadata"]), row))
+        record = {f"f.{k}": v for k, v in body["fields"].items()}
+        record.update({f"m.{k}": v for k, v in body["metadata"].items()})
+        return legacy(record)
 
     def watched(self, row: list[str]) -> int:
         """A trigger vendor's digest, from the row alone."""
         assert self.trigger is not None
-        return digest({str(n): row[i].strip() for n, i in enumerate(self.trigger)})
+        watched = {str(n): row[i].strip() for n, i in enumerate(self.trigger)}
+        return digest(orjson.dumps(watched, option=orjson.OPT_SORT_KEYS))
 
     @property
     def on_new(self) -> bool:
@@ -339,12 +341,6 @@ class Projector:
         }
 
 
-def payload(contact: Contact) -> str:
-    """A delivery's payload: the contact's fields and metadata, as stored and sent."""
-    body = {"fields": dict(contact.fields), "metadata": dict(contact.metadata)}
-    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
-
-
 @dataclass
 class Candidate:
     """A new or changed row, prepared for comparison with the store."""
@@ -381,7 +377,7 @@ def prepare(
         if isinstance(projected, str):
             views[name] = projected
             continue
-        views[name] = (proj.digest(projected, row), payload(projected))
+        views[name] = proj.view(projected, row)
         for fname, kind in proj.connector.field_types.items():
             value = projected.fields.get(fname)  # the reach: any vendor's typed fields
             if value and kind == "email" and email is None:

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 import syncd.project
+from syncd.project import Projector
 from syncd.sample import rows
 from syncd.state import OPEN_STATUSES
+from syncd.vendors.base import Contact
 from tests.helpers import World
 from tests.test_rebaseline import CLOSED, FIRST_NAME, LAUNCH, N, Sims, make_world, sims
 
@@ -20,7 +22,14 @@ __all__ = ["sims"]  # the fixture
 
 def version_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """syncd as it was: digests by `hash_record`, definitions of version 1."""
-    monkeypatch.setattr(syncd.project, "digest", syncd.project.legacy)
+    view = Projector.view
+
+    def old_view(self: Projector, contact: Contact, row: list[str]) -> tuple[str, str]:
+        data = view(self, contact, row)[1]
+        return self.legacy(data, row), data
+
+    monkeypatch.setattr(Projector, "view", old_view)
+    monkeypatch.setattr(Projector, "watched", lambda self, row: self.legacy("", row))
     monkeypatch.setattr(syncd.project, "DIGEST_VERSION", 1)
 
 
