@@ -15,25 +15,15 @@ dry run or when the truncation guard refuses the export.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
-
-import orjson
 
 from syncd.config import Config
 from syncd.decide import SURVEYS, Act, Facts, decide
 from syncd.fastpath import FirstLines, Known, fingerprint, scan
-from syncd.project import (
-    UNRECORDED,
-    Candidate,
-    Projector,
-    config_salt,
-    prepare,
-    redefined,
-)
+from syncd.plan import Plan, VendorPlan
+from syncd.project import Candidate, Projector, config_salt, prepare
+from syncd.redefine import Redefinitions
 from syncd.source import Bad, Export
 from syncd.state import Store, iso
 from syncd.state.diffed import Chunk, DiffStore, Stored
@@ -41,78 +31,6 @@ from syncd.vendors.base import Connector
 
 CHUNK = 2000  # candidates compared and written at a time (3 x CHUNK SQL parameters at most)
 SAMPLES = 5
-
-
-# --- the plan ------------------------------------------------------------------------------
-@dataclass
-class VendorPlan:
-    name: str
-    kind: str
-    counts: Counter[str] = field(default_factory=Counter)
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    # why the stored hashes were made another way (`redefinition`), and whether this run
-    # re-baselines the vendor for it (a trigger vendor, unless --no-rebaseline)
-    redefined: str | None = None
-    rebaseline: bool = False
-    # its stored digests may be of version 1 (`project.digest`): converted as met
-    convert: bool = False
-    converted: int = 0
-
-    def notice(self, dry_run: bool) -> str | None:
-        """The one line a digest definition change deserves, if any."""
-        if self.redefined is None:
-            if not self.converted:
-                return None
-            done = "would convert" if dry_run else "converted"
-            return f"{self.name}: {done} {self.converted} stored digests to version 2; none re-sent"
-        if self.rebaseline:
-            n = self.counts["rebaselined"]
-            done = "would re-baseline" if dry_run else "re-baselined"
-            return (
-                f"{self.name}: {done} {n} contacts, surveying none: {self.redefined} "
-                "(to survey them instead, apply the change with `syncd sync --no-rebaseline`)"
-            )
-        n = self.counts["changed"]
-        sent = "surveyed" if self.kind == "trigger" else "re-sent"
-        return (
-            f"{self.name}: {self.redefined}: {n} contacts {'will be' if dry_run else 'are'} {sent}"
-        )
-
-
-@dataclass
-class Plan:
-    run_id: int
-    export: str
-    rows_read: int = 0
-    quarantined: int = 0
-    known: int = 0
-    unchanged: int = 0
-    gone: int = 0
-    refused: str | None = None
-    vendors: dict[str, VendorPlan] = field(default_factory=dict)
-
-    def counts(self) -> dict[str, Any]:
-        return {name: dict(v.counts) for name, v in self.vendors.items()}
-
-    def notices(self, dry_run: bool = False) -> list[str]:
-        return [n for v in self.vendors.values() if (n := v.notice(dry_run))]
-
-    def guard(self, max_drop: float, force: bool) -> str | None:
-        """Why this export must not be applied (truncated or empty), or None."""
-        good = self.rows_read - self.quarantined
-        if self.rows_read == 0 or good <= 0:
-            reason = f"the export {self.export} has no usable rows"
-        elif self.known and self.gone / self.known > max_drop:
-            reason = (
-                f"{self.gone} of {self.known} known contacts ({self.gone / self.known:.0%}) are "
-                f"missing from {self.export}, more than max_drop = {max_drop:.0%}"
-            )
-        else:
-            return None
-        if force:
-            return None
-        self.refused = reason
-        return reason
 
 
 class Differ:
@@ -148,7 +66,8 @@ class Differ:
                 vcfg, connector, export.header, self.cfg.source.phone_region
             )
             plan.vendors[name] = VendorPlan(name, connector.kind)
-        self._definitions()
+        self.redefinitions = Redefinitions(self.db, self.projectors, plan)
+        self.redefinitions.compare(self.baseline, self.may_rebaseline)
         self.known = Known(self.db)
         plan.known = len(self.known)
         self.next_rowid = self.db.next_rowid()
@@ -156,28 +75,10 @@ class Differ:
         with self.db.session():
             self._compare(export)
             self._gone()
-            self._absent()
-        for vplan in plan.vendors.values():
-            if vplan.redefined == UNRECORDED and not vplan.counts["rebaselined"]:
-                vplan.redefined = None  # its hashes were this definition's: nothing to say
+            self.redefinitions.absent(self.header)
+        self.redefinitions.settle()
         self.db.write_cache(*self.known.after())
         return plan
-
-    def _definitions(self) -> None:
-        """Compare each vendor's digest definition with the one its stored hashes were made
-        with (`project.redefined`), and record the current one."""
-        stored = self.db.definitions()
-        for name, proj in self.projectors.items():
-            new = proj.definition()
-            old = orjson.loads(stored[name]) if name in stored else None
-            if old == new:
-                continue
-            vplan = self.plan.vendors[name]
-            vplan.convert = old is None or old.get("digest") == 1
-            if name not in self.baseline:  # else everyone is acknowledged anyway
-                vplan.redefined = redefined(old, new, partial(self.db.has_state, name))
-            vplan.rebaseline = bool(vplan.redefined and proj.trigger and self.may_rebaseline)
-            self.db.define(name, orjson.dumps(new, option=orjson.OPT_SORT_KEYS).decode())
 
     def _compare(self, export: Export) -> None:
         """Every row of the export against the known ones: unchanged rows marked seen, new
@@ -296,7 +197,9 @@ class Differ:
             digest, data = view
             acked, opened = held.acked.get((name, cand.key)), held.open.get((name, cand.key))
             if isinstance(acked, str) or (opened and isinstance(opened[2], str)):
-                acked, opened = self._convert(name, proj, cand, digest, data, acked, opened)
+                acked, opened = self.redefinitions.convert(
+                    name, proj, cand, digest, data, acked, opened
+                )
             attributes = old.attributes if old else None
             soon = f"surveyed by {surveyor} {when}: within min_days_between_surveys = "
             d = decide(
@@ -336,57 +239,6 @@ class Differ:
                 surveyor, when = name, "in this run"
         return clean
 
-    def _convert(
-        self,
-        name: str,
-        proj: Projector,
-        cand: Candidate,
-        digest: int,
-        data: str,
-        acked: int | str | None,
-        opened: tuple[int, str, int | str] | None,
-    ) -> tuple[int | str | None, tuple[int, str, int | str] | None]:
-        """A version-1 digest of this very data, acknowledged or in an open delivery, is
-        this version's from now on (`acked`, `opened` as they then are)."""
-        before = proj.legacy(data, cand.row)
-        if acked == before:
-            self.db.ack(name, cand.key, digest)
-            self.plan.vendors[name].converted += 1
-            acked = digest
-        if opened and opened[2] == before:
-            self.db.rehash(name, cand.key, digest)
-            opened = (opened[0], opened[1], digest)
-        return acked, opened
-
-    def _absent(self) -> None:
-        """The contacts not in this export, from their last row: version-1 digests are
-        converted, and a re-baselined vendor's are re-baselined, so that one coming back
-        unchanged is not sent anything for it."""
-        for name, proj in self.projectors.items():
-            vplan = self.plan.vendors[name]
-            if not (vplan.rebaseline or vplan.convert):
-                continue
-            for key, stored, attributes in self.db.absent(name):
-                before = orjson.loads(attributes)
-                row = [before.get(col, "") for col in self.header]
-                if proj.trigger is not None:
-                    digest, data = proj.watched(row), ""
-                else:
-                    projected = proj.project(key, row)
-                    if isinstance(projected, str):
-                        continue  # never sendable as it was: nothing to keep
-                    digest, data = proj.view(projected, row)
-                legacy = vplan.convert and isinstance(stored, str)
-                if legacy and proj.legacy(data, row) == stored:
-                    self.db.ack(name, key, digest)
-                    self.db.rehash(name, key, digest)
-                    vplan.converted += 1
-                    continue
-                if vplan.rebaseline and digest != stored:
-                    self.db.ack(name, key, digest)
-                    self.db.rehash(name, key, digest)
-                    vplan.counts["rebaselined"] += 1
-
     def _gone(self) -> None:
         """Mark the known contacts not seen gone, by rowid (checked against the fingerprint)."""
         gone = self.known.gone()
@@ -396,7 +248,3 @@ class Differ:
         if self.db.mark_gone(*self.known.located(gone)) < len(gone) and not self.known.renumbered:
             self.known.renumber()  # the rowids moved under the cache: the rest again
             self.db.mark_gone(*self.known.located(gone))
-
-    def guard(self, force: bool) -> str | None:
-        """Why this export must not be applied (truncated or empty), or None."""
-        return self.plan.guard(self.cfg.source.max_drop, force)

@@ -20,9 +20,10 @@ from syncd import log as logmod
 from syncd.clock import Clock
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
-from syncd.diff import Differ, Plan
+from syncd.diff import Differ
 from syncd.errors import GuardError
 from syncd.lock import InstanceLock
+from syncd.plan import Plan
 from syncd.push import Delivered, Deliverer
 from syncd.runs import Report, check_names, ended, finish, open_connectors
 from syncd.source import Export, find_export
@@ -218,7 +219,7 @@ def _reconcile(
                 report.plan = differ.run(export)
                 if progress:
                     progress.diffing()
-                refused = differ.guard(force)
+                refused = report.plan.guard(cfg.source.max_drop, force)
                 # read inside the transaction: a dry run's skips are rolled back with it
                 report.reasons = run_reasons(store, run_id, None)
                 if refused or dry_run:

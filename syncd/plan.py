@@ -1,0 +1,80 @@
+"""What a diff found and decided: per vendor counts, samples and notices, and the guard
+that refuses a truncated export. Written by `syncd.diff`, read by the pipeline, the CLI
+and `runs.counts`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class VendorPlan:
+    name: str
+    kind: str
+    counts: Counter[str] = field(default_factory=Counter)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    # why the stored hashes were made another way (`redefinition`), and whether this run
+    # re-baselines the vendor for it (a trigger vendor, unless --no-rebaseline)
+    redefined: str | None = None
+    rebaseline: bool = False
+    # its stored digests may be of version 1 (`project.digest`): converted as met
+    convert: bool = False
+    converted: int = 0
+
+    def notice(self, dry_run: bool) -> str | None:
+        """The one line a digest definition change deserves, if any."""
+        if self.redefined is None:
+            if not self.converted:
+                return None
+            done = "would convert" if dry_run else "converted"
+            return f"{self.name}: {done} {self.converted} stored digests to version 2; none re-sent"
+        if self.rebaseline:
+            n = self.counts["rebaselined"]
+            done = "would re-baseline" if dry_run else "re-baselined"
+            return (
+                f"{self.name}: {done} {n} contacts, surveying none: {self.redefined} "
+                "(to survey them instead, apply the change with `syncd sync --no-rebaseline`)"
+            )
+        n = self.counts["changed"]
+        sent = "surveyed" if self.kind == "trigger" else "re-sent"
+        return (
+            f"{self.name}: {self.redefined}: {n} contacts {'will be' if dry_run else 'are'} {sent}"
+        )
+
+
+@dataclass
+class Plan:
+    run_id: int
+    export: str
+    rows_read: int = 0
+    quarantined: int = 0
+    known: int = 0
+    unchanged: int = 0
+    gone: int = 0
+    refused: str | None = None
+    vendors: dict[str, VendorPlan] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, Any]:
+        return {name: dict(v.counts) for name, v in self.vendors.items()}
+
+    def notices(self, dry_run: bool = False) -> list[str]:
+        return [n for v in self.vendors.values() if (n := v.notice(dry_run))]
+
+    def guard(self, max_drop: float, force: bool) -> str | None:
+        """Why this export must not be applied (truncated or empty), or None."""
+        good = self.rows_read - self.quarantined
+        if self.rows_read == 0 or good <= 0:
+            reason = f"the export {self.export} has no usable rows"
+        elif self.known and self.gone / self.known > max_drop:
+            reason = (
+                f"{self.gone} of {self.known} known contacts ({self.gone / self.known:.0%}) are "
+                f"missing from {self.export}, more than max_drop = {max_drop:.0%}"
+            )
+        else:
+            return None
+        if force:
+            return None
+        self.refused = reason
+        return reason

@@ -1,0 +1,97 @@
+"""What a changed digest definition does to what the store holds (`syncd.project`'s
+`definition` and `DIGEST_VERSION`): a trigger vendor is re-baselined rather than
+surveying everyone, a version-1 digest is converted to this version's, and both reach the
+contacts absent from the export too, so that one coming back unchanged is sent nothing.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import orjson
+
+from syncd.plan import Plan
+from syncd.project import UNRECORDED, Candidate, Projector, redefined
+from syncd.state.diffed import DiffStore
+
+
+class Redefinitions:
+    """The digest definitions of one diff's vendors, against the store's."""
+
+    def __init__(self, db: DiffStore, projectors: dict[str, Projector], plan: Plan) -> None:
+        self.db, self.projectors, self.plan = db, projectors, plan
+
+    def compare(self, baseline: set[str], may_rebaseline: bool) -> None:
+        """Compare each vendor's digest definition with the one its stored hashes were made
+        with (`project.redefined`), and record the current one. A trigger vendor whose
+        definition changed is re-baselined, unless `may_rebaseline` is off."""
+        stored = self.db.definitions()
+        for name, proj in self.projectors.items():
+            new = proj.definition()
+            old = orjson.loads(stored[name]) if name in stored else None
+            if old == new:
+                continue
+            vplan = self.plan.vendors[name]
+            vplan.convert = old is None or old.get("digest") == 1
+            if name not in baseline:  # else everyone is acknowledged anyway
+                vplan.redefined = redefined(old, new, partial(self.db.has_state, name))
+            vplan.rebaseline = bool(vplan.redefined and proj.trigger and may_rebaseline)
+            self.db.define(name, orjson.dumps(new, option=orjson.OPT_SORT_KEYS).decode())
+
+    def convert(
+        self,
+        name: str,
+        proj: Projector,
+        cand: Candidate,
+        digest: int,
+        data: str,
+        acked: int | str | None,
+        opened: tuple[int, str, int | str] | None,
+    ) -> tuple[int | str | None, tuple[int, str, int | str] | None]:
+        """A version-1 digest of this very data, acknowledged or in an open delivery, is
+        this version's from now on (`acked`, `opened` as they then are)."""
+        before = proj.legacy(data, cand.row)
+        if acked == before:
+            self.db.ack(name, cand.key, digest)
+            self.plan.vendors[name].converted += 1
+            acked = digest
+        if opened and opened[2] == before:
+            self.db.rehash(name, cand.key, digest)
+            opened = (opened[0], opened[1], digest)
+        return acked, opened
+
+    def absent(self, header: list[str]) -> None:
+        """The contacts not in this export, from their last row: version-1 digests are
+        converted, and a re-baselined vendor's are re-baselined, so that one coming back
+        unchanged is not sent anything for it."""
+        for name, proj in self.projectors.items():
+            vplan = self.plan.vendors[name]
+            if not (vplan.rebaseline or vplan.convert):
+                continue
+            for key, stored, attributes in self.db.absent(name):
+                before = orjson.loads(attributes)
+                row = [before.get(col, "") for col in header]
+                if proj.trigger is not None:
+                    digest, data = proj.watched(row), ""
+                else:
+                    projected = proj.project(key, row)
+                    if isinstance(projected, str):
+                        continue  # never sendable as it was: nothing to keep
+                    digest, data = proj.view(projected, row)
+                legacy = vplan.convert and isinstance(stored, str)
+                if legacy and proj.legacy(data, row) == stored:
+                    self.db.ack(name, key, digest)
+                    self.db.rehash(name, key, digest)
+                    vplan.converted += 1
+                    continue
+                if vplan.rebaseline and digest != stored:
+                    self.db.ack(name, key, digest)
+                    self.db.rehash(name, key, digest)
+                    vplan.counts["rebaselined"] += 1
+
+    def settle(self) -> None:
+        """A store from before definitions were recorded whose hashes turned out to be this
+        definition's: nothing to say."""
+        for vplan in self.plan.vendors.values():
+            if vplan.redefined == UNRECORDED and not vplan.counts["rebaselined"]:
+                vplan.redefined = None
