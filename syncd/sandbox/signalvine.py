@@ -438,6 +438,7 @@ class _Plan:
         self.ops: list[tuple[str, str, dict[str, str]]] = []
         self.customers: dict[str, str] = {}  # staged by earlier rows of this CSV
         self.phones: dict[str, str] = {}
+        self.staged: dict[str, str] = {}  # a new participant's id -> its row's customer_id
         self.added = self.updated = self.ignored = 0
 
     def find(self, record: dict[str, str]) -> str | None:
@@ -476,6 +477,7 @@ class _Plan:
             return error
         if pid is None:
             pid = str(uuid.uuid4())
+            self.staged[pid] = values.get("customer_id", "")
             self.ops.append(("add", pid, dict(values)))
             self.added += 1
         else:
@@ -495,6 +497,9 @@ class _Plan:
                     return f"Could not parse {value!r} as PhoneNumber"
                 owner = self.phones.get(value) or self.sim._by_phone.get(value)
                 if owner is not None and owner != pid:
+                    if owner in self.staged:  # not a participant yet: name the row's customer
+                        who = self.staged[owner] or "no customer_id"
+                        return f"phone {value} is already used by an earlier row ({who})"
                     return f"phone {value} is already used by participant {owner}"
             elif kind == "Boolean" and value and value.lower() not in BOOLEANS:
                 return f"Could not parse {value!r} as Maybe (Boolean)"

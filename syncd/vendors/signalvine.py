@@ -30,7 +30,13 @@
   `customer_id`, else by `row` (the header is row 1) → FAILED with its message; an error no
   contact can be found for (a header problem, a message that is not an import report)
   fails the whole chunk with the message. The other rows are SENT, except in `tx` mode
-  (nothing was added: they stay pending) and in `row` mode past 1,000 errors (likewise).
+  (nothing was added: they stay pending) and in `row` mode past 1,000 errors: the vendor
+  then added nothing, so the rows without an error are uploaded again at once (at most
+  `MAX_REUPLOADS` times; past that they stay pending). One bad stretch of an export (a
+  phone shared by thousands of CRM contacts) must not hold back a whole batch of good
+  ones for a run. The job of a re-upload is every command's Location so far, oldest
+  first, separated by spaces: `resume` re-reads each, so it knows which rows the last one
+  carried (the same rows in the same order, less those the earlier ones refused).
 - Pull "unsubscribes": `GET /v1/programs/{id}/participants?type=full&count=500&offset=..
   &active=all&updated-after=..`, paged by `nextOffset`; participants with `active: false`
   are opt-outs. An item's time is its `updatedAt`, else the newest `profile[].updated`,
@@ -82,6 +88,7 @@ POLL_EVERY = 2.0  # then every 2 seconds for the next 30 seconds
 POLL_STEADY = 30.0  # and an incremental back-off policy after that"
 POLL_STEP = 2.0
 ROW_ERROR_LIMIT = 1000  # row mode: nothing is added past this many errors
+MAX_REUPLOADS = 3  # row mode past the limit: the rows without an error sent again, at most
 PAGE = 500
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -292,7 +299,15 @@ class SignalVine(Connector):
         }
 
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
-        rows = _ordered(batch)
+        return self._follow([], _ordered(batch), on_job)
+
+    def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
+        """Poll the command(s) recorded before a crash (the same rows, in the same order);
+        never re-sends."""
+        return self._follow(job.split(), _ordered(batch), None)
+
+    def _upload(self, rows: Sequence[Contact]) -> str:
+        """POST the rows as one CSV; the command's Location."""
         path = f"/v2/programs/{self.program}/participants"
         resp = self.call("POST", path, self.payload(rows))
         location = resp.headers.get("Location")
@@ -301,20 +316,51 @@ class SignalVine(Connector):
                 f"HTTP {resp.status_code} without a Location: the command cannot be followed",
                 vendor=self.name,
             )
-        on_job(location)
-        return self._settle(location, rows)
+        return location
 
-    def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
-        """Poll a command recorded before a crash (the same rows, in the same order)."""
-        return self._settle(job, _ordered(batch))
+    def _follow(
+        self, recorded: list[str], rows: Sequence[Contact], on_job: OnJob | None
+    ) -> list[Result]:
+        """Upload the rows (or re-read the `recorded` commands, in order) and settle them;
+        in row mode past 1,000 errors the rows without an error go again (`push` only)."""
+        refused: list[Result] = []
+        chain: list[str] = []
+        while True:
+            if len(chain) < len(recorded):
+                location = recorded[len(chain)]
+                chain.append(location)
+                last = on_job is None and len(chain) == len(recorded)
+            else:
+                assert on_job is not None  # resume stops at its last recorded command
+                if chain:
+                    self.log.warning(
+                        "re-uploading the rows without an error",
+                        vendor=self.name,
+                        refused=len(refused),
+                        rows=len(rows),
+                        hint="SignalVine adds nothing from an upload with over 1,000 errors",
+                    )
+                location = self._upload(rows)
+                chain.append(location)
+                on_job(" ".join(chain))
+                last = len(chain) > MAX_REUPLOADS
+            results, again = self._settle(location, rows)
+            if not again or last:
+                return refused + results
+            refused += [r for r in results if r.status is Status.FAILED]
+            rows = [c for c, r in zip(rows, results, strict=True) if r.status is not Status.FAILED]
+            if not rows:
+                return refused
 
-    def _settle(self, location: str, rows: Sequence[Contact]) -> list[Result]:
+    def _settle(self, location: str, rows: Sequence[Contact]) -> tuple[list[Result], bool]:
+        """The rows' results (in their order), and whether the vendor added nothing for
+        too many errors (row mode: the rest may go again)."""
         status = self._poll(location)
         if status is None:
             reason = f"command {location} not complete after {self.opts['poll_timeout']:g} s"
-            return [Result(c.key, Status.PENDING, reason) for c in rows]
+            return [Result(c.key, Status.PENDING, reason) for c in rows], False
         if not status.get("error"):
-            return [Result(c.key, Status.SENT) for c in rows]
+            return [Result(c.key, Status.SENT) for c in rows], False
         return self._errors(status.get("message"), rows)
 
     def _poll(self, location: str) -> dict[str, Any] | None:
@@ -329,13 +375,14 @@ class SignalVine(Connector):
             if self.clock.monotonic() - started >= self.opts["poll_timeout"]:
                 return None
 
-    def _errors(self, message: Any, rows: Sequence[Contact]) -> list[Result]:
-        """Results of a command that completed with errors."""
+    def _errors(self, message: Any, rows: Sequence[Contact]) -> tuple[list[Result], bool]:
+        """Results of a command that completed with errors (in the rows' order), and
+        whether it added nothing for being over 1,000 errors in row mode."""
         report = _report(message)
         errors = report.get("errors") if report is not None else None
         if not isinstance(errors, list) or not errors:
             whole = f"SignalVine refused the upload: {_text(message)}"
-            return [Result(c.key, Status.FAILED, whole) for c in rows]
+            return [Result(c.key, Status.FAILED, whole) for c in rows], False
         by_customer = {c.fields.get("customer_id", ""): c for c in rows}
         reasons: dict[str, list[str]] = {}
         unplaced: list[str] = []
@@ -355,11 +402,13 @@ class SignalVine(Connector):
             return [
                 Result(c.key, Status.FAILED, "; ".join(reasons.get(c.key, [])) or whole)
                 for c in rows
-            ]
+            ], False
         held_back = None
+        over = False
         if self.opts["mode"] == "tx":
             held_back = f"not added: mode is tx and {len(errors)} row(s) of the upload failed"
         elif len(errors) > ROW_ERROR_LIMIT:
+            over = True
             held_back = f"not added: {len(errors)} rows failed (over 1,000, nothing is added)"
         results = []
         for c in rows:
@@ -369,7 +418,7 @@ class SignalVine(Connector):
                 results.append(Result(c.key, Status.PENDING, held_back))
             else:
                 results.append(Result(c.key, Status.SENT))
-        return results
+        return results, over
 
     # --- pull --------------------------------------------------------------------------
     def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:

@@ -269,7 +269,66 @@ def test_tx_mode_adds_nothing_when_a_row_fails(env: Env) -> None:
     assert env.sim.participants_by_customer() == {}
 
 
-def test_row_mode_adds_nothing_past_1000_errors(env: Env) -> None:
+def test_row_mode_past_1000_errors_sends_the_good_rows_again(env: Env) -> None:
+    """The vendor adds nothing when more than 1,000 rows fail: the rows without an error
+    are uploaded again at once (not left pending for the next run)."""
+    connector = env.connector()
+    contacts = [contact(i) for i in range(1010)]
+    for c in contacts[:1001]:
+        env.sim.faults.reject(c.key, "no consent")
+    results, jobs = push(connector, contacts)
+    assert sum(r.status is Status.FAILED for r in results.values()) == 1001
+    assert results["K00000"].reason == "no consent"
+    assert {results[c.key].status for c in contacts[1001:]} == {Status.SENT}
+    assert set(env.sim.participants_by_customer()) == {c.key for c in contacts[1001:]}
+    posts = env.sim.requests(PUSH, "POST")
+    assert len(posts) == 2
+    again = posts[1].json()["participants"].splitlines()
+    assert again[1:] == [",".join(connector._values(c)) for c in contacts[1001:]]
+    first, second = jobs  # the second job names both commands: resume follows them
+    assert second.split() == [first, second.split()[1]]
+
+
+def test_shared_phones_past_1000_fail_only_the_later_contacts(env: Env) -> None:
+    """bench_diff's export repeats a phone every 10,000 rows: each contact whose phone an
+    earlier row has is refused; the first holder of each phone is added in the same push."""
+    connector = env.connector()
+    firsts = [contact(i) for i in range(1200)]
+    later = [
+        replace(
+            contact(i), fields={**contact(i).fields, "phone": contact(i - 1200).fields["phone"]}
+        )
+        for i in range(1200, 2400)
+    ]
+    results, _ = push(connector, [*later, *firsts])
+    assert {results[c.key].status for c in firsts} == {Status.SENT}
+    assert {results[c.key].status for c in later} == {Status.FAILED}
+    assert (
+        results["K01200"].reason == "phone +32470000000 is already used by an earlier row (K00000)"
+    )
+    assert set(env.sim.participants_by_customer()) == {c.key for c in firsts}
+
+
+def test_resume_follows_a_re_upload_without_re_sending(env: Env) -> None:
+    contacts = [contact(i) for i in range(1010)]
+    for c in contacts[:1001]:
+        env.sim.faults.reject(c.key, "no consent")
+    results, jobs = push(env.connector(), contacts)
+    restarted = env.connector()
+    resumed = {r.key: r for r in restarted.resume(jobs[-1], list(reversed(contacts)))}
+    assert env.sim.count(PUSH, "POST") == 2
+    assert {k: (r.status, r.reason) for k, r in resumed.items()} == {
+        k: (r.status, r.reason) for k, r in results.items()
+    }
+    # the first command alone (a crash before the re-upload): its good rows stay pending
+    alone = {r.key: r for r in restarted.resume(jobs[0], contacts)}
+    assert env.sim.count(PUSH, "POST") == 2
+    assert {alone[c.key].status for c in contacts[1001:]} == {Status.PENDING}
+    assert "over 1,000" in (alone["K01005"].reason or "")
+
+
+def test_re_uploads_stop_at_the_limit(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("syncd.vendors.signalvine.MAX_REUPLOADS", 0)
     connector = env.connector()
     contacts = [contact(i) for i in range(1010)]
     for c in contacts[:1001]:
