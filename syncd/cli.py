@@ -47,7 +47,10 @@ class Ctx:
             from syncd import log as logmod
             from syncd.config import config_path, load
 
-            self._cfg = load(config_path(self.config_arg))
+            # only these schedule anything: the others need not import APScheduler
+            context = click.get_current_context(silent=True)
+            scheduled = context is None or context.info_name in ("run", "check", "status")
+            self._cfg = load(config_path(self.config_arg), check_schedule=scheduled)
             logmod.add_secrets(self._cfg.secrets)
         return self._cfg
 

@@ -334,8 +334,12 @@ def _delivery(table: _Table, base: DeliveryConfig) -> DeliveryConfig:
     return DeliveryConfig(**kw)
 
 
-def load(path: Path) -> Config:
-    """Load and validate a whole config, its mapping files and its secrets."""
+def load(path: Path, *, check_schedule: bool = True) -> Config:
+    """Load and validate a whole config, its mapping files and its secrets.
+
+    `check_schedule=False` leaves the `[schedule]` crontab lines unchecked (they are checked by
+    APScheduler, which takes a tenth of a second to import): for the commands that do not
+    schedule anything. `syncd run`, its reloads, `check` and `status` check them."""
     # here, not at the top: the connectors (and requests, phonenumbers) load only when a
     # config does, not for `syncd --help`; they never import this module, so no cycle
     from syncd.vendors import REGISTRY
@@ -385,7 +389,7 @@ def load(path: Path) -> Config:
         ZoneInfo(schedule.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise sch.error(f"unknown time zone {schedule.timezone!r}", "timezone") from None
-    for key in ("reconcile", "pull"):
+    for key in ("reconcile", "pull") if check_schedule else ():
         _check_cron(sch, key, getattr(schedule, key))
     sch.check_unknown()
 

@@ -375,3 +375,22 @@ def test_the_design_config_reference_is_accepted(
     assert cfg.vendors["dropthought"].options["password"] == "pw"
     assert cfg.vendors["hellocustomer"].batch_size == 100
     assert cfg.vendors["hellocustomer"].mapping.trigger is not None
+
+
+def test_a_bad_schedule_is_refused_by_the_commands_that_schedule(tmp_path: Path) -> None:
+    """`sync`, `retry`, `pull`... never import APScheduler to check `[schedule]`; `run`
+    (and its reloads), `check` and `status` refuse a bad crontab line as ever."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path, BASE.format(key="k") + '\n[schedule]\nreconcile = "61 * * * *"\n')
+    assert load(path, check_schedule=False).schedule.reconcile == "61 * * * *"
+    for command in ("check", "status", "run"):
+        done = subprocess.run(
+            [sys.executable, "-m", "syncd", "--config", str(path), command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, (command, done.stderr)
+        assert "[schedule] reconcile: not a crontab line" in done.stderr

@@ -171,10 +171,5 @@ def test_a_sync_loads_no_simulator_daemon_or_terminal_module(tmp_path: Path, wor
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="syncd/config.py _check_cron validates [schedule] with APScheduler's CronTrigger "
-    "on every load; only `syncd run` and `syncd status` (next runs) need APScheduler",
-)
 def test_a_sync_does_not_load_apscheduler(tmp_path: Path, world: World) -> None:
     assert loaded(_sync(tmp_path, world), ("apscheduler", "syncd.schedule")) == []
