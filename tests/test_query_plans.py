@@ -45,12 +45,7 @@ ALLOWED: dict[str, str] = {
 UNSUBSCRIBE_LOOKUP = (
     r"^SELECT key, email, phone, vendor, channel, at FROM unsubscribes WHERE key IN"
 )
-KNOWN: dict[str, str] = {
-    UNSUBSCRIBE_LOOKUP: (
-        "the diff's unsubscribe lookup: `email IN` and `phone IN` have no index, so the OR "
-        "scans unsubscribes once per chunk of changed rows"
-    ),
-}
+KNOWN: dict[str, str] = {}
 
 
 def normalise(sql: str) -> str:
@@ -196,11 +191,6 @@ def test_requeue_failed_searches_the_open_index(traced: Traced) -> None:
     assert _matching(traced.findings, {requeue: ""}) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="syncd/state/schema.py: index unsubscribes(email) and unsubscribes(phone), so the "
-    "diff's key-or-email-or-phone lookup is three index searches (SQLite's OR optimisation)",
-)
 def test_the_unsubscribe_lookup_searches_indexes(traced: Traced) -> None:
     assert _matching(traced.findings, {UNSUBSCRIBE_LOOKUP: ""}) == {}
 
