@@ -15,13 +15,13 @@ from enum import StrEnum
 
 class Act(StrEnum):
     NOTHING = "nothing"  # the vendor has this data
-    WITHDRAW = "withdraw"  # ... and an open pending delivery need not be sent: superseded
-    RESEND = "resend"  # ... but a newer payload is in flight: queue this data after it
+    WITHDRAW = "withdraw"  # ... and a pending survey is no longer wanted: superseded
+    RESEND = "resend"  # ... but other data is in flight to it: queue this data after it
     ACK = "ack"  # recorded as acknowledged without sending (baseline, on_new = false)
     REBASELINE = "rebaseline"  # only the digest's definition changed: acknowledged as is
     ALREADY = "already"  # an open delivery carries this very data
     SKIP = "skip"  # recorded as skipped, with the reason (unsubscribed, surveyed lately)
-    REPLACE = "replace"  # the open delivery not sent yet is given this data instead
+    REPLACE = "replace"  # the open delivery not acknowledged is given this data instead
     SEND = "send"  # a new pending delivery
 
 
@@ -59,13 +59,19 @@ class Decision:
 def decide(f: Facts) -> Decision:
     """The action for one contact at one vendor (the table in tests/test_decide.py)."""
     if f.acked == f.digest:
-        if f.open_status == "pending":
-            return Decision(Act.WITHDRAW, "unchanged")
-        if f.open_status == "in_flight" and not f.trigger:
-            # the export went back to what the vendor acknowledged while a newer payload
-            # is in flight: send the acknowledged data again, after it
+        if f.trigger:  # a survey still pending for it is no longer wanted
+            return Decision(
+                Act.WITHDRAW if f.open_status == "pending" else Act.NOTHING, "unchanged"
+            )
+        if f.open_status is None or f.open_digest == f.digest or f.open_status == "unknown":
+            return Decision(Act.NOTHING, "unchanged")
+        # the export went back to what the vendor acknowledged while a delivery of other
+        # data is open: that one may have reached the vendor already (a pending one too: a
+        # crash or a lost answer after the vendor acted leaves it pending), so the
+        # acknowledged data goes again, after it or instead of it
+        if f.open_status == "in_flight":
             return Decision(Act.RESEND, "unchanged", "changed")
-        return Decision(Act.NOTHING, "unchanged")
+        return Decision(Act.REPLACE, "unchanged", "changed")
     kind = "new" if f.acked is None else "changed"
     if f.baseline:
         return Decision(Act.ACK, "baseline", kind)

@@ -22,9 +22,24 @@ TABLE: list[tuple[str, Facts, Decision]] = [
     ("a changed one too", CHANGED, Decision(Act.SEND, "changed", "changed")),
     ("the vendor has this data", SAME, Decision(Act.NOTHING, "unchanged")),
     (
-        "... and a pending delivery of other data is withdrawn",
-        replace(SAME, open_status="pending", open_digest="d3"),
+        "... and a pending survey is no longer wanted",
+        replace(SAME, open_status="pending", open_digest="d3", **TRIGGER),
         Decision(Act.WITHDRAW, "unchanged"),
+    ),
+    (
+        "... a pending upsert of other data may have reached it: this data replaces it",
+        replace(SAME, open_status="pending", open_digest="d3"),
+        Decision(Act.REPLACE, "unchanged", "changed"),
+    ),
+    (
+        "... a dead one too, or `syncd retry --dead` would send the other data",
+        replace(SAME, open_status="dead", open_digest="d3"),
+        Decision(Act.REPLACE, "unchanged", "changed"),
+    ),
+    (
+        "... an open upsert of this very data is left to send it",
+        replace(SAME, open_status="pending", open_digest="d1"),
+        Decision(Act.NOTHING, "unchanged"),
     ),
     (
         "... but a newer upsert is in flight: the acknowledged data is queued after it",
@@ -159,8 +174,10 @@ SENDS = (*SURVEYS, Act.RESEND)
 def test_what_holds_for_any_facts(f: Facts) -> None:
     d = decide(f)
     if f.acked == f.digest:  # the vendor has it: nothing new goes
-        assert d.act not in (Act.SEND, Act.REPLACE, Act.SKIP, Act.ACK, Act.REBASELINE)
+        assert d.act not in (Act.SEND, Act.SKIP, Act.ACK, Act.REBASELINE)
         assert d.count == "unchanged"
+        if d.act in (Act.REPLACE, Act.RESEND):  # only over other data that may be there
+            assert not f.trigger and f.open_digest != f.digest
     else:
         assert d.kind == ("new" if f.acked is None else "changed")
     if f.baseline and f.acked != f.digest:

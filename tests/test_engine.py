@@ -63,6 +63,34 @@ def test_new_contacts_are_sent_and_acknowledged(tmp_path: Path, remotes: dict[st
     assert runs(world) == [("reconcile", "ok", 0)]
 
 
+def test_an_edit_reverted_after_the_vendor_took_it_unacknowledged_is_undone(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """The vendor takes a change but its answer is lost (pending, the vendor holds the new
+    data); the CRM edit is then reverted to what the vendor acknowledged before. The old
+    data goes again: the pending delivery must not be dropped as "already there"."""
+    world = world_of(tmp_path, remotes, "mem")
+    data = list(rows(3))
+    world.write(data)
+    world.sync()
+    edited = list(data)
+    edited[1] = row(1, random.Random(0), version=1)  # another city
+    remotes["mem"].script[keys(3)[1]] = RetriableError("the answer was lost", vendor="mem")
+    world.write(edited)
+    assert world.sync().exit_code == 1
+    assert world.ledger("mem")[keys(3)[1]] == "pending"
+    held = {c.key: c.fields["city"] for b in remotes["mem"].batches for c in b}
+    assert held[keys(3)[1]] != remotes["mem"].batches[0][1].fields["city"]  # it has the edit
+
+    del remotes["mem"].script[keys(3)[1]]
+    world.write(data)  # the edit reverted
+    assert world.sync().exit_code == 0
+    held = {c.key: c.fields["city"] for b in remotes["mem"].batches for c in b}
+    first = {c.key: c.fields["city"] for c in remotes["mem"].batches[0]}
+    assert held == first  # the vendor holds the export again
+    assert world.ledger("mem")[keys(3)[1]] == "sent"
+
+
 def test_an_unchanged_export_sends_nothing(tmp_path: Path, remotes: dict[str, Remote]) -> None:
     world = world_of(tmp_path, remotes, "mem")
     world.write(list(rows(5)))
