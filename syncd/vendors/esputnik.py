@@ -312,7 +312,8 @@ class ESputnik(Connector):
             if offset:
                 params["offset"] = offset
             resp = self.http.request("GET", "/api/v2/contacts/activity", params=params)
-            answer = read_json(resp, list, vendor=self.name, empty_ok=True)
+            # an empty body is no answer (not an empty list): the cursor stays where it is
+            answer = read_json(resp, list, vendor=self.name)
             items = [it for it in answer if isinstance(it, dict)]
             if not items:
                 return

@@ -342,7 +342,8 @@ class HelloCustomer(Connector):
     def check(self) -> str:
         """Read the last minute's answers: proves the token and campaign, changes nothing."""
         end = self.clock.now().astimezone(UTC)
-        self._get_list(f"{self._base()}/answers/getall/{_stamp(end - 60 * SECOND)}/{_stamp(end)}")
+        path = f"{self._base()}/answers/getall/{_stamp(end - 60 * SECOND)}/{_stamp(end)}"
+        self._get_list(path, empty_ok=True)  # any 200 accepts the token
         return f"token accepted; read campaign {self.opts['campaign']}'s answers"
 
     # --- pull --------------------------------------------------------------------------
@@ -400,7 +401,7 @@ class HelloCustomer(Connector):
                     f"{self._base()}/analysis/nps/getnpsscore/{_stamp(month)}/{_stamp(end)}",
                     json=flt,
                 )
-                score = read_json(resp, dict, vendor=self.name, empty_ok=True)
+                score = read_json(resp, dict, vendor=self.name)
                 records.append(
                     {
                         "filter": json.dumps(flt, sort_keys=True, ensure_ascii=False),
@@ -417,9 +418,11 @@ class HelloCustomer(Connector):
             yield Page(records, month.date().isoformat())
             month = following
 
-    def _get_list(self, path: str) -> list[dict[str, Any]]:
+    def _get_list(self, path: str, *, empty_ok: bool = False) -> list[dict[str, Any]]:
+        """A list read; an empty body is no answer (not an empty list), so a stream's
+        cursor stays where it is."""
         resp = self.http.request("GET", path)
-        items = read_json(resp, list, vendor=self.name, empty_ok=True)
+        items = read_json(resp, list, vendor=self.name, empty_ok=empty_ok)
         return [r for r in items if isinstance(r, dict)]
 
     def _response(self, r: dict[str, Any]) -> dict[str, Any]:

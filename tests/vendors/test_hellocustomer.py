@@ -604,3 +604,19 @@ def test_a_read_answered_with_another_shape_is_retriable_and_says_what_came(
     assert message.startswith(f"hellocustomer: GET {BASE}/answers/getall/")
     assert "answered HTTP 200 with a JSON object where a JSON array was expected" in message
     assert "sandbox-token" not in message
+
+
+def test_an_empty_answer_to_a_pull_is_no_answer_and_the_stream_stays_put(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A 200 with an empty body where a list of answers belongs is not "no answers": the
+    pull fails retriably, so its cursor does not move past the window (a check only
+    needs the 200)."""
+    sim = AnswersWith(clock=clock.monotonic, now=clock.now)
+    with Server(sim) as srv:
+        conn = connector(write_config(tmp_path, srv.url), clock)
+        with pytest.raises(RetriableError, match="an empty body"):
+            list(conn.pull("responses", None, clock.now()))
+        sim.body = b"[]"  # the same window answered with no answers: the cursor moves on
+        pages = list(conn.pull("responses", None, clock.now()))
+        assert pages and all(p.records == [] for p in pages)
