@@ -1,13 +1,15 @@
 """Export × store → per-vendor deltas, recorded as `pending` deliveries before anything is sent.
 
-The wiring of four parts, each with its own home:
+The wiring of parts that each have their own home:
 
 - `syncd.fastpath`: which rows are byte-for-byte what the store last recorded (nothing
   else is done for those: most rows of a night);
 - `syncd.project`: what each new or changed row is for each vendor (normalised,
   projected, digested), or why it cannot be sent to it;
 - `syncd.decide`: what each vendor needs of it, given what the store holds;
-- `syncd.state.diffed`: the store's side, read and written a chunk at a time.
+- `syncd.state.diffed`: the store's side, read and written a chunk at a time;
+- `syncd.redefine`: what a changed digest definition does to the stored digests;
+- `syncd.plan`: what the diff found, for the pipeline and the CLI.
 
 Everything is written inside one transaction; the caller commits it, or rolls it back for a
 dry run or when the truncation guard refuses the export.
@@ -47,7 +49,7 @@ class Differ:
         baseline: Any = (),
         rebaseline: bool = True,
     ) -> None:
-        self.cfg, self.store, self.connectors, self.now = cfg, store, connectors, now
+        self.cfg, self.connectors, self.now = cfg, connectors, now
         self.baseline = set(baseline)
         self.may_rebaseline = rebaseline
         self.plan = Plan(run_id=run_id, export="")

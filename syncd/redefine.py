@@ -6,13 +6,69 @@ contacts absent from the export too, so that one coming back unchanged is sent n
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any
 
 import orjson
 
 from syncd.plan import Plan
-from syncd.project import UNRECORDED, Candidate, Projector, redefined
+from syncd.project import Candidate, Projector
 from syncd.state.diffed import DiffStore
+
+UNRECORDED = "no digest definition was recorded (a store from before syncd kept them)"
+
+
+def redefinition(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """What differs between two digest definitions (`Projector.definition`), in a phrase."""
+    labels = {
+        "on_change": "[trigger] on_change",
+        "fields": "[fields]",
+        "metadata": "[metadata]",
+        "types": "[types]",
+        "phone_region": "[source] phone_region",
+    }
+    parts = []
+    if old.get("digest") != new.get("digest"):
+        parts.append(f"syncd's digest changed (version {old.get('digest')} → {new.get('digest')})")
+    for name, label in labels.items():
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        if isinstance(before, dict | None) and isinstance(after, dict | None):
+            before, after = before or {}, after or {}
+            edits = [f"+ {k} = {v!r}" for k, v in after.items() if k not in before]
+            edits += [f"- {k}" for k in before if k not in after]
+            edits += [
+                f"{k}: {before[k]!r} → {v!r}"
+                for k, v in after.items()
+                if k in before and before[k] != v
+            ]
+        elif isinstance(before, list | None) and isinstance(after, list | None):
+            before, after = before or [], after or []
+            edits = [f"+ {c!r}" for c in after if c not in before]
+            edits += [f"- {c!r}" for c in before if c not in after]
+            edits = edits or ["reordered"]  # the digest is positional
+        else:
+            edits = [f"{before!r} → {after!r}"]
+        parts.append(f"{label} changed: " + ", ".join(edits))
+    return "; ".join(parts)
+
+
+def redefined(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any], has_state: Callable[[], bool]
+) -> str | None:
+    """Why a vendor's stored hashes were made another way than `new` makes them (`old` is
+    the definition recorded with them), or None. A store from before definitions were
+    recorded (`old` None, but the vendor acknowledged contacts: `has_state`) is checked
+    once: its hashes were made by the digest of version 1, but perhaps under another
+    mapping, and only the contacts' previous rows can tell (a trigger vendor's re-baseline
+    compares them: `Projector.same_before`)."""
+    if old is not None:
+        if old.get("digest") == 1:  # its digests are converted as the diff meets them
+            old = {**old, "digest": new.get("digest")}
+        return redefinition(old, new) or None
+    return UNRECORDED if has_state() else None
 
 
 class Redefinitions:
