@@ -31,11 +31,13 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, ClassVar
 
+import fastjsonschema
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import best_match
 from werkzeug.routing import Rule
@@ -48,11 +50,30 @@ SPEC: dict[str, Any] = json.loads(
 )
 
 
-def validator(schema: str) -> Any:
-    """A validator for one of the spec's component schemas (OpenAPI 3.0 is draft-4-like)."""
-    return Draft4Validator(
-        {"$ref": f"#/components/schemas/{schema}", "components": SPEC["components"]}
+def validator(schema: str) -> Callable[[Any], str | None]:
+    """Why one of the spec's component schemas refuses a body (its message and where it
+    points), or None (OpenAPI 3.0 is draft-4-like).
+
+    The body is checked first by the schema compiled to Python (fastjsonschema): a valid
+    3000-contact import costs a fifteenth of jsonschema's walk. jsonschema has the last
+    word: only what it refuses is refused (fastjsonschema also checks `format`, which
+    jsonschema leaves alone), and it words the refusal. tests/sandbox holds the two to
+    the same verdicts."""
+    document = {"$ref": f"#/components/schemas/{schema}", "components": SPEC["components"]}
+    walk = Draft4Validator(document)
+    fast = fastjsonschema.compile(
+        {**document, "$schema": "http://json-schema.org/draft-04/schema#"}
     )
+
+    def refusal(body: Any) -> str | None:
+        try:
+            fast(body)
+            return None
+        except fastjsonschema.JsonSchemaException:
+            error = best_match(walk.iter_errors(body))
+            return None if error is None else f"{error.message} (at {error.json_path})"
+
+    return refusal
 
 
 BULK_UPDATE = validator("ContactsBulkUpdate")
@@ -160,9 +181,9 @@ class ESputnikSim(Simulator):
         body: Any = request.get_json(silent=True)
         if body is None:
             return Response("the body must be JSON, sent as application/json", 400)
-        error = best_match(BULK_UPDATE.iter_errors(body))
-        if error is not None:
-            return Response(f"{error.message} (at {error.json_path})", 400)
+        refused = BULK_UPDATE(body)
+        if refused is not None:
+            return Response(refused, 400)
         contacts: list[dict[str, Any]] = body["contacts"]
         if not 1 <= len(contacts) <= 3000:
             return Response(f"from 1 to 3000 contacts a request, got {len(contacts)}", 400)
