@@ -185,6 +185,8 @@ class FirstLines:
     def first(self, keys: list[str], lines: list[int]) -> np.ndarray:
         """For each key (given in line order), the line it was first met on before, or
         0 if this is its first; the firsts are remembered."""
+        if not keys:
+            return np.zeros(0, dtype=np.int32)
         hashes = np.fromiter(
             (xxh3_64_intdigest(k.encode("utf-8", "surrogatepass"), self.seed) for k in keys),
             dtype=np.uint64,
