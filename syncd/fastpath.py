@@ -60,10 +60,11 @@ class Known:
         self.fps = cached
         n = len(cached)
         self.seen = np.zeros(n, dtype=np.int32)  # the line each was seen on, 0 = none
-        # known rows given a new fingerprint: where in `added` (from 1), 0 = not replaced
-        self.replaced = np.zeros(n, dtype=np.int32)
+        self.replaced = np.zeros(n, dtype=bool)  # known rows given a new fingerprint
         self.added = array("q")  # the fingerprints written for changed and new rows
         self.added_rows = array("q")  # and the rowids they were written to
+        self.replacing = array("q")  # the known rows replaced, in the order of `added`
+        self.replacing_at = array("q")  # and where in `added` their new fingerprint is
         self.renumbered = False  # a cached rowid named the wrong row: all were read again
 
     def __len__(self) -> int:
@@ -105,10 +106,12 @@ class Known:
     def add(self, rhash: int, rowid: int, replaces: int = -1) -> None:
         """A fingerprint written for a new row, or for a changed one at `rowid` that
         `replaces` the known one there (`claim`)."""
+        if replaces >= 0:
+            self.replaced[replaces] = True
+            self.replacing.append(replaces)
+            self.replacing_at.append(len(self.added))
         self.added.append(rhash)
         self.added_rows.append(rowid)
-        if replaces >= 0:
-            self.replaced[replaces] = len(self.added)
 
     def gone(self) -> np.ndarray:
         """Where the known fingerprints not seen in this export are."""
@@ -122,14 +125,21 @@ class Known:
 
     def after(self) -> tuple[np.ndarray, np.ndarray]:
         """The fingerprints live after this diff, sorted, and their rowids (little-endian
-        int64), for the cache of the next diff."""
-        keep = (self.seen != 0) & (self.replaced == 0)
+        int64), for the cache of the next diff. The last use of this `Known`: what it
+        held is let go on the way, so no more than two arrays of its size are ever held."""
+        keep = self.seen != 0
+        keep &= ~self.replaced
+        self.seen = self.replaced = np.empty(0, dtype=bool)
         added = np.frombuffer(self.added, dtype=np.int64)
         order = np.argsort(added)  # the kept ones are in order already: merge the added in
         live = self.fps[keep]
+        self.fps = np.empty(0, dtype=np.int64)
         at = np.searchsorted(live, added[order])
         live = np.insert(live, at, added[order]).astype("<i8", copy=False)
-        rows = np.insert(self._rowids()[keep], at, np.frombuffer(self.added_rows, np.int64)[order])
+        rows = self._rowids()[keep]
+        self.rowids = None
+        del keep
+        rows = np.insert(rows, at, np.frombuffer(self.added_rows, np.int64)[order])
         return live, rows.astype("<i8", copy=False)
 
     def _rowids(self) -> np.ndarray:
@@ -159,8 +169,10 @@ class Known:
 
     def _key_of(self, i: int) -> str:
         """The key of the known contact at `i`."""
-        if j := int(self.replaced[i]):  # its row was rewritten in this run
-            return str(self.rows.key_at(self.added_rows[j - 1], self.added[j - 1]))
+        if self.replaced[i]:  # its row was rewritten in this run
+            where = np.flatnonzero(np.frombuffer(self.replacing, dtype=np.int64) == i)[0]
+            j = self.replacing_at[int(where)]
+            return str(self.rows.key_at(self.added_rows[j], self.added[j]))
         key = self.rows.key_at(int(self._rowids()[i]), int(self.fps[i]))
         if key is None and not self.renumbered:  # the rowids moved under the cache
             self.renumber()

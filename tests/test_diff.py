@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from syncd.config import SuppressionConfig
-from syncd.fastpath import FirstLines, _finder
+from syncd.fastpath import FirstLines, Known, _finder
 from syncd.state import Store
 from syncd.state.diffed import DiffStore
 from syncd.state.diffed import Writer as _Writer
@@ -126,3 +126,38 @@ def test_first_lines_names_each_keys_first_line_as_a_dict_would(batches: list[li
             reference.setdefault(k, n)
         assert firsts.first(batch, lines).tolist() == expected
     assert len(firsts.runs) <= max(1, len(reference)).bit_length() + 1
+
+
+class FakeRows:
+    """The contacts table as `Known` reads it: (rowid, fingerprint) → key."""
+
+    def __init__(self, rows: dict[tuple[int, int], str]) -> None:
+        self.rows = rows
+
+    def cached(self, column: str) -> np.ndarray | None:
+        return None
+
+    def live(self) -> tuple[np.ndarray, np.ndarray]:
+        pairs = sorted((fp, rowid) for rowid, fp in self.rows)
+        return (
+            np.array([p[0] for p in pairs], dtype=np.int64),
+            np.array([p[1] for p in pairs], dtype=np.int64),
+        )
+
+    def key_at(self, rowid: int, rhash: int) -> str | None:
+        return self.rows.get((rowid, rhash))
+
+
+def test_a_repeat_of_a_replaced_row_is_named_by_the_key_its_new_row_has() -> None:
+    """Known row 20 (key K2) is replaced by a changed row on line 3; its old text then
+    comes again on line 9: a repeat of line 3's key, whose row now has the new fingerprint."""
+    rows = FakeRows({(1, 10): "K1", (2, 20): "K2", (3, 30): "K3"})
+    known = Known(rows)
+    assert known.see(np.array([0]), np.array([1])) == (1, [])  # K1 unchanged on line 1
+    first, replaces = known.claim(20, 3)
+    assert (first, replaces) == (0, 1)
+    rows.rows[(2, 99)] = rows.rows.pop((2, 20))  # the diff rewrote K2's row
+    known.add(99, 2, replaces)
+    assert known.see(np.array([1]), np.array([9])) == (0, [(9, "K2", 3)])
+    live, rowids = known.after()
+    assert live.tolist() == [10, 99] and rowids.tolist() == [1, 2]  # K3 is gone
