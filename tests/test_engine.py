@@ -342,3 +342,23 @@ def test_the_fingerprint_cache_holds_across_every_kind_of_diff(
     diff([*data[1:20], *data[21:]], 37)
     assert [c.key for c in remotes["mem"].batches[-1]] == [data[9][0]]
     diff([*data[1:20], *data[21:]], 38)
+
+
+def test_a_connector_opens_no_http_client_until_it_sends(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """What the diff reads of a connector (its facts, `value_kinds`, `shape`) needs no HTTP
+    session: one is made at the first request, and `close` makes none."""
+    from syncd.clock import SYSTEM
+    from syncd.vendors import REGISTRY
+    from syncd.vendors.base import Contact
+
+    world = world_of(tmp_path, remotes, "mem")
+    connector = REGISTRY["mem"](world.cfg.vendors["mem"], clock=SYSTEM)
+    assert connector.value_kinds() == connector.field_types
+    assert connector.shape(Contact("k", {"email": "a@b.be"})) == Contact("k", {"email": "a@b.be"})
+    assert "http" not in vars(connector)
+    connector.close()
+    assert "http" not in vars(connector)
+    assert connector.http is connector.http  # made once, at first use
+    connector.close()

@@ -11,6 +11,7 @@ so the delivery loop can record it before polling starts.
 
 from __future__ import annotations
 
+import functools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -94,8 +95,18 @@ class Connector(ABC):
         add_secrets(config.secrets)  # whoever built the connector, its secrets never show
         self.clock = clock
         self.log = structlog.get_logger(f"syncd.vendors.{self.name}").bind(vendor=self.name)
-        self.http = HttpClient(
-            self.name, config.base_url, config.delivery, clock=clock, pacer=self.pacer()
+
+    @functools.cached_property
+    def http(self) -> HttpClient:
+        """The vendor's HTTP client (session, pacing, watchdog), made at its first use:
+        what the diff reads of a connector (its facts, `value_kinds`, `shape`) needs none,
+        so a dry run, or a vendor with nothing to send, opens no connection."""
+        return HttpClient(
+            self.name,
+            self.config.base_url,
+            self.config.delivery,
+            clock=self.clock,
+            pacer=self.pacer(),
         )
 
     def pacer(self) -> Pacer | None:
@@ -176,4 +187,5 @@ class Connector(ABC):
         return None
 
     def close(self) -> None:
-        self.http.close()
+        if "http" in self.__dict__:  # else it was never made
+            self.http.close()
