@@ -17,6 +17,7 @@ dry run or when the truncation guard refuses the export.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,7 +47,7 @@ class Differ:
         run_id: int,
         now: datetime,
         *,
-        baseline: Any = (),
+        baseline: Iterable[str] = (),
         rebaseline: bool = True,
     ) -> None:
         self.cfg, self.connectors, self.now = cfg, connectors, now
