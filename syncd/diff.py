@@ -76,7 +76,8 @@ class Differ:
         self.next_rowid = self.db.next_rowid()
         self.firsts = FirstLines(self.salt ^ self.plan.run_id)
         with self.db.session():
-            self._compare(export)
+            with self.db.writing():
+                self._compare(export)
             self._gone()
             self.redefinitions.absent(self.header)
         self.redefinitions.settle()

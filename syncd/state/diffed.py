@@ -57,17 +57,28 @@ class DiffStore:
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        """The diff's writes: the contacts' generation moves on once, at the end (m006), and
-        the bulk writes run on the writer thread until the block ends."""
+        """The diff's writes: the contacts' generation moves on once, at the end (m006)."""
         self.conn.execute("UPDATE contacts_generation SET in_diff = 1")
+        try:
+            yield
+        finally:
+            self.conn.execute(
+                "UPDATE contacts_generation SET generation = generation + 1, in_diff = 0"
+            )
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """The bulk writes (`deliveries`, `contacts`) run on the writer thread until the
+        block ends, which waits for them. Nothing else may use the connection from another
+        thread meanwhile but the reads that wait for the writer first (`live`, `key_at`):
+        a statement of this thread that waits for the connection while holding the GIL,
+        and one of the writer's that calls back into Python (a trace callback) would
+        wait for each other for ever."""
         try:
             with Writer(self.conn) as self.writer:
                 yield
         finally:
             self.writer = None
-            self.conn.execute(
-                "UPDATE contacts_generation SET generation = generation + 1, in_diff = 0"
-            )
 
     # --- the fingerprint cache (fastpath.Rows) ----------------------------------------
     def cached(self, column: str) -> np.ndarray | None:
