@@ -8,6 +8,7 @@ A run that came to its end is recorded by `finish`; one that an exception ended,
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ def open_connectors(
 
 
 @dataclass
-class Report:
+class Report(ABC):
     """A run's report: what it did per vendor (`counts`), its summary line, its end."""
 
     kind: str
@@ -71,16 +72,17 @@ class Report:
     # names in `runs.counts` and `syncd status --json`)
     WORDS: ClassVar[dict[str, str]] = {}
 
+    @abstractmethod
     def counts(self) -> dict[str, dict[str, Any]]:
-        raise NotImplementedError
+        """Each vendor's counts, as `runs.counts` stores them."""
 
+    @abstractmethod
     def stops(self) -> dict[str, str]:
         """Each vendor stopped for the run, with why."""
-        raise NotImplementedError
 
+    @abstractmethod
     def nothing(self, name: str) -> str:
         """A vendor line without a count."""
-        raise NotImplementedError
 
     def heading(self) -> list[str]:
         """What the summary says before the vendor lines."""
