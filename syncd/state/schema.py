@@ -367,6 +367,27 @@ def m008_unsubscribes_untimed(db: Database) -> None:
     )
 
 
+def _edit_definitions(db: Database, edits: dict[str, tuple[str, str]]) -> None:
+    """Edit tables' stored CREATE TABLE in place (table → (text, its replacement)), by
+    SQLite's own procedure for changes that leave every row as it is (sqlite.org, ALTER
+    TABLE, "Making Other Kinds Of Table Schema Changes"): instant at any size, where a
+    rebuild would copy every row and remake the views over the table. Each text must
+    occur exactly once in its table's definition, else this is not the schema."""
+    version = db.execute("PRAGMA schema_version").fetchone()[0]
+    db.execute("PRAGMA writable_schema = ON")
+    for table, (text, replacement) in edits.items():
+        sql = db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()[0]
+        assert sql.count(text) == 1, (table, text)
+        db.execute(
+            "UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE type = 'table' AND name = ?",
+            (text, replacement, table),
+        )
+    db.execute(f"PRAGMA schema_version = {version + 1}")
+    db.execute("PRAGMA writable_schema = OFF")
+
+
 @migration
 def m009_retention(db: Database) -> None:
     """For `Store.prune`: a closed delivery's payload may be NULL, and deliveries are
@@ -378,14 +399,7 @@ def m009_retention(db: Database) -> None:
     where a rebuild would copy every delivery and remake the four views over the table.
     The index: deleting a run makes SQLite look for deliveries naming it (the foreign key),
     a scan of every delivery without one; run ids only grow, so its upkeep is an append."""
-    version = db.execute("PRAGMA schema_version").fetchone()[0]
-    db.execute("PRAGMA writable_schema = ON")
-    db.execute(
-        "UPDATE sqlite_master SET sql = replace(sql, 'payload TEXT NOT NULL,', 'payload TEXT,') "
-        "WHERE type = 'table' AND name = 'deliveries'"
-    )
-    db.execute(f"PRAGMA schema_version = {version + 1}")
-    db.execute("PRAGMA writable_schema = OFF")
+    _edit_definitions(db, {"deliveries": ("payload TEXT NOT NULL,", "payload TEXT,")})
     db.execute("CREATE INDEX deliveries_run ON deliveries(run_id)")
 
 
@@ -528,23 +542,11 @@ def m012_integer_digests(db: Database) -> None:
     as it meets them).
 
     The columns lose their `TEXT` type, which would store an integer as its decimal text,
-    by SQLite's procedure for editing a table's definition in place (m009): no row
-    changes, so it is instant at any size; no index or view depends on the columns' type.
+    in place (`_edit_definitions`): no row changes, so it is instant at any size; no index
+    or view depends on the columns' type.
     """
-    version = db.execute("PRAGMA schema_version").fetchone()[0]
-    db.execute("PRAGMA writable_schema = ON")
-    for table in ("vendor_state", "deliveries"):
-        sql = db.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-        ).fetchone()[0]
-        assert sql.count("hash TEXT NOT NULL") == 1, table  # else this is not the schema
-        db.execute(
-            "UPDATE sqlite_master SET sql = replace(sql, 'hash TEXT NOT NULL', 'hash NOT NULL') "
-            "WHERE type = 'table' AND name = ?",
-            (table,),
-        )
-    db.execute(f"PRAGMA schema_version = {version + 1}")
-    db.execute("PRAGMA writable_schema = OFF")
+    edit = ("hash TEXT NOT NULL", "hash NOT NULL")
+    _edit_definitions(db, {"vendor_state": edit, "deliveries": edit})
 
 
 @migration
