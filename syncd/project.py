@@ -247,9 +247,7 @@ class Projector:
         new to the export, watched from the start, must not survey everyone."""
         if attributes is None:
             return True
-        before = orjson.loads(attributes)
-        old = [before.get(col, value) for col, value in zip(header, row, strict=False)]
-        return self.watched(old) == self.watched(row)
+        return self.watched(stored_row(attributes, header, row)) == self.watched(row)
 
     def sample(
         self, key: str, kind: str, attributes: str | None, header: list[str], payload: str
@@ -261,8 +259,7 @@ class Projector:
         after = orjson.loads(payload)
         before: dict[str, dict[str, Any]] = {"fields": {}, "metadata": {}}
         if attributes is not None and kind == "changed":
-            stored = orjson.loads(attributes)
-            previous = self.project(key, [stored.get(col, "") for col in header])
+            previous = self.project(key, stored_row(attributes, header))
             if isinstance(previous, Contact):
                 before = {"fields": dict(previous.fields), "metadata": dict(previous.metadata)}
         changes = {}
@@ -286,6 +283,15 @@ class Projector:
             "types": dict(mapping.types),
             "phone_region": self.region,
         }
+
+
+def stored_row(attributes: str, header: list[str], fill: list[str] | None = None) -> list[str]:
+    """A contact's stored `attributes` (its last export row, as JSON) as a row under this
+    `header`: a column it did not have is `fill`'s value there, else empty."""
+    before = orjson.loads(attributes)
+    if fill is None:
+        return [before.get(col, "") for col in header]
+    return [before.get(col, value) for col, value in zip(header, fill, strict=False)]
 
 
 @dataclass

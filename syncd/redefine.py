@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from syncd.plan import Plan
-from syncd.project import Candidate, Projector
+from syncd.project import Candidate, Projector, stored_row
 from syncd.state.diffed import DiffStore
 
 UNRECORDED = "no digest definition was recorded (a store from before syncd kept them)"
@@ -125,8 +125,7 @@ class Redefinitions:
             if not (vplan.rebaseline or vplan.convert):
                 continue
             for key, stored, attributes in self.db.absent(name):
-                before = orjson.loads(attributes)
-                row = [before.get(col, "") for col in header]
+                row = stored_row(attributes, header)
                 if proj.trigger is not None:
                     digest, data = proj.watched(row), ""
                 else:
