@@ -205,7 +205,6 @@ class Differ:
                     name, proj, cand, digest, data, acked, opened
                 )
             attributes = old.attributes if old else None
-            soon = f"surveyed by {surveyor} {when}: within min_days_between_surveys = "
             d = decide(
                 Facts(
                     digest,
@@ -219,7 +218,8 @@ class Differ:
                     and proj.same_before(cand.row, attributes, self.header),
                     suppressed=suppressed,
                     suppress_upserts=sup.upserts,
-                    too_soon=f"{soon}{sup.min_days_between_surveys}"
+                    too_soon=f"surveyed by {surveyor} {when}: within min_days_between_surveys"
+                    f" = {sup.min_days_between_surveys}"
                     if surveyor and sup.min_days_between_surveys > 0
                     else None,
                 )
