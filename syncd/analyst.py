@@ -237,6 +237,14 @@ RELATIONS: tuple[Relation, ...] = (
         internal=True,
     ),
     Relation(
+        "unfinished_diff",
+        "syncd's own bookkeeping: the run whose first sync has committed part of what it "
+        "found but not finished (killed, or it failed); the next run undoes that part "
+        "before anything is sent. Empty otherwise.",
+        {"run_id": "That run (`runs.id`)."},
+        internal=True,
+    ),
+    Relation(
         "_sqlite_migrations",
         "syncd's own bookkeeping (sqlite-utils' migrations table): the schema changes this "
         "store has applied.",

@@ -13,6 +13,7 @@ import signal
 
 POINTS = (
     "diff_committed",  # the diff and its pending deliveries are committed, nothing sent
+    "diff_piece_committed",  # a first sync committed a piece of its diff, not the rest
     "before_ack_recorded",  # the vendor answered a push; its outcome is not yet recorded
     "job_recorded",  # an async job (eSputnik import, SignalVine command) is about to be polled
     "token_renewed",  # a Dropthought token was just renewed

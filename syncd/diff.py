@@ -12,7 +12,10 @@ The wiring of parts that each have their own home:
 - `syncd.plan`: what the diff found, for the pipeline and the CLI.
 
 Everything is written inside one transaction; the caller commits it, or rolls it back for a
-dry run or when the truncation guard refuses the export.
+dry run or when the truncation guard refuses the export. A first sync (`pieces`) is the
+exception: it commits every `PIECE` contacts, so the WAL holds one piece, not the whole
+store, and what it committed is undone by the caller or by the next run if it does not
+finish (`syncd.state.Store.undo_first_sync`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from syncd.config import Config
+from syncd.crashpoints import crashpoint
 from syncd.decide import SURVEYS, Act, Facts, decide
 from syncd.fastpath import FirstLines, Known, fingerprint, scan
 from syncd.plan import Plan, VendorPlan
@@ -33,6 +37,7 @@ from syncd.state.diffed import Chunk, DiffStore, Stored
 from syncd.vendors.base import Connector
 
 CHUNK = 2000  # candidates compared and written at a time (3 x CHUNK SQL parameters at most)
+PIECE = 20_000  # contacts a first sync writes between commits (about 20-50 MB of WAL)
 SAMPLES = 5
 
 
@@ -49,10 +54,13 @@ class Differ:
         *,
         baseline: Iterable[str] = (),
         rebaseline: bool = True,
+        pieces: bool = False,
     ) -> None:
         self.cfg, self.connectors, self.now = cfg, connectors, now
         self.baseline = set(baseline)
         self.may_rebaseline = rebaseline
+        self.may_commit = pieces  # the caller undoes what a failed first sync committed
+        self.uncommitted = 0  # contacts written since the last commit of a first sync
         self.plan = Plan(run_id=run_id, export="")
         self.db = DiffStore(store, run_id, iso(now), "")
         self.projectors: dict[str, Projector] = {}
@@ -76,12 +84,15 @@ class Differ:
         self.next_rowid = self.db.next_rowid()
         self.firsts = FirstLines(self.salt ^ self.plan.run_id)
         with self.db.session():
+            self.pieces = self.may_commit and self.db.pieces()
             with self.db.writing():
                 self._compare(export)
             self._gone()
             self.redefinitions.absent(self.header)
         self.redefinitions.settle()
         self.db.write_cache(*self.known.after())
+        if self.pieces:
+            self.db.finished()
         return plan
 
     def _compare(self, export: Export) -> None:
@@ -178,6 +189,11 @@ class Differ:
         self.next_rowid += len(inserts)
         self.db.deliveries(deliveries)
         self.db.contacts(rows, updates, reached)
+        self.uncommitted += len(chunk)
+        if self.pieces and self.uncommitted >= PIECE:
+            self.db.commit()
+            self.uncommitted = 0
+            crashpoint("diff_piece_committed")
 
     def _vendors(
         self,

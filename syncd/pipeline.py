@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from threading import Event
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,7 +21,7 @@ from syncd.clock import Clock
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
 from syncd.diff import Differ
-from syncd.errors import GuardError
+from syncd.errors import GuardError, SyncdError
 from syncd.lock import InstanceLock
 from syncd.plan import Plan
 from syncd.push import Delivered, Deliverer
@@ -215,6 +215,7 @@ def _reconcile(
                     now,
                     baseline=targets if baseline else (),
                     rebaseline=rebaseline,
+                    pieces=not dry_run,
                 )
                 report.plan = differ.run(export)
                 if progress:
@@ -225,7 +226,11 @@ def _reconcile(
                 if refused or dry_run:
                     raise _Rollback
         except _Rollback:
-            pass
+            store.undo_first_sync()  # what a refused first sync committed goes too
+        except BaseException:
+            with suppress(SyncdError):  # else the next run undoes it, before anything else
+                store.undo_first_sync()
+            raise
         else:
             crashpoint("diff_committed")
     plan = report.plan

@@ -242,7 +242,7 @@ def crash_loop(folder: Path, iterations: int, seed: int, max_nth: int) -> Loop:
 
 
 def reachable(vendors: list[str]) -> set[str]:
-    points = set(POINTS)
+    points = set(POINTS) - {"diff_piece_committed"}  # a first sync of PIECE contacts: below
     if "dropthought" not in vendors:
         points.discard("token_renewed")
     if not {"esputnik", "signalvine"} & set(vendors):
@@ -259,3 +259,45 @@ def test_a_short_crash_loop(tmp_path: Path) -> None:
 def test_the_long_crash_loop(tmp_path: Path) -> None:
     loop = crash_loop(tmp_path, iterations=200, seed=2, max_nth=3)
     assert loop.kills >= 100
+
+
+# a first sync in pieces of 7 contacts, written 7 at a time (the real ones are 20,000)
+SMALL_PIECES = [
+    sys.executable,
+    "-c",
+    "import sys, syncd.diff as d; d.PIECE = d.CHUNK = 7; sys.argv[0] = 'syncd'; "
+    "from syncd.cli import main; main()",
+]
+
+
+def test_a_first_sync_killed_between_pieces_is_undone_before_anything_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill leaves committed pieces: contacts and pending deliveries nobody sent. The
+    next run (here a pull, which sends nothing) undoes them first; a sync then sends
+    every contact once, as if the first sync had never begun."""
+    monkeypatch.setattr(sys.modules[__name__], "SYNCD", SMALL_PIECES)
+    with Stack() as stack:
+        loop = Loop(tmp_path, stack, seed=3)
+        assert loop.run("sync", "diff_piece_committed:3") == -9
+        loop.check_invariants()
+        conn = loop.db()
+        try:
+            assert conn.execute("SELECT count(*) FROM unfinished_diff").fetchone()[0] == 1
+            # three pieces of 7 rows were committed, every vendor's deliveries with them
+            assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] >= 14
+            assert conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] > 0
+        finally:
+            conn.close()
+        for name, kit in loop.kits.items():
+            assert not held(kit, loop.sims[name]), name
+        assert loop.run("pull", None) in (0, 1)
+        conn = loop.db()
+        try:
+            for table in ("unfinished_diff", "contacts", "vendor_state", "deliveries"):
+                assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+            crashed = conn.execute("SELECT status FROM runs ORDER BY id LIMIT 1").fetchone()
+            assert crashed == ("crashed",)
+        finally:
+            conn.close()
+        loop.settle()

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
+import structlog
 from sqlite_utils import Database
 
 from syncd.errors import StoreError, SyncdError
@@ -38,6 +39,8 @@ from syncd.log import scrub
 from syncd.state.schema import KNOWN, migrations
 from syncd.state.statuses import OPEN_STATUSES as OPEN_STATUSES
 from syncd.state.statuses import Status
+
+log = structlog.get_logger("syncd.state")
 
 BUSY_TIMEOUT_MS = 30_000
 # the WAL is cut back to this when SQLite starts it over
@@ -241,7 +244,7 @@ class Store:
                         self.conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             self._raise(exc)
-        self._bound_wal()
+        self.bound_wal()
 
     def _raise(self, exc: sqlite3.Error) -> NoReturn:
         """Raise `exc` as its StoreError, or as it is when it is a bug."""
@@ -250,7 +253,7 @@ class Store:
             raise exc
         raise fault from exc
 
-    def _bound_wal(self) -> None:
+    def bound_wal(self) -> None:
         """Reset a WAL grown past `WAL_RESET_AT` (see the module's docstring). The reset
         waits for old readers only once per `WAL_RESET_AT` of growth; at other commits it
         is tried without waiting, so it happens at the first commit after they are gone."""
@@ -310,7 +313,47 @@ class Store:
         with self.write():
             run_id = self.insert_run(kind, now, export_path)
             self.close_crashed(run_id)
-            return run_id
+        self.undo_first_sync()
+        return run_id
+
+    def undo_first_sync(self) -> dict[str, int]:
+        """Undo the committed pieces of a first sync that did not finish (m014), if any:
+        how many rows of each kind went. Such a diff began on a store with no contact, no
+        acknowledgement and no open delivery (`DiffStore.pieces`), so undoing it is
+        emptying `contacts` and `vendor_state` and deleting its run's deliveries and
+        quarantined rows; its digest definitions stay (they describe no stored digest).
+        In `PRUNE_BATCH`-row transactions, so the WAL stays bounded here too; the marker
+        goes last, so a kill half-way leaves the rest to the next run. Only the holder of
+        the instance lock may call this (as `start_run` does)."""
+        run = self.scalar("SELECT run_id FROM unfinished_diff")
+        if run is None:
+            return {}
+        steps = {  # table → (what names a row, the rows to delete)
+            "deliveries": ("id", "SELECT id FROM deliveries WHERE run_id = :run"),
+            "quarantine": ("id", "SELECT id FROM quarantine WHERE run_id = :run"),
+            "contacts": ("rowid", "SELECT rowid FROM contacts"),
+            "vendor_state": ("(vendor, key)", "SELECT vendor, key FROM vendor_state"),
+        }
+        gone = dict.fromkeys(steps, 0)
+        for table, (row, select) in steps.items():
+            while True:
+                with self.write() as c:
+                    # the diff's own kind of write: the contacts' generation moves once
+                    c.execute("UPDATE contacts_generation SET in_diff = 1")
+                    n = c.execute(
+                        f"DELETE FROM {table} WHERE {row} IN ({select} LIMIT {PRUNE_BATCH})",
+                        {"run": run},
+                    ).rowcount
+                    c.execute(
+                        "UPDATE contacts_generation SET generation = generation + 1, in_diff = 0"
+                    )
+                gone[table] += n
+                if n < PRUNE_BATCH:
+                    break
+        with self.write() as c:
+            c.execute("DELETE FROM unfinished_diff")
+        log.warning("undid an unfinished first sync", run=run, **gone)
+        return gone
 
     def close_crashed(self, by: int) -> int:
         """Close every run but `by` still marked `running` as `crashed`: syncd was killed

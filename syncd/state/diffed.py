@@ -66,6 +66,36 @@ class DiffStore:
                 "UPDATE contacts_generation SET generation = generation + 1, in_diff = 0"
             )
 
+    def pieces(self) -> bool:
+        """Begin committing as the diff goes (`commit`) if this is a first sync: the store
+        holds no contact, no acknowledgement and no open delivery, so the next run can undo
+        a diff that does not finish exactly (`Store.undo_first_sync`; m014)."""
+        fresh = self.conn.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM contacts) AND NOT EXISTS "
+            "(SELECT 1 FROM vendor_state) AND NOT EXISTS (SELECT 1 FROM deliveries "
+            f"INDEXED BY deliveries_open WHERE status IN {OPEN_STATUSES!r})"
+        ).fetchone()[0]
+        if fresh:
+            self.conn.execute("INSERT INTO unfinished_diff (run_id) VALUES (?)", (self.run_id,))
+        return bool(fresh)
+
+    def commit(self) -> None:
+        """Commit what the diff wrote so far and go on in a new transaction (a first sync
+        only, see `pieces`): the WAL holds one piece, not the whole store. The contacts'
+        generation moves on at each commit, so a cache is never taken for this state."""
+        if self.writer:
+            self.writer.wait()
+            self.writer.check()
+        self.conn.execute("UPDATE contacts_generation SET generation = generation + 1, in_diff = 0")
+        self.conn.execute("COMMIT")
+        self.store.bound_wal()
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("UPDATE contacts_generation SET in_diff = 1")
+
+    def finished(self) -> None:
+        """The diff is whole: nothing is left to undo (committed with its last piece)."""
+        self.conn.execute("DELETE FROM unfinished_diff WHERE run_id = ?", (self.run_id,))
+
     @contextmanager
     def writing(self) -> Iterator[None]:
         """The bulk writes (`deliveries`, `contacts`) run on the writer thread until the
@@ -394,11 +424,12 @@ class Writer:
     def submit(self, sql: str, rows: Sequence[Sequence[Any]], *params: Any) -> None:
         """Run `sql` with `rows` as its first parameter, a JSON array of arrays, and
         `params` as the next ones."""
-        self._raise()
+        self.check()
         if rows:
             self.jobs.put((sql, (orjson.dumps(rows).decode(), *params)))
 
-    def _raise(self) -> None:
+    def check(self) -> None:
+        """Raise the error of a write that failed, if one did."""
         if self.error is not None:
             raise self.error
 
@@ -411,4 +442,4 @@ class Writer:
         self.jobs.put(None)
         self.thread.join()
         if kind is None:
-            self._raise()
+            self.check()
