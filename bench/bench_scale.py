@@ -397,7 +397,7 @@ def round_esputnik(
     n: int, data: Path, tree: Path, sims: Sims, only: set[str], fast: bool, label: str
 ) -> dict[str, Any]:
     first, second = make_data(data, n)
-    work = fresh(Path(tempfile.gettempdir()) / f"bench-scale-{label}-{n}")
+    work = fresh(Path(tempfile.gettempdir()) / f"bench-scale-{label}-{n}-{os.getpid()}")
     urls = sims.urls
     out: dict[str, Any] = {}
     sims.reset()
@@ -457,7 +457,7 @@ def round_store(
     n: int, data: Path, tree: Path, sims: Sims, send_all: bool, label: str
 ) -> dict[str, Any]:
     first, _ = make_data(data, n)
-    work = fresh(Path(tempfile.gettempdir()) / f"bench-scale-store-{label}-{n}")
+    work = fresh(Path(tempfile.gettempdir()) / f"bench-scale-store-{label}-{n}-{os.getpid()}")
     sims.reset()
     cfg = write_config(work, first, sims.urls, FIVE, 0.01)
     db = work / "bench.db"
