@@ -87,6 +87,7 @@ class Differ:
             self.pieces = self.may_commit and self.db.pieces()
             with self.db.writing():
                 self._compare(export)
+            del self.firsts  # 12 bytes a new key: let go before the cache is rebuilt
             self._gone()
             self.redefinitions.absent(self.header)
         self.redefinitions.settle()
