@@ -237,6 +237,18 @@ RELATIONS: tuple[Relation, ...] = (
         internal=True,
     ),
     Relation(
+        "export_header",
+        "syncd's own bookkeeping: the header of the last export diffed, so that a CRM column "
+        "renamed is renamed in `contacts.attributes` without every row being looked at again.",
+        {
+            "id": "Always 1: the table holds one row.",
+            "named": "The names `contacts.attributes` are keyed by (a JSON array, in order).",
+            "salted": "The names the contacts' fingerprints were made under: a column no "
+            "mapping reads keeps its first name here.",
+        },
+        internal=True,
+    ),
+    Relation(
         "unfinished_diff",
         "syncd's own bookkeeping: the run whose first sync has committed part of what it "
         "found but not finished (killed, or it failed); the next run undoes that part "

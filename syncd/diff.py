@@ -29,7 +29,7 @@ from syncd.crashpoints import crashpoint
 from syncd.decide import SURVEYS, Act, Facts, decide
 from syncd.fastpath import FirstLines, Known, fingerprint, scan
 from syncd.plan import Plan, VendorPlan
-from syncd.project import Candidate, Projector, config_salt, prepare
+from syncd.project import Candidate, Projector, config_salt, prepare, renamed, salted
 from syncd.redefine import Redefinitions
 from syncd.source import Bad, Export
 from syncd.state import Store, iso
@@ -69,8 +69,10 @@ class Differ:
     def run(self, export: Export) -> Plan:
         plan = self.plan
         plan.export = self.db.export = str(export.path)
-        self.salt = config_salt(self.cfg, export)
         self.header = export.header
+        named, before = self.db.header()
+        salted_with = salted(self.cfg, self.header, before)
+        self.salt = config_salt(self.cfg, export, salted_with)
         for name, vcfg in self.cfg.vendors.items():
             connector = self.connectors[name]
             self.projectors[name] = Projector(
@@ -85,6 +87,8 @@ class Differ:
         self.firsts = FirstLines(self.salt ^ self.plan.run_id)
         with self.db.session():
             self.pieces = self.may_commit and self.db.pieces()
+            if renames := renamed(named, self.header):
+                self.db.rename(renames)
             with self.db.writing():
                 self._compare(export)
             del self.firsts  # 12 bytes a new key: let go before the cache is rebuilt
@@ -92,6 +96,7 @@ class Differ:
             self.redefinitions.absent(self.header)
         self.redefinitions.settle()
         self.db.write_cache(*self.known.after())
+        self.db.record_header(self.header, salted_with)
         if self.pieces:
             self.db.finished()
         return plan

@@ -27,12 +27,12 @@ from syncd.vendors.base import Connector, Contact
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 
-def config_salt(cfg: Config, export: Export) -> int:
+def config_salt(cfg: Config, export: Export, names: list[str]) -> int:
     """Changes whenever what the vendors see could change: mappings, vendors, key, ignores,
-    and the export's header and delimiter (the same bytes under other column names, or
-    split on another delimiter, are other cells)."""
+    and the export's header (`names`, see `salted`) and delimiter (the same bytes under
+    other column names, or split on another delimiter, are other cells)."""
     sig = {
-        "header": export.header,
+        "header": names,
         "delimiter": export.delimiter,
         "key": cfg.source.key,
         "ignore": cfg.source.ignore_columns,
@@ -50,6 +50,28 @@ def config_salt(cfg: Config, export: Export) -> int:
     }
     salt = hashlib.blake2b(json.dumps(sig, sort_keys=True).encode(), digest_size=8).digest()
     return int.from_bytes(salt, "little")
+
+
+def salted(cfg: Config, header: list[str], before: list[str] | None) -> list[str]:
+    """The header as the fingerprints are salted with it, given the names they were salted
+    with `before`: a column nothing reads (not the key, not ignored, in no mapping) keeps
+    its name from then, so renaming it in the CRM re-examines no row. Its name only labels
+    `contacts.attributes`, which the diff renames in place (`renamed`). A column added,
+    dropped or moved changes the rows' bytes anyway: then it is the header as it is."""
+    if before is None or len(before) != len(header):
+        return list(header)
+    read = {cfg.source.key, *cfg.source.ignore_columns}
+    read.update(c for v in cfg.vendors.values() for c in v.mapping.columns)
+    return [new if new in read else old for old, new in zip(before, header, strict=True)]
+
+
+def renamed(before: list[str] | None, header: list[str]) -> dict[str, str]:
+    """The columns renamed since the header `contacts.attributes` are keyed by (`before`),
+    old name → new; none when a column was added, dropped or moved (every row's bytes
+    change then, so every row is written again)."""
+    if before is None or len(before) != len(header):
+        return {}
+    return {old: new for old, new in zip(before, header, strict=True) if old != new}
 
 
 # Names how `Projector.digest` turns a row into a hash: bump it whenever the same row and

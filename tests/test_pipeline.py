@@ -18,7 +18,7 @@ from syncd.demo import SANDBOX_TABLES, mapping_text
 from syncd.errors import GuardError
 from syncd.pipeline import opened
 from syncd.pull import pull
-from syncd.sample import row, rows
+from syncd.sample import HEADER, row, rows
 from syncd.sandbox.altcraft import AltcraftSim
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
@@ -321,6 +321,87 @@ def test_the_same_rows_under_renamed_columns_are_other_contacts(
     assert report.plan.counts()["esputnik"]["changed"] == differs > 0
     held = {c["externalCustomerId"]: c for c in sim[0].contacts()}
     assert {held[r[0]]["firstName"] for r in data} == {r[2] for r in data}
+
+
+def attributes(world: World) -> dict[str, dict[str, str]]:
+    store = world.store()
+    try:
+        return {
+            r["key"]: json.loads(r["attributes"])
+            for r in store.query("SELECT key, attributes FROM contacts")
+        }
+    finally:
+        store.close()
+
+
+def fingerprints(world: World) -> dict[str, int]:
+    store = world.store()
+    try:
+        return {r["key"]: r["rhash"] for r in store.query("SELECT key, rhash FROM contacts")}
+    finally:
+        store.close()
+
+
+def test_columns_nothing_reads_renamed_in_the_crm_look_at_no_row_again(
+    world: World, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """Renaming unmapped columns (two swapped, one renamed) keeps every fingerprint, so the
+    diff takes the fast path for every row; `contacts.attributes` takes the new names, a
+    gone contact's too; and a changed row among them is still sent."""
+    data = list(rows(30))
+    world.write(data)
+    assert world.sync().exit_code == 0
+    world.write(data[1:])  # the first contact is gone
+    assert world.sync().exit_code == 0
+    before, sent = fingerprints(world), len(sim[0].contacts())
+    text = world.export.read_bytes()
+    header, _, body = text.partition(b"\r\n")
+    renamed = header.replace(b"City;Country", b"Country;City").replace(b"Notes", b"Remarks")
+    assert renamed != header
+    world.export.write_bytes(renamed + b"\r\n" + body)
+    report = world.sync()
+    assert report.exit_code == 0 and report.plan is not None
+    assert report.plan.unchanged == 29
+    assert fingerprints(world) == before  # no row was rewritten
+    assert len(sim[0].contacts()) == sent
+    city, country = HEADER.index("City"), HEADER.index("Country")
+    for r in data:
+        attrs = attributes(world)[r[0]]
+        assert "Notes" not in attrs and attrs["Remarks"] == r[HEADER.index("Notes")]
+        # by position: the column the export now calls Country is the one that was City
+        assert (attrs["Country"], attrs["City"]) == (r[city], r[country])
+    # the next export under the new names, with one mapped change: one send, fast otherwise
+    edited = [list(r) for r in data[1:]]
+    edited[3][HEADER.index("Last Name")] += "-x"
+    edited[4][HEADER.index("Notes")] += " (unmapped)"
+    world.write(edited)
+    text = world.export.read_bytes()
+    header, _, body = text.partition(b"\r\n")
+    renamed = header.replace(b"City;Country", b"Country;City").replace(b"Notes", b"Remarks")
+    world.export.write_bytes(renamed + b"\r\n" + body)
+    report = world.sync()
+    assert report.plan is not None
+    assert report.plan.counts()["esputnik"]["changed"] == 1
+    assert report.plan.unchanged == 27
+    assert attributes(world)[edited[4][0]]["Remarks"] == edited[4][HEADER.index("Notes")]
+
+
+def test_a_store_from_before_the_recorded_header_looks_at_no_row_again(world: World) -> None:
+    """A store upgraded to m015 has no recorded header: its fingerprints were salted with
+    the header's names as they are, so the first diff after the upgrade finds them all."""
+    data = list(rows(20))
+    world.write(data)
+    assert world.sync().exit_code == 0
+    before = fingerprints(world)
+    store = world.store()
+    try:
+        with store.write() as c:
+            c.execute("DELETE FROM export_header")
+    finally:
+        store.close()
+    report = world.sync()
+    assert report.plan is not None and report.plan.unchanged == 20
+    assert fingerprints(world) == before
 
 
 def test_a_row_quarantined_for_two_vendors_is_one_quarantined_row(

@@ -71,9 +71,10 @@ class DiffStore:
         holds no contact, no acknowledgement and no open delivery, so the next run can undo
         a diff that does not finish exactly (`Store.undo_first_sync`; m014)."""
         fresh = self.conn.execute(
-            "SELECT NOT EXISTS (SELECT 1 FROM contacts) AND NOT EXISTS "
-            "(SELECT 1 FROM vendor_state) AND NOT EXISTS (SELECT 1 FROM deliveries "
-            f"INDEXED BY deliveries_open WHERE status IN {OPEN_STATUSES!r})"
+            # each an end of a B-tree: a search, not a scan, however big the tables
+            "SELECT (SELECT max(rowid) FROM contacts) IS NULL "
+            "AND (SELECT max(vendor) FROM vendor_state) IS NULL AND NOT EXISTS (SELECT 1 "
+            f"FROM deliveries INDEXED BY deliveries_open WHERE status IN {OPEN_STATUSES!r})"
         ).fetchone()[0]
         if fresh:
             self.conn.execute("INSERT INTO unfinished_diff (run_id) VALUES (?)", (self.run_id,))
@@ -166,6 +167,12 @@ class DiffStore:
     # --- reads ------------------------------------------------------------------------
     def next_rowid(self) -> int:
         return int(self.store.scalar("SELECT coalesce(max(rowid), 0) FROM contacts")) + 1
+
+    def header(self) -> tuple[list[str] | None, list[str] | None]:
+        """The last diff's header: (the names `contacts.attributes` are keyed by, the names
+        the fingerprints were salted with); (None, None) before the first (m015)."""
+        row = self.conn.execute("SELECT named, salted FROM export_header").fetchone()
+        return (orjson.loads(row[0]), orjson.loads(row[1])) if row else (None, None)
 
     def definitions(self) -> dict[str, str]:
         """Each vendor's recorded digest definition (JSON text)."""
@@ -272,6 +279,27 @@ class DiffStore:
             "definition = excluded.definition, recorded_at = excluded.recorded_at, "
             "run_id = excluded.run_id",
             (vendor, definition, self.ts, self.run_id),
+        )
+
+    def record_header(self, named: list[str], salted: list[str]) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO export_header (id, named, salted) VALUES (1, ?, ?)",
+            (orjson.dumps(named).decode(), orjson.dumps(salted).decode()),
+        )
+
+    def rename(self, renames: Mapping[str, str]) -> int:
+        """Rename columns (old name → new) in every contact's attributes at once, swaps
+        included; how many contacts had one. Their fingerprints stay: nothing reads these
+        columns but the analysts (`syncd.project.salted`)."""
+        return int(
+            self.conn.execute(
+                "UPDATE contacts SET attributes = (SELECT json_group_object("
+                "coalesce(r.value, e.key), e.value) FROM json_each(contacts.attributes) e "
+                "LEFT JOIN json_each(?1) r ON r.key = e.key) "
+                "WHERE EXISTS (SELECT 1 FROM json_each(contacts.attributes) e "
+                "WHERE e.key IN (SELECT key FROM json_each(?1)))",
+                (orjson.dumps(renames).decode(),),
+            ).rowcount
         )
 
     def quarantine(self, line: int | None, key: str | None, vendor: str | None, why: str) -> None:

@@ -571,3 +571,16 @@ def m014_first_sync_pieces(db: Database) -> None:
     sent; the next run undoes it (`Store.undo_first_sync`) before anything else, as a
     failed run does at once, so a first sync is still all or nothing."""
     db.execute("CREATE TABLE unfinished_diff (run_id INTEGER PRIMARY KEY REFERENCES runs(id))")
+
+
+@migration
+def m015_export_header(db: Database) -> None:
+    """The header of the last export diffed: the names `contacts.attributes` are keyed by,
+    and the names the fingerprints were salted with (`syncd.project.salted`), so a column
+    renamed in the CRM that nothing reads is renamed in `contacts.attributes` by one
+    statement instead of every row being looked at again (33x a bare read of the export).
+    """
+    db.execute(
+        "CREATE TABLE export_header (id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "named TEXT NOT NULL, salted TEXT NOT NULL)"
+    )
