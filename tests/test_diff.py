@@ -3,12 +3,13 @@ suppression of opt-outs it reads from the store."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
@@ -161,3 +162,48 @@ def test_a_repeat_of_a_replaced_row_is_named_by_the_key_its_new_row_has() -> Non
     assert known.see(np.array([1]), np.array([9])) == (0, [(9, "K2", 3)])
     live, rowids = known.after()
     assert live.tolist() == [10, 99] and rowids.tolist() == [1, 2]  # K3 is gone
+
+
+NAMES = st.text(st.sampled_from('ab"é.$ \\\x01'), min_size=1, max_size=4)
+
+
+@settings(deadline=None, max_examples=60)  # a store is opened (migrated) per example
+@given(
+    header=st.lists(NAMES, min_size=1, max_size=5, unique=True),
+    data=st.data(),
+)
+def test_renaming_columns_in_attributes_is_renaming_them_by_position(
+    tmp_path_factory: pytest.TempPathFactory, header: list[str], data: st.DataObject
+) -> None:
+    """Any renames, swaps included, and names a JSON path cannot hold (`"`), give each
+    contact's attributes as the row would under the new header, in one statement."""
+    new = data.draw(st.permutations(header)) if data.draw(st.booleans()) else list(header)
+    new = [data.draw(st.sampled_from([n, n + "2"])) for n in new]
+    if len(set(new)) < len(new):
+        return
+    renames = {o: n for o, n in zip(header, new, strict=True) if o != n}
+    store = Store.open(tmp_path_factory.mktemp("rename") / "s.db")
+    try:
+        rows = [[f"v{i}{j}" for j in range(len(header))] for i in range(3)]
+        with store.write() as c:
+            for i, row in enumerate(rows):
+                c.execute(
+                    "INSERT INTO contacts (key, attributes, rhash, first_seen, updated_at) "
+                    "VALUES (?, ?, 1, 't', 't')",
+                    (str(i), json.dumps(dict(zip(header, row, strict=True)), ensure_ascii=False)),
+                )
+            c.execute(
+                "INSERT INTO contacts (key, attributes, rhash, first_seen, updated_at) "
+                "VALUES ('other', '{\"x\":\"y\"}', 1, 't', 't')"
+            )
+            if renames:
+                assert DiffStore(store, 1, "t", "").rename(renames) == len(rows)
+        got = {
+            r["key"]: json.loads(r["attributes"])
+            for r in store.query("SELECT key, attributes FROM contacts")
+        }
+    finally:
+        store.close()
+    for i, row in enumerate(rows):
+        assert got[str(i)] == dict(zip(new, row, strict=True))
+    assert got["other"] == {"x": "y"}

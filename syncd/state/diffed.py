@@ -291,16 +291,28 @@ class DiffStore:
         """Rename columns (old name → new) in every contact's attributes at once, swaps
         included; how many contacts had one. Their fingerprints stay: nothing reads these
         columns but the analysts (`syncd.project.salted`)."""
-        return int(
-            self.conn.execute(
+        if any(orjson.dumps(n).decode() != f'"{n}"' for pair in renames.items() for n in pair):
+            # a key stored escaped (`"`, `\`, control characters) is not what a JSON path
+            # names (SQLite has no escapes in path labels): rebuild each object key by key,
+            # three times slower
+            sql = (
                 "UPDATE contacts SET attributes = (SELECT json_group_object("
                 "coalesce(r.value, e.key), e.value) FROM json_each(contacts.attributes) e "
-                "LEFT JOIN json_each(?1) r ON r.key = e.key) "
-                "WHERE EXISTS (SELECT 1 FROM json_each(contacts.attributes) e "
-                "WHERE e.key IN (SELECT key FROM json_each(?1)))",
-                (orjson.dumps(renames).decode(),),
-            ).rowcount
-        )
+                "LEFT JOIN json_each(?) r ON r.key = e.key) WHERE EXISTS (SELECT 1 FROM "
+                "json_each(contacts.attributes) e WHERE e.key IN (SELECT key FROM json_each(?)))"
+            )
+            params = [orjson.dumps(renames).decode()] * 2
+        else:  # every new key set from the old object, so a swap takes both values
+            old = [f'$."{name}"' for name in renames]
+            sets = ", ".join("?, attributes -> ?" for _ in old)
+            sql = (
+                f"UPDATE contacts SET attributes = json_set(json_remove(attributes, "
+                f"{', '.join('?' * len(old))}), {sets}) WHERE "
+                + " OR ".join("json_type(attributes, ?) IS NOT NULL" for _ in old)
+            )
+            pairs = [p for o, n in zip(old, renames.values(), strict=True) for p in (f'$."{n}"', o)]
+            params = [*old, *pairs, *old]
+        return int(self.conn.execute(sql, params).rowcount)
 
     def quarantine(self, line: int | None, key: str | None, vendor: str | None, why: str) -> None:
         self.conn.execute(
