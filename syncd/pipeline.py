@@ -157,6 +157,12 @@ def reconcile(
         if not dry_run:
             report.run_id = store.start_run("reconcile", report.started)
             logmod.bind(run_id=report.run_id)
+        elif unfinished := store.unfinished_first_sync():
+            log.warning(
+                "a first sync did not finish: the next sync undoes what it wrote, before "
+                "anything else; this dry run counts those contacts as known",
+                run=unfinished,
+            )
         try:
             _reconcile(
                 cfg,

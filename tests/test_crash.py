@@ -291,6 +291,14 @@ def test_a_first_sync_killed_between_pieces_is_undone_before_anything_is_sent(
             conn.close()
         for name, kit in loop.kits.items():
             assert not held(kit, loop.sims[name]), name
+        dry = subprocess.run(
+            [*SYNCD, "--config", str(loop.config), "sync", "--dry-run"],
+            env={**os.environ, "SYNCD_LOG_LEVEL": "WARNING"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert dry.returncode == 0 and "a first sync did not finish" in dry.stderr, dry.stderr
         assert loop.run("pull", None) in (0, 1)
         conn = loop.db()
         try:

@@ -316,6 +316,11 @@ class Store:
         self.undo_first_sync()
         return run_id
 
+    def unfinished_first_sync(self) -> int | None:
+        """The run whose first sync committed pieces and did not finish, if any (m014)."""
+        run = self.scalar("SELECT run_id FROM unfinished_diff")
+        return None if run is None else int(run)
+
     def undo_first_sync(self) -> dict[str, int]:
         """Undo the committed pieces of a first sync that did not finish (m014), if any:
         how many rows of each kind went. Such a diff began on a store with no contact, no
@@ -325,7 +330,7 @@ class Store:
         In `PRUNE_BATCH`-row transactions, so the WAL stays bounded here too; the marker
         goes last, so a kill half-way leaves the rest to the next run. Only the holder of
         the instance lock may call this (as `start_run` does)."""
-        run = self.scalar("SELECT run_id FROM unfinished_diff")
+        run = self.unfinished_first_sync()
         if run is None:
             return {}
         steps = {  # table → (what names a row, the rows to delete)
