@@ -59,7 +59,7 @@ class Differ:
         self.cfg, self.connectors, self.now = cfg, connectors, now
         self.baseline = set(baseline)
         self.may_rebaseline = rebaseline
-        self.may_commit = pieces  # the caller undoes what a failed first sync committed
+        self.pieces = pieces  # a first sync may commit as it goes: its caller undoes that
         self.uncommitted = 0  # contacts written since the last commit of a first sync
         self.plan = Plan(run_id=run_id, export="")
         self.db = DiffStore(store, run_id, iso(now), "")
@@ -86,7 +86,7 @@ class Differ:
         self.next_rowid = self.db.next_rowid()
         self.firsts = FirstLines(self.salt ^ self.plan.run_id)
         with self.db.session():
-            self.pieces = self.may_commit and self.db.pieces()
+            self.pieces = self.pieces and self.db.pieces()
             if renames := renamed(named, self.header):
                 self.db.rename(renames)
             with self.db.writing():

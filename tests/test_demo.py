@@ -23,6 +23,8 @@ def test_the_demo_runs_and_every_view_and_example_returns_rows(tmp_path: Path) -
     conn = sqlite3.connect(tmp_path / "syncd.db")
     try:
         for relation in RELATIONS:
+            if relation.name == "unfinished_diff":  # holds a row only while a first sync runs
+                continue
             n = conn.execute(f"SELECT count(*) FROM {relation.name}").fetchone()[0]
             assert n > 0, f"{relation.name} is empty on the demo database"
         for example in EXAMPLES:
