@@ -49,7 +49,7 @@ from typing import Any, ClassVar, Literal
 from syncd.errors import FatalError, OptionError, RetriableError
 from syncd.http import read_json, snippet
 from syncd.settings import Option
-from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
+from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status
 
 ADDRESS_FIELDS = ("region", "town", "address", "postcode")
 # mapping field name -> the name `contactFields` takes for it
@@ -183,6 +183,12 @@ class ESputnik(Connector):
         return out
 
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
+        started = self.start(batch, on_job)
+        return started if isinstance(started, list) else self.follow(started)
+
+    def start(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result] | Job:
+        """Post the batch: the contacts refused at once, and the import session of the rest
+        (reported through `on_job` before anything else happens)."""
         resp = self.http.request("POST", "/api/v1/contacts", json=self.body(batch))
         answer = read_json(resp, dict, vendor=self.name)
         results: dict[str, Result] = {}
@@ -211,9 +217,13 @@ class ESputnik(Connector):
                 vendor=self.name,
             )
         on_job(session)
-        for r in self.resume(session, rest):
-            results[r.key] = r
-        return list(results.values())
+        return self._session(session, rest, list(results.values()))
+
+    def _session(
+        self, job: str, contacts: Sequence[Contact], done: list[Result] | None = None
+    ) -> Job:
+        deadline = self.clock.monotonic() + self.opts["poll_timeout"]
+        return Job(job, contacts, self.opts["poll_every"], deadline, done or [])
 
     def _failed(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
         """`failedContacts`: absent, one object, or an array of them (the spec's quirk)."""
@@ -232,31 +242,34 @@ class ESputnik(Connector):
 
     def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
         """Poll the import session until it is FINISHED or ERROR (or we give up)."""
-        deadline = self.clock.monotonic() + self.opts["poll_timeout"]
-        while True:
-            resp = self.http.request("GET", f"/api/v1/importstatus/{job}")
-            status = read_json(resp, dict, vendor=self.name)
-            state = status.get("status")
-            if state not in SESSION_STATES:
-                raise RetriableError(
-                    f"import session {job}: status {state!r} is not one of {SESSION_STATES}",
-                    vendor=self.name,
-                )
-            if state == "FINISHED":
-                mapping = status.get("mapping")
-                ids = {
-                    m["dedupeValue"].lower(): m.get("contactId")
-                    for m in (mapping if isinstance(mapping, list) else [])
-                    if isinstance(m, dict) and isinstance(m.get("dedupeValue"), str)
-                }
-                return [Result(c.key, Status.SENT, ref=_ref(ids, c)) for c in batch]
-            if state == "ERROR":
-                reason = f"import session failed: {status.get('description') or 'no description'}"
-                return [Result(c.key, Status.FAILED, reason) for c in batch]
-            if self.clock.monotonic() >= deadline:
-                reason = f"import session {job} still {state} after polling"
-                return [Result(c.key, Status.PENDING, reason) for c in batch]
-            self.clock.sleep(self.opts["poll_every"])
+        return self.follow(self._session(job, batch))
+
+    def poll(self, job: Job) -> list[Result] | None:
+        """One look at an import session: FINISHED (sent), ERROR (failed with the session's
+        description), still running past `poll_timeout` (pending), else None."""
+        resp = self.http.request("GET", f"/api/v1/importstatus/{job.id}")
+        status = read_json(resp, dict, vendor=self.name)
+        state = status.get("status")
+        if state not in SESSION_STATES:
+            raise RetriableError(
+                f"import session {job.id}: status {state!r} is not one of {SESSION_STATES}",
+                vendor=self.name,
+            )
+        if state == "FINISHED":
+            mapping = status.get("mapping")
+            ids = {
+                m["dedupeValue"].lower(): m.get("contactId")
+                for m in (mapping if isinstance(mapping, list) else [])
+                if isinstance(m, dict) and isinstance(m.get("dedupeValue"), str)
+            }
+            return [Result(c.key, Status.SENT, ref=_ref(ids, c)) for c in job.contacts]
+        if state == "ERROR":
+            reason = f"import session failed: {status.get('description') or 'no description'}"
+            return [Result(c.key, Status.FAILED, reason) for c in job.contacts]
+        if self.clock.monotonic() >= job.deadline:
+            reason = f"import session {job.id} still {state} after polling"
+            return [Result(c.key, Status.PENDING, reason) for c in job.contacts]
+        return None
 
     def _match(self, item: dict[str, Any], batch: Sequence[Contact]) -> Contact | None:
         """Which contact of the batch a `failedContacts` entry is."""
