@@ -26,6 +26,10 @@
   object, no session id, a `failedContacts` that is neither, an entry naming no contact of
   the batch) acknowledges nothing: the batch stays pending and is sent again (harmless
   for an upsert). An `errorMessage` without a session is eSputnik refusing the request.
+- Up to `open_sessions` import sessions are open at once: the next batch is posted while
+  earlier sessions import, and every open session is polled in one round each
+  `poll_every` (`start` and `poll`; the delivery loop keeps the window). Each session's id
+  is recorded before it is first polled, so a restart polls it and never re-sends it.
 - Unsubscribes are read from `GET /api/v2/contacts/activity?activityStatus=UNSUBSCRIBED`
   with its opaque `offset` cursor.
 
@@ -88,6 +92,13 @@ class ESputnik(Connector):
         ),
         "restore_deleted": Option(bool, default=False),
         "poll_every": Option(float, default=5.0, help="seconds between import-status polls"),
+        "open_sessions": Option(
+            int,
+            default=4,
+            bounds=(1, 16),
+            help="import sessions open at once: the next batch is sent while earlier ones "
+            "import (1: each session is polled to its end before the next batch goes)",
+        ),
         "poll_timeout": Option(float, default=900.0, help="give up polling after this long"),
         "first_date": Option(str, help="unsubscribes: pull from this date (YYYY-MM-DD)"),
     }
@@ -181,6 +192,9 @@ class ESputnik(Connector):
         if c.metadata:
             out["fields"] = [{"id": int(k), "value": v} for k, v in c.metadata.items()]
         return out
+
+    def window(self) -> int:
+        return int(self.opts["open_sessions"])
 
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
         started = self.start(batch, on_job)
