@@ -263,6 +263,8 @@ class Deliverer:
                 done = {r.key for r in started.done}
                 self._settle({k: i for k, i in batch_ids.items() if k in done}, started.done)
                 flight.ids = {k: i for k, i in batch_ids.items() if k not in done}
+            if not self._open:  # the only job open: polled at once, as `push` would
+                self._round_at = -math.inf
             self._open.append(_Open(started, flight))
             return self._round(wait=False)  # poll now if a round is due
         crashpoint("before_ack_recorded")
