@@ -247,15 +247,18 @@ class Deliverer:
                     )
                     return False
                 return True
-            # refused whole: split to find the contacts it objects to
+            # refused whole: split to find the contacts it objects to (below, once this
+            # batch's hooks are off: the halves may wait for room, polling open jobs)
             log.info(
                 "batch refused, splitting", vendor=self.vendor, size=len(batch), error=exc.reason
             )
             flight.pending(None, count=False)
-            half = len(batch) // 2
-            return self._send(batch[:half], ids) and self._send(batch[half:], ids)
+            started = None
         finally:
             http.on_write = http.on_unsent = None
+        if started is None:
+            half = len(batch) // 2
+            return self._send(batch[:half], ids) and self._send(batch[half:], ids)
         if isinstance(started, Job):
             self._refusals = ("", 0)
             flight.write()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import Event
@@ -344,3 +345,37 @@ def test_a_stop_request_leaves_open_sessions_in_flight_and_the_next_run_polls_th
     assert {s for s, _job, _r in got.values()} == {"sent"}
     assert posted(sim) == [f"K{i:05d}" for i in range(10)]  # each contact once
     assert set(sim.state()["sessions"].values()) == {"FINISHED"}
+
+
+def test_a_batch_refused_whole_amid_open_sessions_is_split_and_each_attempt_counted_once(
+    tmp_path: Path,
+) -> None:
+    sim = ESputnikSim()
+    with Server(sim) as server:
+        connector, store, opened, _clock = sessions(tmp_path, server, "open_sessions = 2\n")
+        connector.config = replace(connector.config, batch_size=4)
+        queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(12)])
+        start = connector.start
+
+        def refuse_the_second(batch: Sequence[Contact], on_job: OnJob) -> list[Result] | Job:
+            if len(batch) == 4 and batch[0].key == "K00004":  # the second batch, whole
+                sim.faults.add("status", status=400, count=1, path="/api/v1/contacts")
+            return start(batch, on_job)
+
+        connector.start = refuse_the_second  # type: ignore[method-assign]
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        attempts = {r["key"]: r["attempts"] for r in store.query("SELECT * FROM deliveries")}
+        got = ledger(store)
+        store.close()
+    assert out.counts == {"sent": 12}
+    assert {s for s, _job, _r in got.values()} == {"sent"}
+    assert max(opened) == 2
+    assert [len(r.json()["contacts"]) for r in sim.requests("/api/v1/contacts", "POST")] == [
+        4,
+        2,  # the refused batch's halves, the second one sent once the window had room
+        2,
+        4,
+    ]
+    assert posted(sim) == [f"K{i:05d}" for i in range(12)]
+    # the refusal gave its attempt back; waiting for room marked nothing else in flight
+    assert set(attempts.values()) == {1}
