@@ -104,9 +104,10 @@ class Deliverer:
 
     def run(self) -> Delivered:
         try:
-            self.resume()
-            if self.out.stopped is None:
-                self.deliver()
+            with self.store.checkpoints_aside():  # copying the WAL overlaps the vendor's time
+                self.resume()
+                if self.out.stopped is None:
+                    self.deliver()
         except VendorDownError as exc:
             self._stopped(exc)
         return self.out

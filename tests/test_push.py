@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -379,3 +382,50 @@ def test_a_batch_refused_whole_amid_open_sessions_is_split_and_each_attempt_coun
     assert posted(sim) == [f"K{i:05d}" for i in range(12)]
     # the refusal gave its attempt back; waiting for room marked nothing else in flight
     assert set(attempts.values()) == {1}
+
+
+def test_checkpoints_aside_copy_committed_pages_from_their_own_thread(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(3)])
+    ids = [r["id"] for r in store.query("SELECT id FROM deliveries")]
+
+    def on_disk() -> set[str]:
+        """The statuses the database file holds without its WAL."""
+        copy = tmp_path / "copy.db"
+        copy.write_bytes((tmp_path / "s.db").read_bytes())
+        conn = sqlite3.connect(copy)
+        try:
+            return {r[0] for r in conn.execute("SELECT status FROM deliveries")}
+        except sqlite3.OperationalError:  # not even the tables yet
+            return set()
+        finally:
+            conn.close()
+            copy.unlink()
+
+    assert on_disk() == set()  # all in the WAL yet
+    with store.checkpoints_aside():
+        assert store.scalar("PRAGMA wal_autocheckpoint") == 0  # no copying inside commits
+        assert any(t.name == "syncd-checkpoint" for t in threading.enumerate())
+        store.mark_in_flight(ids, NOW)
+        deadline = time.monotonic() + 5
+        while on_disk() != {"in_flight"} and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert on_disk() == {"in_flight"}  # the thread copied the commit into the file
+    assert store.scalar("PRAGMA wal_autocheckpoint") == 1000
+    assert not any(t.name == "syncd-checkpoint" for t in threading.enumerate())
+    store.close()
+
+
+def test_checkpoints_aside_without_a_second_connection_leave_sqlite_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(tmp_path / "s.db")
+
+    def refuse(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", refuse)
+    with store.checkpoints_aside():
+        assert store.scalar("PRAGMA wal_autocheckpoint") == 1000
+    monkeypatch.undo()
+    store.close()
