@@ -14,11 +14,19 @@ in-flight ones (left by a crash, then a newer export) are `superseded`, so a sta
 is never sent after a fresh one. A trigger whose outcome is unknown stops its vendor for
 the run (a vendor answering like that would make every later contact unknown too); a
 configuration error (a 3xx, 404, 405) stops it with every contact left pending.
+
+A connector whose batches are async jobs that may overlap (`Connector.start`, `poll`) has
+up to `window()` of them open at once: the next batch goes while earlier jobs run, every
+open job is polled in one round (one sleep between rounds, as long as the shortest
+`Job.every`), and each is settled when it ends. An open job's batch is in flight with its
+job recorded, so when the loop stops early (a stop request, the vendor stopped, an
+exception) the jobs still open stay so, and the next run's `resume` polls them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -42,7 +50,7 @@ from syncd.errors import (
 )
 from syncd.log import scrub
 from syncd.state import Store
-from syncd.vendors.base import Connector, Contact, Result, Status
+from syncd.vendors.base import Connector, Contact, Job, Result, Status
 
 log = structlog.get_logger("syncd.push")
 
@@ -91,12 +99,15 @@ class Deliverer:
         self.progress = progress
         self.out = Delivered()
         self._refusals: tuple[str, int] = ("", 0)  # (reason, how many singles in a row)
+        self._open: list[_Open] = []  # started async jobs not yet ended, oldest first
+        self._round_at = -math.inf  # the connector clock's time of the next poll round
 
     def run(self) -> Delivered:
         try:
-            self.resume()
-            if self.out.stopped is None:
-                self.deliver()
+            with self.store.checkpoints_aside():  # copying the WAL overlaps the vendor's time
+                self.resume()
+                if self.out.stopped is None:
+                    self.deliver()
         except VendorDownError as exc:
             self._stopped(exc)
         return self.out
@@ -162,18 +173,27 @@ class Deliverer:
             for batch in self.connector.batches([_contact(r) for r in fresh]):
                 if self.stop.is_set():
                     log.info("stopping: leaving the rest pending", vendor=self.vendor)
+                    self._leave()
                     return
                 if not self._send(batch, ids):
+                    self._leave()
                     return
                 sent += len(batch)
                 if self.progress:
                     self.progress(self.vendor, sent)
             if len(rows) < page:
+                break
+        while self._open:  # the last jobs: poll them to their end
+            if self.stop.is_set() or not self._round(wait=True):
+                self._leave()
                 return
 
     def _send(self, batch: Sequence[Contact], ids: dict[str, int]) -> bool:
         """Send one batch (splitting it if the vendor refuses it whole); False = stop vendor."""
         batch_ids = {c.key: ids[c.key] for c in batch}
+        while len(self._open) >= self.connector.window():  # wait for room in the window
+            if self.stop.is_set() or not self._round(wait=True):
+                return False
         try:
             self.connector.prepare()
         except VendorError as exc:
@@ -190,7 +210,7 @@ class Deliverer:
         http = self.connector.http
         http.on_write, http.on_unsent = flight.write, flight.unsent
         try:
-            results = self.connector.push(batch, on_job)
+            started = self.connector.start(batch, on_job)
         except StopRequested:
             if not jobs:  # nothing reached the vendor that a restart could not redo
                 flight.pending(None)
@@ -228,24 +248,117 @@ class Deliverer:
                     )
                     return False
                 return True
-            # refused whole: split to find the contacts it objects to
+            # refused whole: split to find the contacts it objects to (below, once this
+            # batch's hooks are off: the halves may wait for room, polling open jobs)
             log.info(
                 "batch refused, splitting", vendor=self.vendor, size=len(batch), error=exc.reason
             )
             flight.pending(None, count=False)
-            half = len(batch) // 2
-            return self._send(batch[:half], ids) and self._send(batch[half:], ids)
+            started = None
         finally:
             http.on_write = http.on_unsent = None
+        if started is None:
+            half = len(batch) // 2
+            return self._send(batch[:half], ids) and self._send(batch[half:], ids)
+        if isinstance(started, Job):
+            self._refusals = ("", 0)
+            flight.write()
+            if started.done:  # refused at once: settled now, the job carries the rest
+                done = {r.key for r in started.done}
+                self._settle({k: i for k, i in batch_ids.items() if k in done}, started.done)
+                flight.ids = {k: i for k, i in batch_ids.items() if k not in done}
+            if not self._open:  # the only job open: polled at once, as `push` would
+                self._round_at = -math.inf
+            self._open.append(_Open(started, flight))
+            return self._round(wait=False)  # poll now if a round is due
         crashpoint("before_ack_recorded")
+        return self._acknowledged(flight, started)
+
+    def _acknowledged(self, flight: _Flight, results: Sequence[Result]) -> bool:
+        """Record what the vendor answered for one batch (or job); False = stop vendor."""
         self._refusals = ("", 0)
         flight.write()  # a connector that answered without a request still spent an attempt
-        self._settle(batch_ids, results)
+        self._settle(flight.ids, results)
         unknown = [r for r in results if r.status is Status.UNKNOWN]
         if unknown and self.connector.kind == "trigger":
             self._stop_unknown(len(unknown), unknown[0].reason or "no acknowledgement")
             return False
         return True
+
+    # --- open async jobs -------------------------------------------------------------
+    def _round(self, *, wait: bool) -> bool:
+        """Poll every open job once, settling those that ended: when the next round is due,
+        or (`wait`) after sleeping until it is. False = the vendor is stopped; the jobs
+        still open stay in flight with their job recorded."""
+        clock = self.connector.clock
+        if not self._open:
+            return True
+        delay = self._round_at - clock.monotonic()
+        if delay > 0:
+            if not wait:
+                return True
+            clock.sleep(delay)
+        self._round_at = clock.monotonic() + min(o.job.every for o in self._open)
+        for job in list(self._open):
+            ended = self._poll(job)
+            if ended is False:
+                return False
+            if isinstance(ended, list):
+                self._open.remove(job)
+                crashpoint("before_ack_recorded")
+                if not self._acknowledged(job.flight, ended):
+                    return False
+        return True
+
+    def _poll(self, job: _Open) -> list[Result] | bool | None:
+        """One poll of an open job: its results once it ended (those it knew at once are
+        settled already), None while it runs, True when a failed poll put its batch back
+        to pending, False when that stops the vendor."""
+        http = self.connector.http
+        try:
+            results = self.connector.poll(job.job)
+        except StopRequested:
+            raise  # the job is recorded: its batch stays in flight, resumed on restart
+        except (AuthError, QuotaError, EndpointError) as exc:
+            self._drop(job, exc.reason)
+            self._stopped(exc)
+            return False
+        except (RetriableError, FatalError) as exc:
+            # no answer about the job: its batch goes again (an upsert: harmless)
+            self._drop(job, exc.reason)
+            if isinstance(exc, VendorDownError) or http.breaker.open:
+                self._stopped(exc)
+                return False
+            return True
+        except OutcomeUnknownError as exc:
+            self._open.remove(job)
+            if self.connector.kind == "upsert":
+                job.flight.pending(exc.reason)
+                if http.breaker.open:
+                    self._stopped(exc)
+                    return False
+                return True
+            self._settle(
+                job.flight.ids, [Result(k, Status.UNKNOWN, exc.reason) for k in job.flight.ids]
+            )
+            self._stop_unknown(len(job.flight.ids), exc.reason)
+            return False
+        return results
+
+    def _drop(self, job: _Open, reason: str) -> None:
+        self._open.remove(job)
+        job.flight.pending(reason)
+
+    def _leave(self) -> None:
+        """The loop stops with jobs open: they stay in flight, recorded, for `resume`."""
+        if self._open:
+            log.warning(
+                "leaving open jobs in flight: the next run polls them",
+                vendor=self.vendor,
+                jobs=len(self._open),
+                rows=sum(len(o.flight.ids) for o in self._open),
+            )
+            self._open.clear()
 
     def _stop_unknown(self, n: int, reason: str) -> None:
         """A trigger vendor that left contacts unknown is stopped: it would do it again."""
@@ -281,6 +394,14 @@ class Deliverer:
     def _stopped(self, exc: Exception) -> None:
         self.out.stopped = str(exc)
         log.error("vendor stopped for this run", vendor=self.vendor, error=str(exc))
+
+
+@dataclass
+class _Open:
+    """A batch whose async job is open: in flight, its job recorded."""
+
+    job: Job
+    flight: _Flight
 
 
 class _Flight:

@@ -4,7 +4,9 @@
 subclass per name, for as long as the block runs. Every connector of a name, whoever built
 it (the pipeline, a pull, the daemon), answers from that name's `Remote`: the script of what
 becomes of each contact (acknowledged unless it says otherwise), every batch it was sent,
-what `pull` reads, and how many of its connectors were built and closed.
+what `pull` reads, and how many of its connectors were built and closed. With `polls` set,
+its batches are async jobs (`start`, `poll`) that end after that many polls, up to `window`
+of them open at once, as eSputnik's import sessions.
 
 `MemoryWorld` is a syncd installation in a temp folder (`tests.helpers.World`) whose
 vendors are memory vendors, so `world.sync()` is `syncd.pipeline.reconcile` end to end.
@@ -12,6 +14,7 @@ vendors are memory vendors, so `world.sync()` is `syncd.pipeline.reconcile` end 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from syncd.settings import VendorConfig
 from syncd.vendors import REGISTRY, register
-from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
+from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status
 from tests.helpers import World
 
 # what the memory vendor reads from the export; `City` is what `row(i, rng, version)` changes
@@ -41,6 +44,17 @@ class Remote:
     pages: dict[str, list[Page] | BaseException] = field(default_factory=dict)
     built: int = 0
     closed: int = 0
+    # async jobs: each batch's outcome comes after `polls` polls of its job (0: at once)
+    polls: int = 0
+    window: int = 1
+    every: float = 0.2  # seconds between polls of a job
+    jobs: dict[str, int] = field(default_factory=dict)  # job id → polls so far
+    outcomes: dict[str, list[Result]] = field(default_factory=dict)  # job id → its results
+    most_open: int = 0  # the most jobs open at once
+
+    @property
+    def open_jobs(self) -> int:
+        return sum(1 for job in self.jobs if job in self.outcomes)
 
     def keys(self) -> list[str]:
         """Every key sent, in the order sent (a key twice if it was sent twice)."""
@@ -77,6 +91,29 @@ class MemoryConnector(Connector):
             for c, a in zip(batch, answers, strict=True)
             if isinstance(a, Status)
         ]
+
+    def window(self) -> int:
+        return self.remote.window
+
+    def start(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result] | Job:
+        results = self.push(batch, on_job)
+        if not self.remote.polls:
+            return results
+        job = f"job-{len(self.remote.jobs) + 1}"
+        self.remote.jobs[job] = 0
+        self.remote.outcomes[job] = results
+        on_job(job)
+        self.remote.most_open = max(self.remote.most_open, self.remote.open_jobs)
+        return Job(job, batch, every=self.remote.every, deadline=math.inf)
+
+    def poll(self, job: Job) -> list[Result] | None:
+        self.remote.jobs[job.id] += 1
+        if self.remote.jobs[job.id] < self.remote.polls:
+            return None
+        return self.remote.outcomes.pop(job.id)
+
+    def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
+        return self.follow(Job(job, batch, every=self.remote.every, deadline=math.inf))
 
     def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:
         pages = self.remote.pages.get(stream, [])

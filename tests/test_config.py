@@ -170,6 +170,10 @@ def test_secrets_from_env_file_and_credentials(
             "[vendors.esputnik] poll_every: must be between 0 and 86400, not -1.0",
         ),
         (
+            BASE.format(key="k") + "open_sessions = 0\n",
+            "[vendors.esputnik] open_sessions: must be between 1 and 16, not 0",
+        ),
+        (
             BASE.format(key="k") + "\n[schedule]\nmisfire_grace_seconds = -1\n",
             "[schedule] misfire_grace_seconds: must be between 1 and 604800 (seconds), not -1",
         ),

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from syncd.crashpoints import POINTS
-from syncd.demo import demo_rows, vendors_available, write_config
+from syncd.demo import SANDBOX_TABLES, demo_rows, vendors_available, write_config
 from syncd.sample import write_export
 from syncd.sandbox import SIMULATORS, Stack
 from syncd.sandbox.base import Simulator
@@ -36,6 +36,12 @@ SIM_OPTIONS: dict[str, dict[str, Any]] = {
     "esputnik": {"unsubscribe_every": 7},
     "dropthought": {"access_ttl": 300},  # within the 300 s margin: renewed before every call
     "signalvine": {"opt_out_every": 5},
+}
+# eSputnik in batches of 8: several import sessions open at once when a kill lands
+TABLES = {
+    **SANDBOX_TABLES,
+    "esputnik": SANDBOX_TABLES["esputnik"].replace("poll_every = 0.2", "poll_every = 0.05")
+    + "batch_size = 8\n",
 }
 
 
@@ -62,7 +68,7 @@ class Loop:
             options = SIM_OPTIONS if sim_options is None else sim_options
             self.sims[name] = SIMULATORS[name](**options.get(name, {}))
             urls[name] = stack.add(self.sims[name]).url
-        self.config = write_config(folder, urls)
+        self.config = write_config(folder, urls, TABLES)
         (folder / "exports").mkdir()
         self.export = folder / "exports" / "contacts-1.csv"
         self.version: dict[int, int] = {}
@@ -309,3 +315,56 @@ def test_a_first_sync_killed_between_pieces_is_undone_before_anything_is_sent(
         finally:
             conn.close()
         loop.settle()
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "poll_every"),
+    [
+        ("job_recorded:3", 5.0),  # three sessions posted and recorded, none can have ended
+        ("before_ack_recorded:1", 1.0),  # the first session ended, the others still open
+    ],
+)
+def test_a_kill_with_several_sessions_open_resumes_each_never_resends(
+    tmp_path: Path, crash_at: str, poll_every: float
+) -> None:
+    from syncd.sample import rows
+    from syncd.sandbox.base import Server
+    from syncd.sandbox.esputnik import ESputnikSim
+    from tests.helpers import World, esputnik_table
+
+    sim = ESputnikSim()
+    with Server(sim) as server:
+
+        def world(every: float) -> World:
+            table = esputnik_table(server.url, batch_size=2, open_sessions=4)
+            body = table[0].replace("poll_every = 0.01", f"poll_every = {every}")
+            return World(tmp_path, {"esputnik": (body, table[1])})
+
+        w = world(poll_every)
+        w.write(list(rows(10)))
+        env = {**os.environ, "SYNCD_LOG_LEVEL": "WARNING", "SYNCD_CRASH_AT": crash_at}
+        cmd = [*SYNCD, "--config", str(tmp_path / "syncd.toml"), "sync"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        posts = sim.requests("/api/v1/contacts", "POST")
+        killed = {d["key"]: (d["status"], d["job"]) for d in w.deliveries()}
+        in_flight = {k: job for k, (status, job) in killed.items() if status == "in_flight"}
+        # every session posted is recorded on its batch, and no other batch is in flight
+        assert len(set(in_flight.values())) == len(posts) >= 3
+        assert None not in in_flight.values()
+        sent = sorted(c["externalCustomerId"] for r in posts for c in r.json()["contacts"])
+        assert sorted(in_flight) == sent
+        assert {s for s, _job in killed.values()} == {"in_flight", "pending"}
+        # the next run (polling briskly) polls the recorded sessions and posts the rest
+        w = world(0.01)
+        proc = subprocess.run(
+            cmd, env={**env, "SYNCD_CRASH_AT": ""}, capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        final = {d["key"]: d["status"] for d in w.deliveries()}
+        bodies = [r.json() for r in sim.requests("/api/v1/contacts", "POST")]
+    received = sorted(c["externalCustomerId"] for body in bodies for c in body["contacts"])
+    assert received == sorted(final)  # each contact posted once: none re-sent
+    assert set(final.values()) == {"sent"}
+    assert len(final) == 10
+    assert set(sim.state()["sessions"].values()) == {"FINISHED"}  # each session polled

@@ -362,3 +362,46 @@ def test_a_connector_opens_no_http_client_until_it_sends(
     assert "http" not in vars(connector)
     assert connector.http is connector.http  # made once, at first use
     connector.close()
+
+
+def test_async_jobs_overlap_within_the_window_and_each_batch_goes_once(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    remotes["mem"].polls, remotes["mem"].window = 2, 3
+    world = world_of(tmp_path, remotes, "mem", batch_size=2)
+    world.write(list(rows(11)))
+    report = world.sync()
+    assert report.exit_code == 0, report.summary()
+    assert sorted(remotes["mem"].keys()) == keys(11)  # each batch went once
+    assert remotes["mem"].most_open == 3  # the window, never more
+    assert remotes["mem"].open_jobs == 0
+    assert world.ledger("mem") == dict.fromkeys(keys(11), "sent")
+    assert sorted(world.acknowledged("mem")) == keys(11)
+
+
+def test_an_exception_with_jobs_open_leaves_them_in_flight_and_the_next_run_polls_them(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """The open jobs carry their batches: in flight with the job recorded, never re-sent;
+    the batch whose request got no answer goes back to pending (abandon), the rest wait."""
+    remote = remotes["mem"]
+    remote.polls, remote.window = 3, 3
+    world = world_of(tmp_path, remotes, "mem", batch_size=2)
+    k = keys(9)
+    remote.script[k[6]] = TypeError("a bug reading the answer")  # the fourth batch
+    world.write(list(rows(9)))
+    with pytest.raises(TypeError):
+        world.sync()
+    assert len(remote.batches) == 4
+    rows_now = {d["key"]: (d["status"], d["job"]) for d in world.deliveries()}
+    open_jobs = {job for status, job in rows_now.values() if status == "in_flight"}
+    assert all(job is not None for job in open_jobs)
+    assert len(open_jobs) == remote.open_jobs >= 2  # several jobs were open at once
+    assert {rows_now[key][0] for key in k[6:]} == {"pending"}
+    del remote.script[k[6]]
+    report = world.sync()
+    assert report.exit_code == 0, report.summary()
+    assert remote.open_jobs == 0  # every open job was polled to its end
+    sent = remote.keys()
+    assert sorted(sent) == sorted([*k, k[6], k[7]])  # only the unanswered batch went twice
+    assert world.ledger("mem") == dict.fromkeys(k, "sent")

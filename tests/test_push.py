@@ -4,16 +4,25 @@ only the newest delivery of a contact is ever sent."""
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from threading import Event
 
 import pytest
 
 from syncd.clock import FakeClock
 from syncd.push import Deliverer
 from syncd.sandbox.base import Server
+from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
-from syncd.vendors import Contact
+from syncd.vendors import Connector, Contact
+from syncd.vendors.base import Job, OnJob, Result
 from tests.kits import esputnik, hellocustomer
 from tests.vendors.test_contract import make_connector
 
@@ -177,4 +186,246 @@ def test_mark_record_and_supersede_change_only_their_ids(tmp_path: Path) -> None
         ("pending", 0, "J9", None, ts),
         ("superseded", 0, None, "a newer delivery replaces it", ts),
     ]
+    store.close()
+
+
+# --- eSputnik's import sessions, several open at once -------------------------------------
+def sessions(
+    tmp_path: Path, server: Server, extra: str = ""
+) -> tuple[Connector, Store, list[int], FakeClock]:
+    """An eSputnik connector (2 contacts a batch, the kit's poll_every of 0.01 s, `extra`
+    options) on a fake clock, and a store; the list counts the sessions open after each
+    `start` and `poll`."""
+    connector = make_connector(esputnik.KIT, server.url, tmp_path, extra=f"batch_size = 2\n{extra}")
+    clock = FakeClock(NOW)
+    connector.clock = connector.http.clock = clock
+    opened: list[int] = []
+    start, poll = connector.start, connector.poll
+    live: set[str] = set()
+
+    def counted_start(batch: Sequence[Contact], on_job: OnJob) -> list[Result] | Job:
+        started = start(batch, on_job)
+        if isinstance(started, Job):
+            live.add(started.id)
+        opened.append(len(live))
+        return started
+
+    def counted_poll(job: Job) -> list[Result] | None:
+        results = poll(job)
+        if results is not None:
+            live.discard(job.id)
+        opened.append(len(live))
+        return results
+
+    connector.start, connector.poll = counted_start, counted_poll  # type: ignore[method-assign]
+    return connector, Store.open(tmp_path / "s.db"), opened, clock
+
+
+def ledger(store: Store) -> dict[str, tuple[str, str | None, str | None]]:
+    rows = store.query("SELECT key, status, job, reason FROM deliveries ORDER BY id")
+    return {r["key"]: (r["status"], r["job"], r["reason"]) for r in rows}
+
+
+def posted(sim: ESputnikSim) -> list[str]:
+    """Every contact posted, in order (a contact twice if it was posted twice)."""
+    bodies = [r.json() for r in sim.requests("/api/v1/contacts", "POST")]
+    return [c["externalCustomerId"] for body in bodies for c in body["contacts"]]
+
+
+def test_sessions_overlap_up_to_the_window_and_are_polled_together(tmp_path: Path) -> None:
+    sim = ESputnikSim()  # a session finishes at its second poll
+    with Server(sim) as server:
+        connector, store, opened, clock = sessions(tmp_path, server, "open_sessions = 3\n")
+        queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(10)])
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        got = ledger(store)
+        store.close()
+    assert out.counts == {"sent": 10}
+    assert {s for s, _job, _r in got.values()} == {"sent"}
+    assert max(opened) == 3  # the window: never more sessions open at once
+    assert sim.count("/api/v1/importstatus") == 10  # two polls a session, none wasted
+    assert posted(sim) == [f"K{i:05d}" for i in range(10)]  # each contact once, in order
+    # one sleep per round, not per session: 5 sessions, 4 waits of poll_every
+    assert clock.slept == pytest.approx([0.01] * 4)
+
+
+def test_a_window_of_one_is_one_session_at_a_time(tmp_path: Path) -> None:
+    sim = ESputnikSim()
+    with Server(sim) as server:
+        connector, store, opened, clock = sessions(tmp_path, server, "open_sessions = 1\n")
+        queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(6)])
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        store.close()
+    assert out.counts == {"sent": 6}
+    assert max(opened) == 1
+    assert clock.slept == pytest.approx(
+        [0.01] * 3
+    )  # post, poll, wait, poll: for each batch in turn
+
+
+def test_a_session_ending_in_error_fails_its_contacts_amid_finished_ones(tmp_path: Path) -> None:
+    sim = ESputnikSim()
+    sim.fail_import(esputnik.contact(3).fields["email"], "the segment is closed")
+    sim.faults.reject(esputnik.contact(4).fields["email"], "invalid address")
+    with Server(sim) as server:
+        connector, store, opened, _clock = sessions(tmp_path, server, "open_sessions = 4\n")
+        queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(8)])
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        got = ledger(store)
+        store.close()
+    assert max(opened) == 4
+    assert out.counts == {"sent": 5, "failed": 3}
+    failed = "import session failed: the segment is closed"
+    assert got == {
+        "K00000": ("sent", None, None),
+        "K00001": ("sent", None, None),
+        "K00002": ("failed", None, failed),  # the session that ended in ERROR
+        "K00003": ("failed", None, failed),
+        "K00004": ("failed", None, "invalid address"),  # refused at once (failedContacts)
+        "K00005": ("sent", None, None),  # the rest of its batch, imported
+        "K00006": ("sent", None, None),
+        "K00007": ("sent", None, None),
+    }
+    held = esputnik.KIT.held(sim)
+    assert sorted(held) == ["K00000", "K00001", "K00005", "K00006", "K00007"]
+
+
+def test_a_session_still_running_at_poll_timeout_leaves_its_contacts_pending(
+    tmp_path: Path,
+) -> None:
+    sim = ESputnikSim()
+    sim.stall_import(esputnik.contact(2).fields["email"])
+    with Server(sim) as server:
+        connector, store, _opened, _clock = sessions(
+            tmp_path, server, "open_sessions = 4\npoll_timeout = 5\n"
+        )
+        queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(6)])
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        got = ledger(store)
+        attempts = {r["key"]: r["attempts"] for r in store.query("SELECT * FROM deliveries")}
+        store.close()
+    assert out.counts == {"sent": 4, "pending": 2}
+    stalled = {k: v for k, v in got.items() if v[0] != "sent"}
+    assert sorted(stalled) == ["K00002", "K00003"]  # sent again by the next run: an upsert
+    for status, job, reason in stalled.values():
+        assert (status, job) == ("pending", None)
+        assert re.fullmatch(r"import session [0-9a-f-]{36} still IMPORTING after polling", reason)
+    assert attempts["K00002"] == 0  # a pending outcome gives the attempt back
+
+
+def test_a_stop_request_leaves_open_sessions_in_flight_and_the_next_run_polls_them(
+    tmp_path: Path,
+) -> None:
+    sim = ESputnikSim()
+    stop = Event()
+    with Server(sim) as server:
+        connector, store, opened, _clock = sessions(tmp_path, server, "open_sessions = 4\n")
+        start = connector.start
+
+        def start_then_stop(batch: Sequence[Contact], on_job: OnJob) -> list[Result] | Job:
+            started = start(batch, on_job)
+            if len(sim.requests("/api/v1/contacts", "POST")) == 3:
+                stop.set()  # Ctrl-C while three sessions are open
+            return started
+
+        connector.start = start_then_stop  # type: ignore[method-assign]
+        queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(10)])
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3, stop=stop).run()
+        got = ledger(store)
+        assert out.counts == {}  # nothing ended
+        assert opened[-1] == 3
+        jobs = {job for status, job, _r in got.values() if status == "in_flight"}
+        assert len(jobs) == 3 and None not in jobs  # each open session recorded
+        assert [k for k, v in got.items() if v[0] == "in_flight"] == [f"K{i:05d}" for i in range(6)]
+        assert {v[0] for k, v in got.items() if k >= "K00006"} == {"pending"}
+        # the next run: the recorded sessions are polled, never posted again
+        again = make_connector(esputnik.KIT, server.url, tmp_path, extra="batch_size = 2\n")
+        again.clock = again.http.clock = FakeClock(NOW)
+        out = Deliverer(store, again, lambda: NOW, max_attempts=3).run()
+        got = ledger(store)
+        store.close()
+    assert out.counts == {"sent": 10}
+    assert {s for s, _job, _r in got.values()} == {"sent"}
+    assert posted(sim) == [f"K{i:05d}" for i in range(10)]  # each contact once
+    assert set(sim.state()["sessions"].values()) == {"FINISHED"}
+
+
+def test_a_batch_refused_whole_amid_open_sessions_is_split_and_each_attempt_counted_once(
+    tmp_path: Path,
+) -> None:
+    sim = ESputnikSim()
+    with Server(sim) as server:
+        connector, store, opened, _clock = sessions(tmp_path, server, "open_sessions = 2\n")
+        connector.config = replace(connector.config, batch_size=4)
+        queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(12)])
+        start = connector.start
+
+        def refuse_the_second(batch: Sequence[Contact], on_job: OnJob) -> list[Result] | Job:
+            if len(batch) == 4 and batch[0].key == "K00004":  # the second batch, whole
+                sim.faults.add("status", status=400, count=1, path="/api/v1/contacts")
+            return start(batch, on_job)
+
+        connector.start = refuse_the_second  # type: ignore[method-assign]
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        attempts = {r["key"]: r["attempts"] for r in store.query("SELECT * FROM deliveries")}
+        got = ledger(store)
+        store.close()
+    assert out.counts == {"sent": 12}
+    assert {s for s, _job, _r in got.values()} == {"sent"}
+    assert max(opened) == 2
+    assert [len(r.json()["contacts"]) for r in sim.requests("/api/v1/contacts", "POST")] == [
+        4,
+        2,  # the refused batch's halves, the second one sent once the window had room
+        2,
+        4,
+    ]
+    assert posted(sim) == [f"K{i:05d}" for i in range(12)]
+    # the refusal gave its attempt back; waiting for room marked nothing else in flight
+    assert set(attempts.values()) == {1}
+
+
+def test_checkpoints_aside_copy_committed_pages_from_their_own_thread(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(3)])
+    ids = [r["id"] for r in store.query("SELECT id FROM deliveries")]
+
+    def on_disk() -> set[str]:
+        """The statuses the database file holds without its WAL."""
+        copy = tmp_path / "copy.db"
+        copy.write_bytes((tmp_path / "s.db").read_bytes())
+        conn = sqlite3.connect(copy)
+        try:
+            return {r[0] for r in conn.execute("SELECT status FROM deliveries")}
+        except sqlite3.OperationalError:  # not even the tables yet
+            return set()
+        finally:
+            conn.close()
+            copy.unlink()
+
+    assert on_disk() == set()  # all in the WAL yet
+    with store.checkpoints_aside():
+        assert store.scalar("PRAGMA wal_autocheckpoint") == 0  # no copying inside commits
+        assert any(t.name == "syncd-checkpoint" for t in threading.enumerate())
+        store.mark_in_flight(ids, NOW)
+        deadline = time.monotonic() + 5
+        while on_disk() != {"in_flight"} and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert on_disk() == {"in_flight"}  # the thread copied the commit into the file
+    assert store.scalar("PRAGMA wal_autocheckpoint") == 1000
+    assert not any(t.name == "syncd-checkpoint" for t in threading.enumerate())
+    store.close()
+
+
+def test_checkpoints_aside_without_a_second_connection_leave_sqlite_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(tmp_path / "s.db")
+
+    def refuse(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", refuse)
+    with store.checkpoints_aside():
+        assert store.scalar("PRAGMA wal_autocheckpoint") == 1000
+    monkeypatch.undo()
     store.close()

@@ -83,7 +83,7 @@ def test_a_run_that_raises_is_recorded_and_leaves_nothing_in_flight(
     world: World, monkeypatch: pytest.MonkeyPatch, exc: BaseException, status: str, code: int
 ) -> None:
     world.write(list(rows(30)))
-    monkeypatch.setattr(ESputnik, "push", hostile(exc))
+    monkeypatch.setattr(ESputnik, "start", hostile(exc))  # what the delivery loop calls
     with pytest.raises(type(exc)):
         world.sync()
     assert runs(world) == [(status, code)]

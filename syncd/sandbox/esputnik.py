@@ -12,7 +12,9 @@ shipped beside this module; every request body is validated against its schemas)
   contact plus `"error"`. The rest are imported asynchronously: the answer's
   `asyncSessionId` reads STARTED, then IMPORTING, and FINISHED after `polls_to_finish`
   polls of `/api/v1/importstatus/{id}`; only then do the contacts exist, and the status
-  carries `mapping` (dedupe value → contact id).
+  carries `mapping` (dedupe value → contact id). A session holding a channel value told
+  to `fail_import(value, description)` reads ERROR with that description instead (and
+  imports nothing); one holding a value told to `stall_import(value)` stays IMPORTING.
 - Update semantics, the spec's words on `contactFields`: the standard fields it lists are
   updated, a listed field the contact does not carry becomes null, the others keep their
   value; without `contactFields` every standard field is updated, so each one not sent
@@ -121,6 +123,8 @@ class ESputnikSim(Simulator):
         self._contacts: dict[int, dict[str, Any]] = {}
         self._index: dict[tuple[str, Any], int] = {}  # (field, value) -> contact id
         self._sessions: dict[str, Session] = {}
+        self._fail: dict[str, str] = {}  # channel value -> the ERROR description
+        self._stall: set[str] = set()  # channel values whose sessions never finish
         self._activity: list[dict[str, Any]] = []
         self._next_id = 1000
 
@@ -152,6 +156,16 @@ class ESputnikSim(Simulator):
                 },
                 "unsubscribed": len(self._activity),
             }
+
+    def fail_import(self, value: str, description: str) -> None:
+        """Make every session holding this channel value end in ERROR with `description`."""
+        with self.lock:
+            self._fail[value] = description
+
+    def stall_import(self, value: str) -> None:
+        """Make every session holding this channel value stay IMPORTING for ever."""
+        with self.lock:
+            self._stall.add(value)
 
     def unsubscribe(self, email: str, at: datetime | None = None) -> None:
         """Record that the contact with this email opted out (an UNSUBSCRIBED activity)."""
@@ -233,14 +247,21 @@ class ESputnikSim(Simulator):
             if s is None:
                 return Response(f"import session {session} not found", 404)
             s.polls += 1
-            if not s.done and s.polls >= self.polls_to_finish:
+            values = {str(ch.get("value")) for c in s.contacts for ch in c["channels"]}
+            failed = next((self._fail[v] for v in sorted(values) if v in self._fail), None)
+            ready = s.polls >= self.polls_to_finish and not values & self._stall
+            if not s.done and ready and failed is None:
                 s.mapping = [self._import(c, s.body) for c in s.contacts]
                 s.done = True
             status = "FINISHED" if s.done else ("IMPORTING" if s.polls > 1 else "STARTED")
+            if ready and failed is not None:
+                status = "ERROR"
             answer: dict[str, Any] = {
                 "status": status,
                 "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
             }
+            if status == "ERROR":
+                answer["description"] = failed
             if s.done:
                 answer["mapping"] = s.mapping
         return json_response(answer)

@@ -17,6 +17,11 @@ waits up to `WAL_RESET_WAIT_MS` for the readers of older snapshots to finish and
 it. A reader that holds its transaction longer costs the writer that wait again each time
 the WAL grows by another `WAL_RESET_AT`, and disk space for the whole WAL until it ends;
 the first commit after it ends resets the WAL, and `close` does at the end of every run.
+
+While the delivery loop runs (`checkpoints_aside`), that copying is done by a thread of its
+own on a second connection, after each commit, instead of inside the commit: it overlaps
+the loop's waits for the vendor rather than lengthening each settle. What is committed,
+and when, is the same either way: a checkpoint only copies committed pages.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
@@ -163,6 +169,7 @@ class Store:
         self.path = path
         self.conn: sqlite3.Connection = db.conn
         self.wal_wait_past = 0  # the WAL size from which a reset may wait for readers
+        self._checkpointer: threading.Event | None = None  # wakes `checkpoints_aside`'s thread
 
     @classmethod
     def open(cls, path: Path, *, migrate: bool = True, create: bool = True) -> Store:
@@ -244,7 +251,53 @@ class Store:
                         self.conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             self._raise(exc)
+        if self._checkpointer is not None:
+            self._checkpointer.set()
         self.bound_wal()
+
+    @contextmanager
+    def checkpoints_aside(self) -> Iterator[None]:
+        """For the block, copy the WAL back into the database from a thread of its own (a
+        passive checkpoint after each commit, on its own connection) instead of inside the
+        commit that passes 1000 pages. Without a second connection (the store cannot be
+        opened twice), the block runs with SQLite's own checkpoints."""
+        try:
+            aside = sqlite3.connect(
+                f"{self.path.absolute().as_uri()}?mode=rw",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            aside.execute("PRAGMA busy_timeout = 0")  # never wait: the next commit retries
+        except sqlite3.Error:
+            yield
+            return
+        wake, done = threading.Event(), threading.Event()
+
+        def checkpoint() -> None:
+            while True:
+                wake.wait()
+                wake.clear()
+                if done.is_set():
+                    return
+                with suppress(sqlite3.Error):  # busy, or a fault: the next one, or close, copies
+                    aside.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        thread = threading.Thread(target=checkpoint, name="syncd-checkpoint", daemon=True)
+        try:
+            self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+            thread.start()
+            self._checkpointer = wake
+            yield
+        finally:
+            self._checkpointer = None
+            done.set()
+            wake.set()
+            if thread.is_alive():
+                thread.join()
+            aside.close()
+            with suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA wal_autocheckpoint = 1000")  # SQLite's default
 
     def _raise(self, exc: sqlite3.Error) -> NoReturn:
         """Raise `exc` as its StoreError, or as it is when it is a bug."""

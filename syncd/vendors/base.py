@@ -7,6 +7,14 @@ Plumbing (timeouts, retries, pacing, breaker, error mapping) lives in `syncd.htt
 connector says what to send and how to read the answer. Connectors never write the store:
 they return results, and report an async job id through `on_job` the moment they learn it,
 so the delivery loop can record it before polling starts.
+
+One optional capability, for a vendor whose batches are async jobs that may overlap
+(eSputnik's import sessions): `start(batch, on_job)` sends a batch and returns its `Job`
+without waiting for it, and `poll(job)` looks at it once. The delivery loop then keeps up
+to `window()` jobs open, sending the next batch while earlier ones run and polling every
+open job in one round per wait. Such a connector's `push` is `start` then `follow` (poll
+until done), and its `resume` is `follow` of the recorded job: one reading of the vendor's
+answers, whichever way it is driven.
 """
 
 from __future__ import annotations
@@ -55,6 +63,17 @@ class Page:
 
 
 OnJob = Callable[[str], None]
+
+
+@dataclass
+class Job:
+    """An async job the vendor is still working on: what `start` returns, `poll` reads."""
+
+    id: str  # what `on_job` reported (and the store recorded)
+    contacts: Sequence[Contact]  # whose outcome the job decides
+    every: float  # seconds between two polls of it
+    deadline: float  # the clock's monotonic time past which it is given up (contacts pending)
+    done: list[Result] = field(default_factory=list)  # outcomes known at once (refused)
 
 
 class Connector(ABC):
@@ -174,6 +193,29 @@ class Connector(ABC):
     def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
         """Settle a batch whose async job was recorded before a crash (poll, never re-send)."""
         raise NotImplementedError(f"{self.name} has no async jobs to resume")
+
+    # --- overlapping async jobs (optional) -------------------------------------------
+    def window(self) -> int:
+        """How many jobs of `start` the delivery loop may keep open at once; 1: each batch
+        is followed to its end before the next one goes."""
+        return 1
+
+    def start(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result] | Job:
+        """Send one batch without waiting for the async job it starts: its results, or its
+        `Job` (reported through `on_job` first) for `poll`. Raises as `push` does. The
+        default is `push`, which waits."""
+        return self.push(batch, on_job)
+
+    def poll(self, job: Job) -> list[Result] | None:
+        """Look at a started job once: a Result per contact of `job.contacts` once it has
+        ended (or its deadline has passed: pending), else None. Raises as `push` does."""
+        raise NotImplementedError(f"{self.name} has no async jobs to poll")
+
+    def follow(self, job: Job) -> list[Result]:
+        """Poll a job until it ends, `job.every` seconds apart: every contact's Result."""
+        while (results := self.poll(job)) is None:
+            self.clock.sleep(job.every)
+        return job.done + results
 
     def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:
         """Yield pages of `stream` records after cursor `since`, up to `until`."""

@@ -26,6 +26,10 @@
   object, no session id, a `failedContacts` that is neither, an entry naming no contact of
   the batch) acknowledges nothing: the batch stays pending and is sent again (harmless
   for an upsert). An `errorMessage` without a session is eSputnik refusing the request.
+- Up to `open_sessions` import sessions are open at once: the next batch is posted while
+  earlier sessions import, and every open session is polled in one round each
+  `poll_every` (`start` and `poll`; the delivery loop keeps the window). Each session's id
+  is recorded before it is first polled, so a restart polls it and never re-sends it.
 - Unsubscribes are read from `GET /api/v2/contacts/activity?activityStatus=UNSUBSCRIBED`
   with its opaque `offset` cursor.
 
@@ -46,10 +50,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
+import orjson
+
 from syncd.errors import FatalError, OptionError, RetriableError
 from syncd.http import read_json, snippet
 from syncd.settings import Option
-from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
+from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status
 
 ADDRESS_FIELDS = ("region", "town", "address", "postcode")
 # mapping field name -> the name `contactFields` takes for it
@@ -88,6 +94,13 @@ class ESputnik(Connector):
         ),
         "restore_deleted": Option(bool, default=False),
         "poll_every": Option(float, default=5.0, help="seconds between import-status polls"),
+        "open_sessions": Option(
+            int,
+            default=4,
+            bounds=(1, 16),
+            help="import sessions open at once: the next batch is sent while earlier ones "
+            "import (1: each session is polled to its end before the next batch goes)",
+        ),
         "poll_timeout": Option(float, default=900.0, help="give up polling after this long"),
         "first_date": Option(str, help="unsubscribes: pull from this date (YYYY-MM-DD)"),
     }
@@ -182,8 +195,20 @@ class ESputnik(Connector):
             out["fields"] = [{"id": int(k), "value": v} for k, v in c.metadata.items()]
         return out
 
+    def window(self) -> int:
+        return int(self.opts["open_sessions"])
+
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
-        resp = self.http.request("POST", "/api/v1/contacts", json=self.body(batch))
+        started = self.start(batch, on_job)
+        return started if isinstance(started, list) else self.follow(started)
+
+    def start(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result] | Job:
+        """Post the batch: the contacts refused at once, and the import session of the rest
+        (reported through `on_job` before anything else happens)."""
+        headers = {"Content-Type": "application/json"}
+        resp = self.http.request(
+            "POST", "/api/v1/contacts", data=_json(self.body(batch)), headers=headers
+        )
         answer = read_json(resp, dict, vendor=self.name)
         results: dict[str, Result] = {}
         for item in self._failed(answer):
@@ -211,9 +236,13 @@ class ESputnik(Connector):
                 vendor=self.name,
             )
         on_job(session)
-        for r in self.resume(session, rest):
-            results[r.key] = r
-        return list(results.values())
+        return self._session(session, rest, list(results.values()))
+
+    def _session(
+        self, job: str, contacts: Sequence[Contact], done: list[Result] | None = None
+    ) -> Job:
+        deadline = self.clock.monotonic() + self.opts["poll_timeout"]
+        return Job(job, contacts, self.opts["poll_every"], deadline, done or [])
 
     def _failed(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
         """`failedContacts`: absent, one object, or an array of them (the spec's quirk)."""
@@ -232,31 +261,34 @@ class ESputnik(Connector):
 
     def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
         """Poll the import session until it is FINISHED or ERROR (or we give up)."""
-        deadline = self.clock.monotonic() + self.opts["poll_timeout"]
-        while True:
-            resp = self.http.request("GET", f"/api/v1/importstatus/{job}")
-            status = read_json(resp, dict, vendor=self.name)
-            state = status.get("status")
-            if state not in SESSION_STATES:
-                raise RetriableError(
-                    f"import session {job}: status {state!r} is not one of {SESSION_STATES}",
-                    vendor=self.name,
-                )
-            if state == "FINISHED":
-                mapping = status.get("mapping")
-                ids = {
-                    m["dedupeValue"].lower(): m.get("contactId")
-                    for m in (mapping if isinstance(mapping, list) else [])
-                    if isinstance(m, dict) and isinstance(m.get("dedupeValue"), str)
-                }
-                return [Result(c.key, Status.SENT, ref=_ref(ids, c)) for c in batch]
-            if state == "ERROR":
-                reason = f"import session failed: {status.get('description') or 'no description'}"
-                return [Result(c.key, Status.FAILED, reason) for c in batch]
-            if self.clock.monotonic() >= deadline:
-                reason = f"import session {job} still {state} after polling"
-                return [Result(c.key, Status.PENDING, reason) for c in batch]
-            self.clock.sleep(self.opts["poll_every"])
+        return self.follow(self._session(job, batch))
+
+    def poll(self, job: Job) -> list[Result] | None:
+        """One look at an import session: FINISHED (sent), ERROR (failed with the session's
+        description), still running past `poll_timeout` (pending), else None."""
+        resp = self.http.request("GET", f"/api/v1/importstatus/{job.id}")
+        status = read_json(resp, dict, vendor=self.name)
+        state = status.get("status")
+        if state not in SESSION_STATES:
+            raise RetriableError(
+                f"import session {job.id}: status {state!r} is not one of {SESSION_STATES}",
+                vendor=self.name,
+            )
+        if state == "FINISHED":
+            mapping = status.get("mapping")
+            ids = {
+                m["dedupeValue"].lower(): m.get("contactId")
+                for m in (mapping if isinstance(mapping, list) else [])
+                if isinstance(m, dict) and isinstance(m.get("dedupeValue"), str)
+            }
+            return [Result(c.key, Status.SENT, ref=_ref(ids, c)) for c in job.contacts]
+        if state == "ERROR":
+            reason = f"import session failed: {status.get('description') or 'no description'}"
+            return [Result(c.key, Status.FAILED, reason) for c in job.contacts]
+        if self.clock.monotonic() >= job.deadline:
+            reason = f"import session {job.id} still {state} after polling"
+            return [Result(c.key, Status.PENDING, reason) for c in job.contacts]
+        return None
 
     def _match(self, item: dict[str, Any], batch: Sequence[Contact]) -> Contact | None:
         """Which contact of the batch a `failedContacts` entry is."""
@@ -341,3 +373,13 @@ def _ref(ids: dict[str, Any], c: Contact) -> str | None:
         if value and ids.get(value.lower()) is not None:
             return str(ids[value.lower()])
     return None
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    """The request body as compact JSON, by orjson (a tenth of the stdlib's time for 3000
+    contacts); by the stdlib, escaped, for text orjson refuses (a lone surrogate that an
+    undecodable byte of the export became)."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode()

@@ -188,3 +188,21 @@ def test_batches_respect_the_configured_size(kit: Kit, tmp_path: Path) -> None:
     batches = list(connector.batches(contacts))
     assert [len(b) for b in batches] == [1] * 5
     assert [c.key for b in batches for c in b] == [c.key for c in contacts]
+
+
+def test_several_batches_are_each_sent_once_and_held(
+    kit: Kit, served: tuple[Simulator, Server], tmp_path: Path
+) -> None:
+    """However a connector drives its batches (one at a time, or several async jobs open
+    at once), each one is sent once and every contact is acknowledged."""
+    sim, server = served
+    size = min(2, REGISTRY[kit.name].max_batch)
+    connector = make_connector(kit, server.url, tmp_path, extra=f"batch_size = {size}\n")
+    contacts = [kit.contact(i) for i in range(7)]
+    outcome, deliverer = deliver(connector, contacts, tmp_path)
+    assert {k: s for k, (s, _r) in outcome.items()} == {c.key: "sent" for c in contacts}
+    assert deliverer.out.counts == {"sent": 7}
+    assert set(kit.held(sim)) >= {c.key for c in contacts}
+    assert sim.count(kit.push_path) == -(-7 // size)  # no batch went twice
+    if kit.triggers:
+        assert all(kit.triggers(sim)[c.key] == 1 for c in contacts)
