@@ -134,7 +134,10 @@ class FakeRows:
     def __init__(self, rows: dict[tuple[int, int], str]) -> None:
         self.rows = rows
 
-    def cached(self, column: str) -> np.ndarray | None:
+    def cached(self) -> np.ndarray | None:
+        return None
+
+    def cached_rowids(self, at: np.ndarray) -> np.ndarray | None:
         return None
 
     def live(self) -> tuple[np.ndarray, np.ndarray]:
@@ -159,5 +162,6 @@ def test_a_repeat_of_a_replaced_row_is_named_by_the_key_its_new_row_has() -> Non
     rows.rows[(2, 99)] = rows.rows.pop((2, 20))  # the diff rewrote K2's row
     known.add(99, 2, replaces)
     assert known.see(np.array([1]), np.array([9])) == (0, [(9, "K2", 3)])
-    live, rowids = known.after()
-    assert live.tolist() == [10, 99] and rowids.tolist() == [1, 2]  # K3 is gone
+    count, slices = known.after()
+    live, rowids = (np.concatenate(parts).tolist() for parts in zip(*slices, strict=True))
+    assert (count, live, rowids) == (2, [10, 99], [1, 2])  # K3 is gone

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -53,7 +53,8 @@ class DiffStore:
         self.ts = ts
         self.export = export
         self.writer: Writer | None = None
-        self._current: bool | None = None
+        self._looked = False  # for a current fingerprint cache (`_cache`)
+        self._cache_row: int | None = None  # its row, if there is one
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -81,16 +82,43 @@ class DiffStore:
             self.writer = None
 
     # --- the fingerprint cache (fastpath.Rows) ----------------------------------------
-    def cached(self, column: str) -> np.ndarray | None:
-        """The cache's `live` fingerprints or their `rowids`, if it was written since the
-        last change to a contact (checked once: the diff's own writes do not count)."""
-        if self._current is None:
-            self._current = bool(
-                self.conn.execute(
-                    "SELECT 1 FROM fingerprint_cache JOIN contacts_generation USING (generation)"
-                ).fetchone()
-            )
-        return _read_blob(self.conn, column) if self._current else None
+    def _cache(self) -> int | None:
+        """The row of the cache written since the last change to a contact, if any (checked
+        once: the diff's own writes do not count, and the new cache is written beside it)."""
+        if not self._looked:
+            row = self.conn.execute(
+                "SELECT fingerprint_cache.id FROM fingerprint_cache "
+                "JOIN contacts_generation USING (generation)"
+            ).fetchone()
+            self._cache_row = None if row is None else int(row[0])
+            self._looked = True
+        return self._cache_row
+
+    def cached(self) -> np.ndarray | None:
+        """The cache's fingerprints, if it is current."""
+        row = self._cache()
+        return None if row is None else _read_blob(self.conn, "live", row)
+
+    def cached_rowids(self, at: np.ndarray) -> np.ndarray | None:
+        """The cache's rowids at the places `at` (ascending), if it is current: read a
+        megabyte of the blob at most at a time, and only the stretches that hold one."""
+        row = self._cache()
+        if row is None:
+            return None
+        out = np.empty(len(at), dtype=np.int64)
+        if not len(at):
+            return out
+        window = at // _BLOB_VALUES
+        ends = [*np.flatnonzero(np.diff(window)) + 1, len(at)]
+        with self.conn.blobopen("fingerprint_cache", "rowids", row, readonly=True) as blob:
+            lo = 0
+            for hi in ends:
+                first, last = int(at[lo]), int(at[hi - 1])
+                blob.seek(8 * first)
+                read = np.frombuffer(blob.read(8 * (last - first + 1)), dtype="<i8")
+                out[lo:hi] = read[at[lo:hi] - first]
+                lo = hi
+        return out
 
     def live(self) -> tuple[np.ndarray, np.ndarray]:
         """Every live contact's fingerprint, sorted, and its rowid: a table scan (after the
@@ -115,8 +143,12 @@ class DiffStore:
         )
         return None if key is None else str(key)
 
-    def write_cache(self, live: np.ndarray, rows: np.ndarray) -> None:
-        """The fingerprints live after this diff and their rowids, for the next one."""
+    def write_cache(self, count: int, slices: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+        """The `count` fingerprints live after this diff and their rowids, for the next one,
+        as `slices` of both (little-endian int64) come: written into the cache's other row
+        (m015), since they may be read from the current one as they come, which then goes."""
+        old = self._cache()
+        new = 2 if old == 1 else 1
         # the old blobs hold no contact data: their pages need not be zeroed as they are
         # freed (SQLite builds with SECURE_DELETE would write 16 MB of zeros per million)
         secure = self.store.scalar("PRAGMA secure_delete")
@@ -124,14 +156,24 @@ class DiffStore:
         try:
             self.conn.execute(
                 "INSERT OR REPLACE INTO fingerprint_cache (id, generation, live, rowids) "
-                "VALUES (1, (SELECT generation FROM contacts_generation), zeroblob(?), "
+                "VALUES (?, (SELECT generation FROM contacts_generation), zeroblob(?), "
                 "zeroblob(?))",
-                (live.nbytes, rows.nbytes),
+                (new, 8 * count, 8 * count),
             )
+            written = 0
+            with (
+                self.conn.blobopen("fingerprint_cache", "live", new) as live,
+                self.conn.blobopen("fingerprint_cache", "rowids", new) as rowids,
+            ):
+                for fps, rows in slices:
+                    live.write(fps.data.cast("B"))
+                    rowids.write(rows.data.cast("B"))
+                    written += len(fps)
+            assert written == count, (written, count)
+            self.conn.execute("DELETE FROM fingerprint_cache WHERE id != ?", (new,))
         finally:
             self.conn.execute(f"PRAGMA secure_delete = {int(secure)}")
-        _write_blob(self.conn, "live", live)
-        _write_blob(self.conn, "rowids", rows)
+        self._cache_row = new
 
     # --- reads ------------------------------------------------------------------------
     def next_rowid(self) -> int:
@@ -339,20 +381,16 @@ class DiffStore:
 
 # the cache's blobs go through SQLite's blob I/O a megabyte at a time: no whole copy of an
 # array ever sits in SQLite's or Python's memory beside the array itself
-def _read_blob(conn: sqlite3.Connection, column: str) -> np.ndarray:
-    with conn.blobopen("fingerprint_cache", column, 1, readonly=True) as blob:
+_BLOB_VALUES = 1 << 17
+
+
+def _read_blob(conn: sqlite3.Connection, column: str, row: int) -> np.ndarray:
+    with conn.blobopen("fingerprint_cache", column, row, readonly=True) as blob:
         values = np.empty(len(blob) // 8, dtype="<i8")
         view = values.data.cast("B")
-        for start in range(0, len(view), 1 << 20):
-            view[start : start + (1 << 20)] = blob.read(1 << 20)
+        for start in range(0, len(view), 8 * _BLOB_VALUES):
+            view[start : start + 8 * _BLOB_VALUES] = blob.read(8 * _BLOB_VALUES)
     return values
-
-
-def _write_blob(conn: sqlite3.Connection, column: str, values: np.ndarray) -> None:
-    with conn.blobopen("fingerprint_cache", column, 1) as blob:
-        view = values.data.cast("B")
-        for start in range(0, len(view), 1 << 20):
-            blob.write(view[start : start + (1 << 20)])
 
 
 class Writer:
