@@ -146,7 +146,7 @@ class DiffStore:
     def write_cache(self, count: int, slices: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         """The `count` fingerprints live after this diff and their rowids, for the next one,
         as `slices` of both (little-endian int64) come: written into the cache's other row
-        (m015), since they may be read from the current one as they come, which then goes."""
+        (m016), since they may be read from the current one as they come, which then goes."""
         old = self._cache()
         new = 2 if old == 1 else 1
         # the old blobs hold no contact data: their pages need not be zeroed as they are

@@ -564,7 +564,7 @@ def m013_unsubscribes_reach(db: Database) -> None:
 
 
 @migration
-def m015_fingerprint_cache_two_rows(db: Database) -> None:
+def m016_fingerprint_cache_two_rows(db: Database) -> None:
     """The fingerprint cache may hold two rows (id 1 or 2) inside the diff's transaction:
     the next cache is written a slice at a time into the other row while the rowids are
     read from the current one, which is then deleted (`DiffStore.write_cache`). Replacing
