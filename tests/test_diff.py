@@ -58,6 +58,17 @@ def test_the_finder_counted_a_few_fingerprints_at_a_time_finds_the_same(
     assert (table[where[hit]] == hashes[hit]).all()
 
 
+def test_a_crowd_in_one_bucket_makes_the_finder_hold_the_starts_themselves() -> None:
+    """40,000 revived gone contacts (negative fingerprints) all start past their share of
+    the known by more than 16 bits hold: found all the same."""
+    rng = np.random.default_rng(5)
+    positive = rng.integers(0, 2**63, 1000)
+    table = np.sort(np.concatenate([-np.arange(1, 40_001), positive]))
+    where, hit = _finder(table)(np.concatenate([positive, positive + 1]))
+    assert hit.tolist() == [True] * 1000 + (np.isin(positive + 1, table)).tolist()
+    assert (table[where[:1000]] == positive).all()
+
+
 def _table() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
