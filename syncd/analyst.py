@@ -217,7 +217,7 @@ RELATIONS: tuple[Relation, ...] = (
         "syncd's own bookkeeping, nothing to query: the live contacts' fingerprints as one "
         "blob, so the nightly diff loads a million in milliseconds.",
         {
-            "id": "Always 1: the table holds one row.",
+            "id": "1 or 2: the table holds one row, the diff writes the next one beside it.",
             "generation": "The `contacts_generation` it was written at; any other means stale.",
             "live": "The live `contacts.rhash` values, sorted, as little-endian int64.",
             "rowids": "Each one's `contacts` rowid, in the same order and form.",

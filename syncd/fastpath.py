@@ -25,6 +25,10 @@ from xxhash import xxh3_64_intdigest
 
 from syncd.source import Bad, Export
 
+# the known fingerprints dealt with at a time where a whole-size temporary would do (the
+# finder's table, the next cache): 512 KB of int64
+_SLICE = 1 << 16
+
 
 def fingerprint(text: bytes, seed: int) -> int:
     """A seeded 63-bit XXH3 of a row's text (fits a signed SQLite integer).
@@ -38,8 +42,12 @@ def fingerprint(text: bytes, seed: int) -> int:
 class Rows(Protocol):
     """What `Known` reads of the contacts table."""
 
-    def cached(self, column: str) -> np.ndarray | None:
-        """The cache's fingerprints (`live`) or rowids (`rowids`), None if stale."""
+    def cached(self) -> np.ndarray | None:
+        """The cache's fingerprints, None if stale."""
+
+    def cached_rowids(self, at: np.ndarray) -> np.ndarray | None:
+        """The cache's rowids at the places `at` (ascending), None if stale: read from the
+        cache as needed, never all of them at once."""
 
     def live(self) -> tuple[np.ndarray, np.ndarray]:
         """Every live contact's fingerprint, sorted, and its rowid (a table scan)."""
@@ -49,18 +57,22 @@ class Rows(Protocol):
 
 
 class Known:
-    """The live contacts' fingerprints, sorted, and what this diff found of each."""
+    """The live contacts' fingerprints, sorted, and what this diff found of each.
+
+    Per contact it holds 12 bytes: the fingerprint and the line it was seen on. The rowids
+    stay in the store's cache, read where needed (`_rowids`); the few rows replaced are
+    a list (`replacing`), not a flag per contact.
+    """
 
     def __init__(self, rows: Rows) -> None:
         self.rows = rows
-        cached = rows.cached("live")
-        self.rowids: np.ndarray | None = None  # each fingerprint's contact; see `_rowids`
+        cached = rows.cached()
+        # each fingerprint's contact, when read from the table; None: in the cache
+        self.rowids: np.ndarray | None = None
         if cached is None:
             cached, self.rowids = rows.live()
         self.fps = cached
-        n = len(cached)
-        self.seen = np.zeros(n, dtype=np.int32)  # the line each was seen on, 0 = none
-        self.replaced = np.zeros(n, dtype=bool)  # known rows given a new fingerprint
+        self.seen = np.zeros(len(cached), dtype=np.int32)  # the line each was seen on, 0 = none
         self.added = array("q")  # the fingerprints written for changed and new rows
         self.added_rows = array("q")  # and the rowids they were written to
         self.replacing = array("q")  # the known rows replaced, in the order of `added`
@@ -107,7 +119,6 @@ class Known:
         """A fingerprint written for a new row, or for a changed one at `rowid` that
         `replaces` the known one there (`claim`)."""
         if replaces >= 0:
-            self.replaced[replaces] = True
             self.replacing.append(replaces)
             self.replacing_at.append(len(self.added))
         self.added.append(rhash)
@@ -118,47 +129,70 @@ class Known:
         return np.flatnonzero(self.seen == 0)
 
     def located(self, at: np.ndarray) -> tuple[list[int], list[int]]:
-        """The rowids and fingerprints of the known contacts at `at`, in rowid order."""
-        rows = self._rowids()[at]
+        """The rowids and fingerprints of the known contacts at `at` (ascending), in rowid
+        order."""
+        rows = self._rowids(at)
         order = np.argsort(rows)
         return rows[order].tolist(), self.fps[at][order].tolist()
 
-    def after(self) -> tuple[np.ndarray, np.ndarray]:
-        """The fingerprints live after this diff, sorted, and their rowids (little-endian
-        int64), for the cache of the next diff. The last use of this `Known`: what it
-        held is let go on the way, so no more than two arrays of its size are ever held."""
-        keep = self.seen != 0
-        keep &= ~self.replaced
-        self.seen = self.replaced = np.empty(0, dtype=bool)
-        added = np.frombuffer(self.added, dtype=np.int64)
-        order = np.argsort(added)  # the kept ones are in order already: merge the added in
-        live = self.fps[keep]
-        self.fps = np.empty(0, dtype=np.int64)
-        at = np.searchsorted(live, added[order])
-        live = np.insert(live, at, added[order]).astype("<i8", copy=False)
-        rows = self._rowids()[keep]
-        self.rowids = None
-        del keep
-        rows = np.insert(rows, at, np.frombuffer(self.added_rows, np.int64)[order])
-        return live, rows.astype("<i8", copy=False)
+    def after(self) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]:
+        """How many fingerprints are live after this diff, and they, sorted, with their
+        rowids (little-endian int64), a slice at a time, for the cache of the next diff.
 
-    def _rowids(self) -> np.ndarray:
-        """Each known fingerprint's contacts rowid (read from the cache the first time).
+        The last use of this `Known`: the lines seen become one flag a contact, and the
+        kept fingerprints are merged with the added ones a slice of the known at a time,
+        so nothing the size of the known is made beside the fingerprints.
+        """
+        keep = self.seen != 0
+        keep[np.frombuffer(self.replacing, dtype=np.int64)] = False
+        self.seen = np.empty(0, dtype=np.int32)
+        added = np.frombuffer(self.added, dtype=np.int64)
+        order = np.argsort(added)
+        added = added[order]
+        added_rows = np.frombuffer(self.added_rows, dtype=np.int64)[order]
+        # where each added one goes: before the known at this place (and the ones after)
+        into = np.searchsorted(self.fps, added)
+        return int(np.count_nonzero(keep)) + len(added), self._merged(keep, added, added_rows, into)
+
+    def _merged(
+        self, keep: np.ndarray, added: np.ndarray, added_rows: np.ndarray, into: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`after`'s slices: in each slice of the known, the ones kept, and the added ones
+        that go among them (the ones past the last known go with the last slice)."""
+        n = len(self.fps)
+        for start in range(0, max(n, 1), _SLICE):
+            stop = min(start + _SLICE, n)
+            kept = keep[start:stop]
+            live = self.fps[start:stop][kept]
+            rows = self._rowids(np.arange(start, stop))[kept]
+            lo = int(np.searchsorted(into, start))
+            hi = int(np.searchsorted(into, stop)) if stop < n else len(into)
+            # each added one goes after the kept ones before its place in the slice
+            before = np.concatenate(([0], np.cumsum(kept)))[into[lo:hi] - start]
+            live = np.insert(live, before, added[lo:hi]).astype("<i8", copy=False)
+            yield live, np.insert(rows, before, added_rows[lo:hi]).astype("<i8", copy=False)
+
+    def _rowids(self, at: np.ndarray) -> np.ndarray:
+        """The contacts rowids of the known fingerprints at `at` (ascending), from the cache
+        unless the table was read.
 
         A rowid can be wrong (a VACUUM may renumber rows without a trigger firing), so
         whatever uses one checks the fingerprint too, and calls `renumber` when it did
         not match.
         """
         if self.rowids is None:
-            self.rowids = self.rows.cached("rowids")
-            if self.rowids is None:  # the cache went stale under us: read the table
-                self.renumber()
+            rows = self.rows.cached_rowids(at)
+            if rows is not None:
+                return rows
+            self.renumber()  # the cache went stale under us: read the table
         assert self.rowids is not None
-        return self.rowids
+        picked: np.ndarray = self.rowids[at]
+        return picked
 
     def renumber(self) -> None:
         """The cached rowids are wrong: read every known contact's again, once (a table
-        scan). Known rows rewritten in this run get 0: `replaced` finds those."""
+        scan), and hold them from then on. Known rows rewritten in this run get 0:
+        `replacing` lists those."""
         live, rows = self.rows.live()
         self.rowids = np.zeros(len(self.fps), dtype=np.int64)
         if len(live):
@@ -169,15 +203,37 @@ class Known:
 
     def _key_of(self, i: int) -> str:
         """The key of the known contact at `i`."""
-        if self.replaced[i]:  # its row was rewritten in this run
-            where = np.flatnonzero(np.frombuffer(self.replacing, dtype=np.int64) == i)[0]
-            j = self.replacing_at[int(where)]
+        where = np.flatnonzero(np.frombuffer(self.replacing, dtype=np.int64) == i)
+        if where.size:  # its row was rewritten in this run
+            j = self.replacing_at[int(where[0])]
             return str(self.rows.key_at(self.added_rows[j], self.added[j]))
-        key = self.rows.key_at(int(self._rowids()[i]), int(self.fps[i]))
+        key = self.rows.key_at(int(self._rowids(np.array([i]))[0]), int(self.fps[i]))
         if key is None and not self.renumbered:  # the rowids moved under the cache
             self.renumber()
-            key = self.rows.key_at(int(self._rowids()[i]), int(self.fps[i]))
+            key = self.rows.key_at(int(self._rowids(np.array([i]))[0]), int(self.fps[i]))
         return str(key)
+
+
+def _offsets(
+    starts: np.ndarray, n: int, buckets: int
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """The finder's table as each bucket start's distance from its even share of the known
+    (`b * n // buckets`), in 16 bits when every one fits (1 byte a contact): random
+    fingerprints stray from their share by about the root of their number, a few thousand
+    at millions. With one that does not (a crowd of revived gone contacts in bucket 0, or
+    billions), the starts themselves, each share 0."""
+    table = np.empty(len(starts), dtype=np.int16)
+    for at in range(0, len(starts), _SLICE):
+        part = starts[at : at + _SLICE].astype(np.int64)
+        part -= np.arange(at, at + len(part), dtype=np.int64) * n // buckets
+        if part.min() < -(1 << 15) or part.max() >= 1 << 15:
+            return starts.astype(np.int64) if starts.dtype == np.uint64 else starts, _none
+        table[at : at + len(part)] = part
+    return table, lambda at: at * n // buckets
+
+
+def _none(at: np.ndarray) -> np.ndarray:
+    return np.zeros_like(at)
 
 
 class FirstLines:
@@ -268,19 +324,37 @@ def scan(export: Export, known: np.ndarray, salt: int) -> Iterator[Scan]:
 def _finder(known: np.ndarray) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Looks fingerprints up among the known ones (sorted): `(where, hit)` for an array.
 
-    A table of where each bucket of the top bits starts, a bucket for about each known
-    fingerprint, takes a look-up to its place in one or two probes; a binary search
-    takes twenty, most of them cache misses (it was a tenth of the diff).
+    A table of where each bucket of the top bits starts takes a look-up to its place in
+    about two probes; a binary search takes twenty, most of them cache misses (it was a
+    tenth of the diff). A bucket for about every two known fingerprints, each start held
+    as its distance from an even share (`_offsets`), keeps the table at 1 byte a contact;
+    it is counted a slice of the known at a time, so building it holds nothing the size
+    of the known beside it.
     """
-    bits = max(1, len(known).bit_length())
-    shift = 63 - bits
-    starts = np.zeros((1 << bits) + 1, dtype=np.min_scalar_type(len(known)))
-    # fingerprints are not negative; a revived gone contact's may be: bucket 0
-    np.cumsum(np.bincount(np.maximum(known >> shift, 0), minlength=1 << bits), out=starts[1:])
+    n = len(known)
+    buckets = max(1, (n + 1) // 2)
+    # a fingerprint's bucket is its top 32 bits scaled to `buckets`: any number of them,
+    # in the fingerprints' order, and the product fits an int64 (buckets < 2**31)
+    assert buckets < 1 << 31, "more than four billion contacts"
+    scale = np.int64(buckets)
+    starts = np.zeros(buckets + 1, dtype=np.min_scalar_type(n))
+
+    def bucket(hashes: np.ndarray) -> np.ndarray:
+        return ((hashes >> 31) * scale) >> 32
+
+    for at in range(0, n, _SLICE):
+        # fingerprints are not negative; a revived gone contact's may be: bucket 0
+        part = bucket(np.maximum(known[at : at + _SLICE], 0))
+        first = int(part[0])
+        counts = np.bincount(part - first).astype(starts.dtype, copy=False)
+        starts[first + 1 : first + 1 + len(counts)] += counts  # a bucket may span two slices
+    np.cumsum(starts, out=starts)
+    table, share = _offsets(starts, n, buckets)
 
     def find(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        bucket = hashes >> shift
-        where, end = starts[bucket].astype(np.int64), starts[bucket + 1]
+        at = bucket(hashes)
+        where = table[at] + share(at)
+        end = table[at + 1] + share(at + 1)
         hit = np.zeros(len(hashes), dtype=bool)
         todo = np.flatnonzero(where < end)
         while todo.size:  # step along each bucket until found or past

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -13,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
+from syncd import fastpath
 from syncd.config import SuppressionConfig
 from syncd.fastpath import FirstLines, Known, _finder
-from syncd.state import Store
+from syncd.state import Store, diffed
 from syncd.state.diffed import DiffStore
 from syncd.state.diffed import Writer as _Writer
 from syncd.state.pulled import save_unsubscribe
@@ -38,6 +40,34 @@ def test_every_fingerprint_is_found_where_it_is_and_no_other(
     where, hit = _finder(table)(hashes)
     assert hit.tolist() == [h in known for h in hashes.tolist()]
     assert (table[where[hit]] == hashes[hit]).all()
+
+
+@given(
+    known=st.lists(st.one_of(FINGERPRINTS, st.integers(-(2**63), -1), st.integers(0, 40))),
+    wanted=st.lists(st.one_of(FINGERPRINTS, st.integers(0, 40))),
+)
+def test_the_finder_counted_a_few_fingerprints_at_a_time_finds_the_same(
+    known: list[int], wanted: list[int]
+) -> None:
+    """Its table is counted a slice of the known at a time: a bucket across two slices
+    still starts and ends where it does."""
+    table = np.array(sorted(known), dtype=np.int64)
+    hashes = np.array([h for h in wanted + known if h >= 0], dtype=np.int64)
+    with patch.object(fastpath, "_SLICE", 3):
+        where, hit = _finder(table)(hashes)
+    assert hit.tolist() == [h in known for h in hashes.tolist()]
+    assert (table[where[hit]] == hashes[hit]).all()
+
+
+def test_a_crowd_in_one_bucket_makes_the_finder_hold_the_starts_themselves() -> None:
+    """40,000 revived gone contacts (negative fingerprints) all start past their share of
+    the known by more than 16 bits hold: found all the same."""
+    rng = np.random.default_rng(5)
+    positive = rng.integers(0, 2**63, 1000)
+    table = np.sort(np.concatenate([-np.arange(1, 40_001), positive]))
+    where, hit = _finder(table)(np.concatenate([positive, positive + 1]))
+    assert hit.tolist() == [True] * 1000 + (np.isin(positive + 1, table)).tolist()
+    assert (table[where[:1000]] == positive).all()
 
 
 def _table() -> sqlite3.Connection:
@@ -135,7 +165,10 @@ class FakeRows:
     def __init__(self, rows: dict[tuple[int, int], str]) -> None:
         self.rows = rows
 
-    def cached(self, column: str) -> np.ndarray | None:
+    def cached(self) -> np.ndarray | None:
+        return None
+
+    def cached_rowids(self, at: np.ndarray) -> np.ndarray | None:
         return None
 
     def live(self) -> tuple[np.ndarray, np.ndarray]:
@@ -160,8 +193,9 @@ def test_a_repeat_of_a_replaced_row_is_named_by_the_key_its_new_row_has() -> Non
     rows.rows[(2, 99)] = rows.rows.pop((2, 20))  # the diff rewrote K2's row
     known.add(99, 2, replaces)
     assert known.see(np.array([1]), np.array([9])) == (0, [(9, "K2", 3)])
-    live, rowids = known.after()
-    assert live.tolist() == [10, 99] and rowids.tolist() == [1, 2]  # K3 is gone
+    count, slices = known.after()
+    live, rowids = (np.concatenate(parts).tolist() for parts in zip(*slices, strict=True))
+    assert (count, live, rowids) == (2, [10, 99], [1, 2])  # K3 is gone
 
 
 NAMES = st.text(st.sampled_from('ab"é.$ \\\x01'), min_size=1, max_size=4)
@@ -207,3 +241,105 @@ def test_renaming_columns_in_attributes_is_renaming_them_by_position(
     for i, row in enumerate(rows):
         assert got[str(i)] == dict(zip(new, row, strict=True))
     assert got["other"] == {"x": "y"}
+
+
+class CachedRows(FakeRows):
+    """`FakeRows` with a current cache: each known fingerprint's rowid, read where asked."""
+
+    def __init__(self, rows: dict[tuple[int, int], str]) -> None:
+        super().__init__(rows)
+        self.fps, self.rowids = self.live()
+        self.asked = 0  # rowids read from the cache
+
+    def cached(self) -> np.ndarray | None:
+        return self.fps.copy()
+
+    def cached_rowids(self, at: np.ndarray) -> np.ndarray | None:
+        assert (np.diff(at) > 0).all()  # ascending, as the blob is read
+        self.asked += len(at)
+        return self.rowids[at]
+
+
+@given(
+    fps=st.lists(st.integers(-(2**63), 2**63 - 1), unique=True, max_size=60),
+    data=st.data(),
+    slice_=st.integers(1, 8),
+)
+def test_the_next_cache_written_a_slice_at_a_time_is_the_one_shot_merge(
+    fps: list[int], data: st.DataObject, slice_: int
+) -> None:
+    """Kept (seen, not replaced) fingerprints merged with the added ones, in order, each with
+    its rowid, however the slices fall; as sorting all of them at once would give."""
+    split = data.draw(st.integers(0, len(fps)))
+    known, extra = fps[:split], fps[split:]
+    rows = CachedRows({(100 + i, fp): f"K{i}" for i, fp in enumerate(known)})
+    k = Known(rows)
+    seen = data.draw(st.lists(st.booleans(), min_size=len(known), max_size=len(known)))
+    lines = [line for line, s in enumerate(seen, 1) if s]
+    k.see(np.array([i for i, s in enumerate(seen) if s], dtype=np.int64), np.array(lines))
+    replaced = [i for i, s in enumerate(seen) if s and data.draw(st.booleans())]
+    expected = {(int(k.fps[i]), int(rows.rowids[i])) for i, s in enumerate(seen) if s}
+    for n, fp in enumerate(extra):
+        replaces = replaced.pop() if replaced and data.draw(st.booleans()) else -1
+        if replaces >= 0:
+            expected.discard((int(k.fps[replaces]), int(rows.rowids[replaces])))
+        rowid = int(rows.rowids[replaces]) if replaces >= 0 else 1000 + n
+        k.add(fp, rowid, replaces)
+        expected.add((fp, rowid))
+    with patch.object(fastpath, "_SLICE", slice_):
+        count, slices = k.after()
+        parts = list(slices)
+    live = [int(v) for fps_, _ in parts for v in fps_]
+    rowids = [int(v) for _, r in parts for v in r]
+    assert all(f.dtype == np.dtype("<i8") and r.dtype == np.dtype("<i8") for f, r in parts)
+    assert count == len(live) == len(rowids)
+    assert list(zip(live, rowids, strict=True)) == sorted(expected)
+
+
+def test_a_renumbered_row_is_caught_when_a_repeat_is_named_and_read_again_once() -> None:
+    """A cached rowid naming another contact's row (a VACUUM renumbered them) is caught by
+    its fingerprint: the table is read once, and the key is the right one."""
+    rows = CachedRows({(1, 10): "K1", (2, 20): "K2", (3, 30): "K3"})
+    rows.rowids = np.array([3, 1, 2], dtype=np.int64)  # the cache's rowids, all wrong
+    known = Known(rows)
+    assert known.see(np.array([1]), np.array([4])) == (1, [])
+    assert known.see(np.array([1]), np.array([7])) == (0, [(7, "K2", 4)])
+    assert known.renumbered and rows.asked == 1
+    assert known.located(np.array([0, 2])) == ([1, 3], [10, 30])
+
+
+def test_the_cache_is_written_beside_the_one_read_and_its_rowids_read_in_stretches(
+    tmp_path: Path,
+) -> None:
+    """The next cache goes into the other row while the current one's rowids are read as it
+    is written; then the current one is the only row, and scattered rowids read a window at
+    a time are the blob's."""
+    store = Store.open(tmp_path / "syncd.db")
+    try:
+        with store.write() as c:
+            db = DiffStore(store, 1, "2026-12-01T02:00:00+00:00", "export.csv")
+            values = np.arange(50, dtype="<i8")
+            db.write_cache(
+                50, [(values[:20] * 2, values[:20] + 7), (values[20:] * 2, values[20:] + 7)]
+            )
+            first = c.execute("SELECT id FROM fingerprint_cache").fetchall()
+            db = DiffStore(store, 2, "2026-12-01T03:00:00+00:00", "export.csv")
+            assert db.cached().tolist() == (values * 2).tolist()
+            with patch.object(diffed, "_BLOB_VALUES", 4):
+                at = np.array([0, 1, 5, 6, 7, 30, 49])
+                assert db.cached_rowids(at).tolist() == (at + 7).tolist()
+                assert db.cached_rowids(np.array([], dtype=np.int64)).tolist() == []
+                slices = (
+                    (db.cached_rowids(np.arange(i, i + 10)), np.arange(i, i + 10))
+                    for i in range(0, 50, 10)
+                )
+                db.write_cache(
+                    50, ((np.asarray(r, dtype="<i8"), a.astype("<i8")) for r, a in slices)
+                )
+            assert c.execute("SELECT id FROM fingerprint_cache").fetchall() != first
+            assert c.execute("SELECT count(*) FROM fingerprint_cache").fetchone() == (1,)
+            assert db.cached_rowids(np.arange(50)).tolist() == values.tolist()
+            with pytest.raises(AssertionError):  # fewer than said: refused
+                db.write_cache(3, [(values[:2], values[:2])])
+    finally:
+        store.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -53,7 +53,8 @@ class DiffStore:
         self.ts = ts
         self.export = export
         self.writer: Writer | None = None
-        self._current: bool | None = None
+        self._looked = False  # for a current fingerprint cache (`_cache`)
+        self._cache_row: int | None = None  # its row, if there is one
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -112,16 +113,43 @@ class DiffStore:
             self.writer = None
 
     # --- the fingerprint cache (fastpath.Rows) ----------------------------------------
-    def cached(self, column: str) -> np.ndarray | None:
-        """The cache's `live` fingerprints or their `rowids`, if it was written since the
-        last change to a contact (checked once: the diff's own writes do not count)."""
-        if self._current is None:
-            self._current = bool(
-                self.conn.execute(
-                    "SELECT 1 FROM fingerprint_cache JOIN contacts_generation USING (generation)"
-                ).fetchone()
-            )
-        return _read_blob(self.conn, column) if self._current else None
+    def _cache(self) -> int | None:
+        """The row of the cache written since the last change to a contact, if any (checked
+        once: the diff's own writes do not count, and the new cache is written beside it)."""
+        if not self._looked:
+            row = self.conn.execute(
+                "SELECT fingerprint_cache.id FROM fingerprint_cache "
+                "JOIN contacts_generation USING (generation)"
+            ).fetchone()
+            self._cache_row = None if row is None else int(row[0])
+            self._looked = True
+        return self._cache_row
+
+    def cached(self) -> np.ndarray | None:
+        """The cache's fingerprints, if it is current."""
+        row = self._cache()
+        return None if row is None else _read_blob(self.conn, "live", row)
+
+    def cached_rowids(self, at: np.ndarray) -> np.ndarray | None:
+        """The cache's rowids at the places `at` (ascending), if it is current: read a
+        megabyte of the blob at most at a time, and only the stretches that hold one."""
+        row = self._cache()
+        if row is None:
+            return None
+        out = np.empty(len(at), dtype=np.int64)
+        if not len(at):
+            return out
+        window = at // _BLOB_VALUES
+        ends = [*np.flatnonzero(np.diff(window)) + 1, len(at)]
+        with self.conn.blobopen("fingerprint_cache", "rowids", row, readonly=True) as blob:
+            lo = 0
+            for hi in ends:
+                first, last = int(at[lo]), int(at[hi - 1])
+                blob.seek(8 * first)
+                read = np.frombuffer(blob.read(8 * (last - first + 1)), dtype="<i8")
+                out[lo:hi] = read[at[lo:hi] - first]
+                lo = hi
+        return out
 
     def live(self) -> tuple[np.ndarray, np.ndarray]:
         """Every live contact's fingerprint, sorted, and its rowid: a table scan (after the
@@ -146,8 +174,12 @@ class DiffStore:
         )
         return None if key is None else str(key)
 
-    def write_cache(self, live: np.ndarray, rows: np.ndarray) -> None:
-        """The fingerprints live after this diff and their rowids, for the next one."""
+    def write_cache(self, count: int, slices: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+        """The `count` fingerprints live after this diff and their rowids, for the next one,
+        as `slices` of both (little-endian int64) come: written into the cache's other row
+        (m016), since they may be read from the current one as they come, which then goes."""
+        old = self._cache()
+        new = 2 if old == 1 else 1
         # the old blobs hold no contact data: their pages need not be zeroed as they are
         # freed (SQLite builds with SECURE_DELETE would write 16 MB of zeros per million)
         secure = self.store.scalar("PRAGMA secure_delete")
@@ -155,14 +187,24 @@ class DiffStore:
         try:
             self.conn.execute(
                 "INSERT OR REPLACE INTO fingerprint_cache (id, generation, live, rowids) "
-                "VALUES (1, (SELECT generation FROM contacts_generation), zeroblob(?), "
+                "VALUES (?, (SELECT generation FROM contacts_generation), zeroblob(?), "
                 "zeroblob(?))",
-                (live.nbytes, rows.nbytes),
+                (new, 8 * count, 8 * count),
             )
+            written = 0
+            with (
+                self.conn.blobopen("fingerprint_cache", "live", new) as live,
+                self.conn.blobopen("fingerprint_cache", "rowids", new) as rowids,
+            ):
+                for fps, rows in slices:
+                    live.write(fps.data.cast("B"))
+                    rowids.write(rows.data.cast("B"))
+                    written += len(fps)
+            assert written == count, (written, count)
+            self.conn.execute("DELETE FROM fingerprint_cache WHERE id != ?", (new,))
         finally:
             self.conn.execute(f"PRAGMA secure_delete = {int(secure)}")
-        _write_blob(self.conn, "live", live)
-        _write_blob(self.conn, "rowids", rows)
+        self._cache_row = new
 
     # --- reads ------------------------------------------------------------------------
     def next_rowid(self) -> int:
@@ -220,13 +262,13 @@ class DiffStore:
         key → (vendor, when sent, None if not sent yet), the latest send."""
         if not keys or not vendors:
             return {}
-        rows = self.conn.execute(
+        rows = self.conn.execute(  # the keys as JSON: one statement, see `suppressions`
             f"SELECT key, vendor, max(sent_at) FROM deliveries INDEXED BY deliveries_key "
-            f"WHERE key IN ({','.join('?' * len(keys))}) "
+            f"WHERE key IN (SELECT value FROM json_each(?)) "
             f"AND vendor IN ({','.join('?' * len(vendors))}) "
             "AND status IN ('pending', 'sent', 'unknown', 'in_flight') "
             "AND coalesce(sent_at, updated_at) >= ? GROUP BY key",
-            (*keys, *vendors, since),
+            (orjson.dumps(list(keys)).decode(), *vendors, since),
         )
         return {key: (vendor, when) for key, vendor, when in rows}
 
@@ -241,18 +283,21 @@ class DiffStore:
         by_email = {e: k for k, (e, _p) in reach.items() if e}
         by_phone = {p: k for k, (_e, p) in reach.items() if p}
         keys, emails, phones = list(reach), list(by_email), list(by_phone)
+        # the lists as JSON arrays, not a `?` each: one statement text whatever their
+        # lengths. Each length was a statement of its own, and SQLite's statement cache
+        # (128 of them) kept one compiled program of ~100-200 KB per chunk of the diff,
+        # 18 MB at 3 million contacts
         sql = (
             "SELECT key, email, phone, vendor, channel, at FROM unsubscribes "
-            f"WHERE key IN ({','.join('?' * len(keys))}) "
-            f"OR email IN ({','.join('?' * len(emails))}) "
+            "WHERE key IN (SELECT value FROM json_each(?1)) "
+            "OR email IN (SELECT value FROM json_each(?2)) "
             # the earliest known time names the reason; an untimed opt-out suppresses all
-            f"OR phone IN ({','.join('?' * len(phones))}) ORDER BY at IS NULL, at"
+            "OR phone IN (SELECT value FROM json_each(?3)) ORDER BY at IS NULL, at"
         )
         out: dict[str, str] = {}
         channels = set(channels)
-        for key, email, phone, vendor, channel, at in self.conn.execute(
-            sql, [*keys, *emails, *phones]
-        ):
+        lists = [orjson.dumps(values).decode() for values in (keys, emails, phones)]
+        for key, email, phone, vendor, channel, at in self.conn.execute(sql, lists):
             if "any" not in channels and channel not in channels:
                 continue
             for match in (key if key in reach else None, by_email.get(email), by_phone.get(phone)):
@@ -409,20 +454,16 @@ class DiffStore:
 
 # the cache's blobs go through SQLite's blob I/O a megabyte at a time: no whole copy of an
 # array ever sits in SQLite's or Python's memory beside the array itself
-def _read_blob(conn: sqlite3.Connection, column: str) -> np.ndarray:
-    with conn.blobopen("fingerprint_cache", column, 1, readonly=True) as blob:
+_BLOB_VALUES = 1 << 17
+
+
+def _read_blob(conn: sqlite3.Connection, column: str, row: int) -> np.ndarray:
+    with conn.blobopen("fingerprint_cache", column, row, readonly=True) as blob:
         values = np.empty(len(blob) // 8, dtype="<i8")
         view = values.data.cast("B")
-        for start in range(0, len(view), 1 << 20):
-            view[start : start + (1 << 20)] = blob.read(1 << 20)
+        for start in range(0, len(view), 8 * _BLOB_VALUES):
+            view[start : start + 8 * _BLOB_VALUES] = blob.read(8 * _BLOB_VALUES)
     return values
-
-
-def _write_blob(conn: sqlite3.Connection, column: str, values: np.ndarray) -> None:
-    with conn.blobopen("fingerprint_cache", column, 1) as blob:
-        view = values.data.cast("B")
-        for start in range(0, len(view), 1 << 20):
-            blob.write(view[start : start + (1 << 20)])
 
 
 class Writer:

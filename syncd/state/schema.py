@@ -584,3 +584,25 @@ def m015_export_header(db: Database) -> None:
         "CREATE TABLE export_header (id INTEGER PRIMARY KEY CHECK (id = 1), "
         "named TEXT NOT NULL, salted TEXT NOT NULL)"
     )
+
+
+@migration
+def m016_fingerprint_cache_two_rows(db: Database) -> None:
+    """The fingerprint cache may hold two rows (id 1 or 2) inside the diff's transaction:
+    the next cache is written a slice at a time into the other row while the rowids are
+    read from the current one, which is then deleted (`DiffStore.write_cache`). Replacing
+    the row in place would drop the blob being read, and holding all of it in memory
+    first was 16 bytes a contact. A committed store still holds one row: the current one
+    is the one written at the current generation.
+
+    The CHECK is relaxed in place (`_edit_definitions`): the row there stays as it is.
+    """
+    _edit_definitions(
+        db,
+        {
+            "fingerprint_cache": (
+                "id INTEGER PRIMARY KEY CHECK (id = 1)",
+                "id INTEGER PRIMARY KEY CHECK (id IN (1, 2))",
+            )
+        },
+    )
