@@ -55,6 +55,7 @@ class DiffStore:
         self.writer: Writer | None = None
         self._looked = False  # for a current fingerprint cache (`_cache`)
         self._cache_row: int | None = None  # its row, if there is one
+        self._rowids: sqlite3.Blob | None = None  # its rowids, open for reading
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -88,6 +89,7 @@ class DiffStore:
         if self.writer:
             self.writer.wait()
             self.writer.check()
+        self._close_rowids()
         self.conn.execute("UPDATE contacts_generation SET generation = generation + 1, in_diff = 0")
         self.conn.execute("COMMIT")
         self.store.bound_wal()
@@ -141,15 +143,23 @@ class DiffStore:
             return out
         window = at // _BLOB_VALUES
         ends = [*np.flatnonzero(np.diff(window)) + 1, len(at)]
-        with self.conn.blobopen("fingerprint_cache", "rowids", row, readonly=True) as blob:
-            lo = 0
-            for hi in ends:
-                first, last = int(at[lo]), int(at[hi - 1])
-                blob.seek(8 * first)
-                read = np.frombuffer(blob.read(8 * (last - first + 1)), dtype="<i8")
-                out[lo:hi] = read[at[lo:hi] - first]
-                lo = hi
+        # one handle for every read: a new one walks the blob's overflow pages from its
+        # start to reach the place (a slice at a time, that was most of writing the cache)
+        if self._rowids is None:
+            self._rowids = self.conn.blobopen("fingerprint_cache", "rowids", row, readonly=True)
+        blob, lo = self._rowids, 0
+        for hi in ends:
+            first, last = int(at[lo]), int(at[hi - 1])
+            blob.seek(8 * first)
+            read = np.frombuffer(blob.read(8 * (last - first + 1)), dtype="<i8")
+            out[lo:hi] = read[at[lo:hi] - first]
+            lo = hi
         return out
+
+    def _close_rowids(self) -> None:
+        if self._rowids is not None:
+            self._rowids.close()
+            self._rowids = None
 
     def live(self) -> tuple[np.ndarray, np.ndarray]:
         """Every live contact's fingerprint, sorted, and its rowid: a table scan (after the
@@ -201,8 +211,10 @@ class DiffStore:
                     rowids.write(rows.data.cast("B"))
                     written += len(fps)
             assert written == count, (written, count)
+            self._close_rowids()
             self.conn.execute("DELETE FROM fingerprint_cache WHERE id != ?", (new,))
         finally:
+            self._close_rowids()
             self.conn.execute(f"PRAGMA secure_delete = {int(secure)}")
         self._cache_row = new
 
