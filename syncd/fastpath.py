@@ -146,10 +146,14 @@ class Known:
         keep = self.seen != 0
         keep[np.frombuffer(self.replacing, dtype=np.int64)] = False
         self.seen = np.empty(0, dtype=np.int32)
-        added = np.frombuffer(self.added, dtype=np.int64)
-        order = np.argsort(added)
-        added = added[order]
+        # each sorted copy made, its source goes: a first sync of a million new contacts
+        # held 72 MB more here when the sources, the order and the merge's arrays stayed
+        order = np.argsort(np.frombuffer(self.added, dtype=np.int64))
         added_rows = np.frombuffer(self.added_rows, dtype=np.int64)[order]
+        self.added_rows = array("q")
+        added = np.frombuffer(self.added, dtype=np.int64)[order]
+        self.added = array("q")
+        del order
         # where each added one goes: before the known at this place (and the ones after)
         into = np.searchsorted(self.fps, added)
         return int(np.count_nonzero(keep)) + len(added), self._merged(keep, added, added_rows, into)
@@ -157,20 +161,25 @@ class Known:
     def _merged(
         self, keep: np.ndarray, added: np.ndarray, added_rows: np.ndarray, into: np.ndarray
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """`after`'s slices: in each slice of the known, the ones kept, and the added ones
-        that go among them (the ones past the last known go with the last slice)."""
+        """`after`'s slices: in each slice of the known, the ones kept and the added ones
+        that go among them; then the added ones past the last known, a slice at a time."""
         n = len(self.fps)
-        for start in range(0, max(n, 1), _SLICE):
+        for start in range(0, n, _SLICE):
             stop = min(start + _SLICE, n)
             kept = keep[start:stop]
             live = self.fps[start:stop][kept]
             rows = self._rowids(np.arange(start, stop))[kept]
-            lo = int(np.searchsorted(into, start))
-            hi = int(np.searchsorted(into, stop)) if stop < n else len(into)
+            lo, hi = (int(i) for i in np.searchsorted(into, (start, stop)))
             # each added one goes after the kept ones before its place in the slice
             before = np.concatenate(([0], np.cumsum(kept)))[into[lo:hi] - start]
             live = np.insert(live, before, added[lo:hi]).astype("<i8", copy=False)
             yield live, np.insert(rows, before, added_rows[lo:hi]).astype("<i8", copy=False)
+        for lo in range(int(np.searchsorted(into, n)), len(into), _SLICE):
+            hi = lo + _SLICE
+            yield (
+                added[lo:hi].astype("<i8", copy=False),
+                added_rows[lo:hi].astype("<i8", copy=False),
+            )
 
     def _rowids(self, at: np.ndarray) -> np.ndarray:
         """The contacts rowids of the known fingerprints at `at` (ascending), from the cache
