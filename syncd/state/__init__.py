@@ -54,6 +54,9 @@ JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 # past this after a commit, wait for readers of old snapshots and reset the WAL (see above)
 WAL_RESET_AT = 64 * 1024 * 1024
 WAL_RESET_WAIT_MS = 1_000
+# m006's triggers stand aside; the generation moves on once and they are back
+GENERATION_ASIDE = "UPDATE contacts_generation SET in_diff = 1"
+GENERATION_ON = "UPDATE contacts_generation SET generation = generation + 1, in_diff = 0"
 # rows a prune transaction changes at most: analysts' reads and the WAL are never held long
 PRUNE_BATCH = 10_000
 
@@ -369,6 +372,17 @@ class Store:
         self.undo_first_sync()
         return run_id
 
+    @contextmanager
+    def generation_once(self) -> Iterator[None]:
+        """Writes to `contacts`, inside the caller's transaction, that move the contacts'
+        generation on once, at the end, instead of once a row (m006: the triggers stand
+        aside while `in_diff` is set). The diff's writes are such."""
+        self.conn.execute(GENERATION_ASIDE)
+        try:
+            yield
+        finally:
+            self.conn.execute(GENERATION_ON)
+
     def unfinished_first_sync(self) -> int | None:
         """The run whose first sync committed pieces and did not finish, if any (m014)."""
         run = self.scalar("SELECT run_id FROM unfinished_diff")
@@ -395,16 +409,11 @@ class Store:
         gone = dict.fromkeys(steps, 0)
         for table, (row, select) in steps.items():
             while True:
-                with self.write() as c:
-                    # the diff's own kind of write: the contacts' generation moves once
-                    c.execute("UPDATE contacts_generation SET in_diff = 1")
+                with self.write() as c, self.generation_once():  # the diff's kind of write
                     n = c.execute(
                         f"DELETE FROM {table} WHERE {row} IN ({select} LIMIT {PRUNE_BATCH})",
                         {"run": run},
                     ).rowcount
-                    c.execute(
-                        "UPDATE contacts_generation SET generation = generation + 1, in_diff = 0"
-                    )
                 gone[table] += n
                 if n < PRUNE_BATCH:
                     break

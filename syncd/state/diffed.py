@@ -13,7 +13,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from itertools import chain, repeat
 from typing import Any, NamedTuple
@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from syncd.state import OPEN_STATUSES, Store
+from syncd.state import GENERATION_ASIDE, GENERATION_ON, OPEN_STATUSES, Store
 
 
 class Stored(NamedTuple):
@@ -57,16 +57,9 @@ class DiffStore:
         self._cache_row: int | None = None  # its row, if there is one
         self._rowids: sqlite3.Blob | None = None  # its rowids, open for reading
 
-    @contextmanager
-    def session(self) -> Iterator[None]:
+    def session(self) -> AbstractContextManager[None]:
         """The diff's writes: the contacts' generation moves on once, at the end (m006)."""
-        self.conn.execute("UPDATE contacts_generation SET in_diff = 1")
-        try:
-            yield
-        finally:
-            self.conn.execute(
-                "UPDATE contacts_generation SET generation = generation + 1, in_diff = 0"
-            )
+        return self.store.generation_once()
 
     def pieces(self) -> bool:
         """Begin committing as the diff goes (`commit`) if this is a first sync: the store
@@ -90,11 +83,11 @@ class DiffStore:
             self.writer.wait()
             self.writer.check()
         self._close_rowids()
-        self.conn.execute("UPDATE contacts_generation SET generation = generation + 1, in_diff = 0")
+        self.conn.execute(GENERATION_ON)  # `session`'s end, then its start again
         self.conn.execute("COMMIT")
         self.store.bound_wal()
         self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.execute("UPDATE contacts_generation SET in_diff = 1")
+        self.conn.execute(GENERATION_ASIDE)
 
     def finished(self) -> None:
         """The diff is whole: nothing is left to undo (committed with its last piece)."""
