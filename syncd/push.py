@@ -202,8 +202,12 @@ class Deliverer:
         flight = _Flight(self, batch_ids)
         jobs: list[str] = []
 
-        def on_job(job: str) -> None:
-            self.store.record_job(batch_ids.values(), job, self.now())
+        def on_job(job: str, refused: Sequence[Result] = ()) -> None:
+            if refused:  # first: the job's poll must never answer for them (see `OnJob`)
+                done = {r.key for r in refused}
+                self._settle({k: i for k, i in flight.ids.items() if k in done}, refused)
+                flight.ids = {k: i for k, i in flight.ids.items() if k not in done}
+            self.store.record_job(flight.ids.values(), job, self.now())
             jobs.append(job)
             crashpoint("job_recorded")
 
@@ -263,10 +267,6 @@ class Deliverer:
         if isinstance(started, Job):
             self._refusals = ("", 0)
             flight.write()
-            if started.done:  # refused at once: settled now, the job carries the rest
-                done = {r.key for r in started.done}
-                self._settle({k: i for k, i in batch_ids.items() if k in done}, started.done)
-                flight.ids = {k: i for k, i in batch_ids.items() if k not in done}
             if not self._open:  # the only job open: polled at once, as `push` would
                 self._round_at = -math.inf
             self._open.append(_Open(started, flight))

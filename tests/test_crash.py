@@ -368,3 +368,45 @@ def test_a_kill_with_several_sessions_open_resumes_each_never_resends(
     assert set(final.values()) == {"sent"}
     assert len(final) == 10
     assert set(sim.state()["sessions"].values()) == {"FINISHED"}  # each session polled
+
+
+def test_a_kill_after_a_session_is_recorded_keeps_the_contacts_refused_at_post_time_failed(
+    tmp_path: Path,
+) -> None:
+    """eSputnik answers a post with `failedContacts` and the session of the rest. A kill
+    right after the session is recorded must not let the restart's poll of that session
+    mark the refused contact sent: the refusal is in the ledger before the session is."""
+    from syncd.sample import HEADER, rows
+    from syncd.sandbox.base import Server
+    from syncd.sandbox.esputnik import ESputnikSim
+    from tests.helpers import World, esputnik_table
+
+    data = list(rows(4))
+    refused = data[1][HEADER.index("Email")].strip().lower()
+    sim = ESputnikSim()
+    sim.faults.reject(refused, "invalid address")
+    with Server(sim) as server:
+        w = World(tmp_path, {"esputnik": esputnik_table(server.url)})
+        w.write(data)
+        env = {**os.environ, "SYNCD_LOG_LEVEL": "WARNING", "SYNCD_CRASH_AT": "job_recorded"}
+        cmd = [*SYNCD, "--config", str(tmp_path / "syncd.toml"), "sync"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        killed = {d["key"]: (d["status"], d["reason"]) for d in w.deliveries()}
+        assert sorted(s for s, _r in killed.values()) == [
+            "failed",
+            "in_flight",
+            "in_flight",
+            "in_flight",
+        ]
+        proc = subprocess.run(
+            cmd, env={**env, "SYNCD_CRASH_AT": ""}, capture_output=True, text=True, timeout=60
+        )
+        final = {d["key"]: (d["status"], d["reason"]) for d in w.deliveries()}
+    assert proc.returncode == 1, proc.stderr[-2000:]  # a contact failed
+    assert sorted(final.values()) == sorted([("failed", "invalid address")] + [("sent", None)] * 3)
+    # the session was polled, never re-posted; the next run's post is the failed contact's
+    # retry (refused again)
+    posts = [r.json()["contacts"] for r in sim.requests("/api/v1/contacts", "POST")]
+    assert len(posts) == 2 and len(posts[0]) == 4
+    assert [c["channels"][0]["value"] for c in posts[1]] == [refused]

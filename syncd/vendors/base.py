@@ -22,10 +22,10 @@ from __future__ import annotations
 import functools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import structlog
 
@@ -62,7 +62,14 @@ class Page:
     cursor: str
 
 
-OnJob = Callable[[str], None]
+class OnJob(Protocol):
+    """How a connector reports an async job the moment it learns the job's id. `refused`
+    are contacts of the batch that the vendor refused at once and that the job does not
+    carry: they are recorded before the job is, so a crash between the two can never let
+    a poll of the job (which answers for the whole batch it is resumed with) settle them
+    as sent."""
+
+    def __call__(self, job: str, refused: Sequence[Result] = ()) -> None: ...
 
 
 @dataclass
@@ -73,7 +80,8 @@ class Job:
     contacts: Sequence[Contact]  # whose outcome the job decides
     every: float  # seconds between two polls of it
     deadline: float  # the clock's monotonic time past which it is given up (contacts pending)
-    done: list[Result] = field(default_factory=list)  # outcomes known at once (refused)
+    # outcomes known at once (refused), already reported through `on_job`: for `follow`
+    done: list[Result] = field(default_factory=list)
 
 
 class Connector(ABC):

@@ -204,7 +204,7 @@ class ESputnik(Connector):
 
     def start(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result] | Job:
         """Post the batch: the contacts refused at once, and the import session of the rest
-        (reported through `on_job` before anything else happens)."""
+        (reported through `on_job`, with those refused, before anything else happens)."""
         headers = {"Content-Type": "application/json"}
         resp = self.http.request(
             "POST", "/api/v1/contacts", data=_json(self.body(batch)), headers=headers
@@ -235,8 +235,9 @@ class ESputnik(Connector):
                 f"{snippet(resp, 200)!r}",
                 vendor=self.name,
             )
-        on_job(session)
-        return self._session(session, rest, list(results.values()))
+        refused = list(results.values())
+        on_job(session, refused)
+        return self._session(session, rest, refused)
 
     def _session(
         self, job: str, contacts: Sequence[Contact], done: list[Result] | None = None
