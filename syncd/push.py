@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from threading import Event
 
+import orjson
 import structlog
 
 from syncd.crashpoints import crashpoint
@@ -71,7 +72,10 @@ class Delivered:
 
 
 def _contact(row: sqlite3.Row) -> Contact:
-    payload = json.loads(row["payload"])
+    try:  # orjson reads a page's payloads in a third of the json module's time
+        payload = orjson.loads(row["payload"])
+    except orjson.JSONDecodeError:  # a lone surrogate (an undecodable export byte), escaped
+        payload = json.loads(row["payload"])
     return Contact(
         key=row["key"], fields=payload["fields"], metadata=payload["metadata"], ref=row["ref"]
     )
