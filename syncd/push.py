@@ -25,7 +25,6 @@ exception) the jobs still open stay so, and the next run's `resume` polls them.
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 from collections import Counter
@@ -72,10 +71,7 @@ class Delivered:
 
 
 def _contact(row: sqlite3.Row) -> Contact:
-    try:  # orjson reads a page's payloads in a third of the json module's time
-        payload = orjson.loads(row["payload"])
-    except orjson.JSONDecodeError:  # a lone surrogate (an undecodable export byte), escaped
-        payload = json.loads(row["payload"])
+    payload = orjson.loads(row["payload"])  # a quarter of the json module's time
     return Contact(
         key=row["key"], fields=payload["fields"], metadata=payload["metadata"], ref=row["ref"]
     )
