@@ -5,7 +5,8 @@ it is marked by the HTTP client's write hook right before the first byte goes (a
 pacing or backoff sleep), and put back to `pending` when an attempt ends in a way that
 proves the vendor did not act. An async job id is recorded the moment the connector
 learns it; the outcome is recorded after. So a crash at any point leaves the ledger saying
-what may have happened, and `resume` settles it: a recorded job is polled, an upsert
+what may have happened, and `resume` settles it: a recorded job is polled (those of a
+connector with a window above 1 together, in rounds, before anything new goes), an upsert
 without one is re-sent (unless a newer delivery of the same contact supersedes it), a
 trigger without one becomes `unknown` (never re-sent on our own).
 
@@ -131,6 +132,11 @@ class Deliverer:
                     continue
             ids = {r["key"]: r["id"] for r in group}
             contacts = [_contact(r) for r in group]
+            if job is not None and self.connector.window() > 1:
+                flight = _Flight(self, ids)
+                flight.marked = True  # in flight since the crash
+                self._open.append(_Open(self.connector.reopen(job, contacts), flight))
+                continue
             if job is not None:
                 try:
                     results = self.connector.resume(job, contacts)
@@ -152,6 +158,7 @@ class Deliverer:
                     for c in contacts
                 ]
             self._settle(ids, results)
+        self._drain()  # the reopened jobs, in poll rounds, all ended before anything new goes
 
     # --- the normal path -------------------------------------------------------------
     def deliver(self) -> None:
@@ -183,10 +190,7 @@ class Deliverer:
                     self.progress(self.vendor, sent)
             if len(rows) < page:
                 break
-        while self._open:  # the last jobs: poll them to their end
-            if self.stop.is_set() or not self._round(wait=True):
-                self._leave()
-                return
+        self._drain()  # the last jobs
 
     def _send(self, batch: Sequence[Contact], ids: dict[str, int]) -> bool:
         """Send one batch (splitting it if the vendor refuses it whole); False = stop vendor."""
@@ -309,6 +313,14 @@ class Deliverer:
                 if not self._acknowledged(job.flight, ended):
                     return False
         return True
+
+    def _drain(self) -> None:
+        """Poll the open jobs in rounds to their end, unless the vendor is stopped or a stop
+        is requested (then those still open stay in flight, recorded, for `resume`)."""
+        while self._open:
+            if self.stop.is_set() or not self._round(wait=True):
+                self._leave()
+                return
 
     def _poll(self, job: _Open) -> list[Result] | bool | None:
         """One poll of an open job: its results once it ended (those it knew at once are

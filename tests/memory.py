@@ -112,8 +112,8 @@ class MemoryConnector(Connector):
             return None
         return self.remote.outcomes.pop(job.id)
 
-    def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
-        return self.follow(Job(job, batch, every=self.remote.every, deadline=math.inf))
+    def reopen(self, job: str, batch: Sequence[Contact]) -> Job:
+        return Job(job, batch, every=self.remote.every, deadline=math.inf)
 
     def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:
         pages = self.remote.pages.get(stream, [])

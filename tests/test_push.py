@@ -345,6 +345,9 @@ def test_a_stop_request_leaves_open_sessions_in_flight_and_the_next_run_polls_th
         got = ledger(store)
         store.close()
     assert out.counts == {"sent": 10}
+    # the three sessions reopened are polled together: one wait for all of them, then two
+    # for the last two batches (four when each was followed to its end in turn)
+    assert again.clock.slept == pytest.approx([0.01] * 3)
     assert {s for s, _job, _r in got.values()} == {"sent"}
     assert posted(sim) == [f"K{i:05d}" for i in range(10)]  # each contact once
     assert set(sim.state()["sessions"].values()) == {"FINISHED"}

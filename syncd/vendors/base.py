@@ -199,8 +199,9 @@ class Connector(ABC):
         """
 
     def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
-        """Settle a batch whose async job was recorded before a crash (poll, never re-send)."""
-        raise NotImplementedError(f"{self.name} has no async jobs to resume")
+        """Settle a batch whose async job was recorded before a crash (poll, never re-send):
+        by default, `follow` its `reopen`."""
+        return self.follow(self.reopen(job, batch))
 
     # --- overlapping async jobs (optional) -------------------------------------------
     def window(self) -> int:
@@ -213,6 +214,12 @@ class Connector(ABC):
         `Job` (reported through `on_job` first) for `poll`. Raises as `push` does. The
         default is `push`, which waits."""
         return self.push(batch, on_job)
+
+    def reopen(self, job: str, batch: Sequence[Contact]) -> Job:
+        """The `Job` of a batch whose job id was recorded before a crash, as `start` would
+        have returned it: the delivery loop polls such jobs together, in rounds, when the
+        window is above 1."""
+        raise NotImplementedError(f"{self.name} has no async jobs to resume")
 
     def poll(self, job: Job) -> list[Result] | None:
         """Look at a started job once: a Result per contact of `job.contacts` once it has

@@ -260,9 +260,9 @@ class ESputnik(Connector):
             )
         return items
 
-    def resume(self, job: str, batch: Sequence[Contact]) -> list[Result]:
-        """Poll the import session until it is FINISHED or ERROR (or we give up)."""
-        return self.follow(self._session(job, batch))
+    def reopen(self, job: str, batch: Sequence[Contact]) -> Job:
+        """The recorded import session, polled until it is FINISHED or ERROR (or given up)."""
+        return self._session(job, batch)
 
     def poll(self, job: Job) -> list[Result] | None:
         """One look at an import session: FINISHED (sent), ERROR (failed with the session's
