@@ -211,7 +211,8 @@ def _reconcile(
                 store.requeue_failed(name, cfg.vendors[name].delivery.max_attempts, now)
         refused = None
         try:
-            with store.write():
+            # the diff's WAL is copied back while the delivery runs (`checkpoints_aside`)
+            with store.write(copy_back=False):
                 run_id = report.run_id or store.insert_run("reconcile", now, str(path))
                 differ = Differ(
                     cfg,

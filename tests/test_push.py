@@ -419,6 +419,42 @@ def test_checkpoints_aside_copy_committed_pages_from_their_own_thread(tmp_path: 
     store.close()
 
 
+def test_a_commit_without_copy_back_leaves_the_wal_to_the_checkpoints_aside(
+    tmp_path: Path,
+) -> None:
+    """The diff's commit (`write(copy_back=False)`) copies none of its pages back into the
+    file, however many (SQLite would past 1000); the delivery's `checkpoints_aside` copies
+    them at once, without waiting for a commit of its own."""
+    store = Store.open(tmp_path / "s.db")
+    with store.write() as c:
+        c.execute("CREATE TABLE big (x BLOB)")
+    store.scalar("PRAGMA wal_checkpoint(TRUNCATE)")  # the file holds the table, empty
+
+    def on_disk() -> int:
+        copy = tmp_path / "copy.db"
+        copy.write_bytes((tmp_path / "s.db").read_bytes())
+        conn = sqlite3.connect(copy)
+        try:
+            return int(conn.execute("SELECT count(*) FROM big").fetchone()[0])
+        finally:
+            conn.close()
+            copy.unlink()
+
+    with store.write(copy_back=False) as c:
+        c.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+            "INSERT INTO big SELECT randomblob(4000) FROM n"
+        )
+    assert on_disk() == 0  # 3000 pages, all still in the WAL
+    assert store.scalar("PRAGMA wal_autocheckpoint") == 1000  # later commits copy as usual
+    with store.checkpoints_aside():
+        deadline = time.monotonic() + 5
+        while on_disk() != 3000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert on_disk() == 3000
+    store.close()
+
+
 def test_checkpoints_aside_without_a_second_connection_leave_sqlite_to_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

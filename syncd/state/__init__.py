@@ -236,15 +236,24 @@ class Store:
         self.conn.close()
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self, *, copy_back: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction: BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception.
 
-        A fault of the store, in the body or at COMMIT, leaves as a `StoreError`."""
+        A fault of the store, in the body or at COMMIT, leaves as a `StoreError`.
+        `copy_back=False`: the COMMIT copies nothing of the WAL back into the database (nor
+        resets it), however big it is; the next commit or `checkpoints_aside` does (the
+        diff's, so that the copy overlaps the delivery that follows it)."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
-                self.conn.execute("COMMIT")
+                if not copy_back:
+                    self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+                try:
+                    self.conn.execute("COMMIT")
+                finally:
+                    if not copy_back and self._checkpointer is None:
+                        self.conn.execute("PRAGMA wal_autocheckpoint = 1000")  # the default
             finally:
                 # SQLite has rolled back already after disk full and some I/O errors; and a
                 # failed ROLLBACK must not hide the error that caused it (uncommitted WAL
@@ -254,6 +263,8 @@ class Store:
                         self.conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             self._raise(exc)
+        if not copy_back:
+            return
         if self._checkpointer is not None:
             self._checkpointer.set()
         self.bound_wal()
@@ -291,6 +302,7 @@ class Store:
             self.conn.execute("PRAGMA wal_autocheckpoint = 0")
             thread.start()
             self._checkpointer = wake
+            wake.set()  # what a commit left in the WAL (the diff's) is copied from the start
             yield
         finally:
             self._checkpointer = None
