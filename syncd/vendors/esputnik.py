@@ -55,7 +55,7 @@ import orjson
 from syncd.errors import FatalError, OptionError, RetriableError
 from syncd.http import read_json, snippet
 from syncd.settings import Option
-from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status
+from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status, lowered
 
 ADDRESS_FIELDS = ("region", "town", "address", "postcode")
 # mapping field name -> the name `contactFields` takes for it
@@ -355,7 +355,7 @@ class ESputnik(Connector):
                     "vendor_id": str(
                         it.get("offset") or f"{it.get('contactId')}:{it.get('activityDateTime')}"
                     ),
-                    "email": (it.get("email") or "").lower() or None,
+                    "email": lowered(it.get("email")),
                     "phone": it.get("sms") or None,
                     "external_key": it.get("externalCustomerId") or None,
                     "channel": it.get("mediaType") or "email",

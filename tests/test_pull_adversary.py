@@ -1,0 +1,182 @@
+"""The pull path against a hostile vendor: each simulator's answer rewritten by the test
+(fields of the wrong type, records without their id, paging that goes nowhere, empty pages
+in the middle, lists in no order), and pulls killed between a page and its commit.
+
+What must hold whatever the pages look like: every record the vendor has is stored once,
+a record that cannot be stored is skipped and counted (the pull ends partial, exit 1), a
+stream's cursor never moves past what was not read, and a broken answer stops its stream
+with a message naming the vendor, the stream and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.wrappers import Request, Response
+
+from syncd.clock import FakeClock
+from syncd.config import Config, load
+from syncd.pull import PullReport, pull
+from syncd.sandbox.base import Server, json_response
+from syncd.sandbox.esputnik import ESputnikSim
+from syncd.sandbox.hellocustomer import HelloCustomerSim
+from syncd.state import Store
+from tests.helpers import World, esputnik_table
+
+CAMPAIGN = "c8dc5f94-a9e8-4743-8744-e66a73a7e724"
+Rewrite = Callable[[Any], Any]
+
+
+def rewritten(response: Response, rewrite: Rewrite | None) -> Response:
+    """The simulator's JSON answer passed through `rewrite` (a 200 only)."""
+    if rewrite is None or response.status_code != 200:
+        return response
+    return json_response(rewrite(json.loads(response.get_data())))
+
+
+# --- Hello Customer ------------------------------------------------------------------------
+class HostileHC(HelloCustomerSim):
+    answers_rewrite: Rewrite | None = None
+    unsubscribed_rewrite: Rewrite | None = None
+
+    def answers(
+        self, request: Request, culture: str, campaign: str, start: str, end: str
+    ) -> Response:
+        return rewritten(
+            super().answers(request, culture, campaign, start, end), self.answers_rewrite
+        )
+
+    def unsubscribed(
+        self, request: Request, culture: str, campaign: str, start: str, end: str
+    ) -> Response:
+        return rewritten(
+            super().unsubscribed(request, culture, campaign, start, end), self.unsubscribed_rewrite
+        )
+
+
+def hc_config(folder: Path, url: str, streams: str = '["responses", "unsubscribes"]') -> Config:
+    (folder / "mapping.toml").write_text(
+        '[fields]\nemail = "Email"\nlanguage = "Language"\n', encoding="utf-8"
+    )
+    (folder / "syncd.toml").write_text(
+        '[source]\npath = "contacts.csv"\nkey = "Record ID"\nsettle_seconds = 0\n'
+        '[store]\npath = "syncd.db"\n[delivery]\nretries = 1\nbackoff_base = 0.01\n'
+        f'[vendors.hellocustomer]\nbase_url = "{url}"\nmapping = "mapping.toml"\n'
+        f'token = "sandbox-token"\ncampaign = "{CAMPAIGN}"\nstreams = {streams}\n'
+        "lookback_days = 1\n",
+        encoding="utf-8",
+    )
+    return load(folder / "syncd.toml")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def hc(clock: FakeClock) -> Iterator[tuple[HostileHC, Server]]:
+    sim = HostileHC(clock=clock.monotonic, now=clock.now)
+    with Server(sim) as server:
+        yield sim, server
+
+
+def pulled(cfg: Config, clock: FakeClock, sql: str) -> tuple[PullReport, list[Any]]:
+    store = Store.open(cfg.store.path)
+    try:
+        report = pull(cfg, store, clock)
+        return report, [tuple(r) for r in store.query(sql)]
+    finally:
+        store.close()
+
+
+def test_hc_fields_of_any_type_skip_their_record_and_never_stop_the_pull(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """An email that is a number or an object, a `prediction` that is text, answers that
+    are not a list: the records that cannot be stored are skipped and counted, the others
+    stored, and the pull goes on to the next stream."""
+    sim, server = hc
+    now = clock.now()
+    ids = sim.add_responses(4, now - timedelta(hours=3), now - timedelta(hours=2))
+    sim.unsubscribe("seeded.0@example.com", now - timedelta(hours=1))
+    sim.unsubscribe("seeded.1@example.com", now - timedelta(hours=1))
+
+    def answers(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not items:
+            return items
+        items[0]["email"] = {"address": "seeded.0@example.com"}  # skipped
+        items[1]["answerQuestions"][2]["prediction"] = "unavailable"  # stored, no paths
+        items[2]["answerQuestions"] = 7  # skipped: answers is not a list
+        return items
+
+    def unsubscribed(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not items:
+            return items
+        items[0]["email"] = ["seeded.0@example.com"]  # skipped
+        return items
+
+    sim.answers_rewrite, sim.unsubscribed_rewrite = answers, unsubscribed
+    cfg = hc_config(tmp_path, server.url)
+    report, rows = pulled(cfg, clock, "SELECT response_id FROM responses ORDER BY response_id")
+    assert report.exit_code == 1, report.summary()
+    done = report.vendors["hellocustomer"]
+    assert done.errors == {} and done.read == ["responses", "unsubscribes"]
+    assert dict(done.counts) == {"responses": 2, "unsubscribes": 1, "invalid": 3}
+    assert rows == sorted((i,) for i in (ids[1], ids[3]))
+
+
+# --- eSputnik ------------------------------------------------------------------------------
+class HostileES(ESputnikSim):
+    rewrite: Rewrite | None = None
+
+    def activity(self, request: Request) -> Response:
+        return rewritten(super().activity(request), self.rewrite)
+
+
+@pytest.fixture
+def es() -> Iterator[tuple[HostileES, Server]]:
+    sim = HostileES()
+    with Server(sim) as server:
+        yield sim, server
+
+
+def es_world(folder: Path, url: str) -> World:
+    return World(folder, {"esputnik": esputnik_table(url)})
+
+
+def es_pull(world: World) -> tuple[PullReport, list[str]]:
+    cfg = world.cfg
+    store = Store.open(cfg.store.path)
+    try:
+        report = pull(cfg, store, world.clock)
+        rows = [r["email"] for r in store.query("SELECT email FROM unsubscribes ORDER BY email")]
+        return report, rows
+    finally:
+        store.close()
+
+
+def test_es_fields_of_any_type_skip_their_record_and_never_stop_the_pull(
+    tmp_path: Path, es: tuple[HostileES, Server]
+) -> None:
+    sim, server = es
+    for i in range(3):
+        sim.unsubscribe(f"u{i}@example.com")
+
+    def activity(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if items:
+            items[0]["email"] = {"value": "u0@example.com"}
+        return items
+
+    sim.rewrite = activity
+    report, rows = es_pull(es_world(tmp_path, server.url))
+    assert report.exit_code == 1, report.summary()
+    done = report.vendors["esputnik"]
+    assert done.errors == {}
+    assert dict(done.counts) == {"unsubscribes": 2, "invalid": 1}
+    assert rows == ["u1@example.com", "u2@example.com"]
