@@ -134,9 +134,21 @@ def test_hc_fields_of_any_type_skip_their_record_and_never_stop_the_pull(
 # --- eSputnik ------------------------------------------------------------------------------
 class HostileES(ESputnikSim):
     rewrite: Rewrite | None = None
+    ignore_offset = False  # answer every offset with the first page
+    calls = 0
 
     def activity(self, request: Request) -> Response:
+        self.calls += 1
+        if self.calls > 20:  # a pull that would read the same page for ever
+            return Response("the test's vendor: too many calls", 400)
+        if self.ignore_offset:
+            query = "&".join(f"{k}={v}" for k, v in request.args.items(multi=True) if k != "offset")
+            request = Request({**request.environ, "QUERY_STRING": query})
         return rewritten(super().activity(request), self.rewrite)
+
+    def offsets(self) -> list[str]:
+        with self.lock:
+            return [a["offset"] for a in self._activity]
 
 
 @pytest.fixture
@@ -180,3 +192,38 @@ def test_es_fields_of_any_type_skip_their_record_and_never_stop_the_pull(
     assert done.errors == {}
     assert dict(done.counts) == {"unsubscribes": 2, "invalid": 1}
     assert rows == ["u1@example.com", "u2@example.com"]
+
+
+def _no_offsets(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in it.items() if k != "offset"} for it in items]
+
+
+@pytest.mark.parametrize("hostile", ["no offsets", "offset ignored"])
+def test_es_paging_that_does_not_move_on_stops_the_stream_and_keeps_its_cursor(
+    tmp_path: Path, es: tuple[HostileES, Server], hostile: str
+) -> None:
+    """A full page (1000 rows) whose last activity has no offset, or a vendor that answers
+    every offset with the first page: the connector cannot go on. It must say so after one
+    repeat at most, not read the same page until the end of time; what it read is kept and
+    the cursor stays at the last offset that moved."""
+    sim, server = es
+    for i in range(1001):
+        sim.unsubscribe(f"u{i:04d}@example.com")
+    if hostile == "no offsets":
+        sim.rewrite = _no_offsets
+    else:
+        sim.ignore_offset = True
+    world = es_world(tmp_path, server.url)
+    report, rows = es_pull(world)
+    assert sim.calls <= 2, sim.calls
+    assert report.exit_code == 1
+    why = report.vendors["esputnik"].errors["unsubscribes"]
+    assert why.startswith("esputnik: ") and "offset" in why, why
+    assert rows == [f"u{i:04d}@example.com" for i in range(1000)]  # the page read is kept
+    store = world.store()
+    try:
+        cursor = store.scalar("SELECT cursor FROM cursors WHERE vendor = 'esputnik'")
+    finally:
+        store.close()
+    last = "" if hostile == "no offsets" else sim.offsets()[999]
+    assert cursor.partition("|")[2] == last

@@ -335,6 +335,7 @@ class ESputnik(Connector):
             )
         date_to = (until + timedelta(days=1)).strftime("%Y-%m-%d")
         maxrows = 1000
+        read = {offset}  # the offsets asked for: one asked again means the paging repeats
         while True:
             params: dict[str, str | int] = {
                 "dateFrom": date_from,
@@ -347,13 +348,14 @@ class ESputnik(Connector):
             resp = self.http.request("GET", "/api/v2/contacts/activity", params=params)
             # an empty body is no answer (not an empty list): the cursor stays where it is
             answer = read_json(resp, list, vendor=self.name)
-            items = [it for it in answer if isinstance(it, dict)]
-            if not items:
+            if not answer:
                 return
+            items = [it for it in answer if isinstance(it, dict)]
             records = [
                 {
                     "vendor_id": str(
-                        it.get("offset") or f"{it.get('contactId')}:{it.get('activityDateTime')}"
+                        it.get("offset")
+                        or f"{it.get('contactId') or it.get('email')}:{it.get('activityDateTime')}"
                     ),
                     "email": lowered(it.get("email")),
                     "phone": it.get("sms") or None,
@@ -363,10 +365,26 @@ class ESputnik(Connector):
                 }
                 for it in items
             ]
-            offset = str(items[-1].get("offset") or offset)
+            # where the next page starts: the last offset given (an opaque text)
+            last = next((str(it["offset"]) for it in reversed(items) if it.get("offset")), "")
+            moved = bool(last) and last not in read
+            if moved:
+                read.add(last)
+                offset = last
             yield Page(records, f"{date_from}|{offset}")
-            if len(items) < maxrows:
+            if len(answer) < maxrows:
                 return
+            if not moved:  # a full page, and no way to ask for the one after it
+                raise RetriableError(
+                    f"GET /api/v2/contacts/activity answered a full page of {len(answer)} "
+                    + (
+                        f"whose last offset {last!r} was read already (the paging repeats)"
+                        if last
+                        else "with no offset to ask for the next page"
+                    )
+                    + f"; the unsubscribes stream stays at offset {offset!r}",
+                    vendor=self.name,
+                )
 
 
 def _ref(ids: dict[str, Any], c: Contact) -> str | None:
