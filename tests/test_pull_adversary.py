@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from werkzeug.wrappers import Request, Response
@@ -25,8 +26,13 @@ from syncd.pull import PullReport, pull
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.sandbox.hellocustomer import HelloCustomerSim
+from syncd.sandbox.signalvine import PROGRAM, SignalVineSim
 from syncd.state import Store
+from syncd.vendors import signalvine
+from syncd.vendors.signalvine import SignalVine
 from tests.helpers import World, esputnik_table
+from tests.kits.signalvine import MAPPING as SV_MAPPING
+from tests.kits.signalvine import contact as sv_contact
 
 CAMPAIGN = "c8dc5f94-a9e8-4743-8744-e66a73a7e724"
 Rewrite = Callable[[Any], Any]
@@ -227,3 +233,104 @@ def test_es_paging_that_does_not_move_on_stops_the_stream_and_keeps_its_cursor(
         store.close()
     last = "" if hostile == "no offsets" else sim.offsets()[999]
     assert cursor.partition("|")[2] == last
+
+
+# --- SignalVine ----------------------------------------------------------------------------
+class Unordered(SignalVineSim):
+    """Lists participants newest first (the connector does not know the list's order); a
+    page of `holes` is empty yet not the last (filtered after paging: the items follow on
+    the next page), and `next_offset` answers the nextOffset of the test's choosing."""
+
+    holes: tuple[int, ...] = ()
+    next_offset: dict[int, Any] = {}  # noqa: RUF012
+
+    def participants(self, request: Request, program: str) -> Response:
+        args = request.args.to_dict()
+        offset, count = int(args.get("offset", "0")), int(args.get("count", "50"))
+        whole = Request(
+            {**request.environ, "QUERY_STRING": urlencode({**args, "offset": 0, "count": 500})}
+        )
+        answer = super().participants(whole, program)  # at most 500 in these tests
+        if answer.status_code != 200:
+            return answer
+        slots: list[dict[str, Any] | None] = json.loads(answer.get_data())["items"][::-1]
+        for hole in self.holes:
+            slots[hole:hole] = [None] * count
+        page = [item for item in slots[offset : offset + count] if item is not None]
+        following = offset + count if offset + count < len(slots) else None
+        following = self.next_offset.get(offset, following)
+        return json_response({"items": page, "offset": offset, "nextOffset": following})
+
+
+def sv_config(folder: Path, url: str) -> Config:
+    (folder / "mapping.toml").write_text(SV_MAPPING, encoding="utf-8")
+    (folder / "syncd.toml").write_text(
+        '[source]\npath = "x.csv"\nkey = "Record ID"\n[store]\npath = "s.db"\n'
+        f'[vendors.signalvine]\nbase_url = "{url}"\nmapping = "mapping.toml"\n'
+        f'token = "sandbox-token"\nsecret = "sandbox-secret"\nprogram = "{PROGRAM}"\n'
+        "retries = 1\nbackoff_base = 0.01\npull_lookback = 0\n",
+        encoding="utf-8",
+    )
+    return load(folder / "syncd.toml")
+
+
+@pytest.fixture
+def sv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> Iterator[tuple[Unordered, Config]]:
+    """Six participants, K1 to K5 opted out an hour apart; pages of two, newest first:
+    [K5 K4] [K3 K2] [K1 K0]."""
+    monkeypatch.setattr(signalvine, "PAGE", 2)
+    sim = Unordered(now=clock.now)
+    with Server(sim) as server:
+        cfg = sv_config(tmp_path, server.url)
+        connector = SignalVine(cfg.vendors["signalvine"], clock=clock)
+        connector.push([sv_contact(i) for i in range(6)], lambda job, refused=(): None)
+        connector.close()
+        start = clock.now()
+        for i in range(1, 6):
+            sim.opt_out(f"K{i:05d}", start + timedelta(hours=i))
+        clock.sleep(6 * 3600)
+        yield sim, cfg
+
+
+OPTED_OUT = [f"+3247{i:07d}" for i in range(1, 6)]
+
+
+def sv_stored(cfg: Config) -> list[str]:
+    store = Store.open(cfg.store.path)
+    try:
+        return [r[0] for r in store.query("SELECT phone FROM unsubscribes ORDER BY phone")]
+    finally:
+        store.close()
+
+
+def test_sv_an_empty_page_that_is_not_the_last_is_read_past(
+    sv: tuple[Unordered, Config], clock: FakeClock
+) -> None:
+    """[K5 K4] [] [K3 K2] [K1 K0]: the empty page says more follow. Stopping there stored
+    the cursor at K5's time, and K3 to K1, older, were never read again."""
+    sim, cfg = sv
+    sim.holes = (2,)
+    report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 0, report.summary()
+    assert sv_stored(cfg) == OPTED_OUT
+
+
+@pytest.mark.parametrize("following", [0, 2, "4", True])
+def test_sv_a_next_offset_that_does_not_move_on_fails_the_stream_and_keeps_its_cursor(
+    sv: tuple[Unordered, Config], clock: FakeClock, following: Any
+) -> None:
+    """nextOffset back to the start, the same offset again, or not a number: the paging
+    cannot go on. Taking it for the last page moved the cursor past K1, on a page never
+    read; now the stream fails saying so, and the next pull reads everything."""
+    sim, cfg = sv
+    sim.next_offset = {2: following}  # answered with [K3 K2]
+    report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 1, report.summary()
+    why = report.vendors["signalvine"].errors["unsubscribes"]
+    assert why.startswith("signalvine: ") and "nextOffset" in why, why
+    sim.next_offset = {}
+    report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 0, report.summary()
+    assert sv_stored(cfg) == OPTED_OUT
