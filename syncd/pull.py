@@ -287,7 +287,8 @@ def _checked(record: Any, spec: Spec, where: str) -> dict[str, Any]:
     for name, convert in spec.items():
         field = name.rstrip("?")
         value = record.get(field)
-        if value is None and not name.endswith("?"):
+        blank = value is None or (isinstance(value, str) and not value.strip())
+        if blank and not name.endswith("?"):  # an id "" would merge every such record
             raise Invalid(f"{where}{field} is missing", None)
         try:
             out[field] = convert(value)

@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request, Response
 
 from syncd.clock import FakeClock
 from syncd.config import Config, load
-from syncd.pull import PullReport, pull
+from syncd.pull import Invalid, PullReport, clean, pull
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.sandbox.hellocustomer import HelloCustomerSim
@@ -334,3 +334,32 @@ def test_sv_a_next_offset_that_does_not_move_on_fails_the_stream_and_keeps_its_c
     report, _ = pulled(cfg, clock, "SELECT 1")
     assert report.exit_code == 0, report.summary()
     assert sv_stored(cfg) == OPTED_OUT
+
+
+def test_hc_records_without_their_id_are_skipped_not_merged_into_one(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """Two answers without `uniqueID` or `respondent_UniqueID`: they were stored as one
+    response with the id "", the second overwriting the first, and the pull said ok."""
+    sim, server = hc
+    now = clock.now()
+    ids = sim.add_responses(3, now - timedelta(hours=3), now - timedelta(hours=2))
+
+    def answers(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for item in items[:2]:
+            item.pop("uniqueID")
+            item.pop("respondent_UniqueID", None)
+        return items
+
+    sim.answers_rewrite = answers
+    cfg = hc_config(tmp_path, server.url, '["responses"]')
+    report, rows = pulled(cfg, clock, "SELECT response_id FROM responses")
+    assert rows == [(ids[2],)]
+    assert report.exit_code == 1, report.summary()
+    assert dict(report.vendors["hellocustomer"].counts) == {"responses": 1, "invalid": 2}
+
+
+def test_sv_a_participant_without_id_is_refused_not_keyed_none() -> None:
+    item = {"customerId": "K1", "phone": "+32470000001", "active": False, "profile": []}
+    with pytest.raises(Invalid, match="vendor_id is missing"):
+        clean("unsubscribes", signalvine._unsubscribe(item))

@@ -493,8 +493,9 @@ def _answer(a: dict[str, Any], response_id: str) -> dict[str, Any]:
 
 def _unsubscribe(u: dict[str, Any]) -> dict[str, Any]:
     email = lowered(u.get("email"))
+    ident = u.get("uniqueID") or (f"{email}|{u.get('date')}" if email else None)
     return {
-        "vendor_id": str(u.get("uniqueID") or f"{email}|{u.get('date')}"),
+        "vendor_id": None if ident is None else str(ident),  # None: `clean` refuses it
         "external_key": u.get("custom_UniqueID") or None,
         "email": email,
         "phone": None,

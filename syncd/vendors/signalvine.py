@@ -483,8 +483,10 @@ def _unsubscribe(item: dict[str, Any]) -> dict[str, Any]:
     when = _time(profile.get("active", {}).get("updated")) or _changed(item)
     at = timestamp(when) if when else None
     email = profile.get("email", {}).get("value")
+    pid = item.get("id")
     return {
-        "vendor_id": f"{item.get('id')}@{at}" if at else str(item.get("id")),
+        # no id: None, which `syncd.pull.clean` refuses (a "None" would merge them all)
+        "vendor_id": None if pid in (None, "") else f"{pid}@{at}" if at else str(pid),
         "external_key": item.get("customerId") or None,
         "email": email or None,
         "phone": item.get("phone") or None,
