@@ -61,15 +61,21 @@ class PullReport(Report):
 
     def counts(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
+        stops = self.stops()
         for name, p in self.vendors.items():
             out[name] = {k: n for k, n in p.counts.items() if n > 0}
             if p.errors:
                 out[name]["errors"] = len(p.errors)
-                out[name]["stopped"] = list(p.errors.values())[-1]
+                out[name]["stopped"] = stops[name]
         return out
 
     def stops(self) -> dict[str, str]:
-        return {name: list(p.errors.values())[-1] for name, p in self.vendors.items() if p.errors}
+        """vendor → each failed stream and why: `nps: POST … answered HTTP 200 with …`."""
+        return {
+            name: "; ".join(f"{s}: {why.removeprefix(f'{name}: ')}" for s, why in p.errors.items())
+            for name, p in self.vendors.items()
+            if p.errors
+        }
 
     def nothing(self, name: str) -> str:
         """`no new responses or unsubscribes`: the streams read, when none brought a record."""

@@ -363,3 +363,24 @@ def test_sv_a_participant_without_id_is_refused_not_keyed_none() -> None:
     item = {"customerId": "K1", "phone": "+32470000001", "active": False, "profile": []}
     with pytest.raises(Invalid, match="vendor_id is missing"):
         clean("unsubscribes", signalvine._unsubscribe(item))
+
+
+def test_each_failed_stream_is_named_with_what_came(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """Two of three streams answered with HTML: the lines under the summary (the CLI's,
+    the run's `counts`) named neither stream and told only the last failure."""
+    sim, server = hc
+    base = f"/V1.0/EN/campaign/{CAMPAIGN}"
+    sim.faults.add("malformed", path=f"{base}/analysis/nps/", count=99)
+    sim.faults.add("malformed", path=f"{base}/respondent/unsubscribed/", count=99)
+    cfg = hc_config(tmp_path, server.url, '["responses", "nps", "unsubscribes"]')
+    report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 1
+    (line,) = report.details()
+    nps, unsubscribes = line.removeprefix("  hellocustomer: stopped — ").split("; ")
+    assert nps.startswith(f"nps: POST {base}/analysis/nps/getnpsscore/"), nps
+    assert unsubscribes.startswith(f"unsubscribes: GET {base}/respondent/unsubscribed/")
+    for why in (nps, unsubscribes):
+        assert "answered HTTP 200 with text that is not JSON" in why, why
+    assert report.counts()["hellocustomer"]["stopped"] == f"{nps}; {unsubscribes}"
