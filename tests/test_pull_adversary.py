@@ -11,6 +11,9 @@ with a message naming the vendor, the stream and what is wrong.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -384,3 +387,72 @@ def test_each_failed_stream_is_named_with_what_came(
     for why in (nps, unsubscribes):
         assert "answered HTTP 200 with text that is not JSON" in why, why
     assert report.counts()["hellocustomer"]["stopped"] == f"{nps}; {unsubscribes}"
+
+
+# --- kills -----------------------------------------------------------------------------------
+def test_es_killed_between_pages_holds_whole_pages_and_converges(
+    tmp_path: Path, es: tuple[HostileES, Server]
+) -> None:
+    """2500 unsubscribes, three pages. SIGKILLed as each page arrives: the store holds
+    exactly the pages committed before, each with its cursor; a clean pull then holds
+    every activity once."""
+    sim, server = es
+    for i in range(2500):
+        sim.unsubscribe(f"u{i:04d}@example.com")
+    world = es_world(tmp_path, server.url)
+    offsets = sim.offsets()
+    cmd = [sys.executable, "-m", "syncd.cli", "--config", str(world.folder / "syncd.toml")]
+    env = {**os.environ, "SYNCD_LOG_LEVEL": "WARNING"}
+
+    def state() -> tuple[int, str | None]:
+        store = world.store()
+        try:
+            n = store.scalar("SELECT count(*) FROM unsubscribes")
+            return n, store.scalar("SELECT cursor FROM cursors WHERE vendor = 'esputnik'")
+        finally:
+            store.close()
+
+    for nth, held in ((1, 0), (2, 1000), (3, 2000)):
+        if held:  # start again from nothing: each kill after `held` committed rows
+            (world.folder / "syncd.db").unlink()
+        proc = subprocess.run(
+            [*cmd, "pull"], env={**env, "SYNCD_CRASH_AT": f"page_fetched:{nth}"}, timeout=60
+        )
+        assert proc.returncode == -9
+        n, cursor = state()
+        assert n == held
+        assert (cursor or "|").partition("|")[2] == (offsets[held - 1] if held else "")
+    for _ in range(2):  # the second pull reads past the end: nothing doubles
+        assert subprocess.run([*cmd, "pull"], env=env, timeout=60).returncode == 0
+    store = world.store()
+    try:
+        ids = [r[0] for r in store.query("SELECT vendor_id FROM unsubscribes ORDER BY 1")]
+    finally:
+        store.close()
+    assert ids == offsets
+
+
+def test_hc_an_answer_the_vendor_no_longer_has_is_not_kept(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """A response re-read in the lookback with one answer fewer (cleared, or re-created
+    under new ids): its answers are replaced, as `save_response` says, not added to."""
+    sim, server = hc
+    now = clock.now()
+    (rid,) = sim.add_responses(1, now - timedelta(hours=3), now - timedelta(hours=3))
+    cfg = hc_config(tmp_path, server.url, '["responses"]')
+    pulled(cfg, clock, "SELECT 1")
+
+    def renewed(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for item in items:
+            item["answerQuestions"] = item["answerQuestions"][:2]
+            for a in item["answerQuestions"]:
+                a["uniqueID"] = a["uniqueID"] + "-v2"
+        return items
+
+    sim.answers_rewrite = renewed
+    clock.sleep(3600)
+    report, rows = pulled(cfg, clock, "SELECT answer_id FROM answers ORDER BY answer_id")
+    assert report.exit_code == 0
+    expected = sorted(a["uniqueID"] + "-v2" for a in sim.response(rid)["answerQuestions"][:2])
+    assert rows == [(a,) for a in expected]
