@@ -456,3 +456,29 @@ def test_hc_an_answer_the_vendor_no_longer_has_is_not_kept(
     assert report.exit_code == 0
     expected = sorted(a["uniqueID"] + "-v2" for a in sim.response(rid)["answerQuestions"][:2])
     assert rows == [(a,) for a in expected]
+
+
+def test_list_entries_that_are_no_object_are_counted_skipped_not_dropped_unsaid(
+    tmp_path: Path,
+    hc: tuple[HostileHC, Server],
+    es: tuple[HostileES, Server],
+    clock: FakeClock,
+) -> None:
+    hc_sim, hc_server = hc
+    now = clock.now()
+    hc_sim.add_responses(2, now - timedelta(hours=3), now - timedelta(hours=2))
+    hc_sim.answers_rewrite = lambda items: [*items, "garbage", None] if items else items
+    (tmp_path / "hc").mkdir()
+    report, rows = pulled(
+        hc_config(tmp_path / "hc", hc_server.url, '["responses"]'), clock, "SELECT 1 FROM responses"
+    )
+    assert len(rows) == 2 and report.exit_code == 1, report.summary()
+    assert dict(report.vendors["hellocustomer"].counts) == {"responses": 2, "invalid": 2}
+
+    es_sim, es_server = es
+    es_sim.unsubscribe("u0@example.com")
+    es_sim.rewrite = lambda items: [17, *items]
+    (tmp_path / "es").mkdir()
+    report, rows = es_pull(es_world(tmp_path / "es", es_server.url))
+    assert rows == ["u0@example.com"] and report.exit_code == 1, report.summary()
+    assert dict(report.vendors["esputnik"].counts) == {"unsubscribes": 1, "invalid": 1}

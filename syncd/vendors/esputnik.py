@@ -351,8 +351,10 @@ class ESputnik(Connector):
             if not answer:
                 return
             items = [it for it in answer if isinstance(it, dict)]
-            records = [
-                {
+            records: list[Any] = [  # an entry that is no object: `clean` counts it skipped
+                it
+                if not isinstance(it, dict)
+                else {
                     "vendor_id": str(
                         it.get("offset")
                         or f"{it.get('contactId') or it.get('email')}:{it.get('activityDateTime')}"
@@ -363,7 +365,7 @@ class ESputnik(Connector):
                     "channel": it.get("mediaType") or "email",
                     "at": str(it.get("activityDateTime") or ""),
                 }
-                for it in items
+                for it in answer
             ]
             # where the next page starts: the last offset given (an opaque text)
             last = next((str(it["offset"]) for it in reversed(items) if it.get("offset")), "")

@@ -353,13 +353,16 @@ class HelloCustomer(Connector):
                 items = self._get_list(
                     f"{self._base()}/answers/getall/{_stamp(start)}/{_stamp(end)}"
                 )
-                yield Page([self._response(r) for r in items], _cursor(end))
+                records = [self._response(r) if isinstance(r, dict) else r for r in items]
+                yield Page(records, _cursor(end))  # not an object: `clean` counts it skipped
         elif stream == "unsubscribes":
             for start, end in self._windows(since, until):
                 path = self.opts["unsubscribes_path"].format(
                     campaign=self.campaign, start=_stamp(start), end=_stamp(end)
                 )
-                yield Page([_unsubscribe(u) for u in self._get_list(path)], _cursor(end))
+                items = self._get_list(path)
+                records = [_unsubscribe(u) if isinstance(u, dict) else u for u in items]
+                yield Page(records, _cursor(end))
         elif stream == "nps":
             yield from self._nps(since, until)
         else:
@@ -418,12 +421,11 @@ class HelloCustomer(Connector):
             yield Page(records, month.date().isoformat())
             month = following
 
-    def _get_list(self, path: str, *, empty_ok: bool = False) -> list[dict[str, Any]]:
+    def _get_list(self, path: str, *, empty_ok: bool = False) -> list[Any]:
         """A list read; an empty body is no answer (not an empty list), so a stream's
         cursor stays where it is."""
         resp = self.http.request("GET", path)
-        items = read_json(resp, list, vendor=self.name, empty_ok=empty_ok)
-        return [r for r in items if isinstance(r, dict)]
+        return read_json(resp, list, vendor=self.name, empty_ok=empty_ok)
 
     def _response(self, r: dict[str, Any]) -> dict[str, Any]:
         response_id = str(r.get("uniqueID") or r.get("respondent_UniqueID") or "")
