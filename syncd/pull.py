@@ -61,15 +61,21 @@ class PullReport(Report):
 
     def counts(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
+        stops = self.stops()
         for name, p in self.vendors.items():
             out[name] = {k: n for k, n in p.counts.items() if n > 0}
             if p.errors:
                 out[name]["errors"] = len(p.errors)
-                out[name]["stopped"] = list(p.errors.values())[-1]
+                out[name]["stopped"] = stops[name]
         return out
 
     def stops(self) -> dict[str, str]:
-        return {name: list(p.errors.values())[-1] for name, p in self.vendors.items() if p.errors}
+        """vendor → each failed stream and why: `nps: POST … answered HTTP 200 with …`."""
+        return {
+            name: "; ".join(f"{s}: {why.removeprefix(f'{name}: ')}" for s, why in p.errors.items())
+            for name, p in self.vendors.items()
+            if p.errors
+        }
 
     def nothing(self, name: str) -> str:
         """`no new responses or unsubscribes`: the streams read, when none brought a record."""
@@ -287,7 +293,8 @@ def _checked(record: Any, spec: Spec, where: str) -> dict[str, Any]:
     for name, convert in spec.items():
         field = name.rstrip("?")
         value = record.get(field)
-        if value is None and not name.endswith("?"):
+        blank = value is None or (isinstance(value, str) and not value.strip())
+        if blank and not name.endswith("?"):  # an id "" would merge every such record
             raise Invalid(f"{where}{field} is missing", None)
         try:
             out[field] = convert(value)

@@ -281,14 +281,14 @@ def test_a_pull_reports_per_stream_and_records_its_counts(
     assert (row_["status"], row_["exit_code"]) == ("partial", 1)
     assert json.loads(row_["counts"]) == {
         "mem": {"unsubscribes": 1, "invalid": 1},
-        "survey": {"errors": 1, "stopped": "vendor down"},
+        "survey": {"errors": 1, "stopped": "responses: vendor down"},
     }
     assert report.vendors["survey"].errors == {"responses": "vendor down"}
     assert report.vendors["survey"].read == ["unsubscribes"]
     line = report.summary()
     assert "mem: 1 unsubscribes, 1 records skipped" in line, line
     assert "survey: 1 streams failed (stopped)" in line, line
-    assert report.details() == ["  survey: stopped — vendor down"]
+    assert report.details() == ["  survey: stopped — responses: vendor down"]
     assert cursor == "c1"
 
 

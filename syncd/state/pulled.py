@@ -66,6 +66,12 @@ def save_response(db: Database, vendor: str, r: dict[str, Any], now: str) -> Non
             now,
         ),
     )
+    kept = [a["answer_id"] for a in r.get("answers") or []]
+    db.conn.execute(  # what the vendor no longer has (cleared, or re-created under new ids)
+        "DELETE FROM answers WHERE vendor = ? AND response_id = ? "
+        f"AND answer_id NOT IN ({', '.join('?' * len(kept))})",
+        (vendor, r["response_id"], *kept),
+    )
     answers = db.table("answers")
     for a in r.get("answers") or []:  # cleaned: the flags are 0, 1 or None already
         answers.upsert(

@@ -246,3 +246,12 @@ class Connector(ABC):
     def close(self) -> None:
         if "http" in self.__dict__:  # else it was never made
             self.http.close()
+
+
+def lowered(value: Any) -> Any:
+    """A pulled text trimmed and lower-cased (None when empty); a value of another type as it
+    came, for `syncd.pull.clean` to convert or refuse: a field of the wrong type skips its
+    record, never stops the pull."""
+    if isinstance(value, str):
+        return value.strip().lower() or None
+    return value or None

@@ -55,7 +55,7 @@ import orjson
 from syncd.errors import FatalError, OptionError, RetriableError
 from syncd.http import read_json, snippet
 from syncd.settings import Option
-from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status
+from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status, lowered
 
 ADDRESS_FIELDS = ("region", "town", "address", "postcode")
 # mapping field name -> the name `contactFields` takes for it
@@ -335,6 +335,7 @@ class ESputnik(Connector):
             )
         date_to = (until + timedelta(days=1)).strftime("%Y-%m-%d")
         maxrows = 1000
+        read = {offset}  # the offsets asked for: one asked again means the paging repeats
         while True:
             params: dict[str, str | int] = {
                 "dateFrom": date_from,
@@ -347,26 +348,45 @@ class ESputnik(Connector):
             resp = self.http.request("GET", "/api/v2/contacts/activity", params=params)
             # an empty body is no answer (not an empty list): the cursor stays where it is
             answer = read_json(resp, list, vendor=self.name)
-            items = [it for it in answer if isinstance(it, dict)]
-            if not items:
+            if not answer:
                 return
-            records = [
-                {
+            items = [it for it in answer if isinstance(it, dict)]
+            records: list[Any] = [  # an entry that is no object: `clean` counts it skipped
+                it
+                if not isinstance(it, dict)
+                else {
                     "vendor_id": str(
-                        it.get("offset") or f"{it.get('contactId')}:{it.get('activityDateTime')}"
+                        it.get("offset")
+                        or f"{it.get('contactId') or it.get('email')}:{it.get('activityDateTime')}"
                     ),
-                    "email": (it.get("email") or "").lower() or None,
+                    "email": lowered(it.get("email")),
                     "phone": it.get("sms") or None,
                     "external_key": it.get("externalCustomerId") or None,
                     "channel": it.get("mediaType") or "email",
                     "at": str(it.get("activityDateTime") or ""),
                 }
-                for it in items
+                for it in answer
             ]
-            offset = str(items[-1].get("offset") or offset)
+            # where the next page starts: the last offset given (an opaque text)
+            last = next((str(it["offset"]) for it in reversed(items) if it.get("offset")), "")
+            moved = bool(last) and last not in read
+            if moved:
+                read.add(last)
+                offset = last
             yield Page(records, f"{date_from}|{offset}")
-            if len(items) < maxrows:
+            if len(answer) < maxrows:
                 return
+            if not moved:  # a full page, and no way to ask for the one after it
+                raise RetriableError(
+                    f"GET /api/v2/contacts/activity answered a full page of {len(answer)} "
+                    + (
+                        f"whose last offset {last!r} was read already (the paging repeats)"
+                        if last
+                        else "with no offset to ask for the next page"
+                    )
+                    + f"; the unsubscribes stream stays at offset {offset!r}",
+                    vendor=self.name,
+                )
 
 
 def _ref(ids: dict[str, Any], c: Contact) -> str | None:

@@ -80,7 +80,7 @@ from syncd.errors import (
 )
 from syncd.http import Pacer, loads, pacer_for, read_json, snippet
 from syncd.settings import Option
-from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
+from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status, lowered
 
 # the documented language ids, with their ISO 639-1 code and the names a CRM may use
 LANGUAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -353,13 +353,16 @@ class HelloCustomer(Connector):
                 items = self._get_list(
                     f"{self._base()}/answers/getall/{_stamp(start)}/{_stamp(end)}"
                 )
-                yield Page([self._response(r) for r in items], _cursor(end))
+                records = [self._response(r) if isinstance(r, dict) else r for r in items]
+                yield Page(records, _cursor(end))  # not an object: `clean` counts it skipped
         elif stream == "unsubscribes":
             for start, end in self._windows(since, until):
                 path = self.opts["unsubscribes_path"].format(
                     campaign=self.campaign, start=_stamp(start), end=_stamp(end)
                 )
-                yield Page([_unsubscribe(u) for u in self._get_list(path)], _cursor(end))
+                items = self._get_list(path)
+                records = [_unsubscribe(u) if isinstance(u, dict) else u for u in items]
+                yield Page(records, _cursor(end))
         elif stream == "nps":
             yield from self._nps(since, until)
         else:
@@ -418,31 +421,53 @@ class HelloCustomer(Connector):
             yield Page(records, month.date().isoformat())
             month = following
 
-    def _get_list(self, path: str, *, empty_ok: bool = False) -> list[dict[str, Any]]:
+    def _get_list(self, path: str, *, empty_ok: bool = False) -> list[Any]:
         """A list read; an empty body is no answer (not an empty list), so a stream's
         cursor stays where it is."""
         resp = self.http.request("GET", path)
-        items = read_json(resp, list, vendor=self.name, empty_ok=empty_ok)
-        return [r for r in items if isinstance(r, dict)]
+        return read_json(resp, list, vendor=self.name, empty_ok=empty_ok)
 
     def _response(self, r: dict[str, Any]) -> dict[str, Any]:
         response_id = str(r.get("uniqueID") or r.get("respondent_UniqueID") or "")
         language = str(r.get("language_UniqueID") or "").lower()
+        questions = r.get("answerQuestions") or []
         return {
             "response_id": response_id,
             "external_key": r.get("custom_UniqueID") or None,
-            "email": (r.get("email") or "").strip().lower() or None,
+            "email": lowered(r.get("email")),
             "campaign": r.get("campaign_UniqueID"),
             "language": _ISO.get(language, language or None),
             "surveyed_at": r.get("dateSurveyed"),
             "answered_at": r.get("dateAnswer"),
             "raw": r,
-            "answers": [
-                _answer(a, response_id)
-                for a in r.get("answerQuestions") or []
-                if isinstance(a, dict)
-            ],
+            # not a list: `clean` skips the response, saying so
+            "answers": [_answer(a, response_id) for a in questions if isinstance(a, dict)]
+            if isinstance(questions, list)
+            else questions,
         }
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a list; nothing from a value that is no list."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _paths(prediction: Any) -> list[str] | None:
+    """The text analytics paths of an answer's `prediction`, in their order; None without
+    one (or with one that is no object: the response's raw record keeps it)."""
+    if not prediction or not isinstance(prediction, dict):
+        return None
+
+    def order(p: dict[str, Any]) -> float:
+        n = p.get("order")
+        return n if isinstance(n, int | float) and not isinstance(n, bool) else 0
+
+    return [
+        str(p.get("path"))
+        for item in _dicts(prediction.get("items"))
+        for p in sorted(_dicts(item.get("paths")), key=order)
+        if p.get("path")
+    ]
 
 
 def _answer(a: dict[str, Any], response_id: str) -> dict[str, Any]:
@@ -451,12 +476,6 @@ def _answer(a: dict[str, Any], response_id: str) -> dict[str, Any]:
     is_boolean = bool(a.get("question_HasBooleanAnswer"))
     if boolean is None and is_boolean and value is not None:
         boolean = bool(value)
-    paths = [
-        str(p.get("path"))
-        for item in (a.get("prediction") or {}).get("items") or []
-        for p in sorted(item.get("paths") or [], key=lambda p: p.get("order") or 0)
-        if p.get("path")
-    ]
     return {
         "answer_id": str(a.get("uniqueID") or f"{response_id}:{a.get('question_UniqueID')}"),
         "question_id": a.get("question_UniqueID"),
@@ -470,14 +489,15 @@ def _answer(a: dict[str, Any], response_id: str) -> dict[str, Any]:
         "is_ces": bool(a.get("question_HasCesScoreAnswer")),
         "is_csat": bool(a.get("question_HasCsatScoreAnswer")),
         "is_score": bool(a.get("question_HasScoreAnswer")),
-        "paths": paths if a.get("prediction") else None,
+        "paths": _paths(a.get("prediction")),
     }
 
 
 def _unsubscribe(u: dict[str, Any]) -> dict[str, Any]:
-    email = (u.get("email") or "").strip().lower() or None
+    email = lowered(u.get("email"))
+    ident = u.get("uniqueID") or (f"{email}|{u.get('date')}" if email else None)
     return {
-        "vendor_id": str(u.get("uniqueID") or f"{email}|{u.get('date')}"),
+        "vendor_id": None if ident is None else str(ident),  # None: `clean` refuses it
         "external_key": u.get("custom_UniqueID") or None,
         "email": email,
         "phone": None,

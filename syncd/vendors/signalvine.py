@@ -38,7 +38,9 @@
   first, separated by spaces: `resume` re-reads each, so it knows which rows the last one
   carried (the same rows in the same order, less those the earlier ones refused).
 - Pull "unsubscribes": `GET /v1/programs/{id}/participants?type=full&count=500&offset=..
-  &active=all&updated-after=..`, paged by `nextOffset`; participants with `active: false`
+  &active=all&updated-after=..`, paged by `nextOffset` (an empty page with one is not the
+  last; one that is not an offset after the page's stops the stream, its cursor kept);
+  participants with `active: false`
   are opt-outs. An item's time is its `updatedAt`, else the newest `profile[].updated`,
   else `created` (the SDK's own fixture has no `updatedAt`). The opt-out's time is when
   its `active` variable was last written (`profile[].updated`), else the item's last
@@ -451,8 +453,15 @@ class SignalVine(Connector):
                 newest = when if newest is None else max(newest, when)
             records = [_unsubscribe(i) for i in items if i.get("active") is False]
             following = page.get("nextOffset")
-            if items and isinstance(following, int) and following > offset:
+            if following is not None:  # more follow, even after an empty page
                 yield Page(records, after)  # the list's order is unknown: no cursor yet
+                if type(following) is not int or following <= offset:
+                    raise RetriableError(
+                        f"GET {path} at offset {offset} answered nextOffset "
+                        f"{json.dumps(following)}, not an offset after it: the participant "
+                        f"list cannot be read on; the unsubscribes stream stays at {after}",
+                        vendor=self.name,
+                    )
                 offset = following
                 continue
             cursor = start
@@ -474,8 +483,10 @@ def _unsubscribe(item: dict[str, Any]) -> dict[str, Any]:
     when = _time(profile.get("active", {}).get("updated")) or _changed(item)
     at = timestamp(when) if when else None
     email = profile.get("email", {}).get("value")
+    pid = item.get("id")
     return {
-        "vendor_id": f"{item.get('id')}@{at}" if at else str(item.get("id")),
+        # no id: None, which `syncd.pull.clean` refuses (a "None" would merge them all)
+        "vendor_id": None if pid in (None, "") else f"{pid}@{at}" if at else str(pid),
         "external_key": item.get("customerId") or None,
         "email": email or None,
         "phone": item.get("phone") or None,

@@ -1,0 +1,484 @@
+"""The pull path against a hostile vendor: each simulator's answer rewritten by the test
+(fields of the wrong type, records without their id, paging that goes nowhere, empty pages
+in the middle, lists in no order), and pulls killed between a page and its commit.
+
+What must hold whatever the pages look like: every record the vendor has is stored once,
+a record that cannot be stored is skipped and counted (the pull ends partial, exit 1), a
+stream's cursor never moves past what was not read, and a broken answer stops its stream
+with a message naming the vendor, the stream and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from werkzeug.wrappers import Request, Response
+
+from syncd.clock import FakeClock
+from syncd.config import Config, load
+from syncd.pull import Invalid, PullReport, clean, pull
+from syncd.sandbox.base import Server, json_response
+from syncd.sandbox.esputnik import ESputnikSim
+from syncd.sandbox.hellocustomer import HelloCustomerSim
+from syncd.sandbox.signalvine import PROGRAM, SignalVineSim
+from syncd.state import Store
+from syncd.vendors import signalvine
+from syncd.vendors.signalvine import SignalVine
+from tests.helpers import World, esputnik_table
+from tests.kits.signalvine import MAPPING as SV_MAPPING
+from tests.kits.signalvine import contact as sv_contact
+
+CAMPAIGN = "c8dc5f94-a9e8-4743-8744-e66a73a7e724"
+Rewrite = Callable[[Any], Any]
+
+
+def rewritten(response: Response, rewrite: Rewrite | None) -> Response:
+    """The simulator's JSON answer passed through `rewrite` (a 200 only)."""
+    if rewrite is None or response.status_code != 200:
+        return response
+    return json_response(rewrite(json.loads(response.get_data())))
+
+
+# --- Hello Customer ------------------------------------------------------------------------
+class HostileHC(HelloCustomerSim):
+    answers_rewrite: Rewrite | None = None
+    unsubscribed_rewrite: Rewrite | None = None
+
+    def answers(
+        self, request: Request, culture: str, campaign: str, start: str, end: str
+    ) -> Response:
+        return rewritten(
+            super().answers(request, culture, campaign, start, end), self.answers_rewrite
+        )
+
+    def unsubscribed(
+        self, request: Request, culture: str, campaign: str, start: str, end: str
+    ) -> Response:
+        return rewritten(
+            super().unsubscribed(request, culture, campaign, start, end), self.unsubscribed_rewrite
+        )
+
+
+def hc_config(folder: Path, url: str, streams: str = '["responses", "unsubscribes"]') -> Config:
+    (folder / "mapping.toml").write_text(
+        '[fields]\nemail = "Email"\nlanguage = "Language"\n', encoding="utf-8"
+    )
+    (folder / "syncd.toml").write_text(
+        '[source]\npath = "contacts.csv"\nkey = "Record ID"\nsettle_seconds = 0\n'
+        '[store]\npath = "syncd.db"\n[delivery]\nretries = 1\nbackoff_base = 0.01\n'
+        f'[vendors.hellocustomer]\nbase_url = "{url}"\nmapping = "mapping.toml"\n'
+        f'token = "sandbox-token"\ncampaign = "{CAMPAIGN}"\nstreams = {streams}\n'
+        "lookback_days = 1\n",
+        encoding="utf-8",
+    )
+    return load(folder / "syncd.toml")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def hc(clock: FakeClock) -> Iterator[tuple[HostileHC, Server]]:
+    sim = HostileHC(clock=clock.monotonic, now=clock.now)
+    with Server(sim) as server:
+        yield sim, server
+
+
+def pulled(cfg: Config, clock: FakeClock, sql: str) -> tuple[PullReport, list[Any]]:
+    store = Store.open(cfg.store.path)
+    try:
+        report = pull(cfg, store, clock)
+        return report, [tuple(r) for r in store.query(sql)]
+    finally:
+        store.close()
+
+
+def test_hc_fields_of_any_type_skip_their_record_and_never_stop_the_pull(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """An email that is a number or an object, a `prediction` that is text, answers that
+    are not a list: the records that cannot be stored are skipped and counted, the others
+    stored, and the pull goes on to the next stream."""
+    sim, server = hc
+    now = clock.now()
+    ids = sim.add_responses(4, now - timedelta(hours=3), now - timedelta(hours=2))
+    sim.unsubscribe("seeded.0@example.com", now - timedelta(hours=1))
+    sim.unsubscribe("seeded.1@example.com", now - timedelta(hours=1))
+
+    def answers(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not items:
+            return items
+        items[0]["email"] = {"address": "seeded.0@example.com"}  # skipped
+        items[1]["answerQuestions"][2]["prediction"] = "unavailable"  # stored, no paths
+        items[2]["answerQuestions"] = 7  # skipped: answers is not a list
+        return items
+
+    def unsubscribed(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not items:
+            return items
+        items[0]["email"] = ["seeded.0@example.com"]  # skipped
+        return items
+
+    sim.answers_rewrite, sim.unsubscribed_rewrite = answers, unsubscribed
+    cfg = hc_config(tmp_path, server.url)
+    report, rows = pulled(cfg, clock, "SELECT response_id FROM responses ORDER BY response_id")
+    assert report.exit_code == 1, report.summary()
+    done = report.vendors["hellocustomer"]
+    assert done.errors == {} and done.read == ["responses", "unsubscribes"]
+    assert dict(done.counts) == {"responses": 2, "unsubscribes": 1, "invalid": 3}
+    assert rows == sorted((i,) for i in (ids[1], ids[3]))
+
+
+# --- eSputnik ------------------------------------------------------------------------------
+class HostileES(ESputnikSim):
+    rewrite: Rewrite | None = None
+    ignore_offset = False  # answer every offset with the first page
+    calls = 0
+
+    def activity(self, request: Request) -> Response:
+        self.calls += 1
+        if self.calls > 20:  # a pull that would read the same page for ever
+            return Response("the test's vendor: too many calls", 400)
+        if self.ignore_offset:
+            query = "&".join(f"{k}={v}" for k, v in request.args.items(multi=True) if k != "offset")
+            request = Request({**request.environ, "QUERY_STRING": query})
+        return rewritten(super().activity(request), self.rewrite)
+
+    def offsets(self) -> list[str]:
+        with self.lock:
+            return [a["offset"] for a in self._activity]
+
+
+@pytest.fixture
+def es() -> Iterator[tuple[HostileES, Server]]:
+    sim = HostileES()
+    with Server(sim) as server:
+        yield sim, server
+
+
+def es_world(folder: Path, url: str) -> World:
+    return World(folder, {"esputnik": esputnik_table(url)})
+
+
+def es_pull(world: World) -> tuple[PullReport, list[str]]:
+    cfg = world.cfg
+    store = Store.open(cfg.store.path)
+    try:
+        report = pull(cfg, store, world.clock)
+        rows = [r["email"] for r in store.query("SELECT email FROM unsubscribes ORDER BY email")]
+        return report, rows
+    finally:
+        store.close()
+
+
+def test_es_fields_of_any_type_skip_their_record_and_never_stop_the_pull(
+    tmp_path: Path, es: tuple[HostileES, Server]
+) -> None:
+    sim, server = es
+    for i in range(3):
+        sim.unsubscribe(f"u{i}@example.com")
+
+    def activity(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if items:
+            items[0]["email"] = {"value": "u0@example.com"}
+        return items
+
+    sim.rewrite = activity
+    report, rows = es_pull(es_world(tmp_path, server.url))
+    assert report.exit_code == 1, report.summary()
+    done = report.vendors["esputnik"]
+    assert done.errors == {}
+    assert dict(done.counts) == {"unsubscribes": 2, "invalid": 1}
+    assert rows == ["u1@example.com", "u2@example.com"]
+
+
+def _no_offsets(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in it.items() if k != "offset"} for it in items]
+
+
+@pytest.mark.parametrize("hostile", ["no offsets", "offset ignored"])
+def test_es_paging_that_does_not_move_on_stops_the_stream_and_keeps_its_cursor(
+    tmp_path: Path, es: tuple[HostileES, Server], hostile: str
+) -> None:
+    """A full page (1000 rows) whose last activity has no offset, or a vendor that answers
+    every offset with the first page: the connector cannot go on. It must say so after one
+    repeat at most, not read the same page until the end of time; what it read is kept and
+    the cursor stays at the last offset that moved."""
+    sim, server = es
+    for i in range(1001):
+        sim.unsubscribe(f"u{i:04d}@example.com")
+    if hostile == "no offsets":
+        sim.rewrite = _no_offsets
+    else:
+        sim.ignore_offset = True
+    world = es_world(tmp_path, server.url)
+    report, rows = es_pull(world)
+    assert sim.calls <= 2, sim.calls
+    assert report.exit_code == 1
+    why = report.vendors["esputnik"].errors["unsubscribes"]
+    assert why.startswith("esputnik: ") and "offset" in why, why
+    assert rows == [f"u{i:04d}@example.com" for i in range(1000)]  # the page read is kept
+    store = world.store()
+    try:
+        cursor = store.scalar("SELECT cursor FROM cursors WHERE vendor = 'esputnik'")
+    finally:
+        store.close()
+    last = "" if hostile == "no offsets" else sim.offsets()[999]
+    assert cursor.partition("|")[2] == last
+
+
+# --- SignalVine ----------------------------------------------------------------------------
+class Unordered(SignalVineSim):
+    """Lists participants newest first (the connector does not know the list's order); a
+    page of `holes` is empty yet not the last (filtered after paging: the items follow on
+    the next page), and `next_offset` answers the nextOffset of the test's choosing."""
+
+    holes: tuple[int, ...] = ()
+    next_offset: dict[int, Any] = {}  # noqa: RUF012
+
+    def participants(self, request: Request, program: str) -> Response:
+        args = request.args.to_dict()
+        offset, count = int(args.get("offset", "0")), int(args.get("count", "50"))
+        whole = Request(
+            {**request.environ, "QUERY_STRING": urlencode({**args, "offset": 0, "count": 500})}
+        )
+        answer = super().participants(whole, program)  # at most 500 in these tests
+        if answer.status_code != 200:
+            return answer
+        slots: list[dict[str, Any] | None] = json.loads(answer.get_data())["items"][::-1]
+        for hole in self.holes:
+            slots[hole:hole] = [None] * count
+        page = [item for item in slots[offset : offset + count] if item is not None]
+        following = offset + count if offset + count < len(slots) else None
+        following = self.next_offset.get(offset, following)
+        return json_response({"items": page, "offset": offset, "nextOffset": following})
+
+
+def sv_config(folder: Path, url: str) -> Config:
+    (folder / "mapping.toml").write_text(SV_MAPPING, encoding="utf-8")
+    (folder / "syncd.toml").write_text(
+        '[source]\npath = "x.csv"\nkey = "Record ID"\n[store]\npath = "s.db"\n'
+        f'[vendors.signalvine]\nbase_url = "{url}"\nmapping = "mapping.toml"\n'
+        f'token = "sandbox-token"\nsecret = "sandbox-secret"\nprogram = "{PROGRAM}"\n'
+        "retries = 1\nbackoff_base = 0.01\npull_lookback = 0\n",
+        encoding="utf-8",
+    )
+    return load(folder / "syncd.toml")
+
+
+@pytest.fixture
+def sv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> Iterator[tuple[Unordered, Config]]:
+    """Six participants, K1 to K5 opted out an hour apart; pages of two, newest first:
+    [K5 K4] [K3 K2] [K1 K0]."""
+    monkeypatch.setattr(signalvine, "PAGE", 2)
+    sim = Unordered(now=clock.now)
+    with Server(sim) as server:
+        cfg = sv_config(tmp_path, server.url)
+        connector = SignalVine(cfg.vendors["signalvine"], clock=clock)
+        connector.push([sv_contact(i) for i in range(6)], lambda job, refused=(): None)
+        connector.close()
+        start = clock.now()
+        for i in range(1, 6):
+            sim.opt_out(f"K{i:05d}", start + timedelta(hours=i))
+        clock.sleep(6 * 3600)
+        yield sim, cfg
+
+
+OPTED_OUT = [f"+3247{i:07d}" for i in range(1, 6)]
+
+
+def sv_stored(cfg: Config) -> list[str]:
+    store = Store.open(cfg.store.path)
+    try:
+        return [r[0] for r in store.query("SELECT phone FROM unsubscribes ORDER BY phone")]
+    finally:
+        store.close()
+
+
+def test_sv_an_empty_page_that_is_not_the_last_is_read_past(
+    sv: tuple[Unordered, Config], clock: FakeClock
+) -> None:
+    """[K5 K4] [] [K3 K2] [K1 K0]: the empty page says more follow. Stopping there stored
+    the cursor at K5's time, and K3 to K1, older, were never read again."""
+    sim, cfg = sv
+    sim.holes = (2,)
+    report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 0, report.summary()
+    assert sv_stored(cfg) == OPTED_OUT
+
+
+@pytest.mark.parametrize("following", [0, 2, "4", True])
+def test_sv_a_next_offset_that_does_not_move_on_fails_the_stream_and_keeps_its_cursor(
+    sv: tuple[Unordered, Config], clock: FakeClock, following: Any
+) -> None:
+    """nextOffset back to the start, the same offset again, or not a number: the paging
+    cannot go on. Taking it for the last page moved the cursor past K1, on a page never
+    read; now the stream fails saying so, and the next pull reads everything."""
+    sim, cfg = sv
+    sim.next_offset = {2: following}  # answered with [K3 K2]
+    report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 1, report.summary()
+    why = report.vendors["signalvine"].errors["unsubscribes"]
+    assert why.startswith("signalvine: ") and "nextOffset" in why, why
+    sim.next_offset = {}
+    report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 0, report.summary()
+    assert sv_stored(cfg) == OPTED_OUT
+
+
+def test_hc_records_without_their_id_are_skipped_not_merged_into_one(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """Two answers without `uniqueID` or `respondent_UniqueID`: they were stored as one
+    response with the id "", the second overwriting the first, and the pull said ok."""
+    sim, server = hc
+    now = clock.now()
+    ids = sim.add_responses(3, now - timedelta(hours=3), now - timedelta(hours=2))
+
+    def answers(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for item in items[:2]:
+            item.pop("uniqueID")
+            item.pop("respondent_UniqueID", None)
+        return items
+
+    sim.answers_rewrite = answers
+    cfg = hc_config(tmp_path, server.url, '["responses"]')
+    report, rows = pulled(cfg, clock, "SELECT response_id FROM responses")
+    assert rows == [(ids[2],)]
+    assert report.exit_code == 1, report.summary()
+    assert dict(report.vendors["hellocustomer"].counts) == {"responses": 1, "invalid": 2}
+
+
+def test_sv_a_participant_without_id_is_refused_not_keyed_none() -> None:
+    item = {"customerId": "K1", "phone": "+32470000001", "active": False, "profile": []}
+    with pytest.raises(Invalid, match="vendor_id is missing"):
+        clean("unsubscribes", signalvine._unsubscribe(item))
+
+
+def test_each_failed_stream_is_named_with_what_came(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """Two of three streams answered with HTML: the lines under the summary (the CLI's,
+    the run's `counts`) named neither stream and told only the last failure."""
+    sim, server = hc
+    base = f"/V1.0/EN/campaign/{CAMPAIGN}"
+    sim.faults.add("malformed", path=f"{base}/analysis/nps/", count=99)
+    sim.faults.add("malformed", path=f"{base}/respondent/unsubscribed/", count=99)
+    cfg = hc_config(tmp_path, server.url, '["responses", "nps", "unsubscribes"]')
+    report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 1
+    (line,) = report.details()
+    nps, unsubscribes = line.removeprefix("  hellocustomer: stopped — ").split("; ")
+    assert nps.startswith(f"nps: POST {base}/analysis/nps/getnpsscore/"), nps
+    assert unsubscribes.startswith(f"unsubscribes: GET {base}/respondent/unsubscribed/")
+    for why in (nps, unsubscribes):
+        assert "answered HTTP 200 with text that is not JSON" in why, why
+    assert report.counts()["hellocustomer"]["stopped"] == f"{nps}; {unsubscribes}"
+
+
+# --- kills -----------------------------------------------------------------------------------
+def test_es_killed_between_pages_holds_whole_pages_and_converges(
+    tmp_path: Path, es: tuple[HostileES, Server]
+) -> None:
+    """2500 unsubscribes, three pages. SIGKILLed as each page arrives: the store holds
+    exactly the pages committed before, each with its cursor; a clean pull then holds
+    every activity once."""
+    sim, server = es
+    for i in range(2500):
+        sim.unsubscribe(f"u{i:04d}@example.com")
+    world = es_world(tmp_path, server.url)
+    offsets = sim.offsets()
+    cmd = [sys.executable, "-m", "syncd.cli", "--config", str(world.folder / "syncd.toml")]
+    env = {**os.environ, "SYNCD_LOG_LEVEL": "WARNING"}
+
+    def state() -> tuple[int, str | None]:
+        store = world.store()
+        try:
+            n = store.scalar("SELECT count(*) FROM unsubscribes")
+            return n, store.scalar("SELECT cursor FROM cursors WHERE vendor = 'esputnik'")
+        finally:
+            store.close()
+
+    for nth, held in ((1, 0), (2, 1000), (3, 2000)):
+        if held:  # start again from nothing: each kill after `held` committed rows
+            (world.folder / "syncd.db").unlink()
+        proc = subprocess.run(
+            [*cmd, "pull"], env={**env, "SYNCD_CRASH_AT": f"page_fetched:{nth}"}, timeout=60
+        )
+        assert proc.returncode == -9
+        n, cursor = state()
+        assert n == held
+        assert (cursor or "|").partition("|")[2] == (offsets[held - 1] if held else "")
+    for _ in range(2):  # the second pull reads past the end: nothing doubles
+        assert subprocess.run([*cmd, "pull"], env=env, timeout=60).returncode == 0
+    store = world.store()
+    try:
+        ids = [r[0] for r in store.query("SELECT vendor_id FROM unsubscribes ORDER BY 1")]
+    finally:
+        store.close()
+    assert ids == offsets
+
+
+def test_hc_an_answer_the_vendor_no_longer_has_is_not_kept(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """A response re-read in the lookback with one answer fewer (cleared, or re-created
+    under new ids): its answers are replaced, as `save_response` says, not added to."""
+    sim, server = hc
+    now = clock.now()
+    (rid,) = sim.add_responses(1, now - timedelta(hours=3), now - timedelta(hours=3))
+    cfg = hc_config(tmp_path, server.url, '["responses"]')
+    pulled(cfg, clock, "SELECT 1")
+
+    def renewed(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for item in items:
+            item["answerQuestions"] = item["answerQuestions"][:2]
+            for a in item["answerQuestions"]:
+                a["uniqueID"] = a["uniqueID"] + "-v2"
+        return items
+
+    sim.answers_rewrite = renewed
+    clock.sleep(3600)
+    report, rows = pulled(cfg, clock, "SELECT answer_id FROM answers ORDER BY answer_id")
+    assert report.exit_code == 0
+    expected = sorted(a["uniqueID"] + "-v2" for a in sim.response(rid)["answerQuestions"][:2])
+    assert rows == [(a,) for a in expected]
+
+
+def test_list_entries_that_are_no_object_are_counted_skipped_not_dropped_unsaid(
+    tmp_path: Path,
+    hc: tuple[HostileHC, Server],
+    es: tuple[HostileES, Server],
+    clock: FakeClock,
+) -> None:
+    hc_sim, hc_server = hc
+    now = clock.now()
+    hc_sim.add_responses(2, now - timedelta(hours=3), now - timedelta(hours=2))
+    hc_sim.answers_rewrite = lambda items: [*items, "garbage", None] if items else items
+    (tmp_path / "hc").mkdir()
+    report, rows = pulled(
+        hc_config(tmp_path / "hc", hc_server.url, '["responses"]'), clock, "SELECT 1 FROM responses"
+    )
+    assert len(rows) == 2 and report.exit_code == 1, report.summary()
+    assert dict(report.vendors["hellocustomer"].counts) == {"responses": 2, "invalid": 2}
+
+    es_sim, es_server = es
+    es_sim.unsubscribe("u0@example.com")
+    es_sim.rewrite = lambda items: [17, *items]
+    (tmp_path / "es").mkdir()
+    report, rows = es_pull(es_world(tmp_path / "es", es_server.url))
+    assert rows == ["u0@example.com"] and report.exit_code == 1, report.summary()
+    assert dict(report.vendors["esputnik"].counts) == {"unsubscribes": 1, "invalid": 1}
