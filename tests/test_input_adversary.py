@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.errors import GuardError
+from syncd.config import load
+from syncd.errors import ConfigError, GuardError
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from tests.helpers import World, assert_fingerprint_cache_holds, esputnik_table
@@ -89,3 +90,127 @@ def test_an_export_mostly_quarantined_is_not_refused_as_missing_contacts(
     w.export.write_bytes(rows(2))
     with pytest.raises(GuardError, match="18 of 20 known contacts"):
         w.sync()
+
+
+# --- config values that loaded but weakened a promise, or crashed the loader ---------------
+BASE = """\
+[source]
+path = "contacts.csv"
+key = "Record ID"
+[store]
+path = "syncd.db"
+[vendors.esputnik]
+base_url = "http://127.0.0.1:1"
+api_key = "k"
+mapping = "esputnik.toml"
+"""
+MAPPING = '[fields]\nemail = "Email"\nexternalCustomerId = "Record ID"\n'
+
+
+def _source(line: str) -> str:
+    return BASE.replace('key = "Record ID"\n', f'key = "Record ID"\n{line}\n')
+
+
+# case: (config text, the message it must give)
+CONFIGS: dict[str, tuple[str, str]] = {
+    # an ignored column is cut out of the change text: the vendor never got a new email
+    "ignore_a_mapped_column": (
+        _source('ignore_columns = ["Email"]'),
+        "[source] ignore_columns: names 'Email', which esputnik's mapping",
+    ),
+    # no unsubscribe has channel "emial": every unsubscribed contact was surveyed again
+    "a_misspelt_suppression_channel": (
+        BASE + '[suppression]\nchannels = ["emial"]\n',
+        "[suppression] channels: unknown channel 'emial': it would match no unsubscribe "
+        "(did you mean 'email'?",
+    ),
+    "no_suppression_channel": (
+        BASE + "[suppression]\nchannels = []\n",
+        "[suppression] channels: is empty: no unsubscribe would suppress anyone",
+    ),
+    # every national phone quarantined, and `check` said ok
+    "an_unknown_phone_region": (
+        _source('phone_region = "XX"'),
+        "[source] phone_region: unknown region 'XX'",
+    ),
+    # tracebacks
+    "a_nul_in_the_export_path": (
+        BASE.replace('"contacts.csv"', '"a\\u0000b.csv"'),
+        "[source] path: 'a\\x00b.csv' contains a NUL byte",
+    ),
+    "a_nul_in_the_store_path": (
+        BASE.replace('"syncd.db"', '"a\\u0000b.db"'),
+        "[store] path: 'a\\x00b.db' contains a NUL byte",
+    ),
+    "an_interval_too_large": (
+        BASE + '[schedule]\nreconcile = "every 999999999999999h"\n',
+        "[schedule] reconcile: not a crontab line nor 'every N[s|m|h]'",
+    ),
+    # a scheme with no name was taken as the literal secret "env:"
+    "env_with_no_name": (
+        BASE.replace('api_key = "k"', 'api_key = "env:"'),
+        "[vendors.esputnik] api_key: 'env:' names no variable",
+    ),
+    "file_with_no_name": (
+        BASE.replace('api_key = "k"', 'api_key = "file:"'),
+        "[vendors.esputnik] api_key: 'file:' names no file",
+    ),
+    "a_blank_secret": (
+        BASE.replace('api_key = "k"', 'api_key = "   "'),
+        "[vendors.esputnik] api_key: is empty",
+    ),
+    "a_blank_environment_variable": (
+        BASE.replace('api_key = "k"', 'api_key = "env:SYNCD_TEST_BLANK"'),
+        "[vendors.esputnik] api_key: environment variable SYNCD_TEST_BLANK is not set or empty",
+    ),
+    # `""` resolved to the config's folder, or named a column the header had no name for
+    "an_empty_mapping_path": (
+        BASE.replace('mapping = "esputnik.toml"', 'mapping = ""'),
+        "[vendors.esputnik] mapping: is empty",
+    ),
+    "an_empty_key": (BASE.replace('key = "Record ID"', 'key = ""'), "[source] key: is empty"),
+    # the export was read as one column, and the key was said to be missing
+    "a_quote_as_delimiter": (
+        _source('delimiter = "\\""'),
+        "[source] delimiter: '\"' cannot separate columns",
+    ),
+    "a_line_break_as_delimiter": (
+        _source('delimiter = "\\n"'),
+        "[source] delimiter: '\\n' cannot separate columns",
+    ),
+    "a_typo_is_named_with_a_suggestion": (
+        _source("max_dorp = 0.2"),
+        "[source] max_dorp: unknown key (did you mean 'max_drop'?)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_config_values_that_would_weaken_a_promise_are_refused_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    monkeypatch.setenv("SYNCD_TEST_BLANK", " ")
+    text, expected = CONFIGS[case]
+    (tmp_path / "esputnik.toml").write_text(MAPPING, encoding="utf-8")
+    path = tmp_path / "syncd.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value).startswith(f"{path}: "), str(err.value)
+    assert expected in str(err.value)
+
+
+def test_a_config_not_in_utf8_names_the_line_and_one_with_a_bom_loads(tmp_path: Path) -> None:
+    (tmp_path / "esputnik.toml").write_text(MAPPING, encoding="utf-8")
+    path = tmp_path / "syncd.toml"
+    path.write_bytes(BASE.replace("Record ID", "Réf").encode("cp1252"))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value) == (
+        f"{path}: is not UTF-8: byte 0xe9 on line 3 (save the file as UTF-8 (a Latin-1 or "
+        "cp1252 accent is the usual cause))"
+    )
+    # Notepad's UTF-8 starts with a byte-order mark: "Invalid statement (at line 1, column 1)"
+    path.write_bytes(b"\xef\xbb\xbf" + BASE.encode())
+    (tmp_path / "esputnik.toml").write_bytes(b"\xef\xbb\xbf" + MAPPING.encode())
+    assert load(path).vendors["esputnik"].mapping.fields["email"] == "Email"
