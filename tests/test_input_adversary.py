@@ -5,15 +5,18 @@ with a traceback, and exports whose bad rows made present contacts look gone."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from syncd.config import load
-from syncd.errors import ConfigError, GuardError
+from syncd.config import SourceConfig, load
+from syncd.errors import ConfigError, GuardError, NotSettledError
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
+from syncd.source import Export
 from tests.helpers import World, assert_fingerprint_cache_holds, esputnik_table
 
 HEADER = b"Record ID,First Name,Last Name,Email,Phone,Segment\r\n"
@@ -214,3 +217,36 @@ def test_a_config_not_in_utf8_names_the_line_and_one_with_a_bom_loads(tmp_path: 
     path.write_bytes(b"\xef\xbb\xbf" + BASE.encode())
     (tmp_path / "esputnik.toml").write_bytes(b"\xef\xbb\xbf" + MAPPING.encode())
     assert load(path).vendors["esputnik"].mapping.fields["email"] == "Email"
+
+
+# --- an export replaced or written to while it is read -------------------------------------
+def test_an_export_replaced_while_it_is_read_is_refused_not_read_under_the_old_header(
+    tmp_path: Path,
+) -> None:
+    """The CRM's job writes a new file and renames it over the export between the header's
+    read and the rows': the rows were read under the old header, every column shifted."""
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(b"Record ID,Email,Name\n1,a@example.com,Ann\n")
+    cfg = SourceConfig(path=str(path), key="Record ID", settle_seconds=0)
+    for encoding in ("utf-8", "cp1252"):  # the raw path, the csv module's
+        with Export(path, replace(cfg, encoding=encoding)) as export:
+            new = tmp_path / "new.csv"
+            new.write_bytes(b"Record ID,Name,Email\n1,Ann,a@example.com\n")
+            os.replace(new, path)
+            if encoding == "utf-8":  # the rows are read from a file of their own
+                with pytest.raises(NotSettledError, match="changed while it was read"):
+                    list(export.rows(lambda bad: None))
+            else:  # from the file the header came from: the old export, whole
+                assert list(export.rows(lambda bad: None)) == [(2, ["1", "a@example.com", "Ann"])]
+        path.write_bytes(b"Record ID,Email,Name\n1,a@example.com,Ann\n")
+
+
+def test_an_export_written_to_while_it_is_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(b"Record ID,Email,Name\n1,a@example.com,Ann\n")
+    cfg = SourceConfig(path=str(path), key="Record ID", settle_seconds=0)
+    with Export(path, cfg) as export:
+        with path.open("ab") as fh:
+            fh.write(b"2,b@example.com,Bob\n")
+        with pytest.raises(NotSettledError, match="changed while it was read"):
+            list(export.rows(lambda bad: None))
