@@ -145,6 +145,8 @@ class Differ:
         """Record a quarantined row (for `vendor` only, or for all). `row=False`: the row was
         quarantined for another vendor already; `plan.quarantined` counts rows, not entries."""
         self.plan.quarantined += row
+        if row and vendor is None and self.plan.first_bad is None:
+            self.plan.first_bad = f"line {line}: {why}"
         if vendor:
             self.plan.vendors[vendor].counts["quarantined"] += 1
         elif key and line:

@@ -250,3 +250,20 @@ def test_an_export_written_to_while_it_is_read_is_refused(tmp_path: Path) -> Non
             fh.write(b"2,b@example.com,Bob\n")
         with pytest.raises(NotSettledError, match="changed while it was read"):
             list(export.rows(lambda bad: None))
+
+
+def test_an_export_whose_every_row_is_quarantined_says_why_not_that_contacts_were_lost(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """A Latin-1 export of accented names: refused as "no usable rows", with `--force` as
+    the remedy "if the export really lost these contacts"; the reason was rolled back."""
+    w, sim = world
+    w.export.write_bytes(rows(3, bad={1, 2, 3}))
+    with pytest.raises(GuardError) as err:
+        w.sync()
+    assert (
+        f"every one of the 3 rows of {w.export} is quarantined (line 2: column 'First Name' "
+        "has bytes that are not valid utf-8; re-export as UTF-8 or set [source] encoding)"
+    ) in str(err.value)
+    assert err.value.hint is not None and "--force" not in err.value.hint
+    assert sim.contacts() == []
