@@ -9,6 +9,7 @@ written as a literal, `env:NAME`, `file:PATH` or `credential:NAME` (systemd's
 from __future__ import annotations
 
 import codecs
+import difflib
 import ipaddress
 import os
 import stat
@@ -154,7 +155,16 @@ def kind_of(mode: int) -> str:
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file, turning every failure into a ConfigError naming the file."""
     try:
-        return tomllib.loads(read_capped(path, MAX_TOML).decode("utf-8"))
+        data = read_capped(path, MAX_TOML)
+        # a BOM (Notepad's "UTF-8") is no TOML, but no mistake of the operator's either
+        return tomllib.loads(data.removeprefix(codecs.BOM_UTF8).decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"is not UTF-8: byte 0x{data[exc.start]:02x} on line {line}",
+            file=str(path),
+            hint="save the file as UTF-8 (a Latin-1 or cp1252 accent is the usual cause)",
+        ) from None
     except FileNotFoundError:
         raise ConfigError(
             "file not found", file=str(path), hint="pass --config or set $SYNCD_CONFIG"
@@ -228,6 +238,10 @@ class _Table:
 
     def path(self, key: str, *, required: bool = False, default: str | None = None) -> Path:
         raw = str(self.get(key, str, default, required=required))
+        if not raw.strip():
+            raise self.error("is empty", key, hint="name a file, relative to this file's folder")
+        if "\x00" in raw:
+            raise self.error(f"{raw!r} contains a NUL byte, which no path can hold", key)
         # realpath, not Path.resolve: a symlink loop is the reader's to report, with its name
         return Path(os.path.realpath(self.file.parent / os.path.expanduser(raw)))
 
@@ -235,7 +249,9 @@ class _Table:
         unknown = set(self.data) - self.used - (allowed_extra or set())
         if unknown:
             key = sorted(unknown)[0]
-            raise self.error("unknown key", key, hint="check the spelling against the README")
+            near = difflib.get_close_matches(key, sorted(self.used | (allowed_extra or set())), 1)
+            hint = f"did you mean {near[0]!r}?" if near else "check the spelling against the README"
+            raise self.error("unknown key", key, hint=hint)
 
 
 def _read_secret(path: Path, what: str, table: _Table, key: str) -> str:
@@ -257,9 +273,15 @@ def _secret_problem(exc: ValueError) -> str:
 def resolve_secret(raw: str, table: _Table, key: str) -> str:
     """literal | env:NAME | file:PATH | credential:NAME → the secret's value."""
     scheme, _, rest = raw.partition(":")
+    if scheme in ("env", "file", "credential") and not rest.strip():
+        raise table.error(
+            f"{raw!r} names no {'variable' if scheme == 'env' else 'file'}",
+            key,
+            hint=f"write {scheme}:NAME",
+        )
     if scheme == "env" and rest:
         value = os.environ.get(rest)
-        if not value:
+        if value is None or not value.strip():
             raise table.error(f"environment variable {rest} is not set or empty", key)
         return value
     if scheme == "file" and rest:
@@ -273,7 +295,7 @@ def resolve_secret(raw: str, table: _Table, key: str) -> str:
                 hint="run under the systemd unit (LoadCredential=), or use env: or file:",
             )
         return _read_secret(Path(cred_dir) / rest, "credential", table, key)
-    if not raw:
+    if not raw.strip():
         raise table.error("is empty", key)
     return raw
 
@@ -365,6 +387,15 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
         )
     if source.delimiter is not None and len(source.delimiter) != 1:
         raise src.error("must be one character, or left out to sniff it", "delimiter")
+    if source.delimiter is not None and source.delimiter in '"\r\n\x00':
+        raise src.error(
+            f"{source.delimiter!r} cannot separate columns (it quotes or ends them)",
+            "delimiter",
+            hint='e.g. ",", ";", "\\t" or "|", or leave it out to sniff it',
+        )
+    if not source.key.strip():
+        raise src.error("is empty", "key", hint="name the CRM's unique id column")
+    _check_region(src, source.phone_region)
     _check_encoding(src, source.encoding)
     src.check_unknown()
 
@@ -400,6 +431,7 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
         channels=sup.strings("channels", ("any",)),
         upserts=sup.get("upserts", bool, True),
     )
+    _check_channels(sup, suppression)
     sup.check_unknown()
 
     dlv = _Table(path, "delivery", top.get("delivery", dict, {}))
@@ -419,6 +451,15 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
         raise top.error(
             "no [vendors.<name>] table", hint="enable at least one of " + ", ".join(REGISTRY)
         )
+    for name, vendor in vendors.items():
+        read = [c for c in vendor.mapping.columns if c in source.ignore_columns]
+        if read:
+            raise src.error(
+                f"names {read[0]!r}, which {name}'s mapping {vendor.mapping.path} reads: a "
+                "change to an ignored column is never seen, so it would never be sent",
+                "ignore_columns",
+                hint=f"take {read[0]!r} out of ignore_columns, or out of the mapping",
+            )
     return Config(path, source, store, schedule, suppression, delivery, vendors, metrics)
 
 
@@ -451,6 +492,58 @@ def _metrics(table: _Table) -> MetricsConfig:
             "or set allow_remote = true",
         )
     return MetricsConfig(listen=(str(address), int(port)), allow_remote=allow_remote)
+
+
+# the channels an unsubscribe is recorded with: eSputnik's `mediaType`s, Hello Customer's
+# email, SignalVine's sms (`Connector.pull`); "any" is every one, and an unknown channel
+CHANNELS = (
+    "any",
+    "email",
+    "sms",
+    "viber",
+    "mobilepush",
+    "webpush",
+    "appinbox",
+    "widget",
+    "inapp",
+    "telegrambot",
+)
+
+
+def _check_channels(table: _Table, sup: SuppressionConfig) -> None:
+    """Every channel one that unsubscribes are recorded with: a misspelt one (`emial`)
+    matches no unsubscribe, and its contacts would be surveyed again."""
+    if not sup.channels:
+        raise table.error(
+            "is empty: no unsubscribe would suppress anyone",
+            "channels",
+            hint='write ["any"], or set unsubscribed = false to suppress nobody',
+        )
+    for channel in sup.channels:
+        if channel not in CHANNELS:
+            near = difflib.get_close_matches(channel, CHANNELS, 1)
+            raise table.error(
+                f"unknown channel {channel!r}: it would match no unsubscribe",
+                "channels",
+                hint=(f"did you mean {near[0]!r}? " if near else "")
+                + "channels are: "
+                + ", ".join(CHANNELS),
+            )
+
+
+def _check_region(table: _Table, region: str | None) -> None:
+    """A region phonenumbers knows: any other makes every national number invalid, so each
+    contact with one would be quarantined, with `check` saying nothing."""
+    if region is None:
+        return
+    import phonenumbers
+
+    if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise table.error(
+            f"unknown region {region!r}",
+            "phone_region",
+            hint='an ISO 3166 two-letter code such as "BE", or leave it out',
+        )
 
 
 def _check_encoding(table: _Table, encoding: str) -> None:
@@ -486,7 +579,7 @@ def _check_cron(table: _Table, key: str, expr: str) -> None:
 
     try:
         trigger_for(expr, "UTC")
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # `every 1e15h`: too large for a timedelta
         raise table.error(f"not a crontab line nor 'every N[s|m|h]' ({exc})", key) from None
 
 

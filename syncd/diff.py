@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
 from syncd.decide import SURVEYS, Act, Facts, decide
@@ -65,6 +67,8 @@ class Differ:
         self.db = DiffStore(store, run_id, iso(now), "")
         self.projectors: dict[str, Projector] = {}
         self.triggers = [n for n, c in connectors.items() if c.kind == "trigger"]
+        # keys of the rows quarantined for every vendor, with their first line (`_keep_held_back`)
+        self.held_back: dict[str, int] = {}
 
     def run(self, export: Export) -> Plan:
         plan = self.plan
@@ -141,8 +145,12 @@ class Differ:
         """Record a quarantined row (for `vendor` only, or for all). `row=False`: the row was
         quarantined for another vendor already; `plan.quarantined` counts rows, not entries."""
         self.plan.quarantined += row
+        if row and vendor is None and self.plan.first_bad is None:
+            self.plan.first_bad = f"line {line}: {why}"
         if vendor:
             self.plan.vendors[vendor].counts["quarantined"] += 1
+        elif key and line:
+            self.held_back.setdefault(key, line)
         self.db.quarantine(line, key, vendor, why)
 
     def _duplicate(self, line: int, key: str, first: int) -> None:
@@ -265,8 +273,19 @@ class Differ:
                 surveyor, when = name, "in this run"
         return clean
 
+    def _keep_held_back(self) -> None:
+        """A known contact whose row is quarantined is in the export: it keeps its last
+        good row (and fingerprint) rather than look gone. Marked seen only now, after the
+        whole export, so a good row of the same key later in the file is not a repeat."""
+        fps, seen = self.known.fps, self.known.seen
+        for key, rhash in self.db.live_fingerprints(list(self.held_back)).items():
+            i = int(np.searchsorted(fps, rhash))
+            if i < len(fps) and fps[i] == rhash and not seen[i]:
+                seen[i] = self.held_back[key]
+
     def _gone(self) -> None:
         """Mark the known contacts not seen gone, by rowid (checked against the fingerprint)."""
+        self._keep_held_back()
         gone = self.known.gone()
         self.plan.gone = len(gone)
         for vplan in self.plan.vendors.values():

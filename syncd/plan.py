@@ -54,6 +54,7 @@ class Plan:
     unchanged: int = 0
     gone: int = 0
     refused: str | None = None
+    first_bad: str | None = None  # the first row quarantined for every vendor, and why
     vendors: dict[str, VendorPlan] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
@@ -65,8 +66,13 @@ class Plan:
     def guard(self, max_drop: float, force: bool) -> str | None:
         """Why this export must not be applied (truncated or empty), or None."""
         good = self.rows_read - self.quarantined
-        if self.rows_read == 0 or good <= 0:
+        if self.rows_read == 0:
             reason = f"the export {self.export} has no usable rows"
+        elif good <= 0:  # not "lost": every row is there, and --force would not help
+            reason = (
+                f"every one of the {self.rows_read} rows of {self.export} is quarantined "
+                f"({self.first_bad}): fix the export"
+            )
         elif self.known and self.gone / self.known > max_drop:
             reason = (
                 f"{self.gone} of {self.known} known contacts ({self.gone / self.known:.0%}) are "

@@ -128,6 +128,7 @@ class Export:
         self.force = force
         self.header_only = header_only
         self.position = 0  # bytes read so far by `blocks` (for a progress display)
+        self._stat: os.stat_result | None = None  # the file as first opened (`_same`)
         encoding = cfg.encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # strips a byte-order mark when there is one
@@ -234,11 +235,24 @@ class Export:
         except OSError as exc:
             raise SourceError(f"cannot read export {self.path}: {exc.strerror}") from None
         fh = os.fdopen(fd, "rb")
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode):
             fh.close()
-            raise SourceError(f"export {self.path} is {kind_of(mode)}, not a regular file")
+            raise SourceError(f"export {self.path} is {kind_of(now.st_mode)}, not a regular file")
+        if self._stat is None:
+            self._stat = now
+        elif (now.st_dev, now.st_ino) != (self._stat.st_dev, self._stat.st_ino):
+            fh.close()  # renamed over since the header was read: its rows are not its header's
+            raise self._changed("replaced")
         return fh
+
+    def _changed(self, how: str) -> NotSettledError:
+        return NotSettledError(
+            f"export {self.path} changed while it was read ({how}); nothing was sent",
+            hint=f"the CRM's export was still being written; syncd waits until it is "
+            f"unchanged for {self.cfg.settle_seconds:g}s ([source] settle_seconds): "
+            "try again shortly",
+        )
 
     def _undecodable(self, exc: UnicodeError, where: str) -> SourceError:
         """Bytes that an encoding which cannot escape them (UTF-16, UTF-32) fails on."""
@@ -277,7 +291,11 @@ class Export:
 
     def _ending(self, block: Block) -> None:
         """Refuse an export whose last record is cut short (no line break after it, or a
-        quoted field never closed) unless `force`; with it, quarantine that record."""
+        quoted field never closed) unless `force`; with it, quarantine that record. First,
+        refuse an export written to while it was read: its rows are of two versions."""
+        now, then = os.fstat(self._fh.fileno()), self._stat
+        if then is not None and (now.st_size, now.st_mtime_ns) != (then.st_size, then.st_mtime_ns):
+            raise self._changed("written to")
         lines = block.lines
         at = max(range(len(lines)), key=lines.__getitem__) if lines else None
         bad = max(block.bad, key=attrgetter("line"), default=None)

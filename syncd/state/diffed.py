@@ -169,6 +169,19 @@ class DiffStore:
         pairs = pairs[np.argsort(pairs[:, 0])]
         return pairs[:, 0].copy(), pairs[:, 1].copy()
 
+    def live_fingerprints(self, keys: Sequence[str]) -> dict[str, int]:
+        """The fingerprints of those of `keys` that are live contacts."""
+        if not keys:
+            return {}
+        if self.writer:
+            self.writer.wait()
+        rows = self.conn.execute(
+            "SELECT key, rhash FROM contacts WHERE key IN (SELECT value FROM json_each(?)) "
+            "AND gone_at IS NULL",
+            (orjson.dumps(list(keys)).decode(),),
+        )
+        return dict(rows.fetchall())
+
     def key_at(self, rowid: int, rhash: int) -> str | None:
         if self.writer:  # the row may be one this diff is writing
             self.writer.wait()

@@ -1,0 +1,269 @@
+"""Hostile input the other bad-input tests do not reach: configs whose values load but
+would quietly weaken a promise (an ignored column a vendor reads, a suppression channel
+that matches nothing, a phone region that does not exist), values that crashed the loader
+with a traceback, and exports whose bad rows made present contacts look gone."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from syncd.config import SourceConfig, load
+from syncd.errors import ConfigError, GuardError, NotSettledError
+from syncd.sandbox.base import Server
+from syncd.sandbox.esputnik import ESputnikSim
+from syncd.source import Export
+from tests.helpers import World, assert_fingerprint_cache_holds, esputnik_table
+
+HEADER = b"Record ID,First Name,Last Name,Email,Phone,Segment\r\n"
+
+
+def row(i: int, name: bytes = b"Ann") -> bytes:
+    return b"%d,%s,Lee,p%d@example.com,+3247000%04d,Gold\r\n" % (i, name, i, i)
+
+
+def rows(n: int, bad: set[int] = frozenset(), name: bytes = b"Ren\xe9") -> bytes:  # type: ignore[assignment]
+    """`n` rows; those in `bad` with a First Name in Latin-1 (not UTF-8)."""
+    return HEADER + b"".join(row(i, name if i in bad else b"Ann") for i in range(1, n + 1))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[World, ESputnikSim]]:
+    sim = ESputnikSim()
+    with Server(sim) as server:
+        yield World(tmp_path, {"esputnik": esputnik_table(server.url)}), sim
+
+
+def gone(w: World) -> list[str]:
+    store = w.store()
+    try:
+        return [r["key"] for r in store.query("SELECT key FROM contacts WHERE gone_at IS NOT NULL")]
+    finally:
+        store.close()
+
+
+# --- a quarantined row is not a contact gone ---------------------------------------------
+def test_a_known_contact_whose_row_is_quarantined_is_not_marked_gone(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    w, sim = world
+    w.export.write_bytes(rows(20))
+    assert w.sync().exit_code == 0
+    w.export.write_bytes(rows(20, bad={5}))
+    report = w.sync()
+    assert report.exit_code == 0 and report.plan is not None
+    assert (report.plan.quarantined, report.plan.gone) == (1, 0)
+    assert gone(w) == []
+    assert len(sim.contacts()) == 20
+    store = w.store()
+    try:
+        assert_fingerprint_cache_holds(store.conn)
+    finally:
+        store.close()
+    # the next run reads the same rows the same way: still there, nothing sent
+    report = w.sync()
+    assert report.plan is not None and (report.plan.quarantined, report.plan.gone) == (1, 0)
+    assert gone(w) == []
+    # and a bad row of a key that a good row of later in the file has is a mere repeat
+    w.export.write_bytes(rows(20, bad={5}) + row(5, b"Annie"))
+    report = w.sync()
+    assert report.plan is not None and report.plan.gone == 0
+    assert {c["firstName"] for c in sim.contacts() if c["externalCustomerId"] == "5"} == {"Annie"}
+
+
+def test_an_export_mostly_quarantined_is_not_refused_as_missing_contacts(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """15 of 20 rows in Latin-1: the contacts are in the file. The guard said they were
+    missing and that `--force` would do ("if the export really lost these contacts"),
+    and `--force` marked the 15 gone."""
+    w, _sim = world
+    w.export.write_bytes(rows(20))
+    assert w.sync().exit_code == 0
+    w.export.write_bytes(rows(20, bad=set(range(6, 21))))
+    report = w.sync()
+    assert report.plan is not None and report.plan.gone == 0
+    assert report.plan.quarantined == 15
+    assert gone(w) == []
+    # a real loss is still refused
+    w.export.write_bytes(rows(2))
+    with pytest.raises(GuardError, match="18 of 20 known contacts"):
+        w.sync()
+
+
+# --- config values that loaded but weakened a promise, or crashed the loader ---------------
+BASE = """\
+[source]
+path = "contacts.csv"
+key = "Record ID"
+[store]
+path = "syncd.db"
+[vendors.esputnik]
+base_url = "http://127.0.0.1:1"
+api_key = "k"
+mapping = "esputnik.toml"
+"""
+MAPPING = '[fields]\nemail = "Email"\nexternalCustomerId = "Record ID"\n'
+
+
+def _source(line: str) -> str:
+    return BASE.replace('key = "Record ID"\n', f'key = "Record ID"\n{line}\n')
+
+
+# case: (config text, the message it must give)
+CONFIGS: dict[str, tuple[str, str]] = {
+    # an ignored column is cut out of the change text: the vendor never got a new email
+    "ignore_a_mapped_column": (
+        _source('ignore_columns = ["Email"]'),
+        "[source] ignore_columns: names 'Email', which esputnik's mapping",
+    ),
+    # no unsubscribe has channel "emial": every unsubscribed contact was surveyed again
+    "a_misspelt_suppression_channel": (
+        BASE + '[suppression]\nchannels = ["emial"]\n',
+        "[suppression] channels: unknown channel 'emial': it would match no unsubscribe "
+        "(did you mean 'email'?",
+    ),
+    "no_suppression_channel": (
+        BASE + "[suppression]\nchannels = []\n",
+        "[suppression] channels: is empty: no unsubscribe would suppress anyone",
+    ),
+    # every national phone quarantined, and `check` said ok
+    "an_unknown_phone_region": (
+        _source('phone_region = "XX"'),
+        "[source] phone_region: unknown region 'XX'",
+    ),
+    # tracebacks
+    "a_nul_in_the_export_path": (
+        BASE.replace('"contacts.csv"', '"a\\u0000b.csv"'),
+        "[source] path: 'a\\x00b.csv' contains a NUL byte",
+    ),
+    "a_nul_in_the_store_path": (
+        BASE.replace('"syncd.db"', '"a\\u0000b.db"'),
+        "[store] path: 'a\\x00b.db' contains a NUL byte",
+    ),
+    "an_interval_too_large": (
+        BASE + '[schedule]\nreconcile = "every 999999999999999h"\n',
+        "[schedule] reconcile: not a crontab line nor 'every N[s|m|h]'",
+    ),
+    # a scheme with no name was taken as the literal secret "env:"
+    "env_with_no_name": (
+        BASE.replace('api_key = "k"', 'api_key = "env:"'),
+        "[vendors.esputnik] api_key: 'env:' names no variable",
+    ),
+    "file_with_no_name": (
+        BASE.replace('api_key = "k"', 'api_key = "file:"'),
+        "[vendors.esputnik] api_key: 'file:' names no file",
+    ),
+    "a_blank_secret": (
+        BASE.replace('api_key = "k"', 'api_key = "   "'),
+        "[vendors.esputnik] api_key: is empty",
+    ),
+    "a_blank_environment_variable": (
+        BASE.replace('api_key = "k"', 'api_key = "env:SYNCD_TEST_BLANK"'),
+        "[vendors.esputnik] api_key: environment variable SYNCD_TEST_BLANK is not set or empty",
+    ),
+    # `""` resolved to the config's folder, or named a column the header had no name for
+    "an_empty_mapping_path": (
+        BASE.replace('mapping = "esputnik.toml"', 'mapping = ""'),
+        "[vendors.esputnik] mapping: is empty",
+    ),
+    "an_empty_key": (BASE.replace('key = "Record ID"', 'key = ""'), "[source] key: is empty"),
+    # the export was read as one column, and the key was said to be missing
+    "a_quote_as_delimiter": (
+        _source('delimiter = "\\""'),
+        "[source] delimiter: '\"' cannot separate columns",
+    ),
+    "a_line_break_as_delimiter": (
+        _source('delimiter = "\\n"'),
+        "[source] delimiter: '\\n' cannot separate columns",
+    ),
+    "a_typo_is_named_with_a_suggestion": (
+        _source("max_dorp = 0.2"),
+        "[source] max_dorp: unknown key (did you mean 'max_drop'?)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_config_values_that_would_weaken_a_promise_are_refused_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    monkeypatch.setenv("SYNCD_TEST_BLANK", " ")
+    text, expected = CONFIGS[case]
+    (tmp_path / "esputnik.toml").write_text(MAPPING, encoding="utf-8")
+    path = tmp_path / "syncd.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value).startswith(f"{path}: "), str(err.value)
+    assert expected in str(err.value)
+
+
+def test_a_config_not_in_utf8_names_the_line_and_one_with_a_bom_loads(tmp_path: Path) -> None:
+    (tmp_path / "esputnik.toml").write_text(MAPPING, encoding="utf-8")
+    path = tmp_path / "syncd.toml"
+    path.write_bytes(BASE.replace("Record ID", "Réf").encode("cp1252"))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value) == (
+        f"{path}: is not UTF-8: byte 0xe9 on line 3 (save the file as UTF-8 (a Latin-1 or "
+        "cp1252 accent is the usual cause))"
+    )
+    # Notepad's UTF-8 starts with a byte-order mark: "Invalid statement (at line 1, column 1)"
+    path.write_bytes(b"\xef\xbb\xbf" + BASE.encode())
+    (tmp_path / "esputnik.toml").write_bytes(b"\xef\xbb\xbf" + MAPPING.encode())
+    assert load(path).vendors["esputnik"].mapping.fields["email"] == "Email"
+
+
+# --- an export replaced or written to while it is read -------------------------------------
+def test_an_export_replaced_while_it_is_read_is_refused_not_read_under_the_old_header(
+    tmp_path: Path,
+) -> None:
+    """The CRM's job writes a new file and renames it over the export between the header's
+    read and the rows': the rows were read under the old header, every column shifted."""
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(b"Record ID,Email,Name\n1,a@example.com,Ann\n")
+    cfg = SourceConfig(path=str(path), key="Record ID", settle_seconds=0)
+    for encoding in ("utf-8", "cp1252"):  # the raw path, the csv module's
+        with Export(path, replace(cfg, encoding=encoding)) as export:
+            new = tmp_path / "new.csv"
+            new.write_bytes(b"Record ID,Name,Email\n1,Ann,a@example.com\n")
+            os.replace(new, path)
+            if encoding == "utf-8":  # the rows are read from a file of their own
+                with pytest.raises(NotSettledError, match="changed while it was read"):
+                    list(export.rows(lambda bad: None))
+            else:  # from the file the header came from: the old export, whole
+                assert list(export.rows(lambda bad: None)) == [(2, ["1", "a@example.com", "Ann"])]
+        path.write_bytes(b"Record ID,Email,Name\n1,a@example.com,Ann\n")
+
+
+def test_an_export_written_to_while_it_is_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(b"Record ID,Email,Name\n1,a@example.com,Ann\n")
+    cfg = SourceConfig(path=str(path), key="Record ID", settle_seconds=0)
+    with Export(path, cfg) as export:
+        with path.open("ab") as fh:
+            fh.write(b"2,b@example.com,Bob\n")
+        with pytest.raises(NotSettledError, match="changed while it was read"):
+            list(export.rows(lambda bad: None))
+
+
+def test_an_export_whose_every_row_is_quarantined_says_why_not_that_contacts_were_lost(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """A Latin-1 export of accented names: refused as "no usable rows", with `--force` as
+    the remedy "if the export really lost these contacts"; the reason was rolled back."""
+    w, sim = world
+    w.export.write_bytes(rows(3, bad={1, 2, 3}))
+    with pytest.raises(GuardError) as err:
+        w.sync()
+    assert (
+        f"every one of the 3 rows of {w.export} is quarantined (line 2: column 'First Name' "
+        "has bytes that are not valid utf-8; re-export as UTF-8 or set [source] encoding)"
+    ) in str(err.value)
+    assert err.value.hint is not None and "--force" not in err.value.hint
+    assert sim.contacts() == []
