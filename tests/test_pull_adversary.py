@@ -368,6 +368,19 @@ def test_sv_a_participant_without_id_is_refused_not_keyed_none() -> None:
         clean("unsubscribes", signalvine._unsubscribe(item))
 
 
+@pytest.mark.parametrize(
+    ("active", "out"),
+    [(False, True), (True, False), ("false", True), (" TRUE ", False), ("no", None), (0, None)],
+)
+def test_sv_an_opt_out_is_read_from_active_false_or_its_text_and_nothing_else(
+    active: object, out: bool | None
+) -> None:
+    """`"active": "false"` (text) was passed over as no opt-out, silently; a value that is
+    neither is not taken for one either way (the pull logs it)."""
+    item = {"id": "p1", "phone": "+32470000001", "active": active, "profile": []}
+    assert signalvine._opted_out(item) is out
+
+
 def test_each_failed_stream_is_named_with_what_came(
     tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
 ) -> None:

@@ -451,7 +451,16 @@ class SignalVine(Connector):
             seen = seen or bool(items)
             for when in filter(None, (_changed(i) or _time(i.get("created")) for i in items)):
                 newest = when if newest is None else max(newest, when)
-            records = [_unsubscribe(i) for i in items if i.get("active") is False]
+            records = [_unsubscribe(i) for i in items if _opted_out(i)]
+            unread = [i.get("id") for i in items if _opted_out(i) is None]
+            if unread:  # not taken for an opt-out, nor silently passed over
+                self.log.warning(
+                    "participants whose active is neither true nor false: not read as opt-outs",
+                    vendor=self.name,
+                    count=len(unread),
+                    ids=unread[:5],
+                    hint="SignalVine documents active as a boolean; ask them what these mean",
+                )
             following = page.get("nextOffset")
             if following is not None:  # more follow, even after an empty page
                 yield Page(records, after)  # the list's order is unknown: no cursor yet
@@ -475,6 +484,15 @@ class SignalVine(Connector):
 def _ordered(batch: Sequence[Contact]) -> list[Contact]:
     """Rows in CRM-key order: the same batch always gives the same row numbers."""
     return sorted(batch, key=lambda c: c.key)
+
+
+def _opted_out(item: dict[str, Any]) -> bool | None:
+    """Whether a participant opted out (`active: false`; the text "false" too); None when
+    its `active` reads as neither true nor false."""
+    active = item.get("active")
+    if isinstance(active, str) and active.strip().lower() in ("true", "false"):
+        active = active.strip().lower() == "true"
+    return not active if isinstance(active, bool) else None
 
 
 def _unsubscribe(item: dict[str, Any]) -> dict[str, Any]:
