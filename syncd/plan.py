@@ -70,7 +70,8 @@ class Plan:
             reason = f"the export {self.export} has no usable rows"
         elif good <= 0:  # not "lost": every row is there, and --force would not help
             reason = (
-                f"every one of the {self.rows_read} rows of {self.export} is quarantined "
+                f"{'the one row' if self.rows_read == 1 else f'every one of the {self.rows_read} rows'}"
+                f" of {self.export} is quarantined "
                 f"({self.first_bad}): fix the export"
             )
         elif self.known and self.gone / self.known > max_drop:

@@ -113,6 +113,29 @@ def _raise_not_settled(path: Path, now: datetime, settle: float) -> None:
     )
 
 
+def _key_hint(key: str, header: list[str], delimiter: str, first: str) -> str:
+    """What to do when the key is not in the header: the column it most likely means, or
+    the delimiter or file it most likely is, else the columns there are."""
+    fold = {" ".join(h.split()).casefold(): h for h in header}
+    near = fold.get(" ".join(key.split()).casefold())  # case, spaces, a non-breaking space
+    if near is not None:
+        return f"the header has {near!r}: set [source] key = {near!r}"
+    if first.lower().startswith("sep="):
+        return (
+            f"the first line is {first.strip()[:20]!r}, a spreadsheet's delimiter line, not "
+            "the header: export without it"
+        )
+    if "\0" in first:
+        return "the header holds NUL bytes: this is not a CSV export; check [source] path"
+    others = [d for d in ",;\t|" if d != delimiter and d in first]
+    if len(header) == 1 and others:
+        return (
+            f"the header is one column when split at {delimiter!r}; it holds {others[0]!r}: "
+            f"set [source] delimiter = {others[0]!r} (or leave it out to detect it)"
+        )
+    return "set [source] key to one of: " + ", ".join(repr(h[:60]) for h in header[:20])
+
+
 class Export:
     """An open export: header, key column index and a stream of rows."""
 
@@ -192,7 +215,7 @@ class Export:
         if cfg.key not in self.header:
             raise SourceError(
                 f"export {path}: key column {cfg.key!r} is not in the header",
-                hint="set [source] key to one of: " + ", ".join(repr(h) for h in self.header[:20]),
+                hint=_key_hint(cfg.key, self.header, self.delimiter, first),
             )
         dupes = sorted(h for h, n in Counter(self.header).items() if n > 1)
         if dupes:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from syncd.config import SourceConfig, load
-from syncd.errors import ConfigError, GuardError, NotSettledError
+from syncd.errors import ConfigError, GuardError, NotSettledError, SourceError
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.source import Export
@@ -267,3 +267,31 @@ def test_an_export_whose_every_row_is_quarantined_says_why_not_that_contacts_wer
     ) in str(err.value)
     assert err.value.hint is not None and "--force" not in err.value.hint
     assert sim.contacts() == []
+
+
+@pytest.mark.parametrize(
+    ("data", "delimiter", "hint"),
+    [
+        (
+            b"record id,Email\n1,a@example.com\n",
+            ",",
+            "the header has 'record id': set [source] key = 'record id'",
+        ),
+        (b"Record\xc2\xa0ID,Email\n1,a@example.com\n", ",", "set [source] key = 'Record\\xa0ID'"),
+        (b"sep=;\nRecord ID;Email\n1;a@example.com\n", ";", "a spreadsheet's delimiter line"),
+        (b"Record ID;Email\n1;a@example.com\n", ",", "set [source] delimiter = ';'"),
+        (b"\0" * 100 + b"\n", ",", "holds NUL bytes: this is not a CSV export"),
+        (b"Id,Email\n1,a@example.com\n", ",", "set [source] key to one of: 'Id', 'Email'"),
+    ],
+)
+def test_a_key_not_in_the_header_says_what_it_most_likely_is(
+    tmp_path: Path, data: bytes, delimiter: str, hint: str
+) -> None:
+    """A key that differs in case or spacing, an Excel `sep=` line, a wrong delimiter or a
+    binary file all said only "not in the header", listing mangled header cells."""
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(data)
+    cfg = SourceConfig(path=str(path), key="Record ID", delimiter=delimiter, settle_seconds=0)
+    with pytest.raises(SourceError, match="is not in the header") as caught:
+        Export(path, cfg)
+    assert hint in (caught.value.hint or ""), caught.value.hint
