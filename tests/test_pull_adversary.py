@@ -262,7 +262,8 @@ class Unordered(SignalVineSim):
         page = [item for item in slots[offset : offset + count] if item is not None]
         following = offset + count if offset + count < len(slots) else None
         following = self.next_offset.get(offset, following)
-        return json_response({"items": page, "offset": offset, "nextOffset": following})
+        envelope = {"items": page, "offset": offset, "nextOffset": following}
+        return json_response({**envelope, "total": len(slots)})
 
 
 def sv_config(folder: Path, url: str) -> Config:
@@ -320,12 +321,12 @@ def test_sv_an_empty_page_that_is_not_the_last_is_read_past(
     assert sv_stored(cfg) == OPTED_OUT
 
 
-@pytest.mark.parametrize("following", [0, 2, "4", True])
+@pytest.mark.parametrize("following", [0, 2, "4", True, 6, 600])
 def test_sv_a_next_offset_that_does_not_move_on_fails_the_stream_and_keeps_its_cursor(
     sv: tuple[Unordered, Config], clock: FakeClock, following: Any
 ) -> None:
-    """nextOffset back to the start, the same offset again, or not a number: the paging
-    cannot go on. Taking it for the last page moved the cursor past K1, on a page never
+    """nextOffset back to the start, the same offset again, not a number, or at or past the
+    list's total (empty pages for ever): the paging cannot go on. Taking it for the last page moved the cursor past K1, on a page never
     read; now the stream fails saying so, and the next pull reads everything."""
     sim, cfg = sv
     sim.next_offset = {2: following}  # answered with [K3 K2]

@@ -464,11 +464,15 @@ class SignalVine(Connector):
             following = page.get("nextOffset")
             if following is not None:  # more follow, even after an empty page
                 yield Page(records, after)  # the list's order is unknown: no cursor yet
-                if type(following) is not int or following <= offset:
+                total = page.get("total")
+                beyond = type(total) is int and type(following) is int and following >= total
+                if type(following) is not int or following <= offset or beyond:
                     raise RetriableError(
                         f"GET {path} at offset {offset} answered nextOffset "
-                        f"{json.dumps(following)}, not an offset after it: the participant "
-                        f"list cannot be read on; the unsubscribes stream stays at {after}",
+                        f"{json.dumps(following)}, not an offset after it"
+                        + (f" below the list's total {total}" if beyond else "")
+                        + ": the participant list cannot be read on; the unsubscribes stream "
+                        f"stays at {after}",
                         vendor=self.name,
                     )
                 offset = following
