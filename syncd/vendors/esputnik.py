@@ -39,7 +39,9 @@ off on our own); an import session that neither finishes nor fails within
 `eventKeyForNewContacts` follows the article (latin letters and digits, at most 100), which
 is stricter than the schema's description; a FINISHED session imported every contact not
 in `failedContacts`, whether or not its `mapping` names it (the mapping's dedupe values
-may be normalised differently).
+may be normalised differently); the activity list's `offset` is a place in the whole list
+from `dateFrom` on, so the unsubscribes stream asks from its first date every time and goes
+on from the offset it stored (the date itself never moves on).
 """
 
 from __future__ import annotations
