@@ -41,7 +41,8 @@ class Pulled:
     """What one vendor's pull did."""
 
     read: list[str] = field(default_factory=list)  # the streams read to their end
-    counts: Counter[str] = field(default_factory=Counter)  # stored per stream, and `invalid`
+    # new or changed per stream, `unchanged` (re-read as stored: the lookback), `invalid`
+    counts: Counter[str] = field(default_factory=Counter)
     errors: dict[str, str] = field(default_factory=dict)  # stream → why it failed
 
 
@@ -116,7 +117,7 @@ def pull(
                         break
                     logmod.bind(vendor=name)
                     try:
-                        stored, invalid = _pull_stream(
+                        fresh, same, invalid = _pull_stream(
                             store, name, stream, connector.pull, clock, since, on_page
                         )
                     except (RetriableError, FatalError) as exc:
@@ -124,7 +125,9 @@ def pull(
                         log.error("pull failed", stream=stream, error=str(exc))
                     else:
                         out.read.append(stream)
-                        out.counts[stream] += stored
+                        out.counts[stream] += fresh
+                        if same:
+                            out.counts["unchanged"] += same
                         out.counts["invalid"] += invalid
                     finally:
                         logmod.unbind("vendor")
@@ -145,8 +148,9 @@ def _pull_stream(
     clock: Clock,
     since: date | None,
     on_page: Callable[[str, str, int], None] | None,
-) -> tuple[int, int]:
-    """Pull one stream from its cursor: (records stored, records skipped as invalid)."""
+) -> tuple[int, int, int]:
+    """Pull one stream from its cursor: (records new or changed, records re-read as they were
+    stored, records skipped as invalid)."""
     cursor = (
         since.isoformat()
         if since
@@ -154,7 +158,7 @@ def _pull_stream(
             "SELECT cursor FROM cursors WHERE vendor = ? AND stream = ?", (vendor, stream)
         )
     )
-    stored = invalid = 0
+    fresh = same = invalid = 0
     for page in fetch(stream, cursor, clock.now()):
         now = iso(clock.now())
         crashpoint("page_fetched")
@@ -162,18 +166,20 @@ def _pull_stream(
             saver = pulled.SAVERS[stream]
             for record in page.records:
                 try:
-                    saver(store.db, vendor, clean(stream, record), now)
+                    if saver(store.db, vendor, clean(stream, record), now):
+                        fresh += 1
+                    else:
+                        same += 1
                 except Invalid as exc:
                     invalid += 1
                     log.warning(
                         "pulled record skipped", stream=stream, record=exc.ident, reason=str(exc)
                     )
             pulled.save_cursor(store.db, vendor, stream, page.cursor, now)
-        stored += len(page.records)
         log.info("pulled", stream=stream, records=len(page.records), cursor=page.cursor)
         if on_page:
             on_page(vendor, stream, len(page.records))
-    return stored - invalid, invalid
+    return fresh, same, invalid
 
 
 class Invalid(Exception):

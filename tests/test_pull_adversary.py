@@ -496,3 +496,26 @@ def test_list_entries_that_are_no_object_are_counted_skipped_not_dropped_unsaid(
     report, rows = es_pull(es_world(tmp_path / "es", es_server.url))
     assert rows == ["u0@example.com"] and report.exit_code == 1, report.summary()
     assert dict(report.vendors["esputnik"].counts) == {"unsubscribes": 1, "invalid": 1}
+
+
+def test_records_re_read_in_the_lookback_are_not_reported_as_new(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """Every pull re-reads its lookback (a day here): the same three responses were
+    reported as three new ones each time. Now they count as `unchanged`, and the summary
+    says there is nothing new."""
+    sim, server = hc
+    now = clock.now()
+    sim.add_responses(3, now - timedelta(hours=3), now - timedelta(hours=2))
+    sim.unsubscribe("gone@example.com", now - timedelta(hours=1))
+    cfg = hc_config(tmp_path, server.url, '["responses", "nps", "unsubscribes"]')
+    first, _ = pulled(cfg, clock, "SELECT 1")
+    counts = +first.vendors["hellocustomer"].counts
+    assert counts.pop("responses") == 3 and counts.pop("unsubscribes") == 1
+    assert counts.pop("nps") and not counts
+    clock.sleep(60)
+    again, rows = pulled(cfg, clock, "SELECT count(*) FROM responses")
+    assert rows == [(3,)]
+    counts = +again.vendors["hellocustomer"].counts  # the current month's NPS read again too
+    assert list(counts) == ["unchanged"] and counts["unchanged"] > 3 + 1
+    assert "hellocustomer: no new responses, nps or unsubscribes" in again.summary()

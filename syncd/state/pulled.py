@@ -5,7 +5,8 @@ of each stream. `syncd.pull` fetches, checks (`clean`) and calls these inside th
 Where the upsert simply replaces every column but the key (answers, nps, cursors) it is
 sqlite-utils' `upsert` (inside the caller's transaction it runs in a savepoint). Where it
 keeps what is stored (a response only changes when its raw record or its match does; an
-unsubscribe keeps a key and a time a later pull does not know) it is plain SQL.
+unsubscribe keeps a key and a time a later pull does not know) it is plain SQL. Each saver says whether the record was new or changed
+anything: a pull re-reads its lookback, and those records are not news.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
-def save_response(db: Database, vendor: str, r: dict[str, Any], now: str) -> None:
+def save_response(db: Database, vendor: str, r: dict[str, Any], now: str) -> bool:
     """A response (updated only when its raw record or its matched key changed; campaign and
     language stay as first pulled) and its answers (replaced)."""
     key = match_key(db.conn, r.get("external_key"), r.get("email"), None)
     raw = json.dumps(r.get("raw"), sort_keys=True, ensure_ascii=False)
-    db.conn.execute(
+    stored = db.conn.execute(
         "INSERT INTO responses (vendor, response_id, key, email, campaign, language, surveyed_at, "
         "answered_at, raw, pulled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (vendor, response_id) DO UPDATE SET key = excluded.key, "
@@ -65,7 +66,7 @@ def save_response(db: Database, vendor: str, r: dict[str, Any], now: str) -> Non
             raw,
             now,
         ),
-    )
+    ).rowcount
     kept = [a["answer_id"] for a in r.get("answers") or []]
     db.conn.execute(  # what the vendor no longer has (cleared, or re-created under new ids)
         "DELETE FROM answers WHERE vendor = ? AND response_id = ? "
@@ -94,46 +95,58 @@ def save_response(db: Database, vendor: str, r: dict[str, Any], now: str) -> Non
             },
             pk=("vendor", "answer_id"),
         )
+    return stored > 0
 
 
-def save_nps(db: Database, vendor: str, r: dict[str, Any], now: str) -> None:
-    """An NPS figure of a filter and period (replaced)."""
-    db.table("nps").upsert(
-        {
-            "vendor": vendor,
-            "filter": r.get("filter") or "[]",
-            "period_start": r["period_start"],
-            "period_end": r["period_end"],
-            "nps": r.get("nps"),
-            "detractors": r.get("detractors"),
-            "passives": r.get("passives"),
-            "promoters": r.get("promoters"),
-            "vendor_id": r.get("vendor_id"),
-            "computed_at": r.get("computed_at"),
-            "pulled_at": now,
-        },
-        pk=("vendor", "filter", "period_start", "period_end"),
-    )
+def save_nps(db: Database, vendor: str, r: dict[str, Any], now: str) -> bool:
+    """An NPS figure of a filter and period (replaced); new when its score or shares are
+    (a re-read one comes with a new computation time of its own: that is no news)."""
+    record = {
+        "vendor": vendor,
+        "filter": r.get("filter") or "[]",
+        "period_start": r["period_start"],
+        "period_end": r["period_end"],
+        "nps": r.get("nps"),
+        "detractors": r.get("detractors"),
+        "passives": r.get("passives"),
+        "promoters": r.get("promoters"),
+        "vendor_id": r.get("vendor_id"),
+        "computed_at": r.get("computed_at"),
+        "pulled_at": now,
+    }
+    figures = ("nps", "detractors", "passives", "promoters")
+    before = db.conn.execute(
+        f"SELECT {', '.join(figures)} FROM nps "
+        "WHERE vendor = ? AND filter = ? AND period_start = ? AND period_end = ?",
+        (vendor, record["filter"], record["period_start"], record["period_end"]),
+    ).fetchone()
+    db.table("nps").upsert(record, pk=("vendor", "filter", "period_start", "period_end"))
+    return before is None or tuple(before) != tuple(record[f] for f in figures)
 
 
-def save_unsubscribe(db: Database, vendor: str, r: dict[str, Any], now: str) -> None:
+def save_unsubscribe(db: Database, vendor: str, r: dict[str, Any], now: str) -> bool:
     """An unsubscribe; a later pull only fills in the key and the time, never clears them."""
     key = match_key(db.conn, r.get("external_key"), r.get("email"), r.get("phone"))
-    db.conn.execute(
-        "INSERT INTO unsubscribes (vendor, vendor_id, key, email, phone, channel, at, pulled_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vendor, vendor_id) DO UPDATE SET "
-        "key = coalesce(excluded.key, unsubscribes.key), "
-        "at = coalesce(excluded.at, unsubscribes.at)",  # a pull that does not know keeps it
-        (
-            vendor,
-            r["vendor_id"],
-            key,
-            (r.get("email") or "").lower() or None,
-            r.get("phone"),
-            r.get("channel"),
-            r.get("at") or None,  # NULL: the vendor did not say when
-            now,
-        ),
+    return (
+        db.conn.execute(
+            "INSERT INTO unsubscribes (vendor, vendor_id, key, email, phone, channel, at, pulled_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vendor, vendor_id) DO UPDATE SET "
+            "key = coalesce(excluded.key, unsubscribes.key), "
+            "at = coalesce(excluded.at, unsubscribes.at) "  # a pull that does not know keeps it
+            "WHERE unsubscribes.key IS NOT coalesce(excluded.key, unsubscribes.key) "
+            "OR unsubscribes.at IS NOT coalesce(excluded.at, unsubscribes.at)",
+            (
+                vendor,
+                r["vendor_id"],
+                key,
+                (r.get("email") or "").lower() or None,
+                r.get("phone"),
+                r.get("channel"),
+                r.get("at") or None,  # NULL: the vendor did not say when
+                now,
+            ),
+        ).rowcount
+        > 0
     )
 
 
@@ -145,7 +158,7 @@ def save_cursor(db: Database, vendor: str, stream: str, cursor: str | None, now:
     )
 
 
-SAVERS: dict[str, Callable[[Database, str, dict[str, Any], str], None]] = {
+SAVERS: dict[str, Callable[[Database, str, dict[str, Any], str], bool]] = {
     "responses": save_response,
     "nps": save_nps,
     "unsubscribes": save_unsubscribe,
