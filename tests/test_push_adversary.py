@@ -23,9 +23,11 @@ from syncd.demo import SANDBOX_TABLES, write_config
 from syncd.pipeline import RunReport, deliver, opened, reconcile
 from syncd.sample import row, write_export
 from syncd.sandbox import SIMULATORS, Stack
-from syncd.sandbox.base import Simulator
+from syncd.sandbox.base import Server, Simulator
 from syncd.state import Store
 from tests.kits import kit_for
+from tests.vendors.test_contract import deliver as contract_deliver
+from tests.vendors.test_contract import make_connector
 
 
 class One:
@@ -97,3 +99,36 @@ def test_retry_unknown_never_sends_a_trigger_older_than_one_acknowledged_since(
     by_status = {(r["key"], r["status"]) for r in one.rows()}
     assert (first, "unknown") not in by_status and (first, "pending") not in by_status
     assert one.kit.triggers(one.sim)[first] == 2, one.rows()
+
+
+# --- an async job the vendor answered for, then does not know -----------------------------
+# (eSputnik's import session, SignalVine's command: expired, lost in a failover)
+FORGOTTEN = {"esputnik": "/api/v1/importstatus/", "signalvine": "/v2/commands/"}
+
+
+@pytest.mark.parametrize("vendor", list(FORGOTTEN))
+def test_a_job_the_vendor_no_longer_knows_leaves_its_batch_pending_and_says_so(
+    vendor: str, tmp_path: Path
+) -> None:
+    """The post was acknowledged with a job; its poll answers 404. The job's contacts are
+    not sent (nobody acknowledged them) but pending, to go again; the vendor is not
+    stopped as if its base_url were wrong (the post on that very URL just worked), and the
+    reason names the vendor and the job and says the contacts go again."""
+    kit = kit_for(vendor)
+    sim = kit.simulator()
+    with Server(sim) as server:
+        extra = "batch_size = 2\npoll_first = 0\n" if vendor == "signalvine" else "batch_size = 2\n"
+        connector = make_connector(kit, server.url, tmp_path, extra=extra)
+        sim.faults.add("status", status=404, count=1, path=FORGOTTEN[vendor])
+        contacts = [kit.contact(i) for i in range(4)]
+        results, deliverer = contract_deliver(connector, contacts, tmp_path)
+        held = set(kit.held(sim))
+    assert deliverer.out.stopped is None, deliverer.out.stopped
+    statuses = sorted(s for s, _r in results.values())
+    assert statuses == ["pending", "pending", "sent", "sent"], results
+    for key, (status, reason) in results.items():
+        if status == "pending":
+            assert reason and "again" in reason and "404" in reason, reason
+            assert "base_url" not in reason, reason
+        else:
+            assert key in held
