@@ -10,7 +10,10 @@ repeated here."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,3 +135,43 @@ def test_a_job_the_vendor_no_longer_knows_leaves_its_batch_pending_and_says_so(
             assert "base_url" not in reason, reason
         else:
             assert key in held
+
+
+SYNCD = [sys.executable, "-m", "syncd.cli"]
+
+
+def run(
+    config: Path, command: str, crash_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`syncd <command>` in a process of its own (killed at `crash_at`, if given)."""
+    env = {**os.environ, "SYNCD_LOG_LEVEL": "WARNING"}
+    env.pop("SYNCD_CRASH_AT", None)
+    if crash_at:
+        env["SYNCD_CRASH_AT"] = crash_at
+    proc = subprocess.run(
+        [*SYNCD, "--config", str(config), *command.split()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return proc
+
+
+def test_a_kill_while_renewing_a_refused_token_leaves_the_participant_pending_not_unknown(
+    tmp_path: Path, stack: Stack
+) -> None:
+    """Dropthought answers the participant call 401 (a token it no longer takes): it did
+    not act. syncd renews the token and is killed right after. Nothing reached Dropthought,
+    so the restart sends the participant (once), instead of calling it `unknown` and
+    waiting for an operator's `syncd retry --unknown`."""
+    one = One(tmp_path, stack, "dropthought")
+    one.write(1)
+    one.sim.faults.add("status", status=401, count=1, path="/dtapp/api/participant")
+    assert run(one.config, "sync", "token_renewed").returncode == -9
+    assert one.kit.triggers is not None
+    assert one.kit.triggers(one.sim) == {}
+    assert run(one.config, "sync").returncode == 0
+    assert [r["status"] for r in one.rows()] == ["sent"]
+    assert list(one.kit.triggers(one.sim).values()) == [1]
