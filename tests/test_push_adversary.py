@@ -27,7 +27,9 @@ from syncd.pipeline import RunReport, deliver, opened, reconcile
 from syncd.sample import row, write_export
 from syncd.sandbox import SIMULATORS, Stack
 from syncd.sandbox.base import Server, Simulator
+from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
+from syncd.vendors.base import Contact, Job
 from tests.kits import kit_for
 from tests.vendors.test_contract import deliver as contract_deliver
 from tests.vendors.test_contract import make_connector
@@ -175,3 +177,50 @@ def test_a_kill_while_renewing_a_refused_token_leaves_the_participant_pending_no
     assert run(one.config, "sync").returncode == 0
     assert [r["status"] for r in one.rows()] == ["sent"]
     assert list(one.kit.triggers(one.sim).values()) == [1]
+
+
+def test_an_upsert_whose_resumed_job_failed_is_not_re_sent_over_the_newer_one_sent_since(
+    tmp_path: Path,
+) -> None:
+    """Killed with v1's import session recorded; the contact changes (v2 pending); the
+    restart polls v1's session, which ended in ERROR (v1 failed), and sends v2. The next
+    run's requeue of failed deliveries must not post v1's old data over v2's: it is
+    superseded (the vendor would hold old data while the ledger says v2)."""
+    from syncd.push import Deliverer
+    from tests.kits import esputnik
+    from tests.test_push import NOW, queue
+
+    kit = esputnik.KIT
+    base = kit.contact(1)
+    old = Contact(base.key, {**base.fields, "firstName": "Old"}, base.metadata)
+    new = Contact(
+        base.key, {**base.fields, "firstName": "New", "email": "new@example.com"}, base.metadata
+    )
+    sim = kit.simulator()
+    assert isinstance(sim, ESputnikSim)
+    with Server(sim) as server:
+        connector = make_connector(kit, server.url, tmp_path)
+        jobs: list[str] = []
+        started = connector.start([old], lambda job, refused=(): jobs.append(job))
+        assert isinstance(started, Job)
+        sim.fail_import(old.fields["email"], "the import failed")
+        store = Store.open(tmp_path / "s.db")
+        queue(store, "esputnik", [(old, "in_flight", jobs[0]), (new, "pending", None)])
+        Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        assert [r["status"] for r in store.query("SELECT status FROM deliveries")] == [
+            "failed",
+            "sent",
+        ]
+        store.requeue_failed("esputnik", 3, NOW)  # the next run
+        Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        rows = [tuple(r) for r in store.query("SELECT hash, status FROM deliveries ORDER BY id")]
+        state = store.scalar("SELECT hash FROM vendor_state WHERE key = ?", (base.key,))
+        store.close()
+        posted = [
+            c["firstName"]
+            for r in sim.requests("/api/v1/contacts", "POST")
+            for c in r.json()["contacts"]
+        ]
+    assert posted == ["Old", "New"], posted  # v1's session, then v2: never v1 again
+    assert rows == [("Old", "superseded"), ("New", "sent")]
+    assert state == "New"
