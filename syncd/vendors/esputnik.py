@@ -277,7 +277,7 @@ class ESputnik(Connector):
             # unknown (expired, lost), not the URL that is wrong
             raise RetriableError(
                 f"eSputnik does not know import session {job.id} (HTTP 404): nothing "
-                f"acknowledges its {len(job.contacts)} contact(s), which are sent again",
+                f"acknowledges its {len(job.contacts)} contact(s), which go again in the next run",
                 vendor=self.name,
                 status=404,
             ) from None

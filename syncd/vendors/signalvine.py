@@ -379,7 +379,7 @@ class SignalVine(Connector):
                 # that is unknown (expired, lost), not the URL that is wrong
                 raise RetriableError(
                     f"SignalVine does not know command {location} (HTTP 404): nothing "
-                    "acknowledges its rows, which are sent again",
+                    "acknowledges its rows, which go again in the next run",
                     vendor=self.name,
                     status=404,
                 ) from None
