@@ -398,7 +398,7 @@ class HttpClient:
         # and when an attempt ends in a way that proves the vendor did not act: the delivery
         # loop marks a batch `in_flight` only while a request carrying it may be out
         self.on_write: Callable[[], None] | None = None
-        self.on_unsent: Callable[[], None] | None = None
+        self.on_unsent: Callable[[str], None] | None = None  # given the answer's words
 
     def close(self) -> None:
         self.watchdog.close()
@@ -504,7 +504,7 @@ class HttpClient:
             if action in ("retry", "auth") and self.on_unsent is not None and not idempotent:
                 # a trigger is retried only where the vendor did not act, and 401/403 say
                 # it did not: a kill while the connector renews its token loses nothing
-                self.on_unsent()
+                self.on_unsent(outcome.text)
             raise self._error(action, outcome) from None
         finally:
             log.debug(

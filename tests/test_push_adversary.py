@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -224,3 +225,23 @@ def test_an_upsert_whose_resumed_job_failed_is_not_re_sent_over_the_newer_one_se
     assert posted == ["Old", "New"], posted  # v1's session, then v2: never v1 again
     assert rows == [("Old", "superseded"), ("New", "sent")]
     assert state == "New"
+
+
+@pytest.mark.parametrize("vendor", ["dropthought", "hellocustomer", "altcraft"])
+def test_a_trigger_refused_401_is_pending_unspent_with_the_vendors_words(
+    vendor: str, tmp_path: Path
+) -> None:
+    """401 says the vendor did not act: the batch is back to pending at once (not in
+    flight, so a kill from then on cannot make it unknown), its attempt given back, and
+    the ledger keeps why it waits."""
+    kit = kit_for(vendor)
+    sim = kit.simulator()
+    with Server(sim) as server:
+        connector = make_connector(kit, server.url, tmp_path)
+        sim.faults.add("status", status=401, count=10, path=kit.push_path)
+        results, deliverer = contract_deliver(connector, [kit.contact(1)], tmp_path)
+    assert deliverer.out.stopped and vendor in deliverer.out.stopped
+    assert "credentials" in deliverer.out.stopped  # what to do
+    assert [(s, (r or "")[:8]) for s, r in results.values()] == [("pending", "HTTP 401")]
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("SELECT attempts FROM deliveries").fetchall() == [(0,)]
