@@ -245,3 +245,36 @@ def test_a_trigger_refused_401_is_pending_unspent_with_the_vendors_words(
     assert [(s, (r or "")[:8]) for s, r in results.values()] == [("pending", "HTTP 401")]
     with sqlite3.connect(tmp_path / "s.db") as db:
         assert db.execute("SELECT attempts FROM deliveries").fetchall() == [(0,)]
+
+
+def test_a_signalvine_re_upload_whose_answer_is_lost_after_acting_goes_once_more_never_the_refused(
+    tmp_path: Path,
+) -> None:
+    """Row mode past 1,000 errors: SignalVine added nothing and the good rows are uploaded
+    again; that re-upload is applied but its answer lost. It is posted again (an upsert:
+    harmless), carrying only the rows without an error; the ledger fails the refused rows
+    with SignalVine's words and acknowledges the rest once the command that answered is
+    complete."""
+    from syncd.sandbox.signalvine import PROGRAM
+
+    kit = kit_for("signalvine")
+    sim = kit.simulator()
+    contacts = [kit.contact(i) for i in range(1010)]
+    with Server(sim) as server:
+        connector = make_connector(kit, server.url, tmp_path, extra="poll_first = 0\n")
+        assert kit.reject is not None
+        for c in contacts[:1001]:
+            kit.reject(sim, c, "no consent")
+        push = f"/v2/programs/{PROGRAM}/participants"
+        sim.faults.add("drop_after", count=1, after=1, path=push, method="POST")
+        results, deliverer = contract_deliver(connector, contacts, tmp_path)
+        posts = [r.json()["participants"].splitlines()[1:] for r in sim.requests(push, "POST")]
+        holds = set(kit.held(sim))
+        with sqlite3.connect(tmp_path / "s.db") as db:
+            (job,) = {j for (j,) in db.execute("SELECT job FROM deliveries") if j} or {None}
+    assert deliverer.out.stopped is None
+    assert len(posts) == 3 and posts[1] == posts[2] and len(posts[1]) == 9  # the good rows
+    assert sorted(s for s, _r in results.values()) == ["failed"] * 1001 + ["sent"] * 9
+    assert {r for s, r in results.values() if s == "failed"} == {"no consent"}
+    assert holds == {c.key for c in contacts[1001:]}
+    assert job is None  # settled: no job left to resume
