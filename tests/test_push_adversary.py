@@ -278,3 +278,26 @@ def test_a_signalvine_re_upload_whose_answer_is_lost_after_acting_goes_once_more
     assert {r for s, r in results.values() if s == "failed"} == {"no consent"}
     assert holds == {c.key for c in contacts[1001:]}
     assert job is None  # settled: no job left to resume
+
+
+@pytest.mark.parametrize("vendor", list(FORGOTTEN))
+def test_jobs_unknown_twice_in_a_row_stop_the_vendor_instead_of_posting_every_batch(
+    vendor: str, tmp_path: Path
+) -> None:
+    """One job unknown is that job; every job unknown is the poll call that finds none (a
+    moved endpoint, a proxy): posting every batch for nothing, run after run, would load
+    the vendor with the whole backlog and acknowledge none. The second in a row stops the
+    vendor, with a message that says what to check; everything stays pending."""
+    kit = kit_for(vendor)
+    sim = kit.simulator()
+    with Server(sim) as server:
+        extra = "batch_size = 2\npoll_first = 0\n" if vendor == "signalvine" else "batch_size = 2\n"
+        connector = make_connector(kit, server.url, tmp_path, extra=extra)
+        sim.faults.add("down", status=404, path=FORGOTTEN[vendor])
+        contacts = [kit.contact(i) for i in range(8)]
+        results, deliverer = contract_deliver(connector, contacts, tmp_path)
+        posts = sim.count(kit.push_path, "POST")
+    assert {s for s, _r in results.values()} == {"pending"}
+    assert posts == 2
+    assert deliverer.out.stopped and "404" in deliverer.out.stopped
+    assert "in a row" in deliverer.out.stopped and "check" in deliverer.out.stopped

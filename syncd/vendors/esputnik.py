@@ -135,6 +135,7 @@ class ESputnik(Connector):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.http.session.auth = ("syncd", self.opts["api_key"])
+        self._unknown_sessions = 0  # import-status polls answered 404 in a row
         for name in self.config.mapping.metadata:
             if not name.isdigit():
                 raise FatalError(
@@ -273,14 +274,26 @@ class ESputnik(Connector):
         except EndpointError as exc:
             if exc.status != 404:
                 raise
-            # the post on this base_url just gave the session: it is the session that is
-            # unknown (expired, lost), not the URL that is wrong
+            # the post on this base_url just gave the session: that session is unknown
+            # (expired, lost); two in a row, and it is the call that no longer finds any
+            self._unknown_sessions += 1
+            if self._unknown_sessions >= 2:
+                raise EndpointError(
+                    f"eSputnik answered 404 for {self._unknown_sessions} import sessions in a "
+                    f"row that it had just given (the last {job.id}): "
+                    "/api/v1/importstatus no longer finds them",
+                    vendor=self.name,
+                    status=404,
+                    hint="their contacts stay pending; check base_url, and whether eSputnik "
+                    "moved its import-status call, before the next run",
+                ) from None
             raise RetriableError(
                 f"eSputnik does not know import session {job.id} (HTTP 404): nothing "
                 f"acknowledges its {len(job.contacts)} contact(s), which go again in the next run",
                 vendor=self.name,
                 status=404,
             ) from None
+        self._unknown_sessions = 0
         status = read_json(resp, dict, vendor=self.name)
         state = status.get("status")
         if state not in SESSION_STATES:

@@ -223,6 +223,7 @@ class SignalVine(Connector):
                 hint="mapped variables: " + ", ".join(self.columns),
             )
         self.non_ascii: str = self.opts["non_ascii"]
+        self._unknown_commands = 0  # command polls answered 404 in a row
         self.http.session.auth = SignalVineAuth(self.opts["token"], self.opts["secret"], self.clock)
 
     # --- requests ----------------------------------------------------------------------
@@ -375,14 +376,25 @@ class SignalVine(Connector):
             except EndpointError as exc:
                 if exc.status != 404:
                     raise
-                # the upload on this base_url just gave the Location: it is the command
-                # that is unknown (expired, lost), not the URL that is wrong
+                # the upload on this base_url just gave the Location: that command is
+                # unknown (expired, lost); two in a row, and it is the call that finds none
+                self._unknown_commands += 1
+                if self._unknown_commands >= 2:
+                    raise EndpointError(
+                        f"SignalVine answered 404 for {self._unknown_commands} commands in a "
+                        f"row that it had just given (the last {location})",
+                        vendor=self.name,
+                        status=404,
+                        hint="their rows stay pending; check base_url, and whether "
+                        "SignalVine changed its command Locations, before the next run",
+                    ) from None
                 raise RetriableError(
                     f"SignalVine does not know command {location} (HTTP 404): nothing "
                     "acknowledges its rows, which go again in the next run",
                     vendor=self.name,
                     status=404,
                 ) from None
+            self._unknown_commands = 0
             status = read_json(resp, dict, vendor=self.name)
             if status.get("complete") is True:
                 return status
