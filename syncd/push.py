@@ -430,9 +430,9 @@ class _Flight:
             self.d.store.mark_in_flight(self.ids.values(), self.d.now())
             self.marked = True
 
-    def unsent(self) -> None:
+    def unsent(self, reason: str | None = None) -> None:
         if self.marked:
-            self.pending(None, count=False)
+            self.pending(reason, count=False)
 
     def pending(self, reason: str | None, *, count: bool = True) -> None:
         """Back to pending, the attempt unspent (nothing is written if never marked)."""

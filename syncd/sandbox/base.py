@@ -13,7 +13,8 @@ Faults are switched from Python (`sim.faults.add(...)`) or over HTTP, so a test 
     POST /_sandbox/reset    clear faults (state is kept; ?all=1 clears state too)
     GET  /_sandbox/state    the simulator's state and request counts, as JSON
 
-Fault kinds (each for the next `count` matching requests, or every one with "down"):
+Fault kinds (each for the next `count` matching requests, or every one with "down"; with
+`"after": n`, once n matching requests have gone through untouched):
     status      answer `status` (with `retry_after` if given) without processing
     drop        close the connection without processing (reset before the vendor acts)
     drop_after  process the request, then close without answering (outcome unknown)
@@ -76,6 +77,7 @@ class Fault:
     seconds: float = 0.0
     path: str | None = None  # only requests whose path starts with this
     method: str | None = None
+    after: int = 0  # let this many matching requests through first (the n-th call fails)
 
     def matches(self, request: Request) -> bool:
         return (self.path is None or request.path.startswith(self.path)) and (
@@ -130,6 +132,9 @@ class Faults:
         with self._lock:
             for fault in self._queue:
                 if fault.matches(request):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        continue
                     if fault.count > 0:
                         fault.count -= 1
                         if fault.count == 0:

@@ -521,12 +521,18 @@ class Store:
         """The next `limit` pending deliveries to `vendor` with an id above `after`, in id
         order: a range of the partial index `deliveries_open` (vendor, status, id), so a
         page costs its own rows, not a walk of the ledger (the `IN` term is the index's
-        own, which lets SQLite use it). `stale` is 1 for one that a newer pending delivery
-        of the same contact replaces, wherever that one is (found by `deliveries_key`)."""
+        own, which lets SQLite use it). `stale` is 1 for one that a newer delivery of the
+        same contact replaces, wherever that one is (found by `deliveries_key`): a newer
+        pending one, and also one sent (or unknown, failed, ...) since, which `syncd retry`
+        or a failed one's requeue must not send old data after. Only a newer `skipped`
+        one (held back by the diff's suppression rules) leaves it be. The case this gets
+        wrong: the export went back to the older one's data (A, then B sent, then A again),
+        which the diff counted as carried already (`already_unknown`, `already_failed`):
+        the vendor keeps B until the contact next changes."""
         return self.query(
             "SELECT d.id, d.key, d.payload, d.attempts, d.kind, d.hash, vs.ref, "
             "EXISTS (SELECT 1 FROM deliveries n WHERE n.key = d.key AND n.vendor = d.vendor "
-            "AND n.id > d.id AND n.status = 'pending') AS stale "
+            "AND n.id > d.id AND n.status != 'skipped') AS stale "
             "FROM deliveries d INDEXED BY deliveries_open "
             "LEFT JOIN vendor_state vs ON vs.vendor = d.vendor AND vs.key = d.key "
             f"WHERE d.vendor = ? AND d.status = 'pending' AND d.status IN {OPEN_STATUSES!r} "

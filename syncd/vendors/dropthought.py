@@ -399,6 +399,7 @@ class Tokens:
             "POST",
             f"{API}/authenticate/login",
             json={"email": self.opts["email"], "password": self.opts["password"]},
+            carries=False,  # a participant refused with 401 is not in flight while we log in
         )
         access = self._keep(resp, "login")
         self.log.info("logged in", expires_in=round(self._access_until - self.clock.monotonic()))
@@ -414,6 +415,7 @@ class Tokens:
                 f"{API}/token/renew",
                 json={"refreshToken": self._refresh},
                 headers={"Authorization": self._refresh},
+                carries=False,
             )
             access = self._keep(resp, "renewal")
         except FatalError as exc:
