@@ -107,6 +107,32 @@ def test_retry_unknown_never_sends_a_trigger_older_than_one_acknowledged_since(
     assert one.kit.triggers(one.sim)[first] == 2, one.rows()
 
 
+def test_an_export_back_to_the_data_of_an_older_unknown_delivery_sends_it_again(
+    tmp_path: Path, stack: Stack
+) -> None:
+    """A (its survey's answer lost: unknown), then B (surveyed), then A again. The diff took
+    the unknown delivery of A for one that carries A already, and the delivery loop (and
+    `retry --unknown`) takes it for stale, as B was sent after it: A was never surveyed,
+    and the vendor kept B. The unknown one is older than what the vendor acknowledged
+    since, so it carries nothing: A is a change like any other."""
+    one = One(tmp_path, stack, "dropthought", "read_timeout = 0.5\n")
+    one.write(3)
+    one.sim.faults.add("delay", seconds=1.0, count=1, path="/dtapp/api/participant")
+    one.sync()
+    first = one.rows()[0]["key"]
+    one.write(3, {0: 1})  # B: surveyed
+    one.sync()
+    one.write(3)  # A again
+    one.sync()
+    assert one.kit.triggers is not None
+    assert one.kit.triggers(one.sim)[first] == 3, one.rows()  # A (lost answer), B, A
+    one.retry("unknown")  # the first A's outcome: superseded, never sent after the last
+    one.sync()
+    assert one.kit.triggers(one.sim)[first] == 3, one.rows()
+    latest = [r for r in one.rows() if r["key"] == first][-1]
+    assert latest["status"] == "sent"
+
+
 # --- an async job the vendor answered for, then does not know -----------------------------
 # (eSputnik's import session, SignalVine's command: expired, lost in a failover)
 FORGOTTEN = {"esputnik": "/api/v1/importstatus/", "signalvine": "/v2/commands/"}

@@ -525,10 +525,9 @@ class Store:
         same contact replaces, wherever that one is (found by `deliveries_key`): a newer
         pending one, and also one sent (or unknown, failed, ...) since, which `syncd retry`
         or a failed one's requeue must not send old data after. Only a newer `skipped`
-        one (held back by the diff's suppression rules) leaves it be. The case this gets
-        wrong: the export went back to the older one's data (A, then B sent, then A again),
-        which the diff counted as carried already (`already_unknown`, `already_failed`):
-        the vendor keeps B until the contact next changes."""
+        one (held back by the diff's suppression rules) leaves it be. The diff holds the
+        same rule (`DiffStore.chunk`): an export back to such a delivery's data (A, then B
+        sent, then A again) is a change that sends A anew, not one A carries already."""
         return self.query(
             "SELECT d.id, d.key, d.payload, d.attempts, d.kind, d.hash, vs.ref, "
             "EXISTS (SELECT 1 FROM deliveries n WHERE n.key = d.key AND n.vendor = d.vendor "

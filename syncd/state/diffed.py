@@ -262,15 +262,22 @@ class DiffStore:
                     [vendor, *keys],
                 )
             )
+        # each contact's open delivery to each vendor: its latest delivery but a skipped one
+        # (the rule of `Store.pending`), when that is open. An open one older than a
+        # delivery sent (or replaced) since carries nothing: the push supersedes it, so
+        # data like its own must be sent again, not taken for carried already
         opened: dict[tuple[str, str], tuple[int, str, Any]] = {}
         for did, v, k, status, h in self.conn.execute(
             # by key: without statistics the planner would rather scan a big table than
             # look thousands of keys up
             f"SELECT id, vendor, key, status, hash FROM deliveries INDEXED BY deliveries_key "
-            f"WHERE key IN ({marks}) AND status IN {OPEN_STATUSES!r} ORDER BY id",
+            f"WHERE key IN ({marks}) AND status != 'skipped' ORDER BY id",
             keys,
         ):
-            opened[(v, k)] = (did, status, h)  # the latest wins
+            if status in OPEN_STATUSES:
+                opened[(v, k)] = (did, status, h)
+            else:
+                opened.pop((v, k), None)
         return Chunk(stored, acked, opened)
 
     def surveyed(
