@@ -282,6 +282,8 @@ def _deliver_one(
     in-flight deliveries are settled as a restart would settle them (`abandon`) first."""
     name = connector.name
     max_attempts = cfg.vendors[name].delivery.max_attempts
+    sup = cfg.suppression
+    held = sup.unsubscribed and (connector.kind == "trigger" or sup.upserts)
     if progress:
         open_rows = store.backlog().get(name, {})
         progress.sending(connector, open_rows.get("pending", 0) + open_rows.get("in_flight", 0))
@@ -294,6 +296,7 @@ def _deliver_one(
             max_attempts=max_attempts,
             stop=stop,
             progress=progress.sent if progress else None,
+            hold=sup.channels if held else None,
         ).run()
     except BaseException:
         abandon(store, connector, clock, max_attempts)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from threading import Event
@@ -90,6 +90,7 @@ class Deliverer:
         max_attempts: int,
         stop: Event | None = None,
         progress: Progress | None = None,
+        hold: Collection[str] | None = None,
     ) -> None:
         self.store = store
         self.connector = connector
@@ -98,6 +99,9 @@ class Deliverer:
         self.max_attempts = max_attempts
         self.stop = stop or Event()
         self.progress = progress
+        # the unsubscribe channels that hold this vendor's pending deliveries back ([suppression]):
+        # an opt-out pulled after a delivery was queued stops it here, as the diff would have
+        self.hold = hold
         self.out = Delivered()
         self._refusals: tuple[str, int] = ("", 0)  # (reason, how many singles in a row)
         self._open: list[_Open] = []  # started async jobs not yet ended, oldest first
@@ -172,10 +176,17 @@ class Deliverer:
         size = self.connector.batch_size
         page = size * -(-PAGE_ROWS // size)
         after = sent = 0
+        opted_out = self.store.last_unsubscribe() if self.hold is not None else None
         while rows := self.store.pending(self.vendor, after, page):
             after = rows[-1]["id"]
             self._supersede([r for r in rows if r["stale"]], "a newer delivery replaces it")
             fresh = [r for r in rows if not r["stale"]]
+            # queued no later than the last opt-out was pulled (the same second counts too)
+            queued_before = [r for r in fresh if opted_out and r["created_at"] <= opted_out]
+            if self.hold is not None and queued_before:
+                held = self.store.held_back(self.vendor, queued_before, self.hold, self.now())
+                self.out.counts["skipped"] += sum(r["key"] in held for r in queued_before)
+                fresh = [r for r in fresh if r["key"] not in held]
             ids = {r["key"]: r["id"] for r in fresh}
             for batch in self.connector.batches([_contact(r) for r in fresh]):
                 if self.stop.is_set():

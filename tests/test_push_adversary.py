@@ -10,6 +10,7 @@ repeated here."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
@@ -29,7 +30,7 @@ from syncd.sample import row, write_export
 from syncd.sandbox import SIMULATORS, Stack
 from syncd.sandbox.base import Server, Simulator
 from syncd.sandbox.esputnik import ESputnikSim
-from syncd.state import Store
+from syncd.state import Store, iso
 from syncd.vendors.base import Contact, Job
 from tests.kits import kit_for
 from tests.vendors.test_contract import deliver as contract_deliver
@@ -131,6 +132,42 @@ def test_an_export_back_to_the_data_of_an_older_unknown_delivery_sends_it_again(
     assert one.kit.triggers(one.sim)[first] == 3, one.rows()
     latest = [r for r in one.rows() if r["key"] == first][-1]
     assert latest["status"] == "sent"
+
+
+@pytest.mark.parametrize("vendor", ["dropthought", "esputnik"])
+def test_a_delivery_queued_before_its_contact_unsubscribed_is_held_back_not_sent(
+    tmp_path: Path, stack: Stack, vendor: str
+) -> None:
+    """The vendor is down, so the first sync's deliveries stay pending; then the pull finds
+    one contact unsubscribed (at another vendor). The next sync, of the same export, sent
+    the queued survey anyway: the diff looks at changed rows only, and the delivery loop
+    never looked at unsubscribes. It is `skipped` now with the reason, and the rest go."""
+    one = One(tmp_path, stack, vendor)
+    one.write(3)
+    one.sim.faults.add("down")
+    one.sync()
+    queued = one.rows()
+    assert {r["status"] for r in queued} == {"pending"}
+    first = queued[0]["key"]
+    email = json.loads(queued[0]["payload"])["fields"]["email"]
+    store = Store.open(one.cfg.store.path)
+    try:
+        with store.write() as c:
+            c.execute(
+                "INSERT INTO unsubscribes (vendor, vendor_id, key, email, channel, at, pulled_at) "
+                "VALUES ('signalvine', 'u1', NULL, ?, 'email', ?, ?)",
+                # as a pull stores it: the email lower-cased, pulled after the queueing
+                (email, iso(one.clock.now()), iso(one.clock.now())),
+            )
+    finally:
+        store.close()
+    one.sim.faults.clear()
+    one.sync()
+    got = {r["key"]: (r["status"], r["reason"]) for r in one.rows()}
+    assert got[first][0] == "skipped", got
+    assert "unsubscribed at signalvine" in got[first][1] and "after it was queued" in got[first][1]
+    assert {s for k, (s, _r) in got.items() if k != first} == {"sent"}
+    assert first not in one.kit.held(one.sim)
 
 
 # --- an async job the vendor answered for, then does not know -----------------------------

@@ -300,36 +300,8 @@ class DiffStore:
     def suppressions(
         self, channels: Collection[str], reach: Mapping[str, tuple[str | None, str | None]]
     ) -> dict[str, str]:
-        """Keys unsubscribed at any vendor in one of `channels` (or `any`) → the skip
-        reason. An unsubscribe matches a contact by CRM key, normalised email or E.164 phone.
-        """
-        if not reach:
-            return {}
-        by_email = {e: k for k, (e, _p) in reach.items() if e}
-        by_phone = {p: k for k, (_e, p) in reach.items() if p}
-        keys, emails, phones = list(reach), list(by_email), list(by_phone)
-        # the lists as JSON arrays, not a `?` each: one statement text whatever their
-        # lengths. Each length was a statement of its own, and SQLite's statement cache
-        # (128 of them) kept one compiled program of ~100-200 KB per chunk of the diff,
-        # 18 MB at 3 million contacts
-        sql = (
-            "SELECT key, email, phone, vendor, channel, at FROM unsubscribes "
-            "WHERE key IN (SELECT value FROM json_each(?1)) "
-            "OR email IN (SELECT value FROM json_each(?2)) "
-            # the earliest known time names the reason; an untimed opt-out suppresses all
-            "OR phone IN (SELECT value FROM json_each(?3)) ORDER BY at IS NULL, at"
-        )
-        out: dict[str, str] = {}
-        channels = set(channels)
-        lists = [orjson.dumps(values).decode() for values in (keys, emails, phones)]
-        for key, email, phone, vendor, channel, at in self.conn.execute(sql, lists):
-            if "any" not in channels and channel not in channels:
-                continue
-            for match in (key if key in reach else None, by_email.get(email), by_phone.get(phone)):
-                if match:
-                    when = f"on {at}" if at else "(date unknown)"
-                    out.setdefault(match, f"unsubscribed at {vendor} ({channel or 'any'}) {when}")
-        return out
+        """Keys unsubscribed at any vendor in one of `channels` (see `Store.suppressions`)."""
+        return self.store.suppressions(channels, reach)
 
     def absent(self, vendor: str) -> list[tuple[str, Any, str]]:
         """(key, acknowledged digest, last attributes) of the vendor's contacts gone from
