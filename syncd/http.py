@@ -278,9 +278,16 @@ class VendorResponse(requests.Response):
         return loads(self.content)
 
 
+# a request out when a stop is requested (SIGTERM) may finish within this many seconds: an
+# answer on its way is recorded (a trigger's batch cut would be `unknown`), a dripping one
+# is cut well inside the unit's TimeoutStopSec
+STOP_GRACE = 2.0
+
+
 class _Watchdog:
-    """Cuts the socket of a request that is past its deadline, or when a stop is requested
-    (SIGTERM): a vendor dripping its answer a byte a second cannot outlive either.
+    """Cuts the socket of a request that is past its deadline, or `STOP_GRACE` seconds after
+    a stop is requested (SIGTERM): a vendor dripping its answer a byte a second cannot
+    outlive either.
 
     urllib3 connections register themselves here when a request starts on them (see
     `_conn_class`); one daemon thread per client checks four times a second."""
@@ -289,6 +296,7 @@ class _Watchdog:
         self.stop = stop
         self._lock = threading.Lock()
         self._current: tuple[float, Any] | None = None  # (deadline, connection)
+        self._stopping_at: float | None = None  # when the stop was first seen
         self.cut = False
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
@@ -320,7 +328,11 @@ class _Watchdog:
                 if self._current is None:
                     continue
                 deadline, conn = self._current
-                if time.monotonic() < deadline and not (self.stop and self.stop.is_set()):
+                now = time.monotonic()
+                if self.stop and self.stop.is_set():
+                    self._stopping_at = self._stopping_at or now
+                    deadline = min(deadline, self._stopping_at + STOP_GRACE)
+                if now < deadline:
                     continue
                 sock = getattr(conn, "watched_sock", None)
                 if sock is None:
