@@ -290,6 +290,10 @@ class Differ:
         self.plan.gone = len(gone)
         for vplan in self.plan.vendors.values():
             vplan.counts["gone"] = len(gone)
-        if self.db.mark_gone(*self.known.located(gone)) < len(gone) and not self.known.renumbered:
+        rowids, rhashes = self.known.located(gone)
+        if self.db.mark_gone(rowids, rhashes) < len(gone) and not self.known.renumbered:
             self.known.renumber()  # the rowids moved under the cache: the rest again
-            self.db.mark_gone(*self.known.located(gone))
+            rowids, rhashes = self.known.located(gone)
+            self.db.mark_gone(rowids, rhashes)
+        if gone.size:
+            self.plan.withdrawn = self.db.withdraw_gone(rowids)

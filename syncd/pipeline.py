@@ -248,6 +248,7 @@ def _reconcile(
         rows=plan.rows_read,
         quarantined=plan.quarantined,
         gone=plan.gone,
+        withdrawn=plan.withdrawn,
         counts=plan.counts(),
     )
     for notice in plan.notices(dry_run):  # stored hashes made another way: say what it did

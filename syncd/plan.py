@@ -53,6 +53,7 @@ class Plan:
     known: int = 0
     unchanged: int = 0
     gone: int = 0
+    withdrawn: int = 0  # pending deliveries of the contacts gone, superseded
     refused: str | None = None
     first_bad: str | None = None  # the first row quarantined for every vendor, and why
     vendors: dict[str, VendorPlan] = field(default_factory=dict)

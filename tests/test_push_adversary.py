@@ -170,6 +170,30 @@ def test_a_delivery_queued_before_its_contact_unsubscribed_is_held_back_not_sent
     assert first not in one.kit.held(one.sim)
 
 
+@pytest.mark.parametrize("vendor", ["dropthought", "esputnik"])
+def test_a_pending_delivery_of_a_contact_gone_from_the_export_is_not_sent(
+    tmp_path: Path, stack: Stack, vendor: str
+) -> None:
+    """Queued while the vendor was down, then the contact left the CRM: its delivery went
+    out with the next run all the same (a survey, or a vendor contact, for someone the CRM
+    no longer lists). It is superseded as gone; the contact, back, would be sent anew."""
+    one = One(tmp_path, stack, vendor)
+    one.write(20)
+    one.sim.faults.add("down")
+    one.sync()
+    last = one.rows()[-1]["key"]
+    one.sim.faults.clear()
+    one.write(19)  # the last contact is gone (5%: within max_drop)
+    one.sync()
+    got = {r["key"]: (r["status"], r["reason"]) for r in one.rows()}
+    assert got[last] == ("superseded", "gone from the export"), got[last]
+    assert {s for k, (s, _r) in got.items() if k != last} == {"sent"}
+    assert last not in one.kit.held(one.sim)
+    one.write(20)  # back: sent as the new contact it is to the vendor
+    one.sync()
+    assert last in one.kit.held(one.sim)
+
+
 # --- an async job the vendor answered for, then does not know -----------------------------
 # (eSputnik's import session, SignalVine's command: expired, lost in a failover)
 FORGOTTEN = {"esputnik": "/api/v1/importstatus/", "signalvine": "/v2/commands/"}

@@ -448,6 +448,21 @@ class DiffStore:
             ).rowcount
         )
 
+    def withdraw_gone(self, rowids: list[int]) -> int:
+        """The pending deliveries of these contacts, just found gone, are superseded:
+        nothing is sent for a contact the CRM no longer lists (should it come back, it is
+        compared with what its vendors acknowledged, as any row is). How many."""
+        return int(
+            self.conn.execute(
+                "UPDATE deliveries SET status = 'superseded', reason = 'gone from the export', "
+                "updated_at = ?1 WHERE status = 'pending' AND id IN (SELECT d.id FROM contacts c "
+                "JOIN deliveries d INDEXED BY deliveries_key ON d.key = c.key "
+                "WHERE c.rowid IN (SELECT value FROM json_each(?2)) AND c.gone_at = ?1 "
+                "AND d.status = 'pending')",
+                (self.ts, orjson.dumps(rowids).decode()),
+            ).rowcount
+        )
+
 
 # the cache's blobs go through SQLite's blob I/O a megabyte at a time: no whole copy of an
 # array ever sits in SQLite's or Python's memory beside the array itself
