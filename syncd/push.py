@@ -405,9 +405,18 @@ class Deliverer:
         outcomes = []
         for key, did in ids.items():
             result = by_key.get(key)
-            if result is None:
+            if result is None:  # the vendor may have it: a trigger is not sent again unasked
                 log.error("connector returned no result for a contact", vendor=self.vendor, key=key)
-                result = Result(key, Status.PENDING, "no answer for this contact; retried")
+                result = (
+                    Result(key, Status.PENDING, "no answer for this contact; retried")
+                    if self.connector.kind == "upsert"
+                    else Result(
+                        key,
+                        Status.UNKNOWN,
+                        "the vendor's answer said nothing of this contact: it may have it; "
+                        "`syncd retry --unknown` sends it again",
+                    )
+                )
             reason = scrub(result.reason) if result.reason else None  # a vendor's own words
             outcomes.append((did, key, result.status.value, reason, result.ref))
             if count:

@@ -91,6 +91,20 @@ def test_an_edit_reverted_after_the_vendor_took_it_unacknowledged_is_undone(
     assert world.ledger("mem")[keys(3)[1]] == "sent"
 
 
+def test_a_contact_the_answer_says_nothing_of_is_unknown_at_a_trigger_pending_at_an_upsert(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """A connector's results leave a contact out: the request carried it, so a trigger
+    vendor may have surveyed it. Re-sending it on our own (pending) risked a second survey."""
+    world = world_of(tmp_path, remotes)
+    world.write(list(rows(3)))
+    for name in ("mem", "survey"):
+        remotes[name].script[keys(3)[1]] = None  # type: ignore[assignment]  # left out
+    world.sync()
+    assert world.ledger("survey")[keys(3)[1]] == "unknown"
+    assert world.ledger("mem")[keys(3)[1]] == "pending"
+
+
 def test_an_unchanged_export_sends_nothing(tmp_path: Path, remotes: dict[str, Remote]) -> None:
     world = world_of(tmp_path, remotes, "mem")
     world.write(list(rows(5)))
