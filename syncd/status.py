@@ -23,7 +23,9 @@ SKIP_KIND = (
 
 
 def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
-    store = Store.open(cfg.store.path)
+    # a missing store is an error (exit 2), not an empty status: a mistyped [store] path
+    # must not look like a healthy installation to a monitoring script
+    store = Store.open(cfg.store.path, create=False)
     try:
         recent = [
             {

@@ -71,6 +71,14 @@ def damaged(path: Path, problems: str) -> StoreError:
     )
 
 
+def missing(path: Path) -> StoreError:
+    """The error for a command that needs the store at `path`, which does not exist."""
+    return StoreError(
+        f"there is no store at {path}",
+        hint="check [store] path; the first `syncd sync` creates it",
+    )
+
+
 def store_error(exc: sqlite3.Error, path: Path) -> StoreError | None:
     """The StoreError for a fault of the store at `path`; None when `exc` is a bug (SQL,
     constraint, misuse)."""
@@ -186,10 +194,7 @@ class Store:
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
             elif not path.is_file():
-                raise StoreError(
-                    f"there is no store at {path}",
-                    hint="check [store] path; the first `syncd sync` creates it",
-                )
+                raise missing(path)
             conn = sqlite3.connect(
                 f"{path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}",
                 uri=True,
