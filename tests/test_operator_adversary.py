@@ -5,6 +5,8 @@ that no other test held."""
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from syncd.clock import SYSTEM
 from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
+from syncd.state import Store
 from tests.helpers import World, esputnik_table
+from tests.test_query_plans import scans
 
 SYNCD = [sys.executable, "-m", "syncd.cli"]
 
@@ -79,3 +84,47 @@ def test_a_command_on_a_missing_store_says_so_and_creates_nothing(
     assert "the first `syncd sync` creates it" in proc.stderr
     assert not proc.stdout
     assert not (tmp_path / "state").exists()
+
+
+# --- a huge store: status and show read indexes, never whole tables ------------------------
+
+
+def test_status_and_show_search_indexes_instead_of_scanning_the_ledger(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """`syncd status` (run by monitoring every few minutes) and `syncd show` must cost what
+    they show, not the size of the store: 6 million deliveries and 4 million
+    acknowledgements are a year of a large installation. Every statement they run is
+    explained on the store; none may scan deliveries, contacts, vendor_state or
+    unsubscribes (scans of the partial index of open work are bounded and allowed)."""
+    from syncd.show import collect as show
+    from syncd.status import collect as status
+
+    app, server = sim
+    world = World(tmp_path, {"esputnik": esputnik_table(server.url)})
+    data = list(rows(60))
+    world.write(data)
+    app.faults.reject(data[3][3].strip().lower(), "mailbox does not exist")
+    assert world.sync().exit_code == 1
+    statements: list[str] = []
+    real_open = Store.open
+
+    def traced_open(cls: type[Store], path: Path, **kw: object) -> Store:
+        store = real_open(path, **kw)  # type: ignore[arg-type]
+        store.conn.set_trace_callback(statements.append)
+        return store
+
+    cfg = world.cfg
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Store, "open", classmethod(traced_open))
+        assert status(cfg, SYSTEM.now())["problems"]
+        assert show(cfg, data[3][0])["vendors"]["esputnik"]["deliveries"]
+    reads = [s for s in statements if re.match(r"\s*(SELECT|WITH)\b", s, re.I)]
+    assert any("FROM vendor_state" in s for s in reads)
+    assert any("status IN ('unknown', 'dead')" in s for s in reads)
+    conn = sqlite3.connect(tmp_path / "syncd.db")
+    try:
+        found = {" ".join(s.split())[:160]: scans(conn, s) for s in reads}
+    finally:
+        conn.close()
+    assert {s: lines for s, lines in found.items() if lines} == {}
