@@ -5,7 +5,9 @@ that no other test held."""
 
 from __future__ import annotations
 
+import os
 import re
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -128,3 +130,40 @@ def test_status_and_show_search_indexes_instead_of_scanning_the_ledger(
     finally:
         conn.close()
     assert {s: lines for s, lines in found.items() if lines} == {}
+
+
+# --- backup -------------------------------------------------------------------------------
+
+
+def _small_files() -> None:
+    """The file-size limit of a full disk: writes past 256 KiB fail (EFBIG; Python ignores
+    SIGXFSZ), so SQLite's copy stops part-way as on a full file system."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+
+def test_a_backup_that_runs_out_of_space_leaves_nothing_behind(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """A nightly backup to a full disk fails with one line, and leaves neither `PATH` nor
+    its temporary file nor that file's journal: the next night's backups would otherwise
+    pile up half-copies in the backup folder until it really is full."""
+    _app, server = sim
+    world = synced(tmp_path, server.url, n=2000)
+    assert (tmp_path / "syncd.db").stat().st_size > 1024 * 1024
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    dest = folder / "syncd-copy.db"
+    proc = syncd(world.folder / "syncd.toml", "backup", str(dest), preexec_fn=_small_files)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(f"syncd: the backup to {dest} failed: "), proc.stderr
+    assert "has room for the store" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(os.listdir(folder)) == []
+    # and with room, the same command makes a whole, openable copy
+    assert syncd(world.folder / "syncd.toml", "backup", str(dest)).returncode == 0
+    conn = sqlite3.connect(f"file:{dest}?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM contacts").fetchone() == (2000,)
+    finally:
+        conn.close()

@@ -778,6 +778,8 @@ class Store:
                 hint="check that its folder exists, is writable and has room for the store",
             ) from exc
         finally:
-            if tmp:
+            # the copy's rollback journal too: a backup that failed mid-write (a full disk)
+            # leaves it beside the temporary file
+            for leftover in (tmp, f"{tmp}-journal") if tmp else ():
                 with suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                    os.unlink(leftover)
