@@ -56,6 +56,7 @@ class Daemon:
         self.scheduler: BackgroundScheduler | None = None
         self.last_export: tuple[str, float, int] | None = None
         self.reload_requested = threading.Event()
+        self._scheduled: dict[str, tuple[str, str]] = {}  # job id → (expression, time zone)
 
     # --- lifecycle -------------------------------------------------------------------
     def run(self) -> int:
@@ -117,17 +118,28 @@ class Daemon:
         return sched
 
     def _schedule_jobs(self, sched: BackgroundScheduler) -> None:
+        """Schedule the reconcile and the pull (and the export watch). At a reload, a job
+        whose expression and time zone are unchanged keeps its next run: a new trigger
+        would start an `every 30m` interval over from now, so reloads more often than the
+        interval (a configuration tool's) would postpone it for good."""
         schedule = self.cfg.schedule
         tz = schedule.timezone
-        sched.add_job(
-            self.reconcile_job,
-            trigger_for(schedule.reconcile, tz),
-            id="reconcile",
-            replace_existing=True,
-        )
-        sched.add_job(
-            self.pull_job, trigger_for(schedule.pull, tz), id="pull", replace_existing=True
-        )
+        grace = schedule.misfire_grace_seconds
+        for job_id, func, expr in (
+            ("reconcile", self.reconcile_job, schedule.reconcile),
+            ("pull", self.pull_job, schedule.pull),
+        ):
+            if self._scheduled.get(job_id) == (expr, tz) and sched.get_job(job_id):
+                sched.modify_job(job_id, misfire_grace_time=grace)
+                continue
+            sched.add_job(
+                func,
+                trigger_for(expr, tz),
+                id=job_id,
+                replace_existing=True,
+                misfire_grace_time=grace,
+            )
+            self._scheduled[job_id] = (expr, tz)
         if schedule.watch_export:
             sched.add_job(
                 self.watch_job,

@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import re
 import resource
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,3 +169,42 @@ def test_a_backup_that_runs_out_of_space_leaves_nothing_behind(
         assert conn.execute("SELECT count(*) FROM contacts").fetchone() == (2000,)
     finally:
         conn.close()
+
+
+# --- syncd run ----------------------------------------------------------------------------
+
+
+def test_reloads_more_often_than_the_interval_do_not_postpone_the_reconcile(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """`systemctl reload syncd` every few seconds (a configuration tool re-applying an
+    unchanged config) must not restart an `every N` schedule from zero each time: the
+    reconcile would never come. A reload that does not change the schedule keeps it."""
+    from tests.test_daemon import Notify, daemon_world, logged, runs, start
+
+    _app, server = sim
+    world = daemon_world(tmp_path, server.url, "every 5s", "0 4 * * *")
+    notify = Notify(tmp_path / "notify.sock")
+    proc = start(world, notify)
+    try:
+        assert notify.wait_for("READY=1", 20), logged(world)
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline:
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1.5)
+        assert logged(world).count('"config reloaded"') >= 6
+        assert len(runs(world, "reconcile")) >= 2, logged(world)
+        # a reload that does change the schedule takes it
+        config = world.folder / "syncd.toml"
+        config.write_text(config.read_text().replace('"every 5s"', '"every 1h"'))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        before = len(runs(world, "reconcile"))
+        time.sleep(6)
+        assert len(runs(world, "reconcile")) == before
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
