@@ -254,7 +254,13 @@ def pull(ctx: Ctx, vendors: tuple[str, ...], since: datetime | None) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable (schema in the README)")
-@click.option("--runs", default=5, show_default=True, help="how many recent runs to show")
+@click.option(
+    "--runs",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="how many recent runs to show",
+)
 @pass_ctx
 def status(ctx: Ctx, as_json: bool, runs: int) -> None:
     """Recent runs, open deliveries per vendor, cursors, quarantined rows, next runs."""

@@ -208,3 +208,20 @@ def test_reloads_more_often_than_the_interval_do_not_postpone_the_reconcile(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("runs", ["0", "-1", "99999999999999999999999"])
+def test_status_refuses_a_number_of_runs_it_cannot_show(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server], runs: str
+) -> None:
+    """`--runs 0` said "none yet" on a store with runs, `-1` (SQLite's LIMIT -1) printed
+    every run of the store, and a number past 64 bits was a traceback: a usage error."""
+    _app, server = sim
+    world = synced(tmp_path, server.url)
+    proc = syncd(world.folder / "syncd.toml", "status", "--runs", runs)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Invalid value for '--runs'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not proc.stdout
