@@ -225,3 +225,18 @@ def test_status_refuses_a_number_of_runs_it_cannot_show(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Invalid value for '--runs'" in proc.stderr and "Traceback" not in proc.stderr
     assert not proc.stdout
+
+
+@pytest.mark.parametrize("line", ["0 2 30 2 *", "0 3 31 4,6,9,11 *"])
+def test_a_schedule_that_never_fires_is_refused(tmp_path: Path, line: str) -> None:
+    """A crontab line of a day no month has loaded, `syncd check` said ok, and `syncd run`
+    started with its job paused by APScheduler: the service would never reconcile, and
+    nothing said so. `check` (as `run` and `status`) refuses it, naming the key."""
+    config = missing_store_config(tmp_path)
+    config.write_text(
+        config.read_text().replace("[store]", f'[schedule]\nreconcile = "{line}"\n[store]')
+    )
+    proc = syncd(config, "check")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(f"syncd: {config}: [schedule] reconcile: "), proc.stderr
+    assert "never run" in proc.stderr
