@@ -5,6 +5,8 @@ that no other test held."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 import resource
@@ -240,3 +242,84 @@ def test_a_schedule_that_never_fires_is_refused(tmp_path: Path, line: str) -> No
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.startswith(f"syncd: {config}: [schedule] reconcile: "), proc.stderr
     assert "never run" in proc.stderr
+
+
+# --- retry and prune while another syncd holds the store ----------------------------------
+
+
+def test_retry_and_prune_wait_for_no_one_while_a_sync_holds_the_lock(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """While a `syncd sync` (or the service) holds the store, `retry` and `prune` exit 3
+    naming the holder's pid and touch nothing: a failed delivery stays failed with its
+    attempts (a retry that reset them under a running sync would race its delivery loop).
+    What only reads — `prune --dry-run`, `status`, `backup` — goes on."""
+    from syncd.lock import InstanceLock
+
+    app, server = sim
+    world = World(tmp_path, {"esputnik": esputnik_table(server.url)})
+    data = list(rows(20))
+    world.write(data)
+    app.faults.reject(data[2][3].strip().lower(), "mailbox does not exist")
+    assert world.sync().exit_code == 1
+    config = world.folder / "syncd.toml"
+
+    def failed() -> list[tuple[str, int]]:
+        return [(d["key"], d["attempts"]) for d in world.deliveries() if d["status"] == "failed"]
+
+    before = failed()
+    assert len(before) == 1
+    with InstanceLock(world.cfg.store.path):
+        for command in (["retry"], ["retry", "--dead", "--unknown"], ["prune"]):
+            proc = syncd(config, *command)
+            assert proc.returncode == 3, (command, proc.stdout, proc.stderr)
+            assert proc.stderr.startswith(f"syncd: another syncd (pid {os.getpid()}) is running")
+            assert "stop the service first" in proc.stderr
+        assert failed() == before
+        assert syncd(config, "prune", "--dry-run").returncode == 0
+        assert syncd(config, "status").returncode == 0
+        assert syncd(config, "backup", str(tmp_path / "copy.db")).returncode == 0
+    # and once it is free, the retry runs: the vendor still refuses, one attempt more
+    app.faults.reject(data[2][3].strip().lower(), "mailbox does not exist")
+    proc = syncd(config, "retry")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert [k for k, _a in failed()] == [k for k, _a in before]
+
+
+def test_a_reconcile_that_overruns_its_schedule_runs_alone_and_the_skip_is_a_json_line(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """A reconcile held 5 s by a slow vendor, with reconcile and pull due every 2 s: the
+    runs never overlap (one worker), the pull waits its turn, and the reconciles skipped
+    meanwhile are said — as JSON lines at warning level, like every other line of the
+    journal. (APScheduler logs through the standard library, which had no handler: its
+    lines reached the journal as bare text, unscrubbed, at priority info.)"""
+    from tests.test_daemon import Notify, daemon_world, logged, start
+
+    app, server = sim
+    app.faults.add("delay", seconds=5, count=1, path="/api/v1/contacts")
+    world = daemon_world(tmp_path, server.url, "every 2s", "every 2s")
+    notify = Notify(tmp_path / "notify.sock")
+    proc = start(world, notify)
+    try:
+        assert notify.wait_for("READY=1", 20), logged(world)
+        time.sleep(11)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = [json.loads(line) for line in logged(world).splitlines()]  # every one is JSON
+    skipped = [e for e in lines if "maximum number of running instances" in e["event"]]
+    assert skipped and all(e["level"] == "warning" for e in skipped), lines
+    conn = sqlite3.connect(world.folder / "syncd.db")
+    try:
+        done = conn.execute(
+            "SELECT kind, started_at, finished_at FROM runs WHERE status != 'running' ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert {kind for kind, *_ in done} == {"reconcile", "pull"}
+    for (_k, _s, finished), (_k2, started, _f) in itertools.pairwise(done):
+        assert started >= finished, done  # one at a time
