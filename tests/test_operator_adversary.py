@@ -323,3 +323,22 @@ def test_a_reconcile_that_overruns_its_schedule_runs_alone_and_the_skip_is_a_jso
     assert {kind for kind, *_ in done} == {"reconcile", "pull"}
     for (_k, _s, finished), (_k2, started, _f) in itertools.pairwise(done):
         assert started >= finished, done  # one at a time
+
+
+def test_a_librarys_stdlib_error_is_scrubbed_like_syncds_own_lines() -> None:
+    import io
+    import logging
+
+    from syncd import log as logmod
+
+    stream = io.StringIO()
+    logmod.add_secrets(["op-adversary-secret-4711"])
+    logmod.configure(level="INFO", json=True, stream=stream)
+    try:
+        raise RuntimeError("POST https://vendor/?key=op-adversary-secret-4711 failed")
+    except RuntimeError:
+        logging.getLogger("apscheduler.executors.default").exception("Job raised an exception")
+    (line,) = stream.getvalue().splitlines()
+    event = json.loads(line)
+    assert event["level"] == "error" and event["logger"] == "apscheduler.executors.default"
+    assert "op-adversary-secret-4711" not in line and "key=***" in event["exception"]
