@@ -185,24 +185,24 @@ def test_reloads_more_often_than_the_interval_do_not_postpone_the_reconcile(
     from tests.test_daemon import Notify, daemon_world, logged, runs, start
 
     _app, server = sim
-    world = daemon_world(tmp_path, server.url, "every 5s", "0 4 * * *")
+    world = daemon_world(tmp_path, server.url, "every 4s", "0 4 * * *")
     notify = Notify(tmp_path / "notify.sock")
     proc = start(world, notify)
     try:
         assert notify.wait_for("READY=1", 20), logged(world)
-        deadline = time.monotonic() + 12
+        deadline = time.monotonic() + 9.5
         while time.monotonic() < deadline:
             proc.send_signal(signal.SIGHUP)
             time.sleep(1.5)
-        assert logged(world).count('"config reloaded"') >= 6
+        assert logged(world).count('"config reloaded"') >= 5
         assert len(runs(world, "reconcile")) >= 2, logged(world)
         # a reload that does change the schedule takes it
         config = world.folder / "syncd.toml"
-        config.write_text(config.read_text().replace('"every 5s"', '"every 1h"'))
+        config.write_text(config.read_text().replace('"every 4s"', '"every 1h"'))
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.5)
         before = len(runs(world, "reconcile"))
-        time.sleep(6)
+        time.sleep(5)
         assert len(runs(world, "reconcile")) == before
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -289,7 +289,7 @@ def test_retry_and_prune_wait_for_no_one_while_a_sync_holds_the_lock(
 def test_a_reconcile_that_overruns_its_schedule_runs_alone_and_the_skip_is_a_json_line(
     tmp_path: Path, sim: tuple[ESputnikSim, Server]
 ) -> None:
-    """A reconcile held 5 s by a slow vendor, with reconcile and pull due every 2 s: the
+    """A reconcile held 4 s by a slow vendor, with reconcile and pull due every 2 s: the
     runs never overlap (one worker), the pull waits its turn, and the reconciles skipped
     meanwhile are said — as JSON lines at warning level, like every other line of the
     journal. (APScheduler logs through the standard library, which had no handler: its
@@ -297,13 +297,13 @@ def test_a_reconcile_that_overruns_its_schedule_runs_alone_and_the_skip_is_a_jso
     from tests.test_daemon import Notify, daemon_world, logged, start
 
     app, server = sim
-    app.faults.add("delay", seconds=5, count=1, path="/api/v1/contacts")
+    app.faults.add("delay", seconds=4, count=1, path="/api/v1/contacts")
     world = daemon_world(tmp_path, server.url, "every 2s", "every 2s")
     notify = Notify(tmp_path / "notify.sock")
     proc = start(world, notify)
     try:
         assert notify.wait_for("READY=1", 20), logged(world)
-        time.sleep(11)
+        time.sleep(8)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
