@@ -180,6 +180,23 @@ class Daemon:
         if cfg.store.path != self.cfg.store.path:
             log.error("config reload: [store] path cannot change while running; restart instead")
             return
+        try:
+            unbaselined = self._unbaselined(cfg)
+        except SyncdError as exc:  # the store could not be read: nothing tells it is safe
+            log.error("config reload failed; keeping the running config", error=str(exc))
+            return
+        if unbaselined:
+            names = ", ".join(unbaselined)
+            log.error(
+                "config reload refused; keeping the running config: a trigger vendor new to "
+                "this store would survey every known contact at the next reconcile",
+                vendors=names,
+                hint="stop the service, run `syncd sync --baseline --vendor "
+                f"{unbaselined[0]}` (README: first run with a trigger vendor) and start it; "
+                "to survey every contact, restart it instead",
+            )
+            notify(f"STATUS=config reload refused: {names} would survey every known contact")
+            return
         if cfg.metrics != self.cfg.metrics:
             log.warning("config reload: a change to [metrics] takes effect at the next restart")
         logmod.add_secrets(cfg.secrets)
@@ -188,6 +205,32 @@ class Daemon:
             self._schedule_jobs(self.scheduler)
         log.info("config reloaded", config=str(self.config_path))
         notify(f"STATUS=config reloaded; next reconcile {self._next('reconcile')}")
+
+    def _unbaselined(self, cfg: Config) -> list[str]:
+        """The trigger vendors `cfg` adds to the running config that have acknowledged no
+        contact of a store that has some: the next reconcile would send each of them every
+        contact (every send reaches a person), and `syncd sync --baseline`, which records
+        them as acknowledged instead, cannot run beside the service (the lock)."""
+        from syncd.vendors import REGISTRY
+
+        added = [
+            name
+            for name in cfg.vendors
+            if name not in self.cfg.vendors and REGISTRY[name].kind == "trigger"
+        ]
+        if not added:
+            return []
+        store = Store.open(self.cfg.store.path, create=False, migrate=False)
+        try:
+            if not store.scalar("SELECT 1 FROM contacts LIMIT 1"):
+                return []  # a first sync: every contact is new to every vendor anyway
+            return [
+                name
+                for name in added
+                if not store.scalar("SELECT 1 FROM vendor_state WHERE vendor = ? LIMIT 1", (name,))
+            ]
+        finally:
+            store.close()
 
     # --- jobs (all on the one worker thread) -----------------------------------------
     def _job(self, kind: str, work: Callable[[Store], R]) -> R | None:

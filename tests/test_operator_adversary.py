@@ -342,3 +342,59 @@ def test_a_librarys_stdlib_error_is_scrubbed_like_syncds_own_lines() -> None:
     event = json.loads(line)
     assert event["level"] == "error" and event["logger"] == "apscheduler.executors.default"
     assert "op-adversary-secret-4711" not in line and "key=***" in event["exception"]
+
+
+def test_a_reload_that_adds_a_trigger_vendor_to_a_known_crm_is_refused(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """The README has a trigger vendor added with `syncd sync --baseline` first, so that
+    it does not survey the whole CRM; that cannot run beside the service (the lock), and
+    `systemctl reload` took a config with a new trigger vendor at once: the next
+    reconcile surveyed every known contact. The reload is refused, saying what to do, the
+    running config is kept, and the vendor is sent nothing."""
+    from syncd.sandbox.altcraft import AltcraftSim
+    from tests.kits.altcraft import MAPPING, vendor_toml
+    from tests.test_daemon import Notify, daemon_world, logged, runs, start
+
+    _app, server = sim
+    world = daemon_world(tmp_path, server.url, "every 2s", "0 4 * * *")
+    assert world.sync().exit_code == 0  # a CRM of 40 contacts, known to eSputnik
+    altcraft = AltcraftSim()
+    with Server(altcraft) as alt_server:
+        (world.folder / "mapping.toml").write_text(MAPPING, encoding="utf-8")
+        config = world.folder / "syncd.toml"
+        notify = Notify(tmp_path / "notify.sock")
+        proc = start(world, notify)
+        try:
+            assert notify.wait_for("READY=1", 20), logged(world)
+            with config.open("a", encoding="utf-8") as f:
+                f.write("[vendors.altcraft]\n" + vendor_toml(alt_server.url, bad_secret=False))
+            proc.send_signal(signal.SIGHUP)
+            assert wait_for_log(world, "config reload refused", 10), logged(world)
+            before = len(runs(world, "reconcile"))
+            assert wait_for_log(world, '"job finished"', 10)
+            time.sleep(2.5)  # a reconcile after the refused reload
+            assert len(runs(world, "reconcile")) > before
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert altcraft.triggers() == {}
+    refused = next(
+        e for e in map(json.loads, logged(world).splitlines()) if "refused" in e["event"]
+    )
+    assert refused["level"] == "error" and refused["vendors"] == "altcraft"
+    assert "syncd sync --baseline --vendor altcraft" in refused["hint"]
+
+
+def wait_for_log(world: World, text: str, timeout: float) -> bool:
+    from tests.test_daemon import logged
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in logged(world):
+            return True
+        time.sleep(0.1)
+    return False
