@@ -180,6 +180,9 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "2xx": ("answer", "answer"),
 }
 MAX_ANSWER = 32 * 1024 * 1024  # bytes of one answer, decoded; no vendor documents more
+# after a stop request (SIGTERM), how long a trigger's request in flight may still take to
+# be answered: cut, its outcome would be unknown (well inside the unit's TimeoutStopSec)
+STOP_GRACE = 30.0
 # requests sent since the process started, by (vendor, outcome): "answer" for an answer
 # handed to the connector, else its OUTCOMES action; `syncd.metrics` reads it at each scrape
 REQUESTS: Counter[tuple[str, str]] = Counter()
@@ -280,7 +283,9 @@ class VendorResponse(requests.Response):
 
 class _Watchdog:
     """Cuts the socket of a request that is past its deadline, or when a stop is requested
-    (SIGTERM): a vendor dripping its answer a byte a second cannot outlive either.
+    (SIGTERM): a vendor dripping its answer a byte a second cannot outlive either. A
+    trigger's request (not idempotent: cut after it was written, its outcome is unknown)
+    is given `STOP_GRACE` seconds after the stop request to be answered first.
 
     urllib3 connections register themselves here when a request starts on them (see
     `_conn_class`); one daemon thread per client checks four times a second."""
@@ -289,13 +294,16 @@ class _Watchdog:
         self.stop = stop
         self._lock = threading.Lock()
         self._current: tuple[float, Any] | None = None  # (deadline, connection)
+        self._grace = 0.0  # the current request's STOP_GRACE (0: cut at once)
+        self._stop_seen: float | None = None  # when the loop first saw the stop request
         self.cut = False
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
-    def arm(self, deadline: float) -> None:
+    def arm(self, deadline: float, *, idempotent: bool = True) -> None:
         with self._lock:
             self._current = (deadline, None)
+            self._grace = 0.0 if idempotent else STOP_GRACE
             self.cut = False
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="syncd-http-watchdog")
@@ -320,7 +328,11 @@ class _Watchdog:
                 if self._current is None:
                     continue
                 deadline, conn = self._current
-                if time.monotonic() < deadline and not (self.stop and self.stop.is_set()):
+                now = time.monotonic()
+                if self.stop is not None and self.stop.is_set():
+                    self._stop_seen = self._stop_seen or now
+                    deadline = min(deadline, self._stop_seen + self._grace)
+                if now < deadline:
                     continue
                 sock = getattr(conn, "watched_sock", None)
                 if sock is None:
@@ -486,7 +498,7 @@ class HttpClient:
         started = self.clock.monotonic()
         status = None
         try:
-            resp = self._exchange(method, url, kwargs)
+            resp = self._exchange(method, url, kwargs, idempotent)
             status = resp.status_code
             if (ok is not None and ok(resp)) or 200 <= status < 300:
                 self.breaker.success()
@@ -510,12 +522,14 @@ class HttpClient:
                 ms=round((self.clock.monotonic() - started) * 1000),
             )
 
-    def _exchange(self, method: str, url: str, kwargs: Mapping[str, Any]) -> requests.Response:
+    def _exchange(
+        self, method: str, url: str, kwargs: Mapping[str, Any], idempotent: bool = True
+    ) -> requests.Response:
         """One request and its whole answer, read under the size cap and the deadline."""
         after = "read timeout, connection dropped after the request was written"
         cut = "answer cut short, bad chunked or gzip encoding"
         late = "answer over the size cap, or past the request deadline"
-        self.watchdog.arm(time.monotonic() + self.policy.request_deadline)
+        self.watchdog.arm(time.monotonic() + self.policy.request_deadline, idempotent=idempotent)
         try:
             try:
                 resp = self.session.request(method, url, stream=True, **kwargs)

@@ -15,6 +15,7 @@ import requests
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
+from syncd import http
 from syncd.clock import FakeClock, SystemClock
 from syncd.config import DeliveryConfig
 from syncd.errors import (
@@ -228,16 +229,25 @@ def test_a_dripping_vendor_cannot_hold_a_request_past_its_deadline(
     assert time.monotonic() - started < 3
 
 
-def test_a_stop_request_cuts_a_request_in_flight(hostile: tuple[Echo, HostileProxy]) -> None:
+def test_a_stop_request_cuts_a_request_in_flight(
+    hostile: tuple[Echo, HostileProxy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At once for an idempotent call; a trigger's is given STOP_GRACE to be answered (cut,
+    its outcome is unknown), here shortened to 1 s."""
     _app, proxy = hostile
-    proxy.plan("slow drip", acted=True)
-    clock = SystemClock()
-    c = HttpClient("echo", proxy.url, DeliveryConfig(retries=0, read_timeout=30), clock=clock)
-    threading.Timer(0.5, clock.stop.set).start()
-    started = time.monotonic()
-    with pytest.raises(OutcomeUnknownError, match="asked to stop"):
-        c.request("POST", "/ok", idempotent=False)
-    assert time.monotonic() - started < 2
+    monkeypatch.setattr(http, "STOP_GRACE", 1.0)
+    for idempotent, error, within in ((True, RetriableError, 2), (False, OutcomeUnknownError, 3)):
+        proxy.plan("slow drip", acted=True)
+        clock = SystemClock()
+        c = HttpClient("echo", proxy.url, DeliveryConfig(retries=0, read_timeout=30), clock=clock)
+        threading.Timer(0.5, clock.stop.set).start()
+        started = time.monotonic()
+        with pytest.raises(error, match="asked to stop"):
+            c.request("POST", "/ok", idempotent=idempotent)
+        took = time.monotonic() - started
+        assert took < within
+        if not idempotent:
+            assert took > 1.4  # the grace was given
 
 
 def test_a_huge_answer_is_refused_within_the_cap(hostile: tuple[Echo, HostileProxy]) -> None:
