@@ -185,24 +185,24 @@ def test_reloads_more_often_than_the_interval_do_not_postpone_the_reconcile(
     from tests.test_daemon import Notify, daemon_world, logged, runs, start
 
     _app, server = sim
-    world = daemon_world(tmp_path, server.url, "every 4s", "0 4 * * *")
+    world = daemon_world(tmp_path, server.url, "every 3s", "0 4 * * *")
     notify = Notify(tmp_path / "notify.sock")
     proc = start(world, notify)
     try:
         assert notify.wait_for("READY=1", 20), logged(world)
-        deadline = time.monotonic() + 9.5
+        deadline = time.monotonic() + 7.5
         while time.monotonic() < deadline:
             proc.send_signal(signal.SIGHUP)
-            time.sleep(1.5)
+            time.sleep(1)
         assert logged(world).count('"config reloaded"') >= 5
         assert len(runs(world, "reconcile")) >= 2, logged(world)
         # a reload that does change the schedule takes it
         config = world.folder / "syncd.toml"
-        config.write_text(config.read_text().replace('"every 4s"', '"every 1h"'))
+        config.write_text(config.read_text().replace('"every 3s"', '"every 1h"'))
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1.5)
+        time.sleep(1.2)
         before = len(runs(world, "reconcile"))
-        time.sleep(5)
+        time.sleep(4)
         assert len(runs(world, "reconcile")) == before
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -303,7 +303,7 @@ def test_a_reconcile_that_overruns_its_schedule_runs_alone_and_the_skip_is_a_jso
     proc = start(world, notify)
     try:
         assert notify.wait_for("READY=1", 20), logged(world)
-        time.sleep(8)
+        time.sleep(7)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
