@@ -226,6 +226,7 @@ def _reconcile(
                     baseline=targets if baseline else (),
                     rebaseline=rebaseline,
                     pieces=not dry_run,
+                    stop=stop,
                 )
                 report.plan = differ.run(export)
                 if progress:

@@ -449,3 +449,47 @@ def test_sigterm_lets_a_trigger_request_in_flight_finish(tmp_path: Path) -> None
     assert "unknown" not in statuses and "in_flight" not in statuses, (statuses, logged(world))
     assert statuses.get("sent", 0) == sum(altcraft.triggers().values()) > 0, statuses
     assert sum(statuses.values()) == 30
+
+
+def test_sigterm_during_a_long_first_sync_diff_stops_it_at_once_and_keeps_nothing(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """A first sync reads ~30 s a million rows before anything is sent; the diff never
+    looked at the stop request, so `systemctl stop` waited for all of it (three million
+    contacts: past TimeoutStopSec, then SIGKILL). It stops between blocks: exit 0 at
+    once, the run `interrupted`, the first sync undone, nothing sent."""
+    from tests.test_daemon import Notify, daemon_world, logged, start
+
+    app, server = sim
+    world = daemon_world(tmp_path, server.url, "every 1s", "0 4 * * *")
+    world.write(list(rows(150_000)))
+    notify = Notify(tmp_path / "notify.sock")
+    proc = start(world, notify)
+    try:
+        assert notify.wait_for("READY=1", 20), logged(world)
+        conn = sqlite3.connect(world.folder / "syncd.db")
+        try:
+            deadline = time.monotonic() + 20
+            while not conn.execute("SELECT 1 FROM runs WHERE status = 'running'").fetchone():
+                assert time.monotonic() < deadline, logged(world)
+                time.sleep(0.05)
+        finally:
+            conn.close()
+        time.sleep(0.5)  # into the diff
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, logged(world)
+        took = time.monotonic() - stopped_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert '"diffed"' not in logged(world) and took < 2, (took, logged(world))
+    conn = sqlite3.connect(world.folder / "syncd.db")
+    try:
+        assert conn.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
+        assert conn.execute("SELECT count(*) FROM contacts").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
+    finally:
+        conn.close()
+    assert not app.contacts()
