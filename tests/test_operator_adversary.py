@@ -286,6 +286,7 @@ def test_retry_and_prune_wait_for_no_one_while_a_sync_holds_the_lock(
     assert [k for k, _a in failed()] == [k for k, _a in before]
 
 
+@pytest.mark.slow  # 9 s; the unit test below pins the logging fix
 def test_a_reconcile_that_overruns_its_schedule_runs_alone_and_the_skip_is_a_json_line(
     tmp_path: Path, sim: tuple[ESputnikSim, Server]
 ) -> None:
