@@ -254,7 +254,13 @@ def pull(ctx: Ctx, vendors: tuple[str, ...], since: datetime | None) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable (schema in the README)")
-@click.option("--runs", default=5, show_default=True, help="how many recent runs to show")
+@click.option(
+    "--runs",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="how many recent runs to show",
+)
 @pass_ctx
 def status(ctx: Ctx, as_json: bool, runs: int) -> None:
     """Recent runs, open deliveries per vendor, cursors, quarantined rows, next runs."""
@@ -353,7 +359,7 @@ def retry(ctx: Ctx, vendors: tuple[str, ...], dead: bool, unknown: bool) -> None
     statuses = ["failed"] + (["dead"] if dead else []) + (["unknown"] if unknown else [])
     _interruptible()
     display = _display()
-    with opened(cfg) as store, display or nullcontext():
+    with opened(cfg, create=False) as store, display or nullcontext():
         report = deliver(cfg, store, SYSTEM, statuses, vendors or None, progress=display)
     click.echo(report.summary())
     for line in report.details():
@@ -424,7 +430,7 @@ def prune(ctx: Ctx, dry_run: bool) -> None:
     from syncd.pipeline import opened
 
     cfg, keep = ctx.cfg, ctx.cfg.store
-    with opened(cfg, lock=not dry_run) as store:
+    with opened(cfg, lock=not dry_run, create=False) as store:
         n = store.prune(
             SYSTEM.now(),
             runs_days=keep.keep_runs_days,

@@ -56,6 +56,7 @@ class Daemon:
         self.scheduler: BackgroundScheduler | None = None
         self.last_export: tuple[str, float, int] | None = None
         self.reload_requested = threading.Event()
+        self._scheduled: dict[str, tuple[str, str]] = {}  # job id → (expression, time zone)
 
     # --- lifecycle -------------------------------------------------------------------
     def run(self) -> int:
@@ -117,17 +118,28 @@ class Daemon:
         return sched
 
     def _schedule_jobs(self, sched: BackgroundScheduler) -> None:
+        """Schedule the reconcile and the pull (and the export watch). At a reload, a job
+        whose expression and time zone are unchanged keeps its next run: a new trigger
+        would start an `every 30m` interval over from now, so reloads more often than the
+        interval (a configuration tool's) would postpone it for good."""
         schedule = self.cfg.schedule
         tz = schedule.timezone
-        sched.add_job(
-            self.reconcile_job,
-            trigger_for(schedule.reconcile, tz),
-            id="reconcile",
-            replace_existing=True,
-        )
-        sched.add_job(
-            self.pull_job, trigger_for(schedule.pull, tz), id="pull", replace_existing=True
-        )
+        grace = schedule.misfire_grace_seconds
+        for job_id, func, expr in (
+            ("reconcile", self.reconcile_job, schedule.reconcile),
+            ("pull", self.pull_job, schedule.pull),
+        ):
+            if self._scheduled.get(job_id) == (expr, tz) and sched.get_job(job_id):
+                sched.modify_job(job_id, misfire_grace_time=grace)
+                continue
+            sched.add_job(
+                func,
+                trigger_for(expr, tz),
+                id=job_id,
+                replace_existing=True,
+                misfire_grace_time=grace,
+            )
+            self._scheduled[job_id] = (expr, tz)
         if schedule.watch_export:
             sched.add_job(
                 self.watch_job,
@@ -168,6 +180,23 @@ class Daemon:
         if cfg.store.path != self.cfg.store.path:
             log.error("config reload: [store] path cannot change while running; restart instead")
             return
+        try:
+            unbaselined = self._unbaselined(cfg)
+        except SyncdError as exc:  # the store could not be read: nothing tells it is safe
+            log.error("config reload failed; keeping the running config", error=str(exc))
+            return
+        if unbaselined:
+            names = ", ".join(unbaselined)
+            log.error(
+                "config reload refused; keeping the running config: a trigger vendor new to "
+                "this store would survey every known contact at the next reconcile",
+                vendors=names,
+                hint="stop the service, run `syncd sync --baseline --vendor "
+                f"{unbaselined[0]}` (README: first run with a trigger vendor) and start it; "
+                "to survey every contact, restart it instead",
+            )
+            notify(f"STATUS=config reload refused: {names} would survey every known contact")
+            return
         if cfg.metrics != self.cfg.metrics:
             log.warning("config reload: a change to [metrics] takes effect at the next restart")
         logmod.add_secrets(cfg.secrets)
@@ -176,6 +205,32 @@ class Daemon:
             self._schedule_jobs(self.scheduler)
         log.info("config reloaded", config=str(self.config_path))
         notify(f"STATUS=config reloaded; next reconcile {self._next('reconcile')}")
+
+    def _unbaselined(self, cfg: Config) -> list[str]:
+        """The trigger vendors `cfg` adds to the running config that have acknowledged no
+        contact of a store that has some: the next reconcile would send each of them every
+        contact (every send reaches a person), and `syncd sync --baseline`, which records
+        them as acknowledged instead, cannot run beside the service (the lock)."""
+        from syncd.vendors import REGISTRY
+
+        added = [
+            name
+            for name in cfg.vendors
+            if name not in self.cfg.vendors and REGISTRY[name].kind == "trigger"
+        ]
+        if not added:
+            return []
+        store = Store.open(self.cfg.store.path, create=False, migrate=False)
+        try:
+            if not store.scalar("SELECT 1 FROM contacts LIMIT 1"):
+                return []  # a first sync: every contact is new to every vendor anyway
+            return [
+                name
+                for name in added
+                if not store.scalar("SELECT 1 FROM vendor_state WHERE vendor = ? LIMIT 1", (name,))
+            ]
+        finally:
+            store.close()
 
     # --- jobs (all on the one worker thread) -----------------------------------------
     def _job(self, kind: str, work: Callable[[Store], R]) -> R | None:

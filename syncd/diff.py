@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from threading import Event
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
 from syncd.decide import SURVEYS, Act, Facts, decide
+from syncd.errors import StopRequested
 from syncd.fastpath import FirstLines, Known, fingerprint, scan
 from syncd.plan import Plan, VendorPlan
 from syncd.project import Candidate, Projector, config_salt, prepare, renamed, salted
@@ -57,8 +59,12 @@ class Differ:
         baseline: Iterable[str] = (),
         rebaseline: bool = True,
         pieces: bool = False,
+        stop: Event | None = None,
     ) -> None:
         self.cfg, self.connectors, self.now = cfg, connectors, now
+        # SIGTERM: the diff stops between blocks and is rolled back (a first sync undone),
+        # instead of reading on for as long as a big first sync takes (~30 s a million rows)
+        self.stop = stop
         self.baseline = set(baseline)
         self.may_rebaseline = rebaseline
         self.pieces = pieces  # a first sync may commit as it goes: its caller undoes that
@@ -110,6 +116,8 @@ class Differ:
         and changed ones prepared and compared with the store a chunk at a time."""
         plan, unchanged, buffer = self.plan, 0, []
         for part in scan(export, self.known.fps, self.salt):
+            if self.stop is not None and self.stop.is_set():
+                raise StopRequested("stop requested during the diff: nothing of it was kept")
             plan.rows_read += part.records
             for item in part.bad:
                 self._quarantine(item.line, item.key, None, item.reason)

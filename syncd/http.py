@@ -180,6 +180,9 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "2xx": ("answer", "answer"),
 }
 MAX_ANSWER = 32 * 1024 * 1024  # bytes of one answer, decoded; no vendor documents more
+# after a stop request (SIGTERM), how long a trigger's request in flight may still take to
+# be answered: cut, its outcome would be unknown (well inside the unit's TimeoutStopSec)
+STOP_GRACE = 30.0
 # requests sent since the process started, by (vendor, outcome): "answer" for an answer
 # handed to the connector, else its OUTCOMES action; `syncd.metrics` reads it at each scrape
 REQUESTS: Counter[tuple[str, str]] = Counter()
@@ -278,16 +281,11 @@ class VendorResponse(requests.Response):
         return loads(self.content)
 
 
-# a request out when a stop is requested (SIGTERM) may finish within this many seconds: an
-# answer on its way is recorded (a trigger's batch cut would be `unknown`), a dripping one
-# is cut well inside the unit's TimeoutStopSec
-STOP_GRACE = 2.0
-
-
 class _Watchdog:
-    """Cuts the socket of a request that is past its deadline, or `STOP_GRACE` seconds after
-    a stop is requested (SIGTERM): a vendor dripping its answer a byte a second cannot
-    outlive either.
+    """Cuts the socket of a request that is past its deadline, or when a stop is requested
+    (SIGTERM): a vendor dripping its answer a byte a second cannot outlive either. A
+    trigger's request (not idempotent: cut after it was written, its outcome is unknown)
+    is given `STOP_GRACE` seconds after the stop request to be answered first.
 
     urllib3 connections register themselves here when a request starts on them (see
     `_conn_class`); one daemon thread per client checks four times a second."""
@@ -296,14 +294,16 @@ class _Watchdog:
         self.stop = stop
         self._lock = threading.Lock()
         self._current: tuple[float, Any] | None = None  # (deadline, connection)
-        self._stopping_at: float | None = None  # when the stop was first seen
+        self._grace = 0.0  # the current request's STOP_GRACE (0: cut at once)
+        self._stop_seen: float | None = None  # when the loop first saw the stop request
         self.cut = False
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
-    def arm(self, deadline: float) -> None:
+    def arm(self, deadline: float, *, idempotent: bool = True) -> None:
         with self._lock:
             self._current = (deadline, None)
+            self._grace = 0.0 if idempotent else STOP_GRACE
             self.cut = False
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="syncd-http-watchdog")
@@ -329,9 +329,9 @@ class _Watchdog:
                     continue
                 deadline, conn = self._current
                 now = time.monotonic()
-                if self.stop and self.stop.is_set():
-                    self._stopping_at = self._stopping_at or now
-                    deadline = min(deadline, self._stopping_at + STOP_GRACE)
+                if self.stop is not None and self.stop.is_set():
+                    self._stop_seen = self._stop_seen or now
+                    deadline = min(deadline, self._stop_seen + self._grace)
                 if now < deadline:
                     continue
                 sock = getattr(conn, "watched_sock", None)
@@ -410,7 +410,7 @@ class HttpClient:
         # and when an attempt ends in a way that proves the vendor did not act: the delivery
         # loop marks a batch `in_flight` only while a request carrying it may be out
         self.on_write: Callable[[], None] | None = None
-        self.on_unsent: Callable[[str], None] | None = None  # given the answer's words
+        self.on_unsent: Callable[[], None] | None = None
 
     def close(self) -> None:
         self.watchdog.close()
@@ -444,14 +444,11 @@ class HttpClient:
         idempotent: bool = True,
         retries: int | None = None,
         ok: Callable[[requests.Response], bool] | None = None,
-        carries: bool = True,
         **kwargs: Any,
     ) -> requests.Response:
         """Send with retries; return a 2xx response (or one `ok` accepts) or raise.
 
         `path` is appended to the base URL unless it is already absolute (a Location).
-        `carries=False`: the call carries nothing of the batch being delivered (a token
-        renewed halfway through it), so the write hook does not mark the batch in flight.
         """
         url = self.url(path)
         kwargs.setdefault("timeout", (self.policy.connect_timeout, self.policy.read_timeout))
@@ -474,7 +471,7 @@ class HttpClient:
                 )
                 self.clock.sleep(delay)
             try:
-                return self._once(method, url, idempotent, ok, kwargs, carries)
+                return self._once(method, url, idempotent, ok, kwargs)
             except RetriableError as exc:
                 self.breaker.failure(exc.reason)
                 if exc.retry_after is not None and self.pacer is not None:
@@ -493,16 +490,15 @@ class HttpClient:
         idempotent: bool,
         ok: Callable[[requests.Response], bool] | None,
         kwargs: Mapping[str, Any],
-        carries: bool = True,
     ) -> requests.Response:
         if self.pacer is not None:
             self.pacer.wait()
-        if self.on_write is not None and carries:
+        if self.on_write is not None:
             self.on_write()
         started = self.clock.monotonic()
         status = None
         try:
-            resp = self._exchange(method, url, kwargs)
+            resp = self._exchange(method, url, kwargs, idempotent)
             status = resp.status_code
             if (ok is not None and ok(resp)) or 200 <= status < 300:
                 self.breaker.success()
@@ -513,10 +509,8 @@ class HttpClient:
         except _Outcome as outcome:
             action = OUTCOMES[outcome.case][0 if idempotent else 1]
             _count(self.vendor, action)
-            if action in ("retry", "auth") and self.on_unsent is not None and not idempotent:
-                # a trigger is retried only where the vendor did not act, and 401/403 say
-                # it did not: a kill while the connector renews its token loses nothing
-                self.on_unsent(outcome.text)
+            if action == "retry" and self.on_unsent is not None and not idempotent:
+                self.on_unsent()  # a trigger is retried only where the vendor did not act
             raise self._error(action, outcome) from None
         finally:
             log.debug(
@@ -528,12 +522,14 @@ class HttpClient:
                 ms=round((self.clock.monotonic() - started) * 1000),
             )
 
-    def _exchange(self, method: str, url: str, kwargs: Mapping[str, Any]) -> requests.Response:
+    def _exchange(
+        self, method: str, url: str, kwargs: Mapping[str, Any], idempotent: bool = True
+    ) -> requests.Response:
         """One request and its whole answer, read under the size cap and the deadline."""
         after = "read timeout, connection dropped after the request was written"
         cut = "answer cut short, bad chunked or gzip encoding"
         late = "answer over the size cap, or past the request deadline"
-        self.watchdog.arm(time.monotonic() + self.policy.request_deadline)
+        self.watchdog.arm(time.monotonic() + self.policy.request_deadline, idempotent=idempotent)
         try:
             try:
                 resp = self.session.request(method, url, stream=True, **kwargs)

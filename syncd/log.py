@@ -255,6 +255,31 @@ def configure(
     )
     for noisy in ("urllib3", "werkzeug", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _ToStructlog)]:
+        root.removeHandler(handler)
+    root.addHandler(_ToStructlog())
+
+
+class _ToStructlog(logging.Handler):
+    """The libraries' stdlib records (APScheduler's "skipped: maximum number of running
+    instances reached", a job's traceback, urllib3's warnings) as structlog events: JSON,
+    scrubbed, with their priority. Without a handler, logging's last resort printed them
+    to stderr as bare text, secrets and all."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format arguments: keep what it meant
+            message = str(record.msg)
+        method = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+        name = method.get(
+            record.levelno, "error" if record.levelno < logging.CRITICAL else "critical"
+        )
+        extra: dict[str, Any] = {"logger": record.name}
+        if record.exc_info:
+            extra["exc_info"] = record.exc_info
+        getattr(structlog.get_logger(record.name), name)(message, **extra)
 
 
 def bind(**values: Any) -> None:

@@ -27,7 +27,7 @@ from syncd.plan import Plan
 from syncd.push import Delivered, Deliverer
 from syncd.runs import Report, check_names, ended, finish, open_connectors
 from syncd.source import Export, find_export
-from syncd.state import Store, iso
+from syncd.state import Store, iso, missing
 from syncd.status import reason_lines, run_reasons
 from syncd.vendors import Connector
 
@@ -122,10 +122,13 @@ class RunReport(Report):
 
 
 @contextmanager
-def opened(cfg: Config, *, lock: bool = True) -> Iterator[Store]:
-    """The instance lock (unless `lock=False`) and the store, released on exit."""
+def opened(cfg: Config, *, lock: bool = True, create: bool = True) -> Iterator[Store]:
+    """The instance lock (unless `lock=False`) and the store, released on exit. With
+    `create=False` a missing store is an error, before the lock file or a folder is made."""
+    if not create and not cfg.store.path.is_file():
+        raise missing(cfg.store.path)
     with InstanceLock(cfg.store.path) if lock else nullcontext():
-        store = Store.open(cfg.store.path)
+        store = Store.open(cfg.store.path, create=create)
         try:
             yield store
         finally:
@@ -223,6 +226,7 @@ def _reconcile(
                     baseline=targets if baseline else (),
                     rebaseline=rebaseline,
                     pieces=not dry_run,
+                    stop=stop,
                 )
                 report.plan = differ.run(export)
                 if progress:

@@ -23,7 +23,12 @@ def trigger_for(expr: str, timezone: str) -> BaseTrigger:
         if seconds <= 0:
             raise ValueError("the interval must be positive")
         return IntervalTrigger(seconds=seconds, timezone=tz)
-    return CronTrigger.from_crontab(expr, timezone=tz)
+    trigger = CronTrigger.from_crontab(expr, timezone=tz)
+    # a day no month has (`0 2 30 2 *`): APScheduler would keep the job paused, silently,
+    # and the service would never run it
+    if trigger.get_next_fire_time(None, datetime.now(tz)) is None:
+        raise ValueError("it names a date that never comes, so it would never run")
+    return trigger
 
 
 def next_fire(expr: str, timezone: str, now: datetime) -> datetime | None:

@@ -21,6 +21,16 @@ DELIVERY_COLUMNS = (
     "id, run_id, kind, status, attempts, reason, vendor_ref, job, created_at, updated_at, sent_at"
 )
 ANSWER_FLAGS = ("boolean", "is_nps", "is_ces", "is_csat", "is_score")
+# one contact's acknowledgements: vendor_state's key is (vendor, key), so the vendors it
+# holds are found first, one index probe each, and the contact by (vendor, key); `WHERE key
+# = ?` alone reads every contact's row of every vendor
+STATES = """
+    WITH RECURSIVE v(vendor) AS (
+        SELECT min(vendor) FROM vendor_state
+        UNION ALL
+        SELECT (SELECT min(vendor) FROM vendor_state WHERE vendor > v.vendor)
+        FROM v WHERE v.vendor IS NOT NULL)
+    SELECT * FROM vendor_state WHERE vendor IN (SELECT vendor FROM v) AND key = ?"""
 
 
 def collect(cfg: Config, who: str) -> dict[str, Any]:
@@ -77,7 +87,7 @@ def _collect(store: Store, key: str, configured: list[str]) -> dict[str, Any]:
         }
     states = {
         r["vendor"]: {"hash": r["hash"], "ref": r["ref"], "acked_at": r["acked_at"]}
-        for r in store.query("SELECT * FROM vendor_state WHERE key = ?", (key,))
+        for r in store.query(STATES, (key,))
     }
     history: dict[str, list[dict[str, Any]]] = {}
     for r in store.query(

@@ -23,7 +23,9 @@ SKIP_KIND = (
 
 
 def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
-    store = Store.open(cfg.store.path)
+    # a missing store is an error (exit 2), not an empty status: a mistyped [store] path
+    # must not look like a healthy installation to a monitoring script
+    store = Store.open(cfg.store.path, create=False)
     try:
         recent = [
             {
@@ -49,8 +51,11 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
         attention = [
             dict(r)
             for r in store.query(
+                # the IN list is deliveries_open's, so that index (open work only) is
+                # read, not every delivery
                 "SELECT vendor, key, status, reason, attempts, updated_at FROM deliveries "
-                "WHERE status IN ('unknown', 'dead') ORDER BY updated_at DESC LIMIT ?",
+                "WHERE status IN ('pending', 'in_flight', 'failed', 'unknown', 'dead') "
+                "AND status IN ('unknown', 'dead') ORDER BY updated_at DESC LIMIT ?",
                 (LIST_LIMIT,),
             )
         ]

@@ -72,6 +72,14 @@ def damaged(path: Path, problems: str) -> StoreError:
     )
 
 
+def missing(path: Path) -> StoreError:
+    """The error for a command that needs the store at `path`, which does not exist."""
+    return StoreError(
+        f"there is no store at {path}",
+        hint="check [store] path; the first `syncd sync` creates it",
+    )
+
+
 def store_error(exc: sqlite3.Error, path: Path) -> StoreError | None:
     """The StoreError for a fault of the store at `path`; None when `exc` is a bug (SQL,
     constraint, misuse)."""
@@ -187,10 +195,7 @@ class Store:
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
             elif not path.is_file():
-                raise StoreError(
-                    f"there is no store at {path}",
-                    hint="check [store] path; the first `syncd sync` creates it",
-                )
+                raise missing(path)
             conn = sqlite3.connect(
                 f"{path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}",
                 uri=True,
@@ -845,6 +850,8 @@ class Store:
                 hint="check that its folder exists, is writable and has room for the store",
             ) from exc
         finally:
-            if tmp:
+            # the copy's rollback journal too: a backup that failed mid-write (a full disk)
+            # leaves it beside the temporary file
+            for leftover in (tmp, f"{tmp}-journal") if tmp else ():
                 with suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                    os.unlink(leftover)
