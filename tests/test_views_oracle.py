@@ -524,6 +524,9 @@ def test_answers_with_contact(template: Path, d: Data) -> None:
     for key in (*KEYS, "nobody"):
         got = rows(conn, "SELECT * FROM answers_with_contact WHERE key = ?", key)
         assert bag(got) == bag([r for r in expected if r[2] == key])
+    for response_id in ("r0", "r1", "orphan"):
+        got = rows(conn, "SELECT * FROM answers_with_contact WHERE response_id = ?", response_id)
+        assert bag(got) == bag([r for r in expected if r[1] == response_id])
     got = rows(conn, "SELECT * FROM answers_with_contact WHERE is_nps")
     assert bag(got) == bag([r for r in expected if r[12]])
 
@@ -577,6 +580,69 @@ def test_unsubscribes_per_week(template: Path, d: Data) -> None:
 def test_skipped_reasons(template: Path, d: Data) -> None:
     conn = load(template, d)
     assert bag(rows(conn, "SELECT * FROM skipped_reasons")) == bag(skipped_reasons(d))
+
+
+def read(conn: sqlite3.Connection) -> Data:
+    """A store's base tables as the oracles take them."""
+
+    def q(sql: str) -> list[tuple[Any, ...]]:
+        return rows(conn, sql)
+
+    return Data(
+        q("SELECT key, attributes, email, first_seen, updated_at, gone_at FROM contacts"),
+        q(
+            "SELECT vendor, key, kind, status, attempts, reason, vendor_ref, created_at, "
+            "updated_at, sent_at FROM deliveries ORDER BY id"
+        ),
+        q("SELECT vendor, key, hash, ref, acked_at FROM vendor_state"),
+        q(
+            "SELECT vendor, response_id, key, email, surveyed_at, answered_at, pulled_at "
+            "FROM responses"
+        ),
+        q("SELECT * FROM answers"),
+        q(
+            "SELECT vendor, filter, period_start, period_end, nps, promoters, passives, "
+            "detractors, pulled_at FROM nps"
+        ),
+        q("SELECT vendor, vendor_id, key, channel, at, pulled_at FROM unsubscribes"),
+        q("SELECT vendor, stream, cursor, updated_at FROM cursors"),
+    )
+
+
+@pytest.mark.slow
+def test_every_view_on_the_demo_store(tmp_path: Path) -> None:
+    """The store a real cycle against the simulators leaves (syncs, an edit, a pull): its
+    times in the forms the connectors really store (ties to the second between a survey and
+    its answer included), every view as its oracle says. 11 s: run with -m slow."""
+    from syncd.demo import run_demo
+
+    assert run_demo(tmp_path, 30, echo=lambda _: None) == 0
+    conn = sqlite3.connect(next(tmp_path.rglob("*.db")))
+    try:
+        d = read(conn)
+        assert d.responses and d.answers and d.unsubscribes and d.nps
+        for name, oracle in (
+            ("contact_status", contact_status),
+            ("delivery_backlog", delivery_backlog),
+            ("answers_with_contact", answers_with_contact),
+            ("nps_over_time", nps_over_time),
+            ("unsubscribes_per_week", unsubscribes_per_week),
+            ("skipped_reasons", skipped_reasons),
+        ):
+            assert bag(rows(conn, f"SELECT * FROM {name}")) == bag(oracle(d)), name
+        for name, oracle, figure in (
+            ("nps_from_answers", nps_from_answers, 3),
+            ("response_rate", response_rate, 4),
+        ):
+            got = {(r[0], r[1]): r for r in rows(conn, f"SELECT * FROM {name}")}
+            expected = {(r[0], r[1]): r for r in oracle(d)}
+            assert got and set(got) == set(expected), name
+            for group, want in expected.items():
+                have = got[group]
+                assert have[:figure] + have[figure + 1 :] == want[:figure] + want[figure + 1 :]
+                assert rounded(have[figure], want[figure]), (name, have, want)
+    finally:
+        conn.close()
 
 
 # --- the disagreements found, each as the smallest store that shows it -------------------
