@@ -606,3 +606,58 @@ def m016_fingerprint_cache_two_rows(db: Database) -> None:
             )
         },
     )
+
+
+@migration
+def m017_views_as_documented(db: Database) -> None:
+    """Two views say what the README says (tests/test_views_oracle.py holds every view to
+    an oracle built from its documentation):
+
+    - `nps_over_time` is NULL for a period only when the vendor reports 0 (or nothing) for
+      the NPS and every share. m010 looked at the shares alone, so a period whose NPS came
+      without shares (Hello Customer's fields are each optional) lost its NPS.
+    - `response_rate` lists months only: a `sent` delivery without a `sent_at` has no
+      month, and m010 listed such surveys as a month of NULL at 0%. The row goes at the
+      end, so the view still walks `deliveries_sent_month` as before.
+    """
+    db.executescript(
+        """
+        DROP VIEW nps_over_time;
+        CREATE VIEW nps_over_time AS
+        SELECT vendor, filter, period_start, period_end,
+               CASE WHEN answered THEN nps END AS nps,
+               CASE WHEN answered THEN promoters END AS promoters,
+               CASE WHEN answered THEN passives END AS passives,
+               CASE WHEN answered THEN detractors END AS detractors
+        FROM (SELECT *, NOT (coalesce(nps, 0) = 0 AND coalesce(promoters, 0) = 0
+                             AND coalesce(passives, 0) = 0 AND coalesce(detractors, 0) = 0)
+                        AS answered FROM nps)
+        ORDER BY vendor, filter, period_start;
+
+        DROP VIEW response_rate;
+        CREATE VIEW response_rate AS
+        WITH surveyed AS (
+            SELECT vendor, substr(sent_at, 1, 7) AS month, count(DISTINCT key) AS sent
+            FROM deliveries
+            WHERE status = 'sent'
+              AND vendor IN (SELECT vendor FROM cursors WHERE stream = 'responses')
+            GROUP BY vendor, substr(sent_at, 1, 7)),
+        answered AS MATERIALIZED (
+            -- the survey each matched response answers: the latest acknowledged before it
+            SELECT r.vendor, r.key,
+                   (SELECT max(d.sent_at) FROM deliveries d
+                    WHERE d.status = 'sent' AND d.vendor = r.vendor AND d.key = r.key
+                      AND d.sent_at <= r.answered_at) AS sent_at
+            FROM responses r
+            WHERE r.key IS NOT NULL AND r.answered_at IS NOT NULL
+              AND r.vendor IN (SELECT vendor FROM cursors WHERE stream = 'responses')),
+        responded AS (
+            SELECT vendor, substr(sent_at, 1, 7) AS month, count(DISTINCT key) AS responded
+            FROM answered WHERE sent_at IS NOT NULL GROUP BY vendor, month)
+        SELECT s.vendor, s.month, s.sent, coalesce(a.responded, 0) AS responded,
+               round(100.0 * coalesce(a.responded, 0) / s.sent, 1) AS rate_percent
+        FROM surveyed s LEFT JOIN responded a ON a.vendor = s.vendor AND a.month = s.month
+        WHERE s.month IS NOT NULL
+        ORDER BY s.vendor, s.month;
+        """
+    )
