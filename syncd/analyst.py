@@ -271,7 +271,8 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(
         "contact_status",
         "Each contact's latest delivery per vendor, with what the vendor acknowledged: one "
-        "row per contact and vendor, in no promised order (today open work first, then "
+        "row per contact and vendor it has a delivery to (a contact acknowledged without a "
+        "send, by `--baseline`, `on_new = false` or a re-baseline, has none), in no promised order (today open work first, then "
         "held back, then sent in key order). Filter it (`WHERE key = ?`, `WHERE vendor = ? AND status = ?`) rather than "
         "reading it whole; to count, query `deliveries` as the example below does.",
         {
@@ -290,7 +291,12 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(
         "delivery_backlog",
         "Open work per vendor and status, with the oldest item: what `syncd status` counts.",
-        {"vendor": "Vendor name.", "status": "Open status.", "n": "How many.", "oldest": "Oldest."},
+        {
+            "vendor": "Vendor name.",
+            "status": "Open status.",
+            "n": "How many.",
+            "oldest": "The earliest `created_at` (a replaced delivery keeps its first one).",
+        },
         view=True,
     ),
     Relation(
@@ -320,7 +326,7 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(
         "nps_over_time",
         "The vendor's NPS per period and filter, in time order. A period without respondents "
-        "(the vendor reports 0 for the NPS and every share) is NULL throughout.",
+        "(the vendor reports 0, or nothing, for the NPS and every share) is NULL throughout.",
         {
             "vendor": "Vendor name.",
             "filter": "The filter as JSON; `[]` is all respondents.",
@@ -338,12 +344,12 @@ RELATIONS: tuple[Relation, ...] = (
         "NPS computed here from the NPS answers, per vendor and month, to check `nps_over_time`.",
         {
             "vendor": "Vendor name.",
-            "month": "YYYY-MM of `answered_at`.",
+            "month": "YYYY-MM of `answered_at`; NULL for answers whose response has none.",
             "answers": "NPS answers that month (months without any are absent).",
             "nps": "(promoters - detractors) / answers × 100, rounded to 0.1.",
-            "promoters": "Answers scoring 9-10.",
-            "passives": "Answers scoring 7-8.",
-            "detractors": "Answers scoring 0-6.",
+            "promoters": "Answers scoring 9 or more.",
+            "passives": "Answers scoring 7 to 8.",
+            "detractors": "Answers scoring 6 or less.",
         },
         view=True,
     ),
@@ -368,7 +374,7 @@ RELATIONS: tuple[Relation, ...] = (
         {
             "week": "`YYYY-Www`: `strftime('%Y-W%W', at)`, weeks starting on Monday, the days "
             "before a year's first Monday in week 00 (not ISO 8601 weeks); NULL for an "
-            "untimed opt-out.",
+            "untimed opt-out, or one whose `at` SQLite cannot read (a `+0000` offset).",
             "vendor": "Vendor name.",
             "channel": "`email`, `sms`, ...",
             "unsubscribes": "How many.",
@@ -382,7 +388,7 @@ RELATIONS: tuple[Relation, ...] = (
             "vendor": "Vendor name.",
             "status": "`skipped` or `superseded`.",
             "reason": "`unsubscribed`, `min_days_between_surveys`, or the reason as recorded.",
-            "n": "Deliveries.",
+            "n": "Deliveries, in the whole ledger (not only each contact's latest).",
         },
         view=True,
     ),

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from threading import Event
 from typing import Any, ClassVar
 
@@ -198,6 +198,22 @@ def _text(value: Any) -> str | None:
     raise TypeError("is not text")
 
 
+def _when(value: Any) -> str | None:
+    """A vendor's time as the store writes its own (UTC, `YYYY-MM-DDTHH:MM:SS+00:00`), so
+    that text order is time order when the views compare it with a survey's `sent_at`
+    (`Z`, milliseconds, a space, another offset all sorted wrongly against it). A time
+    without an offset is taken to be UTC; one that does not read as ISO 8601 is kept as
+    it came (its raw record has it too)."""
+    text = _text(value)
+    if not text or not text.strip():
+        return text
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return text
+    return iso((when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC))
+
+
 def _number(value: Any) -> int | float | None:
     if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
         return value
@@ -249,8 +265,8 @@ SPECS: dict[str, Spec] = {
         "email?": _text,
         "campaign?": _text,
         "language?": _text,
-        "surveyed_at?": _text,
-        "answered_at?": _text,
+        "surveyed_at?": _when,
+        "answered_at?": _when,
         "raw?": _any,
     },
     "nps": {
@@ -270,7 +286,7 @@ SPECS: dict[str, Spec] = {
         "email?": _text,
         "phone?": _text,
         "channel?": _text,
-        "at?": _text,
+        "at?": _when,
     },
 }
 ANSWER: Spec = {

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from sqlite_utils import Database
 from werkzeug.wrappers import Request, Response
 
 from syncd.clock import FakeClock
@@ -31,6 +32,7 @@ from syncd.sandbox.esputnik import ESputnikSim
 from syncd.sandbox.hellocustomer import HelloCustomerSim
 from syncd.sandbox.signalvine import PROGRAM, SignalVineSim
 from syncd.state import Store
+from syncd.state.schema import migrations
 from syncd.vendors import signalvine
 from syncd.vendors.signalvine import SignalVine
 from tests.helpers import World, esputnik_table
@@ -519,3 +521,46 @@ def test_records_re_read_in_the_lookback_are_not_reported_as_new(
     counts = +again.vendors["hellocustomer"].counts  # the current month's NPS read again too
     assert list(counts) == ["unchanged"] and counts["unchanged"] > 3 + 1
     assert "hellocustomer: no new responses, nps or unsubscribes" in again.summary()
+
+
+@pytest.mark.parametrize(
+    ("came", "stored"),
+    [
+        ("2026-01-02T03:04:05Z", "2026-01-02T03:04:05+00:00"),
+        ("2026-01-02T03:04:05.250Z", "2026-01-02T03:04:05+00:00"),
+        ("2026-01-02 03:04:05", "2026-01-02T03:04:05+00:00"),  # no offset: UTC
+        ("2026-01-02T05:04:05+02:00", "2026-01-02T03:04:05+00:00"),
+        ("the day before", "the day before"),  # unreadable: as it came
+    ],
+)
+def test_pulled_times_are_stored_as_the_store_writes_its_own(
+    tmp_path: Path, came: str, stored: str
+) -> None:
+    """The views compare a response's `answered_at` with a survey's `sent_at` as text: a
+    vendor's `Z`, milliseconds, space or offset sorted wrongly against syncd's own form (a
+    response in the same second as its survey was not credited; `+02:00` put an answer in
+    the wrong month). The pull writes them as syncd does; m018 converts stored ones."""
+    record = {"response_id": "r1", "answered_at": came, "surveyed_at": came}
+    assert clean("responses", record)["answered_at"] == stored
+    assert clean("unsubscribes", {"vendor_id": "u1", "at": came})["at"] == stored
+
+    old = Database(tmp_path / "old.db")  # a store from before m018, holding the vendor's text
+    migrations.apply(old, stop_before="m018_pulled_times_as_the_store_writes_them")
+    old.execute(
+        "INSERT INTO responses (vendor, response_id, surveyed_at, answered_at, pulled_at) "
+        "VALUES ('hellocustomer', 'r1', ?, ?, 'now')",
+        (came, came),
+    )
+    old.execute(
+        "INSERT INTO unsubscribes (vendor, vendor_id, at, pulled_at) VALUES ('x', 'u1', ?, 'now')",
+        (came,),
+    )
+    old.conn.commit()
+    old.close()
+    store = Store.open(tmp_path / "old.db")
+    try:
+        got = store.query("SELECT surveyed_at, answered_at FROM responses")
+        assert tuple(got[0]) == (stored, stored)
+        assert store.scalar("SELECT at FROM unsubscribes") == stored
+    finally:
+        store.close()

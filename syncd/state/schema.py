@@ -661,3 +661,24 @@ def m017_views_as_documented(db: Database) -> None:
         ORDER BY s.vendor, s.month;
         """
     )
+
+
+@migration
+def m018_pulled_times_as_the_store_writes_them(db: Database) -> None:
+    """Pulled times are stored as syncd writes its own (UTC, `YYYY-MM-DDTHH:MM:SS+00:00`):
+    `response_rate` and `nps_from_answers` compare and cut them as text against
+    `deliveries.sent_at`, and a vendor's `Z`, milliseconds, space or other offset sorted
+    wrongly against it (a response in the same second as its survey was not credited).
+    The pull writes them so from now on (`syncd.pull._when`); this converts what is stored.
+    SQLite reads every ISO 8601 form the pull does; a text it cannot read stays as it is.
+    """
+    utc = "strftime('%Y-%m-%dT%H:%M:%S+00:00', {0})"
+    for table, columns in (
+        ("responses", ("surveyed_at", "answered_at")),
+        ("unsubscribes", ("at",)),
+    ):
+        for column in columns:
+            db.execute(
+                f"UPDATE {table} SET {column} = coalesce({utc.format(column)}, {column}) "
+                f"WHERE {column} IS NOT NULL AND {column} IS NOT {utc.format(column)}"
+            )
