@@ -410,7 +410,7 @@ class HttpClient:
         # and when an attempt ends in a way that proves the vendor did not act: the delivery
         # loop marks a batch `in_flight` only while a request carrying it may be out
         self.on_write: Callable[[], None] | None = None
-        self.on_unsent: Callable[[], None] | None = None
+        self.on_unsent: Callable[[str], None] | None = None  # given the answer's words
 
     def close(self) -> None:
         self.watchdog.close()
@@ -444,11 +444,14 @@ class HttpClient:
         idempotent: bool = True,
         retries: int | None = None,
         ok: Callable[[requests.Response], bool] | None = None,
+        carries: bool = True,
         **kwargs: Any,
     ) -> requests.Response:
         """Send with retries; return a 2xx response (or one `ok` accepts) or raise.
 
         `path` is appended to the base URL unless it is already absolute (a Location).
+        `carries=False`: the call carries nothing of the batch being delivered (a token
+        renewed halfway through it), so the write hook does not mark the batch in flight.
         """
         url = self.url(path)
         kwargs.setdefault("timeout", (self.policy.connect_timeout, self.policy.read_timeout))
@@ -471,7 +474,7 @@ class HttpClient:
                 )
                 self.clock.sleep(delay)
             try:
-                return self._once(method, url, idempotent, ok, kwargs)
+                return self._once(method, url, idempotent, ok, kwargs, carries)
             except RetriableError as exc:
                 self.breaker.failure(exc.reason)
                 if exc.retry_after is not None and self.pacer is not None:
@@ -490,10 +493,11 @@ class HttpClient:
         idempotent: bool,
         ok: Callable[[requests.Response], bool] | None,
         kwargs: Mapping[str, Any],
+        carries: bool = True,
     ) -> requests.Response:
         if self.pacer is not None:
             self.pacer.wait()
-        if self.on_write is not None:
+        if self.on_write is not None and carries:
             self.on_write()
         started = self.clock.monotonic()
         status = None
@@ -509,8 +513,10 @@ class HttpClient:
         except _Outcome as outcome:
             action = OUTCOMES[outcome.case][0 if idempotent else 1]
             _count(self.vendor, action)
-            if action == "retry" and self.on_unsent is not None and not idempotent:
-                self.on_unsent()  # a trigger is retried only where the vendor did not act
+            if action in ("retry", "auth") and self.on_unsent is not None and not idempotent:
+                # a trigger is retried only where the vendor did not act, and 401/403 say
+                # it did not: a kill while the connector renews its token loses nothing
+                self.on_unsent(outcome.text)
             raise self._error(action, outcome) from None
         finally:
             log.debug(

@@ -192,7 +192,7 @@ def test_a_trigger_is_retried_where_the_vendor_cannot_have_acted(
     clock = FakeClock()
     c = client(proxy.url, clock, retries=3)
     unsent: list[int] = []
-    c.on_unsent = lambda: unsent.append(1)
+    c.on_unsent = lambda _reason: unsent.append(1)
     assert _raised(c, idempotent=False) is None  # 429 retried, then sent
     assert app.count("/ok") == 1 and unsent == [1]
     proxy.plan("503 without Retry-After", acted=False)
