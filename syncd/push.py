@@ -169,10 +169,12 @@ class Deliverer:
         """Send the pending deliveries a page at a time, in id order: what is in memory is
         one page, whatever the backlog. A page is a whole number of batches of at least
         `PAGE_ROWS` rows; the id cursor moves past each page, so nothing it settled (or
-        left pending) is read again this run. A delivery that a newer pending one of the
-        same contact replaces is superseded when its page is read, wherever that newer one
-        is: it has a higher id, so it is sent with this page or a later one, and a page
-        boundary between a contact's deliveries changes nothing."""
+        left pending) is read again this run. A delivery that a newer one of the same
+        contact replaces (`Store.pending`'s `stale`) is superseded when its page is read,
+        wherever that newer one is: it has a higher id, so it is sent with this page or a
+        later one, or went already, and a page boundary between a contact's deliveries
+        changes nothing. One queued before its contact's opt-out was pulled is held back
+        (`hold`, `Store.held_back`)."""
         size = self.connector.batch_size
         page = size * -(-PAGE_ROWS // size)
         after = sent = 0
