@@ -258,12 +258,11 @@ def _reconcile(
     for notice in plan.notices(dry_run):  # stored hashes made another way: say what it did
         log.warning("digest definition changed", message=notice)
     if refused:
-        lost = not plan.rows_read or plan.quarantined < plan.rows_read  # else all quarantined
         raise GuardError(
             f"refused: {refused}; nothing was sent",
-            hint="if the export really lost these contacts, run `syncd sync --force`"
-            if lost
-            else "re-export the file; see the reason above",
+            hint="re-export the file; see the reason above"
+            if plan.all_quarantined()
+            else "if the export really lost these contacts, run `syncd sync --force`",
         )
     if dry_run:
         return

@@ -64,17 +64,19 @@ class Plan:
     def notices(self, dry_run: bool = False) -> list[str]:
         return [n for v in self.vendors.values() if (n := v.notice(dry_run))]
 
+    def all_quarantined(self) -> bool:
+        """Every row read is quarantined: nothing was lost, and --force would not help."""
+        return self.rows_read > 0 and self.rows_read - self.quarantined <= 0
+
     def guard(self, max_drop: float, force: bool) -> str | None:
         """Why this export must not be applied (truncated or empty), or None."""
-        good = self.rows_read - self.quarantined
         if self.rows_read == 0:
             reason = f"the export {self.export} has no usable rows"
-        elif good <= 0:  # not "lost": every row is there, and --force would not help
-            reason = (
-                f"{'the one row' if self.rows_read == 1 else f'every one of the {self.rows_read} rows'}"
-                f" of {self.export} is quarantined "
-                f"({self.first_bad}): fix the export"
+        elif self.all_quarantined():
+            rows = (
+                "the one row" if self.rows_read == 1 else f"every one of the {self.rows_read} rows"
             )
+            reason = f"{rows} of {self.export} is quarantined ({self.first_bad}): fix the export"
         elif self.known and self.gone / self.known > max_drop:
             reason = (
                 f"{self.gone} of {self.known} known contacts ({self.gone / self.known:.0%}) are "

@@ -151,7 +151,8 @@ class Export:
         self.force = force
         self.header_only = header_only
         self.position = 0  # bytes read so far by `blocks` (for a progress display)
-        self._stat: os.stat_result | None = None  # the file as first opened (`_same`)
+        # the file as first opened: later opens, and the end of the read, must find it so
+        self._stat: os.stat_result | None = None
         encoding = cfg.encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # strips a byte-order mark when there is one

@@ -5,8 +5,9 @@ of each stream. `syncd.pull` fetches, checks (`clean`) and calls these inside th
 Where the upsert simply replaces every column but the key (answers, nps, cursors) it is
 sqlite-utils' `upsert` (inside the caller's transaction it runs in a savepoint). Where it
 keeps what is stored (a response only changes when its raw record or its match does; an
-unsubscribe keeps a key and a time a later pull does not know) it is plain SQL. Each saver says whether the record was new or changed
-anything: a pull re-reads its lookback, and those records are not news.
+unsubscribe keeps a key and a time a later pull does not know) it is plain SQL. Each saver
+says whether the record was new or changed anything: a pull re-reads its lookback, and
+those records are not news.
 """
 
 from __future__ import annotations

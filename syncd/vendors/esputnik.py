@@ -26,7 +26,8 @@
   longer knows) acknowledges nothing: its contacts stay pending, to go again. An answer
   of another shape (not an object, no session id, a `failedContacts` that is neither, an
   entry naming no contact of the batch) acknowledges nothing: the batch stays pending and
-  is sent again (harmless for an upsert). An `errorMessage` without a session is eSputnik refusing the request.
+  is sent again (harmless for an upsert). An `errorMessage` without a session is eSputnik
+  refusing the request.
 - Up to `open_sessions` import sessions are open at once: the next batch is posted while
   earlier sessions import, and every open session is polled in one round each
   `poll_every` (`start` and `poll`; the delivery loop keeps the window). Each session's id
