@@ -54,7 +54,7 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
                 # the IN list is deliveries_open's, so that index (open work only) is
                 # read, not every delivery
                 "SELECT vendor, key, status, reason, attempts, updated_at FROM deliveries "
-                "WHERE status IN ('pending', 'in_flight', 'failed', 'unknown', 'dead') "
+                f"WHERE status IN {OPEN_STATUSES!r} "
                 "AND status IN ('unknown', 'dead') ORDER BY updated_at DESC LIMIT ?",
                 (LIST_LIMIT,),
             )
@@ -138,7 +138,7 @@ def _grouped(
 
 # the open deliveries worth a reason (see `collect`); the IN list is deliveries_open's
 PROBLEMS = (
-    "status IN ('pending', 'in_flight', 'failed', 'unknown', 'dead') "
+    f"status IN {OPEN_STATUSES!r} "
     "AND status != 'in_flight' AND (status != 'pending' OR reason IS NOT NULL)"
 )
 
