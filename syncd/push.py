@@ -112,6 +112,8 @@ class Deliverer:
             with self.store.checkpoints_aside():  # copying the WAL overlaps the vendor's time
                 self.resume()
                 if self.out.stopped is None:
+                    # what resume put back to pending, deliver reads again and counts
+                    self.out.counts.pop("pending", None)
                     self.deliver()
         except VendorDownError as exc:
             self._stopped(exc)

@@ -95,6 +95,21 @@ def test_a_stale_in_flight_upsert_is_superseded_on_resume_never_sent(tmp_path: P
     assert state == {"K00001": "New", "K00002": "Fresh"}  # what the vendor holds
 
 
+def test_an_upsert_resumed_and_sent_again_in_the_same_run_is_counted_sent_not_pending(
+    tmp_path: Path,
+) -> None:
+    """Put back to pending by resume, then sent by the same run: `sent`, never also `left
+    pending` (which made every run after a crash end with exit 1)."""
+    sim = esputnik.KIT.simulator()
+    with Server(sim) as server:
+        connector = make_connector(esputnik.KIT, server.url, tmp_path, extra="batch_size = 1\n")
+        store = Store.open(tmp_path / "s.db")
+        queue(store, "esputnik", [(esputnik.contact(1), "in_flight", None)])
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        store.close()
+    assert out.counts == {"sent": 1}
+
+
 class Killed(BaseException):
     """SIGKILL, as far as the store can tell: nothing after it runs."""
 
