@@ -21,7 +21,9 @@ up to `window()` of them open at once: the next batch goes while earlier jobs ru
 open job is polled in one round (one sleep between rounds, as long as the shortest
 `Job.every`), and each is settled when it ends. An open job's batch is in flight with its
 job recorded, so when the loop stops early (a stop request, the vendor stopped, an
-exception) the jobs still open stay so, and the next run's `resume` polls them.
+exception) the jobs still open stay so, and the next run's `resume` polls them. An ended
+job's outcomes are written behind the next batch's request, on a second thread
+(`_Behind`); any other use of the store waits for them.
 """
 
 from __future__ import annotations
