@@ -20,7 +20,7 @@ A round, for each size N (each in a fresh folder and store, the simulators reset
               process while the child runs and once after it exits (the "wal" row)
     second    `syncd sync` of second-N.csv (poll_every 0.1): the child's peak RSS, and the
               whole process's wall clock from spawn to exit (the "whole" row: interpreter
-              start and imports included); with several sizes, the peak RSS's growth per
+              start and imports included, the tree byte-compiled first as pip leaves it); with several sizes, the peak RSS's growth per
               extra contact between consecutive sizes
     header    second-N.csv again with an unmapped column renamed in the header (every row's
               fingerprint changes, so every row is re-examined): time, and what was sent
@@ -763,6 +763,11 @@ def main() -> None:
         )
     if args.compare:
         trees["compare"] = worktree(args.compare)
+    for tree, _sha in trees.values():
+        # as `pip install` leaves it: byte-compiled. Without, a child with
+        # PYTHONDONTWRITEBYTECODE set (as on the development VM) compiles syncd's modules at
+        # every start, ~70 ms that no installed syncd spends
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "syncd")], check=True)
     names = FIVE if "store" in only else ("esputnik",)
     sims_dir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     sims = Sims(names, sims_dir)

@@ -16,6 +16,7 @@ POINTS = (
     "diff_piece_committed",  # a first sync committed a piece of its diff, not the rest
     "before_ack_recorded",  # the vendor answered a push; its outcome is not yet recorded
     "job_recorded",  # an async job (eSputnik import, SignalVine command) is about to be polled
+    "settle_behind",  # an ended job's outcome is about to be written behind the next request
     "token_renewed",  # a Dropthought token was just renewed
     "page_fetched",  # a pull page was fetched; it and its cursor are not yet committed
 )

@@ -21,7 +21,9 @@ up to `window()` of them open at once: the next batch goes while earlier jobs ru
 open job is polled in one round (one sleep between rounds, as long as the shortest
 `Job.every`), and each is settled when it ends. An open job's batch is in flight with its
 job recorded, so when the loop stops early (a stop request, the vendor stopped, an
-exception) the jobs still open stay so, and the next run's `resume` polls them.
+exception) the jobs still open stay so, and the next run's `resume` polls them. An ended
+job's outcomes are written behind the next batch's request, on a second thread
+(`_Behind`); any other use of the store waits for them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from threading import Event
+from threading import Event, Thread
 
 import orjson
 import structlog
@@ -92,7 +94,8 @@ class Deliverer:
         progress: Progress | None = None,
         hold: Collection[str] | None = None,
     ) -> None:
-        self.store = store
+        self._store = store
+        self._behind = _Behind(store)
         self.connector = connector
         self.vendor = connector.name
         self.now = now
@@ -107,12 +110,23 @@ class Deliverer:
         self._open: list[_Open] = []  # started async jobs not yet ended, oldest first
         self._round_at = -math.inf  # the connector clock's time of the next poll round
 
+    @property
+    def store(self) -> Store:
+        """The store, once the settles written behind a request are done (`_Behind`)."""
+        self._behind.wait()
+        return self._store
+
     def run(self) -> Delivered:
         try:
-            with self.store.checkpoints_aside():  # copying the WAL overlaps the vendor's time
-                self.resume()
-                if self.out.stopped is None:
-                    self.deliver()
+            with self._store.checkpoints_aside():  # copying the WAL overlaps the vendor's time
+                try:
+                    self.resume()
+                    if self.out.stopped is None:
+                        # what resume put back to pending, deliver reads again and counts
+                        self.out.counts.pop("pending", None)
+                        self.deliver()
+                finally:
+                    self._behind.wait()
         except VendorDownError as exc:
             self._stopped(exc)
         return self.out
@@ -179,7 +193,7 @@ class Deliverer:
         page = size * -(-PAGE_ROWS // size)
         after = sent = 0
         opted_out = self.store.last_unsubscribe() if self.hold is not None else None
-        while rows := self.store.pending(self.vendor, after, page):
+        while rows := self._page(after, page):
             after = rows[-1]["id"]
             self._supersede([r for r in rows if r["stale"]], "a newer delivery replaces it")
             fresh = [r for r in rows if not r["stale"]]
@@ -204,6 +218,13 @@ class Deliverer:
             if len(rows) < page:
                 break
         self._drain()  # the last jobs
+
+    def _page(self, after: int, size: int) -> list[sqlite3.Row]:
+        """The next page of pending deliveries, read with the settles queued behind a
+        request still queued (the next request takes them): they are of rows at or below
+        `after` and never make a row `skipped`, so nothing this reads depends on them."""
+        self._behind.join()
+        return self._store.pending(self.vendor, after, size)
 
     def _send(self, batch: Sequence[Contact], ids: dict[str, int]) -> bool:
         """Send one batch (splitting it if the vendor refuses it whole); False = stop vendor."""
@@ -291,11 +312,14 @@ class Deliverer:
         crashpoint("before_ack_recorded")
         return self._acknowledged(flight, started)
 
-    def _acknowledged(self, flight: _Flight, results: Sequence[Result]) -> bool:
-        """Record what the vendor answered for one batch (or job); False = stop vendor."""
+    def _acknowledged(
+        self, flight: _Flight, results: Sequence[Result], *, behind: bool = False
+    ) -> bool:
+        """Record what the vendor answered for one batch (or job); False = stop vendor.
+        `behind`: an ended job's, written behind the next batch's request (`_Behind`)."""
         self._refusals = ("", 0)
         flight.write()  # a connector that answered without a request still spent an attempt
-        self._settle(flight.ids, results)
+        self._settle(flight.ids, results, behind=behind)
         unknown = [r for r in results if r.status is Status.UNKNOWN]
         if unknown and self.connector.kind == "trigger":
             self._stop_unknown(len(unknown), unknown[0].reason or "no acknowledgement")
@@ -323,7 +347,7 @@ class Deliverer:
             if isinstance(ended, list):
                 self._open.remove(job)
                 crashpoint("before_ack_recorded")
-                if not self._acknowledged(job.flight, ended):
+                if not self._acknowledged(job.flight, ended, behind=True):
                     return False
         return True
 
@@ -401,10 +425,15 @@ class Deliverer:
             self.out.counts["superseded"] += len(rows)
 
     def _settle(
-        self, ids: dict[str, int], results: Sequence[Result], *, count: bool = True
+        self,
+        ids: dict[str, int],
+        results: Sequence[Result],
+        *,
+        count: bool = True,
+        behind: bool = False,
     ) -> None:
         by_key = {r.key: r for r in results}
-        outcomes = []
+        outcomes: list[Outcome] = []
         for key, did in ids.items():
             result = by_key.get(key)
             if result is None:  # the vendor may have it: a trigger is not sent again unasked
@@ -423,7 +452,10 @@ class Deliverer:
             outcomes.append((did, key, result.status.value, reason, result.ref))
             if count:
                 self.out.counts[result.status.value] += 1
-        self.store.settle(self.vendor, outcomes, self.now(), self.max_attempts)
+        if behind:
+            self._behind.queue(self.vendor, outcomes, self.now(), self.max_attempts)
+        else:
+            self.store.settle(self.vendor, outcomes, self.now(), self.max_attempts)
 
     def _stopped(self, exc: Exception) -> None:
         self.out.stopped = str(exc)
@@ -449,8 +481,11 @@ class _Flight:
 
     def write(self) -> None:
         if not self.marked:
-            self.d.store.mark_in_flight(self.ids.values(), self.d.now())
+            behind = self.d._behind
+            behind.join()
+            self.d._store.mark_in_flight(self.ids.values(), self.d.now())
             self.marked = True
+            behind.start()  # the ended jobs' settles are written while this request is out
 
     def unsent(self, reason: str | None = None) -> None:
         if self.marked:
@@ -464,3 +499,60 @@ class _Flight:
             self.marked = False
         elif count:
             self.d.out.counts["pending"] += len(self.ids)
+
+
+Outcome = tuple[
+    int, str, str, str | None, str | None
+]  # Store.settle's (id, key, status, reason, ref)
+
+
+class _Behind:
+    """The settles of ended async jobs, written on a second thread of the store's
+    connection (as the diff's `Writer` does) while the next batch's request is out: its
+    in-flight mark starts them, and SQLite's page work runs without the GIL while the
+    vendor reads the request. Every other use of the store waits for them and writes those
+    no request took (`Deliverer.store`), so the ledger's order is the one a settle in place
+    would give, but for these outcomes coming after the next batch's mark. A kill before
+    they are written leaves their batches in flight, their jobs recorded, for `resume` to
+    poll again (the `settle_behind` crash point)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.queued: list[tuple[str, list[Outcome], datetime, int]] = []
+        self.thread: Thread | None = None
+        self.error: BaseException | None = None
+
+    def queue(self, vendor: str, outcomes: list[Outcome], now: datetime, attempts: int) -> None:
+        self.queued.append((vendor, outcomes, now, attempts))
+
+    def start(self) -> None:
+        """Write the queued settles on a thread of their own (after `join`)."""
+        if not self.queued:
+            return
+        work, self.queued = self.queued, []
+
+        def settle() -> None:
+            try:
+                crashpoint("settle_behind")
+                for args in work:
+                    self.store.settle(*args)
+            except BaseException as exc:  # raised in the delivery's thread, at `join`
+                self.error = exc
+
+        self.thread = Thread(target=settle, name="syncd-settle", daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        """Until the settles started are written; the error of one that failed is raised."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def wait(self) -> None:
+        """Until every settle queued is written, here if no request took it."""
+        self.join()
+        while self.queued:
+            self.store.settle(*self.queued.pop(0))

@@ -253,6 +253,9 @@ def reachable(vendors: list[str]) -> set[str]:
         points.discard("token_renewed")
     if not {"esputnik", "signalvine"} & set(vendors):
         points.discard("job_recorded")
+    # needs a session to end while more batches wait: the loop's days are a batch or two
+    # (a test of its own below)
+    points.discard("settle_behind")
     return points
 
 
@@ -368,6 +371,53 @@ def test_a_kill_with_several_sessions_open_resumes_each_never_resends(
     assert set(final.values()) == {"sent"}
     assert len(final) == 10
     assert set(sim.state()["sessions"].values()) == {"FINISHED"}  # each session polled
+
+
+def test_a_kill_while_an_ended_session_is_settled_behind_the_next_request_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """Killed as the first ended session's outcomes were to be written beside the next
+    batch's request: the vendor has that session, the ledger says it may (in flight, its
+    session recorded), and the next run polls it instead of posting it again."""
+    from syncd.sample import rows
+    from syncd.sandbox.base import Server
+    from syncd.sandbox.esputnik import ESputnikSim
+    from tests.helpers import World, esputnik_table
+
+    sim = ESputnikSim()
+    with Server(sim) as server:
+        table = esputnik_table(server.url, batch_size=2, open_sessions=2)
+        w = World(tmp_path, {"esputnik": table})
+        w.write(list(rows(10)))
+        env = {**os.environ, "SYNCD_LOG_LEVEL": "WARNING", "SYNCD_CRASH_AT": "settle_behind"}
+        cmd = [*SYNCD, "--config", str(tmp_path / "syncd.toml"), "sync"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        killed = {d["key"]: (d["status"], d["job"]) for d in w.deliveries()}
+        ended = {s for s, status in sim.state()["sessions"].items() if status == "FINISHED"}
+        assert ended  # the vendor acted on at least one session ...
+        assert "sent" not in {s for s, _job in killed.values()}  # ... not yet recorded
+        for status, job in killed.values():  # each session's batch in flight, recorded
+            assert status in ("pending", "in_flight")
+            if job in ended:
+                assert status == "in_flight"
+        assert ended <= {job for _s, job in killed.values()}
+        posted_once = [
+            c["externalCustomerId"]
+            for r in sim.requests("/api/v1/contacts", "POST")
+            for c in r.json()["contacts"]
+        ]
+        in_ended = {k for k, (_s, job) in killed.items() if job in ended}
+        proc = subprocess.run(
+            cmd, env={**env, "SYNCD_CRASH_AT": ""}, capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+        final = {d["key"]: d["status"] for d in w.deliveries()}
+        bodies = [r.json() for r in sim.requests("/api/v1/contacts", "POST")]
+    received = [c["externalCustomerId"] for body in bodies for c in body["contacts"]]
+    assert set(final.values()) == {"sent"} and len(final) == 10
+    again = received[len(posted_once) :]
+    assert not in_ended & set(again)  # an ended session's contacts are never posted again
 
 
 def test_a_kill_after_a_session_is_recorded_keeps_the_contacts_refused_at_post_time_failed(

@@ -95,6 +95,21 @@ def test_a_stale_in_flight_upsert_is_superseded_on_resume_never_sent(tmp_path: P
     assert state == {"K00001": "New", "K00002": "Fresh"}  # what the vendor holds
 
 
+def test_an_upsert_resumed_and_sent_again_in_the_same_run_is_counted_sent_not_pending(
+    tmp_path: Path,
+) -> None:
+    """Put back to pending by resume, then sent by the same run: `sent`, never also `left
+    pending` (which made every run after a crash end with exit 1)."""
+    sim = esputnik.KIT.simulator()
+    with Server(sim) as server:
+        connector = make_connector(esputnik.KIT, server.url, tmp_path, extra="batch_size = 1\n")
+        store = Store.open(tmp_path / "s.db")
+        queue(store, "esputnik", [(esputnik.contact(1), "in_flight", None)])
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        store.close()
+    assert out.counts == {"sent": 1}
+
+
 class Killed(BaseException):
     """SIGKILL, as far as the store can tell: nothing after it runs."""
 
@@ -351,6 +366,68 @@ def test_a_stop_request_leaves_open_sessions_in_flight_and_the_next_run_polls_th
     assert {s for s, _job, _r in got.values()} == {"sent"}
     assert posted(sim) == [f"K{i:05d}" for i in range(10)]  # each contact once
     assert set(sim.state()["sessions"].values()) == {"FINISHED"}
+
+
+def test_an_ended_session_is_settled_behind_the_next_request_and_all_before_the_end(
+    tmp_path: Path,
+) -> None:
+    """An ended session's outcomes wait for the next batch's in-flight mark and are written
+    beside its request (`_Behind`); the next use of the store waits for them."""
+    sim = ESputnikSim()
+    with Server(sim) as server:
+        connector, store, _opened, _clock = sessions(tmp_path, server, "open_sessions = 2\n")
+        start = connector.start
+        before: list[str] = []  # the first contact's status as each batch starts
+        after: list[str] = []  # and once its session is recorded (a use of the store)
+
+        def start_and_look(batch: Sequence[Contact], on_job: OnJob) -> list[Result] | Job:
+            def look(job: str, refused: Sequence[Result] = ()) -> None:
+                on_job(job, refused)
+                after.append(ledger(store)["K00000"][0])
+
+            before.append(ledger(store)["K00000"][0])
+            return start(batch, look)
+
+        connector.start = start_and_look  # type: ignore[method-assign]
+        queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(8)])
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        got = ledger(store)
+        store.close()
+    assert out.counts == {"sent": 8}
+    assert {s for s, _job, _r in got.values()} == {"sent"}
+    # session 1 ended in the round that made room for batch 3 (the window is two), and was
+    # written beside batch 3's request: still in flight as batch 3 started, sent once it went
+    assert before[2] == "in_flight"
+    assert after[2] == "sent"
+    assert posted(sim) == [f"K{i:05d}" for i in range(8)]
+
+
+def test_a_settle_behind_a_request_that_fails_is_raised_and_its_batch_stays_in_flight(
+    tmp_path: Path,
+) -> None:
+    """The store refusing a write on the settle thread fails the delivery as a failed
+    settle in place would: nothing of that session is marked sent, its job stays recorded
+    for `resume`, and the error is the store's."""
+    from syncd.errors import StoreError
+
+    sim = ESputnikSim()
+    with Server(sim) as server:
+        connector, store, _opened, _clock = sessions(tmp_path, server, "open_sessions = 2\n")
+        settle = store.settle
+
+        def full_disk(*args: object, **kwargs: object) -> None:
+            if threading.current_thread() is not threading.main_thread():
+                raise StoreError("the store's disk is full")
+            settle(*args, **kwargs)  # type: ignore[arg-type]
+
+        store.settle = full_disk  # type: ignore[method-assign]
+        queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(8)])
+        with pytest.raises(StoreError, match="disk is full"):
+            Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        got = ledger(store)
+        store.close()
+    assert got["K00000"][0] == "in_flight" and got["K00000"][1] is not None
+    assert "sent" not in {s for s, _job, _r in got.values()}
 
 
 def test_a_batch_refused_whole_amid_open_sessions_is_split_and_each_attempt_counted_once(

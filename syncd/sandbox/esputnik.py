@@ -100,6 +100,10 @@ class Session:
     polls: int = 0
     mapping: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
+    values: frozenset[str] = frozenset()  # its contacts' channel values (fixed at the POST)
+
+    def __post_init__(self) -> None:
+        self.values = frozenset(str(ch.get("value")) for c in self.contacts for ch in c["channels"])
 
 
 class ESputnikSim(Simulator):
@@ -247,9 +251,8 @@ class ESputnikSim(Simulator):
             if s is None:
                 return Response(f"import session {session} not found", 404)
             s.polls += 1
-            values = {str(ch.get("value")) for c in s.contacts for ch in c["channels"]}
-            failed = next((self._fail[v] for v in sorted(values) if v in self._fail), None)
-            ready = s.polls >= self.polls_to_finish and not values & self._stall
+            failed = next((self._fail[v] for v in sorted(s.values & self._fail.keys())), None)
+            ready = s.polls >= self.polls_to_finish and not s.values & self._stall
             if not s.done and ready and failed is None:
                 s.mapping = [self._import(c, s.body) for c in s.contacts]
                 s.done = True
