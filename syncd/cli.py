@@ -481,9 +481,13 @@ def backup(ctx: Ctx, path: Path) -> None:
     from syncd.state import Store
 
     cfg = ctx.cfg
+    _interruptible()
     store = Store.open(cfg.store.path, create=False, migrate=False)
     try:
         store.backup(path)
+    except KeyboardInterrupt:  # Store.backup removed what it wrote, as after a failure
+        click.echo(f"syncd: the backup to {path} was stopped: it left nothing behind", err=True)
+        sys.exit(130)
     finally:
         store.close()
     click.echo(f"backed up {cfg.store.path} to {path}")

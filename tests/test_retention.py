@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -425,3 +426,59 @@ def test_syncd_backup_from_the_command_line(tmp_path: Path, store: Store) -> Non
         assert copy.scalar("SELECT count(*) FROM runs") == 1
     finally:
         copy.close()
+
+
+# `syncd …` (argv after the point) that gets SIGTERM as the backup's page copy ends
+# (`copied`: the copy's first statement after it) or once its copy is linked to PATH
+BACKUP_SIGNALLED = """
+import os, signal, sqlite3, sys
+point, real_connect, real_link = sys.argv.pop(1), sqlite3.connect, os.link
+class Copy(sqlite3.Connection):
+    def execute(self, sql, *args):
+        if point == "copied" and sql.startswith("PRAGMA journal_mode"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().execute(sql, *args)
+def connect(path, *args, **kw):
+    return real_connect(path, *args, **kw, **({"factory": Copy} if str(path).endswith(".tmp") else {}))
+def link(src, dst):
+    real_link(src, dst)
+    if point == "linked":
+        os.kill(os.getpid(), signal.SIGTERM)
+sqlite3.connect, os.link = connect, link
+from syncd.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("point", ["copied", "linked"])
+def test_a_backup_stopped_by_sigterm_leaves_nothing_behind_and_says_so(
+    tmp_path: Path, store: Store, point: str
+) -> None:
+    """`systemd-run` (a backup timer's) stopping `syncd backup` killed it at once, leaving
+    its hidden temporary copy, a whole store's size, in the backup folder every time; once
+    linked, a PATH the command never said it made. SIGTERM takes the path a failed backup
+    takes: nothing is left, and it says it was stopped (exit 130, as an interrupted sync)."""
+    config = retention_config(tmp_path)
+    add_run(store, "pull", RECENT)
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    dest = folder / "syncd-copy.db"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BACKUP_SIGNALLED,
+            point,
+            "--config",
+            str(config),
+            "backup",
+            str(dest),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 130, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stderr.startswith(f"syncd: the backup to {dest} was stopped"), proc.stderr
+    assert "Traceback" not in proc.stderr and not proc.stdout
+    assert sorted(os.listdir(folder)) == []

@@ -840,11 +840,15 @@ class Store:
         replace a file that appeared meanwhile. It is one self-contained file (rollback
         journal: no -wal or -shm to carry along; syncd turns WAL on again when it opens it),
         readable by its owner only.
+
+        Whatever ends it before it is done — a fault, or KeyboardInterrupt (Ctrl-C, the
+        CLI's SIGTERM) — leaves neither the temporary file nor `dest`. A signal during the
+        page copy is acted on once the copy's one step returns.
         """
         exists = SyncdError(f"{dest} exists", hint="name a new file: a backup never replaces one")
         if os.path.lexists(dest):
             raise exists
-        tmp = None
+        tmp, done = None, False
         try:
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
             os.close(fd)
@@ -863,6 +867,7 @@ class Store:
                 os.fsync(folder)  # the new name is on disk
             finally:
                 os.close(folder)
+            done = True
         except FileExistsError:
             raise exists from None
         except (OSError, sqlite3.Error) as exc:
@@ -872,7 +877,11 @@ class Store:
             ) from exc
         finally:
             # the copy's rollback journal too: a backup that failed mid-write (a full disk)
-            # leaves it beside the temporary file
-            for leftover in (tmp, f"{tmp}-journal") if tmp else ():
+            # leaves it beside the temporary file; and `dest`, if it is the copy's other name
+            leftovers = [tmp, f"{tmp}-journal"] if tmp else []
+            with suppress(OSError):
+                if tmp and not done and os.path.samefile(tmp, dest):
+                    leftovers.append(str(dest))
+            for leftover in leftovers:
                 with suppress(FileNotFoundError):
                     os.unlink(leftover)
