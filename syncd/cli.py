@@ -16,9 +16,10 @@ import json
 import os
 import signal
 import sys
+import threading
 import tomllib
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -136,6 +137,23 @@ def _interruptible() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+@contextmanager
+def _stoppable() -> Iterator[threading.Event]:
+    """For work that checks a stop between its steps (`Store.prune`, as the daemon's
+    jobs): SIGTERM and Ctrl-C set the event it checks, instead of interrupting it
+    wherever it is; the handlers before are restored after."""
+    stop = threading.Event()
+    before = {
+        signum: signal.signal(signum, lambda _signum, _frame: stop.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield stop
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def _display() -> Display | None:
@@ -430,18 +448,29 @@ def prune(ctx: Ctx, dry_run: bool) -> None:
     from syncd.pipeline import opened
 
     cfg, keep = ctx.cfg, ctx.cfg.store
-    with opened(cfg, lock=not dry_run, create=False) as store:
+    with _stoppable() as stop, opened(cfg, lock=not dry_run, create=False) as store:
         n = store.prune(
             SYSTEM.now(),
             runs_days=keep.keep_runs_days,
             payload_days=keep.keep_payload_days,
             dry_run=dry_run,
+            stop=stop,
         )
-    click.echo(
-        f"{'would prune' if dry_run else 'pruned'}: {n['runs']} runs, {n['quarantine']} "
-        f"quarantined rows, {n['payloads']} delivery payloads (keep_runs_days = "
-        f"{keep.keep_runs_days}, keep_payload_days = {keep.keep_payload_days}; 0 keeps all)"
+    verb = "would prune" if dry_run else "pruned"
+    counts = (
+        f"{n['runs']} runs, {n['quarantine']} quarantined rows, {n['payloads']} delivery payloads"
     )
+    kept = (
+        f"(keep_runs_days = {keep.keep_runs_days}, keep_payload_days = "
+        f"{keep.keep_payload_days}; 0 keeps all)"
+    )
+    if stop.is_set():  # exit 130, as an interrupted sync
+        rest = "counts" if dry_run else "removes"
+        click.echo(
+            f"stopped: {verb} {counts} before the stop; the next prune {rest} the rest {kept}"
+        )
+        sys.exit(130)
+    click.echo(f"{verb}: {counts} {kept}")
 
 
 @cli.command()
@@ -452,9 +481,13 @@ def backup(ctx: Ctx, path: Path) -> None:
     from syncd.state import Store
 
     cfg = ctx.cfg
+    _interruptible()
     store = Store.open(cfg.store.path, create=False, migrate=False)
     try:
         store.backup(path)
+    except KeyboardInterrupt:  # Store.backup removed what it wrote, as after a failure
+        click.echo(f"syncd: the backup to {path} was stopped: it left nothing behind", err=True)
+        sys.exit(130)
     finally:
         store.close()
     click.echo(f"backed up {cfg.store.path} to {path}")

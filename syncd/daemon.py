@@ -269,7 +269,8 @@ class Daemon:
             self.prune(cfg)  # after any reconcile that finished, failed deliveries or not
 
     def prune(self, cfg: Config) -> None:
-        """[store] retention; a failure is logged and waits for the next reconcile."""
+        """[store] retention; a failure is logged and waits for the next reconcile, and so
+        does what a stop (SIGTERM) leaves: it ends the prune after the batch in progress."""
         try:
             store = Store.open(cfg.store.path)
             try:
@@ -277,13 +278,20 @@ class Daemon:
                     self.clock.now(),
                     runs_days=cfg.store.keep_runs_days,
                     payload_days=cfg.store.keep_payload_days,
+                    stop=self.stop,
                 )
             finally:
                 store.close()
         except SyncdError as exc:
             log.error("prune failed", error=str(exc))
             return
-        log.info("pruned", **gone)
+        if self.stop.is_set():
+            log.info(
+                "prune stopped between batches by the stop request; the next removes the rest",
+                **gone,
+            )
+        else:
+            log.info("pruned", **gone)
 
     def pull_job(self) -> None:
         cfg = self.cfg

@@ -21,16 +21,30 @@ DELIVERY_COLUMNS = (
     "id, run_id, kind, status, attempts, reason, vendor_ref, job, created_at, updated_at, sent_at"
 )
 ANSWER_FLAGS = ("boolean", "is_nps", "is_ces", "is_csat", "is_score")
-# one contact's acknowledgements: vendor_state's key is (vendor, key), so the vendors it
-# holds are found first, one index probe each, and the contact by (vendor, key); `WHERE key
-# = ?` alone reads every contact's row of every vendor
-STATES = """
+
+
+def _vendors(table: str) -> str:
+    """`v`, the vendors `table` holds, one probe each of its index that leads with vendor:
+    a table keyed (vendor, key, ...) is then searched for one contact by `vendor IN (SELECT
+    vendor FROM v) AND key = ?`, where `key = ?` alone reads every row of every vendor."""
+    return f"""
     WITH RECURSIVE v(vendor) AS (
-        SELECT min(vendor) FROM vendor_state
+        SELECT min(vendor) FROM {table}
         UNION ALL
-        SELECT (SELECT min(vendor) FROM vendor_state WHERE vendor > v.vendor)
-        FROM v WHERE v.vendor IS NOT NULL)
+        SELECT (SELECT min(vendor) FROM {table} WHERE vendor > v.vendor)
+        FROM v WHERE v.vendor IS NOT NULL)"""
+
+
+# one contact's acknowledgements: vendor_state's key is (vendor, key)
+STATES = f"""{_vendors("vendor_state")}
     SELECT * FROM vendor_state WHERE vendor IN (SELECT vendor FROM v) AND key = ?"""
+# one contact's responses, through responses_key (vendor, key, answered_at); a response
+# pulled before the contact was known has no key: its email still ties it
+# (responses_unmatched_email)
+RESPONSES = f"""{_vendors("responses")}
+    SELECT vendor, response_id, campaign, language, surveyed_at, answered_at FROM responses
+    WHERE vendor IN (SELECT vendor FROM v) AND key = ? OR (key IS NULL AND email = ?)
+    ORDER BY answered_at, response_id"""
 
 
 def collect(cfg: Config, who: str) -> dict[str, Any]:
@@ -113,12 +127,7 @@ def _collect(store: Store, key: str, configured: list[str]) -> dict[str, Any]:
     email = contact["email"] if contact else None
     phone = contact["phone"] if contact else None
     responses = []
-    # a response pulled before the contact was known has no key: its email still ties it
-    for r in store.query(
-        "SELECT vendor, response_id, campaign, language, surveyed_at, answered_at FROM responses "
-        "WHERE key = ? OR (key IS NULL AND email = ?) ORDER BY answered_at, response_id",
-        (key, email),
-    ):
+    for r in store.query(RESPONSES, (key, email)):
         response = dict(r)
         response["answers"] = [
             _answer(dict(a))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +19,9 @@ from click.testing import CliRunner
 from sqlite_utils import Database
 
 import syncd.state
+from syncd import log as logmod
 from syncd.cli import cli
+from syncd.clock import SystemClock
 from syncd.daemon import Daemon
 from syncd.errors import SyncdError
 from syncd.pipeline import RunReport
@@ -145,6 +151,117 @@ def test_prune_changes_a_bounded_number_of_rows_per_transaction(
     per_commit = [b - a for a, b in zip([start, *changes], changes, strict=False)]
     assert sum(per_commit) == 10
     assert max(per_commit) == 2
+
+
+def old_payloads(store: Store, n: int) -> None:
+    """`n` sent deliveries whose payloads retention lets go (100 days old, now)."""
+    long_ago = iso(datetime.now(UTC) - timedelta(days=100))
+    run = add_run(store, "reconcile", long_ago)
+    for i in range(n):
+        add_delivery(store, run, "sent", long_ago, key=str(i))
+    add_run(store, "reconcile", iso(datetime.now(UTC)))
+
+
+def payloads_left(store: Store) -> int:
+    return int(store.scalar("SELECT count(*) FROM deliveries WHERE payload IS NOT NULL"))
+
+
+def test_a_stop_request_ends_a_prune_between_batches_keeping_what_was_committed(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop (the daemon's SIGTERM, `syncd prune`'s) is looked at before each batch, as
+    the diff looks at it between blocks: the batches committed stay, nothing more is
+    changed, and the counts say what went; the next prune does the rest."""
+    monkeypatch.setattr(syncd.state, "PRUNE_BATCH", 2)
+    old_payloads(store, 5)
+    stop = threading.Event()
+    store.conn.set_trace_callback(lambda sql: stop.set() if sql == "COMMIT" else None)
+    gone = store.prune(datetime.now(UTC), runs_days=90, payload_days=30, stop=stop)
+    store.conn.set_trace_callback(None)
+    assert gone == {"payloads": 2, "quarantine": 0, "runs": 0}
+    assert payloads_left(store) == 3
+    assert store.prune(datetime.now(UTC), runs_days=90, payload_days=30)["payloads"] == 3
+
+
+def retention_config(folder: Path) -> Path:
+    (folder / "m.toml").write_text('[fields]\nemail = "Email"\n')
+    config = folder / "syncd.toml"
+    config.write_text(
+        '[source]\npath = "x.csv"\nkey = "id"\n[store]\npath = "syncd.db"\n'
+        '[vendors.esputnik]\nbase_url = "http://127.0.0.1:9"\napi_key = "k"\nmapping = "m.toml"\n'
+    )
+    return config
+
+
+# `syncd …` (argv after the signal's name) whose first prune batch of 2 rows signals it
+PRUNE_SIGNALLED = """
+import contextlib, os, signal, sys
+import syncd.state as state
+state.PRUNE_BATCH = 2
+signum, real, commits = getattr(signal, sys.argv.pop(1)), state.Store.write, []
+@contextlib.contextmanager
+def write(self, **kw):
+    with real(self, **kw) as c:
+        yield c
+    commits.append(1)
+    if len(commits) == 1:
+        os.kill(os.getpid(), signum)
+state.Store.write = write
+from syncd.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_syncd_prune_stopped_between_batches_says_what_it_removed(
+    tmp_path: Path, store: Store, signum: str
+) -> None:
+    """SIGTERM (`systemd-run`'s stop, a timer's timeout) killed `syncd prune` with nothing
+    said, and Ctrl-C ended it with a bare exit 130: how much of a long prune of a large
+    store went, nobody knew. It now stops between batches, keeps what was committed, says
+    how much that was, and exits 130 as an interrupted sync does."""
+    config = retention_config(tmp_path)
+    old_payloads(store, 5)
+    proc = subprocess.run(
+        [sys.executable, "-c", PRUNE_SIGNALLED, signum, "--config", str(config), "prune"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 130, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout.startswith(
+        "stopped: pruned 0 runs, 0 quarantined rows, 2 delivery payloads before the stop; "
+        "the next prune removes the rest (keep_runs_days = 90"
+    ), proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert payloads_left(store) == 3
+
+
+def test_systemctl_stop_during_the_daemons_prune_ends_it_after_the_batch_in_progress(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service prunes after a reconcile; `systemctl stop` then waited for the whole
+    prune (a first prune of a year-old store: millions of payloads) and could outlast
+    TimeoutStopSec. The daemon's stop ends it after the batch in progress."""
+    config = retention_config(tmp_path)
+    old_payloads(store, 5)
+    monkeypatch.setattr(syncd.state, "PRUNE_BATCH", 2)
+    daemon = Daemon(config, clock=SystemClock())  # its own stop event, not the process's
+    real_write = Store.write
+
+    @contextmanager
+    def write(self: Store, **kw: bool) -> Iterator[sqlite3.Connection]:
+        with real_write(self, **kw) as c:
+            yield c
+        daemon.stop.set()  # SIGTERM comes while the first batch commits
+
+    monkeypatch.setattr(Store, "write", write)
+    out = io.StringIO()
+    logmod.configure(level="INFO", json=True, stream=out)
+    daemon.prune(daemon.cfg)
+    assert payloads_left(store) == 3
+    (line,) = [json.loads(x) for x in out.getvalue().splitlines() if "prune" in x]
+    assert line["event"].startswith("prune stopped") and line["payloads"] == 2, line
 
 
 def test_the_retention_migration_keeps_an_old_store_and_is_instant(tmp_path: Path) -> None:
@@ -309,3 +426,59 @@ def test_syncd_backup_from_the_command_line(tmp_path: Path, store: Store) -> Non
         assert copy.scalar("SELECT count(*) FROM runs") == 1
     finally:
         copy.close()
+
+
+# `syncd …` (argv after the point) that gets SIGTERM as the backup's page copy ends
+# (`copied`: the copy's first statement after it) or once its copy is linked to PATH
+BACKUP_SIGNALLED = """
+import os, signal, sqlite3, sys
+point, real_connect, real_link = sys.argv.pop(1), sqlite3.connect, os.link
+class Copy(sqlite3.Connection):
+    def execute(self, sql, *args):
+        if point == "copied" and sql.startswith("PRAGMA journal_mode"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().execute(sql, *args)
+def connect(path, *args, **kw):
+    return real_connect(path, *args, **kw, **({"factory": Copy} if str(path).endswith(".tmp") else {}))
+def link(src, dst):
+    real_link(src, dst)
+    if point == "linked":
+        os.kill(os.getpid(), signal.SIGTERM)
+sqlite3.connect, os.link = connect, link
+from syncd.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("point", ["copied", "linked"])
+def test_a_backup_stopped_by_sigterm_leaves_nothing_behind_and_says_so(
+    tmp_path: Path, store: Store, point: str
+) -> None:
+    """`systemd-run` (a backup timer's) stopping `syncd backup` killed it at once, leaving
+    its hidden temporary copy, a whole store's size, in the backup folder every time; once
+    linked, a PATH the command never said it made. SIGTERM takes the path a failed backup
+    takes: nothing is left, and it says it was stopped (exit 130, as an interrupted sync)."""
+    config = retention_config(tmp_path)
+    add_run(store, "pull", RECENT)
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    dest = folder / "syncd-copy.db"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BACKUP_SIGNALLED,
+            point,
+            "--config",
+            str(config),
+            "backup",
+            str(dest),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 130, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stderr.startswith(f"syncd: the backup to {dest} was stopped"), proc.stderr
+    assert "Traceback" not in proc.stderr and not proc.stdout
+    assert sorted(os.listdir(folder)) == []

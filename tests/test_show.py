@@ -5,6 +5,8 @@ skips it causes; by key and by email, `--json` against its schema, and the refus
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 import subprocess
 import sys
 from importlib.resources import files
@@ -14,6 +16,8 @@ from typing import Any
 import jsonschema
 import pytest
 
+from syncd import show
+from syncd.config import load
 from syncd.demo import demo_rows
 from syncd.pipeline import opened
 from syncd.project import normalise_email
@@ -22,6 +26,7 @@ from syncd.sample import write_export
 from syncd.sandbox import Stack
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.sandbox.hellocustomer import HelloCustomerSim
+from syncd.state import Store
 from tests.test_all_vendors import Fleet
 
 SYNCD = [sys.executable, "-m", "syncd.cli"]
@@ -175,3 +180,48 @@ def test_show_never_creates_a_store(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"syncd: there is no store at {tmp_path / 'syncd.db'}")
     assert not (tmp_path / "syncd.db").exists()
+
+
+# the tables that grow with every night's history: a lookup of one contact must not read them
+HISTORY = ("quarantine", "responses", "answers", "nps", "unsubscribes", "deliveries", "runs")
+
+
+def test_show_reads_one_contacts_history_through_indexes(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`syncd show` answers a support question about one contact: it must cost that
+    contact's rows, not a scan of the quarantine every reconcile adds to (90 days of a bad
+    export's rows) or of every survey response. Each statement it runs — by key, and by
+    email (which first looks for a key only ever quarantined) — is explained on the store
+    its migrations built (no ANALYZE, as on an operator's store): no SCAN of a table that
+    grows with history, nor of a whole index of one."""
+    statements: list[str] = []
+    real_open = Store.open
+
+    def traced_open(cls: type[Store], path: Path, **kw: object) -> Store:
+        store = real_open(path, **kw)  # type: ignore[arg-type]
+        store.conn.set_trace_callback(statements.append)
+        return store
+
+    cfg = load(config)
+    monkeypatch.setattr(Store, "open", classmethod(traced_open))
+    story = show.collect(cfg, UNSUBSCRIBED)
+    assert story["quarantine"] and story["responses"] and story["unsubscribes"]
+    email = show.collect(cfg, "CRM-0000002")["contact"]["email"]
+    assert show.collect(cfg, email)["key"] == "CRM-0000002"
+    reads = [s for s in statements if re.match(r"\s*(SELECT|WITH)\b", s, re.I)]
+    read = " ".join(reads)
+    assert all(f"FROM {table}" in read for table in ("quarantine", "responses", "answers"))
+    conn = sqlite3.connect(f"file:{cfg.store.path}?mode=ro", uri=True)
+    try:
+        scans = {
+            " ".join(sql.split())[:160]: [
+                row[3]
+                for row in conn.execute("EXPLAIN QUERY PLAN " + sql)
+                if re.match(rf"SCAN ({'|'.join(HISTORY)})\b", row[3])
+            ]
+            for sql in reads
+        }
+    finally:
+        conn.close()
+    assert {sql: plan for sql, plan in scans.items() if plan} == {}

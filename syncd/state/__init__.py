@@ -742,10 +742,18 @@ class Store:
 
     # --- retention and backup ---------------------------------------------------------
     def prune(
-        self, now: datetime, *, runs_days: int, payload_days: int, dry_run: bool = False
+        self,
+        now: datetime,
+        *,
+        runs_days: int,
+        payload_days: int,
+        dry_run: bool = False,
+        stop: threading.Event | None = None,
     ) -> dict[str, int]:
         """Let go of what retention allows (0 days keeps everything); return how many rows
-        of each kind went, or would go with `dry_run`.
+        of each kind went, or would go with `dry_run`. `stop` (SIGTERM) is looked at before
+        each transaction, as the diff looks at it between blocks: once it is set nothing
+        more changes, and the counts are those of the batches committed.
 
         - `payloads`: a closed delivery (sent, superseded, skipped) last changed more than
           `payload_days` ago keeps its row, status and hash; its payload becomes NULL. An
@@ -763,6 +771,7 @@ class Store:
                 "UPDATE deliveries SET payload = NULL",
                 {"cutoff": iso(now - timedelta(days=payload_days))},
                 dry_run,
+                stop,
             )
         if runs_days:
             old = {
@@ -777,6 +786,7 @@ class Store:
                 "DELETE FROM quarantine",
                 old,
                 dry_run,
+                stop,
             )
             gone["runs"] = self._prune(
                 "SELECT id FROM runs r WHERE id > :after AND started_at < :cutoff "
@@ -785,16 +795,26 @@ class Store:
                 "DELETE FROM runs",
                 old,
                 dry_run,
+                stop,
             )
         return gone
 
-    def _prune(self, select: str, change: str, params: dict[str, Any], dry_run: bool) -> int:
+    def _prune(
+        self,
+        select: str,
+        change: str,
+        params: dict[str, Any],
+        dry_run: bool,
+        stop: threading.Event | None,
+    ) -> int:
         """Apply `change` to the rows `select` finds (by id, from `:after` on), at most
-        `PRUNE_BATCH` of them a transaction; or only count them."""
+        `PRUNE_BATCH` of them a transaction, until `stop` is set; or only count them."""
+        if stop is not None and stop.is_set():
+            return 0
         if dry_run:
             return int(self.query(f"SELECT count(*) FROM ({select})", {**params, "after": 0})[0][0])
         done, after = 0, 0
-        while True:
+        while stop is None or not stop.is_set():
             with self.write() as c:
                 batch = f"{select} ORDER BY id LIMIT {PRUNE_BATCH}"
                 ids = [r[0] for r in c.execute(batch, {**params, "after": after})]
@@ -804,8 +824,9 @@ class Store:
                     )
             done += len(ids)
             if len(ids) < PRUNE_BATCH:
-                return done
+                break
             after = ids[-1]
+        return done
 
     def backup(self, dest: Path) -> None:
         """Copy the store to `dest`, a new file, consistently while others write.
@@ -819,11 +840,15 @@ class Store:
         replace a file that appeared meanwhile. It is one self-contained file (rollback
         journal: no -wal or -shm to carry along; syncd turns WAL on again when it opens it),
         readable by its owner only.
+
+        Whatever ends it before it is done — a fault, or KeyboardInterrupt (Ctrl-C, the
+        CLI's SIGTERM) — leaves neither the temporary file nor `dest`. A signal during the
+        page copy is acted on once the copy's one step returns.
         """
         exists = SyncdError(f"{dest} exists", hint="name a new file: a backup never replaces one")
         if os.path.lexists(dest):
             raise exists
-        tmp = None
+        tmp, done = None, False
         try:
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
             os.close(fd)
@@ -842,6 +867,7 @@ class Store:
                 os.fsync(folder)  # the new name is on disk
             finally:
                 os.close(folder)
+            done = True
         except FileExistsError:
             raise exists from None
         except (OSError, sqlite3.Error) as exc:
@@ -851,7 +877,11 @@ class Store:
             ) from exc
         finally:
             # the copy's rollback journal too: a backup that failed mid-write (a full disk)
-            # leaves it beside the temporary file
-            for leftover in (tmp, f"{tmp}-journal") if tmp else ():
+            # leaves it beside the temporary file; and `dest`, if it is the copy's other name
+            leftovers = [tmp, f"{tmp}-journal"] if tmp else []
+            with suppress(OSError):
+                if tmp and not done and os.path.samefile(tmp, dest):
+                    leftovers.append(str(dest))
+            for leftover in leftovers:
                 with suppress(FileNotFoundError):
                     os.unlink(leftover)

@@ -682,3 +682,22 @@ def m018_pulled_times_as_the_store_writes_them(db: Database) -> None:
                 f"UPDATE {table} SET {column} = coalesce({utc.format(column)}, {column}) "
                 f"WHERE {column} IS NOT NULL AND {column} IS NOT {utc.format(column)}"
             )
+
+
+@migration
+def m019_show_indexes(db: Database) -> None:
+    """`syncd show KEY|EMAIL` reads one contact's quarantined rows and survey responses
+    through indexes; both were whole-table scans, the quarantine growing by a bad export's
+    rows at every reconcile. Responses by key already have `responses_key` (vendor, key,
+    ...), which the query reaches vendor by vendor; what was left:
+
+    - `quarantine_key`: a contact's quarantined rows, and whether a key was ever quarantined.
+    - `responses_unmatched_email`: the responses pulled before their contact was known (no
+      key), by email; partial, so it holds only those.
+    """
+    db.executescript(
+        """
+        CREATE INDEX quarantine_key ON quarantine(key);
+        CREATE INDEX responses_unmatched_email ON responses(email) WHERE key IS NULL;
+        """
+    )
