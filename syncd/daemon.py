@@ -70,7 +70,10 @@ class Daemon:
             # migrate before READY, and keep this connection until exit: SQLite keeps -wal
             # and -shm while one is open, and read-only analysts cannot create them
             keeper = Store.open(self.cfg.store.path)
-            if names := unbaselined(self.cfg.store.path, self.cfg.vendors):
+            # a first sync cut short (killed between its pieces) is undone by the next run
+            # before anything else: that store is as empty as it was
+            cut = keeper.unfinished_first_sync() is not None
+            if not cut and (names := unbaselined(self.cfg.store.path, self.cfg.vendors)):
                 raise ConfigError(
                     f"not started: {_have(names)} acknowledged none of the contacts the store "
                     f"{self.cfg.store.path} knows: the next reconcile would survey every one",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import syncd.diff
 from syncd import log as logmod
 from syncd.cli import main
 from syncd.clock import SYSTEM, SystemClock
@@ -24,6 +25,7 @@ from syncd.daemon import Daemon
 from syncd.errors import ConfigError
 from syncd.lock import InstanceLock
 from syncd.sample import rows
+from syncd.state import Store
 from tests.memory import MemoryWorld, Remote, memory_vendors
 
 N = 5
@@ -133,6 +135,39 @@ def test_the_service_starts_with_a_trigger_vendor_on_an_empty_store(
     world = installed(tmp_path, remotes, "mem", "survey")
     assert start(world) == 0
     assert (world.folder / "syncd.db").exists()
+
+
+class Killed(BaseException):
+    """syncd killed at a crash point (SIGKILL: nothing of it runs after)."""
+
+
+def test_the_service_starts_after_a_first_sync_killed_between_its_pieces(
+    tmp_path: Path, remotes: dict[str, Remote], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its contacts are in the store, and no vendor acknowledged any: the next run undoes
+    them before anything else, so the store is empty as far as a survey goes. Refused, the
+    service would not come back after a power cut during its first sync."""
+    world = installed(tmp_path, remotes, "mem", "survey")
+
+    def crashpoint(name: str) -> None:
+        if name == "diff_piece_committed":
+            raise Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(syncd.diff, "PIECE", 2)
+        patched.setattr(syncd.diff, "CHUNK", 2)
+        patched.setattr(syncd.diff, "crashpoint", crashpoint)
+        patched.setattr(Store, "undo_first_sync", lambda _store: {})  # a kill undoes nothing
+        with pytest.raises(Killed):
+            world.sync()
+    store = world.store()
+    try:
+        assert store.unfinished_first_sync() and store.scalar("SELECT count(*) FROM contacts")
+    finally:
+        store.close()
+    assert start(world) == 0
+    assert world.sync().exit_code == 0  # the first sync again, whole: everyone is new
+    assert len(remotes["survey"].keys()) == N
 
 
 def test_the_service_starts_with_an_upsert_vendor_new_to_a_known_store(
