@@ -387,6 +387,63 @@ def retry(ctx: Ctx, vendors: tuple[str, ...], dead: bool, unknown: bool) -> None
 
 @cli.command()
 @click.option(
+    "--vendor",
+    "vendors",
+    multiple=True,
+    required=True,
+    metavar="V",
+    help="a vendor no longer in the config (repeatable)",
+)
+@click.option(
+    "--unknown",
+    is_flag=True,
+    help="also withdraw triggers whose outcome is unknown, and deliveries in flight",
+)
+@click.option("--dry-run", is_flag=True, help="count what would be withdrawn; change nothing")
+@pass_ctx
+def withdraw(ctx: Ctx, vendors: tuple[str, ...], unknown: bool, dry_run: bool) -> None:
+    """Close the open deliveries of vendors removed from the config: never sent again."""
+    from syncd.errors import ConfigError
+    from syncd.pipeline import opened
+    from syncd.state import OPEN_STATUSES, WITHDRAWN
+
+    cfg = ctx.cfg
+    for name in vendors:  # every name is checked before anything is done
+        if name in cfg.vendors:
+            raise ConfigError(
+                f"{name} is in the config: `syncd withdraw` closes the open deliveries of a "
+                "vendor removed from it",
+                file=str(cfg.path),
+                hint=f"to stop sending to {name}, remove [vendors.{name}] and reload or restart "
+                f"the service first; `syncd retry --vendor {name}` re-sends its failed deliveries",
+            )
+    # the vendor may have these: added back, it would be sent them again
+    maybe = () if unknown else ("in_flight", "unknown")
+    statuses = [s for s in OPEN_STATUSES if s not in maybe]
+    with opened(cfg, lock=not dry_run, create=False) as store:
+        backlog = store.backlog()
+        for name in dict.fromkeys(vendors):
+            counts = backlog.get(name, {})
+            going, kept = (
+                ", ".join(f"{counts[s]} {s}" for s in of if counts.get(s))
+                for of in (statuses, maybe)
+            )
+            if going and not dry_run:
+                store.withdraw_vendor(name, statuses, SYSTEM.now())
+            if going:
+                done = "would withdraw" if dry_run else "withdrew"
+                click.echo(f"{name}: {done} {going} (superseded: {WITHDRAWN})")
+            if kept:
+                click.echo(
+                    f"{name}: left open {kept}: the vendor may have them, and added back it "
+                    "would be sent them again; `--unknown` withdraws them too"
+                )
+            if not counts:
+                click.echo(f"{name}: no open deliveries")
+
+
+@cli.command()
+@click.option(
     "--datasette",
     "database",
     metavar="NAME",

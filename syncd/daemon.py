@@ -7,13 +7,16 @@
   scheduler's loop hangs, the pings stop and systemd restarts the service.
 - SIGTERM/SIGINT: stop taking jobs, let the request in flight finish, record what was
   acknowledged, exit 0. SIGHUP: re-read the config; keep the old one if the new one is bad.
+- A trigger vendor that has acknowledged no contact of a store that knows some
+  (`unbaselined`) stops the start (exit 2: systemd does not restart it) and is refused by a
+  reload: its next reconcile would survey everyone, which only the operator may ask for.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TypeVar
@@ -27,7 +30,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from syncd import log as logmod
 from syncd.clock import SYSTEM, SystemClock
 from syncd.config import Config, load
-from syncd.errors import StopRequested, SyncdError
+from syncd.errors import ConfigError, StopRequested, SyncdError
 from syncd.lock import InstanceLock
 from syncd.metrics import MetricsServer, StoreCollector
 from syncd.notify import notify, watchdog_interval
@@ -67,6 +70,16 @@ class Daemon:
             # migrate before READY, and keep this connection until exit: SQLite keeps -wal
             # and -shm while one is open, and read-only analysts cannot create them
             keeper = Store.open(self.cfg.store.path)
+            # a first sync cut short (killed between its pieces) is undone by the next run
+            # before anything else: that store is as empty as it was
+            cut = keeper.unfinished_first_sync() is not None
+            if not cut and (names := unbaselined(self.cfg.store.path, self.cfg.vendors)):
+                raise ConfigError(
+                    f"not started: {_have(names)} acknowledged none of the contacts the store "
+                    f"{self.cfg.store.path} knows: the next reconcile would survey every one",
+                    file=str(self.config_path),
+                    hint=baseline_hint(names) + "; then start the service",
+                )
             if self.cfg.metrics.listen:
                 collector = StoreCollector(self.cfg.store.path, lambda: self.cfg.vendors)
                 metrics = MetricsServer(self.cfg.metrics.listen, collector)
@@ -181,19 +194,19 @@ class Daemon:
             log.error("config reload: [store] path cannot change while running; restart instead")
             return
         try:
-            unbaselined = self._unbaselined(cfg)
+            added = unbaselined(
+                cfg.store.path, [n for n in cfg.vendors if n not in self.cfg.vendors]
+            )
         except SyncdError as exc:  # the store could not be read: nothing tells it is safe
             log.error("config reload failed; keeping the running config", error=str(exc))
             return
-        if unbaselined:
-            names = ", ".join(unbaselined)
+        if added:
+            names = ", ".join(added)
             log.error(
                 "config reload refused; keeping the running config: a trigger vendor new to "
                 "this store would survey every known contact at the next reconcile",
                 vendors=names,
-                hint="stop the service, run `syncd sync --baseline --vendor "
-                f"{unbaselined[0]}` (README: first run with a trigger vendor) and start it; "
-                "to survey every contact, restart it instead",
+                hint=f"stop the service; {baseline_hint(added)}; then start it",
             )
             notify(f"STATUS=config reload refused: {names} would survey every known contact")
             return
@@ -205,32 +218,6 @@ class Daemon:
             self._schedule_jobs(self.scheduler)
         log.info("config reloaded", config=str(self.config_path))
         notify(f"STATUS=config reloaded; next reconcile {self._next('reconcile')}")
-
-    def _unbaselined(self, cfg: Config) -> list[str]:
-        """The trigger vendors `cfg` adds to the running config that have acknowledged no
-        contact of a store that has some: the next reconcile would send each of them every
-        contact (every send reaches a person), and `syncd sync --baseline`, which records
-        them as acknowledged instead, cannot run beside the service (the lock)."""
-        from syncd.vendors import REGISTRY
-
-        added = [
-            name
-            for name in cfg.vendors
-            if name not in self.cfg.vendors and REGISTRY[name].kind == "trigger"
-        ]
-        if not added:
-            return []
-        store = Store.open(self.cfg.store.path, create=False, migrate=False)
-        try:
-            if not store.scalar("SELECT 1 FROM contacts LIMIT 1"):
-                return []  # a first sync: every contact is new to every vendor anyway
-            return [
-                name
-                for name in added
-                if not store.scalar("SELECT 1 FROM vendor_state WHERE vendor = ? LIMIT 1", (name,))
-            ]
-        finally:
-            store.close()
 
     # --- jobs (all on the one worker thread) -----------------------------------------
     def _job(self, kind: str, work: Callable[[Store], R]) -> R | None:
@@ -308,6 +295,49 @@ class Daemon:
             log.info("new export settled; reconciling now", export=str(path))
             self.reconcile_job()
             self.last_export = signature
+
+
+def unbaselined(store_path: Path, among: Iterable[str]) -> list[str]:
+    """The trigger vendors among `among` that have acknowledged no contact of the store at
+    `store_path` (an existing one) when it has some: the next reconcile would send each of
+    them every contact, and every send reaches a person. `syncd run` does not start with
+    one, and a reload does not add one: the service never surveys a whole known store on its
+    own, and `syncd sync --baseline`, which records the contacts as acknowledged instead,
+    cannot run beside it (the lock). An empty store is a first sync: every contact is new to
+    every vendor anyway."""
+    from syncd.vendors import REGISTRY
+
+    triggers = [name for name in among if REGISTRY[name].kind == "trigger"]
+    if not triggers:
+        return []
+    store = Store.open(store_path, create=False, migrate=False)
+    try:
+        if not store.scalar("SELECT 1 FROM contacts LIMIT 1"):
+            return []
+        return [
+            name
+            for name in triggers
+            if not store.scalar("SELECT 1 FROM vendor_state WHERE vendor = ? LIMIT 1", (name,))
+        ]
+    finally:
+        store.close()
+
+
+def baseline_hint(names: Sequence[str]) -> str:
+    """What to do, with the service stopped, about the `unbaselined` vendors `names`."""
+    only = " ".join(f"--vendor {name}" for name in names)
+    return (
+        f"run `syncd sync --baseline {only}` to record the current contacts as already "
+        f"surveyed, or `syncd sync {only}` once by hand to survey every one of them on "
+        "purpose (README: First run with a trigger vendor)"
+    )
+
+
+def _have(names: Sequence[str]) -> str:
+    """`trigger vendor altcraft has`, `trigger vendors altcraft, dropthought have`."""
+    if len(names) == 1:
+        return f"trigger vendor {names[0]} has"
+    return f"trigger vendors {', '.join(names)} have"
 
 
 def _signature(path: Path) -> tuple[str, float, int] | None:

@@ -34,7 +34,10 @@ class StoreCollector(Collector):
     """The store's gauges and this process's vendor requests, computed at each scrape.
 
     `vendors` names the configured vendors, so each has its open-delivery series even at 0
-    (an alert on `> 0` needs a series to compare); `now` is the wall clock, in seconds."""
+    (an alert on `> 0` needs a series to compare), and only they have one: a vendor removed
+    from the config leaves open deliveries that nothing sends and no operator need act on
+    (`syncd status` shows them apart), which an alert would count for ever. `now` is the
+    wall clock, in seconds."""
 
     def __init__(
         self,
@@ -89,10 +92,12 @@ class StoreCollector(Collector):
 
         open_ = {(v, s): 0 for v in self.vendors() for s in OPEN_STATUSES}
         for vendor, status, n in conn.execute("SELECT vendor, status, n FROM delivery_backlog"):
-            open_[(vendor, status)] = n
+            if (vendor, status) in open_:
+                open_[(vendor, status)] = n
         deliveries = GaugeMetricFamily(
             "syncd_deliveries",
-            "Open deliveries by vendor and status (pending, in_flight, failed, unknown, dead)",
+            "Open deliveries by configured vendor and status (pending, in_flight, failed, "
+            "unknown, dead)",
             labels=["vendor", "status"],
         )
         for (vendor, status), n in sorted(open_.items()):

@@ -44,19 +44,25 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
             for r in store.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (runs,))
         ]
         backlog = store.backlog()
-        vendors = {
-            name: {status: backlog.get(name, {}).get(status, 0) for status in OPEN_STATUSES}
-            for name in cfg.vendors
+        vendors = {name: _open(backlog.get(name, {})) for name in cfg.vendors}
+        # a vendor removed from the config leaves its open deliveries: nothing sends them
+        # (unless it is added back) and no operator need act, so they are shown apart and
+        # are neither attention nor problems (`syncd withdraw` closes them)
+        removed = {
+            name: _open(counts)
+            for name, counts in sorted(backlog.items())
+            if name not in cfg.vendors
         }
+        configured = json.dumps(list(cfg.vendors))
         attention = [
             dict(r)
             for r in store.query(
                 # the IN list is deliveries_open's, so that index (open work only) is
                 # read, not every delivery
                 "SELECT vendor, key, status, reason, attempts, updated_at FROM deliveries "
-                f"WHERE status IN {OPEN_STATUSES!r} "
-                "AND status IN ('unknown', 'dead') ORDER BY updated_at DESC LIMIT ?",
-                (LIST_LIMIT,),
+                f"WHERE status IN {OPEN_STATUSES!r} AND status IN ('unknown', 'dead')"
+                f"{CONFIGURED} ORDER BY updated_at DESC LIMIT ?",
+                (configured, LIST_LIMIT),
             )
         ]
         cursors = [
@@ -79,7 +85,7 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
         quarantined = store.scalar("SELECT count(*) FROM quarantine WHERE run_id = ?", (last,))
         # open deliveries with a reason: rejected (failed, dead), outcome unknown, or left
         # pending by a retriable fault; the IN list is the partial index deliveries_open's
-        problems = _grouped(store, PROBLEMS, (), "reason")
+        problems = _grouped(store, PROBLEMS + CONFIGURED, (configured,), "reason")
         # a skip's reason names a vendor and a date: grouped by its kind, as the
         # skipped_reasons view groups them
         skipped = _grouped(store, "status = 'skipped' AND run_id = ?", (last,), SKIP_KIND)
@@ -95,6 +101,7 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
         "now": now.isoformat(timespec="seconds"),
         "runs": recent,
         "vendors": vendors,
+        "removed_vendors": removed,
         "attention": attention,
         "cursors": cursors,
         "quarantine": {"run_id": last, "rows": quarantined or 0, "sample": quarantine},
@@ -141,6 +148,15 @@ PROBLEMS = (
     f"status IN {OPEN_STATUSES!r} "
     "AND status != 'in_flight' AND (status != 'pending' OR reason IS NOT NULL)"
 )
+
+
+# of the configured vendors (a JSON array of their names)
+CONFIGURED = " AND vendor IN (SELECT value FROM json_each(?))"
+
+
+def _open(counts: dict[str, int]) -> dict[str, int]:
+    """A vendor's open deliveries by status, each status counted."""
+    return {status: counts.get(status, 0) for status in OPEN_STATUSES}
 
 
 def run_reasons(store: Store, run_id: int, since: str | None) -> list[dict[str, Any]]:
@@ -200,6 +216,11 @@ def _run_state(run: dict[str, Any], now: str) -> str:
     return f"{run['status']} exit {run['exit_code']} ({run['seconds'] or 0:.1f}s) {run['message'] or ''}"
 
 
+def _counts(counts: dict[str, int]) -> str:
+    """`2 pending, 1 failed`, or `none`."""
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"
+
+
 def _iso(ts: datetime | None) -> str | None:
     return ts.isoformat(timespec="seconds") if ts else None
 
@@ -214,8 +235,16 @@ def render(data: dict[str, Any]) -> str:
         lines.append(f"  #{r['id']} {r['kind']} {r['started_at']} {_run_state(r, data['now'])}")
     lines.append("open deliveries:")
     for name, counts in data["vendors"].items():
-        shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"
-        lines.append(f"  {name}: {shown}")
+        lines.append(f"  {name}: {_counts(counts)}")
+    if data["removed_vendors"]:
+        lines.append(
+            "open deliveries of vendors no longer in the config (never sent unless the "
+            "vendor is added back):"
+        )
+        for name, counts in data["removed_vendors"].items():
+            lines.append(
+                f"  {name}: {_counts(counts)}; `syncd withdraw --vendor {name}` closes them"
+            )
     if data["problems"]:
         lines.append("problems (by vendor and reason; `syncd show KEY` tells one contact's story):")
         for g in data["problems"]:

@@ -73,7 +73,14 @@ def missing_store_config(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "command",
-    [["status"], ["status", "--json"], ["prune"], ["prune", "--dry-run"], ["retry"]],
+    [
+        ["status"],
+        ["status", "--json"],
+        ["prune"],
+        ["prune", "--dry-run"],
+        ["retry"],
+        ["withdraw", "--vendor", "altcraft"],
+    ],
     ids=" ".join,
 )
 def test_a_command_on_a_missing_store_says_so_and_creates_nothing(

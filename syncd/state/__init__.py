@@ -58,6 +58,8 @@ WAL_RESET_WAIT_MS = 1_000
 # m006's triggers stand aside; the generation moves on once and they are back
 GENERATION_ASIDE = "UPDATE contacts_generation SET in_diff = 1"
 GENERATION_ON = "UPDATE contacts_generation SET generation = generation + 1, in_diff = 0"
+# the reason of a delivery `syncd withdraw` closed (`Store.withdraw_vendor`)
+WITHDRAWN = "vendor removed from the config"
 # rows a prune transaction changes at most: analysts' reads and the WAL are never held long
 PRUNE_BATCH = 10_000
 
@@ -733,6 +735,20 @@ class Store:
             params.append(vendor)
         with self.write() as c:
             return c.execute(sql, params).rowcount
+
+    def withdraw_vendor(self, vendor: str, statuses: Sequence[str], now: datetime) -> int:
+        """`syncd withdraw`: the open deliveries in `statuses` of a vendor no longer in the
+        config are superseded ("vendor removed from the config"): nothing sends them again.
+        Their rows stay, and so does what the vendor acknowledged (`vendor_state`), which a
+        vendor added back is compared with as ever. How many (through `deliveries_open`)."""
+        marks = ",".join("?" * len(statuses))
+        with self.write() as c:
+            return c.execute(
+                "UPDATE deliveries SET status = 'superseded', reason = ?, job = NULL, "
+                f"updated_at = ? WHERE vendor = ? AND status IN ({marks}) "
+                f"AND status IN {OPEN_STATUSES!r}",
+                (WITHDRAWN, iso(now), vendor, *statuses),
+            ).rowcount
 
     def backlog(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

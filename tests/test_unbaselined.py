@@ -1,0 +1,206 @@
+"""A trigger vendor that has acknowledged no contact of a store that knows some would
+survey every one of them at its next reconcile: `syncd run` does not start with one, and
+a reload does not take one (`syncd.daemon.unbaselined`), until it is baselined or surveyed
+by hand. In process, with the in-memory vendors: the daemon is started up to its loop and
+stopped there at once."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import sqlite3
+import sys
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+import syncd.diff
+from syncd import log as logmod
+from syncd.cli import main
+from syncd.clock import SYSTEM, SystemClock
+from syncd.daemon import Daemon
+from syncd.errors import ConfigError
+from syncd.lock import InstanceLock
+from syncd.sample import rows
+from syncd.state import Store
+from tests.memory import MemoryWorld, Remote, memory_vendors
+
+N = 5
+
+
+@pytest.fixture
+def remotes() -> Iterator[dict[str, Remote]]:
+    with memory_vendors(mem="upsert", shop="upsert", survey="trigger", poll="trigger") as found:
+        yield found
+
+
+def installed(folder: Path, remotes: dict[str, Remote], *names: str) -> MemoryWorld:
+    """The installation with these vendors configured (the store, if any, as it is)."""
+    world = MemoryWorld(folder, {name: remotes[name] for name in names})
+    world.write(list(rows(N)))
+    return world
+
+
+def known(folder: Path, remotes: dict[str, Remote]) -> MemoryWorld:
+    """A store that knows N contacts, all sent to the upsert vendor `mem`."""
+    world = installed(folder, remotes, "mem")
+    assert world.sync().exit_code == 0
+    return world
+
+
+def start(world: MemoryWorld) -> int:
+    """`syncd run` through its start-up, stopped as soon as it is scheduled (its exit
+    status); a refusal raises. The signal handlers it installs are put back."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    daemon = Daemon(world.folder / "syncd.toml", SystemClock())
+    daemon.stop.set()
+    try:
+        return daemon.run()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def run_count(world: MemoryWorld) -> int:
+    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
+        return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+
+def test_the_service_does_not_start_with_trigger_vendors_new_to_a_known_store(
+    tmp_path: Path, remotes: dict[str, Remote], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit 2 (the unit's RestartPreventExitStatus: systemd does not start it over and
+    over), one error naming the vendors and both ways on, before anything is scheduled:
+    nothing is sent, no run is recorded, the lock is let go."""
+    known(tmp_path, remotes)
+    world = installed(tmp_path, remotes, "mem", "survey", "poll")
+    config = world.folder / "syncd.toml"
+    stderr = io.StringIO()  # never closed: the command points the logs at it
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(sys, "argv", ["syncd", "--config", str(config), "run"])
+    SYSTEM.stop.set()  # should it start after all, it stops at once, exit 0
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        SYSTEM.stop.clear()
+        monkeypatch.undo()
+    assert exited.value.code == 2
+    err = stderr.getvalue()
+    assert err == (
+        f"syncd: {config}: not started: trigger vendors survey, poll have acknowledged none "
+        f"of the contacts the store {world.folder / 'syncd.db'} knows: the next reconcile "
+        "would survey every one\n"
+        "  → run `syncd sync --baseline --vendor survey --vendor poll` to record the current "
+        "contacts as already surveyed, or `syncd sync --vendor survey --vendor poll` once by "
+        "hand to survey every one of them on purpose (README: First run with a trigger "
+        "vendor); then start the service\n"
+    ), err
+    assert remotes["survey"].batches == remotes["poll"].batches == []
+    assert run_count(world) == 1  # the first sync's only
+    InstanceLock(world.cfg.store.path).acquire().release()
+
+
+def test_the_service_starts_once_the_trigger_vendor_is_baselined(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    known(tmp_path, remotes)
+    world = installed(tmp_path, remotes, "mem", "survey")
+    with pytest.raises(ConfigError, match="trigger vendor survey has acknowledged none"):
+        start(world)
+    assert world.sync(baseline=True, vendors=["survey"]).exit_code == 0
+    assert start(world) == 0
+    assert remotes["survey"].batches == []
+    assert len(world.acknowledged("survey")) == N
+
+
+def test_the_service_starts_once_the_trigger_vendor_was_synced_by_hand(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """`syncd sync --vendor survey`: everyone surveyed, on the operator's word."""
+    known(tmp_path, remotes)
+    world = installed(tmp_path, remotes, "mem", "survey")
+    assert world.sync(vendors=["survey"]).exit_code == 0
+    assert len(remotes["survey"].keys()) == N
+    assert start(world) == 0
+
+
+def test_the_service_starts_with_a_trigger_vendor_on_an_empty_store(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """A first sync: every contact is new to every vendor, whatever starts it."""
+    world = installed(tmp_path, remotes, "mem", "survey")
+    assert start(world) == 0
+    assert (world.folder / "syncd.db").exists()
+
+
+class Killed(BaseException):
+    """syncd killed at a crash point (SIGKILL: nothing of it runs after)."""
+
+
+def test_the_service_starts_after_a_first_sync_killed_between_its_pieces(
+    tmp_path: Path, remotes: dict[str, Remote], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its contacts are in the store, and no vendor acknowledged any: the next run undoes
+    them before anything else, so the store is empty as far as a survey goes. Refused, the
+    service would not come back after a power cut during its first sync."""
+    world = installed(tmp_path, remotes, "mem", "survey")
+
+    def crashpoint(name: str) -> None:
+        if name == "diff_piece_committed":
+            raise Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(syncd.diff, "PIECE", 2)
+        patched.setattr(syncd.diff, "CHUNK", 2)
+        patched.setattr(syncd.diff, "crashpoint", crashpoint)
+        patched.setattr(Store, "undo_first_sync", lambda _store: {})  # a kill undoes nothing
+        with pytest.raises(Killed):
+            world.sync()
+    store = world.store()
+    try:
+        assert store.unfinished_first_sync() and store.scalar("SELECT count(*) FROM contacts")
+    finally:
+        store.close()
+    assert start(world) == 0
+    assert world.sync().exit_code == 0  # the first sync again, whole: everyone is new
+    assert len(remotes["survey"].keys()) == N
+
+
+def test_the_service_starts_with_an_upsert_vendor_new_to_a_known_store(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """Sending an upsert vendor every contact is its first sync: nobody is surveyed."""
+    known(tmp_path, remotes)
+    assert start(installed(tmp_path, remotes, "mem", "shop")) == 0
+
+
+def test_a_reload_adding_a_trigger_vendor_is_refused_with_the_same_two_ways_on(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """The reload keeps the running config, as before; its hint no longer says a restart
+    surveys everyone (a restart is refused too). Once baselined, the same reload is taken."""
+    world = known(tmp_path, remotes)
+    daemon = Daemon(world.folder / "syncd.toml", SystemClock())
+    installed(tmp_path, remotes, "mem", "survey")
+    stream = io.StringIO()
+    logmod.configure(level="INFO", json=True, stream=stream)
+    daemon.reload()
+    assert list(daemon.cfg.vendors) == ["mem"]
+    [refused] = [
+        e for e in map(json.loads, stream.getvalue().splitlines()) if e["level"] == "error"
+    ]
+    assert refused["event"].startswith("config reload refused; keeping the running config")
+    assert refused["vendors"] == "survey"
+    assert refused["hint"] == (
+        "stop the service; run `syncd sync --baseline --vendor survey` to record the current "
+        "contacts as already surveyed, or `syncd sync --vendor survey` once by hand to survey "
+        "every one of them on purpose (README: First run with a trigger vendor); then start it"
+    )
+    assert world.sync(baseline=True, vendors=["survey"]).exit_code == 0
+    daemon.reload()
+    assert list(daemon.cfg.vendors) == ["mem", "survey"]
+    assert remotes["survey"].batches == []
