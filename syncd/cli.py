@@ -12,6 +12,7 @@ module on every TAB, load none of it; tests/test_startup.py holds that.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import signal
@@ -156,6 +157,21 @@ def _stoppable() -> Iterator[threading.Event]:
             signal.signal(signum, handler)
 
 
+# set by `main`: the command owns its process (a test's CliRunner does not)
+_OWN_PROCESS = False
+
+
+def _long_lived() -> None:
+    """Once a command has imported what it needs and read its config: what is alive now
+    lives until the process ends, so the cyclic collector stops scanning it (`gc.freeze`).
+    A whole second sync at 1M contacts spent 0.17 s in collections, half of it re-scanning
+    the modules' objects, and ~40 ms more at exit; frozen, about a third of that. Only when
+    the command owns the process: frozen objects are never collected, which a test process
+    running many commands must not have."""
+    if _OWN_PROCESS:
+        gc.freeze()
+
+
 def _display() -> Display | None:
     """The progress display when stderr is a terminal (`for_terminal`); off a terminal
     (cron, systemd, a pipe) rich is not even imported."""
@@ -173,7 +189,9 @@ def run(ctx: Ctx) -> None:
     from syncd.config import config_path
     from syncd.daemon import Daemon
 
-    sys.exit(Daemon(config_path(ctx.config_arg)).run())
+    daemon = Daemon(config_path(ctx.config_arg))
+    _long_lived()
+    sys.exit(daemon.run())
 
 
 @cli.command()
@@ -207,6 +225,7 @@ def sync(
     _interruptible()
     display = _display()
     with opened(cfg, lock=not dry_run) as store, display or nullcontext():
+        _long_lived()
         report = reconcile(
             cfg,
             store,
@@ -256,6 +275,7 @@ def pull(ctx: Ctx, vendors: tuple[str, ...], since: datetime | None) -> None:
     _interruptible()
     display = _display()
     with opened(cfg) as store, display or nullcontext():
+        _long_lived()
         report = run_pull(
             cfg,
             store,
@@ -378,6 +398,7 @@ def retry(ctx: Ctx, vendors: tuple[str, ...], dead: bool, unknown: bool) -> None
     _interruptible()
     display = _display()
     with opened(cfg, create=False) as store, display or nullcontext():
+        _long_lived()
         report = deliver(cfg, store, SYSTEM, statuses, vendors or None, progress=display)
     click.echo(report.summary())
     for line in report.details():
@@ -551,6 +572,8 @@ def backup(ctx: Ctx, path: Path) -> None:
 
 
 def main() -> None:
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -173,3 +173,39 @@ def test_a_sync_loads_no_simulator_daemon_or_terminal_module(tmp_path: Path, wor
 
 def test_a_sync_does_not_load_apscheduler(tmp_path: Path, world: World) -> None:
     assert loaded(_sync(tmp_path, world), ("apscheduler", "syncd.schedule")) == []
+
+
+FROZEN = """
+import atexit, gc, runpy, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(str(gc.get_freeze_count())))
+sys.argv = ["syncd", *sys.argv[1:]]
+runpy.run_module("syncd", run_name="__main__")
+"""
+
+
+def test_a_sync_owning_its_process_freezes_what_it_loaded_and_one_in_a_test_does_not(
+    tmp_path: Path, world: World
+) -> None:
+    """`cli._long_lived`: the modules' objects leave the cyclic collector's scans once a
+    command has loaded them, but only in a process of its own (frozen objects are never
+    collected, which would leak through a test process running many commands)."""
+    import gc
+
+    from click.testing import CliRunner
+
+    from syncd.cli import cli
+
+    result = CliRunner().invoke(cli, ["--config", str(world.folder / "syncd.toml"), "sync"])
+    assert result.exit_code == 0, result.output
+    assert gc.get_freeze_count() == 0
+    out = tmp_path / "frozen"
+    done = subprocess.run(
+        [sys.executable, "-c", FROZEN, str(out), "sync"],
+        capture_output=True,
+        text=True,
+        cwd=world.folder,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert int(out.read_text()) > 10_000  # what the imports made: tens of thousands
