@@ -91,6 +91,12 @@ class Differ:
             plan.vendors[name] = VendorPlan(name, connector.kind)
         self.redefinitions = Redefinitions(self.db, self.projectors, plan)
         self.redefinitions.compare(self.baseline, self.may_rebaseline)
+        # before the rows: the fast path hides the unchanged ones, whose queued sends only
+        # this acknowledges; a row the diff meets is then compared with that, and its own
+        # acknowledgement (of newer data) is the one that stays
+        for name in self.baseline:
+            if acked := self.db.baseline_queued(name):
+                plan.vendors[name].counts["baseline_queued"] = acked
         self.known = Known(self.db)
         plan.known = len(self.known)
         self.next_rowid = self.db.next_rowid()

@@ -62,6 +62,7 @@ class RunReport(Report):
         "skipped": "{} skipped",
         "quarantined": "{} not sendable to it (quarantined)",
         "baseline": "{} recorded as acknowledged (--baseline)",
+        "baseline_queued": "{} queued, recorded as acknowledged without sending (--baseline)",
         "not_triggered": "{} new but not surveyed (on_new = false)",
         "rebaselined": "{} re-baselined",
         "already_pending": "{} already waiting to be sent",

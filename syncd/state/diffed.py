@@ -22,6 +22,11 @@ import numpy as np
 import orjson
 
 from syncd.state import GENERATION_ASIDE, GENERATION_ON, OPEN_STATUSES, Store
+from syncd.state.statuses import Status
+
+# `--baseline` acknowledges these open deliveries instead of sending them (`baseline_queued`)
+QUEUED = tuple(s for s in OPEN_STATUSES if s != Status.IN_FLIGHT)
+BASELINED = "recorded as acknowledged without sending (--baseline)"
 
 
 class Stored(NamedTuple):
@@ -371,6 +376,37 @@ class DiffStore:
             "acked_at = excluded.acked_at",
             (vendor, key, digest, self.ts),
         )
+
+    def baseline_queued(self, vendor: str) -> int:
+        """`--baseline`: the vendor has everyone already, so its deliveries queued and never
+        acknowledged (pending, failed, dead, unknown) are acknowledged instead of sent: each
+        contact's newest delivery (but a skipped one, `Store.pending`'s rule) sets
+        `vendor_state` to its digest, as `Store.settle` does on `sent`; an older one is
+        stale and sets nothing. All are superseded. How many contacts were acknowledged.
+
+        `in_flight` ones are left to the next delivery's resume (`syncd.push`): a request
+        or a job may carry one still, and what became of it is the vendor's to tell (a
+        polled job's outcome, with the vendor's id for the contact) or, for a trigger
+        without a job, recorded `unknown`; an acknowledgement here would hide both."""
+        # each with `deliveries_open`'s own `IN` term, which lets SQLite use it
+        acked = self.conn.execute(
+            "INSERT INTO vendor_state (vendor, key, hash, ref, acked_at) "
+            "SELECT d.vendor, d.key, d.hash, d.vendor_ref, ?1 FROM deliveries d "
+            f"INDEXED BY deliveries_open WHERE d.vendor = ?2 AND d.status IN {QUEUED!r} "
+            f"AND d.status IN {OPEN_STATUSES!r} "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.key = d.key "
+            "AND n.vendor = d.vendor AND n.id > d.id AND n.status != 'skipped') "
+            "ON CONFLICT (vendor, key) DO UPDATE SET hash = excluded.hash, "
+            "ref = coalesce(excluded.ref, vendor_state.ref), acked_at = excluded.acked_at",
+            (self.ts, vendor),
+        ).rowcount
+        self.conn.execute(
+            "UPDATE deliveries SET status = 'superseded', reason = ?1, job = NULL, "
+            f"updated_at = ?2 WHERE vendor = ?3 AND status IN {QUEUED!r} "
+            f"AND status IN {OPEN_STATUSES!r}",
+            (BASELINED, self.ts, vendor),
+        )
+        return int(acked)
 
     def rehash(self, vendor: str, key: str, digest: Any) -> None:
         """Open deliveries of a re-baselined contact are acknowledged as its new digest."""

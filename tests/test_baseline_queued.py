@@ -1,0 +1,199 @@
+"""`syncd sync --baseline` when a vendor's sends of the contacts are queued already: a
+trigger vendor added to a known store, then `syncd sync --vendor <another>` (the diff is
+recorded for every vendor), or the vendor down during the first sync. The fast path skips
+the unchanged rows, so the diff never meets them: the baseline turns the vendor's queued
+deliveries into acknowledgements itself (`DiffStore.baseline_queued`), or the service stays
+refused and the next run surveys everyone. In process, with the in-memory vendors."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from syncd.cli import cli
+from syncd.errors import ConfigError
+from syncd.sample import row, rows
+from tests.memory import MemoryWorld, Remote, memory_vendors
+from tests.test_unbaselined import N, installed, known, start
+
+REASON = "recorded as acknowledged without sending (--baseline)"
+LINE = "{} queued, recorded as acknowledged without sending (--baseline)"
+
+
+@pytest.fixture
+def remotes() -> Iterator[dict[str, Remote]]:
+    with memory_vendors(mem="upsert", shop="upsert", survey="trigger", poll="trigger") as found:
+        yield found
+
+
+def queued(folder: Path, remotes: dict[str, Remote], *added: str) -> MemoryWorld:
+    """A store that knows N contacts (sent to `mem`), then vendors `added` to the config and
+    `syncd sync --vendor mem`: each added vendor has a pending delivery per contact."""
+    known(folder, remotes)
+    world = installed(folder, remotes, "mem", *added)
+    assert world.sync(vendors=["mem"]).exit_code == 0
+    for name in added:
+        assert list(world.ledger(name).values()) == ["pending"] * N
+    return world
+
+
+def sql(world: MemoryWorld, statement: str, params: tuple[object, ...] = ()) -> list[tuple]:
+    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn, conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def deliveries(world: MemoryWorld, vendor: str) -> list[dict[str, object]]:
+    return [d for d in world.deliveries() if d["vendor"] == vendor]
+
+
+def test_a_baseline_acknowledges_the_surveys_a_sync_of_another_vendor_queued(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """The colleague's scenario: the service refuses to start, `--baseline --vendor survey`
+    as it says, then the service starts and nobody is surveyed, then or later."""
+    world = queued(tmp_path, remotes, "survey")
+    with pytest.raises(ConfigError, match="trigger vendor survey has acknowledged none"):
+        start(world)
+    hashes = {d["key"]: d["hash"] for d in deliveries(world, "survey")}
+
+    report = world.sync(baseline=True, vendors=["survey"])
+    assert report.exit_code == 0, report.summary()
+    assert f"survey: {LINE.format(N)}" in report.summary()
+    assert {(d["status"], d["reason"]) for d in deliveries(world, "survey")} == {
+        ("superseded", REASON)
+    }
+    assert world.acknowledged("survey") == hashes
+    assert start(world) == 0
+
+    assert world.sync().exit_code == 0
+    assert remotes["survey"].batches == []
+    assert len(deliveries(world, "survey")) == N  # none queued again
+
+
+def test_failed_dead_and_unknown_surveys_are_acknowledged_and_one_in_flight_is_left(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """In flight, it may be at the vendor: resuming it learns what became of it (a trigger's
+    becomes `unknown`), which an acknowledgement would hide."""
+    world = queued(tmp_path, remotes, "survey")
+    keys = sorted(world.ledger("survey"))
+    for key, status in zip(keys, ["failed", "dead", "unknown", "in_flight"], strict=False):
+        sql(
+            world,
+            "UPDATE deliveries SET status = ?, attempts = 1 WHERE vendor = 'survey' AND key = ?",
+            (status, key),
+        )
+    hashes = {d["key"]: d["hash"] for d in deliveries(world, "survey")}
+
+    assert world.sync(baseline=True, vendors=["survey"]).exit_code == 0
+    ledger = world.ledger("survey")
+    assert ledger.pop(keys[3]) == "in_flight"
+    assert set(ledger.values()) == {"superseded"}
+    del hashes[keys[3]]
+    assert world.acknowledged("survey") == hashes
+
+
+def test_the_newest_open_delivery_of_a_contact_is_what_is_acknowledged(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """An older open delivery is stale (the push would supersede it): it acknowledges
+    nothing, whether the newer one is open too or was sent already."""
+    world = queued(tmp_path, remotes, "survey")
+    first, second, *_ = sorted(world.ledger("survey"))
+    copy = (
+        "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, created_at, "
+        "updated_at) SELECT run_id, vendor, key, kind, ?, ?, payload, created_at, updated_at "
+        "FROM deliveries WHERE vendor = 'survey' AND key = ?"
+    )
+    sql(
+        world,
+        "UPDATE deliveries SET status = 'failed' WHERE vendor = 'survey' AND key = ?",
+        (first,),
+    )
+    sql(world, copy, ("pending", 4242, first))
+    sql(world, copy, ("sent", 777, second))
+    sql(
+        world,
+        "INSERT INTO vendor_state (vendor, key, hash, acked_at) VALUES ('survey', ?, 777, 'x')",
+        (second,),
+    )
+
+    report = world.sync(baseline=True, vendors=["survey"])
+    assert report.exit_code == 0
+    acked = world.acknowledged("survey")
+    assert (acked[first], acked[second]) == (4242, 777)
+    assert len(acked) == N
+    assert f"survey: {LINE.format(N - 1)}" in report.summary()  # `second` was acknowledged
+    assert [d["status"] for d in deliveries(world, "survey") if d["key"] == first] == [
+        "superseded",
+        "superseded",
+    ]
+
+
+def test_a_dry_run_baseline_says_what_it_would_acknowledge_and_writes_nothing(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    world = queued(tmp_path, remotes, "survey")
+    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
+        before = list(conn.iterdump())
+    config = str(world.folder / "syncd.toml")
+    result = CliRunner().invoke(
+        cli, ["--config", config, "sync", "--dry-run", "--baseline", "--vendor", "survey"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"  survey: {LINE.format(N)}" in result.output.splitlines(), result.output
+    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
+        assert list(conn.iterdump()) == before
+    assert remotes["survey"].batches == []
+
+
+def test_a_baseline_of_one_vendor_leaves_the_others_queued_deliveries_alone(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    world = queued(tmp_path, remotes, "survey", "poll", "shop")
+    assert world.sync(baseline=True, vendors=["survey"]).exit_code == 0
+    assert set(world.ledger("survey").values()) == {"superseded"}
+    for name in ("poll", "shop"):
+        assert list(world.ledger(name).values()) == ["pending"] * N
+        assert world.acknowledged(name) == {}
+
+
+def test_a_baseline_of_every_vendor_acknowledges_an_upsert_vendors_queue_too(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """--baseline records the export as acknowledged by every vendor: an upsert vendor's
+    queued sends of it are acknowledged as a trigger vendor's are (and as the diff already
+    acknowledged the rows it met, an open delivery or not)."""
+    world = queued(tmp_path, remotes, "survey", "shop")
+    hashes = {d["key"]: d["hash"] for d in deliveries(world, "shop")}
+    report = world.sync(baseline=True)
+    assert report.exit_code == 0
+    assert f"shop: {LINE.format(N)}" in report.summary()
+    assert world.acknowledged("shop") == hashes
+    assert world.sync().exit_code == 0
+    assert remotes["shop"].batches == remotes["survey"].batches == []
+
+
+def test_a_row_changed_since_its_send_was_queued_is_acknowledged_as_it_is_now(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """The queued sends are acknowledged before the rows are compared, so a row the diff
+    meets is acknowledged with its current data, not the older data queued for it: back to
+    that older data later, it is a change, and is sent."""
+    world = queued(tmp_path, remotes, "shop")
+    data = list(rows(N))
+    changed = [row(0, random.Random(0), version=1), *data[1:]]
+    world.write(changed)
+    report = world.sync(baseline=True, vendors=["shop"])
+    assert report.exit_code == 0
+    assert report.counts()["shop"]["baseline"] == 1
+    assert report.counts()["shop"]["baseline_queued"] == N
+    world.write(data)
+    assert world.sync(vendors=["shop"]).exit_code == 0
+    assert remotes["shop"].keys() == [data[0][0]]
