@@ -71,7 +71,9 @@ RELATIONS: tuple[Relation, ...] = (
             "status": "`pending`, `in_flight`, `sent`, `failed` (retried next run), `dead` "
             "(gave up after max_attempts), `unknown` (a trigger whose outcome is unknown: "
             "never re-sent without `syncd retry --unknown`), `skipped` (suppressed; see "
-            "reason), `superseded` (a newer change replaced it).",
+            "reason), `superseded` (never sent: a newer change replaced it, the contact left "
+            "the export, the vendor already had this data, `--baseline` recorded it as "
+            "acknowledged, or the vendor was removed from the config; see reason).",
             "hash": "Fingerprint of the projection it carries (as `vendor_state.hash`); `vendor_state.hash` once acknowledged.",
             "payload": "The fields and metadata sent, as JSON (NULL once pruned).",
             "attempts": "Requests that carried it.",
