@@ -157,19 +157,14 @@ def _stoppable() -> Iterator[threading.Event]:
             signal.signal(signum, handler)
 
 
-# set by `main`: the command owns its process (a test's CliRunner does not)
-_OWN_PROCESS = False
-
-
 def _long_lived() -> None:
     """Once a command has imported what it needs and read its config: what is alive now
     lives until the process ends, so the cyclic collector stops scanning it (`gc.freeze`).
     A whole second sync at 1M contacts spent 0.17 s in collections, half of it re-scanning
-    the modules' objects, and ~40 ms more at exit; frozen, about a third of that. Only when
-    the command owns the process: frozen objects are never collected, which a test process
-    running many commands must not have."""
-    if _OWN_PROCESS:
-        gc.freeze()
+    the modules' objects, and ~40 ms more at exit; frozen, about a third of that. Frozen
+    objects are never collected: the test suite, one process running many commands, turns
+    this off (tests/conftest.py)."""
+    gc.freeze()
 
 
 def _display() -> Display | None:
@@ -572,8 +567,6 @@ def backup(ctx: Ctx, path: Path) -> None:
 
 
 def main() -> None:
-    global _OWN_PROCESS
-    _OWN_PROCESS = True
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
