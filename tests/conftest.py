@@ -33,15 +33,17 @@ def _integrity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _no_freeze(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_freeze() -> Iterator[None]:
     """Commands run in this process (CliRunner, `main()`) do not `gc.freeze` it: what a
-    test leaves would never be collected. tests/test_startup.py holds a real process to it."""
+    test leaves would never be collected. tests/test_startup.py holds a real process to it.
+    A patch of its own, which a test's `monkeypatch.undo()` leaves in place."""
     import gc
 
     from syncd import cli
 
-    monkeypatch.setattr(cli, "_long_lived", lambda: None)
-    yield
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "_long_lived", lambda: None)
+        yield
     assert gc.get_freeze_count() == 0, "something froze the test process"
 
 
