@@ -9,7 +9,9 @@ A record is checked against the types its table takes before it is stored (`clea
 what converts without guessing does (a number sent as text, an id sent as a number), and
 a record with a field that does not (a dict where a text belongs, "n/a" as a score) is
 skipped, logged with its reason, and counted as `invalid`: the pull goes on, and ends
-`partial`.
+`partial`. So is a response that names one answer id twice, or an answer id another
+response holds (`state.pulled.Refused`): answers are keyed by their id, and taking it
+would drop one answer or move another response's.
 """
 
 from __future__ import annotations
@@ -166,7 +168,12 @@ def _pull_stream(
             saver = pulled.SAVERS[stream]
             for record in page.records:
                 try:
-                    if saver(store.db, vendor, clean(stream, record), now):
+                    row = clean(stream, record)
+                    try:
+                        stored = saver(store.db, vendor, row, now)
+                    except pulled.Refused as exc:
+                        raise Invalid(str(exc), row.get("response_id")) from None
+                    if stored:
                         fresh += 1
                     else:
                         same += 1
@@ -341,6 +348,12 @@ def clean(stream: str, record: Any) -> dict[str, Any]:
             if not isinstance(answers, list):
                 raise Invalid(f"answers is {type(answers).__name__}, not a list", None)
             out["answers"] = [_checked(a, ANSWER, f"answers[{i}].") for i, a in enumerate(answers)]
+            first: dict[str, int] = {}
+            for i, a in enumerate(out["answers"]):  # keyed by id: the second would replace it
+                if (j := first.setdefault(a["answer_id"], i)) != i:
+                    raise Invalid(
+                        f"answers[{i}].answer_id {a['answer_id']!r} is answers[{j}]'s", None
+                    )
     except Invalid as exc:
         raise Invalid(str(exc), ident) from None
     return out

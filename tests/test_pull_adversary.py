@@ -564,3 +564,39 @@ def test_pulled_times_are_stored_as_the_store_writes_its_own(
         assert store.scalar("SELECT at FROM unsubscribes") == stored
     finally:
         store.close()
+
+
+def test_hc_an_answer_id_two_answers_share_is_refused_never_moved_or_overwritten(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """Answers are keyed (vendor, answer_id): a response carrying an answer id another
+    response holds would move that answer to itself, and one id twice in a response would
+    keep only the second. Both records are skipped with their reason, counted, and the
+    answers already stored stay where they are."""
+    sim, server = hc
+    now = clock.now()
+    ids = sim.add_responses(3, now - timedelta(hours=3), now - timedelta(hours=2))
+    cfg = hc_config(tmp_path, server.url, '["responses"]')
+    report, before = pulled(cfg, clock, "SELECT answer_id, response_id FROM answers ORDER BY 1")
+    assert report.exit_code == 0, report.summary()
+    first = {a["uniqueID"] for a in sim.response(ids[0])["answerQuestions"]}
+
+    def reused(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        by_id = {item["uniqueID"]: item for item in items}
+        stolen = sim.response(ids[0])["answerQuestions"][0]["uniqueID"]
+        by_id[ids[1]]["answerQuestions"][0]["uniqueID"] = stolen  # response 0's answer
+        twice = by_id[ids[2]]["answerQuestions"]
+        twice[1]["uniqueID"] = twice[0]["uniqueID"]  # one id, two answers
+        return items
+
+    sim.answers_rewrite = reused
+    clock.sleep(3600)
+    report, after = pulled(cfg, clock, "SELECT answer_id, response_id FROM answers ORDER BY 1")
+    assert report.exit_code == 1, report.summary()
+    assert dict(report.vendors["hellocustomer"].counts) == {
+        "responses": 0,
+        "unchanged": 1,
+        "invalid": 2,
+    }
+    assert after == before  # response 0 keeps its answers; 1 and 2 keep their last good ones
+    assert {a for a, r in after if r == ids[0]} == first

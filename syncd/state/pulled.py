@@ -39,13 +39,31 @@ def match_key(
     return None
 
 
+class Refused(ValueError):
+    """A pulled record the store will not take as it stands: the pull skips it, with this
+    reason, as it skips a record with a field of the wrong type."""
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
 def save_response(db: Database, vendor: str, r: dict[str, Any], now: str) -> bool:
     """A response (updated only when its raw record or its matched key changed; campaign and
-    language stay as first pulled) and its answers (replaced)."""
+    language stay as first pulled) and its answers (replaced). An answer id that another
+    response of the vendor holds is `Refused`, before anything is written: the answers are
+    keyed (vendor, answer_id), and taking it would move that response's answer to this one."""
+    ids = [a["answer_id"] for a in r.get("answers") or []]
+    taken = db.conn.execute(
+        "SELECT answer_id, response_id FROM answers WHERE vendor = ? "
+        "AND answer_id IN (SELECT value FROM json_each(?)) AND response_id != ? LIMIT 1",
+        (vendor, json.dumps(ids), r["response_id"]),
+    ).fetchone()
+    if taken:
+        raise Refused(
+            f"answer {taken[0]} is response {taken[1]}'s already: an answer id names one "
+            "answer of one response"
+        )
     key = match_key(db.conn, r.get("external_key"), r.get("email"), None)
     raw = json.dumps(r.get("raw"), sort_keys=True, ensure_ascii=False)
     stored = db.conn.execute(
@@ -68,11 +86,10 @@ def save_response(db: Database, vendor: str, r: dict[str, Any], now: str) -> boo
             now,
         ),
     ).rowcount
-    kept = [a["answer_id"] for a in r.get("answers") or []]
     db.conn.execute(  # what the vendor no longer has (cleared, or re-created under new ids)
         "DELETE FROM answers WHERE vendor = ? AND response_id = ? "
-        f"AND answer_id NOT IN ({', '.join('?' * len(kept))})",
-        (vendor, r["response_id"], *kept),
+        f"AND answer_id NOT IN ({', '.join('?' * len(ids))})",
+        (vendor, r["response_id"], *ids),
     )
     answers = db.table("answers")
     for a in r.get("answers") or []:  # cleaned: the flags are 0, 1 or None already
