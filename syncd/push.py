@@ -501,9 +501,8 @@ class _Flight:
             self.d.out.counts["pending"] += len(self.ids)
 
 
-Outcome = tuple[
-    int, str, str, str | None, str | None
-]  # Store.settle's (id, key, status, reason, ref)
+# what Store.settle records of one delivery: (id, key, status, reason, ref)
+Outcome = tuple[int, str, str, str | None, str | None]
 
 
 class _Behind:
