@@ -24,9 +24,8 @@ from syncd.clock import SYSTEM
 from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
-from syncd.state import Store
 from tests.helpers import World, esputnik_table
-from tests.test_query_plans import scans
+from tests.test_query_plans import scans, trace_statements
 
 SYNCD = [sys.executable, "-m", "syncd.cli"]
 
@@ -119,17 +118,9 @@ def test_status_and_show_search_indexes_instead_of_scanning_the_ledger(
     world.write(data)
     app.faults.reject(data[3][3].strip().lower(), "mailbox does not exist")
     assert world.sync().exit_code == 1
-    statements: list[str] = []
-    real_open = Store.open
-
-    def traced_open(cls: type[Store], path: Path, **kw: object) -> Store:
-        store = real_open(path, **kw)  # type: ignore[arg-type]
-        store.conn.set_trace_callback(statements.append)
-        return store
-
     cfg = world.cfg
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Store, "open", classmethod(traced_open))
+        statements = trace_statements(mp)
         assert status(cfg, SYSTEM.now())["problems"]
         assert show(cfg, data[3][0])["vendors"]["esputnik"]["deliveries"]
     reads = [s for s in statements if re.match(r"\s*(SELECT|WITH)\b", s, re.I)]

@@ -55,10 +55,10 @@ def normalise(sql: str) -> str:
     return re.sub(r"\s+", " ", sql).strip()
 
 
-def _names(sql: str) -> set[str]:
-    """The big tables a statement reads and the aliases it gives them."""
+def _names(sql: str, tables: tuple[str, ...]) -> set[str]:
+    """The `tables` a statement reads and the aliases it gives them."""
     names = set()
-    for m in re.finditer(rf"\b({'|'.join(BIG)})\b(?:\s+(?:AS\s+)?(\w+))?", sql, re.I):
+    for m in re.finditer(rf"\b({'|'.join(tables)})\b(?:\s+(?:AS\s+)?(\w+))?", sql, re.I):
         names.add(m[1].lower())
         if m[2] and m[2].upper() not in {
             "WHERE", "JOIN", "LEFT", "ON", "INDEXED", "SET", "USING", "GROUP", "ORDER",
@@ -68,19 +68,40 @@ def _names(sql: str) -> set[str]:
     return names
 
 
-def scans(conn: sqlite3.Connection, sql: str) -> list[str]:
-    """The plan lines of `sql` that scan a big table or a whole index of one."""
-    names = _names(sql)
+def scans(
+    conn: sqlite3.Connection,
+    sql: str,
+    tables: tuple[str, ...] = BIG,
+    bounded: tuple[str, ...] = BOUNDED_INDEXES,
+) -> list[str]:
+    """The plan lines of `sql` that scan one of `tables` or a whole index of one, but for
+    the `bounded` partial indexes."""
+    names = _names(sql, tables)
     found = []
     for row in conn.execute("EXPLAIN QUERY PLAN " + sql):
         detail: str = row[3]
         m = re.match(r"SCAN (\w+)", detail)
         if not m or m[1] not in names:
             continue
-        if any(re.search(rf"USING (COVERING )?INDEX {i}\b", detail) for i in BOUNDED_INDEXES):
+        if any(re.search(rf"USING (COVERING )?INDEX {i}\b", detail) for i in bounded):
             continue
         found.append(detail)
     return found
+
+
+def trace_statements(mp: pytest.MonkeyPatch) -> list[str]:
+    """The list every statement run on a store opened from now on is appended to, with its
+    values bound (`set_trace_callback`), for `scans` to explain afterwards."""
+    statements: list[str] = []
+    real_open = Store.open
+
+    def traced_open(cls: type[Store], /, path: Path, **kw: object) -> Store:
+        store = real_open(path, **kw)  # type: ignore[arg-type]
+        store.conn.set_trace_callback(statements.append)
+        return store
+
+    mp.setattr(Store, "open", classmethod(traced_open))
+    return statements
 
 
 class Traced:
@@ -110,17 +131,9 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
     """Three syncs, traced: the first (every contact new), one with changes, gone rows and a
     refused contact (failed deliveries), and one that retries it with nothing else to do."""
     folder = tmp_path_factory.mktemp("plans")
-    statements: list[str] = []
-    real_open = Store.open
-
-    def traced_open(cls: type[Store], path: Path, **kw: object) -> Store:
-        store = real_open(path, **kw)  # type: ignore[arg-type]
-        store.conn.set_trace_callback(statements.append)
-        return store
-
     app = ESputnikSim()
     with pytest.MonkeyPatch.context() as mp, Server(app) as server:
-        mp.setattr(Store, "open", classmethod(traced_open))
+        statements = trace_statements(mp)
         world = World(folder, {"esputnik": esputnik_table(server.url)})
         data = list(rows(600))
         world.write(data)

@@ -26,8 +26,8 @@ from syncd.sample import write_export
 from syncd.sandbox import Stack
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.sandbox.hellocustomer import HelloCustomerSim
-from syncd.state import Store
 from tests.test_all_vendors import Fleet
+from tests.test_query_plans import scans, trace_statements
 
 SYNCD = [sys.executable, "-m", "syncd.cli"]
 UNSUBSCRIBED = "CRM-0000003"  # unsubscribes at eSputnik; its export row is repeated too
@@ -195,16 +195,8 @@ def test_show_reads_one_contacts_history_through_indexes(
     email (which first looks for a key only ever quarantined) — is explained on the store
     its migrations built (no ANALYZE, as on an operator's store): no SCAN of a table that
     grows with history, nor of a whole index of one."""
-    statements: list[str] = []
-    real_open = Store.open
-
-    def traced_open(cls: type[Store], path: Path, **kw: object) -> Store:
-        store = real_open(path, **kw)  # type: ignore[arg-type]
-        store.conn.set_trace_callback(statements.append)
-        return store
-
     cfg = load(config)
-    monkeypatch.setattr(Store, "open", classmethod(traced_open))
+    statements = trace_statements(monkeypatch)
     story = show.collect(cfg, UNSUBSCRIBED)
     assert story["quarantine"] and story["responses"] and story["unsubscribes"]
     email = show.collect(cfg, "CRM-0000002")["contact"]["email"]
@@ -214,14 +206,7 @@ def test_show_reads_one_contacts_history_through_indexes(
     assert all(f"FROM {table}" in read for table in ("quarantine", "responses", "answers"))
     conn = sqlite3.connect(f"file:{cfg.store.path}?mode=ro", uri=True)
     try:
-        scans = {
-            " ".join(sql.split())[:160]: [
-                row[3]
-                for row in conn.execute("EXPLAIN QUERY PLAN " + sql)
-                if re.match(rf"SCAN ({'|'.join(HISTORY)})\b", row[3])
-            ]
-            for sql in reads
-        }
+        found = {" ".join(sql.split())[:160]: scans(conn, sql, HISTORY, ()) for sql in reads}
     finally:
         conn.close()
-    assert {sql: plan for sql, plan in scans.items() if plan} == {}
+    assert {sql: plan for sql, plan in found.items() if plan} == {}
