@@ -62,6 +62,9 @@ GENERATION_ON = "UPDATE contacts_generation SET generation = generation + 1, in_
 WITHDRAWN = "vendor removed from the config"
 # rows a prune transaction changes at most: analysts' reads and the WAL are never held long
 PRUNE_BATCH = 10_000
+# pages `Store.backup` copies a step (4 MiB of 4 KiB pages, a few milliseconds): a SIGTERM
+# waits for one step at most
+BACKUP_STEP = 1024
 
 
 def damaged(path: Path, problems: str) -> StoreError:
@@ -173,6 +176,11 @@ def _refuse_foreign(db: Database, path: Path) -> None:
             f"{path} is a SQLite database but not a syncd store",
             hint="check [store] path: syncd adds its tables only to a new file or its own store",
         )
+
+
+def _between_steps(status: int, remaining: int, pages: int) -> None:
+    """`Store.backup`'s progress callback: doing nothing, it is where a signal's handler
+    runs between two steps of the copy."""
 
 
 class Store:
@@ -847,19 +855,21 @@ class Store:
     def backup(self, dest: Path) -> None:
         """Copy the store to `dest`, a new file, consistently while others write.
 
-        SQLite's online backup API, in one step: it copies every page from one read
-        snapshot, so writers go on (WAL) and the copy is the store as of one commit. (Copying
-        a few pages a step starts over at every commit of another connection, and may never
-        finish during a sync; `VACUUM INTO` would rebuild every table and index, holding the
-        snapshot, and so the WAL, several times longer.) The copy is written under a
-        temporary name beside `dest`, checked, and linked into place, which fails rather than
-        replace a file that appeared meanwhile. It is one self-contained file (rollback
-        journal: no -wal or -shm to carry along; syncd turns WAL on again when it opens it),
-        readable by its owner only.
+        SQLite's online backup API, `BACKUP_STEP` pages a step, inside one read transaction
+        of this connection: every page comes from that one snapshot, so writers go on (WAL)
+        and the copy is the store as of one commit. (Without it, each step opens its own
+        snapshot and the copy starts over at every commit of another connection: under a
+        busy daemon it may never finish. `VACUUM INTO` would rebuild every table and index,
+        holding the snapshot, and so the WAL, several times longer.) The copy is written
+        under a temporary name beside `dest`, checked, and linked into place, which fails
+        rather than replace a file that appeared meanwhile. It is one self-contained file
+        (rollback journal: no -wal or -shm to carry along; syncd turns WAL on again when it
+        opens it), readable by its owner only.
 
         Whatever ends it before it is done — a fault, or KeyboardInterrupt (Ctrl-C, the
         CLI's SIGTERM) — leaves neither the temporary file nor `dest`. A signal during the
-        page copy is acted on once the copy's one step returns.
+        page copy is acted on between two steps (Python runs its handler in the progress
+        callback), not once the whole store is copied.
         """
         exists = SyncdError(f"{dest} exists", hint="name a new file: a backup never replaces one")
         if os.path.lexists(dest):
@@ -870,7 +880,12 @@ class Store:
             os.close(fd)
             copy = sqlite3.connect(tmp, isolation_level=None)
             try:
-                self.conn.backup(copy)
+                self.conn.execute("BEGIN")
+                try:
+                    self.conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+                    self.conn.backup(copy, pages=BACKUP_STEP, progress=_between_steps)
+                finally:
+                    self.conn.execute("ROLLBACK")  # the snapshot let go
                 copy.execute("PRAGMA journal_mode = DELETE")
                 problems = copy.execute("PRAGMA quick_check(1)").fetchone()[0]
             finally:
