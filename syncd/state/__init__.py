@@ -744,19 +744,32 @@ class Store:
         with self.write() as c:
             return c.execute(sql, params).rowcount
 
-    def withdraw_vendor(self, vendor: str, statuses: Sequence[str], now: datetime) -> int:
+    def withdraw_vendor(
+        self,
+        vendor: str,
+        statuses: Sequence[str],
+        now: datetime,
+        stop: threading.Event | None = None,
+    ) -> dict[str, int]:
         """`syncd withdraw`: the open deliveries in `statuses` of a vendor no longer in the
         config are superseded ("vendor removed from the config"): nothing sends them again.
         Their rows stay, and so does what the vendor acknowledged (`vendor_state`), which a
-        vendor added back is compared with as ever. How many (through `deliveries_open`)."""
-        marks = ",".join("?" * len(statuses))
-        with self.write() as c:
-            return c.execute(
-                "UPDATE deliveries SET status = 'superseded', reason = ?, job = NULL, "
-                f"updated_at = ? WHERE vendor = ? AND status IN ({marks}) "
-                f"AND status IN {OPEN_STATUSES!r}",
-                (WITHDRAWN, iso(now), vendor, *statuses),
-            ).rowcount
+        vendor added back is compared with as ever. In batches, as a prune (`_prune`): the
+        write lock is held a batch at a time, and `stop` (SIGTERM) is looked at before each.
+        How many of each status went (through `deliveries_open`, a status at a time: a
+        batch is the next ids of the index, however big the backlog)."""
+        return {
+            status: self._prune(
+                "SELECT id FROM deliveries INDEXED BY deliveries_open WHERE vendor = :vendor "
+                f"AND status = :status AND status IN {OPEN_STATUSES!r} AND id > :after",
+                "UPDATE deliveries SET status = 'superseded', reason = :reason, job = NULL, "
+                "updated_at = :now",
+                {"vendor": vendor, "status": status, "reason": WITHDRAWN, "now": iso(now)},
+                False,
+                stop,
+            )
+            for status in statuses
+        }
 
     def backlog(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -832,7 +845,8 @@ class Store:
         stop: threading.Event | None,
     ) -> int:
         """Apply `change` to the rows `select` finds (by id, from `:after` on), at most
-        `PRUNE_BATCH` of them a transaction, until `stop` is set; or only count them."""
+        `PRUNE_BATCH` of them a transaction, until `stop` is set; or only count them. Both
+        statements are given `params`."""
         if stop is not None and stop.is_set():
             return 0
         if dry_run:
@@ -844,7 +858,8 @@ class Store:
                 ids = [r[0] for r in c.execute(batch, {**params, "after": after})]
                 if ids:
                     c.execute(
-                        f"{change} WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)
+                        f"{change} WHERE id IN (SELECT value FROM json_each(:ids))",
+                        {**params, "ids": json.dumps(ids)},
                     )
             done += len(ids)
             if len(ids) < PRUNE_BATCH:
