@@ -293,7 +293,11 @@ def test_a_vendor_added_back_is_sent_only_what_differs_from_what_it_acknowledged
 
     back = configure(removed.folder, remotes, "mem", "shop", "survey")
     back.write(data)
-    assert unbaselined(back.cfg.store.path, ["survey"]) == []  # the service may start
+    store = back.store()
+    try:
+        assert unbaselined(store, ["survey"]) == []  # the service may start
+    finally:
+        store.close()
     assert back.sync().exit_code == 0
     code, _out, err = syncd(monkeypatch, back, "retry", "--dead", "--unknown")
     assert code == 0, err

@@ -170,6 +170,25 @@ def test_the_service_starts_after_a_first_sync_killed_between_its_pieces(
     assert len(remotes["survey"].keys()) == N
 
 
+def test_the_start_checks_through_the_connection_it_keeps_opening_the_store_once(
+    tmp_path: Path, remotes: dict[str, Remote], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start opened the store a second time for the check, beside the connection it
+    holds until exit; the reload's check reads through that one too."""
+    known(tmp_path, remotes)
+    world = installed(tmp_path, remotes, "mem", "survey")
+    assert world.sync(baseline=True, vendors=["survey"]).exit_code == 0
+    opened, real = [], Store.open
+
+    def counted(path: Path, **kw: bool) -> Store:
+        opened.append(path)
+        return real(path, **kw)
+
+    monkeypatch.setattr(Store, "open", counted)
+    assert start(world) == 0
+    assert opened == [world.cfg.store.path]
+
+
 def test_the_service_starts_with_an_upsert_vendor_new_to_a_known_store(
     tmp_path: Path, remotes: dict[str, Remote]
 ) -> None:
@@ -179,12 +198,14 @@ def test_the_service_starts_with_an_upsert_vendor_new_to_a_known_store(
 
 
 def test_a_reload_adding_a_trigger_vendor_is_refused_with_the_same_two_ways_on(
-    tmp_path: Path, remotes: dict[str, Remote]
+    tmp_path: Path, remotes: dict[str, Remote], request: pytest.FixtureRequest
 ) -> None:
     """The reload keeps the running config, as before; its hint no longer says a restart
     surveys everyone (a restart is refused too). Once baselined, the same reload is taken."""
     world = known(tmp_path, remotes)
     daemon = Daemon(world.folder / "syncd.toml", SystemClock())
+    daemon.keeper = world.store()  # as `Daemon.run` holds it, from start to exit
+    request.addfinalizer(daemon.keeper.close)
     installed(tmp_path, remotes, "mem", "survey")
     stream = io.StringIO()
     logmod.configure(level="INFO", json=True, stream=stream)
