@@ -39,7 +39,7 @@ from syncd.pull import pull
 from syncd.runs import Report
 from syncd.schedule import trigger_for
 from syncd.source import find_export
-from syncd.state import Store
+from syncd.state import OPEN_STATUSES, Store
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -301,23 +301,33 @@ class Daemon:
 
 def unbaselined(store: Store, among: Iterable[str]) -> list[str]:
     """The trigger vendors among `among` that have acknowledged no contact of `store` when
-    it has some: the next reconcile would send each of
-    them every contact, and every send reaches a person. `syncd run` does not start with
-    one, and a reload does not add one: the service never surveys a whole known store on its
-    own, and `syncd sync --baseline`, which records the contacts as acknowledged instead,
-    cannot run beside it (the lock). An empty store is a first sync: every contact is new to
-    every vendor anyway."""
+    it has some: the next reconcile would send each of them every contact, and every send
+    reaches a person. `syncd run` does not start with one, and a reload does not add one:
+    the service never surveys a whole known store on its own, and `syncd sync --baseline`,
+    which records the contacts as acknowledged instead, cannot run beside it (the lock). An
+    empty store is a first sync: every contact is new to every vendor anyway.
+
+    Unless someone asked for those sends: a sync that delivered to the vendor (by hand, or
+    the service's own first sync of an empty store: `runs.delivered`) while they were
+    queued, but the vendor was down, or answered too late. Queued by a sync that did not
+    deliver to it (`syncd sync --vendor <another>` records the diff for every vendor), or
+    closed since (`syncd withdraw`), they are not: a vendor added to a known store and
+    never delivered to is still refused."""
     from syncd.vendors import REGISTRY
 
     triggers = [name for name in among if REGISTRY[name].kind == "trigger"]
-    if not triggers:
+    if not triggers or not store.scalar("SELECT 1 FROM contacts LIMIT 1"):
         return []
-    if not store.scalar("SELECT 1 FROM contacts LIMIT 1"):
-        return []
+    acked = "SELECT 1 FROM vendor_state WHERE vendor = ? LIMIT 1"
+    asked = (  # an open delivery from a run at or before the last that delivered to it
+        f"SELECT 1 FROM deliveries INDEXED BY deliveries_open WHERE vendor = ?1 AND status IN "
+        f"{OPEN_STATUSES!r} AND run_id <= (SELECT max(r.id) FROM runs r, json_each(r.delivered)"
+        " v WHERE v.value = ?1) LIMIT 1"
+    )
     return [
         name
         for name in triggers
-        if not store.scalar("SELECT 1 FROM vendor_state WHERE vendor = ? LIMIT 1", (name,))
+        if not store.scalar(acked, (name,)) and not store.scalar(asked, (name,))
     ]
 
 

@@ -471,6 +471,13 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
+    def delivering(self, run_id: int, vendors: Sequence[str]) -> None:
+        """The reconcile `run_id` sends what is queued for `vendors` (`runs.delivered`)."""
+        with self.write() as c:
+            c.execute(
+                "UPDATE runs SET delivered = ? WHERE id = ?", (json.dumps(list(vendors)), run_id)
+            )
+
     def finish_run(
         self,
         run_id: int,
