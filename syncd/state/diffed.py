@@ -392,37 +392,34 @@ class DiffStore:
         or a job may carry one still, and what became of it is the vendor's to tell (a
         polled job's outcome, with the vendor's id for the contact) or, for a trigger
         without a job, recorded `unknown`; an acknowledgement here would hide both."""
-        acked = 0
-
-        def acks() -> Iterator[tuple[str, Any, str | None]]:
-            nonlocal acked
-            # each contact once, with its newest queued delivery's id for the contact (the
-            # row `max` picks); `deliveries_open`'s own `IN` term lets SQLite use it
-            for key, attributes, ref, _ in self.conn.execute(
-                "SELECT d.key, c.attributes, d.vendor_ref, max(d.id) FROM deliveries d "
-                f"INDEXED BY deliveries_open JOIN contacts c ON c.key = d.key "
-                f"WHERE d.vendor = ? AND d.status IN {QUEUED!r} "
-                f"AND d.status IN {OPEN_STATUSES!r} GROUP BY d.key",
-                (vendor,),
-            ):
-                if (digest := now(key, attributes)) is not None:
-                    acked += 1
-                    yield key, digest, ref
-
-        self.conn.executemany(
+        # each contact once, with its newest queued delivery's id for the contact (the row
+        # `max` picks); `deliveries_open`'s own `IN` term lets SQLite use it
+        queued = self.conn.execute(
+            "SELECT d.key, c.attributes, d.vendor_ref, max(d.id) FROM deliveries d "
+            f"INDEXED BY deliveries_open JOIN contacts c ON c.key = d.key "
+            f"WHERE d.vendor = ? AND d.status IN {QUEUED!r} "
+            f"AND d.status IN {OPEN_STATUSES!r} GROUP BY d.key",
+            (vendor,),
+        )
+        acks = (
+            (vendor, self.ts, key, digest, ref)
+            for key, attributes, ref, _ in queued
+            if (digest := now(key, attributes)) is not None
+        )
+        acked = self.conn.executemany(  # one change a contact, summed
             "INSERT INTO vendor_state (vendor, key, hash, ref, acked_at) "
             "VALUES (?1, ?3, ?4, ?5, ?2) ON CONFLICT (vendor, key) DO UPDATE SET "
             "hash = excluded.hash, ref = coalesce(excluded.ref, vendor_state.ref), "
             "acked_at = excluded.acked_at",
-            ((vendor, self.ts, *ack) for ack in acks()),
-        )
+            acks,
+        ).rowcount
         self.conn.execute(
             "UPDATE deliveries SET status = 'superseded', reason = ?1, job = NULL, "
             f"updated_at = ?2 WHERE vendor = ?3 AND status IN {QUEUED!r} "
             f"AND status IN {OPEN_STATUSES!r}",
             (BASELINED, self.ts, vendor),
         )
-        return acked
+        return int(acked)
 
     def rehash(self, vendor: str, key: str, digest: Any) -> None:
         """Open deliveries of a re-baselined contact are acknowledged as its new digest."""
