@@ -104,6 +104,9 @@ RELATIONS: tuple[Relation, ...] = (
             "counts": "Per-vendor counts, as JSON.",
             "message": "The one-line summary.",
             "seconds": "How long it took.",
+            "delivered": "The vendors a reconcile sent its queued deliveries to, as a JSON "
+            "array; NULL when it sent nothing (a dry run, `--baseline`, a refusal) and for a "
+            "pull or a retry.",
         },
     ),
     Relation(

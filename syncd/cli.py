@@ -436,7 +436,7 @@ def withdraw(ctx: Ctx, vendors: tuple[str, ...], unknown: bool, dry_run: bool) -
     # the vendor may have these: added back, it would be sent them again
     maybe = () if unknown else ("in_flight", "unknown")
     statuses = [s for s in OPEN_STATUSES if s not in maybe]
-    with opened(cfg, lock=not dry_run, create=False) as store:
+    with _stoppable() as stop, opened(cfg, lock=not dry_run, create=False) as store:
         backlog = store.backlog()
         for name in dict.fromkeys(vendors):
             counts = backlog.get(name, {})
@@ -445,7 +445,14 @@ def withdraw(ctx: Ctx, vendors: tuple[str, ...], unknown: bool, dry_run: bool) -
                 for of in (statuses, maybe)
             )
             if going and not dry_run:
-                store.withdraw_vendor(name, statuses, SYSTEM.now())
+                withdrawn = store.withdraw_vendor(name, statuses, SYSTEM.now(), stop)
+                if stop.is_set():  # exit 130, as an interrupted sync or prune
+                    withdrew = ", ".join(f"{n} {s}" for s, n in withdrawn.items() if n) or "nothing"
+                    click.echo(
+                        f"{name}: stopped: withdrew {withdrew} of {going} before the stop; "
+                        "the rest stay open: run `syncd withdraw` again to close them"
+                    )
+                    sys.exit(130)
             if going:
                 done = "would withdraw" if dry_run else "withdrew"
                 click.echo(f"{name}: {done} {going} (superseded: {WITHDRAWN})")

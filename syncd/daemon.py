@@ -39,7 +39,7 @@ from syncd.pull import pull
 from syncd.runs import Report
 from syncd.schedule import trigger_for
 from syncd.source import find_export
-from syncd.state import Store
+from syncd.state import OPEN_STATUSES, Store
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -60,20 +60,22 @@ class Daemon:
         self.last_export: tuple[str, float, int] | None = None
         self.reload_requested = threading.Event()
         self._scheduled: dict[str, tuple[str, str]] = {}  # job id → (expression, time zone)
+        # the connection `run` holds from start to exit (the main thread's: a reload's
+        # check reads through it; the jobs open their own, on the worker thread)
+        self.keeper: Store | None = None
 
     # --- lifecycle -------------------------------------------------------------------
     def run(self) -> int:
         self.lock.acquire()  # LockHeldError → exit 3
-        keeper: Store | None = None
         metrics: MetricsServer | None = None
         try:
             # migrate before READY, and keep this connection until exit: SQLite keeps -wal
             # and -shm while one is open, and read-only analysts cannot create them
-            keeper = Store.open(self.cfg.store.path)
+            self.keeper = keeper = Store.open(self.cfg.store.path)
             # a first sync cut short (killed between its pieces) is undone by the next run
             # before anything else: that store is as empty as it was
             cut = keeper.unfinished_first_sync() is not None
-            if not cut and (names := unbaselined(self.cfg.store.path, self.cfg.vendors)):
+            if not cut and (names := unbaselined(keeper, self.cfg.vendors)):
                 raise ConfigError(
                     f"not started: {_have(names)} acknowledged none of the contacts the store "
                     f"{self.cfg.store.path} knows: the next reconcile would survey every one",
@@ -100,8 +102,9 @@ class Daemon:
         finally:
             if metrics is not None:
                 metrics.close()
-            if keeper is not None:
-                keeper.close()
+            if self.keeper is not None:
+                self.keeper.close()
+                self.keeper = None
             self.lock.release()
 
     def _scheduler(self) -> BackgroundScheduler:
@@ -193,10 +196,9 @@ class Daemon:
         if cfg.store.path != self.cfg.store.path:
             log.error("config reload: [store] path cannot change while running; restart instead")
             return
+        assert self.keeper is not None, "a reload is the running daemon's (`run`)"
         try:
-            added = unbaselined(
-                cfg.store.path, [n for n in cfg.vendors if n not in self.cfg.vendors]
-            )
+            added = unbaselined(self.keeper, [n for n in cfg.vendors if n not in self.cfg.vendors])
         except SyncdError as exc:  # the store could not be read: nothing tells it is safe
             log.error("config reload failed; keeping the running config", error=str(exc))
             return
@@ -297,30 +299,36 @@ class Daemon:
             self.last_export = signature
 
 
-def unbaselined(store_path: Path, among: Iterable[str]) -> list[str]:
-    """The trigger vendors among `among` that have acknowledged no contact of the store at
-    `store_path` (an existing one) when it has some: the next reconcile would send each of
-    them every contact, and every send reaches a person. `syncd run` does not start with
-    one, and a reload does not add one: the service never surveys a whole known store on its
-    own, and `syncd sync --baseline`, which records the contacts as acknowledged instead,
-    cannot run beside it (the lock). An empty store is a first sync: every contact is new to
-    every vendor anyway."""
+def unbaselined(store: Store, among: Iterable[str]) -> list[str]:
+    """The trigger vendors among `among` that have acknowledged no contact of `store` when
+    it has some: the next reconcile would send each of them every contact, and every send
+    reaches a person. `syncd run` does not start with one, and a reload does not add one:
+    the service never surveys a whole known store on its own, and `syncd sync --baseline`,
+    which records the contacts as acknowledged instead, cannot run beside it (the lock). An
+    empty store is a first sync: every contact is new to every vendor anyway.
+
+    Unless someone asked for those sends: a sync that delivered to the vendor (by hand, or
+    the service's own first sync of an empty store: `runs.delivered`) while they were
+    queued, but the vendor was down, or answered too late. Queued by a sync that did not
+    deliver to it (`syncd sync --vendor <another>` records the diff for every vendor), or
+    closed since (`syncd withdraw`), they are not: a vendor added to a known store and
+    never delivered to is still refused."""
     from syncd.vendors import REGISTRY
 
     triggers = [name for name in among if REGISTRY[name].kind == "trigger"]
-    if not triggers:
+    if not triggers or not store.scalar("SELECT 1 FROM contacts LIMIT 1"):
         return []
-    store = Store.open(store_path, create=False, migrate=False)
-    try:
-        if not store.scalar("SELECT 1 FROM contacts LIMIT 1"):
-            return []
-        return [
-            name
-            for name in triggers
-            if not store.scalar("SELECT 1 FROM vendor_state WHERE vendor = ? LIMIT 1", (name,))
-        ]
-    finally:
-        store.close()
+    acked = "SELECT 1 FROM vendor_state WHERE vendor = ? LIMIT 1"
+    asked = (  # an open delivery from a run at or before the last that delivered to it
+        f"SELECT 1 FROM deliveries INDEXED BY deliveries_open WHERE vendor = ?1 AND status IN "
+        f"{OPEN_STATUSES!r} AND run_id <= (SELECT max(r.id) FROM runs r, json_each(r.delivered)"
+        " v WHERE v.value = ?1) LIMIT 1"
+    )
+    return [
+        name
+        for name in triggers
+        if not store.scalar(acked, (name,)) and not store.scalar(asked, (name,))
+    ]
 
 
 def baseline_hint(names: Sequence[str]) -> str:

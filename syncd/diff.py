@@ -33,7 +33,15 @@ from syncd.decide import SURVEYS, Act, Facts, decide
 from syncd.errors import StopRequested
 from syncd.fastpath import FirstLines, Known, fingerprint, scan
 from syncd.plan import Plan, VendorPlan
-from syncd.project import Candidate, Projector, config_salt, prepare, renamed, salted
+from syncd.project import (
+    Candidate,
+    Projector,
+    config_salt,
+    prepare,
+    renamed,
+    salted,
+    stored_row,
+)
 from syncd.redefine import Redefinitions
 from syncd.source import Bad, Export
 from syncd.state import Store, iso
@@ -91,12 +99,6 @@ class Differ:
             plan.vendors[name] = VendorPlan(name, connector.kind)
         self.redefinitions = Redefinitions(self.db, self.projectors, plan)
         self.redefinitions.compare(self.baseline, self.may_rebaseline)
-        # before the rows: the fast path hides the unchanged ones, whose queued sends only
-        # this acknowledges; a row the diff meets is then compared with that, and its own
-        # acknowledgement (of newer data) is the one that stays
-        for name in self.baseline:
-            if acked := self.db.baseline_queued(name):
-                plan.vendors[name].counts["baseline_queued"] = acked
         self.known = Known(self.db)
         plan.known = len(self.known)
         self.next_rowid = self.db.next_rowid()
@@ -105,6 +107,7 @@ class Differ:
             self.pieces = self.pieces and self.db.pieces()
             if renames := renamed(named, self.header):
                 self.db.rename(renames)
+            self._baseline_queued()
             with self.db.writing():
                 self._compare(export)
             del self.firsts  # 12 bytes a new key: let go before the cache is rebuilt
@@ -116,6 +119,21 @@ class Differ:
         if self.pieces:
             self.db.finished()
         return plan
+
+    def _baseline_queued(self) -> None:
+        """`--baseline`, before the rows: the fast path hides the unchanged ones, whose
+        queued sends only this acknowledges, each contact as its stored row (the export's,
+        under this header) is for the vendor. A row the diff meets is then compared with
+        that, and its own acknowledgement (of newer data) is the one that stays."""
+        for name in self.baseline:
+            proj = self.projectors[name]
+
+            def now(key: str, attributes: str, proj: Projector = proj) -> int | None:
+                seen = proj.digested(key, stored_row(attributes, self.header))
+                return None if seen is None else seen[0]
+
+            if acked := self.db.baseline_queued(name, now):
+                self.plan.vendors[name].counts["baseline_queued"] = acked
 
     def _compare(self, export: Export) -> None:
         """Every row of the export against the known ones: unchanged rows marked seen, new

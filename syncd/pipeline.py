@@ -268,6 +268,7 @@ def _reconcile(
     if dry_run:
         return
     if not baseline:
+        store.delivering(plan.run_id, targets)  # what the operator asked to be sent
         for name in targets:
             report.delivered[name] = _deliver_one(
                 cfg, store, clock, connectors[name], stop, progress

@@ -243,6 +243,14 @@ class Projector:
         )
         return (digest(body) if self.trigger is None else self.watched(row)), body.decode()
 
+    def digested(self, key: str, row: list[str]) -> tuple[int, str] | None:
+        """(digest, payload) of a stored row (`stored_row`), None when it cannot be sent
+        to this vendor; a trigger vendor's from its watched columns alone (no payload)."""
+        if self.trigger is not None:
+            return self.watched(row), ""
+        projected = self.project(key, row)
+        return None if isinstance(projected, str) else self.view(projected, row)
+
     def legacy(self, data: str, row: list[str]) -> str:
         """The version-1 digest of a payload (`view`) and its row."""
         if self.trigger is not None:

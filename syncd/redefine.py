@@ -126,13 +126,9 @@ class Redefinitions:
                 continue
             for key, stored, attributes in self.db.absent(name):
                 row = stored_row(attributes, header)
-                if proj.trigger is not None:
-                    digest, data = proj.watched(row), ""
-                else:
-                    projected = proj.project(key, row)
-                    if isinstance(projected, str):
-                        continue  # never sendable as it was: nothing to keep
-                    digest, data = proj.view(projected, row)
+                if (seen := proj.digested(key, row)) is None:
+                    continue  # never sendable as it was: nothing to keep
+                digest, data = seen
                 legacy = vplan.convert and isinstance(stored, str)
                 if legacy and proj.legacy(data, row) == stored:
                     self.db.ack(name, key, digest)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import signal
 import sqlite3
 import sys
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -29,6 +31,7 @@ from syncd.daemon import unbaselined
 from syncd.lock import InstanceLock
 from syncd.metrics import StoreCollector
 from syncd.sample import row, rows
+from syncd.state import Store
 from syncd.status import collect, render
 from syncd.vendors.base import Status
 from tests.memory import MemoryWorld, Remote, memory_vendors
@@ -168,6 +171,56 @@ def test_withdraw_closes_a_removed_vendors_open_deliveries_and_keeps_their_histo
     assert (code, out) == (0, "survey: no open deliveries\n")
 
 
+def test_withdraw_goes_in_batches_and_a_sigterm_between_them_says_what_it_withdrew(
+    removed: MemoryWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One UPDATE over a removed vendor's whole backlog held the write lock (the service's
+    reconcile waiting) for as long as it took, and nothing stopped it but a kill. It now
+    goes a prune's batches (`PRUNE_BATCH` rows a transaction), looks at SIGTERM before each
+    as a prune does, says what it withdrew before the stop, exits 130; run again, it
+    closes the rest."""
+    monkeypatch.setattr("syncd.state.PRUNE_BATCH", 1)
+    real, commits = Store.write, []
+
+    @contextmanager
+    def write(self: Store, **kw: bool) -> Iterator[sqlite3.Connection]:
+        start = self.conn.total_changes
+        with real(self, **kw) as c:
+            yield c
+        commits.append(self.conn.total_changes - start)  # rows the transaction changed
+        if len(commits) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # as the first batch commits
+
+    def unstopped(_signum: int, _frame: object) -> None:
+        raise AssertionError("SIGTERM was not taken as a stop between batches")
+
+    monkeypatch.setattr(Store, "write", write)
+    before = signal.signal(signal.SIGTERM, unstopped)
+    try:
+        code, out, err = syncd(monkeypatch, removed, "withdraw", "--vendor", "survey")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 130, (out, err)
+    assert out == (
+        "survey: stopped: withdrew 1 pending of 2 pending, 1 failed before the stop; the rest "
+        "stay open: run `syncd withdraw` again to close them\n"
+    ), out
+    assert status_of(removed)["removed_vendors"]["survey"] == {
+        **NONE_OPEN,
+        "pending": 1,
+        "failed": 1,
+        "unknown": 1,
+    }
+
+    monkeypatch.setattr("syncd.state.PRUNE_BATCH", 1)
+    monkeypatch.setattr(Store, "write", write)
+    code, out, err = syncd(monkeypatch, removed, "withdraw", "--vendor", "survey")
+    assert (code, err) == (0, ""), err
+    assert out.startswith("survey: withdrew 1 pending, 1 failed (superseded"), out
+    assert (commits[0], sum(commits[1:]), max(commits)) == (1, 2, 1)
+    assert status_of(removed)["removed_vendors"]["survey"] == {**NONE_OPEN, "unknown": 1}
+
+
 def test_withdraw_dry_run_counts_and_changes_nothing_even_beside_the_service(
     removed: MemoryWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,7 +293,11 @@ def test_a_vendor_added_back_is_sent_only_what_differs_from_what_it_acknowledged
 
     back = configure(removed.folder, remotes, "mem", "shop", "survey")
     back.write(data)
-    assert unbaselined(back.cfg.store.path, ["survey"]) == []  # the service may start
+    store = back.store()
+    try:
+        assert unbaselined(store, ["survey"]) == []  # the service may start
+    finally:
+        store.close()
     assert back.sync().exit_code == 0
     code, _out, err = syncd(monkeypatch, back, "retry", "--dead", "--unknown")
     assert code == 0, err

@@ -428,8 +428,9 @@ def test_syncd_backup_from_the_command_line(tmp_path: Path, store: Store) -> Non
         copy.close()
 
 
-# `syncd …` (argv after the point) that gets SIGTERM as the backup's page copy ends
-# (`copied`: the copy's first statement after it) or once its copy is linked to PATH
+# `syncd …` (argv after the point) that gets SIGTERM in the backup's page copy, with pages
+# still to copy (`copying`), as it ends (`copied`: the copy's first statement after it) or
+# once its copy is linked to PATH
 BACKUP_SIGNALLED = """
 import os, signal, sqlite3, sys
 point, real_connect, real_link = sys.argv.pop(1), sqlite3.connect, os.link
@@ -438,8 +439,16 @@ class Copy(sqlite3.Connection):
         if point == "copied" and sql.startswith("PRAGMA journal_mode"):
             os.kill(os.getpid(), signal.SIGTERM)
         return super().execute(sql, *args)
+class Store(sqlite3.Connection):
+    def backup(self, target, *, progress=None, **kw):
+        def step(status, remaining, pages):
+            if point == "copying" and remaining:
+                os.kill(os.getpid(), signal.SIGTERM)
+            if progress is not None:
+                progress(status, remaining, pages)
+        return super().backup(target, progress=step, **kw)
 def connect(path, *args, **kw):
-    return real_connect(path, *args, **kw, **({"factory": Copy} if str(path).endswith(".tmp") else {}))
+    return real_connect(path, *args, **kw, factory=Copy if str(path).endswith(".tmp") else Store)
 def link(src, dst):
     real_link(src, dst)
     if point == "linked":
@@ -450,16 +459,30 @@ main()
 """
 
 
-@pytest.mark.parametrize("point", ["copied", "linked"])
+def ballast(store: Store, steps: int) -> None:
+    """Make the store `steps` of the backup's copy steps big (a quarantine reason)."""
+    size = steps * syncd.state.BACKUP_STEP * store.scalar("PRAGMA page_size")
+    run = add_run(store, "pull", RECENT)
+    with store.write() as c:
+        c.execute(
+            "INSERT INTO quarantine (run_id, file, line, reason, created_at) "
+            "VALUES (?, 'x.csv', 1, ?, '')",
+            (run, "x" * size),
+        )
+
+
+@pytest.mark.parametrize("point", ["copying", "copied", "linked"])
 def test_a_backup_stopped_by_sigterm_leaves_nothing_behind_and_says_so(
     tmp_path: Path, store: Store, point: str
 ) -> None:
     """`systemd-run` (a backup timer's) stopping `syncd backup` killed it at once, leaving
     its hidden temporary copy, a whole store's size, in the backup folder every time; once
     linked, a PATH the command never said it made. SIGTERM takes the path a failed backup
-    takes: nothing is left, and it says it was stopped (exit 130, as an interrupted sync)."""
+    takes: nothing is left, and it says it was stopped (exit 130, as an interrupted sync).
+    In the page copy it is acted on between two steps, with pages still to copy: a copy in
+    one step would take minutes of a big store to hear it."""
     config = retention_config(tmp_path)
-    add_run(store, "pull", RECENT)
+    ballast(store, 3)
     folder = tmp_path / "backups"
     folder.mkdir()
     dest = folder / "syncd-copy.db"
@@ -482,3 +505,38 @@ def test_a_backup_stopped_by_sigterm_leaves_nothing_behind_and_says_so(
     assert proc.stderr.startswith(f"syncd: the backup to {dest} was stopped"), proc.stderr
     assert "Traceback" not in proc.stderr and not proc.stdout
     assert sorted(os.listdir(folder)) == []
+
+
+def test_a_backup_while_another_connection_commits_is_the_store_as_it_began(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page a step, with a writer committing all the while: the copy holds one snapshot
+    throughout, so it neither starts over at each commit (and never ends under a busy
+    daemon) nor mixes pages of two commits; it is the store as the backup began."""
+    monkeypatch.setattr(syncd.state, "BACKUP_STEP", 1)
+    ballast(store, 2000)  # 2,000 steps of a page
+    before = store.scalar("SELECT count(*) FROM runs")
+    other = Store.open(store.path)
+    done, commits = threading.Event(), []
+
+    def commit() -> None:  # until the backup ends, or 10 s
+        while not done.is_set() and len(commits) < 10_000:
+            commits.append(add_run(other, "pull", RECENT))
+            done.wait(0.001)
+
+    writer = threading.Thread(target=commit)
+    try:
+        writer.start()
+        store.backup(tmp_path / "copy.db")
+        during = len(commits)
+    finally:
+        done.set()
+        writer.join()
+        other.close()
+    assert 0 < during < 10_000  # commits went on during the copy, which ended anyway
+    copy = Store.open(tmp_path / "copy.db", create=False)
+    try:
+        assert copy.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert copy.scalar("SELECT count(*) FROM runs") == before
+    finally:
+        copy.close()

@@ -16,13 +16,14 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import syncd.diff
 from syncd import log as logmod
-from syncd.cli import main
+from syncd.cli import cli, main
 from syncd.clock import SYSTEM, SystemClock
 from syncd.daemon import Daemon
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, RetriableError
 from syncd.lock import InstanceLock
 from syncd.sample import rows
 from syncd.state import Store
@@ -137,6 +138,56 @@ def test_the_service_starts_with_a_trigger_vendor_on_an_empty_store(
     assert (world.folder / "syncd.db").exists()
 
 
+def down(remote: Remote) -> None:
+    """The vendor answers no batch: its contacts stay pending (the vendor stopped)."""
+    for key in (r[0] for r in rows(N)):
+        remote.script[key] = RetriableError("connection refused", vendor="survey")
+
+
+def test_a_first_sync_whose_trigger_vendor_was_down_lets_the_service_send_its_surveys(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """The sync delivered to survey on purpose (the first, of an empty store), which was
+    down: every survey stayed queued, and the service refused to start until the same sync
+    was run again by hand. The sends it queued are the operator's: the service starts and
+    sends them once the vendor is back, each once."""
+    world = installed(tmp_path, remotes, "mem", "survey")
+    down(remotes["survey"])
+    assert world.sync().exit_code == 1
+    assert list(world.ledger("survey").values()) == ["pending"] * N
+    assert start(world) == 0
+    remotes["survey"].script.clear()
+    remotes["survey"].batches.clear()  # the attempts it did not answer
+    assert world.sync().exit_code == 0  # the service's next reconcile
+    assert sorted(remotes["survey"].keys()) == sorted(r[0] for r in rows(N))
+
+
+def test_surveys_no_sync_delivered_to_the_vendor_or_withdrawn_still_refuse_the_start(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """A vendor added to a known store: `syncd sync --vendor mem` queues its surveys but
+    does not deliver to it, nor does a dry run; refused. A sync that delivers to it, down,
+    asked for them; once they are withdrawn (the vendor removed), the vendor added back is
+    refused again."""
+    known(tmp_path, remotes)
+    world = installed(tmp_path, remotes, "mem", "survey")
+    assert world.sync(vendors=["mem"]).exit_code == 0
+    assert world.sync(dry_run=True).exit_code == 0
+    with pytest.raises(ConfigError, match="trigger vendor survey has acknowledged none"):
+        start(world)
+    down(remotes["survey"])
+    assert world.sync(vendors=["survey"]).exit_code == 1
+    assert start(world) == 0
+
+    installed(tmp_path, remotes, "mem")
+    config = str(world.folder / "syncd.toml")
+    withdrawn = CliRunner().invoke(cli, ["--config", config, "withdraw", "--vendor", "survey"])
+    assert withdrawn.exit_code == 0, withdrawn.output
+    world = installed(tmp_path, remotes, "mem", "survey")
+    with pytest.raises(ConfigError, match="trigger vendor survey has acknowledged none"):
+        start(world)
+
+
 class Killed(BaseException):
     """syncd killed at a crash point (SIGKILL: nothing of it runs after)."""
 
@@ -170,6 +221,25 @@ def test_the_service_starts_after_a_first_sync_killed_between_its_pieces(
     assert len(remotes["survey"].keys()) == N
 
 
+def test_the_start_checks_through_the_connection_it_keeps_opening_the_store_once(
+    tmp_path: Path, remotes: dict[str, Remote], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start opened the store a second time for the check, beside the connection it
+    holds until exit; the reload's check reads through that one too."""
+    known(tmp_path, remotes)
+    world = installed(tmp_path, remotes, "mem", "survey")
+    assert world.sync(baseline=True, vendors=["survey"]).exit_code == 0
+    opened, real = [], Store.open
+
+    def counted(path: Path, **kw: bool) -> Store:
+        opened.append(path)
+        return real(path, **kw)
+
+    monkeypatch.setattr(Store, "open", counted)
+    assert start(world) == 0
+    assert opened == [world.cfg.store.path]
+
+
 def test_the_service_starts_with_an_upsert_vendor_new_to_a_known_store(
     tmp_path: Path, remotes: dict[str, Remote]
 ) -> None:
@@ -179,12 +249,14 @@ def test_the_service_starts_with_an_upsert_vendor_new_to_a_known_store(
 
 
 def test_a_reload_adding_a_trigger_vendor_is_refused_with_the_same_two_ways_on(
-    tmp_path: Path, remotes: dict[str, Remote]
+    tmp_path: Path, remotes: dict[str, Remote], request: pytest.FixtureRequest
 ) -> None:
     """The reload keeps the running config, as before; its hint no longer says a restart
     surveys everyone (a restart is refused too). Once baselined, the same reload is taken."""
     world = known(tmp_path, remotes)
     daemon = Daemon(world.folder / "syncd.toml", SystemClock())
+    daemon.keeper = world.store()  # as `Daemon.run` holds it, from start to exit
+    request.addfinalizer(daemon.keeper.close)
     installed(tmp_path, remotes, "mem", "survey")
     stream = io.StringIO()
     logmod.configure(level="INFO", json=True, stream=stream)

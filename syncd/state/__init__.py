@@ -62,6 +62,9 @@ GENERATION_ON = "UPDATE contacts_generation SET generation = generation + 1, in_
 WITHDRAWN = "vendor removed from the config"
 # rows a prune transaction changes at most: analysts' reads and the WAL are never held long
 PRUNE_BATCH = 10_000
+# pages `Store.backup` copies a step (4 MiB of 4 KiB pages, a few milliseconds): a SIGTERM
+# waits for one step at most
+BACKUP_STEP = 1024
 
 
 def damaged(path: Path, problems: str) -> StoreError:
@@ -173,6 +176,11 @@ def _refuse_foreign(db: Database, path: Path) -> None:
             f"{path} is a SQLite database but not a syncd store",
             hint="check [store] path: syncd adds its tables only to a new file or its own store",
         )
+
+
+def _between_steps(status: int, remaining: int, pages: int) -> None:
+    """`Store.backup`'s progress callback: doing nothing, it is where a signal's handler
+    runs between two steps of the copy."""
 
 
 class Store:
@@ -463,6 +471,13 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
+    def delivering(self, run_id: int, vendors: Sequence[str]) -> None:
+        """The reconcile `run_id` sends what is queued for `vendors` (`runs.delivered`)."""
+        with self.write() as c:
+            c.execute(
+                "UPDATE runs SET delivered = ? WHERE id = ?", (json.dumps(list(vendors)), run_id)
+            )
+
     def finish_run(
         self,
         run_id: int,
@@ -736,19 +751,32 @@ class Store:
         with self.write() as c:
             return c.execute(sql, params).rowcount
 
-    def withdraw_vendor(self, vendor: str, statuses: Sequence[str], now: datetime) -> int:
+    def withdraw_vendor(
+        self,
+        vendor: str,
+        statuses: Sequence[str],
+        now: datetime,
+        stop: threading.Event | None = None,
+    ) -> dict[str, int]:
         """`syncd withdraw`: the open deliveries in `statuses` of a vendor no longer in the
         config are superseded ("vendor removed from the config"): nothing sends them again.
         Their rows stay, and so does what the vendor acknowledged (`vendor_state`), which a
-        vendor added back is compared with as ever. How many (through `deliveries_open`)."""
-        marks = ",".join("?" * len(statuses))
-        with self.write() as c:
-            return c.execute(
-                "UPDATE deliveries SET status = 'superseded', reason = ?, job = NULL, "
-                f"updated_at = ? WHERE vendor = ? AND status IN ({marks}) "
-                f"AND status IN {OPEN_STATUSES!r}",
-                (WITHDRAWN, iso(now), vendor, *statuses),
-            ).rowcount
+        vendor added back is compared with as ever. In batches, as a prune (`_prune`): the
+        write lock is held a batch at a time, and `stop` (SIGTERM) is looked at before each.
+        How many of each status went (through `deliveries_open`, a status at a time: a
+        batch is the next ids of the index, however big the backlog)."""
+        return {
+            status: self._prune(
+                "SELECT id FROM deliveries INDEXED BY deliveries_open WHERE vendor = :vendor "
+                f"AND status = :status AND status IN {OPEN_STATUSES!r} AND id > :after",
+                "UPDATE deliveries SET status = 'superseded', reason = :reason, job = NULL, "
+                "updated_at = :now",
+                {"vendor": vendor, "status": status, "reason": WITHDRAWN, "now": iso(now)},
+                False,
+                stop,
+            )
+            for status in statuses
+        }
 
     def backlog(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -824,7 +852,8 @@ class Store:
         stop: threading.Event | None,
     ) -> int:
         """Apply `change` to the rows `select` finds (by id, from `:after` on), at most
-        `PRUNE_BATCH` of them a transaction, until `stop` is set; or only count them."""
+        `PRUNE_BATCH` of them a transaction, until `stop` is set; or only count them. Both
+        statements are given `params`."""
         if stop is not None and stop.is_set():
             return 0
         if dry_run:
@@ -836,7 +865,8 @@ class Store:
                 ids = [r[0] for r in c.execute(batch, {**params, "after": after})]
                 if ids:
                     c.execute(
-                        f"{change} WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)
+                        f"{change} WHERE id IN (SELECT value FROM json_each(:ids))",
+                        {**params, "ids": json.dumps(ids)},
                     )
             done += len(ids)
             if len(ids) < PRUNE_BATCH:
@@ -847,19 +877,21 @@ class Store:
     def backup(self, dest: Path) -> None:
         """Copy the store to `dest`, a new file, consistently while others write.
 
-        SQLite's online backup API, in one step: it copies every page from one read
-        snapshot, so writers go on (WAL) and the copy is the store as of one commit. (Copying
-        a few pages a step starts over at every commit of another connection, and may never
-        finish during a sync; `VACUUM INTO` would rebuild every table and index, holding the
-        snapshot, and so the WAL, several times longer.) The copy is written under a
-        temporary name beside `dest`, checked, and linked into place, which fails rather than
-        replace a file that appeared meanwhile. It is one self-contained file (rollback
-        journal: no -wal or -shm to carry along; syncd turns WAL on again when it opens it),
-        readable by its owner only.
+        SQLite's online backup API, `BACKUP_STEP` pages a step, inside one read transaction
+        of this connection: every page comes from that one snapshot, so writers go on (WAL)
+        and the copy is the store as of one commit. (Without it, each step opens its own
+        snapshot and the copy starts over at every commit of another connection: under a
+        busy daemon it may never finish. `VACUUM INTO` would rebuild every table and index,
+        holding the snapshot, and so the WAL, several times longer.) The copy is written
+        under a temporary name beside `dest`, checked, and linked into place, which fails
+        rather than replace a file that appeared meanwhile. It is one self-contained file
+        (rollback journal: no -wal or -shm to carry along; syncd turns WAL on again when it
+        opens it), readable by its owner only.
 
         Whatever ends it before it is done — a fault, or KeyboardInterrupt (Ctrl-C, the
         CLI's SIGTERM) — leaves neither the temporary file nor `dest`. A signal during the
-        page copy is acted on once the copy's one step returns.
+        page copy is acted on between two steps (Python runs its handler in the progress
+        callback), not once the whole store is copied.
         """
         exists = SyncdError(f"{dest} exists", hint="name a new file: a backup never replaces one")
         if os.path.lexists(dest):
@@ -870,7 +902,12 @@ class Store:
             os.close(fd)
             copy = sqlite3.connect(tmp, isolation_level=None)
             try:
-                self.conn.backup(copy)
+                self.conn.execute("BEGIN")
+                try:
+                    self.conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+                    self.conn.backup(copy, pages=BACKUP_STEP, progress=_between_steps)
+                finally:
+                    self.conn.execute("ROLLBACK")  # the snapshot let go
                 copy.execute("PRAGMA journal_mode = DELETE")
                 problems = copy.execute("PRAGMA quick_check(1)").fetchone()[0]
             finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -377,28 +377,41 @@ class DiffStore:
             (vendor, key, digest, self.ts),
         )
 
-    def baseline_queued(self, vendor: str) -> int:
-        """`--baseline`: the vendor has everyone already, so its deliveries queued and never
-        acknowledged (pending, failed, dead, unknown) are acknowledged instead of sent: each
-        contact's newest delivery (but a skipped one, `Store.pending`'s rule) sets
-        `vendor_state` to its digest, as `Store.settle` does on `sent`; an older one is
-        stale and sets nothing. All are superseded. How many contacts were acknowledged.
+    def baseline_queued(self, vendor: str, now: Callable[[str, str], Any]) -> int:
+        """`--baseline`: the vendor has everyone already, as the export holds them, so its
+        deliveries queued and never acknowledged (pending, failed, dead, unknown) are
+        superseded instead of sent, and each of their contacts is acknowledged as its
+        stored row is: `now(key, attributes)` is that row's digest for the vendor, None
+        where the row cannot be sent to it (its acknowledgement is then left as it is).
+        Not a queued delivery's digest: an old one may be of data the contact has left
+        (a survey of data D2, its outcome unknown, of a contact surveyed for D and back at
+        D), and acknowledging D2 would make a later change to D2 survey nobody. How many
+        contacts were acknowledged.
 
         `in_flight` ones are left to the next delivery's resume (`syncd.push`): a request
         or a job may carry one still, and what became of it is the vendor's to tell (a
         polled job's outcome, with the vendor's id for the contact) or, for a trigger
         without a job, recorded `unknown`; an acknowledgement here would hide both."""
-        # each with `deliveries_open`'s own `IN` term, which lets SQLite use it
-        acked = self.conn.execute(
+        # each contact once, with its newest queued delivery's id for the contact (the row
+        # `max` picks); `deliveries_open`'s own `IN` term lets SQLite use it
+        queued = self.conn.execute(
+            "SELECT d.key, c.attributes, d.vendor_ref, max(d.id) FROM deliveries d "
+            f"INDEXED BY deliveries_open JOIN contacts c ON c.key = d.key "
+            f"WHERE d.vendor = ? AND d.status IN {QUEUED!r} "
+            f"AND d.status IN {OPEN_STATUSES!r} GROUP BY d.key",
+            (vendor,),
+        )
+        acks = (
+            (vendor, self.ts, key, digest, ref)
+            for key, attributes, ref, _ in queued
+            if (digest := now(key, attributes)) is not None
+        )
+        acked = self.conn.executemany(  # one change a contact, summed
             "INSERT INTO vendor_state (vendor, key, hash, ref, acked_at) "
-            "SELECT d.vendor, d.key, d.hash, d.vendor_ref, ?1 FROM deliveries d "
-            f"INDEXED BY deliveries_open WHERE d.vendor = ?2 AND d.status IN {QUEUED!r} "
-            f"AND d.status IN {OPEN_STATUSES!r} "
-            "AND NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.key = d.key "
-            "AND n.vendor = d.vendor AND n.id > d.id AND n.status != 'skipped') "
-            "ON CONFLICT (vendor, key) DO UPDATE SET hash = excluded.hash, "
-            "ref = coalesce(excluded.ref, vendor_state.ref), acked_at = excluded.acked_at",
-            (self.ts, vendor),
+            "VALUES (?1, ?3, ?4, ?5, ?2) ON CONFLICT (vendor, key) DO UPDATE SET "
+            "hash = excluded.hash, ref = coalesce(excluded.ref, vendor_state.ref), "
+            "acked_at = excluded.acked_at",
+            acks,
         ).rowcount
         self.conn.execute(
             "UPDATE deliveries SET status = 'superseded', reason = ?1, job = NULL, "

@@ -701,3 +701,13 @@ def m019_show_indexes(db: Database) -> None:
         CREATE INDEX responses_unmatched_email ON responses(email) WHERE key IS NULL;
         """
     )
+
+
+@migration
+def m020_runs_delivered(db: Database) -> None:
+    """`runs.delivered`: the vendors a reconcile ran the delivery loop for (a JSON array),
+    written as it begins; NULL when it sent nothing (a dry run, `--baseline`, a refusal)
+    and for other runs. A trigger vendor that acknowledged no contact yet is let start the
+    service when a sync that delivered to it queued its sends, or found them queued (it
+    was down): the operator asked for them (`syncd.daemon.unbaselined`)."""
+    db.execute("ALTER TABLE runs ADD COLUMN delivered TEXT")

@@ -23,6 +23,7 @@ import functools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
@@ -30,6 +31,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import structlog
 
 from syncd.clock import SYSTEM, Clock
+from syncd.errors import EndpointError, RetriableError
 from syncd.http import HttpClient, Pacer
 from syncd.log import add_secrets
 from syncd.settings import Option, VendorConfig
@@ -122,6 +124,7 @@ class Connector(ABC):
         add_secrets(config.secrets)  # whoever built the connector, its secrets never show
         self.clock = clock
         self.log = structlog.get_logger(f"syncd.vendors.{self.name}").bind(vendor=self.name)
+        self._unknown_jobs = 0  # polls of jobs answered 404 in a row (`polling`)
 
     @functools.cached_property
     def http(self) -> HttpClient:
@@ -225,6 +228,37 @@ class Connector(ABC):
         """Look at a started job once: a Result per contact of `job.contacts` once it has
         ended (or its deadline has passed: pending), else None. Raises as `push` does."""
         raise NotImplementedError(f"{self.name} has no async jobs to poll")
+
+    @contextmanager
+    def polling(self, job: str, noun: str, call: str) -> Iterator[None]:
+        """Around a poll of `job` (a `noun`: "import session"), which the vendor had just
+        given. A 404 is a job the vendor no longer knows (expired, lost): nothing
+        acknowledges its contacts, which go again (RetriableError). Two in a row, it is
+        the poll call that no longer finds any (a moved endpoint, a proxy): the vendor is
+        stopped (EndpointError) rather than posted every batch for nothing, and the hint
+        names `call` to check. Any other answer ends the row."""
+        try:
+            yield
+        except EndpointError as exc:
+            if exc.status != 404:
+                raise
+            self._unknown_jobs += 1
+            if self._unknown_jobs >= 2:
+                raise EndpointError(
+                    f"{self.title} answered 404 for {self._unknown_jobs} {noun}s in a row that "
+                    f"it had just given (the last {job})",
+                    vendor=self.name,
+                    status=404,
+                    hint=f"their contacts stay pending; check base_url, and whether "
+                    f"{self.title} moved {call}, before the next run",
+                ) from None
+            raise RetriableError(
+                f"{self.title} does not know {noun} {job} (HTTP 404): nothing acknowledges "
+                "its contacts, which go again in the next run",
+                vendor=self.name,
+                status=404,
+            ) from None
+        self._unknown_jobs = 0
 
     def follow(self, job: Job) -> list[Result]:
         """Poll a job until it ends, `job.every` seconds apart: every contact's Result."""

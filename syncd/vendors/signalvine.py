@@ -81,7 +81,7 @@ import requests
 from requests.auth import AuthBase
 
 from syncd.clock import Clock
-from syncd.errors import AuthError, ConfigError, EndpointError, FatalError, RetriableError
+from syncd.errors import AuthError, ConfigError, FatalError, RetriableError
 from syncd.http import loads, read_json
 from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
@@ -225,7 +225,6 @@ class SignalVine(Connector):
                 hint="mapped variables: " + ", ".join(self.columns),
             )
         self.non_ascii: str = self.opts["non_ascii"]
-        self._unknown_commands = 0  # command polls answered 404 in a row
         self.http.session.auth = SignalVineAuth(self.opts["token"], self.opts["secret"], self.clock)
 
     # --- requests ----------------------------------------------------------------------
@@ -373,30 +372,8 @@ class SignalVine(Connector):
         delays = poll_delays(self.opts["poll_cap"], self.opts["poll_first"])
         while True:
             self.clock.sleep(next(delays))
-            try:
+            with self.polling(location, "command", "its command Locations"):
                 resp = self.call("GET", location)
-            except EndpointError as exc:
-                if exc.status != 404:
-                    raise
-                # the upload on this base_url just gave the Location: that command is
-                # unknown (expired, lost); two in a row, and it is the call that finds none
-                self._unknown_commands += 1
-                if self._unknown_commands >= 2:
-                    raise EndpointError(
-                        f"SignalVine answered 404 for {self._unknown_commands} commands in a "
-                        f"row that it had just given (the last {location})",
-                        vendor=self.name,
-                        status=404,
-                        hint="their rows stay pending; check base_url, and whether "
-                        "SignalVine changed its command Locations, before the next run",
-                    ) from None
-                raise RetriableError(
-                    f"SignalVine does not know command {location} (HTTP 404): nothing "
-                    "acknowledges its rows, which go again in the next run",
-                    vendor=self.name,
-                    status=404,
-                ) from None
-            self._unknown_commands = 0
             status = read_json(resp, dict, vendor=self.name)
             if status.get("complete") is True:
                 return status
