@@ -19,8 +19,11 @@ unsubscribes pulled back.
   (`success`/`isSuccess` false, a non-empty `error`/`errors`) → every respondent `sent`;
   refused: a 4xx (400, 409, 413, 415, 422, ...) carrying a validation message (a JSON text,
   or an object with a `message`) → FatalError, which the delivery loop may split to find
-  the bad respondent; 401/403 (AuthError) and 404/405 (a wrong URL) keep the meaning
-  `syncd.http` gives them: Hello Customer is stopped for the run, all stays pending;
+  the bad respondent — except the documented "Touchpoint with ID: {campaignUniqueID} not
+  found", which is about the `campaign` option: EndpointError, Hello Customer is stopped for
+  the run with every respondent pending, none split off and failed; 401/403 (AuthError)
+  and 404/405 (a wrong URL) keep the meaning `syncd.http` gives them: Hello Customer is
+  stopped for the run, all stays pending;
   retried: 429 and what `syncd.http` retries for a trigger;
   unknown: anything else once the request went out — 201, 204 or another 2xx, a 200 that is
   HTML or says it failed, a 4xx without a validation message, a timeout — is
@@ -74,6 +77,7 @@ import requests
 
 from syncd.errors import (
     ConfigError,
+    EndpointError,
     FatalError,
     OptionError,
     OutcomeUnknownError,
@@ -124,6 +128,9 @@ DEFAULT_BATCH = 100
 BACKFILL_DAYS = 90
 UNSUBSCRIBES_PATH = "/V1.0/EN/campaign/{campaign}/respondent/unsubscribed/{start}/{end}"
 PLACEHOLDERS = ("campaign", "start", "end")
+# hellocustomer.md, "5. Validation messages", 400 for the Add respondents API: "Touchpoint
+# with ID: {campaignUniqueID} not found" -- the configured campaign, not a respondent
+TOUCHPOINT_MISSING = re.compile(r"touchpoint with id\b.*\bnot found", re.IGNORECASE)
 
 
 def resolve_language(value: str) -> str | None:
@@ -319,6 +326,15 @@ class HelloCustomer(Connector):
         body = _body(resp.text)
         if status >= 300:  # a 4xx `_answered` passed: a refusal only with a validation message
             message = _validation_message(body)
+            if message is not None and TOUCHPOINT_MISSING.match(message):
+                # about the `campaign` option, not a respondent: splitting would fail each one
+                raise EndpointError(
+                    f"HTTP {status}: {message}",
+                    vendor=self.name,
+                    status=status,
+                    hint="check campaign (the touchpoint's CampaignUniqueID) in "
+                    "[vendors.hellocustomer]; every respondent stays pending",
+                )
             if message is not None:
                 raise FatalError(f"HTTP {status}: {message}", vendor=self.name, status=status)
             raise OutcomeUnknownError(

@@ -299,6 +299,28 @@ def test_refused_respondents_are_isolated_by_splitting_without_a_429(
     assert sim.throttled == 0
 
 
+def test_an_unknown_touchpoint_stops_hello_customer_with_every_respondent_pending(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """hellocustomer.md, 400 for the Add respondents API: "Touchpoint with ID:
+    {campaignUniqueID} not found" is about the configured campaign: no respondent is split
+    off and failed for it (the old code failed five, one call each, before stopping)."""
+    sim = HelloCustomerSim(
+        clock=clock.monotonic, now=clock.now, campaign="0d0e0f10-1111-4222-8333-444455556666"
+    )
+    with Server(sim) as srv:
+        conn = connector(write_config(tmp_path, srv.url), clock)
+        outcome = deliver(conn, [contact(i) for i in range(8)], tmp_path)
+    assert set(outcome.values()) == {"pending"}
+    assert sim.count("/V1.0/") == 1  # not split
+    store = Store.open(tmp_path / "syncd.db")
+    try:
+        (attempts,) = store.query("SELECT DISTINCT attempts FROM deliveries")
+    finally:
+        store.close()
+    assert attempts["attempts"] == 0  # a configuration error spends no attempt
+
+
 def test_the_default_batch_is_100(tmp_path: Path) -> None:
     conn = connector(write_config(tmp_path, "http://127.0.0.1:9"), FakeClock())
     contacts = [contact(i) for i in range(2000)]
