@@ -13,10 +13,12 @@ unsubscribes pulled back.
   mapping's [metadata]. A contact without email or a usable language is quarantined for
   Hello Customer by `validate`. Invitations are triggers: sent with `idempotent=False`.
 - What an answer to that call means (the document: "If you get a response 200 from our
-  server, the respondent was successfully added"; `Respondent/Add`, which syncd does not
-  use, acknowledges with 201 and the body echoed):
-  acknowledged: HTTP 200 with an empty body or a JSON body that does not say it failed
-  (`success`/`isSuccess` false, a non-empty `error`/`errors`) → every respondent `sent`;
+  server, the respondent was successfully added", and for every call, "Validation
+  messages": "200/201: Success"; `Respondent/Add`, which syncd does not use, acknowledges
+  with 201 and the body echoed):
+  acknowledged: HTTP 200 or 201 with an empty body or a JSON body that does not say it
+  failed (`success`/`isSuccess` false, a non-empty `error`/`errors`) → every respondent
+  `sent`;
   refused: a 4xx (400, 409, 413, 415, 422, ...) carrying a validation message (a JSON text,
   or an object with a `message`) → FatalError, which the delivery loop may split to find
   the bad respondent — except the documented "Touchpoint with ID: {campaignUniqueID} not
@@ -25,8 +27,8 @@ unsubscribes pulled back.
   and 404/405 (a wrong URL) keep the meaning `syncd.http` gives them: Hello Customer is
   stopped for the run, all stays pending;
   retried: 429 and what `syncd.http` retries for a trigger;
-  unknown: anything else once the request went out — 201, 204 or another 2xx, a 200 that is
-  HTML or says it failed, a 4xx without a validation message, a timeout — is
+  unknown: anything else once the request went out — 204 or another 2xx, a 200 or 201 that
+  is HTML or says it failed, a 4xx without a validation message, a timeout — is
   OutcomeUnknownError: the batch is `unknown`, never split or re-sent in this run.
 - Pull "responses": `GET .../answers/getall/{start}/{end}` in windows of at most 31 days
   (yyyyMMddHHmmss, UTC, both ends inclusive) from `first_date` (default: 90 days back) to now;
@@ -130,6 +132,8 @@ UNSUBSCRIBES_PATH = "/V1.0/EN/campaign/{campaign}/respondent/unsubscribed/{start
 PLACEHOLDERS = ("campaign", "start", "end")
 # hellocustomer.md, "5. Validation messages", 400 for the Add respondents API: "Touchpoint
 # with ID: {campaignUniqueID} not found" -- the configured campaign, not a respondent
+# "5. Validation messages": "a. 200/201: Success" (addmultipletocache itself says 200)
+ACKNOWLEDGED = (200, 201)
 TOUCHPOINT_MISSING = re.compile(r"touchpoint with id\b.*\bnot found", re.IGNORECASE)
 
 
@@ -345,8 +349,8 @@ class HelloCustomer(Connector):
                 "`syncd retry --unknown`",
             )
         failed = _failure(body)
-        if status != 200 or failed:
-            why = failed or "only a 200 acknowledges addmultipletocache"
+        if status not in ACKNOWLEDGED or failed:
+            why = failed or "only a 200 or 201 acknowledges addmultipletocache"
             raise OutcomeUnknownError(
                 f"HTTP {status} is no acknowledgement ({why}): {snippet(resp)!r}",
                 vendor=self.name,
