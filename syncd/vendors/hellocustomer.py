@@ -33,7 +33,10 @@ unsubscribes pulled back.
 - Pull "responses": `GET .../answers/getall/{start}/{end}` in windows of at most 31 days
   (yyyyMMddHHmmss, UTC, both ends inclusive) from `first_date` (default: 90 days back) to now;
   each pull re-reads the last `lookback_days` for late or edited answers. The cursor is the
-  end of the last window read (`2026-03-31T23:59:59Z`).
+  end of the last window read (`2026-03-31T23:59:59Z`). A window starts on the second the
+  one before ended on, and a pull on its cursor's second (minus the lookback): Hello
+  Customer keeps times finer than the whole-second parameters, so windows that met at
+  12:00:00 and 12:00:01 would never read an answer given at 12:00:00.5.
 - Pull "nps": `POST .../analysis/nps/getnpsscore/{start}/{end}` per calendar month (UTC), for
   all respondents (`[]`) and for each of `nps_filters`; stored with `period_start` = the 1st
   and `period_end` = the last day of the month. The current month is "to date" and updated
@@ -396,16 +399,24 @@ class HelloCustomer(Connector):
         if len(since) == 10:
             return datetime.combine(date.fromisoformat(since), datetime.min.time(), UTC)
         cursor = datetime.fromisoformat(since.replace("Z", "+00:00")).astimezone(UTC)
-        return cursor + SECOND - self.lookback
+        return cursor - self.lookback  # the cursor's own second again: see `_windows`
 
     def _windows(self, since: str | None, until: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """[start, end] windows (inclusive, whole seconds) at most 31 days apart, up to until."""
+        """[start, end] windows (inclusive, whole seconds) at most 31 days apart, up to until.
+
+        Each window starts on the second the one before ended on, and a pull after a cursor
+        on the cursor's second: the parameters are whole seconds but Hello Customer keeps
+        times finer (its NPS `date` has seven decimals), so an answer at 12:00:00.4 is
+        after a window ending 12:00:00 and before one starting 12:00:01. Read twice, the
+        boundary second's records are merged by id."""
         last = until.astimezone(UTC).replace(microsecond=0)
         start = self._start(since, last)
         while start <= last:
             end = min(start + WINDOW, last)
             yield start, end
-            start = end + SECOND
+            if end == last:
+                return
+            start = end
 
     def _nps(self, since: str | None, until: datetime) -> Iterator[Page]:
         last = until.astimezone(UTC).replace(microsecond=0)

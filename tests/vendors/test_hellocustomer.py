@@ -33,6 +33,7 @@ from syncd.vendors import Contact
 from syncd.vendors.hellocustomer import HelloCustomer, resolve_language
 from tests.helpers import World
 
+SECOND = timedelta(seconds=1)
 CAMPAIGN = "c8dc5f94-a9e8-4743-8744-e66a73a7e724"
 BASE = f"/V1.0/EN/campaign/{CAMPAIGN}"
 PUSH = f"{BASE}/respondent/addmultipletocache"
@@ -409,6 +410,7 @@ def test_sync_then_pull_share_one_pacer_and_link_answers_to_contacts(
         store = Store.open(cfg.store.path)
         try:
             report = reconcile(cfg, store, clock)
+            clock.sleep(1)  # a pull reads whole seconds: the last answers' second is over
             pulled = pull(cfg, store, clock)
             responses = store.query("SELECT key, email FROM responses ORDER BY key")
             keys = [r["key"] for r in store.query("SELECT key FROM contacts ORDER BY key")]
@@ -459,9 +461,7 @@ def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
         spans = [(_parse(a), _parse(b)) for a, b in windows]
         assert len(spans) == 4  # 121 days in windows of at most 31
         assert all(b - a <= timedelta(days=31) for a, b in spans)
-        assert all(
-            nxt[0] - prev[1] == timedelta(seconds=1) for prev, nxt in itertools.pairwise(spans)
-        )
+        assert all(nxt[0] == prev[1] for prev, nxt in itertools.pairwise(spans))  # no gap
         assert sim.throttled == 0
 
         # a second pull re-reads only the lookback window and stores nothing new
@@ -490,6 +490,30 @@ def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
         assert store.scalar("SELECT count(*) FROM answers") == 30_000
     finally:
         store.close()
+
+
+def test_no_fraction_of_a_second_falls_between_two_windows_or_two_pulls(
+    tmp_path: Path, sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    """The date parameters are whole seconds (yyyyMMddHHmmss) but Hello Customer keeps its
+    times finer (the NPS answer's "date":"2015-12-16T14:45:31.3778294+00:00"): windows that
+    met at 23:59:59 and 00:00:00, or a pull that went on a second after its cursor, never
+    read an answer given in the half second between (the old code lost both)."""
+    now = clock.now()  # a whole second
+    first = (now - timedelta(days=40)).date()
+    boundary = datetime.combine(first, datetime.min.time(), UTC) + timedelta(days=31)
+    (between_windows,) = sim.add_responses(1, boundary - 0.5 * SECOND, boundary - 0.5 * SECOND)
+    cfg = write_config(tmp_path, server.url, f'first_date = "{first}"\nlookback_days = 0\n')
+    store = Store.open(cfg.store.path)
+    try:
+        assert pull(cfg, store, clock).exit_code == 0  # up to `now`, its cursor
+        (after_cursor,) = sim.add_responses(1, now + 0.5 * SECOND, now + 0.5 * SECOND)
+        clock.sleep(3600)
+        assert pull(cfg, store, clock).exit_code == 0
+        stored = {r["response_id"] for r in store.query("SELECT response_id FROM responses")}
+    finally:
+        store.close()
+    assert stored == {between_windows, after_cursor}
 
 
 def test_answers_keep_question_flags_and_text_analytics_paths(
