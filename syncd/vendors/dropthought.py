@@ -12,7 +12,9 @@
   metadata names — `email_header`, `phone_header` and `name_header` for the mapping's
   `[fields]` email, phone and name, then the `[metadata]` names as written. A 401 renews
   the token once and retries; a second 401 logs in again and retries; a third is an
-  AuthError. Any other 4xx refuses that one participant (FAILED with Dropthought's words).
+  AuthError. Any other 4xx refuses that one participant: a FatalError with Dropthought's
+  words, which the delivery loop records as FAILED, stopping Dropthought for the run when
+  five participants in a row are refused alike (a list or program problem, not theirs).
   The call is never repeated on a read timeout (a trigger: the outcome is unknown).
 - Acknowledgement, as documented: `"success": true` and `result[0].participant_uuid`, which
   becomes the delivery's ref. Any other 2xx answer — `{}`, `"success": "false"`, no uuid,
@@ -245,10 +247,9 @@ class Dropthought(Connector):
                 self.log.info("access token refused", next=step)
                 token = self.tokens.refused(token, step)
                 continue
-            except FatalError as exc:
-                if type(exc) is not FatalError:
-                    raise  # not about this participant (the quota, the URL): for the loop
-                return Result(contact.key, Status.FAILED, exc.reason)  # a 4xx about this one
+            # a 4xx refusing this participant is a FatalError for the delivery loop, which
+            # fails it and stops Dropthought once SAME_REFUSALS contacts in a row are refused
+            # alike (a list or program problem refuses every participant)
             return self._read(contact, resp, body)
 
     def _read(self, contact: Contact, resp: requests.Response, body: dict[str, Any]) -> Result:
@@ -258,7 +259,7 @@ class Dropthought(Connector):
             return Result(contact.key, Status.UNKNOWN, unacknowledged(exc.reason))
         if answer.get("success") is False:
             reason = answer.get("message") or "refused without a message"
-            return Result(contact.key, Status.FAILED, f"HTTP {resp.status_code}: {reason}")
+            raise FatalError(f"HTTP {resp.status_code}: {reason}", vendor=self.name)
         results = answer.get("result")
         record = results[0] if isinstance(results, list) and results else {}
         if not isinstance(record, dict):
