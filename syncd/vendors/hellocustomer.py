@@ -30,9 +30,14 @@ unsubscribes pulled back.
   unknown: anything else once the request went out — 204 or another 2xx, a 200 or 201 that
   is HTML or says it failed, a 4xx without a validation message, a timeout — is
   OutcomeUnknownError: the batch is `unknown`, never split or re-sent in this run.
-- Pull "responses": `GET .../answers/getall/{start}/{end}` in windows of at most 31 days
-  (yyyyMMddHHmmss, UTC, both ends inclusive) from `first_date` (default: 90 days back) to now;
-  each pull re-reads the last `lookback_days` for late or edited answers. The cursor is the
+- Pull "responses": `GET .../answers/getall/{start}/{end}` in windows of `window_days`
+  (default 7; the document allows at most 31: "the start date and end date cannot be more
+  than 31 days apart") (yyyyMMddHHmmss, UTC, both ends inclusive) from `first_date`
+  (default: 90 days back) to now. The call has no paging: its whole answer is one JSON
+  array (some 3 KB a response in the document's example) read under syncd's 32 MiB cap, so
+  31-day windows of a touchpoint answered 400 times a day would never be read. A window
+  holds some 10,000 responses: 7 days suit up to 1,500 a day (a 90-day backfill is 13
+  paced calls), `window_days = 1` up to 10,000 a day. Each pull re-reads the last `lookback_days` for late or edited answers. The cursor is the
   end of the last window read (`2026-03-31T23:59:59Z`). A window starts on the second the
   one before ended on, and a pull on its cursor's second (minus the lookback): Hello
   Customer keeps times finer than the whole-second parameters, so windows that met at
@@ -127,7 +132,7 @@ _BY_NAME = {alias: guid for guid, iso, names in LANGUAGES for alias in (iso, *na
 _ISO = {guid.lower(): iso for guid, iso, _names in LANGUAGES}
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 STAMP = "%Y%m%d%H%M%S"
-WINDOW = timedelta(days=31) - timedelta(seconds=1)  # start and end at most 31 days apart
+MAX_WINDOW_DAYS = 31  # "the start date and end date cannot be more than 31 days apart"
 SECOND = timedelta(seconds=1)
 DEFAULT_BATCH = 100
 BACKFILL_DAYS = 90
@@ -164,6 +169,12 @@ class HelloCustomer(Connector):
         ),
         "first_date": Option(str, help="pull backfill start (YYYY-MM-DD); default 90 days back"),
         "lookback_days": Option(int, default=7, help="days re-read on every pull"),
+        "window_days": Option(
+            int,
+            default=7,
+            help="days of answers (and unsubscribes) per call, 1 to 31: the call has no "
+            "paging, so its answer grows with the window",
+        ),
         "nps_filters": Option(
             list, default=[], help='NPS filters, e.g. [{key = "Store", filterValues = ["Gent"]}]'
         ),
@@ -199,6 +210,12 @@ class HelloCustomer(Connector):
                 "campaign",
                 "must be the touchpoint's GUID",
                 hint="copy CampaignUniqueID from the touchpoint's General Settings",
+            )
+        if not 1 <= options["window_days"] <= MAX_WINDOW_DAYS:
+            raise OptionError(
+                "window_days",
+                f"{options['window_days']} is not 1 to {MAX_WINDOW_DAYS}",
+                hint="Hello Customer refuses start and end dates more than 31 days apart",
             )
         problem = _path_problem(options["unsubscribes_path"])
         if problem:
@@ -237,6 +254,7 @@ class HelloCustomer(Connector):
         if self.opts["lookback_days"] < 0:
             raise self._config_error("must be 0 or more", "lookback_days")
         self.lookback = timedelta(days=self.opts["lookback_days"])
+        self.span = timedelta(days=self.opts["window_days"]) - SECOND  # end - start
         self.nps_filters = [self._filter(f) for f in self.opts["nps_filters"]]
 
     def _config_error(self, message: str, key: str, hint: str | None = None) -> ConfigError:
@@ -402,7 +420,7 @@ class HelloCustomer(Connector):
         return cursor - self.lookback  # the cursor's own second again: see `_windows`
 
     def _windows(self, since: str | None, until: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """[start, end] windows (inclusive, whole seconds) at most 31 days apart, up to until.
+        """[start, end] windows (inclusive, whole seconds) of `window_days`, up to until.
 
         Each window starts on the second the one before ended on, and a pull after a cursor
         on the cursor's second: the parameters are whole seconds but Hello Customer keeps
@@ -412,7 +430,7 @@ class HelloCustomer(Connector):
         last = until.astimezone(UTC).replace(microsecond=0)
         start = self._start(since, last)
         while start <= last:
-            end = min(start + WINDOW, last)
+            end = min(start + self.span, last)
             yield start, end
             if end == last:
                 return

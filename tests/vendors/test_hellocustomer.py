@@ -19,6 +19,7 @@ import pytest
 import requests
 from werkzeug.wrappers import Request, Response
 
+from syncd import http
 from syncd.clock import FakeClock
 from syncd.config import Config, load
 from syncd.errors import AuthError, ConfigError, RetriableError
@@ -448,7 +449,9 @@ def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
     now = clock.now()
     seeded = sim.add_responses(10_000, now - timedelta(days=120), now - timedelta(hours=1))
     first = (now - timedelta(days=120)).date().isoformat()
-    cfg = write_config(tmp_path, server.url, f'first_date = "{first}"\nlookback_days = 7\n')
+    cfg = write_config(
+        tmp_path, server.url, f'first_date = "{first}"\nlookback_days = 7\nwindow_days = 31\n'
+    )
     store = Store.open(cfg.store.path)
     try:
         report = pull(cfg, store, clock)
@@ -503,7 +506,9 @@ def test_no_fraction_of_a_second_falls_between_two_windows_or_two_pulls(
     first = (now - timedelta(days=40)).date()
     boundary = datetime.combine(first, datetime.min.time(), UTC) + timedelta(days=31)
     (between_windows,) = sim.add_responses(1, boundary - 0.5 * SECOND, boundary - 0.5 * SECOND)
-    cfg = write_config(tmp_path, server.url, f'first_date = "{first}"\nlookback_days = 0\n')
+    cfg = write_config(
+        tmp_path, server.url, f'first_date = "{first}"\nlookback_days = 0\nwindow_days = 31\n'
+    )
     store = Store.open(cfg.store.path)
     try:
         assert pull(cfg, store, clock).exit_code == 0  # up to `now`, its cursor
@@ -514,6 +519,32 @@ def test_no_fraction_of_a_second_falls_between_two_windows_or_two_pulls(
     finally:
         store.close()
     assert stored == {between_windows, after_cursor}
+
+
+def test_a_busy_touchpoint_is_read_in_windows_whose_answers_fit(
+    tmp_path: Path,
+    sim: HelloCustomerSim,
+    server: Server,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """answers/getall has no paging: its answer is every response of the window in one
+    array. With windows of 31 days (the document's maximum, the old code's only size) a
+    touchpoint of some 400 answers a day fills syncd's 32 MiB cap, and its responses are
+    never read; here cap and touchpoint are scaled down together (80 KB, 3 a day)."""
+    monkeypatch.setattr(http, "MAX_ANSWER", 80_000)
+    now = clock.now()
+    sim.add_responses(90, now - timedelta(days=30), now - timedelta(hours=1))
+    first = (now - timedelta(days=30)).date().isoformat()
+    cfg = write_config(tmp_path, server.url, f'first_date = "{first}"\n')
+    store = Store.open(cfg.store.path)
+    try:
+        report = pull(cfg, store, clock)
+        stored = store.scalar("SELECT count(*) FROM responses")
+    finally:
+        store.close()
+    assert (report.exit_code, stored) == (0, 90)
+    assert sim.count(f"{BASE}/answers/getall/") == 5  # a week each
 
 
 def test_answers_keep_question_flags_and_text_analytics_paths(
