@@ -335,6 +335,43 @@ def test_the_echo_is_compared_with_what_was_sent(world: World) -> None:
     assert "stored other values" not in out.getvalue()
 
 
+class StoresAsText(DropthoughtSim):
+    """A list that stores a DATE or PHONE value in another format as text (NOTES.md: "at
+    best stored as text the scheduler cannot use") instead of refusing it."""
+
+    def _invalid(self, body: Any) -> str | None:
+        kinds = self.metadata
+        self.metadata = {name: "String" for name in kinds}
+        try:
+            return super()._invalid(body)
+        finally:
+            self.metadata = kinds
+
+
+def test_a_list_date_sent_untyped_is_warned_about_once_naming_the_types_line(
+    tmp_path: Path,
+) -> None:
+    """The answer's meta_data says "Closed Date" is a DATE: a mapping without its [types]
+    line sends the export's own format, which advanced scheduling cannot read."""
+    world = World(tmp_path)
+    world.sim = StoresAsText(now=world.sim.now)
+    world.server.stop()
+    world.server = Server(world.sim).start()
+    out = io.StringIO()
+    logmod.configure(level="DEBUG", json=True, stream=out)
+    try:
+        connector = world.connector(mapping=MAPPING.replace('"Closed Date" = "DATE"', ""))
+        for i in range(3):
+            c = contact(i)
+            c = Contact(c.key, c.fields, {**c.metadata, "Closed Date": "10/01/2026 14:00"})
+            assert push_one(connector, c) is Status.SENT
+    finally:
+        world.server.stop()
+    warnings = [line for line in map(json.loads, out.getvalue().splitlines()) if line.get("fix")]
+    assert [(w["header"], w["type"]) for w in warnings] == [("Closed Date", "DATE")]
+    assert warnings[0]["fix"] == """add "Closed Date" = "DATE" to the mapping's [types]"""
+
+
 def test_a_mapping_needs_email_or_phone(world: World) -> None:
     with pytest.raises(ConfigError, match="maps neither email nor phone"):
         world.connector(mapping='[fields]\nname = "First Name"\n')
