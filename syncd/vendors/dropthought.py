@@ -23,12 +23,12 @@
   Dropthought stored differently from what was sent is logged (names only).
 - A list's metadata have types (`NAME`, `EMAIL`, `PHONE`, `DATE`, `String`); the mapping's
   `[types]` table types its `[metadata]` names `DATE` or `PHONE` (the `[fields]` are EMAIL,
-  PHONE and NAME already). The answer's `meta_data` gives the list's own types: a header
-  it calls DATE or PHONE that went in another form (untyped in the mapping) is warned
-  about once, naming the `[types]` line to add. A DATE value is sent as `YYYY-MM-DD HH:MM:SS` (the document's
+  PHONE and NAME already). A DATE value is sent as `YYYY-MM-DD HH:MM:SS` (the document's
   format, which advanced scheduling reads), a PHONE value as E.164. A value that cannot be
   converted quarantines the contact for Dropthought only, saying which metadata, column and
-  value, and why.
+  value, and why. The answer's `meta_data` gives the list's own types: a header it calls
+  DATE or PHONE that went in another form (untyped in the mapping) is warned about once,
+  naming the `[types]` line to add.
 
 Assumptions (unknown in Dropthought's documents): there is no documented export of
 responses, unsubscribes or NPS, so this connector pulls nothing. Rate limits are unknown:

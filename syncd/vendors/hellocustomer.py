@@ -37,11 +37,12 @@ unsubscribes pulled back.
   array (some 3 KB a response in the document's example) read under syncd's 32 MiB cap, so
   31-day windows of a touchpoint answered 400 times a day would never be read. A window
   holds some 10,000 responses: 7 days suit up to 1,500 a day (a 90-day backfill is 13
-  paced calls), `window_days = 1` up to 10,000 a day. Each pull re-reads the last `lookback_days` for late or edited answers. The cursor is the
-  end of the last window read (`2026-03-31T23:59:59Z`). A window starts on the second the
-  one before ended on, and a pull on its cursor's second (minus the lookback): Hello
-  Customer keeps times finer than the whole-second parameters, so windows that met at
-  12:00:00 and 12:00:01 would never read an answer given at 12:00:00.5.
+  paced calls), `window_days = 1` up to 10,000 a day. Each pull re-reads the last
+  `lookback_days` for late or edited answers. The cursor is the end of the last window
+  read (`2026-03-31T23:59:59Z`). A window starts on the second the one before ended on,
+  and a pull on its cursor's second (minus the lookback): Hello Customer keeps times
+  finer than the whole-second parameters, so windows that met at 12:00:00 and 12:00:01
+  would never read an answer given at 12:00:00.5.
 - Pull "nps": `POST .../analysis/nps/getnpsscore/{start}/{end}` per calendar month (UTC), for
   all respondents (`[]`) and for each of `nps_filters`; stored with `period_start` = the 1st
   and `period_end` = the last day of the month. The current month is "to date" and updated
@@ -138,10 +139,10 @@ DEFAULT_BATCH = 100
 BACKFILL_DAYS = 90
 UNSUBSCRIBES_PATH = "/V1.0/EN/campaign/{campaign}/respondent/unsubscribed/{start}/{end}"
 PLACEHOLDERS = ("campaign", "start", "end")
-# hellocustomer.md, "5. Validation messages", 400 for the Add respondents API: "Touchpoint
-# with ID: {campaignUniqueID} not found" -- the configured campaign, not a respondent
 # "5. Validation messages": "a. 200/201: Success" (addmultipletocache itself says 200)
 ACKNOWLEDGED = (200, 201)
+# hellocustomer.md, "5. Validation messages", 400 for the Add respondents API: "Touchpoint
+# with ID: {campaignUniqueID} not found" -- the configured campaign, not a respondent
 TOUCHPOINT_MISSING = re.compile(r"touchpoint with id\b.*\bnot found", re.IGNORECASE)
 
 

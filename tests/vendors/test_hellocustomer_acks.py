@@ -1,6 +1,6 @@
 """Hello Customer acknowledgements: only a 200 or 201 ("Validation messages": "200/201:
-Success") that does not say it failed marks respondents sent; any other answer after the request went out leaves them `unknown`, sent once, never
-split and re-sent."""
+Success") that does not say it failed marks respondents sent; any other answer after the
+request went out leaves them `unknown`, sent once, never split and re-sent."""
 
 from __future__ import annotations
 
