@@ -191,6 +191,14 @@ class HelloCustomerSim(Simulator):
         with self.lock:
             return {k: [dict(self._respondents[i]) for i in ix] for k, ix in self._by_key.items()}
 
+    def answered(self, until: datetime | None = None) -> int:
+        """How many responses there are; with `until`, how many were answered at or before
+        it (to the microsecond, as the sandbox keeps them)."""
+        with self.lock:
+            if until is None:
+                return len(self._responses)
+            return bisect.bisect_right(self._answered, (until.astimezone(UTC), "\uffff"))
+
     def response(self, response_id: str) -> dict[str, Any]:
         with self.lock:
             return json.loads(json.dumps(self._responses[response_id]))  # type: ignore[no-any-return]
