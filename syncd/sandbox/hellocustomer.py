@@ -18,6 +18,9 @@ Written from `hellocustomer.md` (V1.0 API) and the notes beside it:
   not published).
 - `GET .../answers/getall/{start}/{end}`: the responses answered in [start, end]
   (yyyyMMddHHmmss, UTC, both inclusive); 400 when the dates are more than 31 days apart.
+  Answer and unsubscribe times are kept to the microsecond, as the API's own times are
+  (the NPS answer's `"date":"2015-12-16T14:45:31.3778294+00:00"`), though the parameters
+  are whole seconds: one answered at 12:00:00.5 is after a window ending 12:00:00.
 - `POST .../analysis/nps/getnpsscore/{start}/{end}` with a filter array (`[]` = all; each
   `{"key", "filterValues"}` keeps respondents whose keyValue `key` is one of the values):
   NPS over the NPS answers in that period, as documented.
@@ -101,10 +104,6 @@ REASONS = (
 )
 
 
-def _stamp(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime(STAMP)
-
-
 def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -165,9 +164,9 @@ class HelloCustomerSim(Simulator):
         self._by_email: dict[str, int] = {}  # email -> index of its latest add
         self._by_key: dict[str, list[int]] = {}  # custom_UniqueID -> indexes of its adds
         self._responses: dict[str, dict[str, Any]] = {}
-        self._answered: list[tuple[str, str]] = []  # sorted (yyyyMMddHHmmss, response id)
+        self._answered: list[tuple[datetime, str]] = []  # sorted (answered at, response id)
         self._unsubscribes: dict[str, dict[str, Any]] = {}  # email -> record
-        self._unsubscribed: list[tuple[str, str]] = []  # sorted (yyyyMMddHHmmss, email)
+        self._unsubscribed: list[tuple[datetime, str]] = []  # sorted (unsubscribed at, email)
         self._last_call: dict[str, float] = {}
         self._surveys: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self.throttled = 0
@@ -192,6 +191,14 @@ class HelloCustomerSim(Simulator):
         with self.lock:
             return {k: [dict(self._respondents[i]) for i in ix] for k, ix in self._by_key.items()}
 
+    def answered(self, until: datetime | None = None) -> int:
+        """How many responses there are; with `until`, how many were answered at or before
+        it (to the microsecond, as the sandbox keeps them)."""
+        with self.lock:
+            if until is None:
+                return len(self._responses)
+            return bisect.bisect_right(self._answered, (until.astimezone(UTC), "\uffff"))
+
     def response(self, response_id: str) -> dict[str, Any]:
         with self.lock:
             return json.loads(json.dumps(self._responses[response_id]))  # type: ignore[no-any-return]
@@ -214,6 +221,7 @@ class HelloCustomerSim(Simulator):
             base = len(self._respondents)
             for i in range(n):
                 values = key_values(i) if key_values else {"Store": f"Store {i % 3 + 1}"}
+                at = start + span * i
                 respondent = self._store_respondent(
                     {
                         "firstName": f"Seeded{base + i}",
@@ -224,9 +232,10 @@ class HelloCustomerSim(Simulator):
                         "campaign_UniqueID": self.campaign,
                         "keyValues": dict(values),
                     },
-                    start + span * i,
+                    at,
                 )
-                ids.append(self._respond(respondent, random.Random(f"{self.seed}:{base + i}")))
+                rng = random.Random(f"{self.seed}:{base + i}")
+                ids.append(self._respond(respondent, rng, at))
         return ids
 
     def edit_response(
@@ -266,18 +275,21 @@ class HelloCustomerSim(Simulator):
             return _error(f"Touchpoint with ID: {campaign} not found")
         return None
 
-    def _window(self, start: str, end: str, limit: bool) -> tuple[str, str] | Response:
+    def _window(self, start: str, end: str, limit: bool) -> tuple[datetime, datetime] | Response:
+        """The [start, end] a pull asks for, as whole seconds (UTC): a time stored with a
+        fraction after `end` (12:00:00.5 after 12:00:00) is outside it."""
         try:
             if len(start) != 14 or len(end) != 14:
                 raise ValueError(start, end)
-            first, last = datetime.strptime(start, STAMP), datetime.strptime(end, STAMP)
+            first = datetime.strptime(start, STAMP).replace(tzinfo=UTC)
+            last = datetime.strptime(end, STAMP).replace(tzinfo=UTC)
         except ValueError:
             return _error("The dates must be formatted as yyyyMMddHHmmss")
         if last < first:
             return _error("The end date is before the start date")
         if limit and last - first > MAX_WINDOW:
             return _error("The start date and end date cannot be more than 31 days apart")
-        return start, end
+        return first, last
 
     # --- the API ----------------------------------------------------------------------
     def add_many(self, request: Request, culture: str, campaign: str) -> Response:
@@ -303,7 +315,7 @@ class HelloCustomerSim(Simulator):
                 respondent = self._store_respondent(item, now)
                 rng = random.Random(f"{self.seed}:{respondent['index']}")
                 if rng.random() < self.response_rate:
-                    self._respond(respondent, rng)
+                    self._respond(respondent, rng, now)
                 if rng.random() < self.unsubscribe_rate:
                     self._unsubscribe(respondent["email"], now)
         return Response("", 200)
@@ -395,8 +407,11 @@ class HelloCustomerSim(Simulator):
             self._surveys[language] = (survey, questions)
         return self._surveys[language]
 
-    def _respond(self, respondent: dict[str, Any], rng: random.Random) -> str:
-        """Answer the survey for this respondent, at the time it was added."""
+    def _respond(self, respondent: dict[str, Any], rng: random.Random, when: datetime) -> str:
+        """Answer the survey for this respondent, at `when`, the time it was added: shown to
+        the second, as the document's dates are, but kept to the microsecond, as the API's
+        own times are ("date":"2015-12-16T14:45:31.3778294+00:00"), so a pull's windows
+        must leave no fraction of a second between them."""
         at = respondent["added"]
         language = respondent["language_UniqueID"]
         survey, questions = self._survey(language)
@@ -443,8 +458,7 @@ class HelloCustomerSim(Simulator):
             "hasBeenDisabledForReview": False,
             "uniqueID": response_id,
         }
-        stamp = datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ").strftime(STAMP)
-        bisect.insort(self._answered, (stamp, response_id))
+        bisect.insort(self._answered, (when.astimezone(UTC), response_id))
         return response_id
 
     def _unsubscribe(self, email: str, at: datetime) -> None:
@@ -459,19 +473,21 @@ class HelloCustomerSim(Simulator):
             "respondent_UniqueID": held.get("uniqueID"),
             "date": _iso(at),
         }
-        bisect.insort(self._unsubscribed, (_stamp(at), email))
+        bisect.insort(self._unsubscribed, (at.astimezone(UTC), email))
 
     def _guarded_window(
         self, request: Request, campaign: str, start: str, end: str, *, limit: bool
-    ) -> tuple[str, str] | Response:
+    ) -> tuple[datetime, datetime] | Response:
         """The pull endpoints' common checks: token and campaign, then the date window."""
         refused = self._guard(request, campaign)
         return refused if refused is not None else self._window(start, end, limit=limit)
 
-    def _between(self, timeline: list[tuple[str, str]], start: str, end: str) -> list[str]:
+    def _between(
+        self, timeline: list[tuple[datetime, str]], start: datetime, end: datetime
+    ) -> list[str]:
         lo = bisect.bisect_left(timeline, (start, ""))
         hi = bisect.bisect_right(timeline, (end, "\uffff"))
-        return [item for _stamp_, item in timeline[lo:hi]]
+        return [item for _when, item in timeline[lo:hi]]
 
     def answers(
         self, request: Request, culture: str, campaign: str, start: str, end: str

@@ -15,7 +15,9 @@
   `{"error": 0, "error_text": "Successful operation", ...}`; a non-zero `error` is a failure
   whatever the HTTP status):
   acknowledged: HTTP 200, `error` 0 and, for `start_batch`, `result` a list of one profile id
-  per `data[]` item → every contact `sent` (`start`'s `profile_id`, if any, is its ref);
+  per `data[]` item → every contact `sent`, its profile id its ref (`start`'s `profile_id`,
+  if any, is its ref); an entry that is no profile id (null, "") leaves its contact
+  `unknown`, the others sent;
   refused: `error` 401/403 → AuthError, 402 (tariff limit reached) → QuotaError (both stop
   Altcraft for the run; the rest stays pending); another 400-class `error` (400 bad
   request, 404 not found, ...) → FatalError with Altcraft's `error_text`, which the
@@ -197,7 +199,9 @@ class Altcraft(Connector):
                 vendor=self.name,
                 hint="check the campaign's launches in Altcraft before `syncd retry --unknown`",
             )
-        return [Result(c.key, Status.SENT) for c in batch]
+        return [
+            _launched(c, pid, i) for i, (c, pid) in enumerate(zip(batch, launched, strict=True))
+        ]
 
     def check(self) -> str:
         """Read the trigger campaign: proves the token, and that the campaign is active."""
@@ -265,6 +269,23 @@ class Altcraft(Connector):
             status=code,
             hint="check the campaign's launches in Altcraft before `syncd retry --unknown`",
         )
+
+
+def _launched(contact: Contact, profile_id: Any, index: int) -> Result:
+    """A `start_batch` contact by the `result` entry in its place: a profile id (text, or a
+    number) launched it and is its ref; anything else (null, "", an object) says neither
+    that its profile was launched nor that it was not."""
+    if isinstance(profile_id, int) and not isinstance(profile_id, bool):
+        profile_id = str(profile_id)
+    if isinstance(profile_id, str) and profile_id:
+        return Result(contact.key, Status.SENT, ref=profile_id)
+    return Result(
+        contact.key,
+        Status.UNKNOWN,
+        f"start_batch answered error 0 with {json.dumps(profile_id)} as result[{index}], not "
+        "a profile id: the profile may not have been launched; check the campaign's launches "
+        "in Altcraft before `syncd retry --unknown`",
+    )
 
 
 def _envelope(resp: requests.Response) -> bool:

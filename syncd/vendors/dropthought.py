@@ -12,7 +12,9 @@
   metadata names — `email_header`, `phone_header` and `name_header` for the mapping's
   `[fields]` email, phone and name, then the `[metadata]` names as written. A 401 renews
   the token once and retries; a second 401 logs in again and retries; a third is an
-  AuthError. Any other 4xx refuses that one participant (FAILED with Dropthought's words).
+  AuthError. Any other 4xx refuses that one participant: a FatalError with Dropthought's
+  words, which the delivery loop records as FAILED, stopping Dropthought for the run when
+  five participants in a row are refused alike (a list or program problem, not theirs).
   The call is never repeated on a read timeout (a trigger: the outcome is unknown).
 - Acknowledgement, as documented: `"success": true` and `result[0].participant_uuid`, which
   becomes the delivery's ref. Any other 2xx answer — `{}`, `"success": "false"`, no uuid,
@@ -24,7 +26,9 @@
   PHONE and NAME already). A DATE value is sent as `YYYY-MM-DD HH:MM:SS` (the document's
   format, which advanced scheduling reads), a PHONE value as E.164. A value that cannot be
   converted quarantines the contact for Dropthought only, saying which metadata, column and
-  value, and why.
+  value, and why. The answer's `meta_data` gives the list's own types: a header it calls
+  DATE or PHONE that went in another form (untyped in the mapping) is warned about once,
+  naming the `[types]` line to add.
 
 Assumptions (unknown in Dropthought's documents): there is no documented export of
 responses, unsubscribes or NPS, so this connector pulls nothing. Rate limits are unknown:
@@ -174,6 +178,7 @@ class Dropthought(Connector):
         self.zone = ZoneInfo(self.opts["date_timezone"])
         self.tokens = Tokens(self)
         self._prepared: str | None = None
+        self._warned: set[str] = set()  # headers `_untyped` warned about
 
     def value_kinds(self) -> Mapping[str, Literal["email", "phone"]]:
         """PHONE metadata are normalised like phone fields (E.164, with [source] phone_region
@@ -245,10 +250,9 @@ class Dropthought(Connector):
                 self.log.info("access token refused", next=step)
                 token = self.tokens.refused(token, step)
                 continue
-            except FatalError as exc:
-                if type(exc) is not FatalError:
-                    raise  # not about this participant (the quota, the URL): for the loop
-                return Result(contact.key, Status.FAILED, exc.reason)  # a 4xx about this one
+            # a 4xx refusing this participant is a FatalError for the delivery loop, which
+            # fails it and stops Dropthought once SAME_REFUSALS contacts in a row are refused
+            # alike (a list or program problem refuses every participant)
             return self._read(contact, resp, body)
 
     def _read(self, contact: Contact, resp: requests.Response, body: dict[str, Any]) -> Result:
@@ -258,7 +262,7 @@ class Dropthought(Connector):
             return Result(contact.key, Status.UNKNOWN, unacknowledged(exc.reason))
         if answer.get("success") is False:
             reason = answer.get("message") or "refused without a message"
-            return Result(contact.key, Status.FAILED, f"HTTP {resp.status_code}: {reason}")
+            raise FatalError(f"HTTP {resp.status_code}: {reason}", vendor=self.name)
         results = answer.get("result")
         record = results[0] if isinstance(results, list) and results else {}
         if not isinstance(record, dict):
@@ -268,13 +272,34 @@ class Dropthought(Connector):
             text = f"HTTP {resp.status_code}: {snippet(resp, 80)!r}"
             return Result(contact.key, Status.UNKNOWN, unacknowledged(text))
         stored = echoed(record)
-        sent = zip(body["header"], body["data"], strict=True)
-        changed = [h for h, v in sent if stored.get(h) != v] if stored else []
+        sent = dict(zip(body["header"], body["data"], strict=True))
+        changed = [h for h, v in sent.items() if stored.get(h) != v] if stored else []
         if changed:
             self.log.warning(
                 "Dropthought stored other values than sent", key=contact.key, headers=changed
             )
+        self._untyped(contact, sent, echoed(record, "meta_data"))
         return Result(contact.key, Status.SENT, ref=uuid)
+
+    def _untyped(self, contact: Contact, sent: dict[str, str], listed: dict[str, str]) -> None:
+        """Warn, once a header, when the answer's `meta_data` says the list types a header
+        DATE or PHONE that was sent in another form: NOTES.md, "A value sent into a DATE
+        metadata in another format is at best stored as text the scheduler cannot use" -- a
+        participant who may never be surveyed, though Dropthought acknowledged him."""
+        for header, value in sent.items():
+            kind = listed.get(header, "").upper()
+            wrong = (kind == "DATE" and not _is_list_date(value)) or (
+                kind == "PHONE" and not value.startswith("+")
+            )
+            if value and wrong and header not in self._warned:
+                self._warned.add(header)
+                self.log.warning(
+                    "the list types a metadata that was sent untyped",
+                    key=contact.key,
+                    header=header,
+                    type=kind,
+                    fix=f'add "{header}" = "{kind}" to the mapping\'s [types]',
+                )
 
 
 def unacknowledged(answer: str) -> str:
@@ -336,10 +361,19 @@ def international_phone(value: str) -> str:
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
-def echoed(record: dict[str, Any]) -> dict[str, str]:
-    """header name → value from an answer whose `header` and `data` are JSON-encoded strings
-    (plain arrays are read too); {} when they cannot be read."""
-    header, data = decoded(record.get("header")), decoded(record.get("data"))
+def _is_list_date(value: str) -> bool:
+    try:
+        datetime.strptime(value, LIST_DATE)
+    except ValueError:
+        return False
+    return True
+
+
+def echoed(record: dict[str, Any], values: str = "data") -> dict[str, str]:
+    """header name → value (`data`) or type (`meta_data`) from an answer whose `header` and
+    `values` are JSON-encoded strings (plain arrays are read too); {} when they cannot be
+    read."""
+    header, data = decoded(record.get("header")), decoded(record.get(values))
     if header is None or data is None:
         return {}
     return {str(h): "" if v is None else str(v) for h, v in zip(header, data, strict=False)}

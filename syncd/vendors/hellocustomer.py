@@ -13,22 +13,36 @@ unsubscribes pulled back.
   mapping's [metadata]. A contact without email or a usable language is quarantined for
   Hello Customer by `validate`. Invitations are triggers: sent with `idempotent=False`.
 - What an answer to that call means (the document: "If you get a response 200 from our
-  server, the respondent was successfully added"; `Respondent/Add`, which syncd does not
-  use, acknowledges with 201 and the body echoed):
-  acknowledged: HTTP 200 with an empty body or a JSON body that does not say it failed
-  (`success`/`isSuccess` false, a non-empty `error`/`errors`) → every respondent `sent`;
+  server, the respondent was successfully added", and for every call, "Validation
+  messages": "200/201: Success"; `Respondent/Add`, which syncd does not use, acknowledges
+  with 201 and the body echoed):
+  acknowledged: HTTP 200 or 201 with an empty body or a JSON body that does not say it
+  failed (`success`/`isSuccess` false, a non-empty `error`/`errors`) → every respondent
+  `sent`;
   refused: a 4xx (400, 409, 413, 415, 422, ...) carrying a validation message (a JSON text,
   or an object with a `message`) → FatalError, which the delivery loop may split to find
-  the bad respondent; 401/403 (AuthError) and 404/405 (a wrong URL) keep the meaning
-  `syncd.http` gives them: Hello Customer is stopped for the run, all stays pending;
+  the bad respondent — except the documented "Touchpoint with ID: {campaignUniqueID} not
+  found", which is about the `campaign` option: EndpointError, Hello Customer is stopped for
+  the run with every respondent pending, none split off and failed; 401/403 (AuthError)
+  and 404/405 (a wrong URL) keep the meaning `syncd.http` gives them: Hello Customer is
+  stopped for the run, all stays pending;
   retried: 429 and what `syncd.http` retries for a trigger;
-  unknown: anything else once the request went out — 201, 204 or another 2xx, a 200 that is
-  HTML or says it failed, a 4xx without a validation message, a timeout — is
+  unknown: anything else once the request went out — 204 or another 2xx, a 200 or 201 that
+  is HTML or says it failed, a 4xx without a validation message, a timeout — is
   OutcomeUnknownError: the batch is `unknown`, never split or re-sent in this run.
-- Pull "responses": `GET .../answers/getall/{start}/{end}` in windows of at most 31 days
-  (yyyyMMddHHmmss, UTC, both ends inclusive) from `first_date` (default: 90 days back) to now;
-  each pull re-reads the last `lookback_days` for late or edited answers. The cursor is the
-  end of the last window read (`2026-03-31T23:59:59Z`).
+- Pull "responses": `GET .../answers/getall/{start}/{end}` in windows of `window_days`
+  (default 7; the document allows at most 31: "the start date and end date cannot be more
+  than 31 days apart") (yyyyMMddHHmmss, UTC, both ends inclusive) from `first_date`
+  (default: 90 days back) to now. The call has no paging: its whole answer is one JSON
+  array (some 3 KB a response in the document's example) read under syncd's 32 MiB cap, so
+  31-day windows of a touchpoint answered 400 times a day would never be read. A window
+  holds some 10,000 responses: 7 days suit up to 1,500 a day (a 90-day backfill is 13
+  paced calls), `window_days = 1` up to 10,000 a day. Each pull re-reads the last
+  `lookback_days` for late or edited answers. The cursor is the end of the last window
+  read (`2026-03-31T23:59:59Z`). A window starts on the second the one before ended on,
+  and a pull on its cursor's second (minus the lookback): Hello Customer keeps times
+  finer than the whole-second parameters, so windows that met at 12:00:00 and 12:00:01
+  would never read an answer given at 12:00:00.5.
 - Pull "nps": `POST .../analysis/nps/getnpsscore/{start}/{end}` per calendar month (UTC), for
   all respondents (`[]`) and for each of `nps_filters`; stored with `period_start` = the 1st
   and `period_end` = the last day of the month. The current month is "to date" and updated
@@ -74,6 +88,7 @@ import requests
 
 from syncd.errors import (
     ConfigError,
+    EndpointError,
     FatalError,
     OptionError,
     OutcomeUnknownError,
@@ -118,12 +133,17 @@ _BY_NAME = {alias: guid for guid, iso, names in LANGUAGES for alias in (iso, *na
 _ISO = {guid.lower(): iso for guid, iso, _names in LANGUAGES}
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 STAMP = "%Y%m%d%H%M%S"
-WINDOW = timedelta(days=31) - timedelta(seconds=1)  # start and end at most 31 days apart
+MAX_WINDOW_DAYS = 31  # "the start date and end date cannot be more than 31 days apart"
 SECOND = timedelta(seconds=1)
 DEFAULT_BATCH = 100
 BACKFILL_DAYS = 90
 UNSUBSCRIBES_PATH = "/V1.0/EN/campaign/{campaign}/respondent/unsubscribed/{start}/{end}"
 PLACEHOLDERS = ("campaign", "start", "end")
+# "5. Validation messages": "a. 200/201: Success" (addmultipletocache itself says 200)
+ACKNOWLEDGED = (200, 201)
+# hellocustomer.md, "5. Validation messages", 400 for the Add respondents API: "Touchpoint
+# with ID: {campaignUniqueID} not found" -- the configured campaign, not a respondent
+TOUCHPOINT_MISSING = re.compile(r"touchpoint with id\b.*\bnot found", re.IGNORECASE)
 
 
 def resolve_language(value: str) -> str | None:
@@ -150,6 +170,12 @@ class HelloCustomer(Connector):
         ),
         "first_date": Option(str, help="pull backfill start (YYYY-MM-DD); default 90 days back"),
         "lookback_days": Option(int, default=7, help="days re-read on every pull"),
+        "window_days": Option(
+            int,
+            default=7,
+            help="days of answers (and unsubscribes) per call, 1 to 31: the call has no "
+            "paging, so its answer grows with the window",
+        ),
         "nps_filters": Option(
             list, default=[], help='NPS filters, e.g. [{key = "Store", filterValues = ["Gent"]}]'
         ),
@@ -185,6 +211,12 @@ class HelloCustomer(Connector):
                 "campaign",
                 "must be the touchpoint's GUID",
                 hint="copy CampaignUniqueID from the touchpoint's General Settings",
+            )
+        if not 1 <= options["window_days"] <= MAX_WINDOW_DAYS:
+            raise OptionError(
+                "window_days",
+                f"{options['window_days']} is not 1 to {MAX_WINDOW_DAYS}",
+                hint="Hello Customer refuses start and end dates more than 31 days apart",
             )
         problem = _path_problem(options["unsubscribes_path"])
         if problem:
@@ -223,6 +255,7 @@ class HelloCustomer(Connector):
         if self.opts["lookback_days"] < 0:
             raise self._config_error("must be 0 or more", "lookback_days")
         self.lookback = timedelta(days=self.opts["lookback_days"])
+        self.span = timedelta(days=self.opts["window_days"]) - SECOND  # end - start
         self.nps_filters = [self._filter(f) for f in self.opts["nps_filters"]]
 
     def _config_error(self, message: str, key: str, hint: str | None = None) -> ConfigError:
@@ -319,6 +352,15 @@ class HelloCustomer(Connector):
         body = _body(resp.text)
         if status >= 300:  # a 4xx `_answered` passed: a refusal only with a validation message
             message = _validation_message(body)
+            if message is not None and TOUCHPOINT_MISSING.match(message):
+                # about the `campaign` option, not a respondent: splitting would fail each one
+                raise EndpointError(
+                    f"HTTP {status}: {message}",
+                    vendor=self.name,
+                    status=status,
+                    hint="check campaign (the touchpoint's CampaignUniqueID) in "
+                    "[vendors.hellocustomer]; every respondent stays pending",
+                )
             if message is not None:
                 raise FatalError(f"HTTP {status}: {message}", vendor=self.name, status=status)
             raise OutcomeUnknownError(
@@ -329,8 +371,8 @@ class HelloCustomer(Connector):
                 "`syncd retry --unknown`",
             )
         failed = _failure(body)
-        if status != 200 or failed:
-            why = failed or "only a 200 acknowledges addmultipletocache"
+        if status not in ACKNOWLEDGED or failed:
+            why = failed or "only a 200 or 201 acknowledges addmultipletocache"
             raise OutcomeUnknownError(
                 f"HTTP {status} is no acknowledgement ({why}): {snippet(resp)!r}",
                 vendor=self.name,
@@ -376,16 +418,24 @@ class HelloCustomer(Connector):
         if len(since) == 10:
             return datetime.combine(date.fromisoformat(since), datetime.min.time(), UTC)
         cursor = datetime.fromisoformat(since.replace("Z", "+00:00")).astimezone(UTC)
-        return cursor + SECOND - self.lookback
+        return cursor - self.lookback  # the cursor's own second again: see `_windows`
 
     def _windows(self, since: str | None, until: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """[start, end] windows (inclusive, whole seconds) at most 31 days apart, up to until."""
+        """[start, end] windows (inclusive, whole seconds) of `window_days`, up to until.
+
+        Each window starts on the second the one before ended on, and a pull after a cursor
+        on the cursor's second: the parameters are whole seconds but Hello Customer keeps
+        times finer (its NPS `date` has seven decimals), so an answer at 12:00:00.4 is
+        after a window ending 12:00:00 and before one starting 12:00:01. Read twice, the
+        boundary second's records are merged by id."""
         last = until.astimezone(UTC).replace(microsecond=0)
         start = self._start(since, last)
         while start <= last:
-            end = min(start + WINDOW, last)
+            end = min(start + self.span, last)
             yield start, end
-            start = end + SECOND
+            if end == last:
+                return
+            start = end
 
     def _nps(self, since: str | None, until: datetime) -> Iterator[Page]:
         last = until.astimezone(UTC).replace(microsecond=0)

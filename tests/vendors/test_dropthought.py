@@ -16,7 +16,7 @@ import pytest
 from syncd import log as logmod
 from syncd.clock import FakeClock
 from syncd.config import load
-from syncd.errors import AuthError, ConfigError
+from syncd.errors import AuthError, ConfigError, FatalError
 from syncd.push import Deliverer
 from syncd.sandbox.base import Server
 from syncd.sandbox.dropthought import DropthoughtSim
@@ -110,14 +110,15 @@ def test_one_login_serves_every_participant(world: World) -> None:
     assert body.json()["header"] == list(first)
 
 
-def pending(folder: Path, n: int) -> tuple[Store, datetime]:
-    """A store holding `n` pending Dropthought deliveries."""
+def pending(folder: Path, n: int, metadata: dict[str, str] | None = None) -> tuple[Store, datetime]:
+    """A store holding `n` pending Dropthought deliveries (their metadata plus `metadata`)."""
     store = Store.open(folder / "s.db")
     now = datetime.now(UTC)
     run = store.start_run("test", now)
     with store.write() as c:
         for ct in (contact(i) for i in range(n)):
-            payload = json.dumps({"fields": dict(ct.fields), "metadata": dict(ct.metadata)})
+            values = dict(ct.metadata) | (metadata or {})
+            payload = json.dumps({"fields": dict(ct.fields), "metadata": values})
             c.execute(
                 "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
                 "created_at, updated_at) VALUES (?, 'dropthought', ?, 'new', 'pending', 'h', ?, ?, ?)",
@@ -267,10 +268,30 @@ def test_a_participant_outside_the_list_fails_with_dropthoughts_reason(world: Wo
     connector = world.connector(mapping=mapping)
     c = contact(1)
     c = Contact(c.key, c.fields, {**c.metadata, "Shop": "Store 1"})
-    [result] = connector.push([c], lambda job: None)
-    assert result.status is Status.FAILED
-    assert result.reason == "HTTP 400: header 'Shop' is not a metadata of the list"
+    with pytest.raises(FatalError) as err:  # the delivery loop records it as failed
+        connector.push([c], lambda job: None)
+    assert err.value.reason == "HTTP 400: header 'Shop' is not a metadata of the list"
     assert held(world.sim) == {}
+
+
+@pytest.mark.parametrize("answer", ["400", "200-success-false"])
+def test_a_list_that_refuses_every_participant_stops_dropthought_after_five(
+    world: World, tmp_path: Path, answer: str
+) -> None:
+    """A mapping header the list lacks (or a 2xx `"success": false` for every participant)
+    is no participant's fault: the delivery loop's guard stops Dropthought after five such
+    refusals in a row, the rest pending (the old code returned each refusal as a result,
+    past the guard, and failed all eight)."""
+    connector = world.connector(mapping=MAPPING.replace('"Store" = "Store"', '"Shop" = "Store"'))
+    if answer != "400":
+        world.sim.metadata["Shop"] = "String"
+        world.sim.answer = {"success": False, "message": "Program is not published"}
+    store, now = pending(tmp_path, 8, metadata={"Shop": "Store 1"})
+    out = Deliverer(store, connector, lambda: now, max_attempts=3).run()
+    statuses = [r["status"] for r in store.query("SELECT status FROM deliveries ORDER BY key")]
+    store.close()
+    assert (out.counts["failed"], statuses) == (5, ["failed"] * 5 + ["pending"] * 3)
+    assert world.sim.count(PARTICIPANT) == 5
 
 
 def test_an_unreadable_answer_leaves_the_trigger_unknown(world: World) -> None:
@@ -312,6 +333,43 @@ def test_the_echo_is_compared_with_what_was_sent(world: World) -> None:
     answer = world.sim.participants()[0]
     assert result.ref == answer["participant_uuid"]
     assert "stored other values" not in out.getvalue()
+
+
+class StoresAsText(DropthoughtSim):
+    """A list that stores a DATE or PHONE value in another format as text (NOTES.md: "at
+    best stored as text the scheduler cannot use") instead of refusing it."""
+
+    def _invalid(self, body: Any) -> str | None:
+        kinds = self.metadata
+        self.metadata = {name: "String" for name in kinds}
+        try:
+            return super()._invalid(body)
+        finally:
+            self.metadata = kinds
+
+
+def test_a_list_date_sent_untyped_is_warned_about_once_naming_the_types_line(
+    tmp_path: Path,
+) -> None:
+    """The answer's meta_data says "Closed Date" is a DATE: a mapping without its [types]
+    line sends the export's own format, which advanced scheduling cannot read."""
+    world = World(tmp_path)
+    world.sim = StoresAsText(now=world.sim.now)
+    world.server.stop()
+    world.server = Server(world.sim).start()
+    out = io.StringIO()
+    logmod.configure(level="DEBUG", json=True, stream=out)
+    try:
+        connector = world.connector(mapping=MAPPING.replace('"Closed Date" = "DATE"', ""))
+        for i in range(3):
+            c = contact(i)
+            c = Contact(c.key, c.fields, {**c.metadata, "Closed Date": "10/01/2026 14:00"})
+            assert push_one(connector, c) is Status.SENT
+    finally:
+        world.server.stop()
+    warnings = [line for line in map(json.loads, out.getvalue().splitlines()) if line.get("fix")]
+    assert [(w["header"], w["type"]) for w in warnings] == [("Closed Date", "DATE")]
+    assert warnings[0]["fix"] == """add "Closed Date" = "DATE" to the mapping's [types]"""
 
 
 def test_a_mapping_needs_email_or_phone(world: World) -> None:

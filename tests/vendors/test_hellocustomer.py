@@ -19,6 +19,7 @@ import pytest
 import requests
 from werkzeug.wrappers import Request, Response
 
+from syncd import http
 from syncd.clock import FakeClock
 from syncd.config import Config, load
 from syncd.errors import AuthError, ConfigError, RetriableError
@@ -33,6 +34,7 @@ from syncd.vendors import Contact
 from syncd.vendors.hellocustomer import HelloCustomer, resolve_language
 from tests.helpers import World
 
+SECOND = timedelta(seconds=1)
 CAMPAIGN = "c8dc5f94-a9e8-4743-8744-e66a73a7e724"
 BASE = f"/V1.0/EN/campaign/{CAMPAIGN}"
 PUSH = f"{BASE}/respondent/addmultipletocache"
@@ -299,6 +301,28 @@ def test_refused_respondents_are_isolated_by_splitting_without_a_429(
     assert sim.throttled == 0
 
 
+def test_an_unknown_touchpoint_stops_hello_customer_with_every_respondent_pending(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """hellocustomer.md, 400 for the Add respondents API: "Touchpoint with ID:
+    {campaignUniqueID} not found" is about the configured campaign: no respondent is split
+    off and failed for it (the old code failed five, one call each, before stopping)."""
+    sim = HelloCustomerSim(
+        clock=clock.monotonic, now=clock.now, campaign="0d0e0f10-1111-4222-8333-444455556666"
+    )
+    with Server(sim) as srv:
+        conn = connector(write_config(tmp_path, srv.url), clock)
+        outcome = deliver(conn, [contact(i) for i in range(8)], tmp_path)
+    assert set(outcome.values()) == {"pending"}
+    assert sim.count("/V1.0/") == 1  # not split
+    store = Store.open(tmp_path / "syncd.db")
+    try:
+        (attempts,) = store.query("SELECT DISTINCT attempts FROM deliveries")
+    finally:
+        store.close()
+    assert attempts["attempts"] == 0  # a configuration error spends no attempt
+
+
 def test_the_default_batch_is_100(tmp_path: Path) -> None:
     conn = connector(write_config(tmp_path, "http://127.0.0.1:9"), FakeClock())
     contacts = [contact(i) for i in range(2000)]
@@ -387,6 +411,7 @@ def test_sync_then_pull_share_one_pacer_and_link_answers_to_contacts(
         store = Store.open(cfg.store.path)
         try:
             report = reconcile(cfg, store, clock)
+            clock.sleep(1)  # a pull reads whole seconds: the last answers' second is over
             pulled = pull(cfg, store, clock)
             responses = store.query("SELECT key, email FROM responses ORDER BY key")
             keys = [r["key"] for r in store.query("SELECT key FROM contacts ORDER BY key")]
@@ -424,7 +449,9 @@ def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
     now = clock.now()
     seeded = sim.add_responses(10_000, now - timedelta(days=120), now - timedelta(hours=1))
     first = (now - timedelta(days=120)).date().isoformat()
-    cfg = write_config(tmp_path, server.url, f'first_date = "{first}"\nlookback_days = 7\n')
+    cfg = write_config(
+        tmp_path, server.url, f'first_date = "{first}"\nlookback_days = 7\nwindow_days = 31\n'
+    )
     store = Store.open(cfg.store.path)
     try:
         report = pull(cfg, store, clock)
@@ -437,9 +464,7 @@ def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
         spans = [(_parse(a), _parse(b)) for a, b in windows]
         assert len(spans) == 4  # 121 days in windows of at most 31
         assert all(b - a <= timedelta(days=31) for a, b in spans)
-        assert all(
-            nxt[0] - prev[1] == timedelta(seconds=1) for prev, nxt in itertools.pairwise(spans)
-        )
+        assert all(nxt[0] == prev[1] for prev, nxt in itertools.pairwise(spans))  # no gap
         assert sim.throttled == 0
 
         # a second pull re-reads only the lookback window and stores nothing new
@@ -468,6 +493,58 @@ def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
         assert store.scalar("SELECT count(*) FROM answers") == 30_000
     finally:
         store.close()
+
+
+def test_no_fraction_of_a_second_falls_between_two_windows_or_two_pulls(
+    tmp_path: Path, sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    """The date parameters are whole seconds (yyyyMMddHHmmss) but Hello Customer keeps its
+    times finer (the NPS answer's "date":"2015-12-16T14:45:31.3778294+00:00"): windows that
+    met at 23:59:59 and 00:00:00, or a pull that went on a second after its cursor, never
+    read an answer given in the half second between (the old code lost both)."""
+    now = clock.now()  # a whole second
+    first = (now - timedelta(days=40)).date()
+    boundary = datetime.combine(first, datetime.min.time(), UTC) + timedelta(days=31)
+    (between_windows,) = sim.add_responses(1, boundary - 0.5 * SECOND, boundary - 0.5 * SECOND)
+    cfg = write_config(
+        tmp_path, server.url, f'first_date = "{first}"\nlookback_days = 0\nwindow_days = 31\n'
+    )
+    store = Store.open(cfg.store.path)
+    try:
+        assert pull(cfg, store, clock).exit_code == 0  # up to `now`, its cursor
+        (after_cursor,) = sim.add_responses(1, now + 0.5 * SECOND, now + 0.5 * SECOND)
+        clock.sleep(3600)
+        assert pull(cfg, store, clock).exit_code == 0
+        stored = {r["response_id"] for r in store.query("SELECT response_id FROM responses")}
+    finally:
+        store.close()
+    assert stored == {between_windows, after_cursor}
+
+
+def test_a_busy_touchpoint_is_read_in_windows_whose_answers_fit(
+    tmp_path: Path,
+    sim: HelloCustomerSim,
+    server: Server,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """answers/getall has no paging: its answer is every response of the window in one
+    array. With windows of 31 days (the document's maximum, the old code's only size) a
+    touchpoint of some 400 answers a day fills syncd's 32 MiB cap, and its responses are
+    never read; here cap and touchpoint are scaled down together (80 KB, 3 a day)."""
+    monkeypatch.setattr(http, "MAX_ANSWER", 80_000)
+    now = clock.now()
+    sim.add_responses(90, now - timedelta(days=30), now - timedelta(hours=1))
+    first = (now - timedelta(days=30)).date().isoformat()
+    cfg = write_config(tmp_path, server.url, f'first_date = "{first}"\n')
+    store = Store.open(cfg.store.path)
+    try:
+        report = pull(cfg, store, clock)
+        stored = store.scalar("SELECT count(*) FROM responses")
+    finally:
+        store.close()
+    assert (report.exit_code, stored) == (0, 90)
+    assert sim.count(f"{BASE}/answers/getall/") == 5  # a week each
 
 
 def test_answers_keep_question_flags_and_text_analytics_paths(

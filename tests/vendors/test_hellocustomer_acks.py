@@ -1,6 +1,6 @@
-"""Hello Customer acknowledgements: only a 200 that does not say it failed marks respondents
-sent; any other answer after the request went out leaves them `unknown`, sent once, never
-split and re-sent."""
+"""Hello Customer acknowledgements: only a 200 or 201 ("Validation messages": "200/201:
+Success") that does not say it failed marks respondents sent; any other answer after the
+request went out leaves them `unknown`, sent once, never split and re-sent."""
 
 from __future__ import annotations
 
@@ -31,14 +31,14 @@ class AnswersOddly(HelloCustomerSim):
     "answer",
     [
         Response("", 204),
-        Response("", 201),
+        Response('{"success": false}', 201, mimetype="application/json"),
         Response("<html><body>Service OK</body></html>", 200, mimetype="text/html"),
         Response('{"success": false}', 200, mimetype="application/json"),
         Response('{"errors": ["cache unavailable"]}', 200, mimetype="application/json"),
         Response("<html>400 Bad Request</html>", 400, mimetype="text/html"),
         Response("", 413),
     ],
-    ids=["204", "201", "200-html", "200-success-false", "200-errors", "400-html", "413-empty"],
+    ids=["204", "201-false", "200-html", "200-false", "200-errors", "400-html", "413-empty"],
 )
 def test_an_answer_that_is_not_the_documented_acknowledgement_is_unknown(
     tmp_path: Path, answer: Response
@@ -52,3 +52,15 @@ def test_an_answer_that_is_not_the_documented_acknowledgement_is_unknown(
     assert {key: len(adds) for key, adds in sim.by_key().items()} == {c.key: 1 for c in contacts}
     reason = next(iter(outcome.values()))[1] or ""
     assert reason.startswith(f"HTTP {answer.status_code} ")
+
+
+@pytest.mark.parametrize("status", [200, 201])
+def test_a_200_or_a_201_acknowledges_the_respondents(tmp_path: Path, status: int) -> None:
+    """hellocustomer.md, "5. Validation messages": "a. 200/201: Success" (the old code left a
+    201 unknown and stopped Hello Customer for the run)."""
+    sim = AnswersOddly(Response("", status))
+    contacts = [KIT.contact(i) for i in range(4)]
+    with Server(sim) as server:
+        outcome, _ = deliver(make_connector(KIT, server.url, tmp_path), contacts, tmp_path)
+    assert {status for status, _reason in outcome.values()} == {"sent"}, outcome
+    assert sim.count(KIT.push_path) == 1

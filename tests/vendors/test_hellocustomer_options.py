@@ -56,6 +56,11 @@ def write(folder: Path, table: str) -> Path:
             "has the placeholder {start!r}",
         ),
         (
+            'base_url = "https://api.hellocustomer.com"\nwindow_days = 32\n',
+            "[vendors.hellocustomer] window_days: 32 is not 1 to 31 (Hello Customer refuses",
+        ),
+        ('base_url = "https://api.hellocustomer.com"\nwindow_days = 0\n', "window_days: 0 is"),
+        (
             'base_url = "https://api.hellocustomer.com"\nunsubscribes_path = "x/{start}"\n',
             "unsubscribes_path: 'x/{start}' must be a path starting with /",
         ),
@@ -122,4 +127,5 @@ def test_streams_without_unsubscribes_never_call_the_unsubscribes_path(tmp_path:
             )
     read, calls = counts['["responses", "nps"]']
     assert (read["responses"], "unsubscribes" in read, calls) == (5, False, 0)
-    assert counts['["unsubscribes"]'] == ({"unsubscribes": 1}, 1)  # the path works when asked
+    # the path works when asked, in windows of 7 days (the default window_days)
+    assert counts['["unsubscribes"]'] == ({"unsubscribes": 1}, 2)
