@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -70,7 +71,9 @@ def tables(folder: Path, esputnik_key: str) -> dict[str, str]:
         "signalvine": swap("signalvine", "secret", "credential:signalvine_secret").replace(
             'token = "sandbox-token"', f'token = "{MARKERS["signalvine_token"]}"'
         ),
-        "hellocustomer": swap("hellocustomer", "token", "env:SYNCD_TEST_HC_TOKEN"),
+        # a backfill of days, not 90 (13 windows a stream at one paced call a second)
+        "hellocustomer": swap("hellocustomer", "token", "env:SYNCD_TEST_HC_TOKEN")
+        + f'first_date = "{(date.today() - timedelta(days=3)).isoformat()}"\n',
     }
     return out
 

@@ -71,6 +71,11 @@ answering a JSON array of `{"uniqueID", "email", "custom_UniqueID", "respondent_
 "date"}` (date ISO 8601 UTC, e.g. `2026-03-01T10:00:00Z`) for the unsubscribes dated in
 [start, end]; the path is configurable (`unsubscribes_path`, starting with `/`), and its
 only placeholders are `{campaign}`, `{start}` and `{end}` (yyyyMMddHHmmss), checked at load.
+`getall` has no paging and no documented size limit: its whole answer is read under
+syncd's 32 MiB cap, so answers and unsubscribes are read in windows of `window_days`
+(default 7, at most 31); set `window_days = 1` for a touchpoint answered more than about
+1,500 times a day. A pull reads whole seconds up to its cursor: an answer given in the
+second the pull starts is read by the next pull.
 """
 
 from __future__ import annotations
