@@ -30,7 +30,9 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
 - `GET /v1/programs/{id}?type=schema` → `{"fields": [{"name", "type"}]}`.
 - `GET /v1/programs/{id}/participants?type=full&count=..&offset=..&active=all&updated-after=..`:
   items updated at or after `updated-after` (inclusive), ordered by (last update, id), in
-  the envelope `items, total, offset, count, nextOffset` (null on the last page); `count`
+  the docbox envelope `items, total, offset, count` (the page size: 25 unless asked),
+  `nextOffset, prevOffset, lastOffset, pages`; on the last page `nextOffset` is no offset
+  after the page's (docbox's one-page examples: 0, as `lastOffset`), never null; `count`
   at most 500; without `active=all` only active participants. An item is shaped like the
   SDK's own fixture: `id, customerId, phone, active, groups, created`, and `profile[{name,
   type, updated, value}]` listing every program variable with the time it was last
@@ -398,7 +400,7 @@ class SignalVineSim(Simulator):
             return self._not_found(program)
         args = request.args
         try:
-            count = int(args.get("count", "50"))
+            count = int(args.get("count", "25"))
             offset = int(args.get("offset", "0"))
             after = datetime.fromisoformat(args.get("updated-after", "1970-01-01T00:00:00Z"))
         except ValueError as exc:
@@ -418,14 +420,21 @@ class SignalVineSim(Simulator):
                 key=lambda p: (p.updated, p.id),
             )
             items = [p.item(self.variables) for p in chosen[offset : offset + count]]
-        following = offset + len(items)
+        # docbox (content/api.md), every list's example: `"total": 2, "offset": 0, "count":
+        # 25, "nextOffset": 0, "prevOffset": 0, "lastOffset": 0, "pages": 1` -- `count` is
+        # the page size, and the last page's `nextOffset` is no offset after it (never null)
+        total = len(chosen)
+        last = (total - 1) // count * count if total else 0
         return json_response(
             {
                 "items": items,
-                "total": len(chosen),
+                "total": total,
                 "offset": offset,
-                "count": len(items),
-                "nextOffset": following if following < len(chosen) else None,
+                "count": count,
+                "nextOffset": min(offset + count, last) if offset < last else offset,
+                "prevOffset": max(offset - count, 0),
+                "lastOffset": last,
+                "pages": -(-total // count),
             }
         )
 

@@ -399,6 +399,38 @@ def test_opt_outs_are_pulled_with_paging_and_an_inclusive_cursor(env: Env) -> No
     }
 
 
+class ZeroAtTheEnd(SignalVineSim):
+    """The last page answers `nextOffset: 0`, as docbox's one-page lists do (`"nextOffset":
+    0, "prevOffset": 0, "lastOffset": 0, "pages": 1`), and carries no `lastOffset`."""
+
+    def participants(self, request: Request, program: str) -> Response:
+        answer = super().participants(request, program)
+        page = json.loads(answer.get_data())
+        if page["offset"] >= page.pop("lastOffset"):
+            page["nextOffset"] = 0
+        return json_response(page, answer.status_code)
+
+
+@pytest.mark.parametrize("sim_class", [SignalVineSim, ZeroAtTheEnd])
+@pytest.mark.parametrize("people", [3, 1000])
+def test_the_last_page_is_the_one_whose_next_offset_is_not_after_it(
+    tmp_path: Path, sim_class: type[SignalVineSim], people: int
+) -> None:
+    """Docbox answers a one-page list with `nextOffset: 0`: that was taken for paging gone
+    wrong (the stream failed at every pull and no opt-out was ever read)."""
+    clock = FakeClock()
+    sim = sim_class(now=clock.now)
+    with Server(sim) as server:
+        env = Env(sim, server, clock, tmp_path)
+        connector = env.connector("pull_lookback = 0\n")
+        push(connector, [contact(i) for i in range(people)])
+        sim.opt_out(f"K{people - 1:05d}", clock.now() + timedelta(hours=1))
+        pages = list(connector.pull("unsubscribes", None, clock.now()))
+    assert len(pages) == -(-people // 500)
+    assert [r["external_key"] for p in pages for r in p.records] == [f"K{people - 1:05d}"]
+    assert pages[-1].cursor == timestamp(clock.now() + timedelta(hours=1))
+
+
 def test_pulled_opt_outs_are_stored_once(env: Env, tmp_path: Path) -> None:
     env.sim.opt_out_every = 3
     push(env.connector(), [contact(i) for i in range(9)])
