@@ -27,9 +27,11 @@
   2 s for 30 s, then at intervals growing by 2 s up to `poll_cap`; after `poll_timeout`
   the contacts stay pending, and so do they when the Location answers 404 (a command
   SignalVine no longer knows). `resume` polls a recorded Location, never re-sends.
-- A completed command with `error: true`: each error placed on its contact by
-  `customer_id`, else by `row` (the header is row 1) → FAILED with its message; an error no
-  contact can be found for (a header problem, a message that is not an import report)
+- A completed command with `error: true`, or `error: false` whose report still lists
+  errors (never taken for every row sent; an `error` neither true nor false acknowledges
+  nothing, the rows go again): each error placed on its contact by `customer_id`, else
+  by `row` (the header is row 1) → FAILED with its message; an error no contact can be
+  found for (a header problem, a message that is not an import report)
   fails the whole chunk with the message. The other rows are SENT, except in `tx` mode
   (nothing was added: they stay pending) and in `row` mode past 1,000 errors: the vendor
   then added nothing, so the rows without an error are uploaded again at once (at most
@@ -366,9 +368,21 @@ class SignalVine(Connector):
         if status is None:
             reason = f"command {location} not complete after {self.opts['poll_timeout']:g} s"
             return [Result(c.key, Status.PENDING, reason) for c in rows], False
-        if not status.get("error"):
+        error, message = status.get("error"), status.get("message")
+        if type(error) is not bool:
+            raise RetriableError(
+                f"command {location} completed with error {json.dumps(error)[:50]}, neither "
+                "true nor false: nothing acknowledges its rows, which go again",
+                vendor=self.name,
+            )
+        report = _report(message)
+        listed = report.get("errors") if report is not None else None
+        # signalvine.md: row mode "respond[s] with all errors", a completed command's
+        # `message` "a JSON object describing the results": a report listing row errors
+        # under `error: false` still refuses those rows
+        if not error and not (isinstance(listed, list) and listed):
             return [Result(c.key, Status.SENT) for c in rows], False
-        return self._errors(status.get("message"), rows)
+        return self._errors(message, rows)
 
     def _poll(self, location: str) -> dict[str, Any] | None:
         """The completed command, or None if it is still running at `poll_timeout`."""

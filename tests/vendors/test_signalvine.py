@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -18,7 +19,7 @@ from syncd.config import load
 from syncd.errors import AuthError, ConfigError, FatalError, RetriableError
 from syncd.pull import pull
 from syncd.sandbox.base import Server, json_response
-from syncd.sandbox.signalvine import PROGRAM, SignalVineSim
+from syncd.sandbox.signalvine import PROGRAM, Command, SignalVineSim
 from syncd.state import Store
 from syncd.vendors.base import Contact, Result, Status
 from syncd.vendors.signalvine import (
@@ -256,6 +257,45 @@ def test_an_error_without_a_customer_id_is_placed_by_its_row_number(env: Env) ->
     assert results["K00003"].status is Status.FAILED
     assert results["K00003"].reason == "number is a landline"
     assert {results["K00001"].status, results["K00005"].status} == {Status.SENT}
+
+
+class Unflagged(SignalVineSim):
+    """A completed command that answers `error` of the test's choosing, whatever its
+    report lists."""
+
+    error: object = False
+
+    def _status(self, command: Command) -> dict[str, Any]:
+        answer = super()._status(command)
+        if answer["complete"]:
+            answer["error"] = self.error
+        return answer
+
+
+def test_row_errors_listed_under_error_false_are_not_marked_sent(tmp_path: Path) -> None:
+    """signalvine.md, row mode: "respond with all errors that occurred during processing";
+    the flag on a completed command is not documented to follow them. Read off the flag
+    alone, the refused row was marked sent."""
+    clock = FakeClock()
+    sim = Unflagged(now=clock.now)
+    sim.faults.reject("K00001", "Could not parse 'x' as PhoneNumber")
+    with Server(sim) as server:
+        results, _ = push(Env(sim, server, clock, tmp_path).connector(), [contact(0), contact(1)])
+    assert results["K00000"].status is Status.SENT
+    assert results["K00001"] == Result(
+        "K00001", Status.FAILED, "Could not parse 'x' as PhoneNumber"
+    )
+
+
+@pytest.mark.parametrize("error", [None, "false", 0])
+def test_a_completed_command_whose_error_is_no_boolean_acknowledges_nothing(
+    tmp_path: Path, error: object
+) -> None:
+    clock = FakeClock()
+    sim = Unflagged(now=clock.now)
+    sim.error = error
+    with Server(sim) as server, pytest.raises(RetriableError, match="neither true nor false"):
+        push(Env(sim, server, clock, tmp_path).connector(), [contact(0)])
 
 
 def test_tx_mode_adds_nothing_when_a_row_fails(env: Env) -> None:
