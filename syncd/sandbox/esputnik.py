@@ -9,7 +9,7 @@ shipped beside this module; every request body is validated against its schemas)
   rule, stricter than the schema's). Contacts that cannot be imported (no channel, two
   channels of one type, a bad email, one the sandbox was told to reject) come back in
   `failedContacts` — an object when one failed, an array when several did — each the
-  contact plus `"error"`. The rest are imported asynchronously: the answer's
+  contact as the `FailedContact` schema has it (no `externalCustomerId`) plus `"error"`. The rest are imported asynchronously: the answer's
   `asyncSessionId` reads STARTED, then IMPORTING, and FINISHED after `polls_to_finish`
   polls of `/api/v1/importstatus/{id}`; only then do the contacts exist, and the status
   carries `mapping` (dedupe value → contact id). A session holding a channel value told
@@ -88,6 +88,10 @@ STANDARD: tuple[str, ...] = tuple(
 ACTIVITY_PARAMS: list[dict[str, Any]] = SPEC["paths"]["/api/v2/contacts/activity"]["get"][
     "parameters"
 ]
+# what a `failedContacts` entry echoes of the contact: the spec's FailedContact lists
+# channels, names, address, fields, id, contactKey, languageCode, timeZone -- no
+# externalCustomerId
+ECHOED = frozenset(SPEC["components"]["schemas"]["FailedContact"]["properties"]) - {"error"}
 ADDRESS = ("region", "town", "address", "postcode")
 EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -215,7 +219,8 @@ class ESputnikSim(Simulator):
         for contact in contacts:
             reason = self._invalid(contact)
             if reason:
-                failed.append({**contact, "error": reason})
+                echoed = {k: v for k, v in contact.items() if k in ECHOED}
+                failed.append({**echoed, "error": reason})
             else:
                 accepted.append(contact)
         answer: dict[str, Any] = {}

@@ -22,8 +22,11 @@
 - Every answer is checked before anyone is marked sent. The 200 answer carries
   `failedContacts` — an object when one contact failed, an array when several did — and an
   `asyncSessionId`, polled through `/api/v1/importstatus/{id}` until FINISHED (sent) or
-  ERROR (failed with the session's description); a 404 there (a session eSputnik no
-  longer knows) acknowledges nothing: its contacts stay pending, to go again. An answer
+  ERROR (failed with the session's description). An entry is placed by what it echoes
+  (the spec's FailedContact has no externalCustomerId): the contact sharing a channel with
+  it, or of several, the one it echoes exactly; several it cannot tell apart all fail, so
+  none is marked sent for a refusal of another. A 404 from the import status (a session
+  eSputnik no longer knows) acknowledges nothing: its contacts stay pending, to go again. An answer
   of another shape (not an object, no session id, a `failedContacts` that is neither, an
   entry naming no contact of the batch) acknowledges nothing: the batch stays pending and
   is sent again (harmless for an upsert). An `errorMessage` without a session is eSputnik
@@ -217,8 +220,8 @@ class ESputnik(Connector):
         answer = read_json(resp, dict, vendor=self.name)
         results: dict[str, Result] = {}
         for item in self._failed(answer):
-            contact = self._match(item, batch)
-            if contact is None:
+            owners = self._owners(item, batch)
+            if not owners:
                 raise RetriableError(
                     f"failedContacts names no contact of the batch: {json.dumps(item)[:200]}",
                     vendor=self.name,
@@ -226,7 +229,14 @@ class ESputnik(Connector):
                 )
             error = item.get("error")
             reason = error if isinstance(error, str) and error else "rejected by eSputnik"
-            results[contact.key] = Result(contact.key, Status.FAILED, reason)
+            if len(owners) > 1:  # none of them is marked sent for a refusal of one
+                keys = ", ".join(c.key for c in owners[:5])
+                reason += (
+                    f" (eSputnik refused one of {len(owners)} contacts of the batch that its "
+                    f"answer does not tell apart: {keys})"
+                )
+            for contact in owners:
+                results[contact.key] = Result(contact.key, Status.FAILED, reason)
         rest = [c for c in batch if c.key not in results]
         if not rest:
             return list(results.values())
@@ -320,22 +330,24 @@ class ESputnik(Connector):
             return [Result(c.key, Status.PENDING, reason) for c in job.contacts]
         return None
 
-    def _match(self, item: dict[str, Any], batch: Sequence[Contact]) -> Contact | None:
-        """Which contact of the batch a `failedContacts` entry is."""
+    def _owners(self, item: dict[str, Any], batch: Sequence[Contact]) -> list[Contact]:
+        """The contacts of the batch a `failedContacts` entry can be. The spec's
+        FailedContact echoes channels, names, address and fields but no
+        externalCustomerId, and two contacts of a batch may share an email or a phone
+        (dedupe_on = "externalCustomerId"): an entry sharing a channel with several is the
+        one it echoes exactly (all channels, and every other field it carries), else all."""
         ext = item.get("externalCustomerId")
-        channels = item.get("channels")
-        values = {
-            str(ch.get("value", "")).lower()
-            for ch in (channels if isinstance(channels, list) else [])
-            if isinstance(ch, dict)
-        }
-        for c in batch:
-            if ext and c.fields.get("externalCustomerId") == ext:
-                return c
-        for c in batch:
-            if values & {c.fields.get("email", ""), c.fields.get("sms", "")} - {""}:
-                return c
-        return None
+        if ext:
+            found = [c for c in batch if c.fields.get("externalCustomerId") == ext]
+            if found:
+                return found
+        echo = _comparable(item)
+        values = {value for _kind, value in echo.get("channels", ()) if value}
+        near = [c for c in batch if values & {c.fields.get("email"), c.fields.get("sms")}]
+        if len(near) < 2:
+            return near
+        exact = [c for c in near if echo.items() <= _comparable(self._contact(c)).items()]
+        return exact or near
 
     def check(self) -> str:
         """Read one row of today's contact activity: proves the API key, changes nothing."""
@@ -416,6 +428,29 @@ class ESputnik(Connector):
                     + f"; the unsubscribes stream stays at offset {offset!r}",
                     vendor=self.name,
                 )
+
+
+def _comparable(contact: dict[str, Any]) -> dict[str, Any]:
+    """A contact as sent or echoed, for telling which one an echo is: channels as a set of
+    (type, lower-cased value), fields as (id, value) pairs, the rest as given; `error`
+    and empty values (an echo may carry nulls for what was not sent) left out."""
+    out: dict[str, Any] = {}
+    for name, value in contact.items():
+        if name == "error" or value in (None, "", [], {}):
+            continue
+        if name == "channels" and isinstance(value, list):
+            out[name] = frozenset(
+                (str(ch.get("type")), str(ch.get("value", "")).lower())
+                for ch in value
+                if isinstance(ch, dict)
+            )
+        elif name == "fields" and isinstance(value, list):
+            out[name] = frozenset(
+                (str(f.get("id")), json.dumps(f.get("value"))) for f in value if isinstance(f, dict)
+            )
+        else:
+            out[name] = json.dumps(value, sort_keys=True)
+    return out
 
 
 def _ref(ids: dict[str, Any], c: Contact) -> str | None:

@@ -15,9 +15,12 @@ from jsonschema import Draft4Validator
 from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
+from syncd.config import load
 from syncd.sample import rows
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.esputnik import SPEC, ESputnikSim
+from syncd.vendors.base import Contact, Status
+from syncd.vendors.esputnik import ESputnik
 from tests.helpers import World, esputnik_table
 from tests.kits.esputnik import KIT
 from tests.vendors.test_contract import deliver, make_connector
@@ -229,3 +232,43 @@ def test_the_simulator_matches_on_the_custom_field_dedupe_on_names() -> None:
     assert [(c["email"], c["fields"]) for c in app.contacts()] == [
         ("new@example.com", {"7": "CRM-1"})
     ]
+
+
+def shared_email(i: int, first: str) -> Contact:
+    """Contacts of one household: one email, their own CRM key and name."""
+    key = f"H{i}"
+    fields = {"email": "home@example.com", "firstName": first, "externalCustomerId": key}
+    return Contact(key=key, fields=fields)
+
+
+@pytest.mark.parametrize(
+    ("names", "failed"),
+    [(["Ann", "Bob"], {"H1"}), (["Ann", "Ann"], {"H0", "H1"})],
+    ids=["told-apart", "alike"],
+)
+def test_a_refused_contact_sharing_its_email_is_never_taken_for_another(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server], names: list[str], failed: set[str]
+) -> None:
+    """The spec's FailedContact echoes channels and names but no externalCustomerId.
+    Matched on the first contact sharing one of its channels, the refusal of H1 failed H0
+    and marked H1 sent; now it is the contact the echo matches exactly, or, when the echo
+    cannot tell them apart, none of them is marked sent."""
+    app, server = sim
+    app.faults.reject("H1", "no such segment")
+    (tmp_path / "mapping.toml").write_text(
+        '[fields]\nemail = "Email"\nfirstName = "First Name"\nexternalCustomerId = "Record ID"\n',
+        encoding="utf-8",
+    )
+    body, _ = esputnik_table(server.url, dedupe_on="externalCustomerId")
+    (tmp_path / "syncd.toml").write_text(
+        '[source]\npath = "x.csv"\nkey = "Record ID"\n[store]\npath = "s.db"\n'
+        f'[vendors.esputnik]\n{body}mapping = "mapping.toml"\n',
+        encoding="utf-8",
+    )
+    connector = ESputnik(load(tmp_path / "syncd.toml").vendors["esputnik"])
+    contacts = [shared_email(i, name) for i, name in enumerate(names)]
+    results = {r.key: r for r in connector.push(contacts, lambda job, refused=(): None)}
+    assert {k for k, r in results.items() if r.status is Status.FAILED} == failed
+    assert {k for k, r in results.items() if r.status is Status.SENT} == {"H0", "H1"} - failed
+    assert all(results[k].reason.startswith("no such segment") for k in failed)
+    assert {c["externalCustomerId"] for c in app.contacts()} <= {"H0"}  # H1 never imported
