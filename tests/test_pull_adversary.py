@@ -205,6 +205,28 @@ def test_es_fields_of_any_type_skip_their_record_and_never_stop_the_pull(
     assert rows == ["u1@example.com", "u2@example.com"]
 
 
+def test_es_an_activity_of_another_kind_is_no_unsubscribe(
+    tmp_path: Path, es: tuple[HostileES, Server]
+) -> None:
+    """The activity list holds every kind (the spec's ContactActivity: DELIVERED, READ,
+    CLICKED, SPAM, ...). A vendor that answers other kinds too (the filter not applied)
+    had each stored as an unsubscribe; now only what says UNSUBSCRIBED is one."""
+    sim, server = es
+    for i in range(3):
+        sim.unsubscribe(f"u{i}@example.com")
+
+    def unfiltered(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        items[0]["activityStatus"] = "DELIVERED"
+        items[1]["activityStatus"] = "READ"
+        return items
+
+    sim.rewrite = unfiltered
+    report, rows = es_pull(es_world(tmp_path, server.url))
+    assert report.exit_code == 0, report.summary()
+    assert report.vendors["esputnik"].counts["unsubscribes"] == 1
+    assert rows == ["u2@example.com"]
+
+
 def _no_offsets(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in it.items() if k != "offset"} for it in items]
 

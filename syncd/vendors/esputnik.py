@@ -36,7 +36,8 @@
   `poll_every` (`start` and `poll`; the delivery loop keeps the window). Each session's id
   is recorded before it is first polled, so a restart polls it and never re-sends it.
 - Unsubscribes are read from `GET /api/v2/contacts/activity?activityStatus=UNSUBSCRIBED`
-  with its opaque `offset` cursor.
+  with its opaque `offset` cursor; an item whose `activityStatus` is another (a filter
+  not applied) is passed over, never stored as an unsubscribe.
 
 Assumptions (unknown in the vendor's documents): Retry-After on 429 may be absent (we back
 off on our own); an import session that neither finishes nor fails within
@@ -78,6 +79,7 @@ CONTACT_FIELDS = {
 DEDUPE = ("email", "sms", "email_or_sms", "externalCustomerId", "fieldId")
 EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
 SESSION_STATES = ("STARTED", "IMPORTING", "FINISHED", "ERROR")
+UNSUBSCRIBED = "UNSUBSCRIBED"
 
 
 class ESputnik(Connector):
@@ -355,7 +357,7 @@ class ESputnik(Connector):
         params = {
             "dateFrom": today.strftime("%Y-%m-%d"),
             "dateTo": (today + timedelta(days=1)).strftime("%Y-%m-%d"),
-            "activityStatus": "UNSUBSCRIBED",
+            "activityStatus": UNSUBSCRIBED,
             "maxrows": 1,
         }
         resp = self.http.request("GET", "/api/v2/contacts/activity", params=params)
@@ -381,7 +383,7 @@ class ESputnik(Connector):
             params: dict[str, str | int] = {
                 "dateFrom": date_from,
                 "dateTo": date_to,
-                "activityStatus": "UNSUBSCRIBED",
+                "activityStatus": UNSUBSCRIBED,
                 "maxrows": maxrows,
             }
             if offset:
@@ -407,6 +409,10 @@ class ESputnik(Connector):
                     "at": str(it.get("activityDateTime") or ""),
                 }
                 for it in answer
+                # the list holds every kind of activity (the spec's ContactActivity:
+                # DELIVERED, READ, CLICKED, SPAM, ...); the query's filter is not taken on
+                # trust: an activity that says it is another kind is no unsubscribe
+                if not isinstance(it, dict) or it.get("activityStatus") in (None, UNSUBSCRIBED)
             ]
             # where the next page starts: the last offset given (an opaque text)
             last = next((str(it["offset"]) for it in reversed(items) if it.get("offset")), "")
