@@ -3,7 +3,9 @@
 Written from `esputnik.md` and the vendor's OpenAPI 3 document (`esputnik-openapi.json`,
 shipped beside this module; every request body is validated against its schemas):
 - HTTP Basic auth, any user name, the API key as password (default "sandbox-key"); else 401.
-- `POST /api/v1/contacts`: a body the `ContactsBulkUpdate` schema refuses is a 400 with
+- `POST /api/v1/contacts`: a body not sent as `application/json` (the spec's only
+  request content type) is a 415 "Unsupported media type", as the spec lists; a body
+  the `ContactsBulkUpdate` schema refuses is a 400 with
   the validator's message and where it points; so are more than 3000 contacts (or none)
   and an `eventKeyForNewContacts` that is not latin letters and digits (the article's
   rule, stricter than the schema's). Contacts that cannot be imported (no channel, two
@@ -200,9 +202,11 @@ class ESputnikSim(Simulator):
     def contacts_post(self, request: Request) -> Response:
         if not self._authorized(request):
             return Response("Unauthorized", 401)
+        if request.mimetype != "application/json":  # the spec's requestBody, and its 415
+            return Response("Unsupported media type: the body is sent as application/json", 415)
         body: Any = request.get_json(silent=True)
         if body is None:
-            return Response("the body must be JSON, sent as application/json", 400)
+            return Response("the body must be JSON", 400)
         refused = BULK_UPDATE(body)
         if refused is not None:
             return Response(refused, 400)

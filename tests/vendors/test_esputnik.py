@@ -128,6 +128,16 @@ def test_the_simulator_refuses_what_the_schema_refuses(body: Any, expected: str)
     assert expected in text
 
 
+def test_the_simulator_takes_only_the_specs_content_type() -> None:
+    """The spec's requestBody is `application/json` only, and its answers list 415
+    "Unsupported media type": a JSON text sent as another type was imported."""
+    body = json.dumps({"contacts": [{"channels": []}], "dedupeOn": "email"})
+    client = Client(ESputnikSim())
+    for content_type, code in (("text/plain", 415), (None, 415), ("application/json", 200)):
+        answer = client.post("/api/v1/contacts", data=body, content_type=content_type, headers=AUTH)
+        assert answer.status_code == code, content_type
+
+
 def test_the_simulator_checks_activity_parameters_and_the_key() -> None:
     client = Client(ESputnikSim())
     query = "/api/v2/contacts/activity?dateFrom=2026-01-01&dateTo=2026-01-02"
