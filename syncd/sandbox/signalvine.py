@@ -2,7 +2,8 @@
 
 Written from `signalvine.md` and the SignalVine section of NOTES.md:
 - Every request must carry `Authorization: SignalVine <token>:<signature>` and
-  `SignalVine-Date: <ISO 8601 with an offset>`; the signature is base64(HMAC-SHA256(secret,
+  `SignalVine-Date: <ISO 8601 with an offset>`, its seconds with at least 3 decimals
+  (docbox's notes: "The timestamp parameter must include milliseconds to 3 digits"); the signature is base64(HMAC-SHA256(secret,
   lower("token\\nMETHOD\\npath\\nbody\\ntimestamp"))) where `body` is not the bytes
   received but the compact re-serialisation of the JSON parsed from them (no spaces after
   `,` and `:`, keys in their order), and empty for a GET: the server's own way, which the
@@ -65,6 +66,8 @@ MAX_CSV_BYTES = 10_000_000
 ROW_ERROR_LIMIT = 1000
 MAX_PAGE = 500
 PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
+# seconds with a fraction of at least 3 digits (the Python SDK's isoformat() sends 6)
+MILLIS = re.compile(r"T\d{2}:\d{2}:\d{2}\.\d{3,}")
 BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 VARIABLES: dict[str, str] = {
     "customer_id": "String",
@@ -223,6 +226,8 @@ class SignalVineSim(Simulator):
         token, _, signature = credentials.partition(":")
         date = request.headers.get("SignalVine-Date", "")
         if scheme != "SignalVine" or token != self.token or not signature or not date:
+            return Response("Unauthorized", 401)
+        if not MILLIS.search(date):  # docbox: "must include milliseconds to 3 digits"
             return Response("Unauthorized", 401)
         try:
             when = datetime.fromisoformat(date)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
 from syncd.clock import FakeClock
@@ -121,6 +122,26 @@ def test_a_clock_off_by_more_than_the_window_is_refused(env: Env) -> None:
     connector.http.session.auth = SignalVineAuth("sandbox-token", "sandbox-secret", connector.clock)
     with pytest.raises(AuthError, match="clock"):
         connector.check()
+
+
+@pytest.mark.parametrize(
+    ("stamp", "code"),
+    [
+        ("2026-01-01T00:00:00.000Z", 200),
+        ("2026-01-01T00:00:00.000123+00:00", 200),  # the SDK's isoformat()
+        ("2026-01-01T00:00:00Z", 401),
+        ("2026-01-01T00:00:00+00:00", 401),
+    ],
+)
+def test_the_simulator_wants_the_date_to_the_millisecond(stamp: str, code: int) -> None:
+    """Docbox's notes: "The timestamp parameter must include milliseconds to 3 digits -
+    i.e. append .000 to your timestamp"; a date signed right without them was accepted."""
+    clock = FakeClock()
+    sim = SignalVineSim(now=clock.now)
+    path = f"/v1/programs/{PROGRAM}"
+    sig = signature("sandbox-token", "sandbox-secret", "GET", path, "", stamp)
+    headers = {"Authorization": f"SignalVine sandbox-token:{sig}", "SignalVine-Date": stamp}
+    assert Client(sim).get(path + "?type=schema", headers=headers).status_code == code
 
 
 # --- uploads ----------------------------------------------------------------------------
