@@ -45,9 +45,11 @@ off on our own); an import session that neither finishes nor fails within
 `eventKeyForNewContacts` follows the article (latin letters and digits, at most 100), which
 is stricter than the schema's description; a FINISHED session imported every contact not
 in `failedContacts`, whether or not its `mapping` names it (the mapping's dedupe values
-may be normalised differently); the activity list's `offset` is a place in the whole list
-from `dateFrom` on, so the unsubscribes stream asks from its first date every time and goes
-on from the offset it stored (the date itself never moves on).
+may be normalised differently); an `activityDateTime` without an offset is in
+`activity_timezone` (default UTC; the spec gives no zone); the activity list's `offset` is
+a place in the whole list from `dateFrom` on, so the unsubscribes stream asks from its
+first date every time and goes on from the offset it stored (the date itself never moves
+on).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -112,6 +115,12 @@ class ESputnik(Connector):
         ),
         "poll_timeout": Option(float, default=900.0, help="give up polling after this long"),
         "first_date": Option(str, help="unsubscribes: pull from this date (YYYY-MM-DD)"),
+        "activity_timezone": Option(
+            str,
+            default="UTC",
+            help="the time zone of an activityDateTime without an offset (the spec does "
+            "not say which)",
+        ),
     }
     field_names = frozenset(CONTACT_FIELDS)
     field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {
@@ -132,6 +141,17 @@ class ESputnik(Connector):
             raise OptionError(
                 "field_id", "is used only with dedupe_on = 'fieldId'", hint="remove it"
             )
+        first = options["first_date"]
+        if first is not None and not _is_date(first):
+            raise OptionError("first_date", f"{first!r} is not a date", hint="write it YYYY-MM-DD")
+        try:
+            ZoneInfo(options["activity_timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise OptionError(
+                "activity_timezone",
+                f"unknown time zone {options['activity_timezone']!r}",
+                hint='an IANA name such as "UTC" or "Europe/Kyiv"',
+            ) from None
         key = options["event_key_new"]
         if key is not None and not EVENT_KEY.fullmatch(key):
             raise OptionError(
@@ -378,6 +398,7 @@ class ESputnik(Connector):
             )
         date_to = (until + timedelta(days=1)).strftime("%Y-%m-%d")
         maxrows = 1000
+        zone = ZoneInfo(self.opts["activity_timezone"])
         read = {offset}  # the offsets asked for: one asked again means the paging repeats
         while True:
             params: dict[str, str | int] = {
@@ -406,7 +427,7 @@ class ESputnik(Connector):
                     "phone": it.get("sms") or None,
                     "external_key": it.get("externalCustomerId") or None,
                     "channel": it.get("mediaType") or "email",
-                    "at": str(it.get("activityDateTime") or ""),
+                    "at": _zoned(it.get("activityDateTime"), zone),
                 }
                 for it in answer
                 # the list holds every kind of activity (the spec's ContactActivity:
@@ -457,6 +478,27 @@ def _comparable(contact: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = json.dumps(value, sort_keys=True)
     return out
+
+
+def _is_date(text: str) -> bool:
+    """YYYY-MM-DD, as `dateFrom` takes it."""
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return len(text) == 10
+
+
+def _zoned(value: Any, zone: ZoneInfo) -> Any:
+    """An activityDateTime without an offset, given `activity_timezone` (the spec says only
+    "Activity date and time"); one with an offset, or that is no ISO time, as it came."""
+    if not isinstance(value, str) or not value.strip():
+        return value or None
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return value
+    return value if when.tzinfo else when.replace(tzinfo=zone).isoformat()
 
 
 def _ref(ids: dict[str, Any], c: Contact) -> str | None:

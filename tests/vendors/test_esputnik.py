@@ -16,6 +16,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
 from syncd.config import load
+from syncd.errors import ConfigError
 from syncd.sample import rows
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.esputnik import SPEC, ESputnikSim
@@ -282,3 +283,19 @@ def test_a_refused_contact_sharing_its_email_is_never_taken_for_another(
     assert {k for k, r in results.items() if r.status is Status.SENT} == {"H0", "H1"} - failed
     assert all(results[k].reason.startswith("no such segment") for k in failed)
     assert {c["externalCustomerId"] for c in app.contacts()} <= {"H0"}  # H1 never imported
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"first_date": "1/2/2026"}, "first_date"),
+        ({"activity_timezone": "Kyiv"}, "activity_timezone"),
+    ],
+)
+def test_a_first_date_or_zone_esputnik_cannot_read_is_refused_at_load(
+    tmp_path: Path, extra: dict[str, str], key: str
+) -> None:
+    body, mapping = esputnik_table("http://127.0.0.1:9", **extra)
+    world = World(tmp_path, {"esputnik": (body, mapping)})
+    with pytest.raises(ConfigError, match=key):
+        load(world.folder / "syncd.toml")
