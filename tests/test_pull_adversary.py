@@ -205,6 +205,28 @@ def test_es_fields_of_any_type_skip_their_record_and_never_stop_the_pull(
     assert rows == ["u1@example.com", "u2@example.com"]
 
 
+def test_es_an_activity_of_another_kind_is_no_unsubscribe(
+    tmp_path: Path, es: tuple[HostileES, Server]
+) -> None:
+    """The activity list holds every kind (the spec's ContactActivity: DELIVERED, READ,
+    CLICKED, SPAM, ...). A vendor that answers other kinds too (the filter not applied)
+    had each stored as an unsubscribe; now only what says UNSUBSCRIBED is one."""
+    sim, server = es
+    for i in range(3):
+        sim.unsubscribe(f"u{i}@example.com")
+
+    def unfiltered(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        items[0]["activityStatus"] = "DELIVERED"
+        items[1]["activityStatus"] = "READ"
+        return items
+
+    sim.rewrite = unfiltered
+    report, rows = es_pull(es_world(tmp_path, server.url))
+    assert report.exit_code == 0, report.summary()
+    assert report.vendors["esputnik"].counts["unsubscribes"] == 1
+    assert rows == ["u2@example.com"]
+
+
 def _no_offsets(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in it.items() if k != "offset"} for it in items]
 
@@ -600,3 +622,29 @@ def test_hc_an_answer_id_two_answers_share_is_refused_never_moved_or_overwritten
     }
     assert after == before  # response 0 keeps its answers; 1 and 2 keep their last good ones
     assert {a for a, r in after if r == ids[0]} == first
+
+
+@pytest.mark.parametrize(
+    ("zone", "came", "stored"),
+    [
+        ("Europe/Kyiv", "2026-07-01T12:00:00", "2026-07-01T09:00:00+00:00"),
+        ("UTC", "2026-07-01T12:00:00", "2026-07-01T12:00:00+00:00"),
+        ("Europe/Kyiv", "2026-07-01T12:00:00+01:00", "2026-07-01T11:00:00+00:00"),
+    ],
+)
+def test_es_an_activity_time_without_an_offset_is_read_in_activity_timezone(
+    tmp_path: Path, es: tuple[HostileES, Server], zone: str, came: str, stored: str
+) -> None:
+    """The spec's ContactActivity.activityDateTime is "Activity date and time", no zone;
+    the store took a time without an offset for UTC whatever the account's clock said."""
+    sim, server = es
+    sim.unsubscribe("u0@example.com", datetime(2026, 7, 1, 12, tzinfo=UTC))
+    sim.rewrite = lambda items: [{**it, "activityDateTime": came} for it in items]
+    world = World(tmp_path, {"esputnik": esputnik_table(server.url, activity_timezone=zone)})
+    report, _ = es_pull(world)
+    assert report.exit_code == 0, report.summary()
+    store = world.store()
+    try:
+        assert store.scalar("SELECT at FROM unsubscribes") == stored
+    finally:
+        store.close()

@@ -3,13 +3,15 @@
 Written from `esputnik.md` and the vendor's OpenAPI 3 document (`esputnik-openapi.json`,
 shipped beside this module; every request body is validated against its schemas):
 - HTTP Basic auth, any user name, the API key as password (default "sandbox-key"); else 401.
-- `POST /api/v1/contacts`: a body the `ContactsBulkUpdate` schema refuses is a 400 with
+- `POST /api/v1/contacts`: a body not sent as `application/json` (the spec's only
+  request content type) is a 415 "Unsupported media type", as the spec lists; a body
+  the `ContactsBulkUpdate` schema refuses is a 400 with
   the validator's message and where it points; so are more than 3000 contacts (or none)
   and an `eventKeyForNewContacts` that is not latin letters and digits (the article's
   rule, stricter than the schema's). Contacts that cannot be imported (no channel, two
   channels of one type, a bad email, one the sandbox was told to reject) come back in
   `failedContacts` — an object when one failed, an array when several did — each the
-  contact plus `"error"`. The rest are imported asynchronously: the answer's
+  contact as the `FailedContact` schema has it (no `externalCustomerId`) plus `"error"`. The rest are imported asynchronously: the answer's
   `asyncSessionId` reads STARTED, then IMPORTING, and FINISHED after `polls_to_finish`
   polls of `/api/v1/importstatus/{id}`; only then do the contacts exist, and the status
   carries `mapping` (dedupe value → contact id). A session holding a channel value told
@@ -88,6 +90,10 @@ STANDARD: tuple[str, ...] = tuple(
 ACTIVITY_PARAMS: list[dict[str, Any]] = SPEC["paths"]["/api/v2/contacts/activity"]["get"][
     "parameters"
 ]
+# what a `failedContacts` entry echoes of the contact: the spec's FailedContact lists
+# channels, names, address, fields, id, contactKey, languageCode, timeZone -- no
+# externalCustomerId
+ECHOED = frozenset(SPEC["components"]["schemas"]["FailedContact"]["properties"]) - {"error"}
 ADDRESS = ("region", "town", "address", "postcode")
 EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -196,9 +202,11 @@ class ESputnikSim(Simulator):
     def contacts_post(self, request: Request) -> Response:
         if not self._authorized(request):
             return Response("Unauthorized", 401)
+        if request.mimetype != "application/json":  # the spec's requestBody, and its 415
+            return Response("Unsupported media type: the body is sent as application/json", 415)
         body: Any = request.get_json(silent=True)
         if body is None:
-            return Response("the body must be JSON, sent as application/json", 400)
+            return Response("the body must be JSON", 400)
         refused = BULK_UPDATE(body)
         if refused is not None:
             return Response(refused, 400)
@@ -215,7 +223,8 @@ class ESputnikSim(Simulator):
         for contact in contacts:
             reason = self._invalid(contact)
             if reason:
-                failed.append({**contact, "error": reason})
+                echoed = {k: v for k, v in contact.items() if k in ECHOED}
+                failed.append({**echoed, "error": reason})
             else:
                 accepted.append(contact)
         answer: dict[str, Any] = {}

@@ -2,7 +2,8 @@
 
 Written from `signalvine.md` and the SignalVine section of NOTES.md:
 - Every request must carry `Authorization: SignalVine <token>:<signature>` and
-  `SignalVine-Date: <ISO 8601 with an offset>`; the signature is base64(HMAC-SHA256(secret,
+  `SignalVine-Date: <ISO 8601 with an offset>`, its seconds with at least 3 decimals
+  (docbox's notes: "The timestamp parameter must include milliseconds to 3 digits"); the signature is base64(HMAC-SHA256(secret,
   lower("token\\nMETHOD\\npath\\nbody\\ntimestamp"))) where `body` is not the bytes
   received but the compact re-serialisation of the JSON parsed from them (no spaces after
   `,` and `:`, keys in their order), and empty for a GET: the server's own way, which the
@@ -30,7 +31,9 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
 - `GET /v1/programs/{id}?type=schema` → `{"fields": [{"name", "type"}]}`.
 - `GET /v1/programs/{id}/participants?type=full&count=..&offset=..&active=all&updated-after=..`:
   items updated at or after `updated-after` (inclusive), ordered by (last update, id), in
-  the envelope `items, total, offset, count, nextOffset` (null on the last page); `count`
+  the docbox envelope `items, total, offset, count` (the page size: 25 unless asked),
+  `nextOffset, prevOffset, lastOffset, pages`; on the last page `nextOffset` is no offset
+  after the page's (docbox's one-page examples: 0, as `lastOffset`), never null; `count`
   at most 500; without `active=all` only active participants. An item is shaped like the
   SDK's own fixture: `id, customerId, phone, active, groups, created`, and `profile[{name,
   type, updated, value}]` listing every program variable with the time it was last
@@ -63,6 +66,8 @@ MAX_CSV_BYTES = 10_000_000
 ROW_ERROR_LIMIT = 1000
 MAX_PAGE = 500
 PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
+# seconds with a fraction of at least 3 digits (the Python SDK's isoformat() sends 6)
+MILLIS = re.compile(r"T\d{2}:\d{2}:\d{2}\.\d{3,}")
 BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 VARIABLES: dict[str, str] = {
     "customer_id": "String",
@@ -221,6 +226,8 @@ class SignalVineSim(Simulator):
         token, _, signature = credentials.partition(":")
         date = request.headers.get("SignalVine-Date", "")
         if scheme != "SignalVine" or token != self.token or not signature or not date:
+            return Response("Unauthorized", 401)
+        if not MILLIS.search(date):  # docbox: "must include milliseconds to 3 digits"
             return Response("Unauthorized", 401)
         try:
             when = datetime.fromisoformat(date)
@@ -398,7 +405,7 @@ class SignalVineSim(Simulator):
             return self._not_found(program)
         args = request.args
         try:
-            count = int(args.get("count", "50"))
+            count = int(args.get("count", "25"))
             offset = int(args.get("offset", "0"))
             after = datetime.fromisoformat(args.get("updated-after", "1970-01-01T00:00:00Z"))
         except ValueError as exc:
@@ -418,14 +425,21 @@ class SignalVineSim(Simulator):
                 key=lambda p: (p.updated, p.id),
             )
             items = [p.item(self.variables) for p in chosen[offset : offset + count]]
-        following = offset + len(items)
+        # docbox (content/api.md), every list's example: `"total": 2, "offset": 0, "count":
+        # 25, "nextOffset": 0, "prevOffset": 0, "lastOffset": 0, "pages": 1` -- `count` is
+        # the page size, and the last page's `nextOffset` is no offset after it (never null)
+        total = len(chosen)
+        last = (total - 1) // count * count if total else 0
         return json_response(
             {
                 "items": items,
-                "total": len(chosen),
+                "total": total,
                 "offset": offset,
-                "count": len(items),
-                "nextOffset": following if following < len(chosen) else None,
+                "count": count,
+                "nextOffset": min(offset + count, last) if offset < last else offset,
+                "prevOffset": max(offset - count, 0),
+                "lastOffset": last,
+                "pages": -(-total // count),
             }
         )
 

@@ -22,8 +22,11 @@
 - Every answer is checked before anyone is marked sent. The 200 answer carries
   `failedContacts` — an object when one contact failed, an array when several did — and an
   `asyncSessionId`, polled through `/api/v1/importstatus/{id}` until FINISHED (sent) or
-  ERROR (failed with the session's description); a 404 there (a session eSputnik no
-  longer knows) acknowledges nothing: its contacts stay pending, to go again. An answer
+  ERROR (failed with the session's description). An entry is placed by what it echoes
+  (the spec's FailedContact has no externalCustomerId): the contact sharing a channel with
+  it, or of several, the one it echoes exactly; several it cannot tell apart all fail, so
+  none is marked sent for a refusal of another. A 404 from the import status (a session
+  eSputnik no longer knows) acknowledges nothing: its contacts stay pending, to go again. An answer
   of another shape (not an object, no session id, a `failedContacts` that is neither, an
   entry naming no contact of the batch) acknowledges nothing: the batch stays pending and
   is sent again (harmless for an upsert). An `errorMessage` without a session is eSputnik
@@ -33,7 +36,8 @@
   `poll_every` (`start` and `poll`; the delivery loop keeps the window). Each session's id
   is recorded before it is first polled, so a restart polls it and never re-sends it.
 - Unsubscribes are read from `GET /api/v2/contacts/activity?activityStatus=UNSUBSCRIBED`
-  with its opaque `offset` cursor.
+  with its opaque `offset` cursor; an item whose `activityStatus` is another (a filter
+  not applied) is passed over, never stored as an unsubscribe.
 
 Assumptions (unknown in the vendor's documents): Retry-After on 429 may be absent (we back
 off on our own); an import session that neither finishes nor fails within
@@ -41,9 +45,11 @@ off on our own); an import session that neither finishes nor fails within
 `eventKeyForNewContacts` follows the article (latin letters and digits, at most 100), which
 is stricter than the schema's description; a FINISHED session imported every contact not
 in `failedContacts`, whether or not its `mapping` names it (the mapping's dedupe values
-may be normalised differently); the activity list's `offset` is a place in the whole list
-from `dateFrom` on, so the unsubscribes stream asks from its first date every time and goes
-on from the offset it stored (the date itself never moves on).
+may be normalised differently); an `activityDateTime` without an offset is in
+`activity_timezone` (default UTC; the spec gives no zone); the activity list's `offset` is
+a place in the whole list from `dateFrom` on, so the unsubscribes stream asks from its
+first date every time and goes on from the offset it stored (the date itself never moves
+on).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -75,6 +82,7 @@ CONTACT_FIELDS = {
 DEDUPE = ("email", "sms", "email_or_sms", "externalCustomerId", "fieldId")
 EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
 SESSION_STATES = ("STARTED", "IMPORTING", "FINISHED", "ERROR")
+UNSUBSCRIBED = "UNSUBSCRIBED"
 
 
 class ESputnik(Connector):
@@ -107,6 +115,12 @@ class ESputnik(Connector):
         ),
         "poll_timeout": Option(float, default=900.0, help="give up polling after this long"),
         "first_date": Option(str, help="unsubscribes: pull from this date (YYYY-MM-DD)"),
+        "activity_timezone": Option(
+            str,
+            default="UTC",
+            help="the time zone of an activityDateTime without an offset (the spec does "
+            "not say which)",
+        ),
     }
     field_names = frozenset(CONTACT_FIELDS)
     field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {
@@ -127,6 +141,17 @@ class ESputnik(Connector):
             raise OptionError(
                 "field_id", "is used only with dedupe_on = 'fieldId'", hint="remove it"
             )
+        first = options["first_date"]
+        if first is not None and not _is_date(first):
+            raise OptionError("first_date", f"{first!r} is not a date", hint="write it YYYY-MM-DD")
+        try:
+            ZoneInfo(options["activity_timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise OptionError(
+                "activity_timezone",
+                f"unknown time zone {options['activity_timezone']!r}",
+                hint='an IANA name such as "UTC" or "Europe/Kyiv"',
+            ) from None
         key = options["event_key_new"]
         if key is not None and not EVENT_KEY.fullmatch(key):
             raise OptionError(
@@ -216,8 +241,8 @@ class ESputnik(Connector):
         answer = read_json(resp, dict, vendor=self.name)
         results: dict[str, Result] = {}
         for item in self._failed(answer):
-            contact = self._match(item, batch)
-            if contact is None:
+            owners = self._owners(item, batch)
+            if not owners:
                 raise RetriableError(
                     f"failedContacts names no contact of the batch: {json.dumps(item)[:200]}",
                     vendor=self.name,
@@ -225,7 +250,14 @@ class ESputnik(Connector):
                 )
             error = item.get("error")
             reason = error if isinstance(error, str) and error else "rejected by eSputnik"
-            results[contact.key] = Result(contact.key, Status.FAILED, reason)
+            if len(owners) > 1:  # none of them is marked sent for a refusal of one
+                keys = ", ".join(c.key for c in owners[:5])
+                reason += (
+                    f" (eSputnik refused one of {len(owners)} contacts of the batch that its "
+                    f"answer does not tell apart: {keys})"
+                )
+            for contact in owners:
+                results[contact.key] = Result(contact.key, Status.FAILED, reason)
         rest = [c for c in batch if c.key not in results]
         if not rest:
             return list(results.values())
@@ -296,22 +328,24 @@ class ESputnik(Connector):
             return [Result(c.key, Status.PENDING, reason) for c in job.contacts]
         return None
 
-    def _match(self, item: dict[str, Any], batch: Sequence[Contact]) -> Contact | None:
-        """Which contact of the batch a `failedContacts` entry is."""
+    def _owners(self, item: dict[str, Any], batch: Sequence[Contact]) -> list[Contact]:
+        """The contacts of the batch a `failedContacts` entry can be. The spec's
+        FailedContact echoes channels, names, address and fields but no
+        externalCustomerId, and two contacts of a batch may share an email or a phone
+        (dedupe_on = "externalCustomerId"): an entry sharing a channel with several is the
+        one it echoes exactly (all channels, and every other field it carries), else all."""
         ext = item.get("externalCustomerId")
-        channels = item.get("channels")
-        values = {
-            str(ch.get("value", "")).lower()
-            for ch in (channels if isinstance(channels, list) else [])
-            if isinstance(ch, dict)
-        }
-        for c in batch:
-            if ext and c.fields.get("externalCustomerId") == ext:
-                return c
-        for c in batch:
-            if values & {c.fields.get("email", ""), c.fields.get("sms", "")} - {""}:
-                return c
-        return None
+        if ext:
+            found = [c for c in batch if c.fields.get("externalCustomerId") == ext]
+            if found:
+                return found
+        echo = _comparable(item)
+        values = {value for _kind, value in echo.get("channels", ()) if value}
+        near = [c for c in batch if values & {c.fields.get("email"), c.fields.get("sms")}]
+        if len(near) < 2:
+            return near
+        exact = [c for c in near if echo.items() <= _comparable(self._contact(c)).items()]
+        return exact or near
 
     def check(self) -> str:
         """Read one row of today's contact activity: proves the API key, changes nothing."""
@@ -319,7 +353,7 @@ class ESputnik(Connector):
         params = {
             "dateFrom": today.strftime("%Y-%m-%d"),
             "dateTo": (today + timedelta(days=1)).strftime("%Y-%m-%d"),
-            "activityStatus": "UNSUBSCRIBED",
+            "activityStatus": UNSUBSCRIBED,
             "maxrows": 1,
         }
         resp = self.http.request("GET", "/api/v2/contacts/activity", params=params)
@@ -340,12 +374,13 @@ class ESputnik(Connector):
             )
         date_to = (until + timedelta(days=1)).strftime("%Y-%m-%d")
         maxrows = 1000
+        zone = ZoneInfo(self.opts["activity_timezone"])
         read = {offset}  # the offsets asked for: one asked again means the paging repeats
         while True:
             params: dict[str, str | int] = {
                 "dateFrom": date_from,
                 "dateTo": date_to,
-                "activityStatus": "UNSUBSCRIBED",
+                "activityStatus": UNSUBSCRIBED,
                 "maxrows": maxrows,
             }
             if offset:
@@ -368,9 +403,13 @@ class ESputnik(Connector):
                     "phone": it.get("sms") or None,
                     "external_key": it.get("externalCustomerId") or None,
                     "channel": it.get("mediaType") or "email",
-                    "at": str(it.get("activityDateTime") or ""),
+                    "at": _zoned(it.get("activityDateTime"), zone),
                 }
                 for it in answer
+                # the list holds every kind of activity (the spec's ContactActivity:
+                # DELIVERED, READ, CLICKED, SPAM, ...); the query's filter is not taken on
+                # trust: an activity that says it is another kind is no unsubscribe
+                if not isinstance(it, dict) or it.get("activityStatus") in (None, UNSUBSCRIBED)
             ]
             # where the next page starts: the last offset given (an opaque text)
             last = next((str(it["offset"]) for it in reversed(items) if it.get("offset")), "")
@@ -392,6 +431,50 @@ class ESputnik(Connector):
                     + f"; the unsubscribes stream stays at offset {offset!r}",
                     vendor=self.name,
                 )
+
+
+def _comparable(contact: dict[str, Any]) -> dict[str, Any]:
+    """A contact as sent or echoed, for telling which one an echo is: channels as a set of
+    (type, lower-cased value), fields as (id, value) pairs, the rest as given; `error`
+    and empty values (an echo may carry nulls for what was not sent) left out."""
+    out: dict[str, Any] = {}
+    for name, value in contact.items():
+        if name == "error" or value in (None, "", [], {}):
+            continue
+        if name == "channels" and isinstance(value, list):
+            out[name] = frozenset(
+                (str(ch.get("type")), str(ch.get("value", "")).lower())
+                for ch in value
+                if isinstance(ch, dict)
+            )
+        elif name == "fields" and isinstance(value, list):
+            out[name] = frozenset(
+                (str(f.get("id")), json.dumps(f.get("value"))) for f in value if isinstance(f, dict)
+            )
+        else:
+            out[name] = json.dumps(value, sort_keys=True)
+    return out
+
+
+def _is_date(text: str) -> bool:
+    """YYYY-MM-DD, as `dateFrom` takes it."""
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return len(text) == 10
+
+
+def _zoned(value: Any, zone: ZoneInfo) -> Any:
+    """An activityDateTime without an offset, given `activity_timezone` (the spec says only
+    "Activity date and time"); one with an offset, or that is no ISO time, as it came."""
+    if not isinstance(value, str) or not value.strip():
+        return value or None
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return value
+    return value if when.tzinfo else when.replace(tzinfo=zone).isoformat()
 
 
 def _ref(ids: dict[str, Any], c: Contact) -> str | None:

@@ -27,9 +27,11 @@
   2 s for 30 s, then at intervals growing by 2 s up to `poll_cap`; after `poll_timeout`
   the contacts stay pending, and so do they when the Location answers 404 (a command
   SignalVine no longer knows). `resume` polls a recorded Location, never re-sends.
-- A completed command with `error: true`: each error placed on its contact by
-  `customer_id`, else by `row` (the header is row 1) → FAILED with its message; an error no
-  contact can be found for (a header problem, a message that is not an import report)
+- A completed command with `error: true`, or `error: false` whose report still lists
+  errors (never taken for every row sent; an `error` neither true nor false acknowledges
+  nothing, the rows go again): each error placed on its contact by `customer_id`, else
+  by `row` (the header is row 1) → FAILED with its message; an error no contact can be
+  found for (a header problem, a message that is not an import report)
   fails the whole chunk with the message. The other rows are SENT, except in `tx` mode
   (nothing was added: they stay pending) and in `row` mode past 1,000 errors: the vendor
   then added nothing, so the rows without an error are uploaded again at once (at most
@@ -40,13 +42,16 @@
   carried (the same rows in the same order, less those the earlier ones refused).
 - Pull "unsubscribes": `GET /v1/programs/{id}/participants?type=full&count=500&offset=..
   &active=all&updated-after=..`, paged by `nextOffset` (an empty page with one is not the
-  last; one that is not an offset after the page's stops the stream, its cursor kept);
-  participants with `active: false`
-  are opt-outs. An item's time is its `updatedAt`, else the newest `profile[].updated`,
-  else `created` (the SDK's own fixture has no `updatedAt`). The opt-out's time is when
-  its `active` variable was last written (`profile[].updated`), else the item's last
-  change (`updatedAt` or the newest `profile[].updated`), else unknown (None: never the
-  pull's time, nor `created`); the opt-out is keyed by participant id + that time. The
+  last). The last page's `nextOffset` is no offset after its own (docbox's one-page lists
+  answer `"nextOffset": 0, "lastOffset": 0`): a page is the last when `nextOffset` is null
+  or absent, or is not after the page's offset while the list ends there (`lastOffset`,
+  `total`, or a short page); one not after it anywhere else stops the stream, its cursor
+  kept. Participants with `active: false` are opt-outs. An item's time is its `updatedAt`,
+  else the newest `profile[].updated`, else `created` (the SDK's own fixture has no
+  `updatedAt`). The opt-out's time is when its `active` variable was last written
+  (`profile[].updated`), else the item's last change (`updatedAt` or the newest
+  `profile[].updated`), else unknown (None: never the pull's time, nor `created`); the
+  opt-out is keyed by participant id + that time. The
   cursor is an `updated-after` timestamp (inclusive, so re-reading the boundary duplicates
   nothing), stored after the last page: the newest item time seen less `pull_lookback`
   seconds; when items came back but none has a time, the pull's `until` less
@@ -58,9 +63,9 @@ object (or a string holding one) `{"added", "updated", "ignored", "errors": [{"r
 "customer_id", "message"}]}`; the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
 the list is not known to be ordered, so the cursor only advances after the last page;
-`nextOffset` is null (or absent) on the last page; 10 MB is taken as 10,000,000 bytes; a
-request carries at most `max_batch` = 100,000 participants (no count limit is
-documented); a dedicated opt-out endpoint and rate limits are unknown (none used); the
+the last page's `nextOffset` is its own offset, 0, null or absent; 10 MB is taken as
+10,000,000 bytes; a request carries at most `max_batch` = 100,000 participants (no count
+limit is documented); a dedicated opt-out endpoint and rate limits are unknown (none used); the
 Location may be a path or a full URL.
 """
 
@@ -362,9 +367,21 @@ class SignalVine(Connector):
         if status is None:
             reason = f"command {location} not complete after {self.opts['poll_timeout']:g} s"
             return [Result(c.key, Status.PENDING, reason) for c in rows], False
-        if not status.get("error"):
+        error, message = status.get("error"), status.get("message")
+        if type(error) is not bool:
+            raise RetriableError(
+                f"command {location} completed with error {json.dumps(error)[:50]}, neither "
+                "true nor false: nothing acknowledges its rows, which go again",
+                vendor=self.name,
+            )
+        report = _report(message)
+        listed = report.get("errors") if report is not None else None
+        # signalvine.md: row mode "respond[s] with all errors", a completed command's
+        # `message` "a JSON object describing the results": a report listing row errors
+        # under `error: false` still refuses those rows
+        if not error and not (isinstance(listed, list) and listed):
             return [Result(c.key, Status.SENT) for c in rows], False
-        return self._errors(status.get("message"), rows)
+        return self._errors(message, rows)
 
     def _poll(self, location: str) -> dict[str, Any] | None:
         """The completed command, or None if it is still running at `poll_timeout`."""
@@ -465,7 +482,8 @@ class SignalVine(Connector):
                     hint="SignalVine documents active as a boolean; ask them what these mean",
                 )
             following = page.get("nextOffset")
-            if following is not None:  # more follow, even after an empty page
+            if following is not None and not _last_page(page, offset, len(items)):
+                # more follow, even after an empty page
                 yield Page(records, after)  # the list's order is unknown: no cursor yet
                 total = page.get("total")
                 beyond = type(total) is int and type(following) is int and following >= total
@@ -491,6 +509,21 @@ class SignalVine(Connector):
 def _ordered(batch: Sequence[Contact]) -> list[Contact]:
     """Rows in CRM-key order: the same batch always gives the same row numbers."""
     return sorted(batch, key=lambda c: c.key)
+
+
+def _last_page(page: dict[str, Any], offset: int, read: int) -> bool:
+    """Whether a page whose `nextOffset` is set is the list's last all the same: its
+    `nextOffset` is no offset after the page's and the list ends here (by `lastOffset`,
+    `total`, or a short page). Docbox (`content/api.md`) shows every one-page list as
+    `"total": 2, ..., "nextOffset": 0, "prevOffset": 0, "lastOffset": 0, "pages": 1`."""
+    following, total, final = page.get("nextOffset"), page.get("total"), page.get("lastOffset")
+    if type(following) is not int or following > offset:
+        return False
+    return (
+        (type(final) is int and offset >= final)
+        or (type(total) is int and offset + read >= total)
+        or read < PAGE
+    )
 
 
 def _opted_out(item: dict[str, Any]) -> bool | None:

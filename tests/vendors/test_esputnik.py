@@ -15,9 +15,13 @@ from jsonschema import Draft4Validator
 from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
+from syncd.config import load
+from syncd.errors import ConfigError
 from syncd.sample import rows
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.esputnik import SPEC, ESputnikSim
+from syncd.vendors.base import Contact, Status
+from syncd.vendors.esputnik import ESputnik
 from tests.helpers import World, esputnik_table
 from tests.kits.esputnik import KIT
 from tests.vendors.test_contract import deliver, make_connector
@@ -125,6 +129,16 @@ def test_the_simulator_refuses_what_the_schema_refuses(body: Any, expected: str)
     assert expected in text
 
 
+def test_the_simulator_takes_only_the_specs_content_type() -> None:
+    """The spec's requestBody is `application/json` only, and its answers list 415
+    "Unsupported media type": a JSON text sent as another type was imported."""
+    body = json.dumps({"contacts": [{"channels": []}], "dedupeOn": "email"})
+    client = Client(ESputnikSim())
+    for content_type, code in (("text/plain", 415), (None, 415), ("application/json", 200)):
+        answer = client.post("/api/v1/contacts", data=body, content_type=content_type, headers=AUTH)
+        assert answer.status_code == code, content_type
+
+
 def test_the_simulator_checks_activity_parameters_and_the_key() -> None:
     client = Client(ESputnikSim())
     query = "/api/v2/contacts/activity?dateFrom=2026-01-01&dateTo=2026-01-02"
@@ -229,3 +243,59 @@ def test_the_simulator_matches_on_the_custom_field_dedupe_on_names() -> None:
     assert [(c["email"], c["fields"]) for c in app.contacts()] == [
         ("new@example.com", {"7": "CRM-1"})
     ]
+
+
+def shared_email(i: int, first: str) -> Contact:
+    """Contacts of one household: one email, their own CRM key and name."""
+    key = f"H{i}"
+    fields = {"email": "home@example.com", "firstName": first, "externalCustomerId": key}
+    return Contact(key=key, fields=fields)
+
+
+@pytest.mark.parametrize(
+    ("names", "failed"),
+    [(["Ann", "Bob"], {"H1"}), (["Ann", "Ann"], {"H0", "H1"})],
+    ids=["told-apart", "alike"],
+)
+def test_a_refused_contact_sharing_its_email_is_never_taken_for_another(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server], names: list[str], failed: set[str]
+) -> None:
+    """The spec's FailedContact echoes channels and names but no externalCustomerId.
+    Matched on the first contact sharing one of its channels, the refusal of H1 failed H0
+    and marked H1 sent; now it is the contact the echo matches exactly, or, when the echo
+    cannot tell them apart, none of them is marked sent."""
+    app, server = sim
+    app.faults.reject("H1", "no such segment")
+    (tmp_path / "mapping.toml").write_text(
+        '[fields]\nemail = "Email"\nfirstName = "First Name"\nexternalCustomerId = "Record ID"\n',
+        encoding="utf-8",
+    )
+    body, _ = esputnik_table(server.url, dedupe_on="externalCustomerId")
+    (tmp_path / "syncd.toml").write_text(
+        '[source]\npath = "x.csv"\nkey = "Record ID"\n[store]\npath = "s.db"\n'
+        f'[vendors.esputnik]\n{body}mapping = "mapping.toml"\n',
+        encoding="utf-8",
+    )
+    connector = ESputnik(load(tmp_path / "syncd.toml").vendors["esputnik"])
+    contacts = [shared_email(i, name) for i, name in enumerate(names)]
+    results = {r.key: r for r in connector.push(contacts, lambda job, refused=(): None)}
+    assert {k for k, r in results.items() if r.status is Status.FAILED} == failed
+    assert {k for k, r in results.items() if r.status is Status.SENT} == {"H0", "H1"} - failed
+    assert all(results[k].reason.startswith("no such segment") for k in failed)
+    assert {c["externalCustomerId"] for c in app.contacts()} <= {"H0"}  # H1 never imported
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"first_date": "1/2/2026"}, "first_date"),
+        ({"activity_timezone": "Kyiv"}, "activity_timezone"),
+    ],
+)
+def test_a_first_date_or_zone_esputnik_cannot_read_is_refused_at_load(
+    tmp_path: Path, extra: dict[str, str], key: str
+) -> None:
+    body, mapping = esputnik_table("http://127.0.0.1:9", **extra)
+    world = World(tmp_path, {"esputnik": (body, mapping)})
+    with pytest.raises(ConfigError, match=key):
+        load(world.folder / "syncd.toml")

@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
 from syncd.clock import FakeClock
@@ -18,7 +20,7 @@ from syncd.config import load
 from syncd.errors import AuthError, ConfigError, FatalError, RetriableError
 from syncd.pull import pull
 from syncd.sandbox.base import Server, json_response
-from syncd.sandbox.signalvine import PROGRAM, SignalVineSim
+from syncd.sandbox.signalvine import PROGRAM, Command, SignalVineSim
 from syncd.state import Store
 from syncd.vendors.base import Contact, Result, Status
 from syncd.vendors.signalvine import (
@@ -120,6 +122,26 @@ def test_a_clock_off_by_more_than_the_window_is_refused(env: Env) -> None:
     connector.http.session.auth = SignalVineAuth("sandbox-token", "sandbox-secret", connector.clock)
     with pytest.raises(AuthError, match="clock"):
         connector.check()
+
+
+@pytest.mark.parametrize(
+    ("stamp", "code"),
+    [
+        ("2026-01-01T00:00:00.000Z", 200),
+        ("2026-01-01T00:00:00.000123+00:00", 200),  # the SDK's isoformat()
+        ("2026-01-01T00:00:00Z", 401),
+        ("2026-01-01T00:00:00+00:00", 401),
+    ],
+)
+def test_the_simulator_wants_the_date_to_the_millisecond(stamp: str, code: int) -> None:
+    """Docbox's notes: "The timestamp parameter must include milliseconds to 3 digits -
+    i.e. append .000 to your timestamp"; a date signed right without them was accepted."""
+    clock = FakeClock()
+    sim = SignalVineSim(now=clock.now)
+    path = f"/v1/programs/{PROGRAM}"
+    sig = signature("sandbox-token", "sandbox-secret", "GET", path, "", stamp)
+    headers = {"Authorization": f"SignalVine sandbox-token:{sig}", "SignalVine-Date": stamp}
+    assert Client(sim).get(path + "?type=schema", headers=headers).status_code == code
 
 
 # --- uploads ----------------------------------------------------------------------------
@@ -256,6 +278,45 @@ def test_an_error_without_a_customer_id_is_placed_by_its_row_number(env: Env) ->
     assert results["K00003"].status is Status.FAILED
     assert results["K00003"].reason == "number is a landline"
     assert {results["K00001"].status, results["K00005"].status} == {Status.SENT}
+
+
+class Unflagged(SignalVineSim):
+    """A completed command that answers `error` of the test's choosing, whatever its
+    report lists."""
+
+    error: object = False
+
+    def _status(self, command: Command) -> dict[str, Any]:
+        answer = super()._status(command)
+        if answer["complete"]:
+            answer["error"] = self.error
+        return answer
+
+
+def test_row_errors_listed_under_error_false_are_not_marked_sent(tmp_path: Path) -> None:
+    """signalvine.md, row mode: "respond with all errors that occurred during processing";
+    the flag on a completed command is not documented to follow them. Read off the flag
+    alone, the refused row was marked sent."""
+    clock = FakeClock()
+    sim = Unflagged(now=clock.now)
+    sim.faults.reject("K00001", "Could not parse 'x' as PhoneNumber")
+    with Server(sim) as server:
+        results, _ = push(Env(sim, server, clock, tmp_path).connector(), [contact(0), contact(1)])
+    assert results["K00000"].status is Status.SENT
+    assert results["K00001"] == Result(
+        "K00001", Status.FAILED, "Could not parse 'x' as PhoneNumber"
+    )
+
+
+@pytest.mark.parametrize("error", [None, "false", 0])
+def test_a_completed_command_whose_error_is_no_boolean_acknowledges_nothing(
+    tmp_path: Path, error: object
+) -> None:
+    clock = FakeClock()
+    sim = Unflagged(now=clock.now)
+    sim.error = error
+    with Server(sim) as server, pytest.raises(RetriableError, match="neither true nor false"):
+        push(Env(sim, server, clock, tmp_path).connector(), [contact(0)])
 
 
 def test_tx_mode_adds_nothing_when_a_row_fails(env: Env) -> None:
@@ -397,6 +458,38 @@ def test_opt_outs_are_pulled_with_paging_and_an_inclusive_cursor(env: Env) -> No
     assert {r["vendor_id"] for r in again} & {r["vendor_id"] for r in records} == {
         next(r["vendor_id"] for r in records if r["external_key"] == "K00900")
     }
+
+
+class ZeroAtTheEnd(SignalVineSim):
+    """The last page answers `nextOffset: 0`, as docbox's one-page lists do (`"nextOffset":
+    0, "prevOffset": 0, "lastOffset": 0, "pages": 1`), and carries no `lastOffset`."""
+
+    def participants(self, request: Request, program: str) -> Response:
+        answer = super().participants(request, program)
+        page = json.loads(answer.get_data())
+        if page["offset"] >= page.pop("lastOffset"):
+            page["nextOffset"] = 0
+        return json_response(page, answer.status_code)
+
+
+@pytest.mark.parametrize("sim_class", [SignalVineSim, ZeroAtTheEnd])
+@pytest.mark.parametrize("people", [3, 1000])
+def test_the_last_page_is_the_one_whose_next_offset_is_not_after_it(
+    tmp_path: Path, sim_class: type[SignalVineSim], people: int
+) -> None:
+    """Docbox answers a one-page list with `nextOffset: 0`: that was taken for paging gone
+    wrong (the stream failed at every pull and no opt-out was ever read)."""
+    clock = FakeClock()
+    sim = sim_class(now=clock.now)
+    with Server(sim) as server:
+        env = Env(sim, server, clock, tmp_path)
+        connector = env.connector("pull_lookback = 0\n")
+        push(connector, [contact(i) for i in range(people)])
+        sim.opt_out(f"K{people - 1:05d}", clock.now() + timedelta(hours=1))
+        pages = list(connector.pull("unsubscribes", None, clock.now()))
+    assert len(pages) == -(-people // 500)
+    assert [r["external_key"] for p in pages for r in p.records] == [f"K{people - 1:05d}"]
+    assert pages[-1].cursor == timestamp(clock.now() + timedelta(hours=1))
 
 
 def test_pulled_opt_outs_are_stored_once(env: Env, tmp_path: Path) -> None:
