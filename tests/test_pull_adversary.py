@@ -365,6 +365,50 @@ def test_hc_records_without_their_id_are_skipped_not_merged_into_one(
     assert dict(report.vendors["hellocustomer"].counts) == {"responses": 1, "invalid": 2}
 
 
+class EditedWhilePaged(SignalVineSim):
+    """Edits the first participant of the first page as the second page is asked for (a
+    colleague, or a text, changing it mid-pull)."""
+
+    first: str | None = None
+
+    def participants(self, request: Request, program: str) -> Response:
+        if request.args.get("offset") == "2" and self.first is not None:
+            with self.lock:
+                pid, self.first = self._by_customer[self.first], None
+                self._participants[pid].write({"notes": "called back"}, self.now())
+        answer = super().participants(request, program)
+        if request.args.get("offset") == "0" and self.first is None and answer.status_code == 200:
+            self.first = json.loads(answer.get_data())["items"][0]["customerId"]
+        return answer
+
+
+def test_sv_a_participant_changed_while_the_list_is_paged_loses_no_opt_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    """Pages of two over the list ordered by last change: [A B] [K2 K3], K2 and K3 opted
+    out. A is edited as the second page is asked for: the list is now [B K2 K3 A], offset 2
+    answers [K3 A], and K2 is on no page. The cursor went to A's change (less the
+    lookback), past K2's opt-out, and K2 was never read again. The pages held 3 distinct
+    participants of the list's 4: the cursor stays, and the next pull reads K2."""
+    monkeypatch.setattr(signalvine, "PAGE", 2)
+    sim = EditedWhilePaged(now=clock.now)
+    start = clock.now()
+    for i in range(4):
+        sim.seed(f"K{i}", f"+3247000000{i}")
+    sim.opt_out("K2", start + timedelta(minutes=10))
+    sim.opt_out("K3", start + timedelta(minutes=20))
+    clock.sleep(3600)
+    with Server(sim) as server:
+        cfg = sv_config(tmp_path, server.url)
+        report, _ = pulled(cfg, clock, "SELECT 1")
+        assert report.exit_code == 0, report.summary()
+        assert sv_stored(cfg) == ["+32470000003"]
+        clock.sleep(60)
+        report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 0, report.summary()
+    assert sv_stored(cfg) == ["+32470000002", "+32470000003"]
+
+
 def test_sv_a_participant_without_id_is_refused_not_keyed_none() -> None:
     item = {"customerId": "K1", "phone": "+32470000001", "active": False, "profile": []}
     with pytest.raises(Invalid, match="vendor_id is missing"):
