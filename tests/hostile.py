@@ -51,6 +51,14 @@ def cut_body(sock: socket.socket, upstream: bytes) -> None:
     _send(sock, body[: max(1, len(body) // 2)])
 
 
+def truncated_json(sock: socket.socket, upstream: bytes) -> None:
+    """The vendor's own answer, whole as HTTP, holding the first half of its JSON (a proxy
+    that lost the rest and framed what it had)."""
+    body = upstream.partition(b"\r\n\r\n")[2]
+    body = body[: max(1, len(body) // 2)]
+    _send(sock, _head("200 OK", {"Content-Type": "application/json"}, len(body)) + body)
+
+
 def chunked_garbage(sock: socket.socket, _up: bytes) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
     _send(sock, head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{\r\n")
@@ -99,6 +107,7 @@ HTML_502 = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 ANSWERS: dict[str, Answer] = {
     "cut body": cut_body,
+    "truncated JSON": truncated_json,
     "chunked garbage": chunked_garbage,
     "gzip garbage": gzip_garbage,
     "HTML 500": whole("500 Internal Server Error", HTML_502.replace(b"502", b"500"), "text/html"),
@@ -126,6 +135,7 @@ class _Plan:
     count: int
     path: str | None = None  # only requests whose path starts with this
     method: str | None = None
+    after: int = 0  # let this many matching requests through first
 
     def matches(self, method: str, path: str) -> bool:
         return (self.path is None or path.startswith(self.path)) and (
@@ -143,7 +153,7 @@ class HostileProxy:
         self._lock = threading.Lock()
         self.seen: list[str] = []  # request lines received
         self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.2)
+        self._sock.settimeout(0.05)  # how long stopping it may wait
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -165,12 +175,18 @@ class HostileProxy:
         count: int = 1,
         path: str | None = None,
         method: str | None = None,
+        after: int = 0,
     ) -> None:
-        """The next `count` matching requests get `answer`, after (`acted`) or instead of
-        the vendor's own."""
+        """The next `count` matching requests (once `after` went through untouched) get
+        `answer`, after (`acted`) or instead of the vendor's own."""
         assert answer in ANSWERS, answer
         with self._lock:
-            self._plans.append(_Plan(answer, acted, count, path, method))
+            self._plans.append(_Plan(answer, acted, count, path, method, after))
+
+    def clear(self) -> None:
+        """Forget every plan: from now on the vendor's own answers pass."""
+        with self._lock:
+            self._plans.clear()
 
     def _next(self, line: str) -> _Plan | None:
         method, _, rest = line.partition(" ")
@@ -178,6 +194,9 @@ class HostileProxy:
         with self._lock:
             for plan in self._plans:
                 if plan.matches(method, path):
+                    if plan.after > 0:
+                        plan.after -= 1
+                        continue
                     plan.count -= 1
                     if plan.count <= 0:
                         self._plans.remove(plan)

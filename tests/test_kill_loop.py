@@ -121,6 +121,7 @@ class KillLoop(Loop):
             sim.faults.add("delay", seconds=DELAY, count=10**9)
         self.figures = Figures()
         self.spread = 1.0  # seconds a run takes, re-measured from the runs left to finish
+        self.syncd = SYNCD  # the command line that starts syncd
 
     def write(self) -> None:
         rng = random.Random(self.rng.random())  # only the volatile column uses it
@@ -145,14 +146,14 @@ class KillLoop(Loop):
             self.n += 1
         self.write()
 
-    def sync(self, kill_after: float | None) -> int | None:
-        """`syncd sync`, SIGKILLed after `kill_after` seconds if still running; its exit
-        status, or None when it was killed."""
+    def launch(self, kill_after: float | None, command: str = "sync") -> int | None:
+        """`syncd <command>`, SIGKILLed after `kill_after` seconds if still running; its
+        exit status, or None when it was killed."""
         env = {**os.environ, "SYNCD_LOG_LEVEL": "WARNING"}
         env.pop("SYNCD_CRASH_AT", None)
         started = time.monotonic()
         proc = subprocess.Popen(
-            [*SYNCD, "--config", str(self.config), "sync"],
+            [*self.syncd, "--config", str(self.config), command],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -188,18 +189,18 @@ class KillLoop(Loop):
         self.figures.iterations += 1
         self.edit()
         if self.figures.iterations % CLEAN_EVERY == 0:
-            if self.sync(None) == 0 and not self.open_work():
+            if self.launch(None) == 0 and not self.open_work():
                 # after a clean run every upsert vendor holds the export: not only at the end
                 self.figures.stale += stale(self, *ledger(self))
         else:
-            self.sync(self.rng.uniform(0.0, self.spread * 1.1))
+            self.launch(self.rng.uniform(0.0, self.spread * 1.1))
         self.check_invariants()
 
     def drain(self) -> None:
         """Clean runs until one exits 0 with nothing left to send, or nothing moves."""
         before = None
         for _ in range(8):
-            code = self.sync(None)
+            code = self.launch(None)
             left = self.open_work()
             if (code == 0 and not left) or left == before:
                 return
@@ -400,8 +401,8 @@ def kill_loop(folder: Path, kills: int, seed: int, *, flip: bool = False) -> Fig
     started = time.monotonic()
     with Stack() as stack:
         loop = KillLoop(folder, stack, seed, flip=flip)
-        loop.sync(None)  # the first, full run measures how long a run takes
-        loop.sync(loop.rng.uniform(0.0, loop.spread))
+        loop.launch(None)  # the first, full run measures how long a run takes
+        loop.launch(loop.rng.uniform(0.0, loop.spread))
         while loop.figures.kills < kills:
             loop.iterate()
         loop.drain()
@@ -435,7 +436,7 @@ def test_a_reverted_change_is_not_left_behind_an_in_flight_upsert(tmp_path: Path
     runs eSputnik holds A, not B."""
     with Stack() as stack:
         loop = KillLoop(tmp_path, stack, seed=5, flip=False)
-        assert loop.sync(None) == 0  # A acknowledged everywhere
+        assert loop.launch(None) == 0  # A acknowledged everywhere
         key = "CRM-0000007"
         loop.flipped[7] = 1  # B
         loop.write()
@@ -443,7 +444,7 @@ def test_a_reverted_change_is_not_left_behind_an_in_flight_upsert(tmp_path: Path
         loop.flipped[7] = 0  # the CRM undoes the edit: A again
         loop.write()
         for _ in range(2):
-            assert loop.sync(None) == 0
+            assert loop.launch(None) == 0
         state, deliveries = ledger(loop)
         found = [p for p in stale(loop, state, deliveries) if key in p]
     assert not found, found
@@ -454,7 +455,7 @@ def test_a_killed_run_is_closed_by_the_next(tmp_path: Path) -> None:
     with Stack() as stack:
         loop = KillLoop(tmp_path, stack, seed=6, flip=False)
         assert loop.run("sync", "diff_committed") == -9
-        assert loop.sync(None) == 0
+        assert loop.launch(None) == 0
         with closing(loop.db()) as conn:
             left = conn.execute("SELECT id FROM runs WHERE status = 'running'").fetchall()
             crashed = conn.execute("SELECT id FROM runs WHERE status = 'crashed'").fetchall()

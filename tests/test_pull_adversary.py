@@ -36,6 +36,7 @@ from syncd.state.schema import migrations
 from syncd.vendors import signalvine
 from syncd.vendors.signalvine import SignalVine
 from tests.helpers import World, esputnik_table
+from tests.hostile import HostileProxy
 from tests.kits.signalvine import MAPPING as SV_MAPPING
 from tests.kits.signalvine import contact as sv_contact
 
@@ -158,8 +159,7 @@ class HostileES(ESputnikSim):
         return rewritten(super().activity(request), self.rewrite)
 
     def offsets(self) -> list[str]:
-        with self.lock:
-            return [a["offset"] for a in self._activity]
+        return [a["offset"] for a in self.unsubscribes()]
 
 
 @pytest.fixture
@@ -385,6 +385,50 @@ def test_hc_records_without_their_id_are_skipped_not_merged_into_one(
     assert rows == [(ids[2],)]
     assert report.exit_code == 1, report.summary()
     assert dict(report.vendors["hellocustomer"].counts) == {"responses": 1, "invalid": 2}
+
+
+class EditedWhilePaged(SignalVineSim):
+    """Edits the first participant of the first page as the second page is asked for (a
+    colleague, or a text, changing it mid-pull)."""
+
+    first: str | None = None
+
+    def participants(self, request: Request, program: str) -> Response:
+        if request.args.get("offset") == "2" and self.first is not None:
+            with self.lock:
+                pid, self.first = self._by_customer[self.first], None
+                self._participants[pid].write({"notes": "called back"}, self.now())
+        answer = super().participants(request, program)
+        if request.args.get("offset") == "0" and self.first is None and answer.status_code == 200:
+            self.first = json.loads(answer.get_data())["items"][0]["customerId"]
+        return answer
+
+
+def test_sv_a_participant_changed_while_the_list_is_paged_loses_no_opt_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    """Pages of two over the list ordered by last change: [A B] [K2 K3], K2 and K3 opted
+    out. A is edited as the second page is asked for: the list is now [B K2 K3 A], offset 2
+    answers [K3 A], and K2 is on no page. The cursor went to A's change (less the
+    lookback), past K2's opt-out, and K2 was never read again. The pages held 3 distinct
+    participants of the list's 4: the cursor stays, and the next pull reads K2."""
+    monkeypatch.setattr(signalvine, "PAGE", 2)
+    sim = EditedWhilePaged(now=clock.now)
+    start = clock.now()
+    for i in range(4):
+        sim.seed(f"K{i}", f"+3247000000{i}")
+    sim.opt_out("K2", start + timedelta(minutes=10))
+    sim.opt_out("K3", start + timedelta(minutes=20))
+    clock.sleep(3600)
+    with Server(sim) as server:
+        cfg = sv_config(tmp_path, server.url)
+        report, _ = pulled(cfg, clock, "SELECT 1")
+        assert report.exit_code == 0, report.summary()
+        assert sv_stored(cfg) == ["+32470000003"]
+        clock.sleep(60)
+        report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 0, report.summary()
+    assert sv_stored(cfg) == ["+32470000002", "+32470000003"]
 
 
 def test_sv_a_participant_without_id_is_refused_not_keyed_none() -> None:
@@ -648,3 +692,123 @@ def test_es_an_activity_time_without_an_offset_is_read_in_activity_timezone(
         assert store.scalar("SELECT at FROM unsubscribes") == stored
     finally:
         store.close()
+
+
+# --- answers lost on the way ---------------------------------------------------------------
+# (who answers, how): the simulator itself, or the hostile proxy after the vendor acted
+LOST: dict[str, tuple[str, dict[str, Any]]] = {
+    "drop_after": ("vendor", {}),  # the vendor read the page, then the connection closed
+    "delay": ("vendor", {"seconds": 0.3}),  # answered after the read timeout (0.1 s below)
+    "cut body": ("proxy", {}),  # the answer's head and half its body, then closed
+    "truncated JSON": ("proxy", {}),  # a whole answer holding half the JSON
+}
+
+
+def lost_world(
+    vendor: str, folder: Path, url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> Config:
+    """A config pulling `vendor`'s one paged stream at `url`, timing out reads at 0.1 s."""
+    if vendor == "esputnik":
+        es_world(folder, url)
+        path = folder / "syncd.toml"
+    elif vendor == "signalvine":
+        monkeypatch.setattr(signalvine, "PAGE", 2)
+        sv_config(folder, url)
+        path = folder / "syncd.toml"
+    else:
+        first = (clock.now() - timedelta(days=40)).date()
+        hc_config(folder, url, '["responses"]')
+        path = folder / "syncd.toml"
+        path.write_text(path.read_text("utf-8") + f'first_date = "{first}"\n', encoding="utf-8")
+    text = path.read_text("utf-8").replace(
+        f"[vendors.{vendor}]\n", f"[vendors.{vendor}]\nread_timeout = 0.1\n"
+    )
+    path.write_text(text, encoding="utf-8")
+    return load(path)
+
+
+def lost_sim(vendor: str, clock: FakeClock) -> tuple[Any, str, list[str], list[str]]:
+    """The vendor with records on several pages: (simulator, the pages' path, every
+    record's id in the store, those of the first page)."""
+    now = clock.now()
+    if vendor == "esputnik":
+        es = HostileES()
+        for i in range(1500):  # pages of 1000
+            es.unsubscribe(f"u{i:04d}@example.com")
+        offsets = es.offsets()
+        return es, "/api/v2/contacts/activity", offsets, offsets[:1000]
+    if vendor == "signalvine":
+        sv = SignalVineSim(now=clock.now)
+        ids = [sv.seed(f"K{i}", f"+3247000000{i}") for i in range(6)]  # pages of 2
+        clock.sleep(60)
+        for pid_index in range(6):
+            sv.opt_out(f"K{pid_index}", clock.now() + timedelta(seconds=pid_index))
+        clock.sleep(60)
+        stamp = [signalvine.timestamp(now + timedelta(seconds=60 + i)) for i in range(6)]
+        every = [f"{pid}@{at}" for pid, at in zip(ids, stamp, strict=True)]
+        return sv, f"/v1/programs/{PROGRAM}/participants", every, every[:2]
+    hc = HelloCustomerSim(clock=clock.monotonic, now=clock.now)
+    early = hc.add_responses(2, now - timedelta(days=38), now - timedelta(days=37))
+    late = hc.add_responses(2, now - timedelta(hours=2), now - timedelta(hours=1))
+    return hc, f"/V1.0/EN/campaign/{CAMPAIGN}/answers/getall/", early + late, early
+
+
+def lost_held(vendor: str, cfg: Config) -> tuple[list[str], str | None]:
+    """The ids the store holds, sorted, and the stream's cursor."""
+    table, column = (
+        ("responses", "response_id")
+        if vendor == "hellocustomer"
+        else (
+            "unsubscribes",
+            "vendor_id",
+        )
+    )
+    store = Store.open(cfg.store.path)
+    try:
+        ids = [r[0] for r in store.query(f"SELECT {column} FROM {table} ORDER BY 1")]
+        return ids, store.scalar("SELECT cursor FROM cursors WHERE vendor = ?", (vendor,))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", list(LOST))
+@pytest.mark.parametrize("vendor", ["esputnik", "signalvine", "hellocustomer"])
+def test_a_page_the_vendor_served_but_syncd_never_got_leaves_the_cursor_before_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: FakeClock,
+    vendor: str,
+    kind: str,
+) -> None:
+    """The vendor read the second page and answered, and the answer never reached syncd
+    whole, at any attempt: the connection closed before it, or halfway through its body,
+    a body holding half the JSON, an answer later than the read timeout. The stream fails
+    saying so; the store holds the first page, with a cursor that does not pass the lost
+    page; the next pull reads the rest, each record once."""
+    sim, path, every, first = lost_sim(vendor, clock)
+    with Server(sim) as server, HostileProxy(server.url) as proxy:
+        cfg = lost_world(vendor, tmp_path, proxy.url, clock, monkeypatch)
+        who, options = LOST[kind]
+        if who == "vendor":  # at every attempt
+            sim.faults.add(kind, path=path, after=1, count=99, **options)
+        else:
+            proxy.plan(kind, acted=True, path=path, after=1, count=99)
+        report, _ = pulled(cfg, clock, "SELECT 1")
+        assert report.exit_code == 1, report.summary()
+        errors = report.vendors[vendor].errors
+        assert list(errors) == ["responses" if vendor == "hellocustomer" else "unsubscribes"]
+        held, cursor = lost_held(vendor, cfg)
+        assert held == sorted(first)
+        if vendor == "esputnik":
+            assert cursor is not None and cursor.partition("|")[2] == first[-1]
+        elif vendor == "signalvine":  # its cursor moves after the last page only
+            assert cursor == signalvine.timestamp(signalvine.EPOCH)
+        else:
+            assert cursor is not None
+            assert cursor < min(sim.response(r)["dateAnswer"] for r in every[2:])
+        sim.faults.clear()
+        proxy.clear()
+        clock.sleep(60)
+        report, _ = pulled(cfg, clock, "SELECT 1")
+        assert report.exit_code == 0, report.summary()
+        assert lost_held(vendor, cfg)[0] == sorted(every)

@@ -157,6 +157,11 @@ class ESputnikSim(Simulator):
             self._reindex(held)
             return self._next_id
 
+    def unsubscribes(self) -> list[dict[str, Any]]:
+        """Every UNSUBSCRIBED activity recorded, in order (as the activity list answers it)."""
+        with self.lock:
+            return [dict(a) for a in self._activity]
+
     def state(self) -> dict[str, Any]:
         with self.lock:
             return {

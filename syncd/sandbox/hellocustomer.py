@@ -249,6 +249,11 @@ class HelloCustomerSim(Simulator):
                 if text is not None and answer["question_HasTextAnswer"]:
                     answer["answer_Text"] = text
 
+    def unsubscribes(self) -> list[dict[str, Any]]:
+        """Every unsubscribe held, as the unsubscribed list answers it."""
+        with self.lock:
+            return [dict(u) for u in self._unsubscribes.values()]
+
     def unsubscribe(self, email: str, at: datetime | None = None) -> None:
         """Record that this email unsubscribed (at `at`, default now)."""
         with self.lock:

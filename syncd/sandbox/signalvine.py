@@ -39,6 +39,7 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   type, updated, value}]` listing every program variable with the time it was last
   written; there is no `updatedAt`. `opt_out()` (or `opt_out_every`: every n-th new
   participant, for the demo) makes a participant inactive and stamps its `active` variable.
+  `seed()` holds a participant as if an earlier upload had made it.
 """
 
 from __future__ import annotations
@@ -207,6 +208,13 @@ class SignalVineSim(Simulator):
                     c.id: ("complete" if c.result else "running") for c in self._commands.values()
                 },
             }
+
+    def seed(self, customer_id: str, phone: str, **variables: str) -> str:
+        """Hold a participant as an earlier upload made it (now); its id."""
+        with self.lock:
+            pid = str(uuid.uuid4())
+            self._apply(("add", pid, {"customer_id": customer_id, "phone": phone, **variables}))
+            return pid
 
     def opt_out(self, phone_or_customer_id: str, at: datetime | None = None) -> None:
         """The participant texted STOP: inactive from `at` (default now)."""

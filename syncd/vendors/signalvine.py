@@ -55,7 +55,10 @@
   cursor is an `updated-after` timestamp (inclusive, so re-reading the boundary duplicates
   nothing), stored after the last page: the newest item time seen less `pull_lookback`
   seconds; when items came back but none has a time, the pull's `until` less
-  `pull_lookback`; when none came back, it stays.
+  `pull_lookback`; when none came back, it stays. It stays too when the pages held fewer
+  distinct participants than the list's `total`: one that changed while the list was read
+  went to its end, those after it moved one place back under the offsets, and one of them
+  was on no page (the next pull reads from the same cursor again).
 
 Assumptions (unknown in the vendor's documents): whether the server's re-serialisation
 escapes non-ASCII (`non_ascii`, with the fallback above); the command `message` is a JSON
@@ -63,9 +66,10 @@ object (or a string holding one) `{"added", "updated", "ignored", "errors": [{"r
 "customer_id", "message"}]}`; the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
 the list is not known to be ordered, so the cursor only advances after the last page;
-the last page's `nextOffset` is its own offset, 0, null or absent; 10 MB is taken as
-10,000,000 bytes; a request carries at most `max_batch` = 100,000 participants (no count
-limit is documented); a dedicated opt-out endpoint and rate limits are unknown (none used); the
+`total` counts the participants the query matches; the last page's `nextOffset` is its own
+offset, 0, null or absent; 10 MB is taken as 10,000,000 bytes; a request carries at most
+`max_batch` = 100,000 participants (no count limit is documented); a dedicated opt-out
+endpoint and rate limits are unknown (none used); the
 Location may be a path or a full URL.
 """
 
@@ -455,7 +459,7 @@ class SignalVine(Connector):
             ) from None
         after = timestamp(start)
         newest: datetime | None = None
-        seen = False
+        seen: set[Any] = set()  # the participants read, by id
         offset = 0
         path = f"/v1/programs/{self.program}/participants"
         while True:
@@ -468,7 +472,7 @@ class SignalVine(Connector):
             }
             page = read_json(self.call("GET", path, params=params), dict, vendor=self.name)
             items = [i for i in page.get("items") or [] if isinstance(i, dict)]
-            seen = seen or bool(items)
+            seen.update(i.get("id") for i in items)
             for when in filter(None, (_changed(i) or _time(i.get("created")) for i in items)):
                 newest = when if newest is None else max(newest, when)
             records = [_unsubscribe(i) for i in items if _opted_out(i)]
@@ -499,7 +503,18 @@ class SignalVine(Connector):
                 offset = following
                 continue
             cursor = start
-            if seen:  # past what was read; if no item had a time, nothing read is after `until`
+            total = page.get("total")
+            if type(total) is int and len(seen) < total:
+                # the list moved under the offsets while it was paged (a participant that
+                # changed went to its end, those after it one place back): a participant
+                # may have been on no page, so the cursor stays and the next pull reads on
+                self.log.warning(
+                    "participants changed while the list was read: the cursor stays",
+                    vendor=self.name,
+                    read=len(seen),
+                    total=total,
+                )
+            elif seen:  # past what was read; if no item had a time, nothing read is after `until`
                 last = until if newest is None else newest
                 cursor = max(start, last - timedelta(seconds=self.opts["pull_lookback"]))
             yield Page(records, timestamp(cursor))
