@@ -18,13 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncd.errors import ConfigError, OptionError
 from syncd.settings import DeliveryConfig as DeliveryConfig
 from syncd.settings import MappingConfig as MappingConfig
 from syncd.settings import TriggerRule as TriggerRule
 from syncd.settings import VendorConfig as VendorConfig
+from syncd.settings import time_zone
 
 if TYPE_CHECKING:
     from syncd.vendors.base import Connector
@@ -416,10 +416,8 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
         watch_export=sch.get("watch_export", bool, False),
         misfire_grace_seconds=sch.number("misfire_grace_seconds", int, 3600),
     )
-    try:
-        ZoneInfo(schedule.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise sch.error(f"unknown time zone {schedule.timezone!r}", "timezone") from None
+    if time_zone(schedule.timezone) is None:
+        raise sch.error(f"unknown time zone {schedule.timezone!r}", "timezone")
     for key in ("reconcile", "pull") if check_schedule else ():
         _check_cron(sch, key, getattr(schedule, key))
     sch.check_unknown()

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,12 @@ class VendorConfig:
     secrets: tuple[str, ...] = ()
     # the pull streams this installation reads (a subset of the connector's `streams`)
     streams: tuple[str, ...] = ()
+
+
+def time_zone(name: str) -> ZoneInfo | None:
+    """The IANA time zone `name`, or None when there is none by that name (a typo, "",
+    a path): the one check of every config key that names a zone."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None

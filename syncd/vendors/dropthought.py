@@ -66,7 +66,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 import requests
@@ -81,7 +81,7 @@ from syncd.errors import (
     RetriableError,
 )
 from syncd.http import loads, read_json, snippet
-from syncd.settings import Option
+from syncd.settings import Option, time_zone
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
 
 API = "/dtapp/api"
@@ -134,14 +134,12 @@ class Dropthought(Connector):
 
     @classmethod
     def check_options(cls, base_url: str, options: Mapping[str, Any]) -> None:
-        try:
-            ZoneInfo(options["date_timezone"])
-        except (ZoneInfoNotFoundError, ValueError):
+        if time_zone(options["date_timezone"]) is None:
             raise OptionError(
                 "date_timezone",
                 f"unknown time zone {options['date_timezone']!r}",
                 hint='an IANA name such as "UTC" or "Europe/Brussels"',
-            ) from None
+            )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

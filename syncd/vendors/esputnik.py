@@ -59,13 +59,13 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import orjson
 
 from syncd.errors import FatalError, OptionError, RetriableError
 from syncd.http import read_json, snippet
-from syncd.settings import Option
+from syncd.settings import Option, time_zone
 from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status, lowered
 
 ADDRESS_FIELDS = ("region", "town", "address", "postcode")
@@ -144,14 +144,12 @@ class ESputnik(Connector):
         first = options["first_date"]
         if first is not None and not _is_date(first):
             raise OptionError("first_date", f"{first!r} is not a date", hint="write it YYYY-MM-DD")
-        try:
-            ZoneInfo(options["activity_timezone"])
-        except (ZoneInfoNotFoundError, ValueError):
+        if time_zone(options["activity_timezone"]) is None:
             raise OptionError(
                 "activity_timezone",
                 f"unknown time zone {options['activity_timezone']!r}",
                 hint='an IANA name such as "UTC" or "Europe/Kyiv"',
-            ) from None
+            )
         key = options["event_key_new"]
         if key is not None and not EVENT_KEY.fullmatch(key):
             raise OptionError(
@@ -164,7 +162,7 @@ class ESputnik(Connector):
         super().__init__(*args, **kwargs)
         self.http.session.auth = ("syncd", self.opts["api_key"])
         for name in self.config.mapping.metadata:
-            if not name.isdigit():
+            if not (name.isascii() and name.isdigit()):  # "²".isdigit(), int("²") fails
                 raise FatalError(
                     f"[metadata] {name!r} in {self.config.mapping.path}: eSputnik custom fields "
                     "are named by their numeric id",

@@ -16,7 +16,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
 from syncd.config import load
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, FatalError
 from syncd.sample import rows
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.esputnik import SPEC, ESputnikSim
@@ -299,3 +299,16 @@ def test_a_first_date_or_zone_esputnik_cannot_read_is_refused_at_load(
     world = World(tmp_path, {"esputnik": (body, mapping)})
     with pytest.raises(ConfigError, match=key):
         load(world.folder / "syncd.toml")
+
+
+@pytest.mark.parametrize("name", ["²", "١٠١", "101a"])
+def test_a_metadata_name_that_is_no_ascii_number_is_refused_naming_it(
+    tmp_path: Path, name: str
+) -> None:
+    """ "²".isdigit() and "١٠١".isdigit() are true; int() takes the second and not the first,
+    and eSputnik's custom field ids are plain numbers: each is refused before a request."""
+    body, mapping = esputnik_table("http://127.0.0.1:9")
+    world = World(tmp_path, {"esputnik": (body, mapping.replace('"101"', f'"{name}"'))})
+    cfg = load(world.folder / "syncd.toml")
+    with pytest.raises(FatalError, match=f"'{name}' in .*numeric id"):
+        ESputnik(cfg.vendors["esputnik"])
