@@ -472,8 +472,12 @@ class Store:
         return int(cur.lastrowid or 0)
 
     def delivering(self, run_id: int, vendors: Sequence[str]) -> None:
-        """The reconcile `run_id` sends what is queued for `vendors` (`runs.delivered`)."""
-        with self.write() as c:
+        """The reconcile `run_id` sends what is queued for `vendors` (`runs.delivered`).
+
+        Its COMMIT copies nothing back (`copy_back=False`): it comes between the diff's
+        commit and the delivery, and would otherwise copy the diff's whole WAL back in the
+        main thread, which the delivery's `checkpoints_aside` thread does meanwhile."""
+        with self.write(copy_back=False) as c:
             c.execute(
                 "UPDATE runs SET delivered = ? WHERE id = ?", (json.dumps(list(vendors)), run_id)
             )
