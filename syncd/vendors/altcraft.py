@@ -21,7 +21,12 @@
   refused: `error` 401/403 → AuthError, 402 (tariff limit reached) → QuotaError (both stop
   Altcraft for the run; the rest stays pending); another 400-class `error` (400 bad
   request, 404 not found, ...) → FatalError with Altcraft's `error_text`, which the
-  delivery loop may split down to single `start` calls so one bad profile fails alone;
+  delivery loop may split down to single `start` calls so one bad profile fails alone —
+  except an `error_text` saying the trigger campaign is not found or not active
+  (`CAMPAIGN_REFUSED`), which is about the `trigger_id` option, not a profile ("Only active
+  trigger campaigns set to the 'When using a special API call' event can be run via the
+  API"): EndpointError, Altcraft is stopped for the run with every contact pending, none
+  split off and failed, no attempt spent;
   HTTP 413 without an envelope (the front proxy refused the body's size) → FatalError;
   retried: `error` 429, and what `syncd.http` retries for a trigger;
   unknown: anything else once the request went out — a 2xx that is not an envelope, `error`
@@ -40,12 +45,18 @@ Altcraft does not say which it skipped: the batch is unknown);
 `profile_id` (kept as the delivery's ref); at most `max_batch` = 10,000 profiles a request
 (Altcraft's advice for its other bulk calls); 10 MB means 10,000,000 bytes; no documented
 rate limit: 429 and Retry-After are honoured, and `min_interval` (default 0) paces calls
-per token; there is no endpoint to list unsubscribes, so Altcraft offers no pull streams.
+per token; the code and text of the answer to a missing or inactive campaign are not
+documented (altcraft.md only says "the response message will indicate the code of error and
+its description"), so the rule is narrow: a 400-class `error` whose `error_text` names the
+campaign ("campaign" or "trigger") and says "not found", "does not exist", "not active",
+"inactive" or "disabled" — any other text, e.g. a profile's "not found", still fails
+contacts one by one; there is no endpoint to list unsubscribes, so Altcraft offers no pull streams.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -55,6 +66,7 @@ from syncd.clock import SYSTEM, Clock
 from syncd.errors import (
     AuthError,
     ConfigError,
+    EndpointError,
     FatalError,
     OutcomeUnknownError,
     QuotaError,
@@ -69,6 +81,11 @@ API = "/api/v1.1/campaigns/triggers"
 # the [fields] name that holds the matching value, per matching mode
 MATCHING = {"email": "email", "phone": "phone", "profile_id": "profile_id", "custom": "field_value"}
 PREFIXES = ("content", "custom_data")
+# an `error_text` about the configured campaign, not a profile (see the assumptions above)
+CAMPAIGN_REFUSED = re.compile(
+    r"\b(?:campaign|trigger)\b.*\b(?:not found|does not exist|not active|inactive|disabled)\b",
+    re.IGNORECASE,
+)
 
 
 class Altcraft(Connector):
@@ -261,6 +278,15 @@ class Altcraft(Connector):
             )
         if code == 429 or (code >= 500 and not launch):
             raise RetriableError(text, vendor=self.name, status=code)
+        if 400 <= code < 500 and CAMPAIGN_REFUSED.search(str(answer.get("error_text"))):
+            raise EndpointError(
+                text,
+                vendor=self.name,
+                status=code,
+                hint=f"check trigger_id = {self.opts['trigger_id']} in [vendors.altcraft]: the "
+                "campaign must exist, be active and use the 'API call' event; every contact "
+                "stays pending",
+            )
         if 400 <= code < 500 or not launch:
             raise FatalError(text, vendor=self.name, status=code)
         raise OutcomeUnknownError(

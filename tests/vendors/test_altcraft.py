@@ -130,6 +130,27 @@ def test_the_tariff_limit_stops_altcraft_for_the_run(
     assert sim.launched == 3
 
 
+@pytest.mark.parametrize("missing", [True, False], ids=["not-found", "inactive"])
+@pytest.mark.parametrize("http_errors", [False, True], ids=["http-200", "http-4xx"])
+def test_a_missing_or_inactive_campaign_stops_altcraft_with_all_pending(
+    sim: AltcraftSim, url: str, tmp_path: Path, http_errors: bool, missing: bool
+) -> None:
+    sim.http_errors = http_errors
+    if missing:
+        del sim.campaigns[7]
+    else:
+        sim.campaigns[7]["is_active"] = False
+    contacts = [person(i) for i in range(8)]
+    outcome, deliverer = deliver(make(url, tmp_path), contacts, tmp_path)
+    assert {outcome[c.key][0] for c in contacts} == {"pending"}
+    assert deliverer.out.stopped and "Trigger campaign 7" in deliverer.out.stopped
+    assert sim.count(BATCH) == 1 and starts(sim) == []  # not split down to each profile
+    store = Store.open(tmp_path / "s.db")
+    attempts = {r["attempts"] for r in store.query("SELECT attempts FROM deliveries")}
+    store.close()
+    assert attempts == {0}
+
+
 def test_custom_matching_sends_field_name_and_value(
     sim: AltcraftSim, url: str, tmp_path: Path
 ) -> None:
