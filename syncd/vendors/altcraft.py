@@ -27,7 +27,8 @@
   trigger campaigns set to the 'When using a special API call' event can be run via the
   API"): EndpointError, Altcraft is stopped for the run with every contact pending, none
   split off and failed, no attempt spent;
-  HTTP 413 without an envelope (the front proxy refused the body's size) → FatalError;
+  HTTP 413 (Altcraft or its front proxy refused the body's size, unread) is decided by
+  `syncd.http` for every vendor: FatalError, the batch split and re-sent;
   retried: `error` 429, and what `syncd.http` retries for a trigger;
   unknown: anything else once the request went out — a 2xx that is not an envelope, `error`
   0 at another HTTP status than 200 or with a missing or short `result`, a 5xx-class or
@@ -239,8 +240,6 @@ class Altcraft(Connector):
         resp = self.http.request(
             "POST", f"{API}/{method}", idempotent=False, json=body, ok=_answered
         )
-        if resp.status_code == 413 and not _envelope(resp):
-            raise FatalError(f"HTTP 413: {snippet(resp)}", vendor=self.name, status=413)
         answer = self._refused(resp, launch=True)
         if resp.status_code != 200:
             raise OutcomeUnknownError(
@@ -325,7 +324,7 @@ def _envelope(resp: requests.Response) -> bool:
 
 
 def _answered(resp: requests.Response) -> bool:
-    """For a launch, also hand a 4xx without an envelope to the connector: only a 413 proves
-    it was refused unread. 401/403, 404/405 and 429 keep their meaning from syncd.http."""
+    """For a launch, also hand a 4xx without an envelope to the connector, which calls it an
+    unknown outcome. 401/403, 404/405, 413 and 429 keep their meaning from syncd.http."""
     status = resp.status_code
     return _envelope(resp) or (400 <= status < 500 and status not in (401, 403, 404, 405, 429))
