@@ -25,7 +25,8 @@ call)", "Bulk trigger launch", "Data array", "Get trigger campaign information")
   code or text for the refusal ("the response message will indicate the code of error and
   its description"): the sandbox answers error 404 "Trigger campaign <id> not found" and
   error 400 "Trigger campaign <id> is not active", before looking at any profile.
-- `campaigns/triggers/get`: `id` → the campaign (`is_active`, `trigger_type` "api_call").
+- `campaigns/triggers/get`: `id` → the campaign (`is_active`, `trigger_type` "api_call");
+  neither the call nor its fields are in `altcraft.md` or NOTES.md: a guess, not a promise.
 - The request body is at most 10 MB (10,000,000 bytes here): a larger one gets HTTP 413
   from the front proxy, as plain text.
 - A tariff limit: after `limit` launched triggers (None = unlimited) every launch that would

@@ -34,9 +34,11 @@
   0 at another HTTP status than 200 or with a missing or short `result`, a 5xx-class or
   unlisted `error` code, a 4xx without an envelope, a timeout — is OutcomeUnknownError: the
   batch is `unknown`, never split or re-sent in this run.
-- `check()` reads the campaign with `campaigns/triggers/get` (token and campaign id) and
-  requires it to be active; a refused token (HTTP 200, `error` 401/403) is an AuthError
-  naming altcraft.
+- `check()` reads the campaign with `campaigns/triggers/get` (token and campaign id): an
+  `error` 0 answer proves the token; the campaign is called active or not active only when
+  the answer's `data.is_active` says so (true/false, 1/0), and otherwise "could not tell"
+  (neither the call nor the flag is in Altcraft's documents); a refused token (HTTP 200,
+  `error` 401/403) is an AuthError naming altcraft.
 
 Assumptions (unknown in Altcraft's documents): `start_batch` launches its profiles all or
 none — an `error` 0 answer with one `result` id per `data[]` item means every item was
@@ -46,7 +48,8 @@ Altcraft does not say which it skipped: the batch is unknown);
 `profile_id` (kept as the delivery's ref); at most `max_batch` = 10,000 profiles a request
 (Altcraft's advice for its other bulk calls); 10 MB means 10,000,000 bytes; no documented
 rate limit: 429 and Retry-After are honoured, and `min_interval` (default 0) paces calls
-per token; the code and text of the answer to a missing or inactive campaign are not
+per token; `campaigns/triggers/get` and its `data.is_active` (read by `check()` only);
+the code and text of the answer to a missing or inactive campaign are not
 documented (altcraft.md only says "the response message will indicate the code of error and
 its description"), so the rule is narrow: a 400-class `error` whose `error_text` names the
 campaign ("campaign" or "trigger") and says "not found", "does not exist", "not active",
@@ -222,17 +225,26 @@ class Altcraft(Connector):
         ]
 
     def check(self) -> str:
-        """Read the trigger campaign: proves the token, and that the campaign is active."""
-        body = {"token": self.opts["token"], "id": self.opts["trigger_id"]}
+        """Read the trigger campaign: proves the token; says the campaign is active, or not,
+        only as far as the answer's `data.is_active` says (undocumented: absent, it could
+        not tell)."""
+        trigger = self.opts["trigger_id"]
+        body = {"token": self.opts["token"], "id": trigger}
         resp = self.http.request("POST", f"{API}/get", json=body, ok=_envelope)
         campaign = self._refused(resp, launch=False).get("data")
-        if not isinstance(campaign, dict) or not campaign.get("is_active"):
+        flag = campaign.get("is_active") if isinstance(campaign, dict) else None
+        if flag in (False, 0):
             raise FatalError(
-                f"trigger campaign {self.opts['trigger_id']} is not active",
+                f"trigger campaign {trigger} is not active (is_active: {json.dumps(flag)})",
                 vendor=self.name,
                 hint="activate it in Altcraft, with the 'API call' trigger event",
             )
-        return f"token accepted; trigger campaign {self.opts['trigger_id']} is active"
+        if flag in (True, 1):
+            return f"token accepted; trigger campaign {trigger} is active"
+        return (
+            f"token accepted; could not tell whether trigger campaign {trigger} is active "
+            "(the answer has no is_active flag)"
+        )
 
     def _launch(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         """One launch POST, never repeated once it may have reached Altcraft: the envelope

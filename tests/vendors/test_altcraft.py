@@ -230,6 +230,35 @@ def test_check_reads_the_campaign(sim: AltcraftSim, url: str, tmp_path: Path) ->
     assert sim.launched == 0
 
 
+@pytest.mark.parametrize(
+    ("campaign", "said"),
+    [
+        ({"id": 7, "is_active": True}, "campaign 7 is active"),
+        ({"id": 7, "is_active": 1}, "campaign 7 is active"),
+        ({"id": 7, "name": "API trigger 7"}, "could not tell whether trigger campaign 7"),
+        ({"id": 7, "is_active": None}, "could not tell"),
+        ({"id": 7, "is_active": "yes"}, "could not tell"),
+    ],
+    ids=["true", "one", "absent", "null", "text"],
+)
+def test_check_says_active_only_when_the_answer_says_so(
+    sim: AltcraftSim, url: str, tmp_path: Path, campaign: dict[str, object], said: str
+) -> None:
+    """`campaigns/triggers/get` and `is_active` are in none of Altcraft's documents: a
+    campaign without the flag is not called inactive (the old check failed it)."""
+    sim.campaigns[7] = campaign
+    assert said in make(url, tmp_path).check()
+
+
+@pytest.mark.parametrize("flag", [False, 0], ids=["false", "zero"])
+def test_check_says_not_active_when_is_active_is_false(
+    sim: AltcraftSim, url: str, tmp_path: Path, flag: object
+) -> None:
+    sim.campaigns[7] = {"id": 7, "is_active": flag}
+    with pytest.raises(FatalError, match="is not active"):
+        make(url, tmp_path).check()
+
+
 def test_the_mapping_must_fit_the_matching(url: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="field_name"):
         make(url, tmp_path, extra='matching = "custom"\n')
