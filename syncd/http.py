@@ -165,6 +165,10 @@ def error_text(resp: requests.Response, limit: int = 300) -> str:
 #   endpoint  EndpointError: a configuration problem (wrong URL, path, port): the vendor is
 #             stopped for the run and its contacts stay pending, their attempts unspent
 #   refused   FatalError with the vendor's words: the row or batch was refused
+# A 413 (Payload Too Large) is decided here for every vendor and never handed to a
+# connector's `ok`: whoever answered it (the vendor or a proxy in front of it) refused the
+# body unread, so nothing was acted on and the delivery loop may split the batch and re-send
+# its halves; a batch of one fails, its body too large.
 #   answer    the response, for the connector to check against what its vendor documents
 OUTCOMES: dict[str, tuple[str, str]] = {
     "connection refused, DNS or TLS failure, connect timeout": ("retry", "retry"),
@@ -175,6 +179,7 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "answer cut short, bad chunked or gzip encoding": ("retry", "unknown"),
     "answer over the size cap, or past the request deadline": ("retry", "unknown"),
     "401, 403": ("auth", "auth"),
+    "413": ("refused", "refused"),
     "3xx (never followed), 404, 405": ("endpoint", "endpoint"),
     "other 4xx": ("refused", "refused"),
     "2xx": ("answer", "answer"),
@@ -504,7 +509,7 @@ class HttpClient:
         try:
             resp = self._exchange(method, url, kwargs, idempotent)
             status = resp.status_code
-            if (ok is not None and ok(resp)) or 200 <= status < 300:
+            if (ok is not None and status != 413 and ok(resp)) or 200 <= status < 300:
                 self.breaker.success()
                 _count(self.vendor, "answer")
                 return resp
@@ -627,6 +632,8 @@ class HttpClient:
                 else f": {text}"
             )
             raise _Outcome("3xx (never followed), 404, 405", text, status)
+        if status == 413:
+            raise _Outcome("413", f"{text} (the body refused unread)", status)
         raise _Outcome("other 4xx", text, status)
 
     def raise_for(self, resp: requests.Response, *, idempotent: bool = True) -> None:

@@ -120,6 +120,9 @@ ANSWERS: dict[str, Answer] = {
         "307 Temporary Redirect", b"", **{"Location": "http://127.0.0.2:9/steal"}
     ),
     "404": whole("404 Not Found", b"<html>Not Found</html>", "text/html"),
+    "413": whole(
+        "413 Payload Too Large", b"<html>413 Request Entity Too Large</html>", "text/html"
+    ),
     "slow drip": drip,
     "header drip": drip_headers,
     "huge body": flood,

@@ -63,6 +63,7 @@ HOSTILE = (
     "401",
     "307 to another host",
     "404",
+    "413",
     "slow drip",
     "header drip",
     "huge body",
@@ -101,6 +102,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "401": ("pending", "pending"),  # refused before acting; the vendor is stopped
     "307 to another host": ("pending", "pending"),  # never followed; the vendor is stopped
     "404": ("pending", "pending"),  # a wrong URL: stopped, no attempt spent
+    "413": ("sent", "sent"),  # the body refused unread: split, the halves sent
     "slow drip": ("sent", "unknown"),  # cut at request_deadline
     "header drip": ("sent", "unknown"),
     "huge body": ("sent", "unknown"),  # cut at 32 MiB
@@ -112,6 +114,11 @@ DIFFERENT: dict[tuple[str, str], tuple[str, str]] = {
     ("dropthought", "503 all run"): (
         "pending",
         "its login comes first and fails: nothing was sent",
+    ),
+    ("dropthought", "413"): (
+        "rejected",
+        "one participant a call, so nothing to split: its own body was refused unread, and it "
+        "fails with that reason (`syncd retry` may send it again)",
     ),
     ("dropthought", "401"): (
         "sent",
@@ -164,7 +171,7 @@ def test_fault_matrix(kit: Kit, fault: str, tmp_path: Path) -> None:
 
 # the vendor's own word that it did not act: only meaningful "before" (a vendor that acts and
 # then answers 429 or 401 breaks its own contract, and no client could avoid a repeat)
-NOT_ACTED = ("429", "401")
+NOT_ACTED = ("429", "401", "413")
 
 
 @pytest.mark.parametrize("acted", [False, True], ids=["before", "after"])

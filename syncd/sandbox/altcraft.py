@@ -20,7 +20,13 @@ call)", "Bulk trigger launch", "Data array", "Get trigger campaign information")
   The sandbox launches a batch whole or not at all: a profile it cannot launch (an invalid
   value, or one rejected with `faults.reject(value)`) fails the request with
   `data[i]: <reason>`.
-- `campaigns/triggers/get`: `id` → the campaign (`is_active`, `trigger_type` "api_call").
+- Only an existing, active campaign launches ("Only active trigger campaigns set to the
+  'When using a special API call' event can be run via the API"). The documents give no
+  code or text for the refusal ("the response message will indicate the code of error and
+  its description"): the sandbox answers error 404 "Trigger campaign <id> not found" and
+  error 400 "Trigger campaign <id> is not active", before looking at any profile.
+- `campaigns/triggers/get`: `id` → the campaign (`is_active`, `trigger_type` "api_call");
+  neither the call nor its fields are in `altcraft.md` or NOTES.md: a guess, not a promise.
 - The request body is at most 10 MB (10,000,000 bytes here): a larger one gets HTTP 413
   from the front proxy, as plain text.
 - A tariff limit: after `limit` launched triggers (None = unlimited) every launch that would

@@ -21,16 +21,24 @@
   refused: `error` 401/403 → AuthError, 402 (tariff limit reached) → QuotaError (both stop
   Altcraft for the run; the rest stays pending); another 400-class `error` (400 bad
   request, 404 not found, ...) → FatalError with Altcraft's `error_text`, which the
-  delivery loop may split down to single `start` calls so one bad profile fails alone;
-  HTTP 413 without an envelope (the front proxy refused the body's size) → FatalError;
+  delivery loop may split down to single `start` calls so one bad profile fails alone —
+  except an `error_text` saying the trigger campaign is not found or not active
+  (`CAMPAIGN_REFUSED`), which is about the `trigger_id` option, not a profile ("Only active
+  trigger campaigns set to the 'When using a special API call' event can be run via the
+  API"): EndpointError, Altcraft is stopped for the run with every contact pending, none
+  split off and failed, no attempt spent;
+  HTTP 413 (Altcraft or its front proxy refused the body's size, unread) is decided by
+  `syncd.http` for every vendor: FatalError, the batch split and re-sent;
   retried: `error` 429, and what `syncd.http` retries for a trigger;
   unknown: anything else once the request went out — a 2xx that is not an envelope, `error`
   0 at another HTTP status than 200 or with a missing or short `result`, a 5xx-class or
   unlisted `error` code, a 4xx without an envelope, a timeout — is OutcomeUnknownError: the
   batch is `unknown`, never split or re-sent in this run.
-- `check()` reads the campaign with `campaigns/triggers/get` (token and campaign id) and
-  requires it to be active; a refused token (HTTP 200, `error` 401/403) is an AuthError
-  naming altcraft.
+- `check()` reads the campaign with `campaigns/triggers/get` (token and campaign id): an
+  `error` 0 answer proves the token; the campaign is called active or not active only when
+  the answer's `data.is_active` says so (true/false, 1/0), and otherwise "could not tell"
+  (neither the call nor the flag is in Altcraft's documents); a refused token (HTTP 200,
+  `error` 401/403) is an AuthError naming altcraft.
 
 Assumptions (unknown in Altcraft's documents): `start_batch` launches its profiles all or
 none — an `error` 0 answer with one `result` id per `data[]` item means every item was
@@ -40,12 +48,19 @@ Altcraft does not say which it skipped: the batch is unknown);
 `profile_id` (kept as the delivery's ref); at most `max_batch` = 10,000 profiles a request
 (Altcraft's advice for its other bulk calls); 10 MB means 10,000,000 bytes; no documented
 rate limit: 429 and Retry-After are honoured, and `min_interval` (default 0) paces calls
-per token; there is no endpoint to list unsubscribes, so Altcraft offers no pull streams.
+per token; `campaigns/triggers/get` and its `data.is_active` (read by `check()` only);
+the code and text of the answer to a missing or inactive campaign are not
+documented (altcraft.md only says "the response message will indicate the code of error and
+its description"), so the rule is narrow: a 400-class `error` whose `error_text` names the
+campaign ("campaign" or "trigger") and says "not found", "does not exist", "not active",
+"inactive" or "disabled" — any other text, e.g. a profile's "not found", still fails
+contacts one by one; there is no endpoint to list unsubscribes, so Altcraft offers no pull streams.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -55,6 +70,7 @@ from syncd.clock import SYSTEM, Clock
 from syncd.errors import (
     AuthError,
     ConfigError,
+    EndpointError,
     FatalError,
     OutcomeUnknownError,
     QuotaError,
@@ -69,6 +85,11 @@ API = "/api/v1.1/campaigns/triggers"
 # the [fields] name that holds the matching value, per matching mode
 MATCHING = {"email": "email", "phone": "phone", "profile_id": "profile_id", "custom": "field_value"}
 PREFIXES = ("content", "custom_data")
+# an `error_text` about the configured campaign, not a profile (see the assumptions above)
+CAMPAIGN_REFUSED = re.compile(
+    r"\b(?:campaign|trigger)\b.*\b(?:not found|does not exist|not active|inactive|disabled)\b",
+    re.IGNORECASE,
+)
 
 
 class Altcraft(Connector):
@@ -204,17 +225,26 @@ class Altcraft(Connector):
         ]
 
     def check(self) -> str:
-        """Read the trigger campaign: proves the token, and that the campaign is active."""
-        body = {"token": self.opts["token"], "id": self.opts["trigger_id"]}
+        """Read the trigger campaign: proves the token; says the campaign is active, or not,
+        only as far as the answer's `data.is_active` says (undocumented: absent, it could
+        not tell)."""
+        trigger = self.opts["trigger_id"]
+        body = {"token": self.opts["token"], "id": trigger}
         resp = self.http.request("POST", f"{API}/get", json=body, ok=_envelope)
         campaign = self._refused(resp, launch=False).get("data")
-        if not isinstance(campaign, dict) or not campaign.get("is_active"):
+        flag = campaign.get("is_active") if isinstance(campaign, dict) else None
+        if flag in (False, 0):
             raise FatalError(
-                f"trigger campaign {self.opts['trigger_id']} is not active",
+                f"trigger campaign {trigger} is not active (is_active: {json.dumps(flag)})",
                 vendor=self.name,
                 hint="activate it in Altcraft, with the 'API call' trigger event",
             )
-        return f"token accepted; trigger campaign {self.opts['trigger_id']} is active"
+        if flag in (True, 1):
+            return f"token accepted; trigger campaign {trigger} is active"
+        return (
+            f"token accepted; could not tell whether trigger campaign {trigger} is active "
+            "(the answer has no is_active flag)"
+        )
 
     def _launch(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         """One launch POST, never repeated once it may have reached Altcraft: the envelope
@@ -222,8 +252,6 @@ class Altcraft(Connector):
         resp = self.http.request(
             "POST", f"{API}/{method}", idempotent=False, json=body, ok=_answered
         )
-        if resp.status_code == 413 and not _envelope(resp):
-            raise FatalError(f"HTTP 413: {snippet(resp)}", vendor=self.name, status=413)
         answer = self._refused(resp, launch=True)
         if resp.status_code != 200:
             raise OutcomeUnknownError(
@@ -261,6 +289,15 @@ class Altcraft(Connector):
             )
         if code == 429 or (code >= 500 and not launch):
             raise RetriableError(text, vendor=self.name, status=code)
+        if 400 <= code < 500 and CAMPAIGN_REFUSED.search(str(answer.get("error_text"))):
+            raise EndpointError(
+                text,
+                vendor=self.name,
+                status=code,
+                hint=f"check trigger_id = {self.opts['trigger_id']} in [vendors.altcraft]: the "
+                "campaign must exist, be active and use the 'API call' event; every contact "
+                "stays pending",
+            )
         if 400 <= code < 500 or not launch:
             raise FatalError(text, vendor=self.name, status=code)
         raise OutcomeUnknownError(
@@ -299,7 +336,7 @@ def _envelope(resp: requests.Response) -> bool:
 
 
 def _answered(resp: requests.Response) -> bool:
-    """For a launch, also hand a 4xx without an envelope to the connector: only a 413 proves
-    it was refused unread. 401/403, 404/405 and 429 keep their meaning from syncd.http."""
+    """For a launch, also hand a 4xx without an envelope to the connector, which calls it an
+    unknown outcome. 401/403, 404/405, 413 and 429 keep their meaning from syncd.http."""
     status = resp.status_code
     return _envelope(resp) or (400 <= status < 500 and status not in (401, 403, 404, 405, 429))

@@ -19,13 +19,15 @@ unsubscribes pulled back.
   acknowledged: HTTP 200 or 201 with an empty body or a JSON body that does not say it
   failed (`success`/`isSuccess` false, a non-empty `error`/`errors`) → every respondent
   `sent`;
-  refused: a 4xx (400, 409, 413, 415, 422, ...) carrying a validation message (a JSON text,
+  refused: a 4xx (400, 409, 415, 422, ...) carrying a validation message (a JSON text,
   or an object with a `message`) → FatalError, which the delivery loop may split to find
   the bad respondent — except the documented "Touchpoint with ID: {campaignUniqueID} not
   found", which is about the `campaign` option: EndpointError, Hello Customer is stopped for
   the run with every respondent pending, none split off and failed; 401/403 (AuthError)
   and 404/405 (a wrong URL) keep the meaning `syncd.http` gives them: Hello Customer is
-  stopped for the run, all stays pending;
+  stopped for the run, all stays pending; a 413, with or without a message, keeps the
+  meaning `syncd.http` gives it for every vendor: the body was refused unread (by Hello
+  Customer or a proxy in front of it), FatalError, so the batch is split and re-sent;
   retried: 429 and what `syncd.http` retries for a trigger;
   unknown: anything else once the request went out — 204 or another 2xx, a 200 or 201 that
   is HTML or says it failed, a 4xx without a validation message, a timeout — is
@@ -589,8 +591,8 @@ def _path_problem(path: str) -> str | None:
 
 def _answered(resp: requests.Response) -> bool:
     """Hand a 4xx that syncd.http would call a refusal to the connector, which holds it to
-    Hello Customer's validation messages; 401/403 (auth), 404/405 (wrong URL), 429 and 5xx
-    keep their meaning from syncd.http."""
+    Hello Customer's validation messages; 401/403 (auth), 404/405 (wrong URL), 413 (refused
+    unread), 429 and 5xx keep their meaning from syncd.http."""
     return 400 <= resp.status_code < 500 and resp.status_code not in (401, 403, 404, 405, 429)
 
 

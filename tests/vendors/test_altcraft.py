@@ -130,6 +130,27 @@ def test_the_tariff_limit_stops_altcraft_for_the_run(
     assert sim.launched == 3
 
 
+@pytest.mark.parametrize("missing", [True, False], ids=["not-found", "inactive"])
+@pytest.mark.parametrize("http_errors", [False, True], ids=["http-200", "http-4xx"])
+def test_a_missing_or_inactive_campaign_stops_altcraft_with_all_pending(
+    sim: AltcraftSim, url: str, tmp_path: Path, http_errors: bool, missing: bool
+) -> None:
+    sim.http_errors = http_errors
+    if missing:
+        del sim.campaigns[7]
+    else:
+        sim.campaigns[7]["is_active"] = False
+    contacts = [person(i) for i in range(8)]
+    outcome, deliverer = deliver(make(url, tmp_path), contacts, tmp_path)
+    assert {outcome[c.key][0] for c in contacts} == {"pending"}
+    assert deliverer.out.stopped and "Trigger campaign 7" in deliverer.out.stopped
+    assert sim.count(BATCH) == 1 and starts(sim) == []  # not split down to each profile
+    store = Store.open(tmp_path / "s.db")
+    attempts = {r["attempts"] for r in store.query("SELECT attempts FROM deliveries")}
+    store.close()
+    assert attempts == {0}
+
+
 def test_custom_matching_sends_field_name_and_value(
     sim: AltcraftSim, url: str, tmp_path: Path
 ) -> None:
@@ -207,6 +228,35 @@ def test_check_reads_the_campaign(sim: AltcraftSim, url: str, tmp_path: Path) ->
         connector.check()  # HTTP 200 with error 403
     assert (err.value.vendor, str(err.value)[:19]) == ("altcraft", "altcraft: error 403")
     assert sim.launched == 0
+
+
+@pytest.mark.parametrize(
+    ("campaign", "said"),
+    [
+        ({"id": 7, "is_active": True}, "campaign 7 is active"),
+        ({"id": 7, "is_active": 1}, "campaign 7 is active"),
+        ({"id": 7, "name": "API trigger 7"}, "could not tell whether trigger campaign 7"),
+        ({"id": 7, "is_active": None}, "could not tell"),
+        ({"id": 7, "is_active": "yes"}, "could not tell"),
+    ],
+    ids=["true", "one", "absent", "null", "text"],
+)
+def test_check_says_active_only_when_the_answer_says_so(
+    sim: AltcraftSim, url: str, tmp_path: Path, campaign: dict[str, object], said: str
+) -> None:
+    """`campaigns/triggers/get` and `is_active` are in none of Altcraft's documents: a
+    campaign without the flag is not called inactive (the old check failed it)."""
+    sim.campaigns[7] = campaign
+    assert said in make(url, tmp_path).check()
+
+
+@pytest.mark.parametrize("flag", [False, 0], ids=["false", "zero"])
+def test_check_says_not_active_when_is_active_is_false(
+    sim: AltcraftSim, url: str, tmp_path: Path, flag: object
+) -> None:
+    sim.campaigns[7] = {"id": 7, "is_active": flag}
+    with pytest.raises(FatalError, match="is not active"):
+        make(url, tmp_path).check()
 
 
 def test_the_mapping_must_fit_the_matching(url: str, tmp_path: Path) -> None:

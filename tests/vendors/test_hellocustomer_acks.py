@@ -36,9 +36,8 @@ class AnswersOddly(HelloCustomerSim):
         Response('{"success": false}', 200, mimetype="application/json"),
         Response('{"errors": ["cache unavailable"]}', 200, mimetype="application/json"),
         Response("<html>400 Bad Request</html>", 400, mimetype="text/html"),
-        Response("", 413),
     ],
-    ids=["204", "201-false", "200-html", "200-false", "200-errors", "400-html", "413-empty"],
+    ids=["204", "201-false", "200-html", "200-false", "200-errors", "400-html"],
 )
 def test_an_answer_that_is_not_the_documented_acknowledgement_is_unknown(
     tmp_path: Path, answer: Response
@@ -52,6 +51,43 @@ def test_an_answer_that_is_not_the_documented_acknowledgement_is_unknown(
     assert {key: len(adds) for key, adds in sim.by_key().items()} == {c.key: 1 for c in contacts}
     reason = next(iter(outcome.values()))[1] or ""
     assert reason.startswith(f"HTTP {answer.status_code} ")
+
+
+class RefusesLargeBodies(HelloCustomerSim):
+    """A front proxy's 413: a body of more than two respondents never reaches the cache."""
+
+    def __init__(self, answer: Response) -> None:
+        super().__init__(min_interval=0.0)
+        self.answer = answer
+
+    def add_many(self, request: Request, culture: str, campaign: str) -> Response:
+        if len(request.get_json()) > 2:
+            return self.answer
+        return super().add_many(request, culture, campaign)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Response("", 413),
+        Response("<html>413 Request Entity Too Large</html>", 413, mimetype="text/html"),
+        Response('"Request body too large"', 413, mimetype="application/json"),
+    ],
+    ids=["empty", "html", "message"],
+)
+def test_a_413_was_refused_unread_so_the_batch_is_split_and_sent(
+    tmp_path: Path, answer: Response
+) -> None:
+    """A 413 says the body was refused unread, by Hello Customer or a proxy: nothing was
+    added, so the halves may be sent (the old code left the batch unknown without a
+    validation message)."""
+    sim = RefusesLargeBodies(answer)
+    contacts = [KIT.contact(i) for i in range(4)]
+    with Server(sim) as server:
+        outcome, _ = deliver(make_connector(KIT, server.url, tmp_path), contacts, tmp_path)
+    assert {status for status, _reason in outcome.values()} == {"sent"}, outcome
+    assert sim.count(KIT.push_path) == 3  # the whole, then its two halves
+    assert {key: len(adds) for key, adds in sim.by_key().items()} == {c.key: 1 for c in contacts}
 
 
 @pytest.mark.parametrize("status", [200, 201])
