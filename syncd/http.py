@@ -165,11 +165,11 @@ def error_text(resp: requests.Response, limit: int = 300) -> str:
 #   endpoint  EndpointError: a configuration problem (wrong URL, path, port): the vendor is
 #             stopped for the run and its contacts stay pending, their attempts unspent
 #   refused   FatalError with the vendor's words: the row or batch was refused
+#   answer    the response, for the connector to check against what its vendor documents
 # A 413 (Payload Too Large) is decided here for every vendor and never handed to a
 # connector's `ok`: whoever answered it (the vendor or a proxy in front of it) refused the
 # body unread, so nothing was acted on and the delivery loop may split the batch and re-send
 # its halves; a batch of one fails, its body too large.
-#   answer    the response, for the connector to check against what its vendor documents
 OUTCOMES: dict[str, tuple[str, str]] = {
     "connection refused, DNS or TLS failure, connect timeout": ("retry", "retry"),
     "429": ("retry", "retry"),

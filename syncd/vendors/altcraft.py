@@ -49,12 +49,13 @@ Altcraft does not say which it skipped: the batch is unknown);
 (Altcraft's advice for its other bulk calls); 10 MB means 10,000,000 bytes; no documented
 rate limit: 429 and Retry-After are honoured, and `min_interval` (default 0) paces calls
 per token; `campaigns/triggers/get` and its `data.is_active` (read by `check()` only);
-the code and text of the answer to a missing or inactive campaign are not
-documented (altcraft.md only says "the response message will indicate the code of error and
-its description"), so the rule is narrow: a 400-class `error` whose `error_text` names the
+the code and text of the answer to a missing or inactive campaign are not documented
+(altcraft.md only says "the response message will indicate the code of error and its
+description"), so the rule is narrow: a 400-class `error` whose `error_text` names the
 campaign ("campaign" or "trigger") and says "not found", "does not exist", "not active",
 "inactive" or "disabled" — any other text, e.g. a profile's "not found", still fails
-contacts one by one; there is no endpoint to list unsubscribes, so Altcraft offers no pull streams.
+contacts one by one; there is no endpoint to list unsubscribes, so Altcraft offers no pull
+streams.
 """
 
 from __future__ import annotations
