@@ -42,6 +42,7 @@ from syncd.sandbox.esputnik import ESputnikSim
 from syncd.sandbox.hellocustomer import HelloCustomerSim
 from syncd.sandbox.signalvine import SignalVineSim
 from tests.test_kill_loop import CLEAN_EVERY, Figures, KillLoop
+from tests.test_kill_loop import assert_promises as assert_sync_promises
 
 CAMPAIGN = "c8dc5f94-a9e8-4743-8744-e66a73a7e724"
 LOOKBACK_DAYS = 1  # Hello Customer's; records are dated back at most BACKDATE
@@ -400,9 +401,7 @@ def pull_kill_loop(folder: Path, kills: int, seed: int, *, fast: bool) -> Figure
 
 
 def assert_promises(figures: Figures) -> None:
-    assert not figures.lost, figures.lost[:10]
-    assert not figures.duplicate, figures.duplicate[:10]
-    assert not figures.stale, figures.stale[:10]
+    assert_sync_promises(figures)
     assert figures.left_running == 0
 
 
