@@ -4,14 +4,14 @@ Written from `esputnik.md` and the vendor's OpenAPI 3 document (`esputnik-openap
 shipped beside this module; every request body is validated against its schemas):
 - HTTP Basic auth, any user name, the API key as password (default "sandbox-key"); else 401.
 - `POST /api/v1/contacts`: a body not sent as `application/json` (the spec's only
-  request content type) is a 415 "Unsupported media type", as the spec lists; a body
-  the `ContactsBulkUpdate` schema refuses is a 400 with
-  the validator's message and where it points; so are more than 3000 contacts (or none)
-  and an `eventKeyForNewContacts` that is not latin letters and digits (the article's
-  rule, stricter than the schema's). Contacts that cannot be imported (no channel, two
-  channels of one type, a bad email, one the sandbox was told to reject) come back in
-  `failedContacts` — an object when one failed, an array when several did — each the
-  contact as the `FailedContact` schema has it (no `externalCustomerId`) plus `"error"`. The rest are imported asynchronously: the answer's
+  request content type) is a 415 "Unsupported media type", as the spec lists; a body the
+  `ContactsBulkUpdate` schema refuses is a 400 with the validator's message and where it
+  points; so are more than 3000 contacts (or none) and an `eventKeyForNewContacts` that is
+  not latin letters and digits (the article's rule, stricter than the schema's). Contacts
+  that cannot be imported (no channel, two channels of one type, a bad email, one the
+  sandbox was told to reject) come back in `failedContacts` — an object when one failed,
+  an array when several did — each the contact as the `FailedContact` schema has it (no
+  `externalCustomerId`) plus `"error"`. The rest are imported asynchronously: the answer's
   `asyncSessionId` reads STARTED, then IMPORTING, and FINISHED after `polls_to_finish`
   polls of `/api/v1/importstatus/{id}`; only then do the contacts exist, and the status
   carries `mapping` (dedupe value → contact id). A session holding a channel value told

@@ -35,11 +35,9 @@ unsubscribes pulled back.
 - Pull "responses": `GET .../answers/getall/{start}/{end}` in windows of `window_days`
   (default 7; the document allows at most 31: "the start date and end date cannot be more
   than 31 days apart") (yyyyMMddHHmmss, UTC, both ends inclusive) from `first_date`
-  (default: 90 days back) to now. The call has no paging: its whole answer is one JSON
-  array (some 3 KB a response in the document's example) read under syncd's 32 MiB cap, so
-  31-day windows of a touchpoint answered 400 times a day would never be read. A window
-  holds some 10,000 responses: 7 days suit up to 1,500 a day (a 90-day backfill is 13
-  paced calls), `window_days = 1` up to 10,000 a day. Each pull re-reads the last
+  (default: 90 days back) to now: the call has no paging, so a window's answers must fit
+  syncd's answer cap (some 3 KB a response in the document's example; see the assumptions
+  below; a 90-day backfill is 13 paced calls). Each pull re-reads the last
   `lookback_days` for late or edited answers. The cursor is the end of the last window
   read (`2026-03-31T23:59:59Z`). A window starts on the second the one before ended on,
   and a pull on its cursor's second (minus the lookback): Hello Customer keeps times
@@ -74,8 +72,9 @@ answering a JSON array of `{"uniqueID", "email", "custom_UniqueID", "respondent_
 [start, end]; the path is configurable (`unsubscribes_path`, starting with `/`), and its
 only placeholders are `{campaign}`, `{start}` and `{end}` (yyyyMMddHHmmss), checked at load.
 `getall` has no paging and no documented size limit: its whole answer is read under
-syncd's 32 MiB cap, so answers and unsubscribes are read in windows of `window_days`
-(default 7, at most 31); set `window_days = 1` for a touchpoint answered more than about
+syncd's 32 MiB cap (some 10,000 responses), so answers and unsubscribes are read in windows
+of `window_days` (default 7, at most 31: 31-day windows of a touchpoint answered 400 times a
+day would never be read); set `window_days = 1` for a touchpoint answered more than about
 1,500 times a day. A pull reads whole seconds up to its cursor: an answer given in the
 second the pull starts is read by the next pull.
 """
