@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from threading import Event
 from typing import Any, ClassVar
 
@@ -36,6 +36,9 @@ from syncd.state import Store, iso, pulled
 log = structlog.get_logger("syncd.pull")
 
 STREAMS = ("responses", "nps", "unsubscribes")
+# how far a stream's cursor may be ahead of this machine's clock (two clocks a little apart,
+# a cursor of the vendor's own time) before it is taken for a clock that was wrong
+AHEAD = timedelta(hours=1)
 
 
 @dataclass
@@ -160,6 +163,8 @@ def _pull_stream(
             "SELECT cursor FROM cursors WHERE vendor = ? AND stream = ?", (vendor, stream)
         )
     )
+    if not since:
+        _not_ahead(vendor, stream, cursor, clock.now())
     fresh = same = invalid = 0
     for page in fetch(stream, cursor, clock.now()):
         now = iso(clock.now())
@@ -187,6 +192,38 @@ def _pull_stream(
         if on_page:
             on_page(vendor, stream, len(page.records))
     return fresh, same, invalid
+
+
+def _not_ahead(vendor: str, stream: str, cursor: str | None, now: datetime) -> None:
+    """Refuse a cursor that is a time further ahead of `now` than `AHEAD`.
+
+    A connector whose cursor is the end of what it read, cut at this machine's `now`
+    (Hello Customer's windows), moves it into the future while the clock runs ahead; once
+    the clock is put right, whatever the vendor timestamps before that future is behind
+    the cursor and would never be read, each pull saying ok. Which pull went wrong, and
+    so where to read from again, only the operator can tell. A cursor that is no time (a
+    connector's own format) is not judged here."""
+    try:
+        at = datetime.fromisoformat(cursor or "")
+    except ValueError:
+        return
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    if at - now > AHEAD:
+        raise FatalError(
+            f"the {stream} cursor {cursor} is {_span(at - now)} ahead of this "
+            f"machine's clock ({iso(now)}): the clock is wrong now, or was ahead when an earlier "
+            "pull set the cursor, and what the vendor recorded between then and the cursor "
+            "would never be read",
+            hint="check the clock (`timedatectl`), then read again from a day before it went "
+            f"wrong: `syncd pull --vendor {vendor} --since YYYY-MM-DD` (records already "
+            "stored are kept once)",
+            vendor=vendor,
+        )
+
+
+def _span(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
 
 
 class Invalid(Exception):
