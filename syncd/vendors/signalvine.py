@@ -29,7 +29,8 @@
   pending and go again (an upsert). The Location is reported through `on_job`, then
   polled (signed GET) 2 s after, every 2 s for 30 s, then at intervals growing by 2 s up
   to `poll_cap`; after `poll_timeout` the contacts stay pending, and so do they when the
-  Location answers 404 (a command SignalVine no longer knows). `resume` polls a recorded Location, never re-sends.
+  Location answers 404 (a command SignalVine no longer knows). `resume` polls a recorded
+  Location, never re-sends.
 - A completed command with `error: true`, or `error: false` whose report still lists
   errors (never taken for every row sent; an `error` neither true nor false acknowledges
   nothing, the rows go again): each error placed on its contact by `customer_id`, else
@@ -72,9 +73,9 @@ the list is not known to be ordered, so the cursor only advances after the last 
 `total` counts the participants the query matches; the last page's `nextOffset` is its own
 offset, 0, null or absent; 10 MB is taken as 10,000,000 bytes; a request carries at most
 `max_batch` = 100,000 participants (no count limit is documented); a dedicated opt-out
-endpoint and rate limits are unknown (none used); the
-Location may be a path or a full URL; an upload answered with another 2xx than 202 (the
-only one documented) may or may not have been taken: its rows stay pending.
+endpoint and rate limits are unknown (none used); the Location may be a path or a full
+URL; an upload answered with another 2xx than 202 (the only one documented) may or may not
+have been taken: its rows stay pending.
 """
 
 from __future__ import annotations
