@@ -16,7 +16,10 @@ call)", "Bulk trigger launch", "Data array", "Get trigger campaign information")
 - `campaigns/triggers/start_batch`: `trigger_id` (a number, not `id`), `format` "json",
   `matching`, root `field_name` for custom matching, `data[]` of objects holding the
   matching value (`email` / `phone` / `profile_id` / `field_value`) and optionally
-  `custom_data{}`; root `content{}` and `custom_data{}`. Answers `result`: the profile ids launched, in order.
+  `custom_data{}` ("can be passed either at the root of the request or separately in each
+  data object", the guide's "Bulk trigger launch"; how both combine is not said: here the
+  item's keys win over the root's); root `content{}` and `custom_data{}`. Answers
+  `result`: the profile ids launched, in order.
   The sandbox launches a batch whole or not at all: a profile it cannot launch (an invalid
   value, or one rejected with `faults.reject(value)`) fails the request with
   `data[i]: <reason>`.
@@ -25,8 +28,10 @@ call)", "Bulk trigger launch", "Data array", "Get trigger campaign information")
   code or text for the refusal ("the response message will indicate the code of error and
   its description"): the sandbox answers error 404 "Trigger campaign <id> not found" and
   error 400 "Trigger campaign <id> is not active", before looking at any profile.
-- `campaigns/triggers/get`: `id` → the campaign (`is_active`, `trigger_type` "api_call");
-  neither the call nor its fields are in `altcraft.md` or NOTES.md: a guess, not a promise.
+- `campaigns/triggers/get`: `id` → `data`, the campaign (`is_active` a bool, `trigger_type`
+  "api_call"), as the guide's "Get trigger campaign information" shows; it gives no error
+  answer, so a campaign the sandbox does not hold is error 404 "Trigger campaign <id> not
+  found", like a launch.
 - The request body is at most 10 MB (10,000,000 bytes here): a larger one gets HTTP 413
   from the front proxy, as plain text.
 - A tariff limit: after `limit` launched triggers (None = unlimited) every launch that would

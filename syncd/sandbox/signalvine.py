@@ -17,7 +17,9 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
 - `POST /v2/programs/{program}/participants`: `{"program", "options": {"new": "add|ignore",
   "mode": "tx|row", "existing": "ignore" | [variables], "absent": "ignore"}, "participants":
   "<CSV text>"}`; every option is required, `absent` must be "ignore", the CSV at most
-  10,000,000 bytes (else 413). Answers 202 with a `Location` of the command.
+  10,000,000 bytes (else 413). Answers 202 with a `Location` of the command ("If your API
+  POST is accepted, you will receive a 202 response back", signalvine.md; docbox names no
+  status for it), never another 2xx.
 - `GET {Location}`: `{"commandId", "name", "from", "created", "complete", "error"}`; the
   command completes at the `polls_to_complete`-th poll (0: never), and only then is the
   CSV applied. A completed command carries `message`: `{"added", "updated", "ignored",

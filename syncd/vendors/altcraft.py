@@ -10,7 +10,9 @@
 - `[metadata]` names say where a value goes: `content.<name>` → `content` (template
   variables `{apicontent.<name>}`), `custom_data.<name>` → `custom_data` (action hooks).
   `content` is one object per request, so contacts are batched by equal content values;
-  `custom_data` goes in each `data[]` item.
+  `custom_data` goes in each `data[]` item (the developer guide's "Bulk trigger launch":
+  custom_data "can be passed either at the root of the request or separately in each data
+  object"), so contacts with different custom_data still share a request.
 - What an answer to a launch means (every Altcraft answer is HTTP 200 with the envelope
   `{"error": 0, "error_text": "Successful operation", ...}`; a non-zero `error` is a failure
   whatever the HTTP status):
@@ -34,27 +36,37 @@
   0 at another HTTP status than 200 or with a missing or short `result`, a 5xx-class or
   unlisted `error` code, a 4xx without an envelope, a timeout — is OutcomeUnknownError: the
   batch is `unknown`, never split or re-sent in this run.
-- `check()` reads the campaign with `campaigns/triggers/get` (token and campaign id): an
+- `check()` reads the campaign with `campaigns/triggers/get` (token and campaign id; the
+  developer guide's "Get trigger campaign information", `data.is_active` a bool): an
   `error` 0 answer proves the token; the campaign is called active or not active only when
-  the answer's `data.is_active` says so (true/false, 1/0), and otherwise "could not tell"
-  (neither the call nor the flag is in Altcraft's documents); a refused token (HTTP 200,
-  `error` 401/403) is an AuthError naming altcraft.
+  the answer's `data.is_active` says so (true/false, 1/0), and otherwise "could not tell";
+  a refused token (HTTP 200, `error` 401/403) is an AuthError naming altcraft. A 404 says
+  what it can mean: Altcraft's own `error` 404 (its envelope, at any HTTP status) names
+  the one thing the request carries, the campaign: check `trigger_id`; an HTTP 404 without
+  the envelope is no answer of Altcraft's API: check base_url (the platform's address,
+  Altcraft Cloud https://ru.altkraft.com), unless the release lacks the call.
 
 Assumptions (unknown in Altcraft's documents): `start_batch` launches its profiles all or
 none — an `error` 0 answer with one `result` id per `data[]` item means every item was
 launched, and an error answer means none was (if `result` lists fewer ids than we sent,
-Altcraft does not say which it skipped: the batch is unknown);
-`data[]` items carry no `content` of their own; `start` answers the profile's
-`profile_id` (kept as the delivery's ref); at most `max_batch` = 10,000 profiles a request
-(Altcraft's advice for its other bulk calls); 10 MB means 10,000,000 bytes; no documented
-rate limit: 429 and Retry-After are honoured, and `min_interval` (default 0) paces calls
-per token; `campaigns/triggers/get` and its `data.is_active` (read by `check()` only);
-the code and text of the answer to a missing or inactive campaign are not documented
-(altcraft.md only says "the response message will indicate the code of error and its
-description"), so the rule is narrow: a 400-class `error` whose `error_text` names the
+Altcraft does not say which it skipped: the batch is unknown); `data[]` items carry no
+`content` of their own, and a profile's `custom_data` in its `data[]` item reaches that
+profile's launch (an earlier text of the guide's page names custom_data at the root only:
+a release that ignored it per item would launch without it); `start` answers the
+profile's `profile_id` (kept as the delivery's ref); at most `max_batch` = 10,000
+profiles a request (Altcraft's advice for its other bulk calls); 10 MB means 10,000,000
+bytes; no documented rate limit: 429 and Retry-After are honoured, and `min_interval`
+(default 0) paces calls per token; an `error` 404 to `campaigns/triggers/get` is about
+the campaign or the call (the guide gives no error answer for it); the code and text of
+the answer to a missing or inactive campaign are not documented (altcraft.md only says
+"the response message will indicate the code of error and its description"; the guide's
+"API interaction" lists only general codes: 400 incorrect request, 401 API token
+required, 402 tariff limit reached, ...; no public client was found that matches a text),
+so the rule is a guess, and narrow: a 400-class `error` whose `error_text` names the
 campaign ("campaign" or "trigger") and says "not found", "does not exist", "not active",
 "inactive" or "disabled" — any other text, e.g. a profile's "not found", still fails
-contacts one by one; there is no endpoint to list unsubscribes, so Altcraft offers no pull
+contacts one by one, and five refused in a row for the same reason stop Altcraft with the
+rest pending; there is no endpoint to list unsubscribes, so Altcraft offers no pull
 streams.
 """
 
@@ -227,12 +239,39 @@ class Altcraft(Connector):
 
     def check(self) -> str:
         """Read the trigger campaign: proves the token; says the campaign is active, or not,
-        only as far as the answer's `data.is_active` says (undocumented: absent, it could
-        not tell)."""
+        only as far as the answer's `data.is_active` says (absent, it could not tell); a 404
+        says what it can mean (see the module docstring)."""
         trigger = self.opts["trigger_id"]
         body = {"token": self.opts["token"], "id": trigger}
-        resp = self.http.request("POST", f"{API}/get", json=body, ok=_envelope)
-        campaign = self._refused(resp, launch=False).get("data")
+        try:
+            resp = self.http.request("POST", f"{API}/get", json=body, ok=_envelope)
+        except EndpointError as exc:
+            if exc.status != 404:
+                raise
+            # no envelope: not an answer of Altcraft's API, which says "not found" in one
+            raise EndpointError(
+                f"{exc.reason} (no Altcraft error envelope): base_url does not reach the "
+                "Altcraft API (another server, or a proxy that knows no such path), or this "
+                "Altcraft release has no campaigns/triggers/get",
+                vendor=self.name,
+                status=404,
+                hint="set base_url to the address the platform opens at, scheme://host[:port] "
+                "as in the browser's address bar (Altcraft Cloud: https://ru.altkraft.com)",
+            ) from None
+        try:
+            campaign = self._refused(resp, launch=False).get("data")
+        except FatalError as exc:
+            if exc.status != 404 or isinstance(exc, AuthError):
+                raise
+            # Altcraft's own `error` 404: the request names nothing but the campaign
+            raise EndpointError(
+                f"{exc.reason}: Altcraft (base_url reaches it) found no trigger campaign "
+                f"{trigger}, or this release has no campaigns/triggers/get",
+                vendor=self.name,
+                status=404,
+                hint=f"check trigger_id = {trigger} in [vendors.altcraft]: the number shown "
+                "after # next to the trigger campaign's name (a number, not the name)",
+            ) from None
         flag = campaign.get("is_active") if isinstance(campaign, dict) else None
         if flag in (False, 0):
             raise FatalError(

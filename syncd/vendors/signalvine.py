@@ -23,10 +23,14 @@
   `options`: `new` and `mode` from config, `existing` from config ("all" = every mapped
   variable but customer_id), `absent` always "ignore" — never configurable: a partial
   upload must not deactivate anyone.
-- 202 + `Location`, reported through `on_job`, then polled (signed GET) 2 s after, every
-  2 s for 30 s, then at intervals growing by 2 s up to `poll_cap`; after `poll_timeout`
-  the contacts stay pending, and so do they when the Location answers 404 (a command
-  SignalVine no longer knows). `resume` polls a recorded Location, never re-sends.
+- Only a 202 with a `Location` accepts an upload ("If your API POST is accepted, you will
+  receive a 202 response back", signalvine.md; the SDK raises on any other status): any
+  other 2xx, or no Location, is an unknown outcome that acknowledges no row — they stay
+  pending and go again (an upsert). The Location is reported through `on_job`, then
+  polled (signed GET) 2 s after, every 2 s for 30 s, then at intervals growing by 2 s up
+  to `poll_cap`; after `poll_timeout` the contacts stay pending, and so do they when the
+  Location answers 404 (a command SignalVine no longer knows). `resume` polls a recorded
+  Location, never re-sends.
 - A completed command with `error: true`, or `error: false` whose report still lists
   errors (never taken for every row sent; an `error` neither true nor false acknowledges
   nothing, the rows go again): each error placed on its contact by `customer_id`, else
@@ -69,8 +73,9 @@ the list is not known to be ordered, so the cursor only advances after the last 
 `total` counts the participants the query matches; the last page's `nextOffset` is its own
 offset, 0, null or absent; 10 MB is taken as 10,000,000 bytes; a request carries at most
 `max_batch` = 100,000 participants (no count limit is documented); a dedicated opt-out
-endpoint and rate limits are unknown (none used); the
-Location may be a path or a full URL.
+endpoint and rate limits are unknown (none used); the Location may be a path or a full
+URL; an upload answered with another 2xx than 202 (the only one documented) may or may not
+have been taken: its rows stay pending.
 """
 
 from __future__ import annotations
@@ -90,7 +95,13 @@ import requests
 from requests.auth import AuthBase
 
 from syncd.clock import Clock
-from syncd.errors import AuthError, ConfigError, FatalError, RetriableError
+from syncd.errors import (
+    AuthError,
+    ConfigError,
+    FatalError,
+    OutcomeUnknownError,
+    RetriableError,
+)
 from syncd.http import loads, read_json
 from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
@@ -323,10 +334,18 @@ class SignalVine(Connector):
         path = f"/v2/programs/{self.program}/participants"
         resp = self.call("POST", path, self.payload(rows))
         location = resp.headers.get("Location")
-        if not location:
-            raise RetriableError(
-                f"HTTP {resp.status_code} without a Location: the command cannot be followed",
+        if resp.status_code != 202 or not location:
+            # signalvine.md: "If your API POST is accepted, you will receive a 202 response
+            # back", the command's Location in its headers; the SDK takes nothing else
+            came = f"HTTP {resp.status_code}" + ("" if location else " without a Location")
+            raise OutcomeUnknownError(
+                f"the upload answered {came}, not SignalVine's 202 with the command's "
+                "Location: whether its rows were taken cannot be followed, so none is "
+                "marked sent (they stay pending and go again: an upsert)",
                 vendor=self.name,
+                status=resp.status_code,
+                hint="SignalVine's API (https://theseus-api.signalvine.com) answers 202 here: "
+                "check base_url if it points elsewhere",
             )
         return location
 

@@ -7,14 +7,15 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from syncd.clock import FakeClock
 from syncd.config import load
-from syncd.errors import AuthError, ConfigError, FatalError
-from syncd.sandbox.altcraft import MAX_BODY, AltcraftSim
+from syncd.errors import AuthError, ConfigError, EndpointError, FatalError
+from syncd.sandbox.altcraft import MAX_BODY, AltcraftSim, EnvelopeError
 from syncd.sandbox.base import Server
 from syncd.state import Store
 from syncd.vendors import REGISTRY, Connector, Contact
@@ -244,10 +245,73 @@ def test_check_reads_the_campaign(sim: AltcraftSim, url: str, tmp_path: Path) ->
 def test_check_says_active_only_when_the_answer_says_so(
     sim: AltcraftSim, url: str, tmp_path: Path, campaign: dict[str, object], said: str
 ) -> None:
-    """`campaigns/triggers/get` and `is_active` are in none of Altcraft's documents: a
-    campaign without the flag is not called inactive (the old check failed it)."""
+    """Only the guide's "Get trigger campaign information" shows `is_active` (a bool), in
+    none of altcraft.md or NOTES.md: a campaign without the flag is not called inactive
+    (the old check failed it)."""
     sim.campaigns[7] = campaign
     assert said in make(url, tmp_path).check()
+
+
+class Worded(AltcraftSim):
+    """Refuses a campaign it does not hold with Altcraft's code 404 and words of the test's
+    choosing (the real wording is in none of Altcraft's documents)."""
+
+    wording = "Object not found"
+
+    def _campaign(self, body: dict[str, Any], key: str) -> int:
+        if body.get(key) not in self.campaigns:
+            raise EnvelopeError(404, self.wording)
+        return super()._campaign(body, key)
+
+    def _get(self, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("id") not in self.campaigns:
+            raise EnvelopeError(404, self.wording)
+        return super()._get(body)
+
+
+@pytest.mark.parametrize("http_errors", [False, True], ids=["http-200", "http-404"])
+def test_check_reads_altcrafts_404_as_no_such_campaign(tmp_path: Path, http_errors: bool) -> None:
+    """An `error` 404 to `campaigns/triggers/get` (which names only the campaign) was an
+    unexplained FatalError when its words were not the guessed ones."""
+    sim = Worded(http_errors=http_errors)
+    del sim.campaigns[7]
+    with Server(sim) as server, pytest.raises(EndpointError) as caught:
+        make(server.url, tmp_path).check()
+    text = str(caught.value)
+    assert "error 404: Object not found" in text and "no trigger campaign 7" in text
+    assert "check trigger_id = 7" in text
+
+
+def test_check_says_what_a_404_without_the_envelope_can_mean(
+    sim: AltcraftSim, url: str, tmp_path: Path
+) -> None:
+    """An HTTP 404 with no Altcraft envelope only said "check base_url (scheme://host[:port]
+    only) and the vendor's path options": Altcraft has no path options."""
+    sim.faults.add("status", status=404, path="/api/v1.1/campaigns/triggers/get")
+    with pytest.raises(EndpointError) as caught:
+        make(url, tmp_path).check()
+    text = str(caught.value)
+    assert "HTTP 404" in text and "(no Altcraft error envelope)" in text
+    assert "base_url does not reach the Altcraft API" in text and "ru.altkraft.com" in text
+    assert "path options" not in text
+
+
+def test_a_campaign_refusal_in_unknown_words_fails_at_most_five_then_stops(
+    tmp_path: Path,
+) -> None:
+    """The words of a missing campaign's refusal are a guess (CAMPAIGN_REFUSED): in any
+    others the batch is split, and the guard of five refusals in a row with the same reason
+    stops Altcraft, the rest pending."""
+    sim = Worded()
+    del sim.campaigns[7]
+    contacts = [person(i) for i in range(12)]
+    with Server(sim) as server:
+        outcome, deliverer = deliver(make(server.url, tmp_path), contacts, tmp_path)
+    statuses = sorted(s for s, _r in outcome.values())
+    assert statuses == ["failed"] * 5 + ["pending"] * 7
+    assert {r for s, r in outcome.values() if s == "failed"} == {"error 404: Object not found"}
+    assert deliverer.out.stopped and "5 contacts in a row refused" in deliverer.out.stopped
+    assert sim.launched == 0
 
 
 @pytest.mark.parametrize("flag", [False, 0], ids=["false", "zero"])

@@ -17,7 +17,7 @@ from werkzeug.wrappers import Request, Response
 
 from syncd.clock import FakeClock
 from syncd.config import load
-from syncd.errors import AuthError, ConfigError, FatalError, RetriableError
+from syncd.errors import AuthError, ConfigError, FatalError, OutcomeUnknownError, RetriableError
 from syncd.pull import pull
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.signalvine import PROGRAM, Command, SignalVineSim
@@ -33,6 +33,7 @@ from syncd.vendors.signalvine import (
     timestamp,
 )
 from tests.kits.signalvine import MAPPING, contact
+from tests.vendors.test_contract import deliver
 
 PUSH = f"/v2/programs/{PROGRAM}/participants"
 COMMANDS = "/v2/commands/"
@@ -252,6 +253,46 @@ def test_resume_polls_the_recorded_location_and_never_resends(env: Env) -> None:
     assert results["K00003"].status is Status.FAILED
     assert results["K00003"].reason == "invalid for the test"
     assert all(results[c.key].status is Status.SENT for c in contacts if c.key != "K00003")
+
+
+class OtherAccept(SignalVineSim):
+    """Takes the upload as the real one does, then answers it with the test's status, with
+    or without the command's Location."""
+
+    status = 200
+    location = True
+
+    def upload(self, request: Request, program: str) -> Response:
+        resp = super().upload(request, program)
+        if resp.status_code == 202:
+            resp.status_code = self.status
+            if not self.location:
+                del resp.headers["Location"]
+        return resp
+
+
+@pytest.mark.parametrize(
+    ("status", "location"),
+    [(200, True), (201, True), (202, False)],
+    ids=["200", "201", "202-no-location"],
+)
+def test_only_202_with_a_location_accepts_an_upload(
+    tmp_path: Path, status: int, location: bool
+) -> None:
+    """signalvine.md: "If your API POST is accepted, you will receive a 202 response back";
+    the SDK raises on any other status. Any 2xx with a Location was followed, and its
+    rows marked sent, by the old connector."""
+    clock = FakeClock()
+    sim = OtherAccept(now=clock.now)
+    sim.status, sim.location = status, location
+    with Server(sim) as server:
+        connector = Env(sim, server, clock, tmp_path).connector()
+        with pytest.raises(OutcomeUnknownError, match="not SignalVine's 202") as caught:
+            connector.push([contact(0)], lambda job: None)
+        assert f"HTTP {status}" in str(caught.value)
+        outcome, _ = deliver(connector, [contact(1), contact(2)], tmp_path)
+    assert {s for s, _r in outcome.values()} == {"pending"}
+    assert sim.count(COMMANDS) == 0  # no Location was followed
 
 
 # --- per-row errors -----------------------------------------------------------------
