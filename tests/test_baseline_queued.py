@@ -311,3 +311,21 @@ def test_a_dry_run_baseline_counts_the_hidden_contacts_and_writes_nothing(
     assert f"  survey: {UNCHANGED.format(1)}" in result.output.splitlines(), result.output
     with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
         assert list(conn.iterdump()) == before
+
+
+def test_a_skipped_survey_of_data_the_contact_has_left_is_not_what_the_baseline_acknowledges(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """Its survey skipped for City D2, the contact went back to D, which the vendor has: the
+    newest delivery is of D2, but the export holds D, and D stays acknowledged (a digest of
+    the row, not a delivery's hash, is what the baseline records)."""
+    world, key = unsubscribed_then_moved(tmp_path, remotes)
+    acked = world.acknowledged("survey")
+    world.write(list(rows(N)))
+    assert world.sync().exit_code == 0
+    assert world.acknowledged("survey") == acked
+    report = world.sync(baseline=True, vendors=["survey"])
+    assert report.exit_code == 0, report.summary()
+    assert "baseline_unchanged" not in report.counts()["survey"]
+    assert world.acknowledged("survey") == acked
+    assert world.ledger("survey")[key] == "skipped"
