@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -438,12 +438,15 @@ def withdraw(ctx: Ctx, vendors: tuple[str, ...], unknown: bool, dry_run: bool) -
     statuses = [s for s in OPEN_STATUSES if s not in maybe]
     with _stoppable() as stop, opened(cfg, lock=not dry_run, create=False) as store:
         backlog = store.backlog()
-        for name in dict.fromkeys(vendors):
+
+        def listed(name: str, of: Sequence[str]) -> str:
             counts = backlog.get(name, {})
-            going, kept = (
-                ", ".join(f"{counts[s]} {s}" for s in of if counts.get(s))
-                for of in (statuses, maybe)
-            )
+            return ", ".join(f"{counts[s]} {s}" for s in of if counts.get(s))
+
+        names = list(dict.fromkeys(vendors))
+        for at, name in enumerate(names):
+            counts = backlog.get(name, {})
+            going, kept = listed(name, statuses), listed(name, maybe)
             if going and not dry_run:
                 withdrawn = store.withdraw_vendor(name, statuses, SYSTEM.now(), stop)
                 if stop.is_set():  # exit 130, as an interrupted sync or prune
@@ -452,6 +455,16 @@ def withdraw(ctx: Ctx, vendors: tuple[str, ...], unknown: bool, dry_run: bool) -
                         f"{name}: stopped: withdrew {withdrew} of {going} before the stop; "
                         "the rest stay open: run `syncd withdraw` again to close them"
                     )
+                    for later in names[at + 1 :]:  # each named: none of theirs is closed
+                        if left := listed(later, statuses):
+                            click.echo(
+                                f"{later}: not reached before the stop: its {left} stay open; "
+                                "run `syncd withdraw` again to close them"
+                            )
+                        else:
+                            click.echo(
+                                f"{later}: not reached before the stop (nothing to withdraw)"
+                            )
                     sys.exit(130)
             if going:
                 done = "would withdraw" if dry_run else "withdrew"

@@ -416,8 +416,10 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
         watch_export=sch.get("watch_export", bool, False),
         misfire_grace_seconds=sch.number("misfire_grace_seconds", int, 3600),
     )
-    if time_zone(schedule.timezone) is None:
-        raise sch.error(f"unknown time zone {schedule.timezone!r}", "timezone")
+    try:
+        time_zone(schedule.timezone, "timezone")
+    except OptionError as exc:
+        raise sch.error(exc.bare, exc.key, exc.hint) from None
     for key in ("reconcile", "pull") if check_schedule else ():
         _check_cron(sch, key, getattr(schedule, key))
     sch.check_unknown()

@@ -20,7 +20,7 @@ finish (`syncd.state.Store.undo_first_sync`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from threading import Event
 from typing import Any
@@ -112,6 +112,7 @@ class Differ:
                 self._compare(export)
             del self.firsts  # 12 bytes a new key: let go before the cache is rebuilt
             self._gone()
+            self._baseline_unchanged()
             self.redefinitions.absent(self.header)
         self.redefinitions.settle()
         self.db.write_cache(*self.known.after())
@@ -126,14 +127,27 @@ class Differ:
         under this header) is for the vendor. A row the diff meets is then compared with
         that, and its own acknowledgement (of newer data) is the one that stays."""
         for name in self.baseline:
-            proj = self.projectors[name]
-
-            def now(key: str, attributes: str, proj: Projector = proj) -> int | None:
-                seen = proj.digested(key, stored_row(attributes, self.header))
-                return None if seen is None else seen[0]
-
-            if acked := self.db.baseline_queued(name, now):
+            if acked := self.db.baseline_queued(name, self._digest_of(name)):
                 self.plan.vendors[name].counts["baseline_queued"] = acked
+
+    def _baseline_unchanged(self) -> None:
+        """`--baseline`, after the rows: an unchanged row with nothing queued whose vendor
+        acknowledged other data (its survey skipped, a send withdrawn) is acknowledged as
+        the export holds it too; the diff acknowledged the rows it met already."""
+        for name in self.baseline:
+            if acked := self.db.baseline_unchanged(name, self._digest_of(name)):
+                self.plan.vendors[name].counts["baseline_unchanged"] = acked
+
+    def _digest_of(self, name: str) -> Callable[[str, str], int | None]:
+        """A stored row's digest for the vendor (its key, `contacts.attributes`), under this
+        header; None where the row cannot be sent to it."""
+        proj = self.projectors[name]
+
+        def now(key: str, attributes: str) -> int | None:
+            seen = proj.digested(key, stored_row(attributes, self.header))
+            return None if seen is None else seen[0]
+
+        return now
 
     def _compare(self, export: Export) -> None:
         """Every row of the export against the known ones: unchanged rows marked seen, new

@@ -63,6 +63,8 @@ class RunReport(Report):
         "quarantined": "{} not sendable to it (quarantined)",
         "baseline": "{} recorded as acknowledged (--baseline)",
         "baseline_queued": "{} queued, recorded as acknowledged without sending (--baseline)",
+        "baseline_unchanged": "{} acknowledged other data, recorded as the export holds them"
+        " (--baseline)",
         "not_triggered": "{} new but not surveyed (on_new = false)",
         "rebaselined": "{} re-baselined",
         "already_pending": "{} already waiting to be sent",

@@ -1,8 +1,9 @@
 """The frozen types connectors and the HTTP client are built from: a connector's
 `Option`s, and the `VendorConfig` (mapping, delivery policy) `syncd.config` reads for it.
 
-A leaf: it imports nothing from syncd, so `syncd.vendors` and `syncd.http` use it while
-`syncd.config` uses the connectors' facts to check a config, and no import goes round.
+A leaf but for the exception tree (`syncd.errors`, a leaf itself), so `syncd.vendors` and
+`syncd.http` use it while `syncd.config` uses the connectors' facts to check a config, and
+no import goes round.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from syncd.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,14 @@ class VendorConfig:
     streams: tuple[str, ...] = ()
 
 
-def time_zone(name: str) -> ZoneInfo | None:
-    """The IANA time zone `name`, or None when there is none by that name (a typo, "",
-    a path): the one check of every config key that names a zone."""
+def time_zone(name: str, key: str, example: str = "Europe/Brussels") -> ZoneInfo:
+    """The IANA time zone `name`, the value of the config key `key`: the one check of every
+    key that names a zone. An `OptionError` naming the key, with `example` of a zone, when
+    there is none by that name (a typo, "", a path, a directory of zones such as "Europe",
+    a name too long for a file name)."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise OptionError(
+            key, f"unknown time zone {name!r}", hint=f'an IANA name such as "UTC" or "{example}"'
+        ) from None

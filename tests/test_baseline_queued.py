@@ -20,6 +20,7 @@ from syncd.cli import cli
 from syncd.errors import ConfigError
 from syncd.sample import row, rows
 from syncd.vendors.base import Status
+from tests.helpers import assert_fingerprint_cache_holds
 from tests.memory import MemoryWorld, Remote, memory_vendors
 from tests.test_unbaselined import N, installed, known, start
 
@@ -236,3 +237,95 @@ def test_a_stale_survey_still_queued_is_not_what_the_baseline_acknowledges(
     remotes["survey"].batches.clear()
     assert world.sync().exit_code == 0
     assert remotes["survey"].keys() == [key]
+
+
+UNCHANGED = "{} acknowledged other data, recorded as the export holds them (--baseline)"
+
+
+def unsubscribed_then_moved(folder: Path, remotes: dict[str, Remote]) -> tuple[MemoryWorld, str]:
+    """A survey vendor watching City, everyone surveyed; then a contact unsubscribed and its
+    City changed: its survey is skipped, and the vendor's acknowledgement stays the old
+    City. The same export again: the fast path hides the row, nothing is queued for it."""
+    world = MemoryWorld(folder, {"survey": remotes["survey"]})
+    (folder / "survey.toml").write_text(
+        '[fields]\nemail = "Email"\n[trigger]\non_change = ["City"]\n', encoding="utf-8"
+    )
+    data = list(rows(N))
+    world.write(data)
+    assert world.sync().exit_code == 0
+    key = data[0][0]
+    sql(
+        world,
+        "INSERT INTO unsubscribes (vendor, vendor_id, key, channel, at, pulled_at) "
+        "VALUES ('survey', 'u1', ?, 'email', 'x', 'x')",
+        (key,),
+    )
+    world.write([row(0, random.Random(0), version=1), *data[1:]])
+    assert world.sync().exit_code == 0
+    assert world.ledger("survey")[key] == "skipped"
+    assert world.sync().exit_code == 0  # the fast path: the row is unchanged
+    return world, key
+
+
+def test_a_baseline_acknowledges_a_contact_the_fast_path_hides_as_the_export_holds_it(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """--baseline: the vendor has everyone as the export holds them now, the contact whose
+    survey was skipped (unsubscribed) included, though nothing is queued for it and the
+    diff never meets its row. Resubscribed and changed in a column the vendor does not
+    watch, it is not surveyed: its City is what the vendor was taken to have."""
+    world, key = unsubscribed_then_moved(tmp_path, remotes)
+    skipped = deliveries(world, "survey")[-1]
+    assert (skipped["key"], skipped["status"]) == (key, "skipped")
+    acked = world.acknowledged("survey")
+    assert acked[key] != skipped["hash"]
+
+    report = world.sync(baseline=True, vendors=["survey"])
+    assert report.exit_code == 0, report.summary()
+    assert f"survey: {UNCHANGED.format(1)}" in report.summary()
+    assert report.counts()["survey"]["baseline_unchanged"] == 1
+    assert world.acknowledged("survey") == {**acked, key: skipped["hash"]}
+    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
+        assert_fingerprint_cache_holds(conn)  # no contact was written: the cache still holds
+
+    sql(world, "DELETE FROM unsubscribes")
+    moved = row(0, random.Random(0), version=1)
+    moved[1] = "Another"  # a column the vendor does not watch: the diff meets the row
+    world.write([moved, *list(rows(N))[1:]])
+    remotes["survey"].batches.clear()
+    assert world.sync().exit_code == 0
+    assert remotes["survey"].batches == []
+
+
+def test_a_dry_run_baseline_counts_the_hidden_contacts_and_writes_nothing(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    world, _key = unsubscribed_then_moved(tmp_path, remotes)
+    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
+        before = list(conn.iterdump())
+    config = str(world.folder / "syncd.toml")
+    result = CliRunner().invoke(
+        cli, ["--config", config, "sync", "--dry-run", "--baseline", "--vendor", "survey"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"  survey: {UNCHANGED.format(1)}" in result.output.splitlines(), result.output
+    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
+        assert list(conn.iterdump()) == before
+
+
+def test_a_skipped_survey_of_data_the_contact_has_left_is_not_what_the_baseline_acknowledges(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """Its survey skipped for City D2, the contact went back to D, which the vendor has: the
+    newest delivery is of D2, but the export holds D, and D stays acknowledged (a digest of
+    the row, not a delivery's hash, is what the baseline records)."""
+    world, key = unsubscribed_then_moved(tmp_path, remotes)
+    acked = world.acknowledged("survey")
+    world.write(list(rows(N)))
+    assert world.sync().exit_code == 0
+    assert world.acknowledged("survey") == acked
+    report = world.sync(baseline=True, vendors=["survey"])
+    assert report.exit_code == 0, report.summary()
+    assert "baseline_unchanged" not in report.counts()["survey"]
+    assert world.acknowledged("survey") == acked
+    assert world.ledger("survey")[key] == "skipped"

@@ -140,6 +140,27 @@ def test_secrets_from_env_file_and_credentials(
             "[vendors.dropthought] date_timezone: unknown time zone 'Europe/Bruxelles' (an IANA "
             'name such as "UTC" or "Europe/Brussels")',
         ),
+        # every key naming a zone says the same: a directory of zones, or a name too long
+        # for a file, is no zone either (their OSError went out of the load as it was)
+        (
+            DROPTHOUGHT + 'date_timezone = "Europe"\n',
+            "[vendors.dropthought] date_timezone: unknown time zone 'Europe' (an IANA "
+            'name such as "UTC" or "Europe/Brussels")',
+        ),
+        (
+            BASE.format(key="k") + 'activity_timezone = "Europe/Kiev "\n',
+            "[vendors.esputnik] activity_timezone: unknown time zone 'Europe/Kiev ' (an IANA "
+            'name such as "UTC" or "Europe/Kyiv")',
+        ),
+        (
+            BASE.format(key="k") + '\n[schedule]\ntimezone = "Brussels"\n',
+            "[schedule] timezone: unknown time zone 'Brussels' (an IANA name such as \"UTC\" "
+            'or "Europe/Brussels")',
+        ),
+        (
+            BASE.format(key="k") + f'\n[schedule]\ntimezone = "{"Europe/" + "x" * 300}"\n',
+            "[schedule] timezone: unknown time zone 'Europe/xxx",
+        ),
         (
             DROPTHOUGHT + 'date_order = "YMD"\n',
             "[vendors.dropthought] date_order: 'YMD' is not one of 'DMY', 'MDY'",

@@ -221,6 +221,41 @@ def test_withdraw_goes_in_batches_and_a_sigterm_between_them_says_what_it_withdr
     assert status_of(removed)["removed_vendors"]["survey"] == {**NONE_OPEN, "unknown": 1}
 
 
+def test_a_sigterm_during_one_vendors_withdraw_names_the_vendors_not_reached(
+    removed: MemoryWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--vendor survey --vendor shop` stopped within survey's: shop's failed delivery is
+    open as it was, and the output says so, not only what became of survey's."""
+    monkeypatch.setattr("syncd.state.PRUNE_BATCH", 1)
+    real, commits = Store.write, []
+
+    @contextmanager
+    def write(self: Store, **kw: bool) -> Iterator[sqlite3.Connection]:
+        with real(self, **kw) as c:
+            yield c
+        commits.append(1)
+        if len(commits) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # as the first batch commits
+
+    def unstopped(_signum: int, _frame: object) -> None:
+        raise AssertionError("SIGTERM was not taken as a stop between batches")
+
+    monkeypatch.setattr(Store, "write", write)
+    before = signal.signal(signal.SIGTERM, unstopped)
+    try:
+        code, out, err = syncd(
+            monkeypatch, removed, "withdraw", "--vendor", "survey", "--vendor", "shop"
+        )
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 130, (out, err)
+    assert out.splitlines()[1:] == [
+        "shop: not reached before the stop: its 1 failed stay open; run `syncd withdraw` "
+        "again to close them"
+    ], out
+    assert status_of(removed)["removed_vendors"]["shop"] == {**NONE_OPEN, "failed": 1}
+
+
 def test_withdraw_dry_run_counts_and_changes_nothing_even_beside_the_service(
     removed: MemoryWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,6 +27,8 @@ from syncd.state.statuses import Status
 # `--baseline` acknowledges these open deliveries instead of sending them (`baseline_queued`)
 QUEUED = tuple(s for s in OPEN_STATUSES if s != Status.IN_FLIGHT)
 BASELINED = "recorded as acknowledged without sending (--baseline)"
+# closed and not sent: held back (`deliveries_held`)
+HELD = (Status.SKIPPED.value, Status.SUPERSEDED.value)
 
 
 class Stored(NamedTuple):
@@ -420,6 +422,45 @@ class DiffStore:
             (BASELINED, self.ts, vendor),
         )
         return int(acked)
+
+    def baseline_unchanged(self, vendor: str, now: Callable[[str, str], Any]) -> int:
+        """`--baseline`, after the rows: each live contact with no open delivery to the
+        vendor whose acknowledgement is not of the export's data is acknowledged as its
+        stored row is (`now`, as `baseline_queued`). The diff met the rows that changed and
+        acknowledged them; the others are the export's row already. How many.
+
+        Which acknowledgements may be of other data is the store's to say, without a digest
+        of every contact: a row the diff met was acknowledged as it is, or a delivery was
+        recorded with its digest (`syncd.decide`), and only a delivery's becoming `sent`
+        acknowledges its data since. So only a contact whose newest delivery to the vendor
+        was skipped (unsubscribed, surveyed lately) or superseded (withdrawn, a queued one
+        of `baseline_queued`) may be stale, and only those are digested: found from the
+        vendor's held deliveries (`deliveries_held`), however many contacts the store has."""
+        maybe = self.conn.execute(
+            "SELECT c.key, c.attributes, vs.hash FROM (SELECT DISTINCT key FROM deliveries "
+            f"INDEXED BY deliveries_held WHERE vendor = ?1 AND status IN {HELD!r}) h "
+            "JOIN contacts c ON c.key = h.key "
+            "LEFT JOIN vendor_state vs ON vs.vendor = ?1 AND vs.key = h.key "
+            "WHERE c.gone_at IS NULL AND (SELECT status FROM deliveries INDEXED BY "
+            "deliveries_key WHERE key = h.key AND vendor = ?1 ORDER BY id DESC LIMIT 1) "
+            f"IN {HELD!r} AND NOT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_key "
+            # an older one in flight is left to its resume, as `baseline_queued` leaves it
+            f"WHERE key = h.key AND vendor = ?1 AND status IN {OPEN_STATUSES!r})",
+            (vendor,),
+        )
+        acks = (
+            (vendor, key, digest, self.ts)
+            for key, attributes, acked in maybe
+            if (digest := now(key, attributes)) is not None and digest != acked
+        )
+        return int(
+            self.conn.executemany(
+                "INSERT INTO vendor_state (vendor, key, hash, acked_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (vendor, key) DO UPDATE SET hash = excluded.hash, "
+                "acked_at = excluded.acked_at",
+                acks,
+            ).rowcount
+        )
 
     def rehash(self, vendor: str, key: str, digest: Any) -> None:
         """Open deliveries of a re-baselined contact are acknowledged as its new digest."""

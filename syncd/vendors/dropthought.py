@@ -76,7 +76,6 @@ from syncd.errors import (
     AuthError,
     ConfigError,
     FatalError,
-    OptionError,
     OutcomeUnknownError,
     RetriableError,
 )
@@ -134,12 +133,7 @@ class Dropthought(Connector):
 
     @classmethod
     def check_options(cls, base_url: str, options: Mapping[str, Any]) -> None:
-        if time_zone(options["date_timezone"]) is None:
-            raise OptionError(
-                "date_timezone",
-                f"unknown time zone {options['date_timezone']!r}",
-                hint='an IANA name such as "UTC" or "Europe/Brussels"',
-            )
+        time_zone(options["date_timezone"], "date_timezone")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

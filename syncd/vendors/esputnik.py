@@ -144,12 +144,7 @@ class ESputnik(Connector):
         first = options["first_date"]
         if first is not None and not _is_date(first):
             raise OptionError("first_date", f"{first!r} is not a date", hint="write it YYYY-MM-DD")
-        if time_zone(options["activity_timezone"]) is None:
-            raise OptionError(
-                "activity_timezone",
-                f"unknown time zone {options['activity_timezone']!r}",
-                hint='an IANA name such as "UTC" or "Europe/Kyiv"',
-            )
+        time_zone(options["activity_timezone"], "activity_timezone", "Europe/Kyiv")
         key = options["event_key_new"]
         if key is not None and not EVENT_KEY.fullmatch(key):
             raise OptionError(
