@@ -99,7 +99,7 @@ from syncd.errors import (
     OptionError,
     OutcomeUnknownError,
 )
-from syncd.http import Pacer, loads, pacer_for, read_json, snippet
+from syncd.http import Pacer, loads, pacer_for, snippet
 from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status, lowered
 
@@ -455,12 +455,12 @@ class HelloCustomer(Connector):
             end = min(following - SECOND, last)
             records = []
             for flt in filters:
-                resp = self.http.request(
+                score = self.http.read(
                     "POST",
                     f"{self._base()}/analysis/nps/getnpsscore/{_stamp(month)}/{_stamp(end)}",
+                    dict,
                     json=flt,
                 )
-                score = read_json(resp, dict, vendor=self.name)
                 records.append(
                     {
                         "filter": json.dumps(flt, sort_keys=True, ensure_ascii=False),
@@ -480,8 +480,7 @@ class HelloCustomer(Connector):
     def _get_list(self, path: str, *, empty_ok: bool = False) -> list[Any]:
         """A list read; an empty body is no answer (not an empty list), so a stream's
         cursor stays where it is."""
-        resp = self.http.request("GET", path)
-        return read_json(resp, list, vendor=self.name, empty_ok=empty_ok)
+        return self.http.read("GET", path, list, empty_ok=empty_ok)
 
     def _response(self, r: dict[str, Any]) -> dict[str, Any]:
         response_id = str(r.get("uniqueID") or r.get("respondent_UniqueID") or "")
