@@ -495,11 +495,10 @@ class SignalVine(Connector):
                     ids=unread[:5],
                     hint="SignalVine documents active as a boolean; ask them what these mean",
                 )
-            following = page.get("nextOffset")
+            following, total = page.get("nextOffset"), page.get("total")
             if following is not None and not _last_page(page, offset, len(items)):
                 # more follow, even after an empty page
                 yield Page(records, after)  # the list's order is unknown: no cursor yet
-                total = page.get("total")
                 beyond = type(total) is int and type(following) is int and following >= total
                 if type(following) is not int or following <= offset or beyond:
                     raise RetriableError(
@@ -513,7 +512,6 @@ class SignalVine(Connector):
                 offset = following
                 continue
             cursor = start
-            total = page.get("total")
             if type(total) is int and len(seen) < total:
                 # the list moved under the offsets while it was paged (a participant that
                 # changed went to its end, those after it one place back): a participant
