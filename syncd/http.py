@@ -463,6 +463,7 @@ class HttpClient:
         """Send with retries; return a 2xx response (or one `ok` accepts) or raise.
 
         `path` is appended to the base URL unless it is already absolute (a Location).
+        A read whose answer is JSON goes through `read`, which checks it within the attempt.
         `carries=False`: the call carries nothing of the batch being delivered (a token
         renewed halfway through it), so the write hook does not mark the batch in flight.
         """
