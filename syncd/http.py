@@ -16,6 +16,9 @@ drips or floods its answer cannot hold a run or its memory; `json()` of an answe
 parsed by orjson, whose depth limit turns hostile nesting into an unreadable answer, and
 `read_json` is how a connector reads an answer's JSON object or array: any other answer
 is an error that says what came, retriable for an idempotent call, unknown for a trigger.
+`HttpClient.read` is a read whose JSON is checked inside the attempt, so that half a
+document (a proxy that framed what it had as a whole answer) is retried like an answer cut
+mid-body, within the run; a trigger's answer is never read that way.
 
 Connectors describe *what* to send and what acknowledges it; everything here is *how*.
 """
@@ -178,6 +181,10 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "read timeout, connection dropped after the request was written": ("retry", "unknown"),
     "answer cut short, bad chunked or gzip encoding": ("retry", "unknown"),
     "answer over the size cap, or past the request deadline": ("retry", "unknown"),
+    "2xx to a read that is not the JSON it asks for (half a document, empty, HTML)": (
+        "retry",
+        "unknown",
+    ),
     "401, 403": ("auth", "auth"),
     "413": ("refused", "refused"),
     "3xx (never followed), 404, 405": ("endpoint", "endpoint"),
@@ -225,6 +232,7 @@ def loads(data: str | bytes) -> Any:
 
 
 _JSON = TypeVar("_JSON", dict[str, Any], list[Any])
+_T = TypeVar("_T")
 # what a top-level JSON value is called in a message, by its Python type
 _CALLED = {
     dict: "a JSON object",
@@ -455,9 +463,43 @@ class HttpClient:
         """Send with retries; return a 2xx response (or one `ok` accepts) or raise.
 
         `path` is appended to the base URL unless it is already absolute (a Location).
+        A read whose answer is JSON goes through `read`, which checks it within the attempt.
         `carries=False`: the call carries nothing of the batch being delivered (a token
         renewed halfway through it), so the write hook does not mark the batch in flight.
         """
+        return self._attempts(method, path, idempotent, retries, ok, carries, kwargs, _whole)
+
+    def read(
+        self,
+        method: str,
+        path: str,
+        kind: type[_JSON],
+        *,
+        empty_ok: bool = False,
+        **kwargs: Any,
+    ) -> _JSON:
+        """An idempotent read's answer as JSON, a `kind` (`read_json`'s rules, `empty_ok`
+        too). An answer that is not (half a document, an empty body, a gateway's HTML page)
+        is retried like an answer cut short: under the same retries, backoff and breaker,
+        and raised only after the last. A trigger is never sent here: its answer, cut, is
+        an unknown outcome (`request(idempotent=False)`, then `read_json`)."""
+
+        def shaped(resp: requests.Response) -> _JSON:
+            return read_json(resp, kind, vendor=self.vendor, empty_ok=empty_ok)
+
+        return self._attempts(method, path, True, None, None, True, kwargs, shaped)
+
+    def _attempts(
+        self,
+        method: str,
+        path: str,
+        idempotent: bool,
+        retries: int | None,
+        ok: Callable[[requests.Response], bool] | None,
+        carries: bool,
+        kwargs: dict[str, Any],
+        answer: Callable[[requests.Response], _T],
+    ) -> _T:
         url = self.url(path)
         kwargs.setdefault("timeout", (self.policy.connect_timeout, self.policy.read_timeout))
         kwargs["allow_redirects"] = False
@@ -479,7 +521,7 @@ class HttpClient:
                 )
                 self.clock.sleep(delay)
             try:
-                return self._once(method, url, idempotent, ok, kwargs, carries)
+                return self._once(method, url, idempotent, ok, kwargs, carries, answer)
             except RetriableError as exc:
                 self.breaker.failure(exc.reason)
                 if exc.retry_after is not None and self.pacer is not None:
@@ -498,8 +540,9 @@ class HttpClient:
         idempotent: bool,
         ok: Callable[[requests.Response], bool] | None,
         kwargs: Mapping[str, Any],
-        carries: bool = True,
-    ) -> requests.Response:
+        carries: bool,
+        answer: Callable[[requests.Response], _T],
+    ) -> _T:
         if self.pacer is not None:
             self.pacer.wait()
         if self.on_write is not None and carries:
@@ -510,9 +553,13 @@ class HttpClient:
             resp = self._exchange(method, url, kwargs, idempotent)
             status = resp.status_code
             if (ok is not None and status != 413 and ok(resp)) or 200 <= status < 300:
+                try:
+                    read = answer(resp)
+                except RetriableError as exc:  # a read's JSON, not there whole
+                    raise _Outcome(_UNREAD, exc.reason, status) from None
                 self.breaker.success()
                 _count(self.vendor, "answer")
-                return resp
+                return read
             self._raise_for(resp)
             raise AssertionError("unreachable")  # pragma: no cover
         except _Outcome as outcome:
@@ -645,6 +692,12 @@ class HttpClient:
 
 
 _BEFORE = "connection refused, DNS or TLS failure, connect timeout"
+_UNREAD = "2xx to a read that is not the JSON it asks for (half a document, empty, HTML)"
+
+
+def _whole(resp: requests.Response) -> requests.Response:
+    """The answer itself, for the connector to read (`HttpClient.request`)."""
+    return resp
 
 
 def _origin(url: str) -> str:

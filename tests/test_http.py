@@ -184,6 +184,43 @@ def test_answers_after_the_vendor_acted_are_unknown_for_a_trigger_and_never_rese
     assert app.count("/ok") == acted + (3 if retried else 1)
 
 
+@pytest.mark.parametrize("answer", ["cut body", "truncated JSON"])
+def test_a_read_whose_answer_is_cut_is_asked_again_and_a_trigger_never(
+    hostile: tuple[Echo, HostileProxy], answer: str
+) -> None:
+    """An answer cut mid-body, or whole as HTTP but holding half its JSON: a read is asked
+    again, after the same backoff as a dropped connection, and its second answer read; a
+    trigger, which the vendor may have acted on, is sent once and its outcome is unknown."""
+    app, proxy = hostile
+    clock = FakeClock()
+    proxy.plan(answer, acted=True)
+    assert client(proxy.url, clock).read("GET", "/ok", dict) == {"ok": True}
+    assert app.count("/ok") == 2 and len(clock.slept) == 1
+    proxy.plan(answer, acted=True, count=99)
+    with pytest.raises(OutcomeUnknownError):
+        resp = client(proxy.url, clock).request("POST", "/ok", idempotent=False, json={"a": 1})
+        read_json(resp, dict, vendor="echo", idempotent=False)
+    assert app.count("/ok") == 3  # sent once, never again
+
+
+def test_a_read_never_answered_whole_fails_after_its_retries(
+    hostile: tuple[Echo, HostileProxy],
+) -> None:
+    """Bounded: `retries` more asks, each a failure for the breaker, then the error saying
+    what came."""
+    app, proxy = hostile
+    proxy.plan("truncated JSON", acted=True, count=99)
+    c = client(proxy.url, FakeClock(), retries=2, breaker_threshold=3)
+    with pytest.raises(RetriableError) as caught:
+        c.read("GET", "/ok", dict)
+    assert str(caught.value).startswith(
+        "echo: GET /ok answered HTTP 200 with text that is not JSON (unexpected end of data) "
+        "where a JSON object was expected"
+    )
+    assert app.count("/ok") == 3
+    assert c.breaker.open
+
+
 def test_a_trigger_is_retried_where_the_vendor_cannot_have_acted(
     hostile: tuple[Echo, HostileProxy],
 ) -> None:

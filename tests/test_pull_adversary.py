@@ -795,6 +795,7 @@ def test_a_page_the_vendor_served_but_syncd_never_got_leaves_the_cursor_before_i
             proxy.plan(kind, acted=True, path=path, after=1, count=99)
         report, _ = pulled(cfg, clock, "SELECT 1")
         assert report.exit_code == 1, report.summary()
+        assert asked_again(proxy, path) == cfg.vendors[vendor].delivery.retries  # bounded
         errors = report.vendors[vendor].errors
         assert list(errors) == ["responses" if vendor == "hellocustomer" else "unsubscribes"]
         held, cursor = lost_held(vendor, cfg)
@@ -812,3 +813,37 @@ def test_a_page_the_vendor_served_but_syncd_never_got_leaves_the_cursor_before_i
         report, _ = pulled(cfg, clock, "SELECT 1")
         assert report.exit_code == 0, report.summary()
         assert lost_held(vendor, cfg)[0] == sorted(every)
+
+
+def asked_again(proxy: HostileProxy, path: str) -> int:
+    """How many of the requests for `path`'s pages repeated one before them."""
+    asked = [line for line in proxy.seen if line.split(" ")[1].startswith(path)]
+    return len(asked) - len(set(asked))
+
+
+@pytest.mark.parametrize("kind", list(LOST))
+@pytest.mark.parametrize("vendor", ["esputnik", "signalvine", "hellocustomer"])
+def test_a_page_whose_answer_is_lost_once_is_read_again_in_the_same_pull(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: FakeClock,
+    vendor: str,
+    kind: str,
+) -> None:
+    """As above, but only the first answer to the second page is lost: the read is asked
+    again within the run, under the delivery retries and backoff, and the one pull stores
+    every record, exit 0 (half the JSON in a whole answer failed the stream, and only the
+    next pull read the page again)."""
+    sim, path, every, _first = lost_sim(vendor, clock)
+    with Server(sim) as server, HostileProxy(server.url) as proxy:
+        cfg = lost_world(vendor, tmp_path, proxy.url, clock, monkeypatch)
+        who, options = LOST[kind]
+        if who == "vendor":
+            sim.faults.add(kind, path=path, after=1, count=1, **options)
+        else:
+            proxy.plan(kind, acted=True, path=path, after=1, count=1)
+        report, _ = pulled(cfg, clock, "SELECT 1")
+        assert report.exit_code == 0, report.summary()
+        assert asked_again(proxy, path) == 1
+    assert report.vendors[vendor].errors == {}
+    assert lost_held(vendor, cfg)[0] == sorted(every)

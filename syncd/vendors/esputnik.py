@@ -297,8 +297,7 @@ class ESputnik(Connector):
         """One look at an import session: FINISHED (sent), ERROR (failed with the session's
         description), still running past `poll_timeout` (pending), else None."""
         with self.polling(job.id, "import session", "its call /api/v1/importstatus"):
-            resp = self.http.request("GET", f"/api/v1/importstatus/{job.id}")
-        status = read_json(resp, dict, vendor=self.name)
+            status = self.http.read("GET", f"/api/v1/importstatus/{job.id}", dict)
         state = status.get("status")
         if state not in SESSION_STATES:
             raise RetriableError(
@@ -349,8 +348,7 @@ class ESputnik(Connector):
             "activityStatus": UNSUBSCRIBED,
             "maxrows": 1,
         }
-        resp = self.http.request("GET", "/api/v2/contacts/activity", params=params)
-        read_json(resp, list, vendor=self.name, empty_ok=True)
+        self.http.read("GET", "/api/v2/contacts/activity", list, empty_ok=True, params=params)
         return "API key accepted (read contact activity)"
 
     # --- pull ----------------------------------------------------------------------
@@ -378,9 +376,8 @@ class ESputnik(Connector):
             }
             if offset:
                 params["offset"] = offset
-            resp = self.http.request("GET", "/api/v2/contacts/activity", params=params)
             # an empty body is no answer (not an empty list): the cursor stays where it is
-            answer = read_json(resp, list, vendor=self.name)
+            answer = self.http.read("GET", "/api/v2/contacts/activity", list, params=params)
             if not answer:
                 return
             items = [it for it in answer if isinstance(it, dict)]

@@ -45,9 +45,12 @@ unsubscribes pulled back.
   would never read an answer given at 12:00:00.5.
 - Pull "nps": `POST .../analysis/nps/getnpsscore/{start}/{end}` per calendar month (UTC), for
   all respondents (`[]`) and for each of `nps_filters`; stored with `period_start` = the 1st
-  and `period_end` = the last day of the month. The current month is "to date" and updated
-  on every pull; the previous month is re-read while it is within `lookback_days`. The
-  cursor is the first day of the last month read (`2026-03-01`).
+  and `period_end` = the last day of the month. A month is asked from its 1st 00:00:00 to
+  the next month's 1st 00:00:00, the second the next month's call starts on: an end of
+  23:59:59 on the last day left an answer at 23:59:59.5 in neither month's score. The
+  current month is "to date" and updated on every pull; the previous month is re-read
+  while it is within `lookback_days`. The cursor is the first day of the last month read
+  (`2026-03-01`).
 - Pull "unsubscribes": `GET {unsubscribes_path}` in the same windows and cursor as responses.
   `streams = ["responses", "nps"]` never calls it (an account without that call).
 - `check()` reads the last minute's answers: proves the token and that it may read the
@@ -65,7 +68,10 @@ throttle counts every call, so calls are spaced `1 s + pace_margin` (default 50 
 absorb network jitter. Date parameters and answer dates are UTC; `getall` selects by answer
 date. Boolean and multiple-choice answers come as `answer_Boolean` and `answer_Options`.
 The NPS call takes a calendar month (no window limit is documented; a month is at most 31
-days anyway) and answers zeros for a period without NPS answers. "Request unsubscribed
+days anyway) and answers zeros for a period without NPS answers; it compares its answers'
+finer times with the whole-second dates as `getall` does (both ends inclusive, 23:59:59.5
+after an end of 23:59:59), so the one instant two months' calls share, midnight on the 1st
+to the ten-millionth of a second, counts in both. "Request unsubscribed
 emails" is `GET /V1.0/EN/campaign/{campaign}/respondent/unsubscribed/{start}/{end}`
 answering a JSON array of `{"uniqueID", "email", "custom_UniqueID", "respondent_UniqueID",
 "date"}` (date ISO 8601 UTC, e.g. `2026-03-01T10:00:00Z`) for the unsubscribes dated in
@@ -99,7 +105,7 @@ from syncd.errors import (
     OptionError,
     OutcomeUnknownError,
 )
-from syncd.http import Pacer, loads, pacer_for, read_json, snippet
+from syncd.http import Pacer, loads, pacer_for, snippet
 from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status, lowered
 
@@ -452,15 +458,15 @@ class HelloCustomer(Connector):
         filters: list[list[dict[str, Any]]] = [[], *self.nps_filters]
         while month <= last:
             following = (month + timedelta(days=32)).replace(day=1)
-            end = min(following - SECOND, last)
+            end = min(following, last)  # the month's every instant, to the next one's start
             records = []
             for flt in filters:
-                resp = self.http.request(
+                score = self.http.read(
                     "POST",
                     f"{self._base()}/analysis/nps/getnpsscore/{_stamp(month)}/{_stamp(end)}",
+                    dict,
                     json=flt,
                 )
-                score = read_json(resp, dict, vendor=self.name)
                 records.append(
                     {
                         "filter": json.dumps(flt, sort_keys=True, ensure_ascii=False),
@@ -480,8 +486,7 @@ class HelloCustomer(Connector):
     def _get_list(self, path: str, *, empty_ok: bool = False) -> list[Any]:
         """A list read; an empty body is no answer (not an empty list), so a stream's
         cursor stays where it is."""
-        resp = self.http.request("GET", path)
-        return read_json(resp, list, vendor=self.name, empty_ok=empty_ok)
+        return self.http.read("GET", path, list, empty_ok=empty_ok)
 
     def _response(self, r: dict[str, Any]) -> dict[str, Any]:
         response_id = str(r.get("uniqueID") or r.get("respondent_UniqueID") or "")

@@ -81,6 +81,7 @@ have been taken: its rows stay pending.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import hmac
@@ -102,7 +103,7 @@ from syncd.errors import (
     OutcomeUnknownError,
     RetriableError,
 )
-from syncd.http import loads, read_json
+from syncd.http import loads
 from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
 
@@ -248,13 +249,23 @@ class SignalVine(Connector):
         self.http.session.auth = SignalVineAuth(self.opts["token"], self.opts["secret"], self.clock)
 
     # --- requests ----------------------------------------------------------------------
-    def call(self, method: str, path: str, payload: Any = None, **kwargs: Any) -> requests.Response:
+    def call(self, method: str, path: str, payload: Any, **kwargs: Any) -> requests.Response:
         """A signed request, `payload` sent as compact JSON; a refused signature becomes an
         AuthError that says so."""
-        try:
-            if payload is None:
-                return self.http.request(method, path, **kwargs)
+        with self._signed():
             return self._send(method, path, payload, **kwargs)
+
+    def read(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A signed GET's JSON object; an answer cut short or half there is asked again
+        (`HttpClient.read`)."""
+        with self._signed():
+            return self.http.read("GET", path, dict, **kwargs)
+
+    @contextlib.contextmanager
+    def _signed(self) -> Iterator[None]:
+        """A refused signature as an AuthError that says so."""
+        try:
+            yield
         except AuthError as exc:
             raise AuthError(
                 f"SignalVine refused the request signature ({exc.reason}): the token or the "
@@ -288,8 +299,8 @@ class SignalVine(Connector):
 
     def check(self) -> str:
         """Read the program's schema: proves the signature, and that every field exists."""
-        resp = self.call("GET", f"/v1/programs/{self.program}", params={"type": "schema"})
-        fields = read_json(resp, dict, vendor=self.name).get("fields") or []
+        schema = self.read(f"/v1/programs/{self.program}", params={"type": "schema"})
+        fields = schema.get("fields") or []
         names = {str(f.get("name")) for f in fields if isinstance(f, dict)}
         missing = [c for c in self.columns if c not in names and c != "signalvine_id"]
         if missing:
@@ -413,8 +424,7 @@ class SignalVine(Connector):
         while True:
             self.clock.sleep(next(delays))
             with self.polling(location, "command", "its command Locations"):
-                resp = self.call("GET", location)
-            status = read_json(resp, dict, vendor=self.name)
+                status = self.read(location)
             if status.get("complete") is True:
                 return status
             if self.clock.monotonic() - started >= self.opts["poll_timeout"]:
@@ -489,7 +499,7 @@ class SignalVine(Connector):
                 "active": "all",
                 "updated-after": after,
             }
-            page = read_json(self.call("GET", path, params=params), dict, vendor=self.name)
+            page = self.read(path, params=params)
             items = [i for i in page.get("items") or [] if isinstance(i, dict)]
             seen.update(i.get("id") for i in items)
             for when in filter(None, (_changed(i) or _time(i.get("created")) for i in items)):
@@ -504,11 +514,10 @@ class SignalVine(Connector):
                     ids=unread[:5],
                     hint="SignalVine documents active as a boolean; ask them what these mean",
                 )
-            following = page.get("nextOffset")
+            following, total = page.get("nextOffset"), page.get("total")
             if following is not None and not _last_page(page, offset, len(items)):
                 # more follow, even after an empty page
                 yield Page(records, after)  # the list's order is unknown: no cursor yet
-                total = page.get("total")
                 beyond = type(total) is int and type(following) is int and following >= total
                 if type(following) is not int or following <= offset or beyond:
                     raise RetriableError(
@@ -522,7 +531,6 @@ class SignalVine(Connector):
                 offset = following
                 continue
             cursor = start
-            total = page.get("total")
             if type(total) is int and len(seen) < total:
                 # the list moved under the offsets while it was paged (a participant that
                 # changed went to its end, those after it one place back): a participant

@@ -619,6 +619,34 @@ def test_nps_is_stored_per_month_for_all_and_per_filter(
     assert len({rows["[]"]["nps"], rows[gent]["nps"], rows[namur]["nps"]}) > 1
 
 
+def test_an_nps_answer_in_a_months_last_half_second_is_in_that_months_score(
+    tmp_path: Path,
+) -> None:
+    """A promoter at 23:59:59.5 on July 31st and a detractor half a second into August:
+    each month's score holds its own answer (July's call ended at 23:59:59, so its score
+    held none and the promoter was in neither month's)."""
+    clock = FakeClock(datetime(2026, 8, 15, 12, tzinfo=UTC))
+    sim = HelloCustomerSim(clock=clock.monotonic, now=clock.now)
+    last = datetime(2026, 8, 1, tzinfo=UTC) - 0.5 * SECOND
+    (promoter,) = sim.add_responses(1, last, last)
+    (detractor,) = sim.add_responses(1, last + SECOND, last + SECOND)
+    sim.edit_response(promoter, score=10)
+    sim.edit_response(detractor, score=0)
+    with Server(sim) as server:
+        extra = 'first_date = "2026-07-01"\nstreams = ["nps"]\n'
+        cfg = write_config(tmp_path, server.url, extra)
+        store = Store.open(cfg.store.path)
+        try:
+            assert pull(cfg, store, clock).exit_code == 0
+            scores = store.query("SELECT period_start, period_end, nps FROM nps ORDER BY 1")
+        finally:
+            store.close()
+    assert [tuple(r) for r in scores] == [
+        ("2026-07-01", "2026-07-31", 100),
+        ("2026-08-01", "2026-08-31", -100),
+    ]
+
+
 def _parse(stamp: str) -> datetime:
     return datetime.strptime(stamp, "%Y%m%d%H%M%S")
 
