@@ -236,14 +236,20 @@ class _Table:
             raise self.error("must be a list of strings", key)
         return tuple(value)
 
-    def path(self, key: str, *, required: bool = False, default: str | None = None) -> Path:
+    def path(
+        self, key: str, *, required: bool = False, default: str | None = None, follow: bool = True
+    ) -> Path:
+        """`key`'s path against this file's folder. `follow=False` keeps its symlinks, for
+        a path read anew on every run (the export: `latest.csv -> contacts-<date>.csv` is
+        moved on by the CRM's job, and the service must read what it points at then)."""
         raw = str(self.get(key, str, default, required=required))
         if not raw.strip():
             raise self.error("is empty", key, hint="name a file, relative to this file's folder")
         if "\x00" in raw:
             raise self.error(f"{raw!r} contains a NUL byte, which no path can hold", key)
+        path = self.file.parent / os.path.expanduser(raw)
         # realpath, not Path.resolve: a symlink loop is the reader's to report, with its name
-        return Path(os.path.realpath(self.file.parent / os.path.expanduser(raw)))
+        return Path(os.path.realpath(path)) if follow else path
 
     def check_unknown(self, allowed_extra: set[str] | None = None) -> None:
         unknown = set(self.data) - self.used - (allowed_extra or set())
@@ -372,7 +378,7 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
 
     src = _Table(path, "source", top.get("source", dict, required=True))
     source = SourceConfig(
-        path=str(src.path("path", required=True)),
+        path=str(src.path("path", required=True, follow=False)),
         key=src.get("key", str, required=True),
         encoding=src.get("encoding", str, "utf-8"),
         delimiter=src.get("delimiter", str, None),

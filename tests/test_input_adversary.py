@@ -14,6 +14,7 @@ import pytest
 
 from syncd.config import SourceConfig, load
 from syncd.errors import ConfigError, GuardError, NotSettledError, SourceError
+from syncd.pipeline import opened, reconcile
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.source import Export
@@ -295,3 +296,26 @@ def test_a_key_not_in_the_header_says_what_it_most_likely_is(
     with pytest.raises(SourceError, match="is not in the header") as caught:
         Export(path, cfg)
     assert hint in (caught.value.hint or ""), caught.value.hint
+
+
+# --- an export behind a symlink ------------------------------------------------------------
+def test_an_export_behind_a_symlink_is_read_where_the_link_points_at_each_run(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """The CRM's job writes `contacts-<date>.csv` and moves `contacts.csv` on to it. The
+    config was loaded once (the service loads it at start): the link was resolved then, and
+    every later reconcile read the first night's file, finding nothing new, ever."""
+    w, sim = world
+    (w.folder / "day1.csv").write_bytes(rows(2))
+    w.export.symlink_to("day1.csv")
+    cfg = w.cfg  # as `syncd run` holds it, night after night
+    with opened(cfg) as store:
+        assert reconcile(cfg, store, w.clock).exit_code == 0
+    (w.folder / "day2.csv").write_bytes(rows(2).replace(b"Ann", b"Anna", 1))
+    w.export.unlink()
+    w.export.symlink_to("day2.csv")
+    with opened(cfg) as store:
+        report = reconcile(cfg, store, w.clock)
+    assert report.plan is not None and report.plan.export == str(w.export)
+    assert report.counts()["esputnik"].get("changed") == 1
+    assert [c["firstName"] for c in sim.contacts()] == ["Anna", "Ann"]
