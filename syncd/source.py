@@ -171,6 +171,7 @@ class Export:
             size = os.fstat(fd).st_size
             # the last byte a line break, or the last record may be cut short (`_ending`)
             self._unended = bool(size) and os.pread(fd, 1, size - 1) not in b"\r\n"
+            misread = _misread_utf8(os.pread(fd, SNIFF_BYTES, 0), cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
             self._fh.seek(0)
             sample = self._fh.read(SNIFF_BYTES)
@@ -181,6 +182,12 @@ class Export:
         if not sample.strip():
             raise SourceError(
                 f"export {path} is empty", hint="the CRM export produced no header and no rows"
+            )
+        if misread:
+            raise SourceError(
+                f"export {path} is UTF-8, but [source] encoding = {cfg.encoding!r} reads it "
+                f"otherwise ({misread}): every accented name would be sent mangled",
+                hint='set [source] encoding = "utf-8" (or leave it out): the CRM exports UTF-8',
             )
         if len(first) > MAX_HEADER:
             raise SourceError(
@@ -778,6 +785,24 @@ def defect(row: list[str], header: list[str], encoding: str) -> str | None:
                 "UTF-8 or set [source] encoding"
             )
     return None
+
+
+def _misread_utf8(head: bytes, encoding: str) -> str | None:
+    """How an export's first bytes, non-ASCII and valid UTF-8, read in `encoding` when that
+    is another one (a CRM switched to UTF-8, the config still says cp1252): line 2 'é' as
+    'Ã©'. A single-byte encoding decodes any byte, so nothing else would notice; text in
+    such an encoding is almost never valid UTF-8 (an é is one byte, not a pair)."""
+    if head.isascii() or codecs.lookup(encoding).name.startswith(("utf-", "utf_")):
+        return None
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # a cut last character is fine
+    except UnicodeDecodeError:
+        return None
+    at = next(i for i, byte in enumerate(head) if byte >= 0x80)
+    char = head[at:].decode("utf-8", "ignore")[0]
+    as_read = char.encode("utf-8").decode(encoding, "replace")
+    line = head.count(b"\n", 0, at) + 1
+    return f"line {line}: {char!r} as {as_read!r}"
 
 
 _UNCLOSED = "the file ends inside a quoted field: the export looks truncated; re-export it"

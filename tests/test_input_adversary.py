@@ -319,3 +319,35 @@ def test_an_export_behind_a_symlink_is_read_where_the_link_points_at_each_run(
     assert report.plan is not None and report.plan.export == str(w.export)
     assert report.counts()["esputnik"].get("changed") == 1
     assert [c["firstName"] for c in sim.contacts()] == ["Anna", "Ann"]
+
+
+# --- a UTF-8 export read in the single-byte encoding the config names -------------------------
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1", "iso-8859-15"])
+def test_a_utf8_export_is_not_read_in_the_single_byte_encoding_the_config_still_names(
+    world: tuple[World, ESputnikSim], encoding: str
+) -> None:
+    """The CRM started exporting UTF-8; the config says cp1252, as `syncd init` wrote it for
+    last year's export. Every byte decodes in cp1252, so nothing was quarantined and every
+    accented name went to the vendors as `RenÃ©e`."""
+    w, sim = world
+    config = w.folder / "syncd.toml"
+    config.write_text(
+        config.read_text().replace(
+            'key = "Record ID"', f'key = "Record ID"\nencoding = "{encoding}"'
+        )
+    )
+    w.export.write_bytes(rows(2, bad={2}, name="Renée".encode()))
+    with pytest.raises(SourceError) as err:
+        w.sync()
+    assert err.value.message == (
+        f"export {w.export} is UTF-8, but [source] encoding = {encoding!r} reads it otherwise "
+        "(line 3: 'é' as 'Ã©'): every accented name would be sent mangled"
+    )
+    assert (
+        err.value.hint == 'set [source] encoding = "utf-8" (or leave it out): the CRM exports UTF-8'
+    )
+    assert sim.contacts() == []
+    # the export in that encoding is read as ever
+    w.export.write_bytes(rows(2, bad={2}, name="Renée".encode(encoding)))
+    assert w.sync().exit_code == 0
+    assert sorted(c["firstName"] for c in sim.contacts()) == ["Ann", "Renée"]
