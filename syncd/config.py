@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from syncd.errors import ConfigError, OptionError
 from syncd.settings import DeliveryConfig as DeliveryConfig
@@ -587,6 +588,38 @@ def _check_cron(table: _Table, key: str, expr: str) -> None:
         raise table.error(f"not a crontab line nor 'every N[s|m|h]' ({exc})", key) from None
 
 
+def _base_url(table: _Table, raw: str) -> str:
+    """`scheme://host[:port]`, as the connectors take it: they add the documented paths, so
+    a path here (`https://esputnik.com/api/v1`) doubles theirs and every call is a 404 at
+    night; a query or fragment swallows them; a port out of range crashed the first call; a
+    user or password in it would be sent and logged outside the secrets' keys."""
+    url = raw.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise table.error("must start with http:// or https://", "base_url")
+    hint = "write scheme://host[:port] only; the connector adds the vendor's documented paths"
+    parts = urlsplit(url)
+    try:
+        port = parts.port  # raises for a port that is no number from 0 to 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise table.error(f"{raw!r} has no valid port (1 to 65535)", "base_url", hint)
+    if parts.username is not None or parts.password is not None:
+        raise table.error(
+            f"{url.split('://')[0]}://…@{parts.hostname} holds a user name or password",
+            "base_url",
+            "write scheme://host[:port]; credentials go in this table's secret keys",
+        )
+    if not parts.hostname or any(c.isspace() for c in url):
+        raise table.error(f"{raw!r} names no valid host", "base_url", hint)
+    extra = url.removeprefix(f"{parts.scheme}://{parts.netloc}")
+    if extra:
+        raise table.error(
+            f"{raw!r} has more than scheme://host[:port]: {extra!r}", "base_url", hint
+        )
+    return url
+
+
 def _load_vendor(
     path: Path,
     name: str,
@@ -600,9 +633,7 @@ def _load_vendor(
             f"unknown vendor {name!r}", hint="vendors are: " + ", ".join(sorted(registry))
         )
     connector = registry[name]
-    base_url = table.get("base_url", str, required=True).rstrip("/")
-    if not base_url.startswith(("http://", "https://")):
-        raise table.error("must start with http:// or https://", "base_url")
+    base_url = _base_url(table, table.get("base_url", str, required=True))
     mapping = load_mapping(table.path("mapping", required=True), name, connector)
     batch_size = table.get("batch_size", int, None)
     if batch_size is not None and not 1 <= batch_size <= connector.max_batch:

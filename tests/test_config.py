@@ -103,6 +103,37 @@ def test_secrets_from_env_file_and_credentials(
             BASE.format(key="k").replace('"http://127.0.0.1:1"', '"127.0.0.1"'),
             "base_url: must start with http",
         ),
+        # base_url is scheme://host[:port]: a path doubled the connector's (404 every night),
+        # a port out of range was a traceback, a password in it was logged
+        *(
+            (
+                BASE.format(key="k").replace('"http://127.0.0.1:1"', f'"{url}"'),
+                f"[vendors.esputnik] base_url: {message}",
+            )
+            for url, message in (
+                (
+                    "https://esputnik.com/api/v1",
+                    "'https://esputnik.com/api/v1' has more than scheme://host[:port]: '/api/v1' "
+                    "(write scheme://host[:port] only; the connector adds the vendor's documented "
+                    "paths)",
+                ),
+                ("https://esputnik.com?x=1", "'https://esputnik.com?x=1' has more than scheme://"),
+                ("https://esputnik.com#top", "'https://esputnik.com#top' has more than scheme://"),
+                ("https://esputnik.com:99999", "'https://esputnik.com:99999' has no valid port"),
+                (
+                    "https://esputnik.com:0",
+                    "'https://esputnik.com:0' has no valid port (1 to 65535)",
+                ),
+                ("https://esputnik.com:https", "'https://esputnik.com:https' has no valid port"),
+                ("https://:443", "'https://:443' names no valid host"),
+                ("https://esputnik .com", "'https://esputnik .com' names no valid host"),
+                (
+                    "https://ops:hunter2@esputnik.com",
+                    "https://…@esputnik.com holds a user name or password (write "
+                    "scheme://host[:port]; credentials go in this table's secret keys)",
+                ),
+            )
+        ),
         ("[source\n", "not valid TOML"),
         (
             BASE.format(key="k").replace(
