@@ -153,8 +153,9 @@ def kind_of(mode: int) -> str:
     return "not a file"
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file, turning every failure into a ConfigError naming the file."""
+def read_toml(path: Path, named_by: str | None = None) -> dict[str, Any]:
+    """Parse a TOML file, turning every failure into a ConfigError naming the file.
+    `named_by`: the config key that names it (a mapping's), for the hint when it is missing."""
     try:
         data = read_capped(path, MAX_TOML)
         # a BOM (Notepad's "UTF-8") is no TOML, but no mistake of the operator's either
@@ -168,7 +169,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         ) from None
     except FileNotFoundError:
         raise ConfigError(
-            "file not found", file=str(path), hint="pass --config or set $SYNCD_CONFIG"
+            "file not found",
+            file=str(path),
+            hint=f"check {named_by}" if named_by else "pass --config or set $SYNCD_CONFIG",
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
@@ -206,7 +209,13 @@ class _Table:
         if key not in self.data:
             if required and kind is dict:
                 table = f"{self.name}.{key}" if self.name else key
-                raise ConfigError("table is missing", file=str(self.file), table=table)
+                near = difflib.get_close_matches(key, [k for k in self.data if k != key], 1)
+                raise ConfigError(
+                    "table is missing",
+                    file=str(self.file),
+                    table=table,
+                    hint=f"the file has [{near[0]}]: did you mean [{key}]?" if near else None,
+                )
             if required:
                 raise self.error("is required", key)
             return default
@@ -307,9 +316,11 @@ def resolve_secret(raw: str, table: _Table, key: str) -> str:
     return raw
 
 
-def load_mapping(path: Path, vendor: str, connector: type[Connector]) -> MappingConfig:
+def load_mapping(
+    path: Path, vendor: str, connector: type[Connector], named_by: str | None = None
+) -> MappingConfig:
     """Read and check one mapping file against what the connector accepts."""
-    data = read_toml(path)
+    data = read_toml(path, named_by)
     top = _Table(path, "", data)
     fields_t = _Table(path, "fields", top.get("fields", dict, required=True))
     meta_t = _Table(path, "metadata", top.get("metadata", dict, {}))
@@ -317,10 +328,13 @@ def load_mapping(path: Path, vendor: str, connector: type[Connector]) -> Mapping
     for name in fields_t.data:
         fields[name] = fields_t.get(name, str)
         if connector.field_names is not None and name not in connector.field_names:
+            near = difflib.get_close_matches(name, sorted(connector.field_names), 1)
             raise fields_t.error(
                 f"{vendor} has no field {name!r}",
                 name,
-                hint="known fields: " + ", ".join(sorted(connector.field_names)),
+                hint=(f"did you mean {near[0]!r}? " if near else "")
+                + "known fields: "
+                + ", ".join(sorted(connector.field_names)),
             )
     if not fields:
         raise fields_t.error("maps no field", hint="map at least the vendor's identifying field")
@@ -634,7 +648,8 @@ def _load_vendor(
         )
     connector = registry[name]
     base_url = _base_url(table, table.get("base_url", str, required=True))
-    mapping = load_mapping(table.path("mapping", required=True), name, connector)
+    where = f"[vendors.{name}] mapping in {path} (relative to its folder)"
+    mapping = load_mapping(table.path("mapping", required=True), name, connector, where)
     batch_size = table.get("batch_size", int, None)
     if batch_size is not None and not 1 <= batch_size <= connector.max_batch:
         raise table.error(f"must be between 1 and {connector.max_batch}", "batch_size")

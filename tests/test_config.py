@@ -136,6 +136,10 @@ def test_secrets_from_env_file_and_credentials(
         ),
         ("[source\n", "not valid TOML"),
         (
+            BASE.format(key="k").replace("[source]", "[sources]"),
+            "[source] table is missing (the file has [sources]: did you mean [source]?)",
+        ),
+        (
             BASE.format(key="k").replace(
                 'key = "Record ID"', 'key = "Record ID"\nignore_columns = ["Record ID"]'
             ),
@@ -243,6 +247,11 @@ def test_mistakes_name_file_table_and_key(tmp_path: Path, text: str, expected: s
         ),
         ("", "[fields] table is missing"),
         (
+            '[feilds]\nemail = "Email"\n',
+            "[fields] table is missing (the file has [feilds]: did you mean [fields]?)",
+        ),
+        ('[fields]\nemial = "Email"\n', "(did you mean 'email'? known fields: "),
+        (
             '[fields]\nemail = "Email"\n[types]\nemail = "DATE"\n',
             "[types] esputnik has no typed values; remove [types]",
         ),
@@ -256,6 +265,18 @@ def test_mapping_mistakes_name_the_mapping_file(
         load(path)
     assert str(tmp_path / "esputnik.toml") in str(err.value)
     assert expected in str(err.value)
+
+
+def test_a_missing_mapping_file_names_the_key_that_names_it(tmp_path: Path) -> None:
+    """It said "file not found (pass --config or set $SYNCD_CONFIG)": the config was found,
+    and it is its `mapping` key the operator must fix."""
+    path = write(tmp_path, BASE.format(key="k").replace("esputnik.toml", "mappings/esputnik.toml"))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value) == (
+        f"{tmp_path}/mappings/esputnik.toml: file not found (check [vendors.esputnik] mapping "
+        f"in {path} (relative to its folder))"
+    )
 
 
 def test_a_store_path_under_a_file_or_on_a_directory_is_refused_at_load(tmp_path: Path) -> None:
