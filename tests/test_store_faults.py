@@ -310,10 +310,11 @@ def applied(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("age", ["older", "empty"])
 def test_status_and_show_read_a_store_behind_this_syncd_as_it_is(tmp_path: Path, age: str) -> None:
-    """`syncd status` migrated a store an older syncd wrote: run by the new version before
-    the service was restarted, it left the old service a store "from a newer syncd", which it
-    refused at its next run. `syncd show` failed on it with a traceback (no such table). A
-    0-byte file (a mistyped restore) was made a store, and reported as healthy."""
+    """`syncd status` (and `sync --dry-run`, which "writes nothing") migrated a store an older
+    syncd wrote: run by the new version before the service was restarted, they left the old
+    service a store "from a newer syncd", which it refused at its next run. `syncd show`
+    failed on it with a traceback (no such table). A 0-byte file (a mistyped restore) was
+    made a store, and reported as healthy."""
     path = tmp_path / "syncd.db"
     if age == "older":
         conn = sqlite3.connect(path)
@@ -333,7 +334,7 @@ def test_status_and_show_read_a_store_behind_this_syncd_as_it_is(tmp_path: Path,
         )
     before = applied(path)
     config = config_beside(path)
-    for command in (["status"], ["status", "--json"], ["show", "CRM-1"]):
+    for command in (["status"], ["status", "--json"], ["show", "CRM-1"], ["sync", "--dry-run"]):
         proc = subprocess.run(
             [*SYNCD, "--config", str(config), *command], capture_output=True, text=True, timeout=60
         )
