@@ -339,6 +339,12 @@ class Candidate:
     attrs: str  # the row as JSON, for `contacts.attributes`
 
 
+def _repeats(row: list[str], header: list[str]) -> bool:
+    """The row is the header line again (a contact named "Record ID", email "Email")."""
+    cells = [cell.strip() for cell in row[: len(header)]]
+    return [cells[0].removeprefix("\ufeff"), *cells[1:]] == header
+
+
 def prepare(
     line: int,
     row: list[str],
@@ -352,6 +358,13 @@ def prepare(
     key = row[export.key_index].strip()
     if not key:
         return Bad(line, None, f"empty key column {source.key!r}")
+    if key.removeprefix("\ufeff") == source.key and _repeats(row, export.header):
+        return Bad(
+            line,
+            None,
+            "repeats the header line: two exports one after the other in one file (the CRM's "
+            "job appended instead of replacing it?); re-export it",
+        )
     problem = defect(row, export.header, source.encoding)
     if problem:
         return Bad(line, key, problem)

@@ -82,6 +82,17 @@ CORPUS: dict[str, tuple[bytes, list[tuple[int, str]], int]] = {
         [(2, "column 'Record ID' has bytes that are not valid utf-8")],
         1,
     ),
+    # the CRM's job appended tonight's export to last night's: its header was a contact
+    # "Record ID" with email "Email" (sent to any vendor that does not check emails)
+    "a_second_export_appended": (
+        b"\xef\xbb\xbf" + HEADER + GOOD + GOOD2 + b"\xef\xbb\xbf" + HEADER + GOOD + GOOD2,
+        [
+            (4, "repeats the header line: two exports one after the other in one file"),
+            (5, "duplicate key '1': line 2 has it too (the first wins)"),
+            (6, "duplicate key '2': line 3 has it too (the first wins)"),
+        ],
+        2,
+    ),
     "bad_email_for_the_vendor": (
         HEADER + b"1,Ann,Lee,ann@,,Gold\r\n" + GOOD2,
         [(2, "invalid email 'ann@' in column 'Email'")],
