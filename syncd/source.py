@@ -226,6 +226,12 @@ class Export:
                 hint=_key_hint(cfg.key, self.header, self.delimiter, first),
             )
         dupes = sorted(h for h, n in Counter(self.header).items() if n > 1)
+        if "" in dupes:  # a spreadsheet's blank columns, between named ones
+            blank = [str(i + 1) for i, h in enumerate(self.header) if not h]
+            raise SourceError(
+                f"export {path}: the header's columns {', '.join(blank)} have no name",
+                hint="name them in the CRM export, or remove them",
+            )
         if dupes:
             raise SourceError(
                 f"export {path}: the header names {', '.join(map(repr, dupes))} more than once",

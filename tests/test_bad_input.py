@@ -109,6 +109,12 @@ FATAL: dict[str, tuple[bytes, int, str]] = {
         2,
         "key column 'Record ID' is not in the header",
     ),
+    # it said "the header names '' more than once": which columns, and what is wrong?
+    "blank_column_names_between_named_ones": (
+        b"Record ID,Email,,,Segment\r\n1,a@example.com,,,Gold\r\n",
+        2,
+        "the header's columns 3, 4 have no name",
+    ),
     "binary_garbage": (
         b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
         2,
