@@ -25,7 +25,7 @@ from syncd.settings import DeliveryConfig as DeliveryConfig
 from syncd.settings import MappingConfig as MappingConfig
 from syncd.settings import TriggerRule as TriggerRule
 from syncd.settings import VendorConfig as VendorConfig
-from syncd.settings import time_zone
+from syncd.settings import time_zone, zone_hint
 
 if TYPE_CHECKING:
     from syncd.vendors.base import Connector
@@ -438,7 +438,9 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
         misfire_grace_seconds=sch.number("misfire_grace_seconds", int, 3600),
     )
     if time_zone(schedule.timezone) is None:
-        raise sch.error(f"unknown time zone {schedule.timezone!r}", "timezone")
+        raise sch.error(
+            f"unknown time zone {schedule.timezone!r}", "timezone", zone_hint(schedule.timezone)
+        )
     for key in ("reconcile", "pull") if check_schedule else ():
         _check_cron(sch, key, getattr(schedule, key))
     sch.check_unknown()

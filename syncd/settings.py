@@ -83,6 +83,19 @@ class VendorConfig:
     streams: tuple[str, ...] = ()
 
 
+def zone_hint(name: str, example: str = "Europe/Brussels") -> str:
+    """What to write instead of the unknown time zone `name`: the nearest IANA name, if
+    one is near (`Europe/Brussel`, `europe/brussels`), and the form they take."""
+    from difflib import get_close_matches
+    from zoneinfo import available_timezones
+
+    zones = {zone.casefold(): zone for zone in available_timezones()}
+    near = get_close_matches(name.casefold(), sorted(zones), 1)
+    return (f"did you mean {zones[near[0]]!r}? " if near else "") + (
+        f'an IANA name such as "UTC" or "{example}"'
+    )
+
+
 def time_zone(name: str) -> ZoneInfo | None:
     """The IANA time zone `name`, or None when there is none by that name (a typo, "",
     a path): the one check of every config key that names a zone."""

@@ -172,8 +172,13 @@ def test_secrets_from_env_file_and_credentials(
         ),
         (
             DROPTHOUGHT + 'date_timezone = "Europe/Bruxelles"\n',
-            "[vendors.dropthought] date_timezone: unknown time zone 'Europe/Bruxelles' (an IANA "
-            'name such as "UTC" or "Europe/Brussels")',
+            "[vendors.dropthought] date_timezone: unknown time zone 'Europe/Bruxelles' (did you "
+            """mean 'Europe/Brussels'? an IANA name such as "UTC" or "Europe/Brussels")""",
+        ),
+        (
+            BASE.format(key="k") + '\n[schedule]\ntimezone = "europe/amsterdam"\n',
+            "[schedule] timezone: unknown time zone 'europe/amsterdam' (did you mean "
+            "'Europe/Amsterdam'?",
         ),
         (
             DROPTHOUGHT + 'date_order = "YMD"\n',

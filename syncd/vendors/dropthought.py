@@ -81,7 +81,7 @@ from syncd.errors import (
     RetriableError,
 )
 from syncd.http import loads, read_json, snippet
-from syncd.settings import Option, time_zone
+from syncd.settings import Option, time_zone, zone_hint
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
 
 API = "/dtapp/api"
@@ -138,7 +138,7 @@ class Dropthought(Connector):
             raise OptionError(
                 "date_timezone",
                 f"unknown time zone {options['date_timezone']!r}",
-                hint='an IANA name such as "UTC" or "Europe/Brussels"',
+                hint=zone_hint(options["date_timezone"]),
             )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -65,7 +65,7 @@ import orjson
 
 from syncd.errors import FatalError, OptionError, RetriableError
 from syncd.http import read_json, snippet
-from syncd.settings import Option, time_zone
+from syncd.settings import Option, time_zone, zone_hint
 from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status, lowered
 
 ADDRESS_FIELDS = ("region", "town", "address", "postcode")
@@ -148,7 +148,7 @@ class ESputnik(Connector):
             raise OptionError(
                 "activity_timezone",
                 f"unknown time zone {options['activity_timezone']!r}",
-                hint='an IANA name such as "UTC" or "Europe/Kyiv"',
+                hint=zone_hint(options["activity_timezone"], "Europe/Kyiv"),
             )
         key = options["event_key_new"]
         if key is not None and not EVENT_KEY.fullmatch(key):
