@@ -274,12 +274,13 @@ def _reconcile(
     for notice in plan.notices(dry_run):  # stored hashes made another way: say what it did
         log.warning("digest definition changed", message=notice)
     if refused:
-        raise GuardError(
-            f"refused: {refused}; nothing was sent",
-            hint="re-export the file; see the reason above"
-            if plan.all_quarantined()
-            else "if the export really lost these contacts, run `syncd sync --force`",
-        )
+        if plan.all_quarantined():
+            hint = "re-export the file; see the reason above"
+        elif not plan.known:  # nothing to lose, nothing --force would send
+            hint = "the CRM's export wrote its header and no contact: re-run it"
+        else:
+            hint = "if the export really lost these contacts, run `syncd sync --force`"
+        raise GuardError(f"refused: {refused}; nothing was sent", hint=hint)
     if dry_run:
         return
     if not baseline:

@@ -351,3 +351,21 @@ def test_a_utf8_export_is_not_read_in_the_single_byte_encoding_the_config_still_
     w.export.write_bytes(rows(2, bad={2}, name="Renée".encode(encoding)))
     assert w.sync().exit_code == 0
     assert sorted(c["firstName"] for c in sim.contacts()) == ["Ann", "Renée"]
+
+
+def test_a_header_only_export_offers_force_only_when_there_are_contacts_to_lose(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """A first sync of a header-only export said "if the export really lost these contacts,
+    run `syncd sync --force`": there were none, and --force sends nothing."""
+    w, _sim = world
+    w.export.write_bytes(HEADER)
+    with pytest.raises(GuardError) as err:
+        w.sync()
+    assert err.value.hint == "the CRM's export wrote its header and no contact: re-run it"
+    w.export.write_bytes(rows(2))
+    assert w.sync().exit_code == 0
+    w.export.write_bytes(HEADER)
+    with pytest.raises(GuardError) as err:
+        w.sync()
+    assert err.value.hint == "if the export really lost these contacts, run `syncd sync --force`"
