@@ -43,6 +43,7 @@ LONG = 1 << 16  # bytes in a line the raw path leaves to the csv module (see `_p
 # a header past these is not a CRM's (and would cost seconds per check on every run)
 MAX_COLUMNS = 4096
 MAX_HEADER = 1024 * 1024  # characters in the header's first line
+SKEW = 2.0  # seconds a file's modification time may be ahead of the clock (a share's)
 
 csv.field_size_limit(FIELD_LIMIT)
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -78,7 +79,7 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
                 f"no export matches {pattern}",
                 hint="check [source] path and that the CRM export ran",
             )
-        settled = [p for p in matches if _age(p, now) >= cfg.settle_seconds]
+        settled = [p for p in matches if _settled(p, now, cfg.settle_seconds)]
         if not settled:
             _raise_not_settled(matches[0], now, cfg.settle_seconds)
         return settled[0]
@@ -96,13 +97,32 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
             f"export {path} is {kind_of(mode)}, not a regular file",
             hint="point [source] path at the CRM's export file, or a glob of them",
         )
-    if _age(path, now) < cfg.settle_seconds:
+    if not _settled(path, now, cfg.settle_seconds):
         _raise_not_settled(path, now, cfg.settle_seconds)
     return path
 
 
 def _age(path: Path, now: datetime) -> float:
     return now.timestamp() - path.stat().st_mtime
+
+
+def _settled(path: Path, now: datetime, settle: float) -> bool:
+    """Unchanged for `settle` seconds (0: not waited for). A modification time in the future
+    (the writing host's clock ahead, on a share) can say nothing of that: it is refused by
+    name, rather than waited on for as long as the clocks differ, or, in a glob, passed over
+    for last night's export without a word."""
+    if not settle:
+        return True
+    age = _age(path, now)
+    if age < -SKEW:
+        raise NotSettledError(
+            f"export {path} was modified {-age:.0f}s in the future by this host's clock: the "
+            "clock of the host that wrote it is ahead, so syncd cannot tell whether it is "
+            "still being written",
+            hint="set that host's clock right (NTP); or, if the CRM writes the export whole and "
+            "renames it into place, set [source] settle_seconds = 0",
+        )
+    return age >= settle
 
 
 def _raise_not_settled(path: Path, now: datetime, settle: float) -> None:
