@@ -7,6 +7,7 @@ columns, so other changes never send a survey.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
@@ -185,12 +186,18 @@ class Projector:
 
         def index(table: str, name: str, column: str) -> int:
             if column not in header:
+                folded = {h.casefold(): h for h in header}
+                near = [folded[column.casefold()]] if column.casefold() in folded else []
+                near = near or difflib.get_close_matches(column, header, 1)
                 raise ConfigError(
                     f"column {column!r} is not in the export header",
                     file=str(mapping.path),
                     table=table,
                     key=name,
-                    hint="export columns: " + ", ".join(repr(h) for h in header[:20]),
+                    hint=(f"did you mean {near[0]!r}? " if near else "")
+                    + "export columns: "
+                    + ", ".join(repr(h) for h in header[:20])
+                    + (f", … ({len(header)} in all)" if len(header) > 20 else ""),
                 )
             return header.index(column)
 

@@ -369,3 +369,23 @@ def test_a_header_only_export_offers_force_only_when_there_are_contacts_to_lose(
     with pytest.raises(GuardError) as err:
         w.sync()
     assert err.value.hint == "if the export really lost these contacts, run `syncd sync --force`"
+
+
+@pytest.mark.parametrize(("column", "near"), [("segment", "Segment"), ("Segmnt", "Segment")])
+def test_a_mapped_column_not_in_the_header_names_the_one_it_most_likely_is(
+    world: tuple[World, ESputnikSim], column: str, near: str
+) -> None:
+    """It listed the first 20 columns only: in a 60-column export, the one meant was often
+    not among them."""
+    w, sim = world
+    mapping = w.folder / "esputnik.toml"
+    mapping.write_text(mapping.read_text().replace('"Segment"', f'"{column}"'))
+    wide = HEADER.rstrip() + b"".join(b",Extra %d" % i for i in range(40)) + b"\r\n"
+    w.export.write_bytes(wide + b"1,Ann,Lee,a@example.com,,Gold" + b"," * 40 + b"\r\n")
+    with pytest.raises(ConfigError) as err:
+        w.sync()
+    assert err.value.bare == f"column {column!r} is not in the export header"
+    assert err.value.hint is not None
+    assert err.value.hint.startswith(f"did you mean {near!r}? export columns: 'Record ID', ")
+    assert err.value.hint.endswith(", 'Extra 13', … (46 in all)")
+    assert sim.contacts() == []
