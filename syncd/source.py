@@ -191,7 +191,8 @@ class Export:
             size = os.fstat(fd).st_size
             # the last byte a line break, or the last record may be cut short (`_ending`)
             self._unended = bool(size) and os.pread(fd, 1, size - 1) not in b"\r\n"
-            misread = _misread_utf8(os.pread(fd, SNIFF_BYTES, 0), cfg.encoding)
+            head = os.pread(fd, SNIFF_BYTES, 0)
+            misread = _misread_utf8(head, cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
             self._fh.seek(0)
             sample = self._fh.read(SNIFF_BYTES)
@@ -233,10 +234,14 @@ class Export:
             self.header.pop()  # empty trailing columns from spreadsheet round-trips
         undecodable = [i + 1 for i, h in enumerate(self.header) if _SURROGATE.search(h)]
         if undecodable:
+            marked = next((name for bom, name in _BOMS if head.startswith(bom)), None)
             raise SourceError(
                 f"export {path}: the header has bytes that are not valid {cfg.encoding} "
                 f"(column {undecodable[0]})",
-                hint="re-export the file as UTF-8, or set [source] encoding to the file's",
+                hint=f"it starts with a {marked.upper()} byte-order mark: set [source] "
+                f'encoding = "{marked}"'
+                if marked
+                else "re-export the file as UTF-8, or set [source] encoding to the file's",
             )
         if self.header_only:
             return
@@ -829,6 +834,16 @@ def _misread_utf8(head: bytes, encoding: str) -> str | None:
     as_read = char.encode("utf-8").decode(encoding, "replace")
     line = head.count(b"\n", 0, at) + 1
     return f"line {line}: {char!r} as {as_read!r}"
+
+
+# the byte-order marks of the encodings a file announces (UTF-16: Excel's "Unicode Text"),
+# longest first (UTF-32 LE's starts with UTF-16 LE's)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 _UNCLOSED = "the file ends inside a quoted field: the export looks truncated; re-export it"

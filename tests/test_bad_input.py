@@ -115,6 +115,12 @@ FATAL: dict[str, tuple[bytes, int, str]] = {
         2,
         "the header's columns 3, 4 have no name",
     ),
+    # Excel's "Unicode Text": it said "re-export as UTF-8, or set encoding to the file's"
+    "utf16_from_excel": (
+        (HEADER + GOOD).decode().replace(",", "\t").encode("utf-16"),
+        2,
+        'it starts with a UTF-16 byte-order mark: set [source] encoding = "utf-16"',
+    ),
     "binary_garbage": (
         b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
         2,
