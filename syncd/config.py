@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import glob
 import ipaddress
 import os
 import stat
@@ -481,7 +482,30 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
                 "ignore_columns",
                 hint=f"take {read[0]!r} out of ignore_columns, or out of the mapping",
             )
+    _check_store_is_its_own(st, store.path, path, source, vendors)
     return Config(path, source, store, schedule, suppression, delivery, vendors, metrics)
+
+
+def _check_store_is_its_own(
+    table: _Table, store: Path, config: Path, source: SourceConfig, vendors: dict[str, VendorConfig]
+) -> None:
+    """The store is none of the files syncd reads: opened as one, the export, the config or a
+    mapping was "damaged", with the advice to move a recovered copy into its place."""
+    export = source.path
+    others = [(Path(os.path.realpath(config)), "the config file")]
+    others += [(v.mapping.path, f"{name}'s mapping file") for name, v in vendors.items()]
+    for other, what in others:
+        if store == other:
+            raise table.error(
+                f"{store} is {what}: the store needs a file of its own", "path", 'e.g. "syncd.db"'
+            )
+    if store.match(export) or store.match(os.path.realpath(export)):  # a glob's match too
+        what = "a match of the export" if glob.has_magic(export) else "the export"
+        raise table.error(
+            f"{store} is {what} ([source] path {export}): the store needs a file of its own",
+            "path",
+            'e.g. "syncd.db", outside the folder the exports land in',
+        )
 
 
 def _metrics(table: _Table) -> MetricsConfig:

@@ -134,6 +134,19 @@ def test_secrets_from_env_file_and_credentials(
                 ),
             )
         ),
+        # opened as a store, each was "damaged", with the advice to move a copy into its place
+        (
+            BASE.format(key="k").replace("data/syncd.db", "syncd.toml"),
+            "syncd.toml is the config file: the store needs a file of its own",
+        ),
+        (
+            BASE.format(key="k").replace("data/syncd.db", "esputnik.toml"),
+            "esputnik.toml is esputnik's mapping file: the store needs a file of its own",
+        ),
+        (
+            BASE.format(key="k").replace("data/syncd.db", "exports/syncd.csv"),
+            "exports/syncd.csv is a match of the export ([source] path ",
+        ),
         ("[source\n", "not valid TOML"),
         (
             BASE.format(key="k").replace("[source]", "[sources]"),
