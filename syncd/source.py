@@ -822,8 +822,13 @@ def _misread_utf8(head: bytes, encoding: str) -> str | None:
     """How an export's first bytes, non-ASCII and valid UTF-8, read in `encoding` when that
     is another one (a CRM switched to UTF-8, the config still says cp1252): line 2 'é' as
     'Ã©'. A single-byte encoding decodes any byte, so nothing else would notice; text in
-    such an encoding is almost never valid UTF-8 (an é is one byte, not a pair)."""
-    if head.isascii() or codecs.lookup(encoding).name.startswith(("utf-", "utf_")):
+    such an encoding is almost never valid UTF-8 (an é is one byte, not a pair). Multi-byte
+    ones (UTF-16, GBK, Shift JIS) are left alone: their own checks, or their text, differ."""
+    if (
+        head.isascii()
+        or codecs.lookup(encoding).name.startswith(("utf-", "utf_"))
+        or len(bytes(range(256)).decode(encoding, "replace")) != 256
+    ):
         return None
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head)  # a cut last character is fine

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd import source
 from syncd.config import SourceConfig, load
 from syncd.errors import ConfigError, GuardError, NotSettledError, SourceError
 from syncd.pipeline import opened, reconcile
@@ -389,3 +390,13 @@ def test_a_mapped_column_not_in_the_header_names_the_one_it_most_likely_is(
     assert err.value.hint.startswith(f"did you mean {near!r}? export columns: 'Record ID', ")
     assert err.value.hint.endswith(", 'Extra 13', … (46 in all)")
     assert sim.contacts() == []
+
+
+def test_only_single_byte_encodings_are_held_to_a_utf8_export() -> None:
+    """A multi-byte encoding does not decode every byte: it has its own errors to give."""
+    data = "Record ID,Name\n1,Renée\n".encode()
+    for encoding in ("utf-8", "UTF8", "utf-8-sig", "utf-16", "gbk", "shift_jis"):
+        assert source._misread_utf8(data, encoding) is None, encoding
+    for encoding in ("cp1252", "latin-1", "ascii", "koi8-r", "mac-roman"):
+        assert source._misread_utf8(data, encoding), encoding
+    assert source._misread_utf8("Renée".encode("cp1252"), "cp1252") is None
