@@ -219,7 +219,7 @@ def sync(
     cfg = ctx.cfg
     _interruptible()
     display = _display()
-    with opened(cfg, lock=not dry_run) as store, display or nullcontext():
+    with opened(cfg, dry_run=dry_run) as store, display or nullcontext():
         _long_lived()
         report = reconcile(
             cfg,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import glob
 import ipaddress
 import os
 import stat
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from syncd.errors import ConfigError, OptionError
 from syncd.settings import DeliveryConfig as DeliveryConfig
@@ -152,8 +154,9 @@ def kind_of(mode: int) -> str:
     return "not a file"
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file, turning every failure into a ConfigError naming the file."""
+def read_toml(path: Path, named_by: str | None = None) -> dict[str, Any]:
+    """Parse a TOML file, turning every failure into a ConfigError naming the file.
+    `named_by`: the config key that names it (a mapping's), for the hint when it is missing."""
     try:
         data = read_capped(path, MAX_TOML)
         # a BOM (Notepad's "UTF-8") is no TOML, but no mistake of the operator's either
@@ -167,7 +170,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         ) from None
     except FileNotFoundError:
         raise ConfigError(
-            "file not found", file=str(path), hint="pass --config or set $SYNCD_CONFIG"
+            "file not found",
+            file=str(path),
+            hint=f"check {named_by}" if named_by else "pass --config or set $SYNCD_CONFIG",
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
@@ -205,7 +210,13 @@ class _Table:
         if key not in self.data:
             if required and kind is dict:
                 table = f"{self.name}.{key}" if self.name else key
-                raise ConfigError("table is missing", file=str(self.file), table=table)
+                near = difflib.get_close_matches(key, [k for k in self.data if k != key], 1)
+                raise ConfigError(
+                    "table is missing",
+                    file=str(self.file),
+                    table=table,
+                    hint=f"the file has [{near[0]}]: did you mean [{key}]?" if near else None,
+                )
             if required:
                 raise self.error("is required", key)
             return default
@@ -236,14 +247,20 @@ class _Table:
             raise self.error("must be a list of strings", key)
         return tuple(value)
 
-    def path(self, key: str, *, required: bool = False, default: str | None = None) -> Path:
+    def path(
+        self, key: str, *, required: bool = False, default: str | None = None, follow: bool = True
+    ) -> Path:
+        """`key`'s path against this file's folder. `follow=False` keeps its symlinks, for
+        a path read anew on every run (the export: `latest.csv -> contacts-<date>.csv` is
+        moved on by the CRM's job, and the service must read what it points at then)."""
         raw = str(self.get(key, str, default, required=required))
         if not raw.strip():
             raise self.error("is empty", key, hint="name a file, relative to this file's folder")
         if "\x00" in raw:
             raise self.error(f"{raw!r} contains a NUL byte, which no path can hold", key)
+        path = self.file.parent / os.path.expanduser(raw)
         # realpath, not Path.resolve: a symlink loop is the reader's to report, with its name
-        return Path(os.path.realpath(self.file.parent / os.path.expanduser(raw)))
+        return Path(os.path.realpath(path)) if follow else path
 
     def check_unknown(self, allowed_extra: set[str] | None = None) -> None:
         unknown = set(self.data) - self.used - (allowed_extra or set())
@@ -300,9 +317,11 @@ def resolve_secret(raw: str, table: _Table, key: str) -> str:
     return raw
 
 
-def load_mapping(path: Path, vendor: str, connector: type[Connector]) -> MappingConfig:
+def load_mapping(
+    path: Path, vendor: str, connector: type[Connector], named_by: str | None = None
+) -> MappingConfig:
     """Read and check one mapping file against what the connector accepts."""
-    data = read_toml(path)
+    data = read_toml(path, named_by)
     top = _Table(path, "", data)
     fields_t = _Table(path, "fields", top.get("fields", dict, required=True))
     meta_t = _Table(path, "metadata", top.get("metadata", dict, {}))
@@ -310,10 +329,13 @@ def load_mapping(path: Path, vendor: str, connector: type[Connector]) -> Mapping
     for name in fields_t.data:
         fields[name] = fields_t.get(name, str)
         if connector.field_names is not None and name not in connector.field_names:
+            near = difflib.get_close_matches(name, sorted(connector.field_names), 1)
             raise fields_t.error(
                 f"{vendor} has no field {name!r}",
                 name,
-                hint="known fields: " + ", ".join(sorted(connector.field_names)),
+                hint=(f"did you mean {near[0]!r}? " if near else "")
+                + "known fields: "
+                + ", ".join(sorted(connector.field_names)),
             )
     if not fields:
         raise fields_t.error("maps no field", hint="map at least the vendor's identifying field")
@@ -372,7 +394,7 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
 
     src = _Table(path, "source", top.get("source", dict, required=True))
     source = SourceConfig(
-        path=str(src.path("path", required=True)),
+        path=str(src.path("path", required=True, follow=False)),
         key=src.get("key", str, required=True),
         encoding=src.get("encoding", str, "utf-8"),
         delimiter=src.get("delimiter", str, None),
@@ -460,7 +482,30 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
                 "ignore_columns",
                 hint=f"take {read[0]!r} out of ignore_columns, or out of the mapping",
             )
+    _check_store_is_its_own(st, store.path, path, source, vendors)
     return Config(path, source, store, schedule, suppression, delivery, vendors, metrics)
+
+
+def _check_store_is_its_own(
+    table: _Table, store: Path, config: Path, source: SourceConfig, vendors: dict[str, VendorConfig]
+) -> None:
+    """The store is none of the files syncd reads: opened as one, the export, the config or a
+    mapping was "damaged", with the advice to move a recovered copy into its place."""
+    export = source.path
+    others = [(Path(os.path.realpath(config)), "the config file")]
+    others += [(v.mapping.path, f"{name}'s mapping file") for name, v in vendors.items()]
+    for other, what in others:
+        if store == other:
+            raise table.error(
+                f"{store} is {what}: the store needs a file of its own", "path", 'e.g. "syncd.db"'
+            )
+    if store.match(export) or store.match(os.path.realpath(export)):  # a glob's match too
+        what = "a match of the export" if glob.has_magic(export) else "the export"
+        raise table.error(
+            f"{store} is {what} ([source] path {export}): the store needs a file of its own",
+            "path",
+            'e.g. "syncd.db", outside the folder the exports land in',
+        )
 
 
 def _metrics(table: _Table) -> MetricsConfig:
@@ -583,6 +628,38 @@ def _check_cron(table: _Table, key: str, expr: str) -> None:
         raise table.error(f"not a crontab line nor 'every N[s|m|h]' ({exc})", key) from None
 
 
+def _base_url(table: _Table, raw: str) -> str:
+    """`scheme://host[:port]`, as the connectors take it: they add the documented paths, so
+    a path here (`https://esputnik.com/api/v1`) doubles theirs and every call is a 404 at
+    night; a query or fragment swallows them; a port out of range crashed the first call; a
+    user or password in it would be sent and logged outside the secrets' keys."""
+    url = raw.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise table.error("must start with http:// or https://", "base_url")
+    hint = "write scheme://host[:port] only; the connector adds the vendor's documented paths"
+    parts = urlsplit(url)
+    try:
+        port = parts.port  # raises for a port that is no number from 0 to 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise table.error(f"{raw!r} has no valid port (1 to 65535)", "base_url", hint)
+    if parts.username is not None or parts.password is not None:
+        raise table.error(
+            f"{url.split('://')[0]}://…@{parts.hostname} holds a user name or password",
+            "base_url",
+            "write scheme://host[:port]; credentials go in this table's secret keys",
+        )
+    if not parts.hostname or any(c.isspace() for c in url):
+        raise table.error(f"{raw!r} names no valid host", "base_url", hint)
+    extra = url.removeprefix(f"{parts.scheme}://{parts.netloc}")
+    if extra:
+        raise table.error(
+            f"{raw!r} has more than scheme://host[:port]: {extra!r}", "base_url", hint
+        )
+    return url
+
+
 def _load_vendor(
     path: Path,
     name: str,
@@ -596,10 +673,9 @@ def _load_vendor(
             f"unknown vendor {name!r}", hint="vendors are: " + ", ".join(sorted(registry))
         )
     connector = registry[name]
-    base_url = table.get("base_url", str, required=True).rstrip("/")
-    if not base_url.startswith(("http://", "https://")):
-        raise table.error("must start with http:// or https://", "base_url")
-    mapping = load_mapping(table.path("mapping", required=True), name, connector)
+    base_url = _base_url(table, table.get("base_url", str, required=True))
+    where = f"[vendors.{name}] mapping in {path} (relative to its folder)"
+    mapping = load_mapping(table.path("mapping", required=True), name, connector, where)
     batch_size = table.get("batch_size", int, None)
     if batch_size is not None and not 1 <= batch_size <= connector.max_batch:
         raise table.error(f"must be between 1 and {connector.max_batch}", "batch_size")

@@ -7,10 +7,12 @@ sets `RunReport.exit_code`.
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from threading import Event
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -125,13 +127,26 @@ class RunReport(Report):
 
 
 @contextmanager
-def opened(cfg: Config, *, lock: bool = True, create: bool = True) -> Iterator[Store]:
+def opened(
+    cfg: Config, *, lock: bool = True, create: bool = True, dry_run: bool = False
+) -> Iterator[Store]:
     """The instance lock (unless `lock=False`) and the store, released on exit. With
-    `create=False` a missing store is an error, before the lock file or a folder is made."""
+    `create=False` a missing store is an error, before the lock file or a folder is made.
+    `dry_run`: no lock, and the store as it is (`Store.read`: never migrated, which would
+    leave a service of the version before a store from a newer syncd), or, missing, an
+    empty one in a temporary folder: a dry run writes nothing."""
     if not create and not cfg.store.path.is_file():
         raise missing(cfg.store.path)
-    with InstanceLock(cfg.store.path) if lock else nullcontext():
-        store = Store.open(cfg.store.path, create=create)
+    if dry_run and not cfg.store.path.exists():
+        with tempfile.TemporaryDirectory(prefix="syncd-dry-run-") as folder:
+            store = Store.open(Path(folder) / cfg.store.path.name)
+            try:
+                yield store
+            finally:
+                store.close()
+        return
+    with InstanceLock(cfg.store.path) if lock and not dry_run else nullcontext():
+        store = Store.read(cfg.store.path) if dry_run else Store.open(cfg.store.path, create=create)
         try:
             yield store
         finally:
@@ -261,12 +276,13 @@ def _reconcile(
     for notice in plan.notices(dry_run):  # stored hashes made another way: say what it did
         log.warning("digest definition changed", message=notice)
     if refused:
-        raise GuardError(
-            f"refused: {refused}; nothing was sent",
-            hint="re-export the file; see the reason above"
-            if plan.all_quarantined()
-            else "if the export really lost these contacts, run `syncd sync --force`",
-        )
+        if plan.all_quarantined():
+            hint = "re-export the file; see the reason above"
+        elif not plan.known:  # nothing to lose, nothing --force would send
+            hint = "the CRM's export wrote its header and no contact: re-run it"
+        else:
+            hint = "if the export really lost these contacts, run `syncd sync --force`"
+        raise GuardError(f"refused: {refused}; nothing was sent", hint=hint)
     if dry_run:
         return
     if not baseline:

@@ -7,6 +7,7 @@ columns, so other changes never send a survey.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
@@ -185,12 +186,18 @@ class Projector:
 
         def index(table: str, name: str, column: str) -> int:
             if column not in header:
+                folded = {h.casefold(): h for h in header}
+                near = [folded[column.casefold()]] if column.casefold() in folded else []
+                near = near or difflib.get_close_matches(column, header, 1)
                 raise ConfigError(
                     f"column {column!r} is not in the export header",
                     file=str(mapping.path),
                     table=table,
                     key=name,
-                    hint="export columns: " + ", ".join(repr(h) for h in header[:20]),
+                    hint=(f"did you mean {near[0]!r}? " if near else "")
+                    + "export columns: "
+                    + ", ".join(repr(h) for h in header[:20])
+                    + (f", … ({len(header)} in all)" if len(header) > 20 else ""),
                 )
             return header.index(column)
 
@@ -339,6 +346,12 @@ class Candidate:
     attrs: str  # the row as JSON, for `contacts.attributes`
 
 
+def _repeats(row: list[str], header: list[str]) -> bool:
+    """The row is the header line again (a contact named "Record ID", email "Email")."""
+    cells = [cell.strip() for cell in row[: len(header)]]
+    return [cells[0].removeprefix("\ufeff"), *cells[1:]] == header
+
+
 def prepare(
     line: int,
     row: list[str],
@@ -352,6 +365,13 @@ def prepare(
     key = row[export.key_index].strip()
     if not key:
         return Bad(line, None, f"empty key column {source.key!r}")
+    if key.removeprefix("\ufeff") == source.key and _repeats(row, export.header):
+        return Bad(
+            line,
+            None,
+            "repeats the header line: two exports one after the other in one file (the CRM's "
+            "job appended instead of replacing it?); re-export it",
+        )
     problem = defect(row, export.header, source.encoding)
     if problem:
         return Bad(line, key, problem)

@@ -86,6 +86,19 @@ class VendorConfig:
     streams: tuple[str, ...] = ()
 
 
+def zone_hint(name: str, example: str = "Europe/Brussels") -> str:
+    """What to write instead of the unknown time zone `name`: the nearest IANA name, if
+    one is near (`Europe/Brussel`, `europe/brussels`), and the form they take."""
+    from difflib import get_close_matches
+    from zoneinfo import available_timezones
+
+    zones = {zone.casefold(): zone for zone in available_timezones()}
+    near = get_close_matches(name.casefold(), sorted(zones), 1)
+    return (f"did you mean {zones[near[0]]!r}? " if near else "") + (
+        f'an IANA name such as "UTC" or "{example}"'
+    )
+
+
 def time_zone(name: str, key: str, example: str = "Europe/Brussels") -> ZoneInfo:
     """The IANA time zone `name`, the value of the config key `key`: the one check of every
     key that names a zone. An `OptionError` naming the key, with `example` of a zone, when
@@ -95,5 +108,5 @@ def time_zone(name: str, key: str, example: str = "Europe/Brussels") -> ZoneInfo
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise OptionError(
-            key, f"unknown time zone {name!r}", hint=f'an IANA name such as "UTC" or "{example}"'
+            key, f"unknown time zone {name!r}", hint=zone_hint(name, example)
         ) from None

@@ -49,7 +49,7 @@ RESPONSES = f"""{_vendors("responses")}
 
 def collect(cfg: Config, who: str) -> dict[str, Any]:
     """The contact `who` (its CRM key, or an email only one contact has) as a JSON-ready dict."""
-    store = Store.open(cfg.store.path, create=False, migrate=False)
+    store = Store.read(cfg.store.path)
     try:
         return _collect(store, resolve(store, who), list(cfg.vendors))
     finally:

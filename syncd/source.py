@@ -43,6 +43,7 @@ LONG = 1 << 16  # bytes in a line the raw path leaves to the csv module (see `_p
 # a header past these is not a CRM's (and would cost seconds per check on every run)
 MAX_COLUMNS = 4096
 MAX_HEADER = 1024 * 1024  # characters in the header's first line
+SKEW = 2.0  # seconds a file's modification time may be ahead of the clock (a share's)
 
 csv.field_size_limit(FIELD_LIMIT)
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -78,7 +79,7 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
                 f"no export matches {pattern}",
                 hint="check [source] path and that the CRM export ran",
             )
-        settled = [p for p in matches if _age(p, now) >= cfg.settle_seconds]
+        settled = [p for p in matches if _settled(p, now, cfg.settle_seconds)]
         if not settled:
             _raise_not_settled(matches[0], now, cfg.settle_seconds)
         return settled[0]
@@ -96,13 +97,32 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
             f"export {path} is {kind_of(mode)}, not a regular file",
             hint="point [source] path at the CRM's export file, or a glob of them",
         )
-    if _age(path, now) < cfg.settle_seconds:
+    if not _settled(path, now, cfg.settle_seconds):
         _raise_not_settled(path, now, cfg.settle_seconds)
     return path
 
 
 def _age(path: Path, now: datetime) -> float:
     return now.timestamp() - path.stat().st_mtime
+
+
+def _settled(path: Path, now: datetime, settle: float) -> bool:
+    """Unchanged for `settle` seconds (0: not waited for). A modification time in the future
+    (the writing host's clock ahead, on a share) can say nothing of that: it is refused by
+    name, rather than waited on for as long as the clocks differ, or, in a glob, passed over
+    for last night's export without a word."""
+    if not settle:
+        return True
+    age = _age(path, now)
+    if age < -SKEW:
+        raise NotSettledError(
+            f"export {path} was modified {-age:.0f}s in the future by this host's clock: the "
+            "clock of the host that wrote it is ahead, so syncd cannot tell whether it is "
+            "still being written",
+            hint="set that host's clock right (NTP); or, if the CRM writes the export whole and "
+            "renames it into place, set [source] settle_seconds = 0",
+        )
+    return age >= settle
 
 
 def _raise_not_settled(path: Path, now: datetime, settle: float) -> None:
@@ -171,6 +191,8 @@ class Export:
             size = os.fstat(fd).st_size
             # the last byte a line break, or the last record may be cut short (`_ending`)
             self._unended = bool(size) and os.pread(fd, 1, size - 1) not in b"\r\n"
+            head = os.pread(fd, SNIFF_BYTES, 0)
+            misread = _misread_utf8(head, cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
             self._fh.seek(0)
             sample = self._fh.read(SNIFF_BYTES)
@@ -181,6 +203,12 @@ class Export:
         if not sample.strip():
             raise SourceError(
                 f"export {path} is empty", hint="the CRM export produced no header and no rows"
+            )
+        if misread:
+            raise SourceError(
+                f"export {path} is UTF-8, but [source] encoding = {cfg.encoding!r} reads it "
+                f"otherwise ({misread}): every accented name would be sent mangled",
+                hint='set [source] encoding = "utf-8" (or leave it out): the CRM exports UTF-8',
             )
         if len(first) > MAX_HEADER:
             raise SourceError(
@@ -206,10 +234,14 @@ class Export:
             self.header.pop()  # empty trailing columns from spreadsheet round-trips
         undecodable = [i + 1 for i, h in enumerate(self.header) if _SURROGATE.search(h)]
         if undecodable:
+            marked = next((name for bom, name in _BOMS if head.startswith(bom)), None)
             raise SourceError(
                 f"export {path}: the header has bytes that are not valid {cfg.encoding} "
                 f"(column {undecodable[0]})",
-                hint="re-export the file as UTF-8, or set [source] encoding to the file's",
+                hint=f"it starts with a {marked.upper()} byte-order mark: set [source] "
+                f'encoding = "{marked}"'
+                if marked
+                else "re-export the file as UTF-8, or set [source] encoding to the file's",
             )
         if self.header_only:
             return
@@ -219,6 +251,12 @@ class Export:
                 hint=_key_hint(cfg.key, self.header, self.delimiter, first),
             )
         dupes = sorted(h for h, n in Counter(self.header).items() if n > 1)
+        if "" in dupes:  # a spreadsheet's blank columns, between named ones
+            blank = [str(i + 1) for i, h in enumerate(self.header) if not h]
+            raise SourceError(
+                f"export {path}: the header's columns {', '.join(blank)} have no name",
+                hint="name them in the CRM export, or remove them",
+            )
         if dupes:
             raise SourceError(
                 f"export {path}: the header names {', '.join(map(repr, dupes))} more than once",
@@ -778,6 +816,39 @@ def defect(row: list[str], header: list[str], encoding: str) -> str | None:
                 "UTF-8 or set [source] encoding"
             )
     return None
+
+
+def _misread_utf8(head: bytes, encoding: str) -> str | None:
+    """How an export's first bytes, non-ASCII and valid UTF-8, read in `encoding` when that
+    is another one (a CRM switched to UTF-8, the config still says cp1252): line 2 'é' as
+    'Ã©'. A single-byte encoding decodes any byte, so nothing else would notice; text in
+    such an encoding is almost never valid UTF-8 (an é is one byte, not a pair). Multi-byte
+    ones (UTF-16, GBK, Shift JIS) are left alone: their own checks, or their text, differ."""
+    if (
+        head.isascii()
+        or codecs.lookup(encoding).name.startswith(("utf-", "utf_"))
+        or len(bytes(range(256)).decode(encoding, "replace")) != 256
+    ):
+        return None
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # a cut last character is fine
+    except UnicodeDecodeError:
+        return None
+    at = next(i for i, byte in enumerate(head) if byte >= 0x80)
+    char = head[at:].decode("utf-8", "ignore")[0]
+    as_read = char.encode("utf-8").decode(encoding, "replace")
+    line = head.count(b"\n", 0, at) + 1
+    return f"line {line}: {char!r} as {as_read!r}"
+
+
+# the byte-order marks of the encodings a file announces (UTF-16: Excel's "Unicode Text"),
+# longest first (UTF-32 LE's starts with UTF-16 LE's)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 _UNCLOSED = "the file ends inside a quoted field: the export looks truncated; re-export it"

@@ -25,7 +25,7 @@ SKIP_KIND = (
 def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
     # a missing store is an error (exit 2), not an empty status: a mistyped [store] path
     # must not look like a healthy installation to a monitoring script
-    store = Store.open(cfg.store.path, create=False)
+    store = Store.read(cfg.store.path)
     try:
         recent = [
             {

@@ -82,6 +82,17 @@ CORPUS: dict[str, tuple[bytes, list[tuple[int, str]], int]] = {
         [(2, "column 'Record ID' has bytes that are not valid utf-8")],
         1,
     ),
+    # the CRM's job appended tonight's export to last night's: its header was a contact
+    # "Record ID" with email "Email" (sent to any vendor that does not check emails)
+    "a_second_export_appended": (
+        b"\xef\xbb\xbf" + HEADER + GOOD + GOOD2 + b"\xef\xbb\xbf" + HEADER + GOOD + GOOD2,
+        [
+            (4, "repeats the header line: two exports one after the other in one file"),
+            (5, "duplicate key '1': line 2 has it too (the first wins)"),
+            (6, "duplicate key '2': line 3 has it too (the first wins)"),
+        ],
+        2,
+    ),
     "bad_email_for_the_vendor": (
         HEADER + b"1,Ann,Lee,ann@,,Gold\r\n" + GOOD2,
         [(2, "invalid email 'ann@' in column 'Email'")],
@@ -97,6 +108,18 @@ FATAL: dict[str, tuple[bytes, int, str]] = {
         b"Id,Email\r\n1,a@b.co\r\n",
         2,
         "key column 'Record ID' is not in the header",
+    ),
+    # it said "the header names '' more than once": which columns, and what is wrong?
+    "blank_column_names_between_named_ones": (
+        b"Record ID,Email,,,Segment\r\n1,a@example.com,,,Gold\r\n",
+        2,
+        "the header's columns 3, 4 have no name",
+    ),
+    # Excel's "Unicode Text": it said "re-export as UTF-8, or set encoding to the file's"
+    "utf16_from_excel": (
+        (HEADER + GOOD).decode().replace(",", "\t").encode("utf-16"),
+        2,
+        'it starts with a UTF-16 byte-order mark: set [source] encoding = "utf-16"',
     ),
     "binary_garbage": (
         b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",

@@ -103,7 +103,55 @@ def test_secrets_from_env_file_and_credentials(
             BASE.format(key="k").replace('"http://127.0.0.1:1"', '"127.0.0.1"'),
             "base_url: must start with http",
         ),
+        # base_url is scheme://host[:port]: a path doubled the connector's (404 every night),
+        # a port out of range was a traceback, a password in it was logged
+        *(
+            (
+                BASE.format(key="k").replace('"http://127.0.0.1:1"', f'"{url}"'),
+                f"[vendors.esputnik] base_url: {message}",
+            )
+            for url, message in (
+                (
+                    "https://esputnik.com/api/v1",
+                    "'https://esputnik.com/api/v1' has more than scheme://host[:port]: '/api/v1' "
+                    "(write scheme://host[:port] only; the connector adds the vendor's documented "
+                    "paths)",
+                ),
+                ("https://esputnik.com?x=1", "'https://esputnik.com?x=1' has more than scheme://"),
+                ("https://esputnik.com#top", "'https://esputnik.com#top' has more than scheme://"),
+                ("https://esputnik.com:99999", "'https://esputnik.com:99999' has no valid port"),
+                (
+                    "https://esputnik.com:0",
+                    "'https://esputnik.com:0' has no valid port (1 to 65535)",
+                ),
+                ("https://esputnik.com:https", "'https://esputnik.com:https' has no valid port"),
+                ("https://:443", "'https://:443' names no valid host"),
+                ("https://esputnik .com", "'https://esputnik .com' names no valid host"),
+                (
+                    "https://ops:hunter2@esputnik.com",
+                    "https://…@esputnik.com holds a user name or password (write "
+                    "scheme://host[:port]; credentials go in this table's secret keys)",
+                ),
+            )
+        ),
+        # opened as a store, each was "damaged", with the advice to move a copy into its place
+        (
+            BASE.format(key="k").replace("data/syncd.db", "syncd.toml"),
+            "syncd.toml is the config file: the store needs a file of its own",
+        ),
+        (
+            BASE.format(key="k").replace("data/syncd.db", "esputnik.toml"),
+            "esputnik.toml is esputnik's mapping file: the store needs a file of its own",
+        ),
+        (
+            BASE.format(key="k").replace("data/syncd.db", "exports/syncd.csv"),
+            "exports/syncd.csv is a match of the export ([source] path ",
+        ),
         ("[source\n", "not valid TOML"),
+        (
+            BASE.format(key="k").replace("[source]", "[sources]"),
+            "[source] table is missing (the file has [sources]: did you mean [source]?)",
+        ),
         (
             BASE.format(key="k").replace(
                 'key = "Record ID"', 'key = "Record ID"\nignore_columns = ["Record ID"]'
@@ -137,8 +185,13 @@ def test_secrets_from_env_file_and_credentials(
         ),
         (
             DROPTHOUGHT + 'date_timezone = "Europe/Bruxelles"\n',
-            "[vendors.dropthought] date_timezone: unknown time zone 'Europe/Bruxelles' (an IANA "
-            'name such as "UTC" or "Europe/Brussels")',
+            "[vendors.dropthought] date_timezone: unknown time zone 'Europe/Bruxelles' (did you "
+            """mean 'Europe/Brussels'? an IANA name such as "UTC" or "Europe/Brussels")""",
+        ),
+        (
+            BASE.format(key="k") + '\n[schedule]\ntimezone = "europe/amsterdam"\n',
+            "[schedule] timezone: unknown time zone 'europe/amsterdam' (did you mean "
+            "'Europe/Amsterdam'?",
         ),
         # every key naming a zone says the same: a directory of zones, or a name too long
         # for a file, is no zone either (their OSError went out of the load as it was)
@@ -233,6 +286,11 @@ def test_mistakes_name_file_table_and_key(tmp_path: Path, text: str, expected: s
         ),
         ("", "[fields] table is missing"),
         (
+            '[feilds]\nemail = "Email"\n',
+            "[fields] table is missing (the file has [feilds]: did you mean [fields]?)",
+        ),
+        ('[fields]\nemial = "Email"\n', "(did you mean 'email'? known fields: "),
+        (
             '[fields]\nemail = "Email"\n[types]\nemail = "DATE"\n',
             "[types] esputnik has no typed values; remove [types]",
         ),
@@ -246,6 +304,18 @@ def test_mapping_mistakes_name_the_mapping_file(
         load(path)
     assert str(tmp_path / "esputnik.toml") in str(err.value)
     assert expected in str(err.value)
+
+
+def test_a_missing_mapping_file_names_the_key_that_names_it(tmp_path: Path) -> None:
+    """It said "file not found (pass --config or set $SYNCD_CONFIG)": the config was found,
+    and it is its `mapping` key the operator must fix."""
+    path = write(tmp_path, BASE.format(key="k").replace("esputnik.toml", "mappings/esputnik.toml"))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value) == (
+        f"{tmp_path}/mappings/esputnik.toml: file not found (check [vendors.esputnik] mapping "
+        f"in {path} (relative to its folder))"
+    )
 
 
 def test_a_store_path_under_a_file_or_on_a_directory_is_refused_at_load(tmp_path: Path) -> None:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from syncd import source
 from syncd.config import SourceConfig, load
 from syncd.errors import ConfigError, GuardError, NotSettledError, SourceError
+from syncd.pipeline import opened, reconcile
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.source import Export
@@ -295,3 +297,106 @@ def test_a_key_not_in_the_header_says_what_it_most_likely_is(
     with pytest.raises(SourceError, match="is not in the header") as caught:
         Export(path, cfg)
     assert hint in (caught.value.hint or ""), caught.value.hint
+
+
+# --- an export behind a symlink ------------------------------------------------------------
+def test_an_export_behind_a_symlink_is_read_where_the_link_points_at_each_run(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """The CRM's job writes `contacts-<date>.csv` and moves `contacts.csv` on to it. The
+    config was loaded once (the service loads it at start): the link was resolved then, and
+    every later reconcile read the first night's file, finding nothing new, ever."""
+    w, sim = world
+    (w.folder / "day1.csv").write_bytes(rows(2))
+    w.export.symlink_to("day1.csv")
+    cfg = w.cfg  # as `syncd run` holds it, night after night
+    with opened(cfg) as store:
+        assert reconcile(cfg, store, w.clock).exit_code == 0
+    (w.folder / "day2.csv").write_bytes(rows(2).replace(b"Ann", b"Anna", 1))
+    w.export.unlink()
+    w.export.symlink_to("day2.csv")
+    with opened(cfg) as store:
+        report = reconcile(cfg, store, w.clock)
+    assert report.plan is not None and report.plan.export == str(w.export)
+    assert report.counts()["esputnik"].get("changed") == 1
+    assert [c["firstName"] for c in sim.contacts()] == ["Anna", "Ann"]
+
+
+# --- a UTF-8 export read in the single-byte encoding the config names -------------------------
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1", "iso-8859-15"])
+def test_a_utf8_export_is_not_read_in_the_single_byte_encoding_the_config_still_names(
+    world: tuple[World, ESputnikSim], encoding: str
+) -> None:
+    """The CRM started exporting UTF-8; the config says cp1252, as `syncd init` wrote it for
+    last year's export. Every byte decodes in cp1252, so nothing was quarantined and every
+    accented name went to the vendors as `RenÃ©e`."""
+    w, sim = world
+    config = w.folder / "syncd.toml"
+    config.write_text(
+        config.read_text().replace(
+            'key = "Record ID"', f'key = "Record ID"\nencoding = "{encoding}"'
+        )
+    )
+    w.export.write_bytes(rows(2, bad={2}, name="Renée".encode()))
+    with pytest.raises(SourceError) as err:
+        w.sync()
+    assert err.value.message == (
+        f"export {w.export} is UTF-8, but [source] encoding = {encoding!r} reads it otherwise "
+        "(line 3: 'é' as 'Ã©'): every accented name would be sent mangled"
+    )
+    assert (
+        err.value.hint == 'set [source] encoding = "utf-8" (or leave it out): the CRM exports UTF-8'
+    )
+    assert sim.contacts() == []
+    # the export in that encoding is read as ever
+    w.export.write_bytes(rows(2, bad={2}, name="Renée".encode(encoding)))
+    assert w.sync().exit_code == 0
+    assert sorted(c["firstName"] for c in sim.contacts()) == ["Ann", "Renée"]
+
+
+def test_a_header_only_export_offers_force_only_when_there_are_contacts_to_lose(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """A first sync of a header-only export said "if the export really lost these contacts,
+    run `syncd sync --force`": there were none, and --force sends nothing."""
+    w, _sim = world
+    w.export.write_bytes(HEADER)
+    with pytest.raises(GuardError) as err:
+        w.sync()
+    assert err.value.hint == "the CRM's export wrote its header and no contact: re-run it"
+    w.export.write_bytes(rows(2))
+    assert w.sync().exit_code == 0
+    w.export.write_bytes(HEADER)
+    with pytest.raises(GuardError) as err:
+        w.sync()
+    assert err.value.hint == "if the export really lost these contacts, run `syncd sync --force`"
+
+
+@pytest.mark.parametrize(("column", "near"), [("segment", "Segment"), ("Segmnt", "Segment")])
+def test_a_mapped_column_not_in_the_header_names_the_one_it_most_likely_is(
+    world: tuple[World, ESputnikSim], column: str, near: str
+) -> None:
+    """It listed the first 20 columns only: in a 60-column export, the one meant was often
+    not among them."""
+    w, sim = world
+    mapping = w.folder / "esputnik.toml"
+    mapping.write_text(mapping.read_text().replace('"Segment"', f'"{column}"'))
+    wide = HEADER.rstrip() + b"".join(b",Extra %d" % i for i in range(40)) + b"\r\n"
+    w.export.write_bytes(wide + b"1,Ann,Lee,a@example.com,,Gold" + b"," * 40 + b"\r\n")
+    with pytest.raises(ConfigError) as err:
+        w.sync()
+    assert err.value.bare == f"column {column!r} is not in the export header"
+    assert err.value.hint is not None
+    assert err.value.hint.startswith(f"did you mean {near!r}? export columns: 'Record ID', ")
+    assert err.value.hint.endswith(", 'Extra 13', … (46 in all)")
+    assert sim.contacts() == []
+
+
+def test_only_single_byte_encodings_are_held_to_a_utf8_export() -> None:
+    """A multi-byte encoding does not decode every byte: it has its own errors to give."""
+    data = "Record ID,Name\n1,Renée\n".encode()
+    for encoding in ("utf-8", "UTF8", "utf-8-sig", "utf-16", "gbk", "shift_jis"):
+        assert source._misread_utf8(data, encoding) is None, encoding
+    for encoding in ("cp1252", "latin-1", "ascii", "koi8-r", "mac-roman"):
+        assert source._misread_utf8(data, encoding), encoding
+    assert source._misread_utf8("Renée".encode("cp1252"), "cp1252") is None

@@ -98,6 +98,19 @@ def test_a_command_on_a_missing_store_says_so_and_creates_nothing(
     assert not (tmp_path / "state").exists()
 
 
+def test_a_dry_run_on_a_missing_store_shows_the_first_sync_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """ "nothing was written or sent", it said, and left a new store (and its folder) behind."""
+    config = missing_store_config(tmp_path)
+    (tmp_path / "contacts.csv").write_text("Record ID,Email\n1,a@example.com\n", encoding="utf-8")
+    os.utime(tmp_path / "contacts.csv", (0, 0))  # settled long ago
+    proc = syncd(config, "sync", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 rows, 0 unchanged" in proc.stdout and "esputnik: 1 new" in proc.stdout
+    assert not (tmp_path / "state").exists()
+
+
 # --- a huge store: status and show read indexes, never whole tables ------------------------
 
 

@@ -113,6 +113,35 @@ def test_an_export_still_being_written_is_not_read(tmp_path: Path) -> None:
     assert find_export(c, now) == p  # the newest *settled* match
 
 
+@pytest.mark.parametrize("glob", [False, True])
+def test_an_export_modified_in_the_future_is_named_not_waited_on_nor_passed_over(
+    tmp_path: Path, glob: bool
+) -> None:
+    """The host writing the export to a share has a clock two hours ahead. It said "modified
+    -7199s ago and may still be being written" (also with settle_seconds = 0, which waits for
+    nothing), for two hours every night; from a glob, it read last night's export instead and
+    said nothing at all."""
+    now = datetime.now(UTC)
+    old = tmp_path / "contacts-1.csv"
+    old.write_text("Record ID\n1\n", encoding="utf-8")
+    then = (now - timedelta(days=1)).timestamp()
+    os.utime(old, (then, then))
+    new = tmp_path / "contacts-2.csv"
+    new.write_text("Record ID\n1\n2\n", encoding="utf-8")
+    ahead = (now + timedelta(hours=2)).timestamp()
+    os.utime(new, (ahead, ahead))
+    path = str(tmp_path / ("contacts-*.csv" if glob else "contacts-2.csv"))
+    c = SourceConfig(path=path, key="Record ID", settle_seconds=30)
+    with pytest.raises(NotSettledError) as err:
+        find_export(c, now)
+    assert err.value.message == (
+        f"export {new} was modified 7200s in the future by this host's clock: the clock of the "
+        "host that wrote it is ahead, so syncd cannot tell whether it is still being written"
+    )
+    assert err.value.hint is not None and "settle_seconds = 0" in err.value.hint
+    assert find_export(SourceConfig(path=path, key="Record ID", settle_seconds=0), now) == new
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])  # the raw path, the csv module's
 @pytest.mark.parametrize(
     ("tail", "line", "why"),

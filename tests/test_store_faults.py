@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 import syncd.state as state
 from syncd.errors import StoreError
@@ -32,6 +33,7 @@ from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
+from syncd.state.schema import KNOWN, migrations
 from tests.helpers import World, esputnik_table
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -294,6 +296,57 @@ def test_a_store_from_a_newer_syncd_is_refused_naming_its_migrations(store_path:
         assert "newer syncd" in caught.value.message
         assert "m900_future, m901_further" in caught.value.message
         assert caught.value.hint and caught.value.hint.startswith("upgrade syncd")
+
+
+def applied(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
+    except sqlite3.OperationalError:  # no such table: nothing applied
+        return []
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("age", ["older", "empty"])
+def test_status_and_show_read_a_store_behind_this_syncd_as_it_is(tmp_path: Path, age: str) -> None:
+    """`syncd status` (and `sync --dry-run`, which "writes nothing") migrated a store an older
+    syncd wrote: run by the new version before the service was restarted, they left the old
+    service a store "from a newer syncd", which it refused at its next run. `syncd show`
+    failed on it with a traceback (no such table). A 0-byte file (a mistyped restore) was
+    made a store, and reported as healthy."""
+    path = tmp_path / "syncd.db"
+    if age == "older":
+        conn = sqlite3.connect(path)
+        migrations.apply(Database(conn), stop_before=KNOWN[-1])
+        conn.close()
+        expected = (
+            f"syncd: the store {path} was written by an older syncd: this one reads it once it "
+            "is migrated (1 migration(s) to apply)\n"
+            "  → restart the service (`systemctl restart syncd`) or run `syncd sync`: either "
+            "migrates it first\n"
+        )
+    else:
+        path.write_bytes(b"")
+        expected = (
+            f"syncd: the store {path} is empty: no sync has written it yet\n"
+            "  → check [store] path; the first `syncd sync` sets it up\n"
+        )
+    before = applied(path)
+    config = config_beside(path)
+    for command in (["status"], ["status", "--json"], ["show", "CRM-1"], ["sync", "--dry-run"]):
+        proc = subprocess.run(
+            [*SYNCD, "--config", str(config), *command], capture_output=True, text=True, timeout=60
+        )
+        assert (proc.returncode, proc.stderr) == (2, expected), command
+        assert proc.stdout == ""
+    assert applied(path) == before
+    Store.open(path).close()  # what a sync or the service does first
+    assert applied(path) == KNOWN
+    proc = subprocess.run(
+        [*SYNCD, "--config", str(config), "status"], capture_output=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_a_database_that_is_not_a_syncd_store_is_refused_and_left_alone(tmp_path: Path) -> None:

@@ -160,8 +160,9 @@ def _open_error(exc: sqlite3.Error, path: Path) -> StoreError:
     )
 
 
-def _refuse_foreign(db: Database, path: Path) -> None:
-    """Refuse a store from a newer syncd, or a SQLite database that is not a syncd store."""
+def _refuse_foreign(db: Database, path: Path) -> list[str]:
+    """Refuse a store from a newer syncd, or a SQLite database that is not a syncd store;
+    the migrations this version knows that the store has not applied."""
     applied = [m.name for m in migrations.applied(db)]
     unknown = [name for name in applied if name not in KNOWN]
     tables = [t for t in db.table_names() if not t.startswith("sqlite_")]
@@ -176,6 +177,7 @@ def _refuse_foreign(db: Database, path: Path) -> None:
             f"{path} is a SQLite database but not a syncd store",
             hint="check [store] path: syncd adds its tables only to a new file or its own store",
         )
+    return [name for name in KNOWN if name not in applied]
 
 
 def _between_steps(status: int, remaining: int, pages: int) -> None:
@@ -192,6 +194,8 @@ class Store:
         self.conn: sqlite3.Connection = db.conn
         self.wal_wait_past = 0  # the WAL size from which a reset may wait for readers
         self._checkpointer: threading.Event | None = None  # wakes `checkpoints_aside`'s thread
+        # migrations this version knows that the store has not applied (opened unmigrated)
+        self.behind: list[str] = []
 
     @classmethod
     def open(cls, path: Path, *, migrate: bool = True, create: bool = True) -> Store:
@@ -229,9 +233,10 @@ class Store:
             # sqlite-utils wants the default (non-autocommit) transaction handling
             conn.isolation_level = "DEFERRED"
             db = Database(conn)
-            _refuse_foreign(db, path)
+            behind = _refuse_foreign(db, path)
             if migrate:
                 migrations.apply(db)
+                behind = []
             conn.isolation_level = None
         except sqlite3.Error as exc:
             conn.close()
@@ -239,7 +244,31 @@ class Store:
         except StoreError:
             conn.close()
             raise
-        return cls(db, path)
+        store = cls(db, path)
+        store.behind = behind
+        return store
+
+    @classmethod
+    def read(cls, path: Path) -> Store:
+        """The store as it is, for a command that only reads it (`status`, `show`): never
+        created or migrated (a migration under a running service of the version before
+        would stop it: that store is from a newer syncd, to it). One whose schema is behind
+        this syncd's is refused: its queries would fail on what is not there yet."""
+        store = cls.open(path, create=False, migrate=False)
+        if store.behind:
+            store.close()
+            if len(store.behind) == len(KNOWN):
+                raise StoreError(
+                    f"the store {path} is empty: no sync has written it yet",
+                    hint="check [store] path; the first `syncd sync` sets it up",
+                )
+            raise StoreError(
+                f"the store {path} was written by an older syncd: this one reads it once it "
+                f"is migrated ({len(store.behind)} migration(s) to apply)",
+                hint="restart the service (`systemctl restart syncd`) or run `syncd sync`: "
+                "either migrates it first",
+            )
+        return store
 
     def close(self) -> None:
         """Close, first folding the WAL back into the database and truncating it when no
