@@ -90,8 +90,9 @@ def digest(data: bytes) -> int:
     Version 2. Version 1 was sqlite-utils' `hash_record` of the mapped values (the whole
     SHA-1 as 40 hex digits, of stdlib JSON): building that record and its JSON beside
     the payload's cost twice as much a row, and 33 bytes more in each `vendor_state` and
-    `deliveries` row. A store's version-1 digests (text) are converted as the diff meets
-    them (`legacy`, `Differ._convert`): nobody is sent anything for it. 64 bits are
+    `deliveries` row. A store's text digests (version 1's, and version 2's as the
+    releases before m012 stored it: `legacy`) are converted as the diff meets them
+    (`Redefinitions.convert`): nobody is sent anything for it. 64 bits are
     plenty: a digest is only ever compared with the same contact's previous one at the
     same vendor.
     """

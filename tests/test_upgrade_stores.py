@@ -29,9 +29,10 @@ from click.testing import CliRunner, Result
 
 from syncd.analyst import EXAMPLES, RELATIONS
 from syncd.cli import cli
+from syncd.errors import StoreError
 from syncd.sandbox import SIMULATORS, Simulator, Stack
 from syncd.state import Store
-from syncd.state.schema import KNOWN
+from syncd.state.schema import KNOWN, migrations
 from syncd.vendors.hellocustomer import HelloCustomer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "upgrade"
@@ -262,7 +263,8 @@ def test_a_later_export_sends_only_what_differs(installed: Installed) -> None:
 
 def seed_responses(inst: Installed) -> list[str]:
     """Hello Customer's fresh simulator holds the responses the old release pulled (as
-    the vendor served them, `responses.raw`), and two answered since; their ids."""
+    the vendor served them, `responses.raw`), and two answered since (their ids), and an
+    opt-out since."""
     sim: Any = inst.sims["hellocustomer"]
     with sim.lock:
         for response_id, answered_at, raw in inst.old["raw"]:
@@ -271,13 +273,14 @@ def seed_responses(inst: Installed) -> list[str]:
             bisect.insort(sim._answered, (when, response_id))
     now = datetime.now(UTC).replace(microsecond=0)
     new: list[str] = sim.add_responses(2, now - timedelta(minutes=3), now - timedelta(minutes=2))
+    sim.unsubscribe("opted.out.since@example.com", now - timedelta(minutes=2))
     return new
 
 
 def test_pull_continues_from_the_old_cursors(installed: Installed) -> None:
     """A pull reads on from each old cursor: the responses the old release stored are
     re-read in the lookback and stay one each, with their answers; what was answered
-    since is added; every cursor moves on."""
+    since is added; the streams' cursors are kept."""
     new = seed_responses(installed)
     result = installed.syncd("pull")
     assert result.exit_code == 0, result.output
@@ -288,7 +291,7 @@ def test_pull_continues_from_the_old_cursors(installed: Installed) -> None:
     assert old_answers <= set(now["answers"])
     assert len(now["answers"]) > len(old_answers)  # the new responses' answers
     assert len({(a[0], a[1]) for a in now["answers"]}) == len(now["answers"])
-    assert len(now["unsubscribes"]) == len(installed.old["unsubscribes"])
+    assert len(now["unsubscribes"]) == len(installed.old["unsubscribes"]) + 1
     assert set(now["cursors"]) == set(installed.old["cursors"])
     assert (
         now["cursors"][("hellocustomer", "responses")]
@@ -345,3 +348,49 @@ def test_analyst_views_and_tables_hold_the_old_data(installed: Installed) -> Non
         conn.close()
     result = installed.syncd("schema")
     assert result.exit_code == 0, result.output
+
+
+def schema_of(db: Path) -> list[tuple[str, str, str]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+            "ORDER BY type, name"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_an_upgrade_stopped_in_a_migration_is_taken_up_again(
+    release: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure inside any of the migrations an old store needs (the disk, a kill: its
+    transaction is never committed) leaves the store as the last whole migration left it,
+    and the next open finishes the upgrade to the schema a clean one makes."""
+    clean = tmp_path / "clean.db"
+    shutil.copy(FIXTURES / release / "syncd.db", clean)
+    Store.open(clean).close()
+    want = schema_of(clean)
+    conn = sqlite3.connect(FIXTURES / release / "syncd.db")
+    done = {r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")}
+    conn.close()
+    for entry in [m for m in migrations._migrations if m.name not in done]:
+        db = tmp_path / f"{entry.name}.db"
+        shutil.copy(FIXTURES / release / "syncd.db", db)
+
+        def failing(d: Any, fn: Any = entry.fn) -> None:
+            fn(d)  # the whole migration's work, then the disk fails before its record
+            raise sqlite3.OperationalError("disk I/O error")
+
+        with monkeypatch.context() as m:
+            m.setattr(entry, "fn", failing)
+            with pytest.raises(StoreError):
+                Store.open(db)
+        conn = sqlite3.connect(db)
+        applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+        assert [tuple(r) for r in conn.execute("PRAGMA integrity_check")] == [("ok",)]
+        conn.close()
+        assert applied == KNOWN[: KNOWN.index(entry.name)], entry.name
+        Store.open(db).close()
+        assert schema_of(db) == want, entry.name
