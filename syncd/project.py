@@ -91,18 +91,28 @@ def digest(data: bytes) -> int:
     Version 2. Version 1 was sqlite-utils' `hash_record` of the mapped values (the whole
     SHA-1 as 40 hex digits, of stdlib JSON): building that record and its JSON beside
     the payload's cost twice as much a row, and 33 bytes more in each `vendor_state` and
-    `deliveries` row. A store's version-1 digests (text) are converted as the diff meets
-    them (`legacy`, `Differ._convert`): nobody is sent anything for it. 64 bits are
+    `deliveries` row. A store's text digests (version 1's, and version 2's as the
+    releases before m012 stored it: `legacy`) are converted as the diff meets them
+    (`Redefinitions.convert`): nobody is sent anything for it. 64 bits are
     plenty: a digest is only ever compared with the same contact's previous one at the
     same vendor.
     """
     return int.from_bytes(hashlib.sha1(data).digest()[:8], "big", signed=True)
 
 
-def legacy(record: Mapping[str, str]) -> str:
-    """The version-1 digest of a record (`hash_record`), to recognise a stored one: the
-    only digests that are text."""
+def legacy(record: Mapping[str, str], like: str = "") -> str:
+    """The digest an older syncd stored for a record, in the form of `like` (a stored
+    one), to recognise it: the only digests that are text. Version 1 is `hash_record` (40
+    hex digits); the releases of version 2 before m012 (b7b5713 to b3b5a18) stored the
+    same record's first 64 bits of SHA-1 over sorted-key orjson as 16 hex digits, and
+    recorded `digest: 2`, so only the form tells them apart."""
+    if len(like) == TEXT_V2_LENGTH:
+        body = orjson.dumps(dict(record), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha1(body).digest()[:8].hex()
     return hash_record(dict(record))
+
+
+TEXT_V2_LENGTH = 16  # a version-2 digest stored as text, before m012: 16 hex digits
 
 
 # --- normalisation -------------------------------------------------------------------------
@@ -258,14 +268,15 @@ class Projector:
         projected = self.project(key, row)
         return None if isinstance(projected, str) else self.view(projected, row)
 
-    def legacy(self, data: str, row: list[str]) -> str:
-        """The version-1 digest of a payload (`view`) and its row."""
+    def legacy(self, data: str, row: list[str], like: str = "") -> str:
+        """The text digest an older syncd made of a payload (`view`) and its row: of
+        version 1, or of `like`'s form (`project.legacy`)."""
         if self.trigger is not None:
-            return legacy({str(n): row[i].strip() for n, i in enumerate(self.trigger)})
+            return legacy({str(n): row[i].strip() for n, i in enumerate(self.trigger)}, like)
         body = orjson.loads(data)
         record = {f"f.{k}": v for k, v in body["fields"].items()}
         record.update({f"m.{k}": v for k, v in body["metadata"].items()})
-        return legacy(record)
+        return legacy(record, like)
 
     def watched(self, row: list[str]) -> int:
         """A trigger vendor's digest, from the row alone."""

@@ -106,12 +106,12 @@ class Redefinitions:
     ) -> tuple[int | str | None, tuple[int, str, int | str] | None]:
         """A version-1 digest of this very data, acknowledged or in an open delivery, is
         this version's from now on (`acked`, `opened` as they then are)."""
-        before = proj.legacy(data, cand.row)
-        if acked == before:
+        if isinstance(acked, str) and acked == proj.legacy(data, cand.row, acked):
             self.db.ack(name, cand.key, digest)
             self.plan.vendors[name].converted += 1
             acked = digest
-        if opened and opened[2] == before:
+        stored = opened[2] if opened else None
+        if opened and isinstance(stored, str) and stored == proj.legacy(data, cand.row, stored):
             self.db.rehash(name, cand.key, digest)
             opened = (opened[0], opened[1], digest)
         return acked, opened
@@ -130,7 +130,7 @@ class Redefinitions:
                     continue  # never sendable as it was: nothing to keep
                 digest, data = seen
                 legacy = vplan.convert and isinstance(stored, str)
-                if legacy and proj.legacy(data, row) == stored:
+                if legacy and proj.legacy(data, row, stored) == stored:
                     self.db.ack(name, key, digest)
                     self.db.rehash(name, key, digest)
                     vplan.converted += 1

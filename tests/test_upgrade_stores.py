@@ -1,0 +1,404 @@
+"""Stores that OLD releases of syncd wrote, opened by today's code.
+
+Each folder of `tests/fixtures/upgrade/` (named by the commit that made it; see
+`tests/fixtures/upgrade/README.md`) holds an old release's config, mappings, last export
+and store, with data in every state. A copy of each is opened here as an operator who
+upgraded syncd would: `status`, `check`, a `sync` of the same export against fresh
+simulators, a `pull` from the old cursors, and every analyst view. Nothing the vendors
+already had may be sent again (nor anyone surveyed again); what was open must still be.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import io
+import json
+import re
+import shutil
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from syncd.analyst import EXAMPLES, RELATIONS
+from syncd.cli import cli
+from syncd.errors import StoreError
+from syncd.sandbox import SIMULATORS, Simulator, Stack
+from syncd.state import Store
+from syncd.state.schema import KNOWN, migrations
+from syncd.vendors.hellocustomer import HelloCustomer
+
+FIXTURES = Path(__file__).parent / "fixtures" / "upgrade"
+RELEASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "syncd.db").exists())
+SENDABLE = ("pending", "failed", "in_flight")
+
+
+@dataclass
+class Installed:
+    folder: Path
+    sims: dict[str, Simulator]
+    old: dict[str, Any]  # what the old store held, read before today's code opened it
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "syncd.toml"
+
+    def syncd(self, *args: str) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(self.config), *args])
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.folder / "syncd.db")
+        conn.row_factory = sqlite3.Row
+        return conn
+
+
+def snapshot(db: Path) -> dict[str, Any]:
+    conn = sqlite3.connect(db)
+    try:
+        q = conn.execute
+        return {
+            "deliveries": q(
+                "SELECT id, vendor, key, status, attempts, reason FROM deliveries"
+            ).fetchall(),
+            "vendor_state": q("SELECT vendor, key, ref, acked_at FROM vendor_state").fetchall(),
+            "responses": q("SELECT vendor, response_id, key, email FROM responses").fetchall(),
+            "answers": q("SELECT vendor, answer_id, response_id, score FROM answers").fetchall(),
+            "nps": q("SELECT vendor, filter, period_start, nps FROM nps").fetchall(),
+            "unsubscribes": q(
+                "SELECT vendor, vendor_id, key, channel FROM unsubscribes"
+            ).fetchall(),
+            "cursors": dict(
+                ((v, s), c) for v, s, c in q("SELECT vendor, stream, cursor FROM cursors")
+            ),
+            "contacts": q("SELECT key, attributes, gone_at FROM contacts").fetchall(),
+            "quarantine": q("SELECT run_id, line, key, reason FROM quarantine").fetchall(),
+            "runs": q("SELECT id, kind, status FROM runs").fetchall(),
+            "raw": q("SELECT response_id, answered_at, raw FROM responses").fetchall(),
+        }
+    finally:
+        conn.close()
+
+
+@pytest.fixture(params=RELEASES)
+def installed(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Installed]:
+    folder = tmp_path / request.param
+    shutil.copytree(FIXTURES / request.param, folder)
+    old = snapshot(folder / "syncd.db")
+    # Hello Customer paces itself at 1 call/s: not the subject here
+    monkeypatch.setattr(HelloCustomer, "min_interval", 0.0)
+    with Stack() as stack:
+        sims = {name: cls() for name, cls in SIMULATORS.items()}
+        sims["hellocustomer"] = SIMULATORS["hellocustomer"](min_interval=0.0)  # type: ignore[call-arg]
+        urls = {name: stack.add(sim).url for name, sim in sims.items()}
+        text = folder.joinpath("syncd.toml").read_text("utf-8")
+        for name, url in urls.items():  # the old simulators' ports are gone: point at these
+            text = re.sub(
+                rf'(\[vendors\.{name}\]\nbase_url = )"[^"]*"', rf'\1"{url}"', text, count=1
+            )
+        folder.joinpath("syncd.toml").write_text(text, "utf-8")
+        yield Installed(folder, sims, old)
+
+
+def received(inst: Installed) -> dict[str, list[str]]:
+    """What each fresh simulator was sent, as CRM keys (one entry per send)."""
+    with inst.db() as conn:
+        by_email = dict(
+            conn.execute("SELECT lower(email), key FROM contacts WHERE email IS NOT NULL")
+        )
+    sims: Any = inst.sims
+    out = {
+        "esputnik": [c["externalCustomerId"] for c in sims["esputnik"].contacts()],
+        "signalvine": list(sims["signalvine"].participants_by_customer()),
+        "altcraft": [
+            by_email.get(email, email)
+            for email, n in sims["altcraft"].triggers().items()
+            for _ in range(n)
+        ],
+        "dropthought": [
+            by_email.get(str(p["record"].get("email", p["primary_key"])).lower(), p["primary_key"])
+            for p in sims["dropthought"].participants()
+            for _ in range(p["triggers"])
+        ],
+        "hellocustomer": [
+            by_email.get(str(r.get("email", "")).lower(), r.get("email"))
+            for r in sims["hellocustomer"].respondents()
+        ],
+    }
+    return out
+
+
+def open_before(
+    inst: Installed, statuses: tuple[str, ...], *, deferred: bool = False
+) -> dict[str, set[str]]:
+    """Per vendor, the keys whose latest delivery in the old store had one of `statuses`;
+    with `deferred`, also those whose survey `min_days_between_surveys` held back (the
+    vendor never had it: once the days have passed, a sync that meets it sends it)."""
+    latest: dict[tuple[str, str], tuple[int, str, str]] = {}
+    for id_, vendor, key, status, _, reason in inst.old["deliveries"]:
+        if (vendor, key) not in latest or latest[vendor, key][0] < id_:
+            latest[vendor, key] = (id_, status, reason or "")
+    out: dict[str, set[str]] = {}
+    for (vendor, key), (_, status, reason) in latest.items():
+        held = status == "skipped" and reason.startswith("surveyed by ")
+        if status in statuses or (deferred and held):
+            out.setdefault(vendor, set()).add(key)
+    return out
+
+
+def test_status_and_check_read_the_old_store(installed: Installed) -> None:
+    result = installed.syncd("status")
+    assert result.exit_code == 0, result.output
+    assert "open deliveries" in result.output or "pending" in result.output
+    result = installed.syncd("status", "--json")
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert {a["status"] for a in status["attention"]} == {"dead", "unknown"}
+    held: dict[str, dict[str, int]] = {}
+    for _, vendor, _, state, _, _ in installed.old["deliveries"]:
+        if state in ("pending", "in_flight", "failed", "unknown", "dead"):
+            held.setdefault(vendor, {}).setdefault(state, 0)
+            held[vendor][state] += 1
+    for vendor, counts in held.items():
+        assert {k: v for k, v in status["vendors"][vendor].items() if v} == counts, vendor
+    assert len(status["runs"]) == 5
+    result = installed.syncd("check")
+    assert result.exit_code == 0, result.output
+
+
+def test_the_same_export_sends_only_what_was_open(installed: Installed) -> None:
+    """A sync of the export the old release last read sends each vendor what was still
+    pending or failed there, and nothing it had acknowledged; no survey is triggered
+    again, and dead and unknown deliveries wait for an operator as before."""
+    result = installed.syncd("sync")
+    assert result.exit_code in (0, 1), result.output
+    got = received(installed)
+    sendable = open_before(installed, SENDABLE)
+    owed = open_before(installed, SENDABLE, deferred=True)
+    for vendor, keys in got.items():
+        assert len(keys) == len(set(keys)), (vendor, keys)  # nobody twice
+        extra = set(keys) - owed.get(vendor, set())
+        assert not extra, f"{vendor} was sent what it had: {sorted(extra)}\n{result.output}"
+    with installed.db() as conn:
+        latest = {
+            (r["vendor"], r["key"]): r["status"]
+            for r in conn.execute(
+                "SELECT vendor, key, status FROM deliveries d WHERE id = "
+                "(SELECT max(id) FROM deliveries WHERE vendor = d.vendor AND key = d.key)"
+            )
+        }
+    for vendor, keys in sendable.items():
+        for key in keys:
+            status = latest[vendor, key]
+            # sent now, or held back for a reason (an opt-out pulled since it was queued)
+            assert status in ("sent", "skipped", "failed"), (vendor, key, status)
+            if status == "sent":
+                assert key in got[vendor], (vendor, key)
+    for vendor, keys in open_before(installed, ("dead", "unknown")).items():
+        for key in keys:
+            assert latest[vendor, key] in ("dead", "unknown"), (vendor, key)
+    # a second sync of the same export sends nothing at all
+    before = {v: len(k) for v, k in received(installed).items()}
+    result = installed.syncd("sync")
+    assert result.exit_code in (0, 1), result.output
+    assert {v: len(k) for v, k in received(installed).items()} == before, result.output
+
+
+def rewrite_export(inst: Installed, city: dict[str, str]) -> None:
+    """The last export as a CRM would write it again (every row's bytes differ, so each
+    is looked at), with these contacts' City changed: a column upsert vendors map and no
+    trigger vendor watches."""
+    [path] = (inst.folder / "exports").iterdir()
+    text = path.read_text("utf-8-sig")
+    delimiter = (
+        ";" if text.split("\n", 1)[0].count(";") > text.split("\n", 1)[0].count(",") else ","
+    )
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    header = rows[0]
+    k, c = header.index("Record ID"), header.index("City")
+    for r in rows[1:]:
+        if len(r) > c and r[k] in city:
+            r[c] = city[r[k]]
+    out = io.StringIO(newline="")
+    csv.writer(out, delimiter=delimiter, quoting=csv.QUOTE_ALL, lineterminator="\r\n").writerows(
+        rows
+    )
+    path.unlink()
+    (inst.folder / "exports" / "contacts-5.csv").write_text(out.getvalue(), "utf-8", newline="")
+
+
+def test_a_later_export_sends_only_what_differs(installed: Installed) -> None:
+    """After the upgrade, the next export (every row's bytes changed, three contacts'
+    City) sends those three to the vendors that map City and surveys nobody: a digest the
+    old release stored is recognised whenever the diff meets it, not only in the first
+    run after the upgrade."""
+    result = installed.syncd("sync")
+    assert result.exit_code in (0, 1), result.output
+    first = received(installed)
+    with installed.db() as conn:
+        everywhere = [
+            r[0]
+            for r in conn.execute(
+                "SELECT c.key FROM contacts c WHERE c.gone_at IS NULL AND NOT EXISTS "
+                "(SELECT 1 FROM deliveries d WHERE d.key = c.key AND d.status != 'sent') "
+                "AND (SELECT count(DISTINCT vendor) FROM deliveries d WHERE d.key = c.key) = 5 "
+                "AND NOT EXISTS (SELECT 1 FROM unsubscribes u WHERE u.key = c.key "
+                "OR u.email = c.email OR u.phone = c.phone) "
+                "ORDER BY c.key"
+            )
+        ]
+    moved = everywhere[:3]
+    assert len(moved) == 3, everywhere
+    rewrite_export(installed, {key: "Upgradeville" for key in moved})
+    result = installed.syncd("sync")
+    assert result.exit_code in (0, 1), result.output
+    got = received(installed)
+    new = {v: sorted((Counter(got[v]) - Counter(first[v])).elements()) for v in got}
+    for vendor in ("altcraft", "dropthought", "hellocustomer"):
+        assert new[vendor] == [], (vendor, new[vendor], result.output)
+    for vendor in ("esputnik", "signalvine"):
+        assert set(new[vendor]) <= set(moved), (vendor, new[vendor], result.output)
+    assert set(new["esputnik"]) == set(moved), result.output  # it maps City: address.town
+
+
+def seed_responses(inst: Installed) -> list[str]:
+    """Hello Customer's fresh simulator holds the responses the old release pulled (as
+    the vendor served them, `responses.raw`), and two answered since (their ids), and an
+    opt-out since."""
+    sim: Any = inst.sims["hellocustomer"]
+    with sim.lock:
+        for response_id, answered_at, raw in inst.old["raw"]:
+            when = datetime.fromisoformat(answered_at.replace("Z", "+00:00"))
+            sim._responses[response_id] = json.loads(raw)
+            bisect.insort(sim._answered, (when, response_id))
+    now = datetime.now(UTC).replace(microsecond=0)
+    new: list[str] = sim.add_responses(2, now - timedelta(minutes=3), now - timedelta(minutes=2))
+    sim.unsubscribe("opted.out.since@example.com", now - timedelta(minutes=2))
+    return new
+
+
+def test_pull_continues_from_the_old_cursors(installed: Installed) -> None:
+    """A pull reads on from each old cursor: the responses the old release stored are
+    re-read in the lookback and stay one each, with their answers; what was answered
+    since is added; the streams' cursors are kept."""
+    new = seed_responses(installed)
+    result = installed.syncd("pull")
+    assert result.exit_code == 0, result.output
+    now = snapshot(installed.folder / "syncd.db")
+    ids = [r[1] for r in now["responses"]]
+    assert sorted(ids) == sorted([r[1] for r in installed.old["responses"]] + new)
+    old_answers = set(installed.old["answers"])
+    assert old_answers <= set(now["answers"])
+    assert len(now["answers"]) > len(old_answers)  # the new responses' answers
+    assert len({(a[0], a[1]) for a in now["answers"]}) == len(now["answers"])
+    assert len(now["unsubscribes"]) == len(installed.old["unsubscribes"]) + 1
+    assert set(now["cursors"]) == set(installed.old["cursors"])
+    assert (
+        now["cursors"][("hellocustomer", "responses")]
+        > installed.old["cursors"][("hellocustomer", "responses")]
+    )
+    result = installed.syncd("pull")  # and again: nothing new
+    assert result.exit_code == 0, result.output
+    assert len(snapshot(installed.folder / "syncd.db")["responses"]) == len(now["responses"])
+
+
+def test_analyst_views_and_tables_hold_the_old_data(installed: Installed) -> None:
+    store = Store.open(installed.folder / "syncd.db")  # today's migrations
+    store.close()
+    now = snapshot(installed.folder / "syncd.db")
+    for table in ("contacts", "responses", "answers", "nps", "unsubscribes", "quarantine", "runs"):
+        assert len(now[table]) == len(installed.old[table]), table
+    assert sorted(now["deliveries"]) == sorted(installed.old["deliveries"])
+    assert sorted(now["vendor_state"]) == sorted(installed.old["vendor_state"])
+    assert now["cursors"] == installed.old["cursors"]
+    conn = installed.db()
+    try:
+        assert [tuple(r) for r in conn.execute("PRAGMA integrity_check")] == [("ok",)]
+        assert [tuple(r) for r in conn.execute("PRAGMA foreign_key_check")] == []
+        applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+        assert applied == KNOWN
+        for relation in RELATIONS:
+            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({relation.name})")]
+            assert cols, relation.name
+            if relation.columns:
+                assert set(relation.columns) <= set(cols), (relation.name, cols)
+            conn.execute(f"SELECT * FROM {relation.name}").fetchall()
+        for example in EXAMPLES:
+            conn.execute(example.sql).fetchall()
+        assert conn.execute("SELECT count(*) FROM contact_status").fetchone()[0] > 0
+        assert conn.execute("SELECT count(*) FROM answers_with_contact").fetchone()[0] == len(
+            installed.old["answers"]
+        )
+        assert conn.execute("SELECT count(*) FROM nps_over_time").fetchone()[0] == len(
+            installed.old["nps"]
+        )
+        assert conn.execute("SELECT count(*) FROM nps_from_answers").fetchone()[0] > 0
+        assert conn.execute("SELECT count(*) FROM response_rate").fetchone()[0] > 0
+        assert conn.execute("SELECT sum(n) FROM skipped_reasons").fetchone()[0] > 0
+        schema = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    finally:
+        conn.close()
+    # a second open is a no-op
+    Store.open(installed.folder / "syncd.db").close()
+    conn = installed.db()
+    try:
+        again = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        assert [tuple(r) for r in again] == [tuple(r) for r in schema]
+    finally:
+        conn.close()
+    result = installed.syncd("schema")
+    assert result.exit_code == 0, result.output
+
+
+def schema_of(db: Path) -> list[tuple[str, str, str]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+            "ORDER BY type, name"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_an_upgrade_stopped_in_a_migration_is_taken_up_again(
+    release: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure inside any of the migrations an old store needs (the disk, a kill: its
+    transaction is never committed) leaves the store as the last whole migration left it,
+    and the next open finishes the upgrade to the schema a clean one makes."""
+    clean = tmp_path / "clean.db"
+    shutil.copy(FIXTURES / release / "syncd.db", clean)
+    Store.open(clean).close()
+    want = schema_of(clean)
+    conn = sqlite3.connect(FIXTURES / release / "syncd.db")
+    done = {r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")}
+    conn.close()
+    for entry in [m for m in migrations._migrations if m.name not in done]:
+        db = tmp_path / f"{entry.name}.db"
+        shutil.copy(FIXTURES / release / "syncd.db", db)
+
+        def failing(d: Any, fn: Any = entry.fn) -> None:
+            fn(d)  # the whole migration's work, then the disk fails before its record
+            raise sqlite3.OperationalError("disk I/O error")
+
+        with monkeypatch.context() as m:
+            m.setattr(entry, "fn", failing)
+            with pytest.raises(StoreError):
+                Store.open(db)
+        conn = sqlite3.connect(db)
+        applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+        assert [tuple(r) for r in conn.execute("PRAGMA integrity_check")] == [("ok",)]
+        conn.close()
+        assert applied == KNOWN[: KNOWN.index(entry.name)], entry.name
+        Store.open(db).close()
+        assert schema_of(db) == want, entry.name
