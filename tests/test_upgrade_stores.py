@@ -155,6 +155,17 @@ def open_before(
 
 
 def test_status_and_check_read_the_old_store(installed: Installed) -> None:
+    """Before the upgraded service has started, `status` leaves the old store alone (its
+    migration would make it a store "from a newer syncd" to the old service still running)
+    and says how it is read; once the service's start has migrated it, it is read whole."""
+    with installed.db() as conn:
+        before = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")]
+    result = installed.syncd("status")
+    assert isinstance(result.exception, StoreError), result.output  # exit 2 from `main`
+    assert "written by an older syncd" in str(result.exception)
+    with installed.db() as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")] == before
+    Store.open(installed.folder / "syncd.db").close()  # what the restarted service does first
     result = installed.syncd("status")
     assert result.exit_code == 0, result.output
     assert "open deliveries" in result.output or "pending" in result.output
