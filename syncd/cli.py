@@ -216,6 +216,12 @@ def sync(
     """Reconcile the CRM export with the vendors now."""
     from syncd.pipeline import opened, reconcile
 
+    if baseline and not rebaseline:
+        raise click.UsageError(
+            "--no-rebaseline surveys what a changed on_change makes differ, and --baseline "
+            "sends nothing: choose one"
+        )
+
     cfg = ctx.cfg
     _interruptible()
     display = _display()

@@ -288,7 +288,11 @@ def _secret_problem(exc: ValueError) -> str:
 
 
 def resolve_secret(raw: str, table: _Table, key: str) -> str:
-    """literal | env:NAME | file:PATH | credential:NAME → the secret's value."""
+    """literal | env:NAME | file:PATH | credential:NAME → the secret's value, without the
+    whitespace around it, wherever it came from (no vendor's key has any: a file's line
+    break, an `EnvironmentFile=` line's trailing space or a pasted one made every call a
+    401)."""
+    raw = raw.strip()
     scheme, _, rest = raw.partition(":")
     if scheme in ("env", "file", "credential") and not rest.strip():
         raise table.error(
@@ -300,7 +304,7 @@ def resolve_secret(raw: str, table: _Table, key: str) -> str:
         value = os.environ.get(rest)
         if value is None or not value.strip():
             raise table.error(f"environment variable {rest} is not set or empty", key)
-        return value
+        return value.strip()
     if scheme == "file" and rest:
         return _read_secret((table.file.parent / rest).resolve(), "secret file", table, key)
     if scheme == "credential" and rest:

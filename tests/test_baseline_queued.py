@@ -329,3 +329,13 @@ def test_a_skipped_survey_of_data_the_contact_has_left_is_not_what_the_baseline_
     assert "baseline_unchanged" not in report.counts()["survey"]
     assert world.acknowledged("survey") == acked
     assert world.ledger("survey")[key] == "skipped"
+
+
+def test_baseline_with_no_rebaseline_is_refused_as_a_contradiction(tmp_path: Path) -> None:
+    """`--no-rebaseline` asks for surveys a changed on_change makes due, `--baseline` for
+    none: the pair was taken, and `--no-rebaseline` silently did nothing."""
+    result = CliRunner().invoke(
+        cli, ["--config", str(tmp_path / "none.toml"), "sync", "--baseline", "--no-rebaseline"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "choose one" in result.output

@@ -74,6 +74,17 @@ def test_secrets_from_env_file_and_credentials(
     )
 
 
+def test_a_secrets_surrounding_whitespace_is_dropped_wherever_it_comes_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file's was (its line break), an environment variable's and a literal's were sent
+    as they came: an `EnvironmentFile=` line `KEY=abc ` or a pasted key with a space made
+    every call a 401 that `check` could only call wrong credentials."""
+    monkeypatch.setenv("ESP_KEY", "  from-env \t")
+    assert load(write(tmp_path, BASE.format(key="env:ESP_KEY"))).secrets == ("from-env",)
+    assert load(write(tmp_path, BASE.format(key=" pasted "))).secrets == ("pasted",)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
