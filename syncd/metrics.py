@@ -12,7 +12,6 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
@@ -23,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from syncd.errors import SyncdError
 from syncd.http import requests_sent
-from syncd.state import OPEN_STATUSES
+from syncd.state import OPEN_STATUSES, parse_iso
 
 log = structlog.get_logger("syncd.metrics")
 
@@ -158,15 +157,9 @@ class StoreCollector(Collector):
 
 
 def _epoch(text: object) -> float | None:
-    """An ISO 8601 date or time (naive: UTC) as seconds since the epoch; None otherwise
-    (eSputnik's `date|offset` cursor is not a time)."""
-    if not isinstance(text, str):
-        return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    """A store's time (or a cursor that is one) as seconds since the epoch, else None."""
+    when = parse_iso(text)
+    return None if when is None else when.timestamp()
 
 
 class MetricsServer:

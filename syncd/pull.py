@@ -31,7 +31,7 @@ from syncd.config import Config
 from syncd.crashpoints import crashpoint
 from syncd.errors import FatalError, RetriableError
 from syncd.runs import Report, ended, finish, open_connectors
-from syncd.state import Store, iso, pulled
+from syncd.state import Store, iso, parse_iso, pulled
 
 log = structlog.get_logger("syncd.pull")
 
@@ -203,12 +203,8 @@ def _not_ahead(vendor: str, stream: str, cursor: str | None, now: datetime) -> N
     the cursor and would never be read, each pull saying ok. Which pull went wrong, and
     so where to read from again, only the operator can tell. A cursor that is no time (a
     connector's own format) is not judged here."""
-    try:
-        at = datetime.fromisoformat(cursor or "")
-    except ValueError:
-        return
-    at = at if at.tzinfo else at.replace(tzinfo=UTC)
-    if at - now > AHEAD:
+    at = parse_iso(cursor)
+    if at is not None and at - now > AHEAD:
         raise FatalError(
             f"the {stream} cursor {cursor} is {_span(at - now)} ahead of this "
             f"machine's clock ({iso(now)}): the clock is wrong now, or was ahead when an earlier "
@@ -249,13 +245,8 @@ def _when(value: Any) -> str | None:
     without an offset is taken to be UTC; one that does not read as ISO 8601 is kept as
     it came (its raw record has it too)."""
     text = _text(value)
-    if not text or not text.strip():
-        return text
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return text
-    return iso((when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC))
+    when = parse_iso(text.strip()) if text else None
+    return text if when is None else iso(when.astimezone(UTC))
 
 
 def _number(value: Any) -> int | float | None:

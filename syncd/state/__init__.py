@@ -33,7 +33,7 @@ import tempfile
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -146,6 +146,18 @@ def _unwritable(exc: sqlite3.Error, path: Path) -> StoreError:
 
 def iso(ts: datetime) -> str:
     return ts.isoformat(timespec="seconds")
+
+
+def parse_iso(text: object) -> datetime | None:
+    """An ISO 8601 date or time (naive: UTC) as an aware datetime, as `iso` writes one;
+    None for anything else (eSputnik's `date|offset` cursor is no time)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _is_damage(exc: sqlite3.Error) -> bool:
