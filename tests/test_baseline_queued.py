@@ -141,6 +141,14 @@ def test_a_dry_run_baseline_says_what_it_would_acknowledge_and_writes_nothing(
     tmp_path: Path, remotes: dict[str, Remote]
 ) -> None:
     world = queued(tmp_path, remotes, "survey")
+    output = dry_run_baseline(world)
+    assert f"  survey: {LINE.format(N)}" in output.splitlines(), output
+    assert remotes["survey"].batches == []
+
+
+def dry_run_baseline(world: MemoryWorld) -> str:
+    """`sync --dry-run --baseline --vendor survey`'s output; it exits 0 and leaves the store
+    exactly as it was."""
     with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
         before = list(conn.iterdump())
     config = str(world.folder / "syncd.toml")
@@ -148,10 +156,9 @@ def test_a_dry_run_baseline_says_what_it_would_acknowledge_and_writes_nothing(
         cli, ["--config", config, "sync", "--dry-run", "--baseline", "--vendor", "survey"]
     )
     assert result.exit_code == 0, result.output
-    assert f"  survey: {LINE.format(N)}" in result.output.splitlines(), result.output
     with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
         assert list(conn.iterdump()) == before
-    assert remotes["survey"].batches == []
+    return result.output
 
 
 def test_a_baseline_of_one_vendor_leaves_the_others_queued_deliveries_alone(
@@ -301,16 +308,8 @@ def test_a_dry_run_baseline_counts_the_hidden_contacts_and_writes_nothing(
     tmp_path: Path, remotes: dict[str, Remote]
 ) -> None:
     world, _key = unsubscribed_then_moved(tmp_path, remotes)
-    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
-        before = list(conn.iterdump())
-    config = str(world.folder / "syncd.toml")
-    result = CliRunner().invoke(
-        cli, ["--config", config, "sync", "--dry-run", "--baseline", "--vendor", "survey"]
-    )
-    assert result.exit_code == 0, result.output
-    assert f"  survey: {UNCHANGED.format(1)}" in result.output.splitlines(), result.output
-    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
-        assert list(conn.iterdump()) == before
+    output = dry_run_baseline(world)
+    assert f"  survey: {UNCHANGED.format(1)}" in output.splitlines(), output
 
 
 def test_a_skipped_survey_of_data_the_contact_has_left_is_not_what_the_baseline_acknowledges(
