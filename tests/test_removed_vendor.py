@@ -15,7 +15,7 @@ import random
 import signal
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -171,14 +171,12 @@ def test_withdraw_closes_a_removed_vendors_open_deliveries_and_keeps_their_histo
     assert (code, out) == (0, "survey: no open deliveries\n")
 
 
-def test_withdraw_goes_in_batches_and_a_sigterm_between_them_says_what_it_withdrew(
-    removed: MemoryWorld, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One UPDATE over a removed vendor's whole backlog held the write lock (the service's
-    reconcile waiting) for as long as it took, and nothing stopped it but a kill. It now
-    goes a prune's batches (`PRUNE_BATCH` rows a transaction), looks at SIGTERM before each
-    as a prune does, says what it withdrew before the stop, exits 130; run again, it
-    closes the rest."""
+def stopped_at_first_commit(
+    monkeypatch: pytest.MonkeyPatch, world: MemoryWorld, *args: str
+) -> tuple[int, str, str, list[int], Callable[..., Any]]:
+    """`syncd *args` in batches of one, SIGTERMed as its first batch commits: its exit code,
+    output, errors, the rows each transaction changed, and the `Store.write` that counts
+    them (`syncd` undoes the patches: set it again to count a later command's too)."""
     monkeypatch.setattr("syncd.state.PRUNE_BATCH", 1)
     real, commits = Store.write, []
 
@@ -197,9 +195,23 @@ def test_withdraw_goes_in_batches_and_a_sigterm_between_them_says_what_it_withdr
     monkeypatch.setattr(Store, "write", write)
     before = signal.signal(signal.SIGTERM, unstopped)
     try:
-        code, out, err = syncd(monkeypatch, removed, "withdraw", "--vendor", "survey")
+        code, out, err = syncd(monkeypatch, world, *args)
     finally:
         signal.signal(signal.SIGTERM, before)
+    return code, out, err, commits, write
+
+
+def test_withdraw_goes_in_batches_and_a_sigterm_between_them_says_what_it_withdrew(
+    removed: MemoryWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One UPDATE over a removed vendor's whole backlog held the write lock (the service's
+    reconcile waiting) for as long as it took, and nothing stopped it but a kill. It now
+    goes a prune's batches (`PRUNE_BATCH` rows a transaction), looks at SIGTERM before each
+    as a prune does, says what it withdrew before the stop, exits 130; run again, it
+    closes the rest."""
+    code, out, err, commits, write = stopped_at_first_commit(
+        monkeypatch, removed, "withdraw", "--vendor", "survey"
+    )
     assert code == 130, (out, err)
     assert out == (
         "survey: stopped: withdrew 1 pending of 2 pending, 1 failed before the stop; the rest "
@@ -226,28 +238,9 @@ def test_a_sigterm_during_one_vendors_withdraw_names_the_vendors_not_reached(
 ) -> None:
     """`--vendor survey --vendor shop` stopped within survey's: shop's failed delivery is
     open as it was, and the output says so, not only what became of survey's."""
-    monkeypatch.setattr("syncd.state.PRUNE_BATCH", 1)
-    real, commits = Store.write, []
-
-    @contextmanager
-    def write(self: Store, **kw: bool) -> Iterator[sqlite3.Connection]:
-        with real(self, **kw) as c:
-            yield c
-        commits.append(1)
-        if len(commits) == 1:
-            os.kill(os.getpid(), signal.SIGTERM)  # as the first batch commits
-
-    def unstopped(_signum: int, _frame: object) -> None:
-        raise AssertionError("SIGTERM was not taken as a stop between batches")
-
-    monkeypatch.setattr(Store, "write", write)
-    before = signal.signal(signal.SIGTERM, unstopped)
-    try:
-        code, out, err = syncd(
-            monkeypatch, removed, "withdraw", "--vendor", "survey", "--vendor", "shop"
-        )
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    code, out, err, _, _ = stopped_at_first_commit(
+        monkeypatch, removed, "withdraw", "--vendor", "survey", "--vendor", "shop"
+    )
     assert code == 130, (out, err)
     assert out.splitlines()[1:] == [
         "shop: not reached before the stop: its 1 failed stay open; run `syncd withdraw` "
