@@ -715,7 +715,7 @@ def m020_runs_delivered(db: Database) -> None:
 
 # the counts only a reconcile's delivery loop writes into `runs.counts` (the diff's are
 # new, changed, unchanged, skipped, quarantined, gone, already_..., baseline...), in every
-# release since m001, and the reason the loop stopped
+# release so far (78ff7f4, bbb5e07 and a105efb as much as today's), and the reason it stopped
 DELIVERY_COUNTS = ("sent", "failed", "unknown", "pending", "superseded", "dead")
 
 
