@@ -13,6 +13,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,34 @@ def test_a_reload_adding_a_trigger_vendor_is_refused_with_the_same_two_ways_on(
     daemon.reload()
     assert list(daemon.cfg.vendors) == ["mem", "survey"]
     assert remotes["survey"].batches == []
+
+
+def test_a_prune_keeps_the_run_that_asked_for_the_surveys_still_queued(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """Surveys queued by `syncd sync --vendor mem` were asked for by the sync that later
+    delivered to survey, down, queuing nothing itself. Retention (`keep_runs_days`) took
+    that run: no delivery names it, and a later reconcile was the last. The service then
+    refused to start. A prune keeps the newest run that delivered to a vendor while an
+    open delivery of that vendor is at or before it, and only then."""
+    known(tmp_path, remotes)
+    world = installed(tmp_path, remotes, "mem", "survey")
+    assert world.sync(vendors=["mem"]).exit_code == 0  # queues survey's sends
+    down(remotes["survey"])
+    assert world.sync(vendors=["survey"]).exit_code == 1  # asks for them: down
+    assert world.sync(vendors=["mem"]).exit_code == 0  # the last reconcile
+    later = SYSTEM.now() + timedelta(days=100)
+    with closing(Store.open(world.folder / "syncd.db")) as store:
+        asked = store.scalar("SELECT max(id) FROM runs WHERE delivered LIKE '%survey%'")
+        store.prune(later, runs_days=90, payload_days=0)
+    assert start(world) == 0
+    with closing(Store.open(world.folder / "syncd.db")) as store:
+        assert store.scalar("SELECT 1 FROM runs WHERE id = ?", (asked,))
+    # once the surveys are sent, nothing holds that run back
+    remotes["survey"].script.clear()
+    assert world.sync(vendors=["survey"]).exit_code == 0
+    assert world.sync(vendors=["mem"]).exit_code == 0  # the last reconcile again
+    with closing(Store.open(world.folder / "syncd.db")) as store:
+        store.prune(later, runs_days=90, payload_days=0)
+        assert not store.scalar("SELECT 1 FROM runs WHERE id = ?", (asked,))
+    assert start(world) == 0

@@ -16,9 +16,11 @@ import io
 import json
 import re
 import shutil
+import signal
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +31,9 @@ from click.testing import CliRunner, Result
 
 from syncd.analyst import EXAMPLES, RELATIONS
 from syncd.cli import cli
-from syncd.errors import StoreError
+from syncd.clock import SystemClock
+from syncd.daemon import Daemon
+from syncd.errors import ConfigError, StoreError
 from syncd.sandbox import SIMULATORS, Simulator, Stack
 from syncd.state import Store
 from syncd.state.schema import KNOWN, migrations
@@ -415,3 +419,54 @@ def test_an_upgrade_stopped_in_a_migration_is_taken_up_again(
         assert applied == KNOWN[: KNOWN.index(entry.name)], entry.name
         Store.open(db).close()
         assert schema_of(db) == want, entry.name
+
+
+def start_service(config: Path) -> int:
+    """`syncd run` through its start-up, stopped as soon as it is scheduled (its exit
+    status); a refusal raises. The signal handlers it installs are put back."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    daemon = Daemon(config, SystemClock())
+    daemon.stop.set()
+    try:
+        return daemon.run()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("delivered", [True, False], ids=["delivered", "not-delivered"])
+def test_a_trigger_vendor_down_at_an_old_first_sync_lets_the_service_start(
+    release: str, delivered: bool, tmp_path: Path
+) -> None:
+    """An old store (no `runs.delivered` before m020) whose trigger vendor Dropthought
+    acknowledged nothing: its surveys are all queued. Its first sync delivered to it and
+    found it down: that run's counts say so, as bbb5e07 recorded it when made to (`stopped`,
+    next to the diff's counts). m021 reads that: the surveys were asked for, the upgraded
+    service starts. Queued by runs whose counts show no delivery to it (`syncd sync
+    --vendor esputnik`), it is still refused, saying what to run."""
+    shutil.copytree(FIXTURES / release, tmp_path / release)
+    folder = tmp_path / release
+    mine: dict[str, Any] = {"new": 30, "quarantined": 1}
+    if delivered:
+        mine["stopped"] = "dropthought: HTTP 503: injected by the sandbox"
+    with closing(sqlite3.connect(folder / "syncd.db")) as conn, conn:
+        conn.execute("DELETE FROM vendor_state WHERE vendor = 'dropthought'")
+        conn.execute("DELETE FROM deliveries WHERE vendor = 'dropthought' AND run_id > 1")
+        conn.execute(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, reason = NULL, "
+            "sent_at = NULL, vendor_ref = NULL WHERE vendor = 'dropthought'"
+        )
+        for run, counts in conn.execute("SELECT id, counts FROM runs WHERE kind = 'reconcile'"):
+            counts = json.loads(counts)
+            counts["dropthought"] = mine if run == 1 else {"quarantined": 1, "unchanged": 28}
+            conn.execute("UPDATE runs SET counts = ? WHERE id = ?", (json.dumps(counts), run))
+    config = folder / "syncd.toml"
+    if delivered:
+        assert start_service(config) == 0
+        return
+    with pytest.raises(ConfigError) as refused:
+        start_service(config)
+    assert "trigger vendor dropthought has acknowledged none" in str(refused.value)
+    assert "`syncd sync --baseline --vendor dropthought`" in str(refused.value.hint)
+    assert "`syncd sync --vendor dropthought`" in str(refused.value.hint)

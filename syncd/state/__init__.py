@@ -850,7 +850,11 @@ class Store:
         - `quarantine`, then `runs`: the quarantined rows of runs started more than
           `runs_days` ago, and those runs, except a run that a delivery or a cursor names
           (delivery rows are kept, and `deliveries.run_id` is a foreign key) and the last
-          finished reconcile, whose quarantine `syncd status` shows.
+          finished reconcile, whose quarantine `syncd status` shows, and the newest run that
+          delivered to a vendor (`runs.delivered`) while an open delivery of that vendor is
+          at or before it: `syncd run` reads it to tell that those sends were asked for
+          (`syncd.daemon.unbaselined`), a trigger vendor's surveys queued by a run that did
+          not deliver to it (`syncd sync --vendor another`) and sent later by one that did.
         """
         gone = {"payloads": 0, "quarantine": 0, "runs": 0}
         if payload_days:
@@ -880,7 +884,13 @@ class Store:
             gone["runs"] = self._prune(
                 "SELECT id FROM runs r WHERE id > :after AND started_at < :cutoff "
                 "AND id IS NOT :last AND NOT EXISTS (SELECT 1 FROM deliveries WHERE run_id = r.id) "
-                "AND id NOT IN (SELECT run_id FROM cursors WHERE run_id IS NOT NULL)",
+                "AND id NOT IN (SELECT run_id FROM cursors WHERE run_id IS NOT NULL) "
+                # the newest run that delivered to a vendor, while an open delivery of that
+                # vendor is at or before it: it asked for those (`daemon.unbaselined`)
+                "AND id NOT IN (SELECT max(a.id) AS asked FROM runs a, json_each(a.delivered) v "
+                "GROUP BY v.value HAVING EXISTS (SELECT 1 FROM deliveries INDEXED BY "
+                f"deliveries_open WHERE vendor = v.value AND status IN {OPEN_STATUSES!r} "
+                "AND run_id <= asked))",
                 "DELETE FROM runs",
                 old,
                 dry_run,

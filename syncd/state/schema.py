@@ -711,3 +711,29 @@ def m020_runs_delivered(db: Database) -> None:
     service when a sync that delivered to it queued its sends, or found them queued (it
     was down): the operator asked for them (`syncd.daemon.unbaselined`)."""
     db.execute("ALTER TABLE runs ADD COLUMN delivered TEXT")
+
+
+# the counts only a reconcile's delivery loop writes into `runs.counts` (the diff's are
+# new, changed, unchanged, skipped, quarantined, gone, already_..., baseline...), in every
+# release so far (78ff7f4, bbb5e07 and a105efb as much as today's), and the reason it stopped
+DELIVERY_COUNTS = ("sent", "failed", "unknown", "pending", "superseded", "dead")
+
+
+@migration
+def m021_runs_delivered_before_m020(db: Database) -> None:
+    """`runs.delivered` for the reconciles from before m020, where the run's own counts
+    prove that its delivery loop ran for the vendor: a count only that loop writes
+    (`DELIVERY_COUNTS`) or the reason it stopped. A trigger vendor down at an old store's
+    first sync has `stopped` there: its queued surveys were asked for, and the service may
+    start (`syncd.daemon.unbaselined`). A dry run, `--baseline`, a refusal or a vendor left
+    out by `--vendor` has the diff's counts only, and a run killed before it recorded its
+    counts has none: those stay NULL, and the vendor is still refused."""
+    names = ", ".join(f"'{n}'" for n in DELIVERY_COUNTS)
+    db.execute(
+        "UPDATE runs SET delivered = (SELECT nullif(json_group_array(v.key), '[]') "
+        "FROM json_each(runs.counts) v WHERE v.type = 'object' AND EXISTS "
+        "(SELECT 1 FROM json_each(v.value) c WHERE c.key = 'stopped' "
+        f"OR (c.key IN ({names}) AND c.type = 'integer' AND c.value > 0))) "
+        "WHERE kind = 'reconcile' AND delivered IS NULL AND json_valid(counts) "
+        "AND json_type(counts) = 'object'"
+    )
