@@ -106,7 +106,8 @@ RELATIONS: tuple[Relation, ...] = (
             "seconds": "How long it took.",
             "delivered": "The vendors a reconcile sent its queued deliveries to, as a JSON "
             "array; NULL when it sent nothing (a dry run, `--baseline`, a refusal) and for a "
-            "pull or a retry.",
+            "pull or a retry. For a reconcile from before m020, read from its counts (m021): "
+            "the vendors they show a delivery to, or a stop at.",
         },
     ),
     Relation(
