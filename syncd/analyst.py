@@ -346,15 +346,21 @@ RELATIONS: tuple[Relation, ...] = (
     ),
     Relation(
         "nps_from_answers",
-        "NPS computed here from the NPS answers, per vendor and month, to check `nps_over_time`.",
+        "NPS computed here from the NPS answers, per vendor and month (UTC, as Hello Customer's "
+        "own periods), to check `nps_over_time`. An answer counts once per response and NPS "
+        "question (a respondent who answered twice counts twice), and only on the NPS scale: "
+        "a score that is not a whole number from 0 to 10 (a vendor's 8.5 or 11) is left out.",
         {
             "vendor": "Vendor name.",
-            "month": "YYYY-MM of `answered_at`; NULL for answers whose response has none.",
-            "answers": "NPS answers that month (months without any are absent).",
-            "nps": "(promoters - detractors) / answers × 100, rounded to 0.1.",
-            "promoters": "Answers scoring 9 or more.",
-            "passives": "Answers scoring 7 to 8.",
-            "detractors": "Answers scoring 6 or less.",
+            "month": "YYYY-MM of `answered_at` (UTC); NULL for answers whose response has none, "
+            "or one that is no ISO 8601 time (kept as the vendor sent it).",
+            "answers": "NPS answers that month (months without any are absent); always "
+            "promoters + passives + detractors.",
+            "nps": "(promoters - detractors) / answers × 100, rounded to 0.1 (a half away "
+            "from zero).",
+            "promoters": "Answers scoring 9 or 10.",
+            "passives": "Answers scoring 7 or 8.",
+            "detractors": "Answers scoring 0 to 6.",
         },
         view=True,
     ),
@@ -363,13 +369,16 @@ RELATIONS: tuple[Relation, ...] = (
         "Contacts surveyed per month at each vendor whose responses syncd pulls (a "
         "`responses` row in `cursors`: Hello Customer; upsert vendors and triggers that "
         "return nothing are not listed), and how many of them answered. A matched response "
-        "answers the contact's latest survey at that vendor acknowledged at or before it.",
+        "answers the contact's latest survey at that vendor acknowledged at or before it; one "
+        "answered before any (a survey re-sent by `syncd retry --unknown` after it was "
+        "answered), unmatched (`responses.key` NULL) or whose `answered_at` is no ISO 8601 "
+        "time answers none.",
         {
             "vendor": "Vendor name.",
-            "month": "YYYY-MM of the survey's `sent_at`.",
+            "month": "YYYY-MM of the survey's `sent_at` (UTC).",
             "sent": "Contacts with a survey acknowledged that month (each counted once).",
             "responded": "Of those, contacts whose response answers a survey of that month.",
-            "rate_percent": "responded / sent × 100, rounded to 0.1.",
+            "rate_percent": "responded / sent × 100, rounded to 0.1 (a half away from zero).",
         },
         view=True,
     ),
@@ -403,10 +412,11 @@ EXAMPLES: tuple[Example, ...] = (
     Example(
         "nps_by_city",
         "NPS by the contact's city (from the answers)",
-        """SELECT json_extract(attributes, '$."City"') AS city, count(*) AS answers,
+        """-- the answers on the NPS scale, as nps_from_answers counts them
+SELECT json_extract(attributes, '$."City"') AS city, count(*) AS answers,
        round(100.0 * (sum(score >= 9) - sum(score <= 6)) / count(*), 1) AS nps
 FROM answers_with_contact
-WHERE is_nps AND score IS NOT NULL
+WHERE is_nps AND score IN (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 GROUP BY city ORDER BY answers DESC""",
     ),
     Example(
@@ -428,9 +438,16 @@ GROUP BY vendor, status, reason ORDER BY contacts DESC""",
     Example(
         "unsubscribed_contacts",
         "Unsubscribed contacts with their CRM segment",
-        """SELECT u.vendor, u.channel, u.at, c.key, json_extract(c.attributes, '$."Segment"') AS segment
+        """-- each opt-out with the contact it names, and every other contact with its email
+-- (one pulled before its contact was in an export names none): as the suppression
+-- matches them, but by phone (no index on contacts.phone to do that here)
+SELECT u.vendor, u.channel, u.at, c.key, json_extract(c.attributes, '$."Segment"') AS segment
 FROM unsubscribes u JOIN contacts c ON c.key = u.key
-ORDER BY u.at DESC""",
+UNION ALL
+SELECT u.vendor, u.channel, u.at, c.key, json_extract(c.attributes, '$."Segment"')
+FROM unsubscribes u JOIN contacts c ON c.email = u.email
+WHERE c.key IS NOT u.key
+ORDER BY at DESC""",
     ),
     Example(
         "last_runs",
