@@ -295,7 +295,9 @@ RELATIONS: tuple[Relation, ...] = (
     ),
     Relation(
         "delivery_backlog",
-        "Open work per vendor and status, with the oldest item: what `syncd status` counts.",
+        "Open work per vendor and status, with the oldest item: what `syncd status` counts. "
+        "A vendor removed from the config keeps its open rows here (`syncd status` lists them "
+        "apart) until `syncd withdraw` closes them.",
         {
             "vendor": "Vendor name.",
             "status": "Open status.",
@@ -330,7 +332,8 @@ RELATIONS: tuple[Relation, ...] = (
     ),
     Relation(
         "nps_over_time",
-        "The vendor's NPS per period and filter, in time order. A period without respondents "
+        "The vendor's NPS per period and filter, in time order (Hello Customer: calendar months, "
+        "UTC). A period without respondents "
         "(the vendor reports 0, or nothing, for the NPS and every share) is NULL throughout.",
         {
             "vendor": "Vendor name.",
@@ -391,7 +394,8 @@ RELATIONS: tuple[Relation, ...] = (
             "untimed opt-out, or one whose `at` SQLite cannot read (a `+0000` offset).",
             "vendor": "Vendor name.",
             "channel": "`email`, `sms`, ...",
-            "unsubscribes": "How many.",
+            "unsubscribes": "How many opt-outs (rows of `unsubscribes`: a person who opted out "
+            "at two vendors, or twice at one, counts each time).",
         },
         view=True,
     ),
