@@ -847,3 +847,56 @@ def test_unsubscribed_contacts_lists_whom_the_suppression_holds_back_by_email(
         assert set(held) <= set(got)
     finally:
         store.close()
+
+
+def test_response_rate_after_retry_unknown_counts_the_resend_and_no_earlier_answer(
+    tmp_path: Path,
+) -> None:
+    """As documented: a survey whose outcome was unknown, answered before `syncd retry
+    --unknown` re-sent it, is counted in the month of the re-send (its `sent_at`), and the
+    answer, given before any survey was acknowledged, answers none; a later answer answers
+    the re-send. Through the store's own writes: settle, requeue, settle."""
+    store = Store.open(tmp_path / "s.db")
+    t0 = datetime(2026, 1, 31, 22, tzinfo=UTC)
+    try:
+        run = store.start_run("reconcile", t0)
+        with store.write() as c:
+            c.execute(
+                "INSERT INTO contacts (key, attributes, rhash, first_seen, updated_at) "
+                "VALUES ('a', '{}', 0, ?, ?)",
+                (syncd_time(t0), syncd_time(t0)),
+            )
+            c.execute(
+                "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
+                "created_at, updated_at) VALUES (?, 'hellocustomer', 'a', 'new', 'in_flight', 7, "
+                "'{}', ?, ?)",
+                (run, syncd_time(t0), syncd_time(t0)),
+            )
+            c.execute(
+                "INSERT INTO cursors (vendor, stream, cursor, updated_at) "
+                "VALUES ('hellocustomer', 'responses', 'x', ?)",
+                (syncd_time(t0),),
+            )
+        did = store.scalar("SELECT id FROM deliveries")
+        store.settle("hellocustomer", [(did, "a", "unknown", "timed out", None)], t0, 3)
+        with store.write() as c:  # the invitation did go out: answered that night
+            c.execute(
+                "INSERT INTO responses (vendor, response_id, key, answered_at, pulled_at) "
+                "VALUES ('hellocustomer', 'r1', 'a', '2026-01-31T23:00:00+00:00', ?)",
+                (syncd_time(t0),),
+            )
+        resent = datetime(2026, 2, 2, 9, tzinfo=UTC)
+        assert store.requeue(["unknown"], "hellocustomer", resent) == 1
+        store.settle("hellocustomer", [(did, "a", "sent", None, "ref")], resent, 3)
+        got = [tuple(r) for r in store.query("SELECT * FROM response_rate")]
+        assert got == [("hellocustomer", "2026-02", 1, 0, 0.0)]
+        with store.write() as c:  # answered again, to the re-sent invitation
+            c.execute(
+                "INSERT INTO responses (vendor, response_id, key, answered_at, pulled_at) "
+                "VALUES ('hellocustomer', 'r2', 'a', '2026-02-03T08:00:00+00:00', ?)",
+                (syncd_time(resent),),
+            )
+        got = [tuple(r) for r in store.query("SELECT * FROM response_rate")]
+        assert got == [("hellocustomer", "2026-02", 1, 1, 100.0)]
+    finally:
+        store.close()
