@@ -4,8 +4,8 @@ the README's schema section generated from the same source, the Datasette metada
 from __future__ import annotations
 
 import asyncio
-import re
 import random
+import re
 from pathlib import Path
 
 import pytest
