@@ -179,7 +179,10 @@ RELATIONS: tuple[Relation, ...] = (
     ),
     Relation(
         "unsubscribes",
-        "Opt-outs pulled from the vendors; they suppress further sends (see [suppression]).",
+        "Opt-outs pulled from the vendors; they suppress further sends (see [suppression]). "
+        "One stays when the person subscribes again at the vendor (syncd records no "
+        "re-subscribe), and one who opts out again may be a second row (SignalVine keys an "
+        "opt-out by participant and time).",
         {
             "vendor": "Where the person unsubscribed.",
             "vendor_id": "The vendor's id for the event.",
