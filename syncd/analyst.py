@@ -343,7 +343,9 @@ RELATIONS: tuple[Relation, ...] = (
             "filter": "The filter as JSON; `[]` is all respondents.",
             "period_start": "Period start (inclusive).",
             "period_end": "Period end (inclusive).",
-            "nps": "Net Promoter Score, -100 to 100; NULL without respondents.",
+            "nps": "Net Promoter Score, -100 to 100; NULL without respondents. Hello Customer "
+            "reports a whole number (31 for promoters 36.84 and detractors 5.26 in its "
+            "document), where `nps_from_answers` rounds to 0.1.",
             "promoters": "Promoters, as the vendor reports them (Hello Customer: % of respondents).",
             "passives": "Passives, likewise.",
             "detractors": "Detractors, likewise.",
