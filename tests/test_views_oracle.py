@@ -716,9 +716,10 @@ def test_nps_from_answers_and_nps_by_city_count_the_nps_scale_only_as_pulled(
 ) -> None:
     """What Hello Customer sends goes through the real pull: NPS answers of 0, 6, 7, 8, 9
     and 10, and of 8.5, 11 and -1 (off the scale), one answered at a time the pull keeps as
-    it came (not ISO 8601). Only the scale counts, so promoters, passives and detractors
-    add up to the answers, and the month of that one is NULL: m010 counted 8.5 as an answer
-    of no kind and 11 as a promoter, and cut `/Date(1769...` to the month `/Date(1`."""
+    it came (not ISO 8601), one at 00:30 on the 1st in Brussels (the month before, in UTC).
+    Only the scale counts, so promoters, passives and detractors add up to the answers, and
+    the month of the unreadable one is NULL: m010 counted 8.5 as an answer of no kind and
+    11 as a promoter, and cut `/Date(1769...` to the month `/Date(1`."""
     from syncd.clock import FakeClock
     from syncd.pull import pull
     from syncd.sandbox.base import Server
@@ -732,11 +733,14 @@ def test_nps_from_answers_and_nps_by_city_count_the_nps_scale_only_as_pulled(
     for response_id, score in zip(ids, scores, strict=True):
         sim.edit_response(response_id, score=score)  # type: ignore[arg-type]
     late = ids[-1]  # the last 10, answered at a time the pull cannot read
+    early = ids[0]  # the 0, answered in January (UTC)
 
     def dotnet_date(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for item in items:
             if item["uniqueID"] == late:
                 item["dateAnswer"] = "/Date(1771545600000)/"
+            if item["uniqueID"] == early:
+                item["dateAnswer"] = "2026-02-01T00:30:00+01:00"
         return items
 
     sim.answers_rewrite = dotnet_date
@@ -749,10 +753,11 @@ def test_nps_from_answers_and_nps_by_city_count_the_nps_scale_only_as_pulled(
                 "SELECT answered_at FROM responses WHERE response_id = ?", (late,)
             ) == ("/Date(1771545600000)/")
             got = [tuple(r) for r in store.query("SELECT * FROM nps_from_answers ORDER BY 2")]
-            # 0 6 | 7 8 | 9 10: two of each kind, NPS 0; the late 10 in a month of NULL
+            # the late 10 in a month of NULL; the 0 in January; 6 | 7 8 | 9 10 in February
             assert got == [
                 ("hellocustomer", None, 1, 100.0, 1, 0, 0),
-                ("hellocustomer", "2026-02", 6, 0.0, 2, 2, 2),
+                ("hellocustomer", "2026-01", 1, -100.0, 0, 0, 1),
+                ("hellocustomer", "2026-02", 5, 20.0, 2, 2, 1),
             ]
             example = next(e for e in EXAMPLES if e.name == "nps_by_city")
             # the seeded respondents are no contacts: one city, NULL, of seven answers
