@@ -421,7 +421,8 @@ EXAMPLES: tuple[Example, ...] = (
     Example(
         "nps_by_city",
         "NPS by the contact's city (from the answers)",
-        """-- the answers on the NPS scale, as nps_from_answers counts them
+        """-- the answers on the NPS scale, as nps_from_answers counts them; city NULL: a
+-- contact without one, or a response matched to no contact
 SELECT json_extract(attributes, '$."City"') AS city, count(*) AS answers,
        round(100.0 * (sum(score >= 9) - sum(score <= 6)) / count(*), 1) AS nps
 FROM answers_with_contact
