@@ -450,7 +450,7 @@ GROUP BY vendor, status, reason ORDER BY contacts DESC""",
         "Unsubscribed contacts with their CRM segment",
         """-- each opt-out with the contact it names, and every other contact with its email
 -- (one pulled before its contact was in an export names none): as the suppression
--- matches them, but by phone (no index on contacts.phone to do that here)
+-- matches them, except by phone (contacts.phone has no index to do that here)
 SELECT u.vendor, u.channel, u.at, c.key, json_extract(c.attributes, '$."Segment"') AS segment
 FROM unsubscribes u JOIN contacts c ON c.key = u.key
 UNION ALL

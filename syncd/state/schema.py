@@ -728,8 +728,8 @@ def m022_views_on_vendor_data(db: Database) -> None:
       an answer time the pull kept as the vendor sent it (it did not read as ISO 8601: a
       .NET `/Date(1769903999000)/`, `31/01/2026 23:30`, seconds since 1970), where m010
       cut the text (`/Date(1`, `31/01/2`). The month is checked once per group, not per
-      answer: the answers are grouped by their cut text, and the groups that are no month
-      then together, so the view reads the answers as m010's did.
+      answer: the answers are grouped by their cut text as in m010, then the cuts that are
+      no month merged into one NULL month, so the view reads its rows as fast as m010's.
     - `response_rate` credits no survey with a response whose answer time is not a time
       (does not start with a year and a dash): m010 compared the vendor's text with
       `sent_at`, and `31/01/2026 23:30` sorts after every survey there is.
