@@ -905,3 +905,79 @@ def test_response_rate_after_retry_unknown_counts_the_resend_and_no_earlier_answ
         assert got == [("hellocustomer", "2026-02", 1, 1, 100.0)]
     finally:
         store.close()
+
+
+# --- found here, in code this file's owner does not own: strict xfails, so a fix flips them
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="syncd.state.pulled.match_key matches a response by email to any contact with it "
+    "(here the one never surveyed), so the survey it answers is not credited",
+)
+def test_response_rate_credits_the_surveyed_one_of_two_contacts_sharing_an_email(
+    tmp_path: Path,
+) -> None:
+    """A response without the vendor's copy of our key (Hello Customer's `custom_UniqueID`
+    is empty in its own document's example) is matched by email; two contacts sharing one
+    (a couple, a shop's address) leave the pull to pick one, and it picks by rowid, not the
+    one the vendor was sent the survey for."""
+    from syncd.state import pulled
+
+    store = Store.open(tmp_path / "s.db")
+    t = "2026-01-01T00:00:00+00:00"
+    try:
+        with store.write() as c:
+            c.execute(
+                "INSERT INTO runs (id, kind, started_at, status) VALUES (1, 'reconcile', ?, 'ok')",
+                (t,),
+            )
+            c.executemany(
+                "INSERT INTO contacts (key, attributes, email, rhash, first_seen, updated_at) "
+                "VALUES (?, '{}', 'shared@example.com', 0, ?, ?)",
+                [("d", t, t), ("c", t, t)],
+            )
+            c.execute(
+                "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
+                "created_at, updated_at, sent_at) VALUES (1, 'hellocustomer', 'c', 'new', "
+                "'sent', 7, '{}', ?, ?, '2026-01-05T00:00:00+00:00')",
+                (t, t),
+            )
+            c.execute(
+                "INSERT INTO cursors (vendor, stream, cursor, updated_at) "
+                "VALUES ('hellocustomer', 'responses', 'x', ?)",
+                (t,),
+            )
+            response = {
+                "response_id": "r1",
+                "email": "shared@example.com",
+                "answered_at": "2026-01-06T00:00:00+00:00",
+            }
+            pulled.save_response(store.db, "hellocustomer", response, t)
+        got = [tuple(r) for r in store.query("SELECT * FROM response_rate")]
+        assert got == [("hellocustomer", "2026-01", 1, 1, 100.0)]
+    finally:
+        store.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Store.suppressions maps each email to one key (a dict), so of two contacts "
+    "sharing an unsubscribed email that no opt-out names by key, one is held back",
+)
+def test_the_suppression_holds_back_every_contact_with_an_unsubscribed_email(
+    tmp_path: Path,
+) -> None:
+    """What the `unsubscribed_contacts` example lists, the suppression holds back."""
+    from syncd.state import pulled
+
+    store = Store.open(tmp_path / "s.db")
+    t = "2026-01-01T00:00:00+00:00"
+    try:
+        with store.write():  # pulled before either contact was in an export: no key
+            row = {"vendor_id": "u1", "email": "shared@example.com", "channel": "email", "at": t}
+            pulled.save_unsubscribe(store.db, "esputnik", row, t)
+        reach = {"a": ("shared@example.com", None), "b": ("shared@example.com", None)}
+        assert set(store.suppressions(["email"], reach)) == {"a", "b"}
+    finally:
+        store.close()
