@@ -180,7 +180,10 @@ RELATIONS: tuple[Relation, ...] = (
     ),
     Relation(
         "unsubscribes",
-        "Opt-outs pulled from the vendors; they suppress further sends (see [suppression]).",
+        "Opt-outs pulled from the vendors; they suppress further sends (see [suppression]). "
+        "One stays when the person subscribes again at the vendor (syncd records no "
+        "re-subscribe), and one who opts out again may be a second row (SignalVine keys an "
+        "opt-out by participant and time).",
         {
             "vendor": "Where the person unsubscribed.",
             "vendor_id": "The vendor's id for the event.",
@@ -296,7 +299,9 @@ RELATIONS: tuple[Relation, ...] = (
     ),
     Relation(
         "delivery_backlog",
-        "Open work per vendor and status, with the oldest item: what `syncd status` counts.",
+        "Open work per vendor and status, with the oldest item: what `syncd status` counts. "
+        "A vendor removed from the config keeps its open rows here (`syncd status` lists them "
+        "apart) until `syncd withdraw` closes them.",
         {
             "vendor": "Vendor name.",
             "status": "Open status.",
@@ -331,14 +336,17 @@ RELATIONS: tuple[Relation, ...] = (
     ),
     Relation(
         "nps_over_time",
-        "The vendor's NPS per period and filter, in time order. A period without respondents "
+        "The vendor's NPS per period and filter, in time order (Hello Customer: calendar months, "
+        "UTC). A period without respondents "
         "(the vendor reports 0, or nothing, for the NPS and every share) is NULL throughout.",
         {
             "vendor": "Vendor name.",
             "filter": "The filter as JSON; `[]` is all respondents.",
             "period_start": "Period start (inclusive).",
             "period_end": "Period end (inclusive).",
-            "nps": "Net Promoter Score, -100 to 100; NULL without respondents.",
+            "nps": "Net Promoter Score, -100 to 100; NULL without respondents. Hello Customer "
+            "reports a whole number (31 for promoters 36.84 and detractors 5.26 in its "
+            "document), where `nps_from_answers` rounds to 0.1.",
             "promoters": "Promoters, as the vendor reports them (Hello Customer: % of respondents).",
             "passives": "Passives, likewise.",
             "detractors": "Detractors, likewise.",
@@ -347,15 +355,21 @@ RELATIONS: tuple[Relation, ...] = (
     ),
     Relation(
         "nps_from_answers",
-        "NPS computed here from the NPS answers, per vendor and month, to check `nps_over_time`.",
+        "NPS computed here from the NPS answers, per vendor and month (UTC, as Hello Customer's "
+        "own periods), to check `nps_over_time`. An answer counts once per response and NPS "
+        "question (a respondent who answered twice counts twice), and only on the NPS scale: "
+        "a score that is not a whole number from 0 to 10 (a vendor's 8.5 or 11) is left out.",
         {
             "vendor": "Vendor name.",
-            "month": "YYYY-MM of `answered_at`; NULL for answers whose response has none.",
-            "answers": "NPS answers that month (months without any are absent).",
-            "nps": "(promoters - detractors) / answers × 100, rounded to 0.1.",
-            "promoters": "Answers scoring 9 or more.",
-            "passives": "Answers scoring 7 to 8.",
-            "detractors": "Answers scoring 6 or less.",
+            "month": "YYYY-MM of `answered_at` (UTC); NULL for answers whose response has none, "
+            "or one that is no ISO 8601 time (kept as the vendor sent it).",
+            "answers": "NPS answers that month (months without any are absent); always "
+            "promoters + passives + detractors.",
+            "nps": "(promoters - detractors) / answers × 100, rounded to 0.1 (a half away "
+            "from zero).",
+            "promoters": "Answers scoring 9 or 10.",
+            "passives": "Answers scoring 7 or 8.",
+            "detractors": "Answers scoring 0 to 6.",
         },
         view=True,
     ),
@@ -364,13 +378,16 @@ RELATIONS: tuple[Relation, ...] = (
         "Contacts surveyed per month at each vendor whose responses syncd pulls (a "
         "`responses` row in `cursors`: Hello Customer; upsert vendors and triggers that "
         "return nothing are not listed), and how many of them answered. A matched response "
-        "answers the contact's latest survey at that vendor acknowledged at or before it.",
+        "answers the contact's latest survey at that vendor acknowledged at or before it; one "
+        "answered before any (a survey re-sent by `syncd retry --unknown` after it was "
+        "answered), unmatched (`responses.key` NULL) or whose `answered_at` is no ISO 8601 "
+        "time answers none.",
         {
             "vendor": "Vendor name.",
-            "month": "YYYY-MM of the survey's `sent_at`.",
+            "month": "YYYY-MM of the survey's `sent_at` (UTC).",
             "sent": "Contacts with a survey acknowledged that month (each counted once).",
             "responded": "Of those, contacts whose response answers a survey of that month.",
-            "rate_percent": "responded / sent × 100, rounded to 0.1.",
+            "rate_percent": "responded / sent × 100, rounded to 0.1 (a half away from zero).",
         },
         view=True,
     ),
@@ -383,7 +400,8 @@ RELATIONS: tuple[Relation, ...] = (
             "untimed opt-out, or one whose `at` SQLite cannot read (a `+0000` offset).",
             "vendor": "Vendor name.",
             "channel": "`email`, `sms`, ...",
-            "unsubscribes": "How many.",
+            "unsubscribes": "How many opt-outs (rows of `unsubscribes`: a person who opted out "
+            "at two vendors, or twice at one, counts each time).",
         },
         view=True,
     ),
@@ -404,10 +422,12 @@ EXAMPLES: tuple[Example, ...] = (
     Example(
         "nps_by_city",
         "NPS by the contact's city (from the answers)",
-        """SELECT json_extract(attributes, '$."City"') AS city, count(*) AS answers,
+        """-- the answers on the NPS scale, as nps_from_answers counts them; city NULL: a
+-- contact without one, or a response matched to no contact
+SELECT json_extract(attributes, '$."City"') AS city, count(*) AS answers,
        round(100.0 * (sum(score >= 9) - sum(score <= 6)) / count(*), 1) AS nps
 FROM answers_with_contact
-WHERE is_nps AND score IS NOT NULL
+WHERE is_nps AND score IN (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 GROUP BY city ORDER BY answers DESC""",
     ),
     Example(
@@ -429,9 +449,16 @@ GROUP BY vendor, status, reason ORDER BY contacts DESC""",
     Example(
         "unsubscribed_contacts",
         "Unsubscribed contacts with their CRM segment",
-        """SELECT u.vendor, u.channel, u.at, c.key, json_extract(c.attributes, '$."Segment"') AS segment
+        """-- each opt-out with the contact it names, and every other contact with its email
+-- (one pulled before its contact was in an export names none): as the suppression
+-- matches them, except by phone (contacts.phone has no index to do that here)
+SELECT u.vendor, u.channel, u.at, c.key, json_extract(c.attributes, '$."Segment"') AS segment
 FROM unsubscribes u JOIN contacts c ON c.key = u.key
-ORDER BY u.at DESC""",
+UNION ALL
+SELECT u.vendor, u.channel, u.at, c.key, json_extract(c.attributes, '$."Segment"')
+FROM unsubscribes u JOIN contacts c ON c.email = u.email
+WHERE c.key IS NOT u.key
+ORDER BY at DESC""",
     ),
     Example(
         "last_runs",

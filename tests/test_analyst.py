@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -314,5 +315,29 @@ def test_contact_status_filters_read_indexes_and_skip_the_sent_arm(tmp_path: Pat
             assert "AUTOMATIC" not in plan, plan
             assert "deliveries_open (vendor=? AND status=?)" in plan
             assert "deliveries_held (vendor=? AND status=?)" in plan
+    finally:
+        store.close()
+
+
+def test_the_examples_read_the_big_tables_through_indexes(tmp_path: Path) -> None:
+    """No example query scans deliveries, contacts, vendor_state, responses or answers
+    whole (a whole partial index, `answers_nps` or `deliveries_open`, is what it reads)."""
+    store = _store(tmp_path)
+    try:
+        big = {"deliveries", "contacts", "vendor_state", "responses", "answers"}
+        for e in EXAMPLES:
+            plan = [row["detail"] for row in store.query(f"EXPLAIN QUERY PLAN {e.sql}")]
+            names = big | {
+                alias
+                for table in big
+                for alias in re.findall(rf"\b{table}\s+(?:AS\s+)?(\w+)", e.sql)
+            }
+            names -= {"WHERE", "JOIN", "ON", "LEFT", "GROUP", "ORDER", "UNION"}
+            scans = [
+                line
+                for line in plan
+                if line.startswith("SCAN ") and line.split()[1] in names and "INDEX" not in line
+            ]
+            assert not scans, f"{e.name} scans a whole table: {plan}"
     finally:
         store.close()

@@ -24,7 +24,7 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from syncd.analyst import RELATIONS
+from syncd.analyst import EXAMPLES, RELATIONS
 from syncd.state import Store
 
 VENDORS = ("hellocustomer", "esputnik", "signalvine", "altcraft")
@@ -82,9 +82,18 @@ def vendor_time(t: datetime, form: int) -> str:
     return t.isoformat()
 
 
+# answer times a vendor sent that the pull does not read as ISO 8601, and so keeps as they
+# came (`syncd.pull._when`): a .NET date, a European one, seconds since 1970
+NOT_TIMES = ("/Date(1769903999000)/", "31/01/2026 23:30", "1769903999")
+
+
 def instant(text: str) -> datetime:
     t = datetime.fromisoformat(text)
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def readable(text: str | None) -> bool:
+    return text is not None and text not in NOT_TIMES
 
 
 def month(text: str) -> str:
@@ -174,7 +183,7 @@ def stores(draw: st.DrawFn) -> Data:
                 draw(st.none() | st.sampled_from((*KEYS, "nobody"))),
                 draw(st.none() | st.just(f"r{i}@example.com")),
                 draw(st.none() | vendor_times),  # surveyed_at
-                draw(st.none() | vendor_times, label="answered_at")
+                draw(st.none() | vendor_times | st.sampled_from(NOT_TIMES), label="answered_at")
                 if draw(st.integers(0, 5)) == 0
                 else draw(vendor_times),
                 draw(syncd_times),
@@ -194,7 +203,12 @@ def stores(draw: st.DrawFn) -> Data:
                 draw(st.sampled_from(("q-nps", "q-ces", "q-text", None))),
                 draw(st.none() | st.just(f"question {i}")),
                 draw(st.none() | st.integers(0, 5)),
-                draw(st.none() | st.integers(0, 10).map(float)),
+                # a score on the NPS scale, or one a vendor sends off it
+                draw(
+                    st.none()
+                    | st.integers(0, 10).map(float)
+                    | st.sampled_from((-1.0, 6.5, 7.5, 8.5, 9.5, 11.0, 100.0))
+                ),
                 draw(st.none() | st.just("fine")),
                 draw(st.sampled_from((None, 0, 1))),
                 draw(st.none() | st.just('["a"]')),
@@ -398,9 +412,9 @@ def nps_from_answers(d: Data) -> list[tuple[Any, ...]]:
     groups: dict[tuple[str, str | None], list[float]] = defaultdict(list)
     for a in d.answers:
         r = responses.get((a[0], a[2]))
-        if r is None or not a[10] or a[6] is None:
-            continue
-        groups[(a[0], month(r[5]) if r[5] else None)].append(a[6])
+        if r is None or not a[10] or a[6] not in range(11):
+            continue  # no response, not the NPS question, or no score on the NPS scale
+        groups[(a[0], month(r[5]) if readable(r[5]) else None)].append(a[6])
     out = []
     for (vendor, m), scores in groups.items():
         promoters = sum(9 <= s <= 10 for s in scores)
@@ -426,7 +440,7 @@ def response_rate(d: Data) -> list[tuple[Any, ...]]:
     responded: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in d.responses:
         vendor, key, answered_at = r[0], r[2], r[5]
-        if vendor not in pulled or key is None or answered_at is None:
+        if vendor not in pulled or key is None or not readable(answered_at):
             continue
         before = [t for t in surveys[(vendor, key)] if t <= instant(answered_at)]
         if before:
@@ -693,5 +707,277 @@ def test_response_rate_lists_no_month_for_a_survey_without_sent_at(tmp_path: Pat
             )
         got = [tuple(r) for r in store.query("SELECT * FROM response_rate")]
         assert got == [("hellocustomer", "2026-01", 1, 0, 0.0)]
+    finally:
+        store.close()
+
+
+def test_nps_from_answers_and_nps_by_city_count_the_nps_scale_only_as_pulled(
+    tmp_path: Path,
+) -> None:
+    """What Hello Customer sends goes through the real pull: NPS answers of 0, 6, 7, 8, 9
+    and 10, and of 8.5, 11 and -1 (off the scale), one answered at a time the pull keeps as
+    it came (not ISO 8601), one at 00:30 on the 1st in Brussels (the month before, in UTC).
+    Only the scale counts, so promoters, passives and detractors add up to the answers, and
+    the month of the unreadable one is NULL: m010 counted 8.5 as an answer of no kind and
+    11 as a promoter, and cut `/Date(1769...` to the month `/Date(1`."""
+    from syncd.clock import FakeClock
+    from syncd.pull import pull
+    from syncd.sandbox.base import Server
+    from tests.test_pull_adversary import HostileHC, hc_config
+
+    clock = FakeClock(datetime(2026, 3, 10, 12, tzinfo=UTC))
+    sim = HostileHC(clock=clock.monotonic, now=clock.now)
+    scores = (0, 6, 7, 8, 9, 10, 8.5, 11, -1, 10)
+    when = datetime(2026, 2, 1, tzinfo=UTC)
+    ids = sim.add_responses(len(scores), when, when + timedelta(days=20))
+    for response_id, score in zip(ids, scores, strict=True):
+        sim.edit_response(response_id, score=score)  # type: ignore[arg-type]
+    late = ids[-1]  # the last 10, answered at a time the pull cannot read
+    early = ids[0]  # the 0, answered in January (UTC)
+
+    def dotnet_date(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for item in items:
+            if item["uniqueID"] == late:
+                item["dateAnswer"] = "/Date(1771545600000)/"
+            if item["uniqueID"] == early:
+                item["dateAnswer"] = "2026-02-01T00:30:00+01:00"
+        return items
+
+    sim.answers_rewrite = dotnet_date
+    with Server(sim) as server:
+        cfg = hc_config(tmp_path, server.url, '["responses"]')
+        store = Store.open(cfg.store.path)
+        try:
+            assert pull(cfg, store, clock, since=date(2026, 1, 25)).exit_code == 0
+            assert store.scalar(
+                "SELECT answered_at FROM responses WHERE response_id = ?", (late,)
+            ) == ("/Date(1771545600000)/")
+            got = [tuple(r) for r in store.query("SELECT * FROM nps_from_answers ORDER BY 2")]
+            # the late 10 in a month of NULL; the 0 in January; 6 | 7 8 | 9 10 in February
+            assert got == [
+                ("hellocustomer", None, 1, 100.0, 1, 0, 0),
+                ("hellocustomer", "2026-01", 1, -100.0, 0, 0, 1),
+                ("hellocustomer", "2026-02", 5, 20.0, 2, 2, 1),
+            ]
+            example = next(e for e in EXAMPLES if e.name == "nps_by_city")
+            # the seeded respondents are no contacts: one city, NULL, of seven answers
+            assert [tuple(r) for r in store.query(example.sql)] == [(None, 7, 14.3)]
+        finally:
+            store.close()
+
+
+def test_response_rate_credits_no_survey_with_an_answer_time_that_is_no_time(
+    tmp_path: Path,
+) -> None:
+    """A response whose `answered_at` the pull kept as the vendor sent it (not ISO 8601)
+    was answered at no time syncd knows, so it answers no survey: m010 compared its text
+    with `sent_at`, and `31/01/2026 23:30` sorts after every survey there is."""
+    store = Store.open(tmp_path / "s.db")
+    try:
+        with store.write() as c:
+            c.execute(
+                "INSERT INTO runs (id, kind, started_at, status) VALUES (1, 'reconcile', "
+                "'2026-01-01T00:00:00+00:00', 'ok')"
+            )
+            c.executemany(
+                "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
+                "created_at, updated_at, sent_at) VALUES (1, 'hellocustomer', ?, 'new', 'sent', "
+                "7, '{}', ?, ?, ?)",
+                [
+                    (k, t, t, t)
+                    for k, t in (
+                        ("a", "2026-01-05T10:00:00+00:00"),
+                        ("b", "2026-01-06T10:00:00+00:00"),
+                    )
+                ],
+            )
+            c.executemany(
+                "INSERT INTO responses (vendor, response_id, key, answered_at, pulled_at) "
+                "VALUES ('hellocustomer', ?, ?, ?, '2026-02-01T00:00:00+00:00')",
+                [
+                    ("r1", "a", "2026-01-10T00:00:00+00:00"),  # answers a's survey
+                    ("r2", "b", "31/01/2026 23:30"),  # answered at no time syncd can read
+                ],
+            )
+            c.execute(
+                "INSERT INTO cursors (vendor, stream, cursor, updated_at) "
+                "VALUES ('hellocustomer', 'responses', 'x', '2026-02-01T00:00:00+00:00')"
+            )
+        got = [tuple(r) for r in store.query("SELECT * FROM response_rate")]
+        assert got == [("hellocustomer", "2026-01", 2, 1, 50.0)]
+    finally:
+        store.close()
+
+
+def test_unsubscribed_contacts_lists_whom_the_suppression_holds_back_by_email(
+    tmp_path: Path,
+) -> None:
+    """An opt-out pulled before its contact was in an export names no contact (the pull
+    matches keys as it stores them), yet the suppression holds that contact back by its
+    email, and any other contact with that email too: the example lists them all. It
+    joined on `unsubscribes.key` alone, so it listed neither."""
+    from syncd.state import pulled
+
+    store = Store.open(tmp_path / "s.db")
+    t = "2026-01-01T00:00:00+00:00"
+    try:
+        with store.write() as c:  # pulled through the saver, while no contact has the emails
+            for vendor_id, email in (("u1", "Early@Example.com"), ("u2", "b@example.com")):
+                row = {"vendor_id": vendor_id, "email": email, "channel": "email", "at": t}
+                pulled.save_unsubscribe(store.db, "esputnik", row, t)
+            c.executemany(
+                "INSERT INTO contacts (key, attributes, email, rhash, first_seen, updated_at) "
+                "VALUES (?, ?, ?, 0, ?, ?)",
+                [
+                    (k, json.dumps({"Segment": s}), e, t, t)
+                    for k, s, e in (
+                        ("a", "Retail", "early@example.com"),
+                        ("a2", "SMB", "early@example.com"),  # shares a's email
+                        ("b", "Public", "b@example.com"),
+                        ("z", "Retail", "z@example.com"),  # never unsubscribed
+                    )
+                ],
+            )
+            # u2 matched later (a re-read within the lookback): it names b
+            pulled.save_unsubscribe(
+                store.db, "esputnik", {"vendor_id": "u2", "email": "b@example.com"}, t
+            )
+        assert store.scalar("SELECT key FROM unsubscribes WHERE vendor_id = 'u1'") is None
+        held = store.suppressions(
+            ["email"], {k: (e, None) for k, e in store.query("SELECT key, email FROM contacts")}
+        )
+        example = next(e for e in EXAMPLES if e.name == "unsubscribed_contacts")
+        got = sorted(r["key"] for r in store.query(example.sql))
+        assert got == ["a", "a2", "b"]
+        assert set(held) <= set(got)
+    finally:
+        store.close()
+
+
+def test_response_rate_after_retry_unknown_counts_the_resend_and_no_earlier_answer(
+    tmp_path: Path,
+) -> None:
+    """As documented: a survey whose outcome was unknown, answered before `syncd retry
+    --unknown` re-sent it, is counted in the month of the re-send (its `sent_at`), and the
+    answer, given before any survey was acknowledged, answers none; a later answer answers
+    the re-send. Through the store's own writes: settle, requeue, settle."""
+    store = Store.open(tmp_path / "s.db")
+    t0 = datetime(2026, 1, 31, 22, tzinfo=UTC)
+    try:
+        run = store.start_run("reconcile", t0)
+        with store.write() as c:
+            c.execute(
+                "INSERT INTO contacts (key, attributes, rhash, first_seen, updated_at) "
+                "VALUES ('a', '{}', 0, ?, ?)",
+                (syncd_time(t0), syncd_time(t0)),
+            )
+            c.execute(
+                "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
+                "created_at, updated_at) VALUES (?, 'hellocustomer', 'a', 'new', 'in_flight', 7, "
+                "'{}', ?, ?)",
+                (run, syncd_time(t0), syncd_time(t0)),
+            )
+            c.execute(
+                "INSERT INTO cursors (vendor, stream, cursor, updated_at) "
+                "VALUES ('hellocustomer', 'responses', 'x', ?)",
+                (syncd_time(t0),),
+            )
+        did = store.scalar("SELECT id FROM deliveries")
+        store.settle("hellocustomer", [(did, "a", "unknown", "timed out", None)], t0, 3)
+        with store.write() as c:  # the invitation did go out: answered that night
+            c.execute(
+                "INSERT INTO responses (vendor, response_id, key, answered_at, pulled_at) "
+                "VALUES ('hellocustomer', 'r1', 'a', '2026-01-31T23:00:00+00:00', ?)",
+                (syncd_time(t0),),
+            )
+        resent = datetime(2026, 2, 2, 9, tzinfo=UTC)
+        assert store.requeue(["unknown"], "hellocustomer", resent) == 1
+        store.settle("hellocustomer", [(did, "a", "sent", None, "ref")], resent, 3)
+        got = [tuple(r) for r in store.query("SELECT * FROM response_rate")]
+        assert got == [("hellocustomer", "2026-02", 1, 0, 0.0)]
+        with store.write() as c:  # answered again, to the re-sent invitation
+            c.execute(
+                "INSERT INTO responses (vendor, response_id, key, answered_at, pulled_at) "
+                "VALUES ('hellocustomer', 'r2', 'a', '2026-02-03T08:00:00+00:00', ?)",
+                (syncd_time(resent),),
+            )
+        got = [tuple(r) for r in store.query("SELECT * FROM response_rate")]
+        assert got == [("hellocustomer", "2026-02", 1, 1, 100.0)]
+    finally:
+        store.close()
+
+
+# --- found here, in code this file's owner does not own: strict xfails, so a fix flips them
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="syncd.state.pulled.match_key matches a response by email to any contact with it "
+    "(here the one never surveyed), so the survey it answers is not credited",
+)
+def test_response_rate_credits_the_surveyed_one_of_two_contacts_sharing_an_email(
+    tmp_path: Path,
+) -> None:
+    """A response without the vendor's copy of our key (Hello Customer's `custom_UniqueID`
+    is empty in its own document's example) is matched by email; two contacts sharing one
+    (a couple, a shop's address) leave the pull to pick one, and it picks by rowid, not the
+    one the vendor was sent the survey for."""
+    from syncd.state import pulled
+
+    store = Store.open(tmp_path / "s.db")
+    t = "2026-01-01T00:00:00+00:00"
+    try:
+        with store.write() as c:
+            c.execute(
+                "INSERT INTO runs (id, kind, started_at, status) VALUES (1, 'reconcile', ?, 'ok')",
+                (t,),
+            )
+            c.executemany(
+                "INSERT INTO contacts (key, attributes, email, rhash, first_seen, updated_at) "
+                "VALUES (?, '{}', 'shared@example.com', 0, ?, ?)",
+                [("d", t, t), ("c", t, t)],
+            )
+            c.execute(
+                "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
+                "created_at, updated_at, sent_at) VALUES (1, 'hellocustomer', 'c', 'new', "
+                "'sent', 7, '{}', ?, ?, '2026-01-05T00:00:00+00:00')",
+                (t, t),
+            )
+            c.execute(
+                "INSERT INTO cursors (vendor, stream, cursor, updated_at) "
+                "VALUES ('hellocustomer', 'responses', 'x', ?)",
+                (t,),
+            )
+            response = {
+                "response_id": "r1",
+                "email": "shared@example.com",
+                "answered_at": "2026-01-06T00:00:00+00:00",
+            }
+            pulled.save_response(store.db, "hellocustomer", response, t)
+        got = [tuple(r) for r in store.query("SELECT * FROM response_rate")]
+        assert got == [("hellocustomer", "2026-01", 1, 1, 100.0)]
+    finally:
+        store.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Store.suppressions maps each email to one key (a dict), so of two contacts "
+    "sharing an unsubscribed email that no opt-out names by key, one is held back",
+)
+def test_the_suppression_holds_back_every_contact_with_an_unsubscribed_email(
+    tmp_path: Path,
+) -> None:
+    """What the `unsubscribed_contacts` example lists, the suppression holds back."""
+    from syncd.state import pulled
+
+    store = Store.open(tmp_path / "s.db")
+    t = "2026-01-01T00:00:00+00:00"
+    try:
+        with store.write():  # pulled before either contact was in an export: no key
+            row = {"vendor_id": "u1", "email": "shared@example.com", "channel": "email", "at": t}
+            pulled.save_unsubscribe(store.db, "esputnik", row, t)
+        reach = {"a": ("shared@example.com", None), "b": ("shared@example.com", None)}
+        assert set(store.suppressions(["email"], reach)) == {"a", "b"}
     finally:
         store.close()

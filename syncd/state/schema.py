@@ -737,3 +737,71 @@ def m021_runs_delivered_before_m020(db: Database) -> None:
         "WHERE kind = 'reconcile' AND delivered IS NULL AND json_valid(counts) "
         "AND json_type(counts) = 'object'"
     )
+
+
+# an answer on the NPS scale: a whole number from 0 to 10
+NPS_SCALE = "IN (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)"
+
+
+@migration
+def m022_views_on_vendor_data(db: Database) -> None:
+    """Two views mean what the README says on whatever a vendor sends (tests/
+    test_views_oracle.py); only their definitions change, over m020's schema.
+
+    - `nps_from_answers` counts an NPS answer only on the NPS scale (a whole score from 0
+      to 10), so that its promoters, passives and detractors add up to its answers: m010
+      counted an 8.5 as an answer of no kind and an 11 as a promoter. Its month is NULL for
+      an answer time the pull kept as the vendor sent it (it did not read as ISO 8601: a
+      .NET `/Date(1769903999000)/`, `31/01/2026 23:30`, seconds since 1970), where m010
+      cut the text (`/Date(1`, `31/01/2`). The month is checked once per group, not per
+      answer: the answers are grouped by their cut text as in m010, then the cuts that are
+      no month merged into one NULL month, so the view reads its rows as fast as m010's.
+    - `response_rate` credits no survey with a response whose answer time is not a time
+      (does not start with a year and a dash): m010 compared the vendor's text with
+      `sent_at`, and `31/01/2026 23:30` sorts after every survey there is.
+    """
+    db.executescript(
+        f"""
+        DROP VIEW nps_from_answers;
+        CREATE VIEW nps_from_answers AS
+        SELECT vendor, CASE WHEN cut GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]' THEN cut END AS month,
+               sum(answers) AS answers,
+               round(100.0 * (sum(promoters) - sum(detractors)) / sum(answers), 1) AS nps,
+               sum(promoters) AS promoters, sum(passives) AS passives,
+               sum(detractors) AS detractors
+        FROM (SELECT a.vendor, substr(r.answered_at, 1, 7) AS cut, count(*) AS answers,
+                     sum(a.score >= 9) AS promoters, sum(a.score BETWEEN 7 AND 8) AS passives,
+                     sum(a.score <= 6) AS detractors
+              FROM answers a
+              JOIN responses r ON r.vendor = a.vendor AND r.response_id = a.response_id
+              WHERE a.is_nps AND a.score {NPS_SCALE}
+              GROUP BY a.vendor, cut)
+        GROUP BY vendor, 2;
+
+        DROP VIEW response_rate;
+        CREATE VIEW response_rate AS
+        WITH surveyed AS (
+            SELECT vendor, substr(sent_at, 1, 7) AS month, count(DISTINCT key) AS sent
+            FROM deliveries
+            WHERE status = 'sent'
+              AND vendor IN (SELECT vendor FROM cursors WHERE stream = 'responses')
+            GROUP BY vendor, substr(sent_at, 1, 7)),
+        answered AS MATERIALIZED (
+            -- the survey each matched response answers: the latest acknowledged before it
+            SELECT r.vendor, r.key,
+                   (SELECT max(d.sent_at) FROM deliveries d
+                    WHERE d.status = 'sent' AND d.vendor = r.vendor AND d.key = r.key
+                      AND d.sent_at <= r.answered_at) AS sent_at
+            FROM responses r
+            WHERE r.key IS NOT NULL AND r.answered_at GLOB '[0-9][0-9][0-9][0-9]-*'
+              AND r.vendor IN (SELECT vendor FROM cursors WHERE stream = 'responses')),
+        responded AS (
+            SELECT vendor, substr(sent_at, 1, 7) AS month, count(DISTINCT key) AS responded
+            FROM answered WHERE sent_at IS NOT NULL GROUP BY vendor, month)
+        SELECT s.vendor, s.month, s.sent, coalesce(a.responded, 0) AS responded,
+               round(100.0 * coalesce(a.responded, 0) / s.sent, 1) AS rate_percent
+        FROM surveyed s LEFT JOIN responded a ON a.vendor = s.vendor AND a.month = s.month
+        WHERE s.month IS NOT NULL
+        ORDER BY s.vendor, s.month;
+        """
+    )
