@@ -476,15 +476,25 @@ class HttpClient:
         kind: type[_JSON],
         *,
         empty_ok: bool = False,
+        status: int | None = None,
         **kwargs: Any,
     ) -> _JSON:
         """An idempotent read's answer as JSON, a `kind` (`read_json`'s rules, `empty_ok`
         too). An answer that is not (half a document, an empty body, a gateway's HTML page)
         is retried like an answer cut short: under the same retries, backoff and breaker,
-        and raised only after the last. A trigger is never sent here: its answer, cut, is
-        an unknown outcome (`request(idempotent=False)`, then `read_json`)."""
+        and raised only after the last. So is a 2xx other than `status`, when given (the
+        one status the vendor's own client reads this call's answer from). A trigger is
+        never sent here: its answer, cut, is an unknown outcome (`request(idempotent=False)`,
+        then `read_json`)."""
 
         def shaped(resp: requests.Response) -> _JSON:
+            if status is not None and resp.status_code != status:
+                raise RetriableError(
+                    f"{method} {_path_only(resp.url)} answered HTTP {resp.status_code} where "
+                    f"HTTP {status} was expected: {snippet(resp)!r}",
+                    vendor=self.vendor,
+                    status=resp.status_code,
+                )
             return read_json(resp, kind, vendor=self.vendor, empty_ok=empty_ok)
 
         return self._attempts(method, path, True, None, None, True, kwargs, shaped)

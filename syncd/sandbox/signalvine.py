@@ -20,7 +20,9 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   10,000,000 bytes (else 413). Answers 202 with a `Location` of the command ("If your API
   POST is accepted, you will receive a 202 response back", signalvine.md; docbox names no
   status for it), never another 2xx.
-- `GET {Location}`: `{"commandId", "name", "from", "created", "complete", "error"}`; the
+- `GET {Location}`: 200 `{"commandId", "name", "from", "created", "complete", "error"}`,
+  whether the command is running or complete (the SDK's `get_location_status` reads both
+  from a 200 and raises on any other status; signalvine.md names none); the
   command completes at the `polls_to_complete`-th poll (0: never), and only then is the
   CSV applied. A completed command carries `message`: `{"added", "updated", "ignored",
   "errors": [{"row", "customer_id", "message"}]}` where `row` counts CSV records with the

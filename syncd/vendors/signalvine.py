@@ -30,7 +30,9 @@
   polled (signed GET) 2 s after, every 2 s for 30 s, then at intervals growing by 2 s up
   to `poll_cap`; after `poll_timeout` the contacts stay pending, and so do they when the
   Location answers 404 (a command SignalVine no longer knows). `resume` polls a recorded
-  Location, never re-sends.
+  Location, never re-sends. A poll is read only from a 200, whether the command is running
+  or complete (the SDK's `get_location_status` takes no other status); another 2xx is
+  asked again, then leaves the rows pending.
 - A completed command with `error: true`, or `error: false` whose report still lists
   errors (never taken for every row sent; an `error` neither true nor false acknowledges
   nothing, the rows go again): each error placed on its contact by `customer_id`, else
@@ -424,7 +426,9 @@ class SignalVine(Connector):
         while True:
             self.clock.sleep(next(delays))
             with self.polling(location, "command", "its command Locations"):
-                status = self.read(location)
+                # the SDK's get_location_status reads a command, running or complete, only
+                # from a 200 and raises on any other status: another 2xx is no status
+                status = self.read(location, status=200)
             if status.get("complete") is True:
                 return status
             if self.clock.monotonic() - started >= self.opts["poll_timeout"]:

@@ -295,6 +295,33 @@ def test_only_202_with_a_location_accepts_an_upload(
     assert sim.count(COMMANDS) == 0  # no Location was followed
 
 
+class OtherPollStatus(SignalVineSim):
+    """Answers a command poll, running or complete, with the test's 2xx."""
+
+    status = 202
+
+    def command(self, request: Request, command: str) -> Response:
+        resp = super().command(request, command)
+        if resp.status_code == 200:
+            resp.status_code = self.status
+        return resp
+
+
+@pytest.mark.parametrize("status", [201, 202, 203])
+def test_a_poll_is_read_only_from_a_200(tmp_path: Path, status: int) -> None:
+    """The SDK's `get_location_status` reads a command only from a 200 and raises on any
+    other status. A completed command answered with another 2xx had its rows marked sent."""
+    clock = FakeClock()
+    sim = OtherPollStatus(now=clock.now)
+    sim.status = status
+    with Server(sim) as server:
+        connector = Env(sim, server, clock, tmp_path).connector()
+        with pytest.raises(RetriableError, match=f"HTTP {status} where HTTP 200 was expected"):
+            connector.push([contact(0)], lambda job: None)
+        outcome, _ = deliver(connector, [contact(1)], tmp_path)
+    assert {s for s, _r in outcome.values()} == {"pending"}
+
+
 # --- per-row errors -----------------------------------------------------------------
 def test_row_errors_are_mapped_to_their_contacts(env: Env) -> None:
     connector = env.connector()
