@@ -405,8 +405,10 @@ class HttpClient:
         clock: Clock = SYSTEM,
         pacer: Pacer | None = None,
         rng: random.Random | None = None,
+        endpoint_hint: str = "check base_url (scheme://host[:port] only)",
     ) -> None:
         self.vendor = vendor
+        self.endpoint_hint = endpoint_hint  # what to check on a 3xx, 404 or 405
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
         self.policy = policy
@@ -664,7 +666,7 @@ class HttpClient:
                 text,
                 vendor=self.vendor,
                 status=status,
-                hint="check base_url (scheme://host[:port] only) and the vendor's path options",
+                hint=self.endpoint_hint,
             )
         return FatalError(text, vendor=self.vendor, status=status)
 

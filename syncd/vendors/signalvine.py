@@ -185,6 +185,7 @@ class SignalVine(Connector):
     kind = "upsert"
     max_batch = 100_000
     max_bytes = 10_000_000
+    url_options = ("program",)
     options: ClassVar[dict[str, Option]] = {
         "token": Option(str, required=True, secret=True, help="the API token"),
         "secret": Option(str, required=True, secret=True, help="the API secret (signs requests)"),
