@@ -61,10 +61,15 @@
   cursor is an `updated-after` timestamp (inclusive, so re-reading the boundary duplicates
   nothing), stored after the last page: the newest item time seen less `pull_lookback`
   seconds; when items came back but none has a time, the pull's `until` less
-  `pull_lookback`; when none came back, it stays. It stays too when the pages held fewer
-  distinct participants than the list's `total`: one that changed while the list was read
-  went to its end, those after it moved one place back under the offsets, and one of them
-  was on no page (the next pull reads from the same cursor again).
+  `pull_lookback`; when none came back, it stays. When a participant read on one page is
+  read again on a later one, it changed while the list was read and went to its end, those
+  after it moved one place back under the offsets, and one of them may have been on no
+  page: the cursor then goes no further than the newest time read by the end of the first
+  page it was on (less `pull_lookback`), all of which was read, so the next pull reads on
+  from there. Under constant change every pull still moves on by at least that page.
+  `total` is not taken for the list's length (docbox's own example answers three items
+  with `"total": 10` and `"pages": 1`); it only helps tell the last page, and bounds
+  `nextOffset`.
 
 Assumptions (unknown in the vendor's documents): whether the server's re-serialisation
 escapes non-ASCII (`non_ascii`, with the fallback above); the command `message` is a JSON
@@ -72,8 +77,9 @@ object (or a string holding one) `{"added", "updated", "ignored", "errors": [{"r
 "customer_id", "message"}]}`; the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
 the list is not known to be ordered, so the cursor only advances after the last page;
-`total` counts the participants the query matches; the last page's `nextOffset` is its own
-offset, 0, null or absent; 10 MB is taken as 10,000,000 bytes; a request carries at most
+a participant that changes moves in the list, if at all, to its end, and none leaves the
+list while it is read (a removal would move those after it back unseen); the last page's
+`nextOffset` is its own offset, 0, null or absent; 10 MB is taken as 10,000,000 bytes; a request carries at most
 `max_batch` = 100,000 participants (no count limit is documented); a dedicated opt-out
 endpoint and rate limits are unknown (none used); the Location may be a path or a full
 URL; an upload answered with another 2xx than 202 (the only one documented) may or may not
@@ -493,7 +499,10 @@ class SignalVine(Connector):
             ) from None
         after = timestamp(start)
         newest: datetime | None = None
-        seen: set[Any] = set()  # the participants read, by id
+        read = False
+        # each participant read, by id: `newest` once the page it was first on was read
+        first: dict[Any, datetime | None] = {}
+        moved: list[datetime | None] = []  # `first` of each participant read again
         offset = 0
         path = f"/v1/programs/{self.program}/participants"
         while True:
@@ -506,9 +515,13 @@ class SignalVine(Connector):
             }
             page = self.read(path, params=params)
             items = [i for i in page.get("items") or [] if isinstance(i, dict)]
-            seen.update(i.get("id") for i in items)
+            read = read or bool(items)
+            ids = [i.get("id") for i in items if i.get("id") not in (None, "")]
+            moved += [first[pid] for pid in ids if pid in first]
             for when in filter(None, (_changed(i) or _time(i.get("created")) for i in items)):
                 newest = when if newest is None else max(newest, when)
+            for pid in ids:
+                first.setdefault(pid, newest)
             records = [_unsubscribe(i) for i in items if _opted_out(i)]
             unread = [i.get("id") for i in items if _opted_out(i) is None]
             if unread:  # not taken for an opt-out, nor silently passed over
@@ -535,20 +548,27 @@ class SignalVine(Connector):
                     )
                 offset = following
                 continue
+            lookback = timedelta(seconds=self.opts["pull_lookback"])
             cursor = start
-            if type(total) is int and len(seen) < total:
-                # the list moved under the offsets while it was paged (a participant that
-                # changed went to its end, those after it one place back): a participant
-                # may have been on no page, so the cursor stays and the next pull reads on
+            if moved:
+                # a participant read on an earlier page was read again: it changed while the
+                # list was paged and went to its end, and those after it moved one place back
+                # under the offsets, so one at a later page's offset may have been on no page.
+                # All up to the end of the first page it was on was read: the cursor goes no
+                # further (the next pull reads on from there)
+                bound = None if None in moved else min(m for m in moved if m is not None)
+                if bound is not None:
+                    cursor = max(start, bound - lookback)
                 self.log.warning(
-                    "participants changed while the list was read: the cursor stays",
+                    "participants changed while the list was read: the cursor goes no further "
+                    "than the first page one of them was on",
                     vendor=self.name,
-                    read=len(seen),
-                    total=total,
+                    read_again=len(moved),
+                    cursor=timestamp(cursor),
                 )
-            elif seen:  # past what was read; if no item had a time, nothing read is after `until`
+            elif read:  # past what was read; if no item had a time, nothing read is after `until`
                 last = until if newest is None else newest
-                cursor = max(start, last - timedelta(seconds=self.opts["pull_lookback"]))
+                cursor = max(start, last - lookback)
             yield Page(records, timestamp(cursor))
             return
 
