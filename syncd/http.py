@@ -406,9 +406,11 @@ class HttpClient:
         pacer: Pacer | None = None,
         rng: random.Random | None = None,
         endpoint_hint: str = "check base_url (scheme://host[:port] only)",
+        auth_hint: str = "check the vendor's credentials",
     ) -> None:
         self.vendor = vendor
         self.endpoint_hint = endpoint_hint  # what to check on a 3xx, 404 or 405
+        self.auth_hint = auth_hint  # and on a 401 or 403
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
         self.policy = policy
@@ -658,9 +660,7 @@ class HttpClient:
         if action == "unknown":
             return OutcomeUnknownError(text, vendor=self.vendor, status=status)
         if action == "auth":
-            return AuthError(
-                text, vendor=self.vendor, status=status, hint="check the vendor's credentials"
-            )
+            return AuthError(text, vendor=self.vendor, status=status, hint=self.auth_hint)
         if action == "endpoint":
             return EndpointError(
                 text,

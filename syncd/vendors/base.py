@@ -141,7 +141,13 @@ class Connector(ABC):
             clock=self.clock,
             pacer=self.pacer(),
             endpoint_hint=self.endpoint_hint(),
+            auth_hint=self.auth_hint(),
         )
+
+    def auth_hint(self) -> str:
+        """What a 401 or 403 tells to check: the vendor's secret options."""
+        keys = " and ".join(k for k, o in self.options.items() if o.secret) or "the credentials"
+        return f"check {keys} in [vendors.{self.name}]"
 
     def endpoint_hint(self) -> str:
         """What a 3xx, 404 or 405 tells to check: base_url, and the options in the URL."""

@@ -395,6 +395,14 @@ class HelloCustomer(Connector):
                 "`syncd retry --unknown`",
             )
 
+    def auth_hint(self) -> str:
+        # hellocustomer.md, "5. Validation messages": a 401 is also a token that "does not
+        # contain this touchpoint/CampaignUniqueID" or "the right API call permissions"
+        return (
+            f"{super().auth_hint()}; Hello Customer also answers 401 for a token that does "
+            f"not hold touchpoint {self.opts['campaign']} (campaign) or this call's permission"
+        )
+
     def check(self) -> str:
         """Read the last minute's answers: proves the token and campaign, changes nothing."""
         end = self.clock.now().astimezone(UTC)
