@@ -245,14 +245,20 @@ class SignalVine(Connector):
             self.existing: str | list[str] = [c for c in self.columns if c != "customer_id"]
         elif existing == "ignore":
             self.existing = "ignore"
-        elif isinstance(existing, list) and set(existing) <= set(self.columns):
+        elif (
+            isinstance(existing, list)
+            and existing  # docbox: "one or more values in the header row"
+            and len(set(existing)) == len(existing)
+            and set(existing) <= set(self.columns)
+        ):
             self.existing = [str(e) for e in existing]
         else:
             raise ConfigError(
-                f"must be 'all', 'ignore' or a list of mapped variables, not {existing!r}",
+                f"must be 'all', 'ignore' or a list of mapped variables, each once, not "
+                f"{existing!r}",
                 table=table,
                 key="existing",
-                hint="mapped variables: " + ", ".join(self.columns),
+                hint=f"mapped variables: {', '.join(self.columns)} (none to update: 'ignore')",
             )
         self.non_ascii: str = self.opts["non_ascii"]
         self.http.session.auth = SignalVineAuth(self.opts["token"], self.opts["secret"], self.clock)

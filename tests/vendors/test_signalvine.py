@@ -496,8 +496,20 @@ def test_absent_and_bad_options_are_config_errors(env: Env) -> None:
         env.connector('absent = "delete"\n')
     with pytest.raises(ConfigError, match="existing"):
         env.connector('existing = ["nickname"]\n')
+    # docbox: "one or more values in the header row"; [] went out, and a name twice
+    for odd in ("[]", '["first_name", "first_name"]'):
+        with pytest.raises(ConfigError, match=r"existing: .*each once.*\(none to update"):
+            env.connector(f"existing = {odd}\n")
     with pytest.raises(ConfigError, match="metadata"):
         env.connector(mapping=MAPPING + '[metadata]\n"x" = "City"\n')
+
+
+def test_the_simulator_refuses_an_empty_existing(env: Env) -> None:
+    connector = env.connector()
+    body = connector.payload([contact(1)])
+    body["options"] = {**body["options"], "existing": []}
+    with pytest.raises(FatalError, match=r"options\.existing must be ignore or an array"):
+        connector.call("POST", PUSH, body)
 
 
 # --- opt-outs -------------------------------------------------------------------------
