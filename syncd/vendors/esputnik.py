@@ -5,7 +5,8 @@
   nothing and proves the key.
 - At most 3000 contacts a request; `dedupeOn`, `groupNames`, `groupNamesExclude`,
   `eventKeyForNewContacts`, `restoreDeleted`, and custom fields by id from `[metadata]`.
-  `groups` and `groups_exclude` are refused at load when a name is not text, empty or
+  A `[metadata]` id past the spec's int32 (`ContactField.id`, `customFieldsIDs`) is refused
+  before a request. `groups` and `groups_exclude` are refused at load when a name is not text, empty or
   blank, has spaces around it, is listed twice, or is in both lists (the spec's
   `groupNames` is any array of strings; no length limit is documented, so none is set).
 - Updates touch only what the mapping maps. Without `contactFields` eSputnik updates every
@@ -84,6 +85,7 @@ CONTACT_FIELDS = {
 } | {f"address.{a}": a for a in ADDRESS_FIELDS}
 DEDUPE = ("email", "sms", "email_or_sms", "externalCustomerId", "fieldId")
 EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
+INT32 = 2**31 - 1  # the spec's ContactField.id and customFieldsIDs: "format": "int32"
 SESSION_STATES = ("STARTED", "IMPORTING", "FINISHED", "ERROR")
 UNSUBSCRIBED = "UNSUBSCRIBED"
 
@@ -170,10 +172,12 @@ class ESputnik(Connector):
         super().__init__(*args, **kwargs)
         self.http.session.auth = ("syncd", self.opts["api_key"])
         for name in self.config.mapping.metadata:
-            if not (name.isascii() and name.isdigit()):  # "²".isdigit(), int("²") fails
+            # "²".isdigit(), int("²") fails; the spec's ContactField.id and customFieldsIDs
+            # are int32: a larger id makes every request of the batch a 400
+            if not (name.isascii() and name.isdigit() and int(name) <= INT32):
                 raise FatalError(
                     f"[metadata] {name!r} in {self.config.mapping.path}: eSputnik custom fields "
-                    "are named by their numeric id",
+                    f"are named by their numeric id (an int32: at most {INT32})",
                     vendor=self.name,
                 )
 
