@@ -32,7 +32,8 @@
   Location answers 404 (a command SignalVine no longer knows). `resume` polls a recorded
   Location, never re-sends. A poll is read only from a 200, whether the command is running
   or complete (the SDK's `get_location_status` takes no other status); another 2xx is
-  asked again, then leaves the rows pending.
+  asked again, then leaves the rows pending. So is every read (schema, participant pages):
+  the SDK reads each only from a 200.
 - A completed command with `error: true`, or `error: false` whose report still lists
   errors (never taken for every row sent; an `error` neither true nor false acknowledges
   nothing, the rows go again): each error placed on its contact by `customer_id`, else
@@ -271,10 +272,11 @@ class SignalVine(Connector):
             return self._send(method, path, payload, **kwargs)
 
     def read(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        """A signed GET's JSON object; an answer cut short or half there is asked again
-        (`HttpClient.read`)."""
+        """A signed GET's JSON object, from a 200 only (the SDK's every read, sdk.py:
+        `if r.status_code == 200` else APIError); another 2xx, an answer cut short or half
+        there is asked again (`HttpClient.read`)."""
         with self._signed():
-            return self.http.read("GET", path, dict, **kwargs)
+            return self.http.read("GET", path, dict, status=200, **kwargs)
 
     @contextlib.contextmanager
     def _signed(self) -> Iterator[None]:
@@ -441,7 +443,7 @@ class SignalVine(Connector):
             with self.polling(location, "command", "its command Locations"):
                 # the SDK's get_location_status reads a command, running or complete, only
                 # from a 200 and raises on any other status: another 2xx is no status
-                status = self.read(location, status=200)
+                status = self.read(location)
             if status.get("complete") is True:
                 return status
             if self.clock.monotonic() - started >= self.opts["poll_timeout"]:

@@ -762,3 +762,26 @@ def test_a_total_above_the_items_read_does_not_hold_the_cursor(tmp_path: Path) -
         pages = list(connector.pull("unsubscribes", None, clock.now()))
     assert [r["external_key"] for p in pages for r in p.records] == ["K1"]
     assert pages[-1].cursor == timestamp(clock.now() + timedelta(minutes=1))
+
+
+class OtherPageStatus(SignalVineSim):
+    """Answers a participant page with a 2xx other than 200 (a 206: a part of it)."""
+
+    def participants(self, request: Request, program: str) -> Response:
+        resp = super().participants(request, program)
+        if resp.status_code == 200:
+            resp.status_code = 206
+        return resp
+
+
+def test_a_participant_page_is_read_only_from_a_200(tmp_path: Path) -> None:
+    """The SDK's get_participants_chunk reads `items` only from a 200: a 206 page was taken
+    as the whole page, and the cursor moved past what it left out."""
+    clock = FakeClock()
+    sim = OtherPageStatus(now=clock.now)
+    with Server(sim) as server:
+        sim.seed("K1", "+32470000001")
+        sim.opt_out("K1")
+        connector = Env(sim, server, clock, tmp_path).connector()
+        with pytest.raises(RetriableError, match="HTTP 206 where HTTP 200 was expected"):
+            list(connector.pull("unsubscribes", None, clock.now()))
