@@ -452,6 +452,9 @@ class Tokens:
         crashpoint("token_renewed")
         return access
 
+    def auth_hint(self) -> str:
+        return "check email and password in [vendors.dropthought]"  # both log in
+
     def _keep(self, resp: requests.Response, what: str) -> str:
         try:
             answer = read_json(resp, dict, vendor="dropthought")

@@ -166,8 +166,10 @@ def test_bad_credentials_raise_auth_error(
 ) -> None:
     _sim, server = served
     connector = make_connector(kit, server.url, tmp_path, bad_secret=True)
-    with pytest.raises(AuthError):
+    with pytest.raises(AuthError) as caught:
         connector.push([kit.contact(1)], lambda job: None)
+    # it names what to check, not "the vendor's credentials"
+    assert "check" in str(caught.value) and "vendor's credentials" not in str(caught.value)
 
 
 def test_the_online_check_proves_good_credentials_and_names_the_vendor_on_bad_ones(
