@@ -405,8 +405,12 @@ class HttpClient:
         clock: Clock = SYSTEM,
         pacer: Pacer | None = None,
         rng: random.Random | None = None,
+        endpoint_hint: str = "check base_url (scheme://host[:port] only)",
+        auth_hint: str = "check the vendor's credentials",
     ) -> None:
         self.vendor = vendor
+        self.endpoint_hint = endpoint_hint  # what to check on a 3xx, 404 or 405
+        self.auth_hint = auth_hint  # and on a 401 or 403
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
         self.policy = policy
@@ -476,15 +480,25 @@ class HttpClient:
         kind: type[_JSON],
         *,
         empty_ok: bool = False,
+        status: int | None = None,
         **kwargs: Any,
     ) -> _JSON:
         """An idempotent read's answer as JSON, a `kind` (`read_json`'s rules, `empty_ok`
         too). An answer that is not (half a document, an empty body, a gateway's HTML page)
         is retried like an answer cut short: under the same retries, backoff and breaker,
-        and raised only after the last. A trigger is never sent here: its answer, cut, is
-        an unknown outcome (`request(idempotent=False)`, then `read_json`)."""
+        and raised only after the last. So is a 2xx other than `status`, when given (the
+        one status the vendor's own client reads this call's answer from). A trigger is
+        never sent here: its answer, cut, is an unknown outcome (`request(idempotent=False)`,
+        then `read_json`)."""
 
         def shaped(resp: requests.Response) -> _JSON:
+            if status is not None and resp.status_code != status:
+                raise RetriableError(
+                    f"{method} {_path_only(resp.url)} answered HTTP {resp.status_code} where "
+                    f"HTTP {status} was expected: {snippet(resp)!r}",
+                    vendor=self.vendor,
+                    status=resp.status_code,
+                )
             return read_json(resp, kind, vendor=self.vendor, empty_ok=empty_ok)
 
         return self._attempts(method, path, True, None, None, True, kwargs, shaped)
@@ -646,15 +660,13 @@ class HttpClient:
         if action == "unknown":
             return OutcomeUnknownError(text, vendor=self.vendor, status=status)
         if action == "auth":
-            return AuthError(
-                text, vendor=self.vendor, status=status, hint="check the vendor's credentials"
-            )
+            return AuthError(text, vendor=self.vendor, status=status, hint=self.auth_hint)
         if action == "endpoint":
             return EndpointError(
                 text,
                 vendor=self.vendor,
                 status=status,
-                hint="check base_url (scheme://host[:port] only) and the vendor's path options",
+                hint=self.endpoint_hint,
             )
         return FatalError(text, vendor=self.vendor, status=status)
 

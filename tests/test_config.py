@@ -190,6 +190,22 @@ def test_a_secrets_surrounding_whitespace_is_dropped_wherever_it_comes_from(
             BASE.format(key="k") + f'event_key_new = "{"k" * 101}"\n',
             "[vendors.esputnik] event_key_new: 'kkk",
         ),
+        # the spec's groupNames is any array of strings: "" or "  " went into every request
+        *(
+            (BASE.format(key="k") + f"{key} = {value}\n", f"[vendors.esputnik] {key}: {message}")
+            for key, value, message in (
+                ("groups", '[""]', "'' is no segment name (name the segment, or leave it out)"),
+                ("groups_exclude", '["  "]', "'  ' is no segment name"),
+                ("groups", '[" VIP"]', "' VIP' has spaces around it (write 'VIP': segments"),
+                ("groups", '["VIP", "VIP"]', "'VIP' is listed twice (list each segment once)"),
+                ("groups", "[7]", "7 is not a segment name"),
+            )
+        ),
+        (
+            BASE.format(key="k") + 'groups = ["VIP"]\ngroups_exclude = ["New", "VIP"]\n',
+            "[vendors.esputnik] groups_exclude: 'VIP' is in groups too: each contact would be "
+            "added to the segment and taken out of it in the same request",
+        ),
         (
             BASE.format(key="k") + 'streams = ["nps"]\n',
             "[vendors.esputnik] streams: esputnik offers no 'nps' stream (it offers: unsubscribes)",

@@ -6,8 +6,9 @@ shipped beside this module; every request body is validated against its schemas)
 - `POST /api/v1/contacts`: a body not sent as `application/json` (the spec's only
   request content type) is a 415 "Unsupported media type", as the spec lists; a body the
   `ContactsBulkUpdate` schema refuses is a 400 with the validator's message and where it
-  points; so are more than 3000 contacts (or none) and an `eventKeyForNewContacts` that is
-  not latin letters and digits (the article's rule, stricter than the schema's). Contacts
+  points; so is a custom field id past the spec's int32, and so are more than 3000
+  contacts (or none) and an `eventKeyForNewContacts` that is not latin letters and digits
+  (the article's rule, stricter than the schema's). Contacts
   that cannot be imported (no channel, two channels of one type, a bad email, one the
   sandbox was told to reject) come back in `failedContacts` — an object when one failed,
   an array when several did — each the contact as the `FailedContact` schema has it (no
@@ -212,7 +213,7 @@ class ESputnikSim(Simulator):
         body: Any = request.get_json(silent=True)
         if body is None:
             return Response("the body must be JSON", 400)
-        refused = BULK_UPDATE(body)
+        refused = BULK_UPDATE(body) or _past_int32(body)
         if refused is not None:
             return Response(refused, 400)
         contacts: list[dict[str, Any]] = body["contacts"]
@@ -386,3 +387,19 @@ class ESputnikSim(Simulator):
                 and a["offset"] > offset
             ]
         return json_response(items[:maxrows])
+
+
+def _past_int32(body: dict[str, Any]) -> str | None:
+    """A custom field id outside the spec's `"format": "int32"` (ContactField.id,
+    customFieldsIDs), which the schema check lets through (jsonschema does not check
+    `format`) and the real API cannot read into its 32-bit ids."""
+    ids = [("customFieldsIDs", i) for i in body.get("customFieldsIDs") or []] + [
+        ("contacts[].fields[].id", f.get("id"))
+        for c in body["contacts"]
+        for f in c.get("fields") or []
+        if isinstance(f, dict)
+    ]
+    for where, value in ids:
+        if isinstance(value, int) and not -(2**31) <= value < 2**31:
+            return f"{value} is not an int32 (at {where})"
+    return None

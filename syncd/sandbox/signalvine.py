@@ -16,11 +16,14 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   cannot be checked and answers 400.
 - `POST /v2/programs/{program}/participants`: `{"program", "options": {"new": "add|ignore",
   "mode": "tx|row", "existing": "ignore" | [variables], "absent": "ignore"}, "participants":
-  "<CSV text>"}`; every option is required, `absent` must be "ignore", the CSV at most
+  "<CSV text>"}`; every option is required, `existing` "ignore" or one or more names,
+  `absent` must be "ignore", the CSV at most
   10,000,000 bytes (else 413). Answers 202 with a `Location` of the command ("If your API
   POST is accepted, you will receive a 202 response back", signalvine.md; docbox names no
   status for it), never another 2xx.
-- `GET {Location}`: `{"commandId", "name", "from", "created", "complete", "error"}`; the
+- `GET {Location}`: 200 `{"commandId", "name", "from", "created", "complete", "error"}`,
+  whether the command is running or complete (the SDK's `get_location_status` reads both
+  from a 200 and raises on any other status; signalvine.md names none); the
   command completes at the `polls_to_complete`-th poll (0: never), and only then is the
   CSV applied. A completed command carries `message`: `{"added", "updated", "ignored",
   "errors": [{"row", "customer_id", "message"}]}` where `row` counts CSV records with the
@@ -538,8 +541,10 @@ def _bad_options(options: Any) -> str | None:
     if options.get("mode") not in ("row", "tx"):
         return "options.mode must be row or tx"
     existing = options.get("existing")
+    # docbox (content/api.md, Upsert Participants): "an array containing the profile field
+    # names you wish to update (i.e. one or more values in the header row of the CSV file)"
     if existing != "ignore" and not (
-        isinstance(existing, list) and all(isinstance(x, str) for x in existing)
+        isinstance(existing, list) and existing and all(isinstance(x, str) for x in existing)
     ):
         return "options.existing must be ignore or an array of field names"
     if options.get("absent") != "ignore":

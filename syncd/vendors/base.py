@@ -110,6 +110,9 @@ class Connector(ABC):
     streams: ClassVar[tuple[str, ...]] = ()
     # seconds between calls with the same credentials (Hello Customer: 1.0)
     min_interval: ClassVar[float] = 0.0
+    # the options that go into a request's URL (a program, a campaign, a path), which a
+    # 3xx, 404 or 405 tells to check with base_url
+    url_options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def check_options(cls, base_url: str, options: Mapping[str, Any]) -> None:
@@ -137,7 +140,22 @@ class Connector(ABC):
             self.config.delivery,
             clock=self.clock,
             pacer=self.pacer(),
+            endpoint_hint=self.endpoint_hint(),
+            auth_hint=self.auth_hint(),
         )
+
+    def auth_hint(self) -> str:
+        """What a 401 or 403 tells to check: the vendor's secret options."""
+        keys = " and ".join(k for k, o in self.options.items() if o.secret) or "the credentials"
+        return f"check {keys} in [vendors.{self.name}]"
+
+    def endpoint_hint(self) -> str:
+        """What a 3xx, 404 or 405 tells to check: base_url, and the options in the URL."""
+        where = "check base_url (scheme://host[:port] only)"
+        if not self.url_options:
+            return f"{where}: syncd adds {self.title}'s documented paths, no option goes in them"
+        keys = " and ".join(self.url_options)
+        return f"{where} and {keys} in [vendors.{self.name}]"
 
     def pacer(self) -> Pacer | None:
         """The shared Pacer for this vendor's credentials, if it is rate limited."""

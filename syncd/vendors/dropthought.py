@@ -99,6 +99,7 @@ class Dropthought(Connector):
     title = "Dropthought"
     kind = "trigger"
     max_batch = 1
+    url_options = ("participant_group",)
     options: ClassVar[dict[str, Option]] = {
         "email": Option(str, required=True, help="the registered admin user's email"),
         "password": Option(str, required=True, secret=True, help="that user's password"),
@@ -450,6 +451,9 @@ class Tokens:
         self.log.info("access token renewed")
         crashpoint("token_renewed")
         return access
+
+    def auth_hint(self) -> str:
+        return "check email and password in [vendors.dropthought]"  # both log in
 
     def _keep(self, resp: requests.Response, what: str) -> str:
         try:

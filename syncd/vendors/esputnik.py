@@ -5,6 +5,10 @@
   nothing and proves the key.
 - At most 3000 contacts a request; `dedupeOn`, `groupNames`, `groupNamesExclude`,
   `eventKeyForNewContacts`, `restoreDeleted`, and custom fields by id from `[metadata]`.
+  A `[metadata]` id past the spec's int32 (`ContactField.id`, `customFieldsIDs`) is refused
+  before a request. `groups` and `groups_exclude` are refused at load when a name is not text, empty or
+  blank, has spaces around it, is listed twice, or is in both lists (the spec's
+  `groupNames` is any array of strings; no length limit is documented, so none is set).
 - Updates touch only what the mapping maps. Without `contactFields` eSputnik updates every
   standard field and sets those not sent to null (the spec's words), wiping what another
   system keeps there (a `languageCode`, a `timeZone`). So every request lists the mapped
@@ -81,6 +85,7 @@ CONTACT_FIELDS = {
 } | {f"address.{a}": a for a in ADDRESS_FIELDS}
 DEDUPE = ("email", "sms", "email_or_sms", "externalCustomerId", "fieldId")
 EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
+INT32 = 2**31 - 1  # the spec's ContactField.id and customFieldsIDs: "format": "int32"
 SESSION_STATES = ("STARTED", "IMPORTING", "FINISHED", "ERROR")
 UNSUBSCRIBED = "UNSUBSCRIBED"
 
@@ -145,6 +150,16 @@ class ESputnik(Connector):
         if first is not None and not _is_date(first):
             raise OptionError("first_date", f"{first!r} is not a date", hint="write it YYYY-MM-DD")
         time_zone(options["activity_timezone"], "activity_timezone", "Europe/Kyiv")
+        for key in ("groups", "groups_exclude"):
+            _check_segments(key, options[key])
+        both = set(options["groups"]) & set(options["groups_exclude"])
+        if both:
+            raise OptionError(
+                "groups_exclude",
+                f"{sorted(both)[0]!r} is in groups too: each contact would be added to the "
+                "segment and taken out of it in the same request",
+                hint="keep the segment in one of the two lists",
+            )
         key = options["event_key_new"]
         if key is not None and not EVENT_KEY.fullmatch(key):
             raise OptionError(
@@ -157,10 +172,12 @@ class ESputnik(Connector):
         super().__init__(*args, **kwargs)
         self.http.session.auth = ("syncd", self.opts["api_key"])
         for name in self.config.mapping.metadata:
-            if not (name.isascii() and name.isdigit()):  # "²".isdigit(), int("²") fails
+            # "²".isdigit(), int("²") fails; the spec's ContactField.id and customFieldsIDs
+            # are int32: a larger id makes every request of the batch a 400
+            if not (name.isascii() and name.isdigit() and int(name) <= INT32):
                 raise FatalError(
                     f"[metadata] {name!r} in {self.config.mapping.path}: eSputnik custom fields "
-                    "are named by their numeric id",
+                    f"are named by their numeric id (an int32: at most {INT32})",
                     vendor=self.name,
                 )
 
@@ -444,6 +461,30 @@ def _comparable(contact: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = json.dumps(value, sort_keys=True)
     return out
+
+
+def _check_segments(key: str, names: list[Any]) -> None:
+    """`groupNames` / `groupNamesExclude` as the spec takes them (an array of strings, no
+    other constraint: `ContactsBulkUpdate`), less what names no segment anyone made: an
+    empty or blank name, spaces around one, the same name twice."""
+    seen: set[str] = set()
+    for name in names:
+        if not isinstance(name, str):
+            raise OptionError(key, f"{name!r} is not a segment name", hint='write ["Customers"]')
+        if not name.strip():
+            raise OptionError(
+                key, f"{name!r} is no segment name", hint="name the segment, or leave it out"
+            )
+        if name != name.strip():
+            raise OptionError(
+                key,
+                f"{name!r} has spaces around it",
+                hint=f"write {name.strip()!r}: segments are matched by name, and the spec "
+                "does not say that spaces are trimmed",
+            )
+        if name in seen:
+            raise OptionError(key, f"{name!r} is listed twice", hint="list each segment once")
+        seen.add(name)
 
 
 def _is_date(text: str) -> bool:

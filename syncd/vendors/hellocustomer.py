@@ -51,7 +51,8 @@ unsubscribes pulled back.
   current month is "to date" and updated on every pull; the previous month is re-read
   while it is within `lookback_days`. The cursor is the first day of the last month read
   (`2026-03-01`).
-- Pull "unsubscribes": `GET {unsubscribes_path}` in the same windows and cursor as responses.
+- Pull "unsubscribes": `GET {unsubscribes_path}` in the same windows and cursor as responses;
+  a 3xx, 404 or 405 there names `unsubscribes_path` to check (elsewhere: `campaign`).
   `streams = ["responses", "nps"]` never calls it (an account without that call).
 - `check()` reads the last minute's answers: proves the token and that it may read the
   campaign; a refused token is an AuthError naming hellocustomer.
@@ -174,6 +175,7 @@ class HelloCustomer(Connector):
     kind = "trigger"
     max_batch = 1000
     min_interval = 1.0
+    url_options = ("campaign",)
     options: ClassVar[dict[str, Option]] = {
         "token": Option(str, required=True, secret=True, help="the API token (basic <token>)"),
         "campaign": Option(str, required=True, help="the touchpoint's CampaignUniqueID"),
@@ -393,6 +395,14 @@ class HelloCustomer(Connector):
                 "`syncd retry --unknown`",
             )
 
+    def auth_hint(self) -> str:
+        # hellocustomer.md, "5. Validation messages": a 401 is also a token that "does not
+        # contain this touchpoint/CampaignUniqueID" or "the right API call permissions"
+        return (
+            f"{super().auth_hint()}; Hello Customer also answers 401 for a token that does "
+            f"not hold touchpoint {self.opts['campaign']} (campaign) or this call's permission"
+        )
+
     def check(self) -> str:
         """Read the last minute's answers: proves the token and campaign, changes nothing."""
         end = self.clock.now().astimezone(UTC)
@@ -414,7 +424,16 @@ class HelloCustomer(Connector):
                 path = self.opts["unsubscribes_path"].format(
                     campaign=self.campaign, start=_stamp(start), end=_stamp(end)
                 )
-                items = self._get_list(path)
+                try:
+                    items = self._get_list(path)
+                except EndpointError as exc:  # the one call whose path is configured
+                    raise EndpointError(
+                        exc.reason,
+                        vendor=self.name,
+                        status=exc.status,
+                        hint=f"check unsubscribes_path (the path Hello Customer gave you; "
+                        f"not documented), campaign and base_url in [vendors.{self.name}]",
+                    ) from None
                 records = [_unsubscribe(u) if isinstance(u, dict) else u for u in items]
                 yield Page(records, _cursor(end))
         elif stream == "nps":

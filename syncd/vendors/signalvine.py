@@ -30,7 +30,10 @@
   polled (signed GET) 2 s after, every 2 s for 30 s, then at intervals growing by 2 s up
   to `poll_cap`; after `poll_timeout` the contacts stay pending, and so do they when the
   Location answers 404 (a command SignalVine no longer knows). `resume` polls a recorded
-  Location, never re-sends.
+  Location, never re-sends. A poll is read only from a 200, whether the command is running
+  or complete (the SDK's `get_location_status` takes no other status); another 2xx is
+  asked again, then leaves the rows pending. So is every read (schema, participant pages):
+  the SDK reads each only from a 200.
 - A completed command with `error: true`, or `error: false` whose report still lists
   errors (never taken for every row sent; an `error` neither true nor false acknowledges
   nothing, the rows go again): each error placed on its contact by `customer_id`, else
@@ -59,10 +62,15 @@
   cursor is an `updated-after` timestamp (inclusive, so re-reading the boundary duplicates
   nothing), stored after the last page: the newest item time seen less `pull_lookback`
   seconds; when items came back but none has a time, the pull's `until` less
-  `pull_lookback`; when none came back, it stays. It stays too when the pages held fewer
-  distinct participants than the list's `total`: one that changed while the list was read
-  went to its end, those after it moved one place back under the offsets, and one of them
-  was on no page (the next pull reads from the same cursor again).
+  `pull_lookback`; when none came back, it stays. When a participant read on one page is
+  read again on a later one, it changed while the list was read and went to its end, those
+  after it moved one place back under the offsets, and one of them may have been on no
+  page: the cursor then goes no further than the newest time read by the end of the first
+  page it was on (less `pull_lookback`), all of which was read, so the next pull reads on
+  from there. Under constant change every pull still moves on by at least that page.
+  `total` is not taken for the list's length (docbox's own example answers three items
+  with `"total": 10` and `"pages": 1`); it only helps tell the last page, and bounds
+  `nextOffset`.
 
 Assumptions (unknown in the vendor's documents): whether the server's re-serialisation
 escapes non-ASCII (`non_ascii`, with the fallback above); the command `message` is a JSON
@@ -70,8 +78,9 @@ object (or a string holding one) `{"added", "updated", "ignored", "errors": [{"r
 "customer_id", "message"}]}`; the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
 the list is not known to be ordered, so the cursor only advances after the last page;
-`total` counts the participants the query matches; the last page's `nextOffset` is its own
-offset, 0, null or absent; 10 MB is taken as 10,000,000 bytes; a request carries at most
+a participant that changes moves in the list, if at all, to its end, and none leaves the
+list while it is read (a removal would move those after it back unseen); the last page's
+`nextOffset` is its own offset, 0, null or absent; 10 MB is taken as 10,000,000 bytes; a request carries at most
 `max_batch` = 100,000 participants (no count limit is documented); a dedicated opt-out
 endpoint and rate limits are unknown (none used); the Location may be a path or a full
 URL; an upload answered with another 2xx than 202 (the only one documented) may or may not
@@ -183,6 +192,7 @@ class SignalVine(Connector):
     kind = "upsert"
     max_batch = 100_000
     max_bytes = 10_000_000
+    url_options = ("program",)
     options: ClassVar[dict[str, Option]] = {
         "token": Option(str, required=True, secret=True, help="the API token"),
         "secret": Option(str, required=True, secret=True, help="the API secret (signs requests)"),
@@ -236,14 +246,20 @@ class SignalVine(Connector):
             self.existing: str | list[str] = [c for c in self.columns if c != "customer_id"]
         elif existing == "ignore":
             self.existing = "ignore"
-        elif isinstance(existing, list) and set(existing) <= set(self.columns):
+        elif (
+            isinstance(existing, list)
+            and existing  # docbox: "one or more values in the header row"
+            and len(set(existing)) == len(existing)
+            and set(existing) <= set(self.columns)
+        ):
             self.existing = [str(e) for e in existing]
         else:
             raise ConfigError(
-                f"must be 'all', 'ignore' or a list of mapped variables, not {existing!r}",
+                f"must be 'all', 'ignore' or a list of mapped variables, each once, not "
+                f"{existing!r}",
                 table=table,
                 key="existing",
-                hint="mapped variables: " + ", ".join(self.columns),
+                hint=f"mapped variables: {', '.join(self.columns)} (none to update: 'ignore')",
             )
         self.non_ascii: str = self.opts["non_ascii"]
         self.http.session.auth = SignalVineAuth(self.opts["token"], self.opts["secret"], self.clock)
@@ -256,10 +272,11 @@ class SignalVine(Connector):
             return self._send(method, path, payload, **kwargs)
 
     def read(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        """A signed GET's JSON object; an answer cut short or half there is asked again
-        (`HttpClient.read`)."""
+        """A signed GET's JSON object, from a 200 only (the SDK's every read, sdk.py:
+        `if r.status_code == 200` else APIError); another 2xx, an answer cut short or half
+        there is asked again (`HttpClient.read`)."""
         with self._signed():
-            return self.http.read("GET", path, dict, **kwargs)
+            return self.http.read("GET", path, dict, status=200, **kwargs)
 
     @contextlib.contextmanager
     def _signed(self) -> Iterator[None]:
@@ -424,6 +441,8 @@ class SignalVine(Connector):
         while True:
             self.clock.sleep(next(delays))
             with self.polling(location, "command", "its command Locations"):
+                # the SDK's get_location_status reads a command, running or complete, only
+                # from a 200 and raises on any other status: another 2xx is no status
                 status = self.read(location)
             if status.get("complete") is True:
                 return status
@@ -488,7 +507,10 @@ class SignalVine(Connector):
             ) from None
         after = timestamp(start)
         newest: datetime | None = None
-        seen: set[Any] = set()  # the participants read, by id
+        read = False
+        # each participant read, by id: `newest` once the page it was first on was read
+        first: dict[Any, datetime | None] = {}
+        moved: list[datetime | None] = []  # `first` of each participant read again
         offset = 0
         path = f"/v1/programs/{self.program}/participants"
         while True:
@@ -501,9 +523,13 @@ class SignalVine(Connector):
             }
             page = self.read(path, params=params)
             items = [i for i in page.get("items") or [] if isinstance(i, dict)]
-            seen.update(i.get("id") for i in items)
+            read = read or bool(items)
+            ids = [i.get("id") for i in items if i.get("id") not in (None, "")]
+            moved += [first[pid] for pid in ids if pid in first]
             for when in filter(None, (_changed(i) or _time(i.get("created")) for i in items)):
                 newest = when if newest is None else max(newest, when)
+            for pid in ids:
+                first.setdefault(pid, newest)
             records = [_unsubscribe(i) for i in items if _opted_out(i)]
             unread = [i.get("id") for i in items if _opted_out(i) is None]
             if unread:  # not taken for an opt-out, nor silently passed over
@@ -530,20 +556,27 @@ class SignalVine(Connector):
                     )
                 offset = following
                 continue
+            lookback = timedelta(seconds=self.opts["pull_lookback"])
             cursor = start
-            if type(total) is int and len(seen) < total:
-                # the list moved under the offsets while it was paged (a participant that
-                # changed went to its end, those after it one place back): a participant
-                # may have been on no page, so the cursor stays and the next pull reads on
+            if moved:
+                # a participant read on an earlier page was read again: it changed while the
+                # list was paged and went to its end, and those after it moved one place back
+                # under the offsets, so one at a later page's offset may have been on no page.
+                # All up to the end of the first page it was on was read: the cursor goes no
+                # further (the next pull reads on from there)
+                bound = None if None in moved else min(m for m in moved if m is not None)
+                if bound is not None:
+                    cursor = max(start, bound - lookback)
                 self.log.warning(
-                    "participants changed while the list was read: the cursor stays",
+                    "participants changed while the list was read: the cursor goes no further "
+                    "than the first page one of them was on",
                     vendor=self.name,
-                    read=len(seen),
-                    total=total,
+                    read_again=len(moved),
+                    cursor=timestamp(cursor),
                 )
-            elif seen:  # past what was read; if no item had a time, nothing read is after `until`
+            elif read:  # past what was read; if no item had a time, nothing read is after `until`
                 last = until if newest is None else newest
-                cursor = max(start, last - timedelta(seconds=self.opts["pull_lookback"]))
+                cursor = max(start, last - lookback)
             yield Page(records, timestamp(cursor))
             return
 

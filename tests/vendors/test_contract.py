@@ -12,7 +12,7 @@ import pytest
 
 from syncd.clock import FakeClock
 from syncd.config import load
-from syncd.errors import AuthError, VendorError
+from syncd.errors import AuthError, EndpointError, VendorError
 from syncd.push import Deliverer
 from syncd.sandbox.base import Server, Simulator
 from syncd.state import Store
@@ -166,8 +166,10 @@ def test_bad_credentials_raise_auth_error(
 ) -> None:
     _sim, server = served
     connector = make_connector(kit, server.url, tmp_path, bad_secret=True)
-    with pytest.raises(AuthError):
+    with pytest.raises(AuthError) as caught:
         connector.push([kit.contact(1)], lambda job: None)
+    # it names what to check, not "the vendor's credentials"
+    assert "check" in str(caught.value) and "vendor's credentials" not in str(caught.value)
 
 
 def test_the_online_check_proves_good_credentials_and_names_the_vendor_on_bad_ones(
@@ -206,3 +208,20 @@ def test_several_batches_are_each_sent_once_and_held(
     assert sim.count(kit.push_path) == -(-7 // size)  # no batch went twice
     if kit.triggers:
         assert all(kit.triggers(sim)[c.key] == 1 for c in contacts)
+
+
+def test_a_404_names_what_to_check_for_this_vendor(
+    kit: Kit, served: tuple[Simulator, Server], tmp_path: Path
+) -> None:
+    """A 404 hinted at "the vendor's path options" for every vendor, most of which have
+    none: the hint names base_url and the options that go into this vendor's URLs."""
+    sim, server = served
+    connector = make_connector(kit, server.url, tmp_path)
+    sim.faults.add("status", status=404, path=kit.push_path)
+    with pytest.raises(EndpointError) as caught:
+        connector.push([kit.contact(1)], lambda job, refused=(): None)
+    text = str(caught.value)
+    assert "base_url" in text and "path options" not in text
+    for key in connector.url_options:
+        assert key in connector.options
+        assert f"{key} in [vendors.{kit.name}]" in text or f"and {key}" in text

@@ -301,7 +301,7 @@ def test_a_first_date_or_zone_esputnik_cannot_read_is_refused_at_load(
         load(world.folder / "syncd.toml")
 
 
-@pytest.mark.parametrize("name", ["²", "١٠١", "101a"])
+@pytest.mark.parametrize("name", ["²", "١٠١", "101a", "2147483648"])
 def test_a_metadata_name_that_is_no_ascii_number_is_refused_naming_it(
     tmp_path: Path, name: str
 ) -> None:
@@ -312,3 +312,27 @@ def test_a_metadata_name_that_is_no_ascii_number_is_refused_naming_it(
     cfg = load(world.folder / "syncd.toml")
     with pytest.raises(FatalError, match=f"'{name}' in .*numeric id"):
         ESputnik(cfg.vendors["esputnik"])
+
+
+def test_the_simulator_refuses_a_custom_field_id_past_int32(tmp_path: Path) -> None:
+    """The spec's ContactField.id and customFieldsIDs are `"format": "int32"`, which the
+    schema check does not hold a body to: 2147483648 was imported."""
+    sim = ESputnikSim()
+    contact = {"channels": [{"type": "email", "value": "a@example.com"}]}
+    for body in (
+        {"contacts": [contact], "dedupeOn": "email", "customFieldsIDs": [2**31]},
+        {"contacts": [{**contact, "fields": [{"id": 2**31, "value": "x"}]}], "dedupeOn": "email"},
+    ):
+        resp = Client(sim).post(
+            "/api/v1/contacts",
+            json=body,
+            headers={"Authorization": "Basic " + base64.b64encode(b"u:sandbox-key").decode()},
+        )
+        assert resp.status_code == 400 and "2147483648 is not an int32" in resp.get_data(True)
+    ok = {"contacts": [contact], "dedupeOn": "email", "customFieldsIDs": [2**31 - 1]}
+    resp = Client(sim).post(
+        "/api/v1/contacts",
+        json=ok,
+        headers={"Authorization": "Basic " + base64.b64encode(b"u:sandbox-key").decode()},
+    )
+    assert resp.status_code == 200

@@ -376,8 +376,13 @@ def test_check_proves_the_token_with_a_read(
     assert [r.method for r in sim.requests(f"{BASE}/answers/getall/")] == ["GET"]
     text = (tmp_path / "syncd.toml").read_text().replace("sandbox-token", "expired")
     (tmp_path / "syncd.toml").write_text(text)
-    with pytest.raises(AuthError):
+    with pytest.raises(AuthError) as caught:
         connector(load(tmp_path / "syncd.toml"), clock).check()
+    # hellocustomer.md: a 401 is also a token without this touchpoint or call permission
+    assert (
+        f"check token in [vendors.hellocustomer]; Hello Customer also answers 401 for a "
+        f"token that does not hold touchpoint {CAMPAIGN} (campaign)" in str(caught.value)
+    )
 
 
 def test_the_simulator_refuses_windows_over_31_days(

@@ -9,12 +9,13 @@ import pytest
 
 from syncd.clock import FakeClock
 from syncd.config import load
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, EndpointError
 from syncd.pull import pull
 from syncd.sandbox.base import Server
 from syncd.sandbox.hellocustomer import HelloCustomerSim
 from syncd.state import Store
-from tests.kits.hellocustomer import CAMPAIGN, MAPPING
+from syncd.vendors.hellocustomer import HelloCustomer
+from tests.kits.hellocustomer import CAMPAIGN, KIT, MAPPING, contact
 
 
 def write(folder: Path, table: str) -> Path:
@@ -129,3 +130,22 @@ def test_streams_without_unsubscribes_never_call_the_unsubscribes_path(tmp_path:
     assert (read["responses"], "unsubscribes" in read, calls) == (5, False, 0)
     # the path works when asked, in windows of 7 days (the default window_days)
     assert counts['["unsubscribes"]'] == ({"unsubscribes": 1}, 2)
+
+
+def test_a_404_on_the_unsubscribes_call_names_unsubscribes_path(tmp_path: Path) -> None:
+    """The one call whose path is configured: its 404 hinted at "the vendor's path options"
+    (none named); a 404 elsewhere names campaign, never unsubscribes_path."""
+    clock = FakeClock()
+    sim = HelloCustomerSim(clock=clock.monotonic, now=clock.now)
+    with Server(sim) as server:
+        table = f'base_url = "{server.url}"\nunsubscribes_path = "/V1.0/EN/gone/{{start}}"\n'
+        hc = HelloCustomer(load(write(tmp_path, table)).vendors["hellocustomer"], clock=clock)
+        with pytest.raises(EndpointError) as caught:
+            list(hc.pull("unsubscribes", None, clock.now()))
+        assert caught.value.status == 404
+        assert "check unsubscribes_path" in str(caught.value)
+        sim.faults.add("status", status=404, path=KIT.push_path)
+        with pytest.raises(EndpointError) as pushed:
+            hc.push([contact(1)], lambda job, refused=(): None)
+    assert "campaign in [vendors.hellocustomer]" in str(pushed.value)
+    assert "unsubscribes_path" not in str(pushed.value)

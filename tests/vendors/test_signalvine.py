@@ -22,6 +22,7 @@ from syncd.pull import pull
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.signalvine import PROGRAM, Command, SignalVineSim
 from syncd.state import Store
+from syncd.vendors import signalvine
 from syncd.vendors.base import Contact, Result, Status
 from syncd.vendors.signalvine import (
     SignalVine,
@@ -295,6 +296,33 @@ def test_only_202_with_a_location_accepts_an_upload(
     assert sim.count(COMMANDS) == 0  # no Location was followed
 
 
+class OtherPollStatus(SignalVineSim):
+    """Answers a command poll, running or complete, with the test's 2xx."""
+
+    status = 202
+
+    def command(self, request: Request, command: str) -> Response:
+        resp = super().command(request, command)
+        if resp.status_code == 200:
+            resp.status_code = self.status
+        return resp
+
+
+@pytest.mark.parametrize("status", [201, 202, 203])
+def test_a_poll_is_read_only_from_a_200(tmp_path: Path, status: int) -> None:
+    """The SDK's `get_location_status` reads a command only from a 200 and raises on any
+    other status. A completed command answered with another 2xx had its rows marked sent."""
+    clock = FakeClock()
+    sim = OtherPollStatus(now=clock.now)
+    sim.status = status
+    with Server(sim) as server:
+        connector = Env(sim, server, clock, tmp_path).connector()
+        with pytest.raises(RetriableError, match=f"HTTP {status} where HTTP 200 was expected"):
+            connector.push([contact(0)], lambda job: None)
+        outcome, _ = deliver(connector, [contact(1)], tmp_path)
+    assert {s for s, _r in outcome.values()} == {"pending"}
+
+
 # --- per-row errors -----------------------------------------------------------------
 def test_row_errors_are_mapped_to_their_contacts(env: Env) -> None:
     connector = env.connector()
@@ -468,8 +496,20 @@ def test_absent_and_bad_options_are_config_errors(env: Env) -> None:
         env.connector('absent = "delete"\n')
     with pytest.raises(ConfigError, match="existing"):
         env.connector('existing = ["nickname"]\n')
+    # docbox: "one or more values in the header row"; [] went out, and a name twice
+    for odd in ("[]", '["first_name", "first_name"]'):
+        with pytest.raises(ConfigError, match=r"existing: .*each once.*\(none to update"):
+            env.connector(f"existing = {odd}\n")
     with pytest.raises(ConfigError, match="metadata"):
         env.connector(mapping=MAPPING + '[metadata]\n"x" = "City"\n')
+
+
+def test_the_simulator_refuses_an_empty_existing(env: Env) -> None:
+    connector = env.connector()
+    body = connector.payload([contact(1)])
+    body["options"] = {**body["options"], "existing": []}
+    with pytest.raises(FatalError, match=r"options\.existing must be ignore or an array"):
+        connector.call("POST", PUSH, body)
 
 
 # --- opt-outs -------------------------------------------------------------------------
@@ -643,3 +683,105 @@ def test_a_poll_answered_with_another_shape_is_retriable_and_says_what_came(
     assert "answered HTTP 200 with a JSON array where a JSON object was expected: '[" in str(
         caught.value
     )
+
+
+class ChangedEveryPage(SignalVineSim):
+    """As each page after the first is asked for, the participant the asked list starts
+    with (read on the pull's first page) is edited, a second later: the list, ordered by
+    last change, moves under the offsets between every two pages, and a participant at a
+    page's offset is on no page."""
+
+    editor = FakeClock()  # the clock the edits wait on (the test's)
+
+    def participants(self, request: Request, program: str) -> Response:
+        after = _instant(request.args.get("updated-after", "1970-01-01T00:00:00+00:00"))
+        if request.args.get("offset") != "0":
+            with self.lock:
+                listed = [p for p in self._participants.values() if p.updated >= after]
+                first = min(listed, key=lambda p: (p.updated, p.id))
+                self.editor.sleep(1)
+                first.write({"notes": "edited"}, self.now())
+        return super().participants(request, program)
+
+
+def test_a_list_changed_between_every_page_loses_no_opt_out_and_the_cursor_moves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of two over ten participants, one of those already read edited before every
+    page. The cursor stayed where it was whenever fewer participants were read than the
+    list's `total`: under constant change, at every pull, so it never moved. Taken to the
+    newest change read, it passes the participants that were on no page and loses their
+    opt-outs. It goes to the end of the first page a participant read again was on."""
+    monkeypatch.setattr(signalvine, "PAGE", 2)
+    clock = FakeClock()
+    sim = ChangedEveryPage(now=clock.now)
+    sim.editor = clock
+    start = clock.now()
+    for i in range(10):
+        sim.seed(f"K{i}", f"+3247000000{i}")
+        if i in (2, 5, 8):
+            sim.opt_out(f"K{i}", clock.now() + timedelta(seconds=1))
+        clock.sleep(60)
+    seeded = timestamp(start + timedelta(seconds=60 * 9 + 1))
+    stored: set[str] = set()
+    cursors: list[str] = []
+    with Server(sim) as server:
+        connector = Env(sim, server, clock, tmp_path).connector("pull_lookback = 0\n")
+        cursor = None
+        for _ in range(8):
+            pages = list(connector.pull("unsubscribes", cursor, clock.now()))
+            stored |= {r["external_key"] for p in pages for r in p.records}
+            cursor = pages[-1].cursor
+            cursors.append(cursor)
+    assert stored == {"K2", "K5", "K8"}
+    assert cursors == sorted(set(cursors))  # every pull moves it on
+    assert cursors[-1] > seeded  # past every participant of the list as it first was
+
+
+class DocboxTotal(SignalVineSim):
+    """A one-page list whose `total` is more than its items, as in docbox's own example
+    (content/api.md, Program Participants: three items, `"total": 10`, `"pages": 1`)."""
+
+    def participants(self, request: Request, program: str) -> Response:
+        answer = super().participants(request, program)
+        page = json.loads(answer.get_data())
+        page["total"] += 7
+        return json_response(page, answer.status_code)
+
+
+def test_a_total_above_the_items_read_does_not_hold_the_cursor(tmp_path: Path) -> None:
+    """The cursor stayed whenever fewer participants were read than `total`, taken for the
+    list's length: on docbox's own example answer, at every pull, for ever."""
+    clock = FakeClock()
+    sim = DocboxTotal(now=clock.now)
+    with Server(sim) as server:
+        connector = Env(sim, server, clock, tmp_path).connector("pull_lookback = 0\n")
+        for i in range(3):
+            sim.seed(f"K{i}", f"+3247000000{i}")
+        sim.opt_out("K1", clock.now() + timedelta(minutes=1))
+        pages = list(connector.pull("unsubscribes", None, clock.now()))
+    assert [r["external_key"] for p in pages for r in p.records] == ["K1"]
+    assert pages[-1].cursor == timestamp(clock.now() + timedelta(minutes=1))
+
+
+class OtherPageStatus(SignalVineSim):
+    """Answers a participant page with a 2xx other than 200 (a 206: a part of it)."""
+
+    def participants(self, request: Request, program: str) -> Response:
+        resp = super().participants(request, program)
+        if resp.status_code == 200:
+            resp.status_code = 206
+        return resp
+
+
+def test_a_participant_page_is_read_only_from_a_200(tmp_path: Path) -> None:
+    """The SDK's get_participants_chunk reads `items` only from a 200: a 206 page was taken
+    as the whole page, and the cursor moved past what it left out."""
+    clock = FakeClock()
+    sim = OtherPageStatus(now=clock.now)
+    with Server(sim) as server:
+        sim.seed("K1", "+32470000001")
+        sim.opt_out("K1")
+        connector = Env(sim, server, clock, tmp_path).connector()
+        with pytest.raises(RetriableError, match="HTTP 206 where HTTP 200 was expected"):
+            list(connector.pull("unsubscribes", None, clock.now()))

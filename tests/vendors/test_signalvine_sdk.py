@@ -45,9 +45,12 @@ def test_the_sdk_reads_the_schema_upserts_polls_and_lists(
             "first_name": ["Ana", "Luc"],
         }
     )
+    sim.polls_to_complete = 2
     location = sdk.upsert_participants(PROGRAM, people, new_flag="add", mode_flag="tx")
     sent = sim.requests(f"/v2/programs/{PROGRAM}/participants")[0].body
     assert b'"mode": "tx"' in sent  # spaced on the wire, signed compact: accepted
+    # the SDK reads a running command, as a complete one, only from a 200 (else APIError)
+    assert sdk.get_location_status(location) == (False, None)
     assert sdk.get_location_status(location) == (True, None)
     items = sdk.get_participants_chunk(PROGRAM, chunk_size=500, offset=0)
     assert sorted((i["customerId"], i["phone"]) for i in items) == [
