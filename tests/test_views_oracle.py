@@ -960,15 +960,11 @@ def test_response_rate_credits_the_surveyed_one_of_two_contacts_sharing_an_email
         store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Store.suppressions maps each email to one key (a dict), so of two contacts "
-    "sharing an unsubscribed email that no opt-out names by key, one is held back",
-)
 def test_the_suppression_holds_back_every_contact_with_an_unsubscribed_email(
     tmp_path: Path,
 ) -> None:
-    """What the `unsubscribed_contacts` example lists, the suppression holds back."""
+    """What the `unsubscribed_contacts` example lists, the suppression holds back: every
+    contact sharing an unsubscribed email (a household), or phone, not one of them."""
     from syncd.state import pulled
 
     store = Store.open(tmp_path / "s.db")
@@ -977,7 +973,11 @@ def test_the_suppression_holds_back_every_contact_with_an_unsubscribed_email(
         with store.write():  # pulled before either contact was in an export: no key
             row = {"vendor_id": "u1", "email": "shared@example.com", "channel": "email", "at": t}
             pulled.save_unsubscribe(store.db, "esputnik", row, t)
+            row = {"vendor_id": "u2", "phone": "+32470000001", "channel": "sms", "at": t}
+            pulled.save_unsubscribe(store.db, "signalvine", row, t)
         reach = {"a": ("shared@example.com", None), "b": ("shared@example.com", None)}
         assert set(store.suppressions(["email"], reach)) == {"a", "b"}
+        reach = {"c": (None, "+32470000001"), "d": ("d@example.com", "+32470000001")}
+        assert set(store.suppressions(["any"], reach)) == {"c", "d"}
     finally:
         store.close()

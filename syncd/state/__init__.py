@@ -615,8 +615,15 @@ class Store:
         """
         if not reach:
             return {}
-        by_email = {e: k for k, (e, _p) in reach.items() if e}
-        by_phone = {p: k for k, (_e, p) in reach.items() if p}
+        # every contact with the email (or phone): a household's shared address
+        # unsubscribed holds back each of them, not the last one a dict kept
+        by_email: dict[str, list[str]] = {}
+        by_phone: dict[str, list[str]] = {}
+        for k, (e, p) in reach.items():
+            if e:
+                by_email.setdefault(e, []).append(k)
+            if p:
+                by_phone.setdefault(p, []).append(k)
         keys, emails, phones = list(reach), list(by_email), list(by_phone)
         # the lists as JSON arrays, not a `?` each: one statement text whatever their
         # lengths. Each length was a statement of its own, and SQLite's statement cache
@@ -635,10 +642,10 @@ class Store:
         for key, email, phone, vendor, channel, at in self.conn.execute(sql, lists):
             if "any" not in channels and channel not in channels:
                 continue
-            for match in (key if key in reach else None, by_email.get(email), by_phone.get(phone)):
-                if match:
-                    when = f"on {at}" if at else "(date unknown)"
-                    out.setdefault(match, f"unsubscribed at {vendor} ({channel or 'any'}) {when}")
+            by_key = [key] if key in reach else []
+            for match in (*by_key, *by_email.get(email, ()), *by_phone.get(phone, ())):
+                when = f"on {at}" if at else "(date unknown)"
+                out.setdefault(match, f"unsubscribed at {vendor} ({channel or 'any'}) {when}")
         return out
 
     def held_back(
