@@ -907,21 +907,16 @@ def test_response_rate_after_retry_unknown_counts_the_resend_and_no_earlier_answ
         store.close()
 
 
-# --- found here, in code this file's owner does not own: strict xfails, so a fix flips them
+# --- found here, in the pull's matching and the suppression
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="syncd.state.pulled.match_key matches a response by email to any contact with it "
-    "(here the one never surveyed), so the survey it answers is not credited",
-)
 def test_response_rate_credits_the_surveyed_one_of_two_contacts_sharing_an_email(
     tmp_path: Path,
 ) -> None:
     """A response without the vendor's copy of our key (Hello Customer's `custom_UniqueID`
     is empty in its own document's example) is matched by email; two contacts sharing one
-    (a couple, a shop's address) leave the pull to pick one, and it picks by rowid, not the
-    one the vendor was sent the survey for."""
+    (a couple, a shop's address) leave the pull to pick one: the one the vendor was sent
+    the survey for, not the first by rowid."""
     from syncd.state import pulled
 
     store = Store.open(tmp_path / "s.db")

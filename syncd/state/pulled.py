@@ -21,9 +21,16 @@ from sqlite_utils import Database
 
 
 def match_key(
-    c: sqlite3.Connection, external: str | None, email: str | None, phone: str | None
+    c: sqlite3.Connection,
+    vendor: str,
+    external: str | None,
+    email: str | None,
+    phone: str | None,
 ) -> str | None:
-    """The CRM key of a pulled record: the vendor's copy of our key, else email, else phone."""
+    """The CRM key of a pulled record: the vendor's copy of our key, else email, else phone.
+    Of several contacts sharing the email or phone (a couple, a shop's address), the one
+    `vendor` was sent something (`deliveries_sent_key`), then one still in the export, then
+    the first seen: a response answers the survey the vendor was sent, not a namesake's."""
     if external:
         row = c.execute("SELECT key FROM contacts WHERE key = ?", (external,)).fetchone()
         if row:
@@ -31,8 +38,10 @@ def match_key(
     for column, value in (("email", (email or "").strip().lower()), ("phone", phone)):
         if value:
             row = c.execute(
-                f"SELECT key FROM contacts WHERE {column} = ? ORDER BY gone_at IS NOT NULL LIMIT 1",
-                (value,),
+                f"SELECT key FROM contacts c WHERE {column} = ?1 ORDER BY NOT EXISTS (SELECT 1 "
+                "FROM deliveries INDEXED BY deliveries_sent_key WHERE vendor = ?2 AND "
+                "key = c.key AND status = 'sent'), gone_at IS NOT NULL, rowid LIMIT 1",
+                (value, vendor),
             ).fetchone()
             if row:
                 return str(row[0])
@@ -64,7 +73,7 @@ def save_response(db: Database, vendor: str, r: dict[str, Any], now: str) -> boo
             f"answer {taken[0]} is response {taken[1]}'s already: an answer id names one "
             "answer of one response"
         )
-    key = match_key(db.conn, r.get("external_key"), r.get("email"), None)
+    key = match_key(db.conn, vendor, r.get("external_key"), r.get("email"), None)
     raw = json.dumps(r.get("raw"), sort_keys=True, ensure_ascii=False)
     stored = db.conn.execute(
         "INSERT INTO responses (vendor, response_id, key, email, campaign, language, surveyed_at, "
@@ -144,7 +153,7 @@ def save_nps(db: Database, vendor: str, r: dict[str, Any], now: str) -> bool:
 
 def save_unsubscribe(db: Database, vendor: str, r: dict[str, Any], now: str) -> bool:
     """An unsubscribe; a later pull only fills in the key and the time, never clears them."""
-    key = match_key(db.conn, r.get("external_key"), r.get("email"), r.get("phone"))
+    key = match_key(db.conn, vendor, r.get("external_key"), r.get("email"), r.get("phone"))
     return (
         db.conn.execute(
             "INSERT INTO unsubscribes (vendor, vendor_id, key, email, phone, channel, at, pulled_at) "
