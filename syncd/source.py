@@ -23,7 +23,7 @@ from functools import partial
 from itertools import accumulate, compress, islice, repeat
 from operator import add, attrgetter, itemgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import numpy as np
 
@@ -66,54 +66,63 @@ class Bad:
 
 
 def find_export(cfg: SourceConfig, now: datetime) -> Path:
-    """The export to read: the path itself, or the newest settled file matching the glob."""
+    """The export to read: the path itself, or the newest settled file matching the glob.
+
+    Each match is looked at once (`os.stat`): the CRM's job may remove or rename one
+    between the listing and the look (it is passed over, as if never listed), and what
+    settled means is judged on that one look."""
     pattern = cfg.path
     if glob.has_magic(pattern):
-        matches = sorted(
-            (Path(p) for p in glob.glob(pattern) if os.path.isfile(p)),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-        if not matches:
+        found = []
+        for name in glob.glob(pattern):
+            try:
+                st = os.stat(name)
+            except FileNotFoundError:  # gone since the listing, or a dangling symlink
+                continue
+            except OSError as exc:  # no permission on its folder, a symlink loop
+                raise SourceError(
+                    f"cannot read export {name} (a match of {pattern}): {exc.strerror}",
+                    hint="make it readable by syncd's user, or move it out of the way",
+                ) from None
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_mtime, Path(name)))
+        if not found:
             raise SourceError(
                 f"no export matches {pattern}",
                 hint="check [source] path and that the CRM export ran",
             )
-        settled = [p for p in matches if _settled(p, now, cfg.settle_seconds)]
-        if not settled:
-            _raise_not_settled(matches[0], now, cfg.settle_seconds)
-        return settled[0]
+        found.sort(key=itemgetter(0), reverse=True)
+        for mtime, path in found:
+            if _settled(path, mtime, now, cfg.settle_seconds):
+                return path
+        _raise_not_settled(found[0][1], found[0][0], now, cfg.settle_seconds)
     path = Path(pattern)
     try:
-        mode = path.stat().st_mode
+        st = path.stat()
     except FileNotFoundError:
         raise SourceError(
             f"export {path} does not exist", hint="check [source] path and that the CRM export ran"
         ) from None
     except OSError as exc:  # a symlink loop, a path through a file, no permission
         raise SourceError(f"cannot read export {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(st.st_mode):
         raise SourceError(
-            f"export {path} is {kind_of(mode)}, not a regular file",
+            f"export {path} is {kind_of(st.st_mode)}, not a regular file",
             hint="point [source] path at the CRM's export file, or a glob of them",
         )
-    if not _settled(path, now, cfg.settle_seconds):
-        _raise_not_settled(path, now, cfg.settle_seconds)
+    if not _settled(path, st.st_mtime, now, cfg.settle_seconds):
+        _raise_not_settled(path, st.st_mtime, now, cfg.settle_seconds)
     return path
 
 
-def _age(path: Path, now: datetime) -> float:
-    return now.timestamp() - path.stat().st_mtime
-
-
-def _settled(path: Path, now: datetime, settle: float) -> bool:
+def _settled(path: Path, mtime: float, now: datetime, settle: float) -> bool:
     """Unchanged for `settle` seconds (0: not waited for). A modification time in the future
     (the writing host's clock ahead, on a share) can say nothing of that: it is refused by
     name, rather than waited on for as long as the clocks differ, or, in a glob, passed over
     for last night's export without a word."""
     if not settle:
         return True
-    age = _age(path, now)
+    age = now.timestamp() - mtime
     if age < -SKEW:
         raise NotSettledError(
             f"export {path} was modified {-age:.0f}s in the future by this host's clock: the "
@@ -125,9 +134,10 @@ def _settled(path: Path, now: datetime, settle: float) -> bool:
     return age >= settle
 
 
-def _raise_not_settled(path: Path, now: datetime, settle: float) -> None:
+def _raise_not_settled(path: Path, mtime: float, now: datetime, settle: float) -> NoReturn:
     raise NotSettledError(
-        f"export {path} was modified {_age(path, now):.0f}s ago and may still be being written",
+        f"export {path} was modified {now.timestamp() - mtime:.0f}s ago and may still be "
+        "being written",
         hint=f"syncd waits until it is unchanged for {settle:g}s ([source] settle_seconds); "
         "try again shortly",
     )
@@ -294,6 +304,14 @@ class Export:
         waited on: `find_export` looked, but the path may have changed since)."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if self._stat is not None:  # removed since the header was read
+                raise self._changed("removed") from None
+            raise SourceError(
+                f"export {self.path} does not exist (any more): removed or renamed since it "
+                "was found",
+                hint="the CRM's job may be replacing it: try again shortly",
+            ) from None
         except OSError as exc:
             raise SourceError(f"cannot read export {self.path}: {exc.strerror}") from None
         fh = os.fdopen(fd, "rb")

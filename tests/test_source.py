@@ -300,3 +300,51 @@ def test_list_extend_keeps_what_it_took_before_an_error() -> None:
     with pytest.raises(ValueError):
         got.extend(items())
     assert got == [1, 2]
+
+
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_a_glob_match_removed_while_it_is_looked_at_is_passed_over_or_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
+    """The CRM's job removes tonight's file (to write it again) just after the glob listed
+    it: `isfile` said yes, the `stat` for its age raised FileNotFoundError, a traceback.
+    Removed at the `at`-th look at it, it is passed over for last night's, or the open
+    says it is gone; never an OSError."""
+    now = datetime.now(UTC)
+    old, new = tmp_path / "contacts-1.csv", tmp_path / "contacts-2.csv"
+    old.write_text("Record ID\n1\n", encoding="utf-8")
+    new.write_text("Record ID\n1\n2\n", encoding="utf-8")
+    for path, age in ((old, 600), (new, 300)):
+        os.utime(path, (now.timestamp() - age, now.timestamp() - age))
+    looks, real = [0], os.stat
+
+    def stat(path: object, *args: object, **kw: object) -> os.stat_result:
+        if str(path) == str(new):
+            looks[0] += 1
+            if looks[0] == at:
+                new.unlink()
+        return real(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat)
+    c = SourceConfig(path=str(tmp_path / "contacts-*.csv"), key="Record ID", settle_seconds=30)
+    try:
+        found = find_export(c, now)
+        with Export(found, c) as export:
+            assert found == (old if looks[0] >= at else new)
+            assert len(list(export.rows(print))) == (2 if found == new else 1)
+    except SourceError as err:
+        assert err.message == (
+            f"export {new} does not exist (any more): removed or renamed since it was found"
+        )
+    monkeypatch.setattr(os, "stat", real)
+    new.unlink(missing_ok=True)
+    assert find_export(c, now) == old  # and the next run reads last night's
+
+
+def test_an_export_removed_while_it_is_read_is_refused_as_changed(tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text("Record ID\n1\n", encoding="utf-8")
+    with Export(path, cfg(path)) as export:
+        path.unlink()
+        with pytest.raises(NotSettledError, match=r"changed while it was read \(removed\)"):
+            list(export.rows(print))
