@@ -16,7 +16,7 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -31,6 +31,7 @@ from syncd.config import SourceConfig, kind_of
 from syncd.errors import GuardError, NotSettledError, SourceError
 
 SNIFF_BYTES = 64 * 1024
+SCAN_BYTES = 1024 * 1024  # read at a time by the look for UTF-8 under a single-byte encoding
 FIELD_LIMIT = 1024 * 1024  # 1 MiB per field: anything larger is a broken export, not data
 DELIMITERS = ",;\t|"
 BLOCK = 512  # records parsed at a time: small enough to stay in the CPU's caches
@@ -47,6 +48,7 @@ SKEW = 2.0  # seconds a file's modification time may be ahead of the clock (a sh
 
 csv.field_size_limit(FIELD_LIMIT)
 _SURROGATE = re.compile("[\udc80-\udcff]")
+_NON_ASCII = re.compile("[^\x00-\x7f]")
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ class Export:
             # the last byte a line break, or the last record may be cut short (`_ending`)
             self._unended = bool(size) and os.pread(fd, 1, size - 1) not in b"\r\n"
             head = os.pread(fd, SNIFF_BYTES, 0)
-            misread = _misread_utf8(head, cfg.encoding)
+            misread = _misread_utf8(_chunks(fd, size), cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
             self._fh.seek(0)
             sample = self._fh.read(SNIFF_BYTES)
@@ -836,27 +838,50 @@ def defect(row: list[str], header: list[str], encoding: str) -> str | None:
     return None
 
 
-def _misread_utf8(head: bytes, encoding: str) -> str | None:
-    """How an export's first bytes, non-ASCII and valid UTF-8, read in `encoding` when that
-    is another one (a CRM switched to UTF-8, the config still says cp1252): line 2 'é' as
-    'Ã©'. A single-byte encoding decodes any byte, so nothing else would notice; text in
+def _misread_utf8(data: bytes | Iterable[bytes], encoding: str) -> str | None:
+    """How an export, non-ASCII and valid UTF-8 throughout, reads in `encoding` when that
+    is another one (a CRM switched to UTF-8, the config still says cp1252): line 5001 'é'
+    as 'Ã©'. A single-byte encoding decodes any byte, so nothing else would notice; text in
     such an encoding is almost never valid UTF-8 (an é is one byte, not a pair). Multi-byte
-    ones (UTF-16, GBK, Shift JIS) are left alone: their own checks, or their text, differ."""
+    ones (UTF-16, GBK, Shift JIS) are left alone: their own checks, or their text, differ.
+
+    `data`: the export's bytes, or its chunks in order. The whole file counts: the first
+    accented name may be on line 5,000. It costs little: an ASCII chunk is skipped at
+    memory speed, and a real cp1252 export stops the look at its first accent."""
     if (
-        head.isascii()
-        or codecs.lookup(encoding).name.startswith(("utf-", "utf_"))
+        codecs.lookup(encoding).name.startswith(("utf-", "utf_"))
         or len(bytes(range(256)).decode(encoding, "replace")) != 256
     ):
         return None
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head)  # a cut last character is fine
-    except UnicodeDecodeError:
-        return None
-    at = next(i for i, byte in enumerate(head) if byte >= 0x80)
-    char = head[at:].decode("utf-8", "ignore")[0]
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lines, at, char = 0, 0, -1, ""
+    for chunk in [data] if isinstance(data, bytes) else data:
+        if at < 0:
+            if chunk.isascii():  # nothing held by the decoder yet: nothing to look at
+                offset += len(chunk)
+                lines += chunk.count(b"\n")
+                continue
+            first = next(i for i, byte in enumerate(chunk) if byte >= 0x80)
+            at, lines = offset + first, lines + chunk.count(b"\n", 0, first)
+        try:
+            text = decoder.decode(chunk)  # a character cut at the chunk's end waits for the next
+        except UnicodeDecodeError:
+            return None
+        if not char and (found := _NON_ASCII.search(text)):
+            char = found.group()
+        offset += len(chunk)
+    if not char:
+        return None  # all ASCII (or one character cut at the file's end)
     as_read = char.encode("utf-8").decode(encoding, "replace")
-    line = head.count(b"\n", 0, at) + 1
-    return f"line {line}: {char!r} as {as_read!r}"
+    return f"line {lines + 1}: {char!r} as {as_read!r}"
+
+
+def _chunks(fd: int, size: int) -> Iterator[bytes]:
+    """The file's first `size` bytes, `SCAN_BYTES` at a time."""
+    offset = 0
+    while offset < size and (chunk := os.pread(fd, min(SCAN_BYTES, size - offset), offset)):
+        yield chunk
+        offset += len(chunk)
 
 
 # the byte-order marks of the encodings a file announces (UTF-16: Excel's "Unicode Text"),

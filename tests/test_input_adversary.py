@@ -400,3 +400,54 @@ def test_only_single_byte_encodings_are_held_to_a_utf8_export() -> None:
     for encoding in ("cp1252", "latin-1", "ascii", "koi8-r", "mac-roman"):
         assert source._misread_utf8(data, encoding), encoding
     assert source._misread_utf8("Renée".encode("cp1252"), "cp1252") is None
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+def test_a_utf8_export_whose_first_accent_is_deep_in_it_is_refused_before_anything_is_sent(
+    world: tuple[World, ESputnikSim], monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    """Only the first 64 KiB were looked at: 2,000 rows of plain ASCII, then `Renée` on
+    line 2,001, and every vendor got `RenÃ©e`. Refused before a row is read, nothing sent
+    or recorded; the same rows in that encoding are read as ever."""
+    w, sim = world
+    monkeypatch.setattr(source, "SCAN_BYTES", 4096)  # the file is many chunks
+    config = w.folder / "syncd.toml"
+    config.write_text(
+        config.read_text().replace(
+            'key = "Record ID"', f'key = "Record ID"\nencoding = "{encoding}"'
+        )
+    )
+    assert len(rows(2000)) > source.SNIFF_BYTES
+    w.export.write_bytes(rows(2001, bad={2000}, name="Renée".encode()))
+    with pytest.raises(SourceError) as err:
+        w.sync()
+    assert err.value.message == (
+        f"export {w.export} is UTF-8, but [source] encoding = {encoding!r} reads it otherwise "
+        "(line 2001: 'é' as 'Ã©'): every accented name would be sent mangled"
+    )
+    assert sim.contacts() == []
+    store = w.store()
+    try:
+        assert store.query("SELECT count(*) AS n FROM contacts")[0]["n"] == 0
+        assert store.query("SELECT count(*) AS n FROM vendor_state")[0]["n"] == 0
+    finally:
+        store.close()
+    w.export.write_bytes(rows(2001, bad={2000}, name="Renée".encode(encoding)))
+    assert w.sync().exit_code == 0
+    assert {c["firstName"] for c in sim.contacts()} == {"Ann", "Renée"}
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1 << 20])
+def test_the_look_for_utf8_is_the_same_whatever_the_chunks(size: int) -> None:
+    """A character cut between two chunks, the first accent at a chunk's last byte."""
+    for data in (
+        b"Record ID,Name\n" + b"1,Ann\n" * 40 + "2,Åsa Renée\n".encode(),
+        b"Record ID,Name\n1,\xc3\xa9\n2,Ren\xe9e\n",  # UTF-8, then cp1252: cp1252
+        b"Record ID,Name\n1,Ann\n",
+        "Record ID,Name\n1,€\n".encode(),
+    ):
+        whole = source._misread_utf8(data, "cp1252")
+        chunks = [data[i : i + size] for i in range(0, len(data), size)]
+        assert source._misread_utf8(chunks, "cp1252") == whole, (data, size)
+    assert source._misread_utf8([b"a\n", "b\nÅ".encode()], "cp1252") == "line 3: 'Å' as 'Ã…'"
+    assert source._misread_utf8("\n€".encode(), "latin-1") == "line 2: '€' as 'â\\x82¬'"
