@@ -185,9 +185,12 @@ class Export:
         self.position = 0  # bytes read so far by `blocks` (for a progress display)
         # the file as first opened: later opens, and the end of the read, must find it so
         self._stat: os.stat_result | None = None
+        # the export's lines as text, read on as far as `_left_open` needed: (file, next line)
+        self._scan: tuple[IO[str], int] | None = None
         encoding = cfg.encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # strips a byte-order mark when there is one
+        self._encoding = encoding
         binary = self._open()
         self._fh = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
         try:
@@ -347,6 +350,44 @@ class Export:
 
     def close(self) -> None:
         self._fh.close()
+        if self._scan is not None:
+            self._scan[0].close()
+
+    def _unreadable(self, exc: csv.Error, start: int, last: int) -> Bad:
+        """The record on `start` the csv module gave up on at line `last`, quarantined; or
+        the run refused, when a quoted field is left open at the end of `last`.
+
+        The csv module reads on from the next line as if it began a record. When the
+        record's lines so far hold an odd number of quotes, that line is inside a quoted
+        field (a field past 1 MiB, a bad quote before a quoted line break): its text would
+        be read as records and sent (`1,"…` then `3,Eve,eve@example.com` in the note), and
+        the rest of the file read with its quotes the wrong way round."""
+        why = _explain(exc)
+        if why != _UNCLOSED and self._left_open(start, last):
+            raise SourceError(
+                f"export {self.path}: line {start} is unreadable ({why}), and a quoted field is "
+                f"still open at the end of line {last}: the lines after it cannot be told from "
+                "that field's text, so the export is not read; nothing was sent",
+                hint=f"fix the quoting from line {start} on, and re-export",
+            )
+        return Bad(start, None, why)
+
+    def _left_open(self, start: int, last: int) -> bool:
+        """Whether lines `start` to `last` hold an odd number of quotes. Read on from where
+        the last look ended (the bad records come in file order), so a file of them is read
+        once more at most, and only when there is one."""
+        if self._scan is None or self._scan[1] > start:
+            if self._scan is not None:
+                self._scan[0].close()
+            text = io.TextIOWrapper(
+                self._open(), encoding=self._encoding, errors="surrogateescape", newline=""
+            )
+            self._scan = (text, 1)
+        text, at = self._scan
+        lines = islice(text, start - at, last - at + 1)
+        quotes = sum(map(str.count, lines, repeat('"')))
+        self._scan = (text, last + 1)
+        return quotes % 2 == 1
 
     def __enter__(self) -> Export:
         return self
@@ -439,7 +480,7 @@ class Export:
             if (
                 error is not None
             ):  # a record all the same: `plan.rows_read - quarantined` stays true
-                block.bad.append(Bad(block.end, None, _explain(error)))
+                block.bad.append(self._unreadable(error, block.end, done))
                 block.records += 1
             self.position = self._fh.buffer.tell()
             yield block
@@ -558,7 +599,7 @@ class Export:
                     break
                 except csv.Error as exc:
                     block.records += 1
-                    block.bad.append(Bad(start, None, _explain(exc)))
+                    block.bad.append(self._unreadable(exc, start, first + feed.pos - 1))
                 else:
                     self._one(block, start, row)
                 if feed.pos >= n or raw[feed.pos]:

@@ -451,3 +451,38 @@ def test_the_look_for_utf8_is_the_same_whatever_the_chunks(size: int) -> None:
         assert source._misread_utf8(chunks, "cp1252") == whole, (data, size)
     assert source._misread_utf8([b"a\n", "b\nÅ".encode()], "cp1252") == "line 3: 'Å' as 'Ã…'"
     assert source._misread_utf8("\n€".encode(), "latin-1") == "line 2: '€' as 'â\\x82¬'"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])  # the raw path, the csv module's
+def test_a_record_the_csv_module_gives_up_on_inside_a_quoted_field_stops_the_run(
+    world: tuple[World, ESputnikSim], encoding: str
+) -> None:
+    """A quoted note runs past 1 MiB (an unclosed quote): the csv module gave up on line 2
+    and went on at line 3, inside the note, as if a record began there. The note's text
+    `3,Eve,...` was sent as a contact, and every quote after it read the wrong way round.
+    Where the record's quotes close on the line given up on, it is quarantined as before."""
+    w, sim = world
+    config = w.folder / "syncd.toml"
+    config.write_text(
+        config.read_text().replace(
+            'key = "Record ID"', f'key = "Record ID"\nencoding = "{encoding}"'
+        )
+    )
+    note = b"x" * (source.FIELD_LIMIT + 1)
+    hidden = b"\r\n3,Eve,Row,eve@example.com,,Gold\r\nend"
+    w.export.write_bytes(HEADER + b'1,Ann,Lee,a@example.com,,"' + note + hidden + b'"\r\n' + row(2))
+    with pytest.raises(SourceError) as err:
+        w.sync()
+    assert err.value.message == (
+        f"export {w.export}: line 2 is unreadable (a field is larger than 1 MiB: an unclosed "
+        "quote or binary data; fix the export from this line on), and a quoted field is still "
+        "open at the end of line 2: the lines after it cannot be told from that field's text, "
+        "so the export is not read; nothing was sent"
+    )
+    assert err.value.hint == "fix the quoting from line 2 on, and re-export"
+    assert sim.contacts() == []
+    # the note closed on its own line: that record quarantined, the rest read
+    w.export.write_bytes(HEADER + b'1,Ann,Lee,a@example.com,,"' + note + b'"\r\n' + row(2))
+    report = w.sync()
+    assert report.exit_code == 0 and report.plan is not None and report.plan.quarantined == 1
+    assert [c["externalCustomerId"] for c in sim.contacts()] == ["2"]

@@ -208,14 +208,18 @@ def both_ways(path: Path, **kw: object) -> tuple[list[object], list[object], boo
                 export._raw_start = None
             width, records = len(export.header), 0
             kept = [i for i, h in enumerate(export.header) if h not in export.cfg.ignore_columns]
-            for block in export.blocks():
-                records += block.records
-                for j, line in enumerate(block.lines):
-                    row = block.row(j)[:width]
-                    items.append((line, row))
-                    cells = [row[i] for i in kept]
-                    assert named.setdefault(block.texts[j], cells) == cells, block.texts[j]
-                items += [(item.line, item) for item in block.bad]
+            try:
+                for block in export.blocks():
+                    records += block.records
+                    for j, line in enumerate(block.lines):
+                        row = block.row(j)[:width]
+                        items.append((line, row))
+                        cells = [row[i] for i in kept]
+                        assert named.setdefault(block.texts[j], cells) == cells, block.texts[j]
+                    items += [(item.line, item) for item in block.bad]
+            except SourceError as err:  # what was read before it is never used
+                out.append([("refused", err.message)])
+                continue
             items.sort(key=lambda item: item[0])  # type: ignore[arg-type,return-value]
             items.append(("records", records))
         out.append(list(items))
