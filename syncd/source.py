@@ -379,10 +379,10 @@ class Export:
         if self._scan is None or self._scan[1] > start:
             if self._scan is not None:
                 self._scan[0].close()
-            text = io.TextIOWrapper(
+            opened = io.TextIOWrapper(
                 self._open(), encoding=self._encoding, errors="surrogateescape", newline=""
             )
-            self._scan = (text, 1)
+            self._scan = (opened, 1)
         text, at = self._scan
         lines = islice(text, start - at, last - at + 1)
         quotes = sum(map(str.count, lines, repeat('"')))
