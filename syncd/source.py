@@ -60,6 +60,9 @@ class Bad:
     reason: str
 
     def __post_init__(self) -> None:
+        # a byte-order mark before the key is none of it (`defect`): the contact is held back
+        if self.key and self.key.startswith("\ufeff"):
+            object.__setattr__(self, "key", self.key.lstrip("\ufeff") or None)
         # a key with bytes the encoding cannot decode is shown by its bytes (`\\xe9`): the
         # store takes only text it can encode, and the operator can find these bytes
         if self.key and not self.key.isascii() and _SURROGATE.search(self.key):
@@ -860,17 +863,25 @@ class _Lines:
 
 
 def defect(row: list[str], header: list[str], encoding: str) -> str | None:
-    """Why a row cannot be used as it is: bytes the encoding cannot decode, or NUL bytes.
+    """Why a row cannot be used as it is: bytes the encoding cannot decode, NUL bytes, or a
+    byte-order mark (a file's first bytes, here inside a row: files joined into one).
 
     Such rows are quarantined rather than repaired: a guessed repair could send a
     mangled name to a vendor, and the operator is told which column to look at.
     """
     joined = "".join(row)  # the usual row: one look at all its cells
-    if "\x00" not in joined and (joined.isascii() or not _SURROGATE.search(joined)):
+    if "\x00" not in joined and (
+        joined.isascii() or not (_SURROGATE.search(joined) or "\ufeff" in joined)
+    ):
         return None
     for name, cell in zip(header, row, strict=False):
         if "\x00" in cell:
             return f"column {name!r} contains a NUL byte; re-export the file or remove the byte"
+        if "\ufeff" in cell:  # invisible: `\ufeff2` would be a contact of its own, not 2
+            return (
+                f"column {name!r} holds a byte-order mark (U+FEFF), which only starts a file: "
+                "two files joined into one? re-export the file or remove the mark"
+            )
         if not cell.isascii() and _SURROGATE.search(cell):
             return (
                 f"column {name!r} has bytes that are not valid {encoding}; re-export as "

@@ -486,3 +486,32 @@ def test_a_record_the_csv_module_gives_up_on_inside_a_quoted_field_stops_the_run
     report = w.sync()
     assert report.exit_code == 0 and report.plan is not None and report.plan.quarantined == 1
     assert [c["externalCustomerId"] for c in sim.contacts()] == ["2"]
+
+
+def test_a_byte_order_mark_inside_the_export_is_quarantined_not_sent_as_part_of_a_key(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """Two files joined into one, the second with its BOM: `\\ufeff2` was a contact of its
+    own, sent as `externalCustomerId` "\\ufeff2" (and, deduplicated on email, put over
+    contact 2's id at the vendor). Now quarantined by its key, which is held back."""
+    w, sim = world
+    w.export.write_bytes(rows(3))
+    assert w.sync().exit_code == 0
+    w.export.write_bytes(rows(3).replace(b"\r\n2,Ann", b"\r\n\xef\xbb\xbf2,Annie"))
+    report = w.sync()
+    assert report.exit_code == 0 and report.plan is not None
+    assert (report.plan.quarantined, report.plan.gone) == (1, 0)
+    store = w.store()
+    try:
+        assert [tuple(r) for r in store.query("SELECT line, key, reason FROM quarantine")] == [
+            (
+                3,
+                "2",
+                "column 'Record ID' holds a byte-order mark (U+FEFF), which only starts a file: "
+                "two files joined into one? re-export the file or remove the mark",
+            )
+        ]
+    finally:
+        store.close()
+    assert sorted(c["externalCustomerId"] for c in sim.contacts()) == ["1", "2", "3"]
+    assert {c["firstName"] for c in sim.contacts()} == {"Ann"}
