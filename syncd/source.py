@@ -411,17 +411,23 @@ class Export:
         for block in blocks:  # one block behind: the last one is `_ending`'s
             yield last  # type: ignore[misc]
             last = block
-        if last is not None:
-            self._ending(last)
-            yield last
+        if last is None:  # no record: the file may have been emptied while it was read
+            self._unchanged()
+            return
+        self._ending(last)
+        yield last
+
+    def _unchanged(self) -> None:
+        """Refuse an export written to while it was read: its rows are of two versions."""
+        now, then = os.fstat(self._fh.fileno()), self._stat
+        if then is not None and (now.st_size, now.st_mtime_ns) != (then.st_size, then.st_mtime_ns):
+            raise self._changed("written to")
 
     def _ending(self, block: Block) -> None:
         """Refuse an export whose last record is cut short (no line break after it, or a
         quoted field never closed) unless `force`; with it, quarantine that record. First,
-        refuse an export written to while it was read: its rows are of two versions."""
-        now, then = os.fstat(self._fh.fileno()), self._stat
-        if then is not None and (now.st_size, now.st_mtime_ns) != (then.st_size, then.st_mtime_ns):
-            raise self._changed("written to")
+        refuse an export written to while it was read (`_unchanged`)."""
+        self._unchanged()
         lines = block.lines
         at = max(range(len(lines)), key=lines.__getitem__) if lines else None
         bad = max(block.bad, key=attrgetter("line"), default=None)

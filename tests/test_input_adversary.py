@@ -254,6 +254,23 @@ def test_an_export_written_to_while_it_is_read_is_refused(tmp_path: Path) -> Non
             list(export.rows(lambda bad: None))
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])  # the raw path, the csv module's
+@pytest.mark.parametrize("to", [0, len(b"Record ID,Email,Name\n")])
+def test_an_export_emptied_while_it_is_read_is_refused_not_read_as_no_contacts(
+    tmp_path: Path, encoding: str, to: int
+) -> None:
+    """The CRM's job truncates the export to write it again, just after the header was
+    read: the rows came back as none, unchecked, and `sync --force` (or a first sync's
+    "no usable rows" guard read as "the export is empty") marked every contact gone."""
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(b"Record ID,Email,Name\n1,a@example.com,Ann\n")
+    cfg = SourceConfig(path=str(path), key="Record ID", settle_seconds=0, encoding=encoding)
+    with Export(path, cfg) as export:
+        os.truncate(path, to)
+        with pytest.raises(NotSettledError, match=r"changed while it was read \(written to\)"):
+            list(export.rows(lambda bad: None))
+
+
 def test_an_export_whose_every_row_is_quarantined_says_why_not_that_contacts_were_lost(
     world: tuple[World, ESputnikSim],
 ) -> None:
