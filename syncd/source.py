@@ -87,7 +87,7 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
             except OSError as exc:  # no permission on its folder, a symlink loop
                 raise SourceError(
                     f"cannot read export {name} (a match of {pattern}): {exc.strerror}",
-                    hint="make it readable by syncd's user, or move it out of the way",
+                    hint=_unreadable_hint(exc),
                 ) from None
             if stat.S_ISREG(st.st_mode):
                 found.append((st.st_mtime, Path(name)))
@@ -109,7 +109,9 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
             f"export {path} does not exist", hint="check [source] path and that the CRM export ran"
         ) from None
     except OSError as exc:  # a symlink loop, a path through a file, no permission
-        raise SourceError(f"cannot read export {path}: {exc.strerror}") from None
+        raise SourceError(
+            f"cannot read export {path}: {exc.strerror}", hint=_unreadable_hint(exc)
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         raise SourceError(
             f"export {path} is {kind_of(st.st_mode)}, not a regular file",
@@ -118,6 +120,16 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
     if not _settled(path, st.st_mtime, now, cfg.settle_seconds):
         _raise_not_settled(path, st.st_mtime, now, cfg.settle_seconds)
     return path
+
+
+def _unreadable_hint(exc: OSError) -> str | None:
+    """What to do about an export syncd may not read: who it is, for `chmod`/`chown`."""
+    if not isinstance(exc, PermissionError):
+        return None
+    return (
+        f"syncd runs as uid {os.geteuid()}: let that user read the file and search its "
+        "folders (a group it shares with the CRM's job, or an ACL)"
+    )
 
 
 def _settled(path: Path, mtime: float, now: datetime, settle: float) -> bool:
@@ -321,7 +333,9 @@ class Export:
                 hint="the CRM's job may be replacing it: try again shortly",
             ) from None
         except OSError as exc:
-            raise SourceError(f"cannot read export {self.path}: {exc.strerror}") from None
+            raise SourceError(
+                f"cannot read export {self.path}: {exc.strerror}", hint=_unreadable_hint(exc)
+            ) from None
         fh = os.fdopen(fd, "rb")
         now = os.fstat(fd)
         if not stat.S_ISREG(now.st_mode):

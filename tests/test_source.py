@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -352,3 +355,55 @@ def test_an_export_removed_while_it_is_read_is_refused_as_changed(tmp_path: Path
         path.unlink()
         with pytest.raises(NotSettledError, match=r"changed while it was read \(removed\)"):
             list(export.rows(print))
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """Run the block as a uid the kernel holds to file modes (nobody, when we are root)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
+
+
+def test_an_export_syncd_may_not_read_is_named_with_the_uid_to_let_in(tmp_path: Path) -> None:
+    """The CRM's job wrote it mode 0600, or its folder cannot be searched: a glob's match
+    in such a folder said "no export matches" (the look at it failed, and it was passed
+    over as if it were not a file), and nothing said which user needs access."""
+    folder = Path(tempfile.mkdtemp(prefix="syncd-source-"))
+    try:
+        folder.chmod(0o755)
+        closed = folder / "closed"
+        closed.mkdir(mode=0o744)  # listed, not searched
+        (closed / "contacts-1.csv").write_text("Record ID\n1\n", encoding="utf-8")
+        private = folder / "contacts.csv"
+        private.write_text("Record ID\n1\n", encoding="utf-8")
+        private.chmod(0o600)
+        cases = [
+            (private, f"cannot read export {private}: Permission denied"),
+            (
+                closed / "contacts-*.csv",
+                f"cannot read export {closed}/contacts-1.csv (a match of {closed}/contacts-*.csv)"
+                ": Permission denied",
+            ),
+        ]
+        with unprivileged():
+            uid = os.geteuid()
+            for path, message in cases:
+                with pytest.raises(SourceError) as err:
+                    Export(find_export(cfg(path), datetime.now(UTC)), cfg(path))
+                assert err.value.message == message
+                assert err.value.hint is not None and f"uid {uid}: let that user read" in (
+                    err.value.hint
+                )
+    finally:
+        shutil.rmtree(folder)
