@@ -160,9 +160,9 @@ def _raise_not_settled(path: Path, mtime: float, now: datetime, settle: float) -
     )
 
 
-def _key_hint(key: str, header: list[str], delimiter: str, first: str) -> str:
+def _key_hint(key: str, header: list[str], delimiter: str, first: str, head: bytes) -> str:
     """What to do when the key is not in the header: the column it most likely means, or
-    the delimiter or file it most likely is, else the columns there are."""
+    the delimiter, encoding or file it most likely is, else the columns there are."""
     fold = {" ".join(h.split()).casefold(): h for h in header}
     near = fold.get(" ".join(key.split()).casefold())  # case, spaces, a non-breaking space
     if near is not None:
@@ -173,6 +173,14 @@ def _key_hint(key: str, header: list[str], delimiter: str, first: str) -> str:
             "the header: export without it"
         )
     if "\0" in first:
+        # UTF-16 (Excel's "Unicode Text") read in a single-byte encoding, or without its BOM
+        marked = next((name for bom, name in _BOMS if head.startswith(bom)), None)
+        if marked is None and head[1:4:2] == b"\0\0" and 0 < head[0] < 0x80:
+            marked = "utf-16-le"  # `R\0e\0`: ASCII letters, each with a NUL after it
+        elif marked is None and head[0:3:2] == b"\0\0" and 0 < head[1] < 0x80:
+            marked = "utf-16-be"
+        if marked is not None:
+            return f'the file is {marked.upper()} text: set [source] encoding = "{marked}"'
         return "the header holds NUL bytes: this is not a CSV export; check [source] path"
     others = [d for d in ",;\t|" if d != delimiter and d in first]
     if len(header) == 1 and others:
@@ -219,9 +227,10 @@ class Export:
         path, cfg = self.path, self.cfg
         try:
             size = os.fstat(fd).st_size
-            # the last byte a line break, or the last record may be cut short (`_ending`)
-            self._unended = bool(size) and os.pread(fd, 1, size - 1) not in b"\r\n"
             head = os.pread(fd, SNIFF_BYTES, 0)
+            # the last bytes a line break, or the last record may be cut short (`_ending`)
+            tail = os.pread(fd, 4, max(0, size - 4))
+            self._unended = bool(size) and not tail.endswith(_line_breaks(cfg.encoding, head))
             misread = _misread_utf8(_chunks(fd, size), cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
             self._fh.seek(0)
@@ -278,7 +287,7 @@ class Export:
         if cfg.key not in self.header:
             raise SourceError(
                 f"export {path}: key column {cfg.key!r} is not in the header",
-                hint=_key_hint(cfg.key, self.header, self.delimiter, first),
+                hint=_key_hint(cfg.key, self.header, self.delimiter, first, head),
             )
         dupes = sorted(h for h, n in Counter(self.header).items() if n > 1)
         if "" in dupes:  # a spreadsheet's blank columns, between named ones
@@ -964,6 +973,19 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+
+
+def _line_breaks(encoding: str, head: bytes) -> tuple[bytes, bytes]:
+    """LF and CR as the export's bytes: in UTF-16 and UTF-32, two and four of them, in the
+    order its byte-order mark gives (a UTF-16 export ends in `\\n\\0`, not `\\n`)."""
+    name = codecs.lookup(encoding).name
+    if name in ("utf-16", "utf-32"):
+        big = head.startswith(codecs.BOM_UTF16_BE if name == "utf-16" else codecs.BOM_UTF32_BE)
+        name += "-be" if big else "-le"
+    try:
+        return "\n".encode(name), "\r".encode(name)
+    except (LookupError, UnicodeError):  # (an encoding without them has no lines anyway)
+        return b"\n", b"\r"
 
 
 _UNCLOSED = "the file ends inside a quoted field: the export looks truncated; re-export it"

@@ -5,6 +5,7 @@ with a traceback, and exports whose bad rows made present contacts look gone."""
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Iterator
 from dataclasses import replace
@@ -300,6 +301,9 @@ def test_an_export_whose_every_row_is_quarantined_says_why_not_that_contacts_wer
         (b"sep=;\nRecord ID;Email\n1;a@example.com\n", ";", "a spreadsheet's delimiter line"),
         (b"Record ID;Email\n1;a@example.com\n", ",", "set [source] delimiter = ';'"),
         (b"\0" * 100 + b"\n", ",", "holds NUL bytes: this is not a CSV export"),
+        # UTF-16 without its byte-order mark: "this is not a CSV export"
+        ("Record ID,Email\n".encode("utf-16-le"), ",", 'set [source] encoding = "utf-16-le"'),
+        ("Record ID,Email\n".encode("utf-16-be"), ",", 'set [source] encoding = "utf-16-be"'),
         (b"Id,Email\n1,a@example.com\n", ",", "set [source] key to one of: 'Id', 'Email'"),
     ],
 )
@@ -532,3 +536,39 @@ def test_a_byte_order_mark_inside_the_export_is_quarantined_not_sent_as_part_of_
         store.close()
     assert sorted(c["externalCustomerId"] for c in sim.contacts()) == ["1", "2", "3"]
     assert {c["firstName"] for c in sim.contacts()} == {"Ann"}
+
+
+EXCEL_UNICODE_TEXT = (
+    "Record ID\tFirst Name\tEmail\r\n1\tRenée\ta@example.com\r\n2\tBob\tb@example.com\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "data"),
+    [
+        ("utf-16", codecs.BOM_UTF16_LE + EXCEL_UNICODE_TEXT.encode("utf-16-le")),
+        ("utf-16", codecs.BOM_UTF16_BE + EXCEL_UNICODE_TEXT.encode("utf-16-be")),
+        ("utf-16-le", EXCEL_UNICODE_TEXT.encode("utf-16-le")),
+        ("utf-32", EXCEL_UNICODE_TEXT.encode("utf-32")),
+    ],
+)
+def test_a_utf16_export_is_read_whole_not_refused_as_cut_short(
+    tmp_path: Path, encoding: str, data: bytes
+) -> None:
+    """Excel's "Unicode Text": syncd names `encoding = "utf-16"` for it, and then refused
+    every one as "ends mid-record (its last line has no line break)": its last byte is the
+    NUL of `\\n\\0`. `--force` read it with its last contact quarantined."""
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(data)
+    cfg = SourceConfig(path=str(path), key="Record ID", settle_seconds=0, encoding=encoding)
+    with Export(path, cfg) as export:
+        got = list(export.rows(lambda bad: pytest.fail(str(bad))))
+    assert got == [(2, ["1", "Renée", "a@example.com"]), (3, ["2", "Bob", "b@example.com"])]
+    path.write_bytes(data[: -2 * (4 if "32" in encoding else 2)])  # no CRLF at the end
+    with Export(path, cfg) as export, pytest.raises(GuardError, match="ends mid-record at line 3"):
+        list(export.rows(lambda bad: None))
+    # read in a single-byte encoding, the NULs say which one to set
+    path.write_bytes(EXCEL_UNICODE_TEXT.encode("utf-16"))
+    with pytest.raises(SourceError) as err:
+        Export(path, replace(cfg, encoding="cp1252"))
+    assert err.value.hint == 'the file is UTF-16 text: set [source] encoding = "utf-16"'
