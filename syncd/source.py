@@ -78,7 +78,7 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
     settled means is judged on that one look."""
     pattern = cfg.path
     if glob.has_magic(pattern):
-        found = []
+        found, other = [], ""
         for name in glob.glob(pattern):
             try:
                 st = os.stat(name)
@@ -91,9 +91,12 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
                 ) from None
             if stat.S_ISREG(st.st_mode):
                 found.append((st.st_mtime, Path(name)))
+            else:
+                other = f"{name} is {kind_of(st.st_mode)}"
         if not found:
             raise SourceError(
-                f"no export matches {pattern}",
+                f"no export matches {pattern}"
+                + (f": {other}, not a regular file" if other else ""),
                 hint="check [source] path and that the CRM export ran",
             )
         found.sort(key=itemgetter(0), reverse=True)

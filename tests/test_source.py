@@ -407,3 +407,18 @@ def test_an_export_syncd_may_not_read_is_named_with_the_uid_to_let_in(tmp_path: 
                 )
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_glob_whose_matches_are_no_files_says_so(tmp_path: Path) -> None:
+    """It said "no export matches" of a folder named like the exports, or a FIFO."""
+    c = SourceConfig(path=str(tmp_path / "contacts-*.csv"), key="Record ID", settle_seconds=0)
+    with pytest.raises(SourceError) as err:
+        find_export(c, datetime.now(UTC))
+    assert err.value.message == f"no export matches {tmp_path}/contacts-*.csv"
+    (tmp_path / "contacts-1.csv").mkdir()
+    with pytest.raises(SourceError) as err:
+        find_export(c, datetime.now(UTC))
+    assert err.value.message == (
+        f"no export matches {tmp_path}/contacts-*.csv: {tmp_path}/contacts-1.csv is a "
+        "directory, not a regular file"
+    )
