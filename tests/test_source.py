@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import tempfile
@@ -422,3 +424,50 @@ def test_a_glob_whose_matches_are_no_files_says_so(tmp_path: Path) -> None:
         f"no export matches {tmp_path}/contacts-*.csv: {tmp_path}/contacts-1.csv is a "
         "directory, not a regular file"
     )
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    records=st.lists(
+        st.lists(
+            st.lists(st.sampled_from(["a", "1", ",", '"', "\n", "\r\n", " ", "xxxxxxxx"])).map(
+                "".join
+            ),
+            min_size=2,
+            max_size=2,
+        ),
+        max_size=12,
+    ),
+    limit=st.integers(10, 40),
+    encoding=st.sampled_from(["utf-8", "cp1252"]),
+    block=st.integers(1, 64),
+)
+def test_no_row_is_read_from_inside_a_field_the_csv_module_gave_up_on(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    records: list[list[str]],
+    limit: int,
+    encoding: str,
+    block: int,
+) -> None:
+    """Well-formed CSV whose fields hold line breaks, quotes and commas, read under a small
+    field limit: each field past it is a record the csv module gives up on. A row read is
+    one of the records written, never a piece of one; or the export is refused."""
+    monkeypatch.setattr(source, "RAW_BYTES", block)
+    written = [[str(i), *cells] for i, cells in enumerate(records, 1)]
+    text = io.StringIO(newline="")
+    csv.writer(text, lineterminator="\r\n").writerows([["Record ID", "A", "B"], *written])
+    path = tmp_path / "e.csv"
+    path.write_bytes(text.getvalue().encode(encoding))
+    old = csv.field_size_limit(limit)
+    try:
+        with Export(path, cfg(path, encoding=encoding, delimiter=",")) as export:
+            read = list(export.rows(lambda bad: None))
+    except SourceError:
+        return
+    finally:
+        csv.field_size_limit(old)
+    for line, row in read:
+        assert row in written, (line, row)
