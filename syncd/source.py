@@ -931,7 +931,10 @@ def _misread_utf8(data: bytes | Iterable[bytes], encoding: str) -> str | None:
 
     `data`: the export's bytes, or its chunks in order. The whole file counts: the first
     accented name may be on line 5,000. It costs little: an ASCII chunk is skipped at
-    memory speed, and a real cp1252 export stops the look at its first accent."""
+    memory speed, and a real cp1252 export stops the look at its first accent. A file that
+    starts with UTF-8's byte-order mark is UTF-8 even with other bytes further on (rows
+    pasted in from elsewhere): those are quarantined when it is read as UTF-8, while in
+    cp1252 its UTF-8 names would be sent mangled."""
     if (
         codecs.lookup(encoding).name.startswith(("utf-", "utf_"))
         or len(bytes(range(256)).decode(encoding, "replace")) != 256
@@ -940,6 +943,9 @@ def _misread_utf8(data: bytes | Iterable[bytes], encoding: str) -> str | None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, lines, at, char = 0, 0, -1, ""
     for chunk in [data] if isinstance(data, bytes) else data:
+        if not offset and chunk.startswith(codecs.BOM_UTF8):
+            char = "\ufeff"  # UTF-8's own mark: the file says what it is, whatever follows
+            break
         if at < 0:
             if chunk.isascii():  # nothing held by the decoder yet: nothing to look at
                 offset += len(chunk)

@@ -572,3 +572,30 @@ def test_a_utf16_export_is_read_whole_not_refused_as_cut_short(
     with pytest.raises(SourceError) as err:
         Export(path, replace(cfg, encoding="cp1252"))
     assert err.value.hint == 'the file is UTF-16 text: set [source] encoding = "utf-16"'
+
+
+def test_a_utf8_export_with_its_bom_is_not_read_in_cp1252_for_a_few_other_bytes(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """Excel's UTF-8 CSV, with one row pasted in from a cp1252 file: not valid UTF-8 as a
+    whole, so it was read in cp1252 as configured and `Renée` sent as `RenÃ©e`. Its BOM
+    says what it is: refused, and read as UTF-8 the odd row is quarantined."""
+    w, sim = world
+    config = w.folder / "syncd.toml"
+    config.write_text(
+        config.read_text().replace('key = "Record ID"', 'key = "Record ID"\nencoding = "cp1252"')
+    )
+    header = b"\xef\xbb\xbfNotes," + HEADER
+    w.export.write_bytes(
+        header + b"x," + row(1, "Renée".encode()) + b"y," + row(2, "Zoë".encode("cp1252"))
+    )
+    with pytest.raises(SourceError) as err:
+        w.sync()
+    assert "(line 1: '\\ufeff' as 'ï»¿'): every accented name would be sent mangled" in str(
+        err.value
+    )
+    assert sim.contacts() == []
+    config.write_text(config.read_text().replace('encoding = "cp1252"', 'encoding = "utf-8"'))
+    report = w.sync()
+    assert report.exit_code == 0 and report.plan is not None and report.plan.quarantined == 1
+    assert [c["firstName"] for c in sim.contacts()] == ["Renée"]
