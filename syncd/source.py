@@ -94,11 +94,7 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
             else:
                 other = f"{name} is {kind_of(st.st_mode)}"
         if not found:
-            raise SourceError(
-                f"no export matches {pattern}"
-                + (f": {other}, not a regular file" if other else ""),
-                hint="check [source] path and that the CRM export ran",
-            )
+            raise _no_match(pattern, other)
         found.sort(key=itemgetter(0), reverse=True)
         for mtime, path in found:
             if _settled(path, mtime, now, cfg.settle_seconds):
@@ -123,6 +119,22 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
     if not _settled(path, st.st_mtime, now, cfg.settle_seconds):
         _raise_not_settled(path, st.st_mtime, now, cfg.settle_seconds)
     return path
+
+
+def _no_match(pattern: str, other: str) -> SourceError:
+    """Why nothing matches the glob: a match that is no file, or a folder missing or that
+    syncd may not list (`glob` says nothing of either), else the export did not run."""
+    why = f": {other}, not a regular file" if other else ""
+    parts = Path(pattern).parts
+    folder = Path(*parts[: next(i for i, part in enumerate(parts) if glob.has_magic(part))])
+    hint: str | None = "check [source] path and that the CRM export ran"
+    try:
+        os.scandir(folder).close()
+    except FileNotFoundError:
+        why, hint = f": folder {folder} does not exist", "check [source] path"
+    except OSError as exc:
+        why, hint = f": cannot list folder {folder}: {exc.strerror}", _unreadable_hint(exc)
+    return SourceError(f"no export matches {pattern}{why}", hint=hint)
 
 
 def _unreadable_hint(exc: OSError) -> str | None:

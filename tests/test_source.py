@@ -398,6 +398,16 @@ def test_an_export_syncd_may_not_read_is_named_with_the_uid_to_let_in(tmp_path: 
                 ": Permission denied",
             ),
         ]
+        hidden = folder / "hidden"
+        hidden.mkdir(mode=0o711)  # searched, not listed: glob finds nothing, and says nothing
+        (hidden / "contacts-1.csv").write_text("Record ID\n1\n", encoding="utf-8")
+        cases.append(
+            (
+                hidden / "contacts-*.csv",
+                f"no export matches {hidden}/contacts-*.csv: cannot list folder {hidden}: "
+                "Permission denied",
+            )
+        )
         with unprivileged():
             uid = os.geteuid()
             for path, message in cases:
@@ -417,6 +427,12 @@ def test_a_glob_whose_matches_are_no_files_says_so(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as err:
         find_export(c, datetime.now(UTC))
     assert err.value.message == f"no export matches {tmp_path}/contacts-*.csv"
+    typo = SourceConfig(path=str(tmp_path / "exprots/*.csv"), key="Record ID", settle_seconds=0)
+    with pytest.raises(SourceError) as err:
+        find_export(typo, datetime.now(UTC))
+    assert err.value.message == (
+        f"no export matches {tmp_path}/exprots/*.csv: folder {tmp_path}/exprots does not exist"
+    )
     (tmp_path / "contacts-1.csv").mkdir()
     with pytest.raises(SourceError) as err:
         find_export(c, datetime.now(UTC))
