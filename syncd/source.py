@@ -1003,8 +1003,9 @@ def _line_breaks(encoding: str, head: bytes) -> tuple[bytes, bytes]:
     if name in ("utf-16", "utf-32"):
         big = head.startswith(codecs.BOM_UTF16_BE if name == "utf-16" else codecs.BOM_UTF32_BE)
         name += "-be" if big else "-le"
-    try:
-        return "\n".encode(name), "\r".encode(name)
+    try:  # the second of two: an encoder that starts with a mark (utf-8-sig) gives it once
+        lf, cr = (len(c.encode(name)) for c in "\n\r")
+        return "\n\n".encode(name)[lf:], "\r\r".encode(name)[cr:]
     except (LookupError, UnicodeError):  # (an encoding without them has no lines anyway)
         return b"\n", b"\r"
 

@@ -550,6 +550,7 @@ EXCEL_UNICODE_TEXT = (
         ("utf-16", codecs.BOM_UTF16_BE + EXCEL_UNICODE_TEXT.encode("utf-16-be")),
         ("utf-16-le", EXCEL_UNICODE_TEXT.encode("utf-16-le")),
         ("utf-32", EXCEL_UNICODE_TEXT.encode("utf-32")),
+        ("utf-8-sig", EXCEL_UNICODE_TEXT.encode("utf-8-sig")),  # a mark of its own, once
     ],
 )
 def test_a_utf16_export_is_read_whole_not_refused_as_cut_short(
