@@ -352,9 +352,9 @@ class Export:
             if self._stat is not None:  # removed since the header was read
                 raise self._changed("removed") from None
             raise SourceError(
-                f"export {self.path} does not exist (any more): removed or renamed since it "
-                "was found",
-                hint="the CRM's job may be replacing it: try again shortly",
+                f"export {self.path} does not exist",
+                hint="if it was there a moment ago, the CRM's job may be replacing it: try "
+                "again shortly; else check the path",
             ) from None
         except OSError as exc:
             raise SourceError(

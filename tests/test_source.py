@@ -342,9 +342,8 @@ def test_a_glob_match_removed_while_it_is_looked_at_is_passed_over_or_named(
             assert found == (old if looks[0] >= at else new)
             assert len(list(export.rows(print))) == (2 if found == new else 1)
     except SourceError as err:
-        assert err.message == (
-            f"export {new} does not exist (any more): removed or renamed since it was found"
-        )
+        assert err.message == f"export {new} does not exist"
+        assert err.hint is not None and "the CRM's job may be replacing it" in err.hint
     monkeypatch.setattr(os, "stat", real)
     new.unlink(missing_ok=True)
     assert find_export(c, now) == old  # and the next run reads last night's
