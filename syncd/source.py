@@ -16,14 +16,14 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from itertools import accumulate, compress, islice, repeat
 from operator import add, attrgetter, itemgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from syncd.config import SourceConfig, kind_of
 from syncd.errors import GuardError, NotSettledError, SourceError
 
 SNIFF_BYTES = 64 * 1024
+SCAN_BYTES = 1024 * 1024  # read at a time by the look for UTF-8 under a single-byte encoding
 FIELD_LIMIT = 1024 * 1024  # 1 MiB per field: anything larger is a broken export, not data
 DELIMITERS = ",;\t|"
 BLOCK = 512  # records parsed at a time: small enough to stay in the CPU's caches
@@ -47,6 +48,7 @@ SKEW = 2.0  # seconds a file's modification time may be ahead of the clock (a sh
 
 csv.field_size_limit(FIELD_LIMIT)
 _SURROGATE = re.compile("[\udc80-\udcff]")
+_NON_ASCII = re.compile("[^\x00-\x7f]")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class Bad:
     reason: str
 
     def __post_init__(self) -> None:
+        # a byte-order mark before the key is none of it (`defect`): the contact is held back
+        if self.key and self.key.startswith("\ufeff"):
+            object.__setattr__(self, "key", self.key.lstrip("\ufeff") or None)
         # a key with bytes the encoding cannot decode is shown by its bytes (`\\xe9`): the
         # store takes only text it can encode, and the operator can find these bytes
         if self.key and not self.key.isascii() and _SURROGATE.search(self.key):
@@ -66,54 +71,90 @@ class Bad:
 
 
 def find_export(cfg: SourceConfig, now: datetime) -> Path:
-    """The export to read: the path itself, or the newest settled file matching the glob."""
+    """The export to read: the path itself, or the newest settled file matching the glob.
+
+    Each match is looked at once (`os.stat`): the CRM's job may remove or rename one
+    between the listing and the look (it is passed over, as if never listed), and what
+    settled means is judged on that one look."""
     pattern = cfg.path
     if glob.has_magic(pattern):
-        matches = sorted(
-            (Path(p) for p in glob.glob(pattern) if os.path.isfile(p)),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-        if not matches:
-            raise SourceError(
-                f"no export matches {pattern}",
-                hint="check [source] path and that the CRM export ran",
-            )
-        settled = [p for p in matches if _settled(p, now, cfg.settle_seconds)]
-        if not settled:
-            _raise_not_settled(matches[0], now, cfg.settle_seconds)
-        return settled[0]
+        found, other = [], ""
+        for name in glob.glob(pattern):
+            try:
+                st = os.stat(name)
+            except FileNotFoundError:  # gone since the listing, or a dangling symlink
+                continue
+            except OSError as exc:  # no permission on its folder, a symlink loop
+                raise SourceError(
+                    f"cannot read export {name} (a match of {pattern}): {exc.strerror}",
+                    hint=_unreadable_hint(exc),
+                ) from None
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_mtime, Path(name)))
+            else:
+                other = f"{name} is {kind_of(st.st_mode)}"
+        if not found:
+            raise _no_match(pattern, other)
+        found.sort(key=itemgetter(0), reverse=True)
+        for mtime, path in found:
+            if _settled(path, mtime, now, cfg.settle_seconds):
+                return path
+        _raise_not_settled(found[0][1], found[0][0], now, cfg.settle_seconds)
     path = Path(pattern)
     try:
-        mode = path.stat().st_mode
+        st = path.stat()
     except FileNotFoundError:
         raise SourceError(
             f"export {path} does not exist", hint="check [source] path and that the CRM export ran"
         ) from None
     except OSError as exc:  # a symlink loop, a path through a file, no permission
-        raise SourceError(f"cannot read export {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
         raise SourceError(
-            f"export {path} is {kind_of(mode)}, not a regular file",
+            f"cannot read export {path}: {exc.strerror}", hint=_unreadable_hint(exc)
+        ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(
+            f"export {path} is {kind_of(st.st_mode)}, not a regular file",
             hint="point [source] path at the CRM's export file, or a glob of them",
         )
-    if not _settled(path, now, cfg.settle_seconds):
-        _raise_not_settled(path, now, cfg.settle_seconds)
+    if not _settled(path, st.st_mtime, now, cfg.settle_seconds):
+        _raise_not_settled(path, st.st_mtime, now, cfg.settle_seconds)
     return path
 
 
-def _age(path: Path, now: datetime) -> float:
-    return now.timestamp() - path.stat().st_mtime
+def _no_match(pattern: str, other: str) -> SourceError:
+    """Why nothing matches the glob: a match that is no file, or a folder missing or that
+    syncd may not list (`glob` says nothing of either), else the export did not run."""
+    why = f": {other}, not a regular file" if other else ""
+    parts = Path(pattern).parts
+    folder = Path(*parts[: next(i for i, part in enumerate(parts) if glob.has_magic(part))])
+    hint: str | None = "check [source] path and that the CRM export ran"
+    try:
+        os.scandir(folder).close()
+    except FileNotFoundError:
+        why, hint = f": folder {folder} does not exist", "check [source] path"
+    except OSError as exc:
+        why, hint = f": cannot list folder {folder}: {exc.strerror}", _unreadable_hint(exc)
+    return SourceError(f"no export matches {pattern}{why}", hint=hint)
 
 
-def _settled(path: Path, now: datetime, settle: float) -> bool:
+def _unreadable_hint(exc: OSError) -> str | None:
+    """What to do about an export syncd may not read: who it is, for `chmod`/`chown`."""
+    if not isinstance(exc, PermissionError):
+        return None
+    return (
+        f"syncd runs as uid {os.geteuid()}: let that user read the file and search its "
+        "folders (a group it shares with the CRM's job, or an ACL)"
+    )
+
+
+def _settled(path: Path, mtime: float, now: datetime, settle: float) -> bool:
     """Unchanged for `settle` seconds (0: not waited for). A modification time in the future
     (the writing host's clock ahead, on a share) can say nothing of that: it is refused by
     name, rather than waited on for as long as the clocks differ, or, in a glob, passed over
     for last night's export without a word."""
     if not settle:
         return True
-    age = _age(path, now)
+    age = now.timestamp() - mtime
     if age < -SKEW:
         raise NotSettledError(
             f"export {path} was modified {-age:.0f}s in the future by this host's clock: the "
@@ -125,17 +166,18 @@ def _settled(path: Path, now: datetime, settle: float) -> bool:
     return age >= settle
 
 
-def _raise_not_settled(path: Path, now: datetime, settle: float) -> None:
+def _raise_not_settled(path: Path, mtime: float, now: datetime, settle: float) -> NoReturn:
     raise NotSettledError(
-        f"export {path} was modified {_age(path, now):.0f}s ago and may still be being written",
+        f"export {path} was modified {now.timestamp() - mtime:.0f}s ago and may still be "
+        "being written",
         hint=f"syncd waits until it is unchanged for {settle:g}s ([source] settle_seconds); "
         "try again shortly",
     )
 
 
-def _key_hint(key: str, header: list[str], delimiter: str, first: str) -> str:
+def _key_hint(key: str, header: list[str], delimiter: str, first: str, head: bytes) -> str:
     """What to do when the key is not in the header: the column it most likely means, or
-    the delimiter or file it most likely is, else the columns there are."""
+    the delimiter, encoding or file it most likely is, else the columns there are."""
     fold = {" ".join(h.split()).casefold(): h for h in header}
     near = fold.get(" ".join(key.split()).casefold())  # case, spaces, a non-breaking space
     if near is not None:
@@ -146,6 +188,14 @@ def _key_hint(key: str, header: list[str], delimiter: str, first: str) -> str:
             "the header: export without it"
         )
     if "\0" in first:
+        # UTF-16 (Excel's "Unicode Text") read in a single-byte encoding, or without its BOM
+        marked = next((name for bom, name in _BOMS if head.startswith(bom)), None)
+        if marked is None and head[1:4:2] == b"\0\0" and 0 < head[0] < 0x80:
+            marked = "utf-16-le"  # `R\0e\0`: ASCII letters, each with a NUL after it
+        elif marked is None and head[0:3:2] == b"\0\0" and 0 < head[1] < 0x80:
+            marked = "utf-16-be"
+        if marked is not None:
+            return f'the file is {marked.upper()} text: set [source] encoding = "{marked}"'
         return "the header holds NUL bytes: this is not a CSV export; check [source] path"
     others = [d for d in ",;\t|" if d != delimiter and d in first]
     if len(header) == 1 and others:
@@ -173,9 +223,12 @@ class Export:
         self.position = 0  # bytes read so far by `blocks` (for a progress display)
         # the file as first opened: later opens, and the end of the read, must find it so
         self._stat: os.stat_result | None = None
+        # the export's lines as text, read on as far as `_left_open` needed: (file, next line)
+        self._scan: tuple[IO[str], int] | None = None
         encoding = cfg.encoding
         if codecs.lookup(encoding).name == "utf-8":
             encoding = "utf-8-sig"  # strips a byte-order mark when there is one
+        self._encoding = encoding
         binary = self._open()
         self._fh = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
         try:
@@ -189,10 +242,11 @@ class Export:
         path, cfg = self.path, self.cfg
         try:
             size = os.fstat(fd).st_size
-            # the last byte a line break, or the last record may be cut short (`_ending`)
-            self._unended = bool(size) and os.pread(fd, 1, size - 1) not in b"\r\n"
             head = os.pread(fd, SNIFF_BYTES, 0)
-            misread = _misread_utf8(head, cfg.encoding)
+            # the last bytes a line break, or the last record may be cut short (`_ending`)
+            tail = os.pread(fd, 4, max(0, size - 4))
+            self._unended = bool(size) and not tail.endswith(_line_breaks(cfg.encoding, head))
+            misread = _misread_utf8(_chunks(fd, size), cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
             self._fh.seek(0)
             sample = self._fh.read(SNIFF_BYTES)
@@ -248,7 +302,7 @@ class Export:
         if cfg.key not in self.header:
             raise SourceError(
                 f"export {path}: key column {cfg.key!r} is not in the header",
-                hint=_key_hint(cfg.key, self.header, self.delimiter, first),
+                hint=_key_hint(cfg.key, self.header, self.delimiter, first, head),
             )
         dupes = sorted(h for h, n in Counter(self.header).items() if n > 1)
         if "" in dupes:  # a spreadsheet's blank columns, between named ones
@@ -294,8 +348,18 @@ class Export:
         waited on: `find_export` looked, but the path may have changed since)."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if self._stat is not None:  # removed since the header was read
+                raise self._changed("removed") from None
+            raise SourceError(
+                f"export {self.path} does not exist",
+                hint="if it was there a moment ago, the CRM's job may be replacing it: try "
+                "again shortly; else check the path",
+            ) from None
         except OSError as exc:
-            raise SourceError(f"cannot read export {self.path}: {exc.strerror}") from None
+            raise SourceError(
+                f"cannot read export {self.path}: {exc.strerror}", hint=_unreadable_hint(exc)
+            ) from None
         fh = os.fdopen(fd, "rb")
         now = os.fstat(fd)
         if not stat.S_ISREG(now.st_mode):
@@ -327,6 +391,44 @@ class Export:
 
     def close(self) -> None:
         self._fh.close()
+        if self._scan is not None:
+            self._scan[0].close()
+
+    def _unreadable(self, exc: csv.Error, start: int, last: int) -> Bad:
+        """The record on `start` the csv module gave up on at line `last`, quarantined; or
+        the run refused, when a quoted field is left open at the end of `last`.
+
+        The csv module reads on from the next line as if it began a record. When the
+        record's lines so far hold an odd number of quotes, that line is inside a quoted
+        field (a field past 1 MiB, a bad quote before a quoted line break): its text would
+        be read as records and sent (`1,"…` then `3,Eve,eve@example.com` in the note), and
+        the rest of the file read with its quotes the wrong way round."""
+        why = _explain(exc)
+        if why != _UNCLOSED and self._left_open(start, last):
+            raise SourceError(
+                f"export {self.path}: line {start} is unreadable ({why}), and a quoted field is "
+                f"still open at the end of line {last}: the lines after it cannot be told from "
+                "that field's text, so the export is not read; nothing was sent",
+                hint=f"fix the quoting from line {start} on, and re-export",
+            )
+        return Bad(start, None, why)
+
+    def _left_open(self, start: int, last: int) -> bool:
+        """Whether lines `start` to `last` hold an odd number of quotes. Read on from where
+        the last look ended (the bad records come in file order), so a file of them is read
+        once more at most, and only when there is one."""
+        if self._scan is None or self._scan[1] > start:
+            if self._scan is not None:
+                self._scan[0].close()
+            opened = io.TextIOWrapper(
+                self._open(), encoding=self._encoding, errors="surrogateescape", newline=""
+            )
+            self._scan = (opened, 1)
+        text, at = self._scan
+        lines = islice(text, start - at, last - at + 1)
+        quotes = sum(map(str.count, lines, repeat('"')))
+        self._scan = (text, last + 1)
+        return quotes % 2 == 1
 
     def __enter__(self) -> Export:
         return self
@@ -347,17 +449,23 @@ class Export:
         for block in blocks:  # one block behind: the last one is `_ending`'s
             yield last  # type: ignore[misc]
             last = block
-        if last is not None:
-            self._ending(last)
-            yield last
+        if last is None:  # no record: the file may have been emptied while it was read
+            self._unchanged()
+            return
+        self._ending(last)
+        yield last
+
+    def _unchanged(self) -> None:
+        """Refuse an export written to while it was read: its rows are of two versions."""
+        now, then = os.fstat(self._fh.fileno()), self._stat
+        if then is not None and (now.st_size, now.st_mtime_ns) != (then.st_size, then.st_mtime_ns):
+            raise self._changed("written to")
 
     def _ending(self, block: Block) -> None:
         """Refuse an export whose last record is cut short (no line break after it, or a
         quoted field never closed) unless `force`; with it, quarantine that record. First,
-        refuse an export written to while it was read: its rows are of two versions."""
-        now, then = os.fstat(self._fh.fileno()), self._stat
-        if then is not None and (now.st_size, now.st_mtime_ns) != (then.st_size, then.st_mtime_ns):
-            raise self._changed("written to")
+        refuse an export written to while it was read (`_unchanged`)."""
+        self._unchanged()
         lines = block.lines
         at = max(range(len(lines)), key=lines.__getitem__) if lines else None
         bad = max(block.bad, key=attrgetter("line"), default=None)
@@ -419,7 +527,7 @@ class Export:
             if (
                 error is not None
             ):  # a record all the same: `plan.rows_read - quarantined` stays true
-                block.bad.append(Bad(block.end, None, _explain(error)))
+                block.bad.append(self._unreadable(error, block.end, done))
                 block.records += 1
             self.position = self._fh.buffer.tell()
             yield block
@@ -538,7 +646,7 @@ class Export:
                     break
                 except csv.Error as exc:
                     block.records += 1
-                    block.bad.append(Bad(start, None, _explain(exc)))
+                    block.bad.append(self._unreadable(exc, start, first + feed.pos - 1))
                 else:
                     self._one(block, start, row)
                 if feed.pos >= n or raw[feed.pos]:
@@ -799,17 +907,25 @@ class _Lines:
 
 
 def defect(row: list[str], header: list[str], encoding: str) -> str | None:
-    """Why a row cannot be used as it is: bytes the encoding cannot decode, or NUL bytes.
+    """Why a row cannot be used as it is: bytes the encoding cannot decode, NUL bytes, or a
+    byte-order mark (a file's first bytes, here inside a row: files joined into one).
 
     Such rows are quarantined rather than repaired: a guessed repair could send a
     mangled name to a vendor, and the operator is told which column to look at.
     """
     joined = "".join(row)  # the usual row: one look at all its cells
-    if "\x00" not in joined and (joined.isascii() or not _SURROGATE.search(joined)):
+    if "\x00" not in joined and (
+        joined.isascii() or not (_SURROGATE.search(joined) or "\ufeff" in joined)
+    ):
         return None
     for name, cell in zip(header, row, strict=False):
         if "\x00" in cell:
             return f"column {name!r} contains a NUL byte; re-export the file or remove the byte"
+        if "\ufeff" in cell:  # invisible: `\ufeff2` would be a contact of its own, not 2
+            return (
+                f"column {name!r} holds a byte-order mark (U+FEFF), which only starts a file: "
+                "two files joined into one? re-export the file or remove the mark"
+            )
         if not cell.isascii() and _SURROGATE.search(cell):
             return (
                 f"column {name!r} has bytes that are not valid {encoding}; re-export as "
@@ -818,27 +934,56 @@ def defect(row: list[str], header: list[str], encoding: str) -> str | None:
     return None
 
 
-def _misread_utf8(head: bytes, encoding: str) -> str | None:
-    """How an export's first bytes, non-ASCII and valid UTF-8, read in `encoding` when that
-    is another one (a CRM switched to UTF-8, the config still says cp1252): line 2 'é' as
-    'Ã©'. A single-byte encoding decodes any byte, so nothing else would notice; text in
+def _misread_utf8(data: bytes | Iterable[bytes], encoding: str) -> str | None:
+    """How an export, non-ASCII and valid UTF-8 throughout, reads in `encoding` when that
+    is another one (a CRM switched to UTF-8, the config still says cp1252): line 5001 'é'
+    as 'Ã©'. A single-byte encoding decodes any byte, so nothing else would notice; text in
     such an encoding is almost never valid UTF-8 (an é is one byte, not a pair). Multi-byte
-    ones (UTF-16, GBK, Shift JIS) are left alone: their own checks, or their text, differ."""
+    ones (UTF-16, GBK, Shift JIS) are left alone: their own checks, or their text, differ.
+
+    `data`: the export's bytes, or its chunks in order. The whole file counts: the first
+    accented name may be on line 5,000. It costs little: an ASCII chunk is skipped at
+    memory speed, and a real cp1252 export stops the look at its first accent. A file that
+    starts with UTF-8's byte-order mark is UTF-8 even with other bytes further on (rows
+    pasted in from elsewhere): those are quarantined when it is read as UTF-8, while in
+    cp1252 its UTF-8 names would be sent mangled."""
     if (
-        head.isascii()
-        or codecs.lookup(encoding).name.startswith(("utf-", "utf_"))
+        codecs.lookup(encoding).name.startswith(("utf-", "utf_"))
         or len(bytes(range(256)).decode(encoding, "replace")) != 256
     ):
         return None
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head)  # a cut last character is fine
-    except UnicodeDecodeError:
-        return None
-    at = next(i for i, byte in enumerate(head) if byte >= 0x80)
-    char = head[at:].decode("utf-8", "ignore")[0]
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lines, at, char = 0, 0, -1, ""
+    for chunk in [data] if isinstance(data, bytes) else data:
+        if not offset and chunk.startswith(codecs.BOM_UTF8):
+            char = "\ufeff"  # UTF-8's own mark: the file says what it is, whatever follows
+            break
+        if at < 0:
+            if chunk.isascii():  # nothing held by the decoder yet: nothing to look at
+                offset += len(chunk)
+                lines += chunk.count(b"\n")
+                continue
+            first = next(i for i, byte in enumerate(chunk) if byte >= 0x80)
+            at, lines = offset + first, lines + chunk.count(b"\n", 0, first)
+        try:
+            text = decoder.decode(chunk)  # a character cut at the chunk's end waits for the next
+        except UnicodeDecodeError:
+            return None
+        if not char and (found := _NON_ASCII.search(text)):
+            char = found.group()
+        offset += len(chunk)
+    if not char:
+        return None  # all ASCII (or one character cut at the file's end)
     as_read = char.encode("utf-8").decode(encoding, "replace")
-    line = head.count(b"\n", 0, at) + 1
-    return f"line {line}: {char!r} as {as_read!r}"
+    return f"line {lines + 1}: {char!r} as {as_read!r}"
+
+
+def _chunks(fd: int, size: int) -> Iterator[bytes]:
+    """The file's first `size` bytes, `SCAN_BYTES` at a time."""
+    offset = 0
+    while offset < size and (chunk := os.pread(fd, min(SCAN_BYTES, size - offset), offset)):
+        yield chunk
+        offset += len(chunk)
 
 
 # the byte-order marks of the encodings a file announces (UTF-16: Excel's "Unicode Text"),
@@ -849,6 +994,20 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+
+
+def _line_breaks(encoding: str, head: bytes) -> tuple[bytes, bytes]:
+    """LF and CR as the export's bytes: in UTF-16 and UTF-32, two and four of them, in the
+    order its byte-order mark gives (a UTF-16 export ends in `\\n\\0`, not `\\n`)."""
+    name = codecs.lookup(encoding).name
+    if name in ("utf-16", "utf-32"):
+        big = head.startswith(codecs.BOM_UTF16_BE if name == "utf-16" else codecs.BOM_UTF32_BE)
+        name += "-be" if big else "-le"
+    try:  # the second of two: an encoder that starts with a mark (utf-8-sig) gives it once
+        lf, cr = (len(c.encode(name)) for c in "\n\r")
+        return "\n\n".encode(name)[lf:], "\r\r".encode(name)[cr:]
+    except (LookupError, UnicodeError):  # (an encoding without them has no lines anyway)
+        return b"\n", b"\r"
 
 
 _UNCLOSED = "the file ends inside a quoted field: the export looks truncated; re-export it"

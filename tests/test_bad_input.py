@@ -149,6 +149,23 @@ FATAL: dict[str, tuple[bytes, int, str]] = {
         3,
         "ends mid-record at line 3 (a quoted field is never closed)",
     ),
+    # the csv module reads on from the next line as if a record began there: the text of
+    # the field left open was read as rows, and `3,Eve` sent as a contact
+    "a_quoted_field_past_1_mib_hiding_a_row": (
+        HEADER
+        + b'1,Ann,Lee,ann@example.com,,"'
+        + b"x" * (2 << 20)
+        + b'\r\n3,Eve,Row,eve@example.com,,Gold\r\nGold"\r\n'
+        + GOOD2,
+        2,
+        "line 2 is unreadable (a field is larger than 1 MiB",
+    ),
+    "a_bad_quote_before_a_quoted_line_break": (
+        HEADER + b'1,"Ann"x,Lee,"ann@example.com\r\n3,Eve,Row,eve@example.com,,Gold\r\n",,Gold\r\n',
+        2,
+        "line 2 is unreadable (bad quoting (',' expected after '\"'): a quote inside a quoted "
+        'field must be doubled ("")), and a quoted field is still open at the end of line 2',
+    ),
     "a_header_of_40000_columns": (
         b"Record ID," + b",".join(b"c%d" % i for i in range(40_000)) + b"\r\n" + GOOD,
         2,

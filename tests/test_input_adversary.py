@@ -5,6 +5,7 @@ with a traceback, and exports whose bad rows made present contacts look gone."""
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Iterator
 from dataclasses import replace
@@ -254,6 +255,23 @@ def test_an_export_written_to_while_it_is_read_is_refused(tmp_path: Path) -> Non
             list(export.rows(lambda bad: None))
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])  # the raw path, the csv module's
+@pytest.mark.parametrize("to", [0, len(b"Record ID,Email,Name\n")])
+def test_an_export_emptied_while_it_is_read_is_refused_not_read_as_no_contacts(
+    tmp_path: Path, encoding: str, to: int
+) -> None:
+    """The CRM's job truncates the export to write it again, just after the header was
+    read: the rows came back as none, unchecked, and `sync --force` (or a first sync's
+    "no usable rows" guard read as "the export is empty") marked every contact gone."""
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(b"Record ID,Email,Name\n1,a@example.com,Ann\n")
+    cfg = SourceConfig(path=str(path), key="Record ID", settle_seconds=0, encoding=encoding)
+    with Export(path, cfg) as export:
+        os.truncate(path, to)
+        with pytest.raises(NotSettledError, match=r"changed while it was read \(written to\)"):
+            list(export.rows(lambda bad: None))
+
+
 def test_an_export_whose_every_row_is_quarantined_says_why_not_that_contacts_were_lost(
     world: tuple[World, ESputnikSim],
 ) -> None:
@@ -283,6 +301,9 @@ def test_an_export_whose_every_row_is_quarantined_says_why_not_that_contacts_wer
         (b"sep=;\nRecord ID;Email\n1;a@example.com\n", ";", "a spreadsheet's delimiter line"),
         (b"Record ID;Email\n1;a@example.com\n", ",", "set [source] delimiter = ';'"),
         (b"\0" * 100 + b"\n", ",", "holds NUL bytes: this is not a CSV export"),
+        # UTF-16 without its byte-order mark: "this is not a CSV export"
+        ("Record ID,Email\n".encode("utf-16-le"), ",", 'set [source] encoding = "utf-16-le"'),
+        ("Record ID,Email\n".encode("utf-16-be"), ",", 'set [source] encoding = "utf-16-be"'),
         (b"Id,Email\n1,a@example.com\n", ",", "set [source] key to one of: 'Id', 'Email'"),
     ],
 )
@@ -400,3 +421,182 @@ def test_only_single_byte_encodings_are_held_to_a_utf8_export() -> None:
     for encoding in ("cp1252", "latin-1", "ascii", "koi8-r", "mac-roman"):
         assert source._misread_utf8(data, encoding), encoding
     assert source._misread_utf8("Renée".encode("cp1252"), "cp1252") is None
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+def test_a_utf8_export_whose_first_accent_is_deep_in_it_is_refused_before_anything_is_sent(
+    world: tuple[World, ESputnikSim], monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    """Only the first 64 KiB were looked at: 2,000 rows of plain ASCII, then `Renée` on
+    line 2,001, and every vendor got `RenÃ©e`. Refused before a row is read, nothing sent
+    or recorded; the same rows in that encoding are read as ever."""
+    w, sim = world
+    monkeypatch.setattr(source, "SCAN_BYTES", 4096)  # the file is many chunks
+    config = w.folder / "syncd.toml"
+    config.write_text(
+        config.read_text().replace(
+            'key = "Record ID"', f'key = "Record ID"\nencoding = "{encoding}"'
+        )
+    )
+    assert len(rows(2000)) > source.SNIFF_BYTES
+    w.export.write_bytes(rows(2001, bad={2000}, name="Renée".encode()))
+    with pytest.raises(SourceError) as err:
+        w.sync()
+    assert err.value.message == (
+        f"export {w.export} is UTF-8, but [source] encoding = {encoding!r} reads it otherwise "
+        "(line 2001: 'é' as 'Ã©'): every accented name would be sent mangled"
+    )
+    assert sim.contacts() == []
+    store = w.store()
+    try:
+        assert store.query("SELECT count(*) AS n FROM contacts")[0]["n"] == 0
+        assert store.query("SELECT count(*) AS n FROM vendor_state")[0]["n"] == 0
+    finally:
+        store.close()
+    w.export.write_bytes(rows(2001, bad={2000}, name="Renée".encode(encoding)))
+    assert w.sync().exit_code == 0
+    assert {c["firstName"] for c in sim.contacts()} == {"Ann", "Renée"}
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1 << 20])
+def test_the_look_for_utf8_is_the_same_whatever_the_chunks(size: int) -> None:
+    """A character cut between two chunks, the first accent at a chunk's last byte."""
+    for data in (
+        b"Record ID,Name\n" + b"1,Ann\n" * 40 + "2,Åsa Renée\n".encode(),
+        b"Record ID,Name\n1,\xc3\xa9\n2,Ren\xe9e\n",  # UTF-8, then cp1252: cp1252
+        b"Record ID,Name\n1,Ann\n",
+        "Record ID,Name\n1,€\n".encode(),
+    ):
+        whole = source._misread_utf8(data, "cp1252")
+        chunks = [data[i : i + size] for i in range(0, len(data), size)]
+        assert source._misread_utf8(chunks, "cp1252") == whole, (data, size)
+    assert source._misread_utf8([b"a\n", "b\nÅ".encode()], "cp1252") == "line 3: 'Å' as 'Ã…'"
+    assert source._misread_utf8("\n€".encode(), "latin-1") == "line 2: '€' as 'â\\x82¬'"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])  # the raw path, the csv module's
+def test_a_record_the_csv_module_gives_up_on_inside_a_quoted_field_stops_the_run(
+    world: tuple[World, ESputnikSim], encoding: str
+) -> None:
+    """A quoted note runs past 1 MiB (an unclosed quote): the csv module gave up on line 2
+    and went on at line 3, inside the note, as if a record began there. The note's text
+    `3,Eve,...` was sent as a contact, and every quote after it read the wrong way round.
+    Where the record's quotes close on the line given up on, it is quarantined as before."""
+    w, sim = world
+    config = w.folder / "syncd.toml"
+    config.write_text(
+        config.read_text().replace(
+            'key = "Record ID"', f'key = "Record ID"\nencoding = "{encoding}"'
+        )
+    )
+    note = b"x" * (source.FIELD_LIMIT + 1)
+    hidden = b"\r\n3,Eve,Row,eve@example.com,,Gold\r\nend"
+    w.export.write_bytes(HEADER + b'1,Ann,Lee,a@example.com,,"' + note + hidden + b'"\r\n' + row(2))
+    with pytest.raises(SourceError) as err:
+        w.sync()
+    assert err.value.message == (
+        f"export {w.export}: line 2 is unreadable (a field is larger than 1 MiB: an unclosed "
+        "quote or binary data; fix the export from this line on), and a quoted field is still "
+        "open at the end of line 2: the lines after it cannot be told from that field's text, "
+        "so the export is not read; nothing was sent"
+    )
+    assert err.value.hint == "fix the quoting from line 2 on, and re-export"
+    assert sim.contacts() == []
+    # the note closed on its own line: that record quarantined, the rest read
+    w.export.write_bytes(HEADER + b'1,Ann,Lee,a@example.com,,"' + note + b'"\r\n' + row(2))
+    report = w.sync()
+    assert report.exit_code == 0 and report.plan is not None and report.plan.quarantined == 1
+    assert [c["externalCustomerId"] for c in sim.contacts()] == ["2"]
+
+
+def test_a_byte_order_mark_inside_the_export_is_quarantined_not_sent_as_part_of_a_key(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """Two files joined into one, the second with its BOM: `\\ufeff2` was a contact of its
+    own, sent as `externalCustomerId` "\\ufeff2" (and, deduplicated on email, put over
+    contact 2's id at the vendor). Now quarantined by its key, which is held back."""
+    w, sim = world
+    w.export.write_bytes(rows(3))
+    assert w.sync().exit_code == 0
+    w.export.write_bytes(rows(3).replace(b"\r\n2,Ann", b"\r\n\xef\xbb\xbf2,Annie"))
+    report = w.sync()
+    assert report.exit_code == 0 and report.plan is not None
+    assert (report.plan.quarantined, report.plan.gone) == (1, 0)
+    store = w.store()
+    try:
+        assert [tuple(r) for r in store.query("SELECT line, key, reason FROM quarantine")] == [
+            (
+                3,
+                "2",
+                "column 'Record ID' holds a byte-order mark (U+FEFF), which only starts a file: "
+                "two files joined into one? re-export the file or remove the mark",
+            )
+        ]
+    finally:
+        store.close()
+    assert sorted(c["externalCustomerId"] for c in sim.contacts()) == ["1", "2", "3"]
+    assert {c["firstName"] for c in sim.contacts()} == {"Ann"}
+
+
+EXCEL_UNICODE_TEXT = (
+    "Record ID\tFirst Name\tEmail\r\n1\tRenée\ta@example.com\r\n2\tBob\tb@example.com\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "data"),
+    [
+        ("utf-16", codecs.BOM_UTF16_LE + EXCEL_UNICODE_TEXT.encode("utf-16-le")),
+        ("utf-16", codecs.BOM_UTF16_BE + EXCEL_UNICODE_TEXT.encode("utf-16-be")),
+        ("utf-16-le", EXCEL_UNICODE_TEXT.encode("utf-16-le")),
+        ("utf-32", EXCEL_UNICODE_TEXT.encode("utf-32")),
+        ("utf-8-sig", EXCEL_UNICODE_TEXT.encode("utf-8-sig")),  # a mark of its own, once
+    ],
+)
+def test_a_utf16_export_is_read_whole_not_refused_as_cut_short(
+    tmp_path: Path, encoding: str, data: bytes
+) -> None:
+    """Excel's "Unicode Text": syncd names `encoding = "utf-16"` for it, and then refused
+    every one as "ends mid-record (its last line has no line break)": its last byte is the
+    NUL of `\\n\\0`. `--force` read it with its last contact quarantined."""
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(data)
+    cfg = SourceConfig(path=str(path), key="Record ID", settle_seconds=0, encoding=encoding)
+    with Export(path, cfg) as export:
+        got = list(export.rows(lambda bad: pytest.fail(str(bad))))
+    assert got == [(2, ["1", "Renée", "a@example.com"]), (3, ["2", "Bob", "b@example.com"])]
+    path.write_bytes(data[: -2 * (4 if "32" in encoding else 2)])  # no CRLF at the end
+    with Export(path, cfg) as export, pytest.raises(GuardError, match="ends mid-record at line 3"):
+        list(export.rows(lambda bad: None))
+    # read in a single-byte encoding, the NULs say which one to set
+    path.write_bytes(EXCEL_UNICODE_TEXT.encode("utf-16"))
+    with pytest.raises(SourceError) as err:
+        Export(path, replace(cfg, encoding="cp1252"))
+    assert err.value.hint == 'the file is UTF-16 text: set [source] encoding = "utf-16"'
+
+
+def test_a_utf8_export_with_its_bom_is_not_read_in_cp1252_for_a_few_other_bytes(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """Excel's UTF-8 CSV, with one row pasted in from a cp1252 file: not valid UTF-8 as a
+    whole, so it was read in cp1252 as configured and `Renée` sent as `RenÃ©e`. Its BOM
+    says what it is: refused, and read as UTF-8 the odd row is quarantined."""
+    w, sim = world
+    config = w.folder / "syncd.toml"
+    config.write_text(
+        config.read_text().replace('key = "Record ID"', 'key = "Record ID"\nencoding = "cp1252"')
+    )
+    header = b"\xef\xbb\xbfNotes," + HEADER
+    w.export.write_bytes(
+        header + b"x," + row(1, "Renée".encode()) + b"y," + row(2, "Zoë".encode("cp1252"))
+    )
+    with pytest.raises(SourceError) as err:
+        w.sync()
+    assert "(line 1: '\\ufeff' as 'ï»¿'): every accented name would be sent mangled" in str(
+        err.value
+    )
+    assert sim.contacts() == []
+    config.write_text(config.read_text().replace('encoding = "cp1252"', 'encoding = "utf-8"'))
+    report = w.sync()
+    assert report.exit_code == 0 and report.plan is not None and report.plan.quarantined == 1
+    assert [c["firstName"] for c in sim.contacts()] == ["Renée"]

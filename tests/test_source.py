@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -208,14 +213,18 @@ def both_ways(path: Path, **kw: object) -> tuple[list[object], list[object], boo
                 export._raw_start = None
             width, records = len(export.header), 0
             kept = [i for i, h in enumerate(export.header) if h not in export.cfg.ignore_columns]
-            for block in export.blocks():
-                records += block.records
-                for j, line in enumerate(block.lines):
-                    row = block.row(j)[:width]
-                    items.append((line, row))
-                    cells = [row[i] for i in kept]
-                    assert named.setdefault(block.texts[j], cells) == cells, block.texts[j]
-                items += [(item.line, item) for item in block.bad]
+            try:
+                for block in export.blocks():
+                    records += block.records
+                    for j, line in enumerate(block.lines):
+                        row = block.row(j)[:width]
+                        items.append((line, row))
+                        cells = [row[i] for i in kept]
+                        assert named.setdefault(block.texts[j], cells) == cells, block.texts[j]
+                    items += [(item.line, item) for item in block.bad]
+            except SourceError as err:  # what was read before it is never used
+                out.append([("refused", err.message)])
+                continue
             items.sort(key=lambda item: item[0])  # type: ignore[arg-type,return-value]
             items.append(("records", records))
         out.append(list(items))
@@ -300,3 +309,180 @@ def test_list_extend_keeps_what_it_took_before_an_error() -> None:
     with pytest.raises(ValueError):
         got.extend(items())
     assert got == [1, 2]
+
+
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_a_glob_match_removed_while_it_is_looked_at_is_passed_over_or_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
+    """The CRM's job removes tonight's file (to write it again) just after the glob listed
+    it: `isfile` said yes, the `stat` for its age raised FileNotFoundError, a traceback.
+    Removed at the `at`-th look at it, it is passed over for last night's, or the open
+    says it is gone; never an OSError."""
+    now = datetime.now(UTC)
+    old, new = tmp_path / "contacts-1.csv", tmp_path / "contacts-2.csv"
+    old.write_text("Record ID\n1\n", encoding="utf-8")
+    new.write_text("Record ID\n1\n2\n", encoding="utf-8")
+    for path, age in ((old, 600), (new, 300)):
+        os.utime(path, (now.timestamp() - age, now.timestamp() - age))
+    looks, real = [0], os.stat
+
+    def stat(path: object, *args: object, **kw: object) -> os.stat_result:
+        if str(path) == str(new):
+            looks[0] += 1
+            if looks[0] == at:
+                new.unlink()
+        return real(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat)
+    c = SourceConfig(path=str(tmp_path / "contacts-*.csv"), key="Record ID", settle_seconds=30)
+    try:
+        found = find_export(c, now)
+        with Export(found, c) as export:
+            assert found == (old if looks[0] >= at else new)
+            assert len(list(export.rows(print))) == (2 if found == new else 1)
+    except SourceError as err:
+        assert err.message == f"export {new} does not exist"
+        assert err.hint is not None and "the CRM's job may be replacing it" in err.hint
+    monkeypatch.setattr(os, "stat", real)
+    new.unlink(missing_ok=True)
+    assert find_export(c, now) == old  # and the next run reads last night's
+
+
+def test_an_export_removed_while_it_is_read_is_refused_as_changed(tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text("Record ID\n1\n", encoding="utf-8")
+    with Export(path, cfg(path)) as export:
+        path.unlink()
+        with pytest.raises(NotSettledError, match=r"changed while it was read \(removed\)"):
+            list(export.rows(print))
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """Run the block as a uid the kernel holds to file modes (nobody, when we are root)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
+
+
+def test_an_export_syncd_may_not_read_is_named_with_the_uid_to_let_in(tmp_path: Path) -> None:
+    """The CRM's job wrote it mode 0600, or its folder cannot be searched: a glob's match
+    in such a folder said "no export matches" (the look at it failed, and it was passed
+    over as if it were not a file), and nothing said which user needs access."""
+    folder = Path(tempfile.mkdtemp(prefix="syncd-source-"))
+    try:
+        folder.chmod(0o755)
+        closed = folder / "closed"
+        closed.mkdir(mode=0o744)  # listed, not searched
+        (closed / "contacts-1.csv").write_text("Record ID\n1\n", encoding="utf-8")
+        private = folder / "contacts.csv"
+        private.write_text("Record ID\n1\n", encoding="utf-8")
+        private.chmod(0o600)
+        cases = [
+            (private, f"cannot read export {private}: Permission denied"),
+            (
+                closed / "contacts-*.csv",
+                f"cannot read export {closed}/contacts-1.csv (a match of {closed}/contacts-*.csv)"
+                ": Permission denied",
+            ),
+        ]
+        hidden = folder / "hidden"
+        hidden.mkdir(mode=0o711)  # searched, not listed: glob finds nothing, and says nothing
+        (hidden / "contacts-1.csv").write_text("Record ID\n1\n", encoding="utf-8")
+        cases.append(
+            (
+                hidden / "contacts-*.csv",
+                f"no export matches {hidden}/contacts-*.csv: cannot list folder {hidden}: "
+                "Permission denied",
+            )
+        )
+        with unprivileged():
+            uid = os.geteuid()
+            for path, message in cases:
+                with pytest.raises(SourceError) as err:
+                    Export(find_export(cfg(path), datetime.now(UTC)), cfg(path))
+                assert err.value.message == message
+                assert err.value.hint is not None and f"uid {uid}: let that user read" in (
+                    err.value.hint
+                )
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_glob_whose_matches_are_no_files_says_so(tmp_path: Path) -> None:
+    """It said "no export matches" of a folder named like the exports, or a FIFO."""
+    c = SourceConfig(path=str(tmp_path / "contacts-*.csv"), key="Record ID", settle_seconds=0)
+    with pytest.raises(SourceError) as err:
+        find_export(c, datetime.now(UTC))
+    assert err.value.message == f"no export matches {tmp_path}/contacts-*.csv"
+    typo = SourceConfig(path=str(tmp_path / "exprots/*.csv"), key="Record ID", settle_seconds=0)
+    with pytest.raises(SourceError) as err:
+        find_export(typo, datetime.now(UTC))
+    assert err.value.message == (
+        f"no export matches {tmp_path}/exprots/*.csv: folder {tmp_path}/exprots does not exist"
+    )
+    (tmp_path / "contacts-1.csv").mkdir()
+    with pytest.raises(SourceError) as err:
+        find_export(c, datetime.now(UTC))
+    assert err.value.message == (
+        f"no export matches {tmp_path}/contacts-*.csv: {tmp_path}/contacts-1.csv is a "
+        "directory, not a regular file"
+    )
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    records=st.lists(
+        st.lists(
+            st.lists(st.sampled_from(["a", "1", ",", '"', "\n", "\r\n", " ", "xxxxxxxx"])).map(
+                "".join
+            ),
+            min_size=2,
+            max_size=2,
+        ),
+        max_size=12,
+    ),
+    limit=st.integers(10, 40),
+    encoding=st.sampled_from(["utf-8", "cp1252"]),
+    block=st.integers(1, 64),
+)
+def test_no_row_is_read_from_inside_a_field_the_csv_module_gave_up_on(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    records: list[list[str]],
+    limit: int,
+    encoding: str,
+    block: int,
+) -> None:
+    """Well-formed CSV whose fields hold line breaks, quotes and commas, read under a small
+    field limit: each field past it is a record the csv module gives up on. A row read is
+    one of the records written, never a piece of one; or the export is refused."""
+    monkeypatch.setattr(source, "RAW_BYTES", block)
+    written = [[str(i), *cells] for i, cells in enumerate(records, 1)]
+    text = io.StringIO(newline="")
+    csv.writer(text, lineterminator="\r\n").writerows([["Record ID", "A", "B"], *written])
+    path = tmp_path / "e.csv"
+    path.write_bytes(text.getvalue().encode(encoding))
+    old = csv.field_size_limit(limit)
+    try:
+        with Export(path, cfg(path, encoding=encoding, delimiter=",")) as export:
+            read = list(export.rows(lambda bad: None))
+    except SourceError:
+        return
+    finally:
+        csv.field_size_limit(old)
+    for line, row in read:
+        assert row in written, (line, row)
