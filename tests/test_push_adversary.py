@@ -328,7 +328,7 @@ def test_a_trigger_refused_401_is_pending_unspent_with_the_vendors_words(
         sim.faults.add("status", status=401, count=10, path=kit.push_path)
         results, deliverer = contract_deliver(connector, [kit.contact(1)], tmp_path)
     assert deliverer.out.stopped and vendor in deliverer.out.stopped
-    assert "credentials" in deliverer.out.stopped  # what to do
+    assert f" in [vendors.{vendor}]" in deliverer.out.stopped  # what to check, and where
     assert [(s, (r or "")[:8]) for s, r in results.values()] == [("pending", "HTTP 401")]
     with sqlite3.connect(tmp_path / "s.db") as db:
         assert db.execute("SELECT attempts FROM deliveries").fetchall() == [(0,)]
