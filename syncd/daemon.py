@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -186,22 +187,35 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
 
     def reload(self) -> None:
-        """SIGHUP: take the new config if it is valid; otherwise keep the old one and say why."""
+        """SIGHUP: take the new config if it is valid; otherwise keep the old one and say why.
+        `RELOADING=1` (with the `MONOTONIC_USEC` that Type=notify-reload, systemd >= 253,
+        needs to match it to its reload) and, whatever the outcome, `READY=1`: a reload that
+        fails keeps the service running, and systemd would show it `reloading` without it."""
+        notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        status = "config reload failed, running with the old config: see the journal"
+        try:
+            status = self._reload()
+        except Exception:
+            log.exception("config reload failed; keeping the running config")
+        finally:
+            notify("READY=1", f"STATUS={status}")
+
+    def _reload(self) -> str:
+        """The reload; returns the status line to show."""
         try:
             cfg = load(self.config_path)
         except SyncdError as exc:
             log.error("config reload failed; keeping the running config", error=str(exc))
-            notify(f"STATUS=config reload failed, running with the old config: {exc}")
-            return
+            return f"config reload failed, running with the old config: {exc}"
         if cfg.store.path != self.cfg.store.path:
             log.error("config reload: [store] path cannot change while running; restart instead")
-            return
+            return "config reload refused: [store] path cannot change while running; restart"
         assert self.keeper is not None, "a reload is the running daemon's (`run`)"
         try:
             added = unbaselined(self.keeper, [n for n in cfg.vendors if n not in self.cfg.vendors])
         except SyncdError as exc:  # the store could not be read: nothing tells it is safe
             log.error("config reload failed; keeping the running config", error=str(exc))
-            return
+            return f"config reload failed, running with the old config: {exc}"
         if added:
             names = ", ".join(added)
             log.error(
@@ -210,8 +224,7 @@ class Daemon:
                 vendors=names,
                 hint=f"stop the service; {baseline_hint(added)}; then start it",
             )
-            notify(f"STATUS=config reload refused: {names} would survey every known contact")
-            return
+            return f"config reload refused: {names} would survey every known contact"
         if cfg.metrics != self.cfg.metrics:
             log.warning("config reload: a change to [metrics] takes effect at the next restart")
         logmod.add_secrets(cfg.secrets)
@@ -219,7 +232,7 @@ class Daemon:
         if self.scheduler:
             self._schedule_jobs(self.scheduler)
         log.info("config reloaded", config=str(self.config_path))
-        notify(f"STATUS=config reloaded; next reconcile {self._next('reconcile')}")
+        return f"config reloaded; next reconcile {self._next('reconcile')}"
 
     # --- jobs (all on the one worker thread) -----------------------------------------
     def _job(self, kind: str, work: Callable[[Store], R]) -> R | None:

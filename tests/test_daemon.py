@@ -183,6 +183,16 @@ def test_sighup_keeps_the_old_config_when_the_new_one_is_bad(
         config.write_text(good)
         proc.send_signal(signal.SIGHUP)
         assert notify.wait_for("config reloaded", 10)
+        # each reload is RELOADING=1 with MONOTONIC_USEC (systemd's own clock: Type=
+        # notify-reload matches it to its reload), then READY=1 with the outcome, even a
+        # failed one: without it systemd would show the service `reloading` for good
+        reloads = [m for m in notify.messages if "RELOADING=1" in m or "config reload" in m]
+        assert len(reloads) == 4, notify.messages
+        for begun, ended in (reloads[:2], reloads[2:]):
+            assert begun.startswith("RELOADING=1\nMONOTONIC_USEC="), begun
+            assert abs(int(begun.split("=")[-1]) / 1e6 - time.monotonic()) < 30, begun
+            assert ended.startswith("READY=1\nSTATUS=config reload"), ended
+        assert "failed" in reloads[1] and "reloaded" in reloads[3], reloads
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
     finally:
