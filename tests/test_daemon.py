@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from syncd.daemon import Daemon
+from syncd.errors import StoreError
 from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from tests.helpers import World, esputnik_table
 from tests.hostile import HostileProxy
+from tests.test_store_faults import unprivileged
 
 SYNCD = [sys.executable, "-m", "syncd.cli"]
 
@@ -258,3 +263,29 @@ def test_sigterm_stops_within_seconds_even_while_a_vendor_drips_its_answer(
     statuses = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"))
     conn.close()
     assert "in_flight" not in statuses and statuses.get("pending", 0) > 0, statuses
+
+
+def test_a_lock_file_it_cannot_open_stops_the_start_with_one_line() -> None:
+    """A `syncd sync` run as root leaves `syncd.db.lock` root's (0640): `syncd run`, as the
+    service user, died of a PermissionError traceback (exit 1), and systemd restarted it
+    every 10 s for good. Now one line naming the file and what to do, exit 2 (the unit's
+    RestartPreventExitStatus)."""
+    folder = Path(tempfile.mkdtemp(prefix="syncd-lock-"))  # one the uid nobody can reach
+    try:
+        folder.chmod(0o777)
+        world = World(folder, {"esputnik": esputnik_table("http://127.0.0.1:9")})
+        world.write(list(rows(3)))
+        lock = folder / "syncd.db.lock"
+        lock.write_text("1\n")
+        lock.chmod(
+            0o640 if os.geteuid() == 0 else 0o000
+        )  # root's own, as `sudo syncd sync` left it
+        daemon = Daemon(folder / "syncd.toml")
+        with unprivileged(), pytest.raises(StoreError) as caught:
+            daemon.run()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert caught.value.exit_code == 2
+    message = str(caught.value)
+    assert message.startswith(f"the lock file {lock} cannot be opened by uid "), message
+    assert "Permission denied" in message and "chown" in message, message
