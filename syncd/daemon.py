@@ -2,7 +2,8 @@
 
 - Jobs run one at a time on a single worker thread, so a reconcile and a pull never write
   at once; `coalesce=True`, `max_instances=1` and an explicit `misfire_grace_time` make a
-  late run happen once, neither skipped nor doubled (after a suspend, a SIGSTOP, a long job).
+  late run happen once, neither skipped nor doubled (after a suspend, a SIGSTOP, a long job);
+  a nightly reconcile the service was not running for (a reboot) runs once at its start.
 - `WATCHDOG=1` is sent by a job of the scheduler itself, on its own executor: if the
   scheduler's loop hangs, the pings stop and systemd restarts the service.
 - SIGTERM/SIGINT: stop taking jobs, let the request in flight finish, record what was
@@ -18,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TypeVar
@@ -38,9 +40,9 @@ from syncd.notify import notify, watchdog_interval
 from syncd.pipeline import reconcile
 from syncd.pull import pull
 from syncd.runs import Report
-from syncd.schedule import trigger_for
+from syncd.schedule import last_fire, trigger_for
 from syncd.source import find_export
-from syncd.state import OPEN_STATUSES, Store
+from syncd.state import OPEN_STATUSES, Store, iso, parse_iso
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -122,6 +124,7 @@ class Daemon:
             },
         )
         self._schedule_jobs(sched)
+        self._catch_up(sched)
         interval = watchdog_interval()
         if interval:
             sched.add_job(
@@ -166,6 +169,29 @@ class Daemon:
             )
         elif sched.get_job("watch"):
             sched.remove_job("watch")
+
+    def _catch_up(self, sched: BackgroundScheduler) -> None:
+        """The scheduler keeps its jobs in memory: started after its nightly time (a reboot
+        at 02:00, a restart, a stop), the service waited for the next night, and that run
+        was missed without a word. A reconcile that fell due less than misfire_grace_seconds
+        ago, with none ended since (one the stop interrupted does not count), runs now,
+        once, as a suspended machine's would; not on a store that never had one (a first
+        start is not a missed run)."""
+        schedule, now = self.cfg.schedule, self.clock.now()
+        since = now - timedelta(seconds=schedule.misfire_grace_seconds)
+        due = last_fire(trigger_for(schedule.reconcile, schedule.timezone), since, now)
+        assert self.keeper is not None, "`run` opens the store before the scheduler"
+        if due is None or not self.keeper.scalar("SELECT 1 FROM runs WHERE kind = 'reconcile'"):
+            return
+        last = parse_iso(
+            self.keeper.scalar(
+                "SELECT max(started_at) FROM runs WHERE kind = 'reconcile' "
+                "AND status IN ('ok', 'partial', 'refused', 'failed')"
+            )
+        )
+        if last is None or last < due:
+            log.info("the reconcile due while syncd was not running runs now", due=iso(due))
+            sched.modify_job("reconcile", next_run_time=now)
 
     def _missed(self, event: JobExecutionEvent) -> None:
         log.warning("a scheduled run was missed beyond misfire_grace_seconds", job=event.job_id)

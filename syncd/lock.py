@@ -23,8 +23,7 @@ class InstanceLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
         except OSError as exc:  # a lock file a command run as root left behind
             raise StoreError(
-                f"the lock file {self.path} cannot be opened by uid {os.geteuid()}: "
-                f"{exc.strerror}",
+                f"the lock file {self.path} cannot be opened by uid {os.geteuid()}: {exc.strerror}",
                 hint="make it (and the store beside it) belong to the user syncd runs as, "
                 "e.g. `chown syncd:syncd-analysts` it, or remove it while no syncd runs",
             ) from None

@@ -139,6 +139,17 @@ def trigger_for(expr: str, timezone: str) -> BaseTrigger:
     return trigger
 
 
+def last_fire(trigger: BaseTrigger, since: datetime, now: datetime) -> datetime | None:
+    """The last time in [since, now] a crontab line fired (None for `every N`, which starts
+    over with the service): the run a scheduler that was not running then missed."""
+    if isinstance(trigger, IntervalTrigger):
+        return None
+    last, fire = None, trigger.get_next_fire_time(None, since)
+    while fire is not None and fire <= now:
+        last, fire = fire, trigger.get_next_fire_time(fire, fire)
+    return last
+
+
 def next_fire(expr: str, timezone: str, now: datetime) -> datetime | None:
     trigger = trigger_for(expr, timezone)
     if isinstance(trigger, IntervalTrigger):

@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -289,3 +291,38 @@ def test_a_lock_file_it_cannot_open_stops_the_start_with_one_line() -> None:
     message = str(caught.value)
     assert message.startswith(f"the lock file {lock} cannot be opened by uid "), message
     assert "Permission denied" in message and "chown" in message, message
+
+
+def test_a_nightly_reconcile_the_service_was_down_for_runs_once_at_its_start(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """The scheduler keeps its jobs in memory: a service restarted across its nightly time
+    (unattended-upgrades reboots at 02:00, syncd's own default time) waited for the next
+    night, and the reconcile the reboot interrupted never ran that night, without a word.
+    Started within misfire_grace_seconds (here 600) of it, it runs the reconcile once; a
+    second start, after it ran, does not run it again."""
+    _app, server = sim
+    due = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
+    world = daemon_world(tmp_path, server.url, f"{due.minute} {due.hour} * * *", "0 4 * * *")
+    config = str(world.folder / "syncd.toml")
+    subprocess.run([*SYNCD, "--config", config, "sync"], check=True, timeout=60)
+    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn, conn:
+        # as if that sync were the nightly one, stopped by the reboot as it began
+        conn.execute("UPDATE runs SET started_at = ?, status = 'interrupted'", (due.isoformat(),))
+    for start_number, expected in ((1, 2), (2, 2)):
+        notify = Notify(tmp_path / f"notify{start_number}.sock")
+        proc = start(world, notify)
+        try:
+            assert notify.wait_for("READY=1", 20), logged(world)
+            if start_number == 1:
+                assert wait(lambda: [s for _t, s in runs(world, "reconcile")][1:] == ["ok"], 20)
+            else:
+                time.sleep(3)  # long enough for a reconcile of 40 contacts to be recorded
+            assert len(runs(world, "reconcile")) == expected, runs(world, "reconcile")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert logged(world).count("the reconcile due while syncd was not running runs now") == 1
