@@ -93,10 +93,23 @@ class Daemon:
             self.scheduler.start()
             notify("READY=1", f"STATUS=waiting; next reconcile {self._next('reconcile')}")
             log.info("started", config=str(self.config_path), store=str(self.cfg.store.path))
+            offset = self._clock_offset()
             while not self.stop.wait(1.0):
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     self.reload()
+                # the scheduler sleeps until its next run on the monotonic clock, which stops
+                # while the machine is suspended: woken up hours late, it found a nightly run
+                # long past its grace. A resume (or a clock step) moves the wall clock away
+                # from the monotonic one: look at the schedule at once.
+                moved = (now := self._clock_offset()) - offset
+                offset = now
+                if abs(moved) > 2:
+                    log.info(
+                        "the clock moved (a resume, or a step): looking at the schedule",
+                        seconds=round(moved),
+                    )
+                    self.scheduler.wakeup()
             notify("STOPPING=1", "STATUS=stopping")
             log.info("stopping: letting the job in flight finish")
             self.scheduler.shutdown(wait=True)
@@ -109,6 +122,10 @@ class Daemon:
                 self.keeper.close()
                 self.keeper = None
             self.lock.release()
+
+    def _clock_offset(self) -> float:
+        """The wall clock less the monotonic one: constant but for a suspend or a step."""
+        return self.clock.now().timestamp() - self.clock.monotonic()
 
     def _scheduler(self) -> BackgroundScheduler:
         sched = BackgroundScheduler(
@@ -194,7 +211,13 @@ class Daemon:
             sched.modify_job("reconcile", next_run_time=now)
 
     def _missed(self, event: JobExecutionEvent) -> None:
-        log.warning("a scheduled run was missed beyond misfire_grace_seconds", job=event.job_id)
+        """A run found more than misfire_grace_seconds late (the machine suspended, or the
+        clock stepped, across it): skipped, said in the journal and `systemctl status`."""
+        due = event.scheduled_run_time.isoformat(timespec="seconds")
+        log.warning(
+            "a scheduled run was missed beyond misfire_grace_seconds", job=event.job_id, due=due
+        )
+        notify(f"STATUS={event.job_id} due at {due} missed (more than misfire_grace_seconds late)")
 
     def _next(self, job_id: str) -> str:
         job = self.scheduler.get_job(job_id) if self.scheduler else None

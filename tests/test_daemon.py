@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -17,7 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.background import BackgroundScheduler
 
+from syncd.clock import SystemClock
 from syncd.daemon import Daemon
 from syncd.errors import StoreError
 from syncd.sample import rows
@@ -326,3 +330,70 @@ def test_a_nightly_reconcile_the_service_was_down_for_runs_once_at_its_start(
                 proc.kill()
                 proc.wait()
     assert logged(world).count("the reconcile due while syncd was not running runs now") == 1
+
+
+class SteppedClock(SystemClock):
+    """The system clock, its wall time moved on by `ahead` seconds (its monotonic time not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ahead = 0.0
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(seconds=self.ahead)
+
+
+def test_a_resume_from_suspend_wakes_the_scheduler_at_once(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """APScheduler sleeps until its next run on the monotonic clock, which stands still
+    while the machine is suspended: asleep at 22:00 until 02:00, suspended from 23:00 to
+    08:00, it woke at 11:00, the nightly run nine hours late and past its grace (without a
+    watchdog job waking it every WatchdogSec/2). A wall clock that moves away from the
+    monotonic one (a resume, a step) wakes it within a second or two."""
+    _app, server = sim
+    world = daemon_world(tmp_path, server.url, "0 3 * * *", "0 4 * * *")
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)  # no watchdog job to wake it
+    clock = SteppedClock()
+    daemon = Daemon(world.folder / "syncd.toml", clock)
+    wakeups: list[float] = []
+    wakeup = BackgroundScheduler.wakeup
+    monkeypatch.setattr(
+        BackgroundScheduler, "wakeup", lambda s: (wakeups.append(time.monotonic()), wakeup(s))
+    )
+    resumed: list[float] = []
+
+    def resume_then_stop() -> None:
+        time.sleep(2.5)
+        resumed.append(time.monotonic())
+        clock.ahead = 9 * 3600.0  # as if back from nine hours suspended
+        wait(lambda: wakeups[-1] > resumed[0], 5)
+        daemon.stop.set()
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    threading.Thread(target=resume_then_stop, daemon=True).start()
+    try:
+        assert daemon.run() == 0
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert resumed and wakeups[-1] > resumed[0], "the scheduler was not woken by the resume"
+    assert wakeups[-1] - resumed[0] < 3
+
+
+def test_a_run_missed_beyond_its_grace_is_said_in_systemctl_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Suspended (or the clock stepped) past a nightly run by more than misfire_grace_seconds,
+    the run is skipped: never silently, the journal has a warning and `systemctl status`
+    says it, where it showed the last run's summary as if all were well."""
+    world = daemon_world(tmp_path, "http://127.0.0.1:9", "0 3 * * *", "0 4 * * *")
+    notify = Notify(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+    due = datetime(2026, 12, 2, 3, tzinfo=UTC)
+    Daemon(world.folder / "syncd.toml")._missed(
+        JobExecutionEvent(EVENT_JOB_MISSED, "reconcile", "default", due)
+    )
+    assert notify.wait_for("STATUS=reconcile due at 2026-12-02T03:00:00+00:00 missed", 2), (
+        notify.messages
+    )
