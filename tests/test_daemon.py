@@ -13,7 +13,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from syncd.errors import StoreError
 from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
+from syncd.state import Store
 from tests.helpers import World, esputnik_table
 from tests.hostile import HostileProxy
 from tests.test_store_faults import unprivileged
@@ -308,11 +308,13 @@ def test_a_nightly_reconcile_the_service_was_down_for_runs_once_at_its_start(
     _app, server = sim
     due = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
     world = daemon_world(tmp_path, server.url, f"{due.minute} {due.hour} * * *", "0 4 * * *")
-    config = str(world.folder / "syncd.toml")
-    subprocess.run([*SYNCD, "--config", config, "sync"], check=True, timeout=60)
-    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn, conn:
-        # as if that sync were the nightly one, stopped by the reboot as it began
-        conn.execute("UPDATE runs SET started_at = ?, status = 'interrupted'", (due.isoformat(),))
+    store = Store.open(world.folder / "syncd.db")
+    try:  # last night's reconcile, stopped by the reboot as it began
+        store.finish_run(
+            store.start_run("reconcile", due), due, status="interrupted", exit_code=0, counts={}
+        )
+    finally:
+        store.close()
     for start_number, expected in ((1, 2), (2, 2)):
         notify = Notify(tmp_path / f"notify{start_number}.sock")
         proc = start(world, notify)
@@ -321,7 +323,7 @@ def test_a_nightly_reconcile_the_service_was_down_for_runs_once_at_its_start(
             if start_number == 1:
                 assert wait(lambda: [s for _t, s in runs(world, "reconcile")][1:] == ["ok"], 20)
             else:
-                time.sleep(3)  # long enough for a reconcile of 40 contacts to be recorded
+                time.sleep(2)  # long enough for a reconcile of 40 contacts to be recorded
             assert len(runs(world, "reconcile")) == expected, runs(world, "reconcile")
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0
