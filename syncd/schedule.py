@@ -74,7 +74,9 @@ class Crontab(CronTrigger):  # type: ignore[misc]  # APScheduler is untyped
             w for w in walls if w.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == aimed
         ]
         exists = real or walls[:1]  # in the gap: at the old offset, as APScheduler does
-        after = [w for w in exists if w.astimezone(UTC) > dateval.astimezone(UTC)]
+        # at the same instant too: a wall time the gap skips (23:00 at the old offset) is
+        # the instant the wall time after it (00:00 at the new one) is
+        after = [w for w in exists if w.astimezone(UTC) >= dateval.astimezone(UTC)]
         return min([*after, stepped], key=lambda d: d.astimezone(UTC)), fieldnum
 
 

@@ -210,3 +210,12 @@ def test_a_line_cron_and_this_scheduler_would_read_apart_is_refused(
     message = str(caught.value)
     assert message.startswith(f"{config}: [schedule] reconcile: "), message
     assert why in message and 'e.g. "30 2 * * *"' in message, message
+
+
+def test_a_wall_time_right_after_a_gap_at_the_old_offset_still_fires() -> None:
+    """Nuuk's clocks go from 23:00 to 00:00 on 28 March 2026 (at 01:00 UTC): 23:00 at the old
+    offset and 00:00 at the new one are the same instant, and `0 */2 * * *` fires at that
+    00:00, which exists (a first take on the fix stepped past it, to 02:00)."""
+    got = nightly("0 */2 * * *", "America/Nuuk", date(2026, 3, 28), 2)
+    assert utc(2026, 3, 29, 1) in got
+    assert [b - a for a, b in itertools.pairwise(got)].count(timedelta(hours=3)) == 0
