@@ -191,9 +191,10 @@ class Daemon:
         """The scheduler keeps its jobs in memory: started after its nightly time (a reboot
         at 02:00, a restart, a stop), the service waited for the next night, and that run
         was missed without a word. A reconcile that fell due less than misfire_grace_seconds
-        ago, with none ended since (one the stop interrupted does not count), runs now,
-        once, as a suspended machine's would; not on a store that never had one (a first
-        start is not a missed run)."""
+        ago, with none started since but one a stop interrupted, runs now, once, as a
+        suspended machine's would. Not after one that died (`running`, `crashed`: it may be
+        what kills the process, and systemd would start it over every 10 s), nor on a store
+        that never had one (a first start is not a missed run)."""
         schedule, now = self.cfg.schedule, self.clock.now()
         since = now - timedelta(seconds=schedule.misfire_grace_seconds)
         due = last_fire(trigger_for(schedule.reconcile, schedule.timezone), since, now)
@@ -203,7 +204,7 @@ class Daemon:
         last = parse_iso(
             self.keeper.scalar(
                 "SELECT max(started_at) FROM runs WHERE kind = 'reconcile' "
-                "AND status IN ('ok', 'partial', 'refused', 'failed')"
+                "AND status != 'interrupted'"
             )
         )
         if last is None or last < due:
