@@ -629,7 +629,11 @@ def _check_cron(table: _Table, key: str, expr: str) -> None:
     try:
         trigger_for(expr, "UTC")
     except (ValueError, OverflowError) as exc:  # `every 1e15h`: too large for a timedelta
-        raise table.error(f"not a crontab line nor 'every N[s|m|h]' ({exc})", key) from None
+        raise table.error(
+            f"not a crontab line nor 'every N[s|m|h]' ({exc})",
+            key,
+            hint='e.g. "30 2 * * *" (02:30 every night, in [schedule] timezone) or "every 30m"',
+        ) from None
 
 
 def _base_url(table: _Table, raw: str) -> str:

@@ -2,7 +2,8 @@
 
 - Jobs run one at a time on a single worker thread, so a reconcile and a pull never write
   at once; `coalesce=True`, `max_instances=1` and an explicit `misfire_grace_time` make a
-  late run happen once, neither skipped nor doubled (after a suspend, a SIGSTOP, a long job).
+  late run happen once, neither skipped nor doubled (after a suspend, a SIGSTOP, a long job);
+  a nightly reconcile the service was not running for (a reboot) runs once at its start.
 - `WATCHDOG=1` is sent by a job of the scheduler itself, on its own executor: if the
   scheduler's loop hangs, the pings stop and systemd restarts the service.
 - SIGTERM/SIGINT: stop taking jobs, let the request in flight finish, record what was
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TypeVar
@@ -37,9 +40,9 @@ from syncd.notify import notify, watchdog_interval
 from syncd.pipeline import reconcile
 from syncd.pull import pull
 from syncd.runs import Report
-from syncd.schedule import trigger_for
+from syncd.schedule import last_fire, trigger_for
 from syncd.source import find_export
-from syncd.state import OPEN_STATUSES, Store
+from syncd.state import OPEN_STATUSES, Store, iso, parse_iso
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -90,10 +93,23 @@ class Daemon:
             self.scheduler.start()
             notify("READY=1", f"STATUS=waiting; next reconcile {self._next('reconcile')}")
             log.info("started", config=str(self.config_path), store=str(self.cfg.store.path))
+            offset = self._clock_offset()
             while not self.stop.wait(1.0):
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     self.reload()
+                # the scheduler sleeps until its next run on the monotonic clock, which stops
+                # while the machine is suspended: woken up hours late, it found a nightly run
+                # long past its grace. A resume (or a clock step) moves the wall clock away
+                # from the monotonic one: look at the schedule at once.
+                moved = (now := self._clock_offset()) - offset
+                offset = now
+                if abs(moved) > 2:
+                    log.info(
+                        "the clock moved (a resume, or a step): looking at the schedule",
+                        seconds=round(moved),
+                    )
+                    self.scheduler.wakeup()
             notify("STOPPING=1", "STATUS=stopping")
             log.info("stopping: letting the job in flight finish")
             self.scheduler.shutdown(wait=True)
@@ -106,6 +122,10 @@ class Daemon:
                 self.keeper.close()
                 self.keeper = None
             self.lock.release()
+
+    def _clock_offset(self) -> float:
+        """The wall clock less the monotonic one: constant but for a suspend or a step."""
+        return self.clock.now().timestamp() - self.clock.monotonic()
 
     def _scheduler(self) -> BackgroundScheduler:
         sched = BackgroundScheduler(
@@ -121,6 +141,7 @@ class Daemon:
             },
         )
         self._schedule_jobs(sched)
+        self._catch_up(sched)
         interval = watchdog_interval()
         if interval:
             sched.add_job(
@@ -166,8 +187,41 @@ class Daemon:
         elif sched.get_job("watch"):
             sched.remove_job("watch")
 
+    def _catch_up(self, sched: BackgroundScheduler) -> None:
+        """The scheduler keeps its jobs in memory: started after its nightly time (a reboot
+        at 02:00, a restart, a stop), the service waited for the next night, and that run
+        was missed without a word. A reconcile that fell due less than misfire_grace_seconds
+        ago, with none started since but one a stop interrupted, runs now, once, as a
+        suspended machine's would. Not after one that died (`running`, `crashed`: it may be
+        what kills the process, and systemd would start it over every 10 s), nor on a store
+        that never had one (a first start is not a missed run)."""
+        schedule, now = self.cfg.schedule, self.clock.now()
+        since = now - timedelta(seconds=schedule.misfire_grace_seconds)
+        due = last_fire(trigger_for(schedule.reconcile, schedule.timezone), since, now)
+        assert self.keeper is not None, "`run` opens the store before the scheduler"
+        if due is None or not self.keeper.scalar("SELECT 1 FROM runs WHERE kind = 'reconcile'"):
+            return
+        last = parse_iso(
+            self.keeper.scalar(
+                "SELECT max(started_at) FROM runs WHERE kind = 'reconcile' "
+                "AND status != 'interrupted'"
+            )
+        )
+        if last is None or last < due:
+            log.info("the reconcile due while syncd was not running runs now", due=iso(due))
+            sched.modify_job("reconcile", next_run_time=now)
+
     def _missed(self, event: JobExecutionEvent) -> None:
-        log.warning("a scheduled run was missed beyond misfire_grace_seconds", job=event.job_id)
+        """A run found more than misfire_grace_seconds late (the machine suspended, or the
+        clock stepped, across it): skipped, said in the journal, and for the reconcile in
+        `systemctl status` too (a pull queued behind a long reconcile is missed as well, and
+        the next one comes within its interval)."""
+        due = event.scheduled_run_time.isoformat(timespec="seconds")
+        log.warning(
+            "a scheduled run was missed beyond misfire_grace_seconds", job=event.job_id, due=due
+        )
+        if event.job_id == "reconcile":
+            notify(f"STATUS=reconcile due at {due} missed (more than misfire_grace_seconds late)")
 
     def _next(self, job_id: str) -> str:
         job = self.scheduler.get_job(job_id) if self.scheduler else None
@@ -186,22 +240,35 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
 
     def reload(self) -> None:
-        """SIGHUP: take the new config if it is valid; otherwise keep the old one and say why."""
+        """SIGHUP: take the new config if it is valid; otherwise keep the old one and say why.
+        `RELOADING=1` (with the `MONOTONIC_USEC` that Type=notify-reload, systemd >= 253,
+        needs to match it to its reload) and, whatever the outcome, `READY=1`: a reload that
+        fails keeps the service running, and systemd would show it `reloading` without it."""
+        notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        status = "config reload failed, running with the old config: see the journal"
+        try:
+            status = self._reload()
+        except Exception:
+            log.exception("config reload failed; keeping the running config")
+        finally:
+            notify("READY=1", f"STATUS={status}")
+
+    def _reload(self) -> str:
+        """The reload; returns the status line to show."""
         try:
             cfg = load(self.config_path)
         except SyncdError as exc:
             log.error("config reload failed; keeping the running config", error=str(exc))
-            notify(f"STATUS=config reload failed, running with the old config: {exc}")
-            return
+            return f"config reload failed, running with the old config: {exc}"
         if cfg.store.path != self.cfg.store.path:
             log.error("config reload: [store] path cannot change while running; restart instead")
-            return
+            return "config reload refused: [store] path cannot change while running; restart"
         assert self.keeper is not None, "a reload is the running daemon's (`run`)"
         try:
             added = unbaselined(self.keeper, [n for n in cfg.vendors if n not in self.cfg.vendors])
         except SyncdError as exc:  # the store could not be read: nothing tells it is safe
             log.error("config reload failed; keeping the running config", error=str(exc))
-            return
+            return f"config reload failed, running with the old config: {exc}"
         if added:
             names = ", ".join(added)
             log.error(
@@ -210,8 +277,7 @@ class Daemon:
                 vendors=names,
                 hint=f"stop the service; {baseline_hint(added)}; then start it",
             )
-            notify(f"STATUS=config reload refused: {names} would survey every known contact")
-            return
+            return f"config reload refused: {names} would survey every known contact"
         if cfg.metrics != self.cfg.metrics:
             log.warning("config reload: a change to [metrics] takes effect at the next restart")
         logmod.add_secrets(cfg.secrets)
@@ -219,7 +285,7 @@ class Daemon:
         if self.scheduler:
             self._schedule_jobs(self.scheduler)
         log.info("config reloaded", config=str(self.config_path))
-        notify(f"STATUS=config reloaded; next reconcile {self._next('reconcile')}")
+        return f"config reloaded; next reconcile {self._next('reconcile')}"
 
     # --- jobs (all on the one worker thread) -----------------------------------------
     def _job(self, kind: str, work: Callable[[Store], R]) -> R | None:

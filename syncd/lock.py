@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from syncd.errors import LockHeldError
+from syncd.errors import LockHeldError, StoreError
 
 
 class InstanceLock:
@@ -18,8 +18,15 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> InstanceLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as exc:  # a lock file a command run as root left behind
+            raise StoreError(
+                f"the lock file {self.path} cannot be opened by uid {os.geteuid()}: {exc.strerror}",
+                hint="make it (and the store beside it) belong to the user syncd runs as, "
+                "e.g. `chown syncd:syncd-analysts` it, or remove it while no syncd runs",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

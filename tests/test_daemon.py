@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.background import BackgroundScheduler
 
+from syncd.clock import SystemClock
+from syncd.daemon import Daemon
+from syncd.errors import StoreError
 from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
+from syncd.state import Store
 from tests.helpers import World, esputnik_table
 from tests.hostile import HostileProxy
+from tests.test_store_faults import unprivileged
 
 SYNCD = [sys.executable, "-m", "syncd.cli"]
 
@@ -183,6 +194,16 @@ def test_sighup_keeps_the_old_config_when_the_new_one_is_bad(
         config.write_text(good)
         proc.send_signal(signal.SIGHUP)
         assert notify.wait_for("config reloaded", 10)
+        # each reload is RELOADING=1 with MONOTONIC_USEC (systemd's own clock: Type=
+        # notify-reload matches it to its reload), then READY=1 with the outcome, even a
+        # failed one: without it systemd would show the service `reloading` for good
+        reloads = [m for m in notify.messages if "RELOADING=1" in m or "config reload" in m]
+        assert len(reloads) == 4, notify.messages
+        for begun, ended in (reloads[:2], reloads[2:]):
+            assert begun.startswith("RELOADING=1\nMONOTONIC_USEC="), begun
+            assert abs(int(begun.split("=")[-1]) / 1e6 - time.monotonic()) < 30, begun
+            assert ended.startswith("READY=1\nSTATUS=config reload"), ended
+        assert "failed" in reloads[1] and "reloaded" in reloads[3], reloads
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
     finally:
@@ -235,7 +256,11 @@ def test_sigterm_stops_within_seconds_even_while_a_vendor_drips_its_answer(
         try:
             assert notify.wait_for("READY=1", 20), logged(world)
             assert wait(lambda: any("POST /api/v1/contacts" in s for s in proxy.seen), 20)
-            time.sleep(0.5)  # well inside the dripping answer
+            # the job is held by the dripping answer; the watchdog pings (every 0.5 s here)
+            # go on from their own executor: systemd does not kill a long delivery
+            pinged = notify.count("WATCHDOG=1")
+            time.sleep(1.5)  # well inside the dripping answer
+            assert notify.count("WATCHDOG=1") >= pinged + 2, notify.messages
             stopped_at = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0, logged(world)
@@ -248,3 +273,142 @@ def test_sigterm_stops_within_seconds_even_while_a_vendor_drips_its_answer(
     statuses = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"))
     conn.close()
     assert "in_flight" not in statuses and statuses.get("pending", 0) > 0, statuses
+
+
+def test_a_lock_file_it_cannot_open_stops_the_start_with_one_line() -> None:
+    """A `syncd sync` run as root leaves `syncd.db.lock` root's (0640): `syncd run`, as the
+    service user, died of a PermissionError traceback (exit 1), and systemd restarted it
+    every 10 s for good. Now one line naming the file and what to do, exit 2 (the unit's
+    RestartPreventExitStatus)."""
+    folder = Path(tempfile.mkdtemp(prefix="syncd-lock-"))  # one the uid nobody can reach
+    try:
+        folder.chmod(0o777)
+        world = World(folder, {"esputnik": esputnik_table("http://127.0.0.1:9")})
+        world.write(list(rows(3)))
+        lock = folder / "syncd.db.lock"
+        lock.write_text("1\n")
+        lock.chmod(
+            0o640 if os.geteuid() == 0 else 0o000
+        )  # root's own, as `sudo syncd sync` left it
+        daemon = Daemon(folder / "syncd.toml")
+        with unprivileged(), pytest.raises(StoreError) as caught:
+            daemon.run()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert caught.value.exit_code == 2
+    message = str(caught.value)
+    assert message.startswith(f"the lock file {lock} cannot be opened by uid "), message
+    assert "Permission denied" in message and "chown" in message, message
+
+
+@pytest.mark.parametrize(
+    ("status", "starts"),
+    [
+        pytest.param("interrupted", [2, 2], id="stopped-by-the-reboot"),
+        pytest.param("running", [1], id="died-with-the-process"),
+    ],
+)
+def test_a_nightly_reconcile_the_service_was_down_for_runs_once_at_its_start(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server], status: str, starts: list[int]
+) -> None:
+    """The scheduler keeps its jobs in memory: a service restarted across its nightly time
+    (unattended-upgrades reboots at 02:00, syncd's own default time) waited for the next
+    night, and the reconcile the reboot interrupted never ran that night, without a word.
+    Started within misfire_grace_seconds (here 600) of it, it runs the reconcile once; a
+    second start, after it ran, does not run it again. One that died with the process (left
+    `running`) is not run again: it may be what kills it, and systemd restarts it at once."""
+    _app, server = sim
+    due = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
+    world = daemon_world(tmp_path, server.url, f"{due.minute} {due.hour} * * *", "0 4 * * *")
+    store = Store.open(world.folder / "syncd.db")
+    try:  # last night's reconcile, as the reboot (or the death) left it
+        run_id = store.start_run("reconcile", due)
+        if status != "running":
+            store.finish_run(run_id, due, status=status, exit_code=0, counts={})
+    finally:
+        store.close()
+    for number, expected in enumerate(starts):
+        notify = Notify(tmp_path / f"notify{number}.sock")
+        proc = start(world, notify)
+        try:
+            assert notify.wait_for("READY=1", 20), logged(world)
+            if expected == 2 and number == 0:
+                assert wait(lambda: [s for _t, s in runs(world, "reconcile")][1:] == ["ok"], 20)
+            else:
+                time.sleep(2)  # long enough for a reconcile of 40 contacts to be recorded
+            assert len(runs(world, "reconcile")) == expected, runs(world, "reconcile")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    caught_up = logged(world).count("the reconcile due while syncd was not running runs now")
+    assert caught_up == (status == "interrupted")
+
+
+class SteppedClock(SystemClock):
+    """The system clock, its wall time moved on by `ahead` seconds (its monotonic time not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ahead = 0.0
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(seconds=self.ahead)
+
+
+def test_a_resume_from_suspend_wakes_the_scheduler_at_once(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """APScheduler sleeps until its next run on the monotonic clock, which stands still
+    while the machine is suspended: asleep at 22:00 until 02:00, suspended from 23:00 to
+    08:00, it woke at 11:00, the nightly run nine hours late and past its grace (without a
+    watchdog job waking it every WatchdogSec/2). A wall clock that moves away from the
+    monotonic one (a resume, a step) wakes it within a second or two."""
+    _app, server = sim
+    world = daemon_world(tmp_path, server.url, "0 3 * * *", "0 4 * * *")
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)  # no watchdog job to wake it
+    clock = SteppedClock()
+    daemon = Daemon(world.folder / "syncd.toml", clock)
+    wakeups: list[float] = []
+    wakeup = BackgroundScheduler.wakeup
+    monkeypatch.setattr(
+        BackgroundScheduler, "wakeup", lambda s: (wakeups.append(time.monotonic()), wakeup(s))
+    )
+    resumed: list[float] = []
+
+    def resume_then_stop() -> None:
+        time.sleep(1.5)
+        resumed.append(time.monotonic())
+        clock.ahead = 9 * 3600.0  # as if back from nine hours suspended
+        wait(lambda: wakeups[-1] > resumed[0], 5)
+        daemon.stop.set()
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    threading.Thread(target=resume_then_stop, daemon=True).start()
+    try:
+        assert daemon.run() == 0
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert resumed and wakeups[-1] > resumed[0], "the scheduler was not woken by the resume"
+    assert wakeups[-1] - resumed[0] < 3
+
+
+def test_a_run_missed_beyond_its_grace_is_said_in_systemctl_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Suspended (or the clock stepped) past a nightly run by more than misfire_grace_seconds,
+    the run is skipped: never silently, the journal has a warning and `systemctl status`
+    says it, where it showed the last run's summary as if all were well."""
+    world = daemon_world(tmp_path, "http://127.0.0.1:9", "0 3 * * *", "0 4 * * *")
+    notify = Notify(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+    due = datetime(2026, 12, 2, 3, tzinfo=UTC)
+    Daemon(world.folder / "syncd.toml")._missed(
+        JobExecutionEvent(EVENT_JOB_MISSED, "reconcile", "default", due)
+    )
+    assert notify.wait_for("STATUS=reconcile due at 2026-12-02T03:00:00+00:00 missed", 2), (
+        notify.messages
+    )

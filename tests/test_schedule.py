@@ -8,13 +8,16 @@ from __future__ import annotations
 import io
 import itertools
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
 from syncd import log as logmod
+from syncd.config import load
+from syncd.errors import ConfigError
 from syncd.schedule import trigger_for
 
 ZONE = "Europe/Brussels"
@@ -91,3 +94,128 @@ def test_the_night_the_clocks_go_forward_is_apschedulers_own(expr: str) -> None:
     if expr == "30 2 * * *":
         assert expected == [utc(2026, 3, 29, 1, 30), utc(2026, 3, 30, 0, 30)]
         assert expected[0].astimezone(TZ).isoformat() == "2026-03-29T03:30:00+02:00"
+
+
+def nightly(expr: str, zone: str, first: date, days: int) -> list[datetime]:
+    """`expr`'s fire times in UTC from `first` for `days` local days, as the scheduler
+    drives the trigger: each from the previous one, a second after it ran."""
+    tz = ZoneInfo(zone)
+    trigger = trigger_for(expr, zone)
+    now = datetime.combine(first, time(0), tz).astimezone(UTC) - timedelta(seconds=1)
+    end = datetime.combine(first + timedelta(days=days - 1), time(23, 59), tz).astimezone(UTC)
+    out: list[datetime] = []
+    previous = None
+    while (fire := trigger.get_next_fire_time(previous, now)).astimezone(UTC) <= end:
+        out.append(fire.astimezone(UTC))
+        previous, now = fire, fire.astimezone(UTC) + timedelta(seconds=1)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("zone", "month"),
+    [
+        ("Europe/Berlin", 3),
+        ("Europe/Berlin", 10),
+        ("America/New_York", 3),
+        ("America/New_York", 11),
+        ("America/Havana", 3),
+        ("America/Havana", 11),
+    ],
+)
+def test_a_nightly_line_runs_exactly_once_every_night_across_the_change_of_clocks(
+    zone: str, month: int
+) -> None:
+    """Every `M H * * *` fires once each local night for the five nights around the change:
+    at H:M, at the first of a repeated H:M, and at the old offset for an H:M the gap skips.
+    APScheduler 3.x stepped to the next day by adding 24 hours, an hour too many the day the
+    clocks go forward: `0 0 * * *` (and anything at 00:xx, or before a midnight gap) skipped
+    the next night without a word (Berlin, New York: 30 and 9 March 2026; Havana, whose
+    clocks go forward at midnight: its 8 March)."""
+    tz = ZoneInfo(zone)
+    changes = [
+        day
+        for day in (date(2026, month, 1) + timedelta(days=n) for n in range(31))
+        if day.month == month
+        and datetime.combine(day, time(0), tz).utcoffset()
+        != datetime.combine(day + timedelta(days=1), time(0), tz).utcoffset()
+    ]
+    first = changes[0] - timedelta(days=2)
+    for hour, minute in itertools.product(range(24), (0, 30)):
+        expected = [
+            datetime.combine(first + timedelta(days=n), time(hour, minute), tz).astimezone(UTC)
+            for n in range(5)
+        ]
+        got = nightly(f"{minute} {hour} * * *", zone, first, 5)
+        assert got == expected, f"{minute} {hour} * * * in {zone}"
+
+
+def test_a_weekly_line_after_the_clocks_go_forward_is_not_a_week_late() -> None:
+    """`0 0 * * 1`, Mondays at midnight: the Monday after the clocks went forward (Sunday 29
+    March 2026 in Berlin) ran a week late, on 6 April."""
+    got = nightly("0 0 * * 1", "Europe/Berlin", date(2026, 3, 27), 14)
+    assert [f.astimezone(ZoneInfo("Europe/Berlin")).date() for f in got] == [
+        date(2026, 3, 30),
+        date(2026, 4, 6),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("weekday", "days"),
+    [
+        ("0", {"Sun"}),
+        ("7", {"Sun"}),
+        ("1-5", {"Mon", "Tue", "Wed", "Thu", "Fri"}),
+        ("5-7", {"Fri", "Sat", "Sun"}),
+        ("0,6", {"Sat", "Sun"}),
+        ("*/2", {"Sun", "Tue", "Thu", "Sat"}),
+        ("1-5/2", {"Mon", "Wed", "Fri"}),
+        ("sun", {"Sun"}),
+        ("MON-FRI", {"Mon", "Tue", "Wed", "Thu", "Fri"}),
+        ("*", {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"}),
+    ],
+)
+def test_the_day_of_the_week_is_crons(weekday: str, days: set[str]) -> None:
+    """A crontab line's day of week counts from Sunday (0 or 7), as cron's does. APScheduler
+    3.x's `from_crontab` counts from Monday: `1-5` ran Tuesday to Saturday, `0` on Mondays."""
+    got = nightly(f"0 2 * * {weekday}", "Europe/Brussels", date(2026, 12, 7), 14)
+    assert {f.strftime("%a") for f in got} == days
+    assert len(got) == 2 * len(days)
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("0 2 1 * 1", "restricts both the day of the month and the day of the week"),
+        ("0 2 * * 8", "'8' is no day of the week"),
+        ("0 2 * * 5-1", "day of week '5-1'"),
+        ("every 0.5s", "at least 1s"),
+        ("every 0s", "at least 1s"),
+        ("24:00", "a crontab line has 5 fields (minute hour day month weekday), not 1"),
+        ("0 0 2 * * *", "a crontab line has 5 fields (minute hour day month weekday), not 6"),
+    ],
+)
+def test_a_line_cron_and_this_scheduler_would_read_apart_is_refused(
+    tmp_path: Path, line: str, why: str
+) -> None:
+    """Refused at load, naming the file and key, with what to write instead."""
+    (tmp_path / "m.toml").write_text('[fields]\nemail = "Email"\n')
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        '[source]\npath = "c.csv"\nkey = "Id"\n[store]\npath = "s.db"\n'
+        f'[schedule]\nreconcile = "{line}"\n'
+        '[vendors.esputnik]\nbase_url = "http://127.0.0.1:1"\napi_key = "k"\nmapping = "m.toml"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(config)
+    message = str(caught.value)
+    assert message.startswith(f"{config}: [schedule] reconcile: "), message
+    assert why in message and 'e.g. "30 2 * * *"' in message, message
+
+
+def test_a_wall_time_right_after_a_gap_at_the_old_offset_still_fires() -> None:
+    """Nuuk's clocks go from 23:00 to 00:00 on 28 March 2026 (at 01:00 UTC): 23:00 at the old
+    offset and 00:00 at the new one are the same instant, and `0 */2 * * *` fires at that
+    00:00, which exists (a first take on the fix stepped past it, to 02:00)."""
+    got = nightly("0 */2 * * *", "America/Nuuk", date(2026, 3, 28), 2)
+    assert utc(2026, 3, 29, 1) in got
+    assert [b - a for a, b in itertools.pairwise(got)].count(timedelta(hours=3)) == 0
