@@ -8,8 +8,8 @@ instant it would be at the old offset (03:30 on the new clock), and `*/30 * * * 
 missing wall-clock times, keeping its 30 real minutes; the next day is not skipped (`Crontab`).
 
 The day of the week is cron's (0 or 7 is Sunday, 1-5 Monday to Friday), not APScheduler 3.x's
-(0 is Monday), and a line restricting both the day of the month and the day of the week, which
-cron runs on either and APScheduler only on both, is refused.
+(0 is Monday), and a line restricting both the day of the month and the day of the week runs
+on days matching either, as cron runs it (APScheduler alone: only on days matching both).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.cron.expressions import AllExpression
 from apscheduler.triggers.interval import IntervalTrigger
@@ -121,19 +122,17 @@ def trigger_for(expr: str, timezone: str) -> BaseTrigger:
             f"a crontab line has 5 fields (minute hour day month weekday), not {len(fields)}"
         )
     minute, hour, day, month, weekday = fields
-    if not day.startswith("*") and not weekday.startswith("*"):
-        raise ValueError(
-            "it restricts both the day of the month and the day of the week: cron runs it on "
-            "days matching either, this scheduler only on days matching both; restrict one"
+
+    def line(day: str, weekday: str) -> Crontab:
+        return Crontab(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=weekday, timezone=tz
         )
-    trigger = Crontab(
-        minute=minute,
-        hour=hour,
-        day=day,
-        month=month,
-        day_of_week=_weekdays(weekday),
-        timezone=tz,
-    )
+
+    trigger: BaseTrigger
+    if day.startswith("*") or weekday.startswith("*"):
+        trigger = line(day, _weekdays(weekday))
+    else:  # both restricted: cron runs it on days matching either, APScheduler on both
+        trigger = OrTrigger([line(day, "*"), line("*", _weekdays(weekday))])
     # a day no month has (`0 2 30 2 *`): APScheduler would keep the job paused, silently,
     # and the service would never run it
     if trigger.get_next_fire_time(None, datetime.now(tz)) is None:

@@ -182,10 +182,20 @@ def test_the_day_of_the_week_is_crons(weekday: str, days: set[str]) -> None:
     assert len(got) == 2 * len(days)
 
 
+def test_a_line_restricting_the_day_of_the_month_and_of_the_week_runs_on_either() -> None:
+    """Cron runs `0 2 1,15 * 1` on the 1st, the 15th and every Monday; APScheduler alone
+    only on a 1st or a 15th that is a Monday (none in these two months)."""
+    got = nightly("0 2 1,15 * 1", "Europe/Brussels", date(2026, 12, 1), 62)
+    days = [f.astimezone(ZoneInfo("Europe/Brussels")).date() for f in got]
+    mondays = [d for d in days if d.weekday() == 0]
+    assert {d.day for d in days if d not in mondays} == {1, 15}
+    assert len(mondays) == 8 and len(days) == len(set(days)) == 8 + 4
+    assert all(f.astimezone(ZoneInfo("Europe/Brussels")).hour == 2 for f in got)
+
+
 @pytest.mark.parametrize(
     ("line", "why"),
     [
-        ("0 2 1 * 1", "restricts both the day of the month and the day of the week"),
         ("0 2 * * 8", "'8' is no day of the week"),
         ("0 2 * * 5-1", "day of week '5-1'"),
         ("every 0.5s", "at least 1s"),
