@@ -95,6 +95,14 @@ ACTIVITY_PARAMS: list[dict[str, Any]] = SPEC["paths"]["/api/v2/contacts/activity
 # channels, names, address, fields, id, contactKey, languageCode, timeZone -- no
 # externalCustomerId
 ECHOED = frozenset(SPEC["components"]["schemas"]["FailedContact"]["properties"]) - {"error"}
+# the media type of each 200 answer, as the spec's `content` names it: contacts and import
+# status answer `application/json; charset=UTF-8`, the activity list `application/json`
+MEDIA: dict[tuple[str, str], str] = {
+    (method.upper(), path): next(iter(op["responses"]["200"]["content"]))
+    for path, ops in SPEC["paths"].items()
+    for method, op in ops.items()
+    if op.get("responses", {}).get("200", {}).get("content")
+}
 ADDRESS = ("region", "town", "address", "postcode")
 EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -241,7 +249,7 @@ class ESputnikSim(Simulator):
             with self.lock:
                 self._sessions[session] = Session(accepted, body)
             answer["asyncSessionId"] = session
-        return json_response(answer)
+        return _answer(answer, "POST", "/api/v1/contacts")
 
     def _invalid(self, contact: dict[str, Any]) -> str | None:
         channels: list[dict[str, Any]] = contact["channels"]
@@ -282,7 +290,7 @@ class ESputnikSim(Simulator):
                 answer["description"] = failed
             if s.done:
                 answer["mapping"] = s.mapping
-        return json_response(answer)
+        return _answer(answer, "GET", "/api/v1/importstatus/{sessionId}")
 
     def _import(self, contact: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         """Create or update one contact (externalCustomerId first, then dedupeOn)."""
@@ -386,7 +394,14 @@ class ESputnikSim(Simulator):
                 and date_from <= a["activityDateTime"][:10] <= date_to
                 and a["offset"] > offset
             ]
-        return json_response(items[:maxrows])
+        return _answer(items[:maxrows], "GET", "/api/v2/contacts/activity")
+
+
+def _answer(data: Any, method: str, path: str) -> Response:
+    """A 200 answer to the spec's `method` `path`, with the media type the spec gives it."""
+    response = json_response(data)
+    response.headers["Content-Type"] = MEDIA[(method, path)]
+    return response
 
 
 def _past_int32(body: dict[str, Any]) -> str | None:
