@@ -20,7 +20,8 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   `absent` must be "ignore", the CSV at most
   10,000,000 bytes (else 413). Answers 202 with a `Location` of the command ("If your API
   POST is accepted, you will receive a 202 response back", signalvine.md; docbox names no
-  status for it), never another 2xx.
+  status for it), never another 2xx, and no body (the article shows none; the command's
+  status is read from the Location).
 - `GET {Location}`: 200 `{"commandId", "name", "from", "created", "complete", "error"}`,
   whether the command is running or complete (the SDK's `get_location_status` reads both
   from a 200 and raises on any other status; signalvine.md names none); the
@@ -302,8 +303,9 @@ class SignalVineSim(Simulator):
         command = Command(str(uuid.uuid4()), body["options"], text, _stamp(self.now()))
         with self.lock:
             self._commands[command.id] = command
-            answer = self._status(command)
-        return json_response(answer, 202, {"Location": f"/v2/commands/{command.id}"})
+        # the article shows the 202 and its Location header, no body: none is given, so
+        # no client can come to read one
+        return Response(b"", 202, {"Location": f"/v2/commands/{command.id}"})
 
     def command(self, request: Request, command: str) -> Response:
         refused = self._refused(request)
