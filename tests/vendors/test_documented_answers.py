@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
@@ -281,26 +282,47 @@ def test_signalvine_answers_are_shaped_like_the_article_and_docbox(tmp_path: Pat
 
 class SignalVineExamples(SignalVineSim):
     """SignalVine answering the participant list with docbox's example, verbatim, and every
-    poll with the article's status of a command complete without errors."""
+    poll with one of the article's command states."""
+
+    status: dict[str, Any] = COMMAND_DONE
 
     def participants(self, request: Request, program: str) -> Response:
         return Response(documented.SIGNALVINE_PARTICIPANTS, 200, mimetype="application/json")
 
     def command(self, request: Request, command: str) -> Response:
-        return Response(json.dumps(COMMAND_DONE), 200, mimetype="application/json")
+        return Response(json.dumps(self.status), 200, mimetype="application/json")
 
 
-def test_signalvine_connector_reads_the_documents_examples_verbatim(tmp_path: Path) -> None:
-    kit = kit_for("signalvine")
-
-    def run(connector: Any) -> tuple[list[Any], list[Any]]:
-        pages = list(connector.pull("unsubscribes", None, datetime.now(UTC)))
-        return pages, connector.push([kit.contact(1)], lambda job, refused=(): None)
-
-    pages, results = served(SignalVineExamples(), "signalvine", tmp_path, run)
+def test_signalvine_connector_reads_docbox_participants_verbatim(tmp_path: Path) -> None:
+    pages = served(
+        SignalVineExamples(),
+        "signalvine",
+        tmp_path,
+        lambda c: list(c.pull("unsubscribes", None, datetime.now(UTC))),
+    )
     # three participants and none says `active: false`: no opt-out, and the pull ends
     assert [r for p in pages for r in p.records] == []
-    assert [r.status for r in results] == [Status.SENT]
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (COMMAND_DONE, Status.SENT),
+        (COMMAND_FAILED, Status.FAILED),
+        (COMMAND_RUNNING, Status.PENDING),
+    ],
+    ids=["complete", "complete-with-errors", "not-complete"],
+)
+def test_signalvine_connector_reads_the_articles_command_states(
+    tmp_path: Path, status: dict[str, Any], expected: Status
+) -> None:
+    app = SignalVineExamples()
+    app.status = status
+    kit = kit_for("signalvine")
+    results = served(
+        app, "signalvine", tmp_path, lambda c: c.push([kit.contact(1)], lambda j, r=(): None)
+    )
+    assert [r.status for r in results] == [expected]
 
 
 # --- Altcraft -----------------------------------------------------------------------------
