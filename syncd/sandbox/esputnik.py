@@ -15,7 +15,9 @@ shipped beside this module; every request body is validated against its schemas)
   `externalCustomerId`) plus `"error"`. The rest are imported asynchronously: the answer's
   `asyncSessionId` reads STARTED, then IMPORTING, and FINISHED after `polls_to_finish`
   polls of `/api/v1/importstatus/{id}`; only then do the contacts exist, and the status
-  carries `mapping` (dedupe value → contact id). A session holding a channel value told
+  carries `mapping` (dedupe value → contact id; the dedupe value is the externalCustomerId
+  a contact carries, else its `dedupeOn` field's value: the email, the sms, the custom
+  field's). A session holding a channel value told
   to `fail_import(value, description)` reads ERROR with that description instead (and
   imports nothing); one holding a value told to `stall_import(value)` stays IMPORTING.
 - Update semantics, the spec's words on `contactFields`: the standard fields it lists are
@@ -328,8 +330,8 @@ class ESputnikSim(Simulator):
             (set(held["groups"]) | set(body.get("groupNames") or []))
             - set(body.get("groupNamesExclude") or [])
         )
-        dedupe_value = sent.get("externalCustomerId") or sent.get("email") or sent.get("sms")
-        return {"dedupeValue": dedupe_value, "contactId": held["id"]}
+        value = _dedupe_value(sent, custom, dedupe, body.get("fieldId"), contact["channels"])
+        return {"dedupeValue": value, "contactId": held["id"]}
 
     def _match(
         self, sent: dict[str, Any], custom: dict[str, Any], dedupe: str, field_id: int | None
@@ -395,6 +397,26 @@ class ESputnikSim(Simulator):
                 and a["offset"] > offset
             ]
         return _answer(items[:maxrows], "GET", "/api/v2/contacts/activity")
+
+
+def _dedupe_value(
+    sent: dict[str, Any],
+    custom: dict[str, Any],
+    dedupe: str,
+    field_id: int | None,
+    channels: list[dict[str, Any]],
+) -> str:
+    """A mapping entry's `dedupeValue`, in the spec's words (DedupeMapping) "a value of the
+    field used to determine the contact uniqueness": the externalCustomerId a contact
+    carrying one is matched on first, else the value of the `dedupeOn` field (the custom
+    field's for "fieldId", the email or else the sms for "email_or_sms"). Always a string,
+    as the schema has it: for a contact without that field (a viber-only one under
+    "email_or_sms"), its first channel's value."""
+    kinds = {"email_or_sms": ("email", "sms")}.get(dedupe, (dedupe,))
+    values = [sent.get("externalCustomerId")]
+    values += [custom.get(str(field_id)) if k == "fieldId" else sent.get(k) for k in kinds]
+    values.append(channels[0]["value"])
+    return next(str(v) for v in values if v)
 
 
 def _answer(data: Any, method: str, path: str) -> Response:

@@ -28,12 +28,17 @@ from werkzeug.routing import Rule
 from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
+from syncd.config import load
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import SPEC, ESputnikSim
-from syncd.vendors.base import Status
+from syncd.vendors.base import Contact, Status
+from syncd.vendors.esputnik import ESputnik
+from tests.helpers import esputnik_table
 from tests.kits.esputnik import KIT
 from tests.vendors.test_contract import deliver, make_connector
 
+EMAIL = {"type": "email", "value": "a@example.com"}
+SMS = {"type": "sms", "value": "+32470000001"}
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"any:sandbox-key").decode()}
 # answers the spec does not list for an operation but that the connector's documented
 # assumptions rest on: a wrong key is a 401 on every call (the spec lists 401 for the
@@ -176,6 +181,61 @@ def test_every_answer_to_the_connectors_flows_is_one_the_spec_documents(tmp_path
         ("get", "/api/v2/contacts/activity", 200),
     } <= statuses
     assert problems(app) == []
+
+
+@pytest.mark.parametrize(
+    ("dedupe", "contact", "expected"),
+    [
+        ("sms", {"channels": [SMS, EMAIL]}, SMS["value"]),
+        ("email_or_sms", {"channels": [SMS]}, SMS["value"]),
+        ("email_or_sms", {"channels": [{"type": "viber", "value": "+32470000009"}]}, None),
+        ("fieldId", {"channels": [EMAIL], "fields": [{"id": 7, "value": "CRM-7"}]}, "CRM-7"),
+        ("email", {"channels": [EMAIL], "externalCustomerId": "E1"}, "E1"),
+    ],
+    ids=["sms", "email-or-sms", "viber-only", "field-id", "external-id-first"],
+)
+def test_the_import_mapping_names_the_field_matched_on_and_is_always_text(
+    dedupe: str, contact: dict[str, Any], expected: str | None
+) -> None:
+    """DedupeMapping.dedupeValue is "a value of the field used to determine the contact
+    uniqueness", a string: it was the email under dedupeOn sms or fieldId, and null for a
+    contact with neither email nor sms."""
+    app = Recording(polls_to_finish=1)
+    client = Client(app)
+    body = {
+        "contacts": [contact],
+        "dedupeOn": dedupe,
+        **({"fieldId": 7} if dedupe == "fieldId" else {}),
+    }
+    session = client.post("/api/v1/contacts", json=body, headers=AUTH).get_json()["asyncSessionId"]
+    status = client.get(f"/api/v1/importstatus/{session}", headers=AUTH).get_json()
+    ((entry),) = status["mapping"]
+    assert entry["dedupeValue"] == (expected or contact["channels"][0]["value"])
+    assert problems(app) == []
+
+
+def test_a_contact_deduplicated_on_a_custom_field_gets_its_contact_id_as_ref(
+    tmp_path: Path,
+) -> None:
+    """Under dedupe_on = "fieldId" the mapping names the contact by its custom field's value
+    (the spec's DedupeMapping): the connector looked only for the externalCustomerId, email
+    and sms there, so such a contact was sent without the id eSputnik gave it."""
+    app = ESputnikSim(polls_to_finish=1)
+    (tmp_path / "mapping.toml").write_text(
+        '[fields]\nemail = "Email"\n[metadata]\n"101" = "CRM ID"\n', encoding="utf-8"
+    )
+    with Server(app) as server:
+        body, _ = esputnik_table(server.url, dedupe_on="fieldId", field_id=101)
+        (tmp_path / "syncd.toml").write_text(
+            '[source]\npath = "x.csv"\nkey = "Record ID"\n[store]\npath = "s.db"\n'
+            f'[vendors.esputnik]\n{body}mapping = "mapping.toml"\n',
+            encoding="utf-8",
+        )
+        connector = ESputnik(load(tmp_path / "syncd.toml").vendors["esputnik"])
+        contact = Contact("K1", {"email": "a@example.com"}, {"101": "CRM-1"})
+        (result,) = connector.push([contact], lambda job, refused=(): None)
+    (held,) = app.contacts()
+    assert (result.status, result.ref) == (Status.SENT, str(held["id"]))
 
 
 @pytest.mark.parametrize(
