@@ -125,7 +125,7 @@ def problems(app: Recording) -> list[str]:
 
 
 def test_every_answer_to_the_connectors_flows_is_one_the_spec_documents(tmp_path: Path) -> None:
-    app = Recording(polls_to_finish=2)
+    app = Recording(polls_to_finish=3)
     with Server(app) as server:
         connector = make_connector(KIT, server.url, tmp_path)
         contacts = [KIT.contact(i) for i in range(6)]
@@ -148,12 +148,13 @@ def test_every_answer_to_the_connectors_flows_is_one_the_spec_documents(tmp_path
         # unsubscribes over several pages, and the online check
         for i in (0, 2, 3):
             app.unsubscribe(KIT.contact(i).fields["email"])
-        app.unsubscribe("stranger@example.com")
+        for i in range(1000):  # and strangers, past the connector's page of 1000
+            app.unsubscribe(f"stranger{i}@example.com")
         now = datetime.now(UTC)
         pages = list(
             connector.pull("unsubscribes", (now - timedelta(days=2)).strftime("%Y-%m-%d"), now)
         )
-        assert sum(len(p.records) for p in pages) == 4
+        assert sum(len(p.records) for p in pages) == 1003
         assert connector.check()
         # a wrong key on every call the connector makes
         client = Client(app)
@@ -180,6 +181,14 @@ def test_every_answer_to_the_connectors_flows_is_one_the_spec_documents(tmp_path
         ("get", "/api/v1/importstatus/{sessionId}", 404),
         ("get", "/api/v2/contacts/activity", 200),
     } <= statuses
+    read = [
+        r for m, p, r in app.answers if p == "/api/v2/contacts/activity" and r.status_code == 200
+    ]
+    assert len(read) >= 3  # two pages of the pull (1000, then 3), and the online check
+    sessions = [
+        r.get_json() for m, p, r in app.answers if "importstatus" in p and r.status_code == 200
+    ]
+    assert {s["status"] for s in sessions} == {"STARTED", "IMPORTING", "FINISHED", "ERROR"}
     assert problems(app) == []
 
 
