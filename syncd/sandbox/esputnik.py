@@ -15,7 +15,9 @@ shipped beside this module; every request body is validated against its schemas)
   `externalCustomerId`) plus `"error"`. The rest are imported asynchronously: the answer's
   `asyncSessionId` reads STARTED, then IMPORTING, and FINISHED after `polls_to_finish`
   polls of `/api/v1/importstatus/{id}`; only then do the contacts exist, and the status
-  carries `mapping` (dedupe value → contact id). A session holding a channel value told
+  carries `mapping` (dedupe value → contact id; the dedupe value is the externalCustomerId
+  a contact carries, else its `dedupeOn` field's value: the email, the sms, the custom
+  field's). A session holding a channel value told
   to `fail_import(value, description)` reads ERROR with that description instead (and
   imports nothing); one holding a value told to `stall_import(value)` stays IMPORTING.
 - Update semantics, the spec's words on `contactFields`: the standard fields it lists are
@@ -95,6 +97,14 @@ ACTIVITY_PARAMS: list[dict[str, Any]] = SPEC["paths"]["/api/v2/contacts/activity
 # channels, names, address, fields, id, contactKey, languageCode, timeZone -- no
 # externalCustomerId
 ECHOED = frozenset(SPEC["components"]["schemas"]["FailedContact"]["properties"]) - {"error"}
+# the media type of each 200 answer, as the spec's `content` names it: contacts and import
+# status answer `application/json; charset=UTF-8`, the activity list `application/json`
+MEDIA: dict[tuple[str, str], str] = {
+    (method.upper(), path): next(iter(op["responses"]["200"]["content"]))
+    for path, ops in SPEC["paths"].items()
+    for method, op in ops.items()
+    if op.get("responses", {}).get("200", {}).get("content")
+}
 ADDRESS = ("region", "town", "address", "postcode")
 EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -241,7 +251,7 @@ class ESputnikSim(Simulator):
             with self.lock:
                 self._sessions[session] = Session(accepted, body)
             answer["asyncSessionId"] = session
-        return json_response(answer)
+        return _answer(answer, "POST", "/api/v1/contacts")
 
     def _invalid(self, contact: dict[str, Any]) -> str | None:
         channels: list[dict[str, Any]] = contact["channels"]
@@ -282,7 +292,7 @@ class ESputnikSim(Simulator):
                 answer["description"] = failed
             if s.done:
                 answer["mapping"] = s.mapping
-        return json_response(answer)
+        return _answer(answer, "GET", "/api/v1/importstatus/{sessionId}")
 
     def _import(self, contact: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         """Create or update one contact (externalCustomerId first, then dedupeOn)."""
@@ -320,8 +330,8 @@ class ESputnikSim(Simulator):
             (set(held["groups"]) | set(body.get("groupNames") or []))
             - set(body.get("groupNamesExclude") or [])
         )
-        dedupe_value = sent.get("externalCustomerId") or sent.get("email") or sent.get("sms")
-        return {"dedupeValue": dedupe_value, "contactId": held["id"]}
+        value = _dedupe_value(sent, custom, dedupe, body.get("fieldId"), contact["channels"])
+        return {"dedupeValue": value, "contactId": held["id"]}
 
     def _match(
         self, sent: dict[str, Any], custom: dict[str, Any], dedupe: str, field_id: int | None
@@ -386,7 +396,34 @@ class ESputnikSim(Simulator):
                 and date_from <= a["activityDateTime"][:10] <= date_to
                 and a["offset"] > offset
             ]
-        return json_response(items[:maxrows])
+        return _answer(items[:maxrows], "GET", "/api/v2/contacts/activity")
+
+
+def _dedupe_value(
+    sent: dict[str, Any],
+    custom: dict[str, Any],
+    dedupe: str,
+    field_id: int | None,
+    channels: list[dict[str, Any]],
+) -> str:
+    """A mapping entry's `dedupeValue`, in the spec's words (DedupeMapping) "a value of the
+    field used to determine the contact uniqueness": the externalCustomerId a contact
+    carrying one is matched on first, else the value of the `dedupeOn` field (the custom
+    field's for "fieldId", the email or else the sms for "email_or_sms"). Always a string,
+    as the schema has it: for a contact without that field (a viber-only one under
+    "email_or_sms"), its first channel's value."""
+    kinds = {"email_or_sms": ("email", "sms")}.get(dedupe, (dedupe,))
+    values = [sent.get("externalCustomerId")]
+    values += [custom.get(str(field_id)) if k == "fieldId" else sent.get(k) for k in kinds]
+    values.append(channels[0]["value"])
+    return next(str(v) for v in values if v)
+
+
+def _answer(data: Any, method: str, path: str) -> Response:
+    """A 200 answer to the spec's `method` `path`, with the media type the spec gives it."""
+    response = json_response(data)
+    response.headers["Content-Type"] = MEDIA[(method, path)]
+    return response
 
 
 def _past_int32(body: dict[str, Any]) -> str | None:

@@ -20,7 +20,8 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   `absent` must be "ignore", the CSV at most
   10,000,000 bytes (else 413). Answers 202 with a `Location` of the command ("If your API
   POST is accepted, you will receive a 202 response back", signalvine.md; docbox names no
-  status for it), never another 2xx.
+  status for it), never another 2xx, and no body (the article shows none; the command's
+  status is read from the Location).
 - `GET {Location}`: 200 `{"commandId", "name", "from", "created", "complete", "error"}`,
   whether the command is running or complete (the SDK's `get_location_status` reads both
   from a 200 and raises on any other status; signalvine.md names none); the
@@ -36,11 +37,15 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
 - `GET /v1/programs/{id}?type=schema` → `{"fields": [{"name", "type"}]}`.
 - `GET /v1/programs/{id}/participants?type=full&count=..&offset=..&active=all&updated-after=..`:
   items updated at or after `updated-after` (inclusive), ordered by (last update, id), in
-  the docbox envelope `items, total, offset, count` (the page size: 25 unless asked),
-  `nextOffset, prevOffset, lastOffset, pages`; on the last page `nextOffset` is no offset
+  the docbox envelope `items, links, total, offset, count` (the page size: 25 unless
+  asked), `nextOffset, prevOffset, lastOffset, pages` (`links`: `{rel, uri}` for self,
+  first, prev, next and last, each the list's path, as docbox's one-page example has
+  them); on the last page `nextOffset` is no offset
   after the page's (docbox's one-page examples: 0, as `lastOffset`), never null; `count`
-  at most 500; without `active=all` only active participants. An item is shaped like the
-  SDK's own fixture: `id, customerId, phone, active, groups, created`, and `profile[{name,
+  at most 500; without `active=all` only active participants. An item holds docbox's
+  `id, customerId, programId, phone` (`customerId` "" when the participant has none, as
+  docbox shows it, never null) and, as the SDK's own fixture has it, `active, groups,
+  created`, and `profile[{name,
   type, updated, value}]` listing every program variable with the time it was last
   written; there is no `updatedAt`. `opt_out()` (or `opt_out_every`: every n-th new
   participant, for the demo) makes a participant inactive and stamps its `active` variable.
@@ -124,7 +129,7 @@ class Participant:
         self.profile.update(values)
         self.written.update(dict.fromkeys(values, at))
 
-    def item(self, variables: dict[str, str]) -> dict[str, Any]:
+    def item(self, variables: dict[str, str], program: str) -> dict[str, Any]:
         profile = [
             {
                 "name": name,
@@ -134,9 +139,12 @@ class Participant:
             }
             for name, kind in variables.items()
         ]
+        # docbox's items (content/api.md, "Participants Response"): `"customerId": ""` for
+        # a participant without one (never null), and the `programId` it belongs to
         return {
             "id": self.id,
-            "customerId": self.customer_id or None,
+            "customerId": self.customer_id,
+            "programId": program,
             "phone": self.phone,
             "active": self.active,
             "groups": [],
@@ -295,8 +303,9 @@ class SignalVineSim(Simulator):
         command = Command(str(uuid.uuid4()), body["options"], text, _stamp(self.now()))
         with self.lock:
             self._commands[command.id] = command
-            answer = self._status(command)
-        return json_response(answer, 202, {"Location": f"/v2/commands/{command.id}"})
+        # the article shows the 202 and its Location header, no body: none is given, so
+        # no client can come to read one
+        return Response(b"", 202, {"Location": f"/v2/commands/{command.id}"})
 
     def command(self, request: Request, command: str) -> Response:
         refused = self._refused(request)
@@ -437,15 +446,21 @@ class SignalVineSim(Simulator):
                 ),
                 key=lambda p: (p.updated, p.id),
             )
-            items = [p.item(self.variables) for p in chosen[offset : offset + count]]
+            items = [p.item(self.variables, program) for p in chosen[offset : offset + count]]
         # docbox (content/api.md), every list's example: `"total": 2, "offset": 0, "count":
         # 25, "nextOffset": 0, "prevOffset": 0, "lastOffset": 0, "pages": 1` -- `count` is
         # the page size, and the last page's `nextOffset` is no offset after it (never null)
         total = len(chosen)
         last = (total - 1) // count * count if total else 0
+        # docbox's `links`, one per rel, each `uri` the list's path (its one-page example
+        # gives no query string; what a later page's links say is not shown)
+        links = [
+            {"rel": rel, "uri": request.path} for rel in ("self", "first", "prev", "next", "last")
+        ]
         return json_response(
             {
                 "items": items,
+                "links": links,
                 "total": total,
                 "offset": offset,
                 "count": count,

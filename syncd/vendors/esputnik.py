@@ -328,7 +328,8 @@ class ESputnik(Connector):
                 for m in (mapping if isinstance(mapping, list) else [])
                 if isinstance(m, dict) and isinstance(m.get("dedupeValue"), str)
             }
-            return [Result(c.key, Status.SENT, ref=_ref(ids, c)) for c in job.contacts]
+            field = str(self.opts["field_id"]) if self.opts["dedupe_on"] == "fieldId" else None
+            return [Result(c.key, Status.SENT, ref=_ref(ids, c, field)) for c in job.contacts]
         if state == "ERROR":
             reason = f"import session failed: {status.get('description') or 'no description'}"
             return [Result(c.key, Status.FAILED, reason) for c in job.contacts]
@@ -508,8 +509,14 @@ def _zoned(value: Any, zone: ZoneInfo) -> Any:
     return value if when.tzinfo else when.replace(tzinfo=zone).isoformat()
 
 
-def _ref(ids: dict[str, Any], c: Contact) -> str | None:
-    for value in (c.fields.get("externalCustomerId"), c.fields.get("email"), c.fields.get("sms")):
+def _ref(ids: dict[str, Any], c: Contact, field: str | None) -> str | None:
+    """The contact id the import's mapping gives this contact. Its `dedupeValue` is "a value
+    of the field used to determine the contact uniqueness" (the spec's DedupeMapping): the
+    externalCustomerId, the email or sms, or under dedupe_on = "fieldId" the custom
+    field's value (`field`, the field_id)."""
+    custom = c.metadata.get(field) if field else None
+    fields = c.fields
+    for value in (fields.get("externalCustomerId"), fields.get("email"), fields.get("sms"), custom):
         if value and ids.get(value.lower()) is not None:
             return str(ids[value.lower()])
     return None
