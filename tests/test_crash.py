@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,10 @@ TABLES = {
     **SANDBOX_TABLES,
     "esputnik": SANDBOX_TABLES["esputnik"].replace("poll_every = 0.2", "poll_every = 0.05")
     + "batch_size = 8\n",
+    # a pull backfills from a week ago, as the demo's does: 90 days (the default) at Hello
+    # Customer's one call a second made each first pull ~30 s of waiting
+    "hellocustomer": SANDBOX_TABLES["hellocustomer"]
+    + f'first_date = "{(datetime.now(UTC) - timedelta(days=7)).date()}"\n',
 }
 
 
