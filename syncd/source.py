@@ -23,7 +23,7 @@ from functools import partial
 from itertools import accumulate, compress, islice, repeat
 from operator import add, attrgetter, itemgetter
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -70,7 +70,16 @@ class Bad:
             object.__setattr__(self, "key", raw.decode("utf-8", "backslashreplace"))
 
 
-def find_export(cfg: SourceConfig, now: datetime) -> Path:
+class Found(NamedTuple):
+    """The export `find_export` judged settled, and the look (`os.stat`) it judged on:
+    `Export` reads that file or none (the CRM's job may rename a new one over the path
+    between the two)."""
+
+    path: Path
+    stat: os.stat_result
+
+
+def find_export(cfg: SourceConfig, now: datetime) -> Found:
     """The export to read: the path itself, or the newest settled file matching the glob.
 
     Each match is looked at once (`os.stat`): the CRM's job may remove or rename one
@@ -90,15 +99,15 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
                     hint=_unreadable_hint(exc),
                 ) from None
             if stat.S_ISREG(st.st_mode):
-                found.append((st.st_mtime, Path(name)))
+                found.append((st.st_mtime, Path(name), st))
             else:
                 other = f"{name} is {kind_of(st.st_mode)}"
         if not found:
             raise _no_match(pattern, other)
         found.sort(key=itemgetter(0), reverse=True)
-        for mtime, path in found:
+        for mtime, path, st in found:
             if _settled(path, mtime, now, cfg.settle_seconds):
-                return path
+                return Found(path, st)
         _raise_not_settled(found[0][1], found[0][0], now, cfg.settle_seconds)
     path = Path(pattern)
     try:
@@ -118,7 +127,13 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
         )
     if not _settled(path, st.st_mtime, now, cfg.settle_seconds):
         _raise_not_settled(path, st.st_mtime, now, cfg.settle_seconds)
-    return path
+    return Found(path, st)
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int, int]:
+    """Which file, at which length and modification: a file renamed over the path, or
+    written to, is another version."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _no_match(pattern: str, other: str) -> SourceError:
@@ -210,12 +225,22 @@ class Export:
     """An open export: header, key column index and a stream of rows."""
 
     def __init__(
-        self, path: Path, cfg: SourceConfig, *, force: bool = False, header_only: bool = False
+        self,
+        path: Path | Found,
+        cfg: SourceConfig,
+        *,
+        force: bool = False,
+        header_only: bool = False,
     ) -> None:
-        """`force`: read an export that ends mid-record (the CRM's job died while writing
+        """`path`: what `find_export` found, which must still be the file it judged settled
+        when it is opened (else `NotSettledError`); or a path nobody judged (`syncd init`).
+        `force`: read an export that ends mid-record (the CRM's job died while writing
         it) with that record quarantined, rather than refuse it (`GuardError`).
         `header_only`: read and check the header alone, with no key (`syncd init` reads it
         to find the key); nothing else of the export may be used."""
+        self._judged: os.stat_result | None = None
+        if isinstance(path, Found):
+            path, self._judged = path
         self.path = path
         self.cfg = cfg
         self.force = force
@@ -367,6 +392,13 @@ class Export:
             raise SourceError(f"export {self.path} is {kind_of(now.st_mode)}, not a regular file")
         if self._stat is None:
             self._stat = now
+            judged = self._judged
+            if judged is not None and self.cfg.settle_seconds and _version(now) != _version(judged):
+                fh.close()  # a new file renamed over it, or written to, since it was judged
+                raise NotSettledError(
+                    f"export {self.path} changed since syncd found it settled; nothing was sent",
+                    hint="the CRM's job is writing a new export: try again shortly",
+                )
         elif (now.st_dev, now.st_ino) != (self._stat.st_dev, self._stat.st_ino):
             fh.close()  # renamed over since the header was read: its rows are not its header's
             raise self._changed("replaced")

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import codecs
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from syncd import source
+from syncd import pipeline, source
 from syncd.config import SourceConfig, load
 from syncd.errors import ConfigError, GuardError, NotSettledError, SourceError
 from syncd.pipeline import opened, reconcile
@@ -242,6 +243,52 @@ def test_an_export_replaced_while_it_is_read_is_refused_not_read_under_the_old_h
             else:  # from the file the header came from: the old export, whole
                 assert list(export.rows(lambda bad: None)) == [(2, ["1", "a@example.com", "Ann"])]
         path.write_bytes(b"Record ID,Email,Name\n1,a@example.com,Ann\n")
+
+
+@pytest.mark.parametrize("how", ["replaced", "written to"])
+def test_an_export_changed_between_its_settle_check_and_its_open_is_refused(
+    world: tuple[World, ESputnikSim], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """`find_export` judged the file settled on one look; `Export` opened the path again.
+    The CRM's job renamed a new file over it in between (or went on writing it), and syncd
+    read a file nobody had judged settled: a half-written export's rows were sent."""
+    w, sim = world
+    w.export.write_bytes(rows(3))
+    hour_ago = time.time() - 3600
+    os.utime(w.export, (hour_ago, hour_ago))
+    cfg = w.cfg
+    cfg = replace(cfg, source=replace(cfg.source, settle_seconds=30))
+    real = pipeline.find_export
+
+    def find_then_change(*args: object) -> source.Found:
+        found = real(*args)  # type: ignore[arg-type]
+        if how == "replaced":
+            new = w.folder / "new.csv"
+            new.write_bytes(HEADER + row(1, b"Half") + row(2))  # being written, a line at a time
+            os.utime(new, (hour_ago, hour_ago))  # even with the old file's times
+            os.replace(new, w.export)
+        else:
+            with w.export.open("ab") as fh:
+                fh.write(row(4))
+            os.utime(w.export, (hour_ago, hour_ago))
+        return found
+
+    monkeypatch.setattr(pipeline, "find_export", find_then_change)
+    with opened(cfg) as store, pytest.raises(NotSettledError) as err:
+        reconcile(cfg, store, w.clock)
+    assert err.value.exit_code == 3
+    assert err.value.message == (
+        f"export {w.export} changed since syncd found it settled; nothing was sent"
+    )
+    assert err.value.hint == "the CRM's job is writing a new export: try again shortly"
+    assert sim.contacts() == []
+    # with settle_seconds = 0 nothing was judged (the CRM renames whole files into place)
+    w.export.write_bytes(rows(3))
+    cfg = replace(cfg, source=replace(cfg.source, settle_seconds=0))
+    monkeypatch.setattr(pipeline, "find_export", real)
+    with opened(cfg) as store:
+        assert reconcile(cfg, store, w.clock).exit_code == 0
+    assert len(sim.contacts()) == 3
 
 
 def test_an_export_written_to_while_it_is_read_is_refused(tmp_path: Path) -> None:

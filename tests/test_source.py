@@ -115,7 +115,7 @@ def test_an_export_still_being_written_is_not_read(tmp_path: Path) -> None:
     os.utime(p, (old, old))
     newer = tmp_path / "contacts-2.csv"
     newer.write_text("Record ID\n1\n", encoding="utf-8")
-    assert find_export(c, now) == p  # the newest *settled* match
+    assert find_export(c, now).path == p  # the newest *settled* match
 
 
 @pytest.mark.parametrize("glob", [False, True])
@@ -144,7 +144,7 @@ def test_an_export_modified_in_the_future_is_named_not_waited_on_nor_passed_over
         "host that wrote it is ahead, so syncd cannot tell whether it is still being written"
     )
     assert err.value.hint is not None and "settle_seconds = 0" in err.value.hint
-    assert find_export(SourceConfig(path=path, key="Record ID", settle_seconds=0), now) == new
+    assert find_export(SourceConfig(path=path, key="Record ID", settle_seconds=0), now).path == new
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])  # the raw path, the csv module's
@@ -339,14 +339,14 @@ def test_a_glob_match_removed_while_it_is_looked_at_is_passed_over_or_named(
     try:
         found = find_export(c, now)
         with Export(found, c) as export:
-            assert found == (old if looks[0] >= at else new)
-            assert len(list(export.rows(print))) == (2 if found == new else 1)
+            assert found.path == (old if looks[0] >= at else new)
+            assert len(list(export.rows(print))) == (2 if found.path == new else 1)
     except SourceError as err:
         assert err.message == f"export {new} does not exist"
         assert err.hint is not None and "the CRM's job may be replacing it" in err.hint
     monkeypatch.setattr(os, "stat", real)
     new.unlink(missing_ok=True)
-    assert find_export(c, now) == old  # and the next run reads last night's
+    assert find_export(c, now).path == old  # and the next run reads last night's
 
 
 def test_an_export_removed_while_it_is_read_is_refused_as_changed(tmp_path: Path) -> None:
