@@ -15,6 +15,7 @@ import io
 import os
 import re
 import stat
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -938,9 +939,10 @@ class _Lines:
         return line.decode("utf-8", "surrogateescape")
 
 
-def defect(row: list[str], header: list[str], encoding: str) -> str | None:
+def defect(row: list[str], header: list[str], encoding: str, key: int | None = None) -> str | None:
     """Why a row cannot be used as it is: bytes the encoding cannot decode, NUL bytes, or a
-    byte-order mark (a file's first bytes, here inside a row: files joined into one).
+    byte-order mark (a file's first bytes, here inside a row: files joined into one); or,
+    in its key (column `key`), a character that prints as nothing or as a space (`visible`).
 
     Such rows are quarantined rather than repaired: a guessed repair could send a
     mangled name to a vendor, and the operator is told which column to look at.
@@ -949,7 +951,7 @@ def defect(row: list[str], header: list[str], encoding: str) -> str | None:
     if "\x00" not in joined and (
         joined.isascii() or not (_SURROGATE.search(joined) or "\ufeff" in joined)
     ):
-        return None
+        return None if key is None or row[key].strip().isprintable() else _hidden(row, header, key)
     for name, cell in zip(header, row, strict=False):
         if "\x00" in cell:
             return f"column {name!r} contains a NUL byte; re-export the file or remove the byte"
@@ -964,6 +966,31 @@ def defect(row: list[str], header: list[str], encoding: str) -> str | None:
                 "UTF-8 or set [source] encoding"
             )
     return None
+
+
+def _hidden(row: list[str], header: list[str], key: int) -> str:
+    """What is wrong with a key holding a character that does not print as itself: a
+    zero-width space, joiner or soft hyphen pasted with it (`CRM-1\\u200b`), a no-break
+    space, a control character. Sent, it would be a contact of its own beside the key it
+    looks like, and the contact the row is (`visible`) would look gone."""
+    cell = row[key].strip()
+    at, char = next((i, c) for i, c in enumerate(cell) if not c.isprintable())
+    name = unicodedata.name(char, "a control character")
+    return (
+        f"key column {header[key]!r} holds U+{ord(char):04X} {name} at character {at + 1} "
+        f"({cell!r}), which does not show: it would be a contact of its own beside "
+        f"{visible(cell)!r}; remove it from the key in the CRM (a copy-paste?) and re-export"
+    )
+
+
+def visible(key: str) -> str:
+    """What a key looks like: without the characters that do not show (`_hidden`), a
+    no-break space or a tab as a space. Undecodable bytes stay, for `Bad` to show."""
+    return "".join(
+        c if c.isprintable() or _SURROGATE.match(c) else " "
+        for c in key
+        if c.isprintable() or c.isspace() or _SURROGATE.match(c)
+    )
 
 
 def _misread_utf8(data: bytes | Iterable[bytes], encoding: str) -> str | None:
