@@ -45,6 +45,7 @@ LONG = 1 << 16  # bytes in a line the raw path leaves to the csv module (see `_p
 # a header past these is not a CRM's (and would cost seconds per check on every run)
 MAX_COLUMNS = 4096
 MAX_HEADER = 1024 * 1024  # characters in the header's first line
+CTRL_Z = b"\x1a"  # DOS's end-of-file mark, which old Windows tools end a text file with
 SKEW = 2.0  # seconds a file's modification time may be ahead of the clock (a share's)
 
 csv.field_size_limit(FIELD_LIMIT)
@@ -269,9 +270,12 @@ class Export:
         try:
             size = os.fstat(fd).st_size
             head = os.pread(fd, SNIFF_BYTES, 0)
-            # the last bytes a line break, or the last record may be cut short (`_ending`)
-            tail = os.pread(fd, 4, max(0, size - 4))
-            self._unended = bool(size) and not tail.endswith(_line_breaks(cfg.encoding, head))
+            # the last bytes a line break, or the last record may be cut short (`_ending`);
+            # or one DOS end-of-file mark (Ctrl-Z) after it, which is no record (`_ctrl_z`)
+            tail, breaks = os.pread(fd, 4, max(0, size - 4)), _line_breaks(cfg.encoding, head)
+            self._ctrl_z = tail.endswith(CTRL_Z) and tail[:-1].endswith(breaks)
+            self._unended = bool(size) and not tail.endswith(breaks) and not self._ctrl_z
+            self._marked = tail.endswith(CTRL_Z)  # (for the message when it is no end)
             misread = _misread_utf8(_chunks(fd, size), cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
             self._fh.seek(0)
@@ -499,20 +503,28 @@ class Export:
         quoted field never closed) unless `force`; with it, quarantine that record. First,
         refuse an export written to while it was read (`_unchanged`)."""
         self._unchanged()
+        if self._ctrl_z:
+            self._drop_ctrl_z(block)
         lines = block.lines
         at = max(range(len(lines)), key=lines.__getitem__) if lines else None
         bad = max(block.bad, key=attrgetter("line"), default=None)
+        unended = "its last line has no line break"
+        if self._marked:
+            unended += (
+                ", only a DOS end-of-file mark (Ctrl-Z, \\x1a): syncd takes one after the last "
+                "line break as the end of the file, not one in place of it"
+            )
         if bad is not None and (at is None or bad.line > lines[at]):
             if bad.reason == _UNCLOSED:
                 why = "a quoted field is never closed"
             elif self._unended:
-                why = "its last line has no line break"
+                why = unended
             else:
                 return
             line, key = bad.line, bad.key
             block.bad.remove(bad)
         elif at is not None and self._unended:
-            why = "its last line has no line break"
+            why = unended
             line, row = lines[at], block.row(at)
             key = row[self.key_index].strip() if len(row) > self.key_index else None
             del lines[at], block.rows[at], block.texts[at]
@@ -526,6 +538,22 @@ class Export:
                 f"reads it with line {line} quarantined",
             )
         block.bad.append(Bad(line, key or None, f"the file ends mid-record: {why}"))
+
+    def _drop_ctrl_z(self, block: Block) -> None:
+        """Drop the DOS end-of-file mark (Ctrl-Z) after the last line break: old Windows
+        tools end a text file with one. It is the file's last line, and read as a record of
+        one cell (a row, or one of the wrong width), unless a quoted field runs into it (then
+        no record starts there, and the field left open is refused as ever). A file cut
+        short ends at any byte: it ends in a line break and Ctrl-Z only where a record
+        starts with Ctrl-Z, which none of a CRM's does."""
+        last = block.end - 1
+        if last in block.lines:
+            j = block.lines.index(last)
+            del block.lines[j], block.rows[j], block.texts[j]
+        elif not any(bad.line == last for bad in block.bad):
+            return
+        block.bad = [bad for bad in block.bad if bad.line != last]
+        block.records -= 1
 
     def _csv_blocks(self) -> Iterator[Block]:
         """The records through the csv module, a block at a time (exports not in UTF-8,
