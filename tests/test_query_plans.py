@@ -240,7 +240,9 @@ def test_a_pulled_record_matched_by_phone_or_email_searches_an_index(tmp_path: P
         store.conn.set_trace_callback(None)
         looked = [s for s in statements if "FROM contacts c WHERE" in s]
         assert len(looked) == 2
-        for sql in looked:
+        for sql, column in zip(looked, ("phone", "email"), strict=True):
             assert scans(store.conn, sql) == [], sql
+            plan = [row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+            assert f"SEARCH c USING INDEX contacts_{column} ({column}=?)" in plan, plan
     finally:
         store.close()
