@@ -234,7 +234,7 @@ class Projector:
                 value = row[i].strip()
                 if value and kind == "email":
                     value = normalise_email(value)
-                    if not EMAIL_RE.match(value):
+                    if not EMAIL_RE.match(value) or not value.isprintable():  # `\u200b`
                         return f"invalid email {row[i].strip()!r} in column {col!r}"
                 elif value and kind == "phone":
                     phone = normalise_phone(value, self.region)
