@@ -273,9 +273,10 @@ class Export:
             # the last bytes a line break, or the last record may be cut short (`_ending`);
             # or one DOS end-of-file mark (Ctrl-Z) after it, which is no record (`_ctrl_z`)
             tail, breaks = os.pread(fd, 4, max(0, size - 4)), _line_breaks(cfg.encoding, head)
-            self._ctrl_z = tail.endswith(CTRL_Z) and tail[:-1].endswith(breaks)
+            # (a byte of its own in an encoding whose line breaks are: not UTF-16's `\x1a\0`)
+            self._marked = tail.endswith(CTRL_Z) and len(breaks[0]) == 1
+            self._ctrl_z = self._marked and tail[:-1].endswith(breaks)
             self._unended = bool(size) and not tail.endswith(breaks) and not self._ctrl_z
-            self._marked = tail.endswith(CTRL_Z)  # (for the message when it is no end)
             misread = _misread_utf8(_chunks(fd, size), cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
             self._fh.seek(0)
@@ -1003,12 +1004,19 @@ def _hidden(row: list[str], header: list[str], key: int) -> str:
     looks like, and the contact the row is (`visible`) would look gone."""
     cell = row[key].strip()
     at, char = next((i, c) for i, c in enumerate(cell) if not c.isprintable())
-    name = unicodedata.name(char, "a control character")
+    name = unicodedata.name(char, "") or _UNNAMED.get(unicodedata.category(char), "")
     return (
         f"key column {header[key]!r} holds U+{ord(char):04X} {name} at character {at + 1} "
         f"({cell!r}), which does not show: it would be a contact of its own beside "
         f"{visible(cell)!r}; remove it from the key in the CRM (a copy-paste?) and re-export"
     )
+
+
+_UNNAMED = {
+    "Cc": "a control character",
+    "Co": "a private-use character",
+    "Cn": "an unassigned code point",
+}
 
 
 def visible(key: str) -> str:

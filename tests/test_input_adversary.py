@@ -154,6 +154,14 @@ def test_a_key_that_shows_as_itself_is_a_key() -> None:
         assert source.defect([key, "Ann"], header, "utf-8", 0) is None
     assert "NUL byte" in (source.defect(["1\x00", "Ann"], header, "utf-8", 0) or "")
     assert "byte-order mark" in (source.defect(["1\ufeff", "Ann"], header, "utf-8", 0) or "")
+    # a character with no name is named by its kind
+    for key, kind in (
+        ("1\ue000", "a private-use character"),
+        ("1\u0378", "an unassigned code point"),
+    ):
+        assert f"holds U+{ord(key[1]):04X} {kind} at character 2" in (
+            source.defect([key, "Ann"], header, "utf-8", 0) or ""
+        )
     # a name may hold a joiner (Persian, Indic scripts, emoji): only the key is held to it
     assert (
         source.defect(["1", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"], header, "utf-8", 0)
