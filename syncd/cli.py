@@ -351,11 +351,12 @@ def check(ctx: Ctx, online: bool) -> None:
     failed = []
     with open_connectors(cfg, SYSTEM) as connectors:
         try:
-            path = find_export(cfg.source, SYSTEM.now())
+            found = find_export(cfg.source, SYSTEM.now())
         except SyncdError as exc:
             click.echo(f"export: not checked ({exc})")
         else:
-            with Export(path, cfg.source) as export:
+            path = found.path
+            with Export(found, cfg.source) as export:
                 for name, vcfg in cfg.vendors.items():
                     Projector(vcfg, connectors[name], export.header, cfg.source.phone_region)
                 click.echo(

@@ -355,7 +355,7 @@ class Daemon:
     def watch_job(self) -> None:
         """Reconcile as soon as a new export has settled, between scheduled runs."""
         try:
-            path = find_export(self.cfg.source, self.clock.now())
+            path = find_export(self.cfg.source, self.clock.now()).path
         except SyncdError:
             return  # nothing new, or still being written: look again shortly
         signature = _signature(path)

@@ -222,11 +222,12 @@ def _reconcile(
     progress: Display | None,
 ) -> None:
     now = clock.now()
-    path = find_export(cfg.source, now)
+    found = find_export(cfg.source, now)
+    path = found.path
     targets = check_names(cfg, vendors)  # before anything is written
-    with Export(path, cfg.source, force=force) as export:
+    with Export(found, cfg.source, force=force) as export:  # the file found, or refused
         if progress:
-            progress.reading(path, path.stat().st_size, lambda: export.position)
+            progress.reading(path, found.stat.st_size, lambda: export.position)
         if not dry_run:
             for name in targets:
                 store.requeue_failed(name, cfg.vendors[name].delivery.max_attempts, now)

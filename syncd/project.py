@@ -22,7 +22,7 @@ from sqlite_utils.utils import hash_record
 
 from syncd.config import Config, SourceConfig, VendorConfig
 from syncd.errors import ConfigError
-from syncd.source import Bad, Export, defect
+from syncd.source import Bad, Export, defect, visible
 from syncd.vendors.base import Connector, Contact
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
@@ -234,7 +234,7 @@ class Projector:
                 value = row[i].strip()
                 if value and kind == "email":
                     value = normalise_email(value)
-                    if not EMAIL_RE.match(value):
+                    if not EMAIL_RE.match(value) or not value.isprintable():  # `\u200b`
                         return f"invalid email {row[i].strip()!r} in column {col!r}"
                 elif value and kind == "phone":
                     phone = normalise_phone(value, self.region)
@@ -383,9 +383,9 @@ def prepare(
             "repeats the header line: two exports one after the other in one file (the CRM's "
             "job appended instead of replacing it?); re-export it",
         )
-    problem = defect(row, export.header, source.encoding)
-    if problem:
-        return Bad(line, key, problem)
+    problem = defect(row, export.header, source.encoding, export.key_index)
+    if problem:  # held back by the key it looks like: the contact it is does not look gone
+        return Bad(line, visible(key) or None, problem)
     views: dict[str, tuple[Any, str] | str] = {}
     email = phone = None
     for name, proj in projectors.items():

@@ -15,6 +15,7 @@ import io
 import os
 import re
 import stat
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from functools import partial
 from itertools import accumulate, compress, islice, repeat
 from operator import add, attrgetter, itemgetter
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -44,6 +45,7 @@ LONG = 1 << 16  # bytes in a line the raw path leaves to the csv module (see `_p
 # a header past these is not a CRM's (and would cost seconds per check on every run)
 MAX_COLUMNS = 4096
 MAX_HEADER = 1024 * 1024  # characters in the header's first line
+CTRL_Z = b"\x1a"  # DOS's end-of-file mark, which old Windows tools end a text file with
 SKEW = 2.0  # seconds a file's modification time may be ahead of the clock (a share's)
 
 csv.field_size_limit(FIELD_LIMIT)
@@ -70,7 +72,16 @@ class Bad:
             object.__setattr__(self, "key", raw.decode("utf-8", "backslashreplace"))
 
 
-def find_export(cfg: SourceConfig, now: datetime) -> Path:
+class Found(NamedTuple):
+    """The export `find_export` judged settled, and the look (`os.stat`) it judged on:
+    `Export` reads that file or none (the CRM's job may rename a new one over the path
+    between the two)."""
+
+    path: Path
+    stat: os.stat_result
+
+
+def find_export(cfg: SourceConfig, now: datetime) -> Found:
     """The export to read: the path itself, or the newest settled file matching the glob.
 
     Each match is looked at once (`os.stat`): the CRM's job may remove or rename one
@@ -90,15 +101,15 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
                     hint=_unreadable_hint(exc),
                 ) from None
             if stat.S_ISREG(st.st_mode):
-                found.append((st.st_mtime, Path(name)))
+                found.append((st.st_mtime, Path(name), st))
             else:
                 other = f"{name} is {kind_of(st.st_mode)}"
         if not found:
             raise _no_match(pattern, other)
         found.sort(key=itemgetter(0), reverse=True)
-        for mtime, path in found:
+        for mtime, path, st in found:
             if _settled(path, mtime, now, cfg.settle_seconds):
-                return path
+                return Found(path, st)
         _raise_not_settled(found[0][1], found[0][0], now, cfg.settle_seconds)
     path = Path(pattern)
     try:
@@ -118,7 +129,13 @@ def find_export(cfg: SourceConfig, now: datetime) -> Path:
         )
     if not _settled(path, st.st_mtime, now, cfg.settle_seconds):
         _raise_not_settled(path, st.st_mtime, now, cfg.settle_seconds)
-    return path
+    return Found(path, st)
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int, int]:
+    """Which file, at which length and modification: a file renamed over the path, or
+    written to, is another version."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _no_match(pattern: str, other: str) -> SourceError:
@@ -210,12 +227,22 @@ class Export:
     """An open export: header, key column index and a stream of rows."""
 
     def __init__(
-        self, path: Path, cfg: SourceConfig, *, force: bool = False, header_only: bool = False
+        self,
+        path: Path | Found,
+        cfg: SourceConfig,
+        *,
+        force: bool = False,
+        header_only: bool = False,
     ) -> None:
-        """`force`: read an export that ends mid-record (the CRM's job died while writing
+        """`path`: what `find_export` found, which must still be the file it judged settled
+        when it is opened (else `NotSettledError`); or a path nobody judged (`syncd init`).
+        `force`: read an export that ends mid-record (the CRM's job died while writing
         it) with that record quarantined, rather than refuse it (`GuardError`).
         `header_only`: read and check the header alone, with no key (`syncd init` reads it
         to find the key); nothing else of the export may be used."""
+        self._judged: os.stat_result | None = None
+        if isinstance(path, Found):
+            path, self._judged = path
         self.path = path
         self.cfg = cfg
         self.force = force
@@ -243,9 +270,13 @@ class Export:
         try:
             size = os.fstat(fd).st_size
             head = os.pread(fd, SNIFF_BYTES, 0)
-            # the last bytes a line break, or the last record may be cut short (`_ending`)
-            tail = os.pread(fd, 4, max(0, size - 4))
-            self._unended = bool(size) and not tail.endswith(_line_breaks(cfg.encoding, head))
+            # the last bytes a line break, or the last record may be cut short (`_ending`);
+            # or one DOS end-of-file mark (Ctrl-Z) after it, which is no record (`_ctrl_z`)
+            tail, breaks = os.pread(fd, 4, max(0, size - 4)), _line_breaks(cfg.encoding, head)
+            # (a byte of its own in an encoding whose line breaks are: not UTF-16's `\x1a\0`)
+            self._marked = tail.endswith(CTRL_Z) and len(breaks[0]) == 1
+            self._ctrl_z = self._marked and tail[:-1].endswith(breaks)
+            self._unended = bool(size) and not tail.endswith(breaks) and not self._ctrl_z
             misread = _misread_utf8(_chunks(fd, size), cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
             self._fh.seek(0)
@@ -367,6 +398,13 @@ class Export:
             raise SourceError(f"export {self.path} is {kind_of(now.st_mode)}, not a regular file")
         if self._stat is None:
             self._stat = now
+            judged = self._judged
+            if judged is not None and self.cfg.settle_seconds and _version(now) != _version(judged):
+                fh.close()  # a new file renamed over it, or written to, since it was judged
+                raise NotSettledError(
+                    f"export {self.path} changed since syncd found it settled; nothing was sent",
+                    hint="the CRM's job is writing a new export: try again shortly",
+                )
         elif (now.st_dev, now.st_ino) != (self._stat.st_dev, self._stat.st_ino):
             fh.close()  # renamed over since the header was read: its rows are not its header's
             raise self._changed("replaced")
@@ -466,20 +504,28 @@ class Export:
         quoted field never closed) unless `force`; with it, quarantine that record. First,
         refuse an export written to while it was read (`_unchanged`)."""
         self._unchanged()
+        if self._ctrl_z:
+            self._drop_ctrl_z(block)
         lines = block.lines
         at = max(range(len(lines)), key=lines.__getitem__) if lines else None
         bad = max(block.bad, key=attrgetter("line"), default=None)
+        unended = "its last line has no line break"
+        if self._marked:
+            unended += (
+                ", only a DOS end-of-file mark (Ctrl-Z, \\x1a): syncd takes one after the last "
+                "line break as the end of the file, not one in place of it"
+            )
         if bad is not None and (at is None or bad.line > lines[at]):
             if bad.reason == _UNCLOSED:
                 why = "a quoted field is never closed"
             elif self._unended:
-                why = "its last line has no line break"
+                why = unended
             else:
                 return
             line, key = bad.line, bad.key
             block.bad.remove(bad)
         elif at is not None and self._unended:
-            why = "its last line has no line break"
+            why = unended
             line, row = lines[at], block.row(at)
             key = row[self.key_index].strip() if len(row) > self.key_index else None
             del lines[at], block.rows[at], block.texts[at]
@@ -493,6 +539,22 @@ class Export:
                 f"reads it with line {line} quarantined",
             )
         block.bad.append(Bad(line, key or None, f"the file ends mid-record: {why}"))
+
+    def _drop_ctrl_z(self, block: Block) -> None:
+        """Drop the DOS end-of-file mark (Ctrl-Z) after the last line break: old Windows
+        tools end a text file with one. It is the file's last line, and read as a record of
+        one cell (a row, or one of the wrong width), unless a quoted field runs into it (then
+        no record starts there, and the field left open is refused as ever). A file cut
+        short ends at any byte: it ends in a line break and Ctrl-Z only where a record
+        starts with Ctrl-Z, which none of a CRM's does."""
+        last = block.end - 1
+        if last in block.lines:
+            j = block.lines.index(last)
+            del block.lines[j], block.rows[j], block.texts[j]
+        elif not any(bad.line == last for bad in block.bad):
+            return
+        block.bad = [bad for bad in block.bad if bad.line != last]
+        block.records -= 1
 
     def _csv_blocks(self) -> Iterator[Block]:
         """The records through the csv module, a block at a time (exports not in UTF-8,
@@ -906,9 +968,10 @@ class _Lines:
         return line.decode("utf-8", "surrogateescape")
 
 
-def defect(row: list[str], header: list[str], encoding: str) -> str | None:
+def defect(row: list[str], header: list[str], encoding: str, key: int | None = None) -> str | None:
     """Why a row cannot be used as it is: bytes the encoding cannot decode, NUL bytes, or a
-    byte-order mark (a file's first bytes, here inside a row: files joined into one).
+    byte-order mark (a file's first bytes, here inside a row: files joined into one); or,
+    in its key (column `key`), a character that prints as nothing or as a space (`visible`).
 
     Such rows are quarantined rather than repaired: a guessed repair could send a
     mangled name to a vendor, and the operator is told which column to look at.
@@ -917,7 +980,7 @@ def defect(row: list[str], header: list[str], encoding: str) -> str | None:
     if "\x00" not in joined and (
         joined.isascii() or not (_SURROGATE.search(joined) or "\ufeff" in joined)
     ):
-        return None
+        return None if key is None or row[key].strip().isprintable() else _hidden(row, header, key)
     for name, cell in zip(header, row, strict=False):
         if "\x00" in cell:
             return f"column {name!r} contains a NUL byte; re-export the file or remove the byte"
@@ -932,6 +995,38 @@ def defect(row: list[str], header: list[str], encoding: str) -> str | None:
                 "UTF-8 or set [source] encoding"
             )
     return None
+
+
+def _hidden(row: list[str], header: list[str], key: int) -> str:
+    """What is wrong with a key holding a character that does not print as itself: a
+    zero-width space, joiner or soft hyphen pasted with it (`CRM-1\\u200b`), a no-break
+    space, a control character. Sent, it would be a contact of its own beside the key it
+    looks like, and the contact the row is (`visible`) would look gone."""
+    cell = row[key].strip()
+    at, char = next((i, c) for i, c in enumerate(cell) if not c.isprintable())
+    name = unicodedata.name(char, "") or _UNNAMED.get(unicodedata.category(char), "")
+    return (
+        f"key column {header[key]!r} holds U+{ord(char):04X} {name} at character {at + 1} "
+        f"({cell!r}), which does not show: it would be a contact of its own beside "
+        f"{visible(cell)!r}; remove it from the key in the CRM (a copy-paste?) and re-export"
+    )
+
+
+_UNNAMED = {
+    "Cc": "a control character",
+    "Co": "a private-use character",
+    "Cn": "an unassigned code point",
+}
+
+
+def visible(key: str) -> str:
+    """What a key looks like: without the characters that do not show (`_hidden`), a
+    no-break space or a tab as a space. Undecodable bytes stay, for `Bad` to show."""
+    return "".join(
+        c if c.isprintable() or _SURROGATE.match(c) else " "
+        for c in key
+        if c.isprintable() or c.isspace() or _SURROGATE.match(c)
+    )
 
 
 def _misread_utf8(data: bytes | Iterable[bytes], encoding: str) -> str | None:

@@ -98,6 +98,12 @@ CORPUS: dict[str, tuple[bytes, list[tuple[int, str]], int]] = {
         [(2, "invalid email 'ann@' in column 'Email'")],
         1,
     ),
+    # pasted with a zero-width space: a second contact at a vendor that dedupes on email
+    "an_email_with_a_character_that_does_not_show": (
+        HEADER + "1,Ann,Lee,ann@example.com\u200b,,Gold\r\n".encode() + GOOD2,
+        [(2, "invalid email 'ann@example.com\\u200b' in column 'Email'")],
+        1,
+    ),
 }
 
 # name: (file bytes, exit code, message fragment): the run stops, nothing is sent

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import codecs
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from syncd import source
+from syncd import pipeline, source
 from syncd.config import SourceConfig, load
 from syncd.errors import ConfigError, GuardError, NotSettledError, SourceError
 from syncd.pipeline import opened, reconcile
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
-from syncd.source import Export
+from syncd.source import Export, visible
 from tests.helpers import World, assert_fingerprint_cache_holds, esputnik_table
 
 HEADER = b"Record ID,First Name,Last Name,Email,Phone,Segment\r\n"
@@ -96,6 +97,76 @@ def test_an_export_mostly_quarantined_is_not_refused_as_missing_contacts(
     w.export.write_bytes(rows(2))
     with pytest.raises(GuardError, match="18 of 20 known contacts"):
         w.sync()
+
+
+@pytest.mark.parametrize(
+    ("char", "named"),
+    [
+        ("\u200b", "U+200B ZERO WIDTH SPACE"),
+        ("\u200c", "U+200C ZERO WIDTH NON-JOINER"),
+        ("\u200d", "U+200D ZERO WIDTH JOINER"),
+        ("\u2060", "U+2060 WORD JOINER"),
+        ("\u00ad", "U+00AD SOFT HYPHEN"),
+        ("\u00a0", "U+00A0 NO-BREAK SPACE"),
+        ("\x1a", "U+001A a control character"),
+    ],
+)
+def test_a_key_with_a_character_that_does_not_show_is_quarantined_not_a_new_contact(
+    world: tuple[World, ESputnikSim], char: str, named: str
+) -> None:
+    """A copy-paste in the CRM puts a zero-width space into a key: `1\u200b` was sent as a
+    contact of its own (a second one at the vendor, a survey again), and contact 1 looked
+    gone. The row is quarantined naming the column and the character; contact 1 is held
+    back (kept as it was), as for any quarantined row of a known contact."""
+    w, sim = world
+    w.export.write_bytes(rows(3))
+    assert w.sync().exit_code == 0
+    extra = f"4{char}4,Bo,Lee,bo@example.com,+32470009999,Gold\r\n".encode()
+    w.export.write_bytes(rows(3).replace(b"\r\n3,", f"\r\n3{char},".encode()) + extra)
+    report = w.sync()
+    # a no-break space at either end is stripped, as any space around a key: contact 3
+    held = [] if char.isspace() else [(4, "3")]
+    assert report.plan is not None and (report.plan.quarantined, report.plan.gone) == (
+        len(held) + 1,
+        0,
+    )
+    assert gone(w) == []
+    assert sorted(c["externalCustomerId"] for c in sim.contacts()) == ["1", "2", "3"]
+    store = w.store()
+    try:
+        got = store.query("SELECT line, key, reason FROM quarantine ORDER BY line")
+        looks = "4" + visible(char) + "4"
+        assert [(r["line"], r["key"]) for r in got] == [*held, (5, looks)]
+        assert got[-1]["reason"] == (
+            f"key column 'Record ID' holds {named} at character 2 ({'4' + char + '4'!r}), which "
+            f"does not show: it would be a contact of its own beside {looks!r}; remove it from "
+            "the key in the CRM (a copy-paste?) and re-export"
+        )
+    finally:
+        store.close()
+
+
+def test_a_key_that_shows_as_itself_is_a_key() -> None:
+    """Accents, other scripts, spaces and ASCII punctuation are keys as they are; the
+    existing reasons (a NUL, a byte-order mark) still name theirs."""
+    header = ["Record ID", "Name"]
+    for key in ("Zoë-1", "ЖК 17", "客户-9", "CRM 1/2", "A_b.c#1"):
+        assert source.defect([key, "Ann"], header, "utf-8", 0) is None
+    assert "NUL byte" in (source.defect(["1\x00", "Ann"], header, "utf-8", 0) or "")
+    assert "byte-order mark" in (source.defect(["1\ufeff", "Ann"], header, "utf-8", 0) or "")
+    # a character with no name is named by its kind
+    for key, kind in (
+        ("1\ue000", "a private-use character"),
+        ("1\u0378", "an unassigned code point"),
+    ):
+        assert f"holds U+{ord(key[1]):04X} {kind} at character 2" in (
+            source.defect([key, "Ann"], header, "utf-8", 0) or ""
+        )
+    # a name may hold a joiner (Persian, Indic scripts, emoji): only the key is held to it
+    assert (
+        source.defect(["1", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"], header, "utf-8", 0)
+        is None
+    )
 
 
 # --- config values that loaded but weakened a promise, or crashed the loader ---------------
@@ -242,6 +313,52 @@ def test_an_export_replaced_while_it_is_read_is_refused_not_read_under_the_old_h
             else:  # from the file the header came from: the old export, whole
                 assert list(export.rows(lambda bad: None)) == [(2, ["1", "a@example.com", "Ann"])]
         path.write_bytes(b"Record ID,Email,Name\n1,a@example.com,Ann\n")
+
+
+@pytest.mark.parametrize("how", ["replaced", "written to"])
+def test_an_export_changed_between_its_settle_check_and_its_open_is_refused(
+    world: tuple[World, ESputnikSim], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """`find_export` judged the file settled on one look; `Export` opened the path again.
+    The CRM's job renamed a new file over it in between (or went on writing it), and syncd
+    read a file nobody had judged settled: a half-written export's rows were sent."""
+    w, sim = world
+    w.export.write_bytes(rows(3))
+    hour_ago = time.time() - 3600
+    os.utime(w.export, (hour_ago, hour_ago))
+    cfg = w.cfg
+    cfg = replace(cfg, source=replace(cfg.source, settle_seconds=30))
+    real = pipeline.find_export
+
+    def find_then_change(*args: object) -> source.Found:
+        found = real(*args)  # type: ignore[arg-type]
+        if how == "replaced":
+            new = w.folder / "new.csv"
+            new.write_bytes(HEADER + row(1, b"Half") + row(2))  # being written, a line at a time
+            os.utime(new, (hour_ago, hour_ago))  # even with the old file's times
+            os.replace(new, w.export)
+        else:
+            with w.export.open("ab") as fh:
+                fh.write(row(4))
+            os.utime(w.export, (hour_ago, hour_ago))
+        return found
+
+    monkeypatch.setattr(pipeline, "find_export", find_then_change)
+    with opened(cfg) as store, pytest.raises(NotSettledError) as err:
+        reconcile(cfg, store, w.clock)
+    assert err.value.exit_code == 3
+    assert err.value.message == (
+        f"export {w.export} changed since syncd found it settled; nothing was sent"
+    )
+    assert err.value.hint == "the CRM's job is writing a new export: try again shortly"
+    assert sim.contacts() == []
+    # with settle_seconds = 0 nothing was judged (the CRM renames whole files into place)
+    w.export.write_bytes(rows(3))
+    cfg = replace(cfg, source=replace(cfg.source, settle_seconds=0))
+    monkeypatch.setattr(pipeline, "find_export", real)
+    with opened(cfg) as store:
+        assert reconcile(cfg, store, w.clock).exit_code == 0
+    assert len(sim.contacts()) == 3
 
 
 def test_an_export_written_to_while_it_is_read_is_refused(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
+from syncd.state.pulled import match_key
 from tests.helpers import World, esputnik_table
 
 BIG = ("deliveries", "contacts", "vendor_state", "unsubscribes")
@@ -221,5 +222,27 @@ def test_scans_tells_a_scan_from_a_search(tmp_path: Path) -> None:
         assert scans(conn, "SELECT * FROM deliveries WHERE key = 'k' AND vendor = 'v'") == []
         assert scans(conn, "SELECT vendor, status, n FROM delivery_backlog") == []
         assert scans(conn, "SELECT count(*) FROM runs") == []  # not a big table
+    finally:
+        store.close()
+
+
+def test_a_pulled_record_matched_by_phone_or_email_searches_an_index(tmp_path: Path) -> None:
+    """`match_key` runs once per pulled record that our key did not match: by phone it
+    scanned every contact (no index on `contacts.phone` before m023), 19 s for a pull of
+    1,000 SMS opt-outs at 200k contacts. Its ORDER BY (sent to the vendor, then still in
+    the export) sorts the contacts sharing the number, found through the index."""
+    store = Store.open(tmp_path / "s.db")
+    try:
+        statements: list[str] = []
+        store.conn.set_trace_callback(statements.append)
+        assert match_key(store.conn, "signalvine", None, None, "+32470123456") is None
+        assert match_key(store.conn, "signalvine", None, "a@b.co", None) is None
+        store.conn.set_trace_callback(None)
+        looked = [s for s in statements if "FROM contacts c WHERE" in s]
+        assert len(looked) == 2
+        for sql, column in zip(looked, ("phone", "email"), strict=True):
+            assert scans(store.conn, sql) == [], sql
+            plan = [row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+            assert f"SEARCH c USING INDEX contacts_{column} ({column}=?)" in plan, plan
     finally:
         store.close()

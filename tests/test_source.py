@@ -115,7 +115,7 @@ def test_an_export_still_being_written_is_not_read(tmp_path: Path) -> None:
     os.utime(p, (old, old))
     newer = tmp_path / "contacts-2.csv"
     newer.write_text("Record ID\n1\n", encoding="utf-8")
-    assert find_export(c, now) == p  # the newest *settled* match
+    assert find_export(c, now).path == p  # the newest *settled* match
 
 
 @pytest.mark.parametrize("glob", [False, True])
@@ -144,7 +144,7 @@ def test_an_export_modified_in_the_future_is_named_not_waited_on_nor_passed_over
         "host that wrote it is ahead, so syncd cannot tell whether it is still being written"
     )
     assert err.value.hint is not None and "settle_seconds = 0" in err.value.hint
-    assert find_export(SourceConfig(path=path, key="Record ID", settle_seconds=0), now) == new
+    assert find_export(SourceConfig(path=path, key="Record ID", settle_seconds=0), now).path == new
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])  # the raw path, the csv module's
@@ -174,6 +174,54 @@ def test_an_export_that_ends_mid_record_is_refused_or_read_without_that_record(
 
 
 # --- the raw path reads exactly what the csv module reads --------------------------------
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])  # the raw path, the csv module's
+@pytest.mark.parametrize("end", [b"\r\n", b"\n", b"\r"])
+@pytest.mark.parametrize(
+    ("header", "rows"),
+    [
+        (b"Record ID;Name", [b"1;a", b"3;c"]),
+        (b"Record ID;Name", [b'"1";"a"', b'3;"c\nd"']),  # quoted: the csv module's records
+        (b"Record ID", [b"1", b"3"]),  # one column: the mark alone would be a key
+    ],
+)
+def test_a_dos_end_of_file_mark_after_the_last_line_is_the_end_not_a_cut(
+    tmp_path: Path, encoding: str, end: bytes, header: bytes, rows: list[bytes]
+) -> None:
+    """Old Windows tools end a text file with Ctrl-Z (`\\x1a`). After the last line break
+    it was read as a last record with no line break: the export refused as cut short every
+    night, `--force` (which gives that guard up) the only way through. It is the end of
+    the file: the records before it are whole, and it is none."""
+    p = tmp_path / "e.csv"
+    body = end.join([header, *rows]) + end
+    p.write_bytes(body)
+    _, plain = read(p, encoding=encoding)
+    p.write_bytes(body + b"\x1a")
+    _, marked = read(p, encoding=encoding)
+    assert marked == plain and len(plain) == 2 and not any(isinstance(r, Bad) for r in plain)
+    with Export(p, cfg(p, encoding=encoding)) as export:
+        assert sum(block.records for block in export.blocks()) == 2  # rows_read
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])
+@pytest.mark.parametrize("tail", [b"3;c\x1a", b"3;c\n\x1a\x1a"])
+def test_a_dos_end_of_file_mark_in_place_of_the_last_line_break_is_named(
+    tmp_path: Path, encoding: str, tail: bytes
+) -> None:
+    """Right after the last record, or twice: the last record may be cut short all the same
+    (refused, as any), and the message says what the odd byte is."""
+    p = tmp_path / "e.csv"
+    p.write_bytes(b"Record ID;Name\n1;a\n" + tail)
+    line = 4 if tail.endswith(b"\x1a\x1a") else 3
+    with pytest.raises(GuardError) as err:
+        read(p, encoding=encoding)
+    assert err.value.message == (
+        f"refused: export {p} ends mid-record at line {line} (its last line has no line "
+        "break, only a DOS end-of-file mark (Ctrl-Z, \\x1a): syncd takes one after the last "
+        "line break as the end of the file, not one in place of it): the CRM's export looks "
+        "cut short; nothing was sent"
+    )
+
+
 PIECES = [
     b"1",
     b"2",
@@ -191,6 +239,7 @@ PIECES = [
     b"a@b.co",
     b"\x1f",
     b"\xed\xa0\x80",  # the change texts' cell separator, encoded
+    b"\x1a",  # DOS's end-of-file mark (`Export._drop_ctrl_z`)
 ]
 
 
@@ -339,14 +388,14 @@ def test_a_glob_match_removed_while_it_is_looked_at_is_passed_over_or_named(
     try:
         found = find_export(c, now)
         with Export(found, c) as export:
-            assert found == (old if looks[0] >= at else new)
-            assert len(list(export.rows(print))) == (2 if found == new else 1)
+            assert found.path == (old if looks[0] >= at else new)
+            assert len(list(export.rows(print))) == (2 if found.path == new else 1)
     except SourceError as err:
         assert err.message == f"export {new} does not exist"
         assert err.hint is not None and "the CRM's job may be replacing it" in err.hint
     monkeypatch.setattr(os, "stat", real)
     new.unlink(missing_ok=True)
-    assert find_export(c, now) == old  # and the next run reads last night's
+    assert find_export(c, now).path == old  # and the next run reads last night's
 
 
 def test_an_export_removed_while_it_is_read_is_refused_as_changed(tmp_path: Path) -> None:

@@ -805,3 +805,12 @@ def m022_views_on_vendor_data(db: Database) -> None:
         ORDER BY s.vendor, s.month;
         """
     )
+
+
+@migration
+def m023_contacts_phone(db: Database) -> None:
+    """`contacts_phone`: a pulled opt-out or response matched by phone (`match_key`, when
+    neither our key nor an email matched) searched every contact, one scan per record (a
+    pull of 1,000 SMS opt-outs at 200k contacts: 19 s). Partial: a contact without a phone
+    costs it nothing."""
+    db.execute("CREATE INDEX contacts_phone ON contacts(phone) WHERE phone IS NOT NULL")
