@@ -40,7 +40,7 @@ RELATIONS: tuple[Relation, ...] = (
             "attributes": "Every column of the latest export row, as a JSON object; read one "
             """with `json_extract(attributes, '$."City"')`.""",
             "email": "Normalised email (trimmed, lower-case), used to match pulled data.",
-            "phone": "Normalised phone (E.164).",
+            "phone": "Normalised phone (E.164); indexed (m023), as pulled records are matched by it.",
             "rhash": "Fingerprint of the raw export row (the diff's fast path; not a key).",
             "first_seen": "When the contact first appeared in an export (UTC ISO 8601).",
             "updated_at": "When its row last changed.",
@@ -449,15 +449,19 @@ GROUP BY vendor, status, reason ORDER BY contacts DESC""",
     Example(
         "unsubscribed_contacts",
         "Unsubscribed contacts with their CRM segment",
-        """-- each opt-out with the contact it names, and every other contact with its email
--- (one pulled before its contact was in an export names none): as the suppression
--- matches them, except by phone (contacts.phone has no index to do that here)
+        """-- each opt-out with the contact it names, and every other contact with its email or
+-- phone (one pulled before its contact was in an export names none): as the
+-- suppression matches them
 SELECT u.vendor, u.channel, u.at, c.key, json_extract(c.attributes, '$."Segment"') AS segment
 FROM unsubscribes u JOIN contacts c ON c.key = u.key
 UNION ALL
 SELECT u.vendor, u.channel, u.at, c.key, json_extract(c.attributes, '$."Segment"')
 FROM unsubscribes u JOIN contacts c ON c.email = u.email
 WHERE c.key IS NOT u.key
+UNION ALL
+SELECT u.vendor, u.channel, u.at, c.key, json_extract(c.attributes, '$."Segment"')
+FROM unsubscribes u JOIN contacts c ON c.phone = u.phone
+WHERE c.key IS NOT u.key AND coalesce(c.email = u.email, 0) = 0
 ORDER BY at DESC""",
     ),
     Example(

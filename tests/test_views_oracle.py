@@ -814,8 +814,8 @@ def test_unsubscribed_contacts_lists_whom_the_suppression_holds_back_by_email(
 ) -> None:
     """An opt-out pulled before its contact was in an export names no contact (the pull
     matches keys as it stores them), yet the suppression holds that contact back by its
-    email, and any other contact with that email too: the example lists them all. It
-    joined on `unsubscribes.key` alone, so it listed neither."""
+    email or phone, and any other contact with that email or phone too: the example lists
+    them all, each once. It joined on `unsubscribes.key` alone, so it listed neither."""
     from syncd.state import pulled
 
     store = Store.open(tmp_path / "s.db")
@@ -825,16 +825,19 @@ def test_unsubscribed_contacts_lists_whom_the_suppression_holds_back_by_email(
             for vendor_id, email in (("u1", "Early@Example.com"), ("u2", "b@example.com")):
                 row = {"vendor_id": vendor_id, "email": email, "channel": "email", "at": t}
                 pulled.save_unsubscribe(store.db, "esputnik", row, t)
+            sms = {"vendor_id": "u3", "phone": "+32470000009", "channel": "sms", "at": t}
+            pulled.save_unsubscribe(store.db, "signalvine", sms, t)
             c.executemany(
-                "INSERT INTO contacts (key, attributes, email, rhash, first_seen, updated_at) "
-                "VALUES (?, ?, ?, 0, ?, ?)",
+                "INSERT INTO contacts (key, attributes, email, phone, rhash, first_seen, "
+                "updated_at) VALUES (?, ?, ?, ?, 0, ?, ?)",
                 [
-                    (k, json.dumps({"Segment": s}), e, t, t)
-                    for k, s, e in (
-                        ("a", "Retail", "early@example.com"),
-                        ("a2", "SMB", "early@example.com"),  # shares a's email
-                        ("b", "Public", "b@example.com"),
-                        ("z", "Retail", "z@example.com"),  # never unsubscribed
+                    (k, json.dumps({"Segment": s}), e, p, t, t)
+                    for k, s, e, p in (
+                        ("a", "Retail", "early@example.com", None),
+                        ("a2", "SMB", "early@example.com", None),  # shares a's email
+                        ("b", "Public", "b@example.com", "+32470000009"),  # and p's phone
+                        ("p", "SMB", None, "+32470000009"),
+                        ("z", "Retail", "z@example.com", None),  # never unsubscribed
                     )
                 ],
             )
@@ -843,13 +846,18 @@ def test_unsubscribed_contacts_lists_whom_the_suppression_holds_back_by_email(
                 store.db, "esputnik", {"vendor_id": "u2", "email": "b@example.com"}, t
             )
         assert store.scalar("SELECT key FROM unsubscribes WHERE vendor_id = 'u1'") is None
-        held = store.suppressions(
-            ["email"], {k: (e, None) for k, e in store.query("SELECT key, email FROM contacts")}
-        )
+        reach = {k: (e, p) for k, e, p in store.query("SELECT key, email, phone FROM contacts")}
+        held = store.suppressions(["any"], reach)
         example = next(e for e in EXAMPLES if e.name == "unsubscribed_contacts")
-        got = sorted(r["key"] for r in store.query(example.sql))
-        assert got == ["a", "a2", "b"]
-        assert set(held) <= set(got)
+        got = sorted((r["vendor"], r["key"]) for r in store.query(example.sql))
+        assert got == [
+            ("esputnik", "a"),
+            ("esputnik", "a2"),
+            ("esputnik", "b"),
+            ("signalvine", "b"),
+            ("signalvine", "p"),
+        ]
+        assert set(held) == {key for _, key in got}
     finally:
         store.close()
 
