@@ -25,6 +25,7 @@ suite) runs by default; the 150-kill loop, at Hello Customer's real pace, with `
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import sys
 import time
@@ -75,7 +76,9 @@ class PullLoop(KillLoop):
             self.hc.min_interval = FAST
             self.syncd = FAST_SYNCD
         self.first = (datetime.now(UTC) - timedelta(days=2)).date()  # Hello Customer's backfill
-        config = self.config.read_text(encoding="utf-8").replace(
+        # its own backfill start in place of the crash loop's (a week)
+        config = re.sub(r"(?m)^first_date = .*\n", "", self.config.read_text(encoding="utf-8"))
+        config = config.replace(
             "[vendors.hellocustomer]\n",
             f'[vendors.hellocustomer]\nfirst_date = "{self.first}"\n'
             f"lookback_days = {LOOKBACK_DAYS}\n",
