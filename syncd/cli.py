@@ -446,7 +446,13 @@ def withdraw(ctx: Ctx, vendors: tuple[str, ...], unknown: bool, dry_run: bool) -
     # the vendor may have these: added back, it would be sent them again
     maybe = () if unknown else ("in_flight", "unknown")
     statuses = [s for s in OPEN_STATUSES if s not in maybe]
-    with _stoppable() as stop, opened(cfg, lock=not dry_run, create=False) as store:
+    # a dry run takes no lock, so it reads the store as it is (`opened(dry_run=True)`):
+    # migrating it without the lock would leave a service of the version before on a store
+    # from a newer syncd, and a 0-byte file would become a store
+    with (
+        _stoppable() as stop,
+        opened(cfg, lock=not dry_run, create=False, dry_run=dry_run) as store,
+    ):
         backlog = store.backlog()
 
         def listed(name: str, of: Sequence[str]) -> str:
@@ -564,7 +570,11 @@ def prune(ctx: Ctx, dry_run: bool) -> None:
     from syncd.pipeline import opened
 
     cfg, keep = ctx.cfg, ctx.cfg.store
-    with _stoppable() as stop, opened(cfg, lock=not dry_run, create=False) as store:
+    # a dry run takes no lock, so it reads the store as it is, never migrating it (`withdraw`)
+    with (
+        _stoppable() as stop,
+        opened(cfg, lock=not dry_run, create=False, dry_run=dry_run) as store,
+    ):
         n = store.prune(
             SYSTEM.now(),
             runs_days=keep.keep_runs_days,
