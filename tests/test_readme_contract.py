@@ -542,3 +542,60 @@ def test_every_number_a_vendor_takes_is_held_to_a_range(
     path = write_config(tmp_path, {vendor: "http://127.0.0.1:9"}, {vendor: table})
     with pytest.raises(ConfigError, match=rf"\[vendors.{vendor}\] {key}: "):
         load(path)
+
+
+# --- "Running under systemd" against the shipped unit ---------------------------------------
+
+UNIT = Path(__file__).parent.parent / "systemd" / "syncd.service"
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """The unit's `Key=value` lines: key → its values, in order."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def seconds(value: str) -> float:
+    """A systemd time span of the forms this unit uses (`120`, `120s`, `10s`, `5min`)."""
+    match = re.fullmatch(r"(\d+)\s*(s|min)?", value)
+    assert match, value
+    return float(match[1]) * (60 if match[2] == "min" else 1)
+
+
+def test_the_systemd_section_describes_the_shipped_unit() -> None:
+    text = " ".join(section("Running under systemd").split())
+    unit = unit_settings()
+    # "(`systemd/syncd.service`: `Type=notify`, `WatchdogSec=120`, `Restart=on-failure`; ..."
+    shown = re.search(r"\(`systemd/syncd\.service`: ((?:`\w+=[^`]+`, )+`\w+=[^`]+`);", text)
+    assert shown, "the section no longer quotes the unit's directives"
+    for directive in re.findall(r"`(\w+)=([^`]+)`", shown[1]):
+        key, value = directive
+        assert key in unit, f"the unit has no {key}="
+        if key.endswith("Sec"):
+            assert seconds(unit[key][0]) == seconds(value), key
+        else:
+            assert unit[key] == [value], key
+    kind = f"Type={unit['Type'][0]}"
+    assert kind in (cli.commands["run"].help or ""), "syncd run --help"
+    assert f"(systemd `{kind}`)" in section("Commands"), "the Commands table's run row"
+    watchdog = seconds(unit["WatchdogSec"][0])
+    assert f"stops pinging for {watchdog:g} s (watchdog)" in text
+    assert f"systemd restarts it after {seconds(unit['RestartSec'][0]):g} s" in text
+    assert unit["RestartPreventExitStatus"] == ["2"] and "(exit 2) is not restarted" in text
+    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"] and "(SIGHUP)" in text
+    assert unit["User"] == ["syncd"] and unit["Group"] == ["syncd-analysts"]
+    assert unit["SupplementaryGroups"] == ["syncd"] and "`SupplementaryGroups=syncd`" in text
+    assert unit["StateDirectory"] == ["syncd"] and unit["StateDirectoryMode"] == ["2750"]
+    assert "| `/var/lib/syncd/` | syncd:syncd-analysts | 2750 |" in text
+    assert unit["LoadCredential"] == ["syncd:/etc/syncd/credentials"]
+    assert "`LoadCredential=syncd:/etc/syncd/credentials`" in text
+    assert unit["ProtectHome"] == ["yes"] and unit["ProtectSystem"] == ["strict"]
+    assert unit["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+    assert unit["CapabilityBoundingSet"] == [""]
+    assert "ExecStart=/opt/syncd/bin/syncd --config /etc/syncd/syncd.toml run" in " ".join(
+        f"ExecStart={v}" for v in unit["ExecStart"]
+    )
