@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# `syncd demo` stages contact 5's refusal and a duplicate of contact 3 (syncd.demo); with
+# fewer than 4 contacts it failed with a traceback
+DEMO_MIN_CONTACTS = 10
+
 
 class Ctx:
     def __init__(self, config: str | None, log_level: str) -> None:
@@ -201,8 +205,8 @@ def run(ctx: Ctx) -> None:
 @click.option(
     "--rebaseline/--no-rebaseline",
     default=True,
-    help="when a trigger vendor's on_change (or syncd's digest) changed, survey every contact "
-    "it makes differ instead of re-baselining",
+    help="when a trigger vendor's on_change (or syncd's digest) changed: re-baseline the "
+    "contacts it makes differ (the default), or with --no-rebaseline survey them",
 )
 @pass_ctx
 def sync(
@@ -443,7 +447,13 @@ def withdraw(ctx: Ctx, vendors: tuple[str, ...], unknown: bool, dry_run: bool) -
     # the vendor may have these: added back, it would be sent them again
     maybe = () if unknown else ("in_flight", "unknown")
     statuses = [s for s in OPEN_STATUSES if s not in maybe]
-    with _stoppable() as stop, opened(cfg, lock=not dry_run, create=False) as store:
+    # a dry run takes no lock, so it reads the store as it is (`opened(dry_run=True)`):
+    # migrating it without the lock would leave a service of the version before on a store
+    # from a newer syncd, and a 0-byte file would become a store
+    with (
+        _stoppable() as stop,
+        opened(cfg, lock=not dry_run, create=False, dry_run=dry_run) as store,
+    ):
         backlog = store.backlog()
 
         def listed(name: str, of: Sequence[str]) -> str:
@@ -504,7 +514,13 @@ def schema(database: str | None) -> None:
 
 @cli.command()
 @click.option("--dir", "folder", type=click.Path(path_type=Path), help="keep the demo here")
-@click.option("--contacts", default=200, show_default=True, help="contacts in the sample export")
+@click.option(
+    "--contacts",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=DEMO_MIN_CONTACTS),
+    help="contacts in the sample export",
+)
 def demo(folder: Path | None, contacts: int) -> None:
     """Run the whole cycle against the built-in simulators, in a temporary folder."""
     _store_libraries()
@@ -514,13 +530,20 @@ def demo(folder: Path | None, contacts: int) -> None:
 
 
 @cli.command()
-@click.option("--port", default=8600, show_default=True, help="first port; one per vendor")
-@click.option("--host", default="127.0.0.1", show_default=True)
-def sandbox(port: int, host: str) -> None:
+@click.option(
+    "--port",
+    default=8600,
+    show_default=True,
+    # the five simulators take P to P+4: a port past 65535 wrapped round (70000 served on
+    # 4464, 65532 on 0 and 1)
+    type=click.IntRange(0, 65535 - 4),
+    help="first port; one per vendor (0: any free ones)",
+)
+def sandbox(port: int) -> None:
     """Serve the five vendor simulators on loopback until interrupted."""
     from syncd.demo import serve_sandbox
 
-    serve_sandbox(host, port, echo=click.echo)
+    serve_sandbox("127.0.0.1", port, echo=click.echo)
 
 
 @cli.command("init")
@@ -548,7 +571,11 @@ def prune(ctx: Ctx, dry_run: bool) -> None:
     from syncd.pipeline import opened
 
     cfg, keep = ctx.cfg, ctx.cfg.store
-    with _stoppable() as stop, opened(cfg, lock=not dry_run, create=False) as store:
+    # a dry run takes no lock, so it reads the store as it is, never migrating it (`withdraw`)
+    with (
+        _stoppable() as stop,
+        opened(cfg, lock=not dry_run, create=False, dry_run=dry_run) as store,
+    ):
         n = store.prune(
             SYSTEM.now(),
             runs_days=keep.keep_runs_days,

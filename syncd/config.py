@@ -55,6 +55,11 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
 }
 
 
+def _bound(value: float) -> str:
+    """A range's end as the operator writes it: 2147483647, not 2.14748e+09."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     path: str
@@ -236,7 +241,9 @@ class _Table:
         value = self.get(key, kind, default)
         low, high, unit = BOUNDS[key]
         if not low <= value <= high:
-            raise self.error(f"must be between {low:g} and {high:g} ({unit}), not {value!r}", key)
+            raise self.error(
+                f"must be between {_bound(low)} and {_bound(high)} ({unit}), not {value!r}", key
+            )
         return value
 
     def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -694,7 +701,7 @@ def _load_vendor(
         bounds = opt.bounds or ((0.0, DAY) if opt.type is float else None)
         if bounds and value is not None and not bounds[0] <= value <= bounds[1]:
             raise table.error(
-                f"must be between {bounds[0]:g} and {bounds[1]:g}, not {value!r}", key
+                f"must be between {_bound(bounds[0])} and {_bound(bounds[1])}, not {value!r}", key
             )
         if opt.secret and value is not None:
             value = resolve_secret(value, table, key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from syncd.analyst import markdown
 from syncd.config import DeliveryConfig
@@ -26,6 +27,14 @@ def _default(value: object) -> str:
     if isinstance(value, str):
         return f'`"{value}"`'
     return f"`{value!r}`"
+
+
+def default_batch(cls: type[Connector]) -> int:
+    """The batch a connector sends with no `batch_size` set: its `batch_size` property read
+    without one (Hello Customer's is 100, not its maximum of 1000: each split of a refused
+    batch costs a second of pacing)."""
+    unset = SimpleNamespace(config=SimpleNamespace(batch_size=None), max_batch=cls.max_batch)
+    return int(cls.batch_size.fget(unset))  # type: ignore[attr-defined]
 
 
 def vendor_section(cls: type[Connector]) -> str:
@@ -49,7 +58,7 @@ def vendor_section(cls: type[Connector]) -> str:
         "|---|---|---|",
         "| `base_url` | | the API's scheme://host[:port] |",
         f"| `mapping` | | the mapping file (example: `syncd/mappings/{cls.name}.toml`) |",
-        f"| `batch_size` | `{cls.max_batch}` | contacts a request, at most {cls.max_batch} |",
+        f"| `batch_size` | `{default_batch(cls)}` | contacts a request, at most {cls.max_batch} |",
     ]
     if cls.streams:
         quoted = ", ".join(f'"{s}"' for s in cls.streams)

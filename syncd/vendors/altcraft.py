@@ -113,7 +113,9 @@ class Altcraft(Connector):
     max_bytes = 10_000_000
     options: ClassVar[dict[str, Option]] = {
         "token": Option(str, required=True, secret=True, help="the API token (sent in the body)"),
-        "trigger_id": Option(int, required=True, help="the trigger campaign's number"),
+        "trigger_id": Option(
+            int, required=True, help="the trigger campaign's number", bounds=(1, 2**31 - 1)
+        ),
         "matching": Option(str, default="email", choices=tuple(MATCHING)),
         "field_name": Option(str, help="the Altcraft profile field, when matching = 'custom'"),
         "min_interval": Option(float, default=0.0, help="seconds between calls per token"),

@@ -103,7 +103,9 @@ class ESputnik(Connector):
             choices=DEDUPE,
             help="how eSputnik finds an existing contact without an externalCustomerId match",
         ),
-        "field_id": Option(int, help="the custom field id, required when dedupe_on = 'fieldId'"),
+        "field_id": Option(
+            int, help="the custom field id, required when dedupe_on = 'fieldId'", bounds=(0, INT32)
+        ),
         "groups": Option(list, default=[], help="segments to add the contacts to"),
         "groups_exclude": Option(list, default=[], help="segments to take them out of"),
         "event_key_new": Option(

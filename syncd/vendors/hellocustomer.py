@@ -183,7 +183,9 @@ class HelloCustomer(Connector):
             str, help="name, ISO code or GUID used when a contact's language is empty/unknown"
         ),
         "first_date": Option(str, help="pull backfill start (YYYY-MM-DD); default 90 days back"),
-        "lookback_days": Option(int, default=7, help="days re-read on every pull"),
+        "lookback_days": Option(
+            int, default=7, help="days re-read on every pull", bounds=(0, 3650)
+        ),
         "window_days": Option(
             int,
             default=7,
