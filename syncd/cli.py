@@ -11,6 +11,7 @@ module on every TAB, load none of it; tests/test_startup.py holds that.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import gc
 import json
@@ -435,7 +436,17 @@ def withdraw(ctx: Ctx, vendors: tuple[str, ...], unknown: bool, dry_run: bool) -
     from syncd.state import OPEN_STATUSES, WITHDRAWN
 
     cfg = ctx.cfg
+    from syncd.vendors import REGISTRY
+
     for name in vendors:  # every name is checked before anything is done
+        if name not in REGISTRY:  # a typo said "no open deliveries", exit 0
+            near = difflib.get_close_matches(name, sorted(REGISTRY), 1)
+            raise ConfigError(
+                f"withdraw --vendor {name}: no such vendor",
+                hint=(f"did you mean {near[0]!r}? " if near else "")
+                + "vendors are: "
+                + ", ".join(sorted(REGISTRY)),
+            )
         if name in cfg.vendors:
             raise ConfigError(
                 f"{name} is in the config: `syncd withdraw` closes the open deliveries of a "

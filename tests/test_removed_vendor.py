@@ -296,6 +296,19 @@ def test_withdraw_refuses_a_vendor_that_is_in_the_config(
     assert ledger(removed) == before  # survey's too: nothing is done until every name is good
 
 
+def test_withdraw_refuses_a_name_no_vendor_has_with_the_nearest(
+    removed: MemoryWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo said "survy: no open deliveries" and exited 0: the operator took survey's
+    deliveries for withdrawn."""
+    before = ledger(removed)
+    code, out, err = syncd(monkeypatch, removed, "withdraw", "--vendor", "survy")
+    assert (code, out) == (2, "")
+    assert err.startswith("syncd: withdraw --vendor survy: no such vendor\n"), err
+    assert "did you mean 'survey'?" in err, err
+    assert ledger(removed) == before
+
+
 def test_a_vendor_added_back_is_sent_only_what_differs_from_what_it_acknowledged(
     removed: MemoryWorld,
     remotes: dict[str, Remote],
