@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +14,7 @@ import numpy as np
 
 from syncd.clock import SystemClock
 from syncd.config import Config, load
+from syncd.daemon import Daemon
 from syncd.pipeline import RunReport, opened, reconcile
 from syncd.sample import HEADER, write_export
 from syncd.state import Store
@@ -103,3 +108,34 @@ def esputnik_table(url: str, **extra: Any) -> tuple[str, str]:
 
 
 __all__ = ["HEADER", "World", "assert_fingerprint_cache_holds", "esputnik_table"]
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """Run the block as a uid the kernel holds to file modes (nobody, when we are root)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
+
+
+def start_service(config: Path) -> int:
+    """`syncd run` through its start-up, stopped as soon as it is scheduled (its exit
+    status); a refusal raises. The signal handlers it installs are put back."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    daemon = Daemon(config, SystemClock())
+    daemon.stop.set()
+    try:
+        return daemon.run()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

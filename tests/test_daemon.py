@@ -27,9 +27,8 @@ from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
-from tests.helpers import World, esputnik_table
+from tests.helpers import World, esputnik_table, unprivileged
 from tests.hostile import HostileProxy
-from tests.test_store_faults import unprivileged
 
 SYNCD = [sys.executable, "-m", "syncd.cli"]
 

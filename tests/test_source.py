@@ -8,7 +8,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from syncd.errors import GuardError, NotSettledError, SourceError
 from syncd.sample import rows as sample_rows
 from syncd.sample import write_export
 from syncd.source import Bad, Export, defect, find_export
+from tests.helpers import unprivileged
 
 
 def cfg(path: Path, **kw: object) -> SourceConfig:
@@ -405,24 +405,6 @@ def test_an_export_removed_while_it_is_read_is_refused_as_changed(tmp_path: Path
         path.unlink()
         with pytest.raises(NotSettledError, match=r"changed while it was read \(removed\)"):
             list(export.rows(print))
-
-
-@contextmanager
-def unprivileged() -> Iterator[None]:
-    """Run the block as a uid the kernel holds to file modes (nobody, when we are root)."""
-    if os.geteuid() != 0:
-        yield
-        return
-    groups = os.getgroups()
-    os.setgroups([])
-    os.setegid(65534)
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-        os.setgroups(groups)
 
 
 def test_an_export_syncd_may_not_read_is_named_with_the_uid_to_let_in(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
 from syncd.state.schema import KNOWN, migrations
-from tests.helpers import World, esputnik_table
+from tests.helpers import World, esputnik_table, unprivileged
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 SYNCD = [sys.executable, "-m", "syncd.cli"]
@@ -122,24 +121,6 @@ def test_a_store_another_connection_keeps_locked_says_so(
 
 
 # --- no write permission -----------------------------------------------------------------
-@contextmanager
-def unprivileged() -> Iterator[None]:
-    """Run the block as a uid the kernel holds to file modes (nobody, when we are root)."""
-    if os.geteuid() != 0:
-        yield
-        return
-    groups = os.getgroups()
-    os.setgroups([])
-    os.setegid(65534)
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-        os.setgroups(groups)
-
-
 @pytest.fixture
 def reachable() -> Iterator[Path]:
     """A folder the unprivileged uid can reach (pytest's tmp_path is root's alone)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import signal
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from syncd.errors import ConfigError, RetriableError
 from syncd.lock import InstanceLock
 from syncd.sample import rows
 from syncd.state import Store
+from tests.helpers import start_service
 from tests.memory import MemoryWorld, Remote, memory_vendors
 
 N = 5
@@ -54,16 +54,7 @@ def known(folder: Path, remotes: dict[str, Remote]) -> MemoryWorld:
 
 
 def start(world: MemoryWorld) -> int:
-    """`syncd run` through its start-up, stopped as soon as it is scheduled (its exit
-    status); a refusal raises. The signal handlers it installs are put back."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    daemon = Daemon(world.folder / "syncd.toml", SystemClock())
-    daemon.stop.set()
-    try:
-        return daemon.run()
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    return start_service(world.folder / "syncd.toml")
 
 
 def run_count(world: MemoryWorld) -> int:

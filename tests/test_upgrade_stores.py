@@ -16,7 +16,6 @@ import io
 import json
 import re
 import shutil
-import signal
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
@@ -31,13 +30,12 @@ from click.testing import CliRunner, Result
 
 from syncd.analyst import EXAMPLES, RELATIONS
 from syncd.cli import cli
-from syncd.clock import SystemClock
-from syncd.daemon import Daemon
 from syncd.errors import ConfigError, StoreError
 from syncd.sandbox import SIMULATORS, Simulator, Stack
 from syncd.state import Store
 from syncd.state.schema import KNOWN, migrations
 from syncd.vendors.hellocustomer import HelloCustomer
+from tests.helpers import start_service
 
 FIXTURES = Path(__file__).parent / "fixtures" / "upgrade"
 # each release's folder, and its store: one missing (a checkout that dropped the .db files)
@@ -419,19 +417,6 @@ def test_an_upgrade_stopped_in_a_migration_is_taken_up_again(
         assert applied == KNOWN[: KNOWN.index(entry.name)], entry.name
         Store.open(db).close()
         assert schema_of(db) == want, entry.name
-
-
-def start_service(config: Path) -> int:
-    """`syncd run` through its start-up, stopped as soon as it is scheduled (its exit
-    status); a refusal raises. The signal handlers it installs are put back."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    daemon = Daemon(config, SystemClock())
-    daemon.stop.set()
-    try:
-        return daemon.run()
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
 
 
 @pytest.mark.parametrize("release", RELEASES)
