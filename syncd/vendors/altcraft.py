@@ -113,8 +113,10 @@ class Altcraft(Connector):
     max_bytes = 10_000_000
     options: ClassVar[dict[str, Option]] = {
         "token": Option(str, required=True, secret=True, help="the API token (sent in the body)"),
+        # 0 is no campaign: `syncd init` writes it as the placeholder, and Altcraft answers
+        # it as a campaign not found (`check --online` names trigger_id)
         "trigger_id": Option(
-            int, required=True, help="the trigger campaign's number", bounds=(1, 2**31 - 1)
+            int, required=True, help="the trigger campaign's number", bounds=(0, 2**31 - 1)
         ),
         "matching": Option(str, default="email", choices=tuple(MATCHING)),
         "field_name": Option(str, help="the Altcraft profile field, when matching = 'custom'"),
