@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,17 @@ externalCustomerId = "Record ID"
 [metadata]
 "101" = "Segment"
 """
+
+
+# Hello Customer's call spacing (one a second) shortened on both sides, simulator and
+# connector, where a test's subject is not the pacing: `FAST_SYNCD` is the syncd command
+FAST = 0.1
+FAST_SYNCD = [
+    sys.executable,
+    "-c",
+    "import sys; from syncd.vendors.hellocustomer import HelloCustomer as H; "
+    f"H.min_interval = {FAST}; sys.argv[0] = 'syncd'; from syncd.cli import main; main()",
+]
 
 
 class World:

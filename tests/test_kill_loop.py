@@ -421,7 +421,7 @@ def assert_promises(figures: Figures) -> None:
 
 
 def test_a_short_kill_loop(tmp_path: Path) -> None:
-    figures = kill_loop(tmp_path, kills=15, seed=1)
+    figures = kill_loop(tmp_path, kills=10, seed=1)
     assert_promises(figures)
 
 

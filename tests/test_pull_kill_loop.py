@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import sys
 import time
 from collections import Counter
 from contextlib import closing
@@ -42,6 +41,7 @@ from syncd.sandbox import Stack
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.sandbox.hellocustomer import HelloCustomerSim
 from syncd.sandbox.signalvine import SignalVineSim
+from tests.helpers import FAST, FAST_SYNCD
 from tests.test_kill_loop import CLEAN_EVERY, Figures, KillLoop
 from tests.test_kill_loop import assert_promises as assert_sync_promises
 
@@ -51,13 +51,6 @@ BACKDATE = timedelta(hours=2)
 SV_LOOKBACK = timedelta(seconds=300)  # SignalVine's `pull_lookback` (its default)
 PARTICIPANTS = 600  # two SignalVine pages of 500
 ES_BURST = 1100  # two eSputnik pages of 1000
-FAST = 0.1  # Hello Customer's call spacing in the short loop, simulator and connector
-FAST_SYNCD = [
-    sys.executable,
-    "-c",
-    "import sys; from syncd.vendors.hellocustomer import HelloCustomer as H; "
-    f"H.min_interval = {FAST}; sys.argv[0] = 'syncd'; from syncd.cli import main; main()",
-]
 
 
 def _at(text: str) -> datetime:

@@ -10,7 +10,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from datetime import date, timedelta
@@ -24,8 +23,9 @@ from werkzeug.wrappers import Request, Response
 from syncd.demo import SANDBOX_TABLES, demo_rows, write_config
 from syncd.sample import write_export
 from syncd.sandbox import SIMULATORS, Stack
+from tests.helpers import FAST, FAST_SYNCD
 
-SYNCD = [sys.executable, "-m", "syncd.cli"]
+SYNCD = FAST_SYNCD  # the pulls pace Hello Customer at 0.1 s, not 1 s: pacing is not the subject
 
 MARKERS = {
     "esputnik": "MARKER-esputnik-api-key-3f9c1",
@@ -46,7 +46,9 @@ def simulators() -> dict[str, object]:
         "signalvine": SIMULATORS["signalvine"](  # type: ignore[call-arg]
             token=MARKERS["signalvine_token"], secret=MARKERS["signalvine_secret"]
         ),
-        "hellocustomer": SIMULATORS["hellocustomer"](token=MARKERS["hellocustomer"]),  # type: ignore[call-arg]
+        "hellocustomer": SIMULATORS["hellocustomer"](  # type: ignore[call-arg]
+            token=MARKERS["hellocustomer"], min_interval=FAST
+        ),
     }
 
 
