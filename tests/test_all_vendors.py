@@ -236,3 +236,70 @@ def test_status_json_follows_its_documented_schema(tmp_path: Path, stack: Stack)
     assert set(data["vendors"]) == set(SANDBOX_TABLES)
     assert data["runs"][0]["kind"] == "pull" and data["cursors"]
     assert data["quarantine"]["rows"]  # the demo export's bad rows
+
+
+class _Later(SystemClock):
+    """The real clock, moved on by whole days."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.days = 0
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(days=self.days)
+
+
+def test_a_survey_queued_long_ago_still_holds_back_another_vendor_s_survey(
+    tmp_path: Path, stack: Stack
+) -> None:
+    """min_days_between_surveys counts a survey still waiting to be sent (pending) however
+    long ago it was queued: it goes when its vendor is next delivered to. Counted only when
+    queued within the last min_days, a survey queued at Altcraft 4 days before (the contact's
+    date unreadable for Dropthought then, a `sync --vendor dropthought`) was forgotten when
+    its date changed again: Dropthought surveyed it, and Altcraft's old survey went too, in
+    the same run — two surveys of one person within 3 days."""
+    from syncd.sample import row
+    from syncd.sandbox.altcraft import AltcraftSim
+    from syncd.sandbox.dropthought import DropthoughtSim
+    from tests.helpers import World
+
+    dropthought, altcraft = DropthoughtSim(), AltcraftSim()
+    urls = {
+        name: stack.add(sim).url
+        for name, sim in (("dropthought", dropthought), ("altcraft", altcraft))
+    }
+    from syncd.demo import mapping_text
+
+    world = World(
+        tmp_path,
+        {
+            name: (f'base_url = "{urls[name]}"\n{SANDBOX_TABLES[name]}', mapping_text(name))
+            for name in ("dropthought", "altcraft")
+        },
+    )
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        config.read_text("utf-8") + "[suppression]\nmin_days_between_surveys = 3\n", "utf-8"
+    )
+    world.clock = clock = _Later()
+    contact = row(0, __import__("random").Random(0))
+    contact[10] = "2026-03-01 09:00:00"  # Closed Date
+    other = row(1, __import__("random").Random(1))
+    other[10] = ""
+    world.write([contact, other])
+    assert world.sync().exit_code == 0  # surveyed by Dropthought; Altcraft: within min_days
+    assert dropthought.participants()[0]["record"]["CRM ID"] == contact[0]
+    assert sum(p["triggers"] for p in dropthought.participants()) == 2
+    clock.days = 4
+    contact[10] = "05/13/2026"  # month 13 under DMY: quarantined for Dropthought only
+    world.write([contact, other])
+    world.sync(vendors=["dropthought"])  # Altcraft's survey queued, not sent
+    assert sum(altcraft.triggers().values()) == 0
+    clock.days = 8
+    contact[10] = "2026-03-09 09:00:00"
+    world.write([contact, other])
+    world.sync()
+    surveys = sum(
+        p["triggers"] for p in dropthought.participants() if p["record"]["CRM ID"] == contact[0]
+    ) + sum(altcraft.triggers().values())
+    assert surveys == 2, "the contact was surveyed twice within min_days_between_surveys"

@@ -186,7 +186,10 @@ class LedgerModel(RuleBasedStateMachine):
         self.seen: dict[str, int] = dict.fromkeys(VENDORS, 0)  # request log (or respondents) read
         self.faults: dict[str, str] = {}  # armed for the next command
         self.rejected: dict[str, set[str]] = {}  # vendor → keys refused in the current command
-        self.unknown: dict[int, tuple[str, str, Any]] = {}  # delivery id → (vendor, key, sig)
+        self.unknown: dict[int, tuple[str, str, Any]] = {}
+        self.unknown_at: dict[
+            int, int
+        ] = {}  # delivery id → the step it was first seen unknown  # delivery id → (vendor, key, sig)
         self.sigs: dict[int, Any] = {}  # delivery id → sig (payloads are pruned)
         self.last_run_killed = False
         self.last_command = ""
@@ -586,13 +589,17 @@ class LedgerModel(RuleBasedStateMachine):
                 again = [
                     r
                     for r in self.receipts
-                    if r.step == self.step and (r.vendor, r.key, r.sig) == (vendor, key, sig)
+                    if r.step > self.unknown_at[did]
+                    and (r.vendor, r.key, r.sig) == (vendor, key, sig)
                 ]
                 assert not again, f"unknown delivery {did} re-sent by {last_command}"
         for d in deliveries:
             if d["status"] == "unknown":
                 now_unknown[d["id"]] = (d["vendor"], d["key"], self.sigs.get(d["id"]))
+                self.unknown_at.setdefault(d["id"], self.step)
         self.unknown = now_unknown
+        if last_command == "retry --unknown":  # what it re-sent may be received again
+            self.unknown_at = dict.fromkeys(now_unknown, self.step)
         if not self.last_run_killed:
             assert not running, f"runs left running: {[r['id'] for r in running]}"
 

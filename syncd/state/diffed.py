@@ -290,16 +290,20 @@ class DiffStore:
     def surveyed(
         self, keys: Sequence[str], vendors: Sequence[str], since: str
     ) -> dict[str, tuple[str, str | None]]:
-        """Keys surveyed by one of `vendors` since `since`, or planned to be (pending):
-        key → (vendor, when sent, None if not sent yet), the latest send."""
+        """Keys surveyed by one of `vendors` since `since`, or planned to be: key → (vendor,
+        when sent, None if not sent yet), the latest send. A planned survey (pending, in
+        flight, or failed and retried by the next run) counts however long ago it was
+        queued: it goes when its vendor is next delivered to, so a survey elsewhere now
+        would come within min_days of it (and the diff does not withdraw it for that)."""
         if not keys or not vendors:
             return {}
         rows = self.conn.execute(  # the keys as JSON: one statement, see `suppressions`
             f"SELECT key, vendor, max(sent_at) FROM deliveries INDEXED BY deliveries_key "
             f"WHERE key IN (SELECT value FROM json_each(?)) "
             f"AND vendor IN ({','.join('?' * len(vendors))}) "
-            "AND status IN ('pending', 'sent', 'unknown', 'in_flight') "
-            "AND coalesce(sent_at, updated_at) >= ? GROUP BY key",
+            "AND (status IN ('pending', 'in_flight', 'failed') "
+            "OR status IN ('sent', 'unknown') AND coalesce(sent_at, updated_at) >= ?) "
+            "GROUP BY key",
             (orjson.dumps(list(keys)).decode(), *vendors, since),
         )
         return {key: (vendor, when) for key, vendor, when in rows}
