@@ -45,12 +45,13 @@ from syncd.project import (
 from syncd.redefine import Redefinitions
 from syncd.source import Bad, Export
 from syncd.state import Store, iso
-from syncd.state.diffed import Chunk, DiffStore, Stored
+from syncd.state.diffed import SPARED, Chunk, DiffStore, Stored
 from syncd.vendors.base import Connector
 
 CHUNK = 2000  # candidates compared and written at a time (3 x CHUNK SQL parameters at most)
 PIECE = 20_000  # contacts a first sync writes between commits (about 20-50 MB of WAL)
 SAMPLES = 5
+_NONE = object()  # no digest: equal to none
 
 
 class Differ:
@@ -303,10 +304,11 @@ class Differ:
                     and proj.same_before(cand.row, attributes, self.header),
                     suppressed=suppressed,
                     suppress_upserts=sup.upserts,
-                    too_soon=f"surveyed by {surveyor} {when}: within min_days_between_surveys"
+                    too_soon=f"surveyed by {surveyor} {when}: {SPARED}"
                     f" = {sup.min_days_between_surveys}"
                     if surveyor and sup.min_days_between_surveys > 0
                     else None,
+                    spared=held.spared.get((name, cand.key), _NONE) == digest,
                 )
             )
             vplan.counts[d.count] += 1

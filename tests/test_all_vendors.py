@@ -249,16 +249,9 @@ class _Later(SystemClock):
         return super().now() + timedelta(days=self.days)
 
 
-def test_a_survey_queued_long_ago_still_holds_back_another_vendor_s_survey(
-    tmp_path: Path, stack: Stack
-) -> None:
-    """min_days_between_surveys counts a survey still waiting to be sent (pending) however
-    long ago it was queued: it goes when its vendor is next delivered to. Counted only when
-    queued within the last min_days, a survey queued at Altcraft 4 days before (the contact's
-    date unreadable for Dropthought then, a `sync --vendor dropthought`) was forgotten when
-    its date changed again: Dropthought surveyed it, and Altcraft's old survey went too, in
-    the same run — two surveys of one person within 3 days."""
-    from syncd.sample import row
+def _two_trigger_vendors(tmp_path: Path, stack: Stack) -> tuple[Any, Any, Any, _Later]:
+    """Dropthought, then Altcraft, min_days_between_surveys = 3, a clock moved by days."""
+    from syncd.demo import mapping_text
     from syncd.sandbox.altcraft import AltcraftSim
     from syncd.sandbox.dropthought import DropthoughtSim
     from tests.helpers import World
@@ -268,8 +261,6 @@ def test_a_survey_queued_long_ago_still_holds_back_another_vendor_s_survey(
         name: stack.add(sim).url
         for name, sim in (("dropthought", dropthought), ("altcraft", altcraft))
     }
-    from syncd.demo import mapping_text
-
     world = World(
         tmp_path,
         {
@@ -282,6 +273,55 @@ def test_a_survey_queued_long_ago_still_holds_back_another_vendor_s_survey(
         config.read_text("utf-8") + "[suppression]\nmin_days_between_surveys = 3\n", "utf-8"
     )
     world.clock = clock = _Later()
+    return world, dropthought, altcraft, clock
+
+
+def test_a_survey_skipped_for_min_days_is_not_sent_later_when_another_column_changes(
+    tmp_path: Path, stack: Stack
+) -> None:
+    """A skip for min_days_between_surveys is a suppression, not a deferral. A new contact
+    is surveyed by Dropthought, and Altcraft skips it ("surveyed by dropthought in this
+    run"); days later only its Notes change (a column no vendor maps), or it leaves the
+    export and comes back as it was: Altcraft surveyed it then, for the change Dropthought
+    had surveyed, since it never acknowledged the contact."""
+    from syncd.sample import row
+
+    world, dropthought, altcraft, clock = _two_trigger_vendors(tmp_path, stack)
+    rng = __import__("random").Random(0)
+    contacts = [row(i, rng) for i in range(3)]
+    for c in contacts:
+        c[10] = "2026-03-01 09:00:00"  # Closed Date
+    world.write(contacts)
+    assert world.sync().exit_code == 0
+    assert sum(p["triggers"] for p in dropthought.participants()) == 3
+    assert altcraft.triggers() == {}
+    clock.days = 4
+    contacts[0][14] = "called back"  # Notes: mapped by nobody
+    world.write(contacts[:2])  # contact 2 leaves the export
+    assert world.sync(force=True).exit_code == 0
+    world.write(contacts)  # ... and comes back unchanged
+    assert world.sync().exit_code == 0
+    assert altcraft.triggers() == {}
+    assert sum(p["triggers"] for p in dropthought.participants()) == 3
+    contacts[1][10] = "2026-03-05 09:00:00"  # a real change is surveyed, once
+    world.write(contacts)
+    assert world.sync().exit_code == 0
+    assert sum(p["triggers"] for p in dropthought.participants()) == 4
+    assert altcraft.triggers() == {}
+
+
+def test_a_survey_queued_long_ago_still_holds_back_another_vendor_s_survey(
+    tmp_path: Path, stack: Stack
+) -> None:
+    """min_days_between_surveys counts a survey still waiting to be sent (pending) however
+    long ago it was queued: it goes when its vendor is next delivered to. Counted only when
+    queued within the last min_days, a survey queued at Altcraft 4 days before (the contact's
+    date unreadable for Dropthought then, a `sync --vendor dropthought`) was forgotten when
+    its date changed again: Dropthought surveyed it, and Altcraft's old survey went too, in
+    the same run — two surveys of one person within 3 days."""
+    from syncd.sample import row
+
+    world, dropthought, altcraft, clock = _two_trigger_vendors(tmp_path, stack)
     contact = row(0, __import__("random").Random(0))
     contact[10] = "2026-03-01 09:00:00"  # Closed Date
     other = row(1, __import__("random").Random(1))

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, repeat
 from typing import Any, NamedTuple
 
@@ -29,6 +29,8 @@ QUEUED = tuple(s for s in OPEN_STATUSES if s != Status.IN_FLIGHT)
 BASELINED = "recorded as acknowledged without sending (--baseline)"
 # closed and not sent: held back (`deliveries_held`)
 HELD = (Status.SKIPPED.value, Status.SUPERSEDED.value)
+# in the reason of a survey skipped for coming too soon after another (`Differ._vendors`)
+SPARED = "within min_days_between_surveys"
 
 
 class Stored(NamedTuple):
@@ -48,6 +50,8 @@ class Chunk:
     stored: dict[str, Stored]  # key → its contact row
     acked: dict[tuple[str, str], Any]  # (vendor, key) → the digest the vendor acknowledged
     open: dict[tuple[str, str], tuple[int, str, Any]]  # → the newest open (id, status, digest)
+    # → the digest of the newest delivery, when that is a skip for min_days_between_surveys
+    spared: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
 class DiffStore:
@@ -274,18 +278,26 @@ class DiffStore:
         # delivery sent (or replaced) since carries nothing: the push supersedes it, so
         # data like its own must be sent again, not taken for carried already
         opened: dict[tuple[str, str], tuple[int, str, Any]] = {}
-        for did, v, k, status, h in self.conn.execute(
+        spared: dict[tuple[str, str], Any] = {}
+        for did, v, k, status, h, reason in self.conn.execute(
             # by key: without statistics the planner would rather scan a big table than
             # look thousands of keys up
-            f"SELECT id, vendor, key, status, hash FROM deliveries INDEXED BY deliveries_key "
-            f"WHERE key IN ({marks}) AND status != 'skipped' ORDER BY id",
+            "SELECT id, vendor, key, status, hash, reason FROM deliveries INDEXED BY "
+            f"deliveries_key WHERE key IN ({marks}) ORDER BY id",
             keys,
         ):
+            if status == "skipped":
+                if SPARED in (reason or ""):
+                    spared[(v, k)] = h
+                else:
+                    spared.pop((v, k), None)
+                continue
+            spared.pop((v, k), None)
             if status in OPEN_STATUSES:
                 opened[(v, k)] = (did, status, h)
             else:
                 opened.pop((v, k), None)
-        return Chunk(stored, acked, opened)
+        return Chunk(stored, acked, opened, spared)
 
     def surveyed(
         self, keys: Sequence[str], vendors: Sequence[str], since: str
