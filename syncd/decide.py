@@ -46,6 +46,9 @@ class Facts:
     suppressed: str | None = None  # why an opt-out stops it (unsubscribed at a vendor)
     suppress_upserts: bool = False  # `[suppression] upserts`: opt-outs stop upserts too
     too_soon: str | None = None  # why a survey now would come too soon after another
+    # a trigger vendor's newest delivery of the contact is a min_days skip of this very
+    # data: a suppression, not a deferral (sent again only when the watched columns change)
+    spared: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ def decide(f: Facts) -> Decision:
         return Decision(Act.REBASELINE, "rebaselined", kind)
     if f.open_status is not None and f.open_digest == f.digest:
         return Decision(Act.ALREADY, "already_" + f.open_status, kind)
+    if f.trigger and f.spared:  # looked at again (another column changed, it came back)
+        return Decision(Act.NOTHING, "unchanged")
     if f.suppressed and (f.trigger or f.suppress_upserts):
         return Decision(Act.SKIP, "skipped", kind, f.suppressed)
     if f.trigger and f.too_soon:

@@ -45,12 +45,13 @@ from syncd.project import (
 from syncd.redefine import Redefinitions
 from syncd.source import Bad, Export
 from syncd.state import Store, iso
-from syncd.state.diffed import Chunk, DiffStore, Stored
+from syncd.state.diffed import SPARED, Chunk, DiffStore, Stored
 from syncd.vendors.base import Connector
 
 CHUNK = 2000  # candidates compared and written at a time (3 x CHUNK SQL parameters at most)
 PIECE = 20_000  # contacts a first sync writes between commits (about 20-50 MB of WAL)
 SAMPLES = 5
+_NONE = object()  # no digest: equal to none
 
 
 class Differ:
@@ -191,13 +192,19 @@ class Differ:
         """Record a quarantined row (for `vendor` only, or for all). `row=False`: the row was
         quarantined for another vendor already; `plan.quarantined` counts rows, not entries."""
         self.plan.quarantined += row
-        if row and vendor is None and self.plan.first_bad is None:
-            self.plan.first_bad = f"line {line}: {why}"
+        if row and vendor is None:
+            self._unusable(line, why)
         if vendor:
             self.plan.vendors[vendor].counts["quarantined"] += 1
         elif key and line:
             self.held_back.setdefault(key, line)
         self.db.quarantine(line, key, vendor, why)
+
+    def _unusable(self, line: int | None, why: str) -> None:
+        """A row quarantined for every vendor (the guard refuses an export of only such)."""
+        self.plan.unusable += 1
+        if self.plan.first_bad is None:
+            self.plan.first_bad = f"line {line}: {why}"
 
     def _duplicate(self, line: int, key: str, first: int) -> None:
         why = f"duplicate key {key!r}: line {first} has it too (the first wins)"
@@ -268,6 +275,9 @@ class Differ:
         """Decide and record each vendor's delta for one row; False if it was quarantined
         for any. `surveyor` surveyed the contact lately (`when`), or does in this run."""
         clean, sup = True, self.cfg.suppression
+        refused = [v for v in cand.views.values() if isinstance(v, str)]
+        if refused and len(refused) == len(self.projectors):
+            self._unusable(cand.line, refused[0])
         for name, proj in self.projectors.items():
             vplan, view = self.plan.vendors[name], cand.views[name]
             if isinstance(view, str):
@@ -294,10 +304,11 @@ class Differ:
                     and proj.same_before(cand.row, attributes, self.header),
                     suppressed=suppressed,
                     suppress_upserts=sup.upserts,
-                    too_soon=f"surveyed by {surveyor} {when}: within min_days_between_surveys"
+                    too_soon=f"surveyed by {surveyor} {when}: {SPARED}"
                     f" = {sup.min_days_between_surveys}"
                     if surveyor and sup.min_days_between_surveys > 0
                     else None,
+                    spared=held.spared.get((name, cand.key), _NONE) == digest,
                 )
             )
             vplan.counts[d.count] += 1

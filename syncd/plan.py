@@ -49,7 +49,8 @@ class Plan:
     run_id: int
     export: str
     rows_read: int = 0
-    quarantined: int = 0
+    quarantined: int = 0  # rows quarantined for any vendor
+    unusable: int = 0  # rows quarantined for every vendor: sendable to none
     known: int = 0
     unchanged: int = 0
     gone: int = 0
@@ -65,8 +66,10 @@ class Plan:
         return [n for v in self.vendors.values() if (n := v.notice(dry_run))]
 
     def all_quarantined(self) -> bool:
-        """Every row read is quarantined: nothing was lost, and --force would not help."""
-        return self.rows_read > 0 and self.rows_read - self.quarantined <= 0
+        """Every row read is quarantined for every vendor: nothing was lost, and --force
+        would not help. (A row quarantined for some vendors only is still sent to the
+        others: an export of such rows is no export to refuse.)"""
+        return self.rows_read > 0 and self.rows_read - self.unusable <= 0
 
     def guard(self, max_drop: float, force: bool) -> str | None:
         """Why this export must not be applied (truncated or empty), or None."""

@@ -236,3 +236,110 @@ def test_status_json_follows_its_documented_schema(tmp_path: Path, stack: Stack)
     assert set(data["vendors"]) == set(SANDBOX_TABLES)
     assert data["runs"][0]["kind"] == "pull" and data["cursors"]
     assert data["quarantine"]["rows"]  # the demo export's bad rows
+
+
+class _Later(SystemClock):
+    """The real clock, moved on by whole days."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.days = 0
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(days=self.days)
+
+
+def _two_trigger_vendors(tmp_path: Path, stack: Stack) -> tuple[Any, Any, Any, _Later]:
+    """Dropthought, then Altcraft, min_days_between_surveys = 3, a clock moved by days."""
+    from syncd.demo import mapping_text
+    from syncd.sandbox.altcraft import AltcraftSim
+    from syncd.sandbox.dropthought import DropthoughtSim
+    from tests.helpers import World
+
+    dropthought, altcraft = DropthoughtSim(), AltcraftSim()
+    urls = {
+        name: stack.add(sim).url
+        for name, sim in (("dropthought", dropthought), ("altcraft", altcraft))
+    }
+    world = World(
+        tmp_path,
+        {
+            name: (f'base_url = "{urls[name]}"\n{SANDBOX_TABLES[name]}', mapping_text(name))
+            for name in ("dropthought", "altcraft")
+        },
+    )
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        config.read_text("utf-8") + "[suppression]\nmin_days_between_surveys = 3\n", "utf-8"
+    )
+    world.clock = clock = _Later()
+    return world, dropthought, altcraft, clock
+
+
+def test_a_survey_skipped_for_min_days_is_not_sent_later_when_another_column_changes(
+    tmp_path: Path, stack: Stack
+) -> None:
+    """A skip for min_days_between_surveys is a suppression, not a deferral. A new contact
+    is surveyed by Dropthought, and Altcraft skips it ("surveyed by dropthought in this
+    run"); days later only its Notes change (a column no vendor maps), or it leaves the
+    export and comes back as it was: Altcraft surveyed it then, for the change Dropthought
+    had surveyed, since it never acknowledged the contact."""
+    from syncd.sample import row
+
+    world, dropthought, altcraft, clock = _two_trigger_vendors(tmp_path, stack)
+    rng = __import__("random").Random(0)
+    contacts = [row(i, rng) for i in range(3)]
+    for c in contacts:
+        c[10] = "2026-03-01 09:00:00"  # Closed Date
+    world.write(contacts)
+    assert world.sync().exit_code == 0
+    assert sum(p["triggers"] for p in dropthought.participants()) == 3
+    assert altcraft.triggers() == {}
+    clock.days = 4
+    contacts[0][14] = "called back"  # Notes: mapped by nobody
+    world.write(contacts[:2])  # contact 2 leaves the export
+    assert world.sync(force=True).exit_code == 0
+    world.write(contacts)  # ... and comes back unchanged
+    assert world.sync().exit_code == 0
+    assert altcraft.triggers() == {}
+    assert sum(p["triggers"] for p in dropthought.participants()) == 3
+    contacts[1][10] = "2026-03-05 09:00:00"  # a real change is surveyed, once
+    world.write(contacts)
+    assert world.sync().exit_code == 0
+    assert sum(p["triggers"] for p in dropthought.participants()) == 4
+    assert altcraft.triggers() == {}
+
+
+def test_a_survey_queued_long_ago_still_holds_back_another_vendor_s_survey(
+    tmp_path: Path, stack: Stack
+) -> None:
+    """min_days_between_surveys counts a survey still waiting to be sent (pending) however
+    long ago it was queued: it goes when its vendor is next delivered to. Counted only when
+    queued within the last min_days, a survey queued at Altcraft 4 days before (the contact's
+    date unreadable for Dropthought then, a `sync --vendor dropthought`) was forgotten when
+    its date changed again: Dropthought surveyed it, and Altcraft's old survey went too, in
+    the same run — two surveys of one person within 3 days."""
+    from syncd.sample import row
+
+    world, dropthought, altcraft, clock = _two_trigger_vendors(tmp_path, stack)
+    contact = row(0, __import__("random").Random(0))
+    contact[10] = "2026-03-01 09:00:00"  # Closed Date
+    other = row(1, __import__("random").Random(1))
+    other[10] = ""
+    world.write([contact, other])
+    assert world.sync().exit_code == 0  # surveyed by Dropthought; Altcraft: within min_days
+    assert dropthought.participants()[0]["record"]["CRM ID"] == contact[0]
+    assert sum(p["triggers"] for p in dropthought.participants()) == 2
+    clock.days = 4
+    contact[10] = "05/13/2026"  # month 13 under DMY: quarantined for Dropthought only
+    world.write([contact, other])
+    world.sync(vendors=["dropthought"])  # Altcraft's survey queued, not sent
+    assert sum(altcraft.triggers().values()) == 0
+    clock.days = 8
+    contact[10] = "2026-03-09 09:00:00"
+    world.write([contact, other])
+    world.sync()
+    surveys = sum(
+        p["triggers"] for p in dropthought.participants() if p["record"]["CRM ID"] == contact[0]
+    ) + sum(altcraft.triggers().values())
+    assert surveys == 2, "the contact was surveyed twice within min_days_between_surveys"

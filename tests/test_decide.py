@@ -56,6 +56,11 @@ TABLE: list[tuple[str, Facts, Decision]] = [
         replace(SAME, open_status="unknown", open_digest="d1"),
         Decision(Act.NOTHING, "unchanged"),
     ),
+    (
+        "a trigger vendor spared this very data for min_days is not sent it later",
+        replace(NEW, spared=True, **TRIGGER),
+        Decision(Act.NOTHING, "unchanged"),
+    ),
     ("--baseline acknowledges", replace(NEW, baseline=True), Decision(Act.ACK, "baseline", "new")),
     (
         "--baseline wins over everything that would send",

@@ -406,6 +406,40 @@ def test_an_export_whose_every_row_is_quarantined_says_why_not_that_contacts_wer
     assert sim.contacts() == []
 
 
+def test_an_export_whose_rows_one_vendor_refuses_is_sent_to_the_others(tmp_path: Path) -> None:
+    """Every row without a phone, which SignalVine needs (quarantined for it only): the
+    guard took them for an export of nothing usable and refused it whole, naming no reason
+    ("quarantined (None)"), and eSputnik, which takes them, was sent nothing."""
+    import random
+
+    from syncd.demo import SANDBOX_TABLES, mapping_text
+    from syncd.sample import row, write_export
+    from syncd.sandbox.signalvine import SignalVineSim
+
+    es, sv = ESputnikSim(), SignalVineSim()
+    with Server(es) as es_server, Server(sv) as sv_server:
+        w = World(
+            tmp_path,
+            {
+                "esputnik": esputnik_table(es_server.url),
+                "signalvine": (
+                    f'base_url = "{sv_server.url}"\n{SANDBOX_TABLES["signalvine"]}',
+                    mapping_text("signalvine"),
+                ),
+            },
+        )
+        data = [row(i, random.Random(i)) for i in range(2)]
+        for r in data:
+            r[4] = ""  # Phone
+        write_export(w.export, data)
+        report = w.sync()
+        assert report.exit_code == 0, report.summary()
+        assert report.plan is not None and report.plan.quarantined == 2
+        assert report.plan.vendors["signalvine"].counts["quarantined"] == 2
+        assert sorted(c["externalCustomerId"] for c in es.contacts()) == [r[0] for r in data]
+        assert sv.participants_by_customer() == {}
+
+
 @pytest.mark.parametrize(
     ("data", "delimiter", "hint"),
     [

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, repeat
 from typing import Any, NamedTuple
 
@@ -29,6 +29,8 @@ QUEUED = tuple(s for s in OPEN_STATUSES if s != Status.IN_FLIGHT)
 BASELINED = "recorded as acknowledged without sending (--baseline)"
 # closed and not sent: held back (`deliveries_held`)
 HELD = (Status.SKIPPED.value, Status.SUPERSEDED.value)
+# in the reason of a survey skipped for coming too soon after another (`Differ._vendors`)
+SPARED = "within min_days_between_surveys"
 
 
 class Stored(NamedTuple):
@@ -48,6 +50,8 @@ class Chunk:
     stored: dict[str, Stored]  # key → its contact row
     acked: dict[tuple[str, str], Any]  # (vendor, key) → the digest the vendor acknowledged
     open: dict[tuple[str, str], tuple[int, str, Any]]  # → the newest open (id, status, digest)
+    # → the digest of the newest delivery, when that is a skip for min_days_between_surveys
+    spared: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
 class DiffStore:
@@ -274,32 +278,44 @@ class DiffStore:
         # delivery sent (or replaced) since carries nothing: the push supersedes it, so
         # data like its own must be sent again, not taken for carried already
         opened: dict[tuple[str, str], tuple[int, str, Any]] = {}
-        for did, v, k, status, h in self.conn.execute(
+        spared: dict[tuple[str, str], Any] = {}
+        for did, v, k, status, h, reason in self.conn.execute(
             # by key: without statistics the planner would rather scan a big table than
             # look thousands of keys up
-            f"SELECT id, vendor, key, status, hash FROM deliveries INDEXED BY deliveries_key "
-            f"WHERE key IN ({marks}) AND status != 'skipped' ORDER BY id",
+            "SELECT id, vendor, key, status, hash, reason FROM deliveries INDEXED BY "
+            f"deliveries_key WHERE key IN ({marks}) ORDER BY id",
             keys,
         ):
+            if status == "skipped":
+                if SPARED in (reason or ""):
+                    spared[(v, k)] = h
+                else:
+                    spared.pop((v, k), None)
+                continue
+            spared.pop((v, k), None)
             if status in OPEN_STATUSES:
                 opened[(v, k)] = (did, status, h)
             else:
                 opened.pop((v, k), None)
-        return Chunk(stored, acked, opened)
+        return Chunk(stored, acked, opened, spared)
 
     def surveyed(
         self, keys: Sequence[str], vendors: Sequence[str], since: str
     ) -> dict[str, tuple[str, str | None]]:
-        """Keys surveyed by one of `vendors` since `since`, or planned to be (pending):
-        key → (vendor, when sent, None if not sent yet), the latest send."""
+        """Keys surveyed by one of `vendors` since `since`, or planned to be: key → (vendor,
+        when sent, None if not sent yet), the latest send. A planned survey (pending, in
+        flight, or failed and retried by the next run) counts however long ago it was
+        queued: it goes when its vendor is next delivered to, so a survey elsewhere now
+        would come within min_days of it (and the diff does not withdraw it for that)."""
         if not keys or not vendors:
             return {}
         rows = self.conn.execute(  # the keys as JSON: one statement, see `suppressions`
             f"SELECT key, vendor, max(sent_at) FROM deliveries INDEXED BY deliveries_key "
             f"WHERE key IN (SELECT value FROM json_each(?)) "
             f"AND vendor IN ({','.join('?' * len(vendors))}) "
-            "AND status IN ('pending', 'sent', 'unknown', 'in_flight') "
-            "AND coalesce(sent_at, updated_at) >= ? GROUP BY key",
+            "AND (status IN ('pending', 'in_flight', 'failed') "
+            "OR status IN ('sent', 'unknown') AND coalesce(sent_at, updated_at) >= ?) "
+            "GROUP BY key",
             (orjson.dumps(list(keys)).decode(), *vendors, since),
         )
         return {key: (vendor, when) for key, vendor, when in rows}
