@@ -788,11 +788,7 @@ def test_a_page_the_vendor_served_but_syncd_never_got_leaves_the_cursor_before_i
     sim, path, every, first = lost_sim(vendor, clock)
     with Server(sim) as server, HostileProxy(server.url) as proxy:
         cfg = lost_world(vendor, tmp_path, proxy.url, clock, monkeypatch)
-        who, options = LOST[kind]
-        if who == "vendor":  # at every attempt
-            sim.faults.add(kind, path=path, after=1, count=99, **options)
-        else:
-            proxy.plan(kind, acted=True, path=path, after=1, count=99)
+        lose(kind, sim, proxy, path, count=99)  # at every attempt
         report, _ = pulled(cfg, clock, "SELECT 1")
         assert report.exit_code == 1, report.summary()
         assert asked_again(proxy, path) == cfg.vendors[vendor].delivery.retries  # bounded
@@ -813,6 +809,16 @@ def test_a_page_the_vendor_served_but_syncd_never_got_leaves_the_cursor_before_i
         report, _ = pulled(cfg, clock, "SELECT 1")
         assert report.exit_code == 0, report.summary()
         assert lost_held(vendor, cfg)[0] == sorted(every)
+
+
+def lose(kind: str, sim: Any, proxy: HostileProxy, path: str, count: int) -> None:
+    """The answers to `path`'s pages after the first lost `kind`'s way, `count` times: by
+    the vendor (`LOST`'s "vendor") or by the proxy after the vendor served them."""
+    who, options = LOST[kind]
+    if who == "vendor":
+        sim.faults.add(kind, path=path, after=1, count=count, **options)
+    else:
+        proxy.plan(kind, acted=True, path=path, after=1, count=count)
 
 
 def asked_again(proxy: HostileProxy, path: str) -> int:
@@ -837,11 +843,7 @@ def test_a_page_whose_answer_is_lost_once_is_read_again_in_the_same_pull(
     sim, path, every, _first = lost_sim(vendor, clock)
     with Server(sim) as server, HostileProxy(server.url) as proxy:
         cfg = lost_world(vendor, tmp_path, proxy.url, clock, monkeypatch)
-        who, options = LOST[kind]
-        if who == "vendor":
-            sim.faults.add(kind, path=path, after=1, count=1, **options)
-        else:
-            proxy.plan(kind, acted=True, path=path, after=1, count=1)
+        lose(kind, sim, proxy, path, count=1)
         report, _ = pulled(cfg, clock, "SELECT 1")
         assert report.exit_code == 0, report.summary()
         assert asked_again(proxy, path) == 1
