@@ -207,6 +207,18 @@ def test_a_row_changed_since_its_send_was_queued_is_acknowledged_as_it_is_now(
     assert remotes["shop"].keys() == [data[0][0]]
 
 
+def city_watched(folder: Path, remotes: dict[str, Remote]) -> tuple[MemoryWorld, list[list[str]]]:
+    """A survey vendor watching City, every contact of the export surveyed once."""
+    world = MemoryWorld(folder, {"survey": remotes["survey"]})
+    (folder / "survey.toml").write_text(
+        '[fields]\nemail = "Email"\n[trigger]\non_change = ["City"]\n', encoding="utf-8"
+    )
+    data = list(rows(N))
+    world.write(data)
+    assert world.sync().exit_code == 0
+    return world, data
+
+
 def test_a_stale_survey_still_queued_is_not_what_the_baseline_acknowledges(
     tmp_path: Path, remotes: dict[str, Remote]
 ) -> None:
@@ -214,13 +226,7 @@ def test_a_stale_survey_still_queued_is_not_what_the_baseline_acknowledges(
     then back to D: the vendor holds D, the export says D, and the fast path skips the row.
     The baseline acknowledges D, what the export holds, not the queued D2, and supersedes
     the D2 survey: a later change to exactly D2 is a change, and surveys."""
-    world = MemoryWorld(tmp_path, {"survey": remotes["survey"]})
-    (tmp_path / "survey.toml").write_text(
-        '[fields]\nemail = "Email"\n[trigger]\non_change = ["City"]\n', encoding="utf-8"
-    )
-    data = list(rows(N))
-    world.write(data)
-    assert world.sync().exit_code == 0
+    world, data = city_watched(tmp_path, remotes)
     surveyed_for = world.acknowledged("survey")
     key = data[0][0]
     moved = [row(0, random.Random(0), version=1), *data[1:]]
@@ -253,13 +259,7 @@ def unsubscribed_then_moved(folder: Path, remotes: dict[str, Remote]) -> tuple[M
     """A survey vendor watching City, everyone surveyed; then a contact unsubscribed and its
     City changed: its survey is skipped, and the vendor's acknowledgement stays the old
     City. The same export again: the fast path hides the row, nothing is queued for it."""
-    world = MemoryWorld(folder, {"survey": remotes["survey"]})
-    (folder / "survey.toml").write_text(
-        '[fields]\nemail = "Email"\n[trigger]\non_change = ["City"]\n', encoding="utf-8"
-    )
-    data = list(rows(N))
-    world.write(data)
-    assert world.sync().exit_code == 0
+    world, data = city_watched(folder, remotes)
     key = data[0][0]
     sql(
         world,
