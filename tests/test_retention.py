@@ -517,9 +517,13 @@ def test_a_backup_while_another_connection_commits_is_the_store_as_it_began(
     ballast(store, 2000)  # 2,000 steps of a page
     before = store.scalar("SELECT count(*) FROM runs")
     other = Store.open(store.path)
-    done, commits = threading.Event(), []
+    began, done, commits = threading.Event(), threading.Event(), []
+    # the writer starts once the backup holds its snapshot (its first step is done): a
+    # commit made before then is rightly in the copy, and would make `before` wrong
+    monkeypatch.setattr(syncd.state, "_between_steps", lambda *_: began.set())
 
     def commit() -> None:  # until the backup ends, or 10 s
+        began.wait(10)
         while not done.is_set() and len(commits) < 10_000:
             commits.append(add_run(other, "pull", RECENT))
             done.wait(0.001)
