@@ -477,7 +477,7 @@ def skipped_reasons(d: Data) -> list[tuple[Any, ...]]:
 
 # more for a hunt: SYNCD_ORACLE_EXAMPLES=2000 pytest -n0 tests/test_views_oracle.py
 SETTINGS = settings(
-    max_examples=int(os.environ.get("SYNCD_ORACLE_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("SYNCD_ORACLE_EXAMPLES", "40")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

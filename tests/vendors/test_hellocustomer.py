@@ -448,11 +448,11 @@ def test_a_real_time_sync_sees_no_429(tmp_path: Path) -> None:
 
 
 # --- pull -------------------------------------------------------------------------------
-def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
+def test_a_120_day_backfill_of_2000_answers_then_lookback_and_edits(
     tmp_path: Path, sim: HelloCustomerSim, server: Server, clock: FakeClock
 ) -> None:
     now = clock.now()
-    seeded = sim.add_responses(10_000, now - timedelta(days=120), now - timedelta(hours=1))
+    seeded = sim.add_responses(2_000, now - timedelta(days=120), now - timedelta(hours=1))
     first = (now - timedelta(days=120)).date().isoformat()
     cfg = write_config(
         tmp_path, server.url, f'first_date = "{first}"\nlookback_days = 7\nwindow_days = 31\n'
@@ -461,9 +461,9 @@ def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
     try:
         report = pull(cfg, store, clock)
         assert report.exit_code == 0
-        assert report.vendors["hellocustomer"].counts["responses"] == 10_000  # each once
-        assert store.scalar("SELECT count(*) FROM responses") == 10_000
-        assert store.scalar("SELECT count(*) FROM answers") == 30_000
+        assert report.vendors["hellocustomer"].counts["responses"] == 2_000  # each once
+        assert store.scalar("SELECT count(*) FROM responses") == 2_000
+        assert store.scalar("SELECT count(*) FROM answers") == 6_000
 
         windows = [r.path.split("/")[-2:] for r in sim.requests(f"{BASE}/answers/getall/")]
         spans = [(_parse(a), _parse(b)) for a, b in windows]
@@ -477,8 +477,8 @@ def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
         before = len(sim.requests(f"{BASE}/answers/getall/"))
         assert pull(cfg, store, clock).exit_code == 0
         assert len(sim.requests(f"{BASE}/answers/getall/")) == before + 1
-        assert store.scalar("SELECT count(*) FROM responses") == 10_000
-        assert store.scalar("SELECT count(*) FROM answers") == 30_000
+        assert store.scalar("SELECT count(*) FROM responses") == 2_000
+        assert store.scalar("SELECT count(*) FROM answers") == 6_000
 
         # an answer edited inside the lookback window is updated; one older is not re-read
         recent, old = seeded[-10], seeded[100]
@@ -495,7 +495,7 @@ def test_a_120_day_backfill_of_10000_answers_then_lookback_and_edits(
         assert by_id[(recent, True)]["score"] == 10
         assert by_id[(recent, False)]["text"] == "Edited: much better now"
         assert by_id[(old, False)]["text"] != "Edited long after"
-        assert store.scalar("SELECT count(*) FROM answers") == 30_000
+        assert store.scalar("SELECT count(*) FROM answers") == 6_000
     finally:
         store.close()
 
