@@ -55,21 +55,41 @@ _NON_ASCII = re.compile("[^\x00-\x7f]")
 
 @dataclass(frozen=True)
 class Bad:
-    """A record that cannot be used: quarantined with its line and reason."""
+    """A record that cannot be used: quarantined with its line and reason.
+
+    `key` is the row's key as the row holds it (stripped); it is kept as `raw`, and `key`
+    becomes what it looks like (`visible`), which the quarantine shows. A known contact
+    whose row this is stays held back under either (`held`): the one it looks like (a
+    zero-width space pasted into `3`), or its own (`3\\u200b`, stored by a release that
+    did not look at keys)."""
 
     line: int
     key: str | None
     reason: str
+    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        # a byte-order mark before the key is none of it (`defect`): the contact is held back
-        if self.key and self.key.startswith("\ufeff"):
-            object.__setattr__(self, "key", self.key.lstrip("\ufeff") or None)
+        key = self.key
+        if self.raw is None:
+            object.__setattr__(self, "raw", key)
+        if not key or (key.isascii() and key.isprintable()):
+            return  # the usual key: shown as it is
+        # a character that does not show (a byte-order mark before it, a zero-width space
+        # in it) is none of the key it looks like: the contact is held back by that one
+        key = visible(key)
         # a key with bytes the encoding cannot decode is shown by its bytes (`\\xe9`): the
         # store takes only text it can encode, and the operator can find these bytes
-        if self.key and not self.key.isascii() and _SURROGATE.search(self.key):
-            raw = self.key.encode("utf-8", "surrogateescape")
-            object.__setattr__(self, "key", raw.decode("utf-8", "backslashreplace"))
+        if not key.isascii() and _SURROGATE.search(key):
+            key = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        object.__setattr__(self, "key", key or None)
+
+    @property
+    def held(self) -> list[str]:
+        """The keys a known contact of this row may be stored under (see the class)."""
+        raw = self.raw if self.raw != self.key and self.raw else None
+        if raw is not None and not raw.isascii() and _SURROGATE.search(raw):
+            raw = None  # never stored: the store takes only text it can encode
+        return [k for k in (self.key, raw) if k]
 
 
 class Found(NamedTuple):
@@ -522,7 +542,7 @@ class Export:
                 why = unended
             else:
                 return
-            line, key = bad.line, bad.key
+            line, key = bad.line, bad.raw
             block.bad.remove(bad)
         elif at is not None and self._unended:
             why = unended

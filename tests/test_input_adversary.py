@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
-from syncd import pipeline, source
+from syncd import pipeline, project, source
 from syncd.config import SourceConfig, load
 from syncd.errors import ConfigError, GuardError, NotSettledError, SourceError
 from syncd.pipeline import opened, reconcile
@@ -751,3 +752,39 @@ def test_a_utf8_export_with_its_bom_is_not_read_in_cp1252_for_a_few_other_bytes(
     report = w.sync()
     assert report.exit_code == 0 and report.plan is not None and report.plan.quarantined == 1
     assert [c["firstName"] for c in sim.contacts()] == ["Renée"]
+
+
+@pytest.mark.parametrize(("stored", "looks"), [("3\u200b", "3"), ("\ufeff3", "3")])
+def test_a_contact_stored_with_a_hidden_character_in_its_key_is_held_back_not_gone(
+    world: tuple[World, ESputnikSim], monkeypatch: pytest.MonkeyPatch, stored: str, looks: str
+) -> None:
+    """A release before the check stored `3\\u200b` (or `\\ufeff3`) as it was, and queued
+    a change of it that its vendor was down for. Once its row changed again, the row was
+    quarantined under the key it looks like, `3`, which no stored contact has: `3\\u200b`
+    was marked gone and its pending change withdrawn. It is held back by the row's own
+    key (and by the one it looks like), and the quarantine shows the visible one."""
+    w, sim = world
+    export = rows(20).replace(b"\r\n3,", f"\r\n{stored},".encode())
+    with monkeypatch.context() as old_release:
+        old_release.setattr(project, "defect", lambda *args: None)
+        w.export.write_bytes(export)
+        assert w.sync().exit_code == 0
+        sim.faults.add("down", status=503)
+        w.export.write_bytes(export.replace(b",Ann,Lee,p3@", b",Annie,Lee,p3@"))
+        assert w.sync().exit_code == 1
+    assert stored in {c["externalCustomerId"] for c in sim.contacts()}
+    w.export.write_bytes(export.replace(b",Ann,Lee,p3@", b",Anna,Lee,p3@"))
+    report = w.sync()
+    assert report.plan is not None
+    assert (report.plan.quarantined, report.plan.gone, report.plan.withdrawn) == (1, 0, 0)
+    assert gone(w) == []
+    store = w.store()
+    try:
+        got = store.query("SELECT line, key, reason FROM quarantine WHERE run_id = 3")
+        assert [(r["line"], r["key"]) for r in got] == [(4, looks)]
+        kept = store.query("SELECT attributes FROM contacts WHERE key = ?", (stored,))
+        assert [orjson.loads(r["attributes"])["First Name"] for r in kept] == ["Annie"]
+        pending = store.query("SELECT key, status FROM deliveries WHERE status = 'pending'")
+        assert [tuple(r) for r in pending] == [(stored, "pending")]
+    finally:
+        store.close()
