@@ -788,3 +788,63 @@ def test_a_contact_stored_with_a_hidden_character_in_its_key_is_held_back_not_go
         assert [tuple(r) for r in pending] == [(stored, "pending")]
     finally:
         store.close()
+
+
+def test_rows_pasted_in_as_utf8_into_a_cp1252_export_are_quarantined_not_sent_mangled(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """A cp1252 export with a few rows pasted in from a UTF-8 file (no BOM): the file is no
+    UTF-8 as a whole, so it was read in cp1252 as configured, and `Renée` went to every
+    vendor as `RenÃ©e`, nothing quarantined. Those rows are quarantined saying what they
+    read as; the cp1252 rows go through, and a known contact's pasted row is held back."""
+    w, sim = world
+    config = w.folder / "syncd.toml"
+    config.write_text(
+        config.read_text().replace('key = "Record ID"', 'key = "Record ID"\nencoding = "cp1252"')
+    )
+    w.export.write_bytes(rows(4, bad={2}, name="Zoë".encode("cp1252")))
+    assert w.sync().exit_code == 0
+    pasted = {3: "Renée", 4: "Ðorđe", 5: "Ann “A”"}  # (Ð and ” hold bytes cp1252 lacks)
+    data = rows(5, bad={2}, name="Zoë".encode("cp1252"))
+    for i, name in pasted.items():
+        data = data.replace(b"\n%d,Ann," % i, b"\n%d,%s," % (i, name.encode()))
+    w.export.write_bytes(data)
+    report = w.sync()
+    assert report.exit_code == 0 and report.plan is not None
+    assert (report.plan.quarantined, report.plan.gone) == (3, 0)
+    assert sorted(c["firstName"] for c in sim.contacts()) == ["Ann", "Ann", "Ann", "Zoë"]
+    store = w.store()
+    try:
+        got = store.query("SELECT line, key, reason FROM quarantine ORDER BY line")
+        assert [(r["line"], r["key"]) for r in got] == [(4, "3"), (5, "4"), (6, "5")]
+        assert got[0]["reason"] == (
+            "column 'First Name' is UTF-8 in this cp1252 export (a row pasted in from a UTF-8 "
+            "file?): it reads as 'RenÃ©e', not 'Renée'; fix the row in the CRM and re-export, "
+            'or export the whole file as UTF-8 and set [source] encoding = "utf-8"'
+        )
+        assert "reads as 'Ã\\x90orÄ‘e', not 'Ðorđe'" in got[1]["reason"]
+        assert "not 'Ann “A”'" in got[2]["reason"]
+    finally:
+        store.close()
+    assert gone(w) == []
+
+
+def test_cp1252_text_that_happens_to_be_valid_utf8_is_read_as_cp1252() -> None:
+    """The bytes of a cp1252 accent followed by a symbol may form a UTF-8 character (`É™`
+    is C9 99, `ə`): such readings (IPA, C1 controls, NKo, private use) are not taken for
+    UTF-8. Readings a pasted name gives (Latin, Greek, Cyrillic, punctuation, CJK, emoji)
+    are; so is text the CRM holds mangled (`RenÃ©e` typed in), mangled either way."""
+    header = ["Record ID", "Name"]
+    for text in ("CAFÉ™", "«ÉTÉ»", "PRÊT…", "Straß…", "Â€", "Zoë", "Ann’s", "SÃO", "Ã"):
+        assert source.defect(["1", text], header, "cp1252", 0) is None, text
+    # the key is looked at as ever in a row the look for UTF-8 went through
+    assert "U+00A0 NO-BREAK SPACE" in (
+        source.defect(["3\xa04", "Ann’s"], header, "cp1252", 0) or ""
+    )
+    for text in ("Renée", "Łódź", "Ελένη", "Ольга", "Nguyễn", "王芳", "Ann 🙂", "£5"):
+        as_read = text.encode().decode("cp1252", "surrogateescape")
+        why = source.defect(["1", as_read], header, "cp1252", 0)
+        assert why is not None and f"not {text!r}" in why, text
+    # nor in a UTF-8 export, or a multi-byte encoding
+    assert source.defect(["1", "RenÃ©e"], header, "utf-8", 0) is None
+    assert source.defect(["1", "RenÃ©e"], header, "gbk", 0) is None
