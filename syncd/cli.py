@@ -347,7 +347,7 @@ def check(ctx: Ctx, online: bool) -> None:
             store = Store.open(cfg.store.path, create=False, migrate=False)
         except EmptyStoreError as exc:  # as a missing one, but the hint says what else
             store = None
-            click.echo(f"store {cfg.store.path}: empty, no sync has written it yet ({exc.hint})")
+            click.echo(f"store {cfg.store.path}: empty, no sync has written it yet: {exc.hint}")
         if store is not None:
             try:
                 problems = store.quick_check()

@@ -1038,8 +1038,8 @@ def _single_byte(encoding: str) -> bool:
 
 class _Odd(dict[str, re.Pattern[str]]):
     """What sends a non-ASCII row through `_cells`, per encoding: bytes the encoding cannot
-    decode; and, in a single-byte encoding, a UTF-8 continuation byte as it reads them (the
-    `©` of `Ã©`), which every non-ASCII UTF-8 character has. One scan either way, so a row
+    decode; and, in a single-byte encoding, a UTF-8 continuation byte as that encoding reads
+    one (the `©` of `Ã©`), which every non-ASCII UTF-8 character has. One scan either way, so a row
     in cp1252 without one (`Renée`: é, then an ASCII e) costs what a UTF-8 row does. (A
     dict, not a cached function: a hit is one subscript, on every new or changed row.)"""
 
