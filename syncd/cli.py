@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from syncd.clock import SYSTEM
-from syncd.errors import SyncdError
+from syncd.errors import EmptyStoreError, SyncdError
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -343,14 +343,19 @@ def check(ctx: Ctx, online: bool) -> None:
     click.echo(f"config {cfg.path}: ok ({', '.join(cfg.vendors)})")
     if cfg.store.path.exists():
         # neither creates nor migrates it; open refuses a store from a newer syncd
-        store = Store.open(cfg.store.path, create=False, migrate=False)
         try:
-            problems = store.quick_check()
-        finally:
-            store.close()
-        if problems != "ok":
-            raise damaged(cfg.store.path, problems)
-        click.echo(f"store {cfg.store.path}: ok")
+            store = Store.open(cfg.store.path, create=False, migrate=False)
+        except EmptyStoreError as exc:  # as a missing one, but the hint says what else
+            store = None
+            click.echo(f"store {cfg.store.path}: empty, no sync has written it yet: {exc.hint}")
+        if store is not None:
+            try:
+                problems = store.quick_check()
+            finally:
+                store.close()
+            if problems != "ok":
+                raise damaged(cfg.store.path, problems)
+            click.echo(f"store {cfg.store.path}: ok")
     else:
         click.echo(f"store {cfg.store.path}: not created yet (the first `syncd sync` creates it)")
     failed = []

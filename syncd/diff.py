@@ -159,7 +159,7 @@ class Differ:
                 raise StopRequested("stop requested during the diff: nothing of it was kept")
             plan.rows_read += part.records
             for item in part.bad:
-                self._quarantine(item.line, item.key, None, item.reason)
+                self._quarantine(item.line, item.key, None, item.reason, held=item.held)
             hits, repeats = self.known.see(part.hits, part.lines)
             unchanged += hits
             for line, key, first in repeats:
@@ -168,7 +168,7 @@ class Differ:
             for line, row, text in part.misses:
                 cand = prepare(line, row, text, export, self.projectors, self.cfg.source)
                 if isinstance(cand, Bad):
-                    self._quarantine(cand.line, cand.key, None, cand.reason)
+                    self._quarantine(cand.line, cand.key, None, cand.reason, held=cand.held)
                 else:
                     cands.append(cand)
             firsts = self.firsts.first([c.key for c in cands], [c.line for c in cands])
@@ -187,17 +187,25 @@ class Differ:
             vplan.counts["unchanged"] += unchanged
 
     def _quarantine(
-        self, line: int | None, key: str | None, vendor: str | None, why: str, row: bool = True
+        self,
+        line: int | None,
+        key: str | None,
+        vendor: str | None,
+        why: str,
+        row: bool = True,
+        held: Iterable[str] = (),
     ) -> None:
         """Record a quarantined row (for `vendor` only, or for all). `row=False`: the row was
-        quarantined for another vendor already; `plan.quarantined` counts rows, not entries."""
+        quarantined for another vendor already; `plan.quarantined` counts rows, not entries.
+        `held`: the keys a known contact of the row may have (`Bad.held`), else `key`."""
         self.plan.quarantined += row
         if row and vendor is None:
             self._unusable(line, why)
         if vendor:
             self.plan.vendors[vendor].counts["quarantined"] += 1
-        elif key and line:
-            self.held_back.setdefault(key, line)
+        elif line:
+            for each in held or ([key] if key else []):
+                self.held_back.setdefault(each, line)
         self.db.quarantine(line, key, vendor, why)
 
     def _unusable(self, line: int | None, why: str) -> None:

@@ -7,7 +7,8 @@
     ├── GuardError                  refused by a safety guard               (exit 3)
     │   └── LockHeldError           another syncd holds the instance lock   (exit 3)
     ├── StoreError                  the store is full, read-only, damaged,  (exit 2)
-    │                               locked, or from a newer syncd
+    │   │                           locked, or from a newer syncd
+    │   └── EmptyStoreError         the store's file holds no store yet     (exit 2)
     ├── StopRequested               SIGTERM/SIGINT during a wait: stop now  (exit 0)
     └── VendorError                 a vendor call did not succeed
         ├── RetriableError          429, 5xx, connection refused: try again later
@@ -92,6 +93,11 @@ class LockHeldError(GuardError):
 
 class StoreError(SyncdError):
     """The SQLite store cannot be opened, read or written; the message names its path."""
+
+
+class EmptyStoreError(StoreError):
+    """The store's file holds no store (0 bytes, or a database with nothing in it) where a
+    command needs one: `syncd check` says so and goes on, every other command stops."""
 
 
 class StopRequested(SyncdError):

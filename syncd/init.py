@@ -340,6 +340,7 @@ def read_export(path: Path, key: str | None, encoding: str | None) -> Found:
     its columns; raise SyncdError when no key column can be told."""
     first: SourceError | None = None
     found: Found | None = None
+    fewest = 0  # rows `found` quarantines
     for enc in (encoding,) if encoding else ("utf-8", "cp1252"):
         try:
             with Export(
@@ -355,11 +356,12 @@ def read_export(path: Path, key: str | None, encoding: str | None) -> Found:
         # the whole reader, with the key it will run with (duplicate columns, say, refused)
         with Export(path, cfg, force=True) as export:
             rows = islice(export.rows(lambda _bad: None), 1000)
-            decodes = not any(defect(row, header, enc) for _line, row in rows)
+            bad = sum(1 for _line, row in rows if defect(row, header, enc))
         candidate = Found(path, header, delimiter, enc, chosen, others, roles)
-        if decodes:
+        if not bad:
             return candidate
-        found = found or candidate
+        if found is None or bad < fewest:  # (a cp1252 export with a row pasted in as UTF-8)
+            found, fewest = candidate, bad
     if found is not None:  # no encoding decodes every row: syncd quarantines those rows
         return found
     assert first is not None

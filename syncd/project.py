@@ -22,7 +22,7 @@ from sqlite_utils.utils import hash_record
 
 from syncd.config import Config, SourceConfig, VendorConfig
 from syncd.errors import ConfigError
-from syncd.source import Bad, Export, defect, visible
+from syncd.source import Bad, Export, defect
 from syncd.vendors.base import Connector, Contact
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
@@ -384,8 +384,8 @@ def prepare(
             "job appended instead of replacing it?); re-export it",
         )
     problem = defect(row, export.header, source.encoding, export.key_index)
-    if problem:  # held back by the key it looks like: the contact it is does not look gone
-        return Bad(line, visible(key) or None, problem)
+    if problem:  # held back by its key and the one it looks like: never gone (`Bad`)
+        return Bad(line, key, problem)
     views: dict[str, tuple[Any, str] | str] = {}
     email = phone = None
     for name, proj in projectors.items():

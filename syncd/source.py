@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import glob
 import io
 import os
@@ -55,21 +56,41 @@ _NON_ASCII = re.compile("[^\x00-\x7f]")
 
 @dataclass(frozen=True)
 class Bad:
-    """A record that cannot be used: quarantined with its line and reason."""
+    """A record that cannot be used: quarantined with its line and reason.
+
+    `key` is the row's key as the row holds it (stripped); it is kept as `raw`, and `key`
+    becomes what it looks like (`visible`), which the quarantine shows. A known contact
+    whose row this is stays held back under either (`held`): the one it looks like (a
+    zero-width space pasted into `3`), or its own (`3\\u200b`, stored by a release that
+    did not look at keys)."""
 
     line: int
     key: str | None
     reason: str
+    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        # a byte-order mark before the key is none of it (`defect`): the contact is held back
-        if self.key and self.key.startswith("\ufeff"):
-            object.__setattr__(self, "key", self.key.lstrip("\ufeff") or None)
+        key = self.key
+        if self.raw is None:
+            object.__setattr__(self, "raw", key)
+        if not key or (key.isascii() and key.isprintable()):
+            return  # the usual key: shown as it is
+        # a character that does not show (a byte-order mark before it, a zero-width space
+        # in it) is none of the key it looks like: the contact is held back by that one
+        key = visible(key)
         # a key with bytes the encoding cannot decode is shown by its bytes (`\\xe9`): the
         # store takes only text it can encode, and the operator can find these bytes
-        if self.key and not self.key.isascii() and _SURROGATE.search(self.key):
-            raw = self.key.encode("utf-8", "surrogateescape")
-            object.__setattr__(self, "key", raw.decode("utf-8", "backslashreplace"))
+        if not key.isascii() and _SURROGATE.search(key):
+            key = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        object.__setattr__(self, "key", key or None)
+
+    @property
+    def held(self) -> list[str]:
+        """The keys a known contact of this row may be stored under (see the class)."""
+        raw = self.raw if self.raw != self.key and self.raw else None
+        if raw is not None and not raw.isascii() and _SURROGATE.search(raw):
+            raw = None  # never stored: the store takes only text it can encode
+        return [k for k in (self.key, raw) if k]
 
 
 class Found(NamedTuple):
@@ -522,7 +543,7 @@ class Export:
                 why = unended
             else:
                 return
-            line, key = bad.line, bad.key
+            line, key = bad.line, bad.raw
             block.bad.remove(bad)
         elif at is not None and self._unended:
             why = unended
@@ -977,10 +998,19 @@ def defect(row: list[str], header: list[str], encoding: str, key: int | None = N
     mangled name to a vendor, and the operator is told which column to look at.
     """
     joined = "".join(row)  # the usual row: one look at all its cells
-    if "\x00" not in joined and (
-        joined.isascii() or not (_SURROGATE.search(joined) or "\ufeff" in joined)
+    if "\x00" in joined or (
+        not joined.isascii() and (_ODD[encoding].search(joined) or "\ufeff" in joined)
     ):
-        return None if key is None or row[key].strip().isprintable() else _hidden(row, header, key)
+        problem = _cells(row, header, encoding)
+        if problem:
+            return problem
+    return None if key is None or row[key].strip().isprintable() else _hidden(row, header, key)
+
+
+def _cells(row: list[str], header: list[str], encoding: str) -> str | None:
+    """`defect`'s look at each cell of a row that holds an odd character (`_ODD`)."""
+    if _single_byte(encoding) and (pasted := _pasted_utf8(row, header, encoding)):
+        return pasted
     for name, cell in zip(header, row, strict=False):
         if "\x00" in cell:
             return f"column {name!r} contains a NUL byte; re-export the file or remove the byte"
@@ -994,6 +1024,70 @@ def defect(row: list[str], header: list[str], encoding: str, key: int | None = N
                 f"column {name!r} has bytes that are not valid {encoding}; re-export as "
                 "UTF-8 or set [source] encoding"
             )
+    return None
+
+
+@functools.cache
+def _single_byte(encoding: str) -> bool:
+    """Whether `encoding` reads every byte as one character (cp1252, Latin-1, KOI8-R): UTF-8
+    text then reads as other text (`RenÃ©e`), where other encodings would fail on it."""
+    return not codecs.lookup(encoding).name.startswith(("utf-", "utf_")) and (
+        len(bytes(range(256)).decode(encoding, "replace")) == 256
+    )
+
+
+class _Odd(dict[str, re.Pattern[str]]):
+    """What sends a non-ASCII row through `_cells`, per encoding: bytes the encoding cannot
+    decode; and, in a single-byte encoding, a UTF-8 continuation byte as that encoding reads
+    one (the `©` of `Ã©`), which every non-ASCII UTF-8 character has. One scan either way, so a row
+    in cp1252 without one (`Renée`: é, then an ASCII e) costs what a UTF-8 row does. (A
+    dict, not a cached function: a hit is one subscript, on every new or changed row.)"""
+
+    def __missing__(self, encoding: str) -> re.Pattern[str]:
+        pattern = _SURROGATE
+        if _single_byte(encoding):
+            follow = bytes(range(0x80, 0xC0)).decode(encoding, "surrogateescape")
+            pattern = re.compile(f"[\udc80-\udcff{re.escape(follow)}]")
+        self[encoding] = pattern
+        return pattern
+
+
+_ODD = _Odd()
+
+
+# what UTF-8 bytes read in cp1252 may happen to be, but no text pasted in from a UTF-8 file
+# is: C1 controls (`Â€`), IPA (`É™` is ə, `Ê…` ʅ), spacing modifiers, Syriac, Thaana and
+# NKo (`ß…`), private use. A cell whose UTF-8 reading holds one is taken as it reads (so
+# Azerbaijani's ə, in IPA's block, pasted in as UTF-8 goes through mangled: `MÉ™mmÉ™d`).
+_NOT_PASTED = re.compile("[\x80-\x9f\u0250-\u02ff\u0700-\u07ff\ue000-\uf8ff]")
+
+
+def _pasted_utf8(row: list[str], header: list[str], encoding: str) -> str | None:
+    """Why a row of an export read in a single-byte encoding cannot be sent: a cell whose
+    bytes are UTF-8 (a row pasted in from a UTF-8 file; `_misread_utf8` refuses a file
+    that is UTF-8 throughout), which would go to the vendors as `RenÃ©e`.
+
+    Text in a single-byte encoding is almost never valid UTF-8: an accent is one byte, which
+    UTF-8 never has alone, so `Renée` fails at its é. Only an accented capital (or ß, or
+    a lower-case one with two) directly followed by a symbol such as ™, …, » or ’ forms a
+    UTF-8 character, and what those read as (IPA, Syriac, NKo) is no text a CRM gets
+    pasted: such cells are taken as they read (`_NOT_PASTED`). A cell the CRM itself holds
+    mangled (`RenÃ©e` typed in) is caught too: it is mangled either way."""
+    for name, cell in zip(header, row, strict=False):
+        if cell.isascii():
+            continue
+        try:
+            text = cell.encode(encoding, "surrogateescape").decode("utf-8")
+        except UnicodeError:
+            continue
+        if _NOT_PASTED.search(text):
+            continue
+        shown = repr(cell).replace("\\udc", "\\x")  # bytes the encoding lacks as bytes
+        return (
+            f"column {name!r} is UTF-8 in this {encoding} export (a row pasted in from a "
+            f"UTF-8 file?): it reads as {shown}, not {text!r}; fix the row in the CRM and "
+            're-export, or export the whole file as UTF-8 and set [source] encoding = "utf-8"'
+        )
     return None
 
 
@@ -1042,10 +1136,7 @@ def _misread_utf8(data: bytes | Iterable[bytes], encoding: str) -> str | None:
     starts with UTF-8's byte-order mark is UTF-8 even with other bytes further on (rows
     pasted in from elsewhere): those are quarantined when it is read as UTF-8, while in
     cp1252 its UTF-8 names would be sent mangled."""
-    if (
-        codecs.lookup(encoding).name.startswith(("utf-", "utf_"))
-        or len(bytes(range(256)).decode(encoding, "replace")) != 256
-    ):
+    if not _single_byte(encoding):
         return None
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, lines, at, char = 0, 0, -1, ""

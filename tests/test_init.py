@@ -306,6 +306,19 @@ def test_the_rows_decide_the_encoding_when_the_header_is_ascii(tmp_path: Path) -
     assert written(tmp_path)[0]["encoding"] == "cp1252"
 
 
+def test_a_cp1252_export_with_a_row_pasted_in_as_utf8_is_still_taken_for_cp1252(
+    tmp_path: Path,
+) -> None:
+    """Read as cp1252 such a row is quarantined (`source._pasted_utf8`), and read as UTF-8
+    every other accented row is: the encoding fewer rows are quarantined in is written."""
+    path = export(tmp_path / "contacts.csv", HUBSPOT, ";", "cp1252")  # one row "Émile"
+    more = "".join(";".join(f"{i}{n} Zoë" for i in range(len(HUBSPOT))) + "\r\n" for n in "cd")
+    pasted = ";".join(f"{i}e Zoë" for i in range(len(HUBSPOT))) + "\r\n"
+    path.write_bytes(path.read_bytes() + more.encode("cp1252") + pasted.encode())
+    init(path, ["esputnik"], tmp_path, echo=lambda _line: None)
+    assert written(tmp_path)[0]["encoding"] == "cp1252"
+
+
 def test_placeholders_and_secrets_are_marked_and_named(tmp_path: Path) -> None:
     path = export(tmp_path / "contacts.csv", ZOHO)
     out: list[str] = []

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
-from syncd import pipeline, source
+from syncd import pipeline, project, source
 from syncd.config import SourceConfig, load
 from syncd.errors import ConfigError, GuardError, NotSettledError, SourceError
 from syncd.pipeline import opened, reconcile
@@ -751,3 +752,99 @@ def test_a_utf8_export_with_its_bom_is_not_read_in_cp1252_for_a_few_other_bytes(
     report = w.sync()
     assert report.exit_code == 0 and report.plan is not None and report.plan.quarantined == 1
     assert [c["firstName"] for c in sim.contacts()] == ["Renée"]
+
+
+@pytest.mark.parametrize(("stored", "looks"), [("3\u200b", "3"), ("\ufeff3", "3")])
+def test_a_contact_stored_with_a_hidden_character_in_its_key_is_held_back_not_gone(
+    world: tuple[World, ESputnikSim], monkeypatch: pytest.MonkeyPatch, stored: str, looks: str
+) -> None:
+    """A release before the check stored `3\\u200b` (or `\\ufeff3`) as it was, and queued
+    a change of it that its vendor was down for. Once its row changed again, the row was
+    quarantined under the key it looks like, `3`, which no stored contact has: `3\\u200b`
+    was marked gone and its pending change withdrawn. It is held back by the row's own
+    key (and by the one it looks like), and the quarantine shows the visible one."""
+    w, sim = world
+    export = rows(20).replace(b"\r\n3,", f"\r\n{stored},".encode())
+    with monkeypatch.context() as old_release:
+        old_release.setattr(project, "defect", lambda *args: None)
+        w.export.write_bytes(export)
+        assert w.sync().exit_code == 0
+        sim.faults.add("down", status=503)
+        w.export.write_bytes(export.replace(b",Ann,Lee,p3@", b",Annie,Lee,p3@"))
+        assert w.sync().exit_code == 1
+    assert stored in {c["externalCustomerId"] for c in sim.contacts()}
+    w.export.write_bytes(export.replace(b",Ann,Lee,p3@", b",Anna,Lee,p3@"))
+    report = w.sync()
+    assert report.plan is not None
+    assert (report.plan.quarantined, report.plan.gone, report.plan.withdrawn) == (1, 0, 0)
+    assert gone(w) == []
+    store = w.store()
+    try:
+        got = store.query("SELECT line, key, reason FROM quarantine WHERE run_id = 3")
+        assert [(r["line"], r["key"]) for r in got] == [(4, looks)]
+        kept = store.query("SELECT attributes FROM contacts WHERE key = ?", (stored,))
+        assert [orjson.loads(r["attributes"])["First Name"] for r in kept] == ["Annie"]
+        pending = store.query("SELECT key, status FROM deliveries WHERE status = 'pending'")
+        assert [tuple(r) for r in pending] == [(stored, "pending")]
+    finally:
+        store.close()
+
+
+def test_rows_pasted_in_as_utf8_into_a_cp1252_export_are_quarantined_not_sent_mangled(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """A cp1252 export with a few rows pasted in from a UTF-8 file (no BOM): the file is no
+    UTF-8 as a whole, so it was read in cp1252 as configured, and `Renée` went to every
+    vendor as `RenÃ©e`, nothing quarantined. Those rows are quarantined saying what they
+    read as; the cp1252 rows go through, and a known contact's pasted row is held back."""
+    w, sim = world
+    config = w.folder / "syncd.toml"
+    config.write_text(
+        config.read_text().replace('key = "Record ID"', 'key = "Record ID"\nencoding = "cp1252"')
+    )
+    w.export.write_bytes(rows(4, bad={2}, name="Zoë".encode("cp1252")))
+    assert w.sync().exit_code == 0
+    pasted = {3: "Renée", 4: "Ðorđe", 5: "Ann “A”"}  # (Ð and ” hold bytes cp1252 lacks)
+    data = rows(5, bad={2}, name="Zoë".encode("cp1252"))
+    for i, name in pasted.items():
+        data = data.replace(b"\n%d,Ann," % i, b"\n%d,%s," % (i, name.encode()))
+    w.export.write_bytes(data)
+    report = w.sync()
+    assert report.exit_code == 0 and report.plan is not None
+    assert (report.plan.quarantined, report.plan.gone) == (3, 0)
+    assert sorted(c["firstName"] for c in sim.contacts()) == ["Ann", "Ann", "Ann", "Zoë"]
+    store = w.store()
+    try:
+        got = store.query("SELECT line, key, reason FROM quarantine ORDER BY line")
+        assert [(r["line"], r["key"]) for r in got] == [(4, "3"), (5, "4"), (6, "5")]
+        assert got[0]["reason"] == (
+            "column 'First Name' is UTF-8 in this cp1252 export (a row pasted in from a UTF-8 "
+            "file?): it reads as 'RenÃ©e', not 'Renée'; fix the row in the CRM and re-export, "
+            'or export the whole file as UTF-8 and set [source] encoding = "utf-8"'
+        )
+        assert "reads as 'Ã\\x90orÄ‘e', not 'Ðorđe'" in got[1]["reason"]
+        assert "not 'Ann “A”'" in got[2]["reason"]
+    finally:
+        store.close()
+    assert gone(w) == []
+
+
+def test_cp1252_text_that_happens_to_be_valid_utf8_is_read_as_cp1252() -> None:
+    """The bytes of a cp1252 accent followed by a symbol may form a UTF-8 character (`É™`
+    is C9 99, `ə`): such readings (IPA, C1 controls, NKo, private use) are not taken for
+    UTF-8. Readings a pasted name gives (Latin, Greek, Cyrillic, punctuation, CJK, emoji)
+    are; so is text the CRM holds mangled (`RenÃ©e` typed in), mangled either way."""
+    header = ["Record ID", "Name"]
+    for text in ("CAFÉ™", "«ÉTÉ»", "PRÊT…", "Straß…", "Â€", "Zoë", "Ann’s", "SÃO", "Ã"):
+        assert source.defect(["1", text], header, "cp1252", 0) is None, text
+    # the key is looked at as ever in a row the look for UTF-8 went through
+    assert "U+00A0 NO-BREAK SPACE" in (
+        source.defect(["3\xa04", "Ann’s"], header, "cp1252", 0) or ""
+    )
+    for text in ("Renée", "Łódź", "Ελένη", "Ольга", "Nguyễn", "王芳", "Ann 🙂", "£5"):
+        as_read = text.encode().decode("cp1252", "surrogateescape")
+        why = source.defect(["1", as_read], header, "cp1252", 0)
+        assert why is not None and f"not {text!r}" in why, text
+    # nor in a UTF-8 export, or a multi-byte encoding
+    assert source.defect(["1", "RenÃ©e"], header, "utf-8", 0) is None
+    assert source.defect(["1", "RenÃ©e"], header, "gbk", 0) is None

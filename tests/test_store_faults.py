@@ -12,6 +12,7 @@ by `statvfs`. Damage is bytes written over the file, as a bad disk or a copy wou
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import shutil
 import sqlite3
@@ -27,6 +28,7 @@ import pytest
 from sqlite_utils import Database
 
 import syncd.state as state
+from syncd.cli import main
 from syncd.errors import StoreError
 from syncd.sample import rows
 from syncd.sandbox.base import Server
@@ -311,7 +313,8 @@ def test_status_and_show_read_a_store_behind_this_syncd_as_it_is(tmp_path: Path,
         path.write_bytes(b"")
         expected = (
             f"syncd: the store {path} is empty: no sync has written it yet\n"
-            "  → check [store] path; the first `syncd sync` sets it up\n"
+            "  → check [store] path; if it held syncd's data (truncated, or a restore gone "
+            "wrong), restore it from its backup; else the first `syncd sync` sets it up\n"
         )
     before = applied(path)
     config = config_beside(path)
@@ -328,6 +331,64 @@ def test_status_and_show_read_a_store_behind_this_syncd_as_it_is(tmp_path: Path,
         [*SYNCD, "--config", str(config), "status"], capture_output=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def in_process(monkeypatch: pytest.MonkeyPatch, config: Path, *args: str) -> tuple[int, str, str]:
+    """`syncd --config CONFIG ARGS` in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "argv", ["syncd", "--config", str(config), *args])
+    code: object = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    return int(code or 0), out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("how", ["0 bytes", "an empty database"])
+def test_a_command_that_needs_the_store_refuses_an_empty_file_and_leaves_it_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A store truncated by accident, a mistyped restore, a `touch syncd.db`: `prune` and
+    `retry` migrated it into a new, empty store and said all was well (`withdraw` and
+    `backup` likewise), and `check` called it ok; `status` refused it. Each says the store
+    is empty (exit 2) and leaves the file as it was: no tables, no WAL, no lock file. A
+    `sync` or the service's start sets it up, as they do a store that is not there."""
+    path = tmp_path / "syncd.db"
+    if how == "0 bytes":
+        path.write_bytes(b"")
+    else:  # what `status` made of a 0-byte file before: a database with nothing in it
+        sqlite3.connect(path).execute("PRAGMA journal_mode = WAL").close()
+    config, before = config_beside(path), path.read_bytes()
+    said = (
+        f"syncd: the store {path} is empty: no sync has written it yet\n"
+        "  → check [store] path; if it held syncd's data (truncated, or a restore gone "
+        "wrong), restore it from its backup; else the first `syncd sync` sets it up\n"
+    )
+    for command in (
+        ["prune"],
+        ["retry"],
+        ["withdraw", "--vendor", "altcraft"],
+        ["backup", str(tmp_path / "copy.db")],
+        ["status"],
+    ):
+        code, out, err = in_process(monkeypatch, config, *command)
+        assert (code, out, err) == (2, "", said), command
+    if how == "0 bytes":  # nothing beside it; an empty database's lock is the same file
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "esputnik.toml",
+            "syncd.db",
+            "syncd.toml",
+        ]
+    assert path.read_bytes() == before and applied(path) == []
+    out = in_process(monkeypatch, config, "check")[1]
+    assert f"store {path}: empty, no sync has written it yet" in out, out
+    assert path.read_bytes() == before
+    Store.open(path).close()  # a sync, the service's start
+    assert applied(path) == KNOWN
+    assert in_process(monkeypatch, config, "prune")[0] == 0
 
 
 def test_a_database_that_is_not_a_syncd_store_is_refused_and_left_alone(tmp_path: Path) -> None:

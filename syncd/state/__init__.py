@@ -41,7 +41,7 @@ import orjson
 import structlog
 from sqlite_utils import Database
 
-from syncd.errors import StoreError, SyncdError
+from syncd.errors import EmptyStoreError, StoreError, SyncdError
 from syncd.log import scrub
 from syncd.state.schema import KNOWN, migrations
 from syncd.state.statuses import OPEN_STATUSES as OPEN_STATUSES
@@ -83,6 +83,31 @@ def missing(path: Path) -> StoreError:
         f"there is no store at {path}",
         hint="check [store] path; the first `syncd sync` creates it",
     )
+
+
+def empty(path: Path) -> EmptyStoreError:
+    """The error for a command that needs the store at `path`, a file no sync has written:
+    0 bytes (`touch`ed, truncated by accident, a restore gone wrong), or a database with
+    nothing in it. SQLite opens either as a new database: a command that does not create
+    stores would make it one and report an empty installation as healthy."""
+    return EmptyStoreError(
+        f"the store {path} is empty: no sync has written it yet",
+        hint="check [store] path; if it held syncd's data (truncated, or a restore gone "
+        "wrong), restore it from its backup; else the first `syncd sync` sets it up",
+    )
+
+
+def unwritten(path: Path) -> bool:
+    """Whether `path` is a file of 0 bytes with no WAL beside it holding anything (what a
+    WAL holds is the database too), told without opening it: opening writes a header."""
+    try:
+        if os.stat(path).st_size:
+            return False
+        return os.stat(f"{path}-wal").st_size == 0
+    except FileNotFoundError:
+        return path.is_file()  # (no WAL: the file alone says)
+    except OSError:
+        return False  # (SQLite will say what is wrong)
 
 
 def store_error(exc: sqlite3.Error, path: Path) -> StoreError | None:
@@ -213,15 +238,19 @@ class Store:
     def open(cls, path: Path, *, migrate: bool = True, create: bool = True) -> Store:
         """Open the store at `path`, applying pending migrations unless `migrate=False`.
 
-        With `create=False` a missing store is an error rather than a new empty one (for
-        `syncd check`). A store that applied migrations this version does not know, or a
-        SQLite database that is not a syncd store, is refused before anything is written.
+        With `create=False` a missing store is an error rather than a new empty one, and so
+        is an empty file (`empty`: 0 bytes, left as it is, or a database with nothing in
+        it), for every command but `sync` and the service. A store that applied migrations
+        this version does not know, or a SQLite database that is not a syncd store, is
+        refused before anything is written.
         """
         try:
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
             elif not path.is_file():
                 raise missing(path)
+            elif unwritten(path):
+                raise empty(path)
             conn = sqlite3.connect(
                 f"{path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}",
                 uri=True,
@@ -246,6 +275,8 @@ class Store:
             conn.isolation_level = "DEFERRED"
             db = Database(conn)
             behind = _refuse_foreign(db, path)
+            if not create and len(behind) == len(KNOWN):
+                raise empty(path)
             if migrate:
                 migrations.apply(db)
                 behind = []
@@ -266,14 +297,9 @@ class Store:
         created or migrated (a migration under a running service of the version before
         would stop it: that store is from a newer syncd, to it). One whose schema is behind
         this syncd's is refused: its queries would fail on what is not there yet."""
-        store = cls.open(path, create=False, migrate=False)
+        store = cls.open(path, create=False, migrate=False)  # (an empty one is refused)
         if store.behind:
             store.close()
-            if len(store.behind) == len(KNOWN):
-                raise StoreError(
-                    f"the store {path} is empty: no sync has written it yet",
-                    hint="check [store] path; the first `syncd sync` sets it up",
-                )
             raise StoreError(
                 f"the store {path} was written by an older syncd: this one reads it once it "
                 f"is migrated ({len(store.behind)} migration(s) to apply)",
