@@ -93,7 +93,8 @@ def empty(path: Path) -> EmptyStoreError:
     return EmptyStoreError(
         f"the store {path} is empty: no sync has written it yet",
         hint="check [store] path; if it held syncd's data (truncated, or a restore gone "
-        "wrong), restore it from its backup; else the first `syncd sync` sets it up",
+        "wrong), restore it from its backup; if it never did, remove it: the next `syncd "
+        "sync` creates the store",
     )
 
 
@@ -238,19 +239,69 @@ class Store:
     def open(cls, path: Path, *, migrate: bool = True, create: bool = True) -> Store:
         """Open the store at `path`, applying pending migrations unless `migrate=False`.
 
-        With `create=False` a missing store is an error rather than a new empty one, and so
-        is an empty file (`empty`: 0 bytes, left as it is, or a database with nothing in
-        it), for every command but `sync` and the service. A store that applied migrations
-        this version does not know, or a SQLite database that is not a syncd store, is
-        refused before anything is written.
+        With `create=False` a missing store is an error rather than a new empty one. An
+        empty file (`empty`: 0 bytes, left as it is, or a database with nothing in it) is
+        refused by every command, `sync` and the service too: syncd never leaves one
+        (`_create`), so it is a store truncated or a restore gone wrong, and taking it for
+        a first run would send everything again and survey everyone. A store that applied
+        migrations this version does not know, or a SQLite database that is not a syncd
+        store, is refused before anything is written.
         """
-        try:
-            if create:
+        if create:
+            try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            elif not path.is_file():
-                raise missing(path)
-            elif unwritten(path):
-                raise empty(path)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the folder of the store {path}: {exc.strerror}",
+                    hint="check [store] path and its parent folder's permissions",
+                ) from exc
+            if not os.path.lexists(path):
+                cls._create(path)
+        elif not path.is_file():
+            raise missing(path)
+        if unwritten(path):
+            raise empty(path)
+        return cls._connect(path, migrate=migrate, create=create)
+
+    @classmethod
+    def _create(cls, path: Path) -> None:
+        """A new store, made whole under a name of its own (every migration applied) and
+        linked into place: a kill while it is made leaves nothing at `path` that the next
+        run could take for an empty store. The name is fixed, so the next creation removes
+        a killed one's leftovers (stores are made under the instance lock, or in a folder
+        of their own)."""
+        tmp = path.with_name(f".{path.name}.new")
+        try:
+            for end in ("", "-wal", "-shm", "-journal"):
+                Path(f"{tmp}{end}").unlink(missing_ok=True)
+            cls._connect(tmp, migrate=True, create=True, made_for=path).close()
+            try:
+                os.link(tmp, path)  # never replaces a store that appeared meanwhile
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links (FAT, some network shares)
+                if not os.path.lexists(path):
+                    os.rename(tmp, path)
+            tmp.unlink(missing_ok=True)
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)  # the new name is on disk
+            finally:
+                os.close(folder)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the store {path}: {exc.strerror}",
+                hint="check [store] path and its folder's permissions and free space",
+            ) from exc
+
+    @classmethod
+    def _connect(
+        cls, path: Path, *, migrate: bool, create: bool, made_for: Path | None = None
+    ) -> Store:
+        """The store at `path`, an existing file; or the new one `_create` makes there for
+        `made_for`, which its errors name."""
+        named = made_for or path
+        try:
             conn = sqlite3.connect(
                 f"{path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}",
                 uri=True,
@@ -258,13 +309,8 @@ class Store:
                 isolation_level=None,
                 check_same_thread=False,  # the diff's writer thread (diff._Writer)
             )
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the folder of the store {path}: {exc.strerror}",
-                hint="check [store] path and its parent folder's permissions",
-            ) from exc
         except sqlite3.Error as exc:
-            raise _open_error(exc, path) from exc
+            raise _open_error(exc, named) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -274,8 +320,8 @@ class Store:
             # sqlite-utils wants the default (non-autocommit) transaction handling
             conn.isolation_level = "DEFERRED"
             db = Database(conn)
-            behind = _refuse_foreign(db, path)
-            if not create and len(behind) == len(KNOWN):
+            behind = _refuse_foreign(db, named)
+            if len(behind) == len(KNOWN) and made_for is None:
                 raise empty(path)
             if migrate:
                 migrations.apply(db)
@@ -283,7 +329,7 @@ class Store:
             conn.isolation_level = None
         except sqlite3.Error as exc:
             conn.close()
-            raise _open_error(exc, path) from exc
+            raise _open_error(exc, named) from exc
         except StoreError:
             conn.close()
             raise
