@@ -16,6 +16,12 @@
   words, which the delivery loop records as FAILED, stopping Dropthought for the run when
   five participants in a row are refused alike (a list or program problem, not theirs).
   The call is never repeated on a read timeout (a trigger: the outcome is unknown).
+- What a 404 or 401 tells to check, per call: on login (and renewal) a 404 is base_url
+  (their URLs hold no option: "Path Parameters: No Parameters", "Query Parameters: No
+  Parameters") and a 401 the email and password; on the participant call a 404 is
+  participant_group or base_url, and a 401 that outlives a fresh login is the user's rights
+  (dropthought.md, Pre-requisites: "the user should have Admin access") or a group of
+  another account, never the password the login just proved.
 - Acknowledgement, as documented: `"success": true` and `result[0].participant_uuid`, which
   becomes the delivery's ref. Any other 2xx answer — `{}`, `"success": "false"`, no uuid,
   not JSON — is `unknown`, never `sent` and never re-sent on our own. The answer's
@@ -79,7 +85,7 @@ from syncd.errors import (
     OutcomeUnknownError,
     RetriableError,
 )
-from syncd.http import loads, read_json, snippet
+from syncd.http import Hints, loads, read_json, snippet
 from syncd.settings import Option, time_zone
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
 
@@ -90,6 +96,13 @@ FIELDS = ("email", "phone", "name")
 LIST_DATE = "%Y-%m-%d %H:%M:%S"  # the document's DATE format
 ISO_DATE = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+)
+# the login's and renewal's 404 and 401: their URLs hold no option (dropthought.md, Step #1:
+# "Path Parameters: No Parameters", "Query Parameters: No Parameters")
+TOKEN_HINTS = Hints(
+    endpoint="check base_url in [vendors.dropthought]: scheme://host[:port] only (e.g. "
+    "https://api.dropthought.com), syncd adds /dtapp/api/authenticate/login",
+    auth="check email and password in [vendors.dropthought]",
 )
 SLASHED_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 
@@ -170,6 +183,18 @@ class Dropthought(Connector):
         ]
         self.zone = ZoneInfo(self.opts["date_timezone"])
         self.tokens = Tokens(self)
+        group = repr(self.opts["participant_group"])
+        # each call's 404 and 401 name what is likely wrong in it (`Hints`): the login's and
+        # renewal's URLs hold no option, the participant call's holds the group; by a third
+        # 401 there, a login has just proved the email and password
+        self.participant_hints = Hints(
+            endpoint="check base_url (scheme://host[:port] only) and participant_group in "
+            f"[vendors.dropthought]: the participant group uuid from Dropthought's CS team, "
+            f"now {group}",
+            auth=f"a fresh login was refused for participant group {group}: the user must have Admin access "
+            "(dropthought.md, Pre-requisites) and the group must be this account's; check "
+            "participant_group and the user's role in [vendors.dropthought]",
+        )
         self._prepared: str | None = None
         self._warned: set[str] = set()  # headers `_untyped` warned about
 
@@ -235,6 +260,7 @@ class Dropthought(Connector):
                     params={"participantgroupuuid": self.opts["participant_group"]},
                     json=body,
                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                    hints=self.participant_hints,
                 )
             except AuthError as exc:
                 step = next(steps, None)
@@ -427,6 +453,7 @@ class Tokens:
             f"{API}/authenticate/login",
             json={"email": self.opts["email"], "password": self.opts["password"]},
             carries=False,  # a participant refused with 401 is not in flight while we log in
+            hints=TOKEN_HINTS,
         )
         access = self._keep(resp, "login")
         self.log.info("logged in", expires_in=round(self._access_until - self.clock.monotonic()))
@@ -443,6 +470,7 @@ class Tokens:
                 json={"refreshToken": self._refresh},
                 headers={"Authorization": self._refresh},
                 carries=False,
+                hints=TOKEN_HINTS,
             )
             access = self._keep(resp, "renewal")
         except FatalError as exc:
@@ -451,9 +479,6 @@ class Tokens:
         self.log.info("access token renewed")
         crashpoint("token_renewed")
         return access
-
-    def auth_hint(self) -> str:
-        return "check email and password in [vendors.dropthought]"  # both log in
 
     def _keep(self, resp: requests.Response, what: str) -> str:
         try:

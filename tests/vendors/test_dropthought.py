@@ -16,7 +16,7 @@ import pytest
 from syncd import log as logmod
 from syncd.clock import FakeClock
 from syncd.config import load
-from syncd.errors import AuthError, ConfigError, FatalError
+from syncd.errors import AuthError, ConfigError, EndpointError, FatalError
 from syncd.push import Deliverer
 from syncd.sandbox.base import Server
 from syncd.sandbox.dropthought import DropthoughtSim
@@ -439,3 +439,33 @@ def test_an_answer_without_the_documented_acknowledgement_is_unknown_and_not_res
     store.close()
     assert world.sim.count(PARTICIPANT) == 1
     assert set(triggers(world.sim).values()) == {1}
+
+
+def test_each_calls_404_and_401_name_what_is_likely_wrong(world: World) -> None:
+    """A 404 on login means base_url is wrong (the participant group is not in its URL);
+    a 404 on the participant call, the participant group too. A 401 on login is the email
+    and password; a participant call refused after a fresh login proved them is the user's
+    rights or the group (dropthought.md, Pre-requisites: "the user should have Admin
+    access")."""
+    world.sim.faults.add("status", status=404, path=LOGIN)
+    with pytest.raises(EndpointError) as login_404:
+        world.connector().check()
+    assert "base_url" in str(login_404.value)
+    assert "participant_group" not in str(login_404.value)
+
+    connector = world.connector()
+    world.sim.faults.add("status", status=404, path=PARTICIPANT)
+    with pytest.raises(EndpointError) as participant_404:
+        connector.push([contact(1)], lambda job: None)
+    assert "participant_group" in str(participant_404.value)
+
+    with pytest.raises(AuthError) as login_401:
+        world.connector(password="wrong-password").check()
+    assert "email and password" in str(login_401.value)
+
+    world.sim.faults.add("status", status=401, count=3, path=PARTICIPANT)
+    with pytest.raises(AuthError) as participant_401:
+        connector.push([contact(2)], lambda job: None)
+    text = str(participant_401.value)
+    assert "Admin access" in text and "participant_group" in text
+    assert "check email and password" not in text
