@@ -56,6 +56,9 @@ unsubscribes pulled back.
   `streams = ["responses", "nps"]` never calls it (an account without that call).
 - `check()` reads the last minute's answers: proves the token and that it may read the
   campaign; a refused token is an AuthError naming hellocustomer.
+- "Touchpoint with ID: {campaignUniqueID} not found" (a 400, "5. Validation messages")
+  answering `check`, a pull or the push is an EndpointError naming `campaign`, whichever
+  call it answers (a pull's stream fails with that hint; the push stops Hello Customer).
 
 Assumptions (unknown in the vendor's documents): the largest `addmultipletocache` call is
 1000 respondents (`batch_size` may not exceed it); the call is all or nothing (one bad
@@ -370,12 +373,8 @@ class HelloCustomer(Connector):
             message = _validation_message(body)
             if message is not None and TOUCHPOINT_MISSING.match(message):
                 # about the `campaign` option, not a respondent: splitting would fail each one
-                raise EndpointError(
-                    f"HTTP {status}: {message}",
-                    vendor=self.name,
-                    status=status,
-                    hint="check campaign (the touchpoint's CampaignUniqueID) in "
-                    "[vendors.hellocustomer]; every respondent stays pending",
+                raise self._no_touchpoint(
+                    f"HTTP {status}: {message}", status, "; every respondent stays pending"
                 )
             if message is not None:
                 raise FatalError(f"HTTP {status}: {message}", vendor=self.name, status=status)
@@ -396,6 +395,26 @@ class HelloCustomer(Connector):
                 hint="the respondents may have been added; check the touchpoint before "
                 "`syncd retry --unknown`",
             )
+
+    def _no_touchpoint(self, text: str, status: int | None, then: str = "") -> EndpointError:
+        """The documented "Touchpoint with ID: {campaignUniqueID} not found": the campaign
+        option is wrong, whichever call it answers."""
+        return EndpointError(
+            text,
+            vendor=self.name,
+            status=status,
+            hint=f"check campaign (the touchpoint's CampaignUniqueID) in [vendors.{self.name}]"
+            + then,
+        )
+
+    def _read(self, method: str, path: str, kind: type[Any], **kwargs: Any) -> Any:
+        """`http.read`, with a touchpoint not found made the EndpointError it is."""
+        try:
+            return self.http.read(method, path, kind, **kwargs)
+        except FatalError as exc:
+            if type(exc) is FatalError and TOUCHPOINT_MISSING.search(exc.reason):
+                raise self._no_touchpoint(exc.reason, exc.status) from None
+            raise
 
     def auth_hint(self) -> str:
         # hellocustomer.md, "5. Validation messages": a 401 is also a token that "does not
@@ -429,6 +448,8 @@ class HelloCustomer(Connector):
                 try:
                     items = self._get_list(path)
                 except EndpointError as exc:  # the one call whose path is configured
+                    if exc.status == 400:  # the touchpoint not found: `campaign`, as elsewhere
+                        raise
                     raise EndpointError(
                         exc.reason,
                         vendor=self.name,
@@ -482,7 +503,7 @@ class HelloCustomer(Connector):
             end = min(following, last)  # the month's every instant, to the next one's start
             records = []
             for flt in filters:
-                score = self.http.read(
+                score = self._read(
                     "POST",
                     f"{self._base()}/analysis/nps/getnpsscore/{_stamp(month)}/{_stamp(end)}",
                     dict,
@@ -507,7 +528,8 @@ class HelloCustomer(Connector):
     def _get_list(self, path: str, *, empty_ok: bool = False) -> list[Any]:
         """A list read; an empty body is no answer (not an empty list), so a stream's
         cursor stays where it is."""
-        return self.http.read("GET", path, list, empty_ok=empty_ok)
+        items: list[Any] = self._read("GET", path, list, empty_ok=empty_ok)
+        return items
 
     def _response(self, r: dict[str, Any]) -> dict[str, Any]:
         response_id = str(r.get("uniqueID") or r.get("respondent_UniqueID") or "")

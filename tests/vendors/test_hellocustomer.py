@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request, Response
 from syncd import http
 from syncd.clock import FakeClock
 from syncd.config import Config, load
-from syncd.errors import AuthError, ConfigError, RetriableError
+from syncd.errors import AuthError, ConfigError, EndpointError, RetriableError
 from syncd.pipeline import reconcile
 from syncd.pull import pull
 from syncd.push import Deliverer
@@ -321,6 +321,28 @@ def test_an_unknown_touchpoint_stops_hello_customer_with_every_respondent_pendin
     finally:
         store.close()
     assert attempts["attempts"] == 0  # a configuration error spends no attempt
+
+
+@pytest.mark.parametrize("stream", ["check", "responses", "nps", "unsubscribes"])
+def test_an_unknown_touchpoint_names_campaign_on_every_read_too(
+    tmp_path: Path, clock: FakeClock, stream: str
+) -> None:
+    """The same "Touchpoint with ID: ... not found" answering `check` or a pull is about
+    the campaign option too: an EndpointError that names it, not a bare refusal."""
+    sim = HelloCustomerSim(
+        clock=clock.monotonic, now=clock.now, campaign="0d0e0f10-1111-4222-8333-444455556666"
+    )
+    with Server(sim) as srv:
+        conn = connector(write_config(tmp_path, srv.url), clock)
+        with pytest.raises(EndpointError) as caught:
+            if stream == "check":
+                conn.check()
+            else:
+                list(conn.pull(stream, None, clock.now()))
+    text = str(caught.value)
+    assert f"Touchpoint with ID: {CAMPAIGN} not found" in text
+    assert "check campaign (the touchpoint's CampaignUniqueID)" in text
+    assert sim.count("/V1.0/") == 1
 
 
 def test_the_default_batch_is_100(tmp_path: Path) -> None:
