@@ -17,7 +17,8 @@ Written from `hellocustomer.md` (V1.0 API) and the notes beside it:
   respondent was successfully added"). At most `max_respondents` a call (the real limit is
   not published).
 - `GET .../answers/getall/{start}/{end}`: the responses answered in [start, end]
-  (yyyyMMddHHmmss, UTC, both inclusive); 400 when the dates are more than 31 days apart.
+  (yyyyMMddHHmmss, fourteen digits, UTC, both inclusive); 400 when the dates are more than
+  31 days apart.
   Answer and unsubscribe times are kept to the microsecond, as the API's own times are
   (the NPS answer's `"date":"2015-12-16T14:45:31.3778294+00:00"`), though the parameters
   are whole seconds: one answered at 12:00:00.5 is after a window ending 12:00:00.
@@ -88,6 +89,7 @@ ENGLISH = "DF88D743-1B99-44EF-B47F-260C78030EE7"
 GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 STAMP = "%Y%m%d%H%M%S"
+STAMP_DIGITS = re.compile(r"[0-9]{14}")  # "3. Date format": 15/12/2018 3pm is 20181215150000
 MAX_WINDOW = timedelta(days=31)
 PREFIX = "/V1.0/<culture>/campaign/<campaign>"
 # the generated survey: (key, text, kind)
@@ -284,8 +286,8 @@ class HelloCustomerSim(Simulator):
         """The [start, end] a pull asks for, as whole seconds (UTC): a time stored with a
         fraction after `end` (12:00:00.5 after 12:00:00) is outside it."""
         try:
-            if len(start) != 14 or len(end) != 14:
-                raise ValueError(start, end)
+            if not (STAMP_DIGITS.fullmatch(start) and STAMP_DIGITS.fullmatch(end)):
+                raise ValueError(start, end)  # strptime alone reads "202611 1000000"
             first = datetime.strptime(start, STAMP).replace(tzinfo=UTC)
             last = datetime.strptime(end, STAMP).replace(tzinfo=UTC)
         except ValueError:

@@ -422,6 +422,18 @@ def test_the_simulator_refuses_windows_over_31_days(
     assert "31 days" in too_long.json()["message"]
 
 
+def test_the_simulator_takes_only_digits_as_yyyymmddhhmmss(
+    sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    """hellocustomer.md, "3. Date format": yyyyMMddHHmmss, 15/12/2018 at 3pm is
+    20181215150000 -- fourteen digits; strptime alone read "202611 1000000" as 1 Nov."""
+    auth = {"Authorization": "basic sandbox-token"}
+    url = f"{server.url}{BASE}/answers/getall/202611 1000000/20261102000000"
+    refused = requests.get(url, headers=auth, timeout=5)
+    assert refused.status_code == 400
+    assert refused.json()["message"] == "The dates must be formatted as yyyyMMddHHmmss"
+
+
 # --- push and pull together --------------------------------------------------------------
 def test_sync_then_pull_share_one_pacer_and_link_answers_to_contacts(
     tmp_path: Path, clock: FakeClock
