@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+import requests
 
 from syncd import log as logmod
 from syncd.clock import FakeClock
@@ -469,3 +470,25 @@ def test_each_calls_404_and_401_name_what_is_likely_wrong(world: World) -> None:
     text = str(participant_401.value)
     assert "Admin access" in text and "participant_group" in text
     assert "check email and password" not in text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": 1, "password": "sandbox-password"},
+        {"email": "ops@example.com", "password": ["sandbox-password"]},
+        {"email": "ops@example.com"},
+    ],
+    ids=["number-email", "array-password", "no-password"],
+)
+def test_the_simulator_refuses_a_login_whose_fields_are_not_strings(
+    tmp_path: Path, body: dict[str, Any]
+) -> None:
+    """dropthought.md, Step #1, Request fields: email and password are String, Optional
+    false: anything else is a bad request (400), not wrong credentials (401)."""
+    sim = DropthoughtSim()
+    with Server(sim) as server:
+        resp = requests.post(server.url + LOGIN, json=body, timeout=5)
+    assert resp.status_code == 400
+    assert resp.json() == {"success": False, "message": "email and password are required strings"}
+    assert sim.logins == 0
