@@ -191,9 +191,10 @@ class Dropthought(Connector):
             endpoint="check base_url (scheme://host[:port] only) and participant_group in "
             f"[vendors.dropthought]: the participant group uuid from Dropthought's CS team, "
             f"now {group}",
-            auth=f"a fresh login was refused for participant group {group}: the user must have Admin access "
+            auth="the login works (a 401 here renews and logs in again first), but its token "
+            f"may not add participants to group {group}: the user needs Admin access "
             "(dropthought.md, Pre-requisites) and the group must be this account's; check "
-            "participant_group and the user's role in [vendors.dropthought]",
+            "participant_group in [vendors.dropthought] and the user's role in Dropthought",
         )
         self._prepared: str | None = None
         self._warned: set[str] = set()  # headers `_untyped` warned about
