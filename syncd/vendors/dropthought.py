@@ -34,7 +34,9 @@
   converted quarantines the contact for Dropthought only, saying which metadata, column and
   value, and why. The answer's `meta_data` gives the list's own types: a header it calls
   DATE or PHONE that went in another form (untyped in the mapping) is warned about once,
-  naming the `[types]` line to add.
+  naming the `[types]` line to add; when it types none of the headers sent DATE (the list
+  needs "at least one metadata of date-time type", Step #2, which advanced scheduling
+  triggers by), that is warned about once too.
 
 Assumptions (unknown in Dropthought's documents): there is no documented export of
 responses, unsubscribes or NPS, so this connector pulls nothing. Rate limits are unknown:
@@ -298,8 +300,26 @@ class Dropthought(Connector):
             self.log.warning(
                 "Dropthought stored other values than sent", key=contact.key, headers=changed
             )
-        self._untyped(contact, sent, echoed(record, "meta_data"))
+        listed = echoed(record, "meta_data")
+        self._untyped(contact, sent, listed)
+        self._undated(contact, sent, listed)
         return Result(contact.key, Status.SENT, ref=uuid)
+
+    def _undated(self, contact: Contact, sent: dict[str, str], listed: dict[str, str]) -> None:
+        """Warn, once, when the answer's `meta_data` types none of the headers sent DATE:
+        dropthought.md, Step #2, the list needs "at least one metadata of date-time type",
+        which advanced scheduling triggers the program by; a participant sent without one
+        is acknowledged but has no date to be scheduled by."""
+        if not listed or "" in self._warned:
+            return
+        if not any(listed.get(header, "").upper() == "DATE" for header in sent):
+            self._warned.add("")  # `_warned` holds headers; "" is no header
+            self.log.warning(
+                "no DATE metadata is sent: advanced scheduling has no date to trigger by",
+                key=contact.key,
+                fix="map the list's date-time metadata in [metadata] and give it "
+                '"DATE" in the mapping\'s [types]',
+            )
 
     def _untyped(self, contact: Contact, sent: dict[str, str], listed: dict[str, str]) -> None:
         """Warn, once a header, when the answer's `meta_data` says the list types a header

@@ -373,6 +373,34 @@ def test_a_list_date_sent_untyped_is_warned_about_once_naming_the_types_line(
     assert warnings[0]["fix"] == """add "Closed Date" = "DATE" to the mapping's [types]"""
 
 
+def test_a_mapping_that_sends_no_date_metadata_is_warned_about_once(tmp_path: Path) -> None:
+    """dropthought.md, Step #2: the list needs "at least one metadata of date-time type",
+    which advanced scheduling triggers the program by. When the answer's meta_data holds no
+    DATE among the headers sent, the participant is acknowledged but has no date to be
+    scheduled by: say so once, naming what to map."""
+    world = World(tmp_path)
+    out = io.StringIO()
+    logmod.configure(level="DEBUG", json=True, stream=out)
+    undated = (
+        MAPPING.replace('"Closed Date" = "Closed Date"', "")
+        .replace('"Closed Date" = "DATE"', "")
+        .replace('on_change = ["Closed Date"]', "")
+    )
+    try:
+        connector = world.connector(mapping=undated)
+        for i in range(3):
+            c = contact(i)
+            metadata = {k: v for k, v in c.metadata.items() if k != "Closed Date"}
+            assert push_one(connector, Contact(c.key, c.fields, metadata)) is Status.SENT
+        assert push_one(world.connector(), contact(9)) is Status.SENT  # dated: no warning
+    finally:
+        world.server.stop()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    warned = [line for line in lines if line.get("event", "").startswith("no DATE metadata")]
+    assert len(warned) == 1
+    assert "[types]" in warned[0]["fix"] and "DATE" in warned[0]["fix"]
+
+
 def test_a_mapping_needs_email_or_phone(world: World) -> None:
     with pytest.raises(ConfigError, match="maps neither email nor phone"):
         world.connector(mapping='[fields]\nname = "First Name"\n')
