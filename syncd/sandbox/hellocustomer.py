@@ -29,6 +29,10 @@ Written from `hellocustomer.md` (V1.0 API) and the notes beside it:
   not published): `[{"uniqueID", "email", "custom_UniqueID", "respondent_UniqueID", "date"}]`
   (`date` ISO 8601 UTC, `respondent_UniqueID` null for an email never added) for the
   unsubscribes dated in [start, end], with the same 31-day window limit as `getall`.
+- A touchpoint in `other_touchpoints` exists but is not on the token: 401 on every call
+  ("5. Validation messages": "API token does not contain this touchpoint/CampaignUniqueID");
+  any other touchpoint but `campaign` does not exist: 400 "Touchpoint with ID: {id} not
+  found".
 - Errors are JSON `{"message": ...}`: 401 "Authorization has been denied for this
   request.", 400 with the document's validation messages, 429 when throttled.
 
@@ -136,6 +140,7 @@ class HelloCustomerSim(Simulator):
         *,
         token: str = "sandbox-token",
         campaign: str = "c8dc5f94-a9e8-4743-8744-e66a73a7e724",
+        other_touchpoints: Iterable[str] = (),
         languages: Iterable[str] = tuple(LANGUAGES),
         mandatory_keys: Iterable[str] = (),
         min_interval: float = 1.0,
@@ -150,6 +155,7 @@ class HelloCustomerSim(Simulator):
         super().__init__(clock=clock)
         self.token = token
         self.campaign = campaign.lower()
+        self.other_touchpoints = {t.lower() for t in other_touchpoints}
         self.languages = {g.upper() for g in languages}
         self.mandatory_keys = tuple(mandatory_keys)
         self.min_interval = min_interval
@@ -263,8 +269,9 @@ class HelloCustomerSim(Simulator):
 
     # --- request guard ----------------------------------------------------------------
     def _guard(self, request: Request, campaign: str) -> Response | None:
-        """401 without the token, 429 within `min_interval` of the previous call, 400 for
-        another touchpoint; None when the call may proceed."""
+        """401 without the token, 429 within `min_interval` of the previous call, 401 for a
+        touchpoint of the account the token does not hold, 400 for one that does not exist;
+        None when the call may proceed."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "basic" or token.strip() != self.token:
             return _error("Authorization has been denied for this request.", 401)
@@ -278,6 +285,8 @@ class HelloCustomerSim(Simulator):
                 return json_response(
                     {"message": "Too many requests: at most 1 call per second"}, 429, headers
                 )
+        if campaign.lower() in self.other_touchpoints:  # "does not contain this touchpoint"
+            return _error("Authorization has been denied for this request.", 401)
         if campaign.lower() != self.campaign:
             return _error(f"Touchpoint with ID: {campaign} not found")
         return None

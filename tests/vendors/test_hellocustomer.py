@@ -407,6 +407,30 @@ def test_check_proves_the_token_with_a_read(
     )
 
 
+def test_a_touchpoint_the_token_does_not_hold_is_a_401_on_every_call(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """hellocustomer.md, "5. Validation messages", 401: "API token does not contain this
+    touchpoint/CampaignUniqueID" -- a touchpoint that exists but not on this token is a 401
+    (a touchpoint that does not exist stays the 400 "Touchpoint with ID ... not found")."""
+    other = "0d0e0f10-1111-4222-8333-444455556666"
+    sim = HelloCustomerSim(
+        clock=clock.monotonic, now=clock.now, campaign=other, other_touchpoints=[CAMPAIGN]
+    )
+    with Server(sim) as srv:
+        auth = {"Authorization": "basic sandbox-token"}
+        url = f"{srv.url}{BASE}/answers/getall/20260101000000/20260102000000"
+        assert requests.get(url, headers=auth, timeout=5).status_code == 401
+        conn = connector(write_config(tmp_path, srv.url), clock)
+        clock.sleep(1.0)
+        with pytest.raises(AuthError) as caught:
+            conn.check()
+        outcome = deliver(conn, [contact(i) for i in range(3)], tmp_path)
+    assert f"does not hold touchpoint {CAMPAIGN} (campaign)" in str(caught.value)
+    assert set(outcome.values()) == {"pending"}
+    assert sim.respondents() == []
+
+
 def test_the_simulator_refuses_windows_over_31_days(
     sim: HelloCustomerSim, server: Server, clock: FakeClock
 ) -> None:
