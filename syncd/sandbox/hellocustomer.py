@@ -33,6 +33,9 @@ Written from `hellocustomer.md` (V1.0 API) and the notes beside it:
   ("5. Validation messages": "API token does not contain this touchpoint/CampaignUniqueID");
   any other touchpoint but `campaign` does not exist: 400 "Touchpoint with ID: {id} not
   found".
+- `calls` (default: all) names the calls the token holds the permission for (`add_many`,
+  `answers`, `nps`, `unsubscribed`): any other is 401 ("API token does not contain the
+  right API call permissions").
 - Errors are JSON `{"message": ...}`: 401 "Authorization has been denied for this
   request.", 400 with the document's validation messages, 429 when throttled.
 
@@ -141,6 +144,7 @@ class HelloCustomerSim(Simulator):
         token: str = "sandbox-token",
         campaign: str = "c8dc5f94-a9e8-4743-8744-e66a73a7e724",
         other_touchpoints: Iterable[str] = (),
+        calls: Iterable[str] | None = None,
         languages: Iterable[str] = tuple(LANGUAGES),
         mandatory_keys: Iterable[str] = (),
         min_interval: float = 1.0,
@@ -156,6 +160,7 @@ class HelloCustomerSim(Simulator):
         self.token = token
         self.campaign = campaign.lower()
         self.other_touchpoints = {t.lower() for t in other_touchpoints}
+        self.calls = None if calls is None else set(calls)  # None: the token may make all
         self.languages = {g.upper() for g in languages}
         self.mandatory_keys = tuple(mandatory_keys)
         self.min_interval = min_interval
@@ -268,12 +273,14 @@ class HelloCustomerSim(Simulator):
             self._unsubscribe(email.lower(), at or self.now())
 
     # --- request guard ----------------------------------------------------------------
-    def _guard(self, request: Request, campaign: str) -> Response | None:
+    def _guard(self, request: Request, campaign: str, call: str) -> Response | None:
         """401 without the token, 429 within `min_interval` of the previous call, 401 for a
         touchpoint of the account the token does not hold, 400 for one that does not exist;
         None when the call may proceed."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "basic" or token.strip() != self.token:
+            return _error("Authorization has been denied for this request.", 401)
+        if self.calls is not None and call not in self.calls:  # not the call's permission
             return _error("Authorization has been denied for this request.", 401)
         with self.lock:
             now = self.clock()
@@ -309,7 +316,7 @@ class HelloCustomerSim(Simulator):
 
     # --- the API ----------------------------------------------------------------------
     def add_many(self, request: Request, culture: str, campaign: str) -> Response:
-        refused = self._guard(request, campaign)
+        refused = self._guard(request, campaign, "add_many")
         if refused is not None:
             return refused
         if request.mimetype != "application/json":
@@ -492,10 +499,10 @@ class HelloCustomerSim(Simulator):
         bisect.insort(self._unsubscribed, (at.astimezone(UTC), email))
 
     def _guarded_window(
-        self, request: Request, campaign: str, start: str, end: str, *, limit: bool
+        self, request: Request, campaign: str, start: str, end: str, *, limit: bool, call: str
     ) -> tuple[datetime, datetime] | Response:
         """The pull endpoints' common checks: token and campaign, then the date window."""
-        refused = self._guard(request, campaign)
+        refused = self._guard(request, campaign, call)
         return refused if refused is not None else self._window(start, end, limit=limit)
 
     def _between(
@@ -508,7 +515,7 @@ class HelloCustomerSim(Simulator):
     def answers(
         self, request: Request, culture: str, campaign: str, start: str, end: str
     ) -> Response:
-        window = self._guarded_window(request, campaign, start, end, limit=True)
+        window = self._guarded_window(request, campaign, start, end, limit=True, call="answers")
         if isinstance(window, Response):
             return window
         with self.lock:
@@ -516,7 +523,7 @@ class HelloCustomerSim(Simulator):
             return json_response(found)
 
     def nps(self, request: Request, culture: str, campaign: str, start: str, end: str) -> Response:
-        window = self._guarded_window(request, campaign, start, end, limit=False)
+        window = self._guarded_window(request, campaign, start, end, limit=False, call="nps")
         if isinstance(window, Response):
             return window
         filters = request.get_json(silent=True)
@@ -563,7 +570,9 @@ class HelloCustomerSim(Simulator):
     def unsubscribed(
         self, request: Request, culture: str, campaign: str, start: str, end: str
     ) -> Response:
-        window = self._guarded_window(request, campaign, start, end, limit=True)
+        window = self._guarded_window(
+            request, campaign, start, end, limit=True, call="unsubscribed"
+        )
         if isinstance(window, Response):
             return window
         with self.lock:

@@ -54,8 +54,11 @@ unsubscribes pulled back.
 - Pull "unsubscribes": `GET {unsubscribes_path}` in the same windows and cursor as responses;
   a 3xx, 404 or 405 there names `unsubscribes_path` to check (elsewhere: `campaign`).
   `streams = ["responses", "nps"]` never calls it (an account without that call).
-- `check()` reads the last minute's answers: proves the token and that it may read the
-  campaign; a refused token is an AuthError naming hellocustomer.
+- `check()` reads the last minute with a call a configured stream makes (answers, else
+  unsubscribes, else NPS: a token holds each call's permission or not, "5. Validation
+  messages", 401): proves the token and that it may read the campaign; a refused token
+  is an AuthError naming hellocustomer. With no streams it reads nothing (no read-only
+  call proves the push's permission): the first push tells.
 - "Touchpoint with ID: {campaignUniqueID} not found" (a 400, "5. Validation messages")
   answering `check`, a pull or the push is an EndpointError naming `campaign`, whichever
   call it answers (a pull's stream fails with that hint; the push stops Hello Customer).
@@ -424,12 +427,30 @@ class HelloCustomer(Connector):
             f"not hold touchpoint {self.opts['campaign']} (campaign) or this call's permission"
         )
 
-    def check(self) -> str:
-        """Read the last minute's answers: proves the token and campaign, changes nothing."""
+    def check(self) -> str | None:
+        """Read the last minute with a call a configured stream makes (a token holds each
+        call's permission or not: "5. Validation messages", 401): proves the token and the
+        campaign, changes nothing. Without streams no read-only call proves the push: None."""
         end = self.clock.now().astimezone(UTC)
-        path = f"{self._base()}/answers/getall/{_stamp(end - 60 * SECOND)}/{_stamp(end)}"
-        self._get_list(path, empty_ok=True)  # any 200 accepts the token
-        return f"token accepted; read campaign {self.opts['campaign']}'s answers"
+        start, stop = _stamp(end - 60 * SECOND), _stamp(end)
+        streams = self.config.streams
+        if "responses" in streams:
+            self._get_list(f"{self._base()}/answers/getall/{start}/{stop}", empty_ok=True)
+            read = "answers"
+        elif "unsubscribes" in streams:
+            path = self.opts["unsubscribes_path"].format(
+                campaign=self.campaign, start=start, end=stop
+            )
+            self._get_list(path, empty_ok=True)
+            read = "unsubscribes"
+        elif "nps" in streams:
+            self._read(
+                "POST", f"{self._base()}/analysis/nps/getnpsscore/{start}/{stop}", dict, json=[]
+            )
+            read = "NPS"
+        else:
+            return None
+        return f"token accepted; read campaign {self.opts['campaign']}'s {read}"  # any 200
 
     # --- pull --------------------------------------------------------------------------
     def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:
