@@ -520,3 +520,26 @@ def test_the_simulator_refuses_a_login_whose_fields_are_not_strings(
     assert resp.status_code == 400
     assert resp.json() == {"success": False, "message": "email and password are required strings"}
     assert sim.logins == 0
+
+
+def test_the_simulator_renews_only_with_the_refresh_token_in_the_body(tmp_path: Path) -> None:
+    """NOTES.md, Dropthought: `POST /token/renew` with `{"refreshToken": "..."}` (the SDK
+    also sends the raw refresh token as Authorization). The header alone is not the
+    documented call: the simulator renewed on it, so a connector sending only that passed."""
+    sim = DropthoughtSim()
+    with Server(sim) as server:
+        login = requests.post(
+            server.url + LOGIN,
+            json={"email": "ops@example.com", "password": "sandbox-password"},
+            timeout=5,
+        )
+        refresh = login.json()["result"]["refreshToken"]
+        alone = requests.post(server.url + RENEW, headers={"Authorization": refresh}, timeout=5)
+        both = requests.post(
+            server.url + RENEW,
+            json={"refreshToken": refresh},
+            headers={"Authorization": refresh},
+            timeout=5,
+        )
+    assert (alone.status_code, alone.json()["message"]) == (400, "refreshToken is required")
+    assert both.status_code == 200 and sim.renewals == 1
