@@ -112,7 +112,7 @@ from syncd.errors import (
     OptionError,
     OutcomeUnknownError,
 )
-from syncd.http import Pacer, loads, pacer_for, snippet
+from syncd.http import Hints, Pacer, loads, pacer_for, snippet
 from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status, lowered
 
@@ -279,6 +279,10 @@ class HelloCustomer(Connector):
         self.lookback = timedelta(days=self.opts["lookback_days"])
         self.span = timedelta(days=self.opts["window_days"]) - SECOND  # end - start
         self.nps_filters = [self._filter(f) for f in self.opts["nps_filters"]]
+        self.unsubscribes_hints = Hints(
+            endpoint="check unsubscribes_path (the path Hello Customer gave you; not "
+            f"documented), campaign and base_url in [vendors.{self.name}]"
+        )
 
     def _config_error(self, message: str, key: str, hint: str | None = None) -> ConfigError:
         return ConfigError(message, table=f"vendors.{self.name}", key=key, hint=hint)
@@ -438,10 +442,7 @@ class HelloCustomer(Connector):
             self._get_list(f"{self._base()}/answers/getall/{start}/{stop}", empty_ok=True)
             read = "answers"
         elif "unsubscribes" in streams:
-            path = self.opts["unsubscribes_path"].format(
-                campaign=self.campaign, start=start, end=stop
-            )
-            self._get_list(path, empty_ok=True)
+            self._unsubscribed(start, stop, empty_ok=True)
             read = "unsubscribes"
         elif "nps" in streams:
             self._read(
@@ -463,21 +464,7 @@ class HelloCustomer(Connector):
                 yield Page(records, _cursor(end))  # not an object: `clean` counts it skipped
         elif stream == "unsubscribes":
             for start, end in self._windows(since, until):
-                path = self.opts["unsubscribes_path"].format(
-                    campaign=self.campaign, start=_stamp(start), end=_stamp(end)
-                )
-                try:
-                    items = self._get_list(path)
-                except EndpointError as exc:  # the one call whose path is configured
-                    if exc.status == 400:  # the touchpoint not found: `campaign`, as elsewhere
-                        raise
-                    raise EndpointError(
-                        exc.reason,
-                        vendor=self.name,
-                        status=exc.status,
-                        hint=f"check unsubscribes_path (the path Hello Customer gave you; "
-                        f"not documented), campaign and base_url in [vendors.{self.name}]",
-                    ) from None
+                items = self._unsubscribed(_stamp(start), _stamp(end))
                 records = [_unsubscribe(u) if isinstance(u, dict) else u for u in items]
                 yield Page(records, _cursor(end))
         elif stream == "nps":
@@ -546,11 +533,19 @@ class HelloCustomer(Connector):
             yield Page(records, month.date().isoformat())
             month = following
 
-    def _get_list(self, path: str, *, empty_ok: bool = False) -> list[Any]:
+    def _get_list(
+        self, path: str, *, empty_ok: bool = False, hints: Hints | None = None
+    ) -> list[Any]:
         """A list read; an empty body is no answer (not an empty list), so a stream's
         cursor stays where it is."""
-        items: list[Any] = self._read("GET", path, list, empty_ok=empty_ok)
+        items: list[Any] = self._read("GET", path, list, empty_ok=empty_ok, hints=hints)
         return items
+
+    def _unsubscribed(self, start: str, end: str, *, empty_ok: bool = False) -> list[Any]:
+        """The unsubscribed-emails call, the one whose path is configured (not documented):
+        its 3xx, 404 or 405 names unsubscribes_path."""
+        path = self.opts["unsubscribes_path"].format(campaign=self.campaign, start=start, end=end)
+        return self._get_list(path, empty_ok=empty_ok, hints=self.unsubscribes_hints)
 
     def _response(self, r: dict[str, Any]) -> dict[str, Any]:
         response_id = str(r.get("uniqueID") or r.get("respondent_UniqueID") or "")

@@ -151,6 +151,22 @@ def test_a_404_on_the_unsubscribes_call_names_unsubscribes_path(tmp_path: Path) 
     assert "unsubscribes_path" not in str(pushed.value)
 
 
+def test_a_check_on_the_unsubscribes_call_names_unsubscribes_path_too(tmp_path: Path) -> None:
+    """With `streams = ["unsubscribes"]` `check` reads that call: its 404 names the path."""
+    clock = FakeClock()
+    sim = HelloCustomerSim(clock=clock.monotonic, now=clock.now)
+    with Server(sim) as server:
+        table = (
+            f'base_url = "{server.url}"\nstreams = ["unsubscribes"]\n'
+            'unsubscribes_path = "/V1.0/EN/gone/{start}"\n'
+        )
+        hc = HelloCustomer(load(write(tmp_path, table)).vendors["hellocustomer"], clock=clock)
+        with pytest.raises(EndpointError) as caught:
+            hc.check()
+    assert caught.value.status == 404
+    assert "check unsubscribes_path" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("streams", "calls", "read"),
     [
