@@ -22,7 +22,8 @@ Written from `hellocustomer.md` (V1.0 API) and the notes beside it:
   Answer and unsubscribe times are kept to the microsecond, as the API's own times are
   (the NPS answer's `"date":"2015-12-16T14:45:31.3778294+00:00"`), though the parameters
   are whole seconds: one answered at 12:00:00.5 is after a window ending 12:00:00.
-- `POST .../analysis/nps/getnpsscore/{start}/{end}` with a filter array (`[]` = all; each
+- `POST .../analysis/nps/getnpsscore/{start}/{end}` with a filter array in a JSON body
+  (`[]` = all, as NOTES.md says; an empty body is 400 "The JSON model is not correct"; each
   `{"key", "filterValues"}` keeps respondents whose keyValue `key` is one of the values):
   NPS over the NPS answers in that period, as documented.
 - `GET .../respondent/unsubscribed/{start}/{end}` (assumed path and shape, the real ones are
@@ -526,9 +527,7 @@ class HelloCustomerSim(Simulator):
         window = self._guarded_window(request, campaign, start, end, limit=False, call="nps")
         if isinstance(window, Response):
             return window
-        filters = request.get_json(silent=True)
-        if filters is None and not request.get_data():
-            filters = []
+        filters = request.get_json(silent=True)  # a JSON array, `[]` for all: no body is not
         if not isinstance(filters, list) or not all(
             isinstance(f, dict)
             and isinstance(f.get("key"), str)

@@ -458,6 +458,21 @@ def test_the_simulator_takes_only_digits_as_yyyymmddhhmmss(
     assert refused.json()["message"] == "The dates must be formatted as yyyyMMddHHmmss"
 
 
+def test_the_simulator_takes_the_nps_filter_as_a_json_array_only(
+    sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    """hellocustomer.md, "10. API-Call 4": the filter is a JSON array in the body; NOTES.md:
+    `[]` for all. The simulator read an empty body as `[]`, so a connector that sent none
+    passed here though the vendor documents none."""
+    url = f"{server.url}{BASE}/analysis/nps/getnpsscore/20260101000000/20260131000000"
+    auth = {"Authorization": "basic sandbox-token"}
+    empty = requests.post(url, headers=auth, timeout=5)
+    clock.sleep(1.0)
+    listed = requests.post(url, headers=auth, json=[], timeout=5)
+    assert (empty.status_code, empty.json()["message"]) == (400, "The JSON model is not correct")
+    assert listed.status_code == 200
+
+
 # --- push and pull together --------------------------------------------------------------
 def test_sync_then_pull_share_one_pacer_and_link_answers_to_contacts(
     tmp_path: Path, clock: FakeClock
