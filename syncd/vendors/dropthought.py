@@ -502,10 +502,13 @@ class Tokens:
         return access
 
     def _keep(self, resp: requests.Response, what: str) -> str:
+        hint = TOKEN_HINTS.auth
         try:
             answer = read_json(resp, dict, vendor="dropthought")
         except RetriableError:
             answer = {}  # no access token in it: an AuthError below that shows what came
+            # no JSON object at all (a proxy's or a website's page): not the password
+            hint = f"no Dropthought JSON came back: {TOKEN_HINTS.endpoint}"
         # `result.{accessToken, refreshToken}` as documented, or both at the top level
         result = answer.get("result")
         if not isinstance(result, dict):
@@ -516,7 +519,7 @@ class Tokens:
             raise AuthError(
                 f"{what} answered without an access token: {message or snippet(resp)!r}",
                 vendor="dropthought",
-                hint="check the email and password",
+                hint=hint,
             )
         now = self.clock.monotonic()
         self._access = access

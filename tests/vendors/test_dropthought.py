@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import pytest
 import requests
+from werkzeug.wrappers import Request, Response
 
 from syncd import log as logmod
 from syncd.clock import FakeClock
@@ -543,3 +544,35 @@ def test_the_simulator_renews_only_with_the_refresh_token_in_the_body(tmp_path: 
         )
     assert (alone.status_code, alone.json()["message"]) == (400, "refreshToken is required")
     assert both.status_code == 200 and sim.renewals == 1
+
+
+class LoginAnswers(DropthoughtSim):
+    """A login answered 200 with the test's body (a proxy's page, or a refusal in JSON)."""
+
+    body = b""
+    mimetype = "text/html"
+
+    def login(self, request: Request) -> Response:
+        return Response(self.body, 200, mimetype=self.mimetype)
+
+
+def test_a_login_answered_without_a_token_names_what_is_likely_wrong(tmp_path: Path) -> None:
+    """A 200 to the login that is no JSON at all (a proxy's or a website's page) is not the
+    password: its hint names base_url. One in JSON that says no names email and password."""
+    world = World(tmp_path)
+    world.server.stop()
+    world.sim = LoginAnswers(now=world.sim.now)
+    world.server = Server(world.sim).start()
+    try:
+        world.sim.body = b"<html><body>Welcome to our website</body></html>"
+        with pytest.raises(AuthError) as page:
+            world.connector().check()
+        world.sim.body = b'{"success": false, "message": "User is not registered"}'
+        world.sim.mimetype = "application/json"
+        with pytest.raises(AuthError) as refused:
+            world.connector().check()
+    finally:
+        world.server.stop()
+    assert "base_url" in str(page.value) and "password" not in str(page.value)
+    assert "User is not registered" in str(refused.value)
+    assert "check email and password in [vendors.dropthought]" in str(refused.value)
