@@ -36,7 +36,9 @@
   DATE or PHONE that went in another form (untyped in the mapping) is warned about once,
   naming the `[types]` line to add; when it types none of the headers sent DATE (the list
   needs "at least one metadata of date-time type", Step #2, which advanced scheduling
-  triggers by), that is warned about once too.
+  triggers by), that is warned about once too. So is a participant sent without email:
+  Dropthought's primary key is name + email (the Sample Response's `primary_key`), so
+  contacts without email who share a name are one participant to it.
 
 Assumptions (unknown in Dropthought's documents): there is no documented export of
 responses, unsubscribes or NPS, so this connector pulls nothing. Rate limits are unknown:
@@ -303,7 +305,25 @@ class Dropthought(Connector):
         listed = echoed(record, "meta_data")
         self._untyped(contact, sent, listed)
         self._undated(contact, sent, listed)
+        self._keyed_by_name(contact, record)
         return Result(contact.key, Status.SENT, ref=uuid)
+
+    def _keyed_by_name(self, contact: Contact, record: dict[str, Any]) -> None:
+        """Warn, once, when a participant went without email: dropthought.md, Step #3, the
+        Sample Response's "primary_key": "Sudhakarsudhakar1@dropthought.com" is the NAME
+        and the EMAIL, so contacts without email who share a name (or have none) are one
+        participant to Dropthought -- the later one takes the earlier one's uuid and values."""
+        if contact.fields.get("email") or "@" in self._warned:
+            return
+        if isinstance(record.get("primary_key"), str):
+            self._warned.add("@")  # `_warned` holds headers; "@" is no header
+            self.log.warning(
+                "no email: Dropthought keys this participant by its name alone",
+                key=contact.key,
+                fix="contacts without email who share a name are one participant to "
+                "Dropthought (its primary key is name + email): map email, or check the "
+                "participants in Dropthought",
+            )
 
     def _undated(self, contact: Contact, sent: dict[str, str], listed: dict[str, str]) -> None:
         """Warn, once, when the answer's `meta_data` types none of the headers sent DATE:

@@ -576,3 +576,25 @@ def test_a_login_answered_without_a_token_names_what_is_likely_wrong(tmp_path: P
     assert "base_url" in str(page.value) and "password" not in str(page.value)
     assert "User is not registered" in str(refused.value)
     assert "check email and password in [vendors.dropthought]" in str(refused.value)
+
+
+def test_participants_without_email_keyed_by_name_alone_are_warned_about_once(
+    world: World,
+) -> None:
+    """dropthought.md, Step #3, Sample Response: "primary_key": "Sudhakarsudhakar1@..." --
+    Dropthought keys a participant by its name and email. Two contacts without email who
+    share a name are then one participant (the second takes the first's uuid and values):
+    said once, when the answer's primary_key is the name alone."""
+    out = io.StringIO()
+    logmod.configure(level="DEBUG", json=True, stream=out)
+    connector = world.connector()
+    ann = [
+        Contact(f"K{i}", {"phone": f"+3247000000{i}", "name": "Ann"}, {"CRM ID": f"K{i}"})
+        for i in range(3)
+    ]
+    results = [connector.push([c], lambda job: None)[0] for c in ann]
+    assert len({r.ref for r in results}) == 1  # one participant to Dropthought
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    warned = [line for line in lines if line.get("event", "").startswith("no email:")]
+    assert len(warned) == 1 and warned[0]["key"] == "K0"
+    assert "Ann" not in json.dumps(warned[0])  # a person's name is not for the log
