@@ -9,8 +9,8 @@ Written from `dropthought.md` and the Dropthought notes in NOTES.md:
   seconds (1 hour), the refresh token `refresh_ttl` (24 hours), measured on `now`, an
   injectable wall clock (epoch seconds) so a test can expire tokens mid-run.
 - `POST /dtapp/api/token/renew` with `{"refreshToken"}` (the SDK also sends the raw refresh
-  token as `Authorization`, which alone is no renewal: 400) → new tokens, in login's shape, or with
-  `renew_shape = "top"` at the top level `{"accessToken", "refreshToken"}` (where
+  token as `Authorization`, which alone is no renewal: 400) → new tokens, in login's shape,
+  or with `renew_shape = "top"` at the top level `{"accessToken", "refreshToken"}` (where
   Dropthought's React Native SDK reads them); an expired or unknown refresh token → 401.
   Earlier tokens stay valid until their own `exp` (stateless JWTs).
 - `POST /dtapp/api/participant/?participantgroupuuid=<uuid>` with `Authorization: Bearer

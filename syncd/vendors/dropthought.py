@@ -19,9 +19,10 @@
 - What a 404 or 401 tells to check, per call: on login (and renewal) a 404 is base_url
   (their URLs hold no option: "Path Parameters: No Parameters", "Query Parameters: No
   Parameters") and a 401 the email and password; on the participant call a 404 is
-  participant_group or base_url, and a 401 that outlives a fresh login is the user's rights
-  (dropthought.md, Pre-requisites: "the user should have Admin access") or a group of
-  another account, never the password the login just proved.
+  participant_group or base_url, and a 401 that outlives a renewal and a fresh login (or a
+  403) is the user's rights (dropthought.md, Pre-requisites: "the user should have Admin
+  access") or a group of another account, never the password the login just proved. A 200
+  to the login with no JSON at all (a proxy's or a website's page) names base_url too.
 - Acknowledgement, as documented: `"success": true` and `result[0].participant_uuid`, which
   becomes the delivery's ref. Any other 2xx answer — `{}`, `"success": "false"`, no uuid,
   not JSON — is `unknown`, never `sent` and never re-sent on our own. The answer's
