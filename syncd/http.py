@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -393,6 +393,14 @@ def snippet(resp: requests.Response, limit: int = 120) -> str:
     return scrub(resp.text)[:limit]
 
 
+class Hints(NamedTuple):
+    """One call's own hints, where they differ from its client's: what a 3xx, 404 or 405
+    (`endpoint`) and a 401 or 403 (`auth`) tell the operator to check."""
+
+    endpoint: str | None = None
+    auth: str | None = None
+
+
 class HttpClient:
     """A requests.Session bound to one vendor's base URL and delivery policy."""
 
@@ -462,6 +470,7 @@ class HttpClient:
         retries: int | None = None,
         ok: Callable[[requests.Response], bool] | None = None,
         carries: bool = True,
+        hints: Hints | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send with retries; return a 2xx response (or one `ok` accepts) or raise.
@@ -470,8 +479,10 @@ class HttpClient:
         A read whose answer is JSON goes through `read`, which checks it within the attempt.
         `carries=False`: the call carries nothing of the batch being delivered (a token
         renewed halfway through it), so the write hook does not mark the batch in flight.
+        `hints`: what this call's 3xx/404/405 or 401/403 tells to check, where it differs
+        from the client's (a login's 404 is base_url, not an option in another call's URL).
         """
-        return self._attempts(method, path, idempotent, retries, ok, carries, kwargs, _whole)
+        return self._attempts(method, path, idempotent, retries, ok, carries, kwargs, _whole, hints)
 
     def read(
         self,
@@ -481,6 +492,7 @@ class HttpClient:
         *,
         empty_ok: bool = False,
         status: int | None = None,
+        hints: Hints | None = None,
         **kwargs: Any,
     ) -> _JSON:
         """An idempotent read's answer as JSON, a `kind` (`read_json`'s rules, `empty_ok`
@@ -501,7 +513,7 @@ class HttpClient:
                 )
             return read_json(resp, kind, vendor=self.vendor, empty_ok=empty_ok)
 
-        return self._attempts(method, path, True, None, None, True, kwargs, shaped)
+        return self._attempts(method, path, True, None, None, True, kwargs, shaped, hints)
 
     def _attempts(
         self,
@@ -513,6 +525,7 @@ class HttpClient:
         carries: bool,
         kwargs: dict[str, Any],
         answer: Callable[[requests.Response], _T],
+        hints: Hints | None = None,
     ) -> _T:
         url = self.url(path)
         kwargs.setdefault("timeout", (self.policy.connect_timeout, self.policy.read_timeout))
@@ -535,7 +548,7 @@ class HttpClient:
                 )
                 self.clock.sleep(delay)
             try:
-                return self._once(method, url, idempotent, ok, kwargs, carries, answer)
+                return self._once(method, url, idempotent, ok, kwargs, carries, answer, hints)
             except RetriableError as exc:
                 self.breaker.failure(exc.reason)
                 if exc.retry_after is not None and self.pacer is not None:
@@ -556,6 +569,7 @@ class HttpClient:
         kwargs: Mapping[str, Any],
         carries: bool,
         answer: Callable[[requests.Response], _T],
+        hints: Hints | None = None,
     ) -> _T:
         if self.pacer is not None:
             self.pacer.wait()
@@ -583,7 +597,7 @@ class HttpClient:
                 # a trigger is retried only where the vendor did not act, and 401/403 say
                 # it did not: a kill while the connector renews its token loses nothing
                 self.on_unsent(outcome.text)
-            raise self._error(action, outcome) from None
+            raise self._error(action, outcome, hints) from None
         finally:
             log.debug(
                 "http",
@@ -651,8 +665,9 @@ class HttpClient:
             return "request cut short: syncd was asked to stop"
         return f"no whole answer within request_deadline = {self.policy.request_deadline:g} s"
 
-    def _error(self, action: str, outcome: _Outcome) -> Exception:
+    def _error(self, action: str, outcome: _Outcome, hints: Hints | None = None) -> Exception:
         text, status = outcome.text, outcome.status
+        hints = hints or Hints()
         if action == "retry":
             return RetriableError(
                 text, vendor=self.vendor, status=status, retry_after=outcome.retry_after
@@ -660,13 +675,14 @@ class HttpClient:
         if action == "unknown":
             return OutcomeUnknownError(text, vendor=self.vendor, status=status)
         if action == "auth":
-            return AuthError(text, vendor=self.vendor, status=status, hint=self.auth_hint)
+            hint = hints.auth or self.auth_hint
+            return AuthError(text, vendor=self.vendor, status=status, hint=hint)
         if action == "endpoint":
             return EndpointError(
                 text,
                 vendor=self.vendor,
                 status=status,
-                hint=self.endpoint_hint,
+                hint=hints.endpoint or self.endpoint_hint,
             )
         return FatalError(text, vendor=self.vendor, status=status)
 

@@ -2,13 +2,15 @@
 
 Written from `dropthought.md` and the Dropthought notes in NOTES.md:
 - `POST /dtapp/api/authenticate/login {"email", "password"}` →
-  `{"success": true, "result": {"accessToken", "refreshToken"}}`; wrong credentials → 401.
+  `{"success": true, "result": {"accessToken", "refreshToken"}}`; wrong credentials → 401;
+  an email or password missing, empty or not a string (the document: String, Optional
+  false) → 400.
   Tokens are HS256 JWTs with `typ`, `iat` and `exp`; the access token lives `access_ttl`
   seconds (1 hour), the refresh token `refresh_ttl` (24 hours), measured on `now`, an
   injectable wall clock (epoch seconds) so a test can expire tokens mid-run.
-- `POST /dtapp/api/token/renew` with `{"refreshToken"}` (or the raw refresh token as
-  `Authorization`, as the SDK sends it) → new tokens, in login's shape, or with
-  `renew_shape = "top"` at the top level `{"accessToken", "refreshToken"}` (where
+- `POST /dtapp/api/token/renew` with `{"refreshToken"}` (the SDK also sends the raw refresh
+  token as `Authorization`, which alone is no renewal: 400) → new tokens, in login's shape,
+  or with `renew_shape = "top"` at the top level `{"accessToken", "refreshToken"}` (where
   Dropthought's React Native SDK reads them); an expired or unknown refresh token → 401.
   Earlier tokens stay valid until their own `exp` (stateless JWTs).
 - `POST /dtapp/api/participant/?participantgroupuuid=<uuid>` with `Authorization: Bearer
@@ -191,8 +193,11 @@ class DropthoughtSim(Simulator):
     # --- the API ----------------------------------------------------------------------
     def login(self, request: Request) -> Response:
         body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not body.get("email") or not body.get("password"):
-            return _error("email and password are required", 400)
+        # Step #1, Request fields: email and password, String, Optional false
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(k), str) and body[k] for k in ("email", "password")
+        ):
+            return _error("email and password are required strings", 400)
         if body["email"] != self.email or body["password"] != self.password:
             return _error("Invalid email or password", 401)
         with self.lock:
@@ -202,9 +207,7 @@ class DropthoughtSim(Simulator):
     def renew(self, request: Request) -> Response:
         body = request.get_json(silent=True)
         token = body.get("refreshToken") if isinstance(body, dict) else None
-        if not token:
-            token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not isinstance(token, str) or not token:
+        if not isinstance(token, str) or not token:  # the SDK's Authorization alone is not it
             return _error("refreshToken is required", 400)
         if not self._valid(token, "refresh"):
             return _error("Refresh token is invalid or expired", 401)

@@ -17,17 +17,26 @@ Written from `hellocustomer.md` (V1.0 API) and the notes beside it:
   respondent was successfully added"). At most `max_respondents` a call (the real limit is
   not published).
 - `GET .../answers/getall/{start}/{end}`: the responses answered in [start, end]
-  (yyyyMMddHHmmss, UTC, both inclusive); 400 when the dates are more than 31 days apart.
+  (yyyyMMddHHmmss, fourteen digits, UTC, both inclusive); 400 when the dates are more than
+  31 days apart.
   Answer and unsubscribe times are kept to the microsecond, as the API's own times are
   (the NPS answer's `"date":"2015-12-16T14:45:31.3778294+00:00"`), though the parameters
   are whole seconds: one answered at 12:00:00.5 is after a window ending 12:00:00.
-- `POST .../analysis/nps/getnpsscore/{start}/{end}` with a filter array (`[]` = all; each
+- `POST .../analysis/nps/getnpsscore/{start}/{end}` with a filter array in a JSON body
+  (`[]` = all, as NOTES.md says; an empty body is 400 "The JSON model is not correct"; each
   `{"key", "filterValues"}` keeps respondents whose keyValue `key` is one of the values):
   NPS over the NPS answers in that period, as documented.
 - `GET .../respondent/unsubscribed/{start}/{end}` (assumed path and shape, the real ones are
   not published): `[{"uniqueID", "email", "custom_UniqueID", "respondent_UniqueID", "date"}]`
   (`date` ISO 8601 UTC, `respondent_UniqueID` null for an email never added) for the
   unsubscribes dated in [start, end], with the same 31-day window limit as `getall`.
+- A touchpoint in `other_touchpoints` exists but is not on the token: 401 on every call
+  ("5. Validation messages": "API token does not contain this touchpoint/CampaignUniqueID");
+  any other touchpoint but `campaign` does not exist: 400 "Touchpoint with ID: {id} not
+  found".
+- `calls` (default: all) names the calls the token holds the permission for (`add_many`,
+  `answers`, `nps`, `unsubscribed`): any other is 401 ("API token does not contain the
+  right API call permissions").
 - Errors are JSON `{"message": ...}`: 401 "Authorization has been denied for this
   request.", 400 with the document's validation messages, 429 when throttled.
 
@@ -88,6 +97,7 @@ ENGLISH = "DF88D743-1B99-44EF-B47F-260C78030EE7"
 GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 STAMP = "%Y%m%d%H%M%S"
+STAMP_DIGITS = re.compile(r"[0-9]{14}")  # "3. Date format": 15/12/2018 3pm is 20181215150000
 MAX_WINDOW = timedelta(days=31)
 PREFIX = "/V1.0/<culture>/campaign/<campaign>"
 # the generated survey: (key, text, kind)
@@ -134,6 +144,8 @@ class HelloCustomerSim(Simulator):
         *,
         token: str = "sandbox-token",
         campaign: str = "c8dc5f94-a9e8-4743-8744-e66a73a7e724",
+        other_touchpoints: Iterable[str] = (),
+        calls: Iterable[str] | None = None,
         languages: Iterable[str] = tuple(LANGUAGES),
         mandatory_keys: Iterable[str] = (),
         min_interval: float = 1.0,
@@ -148,6 +160,8 @@ class HelloCustomerSim(Simulator):
         super().__init__(clock=clock)
         self.token = token
         self.campaign = campaign.lower()
+        self.other_touchpoints = {t.lower() for t in other_touchpoints}
+        self.calls = None if calls is None else set(calls)  # None: the token may make all
         self.languages = {g.upper() for g in languages}
         self.mandatory_keys = tuple(mandatory_keys)
         self.min_interval = min_interval
@@ -260,11 +274,14 @@ class HelloCustomerSim(Simulator):
             self._unsubscribe(email.lower(), at or self.now())
 
     # --- request guard ----------------------------------------------------------------
-    def _guard(self, request: Request, campaign: str) -> Response | None:
-        """401 without the token, 429 within `min_interval` of the previous call, 400 for
-        another touchpoint; None when the call may proceed."""
+    def _guard(self, request: Request, campaign: str, call: str) -> Response | None:
+        """401 without the token, 429 within `min_interval` of the previous call, 401 for a
+        touchpoint of the account the token does not hold, 400 for one that does not exist;
+        None when the call may proceed."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "basic" or token.strip() != self.token:
+            return _error("Authorization has been denied for this request.", 401)
+        if self.calls is not None and call not in self.calls:  # not the call's permission
             return _error("Authorization has been denied for this request.", 401)
         with self.lock:
             now = self.clock()
@@ -276,6 +293,8 @@ class HelloCustomerSim(Simulator):
                 return json_response(
                     {"message": "Too many requests: at most 1 call per second"}, 429, headers
                 )
+        if campaign.lower() in self.other_touchpoints:  # "does not contain this touchpoint"
+            return _error("Authorization has been denied for this request.", 401)
         if campaign.lower() != self.campaign:
             return _error(f"Touchpoint with ID: {campaign} not found")
         return None
@@ -284,8 +303,8 @@ class HelloCustomerSim(Simulator):
         """The [start, end] a pull asks for, as whole seconds (UTC): a time stored with a
         fraction after `end` (12:00:00.5 after 12:00:00) is outside it."""
         try:
-            if len(start) != 14 or len(end) != 14:
-                raise ValueError(start, end)
+            if not (STAMP_DIGITS.fullmatch(start) and STAMP_DIGITS.fullmatch(end)):
+                raise ValueError(start, end)  # strptime alone reads "202611 1000000"
             first = datetime.strptime(start, STAMP).replace(tzinfo=UTC)
             last = datetime.strptime(end, STAMP).replace(tzinfo=UTC)
         except ValueError:
@@ -298,7 +317,7 @@ class HelloCustomerSim(Simulator):
 
     # --- the API ----------------------------------------------------------------------
     def add_many(self, request: Request, culture: str, campaign: str) -> Response:
-        refused = self._guard(request, campaign)
+        refused = self._guard(request, campaign, "add_many")
         if refused is not None:
             return refused
         if request.mimetype != "application/json":
@@ -481,10 +500,10 @@ class HelloCustomerSim(Simulator):
         bisect.insort(self._unsubscribed, (at.astimezone(UTC), email))
 
     def _guarded_window(
-        self, request: Request, campaign: str, start: str, end: str, *, limit: bool
+        self, request: Request, campaign: str, start: str, end: str, *, limit: bool, call: str
     ) -> tuple[datetime, datetime] | Response:
         """The pull endpoints' common checks: token and campaign, then the date window."""
-        refused = self._guard(request, campaign)
+        refused = self._guard(request, campaign, call)
         return refused if refused is not None else self._window(start, end, limit=limit)
 
     def _between(
@@ -497,7 +516,7 @@ class HelloCustomerSim(Simulator):
     def answers(
         self, request: Request, culture: str, campaign: str, start: str, end: str
     ) -> Response:
-        window = self._guarded_window(request, campaign, start, end, limit=True)
+        window = self._guarded_window(request, campaign, start, end, limit=True, call="answers")
         if isinstance(window, Response):
             return window
         with self.lock:
@@ -505,12 +524,10 @@ class HelloCustomerSim(Simulator):
             return json_response(found)
 
     def nps(self, request: Request, culture: str, campaign: str, start: str, end: str) -> Response:
-        window = self._guarded_window(request, campaign, start, end, limit=False)
+        window = self._guarded_window(request, campaign, start, end, limit=False, call="nps")
         if isinstance(window, Response):
             return window
-        filters = request.get_json(silent=True)
-        if filters is None and not request.get_data():
-            filters = []
+        filters = request.get_json(silent=True)  # a JSON array, `[]` for all: no body is not
         if not isinstance(filters, list) or not all(
             isinstance(f, dict)
             and isinstance(f.get("key"), str)
@@ -552,7 +569,9 @@ class HelloCustomerSim(Simulator):
     def unsubscribed(
         self, request: Request, culture: str, campaign: str, start: str, end: str
     ) -> Response:
-        window = self._guarded_window(request, campaign, start, end, limit=True)
+        window = self._guarded_window(
+            request, campaign, start, end, limit=True, call="unsubscribed"
+        )
         if isinstance(window, Response):
             return window
         with self.lock:

@@ -16,6 +16,13 @@
   words, which the delivery loop records as FAILED, stopping Dropthought for the run when
   five participants in a row are refused alike (a list or program problem, not theirs).
   The call is never repeated on a read timeout (a trigger: the outcome is unknown).
+- What a 404 or 401 tells to check, per call: on login (and renewal) a 404 is base_url
+  (their URLs hold no option: "Path Parameters: No Parameters", "Query Parameters: No
+  Parameters") and a 401 the email and password; on the participant call a 404 is
+  participant_group or base_url, and a 401 that outlives a renewal and a fresh login (or a
+  403) is the user's rights (dropthought.md, Pre-requisites: "the user should have Admin
+  access") or a group of another account, never the password the login just proved. A 200
+  to the login with no JSON at all (a proxy's or a website's page) names base_url too.
 - Acknowledgement, as documented: `"success": true` and `result[0].participant_uuid`, which
   becomes the delivery's ref. Any other 2xx answer — `{}`, `"success": "false"`, no uuid,
   not JSON — is `unknown`, never `sent` and never re-sent on our own. The answer's
@@ -28,7 +35,11 @@
   converted quarantines the contact for Dropthought only, saying which metadata, column and
   value, and why. The answer's `meta_data` gives the list's own types: a header it calls
   DATE or PHONE that went in another form (untyped in the mapping) is warned about once,
-  naming the `[types]` line to add.
+  naming the `[types]` line to add; when it types none of the headers sent DATE (the list
+  needs "at least one metadata of date-time type", Step #2, which advanced scheduling
+  triggers by), that is warned about once too. So is a participant sent without email:
+  Dropthought's primary key is name + email (the Sample Response's `primary_key`), so
+  contacts without email who share a name are one participant to it.
 
 Assumptions (unknown in Dropthought's documents): there is no documented export of
 responses, unsubscribes or NPS, so this connector pulls nothing. Rate limits are unknown:
@@ -79,7 +90,7 @@ from syncd.errors import (
     OutcomeUnknownError,
     RetriableError,
 )
-from syncd.http import loads, read_json, snippet
+from syncd.http import Hints, loads, read_json, snippet
 from syncd.settings import Option, time_zone
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
 
@@ -90,6 +101,13 @@ FIELDS = ("email", "phone", "name")
 LIST_DATE = "%Y-%m-%d %H:%M:%S"  # the document's DATE format
 ISO_DATE = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+)
+# the login's and renewal's 404 and 401: their URLs hold no option (dropthought.md, Step #1:
+# "Path Parameters: No Parameters", "Query Parameters: No Parameters")
+TOKEN_HINTS = Hints(
+    endpoint="check base_url in [vendors.dropthought]: scheme://host[:port] only (e.g. "
+    "https://api.dropthought.com), syncd adds /dtapp/api/authenticate/login",
+    auth="check email and password in [vendors.dropthought]",
 )
 SLASHED_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 
@@ -170,6 +188,19 @@ class Dropthought(Connector):
         ]
         self.zone = ZoneInfo(self.opts["date_timezone"])
         self.tokens = Tokens(self)
+        group = repr(self.opts["participant_group"])
+        # each call's 404 and 401 name what is likely wrong in it (`Hints`): the login's and
+        # renewal's URLs hold no option, the participant call's holds the group; by a third
+        # 401 there, a login has just proved the email and password
+        self.participant_hints = Hints(
+            endpoint="check base_url (scheme://host[:port] only) and participant_group in "
+            f"[vendors.dropthought]: the participant group uuid from Dropthought's CS team, "
+            f"now {group}",
+            auth="the login works (a 401 here renews and logs in again first), but its token "
+            f"may not add participants to group {group}: the user needs Admin access "
+            "(dropthought.md, Pre-requisites) and the group must be this account's; check "
+            "participant_group in [vendors.dropthought] and the user's role in Dropthought",
+        )
         self._prepared: str | None = None
         self._warned: set[str] = set()  # headers `_untyped` warned about
 
@@ -235,6 +266,7 @@ class Dropthought(Connector):
                     params={"participantgroupuuid": self.opts["participant_group"]},
                     json=body,
                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                    hints=self.participant_hints,
                 )
             except AuthError as exc:
                 step = next(steps, None)
@@ -271,8 +303,44 @@ class Dropthought(Connector):
             self.log.warning(
                 "Dropthought stored other values than sent", key=contact.key, headers=changed
             )
-        self._untyped(contact, sent, echoed(record, "meta_data"))
+        listed = echoed(record, "meta_data")
+        self._untyped(contact, sent, listed)
+        self._undated(contact, sent, listed)
+        self._keyed_by_name(contact, record)
         return Result(contact.key, Status.SENT, ref=uuid)
+
+    def _keyed_by_name(self, contact: Contact, record: dict[str, Any]) -> None:
+        """Warn, once, when a participant went without email: dropthought.md, Step #3, the
+        Sample Response's "primary_key": "Sudhakarsudhakar1@dropthought.com" is the NAME
+        and the EMAIL, so contacts without email who share a name (or have none) are one
+        participant to Dropthought -- the later one takes the earlier one's uuid and values."""
+        if contact.fields.get("email") or "@" in self._warned:
+            return
+        if isinstance(record.get("primary_key"), str):
+            self._warned.add("@")  # `_warned` holds headers; "@" is no header
+            self.log.warning(
+                "no email: Dropthought keys this participant by its name alone",
+                key=contact.key,
+                fix="contacts without email who share a name are one participant to "
+                "Dropthought (its primary key is name + email): map email, or check the "
+                "participants in Dropthought",
+            )
+
+    def _undated(self, contact: Contact, sent: dict[str, str], listed: dict[str, str]) -> None:
+        """Warn, once, when the answer's `meta_data` types none of the headers sent DATE:
+        dropthought.md, Step #2, the list needs "at least one metadata of date-time type",
+        which advanced scheduling triggers the program by; a participant sent without one
+        is acknowledged but has no date to be scheduled by."""
+        if not listed or "" in self._warned:
+            return
+        if not any(listed.get(header, "").upper() == "DATE" for header in sent):
+            self._warned.add("")  # `_warned` holds headers; "" is no header
+            self.log.warning(
+                "no DATE metadata is sent: advanced scheduling has no date to trigger by",
+                key=contact.key,
+                fix="map the list's date-time metadata in [metadata] and give it "
+                '"DATE" in the mapping\'s [types]',
+            )
 
     def _untyped(self, contact: Contact, sent: dict[str, str], listed: dict[str, str]) -> None:
         """Warn, once a header, when the answer's `meta_data` says the list types a header
@@ -427,6 +495,7 @@ class Tokens:
             f"{API}/authenticate/login",
             json={"email": self.opts["email"], "password": self.opts["password"]},
             carries=False,  # a participant refused with 401 is not in flight while we log in
+            hints=TOKEN_HINTS,
         )
         access = self._keep(resp, "login")
         self.log.info("logged in", expires_in=round(self._access_until - self.clock.monotonic()))
@@ -443,6 +512,7 @@ class Tokens:
                 json={"refreshToken": self._refresh},
                 headers={"Authorization": self._refresh},
                 carries=False,
+                hints=TOKEN_HINTS,
             )
             access = self._keep(resp, "renewal")
         except FatalError as exc:
@@ -452,14 +522,14 @@ class Tokens:
         crashpoint("token_renewed")
         return access
 
-    def auth_hint(self) -> str:
-        return "check email and password in [vendors.dropthought]"  # both log in
-
     def _keep(self, resp: requests.Response, what: str) -> str:
+        hint = TOKEN_HINTS.auth
         try:
             answer = read_json(resp, dict, vendor="dropthought")
         except RetriableError:
             answer = {}  # no access token in it: an AuthError below that shows what came
+            # no JSON object at all (a proxy's or a website's page): not the password
+            hint = f"no Dropthought JSON came back: {TOKEN_HINTS.endpoint}"
         # `result.{accessToken, refreshToken}` as documented, or both at the top level
         result = answer.get("result")
         if not isinstance(result, dict):
@@ -470,7 +540,7 @@ class Tokens:
             raise AuthError(
                 f"{what} answered without an access token: {message or snippet(resp)!r}",
                 vendor="dropthought",
-                hint="check the email and password",
+                hint=hint,
             )
         now = self.clock.monotonic()
         self._access = access

@@ -54,8 +54,14 @@ unsubscribes pulled back.
 - Pull "unsubscribes": `GET {unsubscribes_path}` in the same windows and cursor as responses;
   a 3xx, 404 or 405 there names `unsubscribes_path` to check (elsewhere: `campaign`).
   `streams = ["responses", "nps"]` never calls it (an account without that call).
-- `check()` reads the last minute's answers: proves the token and that it may read the
-  campaign; a refused token is an AuthError naming hellocustomer.
+- `check()` reads the last minute with a call a configured stream makes (answers, else
+  unsubscribes, else NPS: a token holds each call's permission or not, "5. Validation
+  messages", 401): proves the token and that it may read the campaign; a refused token
+  is an AuthError naming hellocustomer. With no streams it reads nothing (no read-only
+  call proves the push's permission): the first push tells.
+- "Touchpoint with ID: {campaignUniqueID} not found" (a 400, "5. Validation messages")
+  answering `check`, a pull or the push is an EndpointError naming `campaign`, whichever
+  call it answers (a pull's stream fails with that hint; the push stops Hello Customer).
 
 Assumptions (unknown in the vendor's documents): the largest `addmultipletocache` call is
 1000 respondents (`batch_size` may not exceed it); the call is all or nothing (one bad
@@ -106,7 +112,7 @@ from syncd.errors import (
     OptionError,
     OutcomeUnknownError,
 )
-from syncd.http import Pacer, loads, pacer_for, snippet
+from syncd.http import Hints, Pacer, loads, pacer_for, snippet
 from syncd.settings import Option
 from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status, lowered
 
@@ -273,6 +279,10 @@ class HelloCustomer(Connector):
         self.lookback = timedelta(days=self.opts["lookback_days"])
         self.span = timedelta(days=self.opts["window_days"]) - SECOND  # end - start
         self.nps_filters = [self._filter(f) for f in self.opts["nps_filters"]]
+        self.unsubscribes_hints = Hints(
+            endpoint="check unsubscribes_path (the path Hello Customer gave you; not "
+            f"documented), campaign and base_url in [vendors.{self.name}]"
+        )
 
     def _config_error(self, message: str, key: str, hint: str | None = None) -> ConfigError:
         return ConfigError(message, table=f"vendors.{self.name}", key=key, hint=hint)
@@ -370,12 +380,8 @@ class HelloCustomer(Connector):
             message = _validation_message(body)
             if message is not None and TOUCHPOINT_MISSING.match(message):
                 # about the `campaign` option, not a respondent: splitting would fail each one
-                raise EndpointError(
-                    f"HTTP {status}: {message}",
-                    vendor=self.name,
-                    status=status,
-                    hint="check campaign (the touchpoint's CampaignUniqueID) in "
-                    "[vendors.hellocustomer]; every respondent stays pending",
+                raise self._no_touchpoint(
+                    f"HTTP {status}: {message}", status, "; every respondent stays pending"
                 )
             if message is not None:
                 raise FatalError(f"HTTP {status}: {message}", vendor=self.name, status=status)
@@ -397,6 +403,26 @@ class HelloCustomer(Connector):
                 "`syncd retry --unknown`",
             )
 
+    def _no_touchpoint(self, text: str, status: int | None, then: str = "") -> EndpointError:
+        """The documented "Touchpoint with ID: {campaignUniqueID} not found": the campaign
+        option is wrong, whichever call it answers."""
+        return EndpointError(
+            text,
+            vendor=self.name,
+            status=status,
+            hint=f"check campaign (the touchpoint's CampaignUniqueID) in [vendors.{self.name}]"
+            + then,
+        )
+
+    def _read(self, method: str, path: str, kind: type[Any], **kwargs: Any) -> Any:
+        """`http.read`, with a touchpoint not found made the EndpointError it is."""
+        try:
+            return self.http.read(method, path, kind, **kwargs)
+        except FatalError as exc:
+            if type(exc) is FatalError and TOUCHPOINT_MISSING.search(exc.reason):
+                raise self._no_touchpoint(exc.reason, exc.status) from None
+            raise
+
     def auth_hint(self) -> str:
         # hellocustomer.md, "5. Validation messages": a 401 is also a token that "does not
         # contain this touchpoint/CampaignUniqueID" or "the right API call permissions"
@@ -405,12 +431,27 @@ class HelloCustomer(Connector):
             f"not hold touchpoint {self.opts['campaign']} (campaign) or this call's permission"
         )
 
-    def check(self) -> str:
-        """Read the last minute's answers: proves the token and campaign, changes nothing."""
+    def check(self) -> str | None:
+        """Read the last minute with a call a configured stream makes (a token holds each
+        call's permission or not: "5. Validation messages", 401): proves the token and the
+        campaign, changes nothing. Without streams no read-only call proves the push: None."""
         end = self.clock.now().astimezone(UTC)
-        path = f"{self._base()}/answers/getall/{_stamp(end - 60 * SECOND)}/{_stamp(end)}"
-        self._get_list(path, empty_ok=True)  # any 200 accepts the token
-        return f"token accepted; read campaign {self.opts['campaign']}'s answers"
+        start, stop = _stamp(end - 60 * SECOND), _stamp(end)
+        streams = self.config.streams
+        if "responses" in streams:
+            self._get_list(f"{self._base()}/answers/getall/{start}/{stop}", empty_ok=True)
+            read = "answers"
+        elif "unsubscribes" in streams:
+            self._unsubscribed(start, stop, empty_ok=True)
+            read = "unsubscribes"
+        elif "nps" in streams:
+            self._read(
+                "POST", f"{self._base()}/analysis/nps/getnpsscore/{start}/{stop}", dict, json=[]
+            )
+            read = "NPS"
+        else:
+            return None
+        return f"token accepted; read campaign {self.opts['campaign']}'s {read}"  # any 200
 
     # --- pull --------------------------------------------------------------------------
     def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:
@@ -423,19 +464,7 @@ class HelloCustomer(Connector):
                 yield Page(records, _cursor(end))  # not an object: `clean` counts it skipped
         elif stream == "unsubscribes":
             for start, end in self._windows(since, until):
-                path = self.opts["unsubscribes_path"].format(
-                    campaign=self.campaign, start=_stamp(start), end=_stamp(end)
-                )
-                try:
-                    items = self._get_list(path)
-                except EndpointError as exc:  # the one call whose path is configured
-                    raise EndpointError(
-                        exc.reason,
-                        vendor=self.name,
-                        status=exc.status,
-                        hint=f"check unsubscribes_path (the path Hello Customer gave you; "
-                        f"not documented), campaign and base_url in [vendors.{self.name}]",
-                    ) from None
+                items = self._unsubscribed(_stamp(start), _stamp(end))
                 records = [_unsubscribe(u) if isinstance(u, dict) else u for u in items]
                 yield Page(records, _cursor(end))
         elif stream == "nps":
@@ -482,7 +511,7 @@ class HelloCustomer(Connector):
             end = min(following, last)  # the month's every instant, to the next one's start
             records = []
             for flt in filters:
-                score = self.http.read(
+                score = self._read(
                     "POST",
                     f"{self._base()}/analysis/nps/getnpsscore/{_stamp(month)}/{_stamp(end)}",
                     dict,
@@ -504,10 +533,19 @@ class HelloCustomer(Connector):
             yield Page(records, month.date().isoformat())
             month = following
 
-    def _get_list(self, path: str, *, empty_ok: bool = False) -> list[Any]:
+    def _get_list(
+        self, path: str, *, empty_ok: bool = False, hints: Hints | None = None
+    ) -> list[Any]:
         """A list read; an empty body is no answer (not an empty list), so a stream's
         cursor stays where it is."""
-        return self.http.read("GET", path, list, empty_ok=empty_ok)
+        items: list[Any] = self._read("GET", path, list, empty_ok=empty_ok, hints=hints)
+        return items
+
+    def _unsubscribed(self, start: str, end: str, *, empty_ok: bool = False) -> list[Any]:
+        """The unsubscribed-emails call, the one whose path is configured (not documented):
+        its 3xx, 404 or 405 names unsubscribes_path."""
+        path = self.opts["unsubscribes_path"].format(campaign=self.campaign, start=start, end=end)
+        return self._get_list(path, empty_ok=empty_ok, hints=self.unsubscribes_hints)
 
     def _response(self, r: dict[str, Any]) -> dict[str, Any]:
         response_id = str(r.get("uniqueID") or r.get("respondent_UniqueID") or "")

@@ -131,6 +131,89 @@ DROPTHOUGHT_PARTICIPANT = r"""{
 "success": true
 }"""
 
+# dropthought.md, "Step #3: Adding Contact and Triggering Program", "Request Body:" (its
+# list's metadata types are the Sample Response's meta_data)
+DROPTHOUGHT_PARTICIPANT_REQUEST = r"""{
+"header": [
+"Account Number",
+"Customer Name",
+"Customer Email",
+"Customer Contact No",
+"Login ID",
+"User Name",
+"Interaction ID",
+"Closed Date",
+"Ticket Source",
+"Ticket Type",
+"Service Category",
+"Service Type",
+"Problem Type",
+"Role",
+"Location",
+"Created date",
+"Closed by"
+],
+"data": [
+"DST1234",
+"Sudhakar",
+"sudhakar1@dropthought.com",
+"+6738699729",
+"Ag566879",
+"Agent 2",
+"INQ4576",
+"2023-01-01 14:00:00",
+"Email",
+"MR",
+"Mobi",
+"Fixed",
+"Billing Relared",
+"152 Agent",
+"Test Location",
+"2022-01-01 14:00:00",
+"Test User"
+]
+}"""
+
+# hellocustomer.md, "8. API-Call 2 - Adding multiple respondents": "The body of the POST
+# envelope must be a JSON object:" (POST .../respondent/addmultipletocache)
+HELLOCUSTOMER_ADDMULTIPLE_REQUEST = r"""[
+   {
+      "firstName":"John",
+      "lastName":"Doe",
+      "email":"john.doe@johnscompany.com",
+      "custom_UniqueID":"8754864354",
+      "language_UniqueID":"1b5c1275-4f92-422f-b1fc-799bf8e30598",
+      "campaign_UniqueID":"c8dc5f94-a9e8-4743-8744-e66a73a7e724",
+      "keyValues":{
+         "key1":"value1",
+         "Key2":"value2"
+      }
+   },
+   {
+      "firstName":"Jessica",
+      "lastName":"Day",
+      "email":"jessica.day@hotmail.com",
+      "custom_UniqueID":"8754864354",
+      "language_UniqueID":"1b5c1275-4f92-422f-b1fc-799bf8e30598",
+      "campaign_UniqueID":"c8dc5f94-a9e8-4743-8744-e66a73a7e724",
+      "keyValues":{
+         "key1":"value1",
+         "Key2":"value2"
+      }
+   }
+]"""
+
+# hellocustomer.md, "10. API-Call 4 - Get NPS": "submit the following JSON object within
+# the body of your POST envelope:"
+HELLOCUSTOMER_NPS_REQUEST = r"""[
+   {
+      "key":"store",
+      "filterValues":[
+         "Antwerpen"
+      ]
+   }
+]"""
+
 # BDSignalVine/docbox, content/api.md, "### Program Participants", "#### Participants
 # Response" (GET /v1/programs/:programId/participants)
 SIGNALVINE_PARTICIPANTS = r"""{

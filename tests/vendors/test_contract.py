@@ -184,6 +184,25 @@ def test_the_online_check_proves_good_credentials_and_names_the_vendor_on_bad_on
     assert err.value.vendor == kit.name
 
 
+def test_a_404_on_the_online_check_names_only_the_options_in_its_url(
+    kit: Kit, served: tuple[Simulator, Server], tmp_path: Path
+) -> None:
+    """Each call's hint names what is in its URL: Dropthought's login 404 named
+    participant_group, which only the participant call carries, so an operator chased the
+    group when base_url was wrong."""
+    sim, server = served
+    connector = make_connector(kit, server.url, tmp_path)
+    sim.faults.add("down", status=404)
+    with pytest.raises(EndpointError) as caught:
+        connector.check()
+    text = str(caught.value)
+    path = text.split(" answered HTTP ", 1)[0].rsplit(" ", 1)[-1].lower()
+    assert path.startswith("/") and "base_url" in text
+    for key in connector.url_options:
+        named = f"{key} in [vendors.{kit.name}]" in text or f"and {key}" in text
+        assert named == (str(connector.opts[key]).lower() in path), (key, path, text)
+
+
 def test_batches_respect_the_configured_size(kit: Kit, tmp_path: Path) -> None:
     connector = make_connector(kit, "http://127.0.0.1:9", tmp_path, extra="batch_size = 1\n")
     contacts = [kit.contact(i) for i in range(5)]

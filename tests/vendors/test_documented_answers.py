@@ -219,6 +219,53 @@ def test_dropthought_connector_reads_the_documents_examples_verbatim(tmp_path: P
     ]
 
 
+def test_the_simulators_take_the_documents_own_requests() -> None:
+    """A simulator as strict as the vendor still takes the vendor's own example requests:
+    Dropthought's participant (on a list typed as its Sample Response's meta_data) and Hello
+    Customer's addmultipletocache and NPS filter bodies."""
+    example = json.loads(documented.DROPTHOUGHT_PARTICIPANT_REQUEST)
+    types = json.loads(json.loads(documented.DROPTHOUGHT_PARTICIPANT)["result"][0]["meta_data"])
+    dropthought = DropthoughtSim(
+        participant_group="dddd", metadata=dict(zip(example["header"], types, strict=False))
+    )
+    client = Client(dropthought)
+    login = client.post(
+        "/dtapp/api/authenticate/login",
+        json={"email": "ops@example.com", "password": "sandbox-password"},
+    )
+    token = login.get_json()["result"]["accessToken"]
+    added = client.post(
+        "/dtapp/api/participant/?participantgroupuuid=dddd",
+        data=documented.DROPTHOUGHT_PARTICIPANT_REQUEST,
+        headers={
+            "Accept": "application/json",
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+        },
+    )
+    assert added.status_code == 200, added.get_data(as_text=True)
+    [participant] = dropthought.participants()
+    assert participant["primary_key"] == "Sudhakarsudhakar1@dropthought.com"
+
+    hellocustomer = HelloCustomerSim(min_interval=0.0)
+    client = Client(hellocustomer)
+    base = "/V1.0/EN/campaign/c8dc5f94-a9e8-4743-8744-e66a73a7e724"
+    auth = {"Authorization": "basic sandbox-token", "Content-Type": "application/json"}
+    pushed = client.post(
+        f"{base}/respondent/addmultipletocache",
+        data=documented.HELLOCUSTOMER_ADDMULTIPLE_REQUEST,
+        headers=auth,
+    )
+    assert pushed.status_code == 200, pushed.get_data(as_text=True)
+    assert len(hellocustomer.respondents()) == 2
+    nps = client.post(
+        f"{base}/analysis/nps/getnpsscore/20151201000000/20151231000000",
+        data=documented.HELLOCUSTOMER_NPS_REQUEST,
+        headers=auth,
+    )
+    assert nps.status_code == 200, nps.get_data(as_text=True)
+
+
 # --- SignalVine ---------------------------------------------------------------------------
 # signalvine.md, "What happened to my update?": the command status in its three states.
 # The article's values are placeholders ("<command id>", "<time the server received the

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+import requests
+from werkzeug.wrappers import Request, Response
 
 from syncd import log as logmod
 from syncd.clock import FakeClock
 from syncd.config import load
-from syncd.errors import AuthError, ConfigError, FatalError
+from syncd.errors import AuthError, ConfigError, EndpointError, FatalError
 from syncd.push import Deliverer
 from syncd.sandbox.base import Server
 from syncd.sandbox.dropthought import DropthoughtSim
@@ -372,6 +374,34 @@ def test_a_list_date_sent_untyped_is_warned_about_once_naming_the_types_line(
     assert warnings[0]["fix"] == """add "Closed Date" = "DATE" to the mapping's [types]"""
 
 
+def test_a_mapping_that_sends_no_date_metadata_is_warned_about_once(tmp_path: Path) -> None:
+    """dropthought.md, Step #2: the list needs "at least one metadata of date-time type",
+    which advanced scheduling triggers the program by. When the answer's meta_data holds no
+    DATE among the headers sent, the participant is acknowledged but has no date to be
+    scheduled by: say so once, naming what to map."""
+    world = World(tmp_path)
+    out = io.StringIO()
+    logmod.configure(level="DEBUG", json=True, stream=out)
+    undated = (
+        MAPPING.replace('"Closed Date" = "Closed Date"', "")
+        .replace('"Closed Date" = "DATE"', "")
+        .replace('on_change = ["Closed Date"]', "")
+    )
+    try:
+        connector = world.connector(mapping=undated)
+        for i in range(3):
+            c = contact(i)
+            metadata = {k: v for k, v in c.metadata.items() if k != "Closed Date"}
+            assert push_one(connector, Contact(c.key, c.fields, metadata)) is Status.SENT
+        assert push_one(world.connector(), contact(9)) is Status.SENT  # dated: no warning
+    finally:
+        world.server.stop()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    warned = [line for line in lines if line.get("event", "").startswith("no DATE metadata")]
+    assert len(warned) == 1
+    assert "[types]" in warned[0]["fix"] and "DATE" in warned[0]["fix"]
+
+
 def test_a_mapping_needs_email_or_phone(world: World) -> None:
     with pytest.raises(ConfigError, match="maps neither email nor phone"):
         world.connector(mapping='[fields]\nname = "First Name"\n')
@@ -439,3 +469,132 @@ def test_an_answer_without_the_documented_acknowledgement_is_unknown_and_not_res
     store.close()
     assert world.sim.count(PARTICIPANT) == 1
     assert set(triggers(world.sim).values()) == {1}
+
+
+def test_each_calls_404_and_401_name_what_is_likely_wrong(world: World) -> None:
+    """A 404 on login means base_url is wrong (the participant group is not in its URL);
+    a 404 on the participant call, the participant group too. A 401 on login is the email
+    and password; a participant call refused after a fresh login proved them is the user's
+    rights or the group (dropthought.md, Pre-requisites: "the user should have Admin
+    access")."""
+    world.sim.faults.add("status", status=404, path=LOGIN)
+    with pytest.raises(EndpointError) as login_404:
+        world.connector().check()
+    assert "base_url" in str(login_404.value)
+    assert "participant_group" not in str(login_404.value)
+
+    connector = world.connector()
+    world.sim.faults.add("status", status=404, path=PARTICIPANT)
+    with pytest.raises(EndpointError) as participant_404:
+        connector.push([contact(1)], lambda job: None)
+    assert "participant_group" in str(participant_404.value)
+
+    with pytest.raises(AuthError) as login_401:
+        world.connector(password="wrong-password").check()
+    assert "email and password" in str(login_401.value)
+
+    world.sim.faults.add("status", status=401, count=3, path=PARTICIPANT)
+    with pytest.raises(AuthError) as participant_401:
+        connector.push([contact(2)], lambda job: None)
+    text = str(participant_401.value)
+    assert "Admin access" in text and "participant_group" in text
+    assert "check email and password" not in text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": 1, "password": "sandbox-password"},
+        {"email": "ops@example.com", "password": ["sandbox-password"]},
+        {"email": "ops@example.com"},
+    ],
+    ids=["number-email", "array-password", "no-password"],
+)
+def test_the_simulator_refuses_a_login_whose_fields_are_not_strings(
+    tmp_path: Path, body: dict[str, Any]
+) -> None:
+    """dropthought.md, Step #1, Request fields: email and password are String, Optional
+    false: anything else is a bad request (400), not wrong credentials (401)."""
+    sim = DropthoughtSim()
+    with Server(sim) as server:
+        resp = requests.post(server.url + LOGIN, json=body, timeout=5)
+    assert resp.status_code == 400
+    assert resp.json() == {"success": False, "message": "email and password are required strings"}
+    assert sim.logins == 0
+
+
+def test_the_simulator_renews_only_with_the_refresh_token_in_the_body(tmp_path: Path) -> None:
+    """NOTES.md, Dropthought: `POST /token/renew` with `{"refreshToken": "..."}` (the SDK
+    also sends the raw refresh token as Authorization). The header alone is not the
+    documented call: the simulator renewed on it, so a connector sending only that passed."""
+    sim = DropthoughtSim()
+    with Server(sim) as server:
+        login = requests.post(
+            server.url + LOGIN,
+            json={"email": "ops@example.com", "password": "sandbox-password"},
+            timeout=5,
+        )
+        refresh = login.json()["result"]["refreshToken"]
+        alone = requests.post(server.url + RENEW, headers={"Authorization": refresh}, timeout=5)
+        both = requests.post(
+            server.url + RENEW,
+            json={"refreshToken": refresh},
+            headers={"Authorization": refresh},
+            timeout=5,
+        )
+    assert (alone.status_code, alone.json()["message"]) == (400, "refreshToken is required")
+    assert both.status_code == 200 and sim.renewals == 1
+
+
+class LoginAnswers(DropthoughtSim):
+    """A login answered 200 with the test's body (a proxy's page, or a refusal in JSON)."""
+
+    body = b""
+    mimetype = "text/html"
+
+    def login(self, request: Request) -> Response:
+        return Response(self.body, 200, mimetype=self.mimetype)
+
+
+def test_a_login_answered_without_a_token_names_what_is_likely_wrong(tmp_path: Path) -> None:
+    """A 200 to the login that is no JSON at all (a proxy's or a website's page) is not the
+    password: its hint names base_url. One in JSON that says no names email and password."""
+    world = World(tmp_path)
+    world.server.stop()
+    world.sim = LoginAnswers(now=world.sim.now)
+    world.server = Server(world.sim).start()
+    try:
+        world.sim.body = b"<html><body>Welcome to our website</body></html>"
+        with pytest.raises(AuthError) as page:
+            world.connector().check()
+        world.sim.body = b'{"success": false, "message": "User is not registered"}'
+        world.sim.mimetype = "application/json"
+        with pytest.raises(AuthError) as refused:
+            world.connector().check()
+    finally:
+        world.server.stop()
+    assert "base_url" in str(page.value) and "password" not in str(page.value)
+    assert "User is not registered" in str(refused.value)
+    assert "check email and password in [vendors.dropthought]" in str(refused.value)
+
+
+def test_participants_without_email_keyed_by_name_alone_are_warned_about_once(
+    world: World,
+) -> None:
+    """dropthought.md, Step #3, Sample Response: "primary_key": "Sudhakarsudhakar1@..." --
+    Dropthought keys a participant by its name and email. Two contacts without email who
+    share a name are then one participant (the second takes the first's uuid and values):
+    said once, when the answer's primary_key is the name alone."""
+    out = io.StringIO()
+    logmod.configure(level="DEBUG", json=True, stream=out)
+    connector = world.connector()
+    ann = [
+        Contact(f"K{i}", {"phone": f"+3247000000{i}", "name": "Ann"}, {"CRM ID": f"K{i}"})
+        for i in range(3)
+    ]
+    results = [connector.push([c], lambda job: None)[0] for c in ann]
+    assert len({r.ref for r in results}) == 1  # one participant to Dropthought
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    warned = [line for line in lines if line.get("event", "").startswith("no email:")]
+    assert len(warned) == 1 and warned[0]["key"] == "K0"
+    assert "Ann" not in json.dumps(warned[0])  # a person's name is not for the log

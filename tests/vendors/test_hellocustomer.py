@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request, Response
 from syncd import http
 from syncd.clock import FakeClock
 from syncd.config import Config, load
-from syncd.errors import AuthError, ConfigError, RetriableError
+from syncd.errors import AuthError, ConfigError, EndpointError, RetriableError
 from syncd.pipeline import reconcile
 from syncd.pull import pull
 from syncd.push import Deliverer
@@ -323,6 +323,28 @@ def test_an_unknown_touchpoint_stops_hello_customer_with_every_respondent_pendin
     assert attempts["attempts"] == 0  # a configuration error spends no attempt
 
 
+@pytest.mark.parametrize("stream", ["check", "responses", "nps", "unsubscribes"])
+def test_an_unknown_touchpoint_names_campaign_on_every_read_too(
+    tmp_path: Path, clock: FakeClock, stream: str
+) -> None:
+    """The same "Touchpoint with ID: ... not found" answering `check` or a pull is about
+    the campaign option too: an EndpointError that names it, not a bare refusal."""
+    sim = HelloCustomerSim(
+        clock=clock.monotonic, now=clock.now, campaign="0d0e0f10-1111-4222-8333-444455556666"
+    )
+    with Server(sim) as srv:
+        conn = connector(write_config(tmp_path, srv.url), clock)
+        with pytest.raises(EndpointError) as caught:
+            if stream == "check":
+                conn.check()
+            else:
+                list(conn.pull(stream, None, clock.now()))
+    text = str(caught.value)
+    assert f"Touchpoint with ID: {CAMPAIGN} not found" in text
+    assert "check campaign (the touchpoint's CampaignUniqueID)" in text
+    assert sim.count("/V1.0/") == 1
+
+
 def test_the_default_batch_is_100(tmp_path: Path) -> None:
     conn = connector(write_config(tmp_path, "http://127.0.0.1:9"), FakeClock())
     contacts = [contact(i) for i in range(2000)]
@@ -385,6 +407,30 @@ def test_check_proves_the_token_with_a_read(
     )
 
 
+def test_a_touchpoint_the_token_does_not_hold_is_a_401_on_every_call(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """hellocustomer.md, "5. Validation messages", 401: "API token does not contain this
+    touchpoint/CampaignUniqueID" -- a touchpoint that exists but not on this token is a 401
+    (a touchpoint that does not exist stays the 400 "Touchpoint with ID ... not found")."""
+    other = "0d0e0f10-1111-4222-8333-444455556666"
+    sim = HelloCustomerSim(
+        clock=clock.monotonic, now=clock.now, campaign=other, other_touchpoints=[CAMPAIGN]
+    )
+    with Server(sim) as srv:
+        auth = {"Authorization": "basic sandbox-token"}
+        url = f"{srv.url}{BASE}/answers/getall/20260101000000/20260102000000"
+        assert requests.get(url, headers=auth, timeout=5).status_code == 401
+        conn = connector(write_config(tmp_path, srv.url), clock)
+        clock.sleep(1.0)
+        with pytest.raises(AuthError) as caught:
+            conn.check()
+        outcome = deliver(conn, [contact(i) for i in range(3)], tmp_path)
+    assert f"does not hold touchpoint {CAMPAIGN} (campaign)" in str(caught.value)
+    assert set(outcome.values()) == {"pending"}
+    assert sim.respondents() == []
+
+
 def test_the_simulator_refuses_windows_over_31_days(
     sim: HelloCustomerSim, server: Server, clock: FakeClock
 ) -> None:
@@ -398,6 +444,33 @@ def test_the_simulator_refuses_windows_over_31_days(
     )
     assert (ok.status_code, too_long.status_code) == (200, 400)
     assert "31 days" in too_long.json()["message"]
+
+
+def test_the_simulator_takes_only_digits_as_yyyymmddhhmmss(
+    sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    """hellocustomer.md, "3. Date format": yyyyMMddHHmmss, 15/12/2018 at 3pm is
+    20181215150000 -- fourteen digits; strptime alone read "202611 1000000" as 1 Nov."""
+    auth = {"Authorization": "basic sandbox-token"}
+    url = f"{server.url}{BASE}/answers/getall/202611 1000000/20261102000000"
+    refused = requests.get(url, headers=auth, timeout=5)
+    assert refused.status_code == 400
+    assert refused.json()["message"] == "The dates must be formatted as yyyyMMddHHmmss"
+
+
+def test_the_simulator_takes_the_nps_filter_as_a_json_array_only(
+    sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    """hellocustomer.md, "10. API-Call 4": the filter is a JSON array in the body; NOTES.md:
+    `[]` for all. The simulator read an empty body as `[]`, so a connector that sent none
+    passed here though the vendor documents none."""
+    url = f"{server.url}{BASE}/analysis/nps/getnpsscore/20260101000000/20260131000000"
+    auth = {"Authorization": "basic sandbox-token"}
+    empty = requests.post(url, headers=auth, timeout=5)
+    clock.sleep(1.0)
+    listed = requests.post(url, headers=auth, json=[], timeout=5)
+    assert (empty.status_code, empty.json()["message"]) == (400, "The JSON model is not correct")
+    assert listed.status_code == 200
 
 
 # --- push and pull together --------------------------------------------------------------

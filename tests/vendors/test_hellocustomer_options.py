@@ -149,3 +149,49 @@ def test_a_404_on_the_unsubscribes_call_names_unsubscribes_path(tmp_path: Path) 
             hc.push([contact(1)], lambda job, refused=(): None)
     assert "campaign in [vendors.hellocustomer]" in str(pushed.value)
     assert "unsubscribes_path" not in str(pushed.value)
+
+
+def test_a_check_on_the_unsubscribes_call_names_unsubscribes_path_too(tmp_path: Path) -> None:
+    """With `streams = ["unsubscribes"]` `check` reads that call: its 404 names the path."""
+    clock = FakeClock()
+    sim = HelloCustomerSim(clock=clock.monotonic, now=clock.now)
+    with Server(sim) as server:
+        table = (
+            f'base_url = "{server.url}"\nstreams = ["unsubscribes"]\n'
+            'unsubscribes_path = "/V1.0/EN/gone/{start}"\n'
+        )
+        hc = HelloCustomer(load(write(tmp_path, table)).vendors["hellocustomer"], clock=clock)
+        with pytest.raises(EndpointError) as caught:
+            hc.check()
+    assert caught.value.status == 404
+    assert "check unsubscribes_path" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("streams", "calls", "read"),
+    [
+        ("[]", {"add_many"}, None),
+        ('["nps"]', {"add_many", "nps"}, "/analysis/nps/getnpsscore/"),
+        ('["unsubscribes"]', {"add_many", "unsubscribed"}, "/respondent/unsubscribed/"),
+    ],
+    ids=["push-only", "nps", "unsubscribes"],
+)
+def test_check_reads_with_a_call_the_configured_streams_use(
+    tmp_path: Path, streams: str, calls: set[str], read: str | None
+) -> None:
+    """hellocustomer.md, "5. Validation messages", 401: "API token does not contain the
+    right API call permissions". `check` read `getall` whatever the streams, so a token
+    made for the push and the configured streams failed `syncd check --online`."""
+    clock = FakeClock()
+    sim = HelloCustomerSim(clock=clock.monotonic, now=clock.now, calls=calls)
+    with Server(sim) as server:
+        cfg = load(write(tmp_path, f'base_url = "{server.url}"\nstreams = {streams}\n'))
+        proven = HelloCustomer(cfg.vendors["hellocustomer"], clock=clock).check()
+    base = f"/V1.0/EN/campaign/{CAMPAIGN}"
+    assert sim.count(f"{base}/answers/getall/") == 0
+    if read is None:
+        assert proven is None  # no read-only call proves the push: the first push tells
+        assert sim.count("/V1.0/") == 0
+    else:
+        assert proven is not None and proven.startswith("token accepted")
+        assert sim.count(base + read) == 1
