@@ -220,7 +220,9 @@ class Daemon:
         that never had one (a first start is not a missed run)."""
         schedule, now = self.cfg.schedule, self.clock.now()
         since = now - timedelta(seconds=schedule.misfire_grace_seconds)
-        due = last_fire(trigger_for(schedule.reconcile, schedule.timezone), since, now)
+        # the trigger `_schedule_jobs` just gave the job (triggers are pure: reading its fire
+        # times changes nothing), not one built again from the config
+        due = last_fire(sched.get_job("reconcile").trigger, since, now)
         assert self.keeper is not None, "`run` opens the store before the scheduler"
         if due is None or not self.keeper.scalar("SELECT 1 FROM runs WHERE kind = 'reconcile'"):
             return
