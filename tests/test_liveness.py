@@ -3,14 +3,14 @@ daemon's watchdog job and the subprocess tests are tests/test_daemon.py's)."""
 
 from __future__ import annotations
 
-import threading
-import time
+from pathlib import Path
 
 import pytest
 
 from syncd import liveness
 from syncd.clock import SystemClock
 from syncd.liveness import Liveness
+from syncd.state import Store
 
 
 def test_an_idle_worker_is_never_stalled() -> None:
@@ -134,16 +134,37 @@ def test_the_module_wait_closes_whatever_ends_it(monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_system_clock_announces_its_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pacing, backoff, Retry-After and polls all sleep through `SystemClock.sleep`."""
-    live = Liveness(bound=0.05)
+    """Pacing, backoff, Retry-After and polls all sleep through `SystemClock.sleep`: inside
+    a sleep of 100 s nothing is stalled until its end plus the bound; once it returned, the
+    bound counts from then. (The sleep's own wait is a probe, and `now` stands at 0.)"""
+    live = Liveness(bound=10)
     monkeypatch.setattr(liveness, "LIVE", live)
-    live.begin("reconcile", liveness.now())
-    seen: list[object] = []
-    sleeper = threading.Thread(target=SystemClock().sleep, args=(0.4,))
-    sleeper.start()
-    time.sleep(0.2)  # well past the bound, inside the sleep
-    seen.append(live.stalled(liveness.now()))
-    sleeper.join()
-    assert seen == [None]
-    time.sleep(0.1)
-    assert live.stalled(liveness.now()) is not None
+    monkeypatch.setattr(liveness, "now", lambda: 0.0)
+    seen: list[tuple[float, bool, bool]] = []
+
+    class Probe:
+        def wait(self, seconds: float) -> bool:
+            seen.append((seconds, live.stalled(105) is None, live.stalled(110.5) is None))
+            return False  # slept its length: no stop request
+
+    clock = SystemClock()
+    clock.stop = Probe()  # type: ignore[assignment]
+    live.begin("reconcile", 0)
+    clock.sleep(100)
+    assert seen == [(100, True, False)]
+    assert live.stalled(9.9) is None and live.stalled(10.5) is not None
+
+
+def test_a_commit_to_the_store_is_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each delivery batch's outcome, pull page, first-sync piece and prune batch commits."""
+    live = Liveness(bound=10)
+    monkeypatch.setattr(liveness, "LIVE", live)
+    store = Store.open(tmp_path / "s.db")
+    try:
+        live.begin("pull", liveness.now() - 60)
+        assert live.stalled(liveness.now()) is not None
+        with store.write() as conn:
+            conn.execute("SELECT 1")
+        assert live.stalled(liveness.now()) is None
+    finally:
+        store.close()
