@@ -7,7 +7,7 @@ again. So the daemon pings only while the worker is idle or its job shows progre
 
 A job shows progress by *beats*, and announces the waits it may legitimately spend without
 one (a request, a sleep). The signals come from four places only, the choke points every
-long stretch of a job goes through; nothing else calls this module but the daemon:
+long stretch of a job goes through (nothing else reports here, and only the daemon asks):
 
 - `syncd.http`: every request is a wait of `request_deadline + connect_timeout` (the
   deadline cuts it; connecting is bounded by the connect timeout), and its outcome, any
@@ -25,6 +25,8 @@ between two signals (reading, hashing, SQLite), which takes well under a second 
 the waits are the vendors' and the config's own (a first sync to a vendor at 1 call/s
 beats every second for hours; a Retry-After of 120 s is a wait of 120 s). A wait that
 outlives its own end by `bound` (a request the deadline failed to cut) is a stall too.
+A beat says the job is alive, not that it gets anywhere: a loop that asked a vendor the
+same thing for ever would look alive (retries, the breaker and `max_attempts` bound those).
 
 Time is an argument (`now`, monotonic seconds) on `Liveness`; the module's functions,
 which the choke points and the daemon call, read `now()`: `time.monotonic()`.
