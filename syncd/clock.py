@@ -17,7 +17,8 @@ class Clock(Protocol):
 
 class SystemClock:
     """The real clock. When `stop` is set (SIGTERM), `sleep` raises `StopRequested` at once,
-    so no backoff or polling wait outlives a stop request."""
+    so no backoff or polling wait outlives a stop request. Every sleep is announced to
+    `syncd.liveness` as a wait of its length: a long one is not a stalled job."""
 
     def __init__(self) -> None:
         import threading
@@ -28,9 +29,12 @@ class SystemClock:
         return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
+        from syncd import liveness
         from syncd.errors import StopRequested
 
-        if self.stop.wait(max(seconds, 0)):
+        with liveness.waiting(seconds):
+            stopped = self.stop.wait(max(seconds, 0))
+        if stopped:
             raise StopRequested("stop requested")
 
     def now(self) -> datetime:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from syncd.errors import ConfigError, OptionError
+from syncd.liveness import STALL_SECONDS
 from syncd.settings import DeliveryConfig as DeliveryConfig
 from syncd.settings import MappingConfig as MappingConfig
 from syncd.settings import TriggerRule as TriggerRule
@@ -40,6 +41,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "max_drop": (0, 1, "a fraction: 0.10 = 10%"),
     "settle_seconds": (0, DAY, "seconds"),
     "misfire_grace_seconds": (1, 7 * DAY, "seconds"),
+    "stall_seconds": (1, DAY, "seconds a job may show no progress"),
     "min_days_between_surveys": (0, 3650, "days"),
     "max_attempts": (1, 100, "tries"),
     "retries": (0, 20, "per request"),
@@ -87,6 +89,10 @@ class ScheduleConfig:
     pull: str = "*/30 * * * *"
     watch_export: bool = False
     misfire_grace_seconds: int = 3600
+    # `syncd run`: a job that shows no progress (syncd.liveness) for this long, beyond the
+    # waits it announced (requests, sleeps), is stalled: logged, said in systemctl status,
+    # and the watchdog pings stop so that systemd restarts the service
+    stall_seconds: float = STALL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -448,6 +454,7 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
         pull=sch.get("pull", str, "*/30 * * * *"),
         watch_export=sch.get("watch_export", bool, False),
         misfire_grace_seconds=sch.number("misfire_grace_seconds", int, 3600),
+        stall_seconds=sch.number("stall_seconds", float, STALL_SECONDS),
     )
     try:
         time_zone(schedule.timezone, "timezone")

@@ -5,7 +5,13 @@
   late run happen once, neither skipped nor doubled (after a suspend, a SIGSTOP, a long job);
   a nightly reconcile the service was not running for (a reboot) runs once at its start.
 - `WATCHDOG=1` is sent by a job of the scheduler itself, on its own executor: if the
-  scheduler's loop hangs, the pings stop and systemd restarts the service.
+  scheduler's loop hangs, the pings stop and systemd restarts the service. It pings only
+  while the worker is idle or its job shows progress (`syncd.liveness`): a job that shows
+  none for `[schedule] stall_seconds` beyond the waits it announced (a request under its
+  deadline, a pacing or Retry-After sleep) is stalled; that is logged once with where it is
+  stuck, said in `systemctl status`, and the pings stop, so systemd restarts the service
+  (the run it leaves `running` is closed by the next). Not under systemd's watchdog, the
+  stall is logged all the same.
 - SIGTERM/SIGINT: stop taking jobs, let the request in flight finish, record what was
   acknowledged, exit 0. SIGHUP: re-read the config; keep the old one if the new one is bad.
 - A trigger vendor that has acknowledged no contact of a store that knows some
@@ -15,10 +21,14 @@
 
 from __future__ import annotations
 
+import faulthandler
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -30,6 +40,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from syncd import liveness
 from syncd import log as logmod
 from syncd.clock import SYSTEM, SystemClock
 from syncd.config import Config, load
@@ -49,6 +60,10 @@ log = structlog.get_logger("syncd.daemon")
 R = TypeVar("R", bound=Report)
 
 WATCH_EVERY = 15.0  # seconds between looks for a new export (watch_export = true)
+# seconds between looks for a stalled job when systemd does not watch (no WATCHDOG_USEC);
+# under its watchdog, every ping (WatchdogSec/2) looks first
+CHECK_EVERY = 5.0
+STACK_FRAMES = 12  # of a stalled job's thread, innermost last, in the stall's log line
 
 
 class Daemon:
@@ -66,10 +81,18 @@ class Daemon:
         # the connection `run` holds from start to exit (the main thread's: a reload's
         # check reads through it; the jobs open their own, on the worker thread)
         self.keeper: Store | None = None
+        self.liveness = liveness.LIVE  # where the jobs' requests, sleeps and commits report
+        self.liveness.bound = self.cfg.schedule.stall_seconds
+        self._pinging = False  # under systemd's watchdog (WATCHDOG_USEC)
+        self._stall: liveness.Stall | None = None  # the stall said, until progress resumes
 
     # --- lifecycle -------------------------------------------------------------------
     def run(self) -> int:
         self.lock.acquire()  # LockHeldError → exit 3
+        if not faulthandler.is_enabled():
+            # systemd's watchdog ends a stalled service with SIGABRT: every thread's stack
+            # goes to the journal first
+            faulthandler.enable()
         metrics: MetricsServer | None = None
         try:
             # migrate before READY, and keep this connection until exit: SQLite keeps -wal
@@ -143,14 +166,14 @@ class Daemon:
         self._schedule_jobs(sched)
         self._catch_up(sched)
         interval = watchdog_interval()
-        if interval:
-            sched.add_job(
-                lambda: notify("WATCHDOG=1"),
-                IntervalTrigger(seconds=interval),
-                id="watchdog",
-                executor="watchdog",
-                misfire_grace_time=None,
-            )
+        self._pinging = interval is not None
+        sched.add_job(
+            self.watchdog_job,
+            IntervalTrigger(seconds=interval or CHECK_EVERY),
+            id="watchdog",
+            executor="watchdog",
+            misfire_grace_time=None,
+        )
         sched.add_listener(self._missed, EVENT_JOB_MISSED)
         return sched
 
@@ -197,7 +220,9 @@ class Daemon:
         that never had one (a first start is not a missed run)."""
         schedule, now = self.cfg.schedule, self.clock.now()
         since = now - timedelta(seconds=schedule.misfire_grace_seconds)
-        due = last_fire(trigger_for(schedule.reconcile, schedule.timezone), since, now)
+        # the trigger `_schedule_jobs` just gave the job (triggers are pure: reading its fire
+        # times changes nothing), not one built again from the config
+        due = last_fire(sched.get_job("reconcile").trigger, since, now)
         assert self.keeper is not None, "`run` opens the store before the scheduler"
         if due is None or not self.keeper.scalar("SELECT 1 FROM runs WHERE kind = 'reconcile'"):
             return
@@ -282,10 +307,65 @@ class Daemon:
             log.warning("config reload: a change to [metrics] takes effect at the next restart")
         logmod.add_secrets(cfg.secrets)
         self.cfg = cfg
+        self.liveness.bound = cfg.schedule.stall_seconds
         if self.scheduler:
             self._schedule_jobs(self.scheduler)
         log.info("config reloaded", config=str(self.config_path))
         return f"config reloaded; next reconcile {self._next('reconcile')}"
+
+    # --- the watchdog (its own executor) ----------------------------------------------
+    def watchdog_job(self) -> None:
+        """Ping systemd's watchdog while the worker is idle or its job shows progress. A
+        stalled job is said once (the journal, with where its thread is stuck, and
+        `systemctl status`) and the pings stop: systemd restarts the service after
+        WatchdogSec. Should the job show progress again first, the pings resume."""
+        stall = self.liveness.stalled(liveness.now())
+        if stall is None:
+            if self._stall is not None:
+                self._resumed(self._stall)
+            if self._pinging:
+                notify("WATCHDOG=1")
+            return
+        if self._stall is None or self._stall.job != stall.job:
+            self._stalled(stall)
+        self._stall = stall
+
+    def _stalled(self, stall: liveness.Stall) -> None:
+        quiet = round(stall.quiet)
+        outcome = (
+            "the watchdog pings stop: systemd restarts syncd"
+            if self._pinging
+            else "not under systemd's watchdog: restart syncd"
+        )
+        extra = {}
+        if stall.overdue_wait is not None:
+            extra["overdue_wait"] = round(stall.overdue_wait, 1)
+        log.error(
+            "job stalled: no progress for longer than stall_seconds",
+            job=stall.job,
+            seconds=quiet,
+            stall_seconds=stall.bound,
+            hint=f"{outcome}; `stack` is where the job's thread is stuck",
+            stack=_stack(stall.thread),
+            **extra,
+        )
+        notify(f"STATUS={stall.job} stalled: no progress for {quiet} s; {outcome}")
+
+    def _resumed(self, stall: liveness.Stall) -> None:
+        self._stall = None
+        job = self.liveness.running
+        log.warning("the stalled job shows progress again", job=stall.job, running=job)
+        if job is not None:  # else it finished, and said so in STATUS=
+            notify(f"STATUS={job} running again after a stall; see the journal")
+
+    @contextmanager
+    def _working(self, job: str) -> Iterator[None]:
+        """`job` runs on this thread: the watchdog holds it to showing progress."""
+        self.liveness.begin(job, liveness.now(), threading.get_ident())
+        try:
+            yield
+        finally:
+            self.liveness.end(liveness.now())
 
     # --- jobs (all on the one worker thread) -----------------------------------------
     def _job(self, kind: str, work: Callable[[Store], R]) -> R | None:
@@ -315,13 +395,14 @@ class Daemon:
 
     def reconcile_job(self) -> None:
         cfg = self.cfg
-        report = self._job(
-            "reconcile", lambda store: reconcile(cfg, store, self.clock, stop=self.stop)
-        )
-        if report and report.plan:
-            self.last_export = _signature(Path(report.plan.export))
-        if report and report.exit_code in (0, 1) and not self.stop.is_set():
-            self.prune(cfg)  # after any reconcile that finished, failed deliveries or not
+        with self._working("reconcile"):
+            report = self._job(
+                "reconcile", lambda store: reconcile(cfg, store, self.clock, stop=self.stop)
+            )
+            if report and report.plan:
+                self.last_export = _signature(Path(report.plan.export))
+            if report and report.exit_code in (0, 1) and not self.stop.is_set():
+                self.prune(cfg)  # after any reconcile that finished, failed deliveries or not
 
     def prune(self, cfg: Config) -> None:
         """[store] retention; a failure is logged and waits for the next reconcile, and so
@@ -350,19 +431,21 @@ class Daemon:
 
     def pull_job(self) -> None:
         cfg = self.cfg
-        self._job("pull", lambda store: pull(cfg, store, self.clock, stop=self.stop))
+        with self._working("pull"):
+            self._job("pull", lambda store: pull(cfg, store, self.clock, stop=self.stop))
 
     def watch_job(self) -> None:
         """Reconcile as soon as a new export has settled, between scheduled runs."""
-        try:
-            path = find_export(self.cfg.source, self.clock.now()).path
-        except SyncdError:
-            return  # nothing new, or still being written: look again shortly
-        signature = _signature(path)
-        if signature != self.last_export:
-            log.info("new export settled; reconciling now", export=str(path))
-            self.reconcile_job()
-            self.last_export = signature
+        with self._working("watch"):  # a look at the export's folder (NFS can hang too)
+            try:
+                path = find_export(self.cfg.source, self.clock.now()).path
+            except SyncdError:
+                return  # nothing new, or still being written: look again shortly
+            signature = _signature(path)
+            if signature != self.last_export:
+                log.info("new export settled; reconciling now", export=str(path))
+                self.reconcile_job()
+                self.last_export = signature
 
 
 def unbaselined(store: Store, among: Iterable[str]) -> list[str]:
@@ -412,6 +495,14 @@ def _have(names: Sequence[str]) -> str:
     if len(names) == 1:
         return f"trigger vendor {names[0]} has"
     return f"trigger vendors {', '.join(names)} have"
+
+
+def _stack(thread: int | None) -> str:
+    """The innermost frames of `thread`'s stack (file, line, function, source line)."""
+    frame = sys._current_frames().get(thread) if thread is not None else None
+    if frame is None:
+        return "(the job's thread is gone)"
+    return "".join(traceback.format_stack(frame)[-STACK_FRAMES:]).rstrip()
 
 
 def _signature(path: Path) -> tuple[str, float, int] | None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from syncd import liveness
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
 from syncd.decide import SURVEYS, Act, Facts, decide
@@ -157,6 +158,7 @@ class Differ:
         for part in scan(export, self.known.fps, self.salt):
             if self.stop is not None and self.stop.is_set():
                 raise StopRequested("stop requested during the diff: nothing of it was kept")
+            liveness.beat()  # a block read: one transaction holds the whole diff, no commit
             plan.rows_read += part.records
             for item in part.bad:
                 self._quarantine(item.line, item.key, None, item.reason, held=item.held)

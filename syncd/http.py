@@ -42,6 +42,7 @@ import structlog
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from syncd import liveness
 from syncd.clock import SYSTEM, Clock
 from syncd.errors import (
     AuthError,
@@ -611,7 +612,16 @@ class HttpClient:
     def _exchange(
         self, method: str, url: str, kwargs: Mapping[str, Any], idempotent: bool = True
     ) -> requests.Response:
-        """One request and its whole answer, read under the size cap and the deadline."""
+        """One request and its whole answer, read under the size cap and the deadline: to
+        the daemon's watchdog (`syncd.liveness`) a wait of the deadline and the connect
+        timeout (which bounds connecting, where the deadline cannot cut), and its outcome,
+        whatever it is, progress."""
+        with liveness.waiting(self.policy.request_deadline + self.policy.connect_timeout):
+            return self._exchange_within(method, url, kwargs, idempotent)
+
+    def _exchange_within(
+        self, method: str, url: str, kwargs: Mapping[str, Any], idempotent: bool
+    ) -> requests.Response:
         after = "read timeout, connection dropped after the request was written"
         cut = "answer cut short, bad chunked or gzip encoding"
         late = "answer over the size cap, or past the request deadline"

@@ -116,6 +116,9 @@ ANSWERS: dict[str, Answer] = {
     "503 without Retry-After": whole("503 Service Unavailable", b"{}"),
     "401": whole("401 Unauthorized", b'{"message": "unauthorized"}'),
     "429": whole("429 Too Many Requests", b'{"message": "slow down"}', **{"Retry-After": "1"}),
+    "429 for 2 s": whole(
+        "429 Too Many Requests", b'{"message": "slow down"}', **{"Retry-After": "2"}
+    ),
     "307 to another host": whole(
         "307 Temporary Redirect", b"", **{"Location": "http://127.0.0.2:9/steal"}
     ),

@@ -277,6 +277,25 @@ def test_a_secrets_surrounding_whitespace_is_dropped_wherever_it_comes_from(
             BASE.format(key="k") + "\n[schedule]\nmisfire_grace_seconds = -1\n",
             "[schedule] misfire_grace_seconds: must be between 1 and 604800 (seconds), not -1",
         ),
+        # a job that shows no progress this long is stalled and the service restarted: 0 would
+        # restart it at every job, nan or inf never
+        (
+            BASE.format(key="k") + "\n[schedule]\nstall_seconds = 0\n",
+            "[schedule] stall_seconds: must be between 1 and 86400 (seconds a job may show no "
+            "progress), not 0.0",
+        ),
+        (
+            BASE.format(key="k") + "\n[schedule]\nstall_seconds = nan\n",
+            "[schedule] stall_seconds: must be between 1 and 86400",
+        ),
+        (
+            BASE.format(key="k") + "\n[schedule]\nstall_seconds = 1e9\n",
+            "[schedule] stall_seconds: must be between 1 and 86400",
+        ),
+        (
+            BASE.format(key="k") + '\n[schedule]\nstall_seconds = "10m"\n',
+            "[schedule] stall_seconds: must be float, not str '10m'",
+        ),
         (
             BASE.format(key="k").replace("[store]", "max_drop = nan\n[store]"),
             "[source] max_drop: must be between 0 and 1 (a fraction: 0.10 = 10%), not nan",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,14 +18,18 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog.testing
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from syncd import liveness
 from syncd.clock import SystemClock
 from syncd.daemon import Daemon
 from syncd.errors import StoreError
+from syncd.liveness import Liveness
 from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
@@ -42,13 +49,40 @@ class Notify:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self.times: list[float] = []  # when each message was read (time.time)
+        self._lock = threading.Lock()
+        self._reading = False
 
-    def collect(self) -> None:
+    def read_on(self) -> Notify:
+        """Read each message as it comes, on a thread of its own, and so when it came. The
+        socket queues only `net.unix.max_dgram_qlen` datagrams (often 10: five seconds of
+        pings here), and the daemon drops what finds it full (MSG_DONTWAIT)."""
+        self._reading = True
+        threading.Thread(target=self._read_on, daemon=True).start()
+        return self
+
+    def _read_on(self) -> None:
         while True:
             try:
-                self.messages.append(self.sock.recv(4096).decode())
+                self._collect()
+            except OSError:
+                return  # closed with the test's folder
+
+    def collect(self) -> None:
+        if self._reading:
+            time.sleep(0.05)
+        else:
+            self._collect()
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
             except TimeoutError:
                 return
+            with self._lock:
+                self.messages.append(data.decode())
+                self.times.append(time.time())
 
     def wait_for(self, text: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -62,6 +96,17 @@ class Notify:
         self.collect()
         return sum(text in m for m in self.messages)
 
+    def when(self, text: str) -> list[float]:
+        """When each message holding `text` came (`read_on` tells it to the millisecond)."""
+        self.collect()
+        with self._lock:
+            return [t for t, m in zip(self.times, self.messages, strict=True) if text in m]
+
+    def longest_silence(self, text: str, since: float) -> float:
+        """The longest time from `since` (time.time) to now without a message holding `text`."""
+        marks = [since, *(t for t in self.when(text) if t > since), time.time()]
+        return max(b - a for a, b in itertools.pairwise(marks))
+
 
 @pytest.fixture
 def sim() -> Iterator[tuple[ESputnikSim, Server]]:
@@ -70,13 +115,14 @@ def sim() -> Iterator[tuple[ESputnikSim, Server]]:
         yield app, server
 
 
-def daemon_world(tmp_path: Path, url: str, reconcile: str, pull: str) -> World:
+def daemon_world(tmp_path: Path, url: str, reconcile: str, pull: str, **schedule: float) -> World:
     world = World(tmp_path, {"esputnik": esputnik_table(url)})
     text = (tmp_path / "syncd.toml").read_text()
+    more = "".join(f"{key} = {value}\n" for key, value in schedule.items())
     text = text.replace(
         "[store]",
         f'[schedule]\nreconcile = "{reconcile}"\npull = "{pull}"\n'
-        f"misfire_grace_seconds = 600\n[store]",
+        f"misfire_grace_seconds = 600\n{more}[store]",
     )
     (tmp_path / "syncd.toml").write_text(text)
     world.write(list(rows(40)))
@@ -104,6 +150,17 @@ def start(world: World, notify: Notify, **env: str) -> subprocess.Popen[bytes]:
 
 def logged(world: World) -> str:
     return (world.folder / "daemon.log").read_text(errors="replace")
+
+
+def events(world: World, name: str) -> list[dict[str, Any]]:
+    """The daemon's JSON log lines whose event is `name`."""
+    found = []
+    for line in logged(world).splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == name:
+                found.append(event)
+    return found
 
 
 def runs(world: World, kind: str) -> list[tuple[str, str]]:
@@ -241,25 +298,31 @@ def test_a_long_pause_gives_exactly_one_coalesced_reconcile(
             proc.wait()
 
 
-def test_sigterm_stops_within_seconds_even_while_a_vendor_drips_its_answer(
+def test_a_slow_but_live_job_keeps_the_watchdog_pinging_and_sigterm_still_stops_it(
     tmp_path: Path, sim: tuple[ESputnikSim, Server]
 ) -> None:
-    """A vendor dripping a byte every 0.2 s would hold a request for a minute (read_timeout
-    is per read): the stop request cuts it, far inside the unit's TimeoutStopSec."""
+    """With `stall_seconds = 1`, a vendor answers the import with a 429 and Retry-After: 2,
+    then drips its next answer a byte every 0.2 s: more than twice the bound with no answer
+    twice over, and neither is a stall (a sleep and a request are waits of their own length,
+    the request's up to request_deadline): the pings (every 0.5 s here) go on throughout,
+    and nothing says stalled. Held by the drip, which would take a minute (read_timeout is
+    per read), the job is cut by the stop request, far inside the unit's TimeoutStopSec."""
     _app, server = sim
     with HostileProxy(server.url) as proxy:
+        proxy.plan("429 for 2 s", acted=False, path="/api/v1/contacts", method="POST")
         proxy.plan("slow drip", acted=True, count=99, path="/api/v1/contacts", method="POST")
-        world = daemon_world(tmp_path, proxy.url, "every 2s", "0 3 * * *")
-        notify = Notify(tmp_path / "notify.sock")
+        world = daemon_world(tmp_path, proxy.url, "every 1s", "0 3 * * *", stall_seconds=1)
+        notify = Notify(tmp_path / "notify.sock").read_on()
         proc = start(world, notify)
         try:
             assert notify.wait_for("READY=1", 20), logged(world)
+            ready = notify.when("READY=1")[0]
             assert wait(lambda: any("POST /api/v1/contacts" in s for s in proxy.seen), 20)
-            # the job is held by the dripping answer; the watchdog pings (every 0.5 s here)
-            # go on from their own executor: systemd does not kill a long delivery
-            pinged = notify.count("WATCHDOG=1")
-            time.sleep(1.5)  # well inside the dripping answer
-            assert notify.count("WATCHDOG=1") >= pinged + 2, notify.messages
+            assert wait(lambda: sum("POST /api/v1/contacts" in s for s in proxy.seen) == 2, 5)
+            assert [e["delay"] for e in events(world, "retrying")] == [2.0]  # the Retry-After
+            time.sleep(2)  # well inside the dripping answer
+            assert notify.longest_silence("WATCHDOG=1", ready) < 1.2, notify.messages
+            assert "stalled" not in logged(world) + "".join(notify.messages)
             stopped_at = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0, logged(world)
@@ -272,6 +335,117 @@ def test_sigterm_stops_within_seconds_even_while_a_vendor_drips_its_answer(
     statuses = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"))
     conn.close()
     assert "in_flight" not in statuses and statuses.get("pending", 0) > 0, statuses
+
+
+@pytest.mark.slow
+def test_a_retry_after_of_two_minutes_is_waited_out_pinging(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """A vendor's Retry-After of 120 s (retry_after_cap's default), with stall_seconds = 10:
+    the job shows nothing for twelve times the bound, sleeping as told, and is never called
+    stalled; the pings go on throughout and the contacts are sent after the wait."""
+    app, server = sim
+    app.faults.add("status", status=429, retry_after="120", path="/api/v1/contacts", method="POST")
+    world = daemon_world(tmp_path, server.url, "every 1s", "0 3 * * *", stall_seconds=10)
+    notify = Notify(tmp_path / "notify.sock").read_on()
+    proc = start(world, notify, WATCHDOG_USEC="2000000")
+    try:
+        assert notify.wait_for("READY=1", 20), logged(world)
+        ready = notify.when("READY=1")[0]
+        assert wait(lambda: any(s == "ok" for _t, s in runs(world, "reconcile")), 180)
+        assert [e["delay"] for e in events(world, "retrying")] == [120.0]
+        assert notify.longest_silence("WATCHDOG=1", ready) < 2.5
+        assert "stalled" not in logged(world) + "".join(notify.messages)
+        assert len(app.contacts()) == acknowledged(world) == 40
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_hung_job_stops_the_watchdog_pings_within_stall_seconds(
+    tmp_path: Path, sim: tuple[ESputnikSim, Server]
+) -> None:
+    """The watchdog pinged from its own executor whatever the job did: a job hung for good
+    kept systemd content while no reconcile ran again. Here the reconcile's thread waits
+    for good right after eSputnik took the import (`SYNCD_HANG_AT`: as a deadlock or a stuck
+    SQLite call would, the rest of the process running on; no deadline can cut it). With
+    `stall_seconds = 1`: not before a second with no progress, and within one ping (0.5 s)
+    after it, the pings stop for good, the journal says which job and for how long, with
+    where its thread is stuck, and so does `systemctl status`. systemd then ends it with
+    SIGABRT (WatchdogSignal=): every thread's stack goes to the journal first."""
+    app, server = sim
+    world = daemon_world(tmp_path, server.url, "every 1s", "0 4 * * *", stall_seconds=1)
+    notify = Notify(tmp_path / "notify.sock").read_on()
+    proc = start(world, notify, SYNCD_HANG_AT="job_recorded")
+    try:
+        assert notify.wait_for("READY=1", 20), logged(world)
+        assert notify.wait_for("stalled", 20), logged(world)
+        said = notify.when("stalled")
+        # the import was the job's last progress; the hang comes a few milliseconds after it
+        imported = app.requests("/api/v1/contacts", "POST")[-1].at + time.time() - time.monotonic()
+        assert 1.0 <= said[0] - imported < 1.0 + 0.5 + 1.0, (said[0] - imported, logged(world))
+        pinged = notify.when("WATCHDOG=1")
+        assert pinged and pinged[-1] < said[0], "a ping after the stall"
+        time.sleep(1.0)  # two pings' worth
+        assert notify.when("WATCHDOG=1") == pinged, "the pings resumed"
+        assert len(said) == 1 and re.fullmatch(
+            "STATUS=reconcile stalled: no progress for [12] s; the watchdog pings stop: "
+            "systemd restarts syncd",
+            notify.messages[-1],
+        ), notify.messages[-3:]
+        proc.send_signal(signal.SIGABRT)  # what systemd's watchdog does after WatchdogSec
+        assert proc.wait(timeout=10) == -signal.SIGABRT
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (stall,) = events(world, "job stalled: no progress for longer than stall_seconds")
+    assert stall["level"] == "error" and stall["job"] == "reconcile", stall
+    assert stall["seconds"] in (1, 2) and stall["stall_seconds"] == 1.0, stall
+    assert "in crashpoint\n" in stall["stack"] and "in _send\n" in stall["stack"], stall
+    assert 'crashpoints.py", line' in logged(world)  # faulthandler's, at the SIGABRT
+    assert runs(world, "reconcile") == [(runs(world, "reconcile")[0][0], "running")]
+
+
+def test_a_stall_not_under_systemds_watchdog_is_logged_once_and_pings_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without WATCHDOG_USEC (syncd run by hand, or a unit without WatchdogSec=) nothing is
+    pinged, and a stall is still said: once, however often the watchdog job looks; progress
+    again is said too, and the next stall again. The job began a minute ago (time as an
+    argument: the watchdog job's own clock is the present)."""
+    world = daemon_world(tmp_path, "http://127.0.0.1:9", "0 3 * * *", "0 4 * * *")
+    notify = Notify(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    daemon = Daemon(world.folder / "syncd.toml")
+    assert daemon.liveness.bound == 600  # the default
+    daemon.liveness = live = Liveness(bound=5)
+    live.begin("pull", liveness.now() - 60, threading.get_ident())
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            daemon.watchdog_job()
+        live.beat(liveness.now())
+        daemon.watchdog_job()
+        live.end(liveness.now())  # and the next pull, quiet since it began 30 s ago
+        live.begin("pull", liveness.now() - 30, threading.get_ident())
+        daemon.watchdog_job()
+    live.end(liveness.now())
+    said = [(e["log_level"], e["event"]) for e in logs if e.get("job") == "pull"]
+    stalled = ("error", "job stalled: no progress for longer than stall_seconds")
+    assert said == [stalled, ("warning", "the stalled job shows progress again"), stalled]
+    first = next(e for e in logs if e["event"] == stalled[1])
+    assert first["seconds"] == 60 and first["stall_seconds"] == 5
+    assert "test_daemon.py" in first["stack"]  # this thread's stack: the "job" is this test
+    assert notify.count("WATCHDOG=1") == 0
+    assert [m for m in notify.messages if "pull" in m] == [
+        "STATUS=pull stalled: no progress for 60 s; not under systemd's watchdog: restart syncd",
+        "STATUS=pull running again after a stall; see the journal",
+        "STATUS=pull stalled: no progress for 30 s; not under systemd's watchdog: restart syncd",
+    ]
 
 
 def test_a_lock_file_it_cannot_open_stops_the_start_with_one_line() -> None:

@@ -41,6 +41,7 @@ import orjson
 import structlog
 from sqlite_utils import Database
 
+from syncd import liveness
 from syncd.errors import EmptyStoreError, StoreError, SyncdError
 from syncd.log import scrub
 from syncd.state.schema import KNOWN, migrations
@@ -392,6 +393,7 @@ class Store:
                         self.conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             self._raise(exc)
+        liveness.beat()  # committed: the daemon's watchdog counts it as progress
         if not copy_back:
             return
         if self._checkpointer is not None:
