@@ -1,0 +1,280 @@
+"""The store-writing commands besides `sync` and `pull` (tests/test_kill_loop.py,
+tests/test_pull_kill_loop.py), killed: `syncd prune`, `withdraw`, `retry`, `backup`, `init`,
+a store migration on open, and `syncd run` in its start-up catch-up and in a SIGHUP reload.
+
+Each is SIGKILLed (a real subprocess) at random moments of its work: its writes are slowed
+(`SLOWED`: a pause inside and after every transaction, so a kill lands in one as often as
+between two) and the delay is drawn from the moment it first writes. After every kill the
+next command must accept the store and find no half-applied state:
+- prune removed each run's rows (the run and its quarantined rows) whole or not at all;
+- withdraw closed deliveries or left them open, never anything else; the next converges;
+- retry: nothing `sent` that the vendor did not acknowledge, nothing the vendor
+  acknowledged lost (every trigger it received `sent` or `unknown`);
+- backup left a whole checked copy or nothing: no temporary file once the next backup ran;
+- init left a whole config or none a re-run cannot complete;
+- a migration killed is applied whole at the next open.
+
+The default suite kills each a few times; `-m slow` runs the long loops.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import syncd.state
+from syncd.state import Store, iso
+
+NOW = datetime.now(UTC)
+OLD = iso(NOW - timedelta(days=100))
+
+# `syncd …` whose every store transaction pauses `TEST_PAUSE` seconds before its COMMIT and
+# after it, and which says `writing` on stdout when it begins its first; `TEST_BATCH`
+# shrinks the prune's and the withdraw's batches
+SLOWED = """
+import contextlib, os, sys, time
+import syncd.state as state
+if os.environ.get("TEST_BATCH"):
+    state.PRUNE_BATCH = int(os.environ["TEST_BATCH"])
+pause, real, began = float(os.environ.get("TEST_PAUSE", "0")), state.Store.write, []
+@contextlib.contextmanager
+def write(self, **kw):
+    if not began:
+        began.append(1)
+        os.write(1, b"writing\\n")
+    with real(self, **kw) as c:
+        yield c
+        time.sleep(pause)
+    time.sleep(pause)
+state.Store.write = write
+sys.argv[0] = "syncd"
+from syncd.cli import main
+main()
+"""
+
+
+def slowed(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-c", SLOWED, "--config", str(config), *args]
+
+
+def kill_at_random(
+    cmd: list[str], rng: random.Random, spread: float, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str] | None:
+    """Run `cmd`; SIGKILL it a random 0..`spread` seconds after it says `writing` (or, if it
+    never does, once it has run `spread` seconds). None if killed, else how it ended."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "SYNCD_LOG_LEVEL": "WARNING", **env},
+        cwd=cwd,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    line = b""
+    while not line.endswith(b"\n") and time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.05)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 1)
+            if not chunk:
+                break
+            line += chunk
+    try:
+        proc.wait(timeout=rng.uniform(0, spread))
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        return None
+    out, err = proc.communicate()
+    return subprocess.CompletedProcess(cmd, proc.returncode, line.decode() + out.decode(), err.decode())
+
+
+def finish(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`cmd` left to run to its end (writes not slowed)."""
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "SYNCD_LOG_LEVEL": "WARNING", "TEST_PAUSE": "0"},
+    )
+
+
+def config(folder: Path) -> Path:
+    (folder / "m.toml").write_text('[fields]\nemail = "Email"\n')
+    path = folder / "syncd.toml"
+    path.write_text(
+        '[source]\npath = "x.csv"\nkey = "id"\n[store]\npath = "syncd.db"\n'
+        '[vendors.esputnik]\nbase_url = "http://127.0.0.1:9"\napi_key = "k"\nmapping = "m.toml"\n'
+    )
+    return path
+
+
+@contextmanager
+def opened(path: Path) -> Iterator[sqlite3.Connection]:
+    with closing(sqlite3.connect(path)) as conn:
+        yield conn
+
+
+# --- prune ---------------------------------------------------------------------------
+
+
+def history(path: Path, rng: random.Random, runs: int = 24) -> dict[int, int]:
+    """Old runs with quarantined rows (1 to 7 each), a third of them named by a delivery
+    (kept, without their rows), and the last reconcile (kept whole); run id → rows."""
+    store = Store.open(path)
+    rows: dict[int, int] = {}
+    try:
+        with store.write() as c:
+            for i in range(runs):
+                run = c.execute(
+                    "INSERT INTO runs (kind, started_at, status) VALUES (?, ?, 'ok')",
+                    ("reconcile" if i % 2 else "pull", OLD),
+                ).lastrowid
+                assert run is not None
+                rows[run] = rng.randint(1, 7)
+                c.executemany(
+                    "INSERT INTO quarantine (run_id, file, line, reason, created_at) "
+                    "VALUES (?, 'x.csv', ?, 'bad', ?)",
+                    [(run, line, OLD) for line in range(rows[run])],
+                )
+                if i % 3 == 0:
+                    c.execute(
+                        "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, "
+                        "payload, created_at, updated_at) "
+                        "VALUES (?, 'esputnik', ?, 'new', 'sent', 'h', '{}', ?, ?)",
+                        (run, f"k{i}", OLD, OLD),
+                    )
+    finally:
+        store.close()
+    return rows
+
+
+def runs_whole(path: Path, rows: dict[int, int]) -> dict[str, int]:
+    """Each run untouched, gone with its rows, or kept (a delivery names it) without its
+    rows: never a part of its rows gone, nor a run prune would delete left without them."""
+    with opened(path) as conn:
+        present = {r for (r,) in conn.execute("SELECT id FROM runs")}
+        named = {r for (r,) in conn.execute("SELECT DISTINCT run_id FROM deliveries")}
+        left = dict(conn.execute("SELECT run_id, count(*) FROM quarantine GROUP BY run_id"))
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    last = max(r for r in rows if r % 2 == 0)  # the last reconcile (even ids: see history)
+    seen = {"untouched": 0, "gone": 0, "kept": 0}
+    for run, n in rows.items():
+        if run in present and left.get(run) == n:
+            seen["untouched"] += 1
+        elif run not in present and run not in left:
+            seen["gone"] += 1
+        elif run in present and run in named and run not in left and run != last:
+            seen["kept"] += 1
+        else:
+            raise AssertionError(
+                f"run {run}: {left.get(run, 0)} of its {n} quarantined rows left, the run "
+                f"{'still there' if run in present else 'gone'}"
+                + (", named by a delivery" if run in named else "")
+            )
+    return seen
+
+
+class Killed(BaseException):
+    """What a SIGKILL leaves: nothing after it runs (no `except Exception` catches it)."""
+
+
+@pytest.mark.parametrize("batch", [4, 9])
+def test_a_prune_stopped_after_any_commit_removed_whole_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """A prune killed after any of its transactions: each run it touched went whole — the
+    run and its quarantined rows in one transaction — never its rows cut at a batch's
+    boundary (rows of one run in two transactions) nor its rows gone and the run left."""
+    monkeypatch.setattr(syncd.state, "PRUNE_BATCH", batch)
+    rng = random.Random(batch)
+    seed = tmp_path / "seed.db"
+    rows = history(seed, rng)
+    real = Store.write
+    for k in range(1, 100):
+        path = tmp_path / f"k{k}.db"
+        with opened(seed) as src, closing(sqlite3.connect(path)) as dst:
+            src.backup(dst)
+        commits = 0
+
+        @contextmanager
+        def write(self: Store, **kw: bool) -> Iterator[sqlite3.Connection]:
+            nonlocal commits
+            with real(self, **kw) as c:
+                yield c
+            commits += 1
+            if commits == k:
+                raise Killed
+
+        monkeypatch.setattr(Store, "write", write)
+        store = Store.open(path)
+        try:
+            store.prune(NOW, runs_days=90, payload_days=0)
+            done = True
+        except Killed:
+            done = False
+        finally:
+            store.close()
+        monkeypatch.setattr(Store, "write", real)
+        runs_whole(path, rows)
+        store = Store.open(path)
+        try:
+            store.prune(NOW, runs_days=90, payload_days=0)
+        finally:
+            store.close()
+        assert runs_whole(path, rows) == {"untouched": 1, "gone": 15, "kept": 8}
+        if done:
+            break
+    else:
+        raise AssertionError("the prune never finished")
+
+
+def prune_killed(tmp_path: Path, kills: int, seed: int) -> None:
+    rng = random.Random(seed)
+    cfg = config(tmp_path)
+    rows = history(tmp_path / "syncd.db", rng, runs=40)
+    env = {"TEST_BATCH": "5", "TEST_PAUSE": "0.004"}
+    landed = 0
+    for _ in range(kills * 3):
+        proc = kill_at_random(slowed(cfg, "prune"), rng, 0.3, env)
+        runs_whole(tmp_path / "syncd.db", rows)
+        if proc is None:
+            landed += 1
+            if landed == kills:
+                break
+        else:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            history_left = runs_whole(tmp_path / "syncd.db", rows)
+            if history_left["untouched"] == 1:  # all pruned: start over
+                (tmp_path / "syncd.db").unlink()
+                rows = history(tmp_path / "syncd.db", rng, runs=40)
+    done = finish(slowed(cfg, "prune"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "database is locked" not in done.stderr
+    assert runs_whole(tmp_path / "syncd.db", rows)["untouched"] == 1
+    assert landed == kills
+
+
+def test_syncd_prune_killed_at_random_moments_removes_whole_runs(tmp_path: Path) -> None:
+    prune_killed(tmp_path, kills=1, seed=1)
+
+
+@pytest.mark.slow
+def test_syncd_prune_killed_at_random_moments_removes_whole_runs_long(tmp_path: Path) -> None:
+    prune_killed(tmp_path, kills=60, seed=2)
