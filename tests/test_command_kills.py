@@ -42,24 +42,32 @@ NOW = datetime.now(UTC)
 OLD = iso(NOW - timedelta(days=100))
 
 # `syncd …` whose every store transaction pauses `TEST_PAUSE` seconds before its COMMIT and
-# after it, and which says `writing` on stdout when it begins its first; `TEST_BATCH`
-# shrinks the prune's and the withdraw's batches
+# after it, as does every step of a backup's page copy, and which says `writing` on stdout
+# when it begins the first of either; `TEST_BATCH` shrinks the prune's and the withdraw's
+# batches, `TEST_STEP` the backup's steps (pages)
 SLOWED = """
 import contextlib, os, sys, time
 import syncd.state as state
 if os.environ.get("TEST_BATCH"):
     state.PRUNE_BATCH = int(os.environ["TEST_BATCH"])
+if os.environ.get("TEST_STEP"):
+    state.BACKUP_STEP = int(os.environ["TEST_STEP"])
 pause, real, began = float(os.environ.get("TEST_PAUSE", "0")), state.Store.write, []
-@contextlib.contextmanager
-def write(self, **kw):
+def writing():
     if not began:
         began.append(1)
         os.write(1, b"writing\\n")
+@contextlib.contextmanager
+def write(self, **kw):
+    writing()
     with real(self, **kw) as c:
         yield c
         time.sleep(pause)
     time.sleep(pause)
-state.Store.write = write
+def step(*_):
+    writing()
+    time.sleep(pause)
+state.Store.write, state._between_steps = write, step
 sys.argv[0] = "syncd"
 from syncd.cli import main
 main()
@@ -278,3 +286,69 @@ def test_syncd_prune_killed_at_random_moments_removes_whole_runs(tmp_path: Path)
 @pytest.mark.slow
 def test_syncd_prune_killed_at_random_moments_removes_whole_runs_long(tmp_path: Path) -> None:
     prune_killed(tmp_path, kills=60, seed=2)
+
+
+# --- backup --------------------------------------------------------------------------
+
+
+def backups_whole(folder: Path, store: Path) -> list[str]:
+    """Each file in `folder` is a whole checked copy of `store` (or the hidden temporary
+    file of a killed backup); the temporary files' names."""
+    with opened(store) as conn:
+        want = conn.execute("SELECT count(*), sum(length(reason)) FROM quarantine").fetchone()
+    hidden = []
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("."):
+            hidden.append(name)
+            continue
+        with closing(sqlite3.connect(f"file:{folder / name}?mode=ro", uri=True)) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",), name
+            got = conn.execute("SELECT count(*), sum(length(reason)) FROM quarantine").fetchone()
+            assert got == want, name
+    return hidden
+
+
+def backup_killed(tmp_path: Path, kills: int, seed: int) -> None:
+    rng = random.Random(seed)
+    cfg = config(tmp_path)
+    store = Store.open(tmp_path / "syncd.db")
+    try:
+        with store.write() as c:
+            run = c.execute(
+                "INSERT INTO runs (kind, started_at, status) VALUES ('pull', ?, 'ok')", (OLD,)
+            ).lastrowid
+            c.executemany(  # 2 MB: 8 steps of 64 pages
+                "INSERT INTO quarantine (run_id, file, line, reason, created_at) "
+                "VALUES (?, 'x.csv', ?, ?, '')",
+                [(run, i, "x" * 1000) for i in range(2000)],
+            )
+    finally:
+        store.close()
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    env = {"TEST_STEP": "64", "TEST_PAUSE": "0.02"}
+    landed = 0
+    for i in range(kills * 3):
+        proc = kill_at_random(slowed(cfg, "backup", str(folder / f"b{i}.db")), rng, 0.2, env)
+        backups_whole(folder, tmp_path / "syncd.db")
+        if proc is None:
+            landed += 1
+            if landed == kills:
+                break
+        else:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert landed == kills
+    # the next backup into the folder takes what a killed one left with it
+    done = finish(slowed(cfg, "backup", str(folder / "last.db")))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert backups_whole(folder, tmp_path / "syncd.db") == []
+    assert "last.db" in os.listdir(folder)
+
+
+def test_syncd_backup_killed_leaves_a_whole_copy_or_nothing(tmp_path: Path) -> None:
+    backup_killed(tmp_path, kills=1, seed=3)
+
+
+@pytest.mark.slow
+def test_syncd_backup_killed_leaves_a_whole_copy_or_nothing_long(tmp_path: Path) -> None:
+    backup_killed(tmp_path, kills=40, seed=4)

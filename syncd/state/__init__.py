@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import threading
@@ -190,6 +191,33 @@ def _refuse_foreign(db: Database, path: Path) -> list[str]:
             hint="check [store] path: syncd adds its tables only to a new file or its own store",
         )
     return [name for name in KNOWN if name not in applied]
+
+
+# in the name of `Store.backup`'s temporary file, before its pid: `.NAME.syncd-backup-PID-….tmp`
+BACKUP_TMP = "syncd-backup"
+_BACKUP_LEFT = re.compile(rf"^\..+\.{BACKUP_TMP}-(\d+)-\w+\.tmp(-journal)?$")
+
+
+def _sweep_backups(folder: Path) -> None:
+    """Remove the temporary files (and journals) of killed backups in `folder`: those whose
+    pid runs no process, or is ours (an earlier process's pid, reused: ours has none yet).
+    One of a backup still running, or of another user's (EPERM), stays."""
+    with suppress(OSError):
+        for name in os.listdir(folder):
+            if not (left := _BACKUP_LEFT.match(name)):
+                continue
+            pid = int(left[1])
+            if pid != os.getpid():
+                try:
+                    os.kill(pid, 0)
+                    continue  # running
+                except ProcessLookupError:
+                    pass
+                except OSError:
+                    continue  # someone else's
+            with suppress(FileNotFoundError):
+                os.unlink(folder / name)
+            log.info("removed a killed backup's temporary file", file=str(folder / name))
 
 
 def _between_steps(status: int, remaining: int, pages: int) -> None:
@@ -999,14 +1027,19 @@ class Store:
         Whatever ends it before it is done — a fault, or KeyboardInterrupt (Ctrl-C, the
         CLI's SIGTERM) — leaves neither the temporary file nor `dest`. A signal during the
         page copy is acted on between two steps (Python runs its handler in the progress
-        callback), not once the whole store is copied.
+        callback), not once the whole store is copied. A SIGKILL leaves the temporary file
+        (and its journal): it names its backup's pid, and the next backup into that folder
+        removes those of backups no longer running (`_sweep_backups`).
         """
         exists = SyncdError(f"{dest} exists", hint="name a new file: a backup never replaces one")
         if os.path.lexists(dest):
             raise exists
         tmp, done = None, False
         try:
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+            _sweep_backups(dest.parent)
+            fd, tmp = tempfile.mkstemp(
+                dir=dest.parent, prefix=f".{dest.name}.{BACKUP_TMP}-{os.getpid()}-", suffix=".tmp"
+            )
             os.close(fd)
             copy = sqlite3.connect(tmp, isolation_level=None)
             try:
