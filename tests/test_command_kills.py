@@ -43,7 +43,7 @@ OLD = iso(NOW - timedelta(days=100))
 
 # `syncd …` whose every store transaction pauses `TEST_PAUSE` seconds before its COMMIT and
 # after it, as does every step of a backup's page copy, and which says `writing` on stdout
-# when it begins the first of either; `TEST_BATCH` shrinks the prune's and the withdraw's
+# when it begins the first of either (or its first fsync: `init`'s files, each one); `TEST_BATCH` shrinks the prune's and the withdraw's
 # batches, `TEST_STEP` the backup's steps (pages)
 SLOWED = """
 import contextlib, os, sys, time
@@ -68,6 +68,12 @@ def step(*_):
     writing()
     time.sleep(pause)
 state.Store.write, state._between_steps = write, step
+real_fsync = os.fsync
+def fsync(fd):
+    writing()
+    time.sleep(pause)
+    real_fsync(fd)
+os.fsync = fsync
 sys.argv[0] = "syncd"
 from syncd.cli import main
 main()
@@ -352,3 +358,129 @@ def test_syncd_backup_killed_leaves_a_whole_copy_or_nothing(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_syncd_backup_killed_leaves_a_whole_copy_or_nothing_long(tmp_path: Path) -> None:
     backup_killed(tmp_path, kills=40, seed=4)
+
+
+# --- init ----------------------------------------------------------------------------
+
+INIT = ("contacts.csv", "--vendors", "esputnik,signalvine,hellocustomer,dropthought,altcraft")
+
+
+def init_export(folder: Path) -> None:
+    from tests.test_init import HUBSPOT, export
+
+    export(folder / "contacts.csv", HUBSPOT)
+
+
+def whole_config_or_none(folder: Path, clean: dict[str, bytes]) -> bool:
+    """No file init writes is there but whole, as a clean init writes it; syncd.toml is
+    there only with every mapping. Whether syncd.toml is."""
+    for name in clean:
+        path = folder / name
+        assert not path.exists() or path.read_bytes() == clean[name], name
+    if (folder / "syncd.toml").exists():
+        assert all((folder / name).exists() for name in clean), sorted(clean)
+        return True
+    return False
+
+
+def init_written(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in [folder / "syncd.toml", *sorted((folder / "mappings").glob("*.toml"))]
+        if p.exists()
+    }
+
+
+def run_init() -> None:
+    """`syncd init INIT` in this process, in the working folder."""
+    from syncd.init import init
+
+    init(Path(INIT[0]), INIT[2].split(","), Path("."), echo=lambda _line: None)
+
+
+@pytest.fixture
+def clean_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """What `syncd init INIT` writes, left alone."""
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    init_export(folder)
+    monkeypatch.chdir(folder)
+    run_init()
+    return init_written(folder)
+
+
+def test_an_init_killed_after_any_file_leaves_a_config_whole_or_none_and_runs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_init: dict[str, bytes]
+) -> None:
+    """`syncd init` killed part-way wrote syncd.toml and some of the mappings (or half of
+    one), and the same init again refused: "syncd.toml already exists … nothing was
+    written". Each file is now written whole before it has its name, syncd.toml last, and
+    a file already holding what init writes is not in the way: run again, it finishes."""
+    import syncd.init
+
+    real = os.link
+    for k in range(1, 20):
+        folder = tmp_path / f"k{k}"
+        folder.mkdir()
+        init_export(folder)
+        made = 0
+
+        def link(*args: Any, **kw: Any) -> None:
+            nonlocal made
+            made += 1
+            if made == k:
+                raise Killed
+            real(*args, **kw)
+
+        monkeypatch.setattr(syncd.init.os, "link", link)
+        monkeypatch.chdir(folder)
+        try:
+            run_init()
+            done = True
+        except Killed:
+            done = False
+        monkeypatch.setattr(syncd.init.os, "link", real)
+        assert whole_config_or_none(folder, clean_init) is done
+        assert [p.name for p in folder.rglob(".*")] == []  # no temporary file either
+        run_init()
+        assert init_written(folder) == clean_init
+        if done:
+            break
+    else:
+        raise AssertionError("init never finished")
+
+
+def init_killed(tmp_path: Path, kills: int, seed: int, clean: dict[str, bytes]) -> None:
+    rng = random.Random(seed)
+    landed = 0
+    for i in range(kills * 3):
+        folder = tmp_path / f"i{i}"
+        folder.mkdir()
+        init_export(folder)
+        cmd = [sys.executable, "-c", SLOWED, "init", *INIT]
+        proc = kill_at_random(cmd, rng, 0.12, {"TEST_PAUSE": "0.01"}, cwd=folder)
+        whole_config_or_none(folder, clean)
+        again = finish([sys.executable, "-m", "syncd", "init", *INIT], cwd=folder)
+        if proc is None:
+            landed += 1
+        else:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert init_written(folder) == clean
+        assert [p.name for p in folder.rglob(".*")] == []
+        if landed == kills:
+            break
+    assert landed == kills
+
+
+def test_syncd_init_killed_at_random_moments_leaves_a_config_whole_or_none(
+    tmp_path: Path, clean_init: dict[str, bytes]
+) -> None:
+    init_killed(tmp_path, kills=1, seed=5, clean=clean_init)
+
+
+@pytest.mark.slow
+def test_syncd_init_killed_at_random_moments_long(
+    tmp_path: Path, clean_init: dict[str, bytes]
+) -> None:
+    init_killed(tmp_path, kills=30, seed=6, clean=clean_init)
