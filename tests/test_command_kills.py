@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import random
 import select
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -37,13 +38,15 @@ import pytest
 
 import syncd.state
 from syncd.state import Store, iso
+from syncd.state.schema import KNOWN
 
 NOW = datetime.now(UTC)
 OLD = iso(NOW - timedelta(days=100))
 
 # `syncd …` whose every store transaction pauses `TEST_PAUSE` seconds before its COMMIT and
 # after it, as does every step of a backup's page copy, and which says `writing` on stdout
-# when it begins the first of either (or its first fsync: `init`'s files, each one); `TEST_BATCH` shrinks the prune's and the withdraw's
+# when it begins the first of either (or its first fsync: `init`'s files, each one; or a
+# migration, each of which pauses before its commit); `TEST_BATCH` shrinks the prune's and the withdraw's
 # batches, `TEST_STEP` the backup's steps (pages)
 SLOWED = """
 import contextlib, os, sys, time
@@ -74,6 +77,15 @@ def fsync(fd):
     time.sleep(pause)
     real_fsync(fd)
 os.fsync = fsync
+from syncd.state.schema import migrations
+def slow(fn):
+    def migration(db):
+        writing()
+        fn(db)
+        time.sleep(pause)
+    return migration
+for entry in migrations._migrations:
+    entry.fn = slow(entry.fn)
 sys.argv[0] = "syncd"
 from syncd.cli import main
 main()
@@ -484,3 +496,69 @@ def test_syncd_init_killed_at_random_moments_long(
     tmp_path: Path, clean_init: dict[str, bytes]
 ) -> None:
     init_killed(tmp_path, kills=30, seed=6, clean=clean_init)
+
+
+# --- a migration on open ---------------------------------------------------------------
+
+UPGRADES = Path(__file__).parent / "fixtures" / "upgrade"
+
+
+def contents(db: Path) -> list[str]:
+    """The store, schema and rows, but for when each migration was applied."""
+    with opened(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        conn.execute("UPDATE _sqlite_migrations SET applied_at = ''")
+        return list(conn.iterdump())
+
+
+def upgrade_killed(tmp_path: Path, release: str, kills: int, seed: int) -> None:
+    """An old release's store opened by `syncd prune` (which migrates it first; retention
+    off, so it changes nothing else), SIGKILLed in its migrations: the next command takes
+    the store up where the last whole migration left it, and ends with the store a clean
+    upgrade makes."""
+    rng = random.Random(seed)
+    clean = tmp_path / "clean.db"
+    shutil.copy(UPGRADES / release / "syncd.db", clean)
+    Store.open(clean).close()
+    want = contents(clean)
+    folder = tmp_path / "installed"
+    shutil.copytree(UPGRADES / release, folder)
+    cfg = folder / "syncd.toml"
+    text = cfg.read_text()
+    cfg.write_text(text.replace('path = "syncd.db"\n', 'path = "syncd.db"\nkeep_runs_days = 0\nkeep_payload_days = 0\n'))
+    with opened(UPGRADES / release / "syncd.db") as conn:
+        before = [r for (r,) in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    spread = 0.02 * (len(KNOWN) - len(before))  # the migrations' pauses (a kill in each)
+    landed = 0
+    for _ in range(kills * 3):
+        proc = kill_at_random(slowed(cfg, "prune"), rng, spread, {"TEST_PAUSE": "0.02"})
+        with opened(folder / "syncd.db") as conn:
+            applied = [r for (r,) in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+        assert applied == KNOWN[: len(applied)] and len(applied) >= len(before)
+        if proc is None:
+            landed += 1
+            status = finish([sys.executable, "-m", "syncd", "--config", str(cfg), "status"])
+            assert "database is locked" not in status.stderr
+            assert status.returncode in (0, 2), status.stdout + status.stderr
+            if landed == kills:
+                break
+        else:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            shutil.copy(UPGRADES / release / "syncd.db", folder / "syncd.db")  # again
+    assert landed == kills
+    done = finish(slowed(cfg, "prune"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert contents(folder / "syncd.db") == want
+
+
+def test_an_upgrade_killed_in_its_migrations_is_taken_up_again(tmp_path: Path) -> None:
+    upgrade_killed(tmp_path, "78ff7f4", kills=1, seed=7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("release", sorted(db.parent.name for db in UPGRADES.glob("*/syncd.db")))
+def test_an_upgrade_killed_in_its_migrations_is_taken_up_again_long(
+    tmp_path: Path, release: str
+) -> None:
+    upgrade_killed(tmp_path, release, kills=12, seed=8)
