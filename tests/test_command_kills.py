@@ -562,3 +562,89 @@ def test_an_upgrade_killed_in_its_migrations_is_taken_up_again_long(
     tmp_path: Path, release: str
 ) -> None:
     upgrade_killed(tmp_path, release, kills=12, seed=8)
+
+
+# --- withdraw ------------------------------------------------------------------------
+
+WITHDRAWABLE = ("pending", "failed", "dead")
+
+
+def removed_vendor_backlog(path: Path, n: int) -> dict[int, str]:
+    """`n` deliveries in each open status to dropthought, which the config no longer
+    names, and what it acknowledged; delivery id → status."""
+    store = Store.open(path)
+    try:
+        with store.write() as c:
+            run = c.execute(
+                "INSERT INTO runs (kind, started_at, status) VALUES ('reconcile', ?, 'ok')", (OLD,)
+            ).lastrowid
+            for status in (*WITHDRAWABLE, "unknown", "in_flight"):
+                c.executemany(
+                    "INSERT INTO deliveries (run_id, vendor, key, kind, status, hash, payload, "
+                    "created_at, updated_at) VALUES (?, 'dropthought', ?, 'new', ?, 'h', '{}', ?, ?)",
+                    [(run, f"{status}-{i}", status, OLD, OLD) for i in range(n)],
+                )
+            c.executemany(
+                "INSERT INTO vendor_state (vendor, key, hash, acked_at) "
+                "VALUES ('dropthought', ?, 'old', ?)",
+                [(f"pending-{i}", OLD) for i in range(n)],
+            )
+        return dict(store.conn.execute("SELECT id, status FROM deliveries"))
+    finally:
+        store.close()
+
+
+def withdrawn_or_open(path: Path, before: dict[int, str]) -> int:
+    """Each delivery as it was, or closed by withdraw (what was asked only); how many closed.
+    What the vendor acknowledged stays."""
+    from syncd.state import WITHDRAWN
+
+    with opened(path) as conn:
+        now = {i: (s, r) for i, s, r in conn.execute("SELECT id, status, reason FROM deliveries")}
+        acked = conn.execute("SELECT count(*) FROM vendor_state WHERE hash = 'old'").fetchone()
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert acked == (len(before) // 5,)
+    closed = 0
+    for did, status in before.items():
+        if now[did] == ("superseded", WITHDRAWN) and status in WITHDRAWABLE:
+            closed += 1
+        else:
+            assert now[did] == (status, None), (did, status, now[did])
+    return closed
+
+
+def withdraw_killed(tmp_path: Path, kills: int, seed: int) -> None:
+    rng = random.Random(seed)
+    cfg = config(tmp_path)
+    db = tmp_path / "syncd.db"
+    before = removed_vendor_backlog(db, 30)
+    env = {"TEST_BATCH": "4", "TEST_PAUSE": "0.005"}
+    landed = 0
+    for _ in range(kills * 3):
+        proc = kill_at_random(slowed(cfg, "withdraw", "--vendor", "dropthought"), rng, 0.3, env)
+        closed = withdrawn_or_open(db, before)
+        if proc is None:
+            landed += 1
+            if landed == kills:
+                break
+        else:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert closed == 90
+            db.unlink()
+            before = removed_vendor_backlog(db, 30)
+    assert landed == kills
+    status = finish([sys.executable, "-m", "syncd", "--config", str(cfg), "status"])
+    assert status.returncode == 0, status.stdout + status.stderr
+    done = finish(slowed(cfg, "withdraw", "--vendor", "dropthought"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "left open 30 in_flight, 30 unknown" in done.stdout, done.stdout
+    assert withdrawn_or_open(db, before) == 90
+
+
+def test_syncd_withdraw_killed_at_random_moments_closes_or_leaves_open(tmp_path: Path) -> None:
+    withdraw_killed(tmp_path, kills=1, seed=9)
+
+
+@pytest.mark.slow
+def test_syncd_withdraw_killed_at_random_moments_long(tmp_path: Path) -> None:
+    withdraw_killed(tmp_path, kills=40, seed=10)
