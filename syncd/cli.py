@@ -186,10 +186,14 @@ def _display() -> Display | None:
 @pass_ctx
 def run(ctx: Ctx) -> None:
     """Run as a service: scheduled reconciles and pulls until SIGTERM (systemd Type=notify)."""
+    # SIGHUP from here on asks for a reload once the service is up (`Daemon.run`): its
+    # default action would end the process, a death systemd counts as clean (no restart)
+    asked = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: asked.set())
     from syncd.config import config_path
     from syncd.daemon import Daemon
 
-    daemon = Daemon(config_path(ctx.config_arg))
+    daemon = Daemon(config_path(ctx.config_arg), reload_requested=asked)
     _long_lived()
     sys.exit(daemon.run())
 

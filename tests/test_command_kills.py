@@ -37,6 +37,8 @@ from typing import Any
 import pytest
 
 import syncd.state
+from tests.test_crash import SYNCD
+from syncd.sandbox import Stack
 from syncd.state import Store, iso
 from syncd.state.schema import KNOWN
 
@@ -648,3 +650,124 @@ def test_syncd_withdraw_killed_at_random_moments_closes_or_leaves_open(tmp_path:
 @pytest.mark.slow
 def test_syncd_withdraw_killed_at_random_moments_long(tmp_path: Path) -> None:
     withdraw_killed(tmp_path, kills=40, seed=10)
+
+
+# --- syncd run: its start-up catch-up, a SIGHUP reload --------------------------------
+
+
+def service_killed(tmp_path: Path, kills: int, seed: int) -> None:
+    """`syncd run` against all five simulators, started after a reconcile fell due (its
+    runs moved back two minutes each time: the start catches it up), SIGKILLed at random in
+    that catch-up, half the time after a SIGHUP reload sent at random before the kill. After
+    each kill the store is intact and no trigger went out twice; clean syncs then leave
+    every vendor holding the export, no run `running`."""
+    from tests.test_crash import Loop
+
+    with Stack() as stack:
+        loop = Loop(tmp_path, stack, seed)
+        text = loop.config.read_text()
+        loop.config.write_text(
+            text.replace(
+                "[schedule]\n",
+                '[schedule]\nreconcile = "* * * * *"\npull = "0 0 1 1 *"\n'
+                "misfire_grace_seconds = 600\n",
+            )
+        )
+        assert loop.run("sync", None) in (0, 1)
+        log = tmp_path / "daemon.log"
+
+        def start() -> subprocess.Popen[bytes]:
+            with opened(tmp_path / "syncd.db") as conn:  # a reconcile fell due since
+                conn.execute(
+                    "UPDATE runs SET started_at = strftime('%Y-%m-%dT%H:%M:%S+00:00', "
+                    "'now', '-2 minutes')"
+                )
+                conn.commit()
+            with log.open("ab") as out:
+                return subprocess.Popen(
+                    [*SYNCD, "--config", str(loop.config), "run"],
+                    stdout=out,
+                    stderr=out,
+                    env={**os.environ, "SYNCD_LOG_LEVEL": "INFO", "NOTIFY_SOCKET": ""},
+                )
+
+        def reconciles() -> list[tuple[str, str]]:
+            with opened(tmp_path / "syncd.db") as conn:
+                return conn.execute("SELECT kind, status FROM runs ORDER BY id").fetchall()
+
+        # one catch-up left to finish: how long a start and its catch-up take
+        loop.edit()
+        begun, before = time.monotonic(), len(reconciles())
+        proc = start()
+        while len(reconciles()) == before or reconciles()[-1][1] == "running":
+            assert time.monotonic() - begun < 60 and proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.05)
+        spread = time.monotonic() - begun
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+        landed = 0
+        while landed < kills:
+            loop.edit()
+            proc = start()
+            delay = loop.rng.uniform(0.2, spread)
+            if loop.rng.random() < 0.5:
+                hup = loop.rng.uniform(0, delay)
+                time.sleep(hup)
+                loop.config.write_text(loop.config.read_text() + "\n")  # reloaded as it is
+                proc.send_signal(signal.SIGHUP)
+                delay -= hup
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=30) == -signal.SIGKILL, log.read_text()[-3000:]
+            landed += 1
+            loop.kills += 1
+            loop.check_invariants()
+        assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+        loop.settle()
+        assert all(status != "running" for _kind, status in reconciles()[:-1])
+
+
+@pytest.mark.slow
+def test_syncd_run_killed_in_its_catch_up_and_reloads(tmp_path: Path) -> None:
+    service_killed(tmp_path, kills=25, seed=11)
+
+
+def test_a_reload_asked_for_while_the_service_starts_neither_kills_it_nor_is_lost(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP (`kill -HUP`, a logrotate script's `systemctl kill -s HUP`) while `syncd run`
+    was still starting — its migrations, its store's checks, before its handlers were
+    installed — killed it (the default action), and systemd counts a death by SIGHUP as
+    clean: Restart=on-failure left the service down. It is now taken from the start, and
+    the reload done once the service is up."""
+    from syncd.sandbox.base import Server
+    from syncd.sandbox.esputnik import ESputnikSim
+    from tests.test_daemon import daemon_world
+
+    with Server(ESputnikSim()) as server:
+        world = daemon_world(tmp_path, server.url, "0 4 * * *", "0 5 * * *")
+        log = tmp_path / "daemon.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                slowed(tmp_path / "syncd.toml", "run"),
+                stdout=subprocess.PIPE,
+                stderr=out,
+                env={**os.environ, "SYNCD_LOG_LEVEL": "INFO", "TEST_PAUSE": "0.02"},
+            )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"writing\n"  # in its first migration
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while "config reloaded" not in log.read_text():
+                assert proc.poll() is None, (proc.returncode, log.read_text()[-2000:])
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert log.read_text().count('"config reloaded"') == 1
+        assert world.cfg.store.path.exists()
