@@ -942,8 +942,8 @@ class Store:
         if dry_run:
             count = "SELECT count(*) FROM {} WHERE " + old
             rows = self.query(count.format("quarantine q JOIN runs r ON r.id = q.run_id"), params)
-            runs = self.query(count.format("runs r") + f" AND {self._RUN_GOES}", params)
-            return int(rows[0][0]), int(runs[0][0])
+            whole = self.query(count.format("runs r") + f" AND {self._RUN_GOES}", params)
+            return int(rows[0][0]), int(whole[0][0])
         candidates = (
             "SELECT r.id, (SELECT count(*) FROM quarantine q WHERE q.run_id = r.id) AS n, "
             f"{self._RUN_GOES} AS goes FROM runs r WHERE r.id > :after AND {old} "
