@@ -47,6 +47,8 @@ class Ctx:
         self.config_arg = config
         self.log_level = log_level
         self._cfg: Config | None = None
+        # set by a SIGHUP to `syncd run` while it starts (`cli`)
+        self.reload_asked = threading.Event()
 
     @property
     def cfg(self) -> Config:
@@ -127,12 +129,19 @@ def vendor_option(help: str) -> Callable[[F], F]:
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, log_level: str) -> None:
     """Keep survey and messaging vendors in step with your CRM export."""
-    if ctx.invoked_subcommand == "run" and "SYNCD_LOG_LEVEL" not in os.environ:
-        log_level = "INFO" if log_level.upper() == "WARNING" else log_level
+    asked = threading.Event()
+    if ctx.invoked_subcommand == "run":
+        # before anything is imported: a SIGHUP from here on asks for a reload once the
+        # service is up (`Daemon.run`); its default action would end the process while it
+        # starts, a death systemd counts as clean (Restart=on-failure: no restart)
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: asked.set())
+        if "SYNCD_LOG_LEVEL" not in os.environ:
+            log_level = "INFO" if log_level.upper() == "WARNING" else log_level
     from syncd import log as logmod
 
     logmod.configure(level=log_level)
     ctx.obj = Ctx(config, log_level)
+    ctx.obj.reload_asked = asked
 
 
 def _interruptible() -> None:
@@ -189,7 +198,7 @@ def run(ctx: Ctx) -> None:
     from syncd.config import config_path
     from syncd.daemon import Daemon
 
-    daemon = Daemon(config_path(ctx.config_arg))
+    daemon = Daemon(config_path(ctx.config_arg), reload_requested=ctx.reload_asked)
     _long_lived()
     sys.exit(daemon.run())
 

@@ -67,7 +67,14 @@ STACK_FRAMES = 12  # of a stalled job's thread, innermost last, in the stall's l
 
 
 class Daemon:
-    def __init__(self, config_path: Path, clock: SystemClock = SYSTEM) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        clock: SystemClock = SYSTEM,
+        reload_requested: threading.Event | None = None,
+    ) -> None:
+        """`reload_requested`: the event a SIGHUP sets from the command's start (`syncd
+        run`), before this daemon exists; the reload is done once the service is up."""
         self.config_path = config_path
         self.clock = clock
         self.cfg: Config = load(config_path)
@@ -76,7 +83,7 @@ class Daemon:
         self.lock = InstanceLock(self.cfg.store.path)
         self.scheduler: BackgroundScheduler | None = None
         self.last_export: tuple[str, float, int] | None = None
-        self.reload_requested = threading.Event()
+        self.reload_requested = reload_requested or threading.Event()
         self._scheduled: dict[str, tuple[str, str]] = {}  # job id → (expression, time zone)
         # the connection `run` holds from start to exit (the main thread's: a reload's
         # check reads through it; the jobs open their own, on the worker thread)
@@ -88,6 +95,10 @@ class Daemon:
 
     # --- lifecycle -------------------------------------------------------------------
     def run(self) -> int:
+        # a reload asked for while starting (migrations can take minutes) is done once the
+        # service is up: SIGHUP's default action ends the process, and systemd counts a
+        # death by SIGHUP as clean, so Restart=on-failure would leave the service down
+        signal.signal(signal.SIGHUP, self._on_hup)
         self.lock.acquire()  # LockHeldError → exit 3
         if not faulthandler.is_enabled():
             # systemd's watchdog ends a stalled service with SIGABRT: every thread's stack
@@ -257,12 +268,12 @@ class Daemon:
             log.info("signal received", signal=signal.Signals(signum).name)
             self.stop.set()
 
-        def on_hup(_signum: int, _frame: FrameType | None) -> None:
-            self.reload_requested.set()
-
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self.reload_requested.set()
 
     def reload(self) -> None:
         """SIGHUP: take the new config if it is valid; otherwise keep the old one and say why.

@@ -8,15 +8,20 @@ give them (`ROLES`, compared without case, spaces or punctuation), and each name
 mapping takes what fills its fields. What an export cannot tell (a vendor's program,
 campaign or trigger id) is written as a valid placeholder marked `CHANGE ME`, every secret
 as `env:NAME`; so `syncd check` passes as soon as those variables are set. Nothing is ever
-overwritten: every file is checked before the first is written.
+overwritten: every file is checked before the first is written; each is written whole
+before it has its name, the config last, so a killed init leaves no half file and no config
+without its mappings, and the same init run again finishes it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -594,10 +599,18 @@ def vendor_names(given: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def write_new(files: dict[Path, str]) -> None:
+def write_new(files: dict[Path, str], last: Path | None = None) -> None:
     """Write every file, or none: refuse if any exists, and remove those written so far
-    when one cannot be."""
-    existing = [str(p) for p in files if os.path.lexists(p)]
+    when one cannot be. Each is written whole before it has its name (`_write_whole`), and
+    `last` (the config) after all the others, so a kill (SIGKILL, power loss) leaves no
+    half file and no config without its mappings. A file that already holds exactly what
+    would be written is not in the way: the same init, killed part-way, run again finishes."""
+    existing, todo = [], {}
+    for path, text in files.items():
+        if not os.path.lexists(path):
+            todo[path] = text
+        elif not _holds(path, text):
+            existing.append(str(path))
     if existing:
         raise SyncdError(
             f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: init "
@@ -606,17 +619,84 @@ def write_new(files: dict[Path, str]) -> None:
         )
     written: list[Path] = []
     try:
-        for path, text in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("x", encoding="utf-8") as fh:  # "x": never over a file made since
-                written.append(path)
-                fh.write(text)
+        for path in sorted(todo, key=lambda p: p == last):
+            _write_whole(path, todo[path])
+            written.append(path)
     except OSError as exc:
         for path in written:
             path.unlink(missing_ok=True)
         raise SyncdError(
             f"cannot write {exc.filename}: {exc.strerror}; nothing was written"
         ) from None
+
+
+def _holds(path: Path, text: str) -> bool:
+    """Whether `path` is a file holding exactly `text`, as init writes it."""
+    try:
+        return path.is_file() and path.read_bytes() == text.encode("utf-8")
+    except OSError:
+        return False
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Make `path`, a new file holding `text`: written and synced under no name (Linux's
+    O_TMPFILE; elsewhere a hidden temporary name), then linked to `path`, which fails
+    rather than replace a file made since (EEXIST). A kill leaves the whole file or none."""
+    data = text.encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    unnamed, fd = getattr(os, "O_TMPFILE", None), -1
+    if unnamed is not None:
+        try:
+            fd = os.open(path.parent, unnamed | os.O_WRONLY, 0o666)
+        except OSError as exc:  # EOPNOTSUPP, EISDIR, EINVAL: this file system has none
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if fd == -1:
+            _write_named(path, data)
+        else:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+                # linkat(2) through /proc names the unnamed file (open(2), O_TMPFILE)
+                os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=folder)
+            except FileExistsError:
+                raise FileExistsError(errno.EEXIST, "made since init looked", str(path)) from None
+            except FileNotFoundError:  # no /proc (a chroot): a named temporary file
+                _write_named(path, data)
+            finally:
+                os.close(fd)
+        os.fsync(folder)  # the new name is on disk
+    finally:
+        os.close(folder)
+
+
+def _write_named(path: Path, data: bytes) -> None:
+    """`_write_whole` without O_TMPFILE: a hidden temporary file, linked, then unnamed (a
+    kill between the two leaves that hidden file, and the whole one)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "made since init looked", str(path)) from None
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def init(
@@ -634,7 +714,7 @@ def init(
     mappings = [map_vendor(n, found) for n in names]
     files = {folder / "syncd.toml": config_text(found, folder, mappings)}
     files |= {folder / "mappings" / f"{m.vendor}.toml": mapping_text(found, m) for m in mappings}
-    write_new(files)
+    write_new(files, last=folder / "syncd.toml")
     echo(
         f"export {found.path}: {len(found.header)} columns, delimiter {found.delimiter!r}, "
         f"encoding {found.encoding}, key {found.key!r}"

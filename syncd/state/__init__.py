@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import threading
@@ -217,6 +218,33 @@ def _refuse_foreign(db: Database, path: Path) -> list[str]:
             hint="check [store] path: syncd adds its tables only to a new file or its own store",
         )
     return [name for name in KNOWN if name not in applied]
+
+
+# in the name of `Store.backup`'s temporary file, before its pid: `.NAME.syncd-backup-PID-….tmp`
+BACKUP_TMP = "syncd-backup"
+_BACKUP_LEFT = re.compile(rf"^\..+\.{BACKUP_TMP}-(\d+)-\w+\.tmp(-journal)?$")
+
+
+def _sweep_backups(folder: Path) -> None:
+    """Remove the temporary files (and journals) of killed backups in `folder`: those whose
+    pid runs no process, or is ours (an earlier process's pid, reused: ours has none yet).
+    One of a backup still running, or of another user's (EPERM), stays."""
+    with suppress(OSError):
+        for name in os.listdir(folder):
+            if not (left := _BACKUP_LEFT.match(name)):
+                continue
+            pid = int(left[1])
+            if pid != os.getpid():
+                try:
+                    os.kill(pid, 0)
+                    continue  # running
+                except ProcessLookupError:
+                    pass
+                except OSError:
+                    continue  # someone else's
+            with suppress(FileNotFoundError):
+                os.unlink(folder / name)
+            log.info("removed a killed backup's temporary file", file=str(folder / name))
 
 
 def _between_steps(status: int, remaining: int, pages: int) -> None:
@@ -936,6 +964,8 @@ class Store:
           at or before it: `syncd run` reads it to tell that those sends were asked for
           (`syncd.daemon.unbaselined`), a trigger vendor's surveys queued by a run that did
           not deliver to it (`syncd sync --vendor another`) and sent later by one that did.
+          A run goes whole: its quarantined rows, and the run unless it stays, in one
+          transaction (`_prune_runs`), so a kill between two never leaves part of them.
         """
         gone = {"payloads": 0, "quarantine": 0, "runs": 0}
         if payload_days:
@@ -954,30 +984,74 @@ class Store:
                     "SELECT max(id) FROM runs WHERE kind = 'reconcile' AND status != 'running'"
                 ),
             }
-            gone["quarantine"] = self._prune(
-                "SELECT id FROM quarantine WHERE id > :after AND run_id IN "
-                "(SELECT id FROM runs WHERE started_at < :cutoff AND id IS NOT :last)",
-                "DELETE FROM quarantine",
-                old,
-                dry_run,
-                stop,
-            )
-            gone["runs"] = self._prune(
-                "SELECT id FROM runs r WHERE id > :after AND started_at < :cutoff "
-                "AND id IS NOT :last AND NOT EXISTS (SELECT 1 FROM deliveries WHERE run_id = r.id) "
-                "AND id NOT IN (SELECT run_id FROM cursors WHERE run_id IS NOT NULL) "
-                # the newest run that delivered to a vendor, while an open delivery of that
-                # vendor is at or before it: it asked for those (`daemon.unbaselined`)
-                "AND id NOT IN (SELECT max(a.id) AS asked FROM runs a, json_each(a.delivered) v "
-                "GROUP BY v.value HAVING EXISTS (SELECT 1 FROM deliveries INDEXED BY "
-                f"deliveries_open WHERE vendor = v.value AND status IN {OPEN_STATUSES!r} "
-                "AND run_id <= asked))",
-                "DELETE FROM runs",
-                old,
-                dry_run,
-                stop,
-            )
+            # whole runs a transaction: a run's quarantined rows and, unless something
+            # names it, the run itself, together (rows cut at a batch's boundary, or gone
+            # with the run left, were what a kill between two transactions left)
+            gone["quarantine"], gone["runs"] = self._prune_runs(old, dry_run, stop)
         return gone
+
+    # a run prune may delete: old (`:cutoff`), not the last finished reconcile (`:last`),
+    # and named by nothing that keeps it
+    _RUN_GOES = (
+        "NOT EXISTS (SELECT 1 FROM deliveries WHERE run_id = r.id) "
+        "AND r.id NOT IN (SELECT run_id FROM cursors WHERE run_id IS NOT NULL) "
+        # the newest run that delivered to a vendor, while an open delivery of that
+        # vendor is at or before it: it asked for those (`daemon.unbaselined`)
+        "AND r.id NOT IN (SELECT max(a.id) AS asked FROM runs a, json_each(a.delivered) v "
+        "GROUP BY v.value HAVING EXISTS (SELECT 1 FROM deliveries INDEXED BY "
+        f"deliveries_open WHERE vendor = v.value AND status IN {OPEN_STATUSES!r} "
+        "AND run_id <= asked))"
+    )
+
+    def _prune_runs(
+        self, params: dict[str, Any], dry_run: bool, stop: threading.Event | None
+    ) -> tuple[int, int]:
+        """The old runs' quarantined rows, and the runs `_RUN_GOES` lets go, a run whole in
+        one transaction: each transaction takes the next runs (by id) whose rows and own row
+        come to at most `PRUNE_BATCH` (one run at least, however many rows it has: a run
+        is never cut in two). How many quarantined rows and runs went; `stop` as `_prune`."""
+        old = "r.started_at < :cutoff AND r.id IS NOT :last"
+        if stop is not None and stop.is_set():
+            return 0, 0
+        if dry_run:
+            count = "SELECT count(*) FROM {} WHERE " + old
+            rows = self.query(count.format("quarantine q JOIN runs r ON r.id = q.run_id"), params)
+            whole = self.query(count.format("runs r") + f" AND {self._RUN_GOES}", params)
+            return int(rows[0][0]), int(whole[0][0])
+        candidates = (
+            "SELECT r.id, (SELECT count(*) FROM quarantine q WHERE q.run_id = r.id) AS n, "
+            f"{self._RUN_GOES} AS goes FROM runs r WHERE r.id > :after AND {old} "
+            f"ORDER BY r.id LIMIT {PRUNE_BATCH}"
+        )
+        quarantined, runs, after = 0, 0, 0
+        while stop is None or not stop.is_set():
+            with self.write() as c:
+                found = c.execute(candidates, {**params, "after": after}).fetchall()
+                take: list[int] = []
+                gone: list[int] = []
+                size = 0
+                for run, n, goes in found:
+                    size += n + bool(goes)
+                    if take and size > PRUNE_BATCH:
+                        break
+                    after = run
+                    if n or goes:
+                        take.append(run)
+                    if goes:
+                        gone.append(run)
+                if take:
+                    quarantined += c.execute(
+                        "DELETE FROM quarantine WHERE run_id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(take),),
+                    ).rowcount
+                if gone:
+                    runs += c.execute(
+                        "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(gone),),
+                    ).rowcount
+            if len(found) < PRUNE_BATCH and (not found or after == found[-1][0]):
+                break  # every old run looked at
+        return quarantined, runs
 
     def _prune(
         self,
@@ -1027,14 +1101,19 @@ class Store:
         Whatever ends it before it is done — a fault, or KeyboardInterrupt (Ctrl-C, the
         CLI's SIGTERM) — leaves neither the temporary file nor `dest`. A signal during the
         page copy is acted on between two steps (Python runs its handler in the progress
-        callback), not once the whole store is copied.
+        callback), not once the whole store is copied. A SIGKILL leaves the temporary file
+        (and its journal): it names its backup's pid, and the next backup into that folder
+        removes those of backups no longer running (`_sweep_backups`).
         """
         exists = SyncdError(f"{dest} exists", hint="name a new file: a backup never replaces one")
         if os.path.lexists(dest):
             raise exists
         tmp, done = None, False
         try:
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+            _sweep_backups(dest.parent)
+            fd, tmp = tempfile.mkstemp(
+                dir=dest.parent, prefix=f".{dest.name}.{BACKUP_TMP}-{os.getpid()}-", suffix=".tmp"
+            )
             os.close(fd)
             copy = sqlite3.connect(tmp, isolation_level=None)
             try:
