@@ -131,14 +131,14 @@ def opened(
     cfg: Config, *, lock: bool = True, create: bool = True, dry_run: bool = False
 ) -> Iterator[Store]:
     """The instance lock (unless `lock=False`) and the store, released on exit. With
-    `create=False` a missing store is an error, and an empty one (`state.empty`) always is,
-    before the lock file or a folder is made.
+    `create=False` a missing or empty store (`state.empty`) is an error, before the lock file
+    or a folder is made.
     `dry_run`: no lock, and the store as it is (`Store.read`: never migrated, which would
     leave a service of the version before a store from a newer syncd), or, missing, an
     empty one in a temporary folder: a dry run writes nothing."""
     if not create and not cfg.store.path.is_file():
         raise missing(cfg.store.path)
-    if unwritten(cfg.store.path):
+    if (not create or dry_run) and unwritten(cfg.store.path):
         raise empty(cfg.store.path)  # before the lock file: nothing is left beside it
     if dry_run and not cfg.store.path.exists():
         with tempfile.TemporaryDirectory(prefix="syncd-dry-run-") as folder:

@@ -29,7 +29,7 @@ from sqlite_utils import Database
 
 import syncd.state as state
 from syncd.cli import main
-from syncd.errors import EmptyStoreError, StoreError
+from syncd.errors import StoreError
 from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
@@ -314,8 +314,7 @@ def test_status_and_show_read_a_store_behind_this_syncd_as_it_is(tmp_path: Path,
         expected = (
             f"syncd: the store {path} is empty: no sync has written it yet\n"
             "  → check [store] path; if it held syncd's data (truncated, or a restore gone "
-            "wrong), restore it from its backup; if it never did, remove it: the next `syncd "
-            "sync` creates the store\n"
+            "wrong), restore it from its backup; else the first `syncd sync` sets it up\n"
         )
     before = applied(path)
     config = config_beside(path)
@@ -326,8 +325,6 @@ def test_status_and_show_read_a_store_behind_this_syncd_as_it_is(tmp_path: Path,
         assert (proc.returncode, proc.stderr) == (2, expected), command
         assert proc.stdout == ""
     assert applied(path) == before
-    if age == "empty":
-        path.unlink()  # what the hint says, if syncd never wrote it
     Store.open(path).close()  # what a sync or the service does first
     assert applied(path) == KNOWN
     proc = subprocess.run(
@@ -357,28 +354,20 @@ def test_a_command_that_needs_the_store_refuses_an_empty_file_and_leaves_it_as_i
     """A store truncated by accident, a mistyped restore, a `touch syncd.db`: `prune` and
     `retry` migrated it into a new, empty store and said all was well (`withdraw` and
     `backup` likewise), and `check` called it ok; `status` refused it. Each says the store
-    is empty (exit 2) and leaves the file as it was: no tables, no WAL, no lock file. So do
-    a `sync` and the service's start, which took it for a first run: everything sent again,
-    everyone surveyed again (syncd never leaves such a file: `Store._create`). Removed, it
-    is a store that is not there: the next sync creates it."""
+    is empty (exit 2) and leaves the file as it was: no tables, no WAL, no lock file. A
+    `sync` or the service's start sets it up, as they do a store that is not there."""
     path = tmp_path / "syncd.db"
     if how == "0 bytes":
         path.write_bytes(b"")
     else:  # what `status` made of a 0-byte file before: a database with nothing in it
         sqlite3.connect(path).execute("PRAGMA journal_mode = WAL").close()
     config, before = config_beside(path), path.read_bytes()
-    export = tmp_path / "contacts.csv"
-    export.write_text("Record ID,Email\n1,a@example.com\n", encoding="utf-8")
-    os.utime(export, (time.time() - 3600, time.time() - 3600))  # settled
     said = (
         f"syncd: the store {path} is empty: no sync has written it yet\n"
         "  → check [store] path; if it held syncd's data (truncated, or a restore gone "
-        "wrong), restore it from its backup; if it never did, remove it: the next `syncd "
-        "sync` creates the store\n"
+        "wrong), restore it from its backup; else the first `syncd sync` sets it up\n"
     )
     for command in (
-        ["sync"],
-        ["sync", "--baseline"],
         ["prune"],
         ["retry"],
         ["withdraw", "--vendor", "altcraft"],
@@ -389,7 +378,6 @@ def test_a_command_that_needs_the_store_refuses_an_empty_file_and_leaves_it_as_i
         assert (code, out, err) == (2, "", said), command
     if how == "0 bytes":  # nothing beside it; an empty database's lock is the same file
         assert sorted(p.name for p in tmp_path.iterdir()) == [
-            "contacts.csv",
             "esputnik.toml",
             "syncd.db",
             "syncd.toml",
@@ -397,11 +385,7 @@ def test_a_command_that_needs_the_store_refuses_an_empty_file_and_leaves_it_as_i
     assert path.read_bytes() == before and applied(path) == []
     out = in_process(monkeypatch, config, "check")[1]
     assert f"store {path}: empty, no sync has written it yet" in out, out
-    with pytest.raises(EmptyStoreError):
-        Store.open(path)  # what the service's start opens
     assert path.read_bytes() == before
-    path.unlink()
-    Path(f"{path}-wal").unlink(missing_ok=True)
     Store.open(path).close()  # a sync, the service's start
     assert applied(path) == KNOWN
     assert in_process(monkeypatch, config, "prune")[0] == 0
@@ -535,9 +519,9 @@ def test_a_store_killed_while_it_is_created_leaves_nothing_a_sync_would_refuse(
     tmp_path: Path,
 ) -> None:
     """A first sync killed while it creates the store (its migrations under way) left an
-    empty or half-made database at [store] path; an empty one is now refused as a store
-    truncated by accident. A new store is made under a name of its own and linked into
-    place whole: the kill leaves nothing at the path, and the next open starts over."""
+    empty or half-made database at [store] path, which every command but sync refuses. A
+    new store is made under a name of its own and linked into place whole: the kill leaves
+    nothing at the path, and the next open starts over."""
     path = tmp_path / "syncd.db"
     code = (
         "import os, signal, sys\n"

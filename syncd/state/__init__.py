@@ -95,8 +95,7 @@ def empty(path: Path) -> EmptyStoreError:
     return EmptyStoreError(
         f"the store {path} is empty: no sync has written it yet",
         hint="check [store] path; if it held syncd's data (truncated, or a restore gone "
-        "wrong), restore it from its backup; if it never did, remove it: the next `syncd "
-        "sync` creates the store",
+        "wrong), restore it from its backup; else the first `syncd sync` sets it up",
     )
 
 
@@ -268,11 +267,11 @@ class Store:
     def open(cls, path: Path, *, migrate: bool = True, create: bool = True) -> Store:
         """Open the store at `path`, applying pending migrations unless `migrate=False`.
 
-        With `create=False` a missing store is an error rather than a new empty one. An
-        empty file (`empty`: 0 bytes, left as it is, or a database with nothing in it) is
-        refused by every command, `sync` and the service too: syncd never leaves one
-        (`_create`), so it is a store truncated or a restore gone wrong, and taking it for
-        a first run would send everything again and survey everyone. A store that applied
+        With `create=False` a missing store is an error rather than a new empty one, and so
+        is an empty file (`empty`: 0 bytes, left as it is, or a database with nothing in
+        it), for every command but `sync` and the service (an analyst's `sqlite3.connect`
+        before the first sync leaves a 0-byte file too). A new store is made whole
+        (`_create`): a kill while it is made leaves no half-made one. A store that applied
         migrations this version does not know, or a SQLite database that is not a syncd
         store, is refused before anything is written.
         """
@@ -288,7 +287,7 @@ class Store:
                 cls._create(path)
         elif not path.is_file():
             raise missing(path)
-        if unwritten(path):
+        elif unwritten(path):
             raise empty(path)
         return cls._connect(path, migrate=migrate, create=create)
 
@@ -350,7 +349,7 @@ class Store:
             conn.isolation_level = "DEFERRED"
             db = Database(conn)
             behind = _refuse_foreign(db, named)
-            if len(behind) == len(KNOWN) and made_for is None:
+            if len(behind) == len(KNOWN) and not create:
                 raise empty(path)
             if migrate:
                 migrations.apply(db)
