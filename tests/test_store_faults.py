@@ -515,7 +515,7 @@ def test_check_never_creates_the_store_and_says_when_it_is_damaged(store_path: P
     assert ".recover" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_store_killed_while_it_is_created_leaves_nothing_a_sync_would_refuse(
+def test_a_store_killed_while_it_is_created_leaves_nothing_at_its_path(
     tmp_path: Path,
 ) -> None:
     """A first sync killed while it creates the store (its migrations under way) left an

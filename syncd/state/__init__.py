@@ -246,6 +246,15 @@ def _sweep_backups(folder: Path) -> None:
             log.info("removed a killed backup's temporary file", file=str(folder / name))
 
 
+def _named_on_disk(path: Path) -> None:
+    """Sync `path`'s folder, so that a name just given to a whole file survives a crash."""
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def _between_steps(status: int, remaining: int, pages: int) -> None:
     """`Store.backup`'s progress callback: doing nothing, it is where a signal's handler
     runs between two steps of the copy."""
@@ -311,11 +320,7 @@ class Store:
                 if not os.path.lexists(path):
                     os.rename(tmp, path)
             tmp.unlink(missing_ok=True)
-            folder = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder)  # the new name is on disk
-            finally:
-                os.close(folder)
+            _named_on_disk(path)
         except OSError as exc:
             raise StoreError(
                 f"cannot create the store {path}: {exc.strerror}",
@@ -1129,11 +1134,7 @@ class Store:
             if problems != "ok":
                 raise damaged(self.path, problems)
             os.link(tmp, dest)  # a rename that never replaces: EEXIST if dest appeared
-            folder = os.open(dest.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder)  # the new name is on disk
-            finally:
-                os.close(folder)
+            _named_on_disk(dest)
             done = True
         except FileExistsError:
             raise exists from None
