@@ -48,5 +48,10 @@ def _no_freeze() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _logging() -> None:
+def _logging() -> Iterator[None]:
+    """Logging to this test's stderr, and put back after it: a module-scoped fixture is set
+    up before any test's own fixtures, and would otherwise log to the stream the last test
+    captured (capsys closes its stream at teardown: every line was then a ValueError)."""
+    logmod.configure(level="DEBUG", json=True)
+    yield
     logmod.configure(level="DEBUG", json=True)
