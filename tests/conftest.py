@@ -51,7 +51,14 @@ def _no_freeze() -> Iterator[None]:
 def _logging() -> Iterator[None]:
     """Logging to this test's stderr, and put back after it: a module-scoped fixture is set
     up before any test's own fixtures, and would otherwise log to the stream the last test
-    captured (capsys closes its stream at teardown: every line was then a ValueError)."""
+    captured (capsys closes its stream at teardown: every line was then a ValueError).
+    The secrets a test registered are forgotten after it too: a test's token "expired"
+    made the next test's log line "token expired" read "token ***"."""
+    secrets, compiled = set(logmod._secrets), logmod._compiled
     logmod.configure(level="DEBUG", json=True)
     yield
     logmod.configure(level="DEBUG", json=True)
+    with logmod._lock:
+        logmod._secrets.clear()
+        logmod._secrets.update(secrets)
+        logmod._compiled = compiled
