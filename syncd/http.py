@@ -92,11 +92,16 @@ _pacers_lock = threading.Lock()
 
 
 def pacer_for(vendor: str, key: str, interval: float, clock: Clock) -> Pacer:
-    """The process-wide Pacer for (vendor, key) — key is usually the API token."""
+    """The process-wide Pacer for (vendor, key) — key is usually the API token.
+
+    The interval is the caller's: a reloaded config's `min_interval` is kept from the next
+    call on (the service's connectors are made again, its pacers were not), and the wait a
+    Retry-After asked for still holds."""
     with _pacers_lock:
         pacer = _pacers.get((vendor, key))
         if pacer is None or pacer.clock is not clock:
             pacer = _pacers[(vendor, key)] = Pacer(interval, clock)
+        pacer.interval = interval
         return pacer
 
 

@@ -26,7 +26,7 @@ from syncd.errors import (
     RetriableError,
     VendorDownError,
 )
-from syncd.http import HttpClient, Pacer, parse_retry_after, read_json
+from syncd.http import HttpClient, Pacer, pacer_for, parse_retry_after, read_json
 from syncd.log import add_secrets
 from syncd.sandbox.base import Server, Simulator, json_response
 from tests.hostile import HostileProxy
@@ -135,6 +135,19 @@ def test_the_pacer_spaces_calls_for_everyone_sharing_it() -> None:
     pacer.push_back(5)
     pacer.wait()
     assert clock.slept[-1] == 5.0
+
+
+def test_a_reloaded_interval_is_kept_by_the_shared_pacer() -> None:
+    """The service makes its connectors again on a reload: a new `min_interval` for the
+    same token was ignored, the process-wide pacer keeping the first config's."""
+    clock = FakeClock()
+    token = "pacer-reload-token"
+    pacer_for("hellocustomer", token, 1.0, clock).wait()
+    pacer_for("hellocustomer", token, 3.0, clock).wait()
+    assert clock.slept == [1.0]  # the wait set by the first call's interval
+    same = pacer_for("hellocustomer", token, 3.0, clock)
+    same.wait()
+    assert clock.slept == [1.0, 3.0]
 
 
 # --- the outcome table against a hostile peer --------------------------------------------
