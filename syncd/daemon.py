@@ -53,7 +53,7 @@ from syncd.pull import pull
 from syncd.runs import Report
 from syncd.schedule import last_fire, trigger_for
 from syncd.source import find_export
-from syncd.state import OPEN_STATUSES, Store, iso, parse_iso
+from syncd.state import OPEN_STATUSES, Store, iso, parse_iso, refuse_truncated
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -99,6 +99,7 @@ class Daemon:
         # service is up: SIGHUP's default action ends the process, and systemd counts a
         # death by SIGHUP as clean, so Restart=on-failure would leave the service down
         signal.signal(signal.SIGHUP, self._on_hup)
+        refuse_truncated(self.cfg.store.path)  # before the lock file, which tells it: exit 2
         self.lock.acquire()  # LockHeldError → exit 3
         if not faulthandler.is_enabled():
             # systemd's watchdog ends a stalled service with SIGABRT: every thread's stack
@@ -384,7 +385,8 @@ class Daemon:
             return None
         store: Store | None = None
         try:
-            store = Store.open(self.cfg.store.path)
+            # the start set the store up: one gone or truncated since is not made anew
+            store = Store.open(self.cfg.store.path, create=False)
             report = work(store)
         except StopRequested:
             log.info("job interrupted by stop request", job=kind)
@@ -419,7 +421,7 @@ class Daemon:
         """[store] retention; a failure is logged and waits for the next reconcile, and so
         does what a stop (SIGTERM) leaves: it ends the prune after the batch in progress."""
         try:
-            store = Store.open(cfg.store.path)
+            store = Store.open(cfg.store.path, create=False)
             try:
                 gone = store.prune(
                     self.clock.now(),

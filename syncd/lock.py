@@ -9,12 +9,20 @@ from pathlib import Path
 from syncd.errors import LockHeldError, StoreError
 
 
+def lock_path(store_path: Path) -> Path:
+    """The lock file of the store at `store_path`: `<store>.lock`, beside it. Only a command
+    that then sets up or writes the store makes it (`sync`, `pull`, the service; `prune`,
+    `retry`, `withdraw` refuse a 0-byte store before they take the lock), and it stays when
+    released: a 0-byte store with its lock file beside it is one syncd used before."""
+    return store_path.with_name(store_path.name + ".lock")
+
+
 class InstanceLock:
     """An exclusive `flock` on `<store>.lock`, holding the owner's pid. Released on exit,
     and by the kernel when the process dies, so a crash never leaves a stale lock."""
 
     def __init__(self, store_path: Path) -> None:
-        self.path = store_path.with_name(store_path.name + ".lock")
+        self.path = lock_path(store_path)
         self._fd: int | None = None
 
     def acquire(self) -> InstanceLock:
