@@ -424,6 +424,7 @@ def test_a_store_truncated_after_syncd_used_it_is_refused_but_an_analysts_empty_
         )
         for command in (["sync"], ["sync", "--baseline"], ["pull"], ["prune"], ["status"]):
             assert in_process(monkeypatch, config, *command) == (2, "", said), command
+        assert in_process(monkeypatch, config, "check")[::2] == (2, said)  # damage, not "empty"
         with pytest.raises(StoreError) as start:
             start_service(config)  # the service's start: exit 2, not restarted
         assert start.value.message == said.splitlines()[0].removeprefix("syncd: ")
