@@ -9,7 +9,8 @@
   while the worker is idle or its job shows progress (`syncd.liveness`): a job that shows
   none for `[schedule] stall_seconds` beyond the waits it announced (a request under its
   deadline, a pacing or Retry-After sleep) is stalled; that is logged once with where it is
-  stuck, said in `systemctl status`, and the pings stop, so systemd restarts the service
+  stuck, said in `systemctl status` and in the lock file (`syncd status` shows it), and the
+  pings stop, so systemd restarts the service
   (the run it leaves `running` is closed by the next). Not under systemd's watchdog, the
   stall is logged all the same.
 - SIGTERM/SIGINT: stop taking jobs, let the request in flight finish, record what was
@@ -32,7 +33,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
@@ -53,7 +54,7 @@ from syncd.pull import pull
 from syncd.runs import Report
 from syncd.schedule import last_fire, trigger_for
 from syncd.source import find_export
-from syncd.state import OPEN_STATUSES, Store, iso, parse_iso
+from syncd.state import OPEN_STATUSES, Store, iso, parse_iso, refuse_truncated
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -99,6 +100,7 @@ class Daemon:
         # service is up: SIGHUP's default action ends the process, and systemd counts a
         # death by SIGHUP as clean, so Restart=on-failure would leave the service down
         signal.signal(signal.SIGHUP, self._on_hup)
+        refuse_truncated(self.cfg.store.path)  # before the lock file, which tells it: exit 2
         self.lock.acquire()  # LockHeldError → exit 3
         if not faulthandler.is_enabled():
             # systemd's watchdog ends a stalled service with SIGABRT: every thread's stack
@@ -361,13 +363,29 @@ class Daemon:
             **extra,
         )
         notify(f"STATUS={stall.job} stalled: no progress for {quiet} s; {outcome}")
+        since = self.clock.now() - timedelta(seconds=stall.quiet)
+        self._note(
+            {"stalled": {"job": stall.job, "since": iso(since), "stall_seconds": stall.bound}}
+        )
 
     def _resumed(self, stall: liveness.Stall) -> None:
         self._stall = None
+        self._note(None)
         job = self.liveness.running
         log.warning("the stalled job shows progress again", job=stall.job, running=job)
         if job is not None:  # else it finished, and said so in STATUS=
             notify(f"STATUS={job} running again after a stall; see the journal")
+
+    def _note(self, said: dict[str, Any] | None) -> None:
+        """Say a stall in the lock file, where `syncd status` reads it (the stalled job may
+        hold the store's write lock, or be stuck in SQLite itself); last, after the journal
+        and `systemctl status`: should the file system be what is stuck, they are said."""
+        try:
+            self.lock.note(said)
+        except OSError as exc:
+            log.warning(
+                "could not say the stall in the lock file", file=str(self.lock.path), error=str(exc)
+            )
 
     @contextmanager
     def _working(self, job: str) -> Iterator[None]:
@@ -384,7 +402,8 @@ class Daemon:
             return None
         store: Store | None = None
         try:
-            store = Store.open(self.cfg.store.path)
+            # the start set the store up: one gone or truncated since is not made anew
+            store = Store.open(self.cfg.store.path, create=False)
             report = work(store)
         except StopRequested:
             log.info("job interrupted by stop request", job=kind)
@@ -419,7 +438,7 @@ class Daemon:
         """[store] retention; a failure is logged and waits for the next reconcile, and so
         does what a stop (SIGTERM) leaves: it ends the prune after the batch in progress."""
         try:
-            store = Store.open(cfg.store.path)
+            store = Store.open(cfg.store.path, create=False)
             try:
                 gone = store.prune(
                     self.clock.now(),

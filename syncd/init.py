@@ -599,12 +599,13 @@ def vendor_names(given: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def write_new(files: dict[Path, str], last: Path | None = None) -> None:
+def write_new(files: dict[Path, str], last: Path | None = None) -> set[Path]:
     """Write every file, or none: refuse if any exists, and remove those written so far
     when one cannot be. Each is written whole before it has its name (`_write_whole`), and
     `last` (the config) after all the others, so a kill (SIGKILL, power loss) leaves no
     half file and no config without its mappings. A file that already holds exactly what
-    would be written is not in the way: the same init, killed part-way, run again finishes."""
+    would be written is not in the way, and left as it is: the same init, killed part-way,
+    run again finishes. Returns the files it wrote."""
     existing, todo = [], {}
     for path, text in files.items():
         if not os.path.lexists(path):
@@ -628,6 +629,7 @@ def write_new(files: dict[Path, str], last: Path | None = None) -> None:
         raise SyncdError(
             f"cannot write {exc.filename}: {exc.strerror}; nothing was written"
         ) from None
+    return set(written)
 
 
 def _holds(path: Path, text: str) -> bool:
@@ -714,7 +716,11 @@ def init(
     mappings = [map_vendor(n, found) for n in names]
     files = {folder / "syncd.toml": config_text(found, folder, mappings)}
     files |= {folder / "mappings" / f"{m.vendor}.toml": mapping_text(found, m) for m in mappings}
-    write_new(files, last=folder / "syncd.toml")
+    wrote = write_new(files, last=folder / "syncd.toml")
+
+    def said(path: Path) -> str:
+        return f"wrote {path}" if path in wrote else f"{path} unchanged: it holds what init writes"
+
     echo(
         f"export {found.path}: {len(found.header)} columns, delimiter {found.delimiter!r}, "
         f"encoding {found.encoding}, key {found.key!r}"
@@ -724,10 +730,10 @@ def init(
             else ""
         )
     )
-    echo(f"wrote {folder / 'syncd.toml'}")
+    echo(said(folder / "syncd.toml"))
     for m in mappings:
         shown = ", ".join(f"{f} = {c!r}" for f, c in m.fields.items())
-        echo(f"wrote {folder / 'mappings' / (m.vendor + '.toml')}: {shown}")
+        echo(f"{said(folder / 'mappings' / (m.vendor + '.toml'))}: {shown}")
         for group in m.missing:
             echo(f"  REQUIRED, no column found: {group}: name one in the mapping")
         for absent in m.absent:

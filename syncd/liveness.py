@@ -26,7 +26,9 @@ the waits are the vendors' and the config's own (a first sync to a vendor at 1 c
 beats every second for hours; a Retry-After of 120 s is a wait of 120 s). A wait that
 outlives its own end by `bound` (a request the deadline failed to cut) is a stall too.
 A beat says the job is alive, not that it gets anywhere: a loop that asked a vendor the
-same thing for ever would look alive (retries, the breaker and `max_attempts` bound those).
+same thing for ever would look alive (retries, the breaker and `max_attempts` bound those;
+a pull's paging stops a list that does not move on: eSputnik's offset read again,
+SignalVine's page answered again or its empty pages without end).
 
 Time is an argument (`now`, monotonic seconds) on `Liveness`; the module's functions,
 which the choke points and the daemon call, read `now()`: `time.monotonic()`.

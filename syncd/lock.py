@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from syncd.errors import LockHeldError, StoreError
 
 
+def lock_path(store_path: Path) -> Path:
+    """The lock file of the store at `store_path`: `<store>.lock`, beside it. Only a command
+    that then sets up or writes the store makes it (`sync`, `pull`, the service; `prune`,
+    `retry`, `withdraw` refuse a 0-byte store before they take the lock), and it stays when
+    released: a 0-byte store with its lock file beside it is one syncd used before."""
+    return store_path.with_name(store_path.name + ".lock")
+
+
 class InstanceLock:
-    """An exclusive `flock` on `<store>.lock`, holding the owner's pid. Released on exit,
-    and by the kernel when the process dies, so a crash never leaves a stale lock."""
+    """An exclusive `flock` on `<store>.lock`, holding the owner's pid (its first line) and
+    what the owner says to other processes (`note`, its second). Released on exit, and by
+    the kernel when the process dies, so a crash never leaves a stale lock."""
 
     def __init__(self, store_path: Path) -> None:
-        self.path = store_path.with_name(store_path.name + ".lock")
+        self.path = lock_path(store_path)
         self._fd: int | None = None
 
     def acquire(self) -> InstanceLock:
@@ -30,16 +41,27 @@ class InstanceLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            holder = os.read(fd, 32).decode(errors="replace").partition("\n")[0].strip()
             os.close(fd)
             raise LockHeldError(
-                f"another syncd (pid {holder}) is running on this store ({self.path})",
+                f"another syncd (pid {holder or 'unknown'}) is running on this store ({self.path})",
                 hint="wait for it to finish, or stop the service first",
             ) from None
-        os.ftruncate(fd, 0)
+        os.ftruncate(fd, 0)  # (a dead owner's note goes with its pid)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
+
+    def note(self, said: dict[str, Any] | None) -> None:
+        """Say `said` to other processes (`read_note`), or nothing more (None): the service's
+        watchdog says a stalled job so, for `syncd status`. No-op unless held."""
+        if self._fd is None:
+            return
+        data = f"{os.getpid()}\n".encode()
+        if said is not None:
+            data += json.dumps(said, separators=(",", ":")).encode() + b"\n"
+        os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
 
     def release(self) -> None:
         if self._fd is not None:
@@ -53,3 +75,25 @@ class InstanceLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def read_note(store_path: Path) -> tuple[int, dict[str, Any]] | None:
+    """The pid and the `note` of the syncd holding the store's lock, read without taking
+    it; None when there is none: no lock file, no note, or its process is gone (a note a
+    killed process left stays until the next takes the lock)."""
+    try:
+        with lock_path(store_path).open("rb") as fh:
+            pid_line, _, rest = fh.read(64 * 1024).partition(b"\n")
+        pid = int(pid_line)
+        said = json.loads(rest) if rest.strip() else None
+    except (OSError, ValueError):  # (a note read while it was rewritten: none this time)
+        return None
+    if not isinstance(said, dict) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # another user's (the service's, to an analyst): running
+    return pid, said

@@ -29,7 +29,7 @@ from syncd.plan import Plan
 from syncd.push import Delivered, Deliverer
 from syncd.runs import Report, check_names, ended, finish, open_connectors
 from syncd.source import Export, find_export
-from syncd.state import Store, empty, iso, missing, unwritten
+from syncd.state import Store, iso, missing, refuse_truncated, unwritten, unwritten_error
 from syncd.status import reason_lines, run_reasons
 from syncd.vendors import Connector
 
@@ -132,14 +132,15 @@ def opened(
 ) -> Iterator[Store]:
     """The instance lock (unless `lock=False`) and the store, released on exit. With
     `create=False` a missing or empty store (`state.empty`) is an error, before the lock file
-    or a folder is made.
+    or a folder is made; so is, always, a 0-byte store syncd used before (`state.truncated`).
     `dry_run`: no lock, and the store as it is (`Store.read`: never migrated, which would
     leave a service of the version before a store from a newer syncd), or, missing, an
     empty one in a temporary folder: a dry run writes nothing."""
     if not create and not cfg.store.path.is_file():
         raise missing(cfg.store.path)
     if (not create or dry_run) and unwritten(cfg.store.path):
-        raise empty(cfg.store.path)  # before the lock file: nothing is left beside it
+        raise unwritten_error(cfg.store.path)  # before the lock file: none is left beside it
+    refuse_truncated(cfg.store.path)  # before the lock file, which tells it
     if dry_run and not cfg.store.path.exists():
         with tempfile.TemporaryDirectory(prefix="syncd-dry-run-") as folder:
             store = Store.open(Path(folder) / cfg.store.path.name)

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from syncd.config import Config
-from syncd.state import OPEN_STATUSES, Store
+from syncd.lock import read_note
+from syncd.state import OPEN_STATUSES, Store, parse_iso
 
 LIST_LIMIT = 50
 EXAMPLE_KEYS = 3  # keys shown per group of problems or skips
@@ -89,6 +90,7 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
         # a skip's reason names a vendor and a date: grouped by its kind, as the
         # skipped_reasons view groups them
         skipped = _grouped(store, "status = 'skipped' AND run_id = ?", (last,), SKIP_KIND)
+        stalled = _stalled(store, cfg, now)
     finally:
         store.close()
     # here, not at the top: the pipeline imports this module for `run_reasons`, and a sync
@@ -107,10 +109,36 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
         "quarantine": {"run_id": last, "rows": quarantined or 0, "sample": quarantine},
         "problems": [_drop(g, "example") for g in problems],
         "skipped": {"run_id": last, "groups": _by_reason(skipped)},
+        "stalled": stalled,
         "next_runs": {
             job: _iso(next_fire(getattr(schedule, job), schedule.timezone, now))
             for job in ("reconcile", "pull")
         },
+    }
+
+
+def _stalled(store: Store, cfg: Config, now: datetime) -> dict[str, Any] | None:
+    """The service's job its watchdog found stalled, as it says in the lock file (it cannot
+    be said in the store: the job may hold its write lock, or be stuck in SQLite itself):
+    the job, since when it has shown no progress, and its run (the newest `running` one of
+    its kind; none for the export watch's look at the folder). None while none is."""
+    held = read_note(cfg.store.path)
+    said = held[1].get("stalled") if held else None
+    if not held or not isinstance(said, dict) or not isinstance(said.get("job"), str):
+        return None
+    since, bound = parse_iso(said.get("since")), said.get("stall_seconds")
+    if since is None or not isinstance(bound, int | float):
+        return None
+    run_id = store.scalar(
+        "SELECT max(id) FROM runs WHERE status = 'running' AND kind = ?", (said["job"],)
+    )
+    return {
+        "job": said["job"],
+        "run_id": run_id,
+        "since": since.isoformat(timespec="seconds"),
+        "seconds": max(round((now - since).total_seconds()), 0),
+        "stall_seconds": bound,
+        "pid": held[0],
     }
 
 
@@ -227,12 +255,24 @@ def _iso(ts: datetime | None) -> str | None:
 
 def render(data: dict[str, Any]) -> str:
     lines = [f"store {data['store']}"]
+    stalled = data["stalled"]
+    if stalled:
+        run = f" (run #{stalled['run_id']})" if stalled["run_id"] is not None else ""
+        lines.append(
+            f"STALLED: the service's {stalled['job']}{run} has shown no progress since "
+            f"{stalled['since']} ({stalled['seconds']} s; stall_seconds = "
+            f"{stalled['stall_seconds']:g}): `journalctl -u syncd` says where it is stuck (`job "
+            "stalled`); under systemd's watchdog syncd is restarted, else restart it"
+        )
     lines.append("recent runs:")
     for r in data["runs"] or [{"id": None}]:
         if r["id"] is None:
             lines.append("  none yet")
             break
-        lines.append(f"  #{r['id']} {r['kind']} {r['started_at']} {_run_state(r, data['now'])}")
+        state = _run_state(r, data["now"])
+        if stalled and r["id"] == stalled["run_id"]:
+            state += f", stalled since {stalled['since']}"
+        lines.append(f"  #{r['id']} {r['kind']} {r['started_at']} {state}")
     lines.append("open deliveries:")
     for name, counts in data["vendors"].items():
         lines.append(f"  {name}: {_counts(counts)}")

@@ -20,11 +20,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import structlog.testing
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 
+import syncd
 from syncd import liveness
 from syncd.clock import SystemClock
 from syncd.daemon import Daemon
@@ -34,6 +36,7 @@ from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
+from syncd.status import collect, render
 from tests.helpers import World, esputnik_table, unprivileged
 from tests.hostile import HostileProxy
 
@@ -446,6 +449,66 @@ def test_a_stall_not_under_systemds_watchdog_is_logged_once_and_pings_nothing(
         "STATUS=pull running again after a stall; see the journal",
         "STATUS=pull stalled: no progress for 30 s; not under systemd's watchdog: restart syncd",
     ]
+
+
+def test_syncd_status_shows_a_stalled_job_while_the_service_that_runs_it_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled job was said in the journal and `systemctl status` only: `syncd status`
+    showed its run `running`, as if all were well. The watchdog cannot say it in the store
+    (the job may hold its write lock, or be stuck in SQLite), so it says it in the lock file
+    beside it, which `syncd status`, another process, reads: the job, its run, since when it
+    has shown no progress. Progress again clears it; so does the process's end, even a kill
+    (a note whose process is gone is not shown)."""
+    world = daemon_world(tmp_path, "http://127.0.0.1:9", "0 3 * * *", "0 4 * * *")
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    config = world.folder / "syncd.toml"
+    daemon = Daemon(config)
+    daemon.lock.acquire()
+    store = Store.open(world.folder / "syncd.db")
+    run_id = store.start_run("pull", datetime.now(UTC) - timedelta(seconds=90))
+    store.close()
+    daemon.liveness = live = Liveness(bound=5)
+    live.begin("pull", liveness.now() - 60, threading.get_ident())
+    schema = json.loads((Path(syncd.__file__).parent / "status.schema.json").read_text())
+    try:
+        assert collect(world.cfg, datetime.now(UTC))["stalled"] is None
+        daemon.watchdog_job()
+        proc = subprocess.run(
+            [*SYNCD, "--config", str(config), "status", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)
+        jsonschema.validate(data, schema)
+        stalled = data["stalled"]
+        since = datetime.fromisoformat(stalled.pop("since"))
+        assert 59 <= (datetime.fromisoformat(data["now"]) - since).total_seconds() <= 62
+        assert 59 <= stalled.pop("seconds") <= 62
+        assert stalled == {"job": "pull", "run_id": run_id, "stall_seconds": 5, "pid": os.getpid()}
+        text = render(collect(world.cfg, datetime.now(UTC)))
+        assert f"STALLED: the service's pull (run #{run_id}) has shown no progress since " in text
+        assert f"#{run_id} pull " in text and f", stalled since {since.isoformat()}" in text
+        live.beat(liveness.now())  # progress again
+        daemon.watchdog_job()
+        assert collect(world.cfg, datetime.now(UTC))["stalled"] is None
+        live.begin("pull", liveness.now() - 60, threading.get_ident())
+        daemon.watchdog_job()
+        assert collect(world.cfg, datetime.now(UTC))["stalled"] is not None
+        # the process killed (systemd's SIGABRT): its note stays, with its pid, until the
+        # next start takes the lock
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        lock = world.folder / "syncd.db.lock"
+        _pid, note = lock.read_bytes().split(b"\n", 1)
+        lock.write_bytes(f"{gone.pid}\n".encode() + note)
+        assert collect(world.cfg, datetime.now(UTC))["stalled"] is None
+    finally:
+        live.end(liveness.now())
+        daemon.lock.release()
 
 
 def test_a_lock_file_it_cannot_open_stops_the_start_with_one_line() -> None:

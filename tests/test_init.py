@@ -374,6 +374,38 @@ def test_init_never_overwrites_and_writes_nothing_when_one_file_exists(tmp_path:
     assert not (tmp_path / "mappings" / "esputnik.toml").exists()
 
 
+def test_init_run_again_over_what_it_wrote_says_each_file_is_unchanged_and_leaves_it(
+    tmp_path: Path,
+) -> None:
+    """Run again over the files it wrote (a second try, a script's re-run), init said
+    `wrote …` for each one, as if it had made them anew. Each is said unchanged now, and
+    left as it is; a mapping removed since is written, and said so."""
+    path = export(tmp_path / "contacts.csv", HUBSPOT)
+    first: list[str] = []
+    init(path, ["esputnik,hellocustomer"], tmp_path / "etc", echo=first.append)
+    config, mappings = tmp_path / "etc" / "syncd.toml", tmp_path / "etc" / "mappings"
+    assert [line.split(":")[0] for line in first if line.startswith("wrote ")] == [
+        f"wrote {config}",
+        f"wrote {mappings / 'esputnik.toml'}",
+        f"wrote {mappings / 'hellocustomer.toml'}",
+    ]
+    files = [config, mappings / "esputnik.toml", mappings / "hellocustomer.toml"]
+    stats = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in files]
+    (mappings / "hellocustomer.toml").unlink()
+    again: list[str] = []
+    init(path, ["esputnik,hellocustomer"], tmp_path / "etc", echo=again.append)
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in files[:2]] == stats[:2]
+    said = {  # the second run's lines are the first's, but for these
+        f"wrote {config}": f"{config} unchanged: it holds what init writes",
+        f"wrote {mappings / 'esputnik.toml'}": f"{mappings / 'esputnik.toml'} unchanged: it "
+        "holds what init writes",
+    }
+    assert again == [
+        next((said[w] + line[len(w) :] for w in said if line.startswith(w)), line) for line in first
+    ], again
+    assert again != first
+
+
 def test_no_recognisable_key_says_so_and_what_to_do(tmp_path: Path) -> None:
     export(tmp_path / "list.csv", ["Naam", "E-mail", "Telefoon"], ";")
     proc = run_init(tmp_path, "list.csv", "--vendors", "esputnik")

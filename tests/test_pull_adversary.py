@@ -270,10 +270,19 @@ class Unordered(SignalVineSim):
 
     holes: tuple[int, ...] = ()
     next_offset: dict[int, Any] = {}  # noqa: RUF012
+    # a list that never ends: "same page" (the first, whatever the offset) or "empty pages"
+    # (after the first), each with a nextOffset after its own and no total, for `LIMIT`
+    # pages (then it ends, so that a pull that does not stop still ends); `pages` asked
+    never_ends: str | None = None
+    pages = 0
+    LIMIT = 40
 
     def participants(self, request: Request, program: str) -> Response:
         args = request.args.to_dict()
         offset, count = int(args.get("offset", "0")), int(args.get("count", "50"))
+        if self.never_ends:
+            self.pages += 1
+            asked, offset = offset, 0 if self.never_ends == "same page" else offset
         whole = Request(
             {**request.environ, "QUERY_STRING": urlencode({**args, "offset": 0, "count": 500})}
         )
@@ -286,6 +295,10 @@ class Unordered(SignalVineSim):
         page = [item for item in slots[offset : offset + count] if item is not None]
         following = offset + count if offset + count < len(slots) else None
         following = self.next_offset.get(offset, following)
+        if self.never_ends:
+            following = asked + count if self.pages < self.LIMIT else None
+            page = [] if self.never_ends == "empty pages" and asked else page
+            return json_response({"items": page, "offset": asked, "nextOffset": following})
         envelope = {"items": page, "offset": offset, "nextOffset": following}
         return json_response({**envelope, "total": len(slots)})
 
@@ -359,6 +372,45 @@ def test_sv_a_next_offset_that_does_not_move_on_fails_the_stream_and_keeps_its_c
     why = report.vendors["signalvine"].errors["unsubscribes"]
     assert why.startswith("signalvine: ") and "nextOffset" in why, why
     sim.next_offset = {}
+    report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 0, report.summary()
+    assert sv_stored(cfg) == OPTED_OUT
+
+
+@pytest.mark.parametrize("never_ends", ["same page", "empty pages"])
+def test_sv_a_list_that_never_moves_on_fails_the_stream_naming_it_and_keeps_its_cursor(
+    sv: tuple[Unordered, Config],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    never_ends: str,
+) -> None:
+    """A server that answers its first page whatever the offset, or nothing but empty pages
+    after it, each with a nextOffset after its own and no total to bound it: the pull asked
+    for the next page for ever, and since every request is a sign of life to the service's
+    watchdog, it looked alive while it read nothing new. The stream now fails at the first
+    page that repeats the one before, or after `EMPTY_RUN` empty pages in a row, saying so,
+    its cursor kept; the next pull of a list that ends reads everything."""
+    sim, cfg = sv
+    monkeypatch.setattr(signalvine, "EMPTY_RUN", 5, raising=False)  # (the fix's bound)
+    sim.never_ends = never_ends
+    report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 1, report.summary()
+    why = report.vendors["signalvine"].errors["unsubscribes"]
+    said = (
+        "again, in the same order"
+        if never_ends == "same page"
+        else "answered 5 empty pages in a row from offset 2"
+    )
+    assert why.startswith("signalvine: GET ") and said in why, why
+    assert "does not move on; the unsubscribes stream stays at 1970-01-01T00:00:00.000Z" in why
+    assert sim.pages == (2 if never_ends == "same page" else 6)
+    store = Store.open(cfg.store.path)
+    try:
+        kept = store.scalar("SELECT cursor FROM cursors WHERE vendor = 'signalvine'")
+    finally:
+        store.close()
+    assert kept == "1970-01-01T00:00:00.000Z"  # where it started: nothing is skipped
+    sim.never_ends = None
     report, _ = pulled(cfg, clock, "SELECT 1")
     assert report.exit_code == 0, report.summary()
     assert sv_stored(cfg) == OPTED_OUT

@@ -25,17 +25,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from sqlite_utils import Database
 
 import syncd.state as state
 from syncd.cli import main
+from syncd.daemon import Daemon
 from syncd.errors import StoreError
 from syncd.sample import rows
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
 from syncd.state.schema import KNOWN, migrations
-from tests.helpers import World, esputnik_table, unprivileged
+from tests.helpers import World, esputnik_table, start_service, unprivileged
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 SYNCD = [sys.executable, "-m", "syncd.cli"]
@@ -389,6 +391,54 @@ def test_a_command_that_needs_the_store_refuses_an_empty_file_and_leaves_it_as_i
     Store.open(path).close()  # a sync, the service's start
     assert applied(path) == KNOWN
     assert in_process(monkeypatch, config, "prune")[0] == 0
+
+
+def test_a_store_truncated_after_syncd_used_it_is_refused_but_an_analysts_empty_file_is_set_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store truncated to 0 bytes after syncd had used it (a disk's or a backup tool's
+    accident) was taken by `syncd sync` and the service for a first run: every contact sent
+    again, everyone surveyed again. An analyst's `sqlite3.connect` before the first sync
+    leaves a 0-byte file too, which they must set up. What tells them apart is the lock
+    file: SQLite's -wal and -shm go when the last connection closes, the lock file stays,
+    and only a command that then sets the store up makes it. So a 0-byte store with its lock
+    file beside it is refused, by `sync`, the service's start and its reconcile (exit 2,
+    the job failed), with nothing sent and the file left as it is."""
+    app = ESputnikSim()
+    with Server(app) as server:
+        world = World(tmp_path, {"esputnik": esputnik_table(server.url)})
+        world.write(list(rows(5)))
+        config, path = tmp_path / "syncd.toml", tmp_path / "syncd.db"
+        sqlite3.connect(path).close()  # the analyst's, before the first sync
+        assert path.stat().st_size == 0
+        assert in_process(monkeypatch, config, "sync")[0] == 0
+        sent = len(app.requests("/api/v1/contacts", "POST"))
+        assert sent and (tmp_path / "syncd.db.lock").exists()
+        os.truncate(path, 0)  # the accident
+        said = (
+            f"syncd: the store {path} is empty (0 bytes), but syncd has used it before (its "
+            f"lock file {path}.lock is beside it): it was truncated, or a restore went wrong\n"
+            f"  → with syncd stopped, restore {path} from its backup (README: Backups); or, to "
+            "start over with a new store on purpose (every contact is sent again, and surveyed "
+            f"again by trigger vendors), remove {path} and {path}.lock\n"
+        )
+        for command in (["sync"], ["sync", "--baseline"], ["pull"], ["prune"], ["status"]):
+            assert in_process(monkeypatch, config, *command) == (2, "", said), command
+        assert in_process(monkeypatch, config, "check")[::2] == (2, said)  # damage, not "empty"
+        with pytest.raises(StoreError) as start:
+            start_service(config)  # the service's start: exit 2, not restarted
+        assert start.value.message == said.splitlines()[0].removeprefix("syncd: ")
+        with structlog.testing.capture_logs() as logs:
+            Daemon(config).reconcile_job()  # a reconcile of the service that runs on
+        (failed,) = [e for e in logs if e["event"] == "job failed"]
+        assert failed["job"] == "reconcile" and "used it before" in failed["error"], failed
+        assert len(app.requests("/api/v1/contacts", "POST")) == sent
+        assert path.stat().st_size == 0 and not Path(f"{path}-wal").exists()
+        # removed with its lock file, as the hint says: a new store, on purpose
+        path.unlink()
+        (tmp_path / "syncd.db.lock").unlink()
+        assert in_process(monkeypatch, config, "sync")[0] == 0
+        assert len(app.requests("/api/v1/contacts", "POST")) > sent
 
 
 def test_a_database_that_is_not_a_syncd_store_is_refused_and_left_alone(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from sqlite_utils import Database
 
 from syncd import liveness
 from syncd.errors import EmptyStoreError, StoreError, SyncdError
+from syncd.lock import lock_path
 from syncd.log import scrub
 from syncd.state.schema import KNOWN, migrations
 from syncd.state.statuses import OPEN_STATUSES as OPEN_STATUSES
@@ -97,6 +98,34 @@ def empty(path: Path) -> EmptyStoreError:
         hint="check [store] path; if it held syncd's data (truncated, or a restore gone "
         "wrong), restore it from its backup; else the first `syncd sync` sets it up",
     )
+
+
+def truncated(path: Path) -> StoreError:
+    """The error for a store file of 0 bytes that syncd used before: its lock file is beside
+    it (`syncd.lock.lock_path`; SQLite's -wal and -shm go when the last connection closes,
+    the lock file stays). A disk's or a backup tool's accident, or a restore gone wrong:
+    taken for a first run, it would send everything again and survey everyone."""
+    return StoreError(
+        f"the store {path} is empty (0 bytes), but syncd has used it before (its lock file "
+        f"{lock_path(path)} is beside it): it was truncated, or a restore went wrong",
+        hint=f"with syncd stopped, restore {path} from its backup (README: Backups); or, to "
+        "start over with a new store on purpose (every contact is sent again, and surveyed "
+        f"again by trigger vendors), remove {path} and {lock_path(path)}",
+    )
+
+
+def refuse_truncated(path: Path) -> None:
+    """Raise `truncated` for a 0-byte store file that syncd used before. `sync`, `pull` and
+    the service's start call it before they take the lock (whose file is the sign), and then
+    set up a 0-byte file (an analyst's `sqlite3.connect` before the first sync leaves one)."""
+    if unwritten(path) and lock_path(path).exists():
+        raise truncated(path)  # left as it is
+
+
+def unwritten_error(path: Path) -> StoreError:
+    """The error for a command that needs the store at `path`, a file of 0 bytes
+    (`unwritten`): `truncated` when syncd used it before, else `empty`."""
+    return truncated(path) if lock_path(path).exists() else empty(path)
 
 
 def unwritten(path: Path) -> bool:
@@ -279,7 +308,8 @@ class Store:
         With `create=False` a missing store is an error rather than a new empty one, and so
         is an empty file (`empty`: 0 bytes, left as it is, or a database with nothing in
         it), for every command but `sync` and the service (an analyst's `sqlite3.connect`
-        before the first sync leaves a 0-byte file too). A new store is made whole
+        before the first sync leaves a 0-byte file too: they call `refuse_truncated` before
+        they take the lock). A new store is made whole
         (`_create`): a kill while it is made leaves no half-made one. A store that applied
         migrations this version does not know, or a SQLite database that is not a syncd
         store, is refused before anything is written.
@@ -297,7 +327,7 @@ class Store:
         elif not path.is_file():
             raise missing(path)
         elif unwritten(path):
-            raise empty(path)
+            raise unwritten_error(path)
         return cls._connect(path, migrate=migrate, create=create)
 
     @classmethod

@@ -53,7 +53,10 @@
   answer `"nextOffset": 0, "lastOffset": 0`): a page is the last when `nextOffset` is null
   or absent, or is not after the page's offset while the list ends there (`lastOffset`,
   `total`, or a short page); one not after it anywhere else stops the stream, its cursor
-  kept. Participants with `active: false` are opt-outs. An item's time is its `updatedAt`,
+  kept, and so do a page holding the participants of the page before again, in the same
+  order (a server that ignores `offset`), and `EMPTY_RUN` empty pages in a row: each
+  request is a sign of life to the service's watchdog, so a list that never moves on
+  would be read for ever. Participants with `active: false` are opt-outs. An item's time is its `updatedAt`,
   else the newest `profile[].updated`, else `created` (the SDK's own fixture has no
   `updatedAt`). The opt-out's time is when its `active` variable was last written
   (`profile[].updated`), else the item's last change (`updatedAt` or the newest
@@ -123,6 +126,10 @@ POLL_STEP = 2.0
 ROW_ERROR_LIMIT = 1000  # row mode: nothing is added past this many errors
 MAX_REUPLOADS = 3  # row mode past the limit: the rows without an error sent again, at most
 PAGE = 500
+# empty pages in a row, each with a nextOffset after its own, that stop a pull: no list has
+# so many holes (one page a hole in the tests), and a vendor answering nothing but empty
+# pages with ever larger offsets, and no total to bound them, kept the pull going for ever
+EMPTY_RUN = 100
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -513,6 +520,8 @@ class SignalVine(Connector):
         moved: list[datetime | None] = []  # `first` of each participant read again
         offset = 0
         path = f"/v1/programs/{self.program}/participants"
+        before: tuple[list[Any], int] = ([], 0)  # the ids of the page before, its offset
+        empty: list[int] = []  # the offsets of the empty pages in a row up to this one
         while True:
             params: dict[str, str | int] = {
                 "type": "full",
@@ -525,6 +534,25 @@ class SignalVine(Connector):
             items = [i for i in page.get("items") or [] if isinstance(i, dict)]
             read = read or bool(items)
             ids = [i.get("id") for i in items if i.get("id") not in (None, "")]
+            # a page that reads nothing new, for ever, looks alive to the watchdog (every
+            # request is a sign of life): the same page again at the next offset (a server
+            # that ignores `offset`), or empty pages without end
+            empty = [] if items else [*empty, offset]
+            stuck = (
+                f"answered the {len(ids)} participants it answered at offset {before[1]} "
+                "again, in the same order"
+                if ids and ids == before[0]
+                else f"answered {len(empty)} empty pages in a row from offset {empty[0]}"
+                if len(empty) >= EMPTY_RUN
+                else None
+            )
+            if stuck:
+                raise RetriableError(
+                    f"GET {path} at offset {offset} {stuck}: the participant list does not "
+                    f"move on; the unsubscribes stream stays at {after}",
+                    vendor=self.name,
+                )
+            before = (ids, offset)
             moved += [first[pid] for pid in ids if pid in first]
             for when in filter(None, (_changed(i) or _time(i.get("created")) for i in items)):
                 newest = when if newest is None else max(newest, when)
