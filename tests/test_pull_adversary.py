@@ -431,6 +431,44 @@ def test_sv_a_participant_changed_while_the_list_is_paged_loses_no_opt_out(
     assert sv_stored(cfg) == ["+32470000002", "+32470000003"]
 
 
+class DatedAhead(SignalVineSim):
+    """Lists participant K0 as changed in 2999 (edited by hand, a vendor clock gone wrong)."""
+
+    def participants(self, request: Request, program: str) -> Response:
+        answer = super().participants(request, program)
+        if answer.status_code != 200:
+            return answer
+        body = json.loads(answer.get_data())
+        for item in body["items"]:
+            if item.get("customerId") == "K0":
+                item["updatedAt"] = "2999-01-01T00:00:00.000Z"
+        return json_response(body)
+
+
+def test_sv_a_participant_dated_in_the_future_does_not_take_the_cursor_past_now(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A participant whose last change is in 2999: the cursor went to 2999, so nothing was
+    read again, and every later pull failed blaming this machine's clock (`--since` only
+    set it to 2999 once more): K1's opt-out an hour later was never pulled. The cursor
+    now goes no further than the pull's own time."""
+    sim = DatedAhead(now=clock.now)
+    for i in range(3):
+        sim.seed(f"K{i}", f"+3247000000{i}")
+    clock.sleep(60)
+    with Server(sim) as server:
+        cfg = sv_config(tmp_path, server.url)
+        report, cursors = pulled(cfg, clock, "SELECT cursor FROM cursors")
+        assert report.exit_code == 0, report.summary()
+        assert cursors == [(signalvine.timestamp(clock.now()),)]
+        clock.sleep(3600)
+        sim.opt_out("K1", clock.now())
+        clock.sleep(60)
+        report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 0, report.details()
+    assert sv_stored(cfg) == ["+32470000001"]
+
+
 def test_sv_a_participant_without_id_is_refused_not_keyed_none() -> None:
     item = {"customerId": "K1", "phone": "+32470000001", "active": False, "profile": []}
     with pytest.raises(Invalid, match="vendor_id is missing"):

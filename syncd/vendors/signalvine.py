@@ -61,7 +61,9 @@
   opt-out is keyed by participant id + that time. The
   cursor is an `updated-after` timestamp (inclusive, so re-reading the boundary duplicates
   nothing), stored after the last page: the newest item time seen less `pull_lookback`
-  seconds; when items came back but none has a time, the pull's `until` less
+  seconds, that time no later than the pull's `until` (a time ahead of it, a participant
+  dated in the future, would set a cursor past which nothing is read, and every later
+  pull refused as a clock gone wrong); when items came back but none has a time, the pull's `until` less
   `pull_lookback`; when none came back, it stays. When a participant read on one page is
   read again on a later one, it changed while the list was read and went to its end, those
   after it moved one place back under the offsets, and one of them may have been on no
@@ -557,6 +559,17 @@ class SignalVine(Connector):
                 offset = following
                 continue
             lookback = timedelta(seconds=self.opts["pull_lookback"])
+            if newest is not None and newest > until:
+                # a time past the pull's own (a participant edited by hand, a clock far
+                # ahead) is no place to read on from: past it nothing would be read again
+                self.log.warning(
+                    "a participant's time is after this pull's: the cursor goes no further "
+                    "than the pull's time",
+                    vendor=self.name,
+                    newest=timestamp(newest),
+                    until=timestamp(until),
+                )
+                newest = until
             cursor = start
             if moved:
                 # a participant read on an earlier page was read again: it changed while the
@@ -566,7 +579,7 @@ class SignalVine(Connector):
                 # further (the next pull reads on from there)
                 bound = None if None in moved else min(m for m in moved if m is not None)
                 if bound is not None:
-                    cursor = max(start, bound - lookback)
+                    cursor = max(start, min(bound, until) - lookback)
                 self.log.warning(
                     "participants changed while the list was read: the cursor goes no further "
                     "than the first page one of them was on",
