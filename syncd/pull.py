@@ -16,6 +16,8 @@ would drop one answer or move another response's.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -243,27 +245,45 @@ def _when(value: Any) -> str | None:
     that text order is time order when the views compare it with a survey's `sent_at`
     (`Z`, milliseconds, a space, another offset all sorted wrongly against it). A time
     without an offset is taken to be UTC; one that does not read as ISO 8601 is kept as
-    it came (its raw record has it too)."""
+    it came (its raw record has it too), and so is one UTC cannot hold (year 1 at +01:00,
+    9999-12-31 at -01:00: converting it raised, and the whole pull stopped)."""
     text = _text(value)
     when = parse_iso(text.strip()) if text else None
-    return text if when is None else iso(when.astimezone(UTC))
+    try:
+        return text if when is None else iso(when.astimezone(UTC))
+    except OverflowError:
+        return text
+
+
+# the integers an SQLite column holds: a larger one (a JSON number up to 2**64 reads as an
+# int) raised as it was stored, and the whole pull stopped
+INTEGERS = range(-(2**63), 2**63)
 
 
 def _number(value: Any) -> int | float | None:
-    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
-        return value
+    number = value
     if isinstance(value, str):
         text = value.strip()
         if not text:
             return None
         try:
-            return int(text)
+            number = int(text)
         except ValueError:
-            try:
-                return float(text)
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):
+                number = float(text)
+    if isinstance(number, float) and not math.isfinite(number):
+        raise TypeError("is not a finite number")  # the text "NaN", "inf"
+    if number is None or isinstance(number, float):
+        return number
+    if isinstance(number, int) and not isinstance(number, bool):
+        return _stored(number)
     raise TypeError("is not a number")
+
+
+def _stored(number: int) -> int:
+    if number not in INTEGERS:
+        raise TypeError("is too large a number to store")
+    return number
 
 
 def _whole(value: Any) -> int | None:
@@ -271,7 +291,7 @@ def _whole(value: Any) -> int | None:
     if number is None or isinstance(number, int):
         return number
     if number.is_integer():
-        return int(number)
+        return _stored(int(number))  # 1e308 is a whole number too
     raise TypeError("is not a whole number")
 
 

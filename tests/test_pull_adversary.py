@@ -143,6 +143,39 @@ def test_hc_fields_of_any_type_skip_their_record_and_never_stop_the_pull(
     assert rows == sorted((i,) for i in (ids[1], ids[3]))
 
 
+def test_hc_values_the_store_cannot_hold_never_stop_the_pull(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """A date UTC cannot hold (9999-12-31 at -01:00), a score past SQLite's integers
+    (10**19, which JSON allows and orjson reads as an int), a sort order of 1e308: each
+    raised out of the pull as it was converted or stored, stopping it for every stream and
+    vendor after it, at every pull (the page never committed). Now the date is kept as it
+    came, and a record with a number the store cannot hold is skipped and counted."""
+    sim, server = hc
+    now = clock.now()
+    ids = sim.add_responses(4, now - timedelta(hours=3), now - timedelta(hours=2))
+    sim.unsubscribe("seeded.0@example.com", now - timedelta(hours=1))
+    far = "9999-12-31T23:59:59-01:00"
+
+    def answers(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not items:
+            return items
+        items[0]["dateAnswer"] = far
+        items[1]["answerQuestions"][0]["answer_Value"] = 10**19  # skipped
+        items[2]["answerQuestions"][1]["question_SortOrder"] = 1e308  # skipped
+        return items
+
+    sim.answers_rewrite = answers
+    cfg = hc_config(tmp_path, server.url)
+    report, rows = pulled(cfg, clock, "SELECT response_id, answered_at FROM responses")
+    assert report.exit_code == 1, report.summary()
+    done = report.vendors["hellocustomer"]
+    assert done.errors == {} and done.read == ["responses", "unsubscribes"]
+    assert dict(done.counts) == {"responses": 2, "unsubscribes": 1, "invalid": 2}
+    assert sorted(r[0] for r in rows) == sorted([ids[0], ids[3]])
+    assert (ids[0], far) in rows
+
+
 # --- eSputnik ------------------------------------------------------------------------------
 class HostileES(ESputnikSim):
     rewrite: Rewrite | None = None
@@ -467,6 +500,55 @@ def test_sv_a_participant_dated_in_the_future_does_not_take_the_cursor_past_now(
         report, _ = pulled(cfg, clock, "SELECT 1")
     assert report.exit_code == 0, report.details()
     assert sv_stored(cfg) == ["+32470000001"]
+
+
+class OddParticipants(SignalVineSim):
+    """K0's profile is a number, K1's times are in year 1 at +01:00 (UTC cannot hold
+    them); `items` is what the test says, when it says."""
+
+    items: Any = None
+
+    def participants(self, request: Request, program: str) -> Response:
+        answer = super().participants(request, program)
+        if answer.status_code != 200:
+            return answer
+        body = json.loads(answer.get_data())
+        for item in body["items"]:
+            if item.get("customerId") == "K0":
+                item["profile"] = 5
+            if item.get("customerId") == "K1":
+                item["updatedAt"] = item["created"] = "0001-01-01T00:00:00+01:00"
+                for variable in item["profile"]:
+                    variable["updated"] = "0001-01-01T00:00:00+01:00"
+        if self.items is not None:
+            body["items"] = self.items
+        return json_response(body)
+
+
+def test_sv_participants_of_any_shape_never_stop_the_pull(tmp_path: Path, clock: FakeClock) -> None:
+    """A `profile` that is a number, and times UTC cannot hold, raised out of the pull
+    (TypeError, OverflowError) and stopped it at every pull; K2's opt-out was never read.
+    `items` that is no list (an object, a number) read as an empty page, or raised: now
+    the stream fails saying so, its cursor kept."""
+    sim = OddParticipants(now=clock.now)
+    for i in range(3):
+        sim.seed(f"K{i}", f"+3247000000{i}")
+    sim.opt_out("K1", clock.now())
+    sim.opt_out("K2", clock.now())
+    clock.sleep(60)
+    with Server(sim) as server:
+        cfg = sv_config(tmp_path, server.url)
+        for items in ({"0": {"id": "p"}}, 5):
+            sim.items = items
+            report, cursors = pulled(cfg, clock, "SELECT cursor FROM cursors")
+            assert report.exit_code == 1, report.summary()
+            why = report.vendors["signalvine"].errors["unsubscribes"]
+            assert "not a list" in why, why
+            assert cursors == []
+        sim.items = None
+        report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 0, report.details()
+    assert sv_stored(cfg) == ["+32470000001", "+32470000002"]
 
 
 def test_sv_a_participant_without_id_is_refused_not_keyed_none() -> None:

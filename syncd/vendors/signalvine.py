@@ -524,7 +524,16 @@ class SignalVine(Connector):
                 "updated-after": after,
             }
             page = self.read(path, params=params)
-            items = [i for i in page.get("items") or [] if isinstance(i, dict)]
+            listed = page.get("items")
+            if listed is not None and not isinstance(listed, list):
+                # an object or a text read as an empty page (the cursor then went past its
+                # participants), and a number stopped the whole pull: the page is unreadable
+                raise RetriableError(
+                    f"GET {path} at offset {offset} answered items {json.dumps(listed)[:60]}, "
+                    f"not a list: the unsubscribes stream stays at {after}",
+                    vendor=self.name,
+                )
+            items = [i for i in listed or [] if isinstance(i, dict)]
             read = read or bool(items)
             ids = [i.get("id") for i in items if i.get("id") not in (None, "")]
             moved += [first[pid] for pid in ids if pid in first]
@@ -651,12 +660,15 @@ def _time(value: Any) -> datetime | None:
     """A vendor timestamp, or None if absent or unreadable."""
     try:
         return _instant(value) if isinstance(value, str) else None
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a time UTC cannot hold (year 1 at +01:00)
         return None
 
 
 def _profile(item: dict[str, Any]) -> list[dict[str, Any]]:
-    return [p for p in item.get("profile") or [] if isinstance(p, dict)]
+    """The objects of the item's `profile`; none from one that is no list (a number in it
+    stopped the whole pull)."""
+    profile = item.get("profile")
+    return [p for p in profile if isinstance(p, dict)] if isinstance(profile, list) else []
 
 
 def _changed(item: dict[str, Any]) -> datetime | None:
