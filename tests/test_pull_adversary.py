@@ -176,6 +176,53 @@ def test_hc_values_the_store_cannot_hold_never_stop_the_pull(
     assert (ids[0], far) in rows
 
 
+class NestedHC(HostileHC):
+    """Answers with `"NEST"` replaced by arrays `depth` deep, in the bytes (Python's json
+    cannot write them)."""
+
+    depth = 1000
+
+    def answers(
+        self, request: Request, culture: str, campaign: str, start: str, end: str
+    ) -> Response:
+        answer = super().answers(request, culture, campaign, start, end)
+        nest = b"[" * self.depth + b"]" * self.depth
+        answer.set_data(answer.get_data().replace(b'"NEST"', nest))
+        return answer
+
+
+def test_hc_an_answer_nested_a_thousand_deep_fails_its_stream_not_the_pull(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """`answer_Options` 1000 arrays deep: orjson reads up to 1024 levels, but the raw
+    record is stored through Python's json, which raised RecursionError out of the pull,
+    at every pull: no stream of any vendor after it was read. Now such an answer is
+    unreadable like any that is not JSON: the stream fails saying so, its cursor kept, and
+    the next stream is read."""
+    sim = NestedHC(clock=clock.monotonic, now=clock.now)
+    now = clock.now()
+    ids = sim.add_responses(2, now - timedelta(hours=3), now - timedelta(hours=2))
+    sim.unsubscribe("seeded.0@example.com", now - timedelta(hours=1))
+
+    def answers(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if items:
+            items[0]["answerQuestions"][0]["answer_Options"] = "NEST"
+        return items
+
+    sim.answers_rewrite = answers
+    with Server(sim) as server:
+        cfg = hc_config(tmp_path, server.url)
+        report, rows = pulled(cfg, clock, "SELECT response_id FROM responses")
+        assert report.exit_code == 1, report.summary()
+        done = report.vendors["hellocustomer"]
+        assert done.read == ["unsubscribes"] and rows == []
+        assert "nested deeper than 254 levels" in done.errors["responses"]
+        sim.depth = 3
+        report, rows = pulled(cfg, clock, "SELECT response_id FROM responses")
+    assert report.exit_code == 0, report.details()
+    assert sorted(r[0] for r in rows) == sorted(ids)
+
+
 # --- eSputnik ------------------------------------------------------------------------------
 class HostileES(ESputnikSim):
     rewrite: Rewrite | None = None
