@@ -126,6 +126,8 @@ ROW_ERROR_LIMIT = 1000  # row mode: nothing is added past this many errors
 MAX_REUPLOADS = 3  # row mode past the limit: the rows without an error sent again, at most
 PAGE = 500
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# a participant time this far after the pull's is said (the cursor never goes past the pull's)
+AHEAD = timedelta(minutes=1)
 
 
 def timestamp(when: datetime) -> str:
@@ -571,13 +573,14 @@ class SignalVine(Connector):
             if newest is not None and newest > until:
                 # a time past the pull's own (a participant edited by hand, a clock far
                 # ahead) is no place to read on from: past it nothing would be read again
-                self.log.warning(
-                    "a participant's time is after this pull's: the cursor goes no further "
-                    "than the pull's time",
-                    vendor=self.name,
-                    newest=timestamp(newest),
-                    until=timestamp(until),
-                )
+                if newest - until > AHEAD:  # not two clocks a few seconds apart
+                    self.log.warning(
+                        "a participant's time is after this pull's: the cursor goes no "
+                        "further than the pull's time",
+                        vendor=self.name,
+                        newest=timestamp(newest),
+                        until=timestamp(until),
+                    )
                 newest = until
             cursor = start
             if moved:
