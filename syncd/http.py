@@ -232,6 +232,14 @@ def loads(data: str | bytes) -> Any:
     pulled answer 1000 levels deep stopped the whole pull, at every pull. No vendor's
     documents go past ten levels; orjson's encoder stops at 254, in C (a 4 MB answer in
     some 20 ms), so what it cannot write back is refused."""
+    # a byte-order mark first (RFC 8259 §8.1: a parser "MAY ignore" it; Python's json reads
+    # bytes with one) is no part of the document: orjson refused it, so an answer from a
+    # server that writes one was never read, and an acknowledgement was an unknown outcome
+    data = (
+        data.removeprefix(b"\xef\xbb\xbf")
+        if isinstance(data, bytes)
+        else data.removeprefix("\ufeff")
+    )
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
