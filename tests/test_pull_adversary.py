@@ -551,7 +551,7 @@ def test_sv_a_participant_dated_in_the_future_does_not_take_the_cursor_past_now(
 
 class OddParticipants(SignalVineSim):
     """K0's profile is a number, K1's times are in year 1 at +01:00 (UTC cannot hold
-    them); `items` is what the test says, when it says."""
+    them), K3's id is an object; `items` is what the test says, when it says."""
 
     items: Any = None
 
@@ -567,18 +567,21 @@ class OddParticipants(SignalVineSim):
                 item["updatedAt"] = item["created"] = "0001-01-01T00:00:00+01:00"
                 for variable in item["profile"]:
                     variable["updated"] = "0001-01-01T00:00:00+01:00"
+            if item.get("customerId") == "K3":
+                item["id"] = {"uuid": item["id"]}
         if self.items is not None:
             body["items"] = self.items
         return json_response(body)
 
 
 def test_sv_participants_of_any_shape_never_stop_the_pull(tmp_path: Path, clock: FakeClock) -> None:
-    """A `profile` that is a number, and times UTC cannot hold, raised out of the pull
-    (TypeError, OverflowError) and stopped it at every pull; K2's opt-out was never read.
+    """A `profile` that is a number, times UTC cannot hold, and an id that is an object
+    raised out of the pull (TypeError, OverflowError) and stopped it at every pull; K2's
+    opt-out was never read.
     `items` that is no list (an object, a number) read as an empty page, or raised: now
     the stream fails saying so, its cursor kept."""
     sim = OddParticipants(now=clock.now)
-    for i in range(3):
+    for i in range(4):
         sim.seed(f"K{i}", f"+3247000000{i}")
     sim.opt_out("K1", clock.now())
     sim.opt_out("K2", clock.now())

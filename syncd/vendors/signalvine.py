@@ -537,7 +537,7 @@ class SignalVine(Connector):
                 )
             items = [i for i in listed or [] if isinstance(i, dict)]
             read = read or bool(items)
-            ids = [i.get("id") for i in items if i.get("id") not in (None, "")]
+            ids = [pid for i in items if (pid := _id(i)) is not None]
             moved += [first[pid] for pid in ids if pid in first]
             for when in filter(None, (_changed(i) or _time(i.get("created")) for i in items)):
                 newest = when if newest is None else max(newest, when)
@@ -641,16 +641,23 @@ def _unsubscribe(item: dict[str, Any]) -> dict[str, Any]:
     when = _time(profile.get("active", {}).get("updated")) or _changed(item)
     at = timestamp(when) if when else None
     email = profile.get("email", {}).get("value")
-    pid = item.get("id")
+    pid = _id(item)
     return {
         # no id: None, which `syncd.pull.clean` refuses (a "None" would merge them all)
-        "vendor_id": None if pid in (None, "") else f"{pid}@{at}" if at else str(pid),
+        "vendor_id": None if pid is None else f"{pid}@{at}" if at else str(pid),
         "external_key": item.get("customerId") or None,
         "email": email or None,
         "phone": item.get("phone") or None,
         "channel": "sms",
         "at": at,
     }
+
+
+def _id(item: dict[str, Any]) -> str | int | None:
+    """The participant's id: a text or a number; None for none, or for an object or a list
+    (which, unhashable, stopped the whole pull as the pages were compared)."""
+    pid = item.get("id")
+    return pid if isinstance(pid, str | int) and not isinstance(pid, bool) and pid != "" else None
 
 
 def _instant(text: str) -> datetime:
