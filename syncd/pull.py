@@ -271,8 +271,10 @@ def _number(value: Any) -> int | float | None:
         except ValueError:
             with contextlib.suppress(ValueError):
                 number = float(text)
-    if isinstance(number, float) and not math.isfinite(number):
-        raise TypeError("is not a finite number")  # the text "NaN", "inf"
+    if isinstance(number, float) and math.isnan(number):
+        return None  # the text "NaN" (.NET's for 0/0): no number, as SQLite would store it
+    if isinstance(number, float) and math.isinf(number):
+        raise TypeError("is not a finite number")  # the text "inf", "-Infinity"
     if number is None or isinstance(number, float):
         return number
     if isinstance(number, int) and not isinstance(number, bool):

@@ -762,11 +762,38 @@ def test_records_re_read_in_the_lookback_are_not_reported_as_new(
 @pytest.mark.parametrize(
     ("came", "stored"),
     [
+        (" 42 ", 42),
+        ("-12.5", -12.5),
+        ("NaN", None),  # .NET's text for 0/0: no number, as SQLite would have stored it
+        (2**63 - 1, 2**63 - 1),
+        (2**63, "is too large a number to store"),  # JSON allows it, SQLite does not
+        ("99999999999999999999", "is too large a number to store"),
+        ("Infinity", "is not a finite number"),
+        ("1e400", "is not a finite number"),
+    ],
+)
+def test_a_pulled_number_is_stored_as_it_reads_or_its_record_skipped(
+    came: object, stored: object
+) -> None:
+    """An NPS of 2**63 raised OverflowError as it was stored, out of the pull, which then
+    stopped for every later stream at every pull; now its record is skipped, saying why."""
+    record = {"period_start": "2026-01-01", "period_end": "2026-01-31", "nps": came}
+    if isinstance(stored, str):
+        with pytest.raises(Invalid, match=f"^nps .* {stored}$"):
+            clean("nps", record)
+    else:
+        assert clean("nps", record)["nps"] == stored
+
+
+@pytest.mark.parametrize(
+    ("came", "stored"),
+    [
         ("2026-01-02T03:04:05Z", "2026-01-02T03:04:05+00:00"),
         ("2026-01-02T03:04:05.250Z", "2026-01-02T03:04:05+00:00"),
         ("2026-01-02 03:04:05", "2026-01-02T03:04:05+00:00"),  # no offset: UTC
         ("2026-01-02T05:04:05+02:00", "2026-01-02T03:04:05+00:00"),
         ("the day before", "the day before"),  # unreadable: as it came
+        ("9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59-01:00"),  # past UTC: as it came
     ],
 )
 def test_pulled_times_are_stored_as_the_store_writes_its_own(
