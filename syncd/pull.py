@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sqlite3
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from syncd import log as logmod
 from syncd.clock import Clock
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
-from syncd.errors import FatalError, RetriableError
+from syncd.errors import FatalError, RetriableError, SyncdError
 from syncd.runs import Report, ended, finish, open_connectors
 from syncd.state import Store, iso, parse_iso, pulled
 
@@ -130,6 +131,18 @@ def pull(
                     except (RetriableError, FatalError) as exc:
                         out.errors[stream] = str(exc)
                         log.error("pull failed", stream=stream, error=str(exc))
+                    except (SyncdError, sqlite3.Error):
+                        raise  # the store, a stop request: every stream would meet it
+                    except Exception as exc:
+                        # a vendor's answer that syncd could not read (a bug in reading it):
+                        # its page was not stored and the cursor stays, and the other streams
+                        # and vendors are read; raised, it stopped the whole pull at every pull
+                        out.errors[stream] = (
+                            f"{name}: could not read its answer ({type(exc).__name__}: {exc}); "
+                            "the stream stays where it was (a bug in syncd: report it, with the "
+                            "log's traceback)"
+                        )
+                        log.exception("pull failed", stream=stream, error=out.errors[stream])
                     else:
                         out.read.append(stream)
                         out.counts[stream] += fresh
