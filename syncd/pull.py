@@ -111,6 +111,14 @@ def pull(
     on_page: Callable[[str, str, int], None] | None = None,
 ) -> PullReport:
     """Pull every stream of every (or the named) vendor; exit 1 if any stream failed."""
+    if since is not None and since > clock.now().date():
+        # SignalVine's cursor is where a read started when it read nothing: it would stay
+        # in the future, and every later pull be refused as ahead of the clock
+        raise SyncdError(
+            f"--since {since.isoformat()} is after today ({clock.now().date().isoformat()}): "
+            "nothing would be read, and a stream's cursor would be set past what is to come",
+            hint="give a date in the past: `syncd pull --since YYYY-MM-DD`",
+        )
     with open_connectors(cfg, clock, vendors) as connectors:
         report = PullReport("pull", run_id=store.start_run("pull", clock.now()))
         logmod.bind(run_id=report.run_id)
