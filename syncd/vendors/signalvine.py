@@ -63,8 +63,8 @@
   nothing), stored after the last page: the newest item time seen less `pull_lookback`
   seconds, that time no later than the pull's `until` (a time ahead of it, a participant
   dated in the future, would set a cursor past which nothing is read, and every later
-  pull refused as a clock gone wrong); when items came back but none has a time, the pull's `until` less
-  `pull_lookback`; when none came back, it stays. When a participant read on one page is
+  pull refused as a clock gone wrong); when items came back but none has a time, the
+  pull's `until` less `pull_lookback`; when none came back, it stays. When a participant read on one page is
   read again on a later one, it changed while the list was read and went to its end, those
   after it moved one place back under the offsets, and one of them may have been on no
   page: the cursor then goes no further than the newest time read by the end of the first
