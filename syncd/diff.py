@@ -105,6 +105,9 @@ class Differ:
         plan.known = len(self.known)
         self.next_rowid = self.db.next_rowid()
         self.firsts = FirstLines(self.salt ^ self.plan.run_id)
+        # known rows counted unchanged that a changed row of their contact before them
+        # displaced (quarantined as its repeat): no longer unchanged
+        self.displaced = 0
         with self.db.session():
             self.pieces = self.pieces and self.db.pieces()
             if renames := renamed(named, self.header):
@@ -184,7 +187,7 @@ class Differ:
                     buffer = []
         if buffer:
             self._flush(buffer)
-        plan.unchanged = unchanged
+        plan.unchanged = unchanged = unchanged - self.displaced
         for vplan in plan.vendors.values():
             vplan.counts["unchanged"] += unchanged
 
@@ -240,6 +243,7 @@ class Differ:
                 continue
             if first:
                 self._duplicate(first, cand.key, cand.line)
+                self.displaced += 1
             last = surveyed.get(cand.key)
             when = last and (f"on {last[1]}" if last[1] else "(planned, not sent yet)")
             clean = self._vendors(

@@ -229,12 +229,31 @@ class _Outcome(Exception):
 
 
 def loads(data: str | bytes) -> Any:
-    """A vendor's JSON, by orjson: nesting past its depth limit is a ValueError like any
-    unreadable text, never a RecursionError. Use it for every piece of vendor JSON."""
+    """A vendor's JSON, by orjson: nesting past 254 levels is a ValueError like any
+    unreadable text, never a RecursionError. Use it for every piece of vendor JSON.
+
+    orjson reads up to 1024 levels, but Python's json, which stores and logs vendor values
+    (a response's raw record, an echoed contact), raises RecursionError from about 1000: a
+    pulled answer 1000 levels deep stopped the whole pull, at every pull. No vendor's
+    documents go past ten levels; orjson's encoder stops at 254, in C (a 4 MB answer in
+    some 20 ms), so what it cannot write back is refused."""
+    # a byte-order mark first (RFC 8259 §8.1: a parser "MAY ignore" it; Python's json reads
+    # bytes with one) is no part of the document: orjson refused it, so an answer from a
+    # server that writes one was never read, and an acknowledgement was an unknown outcome
+    data = (
+        data.removeprefix(b"\xef\xbb\xbf")
+        if isinstance(data, bytes)
+        else data.removeprefix("\ufeff")
+    )
     try:
-        return orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc}") from None
+    try:
+        orjson.dumps(value)  # what orjson read is text, numbers and str keys: only depth fails
+    except orjson.JSONEncodeError:
+        raise ValueError("not JSON: nested deeper than 254 levels") from None
+    return value
 
 
 _JSON = TypeVar("_JSON", dict[str, Any], list[Any])

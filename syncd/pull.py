@@ -16,6 +16,9 @@ would drop one answer or move another response's.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import sqlite3
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +32,7 @@ from syncd import log as logmod
 from syncd.clock import Clock
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
-from syncd.errors import FatalError, RetriableError
+from syncd.errors import FatalError, RetriableError, SyncdError
 from syncd.runs import Report, ended, finish, open_connectors
 from syncd.state import Store, iso, parse_iso, pulled
 
@@ -108,6 +111,14 @@ def pull(
     on_page: Callable[[str, str, int], None] | None = None,
 ) -> PullReport:
     """Pull every stream of every (or the named) vendor; exit 1 if any stream failed."""
+    if since is not None and since > clock.now().date():
+        # SignalVine's cursor is where a read started when it read nothing: it would stay
+        # in the future, and every later pull be refused as ahead of the clock
+        raise SyncdError(
+            f"--since {since.isoformat()} is after today ({clock.now().date().isoformat()}): "
+            "nothing would be read, and a stream's cursor would be set past what is to come",
+            hint="give a date in the past: `syncd pull --since YYYY-MM-DD`",
+        )
     with open_connectors(cfg, clock, vendors) as connectors:
         report = PullReport("pull", run_id=store.start_run("pull", clock.now()))
         logmod.bind(run_id=report.run_id)
@@ -128,6 +139,18 @@ def pull(
                     except (RetriableError, FatalError) as exc:
                         out.errors[stream] = str(exc)
                         log.error("pull failed", stream=stream, error=str(exc))
+                    except (SyncdError, sqlite3.Error):
+                        raise  # the store, a stop request: every stream would meet it
+                    except Exception as exc:
+                        # a vendor's answer that syncd could not read (a bug in reading it):
+                        # its page was not stored and the cursor stays, and the other streams
+                        # and vendors are read; raised, it stopped the whole pull at every pull
+                        out.errors[stream] = (
+                            f"{name}: could not read its answer ({type(exc).__name__}: {exc}); "
+                            "the stream stays where it was (a bug in syncd: report it, with the "
+                            "log's traceback)"
+                        )
+                        log.exception("pull failed", stream=stream, error=out.errors[stream])
                     else:
                         out.read.append(stream)
                         out.counts[stream] += fresh
@@ -243,27 +266,47 @@ def _when(value: Any) -> str | None:
     that text order is time order when the views compare it with a survey's `sent_at`
     (`Z`, milliseconds, a space, another offset all sorted wrongly against it). A time
     without an offset is taken to be UTC; one that does not read as ISO 8601 is kept as
-    it came (its raw record has it too)."""
+    it came (its raw record has it too), and so is one UTC cannot hold (year 1 at +01:00,
+    9999-12-31 at -01:00: converting it raised, and the whole pull stopped)."""
     text = _text(value)
     when = parse_iso(text.strip()) if text else None
-    return text if when is None else iso(when.astimezone(UTC))
+    try:
+        return text if when is None else iso(when.astimezone(UTC))
+    except OverflowError:
+        return text
+
+
+# the integers an SQLite column holds: a larger one (a JSON number up to 2**64 reads as an
+# int) raised as it was stored, and the whole pull stopped
+INTEGERS = range(-(2**63), 2**63)
 
 
 def _number(value: Any) -> int | float | None:
-    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
-        return value
+    number = value
     if isinstance(value, str):
         text = value.strip()
         if not text:
             return None
         try:
-            return int(text)
+            number = int(text)
         except ValueError:
-            try:
-                return float(text)
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):
+                number = float(text)
+    if isinstance(number, float) and math.isnan(number):
+        return None  # the text "NaN" (.NET's for 0/0): no number, as SQLite would store it
+    if isinstance(number, float) and math.isinf(number):
+        raise TypeError("is not a finite number")  # the text "inf", "-Infinity"
+    if number is None or isinstance(number, float):
+        return number
+    if isinstance(number, int) and not isinstance(number, bool):
+        return _stored(number)
     raise TypeError("is not a number")
+
+
+def _stored(number: int) -> int:
+    if number not in INTEGERS:
+        raise TypeError("is too large a number to store")
+    return number
 
 
 def _whole(value: Any) -> int | None:
@@ -271,7 +314,7 @@ def _whole(value: Any) -> int | None:
     if number is None or isinstance(number, int):
         return number
     if number.is_integer():
-        return int(number)
+        return _stored(int(number))  # 1e308 is a whole number too
     raise TypeError("is not a whole number")
 
 

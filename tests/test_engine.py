@@ -306,6 +306,29 @@ def test_a_pull_reports_per_stream_and_records_its_counts(
     assert cursor == "c1"
 
 
+def test_a_stream_whose_answer_syncd_cannot_read_fails_alone(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """A connector that raises something no vendor error is (a TypeError on an answer it
+    did not expect: four such were found in Hello Customer's and SignalVine's readers)
+    stopped the whole pull, every later stream and vendor unread, at every pull. Now that
+    stream fails, saying what was raised, its page not stored and its cursor kept; the
+    others are read."""
+    world = world_of(tmp_path, remotes, "survey", "mem")
+    cfg = world.cfg
+    remotes["survey"].pages["responses"] = TypeError("'int' object is not iterable")
+    remotes["mem"].pages["unsubscribes"] = [Page([{"vendor_id": "u1"}], "c1")]
+    with opened(cfg) as store:
+        report = pull(cfg, store, world.clock)
+        cursors = [tuple(r) for r in store.query("SELECT vendor, stream, cursor FROM cursors")]
+    assert report.exit_code == 1, report.summary()
+    why = report.vendors["survey"].errors["responses"]
+    assert why.startswith("survey: could not read its answer (TypeError: 'int' object is not")
+    assert report.vendors["survey"].read == ["unsubscribes"]
+    assert report.vendors["mem"].counts["unsubscribes"] == 1
+    assert cursors == [("mem", "unsubscribes", "c1")]
+
+
 # --- the fingerprint cache ----------------------------------------------------------------
 
 

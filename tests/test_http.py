@@ -352,6 +352,28 @@ def test_read_json_gives_the_object_or_array_asked_for() -> None:
     assert read_json(answered(b""), list, vendor="v", empty_ok=True) == []
 
 
+def test_a_byte_order_mark_before_the_json_is_read_past() -> None:
+    """RFC 8259 §8.1: a parser "MAY ignore" a byte-order mark, and Python's json reads bytes
+    with one. orjson refused it: every answer of a server that writes one was unreadable, a
+    pull's stream failed at every pull and a trigger's acknowledgement was unknown."""
+    bom = b"\xef\xbb\xbf"
+    assert read_json(answered(bom + b'{"error": 0}'), dict, vendor="v", idempotent=False) == {
+        "error": 0
+    }
+    assert read_json(answered(bom + b"[1]"), list, vendor="v") == [1]
+    assert http.loads("\ufeff[2]") == [2]
+    with pytest.raises(RetriableError, match="not JSON"):
+        read_json(answered(bom), dict, vendor="v")
+
+
+def test_json_deeper_than_syncd_can_write_back_is_unreadable() -> None:
+    """orjson reads 1024 levels, but Python's json (storing a raw record, logging an echo)
+    raises RecursionError from about 1000: the limit is 254, orjson's encoder's."""
+    assert http.loads(b"[" * 254 + b"]" * 254)
+    with pytest.raises(RetriableError, match=r"not JSON \(nested deeper than 254 levels\)"):
+        read_json(answered(b"[" * 1000 + b"]" * 1000), list, vendor="v")
+
+
 @pytest.mark.parametrize(
     ("body", "kind", "came"),
     [

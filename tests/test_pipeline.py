@@ -217,6 +217,31 @@ def test_bad_rows_are_quarantined_with_line_and_reason(
     assert report.plan and report.plan.quarantined == 4
 
 
+@pytest.mark.parametrize("order", ["known row first", "changed row first"])
+def test_a_contact_twice_changed_and_as_known_counts_each_row_once(
+    world: World, sim: tuple[ESputnikSim, Server], order: str
+) -> None:
+    """A contact's changed row and its known (unchanged) row in one export: the first wins,
+    the other is quarantined. With the changed row first, the known row further on was
+    counted unchanged as well as quarantined: 21 rows read, 20 unchanged, 1 changed."""
+    app, _ = sim
+    data = list(rows(20))
+    world.write(data)
+    assert world.sync().exit_code == 0
+    changed = [data[5][0], data[5][1] + "x", *data[5][2:]]
+    known_first = order == "known row first"
+    world.write([*data, changed] if known_first else [*data[:5], changed, *data[6:], data[5]])
+    plan = world.sync().plan
+    assert plan is not None
+    counts = plan.counts()["esputnik"]
+    assert (plan.rows_read, plan.quarantined) == (21, 1)
+    assert (plan.unchanged, counts["unchanged"]) == ((20, 20) if known_first else (19, 19))
+    assert counts.get("changed", 0) == (0 if known_first else 1)
+    assert plan.unchanged + counts.get("changed", 0) + plan.quarantined == plan.rows_read
+    held = {c["externalCustomerId"]: c for c in app.contacts()}
+    assert held[data[5][0]]["firstName"] == (data[5][1] if known_first else changed[1])
+
+
 def test_changes_repeats_and_gaps_across_many_blocks_give_the_exact_plan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -143,6 +143,86 @@ def test_hc_fields_of_any_type_skip_their_record_and_never_stop_the_pull(
     assert rows == sorted((i,) for i in (ids[1], ids[3]))
 
 
+def test_hc_values_the_store_cannot_hold_never_stop_the_pull(
+    tmp_path: Path, hc: tuple[HostileHC, Server], clock: FakeClock
+) -> None:
+    """A date UTC cannot hold (9999-12-31 at -01:00), a score past SQLite's integers
+    (10**19, which JSON allows and orjson reads as an int), a sort order of 1e308: each
+    raised out of the pull as it was converted or stored, stopping it for every stream and
+    vendor after it, at every pull (the page never committed). Now the date is kept as it
+    came, and a record with a number the store cannot hold is skipped and counted."""
+    sim, server = hc
+    now = clock.now()
+    ids = sim.add_responses(4, now - timedelta(hours=3), now - timedelta(hours=2))
+    sim.unsubscribe("seeded.0@example.com", now - timedelta(hours=1))
+    far = "9999-12-31T23:59:59-01:00"
+
+    def answers(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not items:
+            return items
+        items[0]["dateAnswer"] = far
+        items[1]["answerQuestions"][0]["answer_Value"] = 10**19  # skipped
+        items[2]["answerQuestions"][1]["question_SortOrder"] = 1e308  # skipped
+        return items
+
+    sim.answers_rewrite = answers
+    cfg = hc_config(tmp_path, server.url)
+    report, rows = pulled(cfg, clock, "SELECT response_id, answered_at FROM responses")
+    assert report.exit_code == 1, report.summary()
+    done = report.vendors["hellocustomer"]
+    assert done.errors == {} and done.read == ["responses", "unsubscribes"]
+    assert dict(done.counts) == {"responses": 2, "unsubscribes": 1, "invalid": 2}
+    assert sorted(r[0] for r in rows) == sorted([ids[0], ids[3]])
+    assert (ids[0], far) in rows
+
+
+class NestedHC(HostileHC):
+    """Answers with `"NEST"` replaced by arrays `depth` deep, in the bytes (Python's json
+    cannot write them)."""
+
+    depth = 1000
+
+    def answers(
+        self, request: Request, culture: str, campaign: str, start: str, end: str
+    ) -> Response:
+        answer = super().answers(request, culture, campaign, start, end)
+        nest = b"[" * self.depth + b"]" * self.depth
+        answer.set_data(answer.get_data().replace(b'"NEST"', nest))
+        return answer
+
+
+def test_hc_an_answer_nested_a_thousand_deep_fails_its_stream_not_the_pull(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """`answer_Options` 1000 arrays deep: orjson reads up to 1024 levels, but the raw
+    record is stored through Python's json, which raised RecursionError out of the pull,
+    at every pull: no stream of any vendor after it was read. Now such an answer is
+    unreadable like any that is not JSON: the stream fails saying so, its cursor kept, and
+    the next stream is read."""
+    sim = NestedHC(clock=clock.monotonic, now=clock.now)
+    now = clock.now()
+    ids = sim.add_responses(2, now - timedelta(hours=3), now - timedelta(hours=2))
+    sim.unsubscribe("seeded.0@example.com", now - timedelta(hours=1))
+
+    def answers(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if items:
+            items[0]["answerQuestions"][0]["answer_Options"] = "NEST"
+        return items
+
+    sim.answers_rewrite = answers
+    with Server(sim) as server:
+        cfg = hc_config(tmp_path, server.url)
+        report, rows = pulled(cfg, clock, "SELECT response_id FROM responses")
+        assert report.exit_code == 1, report.summary()
+        done = report.vendors["hellocustomer"]
+        assert done.read == ["unsubscribes"] and rows == []
+        assert "nested deeper than 254 levels" in done.errors["responses"]
+        sim.depth = 3
+        report, rows = pulled(cfg, clock, "SELECT response_id FROM responses")
+    assert report.exit_code == 0, report.details()
+    assert sorted(r[0] for r in rows) == sorted(ids)
+
+
 # --- eSputnik ------------------------------------------------------------------------------
 class HostileES(ESputnikSim):
     rewrite: Rewrite | None = None
@@ -483,6 +563,96 @@ def test_sv_a_participant_changed_while_the_list_is_paged_loses_no_opt_out(
     assert sv_stored(cfg) == ["+32470000002", "+32470000003"]
 
 
+class DatedAhead(SignalVineSim):
+    """Lists participant K0 as changed in 2999 (edited by hand, a vendor clock gone wrong)."""
+
+    def participants(self, request: Request, program: str) -> Response:
+        answer = super().participants(request, program)
+        if answer.status_code != 200:
+            return answer
+        body = json.loads(answer.get_data())
+        for item in body["items"]:
+            if item.get("customerId") == "K0":
+                item["updatedAt"] = "2999-01-01T00:00:00.000Z"
+        return json_response(body)
+
+
+def test_sv_a_participant_dated_in_the_future_does_not_take_the_cursor_past_now(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A participant whose last change is in 2999: the cursor went to 2999, so nothing was
+    read again, and every later pull failed blaming this machine's clock (`--since` only
+    set it to 2999 once more): K1's opt-out an hour later was never pulled. The cursor
+    now goes no further than the pull's own time."""
+    sim = DatedAhead(now=clock.now)
+    for i in range(3):
+        sim.seed(f"K{i}", f"+3247000000{i}")
+    clock.sleep(60)
+    with Server(sim) as server:
+        cfg = sv_config(tmp_path, server.url)
+        report, cursors = pulled(cfg, clock, "SELECT cursor FROM cursors")
+        assert report.exit_code == 0, report.summary()
+        assert cursors == [(signalvine.timestamp(clock.now()),)]
+        clock.sleep(3600)
+        sim.opt_out("K1", clock.now())
+        clock.sleep(60)
+        report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 0, report.details()
+    assert sv_stored(cfg) == ["+32470000001"]
+
+
+class OddParticipants(SignalVineSim):
+    """K0's profile is a number, K1's times are in year 1 at +01:00 (UTC cannot hold
+    them), K3's id is an object; `items` is what the test says, when it says."""
+
+    items: Any = None
+
+    def participants(self, request: Request, program: str) -> Response:
+        answer = super().participants(request, program)
+        if answer.status_code != 200:
+            return answer
+        body = json.loads(answer.get_data())
+        for item in body["items"]:
+            if item.get("customerId") == "K0":
+                item["profile"] = 5
+            if item.get("customerId") == "K1":
+                item["updatedAt"] = item["created"] = "0001-01-01T00:00:00+01:00"
+                for variable in item["profile"]:
+                    variable["updated"] = "0001-01-01T00:00:00+01:00"
+            if item.get("customerId") == "K3":
+                item["id"] = {"uuid": item["id"]}
+        if self.items is not None:
+            body["items"] = self.items
+        return json_response(body)
+
+
+def test_sv_participants_of_any_shape_never_stop_the_pull(tmp_path: Path, clock: FakeClock) -> None:
+    """A `profile` that is a number, times UTC cannot hold, and an id that is an object
+    raised out of the pull (TypeError, OverflowError) and stopped it at every pull; K2's
+    opt-out was never read.
+    `items` that is no list (an object, a number) read as an empty page, or raised: now
+    the stream fails saying so, its cursor kept."""
+    sim = OddParticipants(now=clock.now)
+    for i in range(4):
+        sim.seed(f"K{i}", f"+3247000000{i}")
+    sim.opt_out("K1", clock.now())
+    sim.opt_out("K2", clock.now())
+    clock.sleep(60)
+    with Server(sim) as server:
+        cfg = sv_config(tmp_path, server.url)
+        for items in ({"0": {"id": "p"}}, 5):
+            sim.items = items
+            report, cursors = pulled(cfg, clock, "SELECT cursor FROM cursors")
+            assert report.exit_code == 1, report.summary()
+            why = report.vendors["signalvine"].errors["unsubscribes"]
+            assert "not a list" in why, why
+            assert cursors == []
+        sim.items = None
+        report, _ = pulled(cfg, clock, "SELECT 1")
+    assert report.exit_code == 0, report.details()
+    assert sv_stored(cfg) == ["+32470000001", "+32470000002"]
+
+
 def test_sv_a_participant_without_id_is_refused_not_keyed_none() -> None:
     item = {"customerId": "K1", "phone": "+32470000001", "active": False, "profile": []}
     with pytest.raises(Invalid, match="vendor_id is missing"):
@@ -644,11 +814,38 @@ def test_records_re_read_in_the_lookback_are_not_reported_as_new(
 @pytest.mark.parametrize(
     ("came", "stored"),
     [
+        (" 42 ", 42),
+        ("-12.5", -12.5),
+        ("NaN", None),  # .NET's text for 0/0: no number, as SQLite would have stored it
+        (2**63 - 1, 2**63 - 1),
+        (2**63, "is too large a number to store"),  # JSON allows it, SQLite does not
+        ("99999999999999999999", "is too large a number to store"),
+        ("Infinity", "is not a finite number"),
+        ("1e400", "is not a finite number"),
+    ],
+)
+def test_a_pulled_number_is_stored_as_it_reads_or_its_record_skipped(
+    came: object, stored: object
+) -> None:
+    """An NPS of 2**63 raised OverflowError as it was stored, out of the pull, which then
+    stopped for every later stream at every pull; now its record is skipped, saying why."""
+    record = {"period_start": "2026-01-01", "period_end": "2026-01-31", "nps": came}
+    if isinstance(stored, str):
+        with pytest.raises(Invalid, match=f"^nps .* {stored}$"):
+            clean("nps", record)
+    else:
+        assert clean("nps", record)["nps"] == stored
+
+
+@pytest.mark.parametrize(
+    ("came", "stored"),
+    [
         ("2026-01-02T03:04:05Z", "2026-01-02T03:04:05+00:00"),
         ("2026-01-02T03:04:05.250Z", "2026-01-02T03:04:05+00:00"),
         ("2026-01-02 03:04:05", "2026-01-02T03:04:05+00:00"),  # no offset: UTC
         ("2026-01-02T05:04:05+02:00", "2026-01-02T03:04:05+00:00"),
         ("the day before", "the day before"),  # unreadable: as it came
+        ("9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59-01:00"),  # past UTC: as it came
     ],
 )
 def test_pulled_times_are_stored_as_the_store_writes_its_own(

@@ -11,17 +11,19 @@ clock than the slack below stops its stream with what to do, and `--since` reads
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from syncd.clock import FakeClock
+from syncd.errors import SyncdError
 from syncd.pull import AHEAD, pull
 from syncd.sandbox.base import Server
 from syncd.sandbox.hellocustomer import HelloCustomerSim
+from syncd.sandbox.signalvine import SignalVineSim
 from syncd.state import Store
-from tests.test_pull_adversary import hc_config
+from tests.test_pull_adversary import hc_config, sv_config
 
 REAL = datetime.now(UTC).replace(microsecond=0)
 
@@ -123,3 +125,22 @@ def test_a_cursor_a_little_ahead_is_read_on(
         assert pull(cfg, store, Skewed(truth, timedelta(0))).exit_code == 0
     finally:
         store.close()
+
+
+def test_a_since_after_today_is_refused_before_any_cursor_moves(tmp_path: Path) -> None:
+    """`--since 2099-01-01` (a typo for 2019): SignalVine's cursor is where the read started
+    when nothing was read, so it went to 2099 and every later pull was refused as a cursor
+    ahead of the clock. Now the date is refused, naming it, and nothing is written."""
+    clock = FakeClock(REAL)
+    with Server(SignalVineSim(now=clock.now)) as server:
+        cfg = sv_config(tmp_path, server.url)
+        store = Store.open(cfg.store.path)
+        try:
+            with pytest.raises(SyncdError, match=r"^--since 2099-01-01 is after today") as caught:
+                pull(cfg, store, clock, since=date(2099, 1, 1))
+            assert caught.value.exit_code == 2
+            assert store.scalar("SELECT count(*) FROM cursors") == 0
+            assert store.scalar("SELECT count(*) FROM runs") == 0
+            assert pull(cfg, store, clock).exit_code == 0  # and the next pull reads on
+        finally:
+            store.close()

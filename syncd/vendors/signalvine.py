@@ -64,8 +64,10 @@
   opt-out is keyed by participant id + that time. The
   cursor is an `updated-after` timestamp (inclusive, so re-reading the boundary duplicates
   nothing), stored after the last page: the newest item time seen less `pull_lookback`
-  seconds; when items came back but none has a time, the pull's `until` less
-  `pull_lookback`; when none came back, it stays. When a participant read on one page is
+  seconds, that time no later than the pull's `until` (a time ahead of it, a participant
+  dated in the future, would set a cursor past which nothing is read, and every later
+  pull refused as a clock gone wrong); when items came back but none has a time, the
+  pull's `until` less `pull_lookback`; when none came back, it stays. When a participant read on one page is
   read again on a later one, it changed while the list was read and went to its end, those
   after it moved one place back under the offsets, and one of them may have been on no
   page: the cursor then goes no further than the newest time read by the end of the first
@@ -131,6 +133,8 @@ PAGE = 500
 # pages with ever larger offsets, and no total to bound them, kept the pull going for ever
 EMPTY_RUN = 100
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# a participant time this far after the pull's is said (the cursor never goes past the pull's)
+AHEAD = timedelta(minutes=1)
 
 
 def timestamp(when: datetime) -> str:
@@ -531,9 +535,18 @@ class SignalVine(Connector):
                 "updated-after": after,
             }
             page = self.read(path, params=params)
-            items = [i for i in page.get("items") or [] if isinstance(i, dict)]
+            listed = page.get("items")
+            if listed is not None and not isinstance(listed, list):
+                # an object or a text read as an empty page (the cursor then went past its
+                # participants), and a number stopped the whole pull: the page is unreadable
+                raise RetriableError(
+                    f"GET {path} at offset {offset} answered items {json.dumps(listed)[:60]}, "
+                    f"not a list: the unsubscribes stream stays at {after}",
+                    vendor=self.name,
+                )
+            items = [i for i in listed or [] if isinstance(i, dict)]
             read = read or bool(items)
-            ids = [i.get("id") for i in items if i.get("id") not in (None, "")]
+            ids = [pid for i in items if (pid := _id(i)) is not None]
             # a page that reads nothing new, for ever, looks alive to the watchdog (every
             # request is a sign of life): the same page again at the next offset (a server
             # that ignores `offset`), or empty pages without end
@@ -585,6 +598,18 @@ class SignalVine(Connector):
                 offset = following
                 continue
             lookback = timedelta(seconds=self.opts["pull_lookback"])
+            if newest is not None and newest > until:
+                # a time past the pull's own (a participant edited by hand, a clock far
+                # ahead) is no place to read on from: past it nothing would be read again
+                if newest - until > AHEAD:  # not two clocks a few seconds apart
+                    self.log.warning(
+                        "a participant's time is after this pull's: the cursor goes no "
+                        "further than the pull's time",
+                        vendor=self.name,
+                        newest=timestamp(newest),
+                        until=timestamp(until),
+                    )
+                newest = until
             cursor = start
             if moved:
                 # a participant read on an earlier page was read again: it changed while the
@@ -594,7 +619,7 @@ class SignalVine(Connector):
                 # further (the next pull reads on from there)
                 bound = None if None in moved else min(m for m in moved if m is not None)
                 if bound is not None:
-                    cursor = max(start, bound - lookback)
+                    cursor = max(start, min(bound, until) - lookback)
                 self.log.warning(
                     "participants changed while the list was read: the cursor goes no further "
                     "than the first page one of them was on",
@@ -644,16 +669,23 @@ def _unsubscribe(item: dict[str, Any]) -> dict[str, Any]:
     when = _time(profile.get("active", {}).get("updated")) or _changed(item)
     at = timestamp(when) if when else None
     email = profile.get("email", {}).get("value")
-    pid = item.get("id")
+    pid = _id(item)
     return {
         # no id: None, which `syncd.pull.clean` refuses (a "None" would merge them all)
-        "vendor_id": None if pid in (None, "") else f"{pid}@{at}" if at else str(pid),
+        "vendor_id": None if pid is None else f"{pid}@{at}" if at else str(pid),
         "external_key": item.get("customerId") or None,
         "email": email or None,
         "phone": item.get("phone") or None,
         "channel": "sms",
         "at": at,
     }
+
+
+def _id(item: dict[str, Any]) -> str | int | None:
+    """The participant's id: a text or a number; None for none, or for an object or a list
+    (which, unhashable, stopped the whole pull as the pages were compared)."""
+    pid = item.get("id")
+    return pid if isinstance(pid, str | int) and not isinstance(pid, bool) and pid != "" else None
 
 
 def _instant(text: str) -> datetime:
@@ -666,12 +698,15 @@ def _time(value: Any) -> datetime | None:
     """A vendor timestamp, or None if absent or unreadable."""
     try:
         return _instant(value) if isinstance(value, str) else None
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a time UTC cannot hold (year 1 at +01:00)
         return None
 
 
 def _profile(item: dict[str, Any]) -> list[dict[str, Any]]:
-    return [p for p in item.get("profile") or [] if isinstance(p, dict)]
+    """The objects of the item's `profile`; none from one that is no list (a number in it
+    stopped the whole pull)."""
+    profile = item.get("profile")
+    return [p for p in profile if isinstance(p, dict)] if isinstance(profile, list) else []
 
 
 def _changed(item: dict[str, Any]) -> datetime | None:

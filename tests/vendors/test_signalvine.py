@@ -519,6 +519,7 @@ def test_opt_outs_are_pulled_with_paging_and_an_inclusive_cursor(env: Env) -> No
     push(connector, [contact(i) for i in range(1200)])
     env.sim.opt_out("K00007", start + timedelta(hours=1))
     env.sim.opt_out("+32470000900", start + timedelta(hours=2))
+    env.clock.sleep(4 * 3600)  # the opt-outs are in the past of the pull
     pages = list(connector.pull("unsubscribes", None, env.clock.now()))
     assert len(pages) == 3  # 1200 participants, 500 a page
     queries = [r.query for r in env.sim.requests(f"/v1/programs/{PROGRAM}/participants")]
@@ -566,11 +567,13 @@ def test_the_last_page_is_the_one_whose_next_offset_is_not_after_it(
         env = Env(sim, server, clock, tmp_path)
         connector = env.connector("pull_lookback = 0\n")
         push(connector, [contact(i) for i in range(people)])
-        sim.opt_out(f"K{people - 1:05d}", clock.now() + timedelta(hours=1))
+        at = clock.now() + timedelta(hours=1)
+        sim.opt_out(f"K{people - 1:05d}", at)
+        clock.sleep(2 * 3600)
         pages = list(connector.pull("unsubscribes", None, clock.now()))
     assert len(pages) == -(-people // 500)
     assert [r["external_key"] for p in pages for r in p.records] == [f"K{people - 1:05d}"]
-    assert pages[-1].cursor == timestamp(clock.now() + timedelta(hours=1))
+    assert pages[-1].cursor == timestamp(at)
 
 
 def test_pulled_opt_outs_are_stored_once(env: Env, tmp_path: Path) -> None:
@@ -758,10 +761,12 @@ def test_a_total_above_the_items_read_does_not_hold_the_cursor(tmp_path: Path) -
         connector = Env(sim, server, clock, tmp_path).connector("pull_lookback = 0\n")
         for i in range(3):
             sim.seed(f"K{i}", f"+3247000000{i}")
-        sim.opt_out("K1", clock.now() + timedelta(minutes=1))
+        at = clock.now() + timedelta(minutes=1)
+        sim.opt_out("K1", at)
+        clock.sleep(120)
         pages = list(connector.pull("unsubscribes", None, clock.now()))
     assert [r["external_key"] for p in pages for r in p.records] == ["K1"]
-    assert pages[-1].cursor == timestamp(clock.now() + timedelta(minutes=1))
+    assert pages[-1].cursor == timestamp(at)
 
 
 class OtherPageStatus(SignalVineSim):
