@@ -37,9 +37,16 @@
 - A completed command with `error: true`, or `error: false` whose report still lists
   errors (never taken for every row sent; an `error` neither true nor false acknowledges
   nothing, the rows go again): each error placed on its contact by `customer_id`, else
-  by `row` (the header is row 1) → FAILED with its message; an error no contact can be
-  found for (a header problem, a message that is not an import report)
-  fails the whole chunk with the message. The other rows are SENT, except in `tx` mode
+  by `row` (the header is row 1) → FAILED with its message. "Unrecognized variable: x"
+  (SignalVine's words for a header naming a variable the program lacks, as the SDK's
+  tests read them from a real command) is the mapping's fault, no contact's: an
+  EndpointError that stops SignalVine for the run with every contact pending. Errors that
+  name no row of the upload (a `message` that is no import report: the SDK's tests find
+  SignalVine's words in it with `in`, as in a text) refuse the upload as a whole, a
+  FatalError: the delivery loop splits it down to the rows refused, each failed alone with
+  the vendor's words (and the same words five times in a row stop SignalVine); failing
+  every row instead failed those row mode added and those tx mode held back, run after run
+  until dead. The other rows are SENT, except in `tx` mode
   (nothing was added: they stay pending) and in `row` mode past 1,000 errors: the vendor
   then added nothing, so the rows without an error are uploaded again at once (at most
   `MAX_REUPLOADS` times; past that they stay pending). One bad stretch of an export (a
@@ -75,7 +82,9 @@
 Assumptions (unknown in the vendor's documents): whether the server's re-serialisation
 escapes non-ASCII (`non_ascii`, with the fallback above); the command `message` is a JSON
 object (or a string holding one) `{"added", "updated", "ignored", "errors": [{"row",
-"customer_id", "message"}]}`; the `updated-after` bound is inclusive and compares the
+"customer_id", "message"}]}`, or else text whose errors name no row (signalvine.md says "a
+JSON object describing the errors"; the SDK's tests read SignalVine's words in it as in a
+text); the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
 the list is not known to be ordered, so the cursor only advances after the last page;
 a participant that changes moves in the list, if at all, to its end, and none leaves the
@@ -96,6 +105,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -108,6 +118,7 @@ from syncd.clock import Clock
 from syncd.errors import (
     AuthError,
     ConfigError,
+    EndpointError,
     FatalError,
     OutcomeUnknownError,
     RetriableError,
@@ -120,6 +131,9 @@ POLL_FIRST = 2.0  # the doc: "status 2 seconds after your initial POST,
 POLL_EVERY = 2.0  # then every 2 seconds for the next 30 seconds
 POLL_STEADY = 30.0  # and an incremental back-off policy after that"
 POLL_STEP = 2.0
+# the header names a variable the program lacks: SignalVine's own words, as the SDK's tests
+# read them from a real command (tests/test_sdk_upsert.py: "Unrecognized variable: can_ride_tyrannosaurus")
+UNRECOGNIZED = re.compile(r"Unrecognized variable: *([^\s,;:'\"\\]+)", re.IGNORECASE)
 ROW_ERROR_LIMIT = 1000  # row mode: nothing is added past this many errors
 MAX_REUPLOADS = 3  # row mode past the limit: the rows without an error sent again, at most
 PAGE = 500
@@ -452,11 +466,20 @@ class SignalVine(Connector):
     def _errors(self, message: Any, rows: Sequence[Contact]) -> tuple[list[Result], bool]:
         """Results of a command that completed with errors (in the rows' order), and
         whether it added nothing for being over 1,000 errors in row mode."""
+        unknown = list(dict.fromkeys(UNRECOGNIZED.findall(_text(message))))
+        if unknown:
+            raise EndpointError(
+                f"SignalVine does not know the variable(s) {', '.join(unknown)} in the upload's "
+                f"header (Unrecognized variable): program {self.program} has no such variable, "
+                "so no row of any batch can go; every contact stays pending",
+                vendor=self.name,
+                hint=f"map only the program's variables in [fields] of "
+                f"{self.config.mapping.path} (`syncd check --online` names the missing ones)",
+            )
         report = _report(message)
         errors = report.get("errors") if report is not None else None
         if not isinstance(errors, list) or not errors:
-            whole = f"SignalVine refused the upload: {_text(message)}"
-            return [Result(c.key, Status.FAILED, whole) for c in rows], False
+            raise self._unplaced([_text(message)], rows)
         by_customer = {c.fields.get("customer_id", ""): c for c in rows}
         reasons: dict[str, list[str]] = {}
         unplaced: list[str] = []
@@ -472,11 +495,7 @@ class SignalVine(Connector):
             else:
                 unplaced.append(f"row {row}: {text}" if row else text)
         if unplaced:
-            whole = f"SignalVine refused the upload: {'; '.join(unplaced)}"[:500]
-            return [
-                Result(c.key, Status.FAILED, "; ".join(reasons.get(c.key, [])) or whole)
-                for c in rows
-            ], False
+            raise self._unplaced([t for c in rows for t in reasons.get(c.key, [])] + unplaced, rows)
         held_back = None
         over = False
         if self.opts["mode"] == "tx":
@@ -493,6 +512,19 @@ class SignalVine(Connector):
             else:
                 results.append(Result(c.key, Status.SENT))
         return results, over
+
+    def _unplaced(self, texts: list[str], rows: Sequence[Contact]) -> FatalError:
+        """A command's errors that name no row of it (a message that is no import report, an
+        error without a row or customer_id of the upload): the upload refused as a whole,
+        which the delivery loop splits down to the rows it refuses (one row alone is failed
+        with them, and the same refusal five times in a row stops SignalVine). Failing every
+        row would fail the rows row mode added and the good rows tx mode held back, run after
+        run until they are dead."""
+        return FatalError(
+            f"SignalVine refused the upload of {len(rows)} row(s) with errors that name no "
+            f"row: {'; '.join(texts)}"[:500],
+            vendor=self.name,
+        )
 
     # --- pull --------------------------------------------------------------------------
     def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:

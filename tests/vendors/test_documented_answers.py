@@ -363,13 +363,15 @@ def test_signalvine_connector_reads_docbox_participants_verbatim(tmp_path: Path)
 def test_signalvine_connector_reads_the_articles_command_states(
     tmp_path: Path, status: dict[str, Any], expected: Status
 ) -> None:
+    """Through the delivery loop: a command with errors that name no row (the article's
+    `message` is only a placeholder) refuses the upload whole, which fails a lone row."""
     app = SignalVineExamples()
     app.status = status
     kit = kit_for("signalvine")
-    results = served(
-        app, "signalvine", tmp_path, lambda c: c.push([kit.contact(1)], lambda j, r=(): None)
+    outcome, _ = served(
+        app, "signalvine", tmp_path, lambda c: deliver(c, [kit.contact(1)], tmp_path)
     )
-    assert [r.status for r in results] == [expected]
+    assert [s for s, _r in outcome.values()] == [expected.value]
 
 
 # --- Altcraft -----------------------------------------------------------------------------
