@@ -35,7 +35,10 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   switch, `message_form="report"` (that object) or `"text"` (each error's message, one a
   line, naming no row).
 - Rows: matched on `signalvine_id`, else `customer_id`, else `phone`. A new participant
-  needs a valid E.164 phone no one else has; Boolean variables must parse. `tx` mode adds
+  needs a valid E.164 phone no one else has; Boolean variables must parse, and only a
+  `Maybe (Boolean)` may be empty (the SDK's `convert_sv_types`: a type without "Maybe" is
+  required; its tests, against the real API: "Could not parse 'sure why not' as Maybe
+  (Boolean)"); the refusal names the variable's type. `tx` mode adds
   nothing if any row failed; `row` mode adds the good rows unless there were more than
   1,000 errors. `faults.reject(customer_id or phone, reason)` makes that row fail.
 - `GET /v1/programs/{id}?type=schema` → `{"fields": [{"name", "type"}]}`.
@@ -83,6 +86,9 @@ MAX_PAGE = 500
 PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
 # seconds with a fraction of at least 3 digits (the Python SDK's isoformat() sends 6)
 MILLIS = re.compile(r"T\d{2}:\d{2}:\d{2}\.\d{3,}")
+# the schema's type of a phone: the SDK's fixture of a real participant says "Phone"
+PHONES = ("Phone", "PhoneNumber")
+BOOLEAN_TYPES = ("Boolean", "Maybe (Boolean)")
 BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 VARIABLES: dict[str, str] = {
     "customer_id": "String",
@@ -545,17 +551,21 @@ class _Plan:
     def check(self, values: dict[str, str], pid: str | None) -> str | None:
         for name, value in values.items():
             kind = self.sim.variables.get(name, "String")
-            if kind == "PhoneNumber":
+            if kind in PHONES:
                 if not PHONE.match(value):
-                    return f"Could not parse {value!r} as PhoneNumber"
+                    return f"Could not parse {value!r} as {kind}"
                 owner = self.phones.get(value) or self.sim._by_phone.get(value)
                 if owner is not None and owner != pid:
                     if owner in self.staged:  # not a participant yet: name the row's customer
                         who = self.staged[owner] or "no customer_id"
                         return f"phone {value} is already used by an earlier row ({who})"
                     return f"phone {value} is already used by participant {owner}"
-            elif kind == "Boolean" and value and value.lower() not in BOOLEANS:
-                return f"Could not parse {value!r} as Maybe (Boolean)"
+            elif (
+                kind in BOOLEAN_TYPES
+                and value.lower() not in BOOLEANS
+                and (value or kind == "Boolean")
+            ):
+                return f"Could not parse {value!r} as {kind}"  # only a Maybe may be empty
         return None
 
 
