@@ -51,8 +51,9 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   after the page's (docbox's one-page examples: 0, as `lastOffset`), never null; `count`
   at most 500; without `active=all` only active participants. An item holds docbox's
   `id, customerId, programId, phone` (`customerId` "" when the participant has none, as
-  docbox shows it, never null) and, as the SDK's own fixture has it, `active, groups,
-  created`, and `profile[{name,
+  docbox shows it, never null), and that is all unless `type=full` asks for the full
+  representation (docbox: "either the simple or full representation"), which adds, as the
+  SDK's own fixture has it, `active, groups, created`, and `profile[{name,
   type, updated, value}]` listing every program variable with the time it was last
   written; there is no `updatedAt`. `opt_out()` (or `opt_out_every`: every n-th new
   participant, for the demo) makes a participant inactive and stamps its `active` variable.
@@ -86,6 +87,9 @@ MAX_PAGE = 500
 PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
 # seconds with a fraction of at least 3 digits (the Python SDK's isoformat() sends 6)
 MILLIS = re.compile(r"T\d{2}:\d{2}:\d{2}\.\d{3,}")
+# docbox (content/api.md): "you can append the type parameter to any route to select either
+# the simple or full representation"; its participant lists show the simple one
+SIMPLE = ("id", "customerId", "programId", "phone")
 # the schema's type of a phone: the SDK's fixture of a real participant says "Phone"
 PHONES = ("Phone", "PhoneNumber")
 BOOLEAN_TYPES = ("Boolean", "Maybe (Boolean)")
@@ -464,6 +468,8 @@ class SignalVineSim(Simulator):
                 key=lambda p: (p.updated, p.id),
             )
             items = [p.item(self.variables, program) for p in chosen[offset : offset + count]]
+        if args.get("type") != "full":  # docbox: the simple representation unless asked
+            items = [{k: i[k] for k in SIMPLE} for i in items]
         # docbox (content/api.md), every list's example: `"total": 2, "offset": 0, "count":
         # 25, "nextOffset": 0, "prevOffset": 0, "lastOffset": 0, "pages": 1` -- `count` is
         # the page size, and the last page's `nextOffset` is no offset after it (never null)
