@@ -82,9 +82,7 @@
 Assumptions (unknown in the vendor's documents): whether the server's re-serialisation
 escapes non-ASCII (`non_ascii`, with the fallback above); the command `message` is a JSON
 object (or a string holding one) `{"added", "updated", "ignored", "errors": [{"row",
-"customer_id", "message"}]}`, or else text whose errors name no row (signalvine.md says "a
-JSON object describing the errors"; the SDK's tests read SignalVine's words in it as in a
-text); the `updated-after` bound is inclusive and compares the
+"customer_id", "message"}]}`; the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
 the list is not known to be ordered, so the cursor only advances after the last page;
 a participant that changes moves in the list, if at all, to its end, and none leaves the
