@@ -21,7 +21,7 @@
   CRM-key order so a resumed command reads the same row numbers. Bodies stay under 10 MB
   (`max_bytes`, `encoded_size`, measured escaped: an upper bound for either form).
   `options`: `new` and `mode` from config, `existing` from config ("all" = every mapped
-  variable but customer_id), `absent` always "ignore" — never configurable: a partial
+  variable but customer_id and signalvine_id, the ids a row is matched on), `absent` always "ignore" — never configurable: a partial
   upload must not deactivate anyone.
 - Only a 202 with a `Location` accepts an upload ("If your API POST is accepted, you will
   receive a 202 response back", signalvine.md; the SDK raises on any other status): any
@@ -135,6 +135,7 @@ UNRECOGNIZED = re.compile(r"Unrecognized variable: *([^\s,;:'\"\\]+)", re.IGNORE
 ROW_ERROR_LIMIT = 1000  # row mode: nothing is added past this many errors
 MAX_REUPLOADS = 3  # row mode past the limit: the rows without an error sent again, at most
 PAGE = 500
+KEYS = ("customer_id", "signalvine_id")  # what a row is matched on (signalvine_id: the article's)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -255,7 +256,11 @@ class SignalVine(Connector):
         self.columns = list(self.config.mapping.fields)
         existing = self.opts["existing"]
         if existing == "all":
-            self.existing: str | list[str] = [c for c in self.columns if c != "customer_id"]
+            # the ids a row is matched on, never among what it updates: signalvine.md's own
+            # example has signalvine_id in the header, not in `existing`, and the SDK, whose
+            # `existing` is every column, warns that "including the signalvine_id at all
+            # introduces mayhem"
+            self.existing: str | list[str] = [c for c in self.columns if c not in KEYS]
         elif existing == "ignore":
             self.existing = "ignore"
         elif (
@@ -263,12 +268,13 @@ class SignalVine(Connector):
             and existing  # docbox: "one or more values in the header row"
             and len(set(existing)) == len(existing)
             and set(existing) <= set(self.columns)
+            and "signalvine_id" not in existing
         ):
             self.existing = [str(e) for e in existing]
         else:
             raise ConfigError(
-                f"must be 'all', 'ignore' or a list of mapped variables, each once, not "
-                f"{existing!r}",
+                f"must be 'all', 'ignore' or a list of mapped variables, each once and "
+                f"never signalvine_id (the participant's id), not {existing!r}",
                 table=table,
                 key="existing",
                 hint=f"mapped variables: {', '.join(self.columns)} (none to update: 'ignore')",

@@ -551,6 +551,17 @@ def test_absent_and_bad_options_are_config_errors(env: Env) -> None:
         env.connector(mapping=MAPPING + '[metadata]\n"x" = "City"\n')
 
 
+def test_existing_all_never_updates_the_ids_a_row_is_matched_on(env: Env) -> None:
+    """signalvine.md's example puts signalvine_id in the header, not in `existing`; the
+    SDK, whose `existing` is every column, warns "including the signalvine_id at all
+    introduces mayhem". "all" listed a mapped signalvine_id among the variables to update."""
+    mapping = MAPPING + 'signalvine_id = "SV ID"\n'
+    options = env.connector(mapping=mapping).payload([contact(1)])["options"]
+    assert options["existing"] == ["phone", "first_name", "last_name", "email"]
+    with pytest.raises(ConfigError, match="never signalvine_id"):
+        env.connector('existing = ["signalvine_id", "first_name"]\n', mapping=mapping)
+
+
 def test_the_simulator_refuses_an_empty_existing(env: Env) -> None:
     connector = env.connector()
     body = connector.payload([contact(1)])
