@@ -12,8 +12,13 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   is a switch: `non_ascii="raw"` (UTF-8 as is: Scala's `Json.stringify`, `jq -c`) or
   `"escape"` (`\\u00e9`: Python's `json.dumps`, as the SDK signs). A wrong token or secret,
   a bad signature, or a date more than `max_skew` seconds from the simulator's clock
-  answers 401 "Unauthorized" (like the real API, it says no more); a body that is not JSON
-  cannot be checked and answers 400.
+  answers 401 "Unauthorized" (like the real API, it says no more); a body sent as
+  `application/json` that is not JSON cannot be checked and answers 400. Only a JSON body
+  is re-serialised: docbox's `sign_request` compacts the body with `jq -c` only for JSON,
+  and with `--text` ("Post data as text instead of json", `Content-Type: text/plain`)
+  signs it as sent, so the simulator signs any other body as received. The upload takes
+  only `application/json` (docbox's request shows it; the API is a Play application, by
+  its Scala sample, whose JSON parser answers 415 to another type): another is 415.
 - `POST /v2/programs/{program}/participants`: `{"program", "options": {"new": "add|ignore",
   "mode": "tx|row", "existing": "ignore" | [variables], "absent": "ignore"}, "participants":
   "<CSV text>"}`; every option is required, `existing` "ignore" or one or more names,
@@ -274,9 +279,14 @@ class SignalVineSim(Simulator):
             return Response("Unauthorized", 401)
         if when.tzinfo is None or abs((self.now() - when).total_seconds()) > self.max_skew:
             return Response("Unauthorized", 401)
-        body = "" if request.method == "GET" else self._signed_body(request.get_data())
-        if body is None:
-            return json_response({"error": "the body is not JSON"}, 400)
+        if request.method == "GET":
+            body: str | None = ""
+        elif request.mimetype == "application/json":
+            body = self._signed_body(request.get_data())
+            if body is None:
+                return json_response({"error": "the body is not JSON"}, 400)
+        else:  # docbox's sign_request --text: a body that is no JSON is signed as sent
+            body = request.get_data().decode("utf-8", "replace")
         text = f"{token}\n{request.method}\n{request.path}\n{body}\n{date}".lower()
         digest = hmac.new(self.secret.encode(), text.encode(), hashlib.sha256).digest()
         if not hmac.compare_digest(base64.b64encode(digest).decode(), signature):
@@ -302,6 +312,8 @@ class SignalVineSim(Simulator):
             return refused
         if program != self.program:
             return self._not_found(program)
+        if request.mimetype != "application/json":  # a JSON body, as the article's
+            return json_response({"error": "Content-Type must be application/json"}, 415)
         try:
             body = json.loads(request.get_data())
         except ValueError:
