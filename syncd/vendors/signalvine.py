@@ -21,8 +21,8 @@
   CRM-key order so a resumed command reads the same row numbers. Bodies stay under 10 MB
   (`max_bytes`, `encoded_size`, measured escaped: an upper bound for either form).
   `options`: `new` and `mode` from config, `existing` from config ("all" = every mapped
-  variable but customer_id and signalvine_id, the ids a row is matched on), `absent` always "ignore" — never configurable: a partial
-  upload must not deactivate anyone.
+  variable but customer_id and signalvine_id, the ids a row is matched on), `absent`
+  always "ignore" — never configurable: a partial upload must not deactivate anyone.
 - Only a 202 with a `Location` accepts an upload ("If your API POST is accepted, you will
   receive a 202 response back", signalvine.md; the SDK raises on any other status): any
   other 2xx, or no Location, is an unknown outcome that acknowledges no row — they stay
@@ -129,13 +129,14 @@ POLL_FIRST = 2.0  # the doc: "status 2 seconds after your initial POST,
 POLL_EVERY = 2.0  # then every 2 seconds for the next 30 seconds
 POLL_STEADY = 30.0  # and an incremental back-off policy after that"
 POLL_STEP = 2.0
-# the header names a variable the program lacks: SignalVine's own words, as the SDK's tests
-# read them from a real command (tests/test_sdk_upsert.py: "Unrecognized variable: can_ride_tyrannosaurus")
+# the header names a variable the program lacks, in SignalVine's own words as the SDK's
+# tests read them from a real command (CUBoulder-OIT/signalvine-sdk, tests/test_sdk_upsert.py:
+# "Unrecognized variable: can_ride_tyrannosaurus")
 UNRECOGNIZED = re.compile(r"Unrecognized variable: *([^\s,;:'\"\\]+)", re.IGNORECASE)
 ROW_ERROR_LIMIT = 1000  # row mode: nothing is added past this many errors
 MAX_REUPLOADS = 3  # row mode past the limit: the rows without an error sent again, at most
 PAGE = 500
-KEYS = ("customer_id", "signalvine_id")  # what a row is matched on (signalvine_id: the article's)
+KEYS = ("customer_id", "signalvine_id")  # what a row is matched on, never updated
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
