@@ -23,11 +23,14 @@ call)", "Bulk trigger launch", "Data array", "Get trigger campaign information")
   The sandbox launches a batch whole or not at all: a profile it cannot launch (an invalid
   value, or one rejected with `faults.reject(value)`) fails the request with
   `data[i]: <reason>`.
-- Only an existing, active campaign launches ("Only active trigger campaigns set to the
-  'When using a special API call' event can be run via the API"). The documents give no
-  code or text for the refusal ("the response message will indicate the code of error and
-  its description"): the sandbox answers error 404 "Trigger campaign <id> not found" and
-  error 400 "Trigger campaign <id> is not active", before looking at any profile.
+- Only an existing, active campaign of the API-call event launches ("Only active trigger
+  campaigns set to the 'When using a special API call' event can be run via the API";
+  the guide's "Get trigger campaign information" shows such a campaign's `trigger_type`
+  as "api_call"). The documents give no code or text for the refusal ("the response
+  message will indicate the code of error and its description"): the sandbox answers
+  error 404 "Trigger campaign <id> not found", error 400 "Trigger campaign <id> is not
+  active" and error 400 "Trigger campaign <id> is not active for API calls (its
+  trigger_type is ...)", before looking at any profile.
 - `campaigns/triggers/get`: `id` → `data`, the campaign (`is_active` a bool, `trigger_type`
   "api_call"), as the guide's "Get trigger campaign information" shows; it gives no error
   answer, so a campaign the sandbox does not hold is error 404 "Trigger campaign <id> not
@@ -177,6 +180,12 @@ class AltcraftSim(Simulator):
             raise EnvelopeError(404, f"Trigger campaign {raw} not found")
         if not campaign["is_active"]:
             raise EnvelopeError(400, f"Trigger campaign {raw} is not active")
+        if campaign.get("trigger_type") != "api_call":
+            raise EnvelopeError(
+                400,
+                f"Trigger campaign {raw} is not active for API calls (its trigger_type is "
+                f"{campaign.get('trigger_type')!r}, not 'api_call')",
+            )
         resource = body.get("resource_id")
         if resource is not None and (isinstance(resource, bool) or not isinstance(resource, int)):
             raise EnvelopeError(400, "Parameter 'resource_id' must be a number")

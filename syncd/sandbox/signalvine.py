@@ -12,8 +12,13 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   is a switch: `non_ascii="raw"` (UTF-8 as is: Scala's `Json.stringify`, `jq -c`) or
   `"escape"` (`\\u00e9`: Python's `json.dumps`, as the SDK signs). A wrong token or secret,
   a bad signature, or a date more than `max_skew` seconds from the simulator's clock
-  answers 401 "Unauthorized" (like the real API, it says no more); a body that is not JSON
-  cannot be checked and answers 400.
+  answers 401 "Unauthorized" (like the real API, it says no more); a body sent as
+  `application/json` that is not JSON cannot be checked and answers 400. Only a JSON body
+  is re-serialised: docbox's `sign_request` compacts the body with `jq -c` only for JSON,
+  and with `--text` ("Post data as text instead of json", `Content-Type: text/plain`)
+  signs it as sent, so the simulator signs any other body as received. The upload takes
+  only `application/json` (docbox's request shows it; the API is a Play application, by
+  its Scala sample, whose JSON parser answers 415 to another type): another is 415.
 - `POST /v2/programs/{program}/participants`: `{"program", "options": {"new": "add|ignore",
   "mode": "tx|row", "existing": "ignore" | [variables], "absent": "ignore"}, "participants":
   "<CSV text>"}`; every option is required, `existing` "ignore" or one or more names,
@@ -29,9 +34,16 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   CSV applied. A completed command carries `message`: `{"added", "updated", "ignored",
   "errors": [{"row", "customer_id", "message"}]}` where `row` counts CSV records with the
   header as row 1 (a header problem such as "Unrecognized variable: x" is row 1), and
-  `trace` / `processor` when `error` is true.
+  `trace` / `processor` when `error` is true. What the `message` holds is not documented
+  beyond "a JSON object describing the errors" (signalvine.md), and the SDK's tests, run
+  against the real API, find SignalVine's words in it with `in`, as in a text: so it is a
+  switch, `message_form="report"` (that object) or `"text"` (each error's message, one a
+  line, naming no row).
 - Rows: matched on `signalvine_id`, else `customer_id`, else `phone`. A new participant
-  needs a valid E.164 phone no one else has; Boolean variables must parse. `tx` mode adds
+  needs a valid E.164 phone no one else has; Boolean variables must parse, and only a
+  `Maybe (Boolean)` may be empty (the SDK's `convert_sv_types`: a type without "Maybe" is
+  required; its tests, against the real API: "Could not parse 'sure why not' as Maybe
+  (Boolean)"); the refusal names the variable's type. `tx` mode adds
   nothing if any row failed; `row` mode adds the good rows unless there were more than
   1,000 errors. `faults.reject(customer_id or phone, reason)` makes that row fail.
 - `GET /v1/programs/{id}?type=schema` → `{"fields": [{"name", "type"}]}`.
@@ -44,8 +56,9 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   after the page's (docbox's one-page examples: 0, as `lastOffset`), never null; `count`
   at most 500; without `active=all` only active participants. An item holds docbox's
   `id, customerId, programId, phone` (`customerId` "" when the participant has none, as
-  docbox shows it, never null) and, as the SDK's own fixture has it, `active, groups,
-  created`, and `profile[{name,
+  docbox shows it, never null), and that is all unless `type=full` asks for the full
+  representation (docbox: "either the simple or full representation"), which adds, as the
+  SDK's own fixture has it, `active, groups, created`, and `profile[{name,
   type, updated, value}]` listing every program variable with the time it was last
   written; there is no `updatedAt`. `opt_out()` (or `opt_out_every`: every n-th new
   participant, for the demo) makes a participant inactive and stamps its `active` variable.
@@ -79,6 +92,12 @@ MAX_PAGE = 500
 PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
 # seconds with a fraction of at least 3 digits (the Python SDK's isoformat() sends 6)
 MILLIS = re.compile(r"T\d{2}:\d{2}:\d{2}\.\d{3,}")
+# docbox (content/api.md): "you can append the type parameter to any route to select either
+# the simple or full representation"; its participant lists show the simple one
+SIMPLE = ("id", "customerId", "programId", "phone")
+# the schema's type of a phone: the SDK's fixture of a real participant says "Phone"
+PHONES = ("Phone", "PhoneNumber")
+BOOLEAN_TYPES = ("Boolean", "Maybe (Boolean)")
 BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 VARIABLES: dict[str, str] = {
     "customer_id": "String",
@@ -172,6 +191,7 @@ class SignalVineSim(Simulator):
         polls_to_complete: int = 1,
         max_skew: float = 300.0,
         non_ascii: str = "raw",
+        message_form: str = "report",
         opt_out_every: int = 0,
         now: Callable[[], datetime] | None = None,
     ) -> None:
@@ -185,6 +205,9 @@ class SignalVineSim(Simulator):
         if non_ascii not in ("raw", "escape"):
             raise ValueError(f"non_ascii is raw or escape, not {non_ascii!r}")
         self.non_ascii = non_ascii
+        if message_form not in ("report", "text"):
+            raise ValueError(f"message_form is report or text, not {message_form!r}")
+        self.message_form = message_form
         self.opt_out_every = opt_out_every
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
         self.reset_state()
@@ -256,9 +279,14 @@ class SignalVineSim(Simulator):
             return Response("Unauthorized", 401)
         if when.tzinfo is None or abs((self.now() - when).total_seconds()) > self.max_skew:
             return Response("Unauthorized", 401)
-        body = "" if request.method == "GET" else self._signed_body(request.get_data())
-        if body is None:
-            return json_response({"error": "the body is not JSON"}, 400)
+        if request.method == "GET":
+            body: str | None = ""
+        elif request.mimetype == "application/json":
+            body = self._signed_body(request.get_data())
+            if body is None:
+                return json_response({"error": "the body is not JSON"}, 400)
+        else:  # docbox's sign_request --text: a body that is no JSON is signed as sent
+            body = request.get_data().decode("utf-8", "replace")
         text = f"{token}\n{request.method}\n{request.path}\n{body}\n{date}".lower()
         digest = hmac.new(self.secret.encode(), text.encode(), hashlib.sha256).digest()
         if not hmac.compare_digest(base64.b64encode(digest).decode(), signature):
@@ -284,6 +312,8 @@ class SignalVineSim(Simulator):
             return refused
         if program != self.program:
             return self._not_found(program)
+        if request.mimetype != "application/json":  # a JSON body, as the article's
+            return json_response({"error": "Content-Type must be application/json"}, 415)
         try:
             body = json.loads(request.get_data())
         except ValueError:
@@ -330,6 +360,9 @@ class SignalVineSim(Simulator):
             "error": False,
         }
         answer.update(command.result or {})
+        if self.message_form == "text" and command.result is not None:
+            # the errors' words, one a line, naming no row (as the SDK's tests read them)
+            answer["message"] = "\n".join(e["message"] for e in answer["message"]["errors"])
         return answer
 
     def _run(self, command: Command) -> dict[str, Any]:
@@ -447,6 +480,8 @@ class SignalVineSim(Simulator):
                 key=lambda p: (p.updated, p.id),
             )
             items = [p.item(self.variables, program) for p in chosen[offset : offset + count]]
+        if args.get("type") != "full":  # docbox: the simple representation unless asked
+            items = [{k: i[k] for k in SIMPLE} for i in items]
         # docbox (content/api.md), every list's example: `"total": 2, "offset": 0, "count":
         # 25, "nextOffset": 0, "prevOffset": 0, "lastOffset": 0, "pages": 1` -- `count` is
         # the page size, and the last page's `nextOffset` is no offset after it (never null)
@@ -534,17 +569,21 @@ class _Plan:
     def check(self, values: dict[str, str], pid: str | None) -> str | None:
         for name, value in values.items():
             kind = self.sim.variables.get(name, "String")
-            if kind == "PhoneNumber":
+            if kind in PHONES:
                 if not PHONE.match(value):
-                    return f"Could not parse {value!r} as PhoneNumber"
+                    return f"Could not parse {value!r} as {kind}"
                 owner = self.phones.get(value) or self.sim._by_phone.get(value)
                 if owner is not None and owner != pid:
                     if owner in self.staged:  # not a participant yet: name the row's customer
                         who = self.staged[owner] or "no customer_id"
                         return f"phone {value} is already used by an earlier row ({who})"
                     return f"phone {value} is already used by participant {owner}"
-            elif kind == "Boolean" and value and value.lower() not in BOOLEANS:
-                return f"Could not parse {value!r} as Maybe (Boolean)"
+            elif (
+                kind in BOOLEAN_TYPES
+                and value.lower() not in BOOLEANS
+                and (value or kind == "Boolean")
+            ):
+                return f"Could not parse {value!r} as {kind}"  # only a Maybe may be empty
         return None
 
 

@@ -37,9 +37,12 @@
   unlisted `error` code, a 4xx without an envelope, a timeout — is OutcomeUnknownError: the
   batch is `unknown`, never split or re-sent in this run.
 - `check()` reads the campaign with `campaigns/triggers/get` (token and campaign id; the
-  developer guide's "Get trigger campaign information", `data.is_active` a bool): an
-  `error` 0 answer proves the token; the campaign is called active or not active only when
-  the answer's `data.is_active` says so (true/false, 1/0), and otherwise "could not tell";
+  developer guide's "Get trigger campaign information", `data.is_active` a bool and
+  `data.trigger_type` "api_call" for an API-call campaign): an `error` 0 answer proves the
+  token; a `trigger_type` other than "api_call" is a campaign the API cannot run (a
+  FatalError naming it: check said all was well, and every launch was refused); the
+  campaign is called active or not active only when the answer's `data.is_active` says
+  so (true/false, 1/0), and otherwise "could not tell";
   a refused token (HTTP 200, `error` 401/403) is an AuthError naming altcraft. A 404 says
   what it can mean: Altcraft's own `error` 404 (its envelope, at any HTTP status) names
   the one thing the request carries, the campaign: check `trigger_id`; an HTTP 404 without
@@ -276,7 +279,21 @@ class Altcraft(Connector):
                 hint=f"check trigger_id = {trigger} in [vendors.altcraft]: the number shown "
                 "after # next to the trigger campaign's name (a number, not the name)",
             ) from None
-        flag = campaign.get("is_active") if isinstance(campaign, dict) else None
+        campaign = campaign if isinstance(campaign, dict) else {}
+        event = campaign.get("trigger_type")
+        if isinstance(event, str) and event != "api_call":
+            # altcraft.md: "Only active trigger campaigns set to the 'When using a special
+            # API call' event can be run via the API"; the guide shows it as "api_call"
+            raise FatalError(
+                f"trigger campaign {trigger} is set off by the event {event!r}, not the API "
+                "call ('api_call'): Altcraft runs only API-call campaigns from the API, so "
+                "every launch would be refused",
+                vendor=self.name,
+                hint=f"set trigger_id in [vendors.altcraft] to a campaign whose event is "
+                "'When using a special API call', or change campaign "
+                f"{trigger}'s event to it",
+            )
+        flag = campaign.get("is_active")
         if flag in (False, 0):
             raise FatalError(
                 f"trigger campaign {trigger} is not active (is_active: {json.dumps(flag)})",

@@ -21,8 +21,8 @@
   CRM-key order so a resumed command reads the same row numbers. Bodies stay under 10 MB
   (`max_bytes`, `encoded_size`, measured escaped: an upper bound for either form).
   `options`: `new` and `mode` from config, `existing` from config ("all" = every mapped
-  variable but customer_id), `absent` always "ignore" — never configurable: a partial
-  upload must not deactivate anyone.
+  variable but customer_id and signalvine_id, the ids a row is matched on), `absent`
+  always "ignore" — never configurable: a partial upload must not deactivate anyone.
 - Only a 202 with a `Location` accepts an upload ("If your API POST is accepted, you will
   receive a 202 response back", signalvine.md; the SDK raises on any other status): any
   other 2xx, or no Location, is an unknown outcome that acknowledges no row — they stay
@@ -37,9 +37,16 @@
 - A completed command with `error: true`, or `error: false` whose report still lists
   errors (never taken for every row sent; an `error` neither true nor false acknowledges
   nothing, the rows go again): each error placed on its contact by `customer_id`, else
-  by `row` (the header is row 1) → FAILED with its message; an error no contact can be
-  found for (a header problem, a message that is not an import report)
-  fails the whole chunk with the message. The other rows are SENT, except in `tx` mode
+  by `row` (the header is row 1) → FAILED with its message. "Unrecognized variable: x"
+  (SignalVine's words for a header naming a variable the program lacks, as the SDK's
+  tests read them from a real command) is the mapping's fault, no contact's: an
+  EndpointError that stops SignalVine for the run with every contact pending. Errors that
+  name no row of the upload (a `message` that is no import report: the SDK's tests find
+  SignalVine's words in it with `in`, as in a text) refuse the upload as a whole, a
+  FatalError: the delivery loop splits it down to the rows refused, each failed alone with
+  the vendor's words (and the same words five times in a row stop SignalVine); failing
+  every row instead failed those row mode added and those tx mode held back, run after run
+  until dead. The other rows are SENT, except in `tx` mode
   (nothing was added: they stay pending) and in `row` mode past 1,000 errors: the vendor
   then added nothing, so the rows without an error are uploaded again at once (at most
   `MAX_REUPLOADS` times; past that they stay pending). One bad stretch of an export (a
@@ -101,6 +108,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -113,6 +121,7 @@ from syncd.clock import Clock
 from syncd.errors import (
     AuthError,
     ConfigError,
+    EndpointError,
     FatalError,
     OutcomeUnknownError,
     RetriableError,
@@ -125,6 +134,10 @@ POLL_FIRST = 2.0  # the doc: "status 2 seconds after your initial POST,
 POLL_EVERY = 2.0  # then every 2 seconds for the next 30 seconds
 POLL_STEADY = 30.0  # and an incremental back-off policy after that"
 POLL_STEP = 2.0
+# the header names a variable the program lacks, in SignalVine's own words as the SDK's
+# tests read them from a real command (CUBoulder-OIT/signalvine-sdk, tests/test_sdk_upsert.py:
+# "Unrecognized variable: can_ride_tyrannosaurus")
+UNRECOGNIZED = re.compile(r"Unrecognized variable: *([^\s,;:'\"\\]+)", re.IGNORECASE)
 ROW_ERROR_LIMIT = 1000  # row mode: nothing is added past this many errors
 MAX_REUPLOADS = 3  # row mode past the limit: the rows without an error sent again, at most
 PAGE = 500
@@ -132,6 +145,7 @@ PAGE = 500
 # so many holes (one page a hole in the tests), and a vendor answering nothing but empty
 # pages with ever larger offsets, and no total to bound them, kept the pull going for ever
 EMPTY_RUN = 100
+KEYS = ("customer_id", "signalvine_id")  # what a row is matched on, never updated
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # a participant time this far after the pull's is said (the cursor never goes past the pull's)
 AHEAD = timedelta(minutes=1)
@@ -254,7 +268,11 @@ class SignalVine(Connector):
         self.columns = list(self.config.mapping.fields)
         existing = self.opts["existing"]
         if existing == "all":
-            self.existing: str | list[str] = [c for c in self.columns if c != "customer_id"]
+            # the ids a row is matched on, never among what it updates: signalvine.md's own
+            # example has signalvine_id in the header, not in `existing`, and the SDK, whose
+            # `existing` is every column, warns that "including the signalvine_id at all
+            # introduces mayhem"
+            self.existing: str | list[str] = [c for c in self.columns if c not in KEYS]
         elif existing == "ignore":
             self.existing = "ignore"
         elif (
@@ -262,12 +280,13 @@ class SignalVine(Connector):
             and existing  # docbox: "one or more values in the header row"
             and len(set(existing)) == len(existing)
             and set(existing) <= set(self.columns)
+            and "signalvine_id" not in existing
         ):
             self.existing = [str(e) for e in existing]
         else:
             raise ConfigError(
-                f"must be 'all', 'ignore' or a list of mapped variables, each once, not "
-                f"{existing!r}",
+                f"must be 'all', 'ignore' or a list of mapped variables, each once and "
+                f"never signalvine_id (the participant's id), not {existing!r}",
                 table=table,
                 key="existing",
                 hint=f"mapped variables: {', '.join(self.columns)} (none to update: 'ignore')",
@@ -463,11 +482,20 @@ class SignalVine(Connector):
     def _errors(self, message: Any, rows: Sequence[Contact]) -> tuple[list[Result], bool]:
         """Results of a command that completed with errors (in the rows' order), and
         whether it added nothing for being over 1,000 errors in row mode."""
+        unknown = list(dict.fromkeys(UNRECOGNIZED.findall(_text(message))))
+        if unknown:
+            raise EndpointError(
+                f"SignalVine does not know the variable(s) {', '.join(unknown)} in the upload's "
+                f"header (Unrecognized variable): program {self.program} has no such variable, "
+                "so no row of any batch can go; every contact stays pending",
+                vendor=self.name,
+                hint=f"map only the program's variables in [fields] of "
+                f"{self.config.mapping.path} (`syncd check --online` names the missing ones)",
+            )
         report = _report(message)
         errors = report.get("errors") if report is not None else None
         if not isinstance(errors, list) or not errors:
-            whole = f"SignalVine refused the upload: {_text(message)}"
-            return [Result(c.key, Status.FAILED, whole) for c in rows], False
+            raise self._unplaced([_text(message)], rows)
         by_customer = {c.fields.get("customer_id", ""): c for c in rows}
         reasons: dict[str, list[str]] = {}
         unplaced: list[str] = []
@@ -483,11 +511,7 @@ class SignalVine(Connector):
             else:
                 unplaced.append(f"row {row}: {text}" if row else text)
         if unplaced:
-            whole = f"SignalVine refused the upload: {'; '.join(unplaced)}"[:500]
-            return [
-                Result(c.key, Status.FAILED, "; ".join(reasons.get(c.key, [])) or whole)
-                for c in rows
-            ], False
+            raise self._unplaced([t for c in rows for t in reasons.get(c.key, [])] + unplaced, rows)
         held_back = None
         over = False
         if self.opts["mode"] == "tx":
@@ -504,6 +528,19 @@ class SignalVine(Connector):
             else:
                 results.append(Result(c.key, Status.SENT))
         return results, over
+
+    def _unplaced(self, texts: list[str], rows: Sequence[Contact]) -> FatalError:
+        """A command's errors that name no row of it (a message that is no import report, an
+        error without a row or customer_id of the upload): the upload refused as a whole,
+        which the delivery loop splits down to the rows it refuses (one row alone is failed
+        with them, and the same refusal five times in a row stops SignalVine). Failing every
+        row would fail the rows row mode added and the good rows tx mode held back, run after
+        run until they are dead."""
+        return FatalError(
+            f"SignalVine refused the upload of {len(rows)} row(s) with errors that name no "
+            f"row: {'; '.join(texts)}"[:500],
+            vendor=self.name,
+        )
 
     # --- pull --------------------------------------------------------------------------
     def pull(self, stream: str, since: str | None, until: datetime) -> Iterator[Page]:

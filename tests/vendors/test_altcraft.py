@@ -131,16 +131,21 @@ def test_the_tariff_limit_stops_altcraft_for_the_run(
     assert sim.launched == 3
 
 
-@pytest.mark.parametrize("missing", [True, False], ids=["not-found", "inactive"])
+@pytest.mark.parametrize("why", ["not-found", "inactive", "another-event"])
 @pytest.mark.parametrize("http_errors", [False, True], ids=["http-200", "http-4xx"])
 def test_a_missing_or_inactive_campaign_stops_altcraft_with_all_pending(
-    sim: AltcraftSim, url: str, tmp_path: Path, http_errors: bool, missing: bool
+    sim: AltcraftSim, url: str, tmp_path: Path, http_errors: bool, why: str
 ) -> None:
+    """altcraft.md: "Only active trigger campaigns set to the 'When using a special API
+    call' event can be run via the API" (an active campaign of another event launched in
+    the sandbox)."""
     sim.http_errors = http_errors
-    if missing:
+    if why == "not-found":
         del sim.campaigns[7]
-    else:
+    elif why == "inactive":
         sim.campaigns[7]["is_active"] = False
+    else:
+        sim.campaigns[7]["trigger_type"] = "new_profile"
     contacts = [person(i) for i in range(8)]
     outcome, deliverer = deliver(make(url, tmp_path), contacts, tmp_path)
     assert {outcome[c.key][0] for c in contacts} == {"pending"}
@@ -312,6 +317,19 @@ def test_a_campaign_refusal_in_unknown_words_fails_at_most_five_then_stops(
     assert {r for s, r in outcome.values() if s == "failed"} == {"error 404: Object not found"}
     assert deliverer.out.stopped and "5 contacts in a row refused" in deliverer.out.stopped
     assert sim.launched == 0
+
+
+def test_check_says_a_campaign_of_another_event_cannot_be_run_from_the_api(
+    sim: AltcraftSim, url: str, tmp_path: Path
+) -> None:
+    """The guide's "Get trigger campaign information" answers `trigger_type` ("api_call" for
+    an API-call campaign): an active campaign of another event passed check as "active",
+    and every launch to it was refused."""
+    sim.campaigns[7]["trigger_type"] = "new_profile"
+    with pytest.raises(FatalError) as caught:
+        make(url, tmp_path).check()
+    assert "event 'new_profile', not the API call" in str(caught.value)
+    assert "When using a special API call" in (caught.value.hint or "")
 
 
 @pytest.mark.parametrize("flag", [False, 0], ids=["false", "zero"])

@@ -25,7 +25,7 @@ from syncd.sandbox.altcraft import AltcraftSim
 from syncd.sandbox.base import Server, Simulator
 from syncd.sandbox.dropthought import DropthoughtSim
 from syncd.sandbox.hellocustomer import HelloCustomerSim
-from syncd.sandbox.signalvine import SignalVineSim
+from syncd.sandbox.signalvine import PROGRAM, SignalVineSim
 from syncd.vendors.base import Status
 from tests.kits import kit_for
 from tests.vendors import documented
@@ -363,13 +363,15 @@ def test_signalvine_connector_reads_docbox_participants_verbatim(tmp_path: Path)
 def test_signalvine_connector_reads_the_articles_command_states(
     tmp_path: Path, status: dict[str, Any], expected: Status
 ) -> None:
+    """Through the delivery loop: a command with errors that name no row (the article's
+    `message` is only a placeholder) refuses the upload whole, which fails a lone row."""
     app = SignalVineExamples()
     app.status = status
     kit = kit_for("signalvine")
-    results = served(
-        app, "signalvine", tmp_path, lambda c: c.push([kit.contact(1)], lambda j, r=(): None)
+    outcome, _ = served(
+        app, "signalvine", tmp_path, lambda c: deliver(c, [kit.contact(1)], tmp_path)
     )
-    assert [r.status for r in results] == [expected]
+    assert [s for s, _r in outcome.values()] == [expected.value]
 
 
 # --- Altcraft -----------------------------------------------------------------------------
@@ -445,3 +447,28 @@ def test_altcraft_connector_reads_the_bare_envelope(tmp_path: Path) -> None:
         lambda c: c.push([kit.contact(1)], lambda j, r=(): None),
     )
     assert [r.status for r in results] == [Status.SENT]
+
+
+def test_signalvine_lists_the_simple_representation_unless_asked_for_the_full(
+    tmp_path: Path,
+) -> None:
+    """docbox: "you can append the type parameter to any route to select either the simple
+    or full representation", and its lists show the simple one (id, customerId, programId,
+    phone). The simulator answered every list in full, so a client that forgot type=full
+    would have read `active` there and never from SignalVine."""
+    app = SignalVineSim()
+    app.seed("C1", "+15552813987")
+    app.opt_out("C1")
+    path = f"/v1/programs/{PROGRAM}/participants"
+
+    def run(connector: Any) -> tuple[Any, Any, Any]:
+        simple = connector.read(path, params={"active": "all"})
+        full = connector.read(path, params={"active": "all", "type": "full"})
+        pulled = list(connector.pull("unsubscribes", None, datetime.now(UTC)))
+        return simple, full, pulled
+
+    simple, full, pulled = served(app, "signalvine", tmp_path, run)
+    (documented_item, *_) = json.loads(documented.SIGNALVINE_PARTICIPANTS)["items"]
+    assert [set(i) for i in simple["items"]] == [set(documented_item)]
+    assert full["items"][0]["active"] is False and "profile" in full["items"][0]
+    assert [r["external_key"] for p in pulled for r in p.records] == ["C1"]  # it asks in full

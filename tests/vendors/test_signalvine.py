@@ -17,7 +17,14 @@ from werkzeug.wrappers import Request, Response
 
 from syncd.clock import FakeClock
 from syncd.config import load
-from syncd.errors import AuthError, ConfigError, FatalError, OutcomeUnknownError, RetriableError
+from syncd.errors import (
+    AuthError,
+    ConfigError,
+    EndpointError,
+    FatalError,
+    OutcomeUnknownError,
+    RetriableError,
+)
 from syncd.pull import pull
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.signalvine import PROGRAM, Command, SignalVineSim
@@ -469,14 +476,54 @@ def test_re_uploads_stop_at_the_limit(env: Env, monkeypatch: pytest.MonkeyPatch)
     assert env.sim.participants_by_customer() == {}
 
 
-def test_an_error_no_contact_owns_fails_the_whole_chunk(env: Env) -> None:
+@pytest.mark.parametrize("form", ["report", "text"])
+def test_a_variable_the_program_lacks_stops_signalvine_with_every_contact_pending(
+    env: Env, form: str
+) -> None:
+    """ "Unrecognized variable: x" (SignalVine's words, as the SDK's tests read them from a
+    real command) is the mapping's fault: every row of every batch of the run, then of the
+    next runs, was failed with it until dead."""
+    env.sim.message_form = form
     connector = env.connector(mapping=MAPPING + 'nickname = "City"\n')
-    results, _ = push(connector, [contact(1), contact(2)])
-    assert {r.status for r in results.values()} == {Status.FAILED}
-    assert "Unrecognized variable: nickname" in (results["K00001"].reason or "")
+    with pytest.raises(EndpointError, match=r"variable\(s\) nickname") as caught:
+        push(connector, [contact(1), contact(2)])
+    assert "mapping.toml" in (caught.value.hint or "")
+    outcome, _ = deliver(connector, [contact(1), contact(2)], env.folder)
+    assert {s for s, _r in outcome.values()} == {"pending"}
     assert env.sim.participants_by_customer() == {}
     with pytest.raises(FatalError, match="no variable nickname"):
         connector.check()
+
+
+@pytest.mark.parametrize("mode", ["row", "tx"])
+def test_errors_that_name_no_row_are_split_down_to_the_rows_refused(env: Env, mode: str) -> None:
+    """A command whose message names no row (text, as the SDK's tests read SignalVine's
+    words): every row was failed with it, those row mode added and the good ones tx mode
+    held back too, run after run until dead. Now the upload is refused whole, and the
+    delivery loop splits it until the refused row is alone."""
+    env.sim.message_form = "text"
+    connector = env.connector(f'mode = "{mode}"\n')
+    env.sim.faults.reject("K00002", "Could not parse 'sure why not' as Maybe (Boolean)")
+    outcome, _ = deliver(connector, [contact(i) for i in range(4)], env.folder)
+    assert outcome.pop("K00002") == (
+        "failed",
+        "SignalVine refused the upload of 1 row(s) with errors that name no row: "
+        "Could not parse 'sure why not' as Maybe (Boolean)",
+    )
+    assert {s for s, _r in outcome.values()} == {"sent"}
+    assert set(env.sim.participants_by_customer()) == set(outcome)
+
+
+def test_the_same_refusal_of_a_whole_upload_stops_signalvine(env: Env) -> None:
+    """A refusal that names no row and comes for every row alone (no report at all) fails
+    five contacts, then stops SignalVine, instead of an upload per contact."""
+    env.sim.message_form = "text"
+    for i in range(40):
+        env.sim.faults.reject(contact(i).key, "Internal error")
+    outcome, _ = deliver(env.connector(), [contact(i) for i in range(40)], env.folder)
+    assert sum(s == "failed" for s, _r in outcome.values()) == 5
+    assert {s for s, _r in outcome.values()} == {"failed", "pending"}
+    assert env.sim.count(PUSH, "POST") < 20
 
 
 def test_existing_limits_what_an_update_changes(env: Env) -> None:
@@ -502,6 +549,17 @@ def test_absent_and_bad_options_are_config_errors(env: Env) -> None:
             env.connector(f"existing = {odd}\n")
     with pytest.raises(ConfigError, match="metadata"):
         env.connector(mapping=MAPPING + '[metadata]\n"x" = "City"\n')
+
+
+def test_existing_all_never_updates_the_ids_a_row_is_matched_on(env: Env) -> None:
+    """signalvine.md's example puts signalvine_id in the header, not in `existing`; the
+    SDK, whose `existing` is every column, warns "including the signalvine_id at all
+    introduces mayhem". "all" listed a mapped signalvine_id among the variables to update."""
+    mapping = MAPPING + 'signalvine_id = "SV ID"\n'
+    options = env.connector(mapping=mapping).payload([contact(1)])["options"]
+    assert options["existing"] == ["phone", "first_name", "last_name", "email"]
+    with pytest.raises(ConfigError, match="never signalvine_id"):
+        env.connector('existing = ["signalvine_id", "first_name"]\n', mapping=mapping)
 
 
 def test_the_simulator_refuses_an_empty_existing(env: Env) -> None:

@@ -29,10 +29,16 @@ BODY = {
 }
 
 
-def post(url: str, sent: bytes, signed: str, clock: FakeClock) -> requests.Response:
+def post(
+    url: str, sent: bytes, signed: str, clock: FakeClock, kind: str = "application/json"
+) -> requests.Response:
     stamp = timestamp(clock.now())
     sig = signature("sandbox-token", "sandbox-secret", "POST", PUSH, signed, stamp)
-    headers = {"Authorization": f"SignalVine sandbox-token:{sig}", "SignalVine-Date": stamp}
+    headers = {
+        "Authorization": f"SignalVine sandbox-token:{sig}",
+        "SignalVine-Date": stamp,
+        "Content-Type": kind,
+    }
     return requests.post(url + PUSH, data=sent, headers=headers, timeout=5)
 
 
@@ -47,6 +53,23 @@ def test_the_simulator_checks_its_compact_form_not_the_bytes_received(form: str)
         assert post(server.url, spaced.encode(), other, clock).status_code == 401
         assert post(server.url, spaced.encode(), compact, clock).status_code == 202
         assert post(server.url, b"not json", "not json", clock).status_code == 400
+
+
+def test_only_a_json_body_is_signed_compact_and_the_upload_takes_only_json() -> None:
+    """docbox's sign_request compacts the body with `jq -c` only when it posts JSON; with
+    --text (text/plain) it signs the body as sent. The simulator compacted every body, so
+    a spaced body sent as text and signed compact was taken, and an upload of another
+    Content-Type than the article's JSON was accepted."""
+    clock = FakeClock()
+    spaced = json.dumps(BODY)
+    compact = json.dumps(BODY, separators=(",", ":"))
+    with Server(SignalVineSim(now=clock.now)) as server:
+        assert post(server.url, spaced.encode(), compact, clock, "text/plain").status_code == 401
+        taken = post(server.url, spaced.encode(), spaced, clock, "text/plain")
+        assert (taken.status_code, taken.json()) == (
+            415,
+            {"error": "Content-Type must be application/json"},
+        )
 
 
 @pytest.mark.parametrize("form", ["raw", "escape"])
