@@ -87,7 +87,10 @@
 Assumptions (unknown in the vendor's documents): whether the server's re-serialisation
 escapes non-ASCII (`non_ascii`, with the fallback above); the command `message` is a JSON
 object (or a string holding one) `{"added", "updated", "ignored", "errors": [{"row",
-"customer_id", "message"}]}`; the `updated-after` bound is inclusive and compares the
+"customer_id", "message"}]}`, or else text whose errors name no row (the SDK's tests
+read SignalVine's words in it as in a text): such an upload is refused whole and split
+down to the rows refused; rows SignalVine ignores (`new` or `existing` = "ignore") are
+recorded sent, its report counting them but naming none; the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
 the list is not known to be ordered, so the cursor only advances after the last page;
 a participant that changes moves in the list, if at all, to its end, and none leaves the
