@@ -32,13 +32,16 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   from a 200 and raises on any other status; signalvine.md names none); the
   command completes at the `polls_to_complete`-th poll (0: never), and only then is the
   CSV applied. A completed command carries `message`: `{"added", "updated", "ignored",
-  "errors": [{"row", "customer_id", "message"}]}` where `row` counts CSV records with the
-  header as row 1 (a header problem such as "Unrecognized variable: x" is row 1), and
-  `trace` / `processor` when `error` is true. What the `message` holds is not documented
-  beyond "a JSON object describing the errors" (signalvine.md), and the SDK's tests, run
-  against the real API, find SignalVine's words in it with `in`, as in a text: so it is a
-  switch, `message_form="report"` (that object) or `"text"` (each error's message, one a
-  line, naming no row).
+  "errors": [{"row", "customer_id", "message"}]}` where `row` counts CSV records (a header
+  problem such as "Unrecognized variable: x" is row 1), and `trace` / `processor` when
+  `error` is true. How `row` counts is documented nowhere (not in signalvine.md, docbox or
+  the SDK): a switch, `first_row`, the number of the first data row (2, the header being
+  row 1; 1 if data rows are counted alone); and `errors_name_customer=False` answers a
+  row's error with its `row` alone (`customer_id` null). What the `message` holds is not
+  documented beyond "a JSON object describing the errors" (signalvine.md), and the SDK's
+  tests, run against the real API, find SignalVine's words in it with `in`, as in a text:
+  so it is a switch, `message_form="report"` (that object) or `"text"` (each error's
+  message, one a line, naming no row).
 - Rows: matched on `signalvine_id`, else `customer_id`, else `phone`. A new participant
   needs a valid E.164 phone no one else has; Boolean variables must parse, and only a
   `Maybe (Boolean)` may be empty (the SDK's `convert_sv_types`: a type without "Maybe" is
@@ -192,6 +195,8 @@ class SignalVineSim(Simulator):
         max_skew: float = 300.0,
         non_ascii: str = "raw",
         message_form: str = "report",
+        first_row: int = 2,
+        errors_name_customer: bool = True,
         opt_out_every: int = 0,
         now: Callable[[], datetime] | None = None,
     ) -> None:
@@ -208,6 +213,8 @@ class SignalVineSim(Simulator):
         if message_form not in ("report", "text"):
             raise ValueError(f"message_form is report or text, not {message_form!r}")
         self.message_form = message_form
+        self.first_row = first_row
+        self.errors_name_customer = errors_name_customer
         self.opt_out_every = opt_out_every
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
         self.reset_state()
@@ -391,7 +398,7 @@ class SignalVineSim(Simulator):
             return _outcome([{"row": 1, "customer_id": None, "message": message}])
         plan = _Plan(self)
         errors: list[dict[str, Any]] = []
-        for number, values in enumerate(rows[1:], start=2):
+        for number, values in enumerate(rows[1:], start=self.first_row):
             if not values:
                 continue
             record = dict(zip(header, values, strict=False))
@@ -401,13 +408,8 @@ class SignalVineSim(Simulator):
                 else plan.row(record, options)
             )
             if error:
-                errors.append(
-                    {
-                        "row": number,
-                        "customer_id": record.get("customer_id") or None,
-                        "message": error,
-                    }
-                )
+                customer = record.get("customer_id") if self.errors_name_customer else None
+                errors.append({"row": number, "customer_id": customer or None, "message": error})
         if (options["mode"] == "tx" and errors) or len(errors) > ROW_ERROR_LIMIT:
             return _outcome(errors, ignored=plan.ignored)
         for op in plan.ops:

@@ -36,18 +36,19 @@
   the SDK reads each only from a 200.
 - A completed command with `error: true`, or `error: false` whose report still lists
   errors (never taken for every row sent; an `error` neither true nor false acknowledges
-  nothing, the rows go again): each error placed on its contact by `customer_id`, else
-  by `row` (the header is row 1) → FAILED with its message. "Unrecognized variable: x"
-  (SignalVine's words for a header naming a variable the program lacks, as the SDK's
-  tests read them from a real command) is the mapping's fault, no contact's: an
-  EndpointError that stops SignalVine for the run with every contact pending. Errors that
-  name no row of the upload (a `message` that is no import report: the SDK's tests find
-  SignalVine's words in it with `in`, as in a text) refuse the upload as a whole, a
-  FatalError: the delivery loop splits it down to the rows refused, each failed alone with
-  the vendor's words (and the same words five times in a row stop SignalVine); failing
-  every row instead failed those row mode added and those tx mode held back, run after run
-  until dead. The other rows are SENT, except in `tx` mode
-  (nothing was added: they stay pending) and in `row` mode past 1,000 errors: the vendor
+  nothing, the rows go again): each error placed on its contact by `customer_id` → FAILED
+  with its message; never by `row` alone (how it counts is documented nowhere: placed by
+  a guess, a wrong one put every error on the next contact, the refused row marked sent).
+  "Unrecognized variable: x" (SignalVine's words for a header naming a variable the
+  program lacks, as the SDK's tests read them from a real command) is the mapping's fault,
+  no contact's: an EndpointError that stops SignalVine for the run with every contact
+  pending. Errors that name no `customer_id` of the upload (a row alone, or a `message`
+  that is no import report: the SDK's tests find SignalVine's words in it with `in`, as
+  in a text) refuse the upload as a whole, a FatalError: the delivery loop splits it down
+  to the rows refused, each failed alone with the vendor's words (and the same words five
+  times in a row stop SignalVine); failing every row instead failed those row mode added
+  and those tx mode held back, run after run until dead. The other rows are SENT, except
+  in `tx` mode (nothing was added: they stay pending) and in `row` mode past 1,000 errors: the vendor
   then added nothing, so the rows without an error are uploaded again at once (at most
   `MAX_REUPLOADS` times; past that they stay pending). One bad stretch of an export (a
   phone shared by thousands of CRM contacts) must not hold back a whole batch of good
@@ -88,8 +89,10 @@ Assumptions (unknown in the vendor's documents): whether the server's re-seriali
 escapes non-ASCII (`non_ascii`, with the fallback above); the command `message` is a JSON
 object (or a string holding one) `{"added", "updated", "ignored", "errors": [{"row",
 "customer_id", "message"}]}`, or else text whose errors name no row (the SDK's tests
-read SignalVine's words in it as in a text): such an upload is refused whole and split
-down to the rows refused; rows SignalVine ignores (`new` or `existing` = "ignore") are
+read SignalVine's words in it as in a text); whether `row` counts the header as row 1 is
+not known (signalvine.md, docbox and the SDK show no report), so an error is placed by its
+`customer_id` only: one naming only a row, or text, refuses the upload whole, split down
+to the rows refused; rows SignalVine ignores (`new` or `existing` = "ignore") are
 recorded sent, its report counting them but naming none; the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
 the list is not known to be ordered, so the cursor only advances after the last page;
@@ -505,14 +508,16 @@ class SignalVine(Connector):
         for error in errors:
             item = error if isinstance(error, dict) else {"message": error}
             text = _text(item.get("message") or item.get("error") or item)
+            # placed by customer_id only: whether `row` counts the header as row 1 is
+            # documented nowhere, and a count guessed wrong put every such error on the
+            # neighbouring contact, the refused row marked sent (row mode) and a good one
+            # failed. A row alone names no contact: the upload is split down to it
             contact = by_customer.get(str(item.get("customer_id") or ""))
             row = item.get("row")
-            if contact is None and isinstance(row, int) and 2 <= row < len(rows) + 2:
-                contact = rows[row - 2]
             if contact is not None:
                 reasons.setdefault(contact.key, []).append(text)
             else:
-                unplaced.append(f"row {row}: {text}" if row else text)
+                unplaced.append(f"row {row}: {text}" if row is not None else text)
         if unplaced:
             raise self._unplaced([t for c in rows for t in reasons.get(c.key, [])] + unplaced, rows)
         held_back = None
@@ -533,15 +538,15 @@ class SignalVine(Connector):
         return results, over
 
     def _unplaced(self, texts: list[str], rows: Sequence[Contact]) -> FatalError:
-        """A command's errors that name no row of it (a message that is no import report, an
-        error without a row or customer_id of the upload): the upload refused as a whole,
-        which the delivery loop splits down to the rows it refuses (one row alone is failed
-        with them, and the same refusal five times in a row stops SignalVine). Failing every
-        row would fail the rows row mode added and the good rows tx mode held back, run after
-        run until they are dead."""
+        """A command's errors that name no customer_id of it (a message that is no import
+        report, an error naming a row alone): the upload refused as a whole, which the
+        delivery loop splits down to the rows it refuses (one row alone is failed with them,
+        and the same refusal five times in a row stops SignalVine). Failing every row would
+        fail the rows row mode added and the good rows tx mode held back, run after run
+        until they are dead."""
         return FatalError(
             f"SignalVine refused the upload of {len(rows)} row(s) with errors that name no "
-            f"row: {'; '.join(texts)}"[:500],
+            f"customer_id of it: {'; '.join(texts)}"[:500],
             vendor=self.name,
         )
 

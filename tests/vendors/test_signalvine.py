@@ -507,8 +507,31 @@ def test_errors_that_name_no_row_are_split_down_to_the_rows_refused(env: Env, mo
     outcome, _ = deliver(connector, [contact(i) for i in range(4)], env.folder)
     assert outcome.pop("K00002") == (
         "failed",
-        "SignalVine refused the upload of 1 row(s) with errors that name no row: "
-        "Could not parse 'sure why not' as Maybe (Boolean)",
+        "SignalVine refused the upload of 1 row(s) with errors that name no customer_id of "
+        "it: Could not parse 'sure why not' as Maybe (Boolean)",
+    )
+    assert {s for s, _r in outcome.values()} == {"sent"}
+    assert set(env.sim.participants_by_customer()) == set(outcome)
+
+
+@pytest.mark.parametrize("first_row", [0, 1, 2])
+@pytest.mark.parametrize("mode", ["row", "tx"])
+def test_errors_naming_only_a_row_never_fall_on_another_contact(
+    env: Env, mode: str, first_row: int
+) -> None:
+    """How SignalVine's `row` counts is documented nowhere. An error naming only its row
+    was placed as if the header were row 1: counted otherwise, it fell on the neighbouring
+    contact, the refused row marked sent (row mode: never added) and a good one failed.
+    Now a row alone names no contact: the upload is split down to the row refused."""
+    env.sim.first_row = first_row
+    env.sim.errors_name_customer = False
+    connector = env.connector(f'mode = "{mode}"\n')
+    env.sim.faults.reject("K00002", "no consent")
+    outcome, _ = deliver(connector, [contact(i) for i in range(5)], env.folder)
+    assert outcome.pop("K00002") == (
+        "failed",
+        "SignalVine refused the upload of 1 row(s) with errors that name no customer_id of "
+        f"it: row {first_row}: no consent",
     )
     assert {s for s, _r in outcome.values()} == {"sent"}
     assert set(env.sim.participants_by_customer()) == set(outcome)
