@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -337,7 +338,7 @@ def test_mistakes_name_file_table_and_key(tmp_path: Path, text: str, expected: s
         ('[fields]\nemial = "Email"\n', "(did you mean 'email'? known fields: "),
         (
             '[fields]\nemail = "Email"\n[types]\nemail = "DATE"\n',
-            "[types] esputnik has no typed values; remove [types]",
+            "[types] email: 'DATE' is not one of 'date', 'datetime', 'text'",
         ),
     ],
 )
@@ -349,6 +350,19 @@ def test_mapping_mistakes_name_the_mapping_file(
         load(path)
     assert str(tmp_path / "esputnik.toml") in str(err.value)
     assert expected in str(err.value)
+
+
+def test_types_for_a_vendor_without_typed_values_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "hc.toml").write_text(
+        '[fields]\nemail = "Email"\n[types]\nemail = "DATE"\n', encoding="utf-8"
+    )
+    text = BASE.format(key="k").replace(
+        '[vendors.esputnik]\nbase_url = "http://127.0.0.1:1"\napi_key = "k"\nmapping = "esputnik.toml"',
+        '[vendors.hellocustomer]\nbase_url = "http://127.0.0.1:1"\ntoken = "t"\n'
+        'campaign = "c"\nmapping = "hc.toml"',
+    )
+    with pytest.raises(ConfigError, match=re.escape("[types] hellocustomer has no typed values")):
+        load(write(tmp_path, text))
 
 
 def test_a_missing_mapping_file_names_the_key_that_names_it(tmp_path: Path) -> None:

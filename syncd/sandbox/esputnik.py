@@ -24,8 +24,19 @@ shipped beside this module; every request body is validated against its schemas)
   updated, a listed field the contact does not carry becomes null, the others keep their
   value; without `contactFields` every standard field is updated, so each one not sent
   becomes null. Custom fields of an existing contact change only when their id is in
-  `customFieldsIDs`. The field named by `dedupeOn` is never updated.
-  A contact is matched on `externalCustomerId` first, then on `dedupeOn`.
+  `customFieldsIDs`, which is "required when a contact is updated": a contact that would
+  update one held, in a body without it, comes back in `failedContacts` (and one that
+  became an update while its session waited is skipped). The field named by `dedupeOn` is
+  never updated. A custom field made a Date or Date with time field (`define_field`)
+  saves only a value in the formats the guide ("Contact Fields in the System") gives for
+  the API (yyyy-MM-dd, dd/MM/yyyy, dd.MM.yy, dd.MM.yyyy; YYYY-MM-DDTHH:MM), a date as
+  yyyy-MM-dd; another is "not saved" and the field keeps what it held.
+- A contact is matched by the article's "logic for using dedupeOn and externalCustomerId":
+  on `externalCustomerId` first, then on `dedupeOn`, where of several contacts sharing the
+  value the one written last is used, and a request carrying an externalCustomerId never
+  takes a contact holding another (one holding none takes it; else a new contact is
+  created). A contact `delete`d in eSputnik is skipped by an import that finds it (no
+  `mapping` entry, no `failedContacts`), or restored and updated with `restoreDeleted`.
 - `GET /api/v2/contacts/activity`: query parameters checked against the spec (dateFrom and
   dateTo required, activityStatus one of its values, maxrows a number); the unsubscribes
   recorded with `unsubscribe()` (or by `unsubscribe_every`: every n-th imported contact
@@ -38,7 +49,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -142,7 +153,12 @@ class ESputnikSim(Simulator):
 
     def reset_state(self) -> None:
         self._contacts: dict[int, dict[str, Any]] = {}
-        self._index: dict[tuple[str, Any], int] = {}  # (field, value) -> contact id
+        # (field, value) -> the ids of the contacts holding it (several may share an email)
+        self._index: dict[tuple[str, Any], set[int]] = {}
+        self._updated: dict[int, int] = {}  # contact id -> when it was last written (a count)
+        self._writes = 0
+        self._deleted: set[int] = set()  # contacts deleted in eSputnik (kept, not listed)
+        self._kinds: dict[str, str] = {}  # custom field id -> "date" or "datetime"
         self._sessions: dict[str, Session] = {}
         self._fail: dict[str, str] = {}  # channel value -> the ERROR description
         self._stall: set[str] = set()  # channel values whose sessions never finish
@@ -152,9 +168,10 @@ class ESputnikSim(Simulator):
     # --- what tests and the demo read -------------------------------------------------
     def contacts(self) -> list[dict[str, Any]]:
         """Every contact held, flattened: id, the standard fields by their `contactFields`
-        names (email, sms, firstName, town, ...), `fields` (custom id → value), groups."""
+        names (email, sms, firstName, town, ...), `fields` (custom id → value), groups.
+        A deleted contact is not listed."""
         with self.lock:
-            return [dict(c) for c in self._contacts.values()]
+            return [dict(c) for i, c in self._contacts.items() if i not in self._deleted]
 
     def seed(self, **values: Any) -> int:
         """Hold a contact as another system made it (standard fields by their
@@ -167,6 +184,20 @@ class ESputnikSim(Simulator):
             self._contacts[self._next_id] = held
             self._reindex(held)
             return self._next_id
+
+    def define_field(self, field_id: int, kind: str) -> None:
+        """Make a custom field a Date (`kind` "date") or Date with time ("datetime") field:
+        a value in none of the formats the guide gives for the API is not saved (the field
+        keeps what it held), and a date is held as yyyy-MM-dd, as read."""
+        assert kind in ("date", "datetime"), kind
+        with self.lock:
+            self._kinds[str(field_id)] = kind
+
+    def delete(self, contact_id: int) -> None:
+        """Delete a contact as a user does in eSputnik: no longer listed, but an import
+        that finds it skips it, or restores and updates it with `restoreDeleted`."""
+        with self.lock:
+            self._deleted.add(contact_id)
 
     def unsubscribes(self) -> list[dict[str, Any]]:
         """Every UNSUBSCRIBED activity recorded, in order (as the activity list answers it)."""
@@ -196,7 +227,7 @@ class ESputnikSim(Simulator):
     def unsubscribe(self, email: str, at: datetime | None = None) -> None:
         """Record that the contact with this email opted out (an UNSUBSCRIBED activity)."""
         with self.lock:
-            held = self._find("email", email.lower()) or {}
+            held = self._latest(self._index.get(("email", email.lower()), ())) or {}
             when = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S")
             activity = {
                 "contactId": held.get("id"),
@@ -238,6 +269,8 @@ class ESputnikSim(Simulator):
         accepted: list[dict[str, Any]] = []
         for contact in contacts:
             reason = self._invalid(contact)
+            if reason is None and "customFieldsIDs" not in body and self._updates(contact, body):
+                reason = "customFieldsIDs is required when a contact is updated"
             if reason:
                 echoed = {k: v for k, v in contact.items() if k in ECHOED}
                 failed.append({**echoed, "error": reason})
@@ -268,6 +301,12 @@ class ESputnikSim(Simulator):
         values = [str(ch["value"]) for ch in channels]
         return self.faults.rejection(*values, contact.get("externalCustomerId"))
 
+    def _updates(self, contact: dict[str, Any], body: dict[str, Any]) -> bool:
+        """Whether importing this contact now would update one eSputnik holds."""
+        sent, custom = _sent(contact)
+        with self.lock:
+            return self._match(sent, custom, body["dedupeOn"], body.get("fieldId")) is not None
+
     def importstatus(self, request: Request, session: str) -> Response:
         if not self._authorized(request):
             return Response("Unauthorized", 401)
@@ -279,7 +318,8 @@ class ESputnikSim(Simulator):
             failed = next((self._fail[v] for v in sorted(s.values & self._fail.keys())), None)
             ready = s.polls >= self.polls_to_finish and not s.values & self._stall
             if not s.done and ready and failed is None:
-                s.mapping = [self._import(c, s.body) for c in s.contacts]
+                imported = (self._import(c, s.body) for c in s.contacts)
+                s.mapping = [entry for entry in imported if entry is not None]
                 s.done = True
             status = "FINISHED" if s.done else ("IMPORTING" if s.polls > 1 else "STARTED")
             if ready and failed is not None:
@@ -294,21 +334,24 @@ class ESputnikSim(Simulator):
                 answer["mapping"] = s.mapping
         return _answer(answer, "GET", "/api/v1/importstatus/{sessionId}")
 
-    def _import(self, contact: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-        """Create or update one contact (externalCustomerId first, then dedupeOn)."""
-        sent: dict[str, Any] = {
-            name: contact[name]
-            for name in ("firstName", "lastName", "languageCode", "timeZone", "contactKey")
-            if name in contact
-        }
-        sent.update({a: v for a, v in (contact.get("address") or {}).items() if a in ADDRESS})
-        if contact.get("externalCustomerId"):
-            sent["externalCustomerId"] = contact["externalCustomerId"]
-        for ch in contact["channels"]:
-            sent[ch["type"]] = ch["value"].lower() if ch["type"] == "email" else ch["value"]
-        custom = {str(f["id"]): f.get("value") for f in contact.get("fields") or []}
+    def _import(self, contact: dict[str, Any], body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create or update one contact (externalCustomerId first, then dedupeOn); its
+        `mapping` entry, or None when it is skipped: a deleted contact without
+        `restoreDeleted`, or an update without `customFieldsIDs` (created while the request
+        waited)."""
+        sent, custom = _sent(contact)
         dedupe = body["dedupeOn"]
         held = self._match(sent, custom, dedupe, body.get("fieldId"))
+        # "If the contact fields have errors or the wrong format, this data will not be
+        # saved in the system" (the guide, "Contact Fields in the System")
+        custom = {k: _typed(v, self._kinds.get(k)) for k, v in custom.items()}
+        custom = {k: v for k, v in custom.items() if v is not None}
+        if held is not None and "customFieldsIDs" not in body:
+            return None  # "required when a contact is updated"
+        if held is not None and held["id"] in self._deleted:
+            if not body.get("restoreDeleted"):
+                return None  # the article: "this contact is skipped"
+            self._deleted.discard(held["id"])
         if held is None:
             self._next_id += 1
             held = {name: sent.get(name) for name in STANDARD}
@@ -336,39 +379,54 @@ class ESputnikSim(Simulator):
     def _match(
         self, sent: dict[str, Any], custom: dict[str, Any], dedupe: str, field_id: int | None
     ) -> dict[str, Any] | None:
-        if sent.get("externalCustomerId"):
-            found = self._find("externalCustomerId", sent["externalCustomerId"])
+        """The contact an import of `sent` updates, or None (it creates one), by the
+        article's rules ("The logic for using dedupeOn and externalCustomerId"): the one
+        holding its externalCustomerId; else, by `dedupeOn`, of the contacts sharing the
+        value the one updated last; but a request carrying an externalCustomerId never takes
+        a contact holding another ("both have externalCustomerIds that don't match the one
+        in the request, a new contact is created"; one without is "updated with the
+        externalCustomerId")."""
+        ext = sent.get("externalCustomerId")
+        if ext:
+            found = self._latest(self._index.get(("externalCustomerId", ext), ()))
             if found is not None:
                 return found
+
+        def free(i: int) -> bool:
+            return not ext or not self._contacts[i].get("externalCustomerId")
+
         kinds = {"email_or_sms": ("email", "sms")}.get(dedupe, (dedupe,))
         for kind in kinds:
             if kind in ("email", "sms") and sent.get(kind):
-                found = self._find(kind, sent[kind])
+                found = self._latest(i for i in self._index.get((kind, sent[kind]), ()) if free(i))
                 if found is not None:
                     return found
-        if dedupe == "fieldId" and custom.get(str(field_id)):
-            return next(
-                (
-                    c
-                    for c in self._contacts.values()
-                    if c["fields"].get(str(field_id)) == custom[str(field_id)]
-                ),
-                None,
+        value = custom.get(str(field_id))
+        if dedupe == "fieldId" and value:
+            return self._latest(
+                i
+                for i, c in self._contacts.items()
+                if c["fields"].get(str(field_id)) == value and free(i)
             )
         return None
 
+    def _latest(self, ids: Iterable[int]) -> dict[str, Any] | None:
+        """Of these contacts, the one written last ("If multiple contacts have the same
+        email (or phone number), the contact that was updated later than the others is
+        used"), or None."""
+        found = max(ids, key=lambda i: self._updated.get(i, 0), default=None)
+        return None if found is None else self._contacts[found]
+
     def _unindex(self, held: dict[str, Any]) -> None:
         for name in ("externalCustomerId", "email", "sms"):
-            self._index.pop((name, held.get(name)), None)
+            self._index.get((name, held.get(name)), set()).discard(held["id"])
 
     def _reindex(self, held: dict[str, Any]) -> None:
+        self._writes += 1
+        self._updated[held["id"]] = self._writes
         for name in ("externalCustomerId", "email", "sms"):
             if held.get(name):
-                self._index[(name, held[name])] = held["id"]
-
-    def _find(self, field_name: str, value: Any) -> dict[str, Any] | None:
-        found = self._index.get((field_name, value))
-        return None if found is None else self._contacts[found]
+                self._index.setdefault((name, held[name]), set()).add(held["id"])
 
     def activity(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -397,6 +455,56 @@ class ESputnikSim(Simulator):
                 and a["offset"] > offset
             ]
         return _answer(items[:maxrows], "GET", "/api/v2/contacts/activity")
+
+
+def _sent(contact: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A request's contact as the fields it sets, by their `contactFields` names (an email
+    lower-cased), and its custom fields by id."""
+    sent: dict[str, Any] = {
+        name: contact[name]
+        for name in ("firstName", "lastName", "languageCode", "timeZone", "contactKey")
+        if name in contact
+    }
+    sent.update({a: v for a, v in (contact.get("address") or {}).items() if a in ADDRESS})
+    if contact.get("externalCustomerId"):
+        sent["externalCustomerId"] = contact["externalCustomerId"]
+    for ch in contact["channels"]:
+        sent[ch["type"]] = ch["value"].lower() if ch["type"] == "email" else ch["value"]
+    custom = {str(f["id"]): f.get("value") for f in contact.get("fields") or []}
+    return sent, custom
+
+
+# the formats the guide gives a Date field "when manually importing or transferring a
+# contact via the API": yyyy-MM-dd, dd/MM/yyyy, dd.MM.yy, dd.MM.yyyy; a Date with time field:
+# YYYY-MM-DDTHH:MM
+TYPED_FORMATS = {
+    "date": ("%Y-%m-%d", "%d/%m/%Y", "%d.%m.%y", "%d.%m.%Y"),
+    "datetime": ("%Y-%m-%dT%H:%M",),
+}
+TYPED_SHAPES = {
+    "%Y-%m-%d": r"\d{4}-\d{2}-\d{2}",
+    "%d/%m/%Y": r"\d{2}/\d{2}/\d{4}",
+    "%d.%m.%y": r"\d{2}\.\d{2}\.\d{2}",
+    "%d.%m.%Y": r"\d{2}\.\d{2}\.\d{4}",
+    "%Y-%m-%dT%H:%M": r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}",
+}
+
+
+def _typed(value: Any, kind: str | None) -> Any:
+    """A custom field's value as a field of `kind` saves it: a date as yyyy-MM-dd, a date
+    and time as sent, None when it is in none of the kind's formats (not saved); an empty
+    value clears the field; an untyped field takes any value."""
+    if kind is None or value in (None, ""):
+        return value
+    for form in TYPED_FORMATS[kind]:
+        if not re.fullmatch(TYPED_SHAPES[form], str(value)):
+            continue
+        try:
+            when = datetime.strptime(str(value), form)
+        except ValueError:
+            continue
+        return when.strftime("%Y-%m-%d") if kind == "date" else str(value)
+    return None
 
 
 def _dedupe_value(

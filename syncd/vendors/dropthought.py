@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -83,6 +82,7 @@ import phonenumbers
 import requests
 
 from syncd.crashpoints import crashpoint
+from syncd.dates import read_date
 from syncd.errors import (
     AuthError,
     ConfigError,
@@ -99,9 +99,6 @@ ACCESS_LIFETIME = 3600.0  # documented: 1 hour
 REFRESH_LIFETIME = 86400.0  # documented: 24 hours
 FIELDS = ("email", "phone", "name")
 LIST_DATE = "%Y-%m-%d %H:%M:%S"  # the document's DATE format
-ISO_DATE = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
-)
 # the login's and renewal's 404 and 401: their URLs hold no option (dropthought.md, Step #1:
 # "Path Parameters: No Parameters", "Query Parameters: No Parameters")
 TOKEN_HINTS = Hints(
@@ -109,7 +106,6 @@ TOKEN_HINTS = Hints(
     "https://api.dropthought.com), syncd adds /dtapp/api/authenticate/login",
     auth="check email and password in [vendors.dropthought]",
 )
-SLASHED_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 
 
 class Dropthought(Connector):
@@ -374,35 +370,7 @@ def unacknowledged(answer: str) -> str:
 def list_date(value: str, order: str | None, zone: ZoneInfo) -> str:
     """An export date as the list's `YYYY-MM-DD HH:MM:SS` (see the module docstring), or
     ValueError saying why it cannot be read."""
-    if ISO_DATE.fullmatch(value):
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a calendar date and time") from None
-        if when.tzinfo is not None:
-            when = when.astimezone(zone).replace(tzinfo=None)
-        return when.strftime(LIST_DATE)
-    slashed = SLASHED_DATE.fullmatch(value)
-    if slashed is None:
-        raise ValueError(
-            f"cannot read {value!r} as a date: write it as ISO 8601 (2026-01-10, "
-            "2026-01-10T14:05:30+01:00), DD/MM/YYYY or MM/DD/YYYY, with an optional HH:MM[:SS]"
-        )
-    if order is None:
-        raise ValueError(
-            f"{value!r} may be DD/MM/YYYY or MM/DD/YYYY: set date_order in [vendors.dropthought]"
-        )
-    a, b, year, hour, minute, sec = (int(g or 0) for g in slashed.groups())
-    day, month = (a, b) if order == "DMY" else (b, a)
-    if month > 12 and day <= 12:
-        raise ValueError(
-            f"{value!r} has month {month} under date_order = {order!r}: the column looks "
-            f"{'MM/DD' if order == 'DMY' else 'DD/MM'}/YYYY; fix the export or date_order"
-        )
-    try:
-        return datetime(year, month, day, hour, minute, sec).strftime(LIST_DATE)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a calendar date and time") from None
+    return read_date(value, order, zone, "dropthought").strftime(LIST_DATE)
 
 
 def international_phone(value: str) -> str:

@@ -16,17 +16,35 @@
   `lastName`, `externalCustomerId`, `languageCode`, `timeZone`, and `region`, `town`,
   `address`, `postcode` for the `address.*` fields). A mapped field that is empty in the
   export is not sent, so eSputnik clears it: the CRM is the truth for what it maps. Custom
-  fields change only when their id is in `customFieldsIDs`: the `[metadata]` ids.
+  fields change only when their id is in `customFieldsIDs`: the `[metadata]` ids, sent on
+  every request, `[]` when there are none (the spec: "required when a contact is updated").
+- A mapping's `[types]` may type a custom field `date`, `datetime` or `text` (the default).
+  eSputnik's guide ("Contact Fields in the System") gives the formats the API takes: a
+  Date field `yyyy-MM-dd`, `dd/MM/yyyy`, `dd.MM.yy` or `dd.MM.yyyy`, a Date with time field
+  `YYYY-MM-DDTHH:MM`, and a value in another format "will not be saved". So a `date` is sent
+  `yyyy-MM-dd` and a `datetime` `yyyy-MM-ddTHH:mm`, read from the export as Dropthought's
+  DATE metadata are (ISO 8601, or slashed by `date_order` only, never guessed: an
+  untyped US `03/04/2026` reaches eSputnik as 3 April); a time with `Z` or an offset is
+  converted to `date_timezone`, seconds are dropped, a `date`'s time of day too. A value
+  that cannot be read quarantines the contact for eSputnik only, saying why.
 - A contact is matched on `externalCustomerId` first, then on `dedupe_on`; the spec says
   the `dedupeOn` field itself is never updated, so with the CRM key mapped to
-  `externalCustomerId`, `dedupe_on = "externalCustomerId"` lets an email change through.
+  `externalCustomerId`, `dedupe_on = "externalCustomerId"` lets an email change through;
+  the first push warns, once, when `dedupe_on` is an `email` or `sms` mapped beside
+  `externalCustomerId`.
   `dedupe_on = "fieldId"` needs `field_id`, the custom field matched on (map it in
   `[metadata]`). `"id"` (eSputnik's own contact id) is not offered: the export does not
   carry it and a new contact has none, so no contact could be created.
 - Every answer is checked before anyone is marked sent. The 200 answer carries
   `failedContacts` — an object when one contact failed, an array when several did — and an
   `asyncSessionId`, polled through `/api/v1/importstatus/{id}` until FINISHED (sent) or
-  ERROR (failed with the session's description). An entry is placed by what it echoes
+  ERROR (failed with the session's description). A FINISHED session's `mapping` is "the
+  list of contact IDs created/updated" and gives each its contact id (the delivery's
+  ref); the import skips some contacts without a word (the article: one deleted in
+  eSputnik, its externalCustomerId sent, while `restoreDeleted` is false), so when every
+  entry of the mapping names a contact of the session, one none names fails saying so
+  (`restore_deleted = true` restores it). Values are compared trimmed and lower-cased, an
+  sms by its digits. An entry is placed by what it echoes
   (the spec's FailedContact has no externalCustomerId): the contact sharing a channel with
   it, or of several, the one it echoes exactly; several it cannot tell apart all fail, so
   none is marked sent for a refusal of another. A 404 from the import status (a session
@@ -47,9 +65,12 @@ Assumptions (unknown in the vendor's documents): Retry-After on 429 may be absen
 off on our own); an import session that neither finishes nor fails within
 `poll_timeout` seconds leaves its contacts pending (an upsert: re-sending is harmless);
 `eventKeyForNewContacts` follows the article (latin letters and digits, at most 100), which
-is stricter than the schema's description; a FINISHED session imported every contact not
-in `failedContacts`, whether or not its `mapping` names it (the mapping's dedupe values
-may be normalised differently); an `activityDateTime` without an offset is in
+is stricter than the schema's description; a FINISHED mapping with an entry that names no
+contact of the session (a value eSputnik normalised otherwise), an entry without a value,
+or no `mapping` at all tells nothing, and every contact not in `failedContacts` is sent
+(`trust_mapping = false`: always so, for an account whose mappings prove incomplete); an
+empty `[]` customFieldsIDs updates no custom field; `date_timezone` is UTC unless set (the
+guide gives no zone for a Date with time); an `activityDateTime` without an offset is in
 `activity_timezone` (default UTC; the spec gives no zone); the activity list's `offset` is
 a place in the whole list from `dateFrom` on, so the unsubscribes stream asks from its
 first date every time and goes on from the offset it stored (the date itself never moves
@@ -58,6 +79,7 @@ on).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -67,7 +89,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from syncd.errors import FatalError, OptionError, RetriableError
+from syncd.dates import read_date
+from syncd.errors import ConfigError, FatalError, OptionError, RetriableError
 from syncd.http import read_json, snippet
 from syncd.settings import Option, time_zone
 from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status, lowered
@@ -86,8 +109,14 @@ CONTACT_FIELDS = {
 DEDUPE = ("email", "sms", "email_or_sms", "externalCustomerId", "fieldId")
 EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
 INT32 = 2**31 - 1  # the spec's ContactField.id and customFieldsIDs: "format": "int32"
+PHONE = re.compile(r"\+?\d[\d ()./-]*")
 SESSION_STATES = ("STARTED", "IMPORTING", "FINISHED", "ERROR")
 UNSUBSCRIBED = "UNSUBSCRIBED"
+# how a typed custom field's value is sent: the formats eSputnik's guide ("Contact Fields in
+# the System", Additional Fields) gives for the API -- a Date field `yyyy-MM-dd` (among
+# dd/MM/yyyy, dd.MM.yy, dd.MM.yyyy: the one no export's order can be taken for another), a
+# Date with time field `YYYY-MM-DDTHH:MM`
+SENT_AS = {"date": "%Y-%m-%d", "datetime": "%Y-%m-%dT%H:%M"}
 
 
 class ESputnik(Connector):
@@ -111,7 +140,17 @@ class ESputnik(Connector):
         "event_key_new": Option(
             str, help="eventKeyForNewContacts: an event for new contacts (A-Z, a-z, 0-9)"
         ),
-        "restore_deleted": Option(bool, default=False),
+        "restore_deleted": Option(
+            bool,
+            default=False,
+            help="restoreDeleted: restore a contact deleted in eSputnik (else it is skipped)",
+        ),
+        "trust_mapping": Option(
+            bool,
+            default=True,
+            help="a FINISHED import's mapping names every contact it created or updated (the "
+            "spec's words), so one it leaves out fails; false: every contact not refused is sent",
+        ),
         "poll_every": Option(float, default=5.0, help="seconds between import-status polls"),
         "open_sessions": Option(
             int,
@@ -122,6 +161,18 @@ class ESputnik(Connector):
         ),
         "poll_timeout": Option(float, default=900.0, help="give up polling after this long"),
         "first_date": Option(str, help="unsubscribes: pull from this date (YYYY-MM-DD)"),
+        "date_order": Option(
+            str,
+            choices=("DMY", "MDY"),
+            help="how the export writes slashed dates (DD/MM/YYYY or MM/DD/YYYY) in the "
+            "[types] date and datetime custom fields; unset, a slashed one is quarantined",
+        ),
+        "date_timezone": Option(
+            str,
+            default="UTC",
+            help="the zone of [types] date and datetime custom fields: a time with Z or an "
+            "offset is converted to it (the guide does not say which eSputnik reads)",
+        ),
         "activity_timezone": Option(
             str,
             default="UTC",
@@ -135,6 +186,7 @@ class ESputnik(Connector):
         "sms": "phone",
     }
     streams = ("unsubscribes",)
+    value_types = ("date", "datetime", "text")
 
     @classmethod
     def check_options(cls, base_url: str, options: Mapping[str, Any]) -> None:
@@ -152,6 +204,7 @@ class ESputnik(Connector):
         if first is not None and not _is_date(first):
             raise OptionError("first_date", f"{first!r} is not a date", hint="write it YYYY-MM-DD")
         time_zone(options["activity_timezone"], "activity_timezone", "Europe/Kyiv")
+        time_zone(options["date_timezone"], "date_timezone", "Europe/Kyiv")
         for key in ("groups", "groups_exclude"):
             _check_segments(key, options[key])
         both = set(options["groups"]) & set(options["groups_exclude"])
@@ -182,6 +235,61 @@ class ESputnik(Connector):
                     f"are named by their numeric id (an int32: at most {INT32})",
                     vendor=self.name,
                 )
+        mapping = self.config.mapping
+        typed_fields = sorted(set(mapping.types) & set(mapping.fields))
+        if typed_fields:
+            raise ConfigError(
+                "only custom fields take a type (date, datetime, text): give types to "
+                "[metadata] ids only",
+                file=str(mapping.path),
+                table="types",
+                key=typed_fields[0],
+            )
+        # the custom fields to convert, with the CRM column each comes from (for the reason)
+        self.typed = [
+            (name, kind, mapping.metadata[name])
+            for name, kind in mapping.types.items()
+            if kind in SENT_AS
+        ]
+        self.zone = ZoneInfo(self.opts["date_timezone"])
+        self._warned = False  # `_frozen` said its warning
+
+    def _frozen(self) -> None:
+        """Warn, once, when the field eSputnik deduplicates on is mapped beside the CRM key:
+        the spec's dedupeOn, "the field set as dedupeOn will not be updated", so a contact
+        found by its externalCustomerId keeps its old email (or sms) at eSputnik while
+        syncd records the change sent."""
+        dedupe = self.opts["dedupe_on"]
+        fields = self.config.mapping.fields
+        if self._warned or dedupe not in ("email", "sms") or "externalCustomerId" not in fields:
+            return
+        if dedupe in fields:
+            self._warned = True
+            self.log.warning(
+                f"eSputnik never updates the dedupe_on field: a changed {dedupe} is not "
+                "applied to a contact found by its externalCustomerId",
+                field=dedupe,
+                fix='dedupe_on = "externalCustomerId" lets it through (a contact eSputnik '
+                f"holds without an externalCustomerId is then no longer found by its {dedupe})",
+            )
+
+    def shape(self, contact: Contact) -> Contact | str:
+        """The contact with its date and datetime custom fields in the formats eSputnik
+        reads (`SENT_AS`), or why not (it is quarantined for eSputnik only)."""
+        reason = self.validate(contact)
+        if reason or not self.typed:
+            return reason or contact
+        metadata = dict(contact.metadata)
+        for name, kind, column in self.typed:
+            value = metadata.get(name, "")
+            if not value:
+                continue  # sent empty: the field is cleared, as any mapped empty value
+            try:
+                when = read_date(value, self.opts["date_order"], self.zone, self.name)
+            except ValueError as exc:
+                return f"{kind} custom field {name} (column {column!r}): {exc}"
+            metadata[name] = when.strftime(SENT_AS[kind])
+        return dataclasses.replace(contact, metadata=metadata)
 
     def validate(self, contact: Contact) -> str | None:
         f = contact.fields
@@ -207,8 +315,9 @@ class ESputnik(Connector):
         }
         if self.opts["dedupe_on"] == "fieldId":
             body["fieldId"] = self.opts["field_id"]
-        if self.config.mapping.metadata:
-            body["customFieldsIDs"] = [int(n) for n in self.config.mapping.metadata]
+        # always sent, empty when nothing is mapped: the spec's customFieldsIDs is
+        # "required when a contact is updated", and only the fields it lists change
+        body["customFieldsIDs"] = [int(n) for n in self.config.mapping.metadata]
         if self.opts["groups"]:
             body["groupNames"] = list(self.opts["groups"])
         if self.opts["groups_exclude"]:
@@ -246,6 +355,7 @@ class ESputnik(Connector):
     def start(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result] | Job:
         """Post the batch: the contacts refused at once, and the import session of the rest
         (reported through `on_job`, with those refused, before anything else happens)."""
+        self._frozen()
         headers = {"Content-Type": "application/json"}
         resp = self.http.request(
             "POST", "/api/v1/contacts", data=_json(self.body(batch)), headers=headers
@@ -324,14 +434,7 @@ class ESputnik(Connector):
                 vendor=self.name,
             )
         if state == "FINISHED":
-            mapping = status.get("mapping")
-            ids = {
-                m["dedupeValue"].lower(): m.get("contactId")
-                for m in (mapping if isinstance(mapping, list) else [])
-                if isinstance(m, dict) and isinstance(m.get("dedupeValue"), str)
-            }
-            field = str(self.opts["field_id"]) if self.opts["dedupe_on"] == "fieldId" else None
-            return [Result(c.key, Status.SENT, ref=_ref(ids, c, field)) for c in job.contacts]
+            return self._finished(job, status.get("mapping"))
         if state == "ERROR":
             reason = f"import session failed: {status.get('description') or 'no description'}"
             return [Result(c.key, Status.FAILED, reason) for c in job.contacts]
@@ -339,6 +442,48 @@ class ESputnik(Connector):
             reason = f"import session {job.id} still {state} after polling"
             return [Result(c.key, Status.PENDING, reason) for c in job.contacts]
         return None
+
+    def _finished(self, job: Job, mapping: Any) -> list[Result]:
+        """A FINISHED session's contacts: sent, with the contact id its `mapping` gives
+        each. The mapping is "the list of contact IDs created/updated as a result of the
+        import" (the spec's ImportSessionStatus), and the import skips some contacts without
+        a word (the article: one deleted in eSputnik while `restoreDeleted` is false): when
+        every entry of the mapping names a contact of the session, a contact none names was
+        neither created nor updated, and fails. A mapping with an entry that names none of
+        them (a value eSputnik normalised otherwise), or none at all, or `trust_mapping =
+        false`, tells nothing: every contact is sent."""
+        field = str(self.opts["field_id"]) if self.opts["dedupe_on"] == "fieldId" else None
+        entries = mapping if isinstance(mapping, list) else None
+        ids: dict[str, Any] = {}
+        unread = 0  # entries without a dedupe value to read
+        for m in entries or ():
+            value = m.get("dedupeValue") if isinstance(m, dict) else None
+            if isinstance(value, str) and value.strip():
+                ids.setdefault(_key(value), m.get("contactId"))
+            else:
+                unread += 1
+        named = {c.key: [k for k in _keys(c, field) if k in ids] for c in job.contacts}
+        ours = {k for keys in named.values() for k in keys}
+        complete = (
+            entries is not None
+            and self.opts["trust_mapping"]
+            and not unread
+            and ours == set(ids)  # every entry names a contact of the session
+        )
+        results = []
+        for c in job.contacts:
+            if not named[c.key] and complete:
+                reason = (
+                    f"import session {job.id} FINISHED without it: its mapping, the contacts "
+                    "eSputnik created or updated, does not name it (eSputnik skips a contact "
+                    "deleted there unless restore_deleted = true; trust_mapping = false if "
+                    "its mappings leave out contacts it imported)"
+                )
+                results.append(Result(c.key, Status.FAILED, reason))
+                continue
+            ref = next((ids[k] for k in named[c.key] if ids[k] is not None), None)
+            results.append(Result(c.key, Status.SENT, ref=None if ref is None else str(ref)))
+        return results
 
     def _owners(self, item: dict[str, Any], batch: Sequence[Contact]) -> list[Contact]:
         """The contacts of the batch a `failedContacts` entry can be. The spec's
@@ -511,17 +656,22 @@ def _zoned(value: Any, zone: ZoneInfo) -> Any:
     return value if when.tzinfo else when.replace(tzinfo=zone).isoformat()
 
 
-def _ref(ids: dict[str, Any], c: Contact, field: str | None) -> str | None:
-    """The contact id the import's mapping gives this contact. Its `dedupeValue` is "a value
-    of the field used to determine the contact uniqueness" (the spec's DedupeMapping): the
-    externalCustomerId, the email or sms, or under dedupe_on = "fieldId" the custom
-    field's value (`field`, the field_id)."""
+def _keys(c: Contact, field: str | None) -> list[str]:
+    """What an import mapping's `dedupeValue` may name this contact by, as `_key` has it:
+    "a value of the field used to determine the contact uniqueness" (the spec's
+    DedupeMapping): the externalCustomerId, the email or sms, or under dedupe_on =
+    "fieldId" the custom field's value (`field`, the field_id)."""
     custom = c.metadata.get(field) if field else None
     fields = c.fields
-    for value in (fields.get("externalCustomerId"), fields.get("email"), fields.get("sms"), custom):
-        if value and ids.get(value.lower()) is not None:
-            return str(ids[value.lower()])
-    return None
+    values = (fields.get("externalCustomerId"), fields.get("email"), fields.get("sms"), custom)
+    return [_key(v) for v in values if v and v.strip()]
+
+
+def _key(value: str) -> str:
+    """A dedupe value compared: trimmed, lower-cased, and a phone number by its digits (an
+    sms sent as +380... may come back without the +; the spec shows both forms)."""
+    value = value.strip().lower()
+    return re.sub(r"\D", "", value) if PHONE.fullmatch(value) else value
 
 
 def _json(body: dict[str, Any]) -> bytes:
