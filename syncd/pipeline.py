@@ -372,9 +372,7 @@ def _unexpected(name: str, exc: BaseException) -> str:
     )
 
 
-def abandon(
-    store: Store, connector: Connector, clock: Clock, max_attempts: int
-) -> tuple[int, str]:
+def abandon(store: Store, connector: Connector, clock: Clock, max_attempts: int) -> tuple[int, str]:
     """Leave no delivery `in_flight` that no request carries, after the delivery loop raised:
     an upsert's goes back to pending (re-sending is harmless), a trigger's becomes `unknown`
     (the vendor may have it), as a restart's resume would settle them. One with a recorded
@@ -396,7 +394,9 @@ def abandon(
         log.exception("could not settle the in-flight deliveries", vendor=connector.name)
         return 0, status
     if rows:
-        log.warning("settled the in-flight deliveries of a failed delivery", rows=len(rows), status=status)
+        log.warning(
+            "settled the in-flight deliveries of a failed delivery", rows=len(rows), status=status
+        )
     return len(rows), status
 
 
