@@ -7,6 +7,7 @@ sets `RunReport.exit_code`.
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,7 @@ from syncd.clock import Clock
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
 from syncd.diff import Differ
-from syncd.errors import GuardError, SyncdError
+from syncd.errors import GuardError, SyncdError, VendorError
 from syncd.lock import InstanceLock
 from syncd.plan import Plan
 from syncd.push import Delivered, Deliverer
@@ -307,8 +308,12 @@ def _deliver_one(
     stop: Event | None,
     progress: Display | None,
 ) -> Delivered:
-    """One vendor's delivery loop. Should it raise (a bug, a hostile answer, Ctrl-C), its
-    in-flight deliveries are settled as a restart would settle them (`abandon`) first."""
+    """One vendor's delivery loop. Should it raise, its in-flight deliveries are settled as
+    a restart would settle them (`abandon`) first. What fails this vendor alone (`_contained`:
+    a bug, a hostile answer read wrongly, a vendor error the loop let through) is logged with
+    its traceback and returned as the vendor stopped for the run, so the vendors after it
+    are delivered; the store failing, a stop request, Ctrl-C and syncd's other own errors
+    end the run, raised again. Both `reconcile` and `retry` deliver through here."""
     name = connector.name
     max_attempts = cfg.vendors[name].delivery.max_attempts
     sup = cfg.suppression
@@ -316,51 +321,83 @@ def _deliver_one(
     if progress:
         open_rows = store.backlog().get(name, {})
         progress.sending(connector, open_rows.get("pending", 0) + open_rows.get("in_flight", 0))
+    deliverer = Deliverer(
+        store,
+        connector,
+        clock.now,
+        max_attempts=max_attempts,
+        stop=stop,
+        progress=progress.sent if progress else None,
+        hold=sup.channels if held else None,
+    )
     logmod.bind(vendor=name)
     try:
-        return Deliverer(
-            store,
-            connector,
-            clock.now,
-            max_attempts=max_attempts,
-            stop=stop,
-            progress=progress.sent if progress else None,
-            hold=sup.channels if held else None,
-        ).run()
-    except BaseException:
-        abandon(store, connector, clock, max_attempts)
-        raise
+        return deliverer.run()
+    except BaseException as exc:
+        if not _contained(exc):
+            abandon(store, connector, clock, max_attempts)
+            raise
+        out = deliverer.out
+        out.stopped = _unexpected(name, exc)
+        log.exception("vendor stopped for this run", error=out.stopped)
+        settled, status = abandon(store, connector, clock, max_attempts)
+        out.counts[status] += settled
+        return out
     finally:
         logmod.unbind("vendor")
 
 
-def abandon(store: Store, connector: Connector, clock: Clock, max_attempts: int) -> None:
+def _contained(exc: BaseException) -> bool:
+    """Whether `exc`, raised out of one vendor's delivery loop, fails that vendor alone: any
+    Exception but those every vendor would meet (the store failing: StoreError or a bare
+    sqlite3.Error) or that syncd raises to end a run (a stop request, a guard, the config:
+    its other SyncdErrors); a VendorError is this vendor's. BaseExceptions (Ctrl-C,
+    SystemExit) always end the run."""
+    if isinstance(exc, VendorError):
+        return True
+    return isinstance(exc, Exception) and not isinstance(exc, SyncdError | sqlite3.Error)
+
+
+def _unexpected(name: str, exc: BaseException) -> str:
+    """Why a vendor was stopped by an exception its delivery loop did not handle."""
+    if isinstance(exc, VendorError):
+        return str(exc)
+    what = logmod.scrub(f"{type(exc).__name__}: {exc}")  # a hostile answer's words, maybe
+    if len(what) > 300:
+        what = what[:300] + "…"
+    return (
+        f"{name}: stopped by an error syncd did not expect ({what}); its deliveries in flight "
+        "were settled as a restart would, the other vendors were delivered (a bug in syncd: "
+        "report it, with the log's traceback)"
+    )
+
+
+def abandon(store: Store, connector: Connector, clock: Clock, max_attempts: int) -> tuple[int, str]:
     """Leave no delivery `in_flight` that no request carries, after the delivery loop raised:
     an upsert's goes back to pending (re-sending is harmless), a trigger's becomes `unknown`
     (the vendor may have it), as a restart's resume would settle them. One with a recorded
-    async job stays in flight: the job carries it, and the next run polls it."""
+    async job stays in flight: the job carries it, and the next run polls it. Returns how
+    many it settled, and to which status."""
     unknown = connector.kind == "trigger"
+    status = "unknown" if unknown else "pending"
     reason = (
-        "in flight when the run failed: the vendor may have it; `syncd retry --unknown` "
+        "in flight when its delivery failed: the vendor may have it; `syncd retry --unknown` "
         "sends it again"
         if unknown
-        else "in flight when the run failed; re-sent"
+        else "in flight when its delivery failed; re-sent"
     )
     try:
         rows = [r for r in store.in_flight(connector.name) if r["job"] is None]
-        outcomes = [
-            (r["id"], r["key"], "unknown" if unknown else "pending", reason, None) for r in rows
-        ]
+        outcomes = [(r["id"], r["key"], status, reason, None) for r in rows]
         store.settle(connector.name, outcomes, clock.now(), max_attempts)
     except Exception:  # the store itself failing: the next run's resume settles them
         log.exception("could not settle the in-flight deliveries", vendor=connector.name)
-    else:
-        if rows:
-            log.warning(
-                "settled in-flight deliveries of a failed run",
-                rows=len(rows),
-                status="unknown" if unknown else "pending",
-            )
+        return 0, status
+    if rows:
+        log.warning(
+            "settled the in-flight deliveries of a failed delivery", rows=len(rows), status=status
+        )
+    return len(rows), status
 
 
 def _finish(store: Store, clock: Clock, report: RunReport, stop: Event | None) -> None:

@@ -7,20 +7,23 @@ Also: every run closes the connectors it built (reconcile, retry, pull, the daem
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from syncd import log as logmod
 from syncd.cli import cli
 from syncd.clock import SystemClock
 from syncd.daemon import Daemon
-from syncd.errors import RetriableError
+from syncd.errors import GuardError, RetriableError, StopRequested, StoreError
 from syncd.pipeline import deliver, opened
 from syncd.pull import pull
 from syncd.sample import row, rows
@@ -189,24 +192,155 @@ def test_an_unknown_trigger_outcome_stops_the_vendor(
     assert world.ledger("survey")[k[2]] == "unknown"
 
 
-@pytest.mark.parametrize(("vendor", "settled"), [("mem", "pending"), ("survey", "unknown")])
-def test_an_exception_mid_push_marks_nothing_sent_the_vendor_did_not_acknowledge(
-    tmp_path: Path, remotes: dict[str, Remote], vendor: str, settled: str
+def logging_to(stream: io.StringIO) -> None:
+    logmod.configure(level="INFO", json=True, stream=stream)  # the `_logging` fixture resets it
+
+
+def events(stream: io.StringIO, event: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return [e for e in lines if e["event"] == event]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "settled"),
+    [("mem", "survey", "pending"), ("survey", "mem", "unknown")],
+)
+def test_a_bug_in_one_vendors_delivery_fails_that_vendor_alone(
+    tmp_path: Path, remotes: dict[str, Remote], first: str, second: str, settled: str
 ) -> None:
-    world = world_of(tmp_path, remotes, vendor, batch_size=2)
+    """A connector that raises what no vendor error is (a KeyError reading an answer it
+    did not expect) ended the whole run: every vendor after it got nothing, at every run,
+    until the connector was fixed. Now that vendor is stopped for the run, as a vendor that
+    refuses everything is: nothing it did not acknowledge is `sent` (the batch that went
+    out and got no answer is settled as a restart would: an upsert's pending, a trigger's
+    unknown), the error and its traceback are logged, the run says so (exit 1), and the
+    next vendor is delivered."""
+    world = world_of(tmp_path, remotes, first, second, batch_size=2)
     k = keys(7)
-    remotes[vendor].script[k[4]] = TypeError("a bug reading the answer")  # the third batch
+    remotes[first].script[k[4]] = KeyError("contactId")  # the third batch: two were taken
     world.write(list(rows(7)))
-    with pytest.raises(TypeError):
-        world.sync()
-    assert len(remotes[vendor].batches) == 3
-    assert world.ledger(vendor) == {
+    logging_to(stream := io.StringIO())
+    report = world.sync()
+
+    assert report.exit_code == 1, report.summary()
+    assert runs(world) == [("reconcile", "partial", 1)]
+    assert len(remotes[first].batches) == 3
+    assert world.ledger(first) == {
         **dict.fromkeys(k[:4], "sent"),
         **dict.fromkeys(k[4:6], settled),  # the batch that went out and got no answer
         k[6]: "pending",  # never sent
     }
-    assert sorted(world.acknowledged(vendor)) == k[:4]
-    assert runs(world) == [("reconcile", "failed", 1)]
+    assert sorted(world.acknowledged(first)) == k[:4]
+    assert sorted(remotes[second].keys()) == k  # delivered all the same
+    assert world.ledger(second) == dict.fromkeys(k, "sent")
+    why = report.stops()[first]
+    assert why.startswith(f"{first}: stopped by an error syncd did not expect (KeyError: ")
+    assert "contactId" in why
+    assert f"{first}: 7 new, 4 sent" in report.summary()
+    assert "(stopped)" in report.summary() and list(report.stops()) == [first]
+    assert report.details()[0] == f"  {first}: stopped — {why}"
+    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
+        counts, message = conn.execute("SELECT counts, message FROM runs").fetchone()
+    assert json.loads(counts)[first]["stopped"] == why
+    assert json.loads(counts)[first][settled] == 2
+    assert f"{first}: " in message and "(stopped)" in message
+    (said,) = events(stream, "vendor stopped for this run")
+    assert said["vendor"] == first and said["level"] == "error" and said["error"] == why
+    assert "Traceback" in said["exception"] and "KeyError: 'contactId'" in said["exception"]
+
+    del remotes[first].script[k[4]]
+    again = world.sync()
+    assert again.exit_code == 0, again.summary()
+    sent = remotes[first].keys()[6:]  # what the next run sent
+    if settled == "pending":  # an upsert's unanswered batch goes again, once
+        assert sent == k[4:7]
+        assert world.ledger(first) == dict.fromkeys(k, "sent")
+    else:  # a trigger the vendor may have is never sent again unasked
+        assert sent == [k[6]]
+        assert world.ledger(first) == {
+            **dict.fromkeys(k[:4], "sent"),
+            **dict.fromkeys(k[4:6], "unknown"),
+            k[6]: "sent",
+        }
+    assert len(remotes[second].keys()) == 7  # nothing sent twice
+
+
+def test_a_bug_in_one_vendors_retry_fails_that_vendor_alone(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """`syncd retry` delivers through the same loop: a connector's bug stops its vendor,
+    and the vendors after it are retried in the same run."""
+    world = world_of(tmp_path, remotes, "mem", "survey")
+    cfg = world.cfg
+    k = keys(3)
+    remotes["mem"].script[k[1]] = remotes["survey"].script[k[1]] = Status.FAILED
+    world.write(list(rows(3)))
+    assert world.sync().exit_code == 1
+    remotes["mem"].script[k[1]] = AttributeError("'NoneType' object has no attribute 'get'")
+    del remotes["survey"].script[k[1]]
+    with opened(cfg) as store:
+        report = deliver(cfg, store, world.clock, ["failed"])
+    assert report.exit_code == 1, report.summary()
+    assert "AttributeError" in report.stops()["mem"] and list(report.stops()) == ["mem"]
+    assert runs(world)[-1] == ("retry", "partial", 1)
+    assert world.ledger("mem")[k[1]] == "pending"  # sent, unanswered: an upsert goes again
+    assert world.ledger("survey")[k[1]] == "sent"
+    assert remotes["survey"].keys().count(k[1]) == 2
+    del remotes["mem"].script[k[1]]
+    assert world.sync().exit_code == 0
+    assert world.ledger("mem") == dict.fromkeys(k, "sent")
+    assert remotes["mem"].keys().count(k[1]) == 3  # refused, unanswered, then taken
+
+
+def test_a_bug_in_one_vendors_delivery_fails_it_alone_in_the_daemons_reconcile(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    world = world_of(tmp_path, remotes, "mem", "survey")
+    k = keys(4)
+    world.write(list(rows(2)))
+    assert world.sync().exit_code == 0  # the store the service's start sets up
+    remotes["mem"].script[k[2]] = ValueError("Expecting value: line 1 column 1 (char 0)")
+    world.write(list(rows(4)))
+    Daemon(world.folder / "syncd.toml", SystemClock()).reconcile_job()
+    assert runs(world)[-1] == ("reconcile", "partial", 1)
+    assert world.ledger("mem") == {
+        **dict.fromkeys(k[:2], "sent"),
+        **dict.fromkeys(k[2:], "pending"),
+    }
+    assert world.ledger("survey") == dict.fromkeys(k, "sent")
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (StoreError("the store's disk is full"), "failed", 2),
+        (sqlite3.OperationalError("no such column: nope"), "failed", 1),
+        (StopRequested("SIGTERM"), "interrupted", 0),
+        (KeyboardInterrupt(), "interrupted", 130),
+        (SystemExit(3), "failed", 1),
+        (GuardError("refused"), "refused", 3),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_the_store_failing_or_a_stop_inside_one_vendor_still_ends_the_run(
+    tmp_path: Path, remotes: dict[str, Remote], exc: BaseException, status: str, code: int
+) -> None:
+    """What every vendor would meet (the store failing) or what asks syncd to stop is not
+    one vendor's failure: the run ends there, recorded, its in-flight rows settled, and no
+    later vendor is sent anything."""
+    world = world_of(tmp_path, remotes, "mem", "survey", batch_size=2)
+    k = keys(5)
+    remotes["mem"].script[k[2]] = exc  # the second batch
+    world.write(list(rows(5)))
+    with pytest.raises(type(exc)):
+        world.sync()
+    assert runs(world) == [("reconcile", status, code)]
+    assert remotes["survey"].batches == []  # never reached
+    assert world.ledger("mem") == {
+        **dict.fromkeys(k[:2], "sent"),
+        **dict.fromkeys(k[2:], "pending"),
+    }
+    assert world.ledger("survey") == dict.fromkeys(k, "pending")
 
 
 def test_a_dry_run_writes_nothing(tmp_path: Path, remotes: dict[str, Remote]) -> None:
@@ -251,8 +385,8 @@ def test_every_run_closes_the_connectors_it_built(
     with opened(cfg) as store:
         pull(cfg, store, world.clock)
     all_closed("pull")
-    remotes["mem"].script[keys(4)[0]] = RuntimeError("boom")
-    with opened(cfg) as store, pytest.raises(RuntimeError):
+    remotes["mem"].script[keys(4)[0]] = StoreError("the store's disk is full")
+    with opened(cfg) as store, pytest.raises(StoreError):
         deliver(cfg, store, world.clock, ["failed"])
     all_closed("a retry that raised")
 
@@ -427,8 +561,8 @@ def test_an_exception_with_jobs_open_leaves_them_in_flight_and_the_next_run_poll
     k = keys(9)
     remote.script[k[6]] = TypeError("a bug reading the answer")  # the fourth batch
     world.write(list(rows(9)))
-    with pytest.raises(TypeError):
-        world.sync()
+    failed = world.sync()
+    assert failed.exit_code == 1 and "TypeError" in failed.stops()["mem"], failed.summary()
     assert len(remote.batches) == 4
     rows_now = {d["key"]: (d["status"], d["job"]) for d in world.deliveries()}
     open_jobs = {job for status, job in rows_now.values() if status == "in_flight"}

@@ -1,5 +1,6 @@
-"""Run history is true: a run that raises (a bug, Ctrl-C) is recorded failed or interrupted
-with no delivery left in flight that no request carries; SIGTERM on `syncd sync` records it
+"""Run history is true: a run that raises (Ctrl-C, the store failing, a stop) is recorded
+failed or interrupted, and a vendor whose delivery raised a bug is recorded stopped in a
+`partial` run, with no delivery left in flight that no request carries; SIGTERM on `syncd sync` records it
 interrupted; a run in progress shows its elapsed time."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from syncd.demo import SANDBOX_TABLES, mapping_text
+from syncd.errors import StopRequested, StoreError
 from syncd.sample import rows
 from syncd.sandbox.altcraft import AltcraftSim
 from syncd.sandbox.base import Server
@@ -75,9 +77,11 @@ def hostile(exc: BaseException) -> Any:
 @pytest.mark.parametrize(
     ("exc", "status", "code"),
     [
-        (TypeError("'NoneType' object is not subscriptable"), "failed", 1),
         (KeyboardInterrupt(), "interrupted", 130),
+        (StoreError("the store's disk is full"), "failed", 2),
+        (StopRequested("SIGTERM"), "interrupted", 0),
     ],
+    ids=["ctrl-c", "store", "stop"],
 )
 def test_a_run_that_raises_is_recorded_and_leaves_nothing_in_flight(
     world: World, monkeypatch: pytest.MonkeyPatch, exc: BaseException, status: str, code: int
@@ -98,14 +102,40 @@ def test_a_run_that_raises_is_recorded_and_leaves_nothing_in_flight(
     assert runs(world)[-1] == ("ok", 0)
 
 
-def test_a_trigger_in_flight_when_the_run_fails_becomes_unknown(
+def test_a_bug_in_one_vendors_delivery_fails_it_alone_and_leaves_nothing_in_flight(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug reading eSputnik's answer used to end the run before Altcraft was sent a thing;
+    now eSputnik is stopped for the run (exit 1, `partial`), its batch back to pending, and
+    Altcraft is delivered."""
+    world.write(list(rows(30)))
+    monkeypatch.setattr(
+        ESputnik, "start", hostile(TypeError("'NoneType' object is not subscriptable"))
+    )
+    report = world.sync()
+    assert report.exit_code == 1, report.summary()
+    assert runs(world) == [("partial", 1)]
+    assert "TypeError: 'NoneType' object is not subscriptable" in report.stops()["esputnik"]
+    found = statuses(world)
+    assert not [k for k in found if k[1] == "in_flight"], found
+    assert found[("esputnik", "pending")] == 30 - found[("esputnik", "quarantined")]
+    assert found[("altcraft", "sent")] == 30 - found[("altcraft", "quarantined")]
+
+    monkeypatch.undo()
+    report = world.sync()  # the upserts are simply sent again
+    assert report.exit_code == 0, report.summary()
+    assert runs(world)[-1] == ("ok", 0)
+    assert statuses(world)[("esputnik", "sent")] == 30 - found[("esputnik", "quarantined")]
+
+
+def test_a_trigger_in_flight_when_its_delivery_fails_becomes_unknown(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world.write(list(rows(10)))
     monkeypatch.setattr(Altcraft, "push", hostile(ValueError("no JSON")))
-    with pytest.raises(ValueError):
-        world.sync()
-    assert runs(world) == [("failed", 1)]
+    report = world.sync()
+    assert report.exit_code == 1, report.summary()
+    assert runs(world) == [("partial", 1)]
     found = statuses(world)
     assert found[("altcraft", "unknown")] > 0 and not found[("altcraft", "in_flight")], found
     assert found[("esputnik", "sent")] > 0
