@@ -62,3 +62,18 @@ def _logging() -> Iterator[None]:
         logmod._secrets.clear()
         logmod._secrets.update(secrets)
         logmod._compiled = compiled
+
+
+@pytest.fixture(autouse=True)
+def _process_wide() -> Iterator[None]:
+    """The process's pacers (`syncd.http.pacer_for`, one per vendor and key, so the
+    service's connectors share a rate limit and a Retry-After) and its `liveness.LIVE`
+    are forgotten after each test, as the log's secrets are: a Retry-After one test's vendor
+    said would hold the next test that shares its key and clock, and a job a failed test
+    left begun would be the next in-process daemon's stall."""
+    from syncd import http, liveness
+
+    yield
+    with http._pacers_lock:
+        http._pacers.clear()
+    liveness.LIVE.__init__()  # type: ignore[misc]

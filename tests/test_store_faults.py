@@ -473,11 +473,17 @@ def wal(path: Path) -> int:
 
 
 def reader(path: Path, hold: float, stop: threading.Event) -> None:
-    """An analyst: read transactions held `hold` seconds each, one after another."""
+    """An analyst: read transactions held `hold` seconds each, one after another.
+
+    The read that takes the snapshot costs next to nothing whatever the table's size: a
+    scan of `runs` (15 MB growing to 45 MB here) took up to 0.3 s on a loaded machine, each
+    transaction three times `hold`, and a reset waits for each older reader and then for
+    those still reading the WAL (two or three transactions): past the 500 ms wait, again
+    and again, and the WAL grew past the bound. Longer readers are the next test's."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     while not stop.is_set():
         conn.execute("BEGIN")
-        conn.execute("SELECT count(*), sum(length(message)) FROM runs").fetchone()
+        conn.execute("SELECT max(id) FROM runs").fetchone()  # the b-tree's last page
         stop.wait(hold)
         conn.execute("COMMIT")
     conn.close()
