@@ -5,7 +5,8 @@ states in the vendor's `date_order`, never guessed.
 `read_date` gives the date and time in the vendor's zone, without a zone: a time with `Z`
 or an offset is converted to it, one without is taken to be in it already, a date alone is
 midnight. Fractions of a second are dropped. Refused, with a ValueError saying why:
-impossible dates, a slashed date while `date_order` is unset, a day > 12 where
+impossible dates, a time whose offset puts it outside the calendar in the vendor's zone
+(0001-01-01T00:00+01:00), a slashed date while `date_order` is unset, a day > 12 where
 `date_order` puts the month (the column is in the other order), two-digit years, other
 separators, month names.
 """
@@ -29,10 +30,14 @@ def read_date(value: str, order: str | None, zone: ZoneInfo, vendor: str) -> dat
     if ISO_DATE.fullmatch(value):
         try:
             when = datetime.fromisoformat(value)
+            if when.tzinfo is not None:
+                when = when.astimezone(zone).replace(tzinfo=None)
         except ValueError:
             raise ValueError(f"{value!r} is not a calendar date and time") from None
-        if when.tzinfo is not None:
-            when = when.astimezone(zone).replace(tzinfo=None)
+        except OverflowError:  # 9999-12-31T23:00-01:00 is past the calendar in UTC
+            raise ValueError(
+                f"{value!r} is outside the calendar once converted to {zone.key}"
+            ) from None
         return when.replace(microsecond=0)
     slashed = SLASHED_DATE.fullmatch(value)
     if slashed is None:

@@ -17,7 +17,9 @@ shipped beside this module; every request body is validated against its schemas)
   polls of `/api/v1/importstatus/{id}`; only then do the contacts exist, and the status
   carries `mapping` (dedupe value → contact id; the dedupe value is the externalCustomerId
   a contact carries, else its `dedupeOn` field's value: the email, the sms, the custom
-  field's). A session holding a channel value told
+  field's; `mapping_names="dedupe"`: the `dedupeOn` field's value even for a contact
+  carrying an externalCustomerId -- the spec says only "a value of the field used to
+  determine the contact uniqueness", which reads either way). A session holding a channel value told
   to `fail_import(value, description)` reads ERROR with that description instead (and
   imports nothing); one holding a value told to `stall_import(value)` stays IMPORTING.
 - Update semantics, the spec's words on `contactFields`: the standard fields it lists are
@@ -143,9 +145,17 @@ class ESputnikSim(Simulator):
     ]
 
     def __init__(
-        self, *, api_key: str = "sandbox-key", polls_to_finish: int = 2, unsubscribe_every: int = 0
+        self,
+        *,
+        api_key: str = "sandbox-key",
+        polls_to_finish: int = 2,
+        unsubscribe_every: int = 0,
+        mapping_names: str = "key",
     ) -> None:
         super().__init__()
+        if mapping_names not in ("key", "dedupe"):
+            raise ValueError(f"mapping_names is key or dedupe, not {mapping_names!r}")
+        self.mapping_names = mapping_names
         self.api_key = api_key
         self.polls_to_finish = polls_to_finish
         self.unsubscribe_every = unsubscribe_every
@@ -373,7 +383,10 @@ class ESputnikSim(Simulator):
             (set(held["groups"]) | set(body.get("groupNames") or []))
             - set(body.get("groupNamesExclude") or [])
         )
-        value = _dedupe_value(sent, custom, dedupe, body.get("fieldId"), contact["channels"])
+        keyed = self.mapping_names == "key" or dedupe == "externalCustomerId"
+        value = _dedupe_value(
+            sent, custom, dedupe, body.get("fieldId"), contact["channels"], keyed=keyed
+        )
         return {"dedupeValue": value, "contactId": held["id"]}
 
     def _match(
@@ -513,15 +526,18 @@ def _dedupe_value(
     dedupe: str,
     field_id: int | None,
     channels: list[dict[str, Any]],
+    *,
+    keyed: bool = True,
 ) -> str:
     """A mapping entry's `dedupeValue`, in the spec's words (DedupeMapping) "a value of the
     field used to determine the contact uniqueness": the externalCustomerId a contact
-    carrying one is matched on first, else the value of the `dedupeOn` field (the custom
+    carrying one is matched on first (`keyed`; else, `mapping_names="dedupe"`, only under
+    dedupeOn = externalCustomerId), else the value of the `dedupeOn` field (the custom
     field's for "fieldId", the email or else the sms for "email_or_sms"). Always a string,
     as the schema has it: for a contact without that field (a viber-only one under
     "email_or_sms"), its first channel's value."""
     kinds = {"email_or_sms": ("email", "sms")}.get(dedupe, (dedupe,))
-    values = [sent.get("externalCustomerId")]
+    values = [sent.get("externalCustomerId") if keyed else None]
     values += [custom.get(str(field_id)) if k == "fieldId" else sent.get(k) for k in kinds]
     values.append(channels[0]["value"])
     return next(str(v) for v in values if v)

@@ -451,38 +451,81 @@ class ESputnik(Connector):
         every entry of the mapping names a contact of the session, a contact none names was
         neither created nor updated, and fails. A mapping with an entry that names none of
         them (a value eSputnik normalised otherwise), or none at all, or `trust_mapping =
-        false`, tells nothing: every contact is sent."""
+        false`, tells nothing: every contact is sent.
+
+        An entry names its contact by "a value of the field used to determine the contact
+        uniqueness" (DedupeMapping), which contacts of a household share (one email, their
+        own externalCustomerIds): an entry whose value one contact alone has is that
+        contact's; a value several share acknowledges as many of them as it has entries
+        (one that carries the contact id a contact was given before is that contact's), or
+        all of them when none carries an externalCustomerId (they are then one eSputnik
+        contact, found by that value). Fewer entries than the contacts of distinct keys
+        sharing it cannot tell which were imported: none of them is sent."""
         field = str(self.opts["field_id"]) if self.opts["dedupe_on"] == "fieldId" else None
         entries = mapping if isinstance(mapping, list) else None
-        ids: dict[str, Any] = {}
+        by_value: dict[str, list[Any]] = {}  # a dedupe value -> its entries' contact ids
         unread = 0  # entries without a dedupe value to read
         for m in entries or ():
             value = m.get("dedupeValue") if isinstance(m, dict) else None
             if isinstance(value, str) and value.strip():
-                ids.setdefault(_key(value), m.get("contactId"))
+                by_value.setdefault(_key(value), []).append(m.get("contactId"))
             else:
                 unread += 1
-        named = {c.key: [k for k in _keys(c, field) if k in ids] for c in job.contacts}
-        ours = {k for keys in named.values() for k in keys}
+        keys = {c.key: list(dict.fromkeys(_keys(c, field))) for c in job.contacts}
+        sharing: dict[str, dict[str, Contact]] = {}  # a value -> the contacts that have it
+        for c in job.contacts:
+            for k in keys[c.key]:
+                sharing.setdefault(k, {})[c.key] = c
         complete = (
             entries is not None
             and self.opts["trust_mapping"]
             and not unread
-            and ours == set(ids)  # every entry names a contact of the session
+            and set(by_value) <= set(sharing)  # every entry names a contact of the session
         )
+        acked: dict[str, str | None] = {}  # contact key -> its contact id, if known
+        for c in job.contacts:  # by a value it alone has
+            ids = [i for k in keys[c.key] if len(sharing[k]) == 1 for i in by_value.get(k, ())]
+            if ids:
+                acked[c.key] = _ref(next((i for i in ids if i is not None), None))
+        shared: dict[str, str] = {}  # contact key -> the shared value that failed to name it
+        for value, ids in by_value.items():
+            owners = [c for c in sharing.get(value, {}).values() if c.key not in acked]
+            if len(sharing.get(value, {})) < 2 or not owners:
+                continue
+            left = [_ref(i) for i in ids]
+            for c in list(owners):  # an entry carrying the id a contact was given before
+                if c.ref is not None and c.ref in left:
+                    acked[c.key] = c.ref
+                    left.remove(c.ref)
+                    owners.remove(c)
+            one = not any(c.fields.get("externalCustomerId") for c in owners)
+            if owners and (len(left) >= len(owners) or one):
+                ref = left[0] if len(set(left)) == 1 else None  # whose id is whose: unknown
+                acked.update((c.key, ref) for c in owners)
+            else:
+                shared.update((c.key, value) for c in owners)
         results = []
         for c in job.contacts:
-            if not named[c.key] and complete:
+            if c.key in acked or not complete:
+                results.append(Result(c.key, Status.SENT, ref=acked.get(c.key)))
+                continue
+            if c.key in shared:
+                value = shared[c.key]
+                others = [k for k in sharing[value] if k != c.key][:5]
+                reason = (
+                    f"import session {job.id} FINISHED, its mapping naming {value!r} "
+                    f"{len(by_value[value])} time(s) for {len(sharing[value])} contacts of the "
+                    f"session that share it (with {', '.join(others)}): which of them eSputnik "
+                    "created or updated it does not tell, so none is marked sent"
+                )
+            else:
                 reason = (
                     f"import session {job.id} FINISHED without it: its mapping, the contacts "
                     "eSputnik created or updated, does not name it (eSputnik skips a contact "
                     "deleted there unless restore_deleted = true; trust_mapping = false if "
                     "its mappings leave out contacts it imported)"
                 )
-                results.append(Result(c.key, Status.FAILED, reason))
-                continue
-            ref = next((ids[k] for k in named[c.key] if ids[k] is not None), None)
-            results.append(Result(c.key, Status.SENT, ref=None if ref is None else str(ref)))
+            results.append(Result(c.key, Status.FAILED, reason))
         return results
 
     def _owners(self, item: dict[str, Any], batch: Sequence[Contact]) -> list[Contact]:
@@ -665,6 +708,11 @@ def _keys(c: Contact, field: str | None) -> list[str]:
     fields = c.fields
     values = (fields.get("externalCustomerId"), fields.get("email"), fields.get("sms"), custom)
     return [_key(v) for v in values if v and v.strip()]
+
+
+def _ref(contact_id: Any) -> str | None:
+    """A mapping entry's contactId as a delivery's ref (None when it gives none)."""
+    return None if contact_id is None else str(contact_id)
 
 
 def _key(value: str) -> str:
