@@ -568,7 +568,9 @@ class Export:
         no record starts there, and the field left open is refused as ever). A file cut
         short ends at any byte: it ends in a line break and Ctrl-Z only where a record
         starts with Ctrl-Z, which none of a CRM's does."""
-        last = block.end - 1
+        if any(bad.reason == _UNCLOSED for bad in block.bad):
+            return  # the open field runs to the end of the file, the Ctrl-Z inside it
+        last = block.end - 1  # (the csv path's end stops short of a field left open)
         if last in block.lines:
             j = block.lines.index(last)
             del block.lines[j], block.rows[j], block.texts[j]
