@@ -43,7 +43,7 @@ from syncd.project import (
     salted,
     stored_row,
 )
-from syncd.redefine import Redefinitions
+from syncd.redefine import Redefinitions, same_data
 from syncd.source import Bad, Export
 from syncd.state import Store, iso
 from syncd.state.diffed import SPARED, Chunk, DiffStore, Stored
@@ -322,7 +322,9 @@ class Differ:
                     f" = {sup.min_days_between_surveys}"
                     if surveyor and sup.min_days_between_surveys > 0
                     else None,
-                    spared=held.spared.get((name, cand.key), _NONE) == digest,
+                    spared=same_data(
+                        proj, held.spared.get((name, cand.key), _NONE), digest, data, cand.row
+                    ),
                 )
             )
             vplan.counts[d.count] += 1

@@ -71,6 +71,16 @@ def redefined(
     return UNRECORDED if has_state() else None
 
 
+def same_data(proj: Projector, stored: Any, digest: int, data: str, row: list[str]) -> bool:
+    """Whether a digest a delivery was recorded with is of this very data: this version's
+    (`digest`), or one an older syncd stored as text (`Projector.legacy`), which no diff
+    converts once the delivery is closed (a survey held back for min_days_between_surveys
+    before the upgrade: only `vendor_state` and open deliveries are converted)."""
+    if isinstance(stored, str):
+        return stored == proj.legacy(data, row, stored)
+    return bool(stored == digest)
+
+
 class Redefinitions:
     """The digest definitions of one diff's vendors, against the store's."""
 

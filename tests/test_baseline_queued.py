@@ -11,12 +11,14 @@ import random
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from syncd.cli import cli
+from syncd.clock import SystemClock
 from syncd.errors import ConfigError
 from syncd.sample import row, rows
 from syncd.vendors.base import Status
@@ -328,6 +330,70 @@ def test_a_skipped_survey_of_data_the_contact_has_left_is_not_what_the_baseline_
     assert "baseline_unchanged" not in report.counts()["survey"]
     assert world.acknowledged("survey") == acked
     assert world.ledger("survey")[key] == "skipped"
+
+
+class Later(SystemClock):
+    """The real clock, moved on by whole days."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.days = 0
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(days=self.days)
+
+
+def held_back_then_baselined(
+    folder: Path, remotes: dict[str, Remote]
+) -> tuple[MemoryWorld, str, Later]:
+    """A survey vendor watching City, min_days_between_surveys = 30, everyone surveyed;
+    a day later a contact's City changes: its survey is held back (skipped, "within
+    min_days_between_surveys") and the vendor's acknowledgement stays the old City. The
+    same export again (the fast path hides the row, nothing is queued for it), then
+    `--baseline --vendor survey`."""
+    world, data = city_watched(folder, remotes)
+    config = folder / "syncd.toml"
+    config.write_text(
+        config.read_text("utf-8") + "[suppression]\nmin_days_between_surveys = 30\n", "utf-8"
+    )
+    world.clock = clock = Later()
+    clock.days = 1
+    key = data[0][0]
+    world.write([row(0, random.Random(0), version=1), *data[1:]])
+    assert world.sync().exit_code == 0
+    held = deliveries(world, "survey")[-1]
+    assert (held["key"], held["status"]) == (key, "skipped")
+    assert "within min_days_between_surveys = 30" in str(held["reason"])
+    assert world.sync().exit_code == 0  # the fast path: the row is unchanged
+    acked = world.acknowledged("survey")
+    assert acked[key] != held["hash"]
+
+    report = world.sync(baseline=True, vendors=["survey"])
+    assert report.exit_code == 0, report.summary()
+    assert f"survey: {UNCHANGED.format(1)}" in report.summary()
+    assert report.counts()["survey"]["baseline_unchanged"] == 1
+    assert world.acknowledged("survey") == {**acked, key: held["hash"]}
+    return world, key, clock
+
+
+def test_a_baseline_acknowledges_a_survey_min_days_held_back_as_the_export_holds_it(
+    tmp_path: Path, remotes: dict[str, Remote]
+) -> None:
+    """--baseline: the vendor has everyone as the export holds them now, the contact whose
+    survey min_days_between_surveys held back included. Its City going back, weeks later,
+    to the City it was surveyed for is a change from what the baseline recorded, and is
+    surveyed, once; left with the older acknowledgement, it was taken for unchanged and
+    never surveyed."""
+    world, key, clock = held_back_then_baselined(tmp_path, remotes)
+    remotes["survey"].batches.clear()
+    clock.days = 40
+    assert world.sync().exit_code == 0  # the same export, the days passed: nothing owed
+    assert remotes["survey"].batches == []
+    world.write(list(rows(N)))  # back to the City the survey was for
+    assert world.sync().exit_code == 0
+    assert remotes["survey"].keys() == [key]
+    assert world.sync().exit_code == 0
+    assert remotes["survey"].keys() == [key]
 
 
 def test_baseline_with_no_rebaseline_is_refused_as_a_contradiction(tmp_path: Path) -> None:

@@ -30,7 +30,10 @@ from click.testing import CliRunner, Result
 
 from syncd.analyst import EXAMPLES, RELATIONS
 from syncd.cli import cli
+from syncd.clock import SystemClock
+from syncd.config import load
 from syncd.errors import ConfigError, StoreError
+from syncd.pipeline import opened, reconcile
 from syncd.sandbox import SIMULATORS, Simulator, Stack
 from syncd.state import Store
 from syncd.state.schema import KNOWN, migrations
@@ -128,7 +131,8 @@ def received(inst: Installed) -> dict[str, list[str]]:
             for _ in range(n)
         ],
         "dropthought": [
-            by_email.get(str(p["record"].get("email", p["primary_key"])).lower(), p["primary_key"])
+            # the record is keyed by the list's metadata names: the email under "Email"
+            by_email.get(str(_email(p["record"]) or p["primary_key"]).lower(), p["primary_key"])
             for p in sims["dropthought"].participants()
             for _ in range(p["triggers"])
         ],
@@ -140,20 +144,23 @@ def received(inst: Installed) -> dict[str, list[str]]:
     return out
 
 
-def open_before(
-    inst: Installed, statuses: tuple[str, ...], *, deferred: bool = False
-) -> dict[str, set[str]]:
-    """Per vendor, the keys whose latest delivery in the old store had one of `statuses`;
-    with `deferred`, also those whose survey `min_days_between_surveys` held back (the
-    vendor never had it: once the days have passed, a sync that meets it sends it)."""
-    latest: dict[tuple[str, str], tuple[int, str, str]] = {}
-    for id_, vendor, key, status, _, reason in inst.old["deliveries"]:
+def _email(record: dict[str, Any]) -> Any:
+    """A Dropthought participant's email: under its list's EMAIL metadata name."""
+    return record.get("Email", record.get("email"))
+
+
+def open_before(inst: Installed, statuses: tuple[str, ...]) -> dict[str, set[str]]:
+    """Per vendor, the keys whose latest delivery in the old store had one of `statuses`.
+    A survey `min_days_between_surveys` held back is none of them: it is suppressed, not
+    deferred (README *Suppression*), however long after the old release's run the upgrade
+    comes (test_a_survey_held_back_before_the_upgrade_is_not_sent_when_the_days_have_passed)."""
+    latest: dict[tuple[str, str], tuple[int, str]] = {}
+    for id_, vendor, key, status, _, _reason in inst.old["deliveries"]:
         if (vendor, key) not in latest or latest[vendor, key][0] < id_:
-            latest[vendor, key] = (id_, status, reason or "")
+            latest[vendor, key] = (id_, status)
     out: dict[str, set[str]] = {}
-    for (vendor, key), (_, status, reason) in latest.items():
-        held = status == "skipped" and reason.startswith("surveyed by ")
-        if status in statuses or (deferred and held):
+    for (vendor, key), (_, status) in latest.items():
+        if status in statuses:
             out.setdefault(vendor, set()).add(key)
     return out
 
@@ -197,10 +204,9 @@ def test_the_same_export_sends_only_what_was_open(installed: Installed) -> None:
     assert result.exit_code in (0, 1), result.output
     got = received(installed)
     sendable = open_before(installed, SENDABLE)
-    owed = open_before(installed, SENDABLE, deferred=True)
     for vendor, keys in got.items():
         assert len(keys) == len(set(keys)), (vendor, keys)  # nobody twice
-        extra = set(keys) - owed.get(vendor, set())
+        extra = set(keys) - sendable.get(vendor, set())
         assert not extra, f"{vendor} was sent what it had: {sorted(extra)}\n{result.output}"
     with installed.db() as conn:
         latest = {
@@ -227,10 +233,10 @@ def test_the_same_export_sends_only_what_was_open(installed: Installed) -> None:
     assert {v: len(k) for v, k in received(installed).items()} == before, result.output
 
 
-def rewrite_export(inst: Installed, city: dict[str, str]) -> None:
+def rewrite_export(inst: Installed, city: dict[str, str], column: str = "City") -> None:
     """The last export as a CRM would write it again (every row's bytes differ, so each
-    is looked at), with these contacts' City changed: a column upsert vendors map and no
-    trigger vendor watches."""
+    is looked at), with these contacts' City changed (a column upsert vendors map and no
+    trigger vendor watches), or another `column`."""
     [path] = (inst.folder / "exports").iterdir()
     text = path.read_text("utf-8-sig")
     delimiter = (
@@ -238,7 +244,7 @@ def rewrite_export(inst: Installed, city: dict[str, str]) -> None:
     )
     rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     header = rows[0]
-    k, c = header.index("Record ID"), header.index("City")
+    k, c = header.index("Record ID"), header.index(column)
     for r in rows[1:]:
         if len(r) > c and r[k] in city:
             r[c] = city[r[k]]
@@ -282,6 +288,69 @@ def test_a_later_export_sends_only_what_differs(installed: Installed) -> None:
     for vendor in ("esputnik", "signalvine"):
         assert set(new[vendor]) <= set(moved), (vendor, new[vendor], result.output)
     assert set(new["esputnik"]) == set(moved), result.output  # it maps City: address.town
+
+
+class Later(SystemClock):
+    """The real clock, moved on by whole days."""
+
+    def __init__(self, days: int) -> None:
+        super().__init__()
+        self.days = days
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(days=self.days)
+
+
+TRIGGERS = ("dropthought", "altcraft", "hellocustomer")  # in the config's order
+
+
+@pytest.mark.parametrize("installed", ["78ff7f4"], indirect=True)
+def test_a_survey_held_back_before_the_upgrade_is_not_sent_when_the_days_have_passed(
+    installed: Installed,
+) -> None:
+    """README *Suppression*: a survey min_days_between_surveys held back is suppressed, not
+    deferred: only a new change of its trigger columns is surveyed. The 78ff7f4 store
+    (version-1 digests, no digest definitions) held back ten contacts' new Closed Date at
+    every trigger vendor, a month after the old release had surveyed them. The first sync
+    after the upgrade, 40 days on, re-baselined most (their vendor had acknowledged older
+    data); but CRM-0000001 was new to Dropthought (its first survey's outcome unknown),
+    and its skip, hashed the old way, was not taken for one of this very data: Dropthought
+    was sent the Closed Date every trigger vendor had held back. The change after it is
+    surveyed as any change: once, by the first trigger vendor."""
+    held = {
+        (vendor, key)
+        for _, vendor, key, status, _, reason in installed.old["deliveries"]
+        if status == "skipped" and "within min_days_between_surveys" in (reason or "")
+    }
+    assert {k for _, k in held} and {v for v, _ in held} == set(TRIGGERS)
+    sims: Any = installed.sims
+    sims["signalvine"].max_skew = 60 * 86400  # its clock is the real one, syncd's 40 days on
+    clock = Later(days=40)
+    cfg = load(installed.config)
+    with opened(cfg) as store:
+        report = reconcile(cfg, store, clock)
+    assert report.exit_code in (0, 1), report.summary()
+    with installed.db() as conn:
+        this_run = conn.execute(
+            "SELECT vendor, key, status, reason FROM deliveries WHERE run_id = ? "
+            f"AND vendor IN {TRIGGERS!r}",
+            (report.run_id,),
+        ).fetchall()
+    sent = [tuple(r) for r in this_run if (r["vendor"], r["key"]) in held]
+    assert all(r[2] == "skipped" and "unsubscribed" in r[3] for r in sent), sent
+    got = received(installed)
+    assert all(got[v] == [] for v in TRIGGERS), (got, report.summary())
+
+    key = sorted(k for _, k in held)[0]
+    rewrite_export(installed, {key: "2026-03-01 09:00:00"}, column="Closed Date")
+    cfg = load(installed.config)
+    with opened(cfg) as store:
+        report = reconcile(cfg, store, clock)
+    assert report.exit_code in (0, 1), report.summary()
+    got = received(installed)
+    assert (got["dropthought"], got["altcraft"], got["hellocustomer"]) == ([key], [], []), (
+        report.summary()
+    )
 
 
 def seed_responses(inst: Installed) -> list[str]:

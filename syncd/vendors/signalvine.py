@@ -33,7 +33,10 @@
   Location, never re-sends. A poll is read only from a 200, whether the command is running
   or complete (the SDK's `get_location_status` takes no other status); another 2xx is
   asked again, then leaves the rows pending. So is every read (schema, participant pages):
-  the SDK reads each only from a 200.
+  the SDK reads each only from a 200. A status is one with a boolean `complete`
+  (signalvine.md shows `"complete": false` while the command runs, `true` once done; the
+  SDK reads `status_json["complete"]`): any other answer is none, its rows pending at
+  once rather than polled on as a running command until `poll_timeout`.
 - A completed command with `error: true`, or `error: false` whose report still lists
   errors (never taken for every row sent; an `error` neither true nor false acknowledges
   nothing, the rows go again): each error placed on its contact by `customer_id` → FAILED
@@ -480,7 +483,18 @@ class SignalVine(Connector):
                 # the SDK's get_location_status reads a command, running or complete, only
                 # from a 200 and raises on any other status: another 2xx is no status
                 status = self.read(location)
-            if status.get("complete") is True:
+            complete = status.get("complete")
+            if type(complete) is not bool:
+                # signalvine.md shows every status with `"complete": false` while the command
+                # runs and `true` once done; the SDK reads `status_json["complete"]`: an answer
+                # without one is no command's status, never polled on as a running command
+                raise RetriableError(
+                    f"command {location} answered complete {json.dumps(complete)[:50]}, "
+                    "neither true nor false: no command status, nothing acknowledges its "
+                    "rows, which go again",
+                    vendor=self.name,
+                )
+            if complete:
                 return status
             if self.clock.monotonic() - started >= self.opts["poll_timeout"]:
                 return None

@@ -395,6 +395,46 @@ def test_a_completed_command_whose_error_is_no_boolean_acknowledges_nothing(
         push(Env(sim, server, clock, tmp_path).connector(), [contact(0)])
 
 
+class Uncompleted(SignalVineSim):
+    """Answers a command poll with `complete` of the test's choosing (absent: MISSING)."""
+
+    complete: object = None
+
+    def _status(self, command: Command) -> dict[str, Any]:
+        answer = super()._status(command)
+        if self.complete is MISSING:
+            del answer["complete"]
+        else:
+            answer["complete"] = self.complete
+        return answer
+
+
+MISSING = object()
+
+
+@pytest.mark.parametrize(
+    "complete", [MISSING, None, "true", 1], ids=["absent", "null", "text", "1"]
+)
+def test_a_poll_whose_complete_is_no_boolean_acknowledges_nothing(
+    tmp_path: Path, complete: object
+) -> None:
+    """signalvine.md shows every command status with `"complete": false` while it runs and
+    `true` once done; the SDK reads `status_json["complete"]` (a KeyError without it). An
+    answer without a boolean `complete` is no command status: it was polled as a running
+    command until `poll_timeout` (15 minutes by default) for nothing. Now it acknowledges
+    nothing at once, and the rows stay pending (they go again: an upsert)."""
+    clock = FakeClock()
+    sim = Uncompleted(now=clock.now)
+    sim.complete = complete
+    with Server(sim) as server:
+        connector = Env(sim, server, clock, tmp_path).connector()
+        with pytest.raises(RetriableError, match="neither true nor false"):
+            connector.push([contact(0)], lambda job: None)
+        assert sim.count(COMMANDS) == 1  # not polled on as a running command
+        outcome, _ = deliver(connector, [contact(1)], tmp_path)
+    assert {s for s, _r in outcome.values()} == {"pending"}
+
+
 def test_tx_mode_adds_nothing_when_a_row_fails(env: Env) -> None:
     connector = env.connector('mode = "tx"\n')
     env.sim.faults.reject("K00001", "bad row")
