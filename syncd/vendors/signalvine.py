@@ -118,6 +118,7 @@ import hmac
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -516,7 +517,10 @@ class SignalVine(Connector):
         errors = report.get("errors") if report is not None else None
         if not isinstance(errors, list) or not errors:
             raise self._unplaced([_text(message)], rows)
-        by_customer = {c.fields.get("customer_id", ""): c for c in rows}
+        # a customer_id that two rows share (mapped from a column that is not the CRM key)
+        # or none names no row: put on one of them, the other's refusal was marked sent
+        ids = Counter(c.fields.get("customer_id", "") for c in rows)
+        by_customer = {i: c for c in rows if ids[i := c.fields.get("customer_id", "")] == 1 and i}
         reasons: dict[str, list[str]] = {}
         unplaced: list[str] = []
         for error in errors:

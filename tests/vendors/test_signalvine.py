@@ -347,13 +347,21 @@ def test_row_errors_are_mapped_to_their_contacts(env: Env) -> None:
     assert set(env.sim.participants_by_customer()) == sent | {"K00100"}
 
 
-def test_an_error_without_a_customer_id_is_placed_by_its_row_number(env: Env) -> None:
-    anonymous = replace(contact(3), fields={**contact(3).fields, "customer_id": ""})
-    env.sim.faults.reject("+32470000003", "number is a landline")
-    results, _ = push(env.connector(), [contact(1), anonymous, contact(5)])
-    assert results["K00003"].status is Status.FAILED
-    assert results["K00003"].reason == "number is a landline"
-    assert {results["K00001"].status, results["K00005"].status} == {Status.SENT}
+@pytest.mark.parametrize("shared", ["", "SHARED"])
+def test_an_error_naming_a_customer_id_rows_share_never_falls_on_another(
+    env: Env, shared: str
+) -> None:
+    """Two rows of one upload with one customer_id (it mapped from a column that is not
+    the CRM key), or none: their errors were placed on the last such row, so a refusal of
+    the first failed the second and marked the refused one sent. Now such an id names no
+    row, and the upload is split down to the row refused."""
+    one, other = (
+        replace(contact(i), fields={**contact(i).fields, "customer_id": shared}) for i in (1, 3)
+    )
+    env.sim.faults.reject("+32470000001", "number is a landline")
+    outcome, _ = deliver(env.connector(), [one, contact(2), other, contact(5)], env.folder)
+    assert outcome.pop("K00001")[0] == "failed"
+    assert {s for s, _r in outcome.values()} == {"sent"}
 
 
 class Unflagged(SignalVineSim):
