@@ -94,7 +94,8 @@ object (or a string holding one) `{"added", "updated", "ignored", "errors": [{"r
 "customer_id", "message"}]}`, or else text whose errors name no row (the SDK's tests
 read SignalVine's words in it as in a text); whether `row` counts the header as row 1 is
 not known (signalvine.md, docbox and the SDK show no report), so an error is placed by its
-`customer_id` only: one naming only a row, or text, refuses the upload whole, split down
+`customer_id` only (one that two rows of the upload share, or an empty one, names no
+row): one naming only a row, or text, refuses the upload whole, split down
 to the rows refused; rows SignalVine ignores (`new` or `existing` = "ignore") are
 recorded sent, its report counting them but naming none; the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
@@ -105,7 +106,10 @@ list while it is read (a removal would move those after it back unseen); the las
 `max_batch` = 100,000 participants (no count limit is documented); a dedicated opt-out
 endpoint and rate limits are unknown (none used); the Location may be a path or a full
 URL; an upload answered with another 2xx than 202 (the only one documented) may or may not
-have been taken: its rows stay pending.
+have been taken: its rows stay pending. A command status is read only from a 200 with a
+boolean `complete` (signalvine.md shows `"complete": false` while the command runs and
+`true` once done; the SDK reads `status_json["complete"]`): any other answer is no
+status, and its rows stay pending at once rather than being polled until `poll_timeout`.
 """
 
 from __future__ import annotations
