@@ -540,8 +540,12 @@ class ESputnik(Connector):
             if found:
                 return found
         echo = _comparable(item)
-        values = {value for _kind, value in echo.get("channels", ()) if value}
-        near = [c for c in batch if values & {c.fields.get("email"), c.fields.get("sms")}]
+        # compared as `_key` has them: an sms echoed without its + is still that contact's
+        # (else the batch named no contact and was sent again, run after run, never dead)
+        values = {_key(value) for _kind, value in echo.get("channels", ()) if value}
+        near = [
+            c for c in batch if values & {_key(c.fields.get(f) or "") for f in ("email", "sms")}
+        ]
         if len(near) < 2:
             return near
         exact = [c for c in near if echo.items() <= _comparable(self._contact(c)).items()]

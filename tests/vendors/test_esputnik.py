@@ -22,7 +22,7 @@ from syncd.errors import ConfigError, FatalError
 from syncd.sample import rows
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.esputnik import SPEC, ESputnikSim
-from syncd.vendors.base import Contact, Status
+from syncd.vendors.base import Contact, Result, Status
 from syncd.vendors.esputnik import ESputnik
 from tests.helpers import World, esputnik_table
 from tests.kits.esputnik import KIT
@@ -234,6 +234,24 @@ def test_an_answer_that_is_not_the_documented_acknowledgement_marks_nobody_sent(
         outcome, _ = deliver(connector, contacts, tmp_path)
     assert {status for status, _r in outcome.values()} == {"pending"}
     assert all(expected in (reason or "") for _s, reason in outcome.values())
+
+
+@pytest.mark.parametrize("echo", ["32470000001", " +32470000001 ", "PERSON1@example.com"])
+def test_a_refusal_echoing_a_channel_in_another_form_is_its_contacts(
+    tmp_path: Path, echo: str
+) -> None:
+    """An sms echoed without its + (a form the spec shows too), padded, or an email in
+    another case: it named no contact of the batch, and the whole batch was sent again run
+    after run, the refused contact never failed nor dead."""
+    kind = "email" if "@" in echo else "sms"
+    app = Answers()
+    app.answer = {
+        "failedContacts": {"channels": [{"type": kind, "value": echo}], "error": "blocked"}
+    }
+    with Server(app) as server:
+        connector = make_connector(KIT, server.url, tmp_path)
+        results = connector.start([KIT.contact(1)], lambda job: None)
+    assert results == [Result("K00001", Status.FAILED, "blocked")]
 
 
 def test_the_simulator_matches_on_the_custom_field_dedupe_on_names() -> None:
