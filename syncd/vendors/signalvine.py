@@ -45,7 +45,8 @@
   "Unrecognized variable: x" (SignalVine's words for a header naming a variable the
   program lacks, as the SDK's tests read them from a real command) is the mapping's fault,
   no contact's: an EndpointError that stops SignalVine for the run with every contact
-  pending. Errors that name no `customer_id` of the upload (a row alone, or a `message`
+  pending (read only where x is a column of the header and the error names no
+  customer_id of the upload: a row's own value may quote those words). Errors that name no `customer_id` of the upload (a row alone, or a `message`
   that is no import report: the SDK's tests find SignalVine's words in it with `in`, as
   in a text) refuse the upload as a whole, a FatalError: the delivery loop splits it down
   to the rows refused, each failed alone with the vendor's words (and the same words five
@@ -507,8 +508,7 @@ class SignalVine(Connector):
     def _errors(self, message: Any, rows: Sequence[Contact]) -> tuple[list[Result], bool]:
         """Results of a command that completed with errors (in the rows' order), and
         whether it added nothing for being over 1,000 errors in row mode."""
-        unknown = list(dict.fromkeys(UNRECOGNIZED.findall(_text(message))))
-        if unknown:
+        if unknown := _unknown_variables(message, rows, self.columns):
             raise EndpointError(
                 f"SignalVine does not know the variable(s) {', '.join(unknown)} in the upload's "
                 f"header (Unrecognized variable): program {self.program} has no such variable, "
@@ -783,6 +783,26 @@ def _changed(item: dict[str, Any]) -> datetime | None:
         stamps = [t for t in (_time(p.get("updated")) for p in _profile(item)) if t]
         updated = max(stamps, default=None)
     return updated
+
+
+def _unknown_variables(message: Any, rows: Sequence[Contact], header: list[str]) -> list[str]:
+    """The header's variables a command says SignalVine does not know ("Unrecognized
+    variable: x"): only from errors naming no customer_id of the upload, and only names of
+    the header's columns. Read from the whole message, a row's own refused value quoting
+    those words stopped SignalVine at every run, every contact pending."""
+    report = _report(message)
+    errors = report.get("errors") if report is not None else None
+    if isinstance(errors, list):
+        ids = {str(c.fields.get("customer_id") or "") for c in rows} - {""}
+        texts = [
+            _text(e)
+            for e in errors
+            if not (isinstance(e, dict) and str(e.get("customer_id") or "") in ids)
+        ]
+    else:
+        texts = [_text(message)]
+    found = UNRECOGNIZED.findall(" ".join(texts))
+    return [name for name in dict.fromkeys(found) if name in header]
 
 
 def _report(message: Any) -> dict[str, Any] | None:

@@ -543,6 +543,17 @@ def test_a_variable_the_program_lacks_stops_signalvine_with_every_contact_pendin
         connector.check()
 
 
+def test_a_rows_own_value_quoting_unrecognized_variable_fails_that_row_alone(env: Env) -> None:
+    """A row's refused value may be quoted in its error. Read from the whole message, one
+    quoting "Unrecognized variable: first_name" (a header column) stopped SignalVine at
+    every run, every contact pending; an error naming the row's customer_id is that row's."""
+    why = "Could not parse 'Unrecognized variable: first_name' as Maybe (Boolean)"
+    env.sim.faults.reject("K00002", why)
+    outcome, _ = deliver(env.connector(), [contact(i) for i in range(4)], env.folder)
+    assert outcome.pop("K00002") == ("failed", why)
+    assert {s for s, _r in outcome.values()} == {"sent"}
+
+
 @pytest.mark.parametrize("mode", ["row", "tx"])
 def test_errors_that_name_no_row_are_split_down_to_the_rows_refused(env: Env, mode: str) -> None:
     """A command whose message names no row (text, as the SDK's tests read SignalVine's
