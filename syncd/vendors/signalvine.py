@@ -33,10 +33,8 @@
   Location, never re-sends. A poll is read only from a 200, whether the command is running
   or complete (the SDK's `get_location_status` takes no other status); another 2xx is
   asked again, then leaves the rows pending. So is every read (schema, participant pages):
-  the SDK reads each only from a 200. A status is one with a boolean `complete`
-  (signalvine.md shows `"complete": false` while the command runs, `true` once done; the
-  SDK reads `status_json["complete"]`): any other answer is none, its rows pending at
-  once rather than polled on as a running command until `poll_timeout`.
+  the SDK reads each only from a 200, and a status only with a boolean `complete` (see
+  the assumptions below).
 - A completed command with `error: true`, or `error: false` whose report still lists
   errors (never taken for every row sent; an `error` neither true nor false acknowledges
   nothing, the rows go again): each error placed on its contact by `customer_id` → FAILED
@@ -46,8 +44,8 @@
   program lacks, as the SDK's tests read them from a real command) is the mapping's fault,
   no contact's: an EndpointError that stops SignalVine for the run with every contact
   pending (read only where x is a column of the header and the error names no
-  customer_id of the upload: a row's own value may quote those words). Errors that name no `customer_id` of the upload (a row alone, or a `message`
-  that is no import report: the SDK's tests find SignalVine's words in it with `in`, as
+  customer_id of the upload: a row's own value may quote those words). Errors that name
+  no `customer_id` of the upload (a row alone, or a `message` that is no import report: the SDK's tests find SignalVine's words in it with `in`, as
   in a text) refuse the upload as a whole, a FatalError: the delivery loop splits it down
   to the rows refused, each failed alone with the vendor's words (and the same words five
   times in a row stop SignalVine); failing every row instead failed those row mode added
@@ -508,7 +506,9 @@ class SignalVine(Connector):
     def _errors(self, message: Any, rows: Sequence[Contact]) -> tuple[list[Result], bool]:
         """Results of a command that completed with errors (in the rows' order), and
         whether it added nothing for being over 1,000 errors in row mode."""
-        if unknown := _unknown_variables(message, rows, self.columns):
+        report = _report(message)
+        errors = report.get("errors") if report is not None else None
+        if unknown := _unknown_variables(message, errors, rows, self.columns):
             raise EndpointError(
                 f"SignalVine does not know the variable(s) {', '.join(unknown)} in the upload's "
                 f"header (Unrecognized variable): program {self.program} has no such variable, "
@@ -517,8 +517,6 @@ class SignalVine(Connector):
                 hint=f"map only the program's variables in [fields] of "
                 f"{self.config.mapping.path} (`syncd check --online` names the missing ones)",
             )
-        report = _report(message)
-        errors = report.get("errors") if report is not None else None
         if not isinstance(errors, list) or not errors:
             raise self._unplaced([_text(message)], rows)
         # a customer_id that two rows share (mapped from a column that is not the CRM key)
@@ -785,13 +783,14 @@ def _changed(item: dict[str, Any]) -> datetime | None:
     return updated
 
 
-def _unknown_variables(message: Any, rows: Sequence[Contact], header: list[str]) -> list[str]:
+def _unknown_variables(
+    message: Any, errors: Any, rows: Sequence[Contact], header: list[str]
+) -> list[str]:
     """The header's variables a command says SignalVine does not know ("Unrecognized
-    variable: x"): only from errors naming no customer_id of the upload, and only names of
-    the header's columns. Read from the whole message, a row's own refused value quoting
-    those words stopped SignalVine at every run, every contact pending."""
-    report = _report(message)
-    errors = report.get("errors") if report is not None else None
+    variable: x"): only from its report's `errors` (the whole message where it has none)
+    naming no customer_id of the upload, and only names of the header's columns. Read from
+    the whole message, a row's own refused value quoting those words stopped SignalVine at
+    every run, every contact pending."""
     if isinstance(errors, list):
         ids = {str(c.fields.get("customer_id") or "") for c in rows} - {""}
         texts = [
