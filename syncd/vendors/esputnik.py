@@ -542,7 +542,7 @@ class ESputnik(Connector):
         echo = _comparable(item)
         # compared as `_key` has them: an sms echoed without its + is still that contact's
         # (else the batch named no contact and was sent again, run after run, never dead)
-        values = {_key(value) for _kind, value in echo.get("channels", ()) if value}
+        values = {_key(value) for _kind, value in echo.get("channels", ()) if value} - {""}
         near = [
             c for c in batch if values & {_key(c.fields.get(f) or "") for f in ("email", "sms")}
         ]

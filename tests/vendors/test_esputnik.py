@@ -254,6 +254,22 @@ def test_a_refusal_echoing_a_channel_in_another_form_is_its_contacts(
     assert results == [Result("K00001", Status.FAILED, "blocked")]
 
 
+def test_a_refusal_echoing_a_blank_channel_names_no_contact_without_one(tmp_path: Path) -> None:
+    """A blank value compares as nothing: it is no contact's, not every contact's without
+    that channel (nobody marked failed for a refusal that names none of them)."""
+    app = Answers()
+    app.answer = {"failedContacts": {"channels": [{"type": "sms", "value": "  "}]}}
+    no_sms = KIT.contact(1)
+    no_sms = Contact(
+        no_sms.key, {k: v for k, v in no_sms.fields.items() if k != "sms"}, no_sms.metadata
+    )
+    with Server(app) as server:
+        connector = make_connector(KIT, server.url, tmp_path)
+        outcome, _ = deliver(connector, [no_sms], tmp_path)
+    assert outcome == {"K00001": ("pending", outcome["K00001"][1])}
+    assert "names no contact of the batch" in (outcome["K00001"][1] or "")
+
+
 def test_the_simulator_matches_on_the_custom_field_dedupe_on_names() -> None:
     app = ESputnikSim(polls_to_finish=1)
     client = Client(app)
