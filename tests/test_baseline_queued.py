@@ -289,11 +289,7 @@ def test_a_baseline_acknowledges_a_contact_the_fast_path_hides_as_the_export_hol
     acked = world.acknowledged("survey")
     assert acked[key] != skipped["hash"]
 
-    report = world.sync(baseline=True, vendors=["survey"])
-    assert report.exit_code == 0, report.summary()
-    assert f"survey: {UNCHANGED.format(1)}" in report.summary()
-    assert report.counts()["survey"]["baseline_unchanged"] == 1
-    assert world.acknowledged("survey") == {**acked, key: skipped["hash"]}
+    baseline_records(world, key, skipped["hash"], acked)
     with closing(sqlite3.connect(world.folder / "syncd.db")) as conn:
         assert_fingerprint_cache_holds(conn)  # no contact was written: the cache still holds
 
@@ -332,6 +328,16 @@ def test_a_skipped_survey_of_data_the_contact_has_left_is_not_what_the_baseline_
     assert world.ledger("survey")[key] == "skipped"
 
 
+def baseline_records(world: MemoryWorld, key: str, digest: object, acked: dict) -> None:
+    """`--baseline --vendor survey` records the one contact nothing is queued for as its
+    skipped delivery's data (`digest`), the others' acknowledgements (`acked`) unchanged."""
+    report = world.sync(baseline=True, vendors=["survey"])
+    assert report.exit_code == 0, report.summary()
+    assert f"survey: {UNCHANGED.format(1)}" in report.summary()
+    assert report.counts()["survey"]["baseline_unchanged"] == 1
+    assert world.acknowledged("survey") == {**acked, key: digest}
+
+
 class Later(SystemClock):
     """The real clock, moved on by whole days."""
 
@@ -368,11 +374,7 @@ def held_back_then_baselined(
     acked = world.acknowledged("survey")
     assert acked[key] != held["hash"]
 
-    report = world.sync(baseline=True, vendors=["survey"])
-    assert report.exit_code == 0, report.summary()
-    assert f"survey: {UNCHANGED.format(1)}" in report.summary()
-    assert report.counts()["survey"]["baseline_unchanged"] == 1
-    assert world.acknowledged("survey") == {**acked, key: held["hash"]}
+    baseline_records(world, key, held["hash"], acked)
     return world, key, clock
 
 
