@@ -8,6 +8,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,19 @@ from syncd.daemon import Daemon
 from syncd.pipeline import RunReport, opened, reconcile
 from syncd.sample import HEADER, write_export
 from syncd.state import Store
+
+
+class AheadClock(SystemClock):
+    """The real clock, its wall time moved on by `ahead` (its monotonic time not): days
+    passing between runs, or a resume from suspend."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ahead = timedelta()
+
+    def now(self) -> datetime:
+        return super().now() + self.ahead
+
 
 ESPUTNIK_MAPPING = """
 [fields]

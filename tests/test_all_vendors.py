@@ -26,6 +26,7 @@ from syncd.sandbox.base import Simulator
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
 from syncd.status import collect, render
+from tests.helpers import AheadClock
 
 TRIGGERS = ("altcraft", "dropthought", "hellocustomer")
 
@@ -238,18 +239,7 @@ def test_status_json_follows_its_documented_schema(tmp_path: Path, stack: Stack)
     assert data["quarantine"]["rows"]  # the demo export's bad rows
 
 
-class _Later(SystemClock):
-    """The real clock, moved on by whole days."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.days = 0
-
-    def now(self) -> datetime:
-        return super().now() + timedelta(days=self.days)
-
-
-def _two_trigger_vendors(tmp_path: Path, stack: Stack) -> tuple[Any, Any, Any, _Later]:
+def _two_trigger_vendors(tmp_path: Path, stack: Stack) -> tuple[Any, Any, Any, AheadClock]:
     """Dropthought, then Altcraft, min_days_between_surveys = 3, a clock moved by days."""
     from syncd.demo import mapping_text
     from syncd.sandbox.altcraft import AltcraftSim
@@ -272,7 +262,7 @@ def _two_trigger_vendors(tmp_path: Path, stack: Stack) -> tuple[Any, Any, Any, _
     config.write_text(
         config.read_text("utf-8") + "[suppression]\nmin_days_between_surveys = 3\n", "utf-8"
     )
-    world.clock = clock = _Later()
+    world.clock = clock = AheadClock()
     return world, dropthought, altcraft, clock
 
 
@@ -295,7 +285,7 @@ def test_a_survey_skipped_for_min_days_is_not_sent_later_when_another_column_cha
     assert world.sync().exit_code == 0
     assert sum(p["triggers"] for p in dropthought.participants()) == 3
     assert altcraft.triggers() == {}
-    clock.days = 4
+    clock.ahead = timedelta(days=4)
     contacts[0][14] = "called back"  # Notes: mapped by nobody
     world.write(contacts[:2])  # contact 2 leaves the export
     assert world.sync(force=True).exit_code == 0
@@ -330,12 +320,12 @@ def test_a_survey_queued_long_ago_still_holds_back_another_vendor_s_survey(
     assert world.sync().exit_code == 0  # surveyed by Dropthought; Altcraft: within min_days
     assert dropthought.participants()[0]["record"]["CRM ID"] == contact[0]
     assert sum(p["triggers"] for p in dropthought.participants()) == 2
-    clock.days = 4
+    clock.ahead = timedelta(days=4)
     contact[10] = "05/13/2026"  # month 13 under DMY: quarantined for Dropthought only
     world.write([contact, other])
     world.sync(vendors=["dropthought"])  # Altcraft's survey queued, not sent
     assert sum(altcraft.triggers().values()) == 0
-    clock.days = 8
+    clock.ahead = timedelta(days=8)
     contact[10] = "2026-03-09 09:00:00"
     world.write([contact, other])
     world.sync()

@@ -11,18 +11,17 @@ import random
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from syncd.cli import cli
-from syncd.clock import SystemClock
 from syncd.errors import ConfigError
 from syncd.sample import row, rows
 from syncd.vendors.base import Status
-from tests.helpers import assert_fingerprint_cache_holds
+from tests.helpers import AheadClock, assert_fingerprint_cache_holds
 from tests.memory import MemoryWorld, Remote, memory_vendors
 from tests.test_unbaselined import N, installed, known, start
 
@@ -338,20 +337,9 @@ def baseline_records(world: MemoryWorld, key: str, digest: object, acked: dict) 
     assert world.acknowledged("survey") == {**acked, key: digest}
 
 
-class Later(SystemClock):
-    """The real clock, moved on by whole days."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.days = 0
-
-    def now(self) -> datetime:
-        return super().now() + timedelta(days=self.days)
-
-
 def held_back_then_baselined(
     folder: Path, remotes: dict[str, Remote]
-) -> tuple[MemoryWorld, str, Later]:
+) -> tuple[MemoryWorld, str, AheadClock]:
     """A survey vendor watching City, min_days_between_surveys = 30, everyone surveyed;
     a day later a contact's City changes: its survey is held back (skipped, "within
     min_days_between_surveys") and the vendor's acknowledgement stays the old City. The
@@ -362,8 +350,8 @@ def held_back_then_baselined(
     config.write_text(
         config.read_text("utf-8") + "[suppression]\nmin_days_between_surveys = 30\n", "utf-8"
     )
-    world.clock = clock = Later()
-    clock.days = 1
+    world.clock = clock = AheadClock()
+    clock.ahead = timedelta(days=1)
     key = data[0][0]
     world.write([row(0, random.Random(0), version=1), *data[1:]])
     assert world.sync().exit_code == 0
@@ -388,7 +376,7 @@ def test_a_baseline_acknowledges_a_survey_min_days_held_back_as_the_export_holds
     never surveyed."""
     world, key, clock = held_back_then_baselined(tmp_path, remotes)
     remotes["survey"].batches.clear()
-    clock.days = 40
+    clock.ahead = timedelta(days=40)
     assert world.sync().exit_code == 0  # the same export, the days passed: nothing owed
     assert remotes["survey"].batches == []
     world.write(list(rows(N)))  # back to the City the survey was for

@@ -28,7 +28,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 import syncd
 from syncd import liveness
-from syncd.clock import SystemClock
 from syncd.daemon import Daemon
 from syncd.errors import StoreError
 from syncd.liveness import Liveness
@@ -37,7 +36,7 @@ from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
 from syncd.status import collect, render
-from tests.helpers import World, esputnik_table, unprivileged
+from tests.helpers import AheadClock, World, esputnik_table, unprivileged
 from tests.hostile import HostileProxy
 
 SYNCD = [sys.executable, "-m", "syncd.cli"]
@@ -603,17 +602,6 @@ def test_a_nightly_reconcile_the_service_was_down_for_runs_once_at_its_start(
     assert caught_up == (status == "interrupted")
 
 
-class SteppedClock(SystemClock):
-    """The system clock, its wall time moved on by `ahead` seconds (its monotonic time not)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ahead = 0.0
-
-    def now(self) -> datetime:
-        return super().now() + timedelta(seconds=self.ahead)
-
-
 def test_a_resume_from_suspend_wakes_the_scheduler_at_once(
     tmp_path: Path, sim: tuple[ESputnikSim, Server], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -625,7 +613,7 @@ def test_a_resume_from_suspend_wakes_the_scheduler_at_once(
     _app, server = sim
     world = daemon_world(tmp_path, server.url, "0 3 * * *", "0 4 * * *")
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)  # no watchdog job to wake it
-    clock = SteppedClock()
+    clock = AheadClock()
     daemon = Daemon(world.folder / "syncd.toml", clock)
     wakeups: list[float] = []
     wakeup = BackgroundScheduler.wakeup
@@ -637,7 +625,7 @@ def test_a_resume_from_suspend_wakes_the_scheduler_at_once(
     def resume_then_stop() -> None:
         time.sleep(1.5)
         resumed.append(time.monotonic())
-        clock.ahead = 9 * 3600.0  # as if back from nine hours suspended
+        clock.ahead = timedelta(hours=9)  # as if back from nine hours suspended
         wait(lambda: wakeups[-1] > resumed[0], 5)
         daemon.stop.set()
 
