@@ -110,6 +110,7 @@ DEDUPE = ("email", "sms", "email_or_sms", "externalCustomerId", "fieldId")
 EVENT_KEY = re.compile(r"[A-Za-z0-9]{1,100}")
 INT32 = 2**31 - 1  # the spec's ContactField.id and customFieldsIDs: "format": "int32"
 PHONE = re.compile(r"\+?\d[\d ()./-]*")
+NOT_DIGIT = re.compile(r"\D")
 SESSION_STATES = ("STARTED", "IMPORTING", "FINISHED", "ERROR")
 UNSUBSCRIBED = "UNSUBSCRIBED"
 # how a typed custom field's value is sent: the formats eSputnik's guide ("Contact Fields in
@@ -489,8 +490,11 @@ class ESputnik(Connector):
                 acked[c.key] = _ref(next((i for i in ids if i is not None), None))
         shared: dict[str, str] = {}  # contact key -> the shared value that failed to name it
         for value, ids in by_value.items():
-            owners = [c for c in sharing.get(value, {}).values() if c.key not in acked]
-            if len(sharing.get(value, {})) < 2 or not owners:
+            holders = sharing.get(value, {})
+            if len(holders) < 2:  # a value one contact alone has: settled above
+                continue
+            owners = [c for c in holders.values() if c.key not in acked]
+            if not owners:
                 continue
             left = [_ref(i) for i in ids]
             for c in list(owners):  # an entry carrying the id a contact was given before
@@ -723,7 +727,7 @@ def _key(value: str) -> str:
     """A dedupe value compared: trimmed, lower-cased, and a phone number by its digits (an
     sms sent as +380... may come back without the +; the spec shows both forms)."""
     value = value.strip().lower()
-    return re.sub(r"\D", "", value) if PHONE.fullmatch(value) else value
+    return NOT_DIGIT.sub("", value) if PHONE.fullmatch(value) else value
 
 
 def _json(body: dict[str, Any]) -> bytes:
