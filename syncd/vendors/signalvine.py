@@ -43,8 +43,9 @@
   "Unrecognized variable: x" (SignalVine's words for a header naming a variable the
   program lacks, as the SDK's tests read them from a real command) is the mapping's fault,
   no contact's: an EndpointError that stops SignalVine for the run with every contact
-  pending (read only where x is a column of the header and the error names no
-  customer_id of the upload: a row's own value may quote those words). Errors that name
+  pending (read only where x is a column of the header, the error names no customer_id
+  of the upload and no row of the upload holds those words: a row's own value may quote
+  them, in a report or a text). Errors that name
   no `customer_id` of the upload (a row alone, or a `message` that is no import report: the SDK's tests find SignalVine's words in it with `in`, as
   in a text) refuse the upload as a whole, a FatalError: the delivery loop splits it down
   to the rows refused, each failed alone with the vendor's words (and the same words five
@@ -788,9 +789,11 @@ def _unknown_variables(
 ) -> list[str]:
     """The header's variables a command says SignalVine does not know ("Unrecognized
     variable: x"): only from its report's `errors` (the whole message where it has none)
-    naming no customer_id of the upload, and only names of the header's columns. Read from
-    the whole message, a row's own refused value quoting those words stopped SignalVine at
-    every run, every contact pending."""
+    naming no customer_id of the upload, only words no row of the upload holds, and only
+    names of the header's columns. A row's own refused value quoting those words ("Could
+    not parse 'Unrecognized variable: first_name' as Boolean") stopped SignalVine at every
+    run, every contact pending: read from the whole message, or from an error naming only
+    its row, it is that row's refusal (`_errors` splits the upload down to it)."""
     if isinstance(errors, list):
         ids = {str(c.fields.get("customer_id") or "") for c in rows} - {""}
         texts = [
@@ -800,8 +803,11 @@ def _unknown_variables(
         ]
     else:
         texts = [_text(message)]
-    found = UNRECOGNIZED.findall(" ".join(texts))
-    return [name for name in dict.fromkeys(found) if name in header]
+    found = list(UNRECOGNIZED.finditer(" ".join(texts)))
+    if found:  # rare: the values are looked at only then
+        values = [v.lower() for c in rows for v in c.fields.values() if isinstance(v, str)]
+        found = [m for m in found if not any(m[0].lower() in v for v in values)]
+    return [name for name in dict.fromkeys(m[1] for m in found) if name in header]
 
 
 def _report(message: Any) -> dict[str, Any] | None:

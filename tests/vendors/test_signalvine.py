@@ -554,6 +554,33 @@ def test_a_rows_own_value_quoting_unrecognized_variable_fails_that_row_alone(env
     assert {s for s, _r in outcome.values()} == {"sent"}
 
 
+@pytest.mark.parametrize("form", ["text", "report naming no customer_id"])
+def test_a_value_quoting_unrecognized_variable_in_words_naming_no_row_fails_that_row_alone(
+    env: Env, form: str
+) -> None:
+    """The same refusal, in words that name no row: the command's message as text, or a
+    report whose error names only a row. SignalVine quotes the value it could not parse,
+    "Unrecognized variable: first_name" (a header column) in a Boolean; read as the
+    vendor's word on the header, it stopped SignalVine at every run, every contact
+    pending, for one row's value. Words that a row of the upload holds are that row's:
+    the upload is split down to it."""
+    if form == "text":
+        env.sim.message_form = "text"
+    else:
+        env.sim.errors_name_customer = False
+    connector = env.connector(mapping=MAPPING + 'active = "Active"\n')
+    value = "Unrecognized variable: first_name"
+    contacts = [
+        replace(c, fields={**c.fields, "active": value if i == 2 else "yes"})
+        for i, c in enumerate(contact(i) for i in range(4))
+    ]
+    outcome, _ = deliver(connector, contacts, env.folder)
+    status, reason = outcome.pop("K00002")
+    assert (status, f"Could not parse {value!r} as Boolean" in (reason or "")) == ("failed", True)
+    assert {s for s, _r in outcome.values()} == {"sent"}
+    assert set(env.sim.participants_by_customer()) == set(outcome)
+
+
 @pytest.mark.parametrize("mode", ["row", "tx"])
 def test_errors_that_name_no_row_are_split_down_to_the_rows_refused(env: Env, mode: str) -> None:
     """A command whose message names no row (text, as the SDK's tests read SignalVine's
