@@ -13,8 +13,9 @@ call)", "Bulk trigger launch", "Data array", "Get trigger campaign information")
   email when absent) and the matching value (`email` / `phone` / `profile_id` /
   `field_name` + `field_value`), optional `content{}`, `custom_data{}`, `resource_id` (a
   number). Answers the profile's `profile_id`.
-- `campaigns/triggers/start_batch`: `trigger_id` (a number, not `id`), `format` "json",
-  `matching`, root `field_name` for custom matching, `data[]` of objects holding the
+- `campaigns/triggers/start_batch`: `trigger_id` (a number, not `id`), `format` "json" and
+  `matching`, both required (NOTES.md marks only `content` and `custom_data` optional and
+  gives matching a default for `start` alone), root `field_name` for custom matching, `data[]` of objects holding the
   matching value (`email` / `phone` / `profile_id` / `field_value`) and optionally
   `custom_data{}` ("can be passed either at the root of the request or separately in each
   data object", the guide's "Bulk trigger launch"; how both combine is not said: here the
@@ -252,7 +253,10 @@ class AltcraftSim(Simulator):
         if "id" in body and "trigger_id" not in body:
             raise EnvelopeError(400, "Parameter 'trigger_id' is required (id is for start)")
         campaign = self._campaign(body, "trigger_id")
-        if body.get("format", "json") != "json":
+        for key in ("format", "matching"):  # NOTES.md marks only content, custom_data optional
+            if key not in body:
+                raise EnvelopeError(400, f"Parameter '{key}' is required")
+        if body["format"] != "json":
             raise EnvelopeError(400, "Parameter 'format': only json is supported by the sandbox")
         matching = self._matching(body)
         field_name = self._field_name(body, matching)

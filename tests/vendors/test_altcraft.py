@@ -384,3 +384,27 @@ def test_the_simulator_is_strict(sim: AltcraftSim, url: str) -> None:
     )
     assert resp.status_code == 413
     assert sim.launched == 1
+
+
+@pytest.mark.parametrize("left_out", ["format", "matching"])
+def test_the_simulator_refuses_a_start_batch_without_format_or_matching(
+    sim: AltcraftSim, url: str, left_out: str
+) -> None:
+    """NOTES.md, "Altcraft": start_batch is `{"token", "trigger_id", "format": "json",
+    "matching", "data": [...], "content"?, "custom_data"?}` -- only content and custom_data
+    are marked optional (a default for matching is given for `start` alone). The sandbox
+    took a batch without format or matching as json and email."""
+    body = {
+        "token": "sandbox-token",
+        "trigger_id": 7,
+        "format": "json",
+        "matching": "email",
+        "data": [{"email": "a@example.com"}],
+    }
+    assert requests.post(url + BATCH, json=body, timeout=5).json()["error"] == 0
+    del body[left_out]
+    answer = requests.post(url + BATCH, json=body, timeout=5)
+    assert answer.status_code == 200
+    assert answer.json()["error"] == 400
+    assert f"'{left_out}'" in answer.json()["error_text"]
+    assert sim.launched == 1
