@@ -15,11 +15,11 @@ call)", "Bulk trigger launch", "Data array", "Get trigger campaign information")
   number). Answers the profile's `profile_id`.
 - `campaigns/triggers/start_batch`: `trigger_id` (a number, not `id`), `format` "json" and
   `matching`, both required (NOTES.md marks only `content` and `custom_data` optional and
-  gives matching a default for `start` alone), root `field_name` for custom matching, `data[]` of objects holding the
-  matching value (`email` / `phone` / `profile_id` / `field_value`) and optionally
-  `custom_data{}` ("can be passed either at the root of the request or separately in each
-  data object", the guide's "Bulk trigger launch"; how both combine is not said: here the
-  item's keys win over the root's); root `content{}` and `custom_data{}`. Answers
+  gives matching a default for `start` alone), root `field_name` for custom matching,
+  `data[]` of objects holding the matching value (`email` / `phone` / `profile_id` /
+  `field_value`) and optionally `custom_data{}` ("can be passed either at the root of the
+  request or separately in each data object", the guide's "Bulk trigger launch"; how both
+  combine is not said: here the item's keys win over the root's); root `content{}` and `custom_data{}`. Answers
   `result`: the profile ids launched, in order.
   The sandbox launches a batch whole or not at all: a profile it cannot launch (an invalid
   value, or one rejected with `faults.reject(value)`) fails the request with
