@@ -600,6 +600,43 @@ def test_errors_that_name_no_row_are_split_down_to_the_rows_refused(env: Env, mo
     assert set(env.sim.participants_by_customer()) == set(outcome)
 
 
+@pytest.mark.parametrize("form", ["text", "report naming no customer_id"])
+def test_a_refused_value_quoted_in_words_naming_no_row_is_split_out_first(
+    env: Env, form: str
+) -> None:
+    """Words naming no row split the upload down by halves: two uploads of half the rest
+    for each halving, 20 for one bad row of 1,000 (34 at the default batch of 100,000).
+    SignalVine quotes the value it could not parse: the rows holding a quoted value go
+    alone first and the rest beside them, so the bad row costs two uploads; its refusal
+    is still the vendor's, on an upload of it alone."""
+    if form == "text":
+        env.sim.message_form = "text"
+    else:
+        env.sim.errors_name_customer = False
+    connector = env.connector(mapping=MAPPING + 'active = "Active"\n')
+    contacts = [
+        replace(c, fields={**c.fields, "active": "sure why not" if c.key == "K00700" else "yes"})
+        for c in (contact(i) for i in range(1000))
+    ]
+    outcome, _ = deliver(connector, contacts, env.folder)
+    status, reason = outcome.pop("K00700")
+    assert status == "failed" and "Could not parse 'sure why not' as Boolean" in (reason or "")
+    assert {s for s, _r in outcome.values()} == {"sent"}
+    assert env.sim.count(PUSH, "POST") == 3  # the batch, the row alone, the rest
+
+
+def test_a_quoted_value_of_another_row_still_splits_down_to_the_refused_one(env: Env) -> None:
+    """The quoted value only says which rows go alone first: a guess the vendor's next
+    answer proves wrong (the row it points at is taken alone) costs one upload, and the
+    halving goes on to the row refused; nobody is failed on the words alone."""
+    env.sim.message_form = "text"
+    env.sim.faults.reject("K00002", "Could not parse 'First5' as Boolean")
+    outcome, _ = deliver(env.connector(), [contact(i) for i in range(8)], env.folder)
+    assert outcome.pop("K00002")[0] == "failed"
+    assert {s for s, _r in outcome.values()} == {"sent"}
+    assert set(env.sim.participants_by_customer()) == set(outcome)
+
+
 @pytest.mark.parametrize("first_row", [0, 1, 2])
 @pytest.mark.parametrize("mode", ["row", "tx"])
 def test_errors_naming_only_a_row_never_fall_on_another_contact(
