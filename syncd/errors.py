@@ -24,8 +24,6 @@ CLI only from `syncd check`.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 
 class SyncdError(Exception):
     """Root of every error syncd raises on purpose."""
@@ -145,25 +143,7 @@ class OutcomeUnknownError(VendorError):
 
 
 class FatalError(VendorError):
-    """The vendor refused the request; repeating it unchanged will not help.
-
-    `suspects`: the keys of the contacts a refusal of a whole batch seems to point at
-    without naming them (a value of theirs quoted in the vendor's words). The delivery loop
-    splits such a batch into them and the rest before it halves it: a guess, never a
-    verdict; each part is the vendor's to refuse or take."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        vendor: str = "",
-        status: int | None = None,
-        retry_after: float | None = None,
-        hint: str | None = None,
-        suspects: Collection[str] = (),
-    ) -> None:
-        super().__init__(message, vendor=vendor, status=status, retry_after=retry_after, hint=hint)
-        self.suspects = frozenset(suspects)
+    """The vendor refused the request; repeating it unchanged will not help."""
 
 
 class AuthError(FatalError):

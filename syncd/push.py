@@ -251,7 +251,6 @@ class Deliverer:
 
         http = self.connector.http
         http.on_write, http.on_unsent = flight.write, flight.unsent
-        suspects: frozenset[str] = frozenset()  # of a refusal of the whole batch
         try:
             started = self.connector.start(batch, on_job)
         except StopRequested:
@@ -297,20 +296,12 @@ class Deliverer:
                 "batch refused, splitting", vendor=self.vendor, size=len(batch), error=exc.reason
             )
             flight.pending(None, count=False)
-            started, suspects = None, exc.suspects
+            started, reason = None, exc.reason
         finally:
             http.on_write = http.on_unsent = None
         if started is None:
-            # the contacts the refusal points at alone first, the rest beside them (one
-            # refused row costs two requests, not two per halving); else halves
-            parts = [
-                [c for c in batch if c.key in suspects],
-                [c for c in batch if c.key not in suspects],
-            ]
-            if not all(parts):
-                half = len(batch) // 2
-                parts = [list(batch[:half]), list(batch[half:])]
-            return self._send(parts[0], ids) and self._send(parts[1], ids)
+            first, rest = _split(batch, reason)
+            return self._send(first, ids) and self._send(rest, ids)
         if isinstance(started, Job):
             self._refusals = ("", 0)
             flight.write()
@@ -469,6 +460,39 @@ class Deliverer:
     def _stopped(self, exc: Exception) -> None:
         self.out.stopped = str(exc)
         log.error("vendor stopped for this run", vendor=self.vendor, error=str(exc))
+
+
+def _split(batch: Sequence[Contact], reason: str) -> tuple[list[Contact], list[Contact]]:
+    """A batch the vendor refused whole in two, to find the contacts it objects to: those
+    holding a value its words quote go alone first, the rest beside them (vendors quote the
+    value they refuse: "The respondent email x@ is invalid", "Could not parse 'sure why
+    not' as Boolean"), so one refused contact costs two requests, not two per halving;
+    else, or when the words quote every contact or none, halves. Only a guess of what goes
+    together: each part is the vendor's to take or refuse, and a wrong one costs a request."""
+    text = reason.casefold()
+    quoted = [
+        c
+        for c in batch
+        if any(_quotes(text, v) for v in (*c.fields.values(), *c.metadata.values()))
+    ]
+    if 0 < len(quoted) < len(batch):
+        keys = {c.key for c in quoted}
+        return quoted, [c for c in batch if c.key not in keys]
+    half = len(batch) // 2
+    return list(batch[:half]), list(batch[half:])
+
+
+def _quotes(text: str, value: object) -> bool:
+    """`text` holds `value` (3 characters or more) as a whole: not inside a longer word."""
+    if not isinstance(value, str) or len(value := value.strip().casefold()) < 3:
+        return False
+    at = text.find(value)
+    while at >= 0:
+        end = at + len(value)
+        if not (at and text[at - 1].isalnum()) and not (end < len(text) and text[end].isalnum()):
+            return True
+        at = text.find(value, at + 1)
+    return False
 
 
 @dataclass

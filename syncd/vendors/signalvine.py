@@ -151,8 +151,6 @@ POLL_STEP = 2.0
 # the header names a variable the program lacks, in SignalVine's own words as the SDK's
 # tests read them from a real command (CUBoulder-OIT/signalvine-sdk, tests/test_sdk_upsert.py:
 # "Unrecognized variable: can_ride_tyrannosaurus")
-# a value quoted in SignalVine's words, 'so' or "so" (as Haskell's and Python's show it)
-QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
 UNRECOGNIZED = re.compile(r"Unrecognized variable: *([^\s,;:'\"\\]+)", re.IGNORECASE)
 ROW_ERROR_LIMIT = 1000  # row mode: nothing is added past this many errors
 MAX_REUPLOADS = 3  # row mode past the limit: the rows without an error sent again, at most
@@ -567,14 +565,10 @@ class SignalVine(Connector):
         and the same refusal five times in a row stops SignalVine). Failing every row would
         fail the rows row mode added and the good rows tx mode held back, run after run
         until they are dead."""
-        quoted = {a or b for a, b in QUOTED.findall(" ".join(texts))} - {""}
         return FatalError(
             f"SignalVine refused the upload of {len(rows)} row(s) with errors that name no "
             f"customer_id of it: {'; '.join(texts)}"[:500],
             vendor=self.name,
-            # SignalVine quotes the value it could not parse ("Could not parse 'sure why
-            # not' as Maybe (Boolean)"): the rows holding one go alone first
-            suspects={c.key for c in rows if quoted.intersection(c.fields.values())},
         )
 
     # --- pull --------------------------------------------------------------------------

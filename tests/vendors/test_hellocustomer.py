@@ -301,6 +301,22 @@ def test_refused_respondents_are_isolated_by_splitting_without_a_429(
     assert sim.throttled == 0
 
 
+def test_a_refused_respondent_its_email_quoted_costs_two_calls_not_a_halving_each(
+    tmp_path: Path, sim: HelloCustomerSim, server: Server, clock: FakeClock
+) -> None:
+    """hellocustomer.md: "The respondent email {model.Respondent.Email} is invalid" refuses
+    the whole call (all or nothing). Halved down to it, one bad respondent of the default
+    100 took 14 calls, a second of pacing each; the one whose email the words quote goes
+    alone first, the rest beside it."""
+    conn = connector(write_config(tmp_path, server.url), clock)
+    contacts = [contact(i) for i in range(100)]
+    sim.faults.reject(contacts[70].fields["email"], "address on the blocklist")
+    outcome = deliver(conn, contacts, tmp_path)
+    assert {k for k, v in outcome.items() if v == "failed"} == {"CRM-00070"}
+    assert set(sim.by_key()) == {c.key for c in contacts} - {"CRM-00070"}
+    assert sim.count(PUSH) == 3  # the batch, the respondent alone, the rest
+
+
 def test_an_unknown_touchpoint_stops_hello_customer_with_every_respondent_pending(
     tmp_path: Path, clock: FakeClock
 ) -> None:
