@@ -19,8 +19,8 @@ call)", "Bulk trigger launch", "Data array", "Get trigger campaign information")
   `data[]` of objects holding the matching value (`email` / `phone` / `profile_id` /
   `field_value`) and optionally `custom_data{}` ("can be passed either at the root of the
   request or separately in each data object", the guide's "Bulk trigger launch"; how both
-  combine is not said: here the item's keys win over the root's); root `content{}` and `custom_data{}`. Answers
-  `result`: the profile ids launched, in order.
+  combine is not said: here the item's keys win over the root's); root `content{}` and
+  `custom_data{}`. Answers `result`: the profile ids launched, in order.
   The sandbox launches a batch whole or not at all: a profile it cannot launch (an invalid
   value, or one rejected with `faults.reject(value)`) fails the request with
   `data[i]: <reason>`.
