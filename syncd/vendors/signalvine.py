@@ -45,13 +45,14 @@
   no contact's: an EndpointError that stops SignalVine for the run with every contact
   pending (read only where x is a column of the header, the error names no customer_id
   of the upload and no row of the upload holds those words: a row's own value may quote
-  them, in a report or a text). Errors that name
-  no `customer_id` of the upload (a row alone, or a `message` that is no import report: the SDK's tests find SignalVine's words in it with `in`, as
-  in a text) refuse the upload as a whole, a FatalError: the delivery loop splits it down
-  to the rows refused, each failed alone with the vendor's words (and the same words five
-  times in a row stop SignalVine); failing every row instead failed those row mode added
-  and those tx mode held back, run after run until dead. The other rows are SENT, except
-  in `tx` mode (nothing was added: they stay pending) and in `row` mode past 1,000 errors: the vendor
+  them, in a report or a text). Errors that name no `customer_id` of the upload (a row
+  alone, or a `message` that is no import report: the SDK's tests find SignalVine's words
+  in it with `in`, as in a text) refuse the upload as a whole, a FatalError: the delivery
+  loop splits it down to the rows refused (those holding a value the words quote first),
+  each failed alone with the vendor's words (and the same words five times in a row stop
+  SignalVine); failing every row instead failed those row mode added and those tx mode
+  held back, run after run until dead. The other rows are SENT, except in `tx` mode
+  (nothing was added: they stay pending) and in `row` mode past 1,000 errors: the vendor
   then added nothing, so the rows without an error are uploaded again at once (at most
   `MAX_REUPLOADS` times; past that they stay pending). One bad stretch of an export (a
   phone shared by thousands of CRM contacts) must not hold back a whole batch of good
