@@ -412,11 +412,15 @@ class Export:
             raise SourceError(
                 f"cannot read export {self.path}: {exc.strerror}", hint=_unreadable_hint(exc)
             ) from None
-        fh = os.fdopen(fd, "rb")
+        # looked at before `os.fdopen`, which raises IsADirectoryError of a directory (one
+        # opens read-only) and leaves the descriptor open
         now = os.fstat(fd)
         if not stat.S_ISREG(now.st_mode):
-            fh.close()
+            os.close(fd)
+            if self._stat is not None:  # a regular file when the header was read
+                raise self._changed("replaced")
             raise SourceError(f"export {self.path} is {kind_of(now.st_mode)}, not a regular file")
+        fh = os.fdopen(fd, "rb")
         if self._stat is None:
             self._stat = now
             judged = self._judged

@@ -410,6 +410,36 @@ def test_an_export_removed_while_it_is_read_is_refused_as_changed(tmp_path: Path
             list(export.rows(print))
 
 
+def test_an_export_that_is_a_directory_when_it_is_opened_is_named_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """`find_export` names a directory; `Export` opens the path again, and there it got
+    past `os.open` (a directory opens read-only) to die in `os.fdopen` with
+    `IsADirectoryError: [Errno 21] Is a directory: 3`: `syncd init DIR` printed that
+    traceback, and so did a sync whose export became a directory after it was found (a
+    symlink repointed at the day's folder) or after its header was read."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    with pytest.raises(SourceError) as err:  # `syncd init` opens the path it is given
+        Export(folder, cfg(folder))
+    assert err.value.message == f"export {folder} is a directory, not a regular file"
+    path = tmp_path / "e.csv"
+    path.write_text("Record ID\n1\n", encoding="utf-8")
+    found = find_export(cfg(path), datetime.now(UTC))
+    path.unlink()
+    path.mkdir()  # between the look and the open
+    with pytest.raises(SourceError) as err:
+        Export(found, cfg(path))
+    assert err.value.message == f"export {path} is a directory, not a regular file"
+    path.rmdir()
+    path.write_text("Record ID\n1\n", encoding="utf-8")
+    with Export(path, cfg(path)) as export:
+        path.unlink()
+        path.mkdir()  # after the header: the rows are read from a second open
+        with pytest.raises(NotSettledError, match=r"changed while it was read \(replaced\)"):
+            list(export.rows(print))
+
+
 def test_an_export_syncd_may_not_read_is_named_with_the_uid_to_let_in(tmp_path: Path) -> None:
     """The CRM's job wrote it mode 0600, or its folder cannot be searched: a glob's match
     in such a folder said "no export matches" (the look at it failed, and it was passed
