@@ -308,6 +308,9 @@ class Export:
             self._unended = bool(size) and not tail.endswith(breaks) and not self._ctrl_z
             misread = _misread_utf8(_chunks(fd, size), cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
+            # lines ending in CRLF, the last in a CR alone: the file was cut between the two
+            self._half_crlf = first.endswith("\r\n") and tail.endswith(breaks[1])
+            self._unended = self._unended or (self._half_crlf and not self._ctrl_z)
             self._fh.seek(0)
             sample = self._fh.read(SNIFF_BYTES)
         except OSError as exc:
@@ -543,6 +546,8 @@ class Export:
         at = max(range(len(lines)), key=lines.__getitem__) if lines else None
         bad = max(block.bad, key=attrgetter("line"), default=None)
         unended = "its last line has no line break"
+        if self._half_crlf:
+            unended = "its last line break is a CR without the LF of every other line's"
         if self._marked:
             unended += (
                 ", only a DOS end-of-file mark (Ctrl-Z, \\x1a): syncd takes one after the last "

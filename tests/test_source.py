@@ -173,6 +173,39 @@ def test_an_export_that_ends_mid_record_is_refused_or_read_without_that_record(
     assert [item[0] for item in out[:-1]] == list(range(2, line))  # type: ignore[index]
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252", "utf-16"])  # raw, csv, two bytes a char
+def test_a_crlf_export_cut_between_the_cr_and_the_lf_is_cut_short(
+    tmp_path: Path, encoding: str
+) -> None:
+    """Every line ends in CRLF, the last in a CR alone: the CRM's job died between the two
+    bytes. A lone CR is a line break, so the file was taken as whole, and every contact
+    after the cut as gone. A file whose lines all end in a CR (old Macs) is whole."""
+    p = tmp_path / "e.csv"
+    p.write_bytes("Record ID;Name\r\n1;a\r\n2;b\r".encode(encoding))
+    with pytest.raises(GuardError) as err:
+        read(p, encoding=encoding)
+    assert err.value.message == (
+        f"refused: export {p} ends mid-record at line 3 (its last line break is a CR without "
+        "the LF of every other line's): the CRM's export looks cut short; nothing was sent"
+    )
+    out: list[tuple[int, list[str]] | Bad] = []
+    with Export(p, cfg(p, encoding=encoding), force=True) as export:
+        out.extend(export.rows(out.append))
+    assert out == [
+        (2, ["1", "a"]),
+        Bad(
+            3,
+            "2",
+            "the file ends mid-record: its last line break is a CR without the LF of "
+            "every other line's",
+        ),
+    ]
+    p.write_bytes("Record ID;Name\r1;a\r2;b\r".encode(encoding))
+    assert read(p, encoding=encoding)[1] == [(2, ["1", "a"]), (3, ["2", "b"])]
+    p.write_bytes("Record ID;Name\r\n1;a\r\n2;b\r\n".encode(encoding))
+    assert read(p, encoding=encoding)[1] == [(2, ["1", "a"]), (3, ["2", "b"])]
+
+
 # --- the raw path reads exactly what the csv module reads --------------------------------
 @pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])  # the raw path, the csv module's
 @pytest.mark.parametrize("end", [b"\r\n", b"\n", b"\r"])
