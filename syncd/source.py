@@ -308,8 +308,14 @@ class Export:
             self._unended = bool(size) and not tail.endswith(breaks) and not self._ctrl_z
             misread = _misread_utf8(_chunks(fd, size), cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
-            # lines ending in CRLF, the last in a CR alone: the file was cut between the two
-            self._half_crlf = first.endswith("\r\n") and tail.endswith(breaks[1])
+            # lines ending in CRLF, the last (not a blank one) in a CR alone: the file was
+            # cut between the two
+            cr = breaks[1]
+            self._half_crlf = (
+                first.endswith("\r\n")
+                and tail.endswith(cr)
+                and not tail[: -len(cr)].endswith(breaks)
+            )
             self._unended = self._unended or (self._half_crlf and not self._ctrl_z)
             self._fh.seek(0)
             sample = self._fh.read(SNIFF_BYTES)
