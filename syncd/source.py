@@ -40,6 +40,10 @@ BLOCK = 512  # records parsed at a time: small enough to stay in the CPU's cache
 # joins the cells of a change text: a lone high surrogate, which no decoder here ever
 # produces (`surrogateescape` gives low ones), so the joined text names its cells exactly
 SEP = "\ud800"
+# and as UTF-8 (`surrogatepass`): a line holding these bytes, which no UTF-8 text does, is
+# read by the csv module, else its text (its own bytes) could be a record's whose cells
+# hold the delimiter (`"7;";x` and `7;\xed\xa0\x80x` are both `7;\xed\xa0\x80x`)
+SEP_BYTES = SEP.encode("utf-8", "surrogatepass")
 # bytes read at a time on the raw path: a block's working set stays in the CPU's caches
 RAW_BYTES = 256 * 1024
 LONG = 1 << 16  # bytes in a line the raw path leaves to the csv module (see `_per_line`)
@@ -739,6 +743,9 @@ class Export:
                 raw &= stops - starts < LONG  # else the counts may have wrapped
                 if width == 1:
                     raw &= ends > starts
+                if SEP_BYTES in chunk:  # (no real export has them: one look a block)
+                    at = [m.start() for m in re.finditer(re.escape(SEP_BYTES), chunk)]
+                    raw[np.searchsorted(starts, at, side="right") - 1] = False
                 block, feed = self._others(_Slices(chunk, starts, stops), quotes, raw, line, fh)
                 bodies = list(compress(chunk.splitlines(), raw.tolist()))
                 texts = self._texts(bodies, cells[raw] - width)

@@ -121,6 +121,37 @@ def test_a_row_of_the_wrong_width_is_not_quarantined_under_a_cell_shifted_into_t
     }
 
 
+def test_a_line_holding_the_change_texts_separator_is_not_another_contact_unchanged(
+    tmp_path: Path,
+) -> None:
+    """A record the csv module reads has its cells joined by `source.SEP` (UTF-8
+    `\\xed\\xa0\\x80`) for its fingerprint; a line read raw is its own bytes. Contact `7,`
+    (a quoted key holding the delimiter) was recorded; then a line of contact 7 holding
+    those bytes, which are no UTF-8, had the same text: it was taken for `7,` unchanged,
+    not quarantined, and contact 7 marked gone."""
+    mapping = (
+        '[fields]\nemail = "Email"\nfirstName = "First Name"\nexternalCustomerId = "Record ID"\n'
+    )
+    with Server(ESputnikSim()) as server:
+        table = esputnik_table(server.url, dedupe_on="externalCustomerId")[0]
+        w = World(tmp_path, {"esputnik": (table, mapping)}, delimiter=",", max_drop=1.0)
+        header = b"Record ID,First Name,Email\n"
+        w.export.write_bytes(header + b'"7,","x,y",a@b.co\n7,Ann,c@d.co\n')
+        assert w.sync().exit_code == 0
+        w.export.write_bytes(header + b"7,\xed\xa0\x80x,y\xed\xa0\x80a@b.co\n8,Bo,e@f.co\n")
+        report = w.sync()
+        assert report.exit_code == 0 and report.plan is not None
+        assert (report.plan.quarantined, report.plan.unchanged) == (1, 0)
+        store = w.store()
+        try:
+            assert [(r["line"], r["key"]) for r in store.query("SELECT * FROM quarantine")] == [
+                (2, "7")
+            ]
+        finally:
+            store.close()
+        assert gone(w) == ["7,"]  # absent from the export: 7 is held back
+
+
 def test_an_export_mostly_quarantined_is_not_refused_as_missing_contacts(
     world: tuple[World, ESputnikSim],
 ) -> None:

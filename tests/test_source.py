@@ -327,6 +327,9 @@ def both_ways(path: Path, **kw: object) -> tuple[list[object], list[object], boo
 # found by this test: a quoted field left open up to a Ctrl-Z made the csv path drop the
 # bad record before it (`_drop_ctrl_z` took the line its end stopped at for the Ctrl-Z's)
 @example(body=b'1\r\n"\r\n\x1a', block=1, header=b"Record ID;Name;Notes;Date\r\n", ignore=())
+# a line holding the cells' separator's bytes (`\xed\xa0\x80`) read raw had the text of a
+# record whose cells hold the delimiter: ["1", "\udced\udca0\udc80x"] and ["1;", "x"]
+@example(body=b'"1;";x\n1;\xed\xa0\x80x\n', block=64, header=b"Record ID;Name\n", ignore=())
 # a CRLF export ending in a blank line cut between its CR and LF: the raw path took the
 # record before it for the one cut short, the csv module's ended with the blank line
 @example(body=b"1\r\n\r", block=1, header=b"Record ID;Name;Notes;Date\r\n", ignore=())
