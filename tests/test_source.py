@@ -589,3 +589,43 @@ def test_no_row_is_read_from_inside_a_field_the_csv_module_gave_up_on(
         csv.field_size_limit(old)
     for line, row in read:
         assert row in written, (line, row)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    width=st.integers(2, 6),
+    at=st.integers(0, 5),
+    how=st.sampled_from(["split", "drop"]),
+    damage=st.lists(st.integers(0, 5), min_size=1, max_size=3),
+)
+def test_a_row_of_the_wrong_width_never_names_another_contact_and_holds_its_own_back(
+    tmp_path: Path, width: int, at: int, how: str, damage: list[int]
+) -> None:
+    """A row whose other cells hold the delimiter unquoted, or some of whose other cells
+    are left out, anywhere: its quarantine names its own key or none, and a contact stored
+    under its key is held back (`Bad.held`), whichever column the key is in. (A row with
+    both, or whose key cell is split, can be any row: nothing bounds where its key went.)"""
+    at %= width
+    header = [f"C{i}" for i in range(width)]
+    header[at] = "Record ID"
+    cells = [f"k{i}" if i == at else f"v{i}" for i in range(width)]
+    for i in damage:
+        others = [j for j, cell in enumerate(cells) if not cell.startswith("k")]
+        if not others:
+            break
+        j = others[i % len(others)]
+        if how == "split":
+            cells[j : j + 1] = [cells[j], f"s{j}"]
+        else:
+            del cells[j]
+    if len(cells) == width:
+        return  # the same width: a row like any other
+    path = tmp_path / "e.csv"
+    path.write_text(",".join(header) + "\n" + ",".join(cells) + "\n", encoding="utf-8")
+    _header, out = read(path, delimiter=",")
+    assert len(out) == 1 and isinstance(out[0], Bad), out
+    bad = out[0]
+    assert bad.key in (None, f"k{at}"), bad
+    assert f"k{at}" in bad.held, bad
