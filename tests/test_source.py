@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -347,6 +348,69 @@ def test_raw_and_csv_reading_agree(
     path.write_bytes(header + body)
     raw, csv_read, used = both_ways(path, delimiter=";", ignore_columns=ignore)
     assert used
+    assert raw == csv_read
+
+
+# the line breaks `str.splitlines` knows and `bytes.splitlines`, the csv module and the
+# file object do not (NEL, LINE SEPARATOR, VT, FF, FS), a character cut in two, commas and
+# tabs for the sniffer, another byte-order mark and the key's name inside the rows
+MORE_PIECES = [
+    *PIECES,
+    b",",
+    b"\t",
+    b"\xc2\x85",
+    b"\xe2\x80\xa8",
+    b"\x0b",
+    b"\x0c",
+    b"\x1c",
+    b"\xc3",
+    b"\xa9",
+    b"\xef\xbb\xbf",
+    b"Record ID",
+]
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.lists(st.sampled_from(MORE_PIECES), max_size=60).map(b"".join),
+    bom=st.booleans(),
+    header=st.sampled_from(
+        [
+            b"Record ID,Name\r\n",
+            b'"Record ID","Name"\n',
+            b"Record ID;Name;;\n",
+            b" Record ID ;Name\r\n",
+            b"Record ID\tName\n",
+            b"Record ID\r",
+            b"Name,Record ID,\n",
+            b'"Record ID";"Na;me"\r\n',
+            b"Record ID|Name\n",
+        ]
+    ),
+    delimiter=st.sampled_from([None, ",", ";"]),
+    block=st.integers(1, 64),
+)
+def test_raw_and_csv_reading_agree_on_any_header_sniffed_or_not(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    bom: bool,
+    header: bytes,
+    delimiter: str | None,
+    block: int,
+) -> None:
+    """`test_raw_and_csv_reading_agree` with the delimiter sniffed or configured, a BOM or
+    none, headers quoted, padded, with empty trailing columns or a CR alone, and rows
+    holding what other tools take for line breaks."""
+    monkeypatch.setattr(source, "RAW_BYTES", block)
+    path = tmp_path / "e.csv"
+    path.write_bytes(codecs.BOM_UTF8 * bom + header + body)
+    try:
+        raw, csv_read, _used = both_ways(path, delimiter=delimiter)
+    except SourceError:  # the header refused: the same code for both
+        return
     assert raw == csv_read
 
 
