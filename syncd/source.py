@@ -40,6 +40,10 @@ BLOCK = 512  # records parsed at a time: small enough to stay in the CPU's cache
 # joins the cells of a change text: a lone high surrogate, which no decoder here ever
 # produces (`surrogateescape` gives low ones), so the joined text names its cells exactly
 SEP = "\ud800"
+# and as UTF-8 (`surrogatepass`): a line holding these bytes, which no UTF-8 text does, is
+# read by the csv module, else its text (its own bytes) could be a record's whose cells
+# hold the delimiter (`"7;";x` and `7;\xed\xa0\x80x` are both `7;\xed\xa0\x80x`)
+SEP_BYTES = SEP.encode("utf-8", "surrogatepass")
 # bytes read at a time on the raw path: a block's working set stays in the CPU's caches
 RAW_BYTES = 256 * 1024
 LONG = 1 << 16  # bytes in a line the raw path leaves to the csv module (see `_per_line`)
@@ -62,12 +66,16 @@ class Bad:
     becomes what it looks like (`visible`), which the quarantine shows. A known contact
     whose row this is stays held back under either (`held`): the one it looks like (a
     zero-width space pasted into `3`), or its own (`3\\u200b`, stored by a release that
-    did not look at keys)."""
+    did not look at keys).
+
+    `maybe`: the cells that may be the key of a row whose key cannot be told (`key` None),
+    one of the wrong width: a known contact under any of them is held back too."""
 
     line: int
     key: str | None
     reason: str
     raw: str | None = field(default=None, compare=False, repr=False)
+    maybe: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         key = self.key
@@ -87,10 +95,14 @@ class Bad:
     @property
     def held(self) -> list[str]:
         """The keys a known contact of this row may be stored under (see the class)."""
-        raw = self.raw if self.raw != self.key and self.raw else None
-        if raw is not None and not raw.isascii() and _SURROGATE.search(raw):
-            raw = None  # never stored: the store takes only text it can encode
-        return [k for k in (self.key, raw) if k]
+        # a cell that may be the key (`maybe`): the contact it is, or the one it looks like
+        maybe = [each for cell in self.maybe for each in (cell, visible(cell).strip())]
+        held = [self.key] if self.key else []
+        for raw in (self.raw, *maybe):
+            if not raw or raw in held or (not raw.isascii() and _SURROGATE.search(raw)):
+                continue  # (undecodable bytes are never stored: the store takes only text)
+            held.append(raw)
+        return held
 
 
 class Found(NamedTuple):
@@ -300,6 +312,15 @@ class Export:
             self._unended = bool(size) and not tail.endswith(breaks) and not self._ctrl_z
             misread = _misread_utf8(_chunks(fd, size), cfg.encoding)
             first = self._fh.readline(MAX_HEADER + 1)
+            # lines ending in CRLF, the last (not a blank one) in a CR alone: the file was
+            # cut between the two
+            cr = breaks[1]
+            self._half_crlf = (
+                first.endswith("\r\n")
+                and tail.endswith(cr)
+                and not tail[: -len(cr)].endswith(breaks)
+            )
+            self._unended = self._unended or (self._half_crlf and not self._ctrl_z)
             self._fh.seek(0)
             sample = self._fh.read(SNIFF_BYTES)
         except OSError as exc:
@@ -412,11 +433,15 @@ class Export:
             raise SourceError(
                 f"cannot read export {self.path}: {exc.strerror}", hint=_unreadable_hint(exc)
             ) from None
-        fh = os.fdopen(fd, "rb")
+        # looked at before `os.fdopen`, which raises IsADirectoryError of a directory (one
+        # opens read-only) and leaves the descriptor open
         now = os.fstat(fd)
         if not stat.S_ISREG(now.st_mode):
-            fh.close()
+            os.close(fd)
+            if self._stat is not None:  # a regular file when the header was read
+                raise self._changed("replaced")
             raise SourceError(f"export {self.path} is {kind_of(now.st_mode)}, not a regular file")
+        fh = os.fdopen(fd, "rb")
         if self._stat is None:
             self._stat = now
             judged = self._judged
@@ -531,6 +556,8 @@ class Export:
         at = max(range(len(lines)), key=lines.__getitem__) if lines else None
         bad = max(block.bad, key=attrgetter("line"), default=None)
         unended = "its last line has no line break"
+        if self._half_crlf:
+            unended = "its last line break is a CR without the LF of every other line's"
         if self._marked:
             unended += (
                 ", only a DOS end-of-file mark (Ctrl-Z, \\x1a): syncd takes one after the last "
@@ -543,12 +570,12 @@ class Export:
                 why = unended
             else:
                 return
-            line, key = bad.line, bad.raw
+            line, key, maybe = bad.line, bad.raw, bad.maybe
             block.bad.remove(bad)
         elif at is not None and self._unended:
             why = unended
             line, row = lines[at], block.row(at)
-            key = row[self.key_index].strip() if len(row) > self.key_index else None
+            key, maybe = (row[self.key_index].strip() if len(row) > self.key_index else None), ()
             del lines[at], block.rows[at], block.texts[at]
         else:
             return
@@ -559,7 +586,7 @@ class Export:
                 hint=f"re-run the CRM export; if the file is complete, `syncd sync --force` "
                 f"reads it with line {line} quarantined",
             )
-        block.bad.append(Bad(line, key or None, f"the file ends mid-record: {why}"))
+        block.bad.append(Bad(line, key or None, f"the file ends mid-record: {why}", maybe=maybe))
 
     def _drop_ctrl_z(self, block: Block) -> None:
         """Drop the DOS end-of-file mark (Ctrl-Z) after the last line break: old Windows
@@ -652,13 +679,36 @@ class Export:
             return  # a blank line
         block.records += 1
         if n < width or (n > width and "".join(row[width:]).strip()):
-            key = row[self.key_index].strip() if n > self.key_index else None
-            reason = f"has {n} field{'s' if n != 1 else ''}, the header has {width}"
-            block.bad.append(Bad(start, key or None, reason))
+            block.bad.append(self._misfit(start, row))
             return
         block.lines.append(start)
         block.rows.append(row)
         block.texts.extend(_encode([SEP.join(self._pick(row))]))
+
+    def _misfit(self, start: int, row: list[str]) -> Bad:
+        """A record of the wrong width, quarantined under its key where it can be told.
+
+        A cell holding the delimiter unquoted (`Ann, Jr`) moves the cells after it right,
+        one left out moves them left: the key column's cell may be another column's (the
+        phone), and the key one of its neighbours. Only a key in the first column stays in
+        place. Each cell it may be holds its known contact back (`Bad.maybe`): the contact
+        is in the file, not gone, and the quarantine names no other contact's key."""
+        width, n, at = len(self.header), len(row), self.key_index
+        reason = f"has {n} field{'s' if n != 1 else ''}, the header has {width}"
+        if n > width:  # cells before the key split in two: it is up to n - width further
+            low, high = at, at + (n - width if at else 0)
+        else:  # cells before it left out: up to width - n nearer the start
+            low, high = max(0, at - (width - n)), at
+        cells = dict.fromkeys(row[i].strip() if i < n else "" for i in range(low, high + 1))
+        if len(cells) < 2:  # one cell it can be, or all alike (an empty one, none: no key)
+            return Bad(start, next(iter(cells), None) or None, reason)
+        cells.pop("", None)
+        shown = ", ".join(repr(visible(cell)[:60]) for cell in cells)
+        reason += (
+            f" (key column {self.cfg.key!r} may be {shown}: a cell holds the delimiter "
+            "unquoted, or one is missing)"
+        )
+        return Bad(start, None, reason, maybe=tuple(cells))
 
     def _raw_blocks(self) -> Iterator[Block]:
         """The records of a UTF-8 export, read as bytes `RAW_BYTES` at a time.
@@ -693,6 +743,9 @@ class Export:
                 raw &= stops - starts < LONG  # else the counts may have wrapped
                 if width == 1:
                     raw &= ends > starts
+                if SEP_BYTES in chunk:  # (no real export has them: one look a block)
+                    at = [m.start() for m in re.finditer(re.escape(SEP_BYTES), chunk)]
+                    raw[np.searchsorted(starts, at, side="right") - 1] = False
                 block, feed = self._others(_Slices(chunk, starts, stops), quotes, raw, line, fh)
                 bodies = list(compress(chunk.splitlines(), raw.tolist()))
                 texts = self._texts(bodies, cells[raw] - width)

@@ -80,6 +80,78 @@ def test_a_known_contact_whose_row_is_quarantined_is_not_marked_gone(
     assert {c["firstName"] for c in sim.contacts() if c["externalCustomerId"] == "5"} == {"Annie"}
 
 
+def test_a_row_of_the_wrong_width_is_not_quarantined_under_a_cell_shifted_into_the_key(
+    world: tuple[World, ESputnikSim],
+) -> None:
+    """The key column is the fifth. An unquoted comma in a First Name (`Ann, Jr`) pushes
+    every cell after it one column right: the row was quarantined under the phone that
+    landed in the key's column (`key '+32470000005'`), and contact 5, present in the
+    file, was marked gone. A cell left out moves the key the other way; which cell is the key
+    of such a row cannot be told, so each it may be holds its contact back."""
+    header = b"First Name,Last Name,Email,Phone,Record ID,Segment\r\n"
+
+    def line(i: int, first: bytes = b"Ann") -> bytes:
+        return b"%s,Lee,p%d@example.com,+3247000%04d,%d,Gold\r\n" % (first, i, i, i)
+
+    w, sim = world
+    w.export.write_bytes(header + b"".join(line(i) for i in range(1, 21)))
+    assert w.sync().exit_code == 0
+    body = b"".join(line(i, b"Ann, Jr" if i == 5 else b"Ann") for i in range(1, 21))
+    body = body.replace(b"Lee,p7@example.com,", b"Lee,")  # 7: its Email left out
+    body = body.replace(b",9,Gold\r\n", b",9\r\n")  # 9: its Segment left out
+    w.export.write_bytes(header + body)
+    report = w.sync()
+    assert report.exit_code == 0 and report.plan is not None
+    assert (report.plan.quarantined, report.plan.gone) == (3, 0)
+    assert gone(w) == []
+    assert len(sim.contacts()) == 20
+    store = w.store()
+    try:
+        held = {r["line"]: (r["key"], r["reason"]) for r in store.query("SELECT * FROM quarantine")}
+    finally:
+        store.close()
+    why = (
+        "has {} fields, the header has 6 (key column 'Record ID' may be {}: a cell holds "
+        "the delimiter unquoted, or one is missing)"
+    )
+    assert held == {
+        6: (None, why.format(7, "'+32470000005', '5'")),
+        8: (None, why.format(5, "'7', 'Gold'")),
+        10: (None, why.format(5, "'+32470000009', '9'")),
+    }
+
+
+def test_a_line_holding_the_change_texts_separator_is_not_another_contact_unchanged(
+    tmp_path: Path,
+) -> None:
+    """A record the csv module reads has its cells joined by `source.SEP` (UTF-8
+    `\\xed\\xa0\\x80`) for its fingerprint; a line read raw is its own bytes. Contact `7,`
+    (a quoted key holding the delimiter) was recorded; then a line of contact 7 holding
+    those bytes, which are no UTF-8, had the same text: it was taken for `7,` unchanged,
+    not quarantined, and contact 7 marked gone."""
+    mapping = (
+        '[fields]\nemail = "Email"\nfirstName = "First Name"\nexternalCustomerId = "Record ID"\n'
+    )
+    with Server(ESputnikSim()) as server:
+        table = esputnik_table(server.url, dedupe_on="externalCustomerId")[0]
+        w = World(tmp_path, {"esputnik": (table, mapping)}, delimiter=",", max_drop=1.0)
+        header = b"Record ID,First Name,Email\n"
+        w.export.write_bytes(header + b'"7,","x,y",a@b.co\n7,Ann,c@d.co\n')
+        assert w.sync().exit_code == 0
+        w.export.write_bytes(header + b"7,\xed\xa0\x80x,y\xed\xa0\x80a@b.co\n8,Bo,e@f.co\n")
+        report = w.sync()
+        assert report.exit_code == 0 and report.plan is not None
+        assert (report.plan.quarantined, report.plan.unchanged) == (1, 0)
+        store = w.store()
+        try:
+            assert [(r["line"], r["key"]) for r in store.query("SELECT * FROM quarantine")] == [
+                (2, "7")
+            ]
+        finally:
+            store.close()
+        assert gone(w) == ["7,"]  # absent from the export: 7 is held back
+
+
 def test_an_export_mostly_quarantined_is_not_refused_as_missing_contacts(
     world: tuple[World, ESputnikSim],
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -173,6 +174,39 @@ def test_an_export_that_ends_mid_record_is_refused_or_read_without_that_record(
     assert [item[0] for item in out[:-1]] == list(range(2, line))  # type: ignore[index]
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252", "utf-16"])  # raw, csv, two bytes a char
+def test_a_crlf_export_cut_between_the_cr_and_the_lf_is_cut_short(
+    tmp_path: Path, encoding: str
+) -> None:
+    """Every line ends in CRLF, the last in a CR alone: the CRM's job died between the two
+    bytes. A lone CR is a line break, so the file was taken as whole, and every contact
+    after the cut as gone. A file whose lines all end in a CR (old Macs) is whole."""
+    p = tmp_path / "e.csv"
+    p.write_bytes("Record ID;Name\r\n1;a\r\n2;b\r".encode(encoding))
+    with pytest.raises(GuardError) as err:
+        read(p, encoding=encoding)
+    assert err.value.message == (
+        f"refused: export {p} ends mid-record at line 3 (its last line break is a CR without "
+        "the LF of every other line's): the CRM's export looks cut short; nothing was sent"
+    )
+    out: list[tuple[int, list[str]] | Bad] = []
+    with Export(p, cfg(p, encoding=encoding), force=True) as export:
+        out.extend(export.rows(out.append))
+    assert out == [
+        (2, ["1", "a"]),
+        Bad(
+            3,
+            "2",
+            "the file ends mid-record: its last line break is a CR without the LF of "
+            "every other line's",
+        ),
+    ]
+    p.write_bytes("Record ID;Name\r1;a\r2;b\r".encode(encoding))
+    assert read(p, encoding=encoding)[1] == [(2, ["1", "a"]), (3, ["2", "b"])]
+    p.write_bytes("Record ID;Name\r\n1;a\r\n2;b\r\n".encode(encoding))
+    assert read(p, encoding=encoding)[1] == [(2, ["1", "a"]), (3, ["2", "b"])]
+
+
 # --- the raw path reads exactly what the csv module reads --------------------------------
 @pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])  # the raw path, the csv module's
 @pytest.mark.parametrize("end", [b"\r\n", b"\n", b"\r"])
@@ -294,6 +328,12 @@ def both_ways(path: Path, **kw: object) -> tuple[list[object], list[object], boo
 # found by this test: a quoted field left open up to a Ctrl-Z made the csv path drop the
 # bad record before it (`_drop_ctrl_z` took the line its end stopped at for the Ctrl-Z's)
 @example(body=b'1\r\n"\r\n\x1a', block=1, header=b"Record ID;Name;Notes;Date\r\n", ignore=())
+# a line holding the cells' separator's bytes (`\xed\xa0\x80`) read raw had the text of a
+# record whose cells hold the delimiter: ["1", "\udced\udca0\udc80x"] and ["1;", "x"]
+@example(body=b'"1;";x\n1;\xed\xa0\x80x\n', block=64, header=b"Record ID;Name\n", ignore=())
+# a CRLF export ending in a blank line cut between its CR and LF: the raw path took the
+# record before it for the one cut short, the csv module's ended with the blank line
+@example(body=b"1\r\n\r", block=1, header=b"Record ID;Name;Notes;Date\r\n", ignore=())
 def test_raw_and_csv_reading_agree(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -308,6 +348,69 @@ def test_raw_and_csv_reading_agree(
     path.write_bytes(header + body)
     raw, csv_read, used = both_ways(path, delimiter=";", ignore_columns=ignore)
     assert used
+    assert raw == csv_read
+
+
+# the line breaks `str.splitlines` knows and `bytes.splitlines`, the csv module and the
+# file object do not (NEL, LINE SEPARATOR, VT, FF, FS), a character cut in two, commas and
+# tabs for the sniffer, another byte-order mark and the key's name inside the rows
+MORE_PIECES = [
+    *PIECES,
+    b",",
+    b"\t",
+    b"\xc2\x85",
+    b"\xe2\x80\xa8",
+    b"\x0b",
+    b"\x0c",
+    b"\x1c",
+    b"\xc3",
+    b"\xa9",
+    b"\xef\xbb\xbf",
+    b"Record ID",
+]
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.lists(st.sampled_from(MORE_PIECES), max_size=60).map(b"".join),
+    bom=st.booleans(),
+    header=st.sampled_from(
+        [
+            b"Record ID,Name\r\n",
+            b'"Record ID","Name"\n',
+            b"Record ID;Name;;\n",
+            b" Record ID ;Name\r\n",
+            b"Record ID\tName\n",
+            b"Record ID\r",
+            b"Name,Record ID,\n",
+            b'"Record ID";"Na;me"\r\n',
+            b"Record ID|Name\n",
+        ]
+    ),
+    delimiter=st.sampled_from([None, ",", ";"]),
+    block=st.integers(1, 64),
+)
+def test_raw_and_csv_reading_agree_on_any_header_sniffed_or_not(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    bom: bool,
+    header: bytes,
+    delimiter: str | None,
+    block: int,
+) -> None:
+    """`test_raw_and_csv_reading_agree` with the delimiter sniffed or configured, a BOM or
+    none, headers quoted, padded, with empty trailing columns or a CR alone, and rows
+    holding what other tools take for line breaks."""
+    monkeypatch.setattr(source, "RAW_BYTES", block)
+    path = tmp_path / "e.csv"
+    path.write_bytes(codecs.BOM_UTF8 * bom + header + body)
+    try:
+        raw, csv_read, _used = both_ways(path, delimiter=delimiter)
+    except SourceError:  # the header refused: the same code for both
+        return
     assert raw == csv_read
 
 
@@ -407,6 +510,36 @@ def test_an_export_removed_while_it_is_read_is_refused_as_changed(tmp_path: Path
     with Export(path, cfg(path)) as export:
         path.unlink()
         with pytest.raises(NotSettledError, match=r"changed while it was read \(removed\)"):
+            list(export.rows(print))
+
+
+def test_an_export_that_is_a_directory_when_it_is_opened_is_named_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """`find_export` names a directory; `Export` opens the path again, and there it got
+    past `os.open` (a directory opens read-only) to die in `os.fdopen` with
+    `IsADirectoryError: [Errno 21] Is a directory: 3`: `syncd init DIR` printed that
+    traceback, and so did a sync whose export became a directory after it was found (a
+    symlink repointed at the day's folder) or after its header was read."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    with pytest.raises(SourceError) as err:  # `syncd init` opens the path it is given
+        Export(folder, cfg(folder))
+    assert err.value.message == f"export {folder} is a directory, not a regular file"
+    path = tmp_path / "e.csv"
+    path.write_text("Record ID\n1\n", encoding="utf-8")
+    found = find_export(cfg(path), datetime.now(UTC))
+    path.unlink()
+    path.mkdir()  # between the look and the open
+    with pytest.raises(SourceError) as err:
+        Export(found, cfg(path))
+    assert err.value.message == f"export {path} is a directory, not a regular file"
+    path.rmdir()
+    path.write_text("Record ID\n1\n", encoding="utf-8")
+    with Export(path, cfg(path)) as export:
+        path.unlink()
+        path.mkdir()  # after the header: the rows are read from a second open
+        with pytest.raises(NotSettledError, match=r"changed while it was read \(replaced\)"):
             list(export.rows(print))
 
 
@@ -520,3 +653,43 @@ def test_no_row_is_read_from_inside_a_field_the_csv_module_gave_up_on(
         csv.field_size_limit(old)
     for line, row in read:
         assert row in written, (line, row)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    width=st.integers(2, 6),
+    at=st.integers(0, 5),
+    how=st.sampled_from(["split", "drop"]),
+    damage=st.lists(st.integers(0, 5), min_size=1, max_size=3),
+)
+def test_a_row_of_the_wrong_width_never_names_another_contact_and_holds_its_own_back(
+    tmp_path: Path, width: int, at: int, how: str, damage: list[int]
+) -> None:
+    """A row whose other cells hold the delimiter unquoted, or some of whose other cells
+    are left out, anywhere: its quarantine names its own key or none, and a contact stored
+    under its key is held back (`Bad.held`), whichever column the key is in. (A row with
+    both, or whose key cell is split, can be any row: nothing bounds where its key went.)"""
+    at %= width
+    header = [f"C{i}" for i in range(width)]
+    header[at] = "Record ID"
+    cells = [f"k{i}" if i == at else f"v{i}" for i in range(width)]
+    for i in damage:
+        others = [j for j, cell in enumerate(cells) if not cell.startswith("k")]
+        if not others:
+            break
+        j = others[i % len(others)]
+        if how == "split":
+            cells[j : j + 1] = [cells[j], f"s{j}"]
+        else:
+            del cells[j]
+    if len(cells) == width:
+        return  # the same width: a row like any other
+    path = tmp_path / "e.csv"
+    path.write_text(",".join(header) + "\n" + ",".join(cells) + "\n", encoding="utf-8")
+    _header, out = read(path, delimiter=",")
+    assert len(out) == 1 and isinstance(out[0], Bad), out
+    bad = out[0]
+    assert bad.key in (None, f"k{at}"), bad
+    assert f"k{at}" in bad.held, bad
