@@ -310,6 +310,37 @@ def test_a_secrets_surrounding_whitespace_is_dropped_wherever_it_comes_from(
             "[source] encoding: 'rot13' is not a text encoding",
         ),
         ("a = " + "[" * 5000 + "]" * 5000 + "\n", "not valid TOML: nested too deeply"),
+        # TOML's integers are 64-bit; tomllib reads any: one too large for a float key was
+        # an OverflowError traceback, one past 4300 digits "use sys.set_int_max_str_digits()"
+        (
+            BASE.format(key="k") + "read_timeout = 1" + "0" * 400 + "\n",
+            "[vendors.esputnik] read_timeout: a 401-digit integer is outside TOML's 64-bit "
+            "range",
+        ),
+        (
+            BASE.format(key="k") + "retries = 1" + "0" * 5000 + "\n",
+            "not valid TOML: an integer of more than 4300 digits (TOML's are 64-bit)",
+        ),
+        # a NUL in a secret file's name was a ValueError traceback (and in env: or
+        # credential:, a NUL went out to the terminal in the message)
+        *(
+            (
+                BASE.format(key=f"{scheme}:a\\u0000b"),
+                f"[vendors.esputnik] api_key: '{scheme}:a\\x00b' contains a NUL byte, which no "
+                f"{what} can hold",
+            )
+            for scheme, what in (("file", "path"), ("env", "variable name"), ("credential", "path"))
+        ),
+        # urlsplit's ValueError was a traceback; a host requests cannot put in a URL (a
+        # bidi control pasted with it) passed `check`, then failed every request at night
+        (
+            BASE.format(key="k").replace('"http://127.0.0.1:1"', '"http://[::1"'),
+            "[vendors.esputnik] base_url: 'http://[::1' is not a valid URL (",
+        ),
+        (
+            BASE.format(key="k").replace('"http://127.0.0.1:1"', '"https://esput\\u202enik.com"'),
+            "[vendors.esputnik] base_url: 'https://esput\\u202enik.com' is not a valid URL (",
+        ),
     ],
 )
 def test_mistakes_name_file_table_and_key(tmp_path: Path, text: str, expected: str) -> None:
