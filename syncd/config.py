@@ -135,7 +135,14 @@ class Config:
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
-    """`--config`, else `$SYNCD_CONFIG`, else `./syncd.toml`."""
+    """`--config`, else `$SYNCD_CONFIG`, else `./syncd.toml`. An empty `--config` (a
+    script's `--config "$CONF"` with $CONF unset) is refused: it read the default instead,
+    which may be another installation's config, vendors and store."""
+    if explicit is not None and not os.fspath(explicit).strip():
+        raise ConfigError(
+            "--config is empty",
+            hint="name the config file, or leave --config out to use $SYNCD_CONFIG or ./syncd.toml",
+        )
     if explicit:
         return Path(explicit)
     env = os.environ.get("SYNCD_CONFIG")
@@ -629,17 +636,23 @@ def _check_region(table: _Table, region: str | None) -> None:
         )
 
 
-def _check_encoding(table: _Table, encoding: str) -> None:
+def encoding_problem(encoding: str) -> tuple[str, str | None] | None:
+    """What is wrong with `encoding` as a text encoding (message, hint), or None: for
+    `[source] encoding` and `syncd init --encoding`."""
     try:
         codecs.lookup(encoding)
-    except LookupError:
-        raise table.error(f"unknown encoding {encoding!r}", "encoding") from None
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        return f"unknown encoding {encoding!r}", None
     try:
         "".encode(encoding)
     except LookupError:  # rot13, base64, hex: codecs, but not text encodings
-        raise table.error(
-            f"{encoding!r} is not a text encoding", "encoding", hint="e.g. utf-8 or cp1252"
-        ) from None
+        return f"{encoding!r} is not a text encoding", "e.g. utf-8 or cp1252"
+    return None
+
+
+def _check_encoding(table: _Table, encoding: str) -> None:
+    if problem := encoding_problem(encoding):
+        raise table.error(problem[0], "encoding", hint=problem[1])
 
 
 def _check_store(table: _Table, path: Path) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from syncd.config import SourceConfig
+from syncd.config import SourceConfig, encoding_problem
 from syncd.errors import SourceError, SyncdError
 from syncd.source import Export, defect
 from syncd.vendors import REGISTRY
@@ -712,10 +712,23 @@ def init(
 ) -> None:
     """Write `folder/syncd.toml` and `folder/mappings/<vendor>.toml` from the export."""
     names = vendor_names(vendors)
+    if encoding is not None and (problem := encoding_problem(encoding)):
+        raise SyncdError(f"--encoding: {problem[0]}", hint=problem[1])
     found = read_export(export, key, encoding)
     mappings = [map_vendor(n, found) for n in names]
     files = {folder / "syncd.toml": config_text(found, folder, mappings)}
     files |= {folder / "mappings" / f"{m.vendor}.toml": mapping_text(found, m) for m in mappings}
+    for text in files.values():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # the header is decoded strictly: it is the export's name
+            shown = str(os.fsencode(found.path))[2:-1]
+            raise SyncdError(
+                f"export {shown}: its name is not UTF-8, and a TOML config can name only UTF-8 "
+                "paths; nothing was written",
+                hint="rename the export (and have the CRM's job write UTF-8 names), then run "
+                "init again",
+            ) from None
     wrote = write_new(files, last=folder / "syncd.toml")
 
     def said(path: Path) -> str:

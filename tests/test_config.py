@@ -310,12 +310,16 @@ def test_a_secrets_surrounding_whitespace_is_dropped_wherever_it_comes_from(
             "[source] encoding: 'rot13' is not a text encoding",
         ),
         ("a = " + "[" * 5000 + "]" * 5000 + "\n", "not valid TOML: nested too deeply"),
+        # codecs.lookup's ValueError was a traceback
+        (
+            BASE.format(key="k").replace("[store]", 'encoding = "utf\\u0000"\n[store]'),
+            "[source] encoding: unknown encoding 'utf\\x00'",
+        ),
         # TOML's integers are 64-bit; tomllib reads any: one too large for a float key was
         # an OverflowError traceback, one past 4300 digits "use sys.set_int_max_str_digits()"
         (
             BASE.format(key="k") + "read_timeout = 1" + "0" * 400 + "\n",
-            "[vendors.esputnik] read_timeout: a 401-digit integer is outside TOML's 64-bit "
-            "range",
+            "[vendors.esputnik] read_timeout: a 401-digit integer is outside TOML's 64-bit range",
         ),
         (
             BASE.format(key="k") + "retries = 1" + "0" * 5000 + "\n",
