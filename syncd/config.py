@@ -194,6 +194,21 @@ def read_toml(path: Path, named_by: str | None = None) -> dict[str, Any]:
                 file=str(path),
             ) from None
     except UnicodeDecodeError as exc:
+        # Windows PowerShell 5's `>` and Out-File write UTF-16, with its byte-order mark
+        # (UTF-32 first: its little-endian mark starts with UTF-16's)
+        for bom, name in (
+            (codecs.BOM_UTF32_LE, "UTF-32"),
+            (codecs.BOM_UTF32_BE, "UTF-32"),
+            (codecs.BOM_UTF16_LE, "UTF-16"),
+            (codecs.BOM_UTF16_BE, "UTF-16"),
+        ):
+            if data.startswith(bom):
+                raise ConfigError(
+                    f"is {name} (it starts with a {name} byte-order mark), not UTF-8",
+                    file=str(path),
+                    hint="save the file as UTF-8; in PowerShell: Out-File -Encoding utf8, or "
+                    "Set-Content -Encoding utf8",
+                ) from None
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(
             f"is not UTF-8: byte 0x{data[exc.start]:02x} on line {line}",

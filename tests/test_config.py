@@ -583,3 +583,22 @@ def test_a_bad_schedule_is_refused_by_the_commands_that_schedule(tmp_path: Path)
         )
         assert done.returncode == 2, (command, done.stderr)
         assert "[schedule] reconcile: not a crontab line" in done.stderr
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_config_is_named_as_such(tmp_path: Path, encoding: str) -> None:
+    """Windows PowerShell 5's `>` and Out-File write UTF-16 with a byte-order mark: the
+    message said "byte 0xff on line 1 (... a Latin-1 or cp1252 accent is the usual cause)",
+    sending the operator to look for an accent in a file that has none."""
+    path = tmp_path / "syncd.toml"
+    path.write_bytes(
+        ("\ufeff" if encoding == "utf-16-be" else "").encode(encoding)
+        + BASE.format(key="k").encode(encoding)
+    )
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    name = "UTF-32" if encoding == "utf-32" else "UTF-16"
+    assert str(err.value) == (
+        f"{path}: is {name} (it starts with a {name} byte-order mark), not UTF-8 (save the "
+        "file as UTF-8; in PowerShell: Out-File -Encoding utf8, or Set-Content -Encoding utf8)"
+    )
