@@ -69,3 +69,16 @@ def test_init_refuses_an_encoding_that_is_none(tmp_path: Path, encoding: str, me
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"syncd: --encoding: {message}"), done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.csv"]
+
+
+def test_init_on_a_directory_says_so(tmp_path: Path) -> None:
+    """`syncd init exports/` (the folder, not the file in it) was an IsADirectoryError
+    traceback: os.fdopen refuses a directory before Export could say what it is."""
+    (tmp_path / "exports").mkdir()
+    done = syncd(tmp_path, "init", "exports", "--vendors", "esputnik")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("syncd: export exports is a directory, not a regular file"), (
+        done.stderr
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports"]
