@@ -14,6 +14,7 @@ import glob
 import ipaddress
 import os
 import stat
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 MAX_TOML = 1024 * 1024  # a config or mapping file larger than this is not one
 MAX_SECRET = 64 * 1024
+# TOML's integers: "if an integer cannot be represented losslessly, an error must be thrown";
+# tomllib reads any, and one too large for a float key was an OverflowError
+INT64 = (-(2**63), 2**63 - 1)
 DAY = 86400.0
 # every numeric key's sane range: outside it a value is a typo that would hang or spin
 # (`backoff_base = 1e10` sleeps for centuries); nan is in no range
@@ -131,7 +135,14 @@ class Config:
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
-    """`--config`, else `$SYNCD_CONFIG`, else `./syncd.toml`."""
+    """`--config`, else `$SYNCD_CONFIG`, else `./syncd.toml`. An empty `--config` (a
+    script's `--config "$CONF"` with $CONF unset) is refused: it read the default instead,
+    which may be another installation's config, vendors and store."""
+    if explicit is not None and not os.fspath(explicit).strip():
+        raise ConfigError(
+            "--config is empty",
+            hint="name the config file, or leave --config out to use $SYNCD_CONFIG or ./syncd.toml",
+        )
     if explicit:
         return Path(explicit)
     env = os.environ.get("SYNCD_CONFIG")
@@ -171,8 +182,33 @@ def read_toml(path: Path, named_by: str | None = None) -> dict[str, Any]:
     try:
         data = read_capped(path, MAX_TOML)
         # a BOM (Notepad's "UTF-8") is no TOML, but no mistake of the operator's either
-        return tomllib.loads(data.removeprefix(codecs.BOM_UTF8).decode("utf-8"))
+        text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            raise
+        except ValueError:  # int()'s digit limit: its advice is Python's, not the operator's
+            raise ConfigError(
+                f"not valid TOML: an integer of more than {sys.get_int_max_str_digits()} digits "
+                "(TOML's are 64-bit)",
+                file=str(path),
+            ) from None
     except UnicodeDecodeError as exc:
+        # Windows PowerShell 5's `>` and Out-File write UTF-16, with its byte-order mark
+        # (UTF-32 first: its little-endian mark starts with UTF-16's)
+        for bom, name in (
+            (codecs.BOM_UTF32_LE, "UTF-32"),
+            (codecs.BOM_UTF32_BE, "UTF-32"),
+            (codecs.BOM_UTF16_LE, "UTF-16"),
+            (codecs.BOM_UTF16_BE, "UTF-16"),
+        ):
+            if data.startswith(bom):
+                raise ConfigError(
+                    f"is {name} (it starts with a {name} byte-order mark), not UTF-8",
+                    file=str(path),
+                    hint="save the file as UTF-8; in PowerShell: Out-File -Encoding utf8, or "
+                    "Set-Content -Encoding utf8",
+                ) from None
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(
             f"is not UTF-8: byte 0x{data[exc.start]:02x} on line {line}",
@@ -232,6 +268,9 @@ class _Table:
                 raise self.error("is required", key)
             return default
         value = self.data[key]
+        if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+            digits = len(str(abs(value)))
+            raise self.error(f"a {digits}-digit integer is outside TOML's 64-bit range", key)
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -307,6 +346,9 @@ def resolve_secret(raw: str, table: _Table, key: str) -> str:
     401)."""
     raw = raw.strip()
     scheme, _, rest = raw.partition(":")
+    if scheme in ("env", "file", "credential") and "\x00" in rest:
+        what = "variable name" if scheme == "env" else "path"
+        raise table.error(f"{raw!r} contains a NUL byte, which no {what} can hold", key)
     if scheme in ("env", "file", "credential") and not rest.strip():
         raise table.error(
             f"{raw!r} names no {'variable' if scheme == 'env' else 'file'}",
@@ -609,17 +651,23 @@ def _check_region(table: _Table, region: str | None) -> None:
         )
 
 
-def _check_encoding(table: _Table, encoding: str) -> None:
+def encoding_problem(encoding: str) -> tuple[str, str | None] | None:
+    """What is wrong with `encoding` as a text encoding (message, hint), or None: for
+    `[source] encoding` and `syncd init --encoding`."""
     try:
         codecs.lookup(encoding)
-    except LookupError:
-        raise table.error(f"unknown encoding {encoding!r}", "encoding") from None
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        return f"unknown encoding {encoding!r}", None
     try:
         "".encode(encoding)
     except LookupError:  # rot13, base64, hex: codecs, but not text encodings
-        raise table.error(
-            f"{encoding!r} is not a text encoding", "encoding", hint="e.g. utf-8 or cp1252"
-        ) from None
+        return f"{encoding!r} is not a text encoding", "e.g. utf-8 or cp1252"
+    return None
+
+
+def _check_encoding(table: _Table, encoding: str) -> None:
+    if problem := encoding_problem(encoding):
+        raise table.error(problem[0], "encoding", hint=problem[1])
 
 
 def _check_store(table: _Table, path: Path) -> None:
@@ -659,7 +707,10 @@ def _base_url(table: _Table, raw: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise table.error("must start with http:// or https://", "base_url")
     hint = "write scheme://host[:port] only; the connector adds the vendor's documented paths"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed [
+        raise table.error(f"{raw!r} is not a valid URL ({exc})", "base_url", hint) from None
     try:
         port = parts.port  # raises for a port that is no number from 0 to 65535
     except ValueError:
@@ -679,6 +730,22 @@ def _base_url(table: _Table, raw: str) -> str:
         raise table.error(
             f"{raw!r} has more than scheme://host[:port]: {extra!r}", "base_url", hint
         )
+    # what the HTTP client will make of it: a host it cannot put in a URL (a bidi control or
+    # zero-width space pasted with it, a label IDNA refuses) passed here and `check`, then
+    # failed every request at night ("request failed": a trigger's outcome unknown)
+    from requests.exceptions import RequestException
+    from requests.models import PreparedRequest
+
+    try:
+        PreparedRequest().prepare_url(url + "/", None)
+    except (RequestException, ValueError, UnicodeError) as exc:
+        shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(exc))
+        raise table.error(
+            f"{raw!r} is not a valid URL ({shown})",
+            "base_url",
+            "retype the host name: it holds a character no host name can (often an invisible "
+            "one, pasted with it)",
+        ) from None
     return url
 
 

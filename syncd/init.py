@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import tempfile
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from syncd.config import SourceConfig
+from syncd.config import SourceConfig, encoding_problem, kind_of
 from syncd.errors import SourceError, SyncdError
 from syncd.source import Export, defect
 from syncd.vendors import REGISTRY
@@ -343,6 +344,14 @@ class Draft:
 def read_export(path: Path, key: str | None, encoding: str | None) -> Found:
     """Read the export's header (and its first rows, to settle the encoding) and recognise
     its columns; raise SyncdError when no key column can be told."""
+    # a directory (`syncd init exports/`) got past Export's open as an IsADirectoryError
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        pass  # Export says what is wrong with it
+    else:
+        if not stat.S_ISREG(mode):
+            raise SourceError(f"export {path} is {kind_of(mode)}, not a regular file")
     first: SourceError | None = None
     found: Found | None = None
     fewest = 0  # rows `found` quarantines
@@ -712,10 +721,23 @@ def init(
 ) -> None:
     """Write `folder/syncd.toml` and `folder/mappings/<vendor>.toml` from the export."""
     names = vendor_names(vendors)
+    if encoding is not None and (problem := encoding_problem(encoding)):
+        raise SyncdError(f"--encoding: {problem[0]}", hint=problem[1])
     found = read_export(export, key, encoding)
     mappings = [map_vendor(n, found) for n in names]
     files = {folder / "syncd.toml": config_text(found, folder, mappings)}
     files |= {folder / "mappings" / f"{m.vendor}.toml": mapping_text(found, m) for m in mappings}
+    for text in files.values():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # the header is decoded strictly: it is the export's name
+            shown = str(os.fsencode(found.path))[2:-1]
+            raise SyncdError(
+                f"export {shown}: its name is not UTF-8, and a TOML config can name only UTF-8 "
+                "paths; nothing was written",
+                hint="rename the export (and have the CRM's job write UTF-8 names), then run "
+                "init again",
+            ) from None
     wrote = write_new(files, last=folder / "syncd.toml")
 
     def said(path: Path) -> str:

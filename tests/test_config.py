@@ -310,6 +310,41 @@ def test_a_secrets_surrounding_whitespace_is_dropped_wherever_it_comes_from(
             "[source] encoding: 'rot13' is not a text encoding",
         ),
         ("a = " + "[" * 5000 + "]" * 5000 + "\n", "not valid TOML: nested too deeply"),
+        # codecs.lookup's ValueError was a traceback
+        (
+            BASE.format(key="k").replace("[store]", 'encoding = "utf\\u0000"\n[store]'),
+            "[source] encoding: unknown encoding 'utf\\x00'",
+        ),
+        # TOML's integers are 64-bit; tomllib reads any: one too large for a float key was
+        # an OverflowError traceback, one past 4300 digits "use sys.set_int_max_str_digits()"
+        (
+            BASE.format(key="k") + "read_timeout = 1" + "0" * 400 + "\n",
+            "[vendors.esputnik] read_timeout: a 401-digit integer is outside TOML's 64-bit range",
+        ),
+        (
+            BASE.format(key="k") + "retries = 1" + "0" * 5000 + "\n",
+            "not valid TOML: an integer of more than 4300 digits (TOML's are 64-bit)",
+        ),
+        # a NUL in a secret file's name was a ValueError traceback (and in env: or
+        # credential:, a NUL went out to the terminal in the message)
+        *(
+            (
+                BASE.format(key=f"{scheme}:a\\u0000b"),
+                f"[vendors.esputnik] api_key: '{scheme}:a\\x00b' contains a NUL byte, which no "
+                f"{what} can hold",
+            )
+            for scheme, what in (("file", "path"), ("env", "variable name"), ("credential", "path"))
+        ),
+        # urlsplit's ValueError was a traceback; a host requests cannot put in a URL (a
+        # bidi control pasted with it) passed `check`, then failed every request at night
+        (
+            BASE.format(key="k").replace('"http://127.0.0.1:1"', '"http://[::1"'),
+            "[vendors.esputnik] base_url: 'http://[::1' is not a valid URL (",
+        ),
+        (
+            BASE.format(key="k").replace('"http://127.0.0.1:1"', '"https://esput\\u202enik.com"'),
+            "[vendors.esputnik] base_url: 'https://esput\\u202enik.com' is not a valid URL (",
+        ),
     ],
 )
 def test_mistakes_name_file_table_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -548,3 +583,22 @@ def test_a_bad_schedule_is_refused_by_the_commands_that_schedule(tmp_path: Path)
         )
         assert done.returncode == 2, (command, done.stderr)
         assert "[schedule] reconcile: not a crontab line" in done.stderr
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_config_is_named_as_such(tmp_path: Path, encoding: str) -> None:
+    """Windows PowerShell 5's `>` and Out-File write UTF-16 with a byte-order mark: the
+    message said "byte 0xff on line 1 (... a Latin-1 or cp1252 accent is the usual cause)",
+    sending the operator to look for an accent in a file that has none."""
+    path = tmp_path / "syncd.toml"
+    path.write_bytes(
+        ("\ufeff" if encoding == "utf-16-be" else "").encode(encoding)
+        + BASE.format(key="k").encode(encoding)
+    )
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    name = "UTF-32" if encoding == "utf-32" else "UTF-16"
+    assert str(err.value) == (
+        f"{path}: is {name} (it starts with a {name} byte-order mark), not UTF-8 (save the "
+        "file as UTF-8; in PowerShell: Out-File -Encoding utf8, or Set-Content -Encoding utf8)"
+    )
