@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import stat
 import tempfile
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from syncd.config import SourceConfig, encoding_problem, kind_of
+from syncd.config import SourceConfig, encoding_problem
 from syncd.errors import SourceError, SyncdError
 from syncd.source import Export, defect
 from syncd.vendors import REGISTRY
@@ -344,14 +343,6 @@ class Draft:
 def read_export(path: Path, key: str | None, encoding: str | None) -> Found:
     """Read the export's header (and its first rows, to settle the encoding) and recognise
     its columns; raise SyncdError when no key column can be told."""
-    # a directory (`syncd init exports/`) got past Export's open as an IsADirectoryError
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        pass  # Export says what is wrong with it
-    else:
-        if not stat.S_ISREG(mode):
-            raise SourceError(f"export {path} is {kind_of(mode)}, not a regular file")
     first: SourceError | None = None
     found: Found | None = None
     fewest = 0  # rows `found` quarantines
