@@ -464,9 +464,18 @@ class Export:
             "try again shortly",
         )
 
-    def _undecodable(self, exc: UnicodeError, where: str) -> SourceError:
-        """Bytes that an encoding which cannot escape them (UTF-16, UTF-32) fails on."""
+    def _undecodable(self, exc: UnicodeError, where: str) -> SourceError | GuardError:
+        """Bytes that an encoding which cannot escape them (UTF-16, UTF-32) fails on; or,
+        when they end in part of a character (the decoder met the file's end inside one, or
+        between the halves of a UTF-16 surrogate pair), a file cut short by the CRM's job."""
         why = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
+        if why in ("truncated data", "unexpected end of data"):
+            return GuardError(
+                f"refused: export {self.path} ends inside its last character (its size is no "
+                f"whole number of {self.cfg.encoding} characters): the CRM's export looks cut "
+                "short; nothing was sent",
+                hint="re-run the CRM export, or wait for its job to finish writing it",
+            )
         return SourceError(
             f"export {self.path}: {where} {'is' if 'KiB' in where else 'are'} not valid "
             f"{self.cfg.encoding} ({why})",

@@ -355,7 +355,9 @@ def _prepare(w: World, case: str) -> list[str]:
     elif case == "invalid_utf16":
         edit(w, SOURCE, f'{SOURCE}\nencoding = "utf-16"')
         rows = b"".join(GOOD.replace(b"1,", b"%d," % i, 1) for i in range(3000))
-        w.export.write_bytes((HEADER + rows).decode().encode("utf-16") + b"\x00\xd8")
+        # a lone high surrogate, a line break after it (at the very end, the file would
+        # be cut between a pair's halves: cut short, exit 3)
+        w.export.write_bytes((HEADER + rows).decode().encode("utf-16") + b"\x00\xd8\n\x00")
     elif case == "utf8_read_as_utf16":
         edit(w, SOURCE, f'{SOURCE}\nencoding = "utf-16"')
     else:
@@ -437,7 +439,7 @@ HOSTILE: dict[str, tuple[int, str]] = {
         2,
         "cannot read export {folder}/contacts.csv: Too many levels of symbolic links",
     ),
-    "invalid_utf16": (2, "contacts.csv: the bytes after line 3001 are not valid utf-16"),
+    "invalid_utf16": (2, "are not valid utf-16 (illegal UTF-16 surrogate)"),
     "utf8_read_as_utf16": (2, "contacts.csv: its first 64 KiB is not valid utf-16 (UTF-16 stream"),
     **{case: (code, fragment) for case, (_data, code, fragment) in FATAL.items()},
 }

@@ -174,6 +174,29 @@ def test_an_export_that_ends_mid_record_is_refused_or_read_without_that_record(
     assert [item[0] for item in out[:-1]] == list(range(2, line))  # type: ignore[index]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+@pytest.mark.parametrize("rows", [1, 5000])
+def test_an_export_cut_inside_its_last_character_is_cut_short(
+    tmp_path: Path, encoding: str, rows: int
+) -> None:
+    """A UTF-16 or UTF-32 file whose size is no whole number of characters was cut in
+    its last one: refused as cut short (exit 3, try again once the CRM's job is done), not
+    as bytes of another encoding (exit 2, fix the config), whether the cut is in the
+    first 64 KiB or after it."""
+    p = tmp_path / "e.csv"
+    body = "".join(f"{i};n{i}\r\n" for i in range(rows))
+    # cut in a CR's bytes, or between the halves of an emoji's surrogate pair (UTF-16)
+    for data, cut in (
+        (f"Record ID;Name\r\n{body}", 1),
+        (f"Record ID;Name\r\n{body}1;\U0001f600", 2),
+    ):
+        p.write_bytes(data.encode(encoding)[:-cut])
+        with pytest.raises(GuardError) as err:
+            read(p, encoding=encoding)
+        assert err.value.exit_code == 3
+        assert "looks cut short" in err.value.message and "last character" in err.value.message
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "cp1252", "utf-16"])  # raw, csv, two bytes a char
 def test_a_crlf_export_cut_between_the_cr_and_the_lf_is_cut_short(
     tmp_path: Path, encoding: str
