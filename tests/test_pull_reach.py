@@ -9,12 +9,19 @@ passes it as it came) was stored `" ann@example.com"`, which no contact's email 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from werkzeug.wrappers import Response
+
 from syncd.config import SuppressionConfig
+from syncd.pull import pull
+from syncd.sandbox.base import Server, json_response
+from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
 from syncd.state.diffed import DiffStore
 from syncd.state.pulled import save_unsubscribe
+from tests.helpers import World, esputnik_table
 
 NOW = "2026-12-01T02:00:00+00:00"
 
@@ -63,3 +70,50 @@ def test_a_phone_that_is_no_e164_number_is_kept_as_it_came(tmp_path: Path) -> No
         assert store.scalar("SELECT phone FROM unsubscribes") == "0470 12 34 56"
     finally:
         store.close()
+
+
+def test_es_an_sms_opt_out_without_its_plus_holds_back_its_contact(tmp_path: Path) -> None:
+    """eSputnik may answer an sms sent as +380… without its + (its spec shows both forms;
+    the push side compares them by their digits). Stored as it came, an sms-only opt-out
+    matched no contact's E.164 phone: that contact was surveyed again."""
+    sim = ESputnikSim()
+    with Server(sim) as server:
+        sim.unsubscribe("u0@example.com")
+        sim.unsubscribe("u1@example.com")
+
+        def by_sms(answer: Response) -> Response:
+            items = json.loads(answer.get_data())
+            for item, sms in zip(items, ("380501234567", "+380 50 765 43 21"), strict=True):
+                item.pop("email")
+                item.update(sms=sms, mediaType="sms")
+            return json_response(items)
+
+        real = sim.activity
+        sim.activity = lambda request: by_sms(real(request))  # type: ignore[method-assign]
+        world = World(tmp_path, {"esputnik": esputnik_table(server.url)})
+        store = Store.open(world.cfg.store.path)
+        try:
+            report = pull(world.cfg, store, world.clock)
+            assert report.exit_code == 0, report.summary()
+            phones = [p for (p,) in store.conn.execute("SELECT phone FROM unsubscribes")]
+            assert sorted(phones) == ["+380501234567", "+380507654321"]
+            reach = {"CRM-1": (None, "+380501234567"), "CRM-2": (None, "+380507654321")}
+            held = DiffStore(store, 1, NOW, "export.csv").suppressions(
+                SuppressionConfig().channels, reach
+            )
+            assert sorted(held) == ["CRM-1", "CRM-2"]
+        finally:
+            store.close()
+
+
+def test_es_an_sms_is_given_its_plus_only_when_it_is_bare_international_digits() -> None:
+    from syncd.vendors.esputnik import _sms
+
+    assert _sms("380501234567") == "+380501234567"
+    assert _sms(" +380 50 123 45 67 ") == "+380 50 123 45 67"  # the store folds it
+    assert _sms("0032470123456") == "0032470123456"  # likewise
+    assert _sms("0470 12 34 56") == "0470 12 34 56"  # national: no + to guess
+    assert _sms("1234") == "1234"  # no phone number: as it came
+    assert _sms("") is None
+    assert _sms(None) is None
+    assert _sms(380501234567) == 380501234567  # `clean` converts it

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from syncd.project import normalise_phone
+from syncd.project import normalise_email, normalise_phone
 
 
 def match_key(
@@ -160,7 +160,7 @@ def reach(email: str | None, phone: str | None) -> tuple[str | None, str | None]
     the CRM's `phone_region`, not known here). Stored only lower-cased, `" Ann@x.com"`
     matched no contact, and an opt-out pulled before its contact was exported never held
     that contact back."""
-    email = (email or "").strip().lower() or None
+    email = normalise_email(email or "") or None
     phone = (phone or "").strip() or None
     return email, (normalise_phone(phone, None) or phone) if phone else None
 
