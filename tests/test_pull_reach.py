@@ -116,4 +116,5 @@ def test_es_an_sms_is_given_its_plus_only_when_it_is_bare_international_digits()
     assert _sms("1234") == "1234"  # no phone number: as it came
     assert _sms("") is None
     assert _sms(None) is None
-    assert _sms(380501234567) == 380501234567  # `clean` converts it
+    assert _sms(380501234567) == "+380501234567"  # digits sent as a number
+    assert _sms({"value": "380501234567"}) == {"value": "380501234567"}  # `clean` refuses it

@@ -729,6 +729,8 @@ def _sms(value: Any) -> Any:
     sms-only opt-out held nobody back); a value of another type as it came, for
     `syncd.pull.clean` to convert or refuse. One with a + or starting with 0 (`00380...`, or
     national: its country unknown here) is left for the store to normalise or keep."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # digits sent as a JSON number
     if isinstance(value, str) and PHONE.fullmatch(text := value.strip()):
         digits = NOT_DIGIT.sub("", text)
         bare = not text.startswith("+") and not digits.startswith("0")
