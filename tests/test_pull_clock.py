@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 
 from syncd.clock import FakeClock
+from syncd.config import load
 from syncd.errors import SyncdError
 from syncd.pull import AHEAD, pull
 from syncd.sandbox.base import Server
 from syncd.sandbox.hellocustomer import HelloCustomerSim
 from syncd.sandbox.signalvine import SignalVineSim
 from syncd.state import Store
+from syncd.vendors import hellocustomer
 from tests.test_pull_adversary import hc_config, sv_config
 
 REAL = datetime.now(UTC).replace(microsecond=0)
@@ -144,3 +146,35 @@ def test_a_since_after_today_is_refused_before_any_cursor_moves(tmp_path: Path) 
             assert pull(cfg, store, clock).exit_code == 0  # and the next pull reads on
         finally:
             store.close()
+
+
+def test_with_no_lookback_an_answer_given_before_a_cursor_a_little_ahead_is_read(
+    tmp_path: Path, vendor: tuple[HelloCustomerSim, Server, FakeClock]
+) -> None:
+    """`lookback_days = 0`, and this machine's clock a few minutes ahead of Hello Customer's
+    (within the slack: no pull refuses it). A window ends at this machine's now, so each
+    cursor was a few minutes in the vendor's future: an answer the vendor took in those
+    minutes, after the pull, was before the next pull's start and never read, at every
+    pull. The re-read now covers the slack a cursor may be ahead by."""
+    sim, server, truth = vendor
+    hc_config(tmp_path, server.url, '["responses"]')
+    toml = tmp_path / "syncd.toml"
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace("lookback_days = 1", "lookback_days = 0"),
+        encoding="utf-8",
+    )
+    cfg = load(toml)
+    ahead = Skewed(truth, timedelta(minutes=10))
+    early = sim.add_responses(1, REAL - timedelta(hours=2), REAL - timedelta(hours=2))
+    store = Store.open(cfg.store.path)
+    try:
+        assert pull(cfg, store, ahead).exit_code == 0
+        truth.sleep(120)  # the vendor takes an answer after that pull, at its own 2 min later
+        late = sim.add_responses(1, truth.now(), truth.now())
+        truth.sleep(1800)
+        report = pull(cfg, store, ahead)
+        assert report.exit_code == 0, report.summary()
+    finally:
+        store.close()
+    assert stored(cfg.store.path)[0] == sorted(early + late)
+    assert hellocustomer.SLACK >= AHEAD  # the re-read covers what a pull lets pass

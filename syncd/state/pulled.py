@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from syncd.project import normalise_email, normalise_phone
+
 
 def match_key(
     c: sqlite3.Connection,
@@ -151,9 +153,22 @@ def save_nps(db: Database, vendor: str, r: dict[str, Any], now: str) -> bool:
     return before is None or tuple(before) != tuple(record[f] for f in figures)
 
 
+def reach(email: str | None, phone: str | None) -> tuple[str | None, str | None]:
+    """A pulled email and phone as the contacts' are stored, which is how the diff's
+    suppression compares them: the email trimmed and lower-cased, the phone E.164 when it
+    reads as an international number (a national one is kept as it came: its country is
+    the CRM's `phone_region`, not known here). Stored only lower-cased, `" Ann@x.com"`
+    matched no contact, and an opt-out pulled before its contact was exported never held
+    that contact back."""
+    email = normalise_email(email or "") or None
+    phone = (phone or "").strip() or None
+    return email, (normalise_phone(phone, None) or phone) if phone else None
+
+
 def save_unsubscribe(db: Database, vendor: str, r: dict[str, Any], now: str) -> bool:
     """An unsubscribe; a later pull only fills in the key and the time, never clears them."""
-    key = match_key(db.conn, vendor, r.get("external_key"), r.get("email"), r.get("phone"))
+    email, phone = reach(r.get("email"), r.get("phone"))
+    key = match_key(db.conn, vendor, r.get("external_key"), email, phone)
     return (
         db.conn.execute(
             "INSERT INTO unsubscribes (vendor, vendor_id, key, email, phone, channel, at, pulled_at) "
@@ -166,8 +181,8 @@ def save_unsubscribe(db: Database, vendor: str, r: dict[str, Any], now: str) -> 
                 vendor,
                 r["vendor_id"],
                 key,
-                (r.get("email") or "").lower() or None,
-                r.get("phone"),
+                email,
+                phone,
                 r.get("channel"),
                 r.get("at") or None,  # NULL: the vendor did not say when
                 now,

@@ -606,7 +606,7 @@ class ESputnik(Connector):
                         or f"{it.get('contactId') or it.get('email')}:{it.get('activityDateTime')}"
                     ),
                     "email": lowered(it.get("email")),
-                    "phone": it.get("sms") or None,
+                    "phone": _sms(it.get("sms")),
                     "external_key": it.get("externalCustomerId") or None,
                     "channel": it.get("mediaType") or "email",
                     "at": _zoned(it.get("activityDateTime"), zone),
@@ -721,6 +721,21 @@ def _keys(c: Contact, field: str | None) -> list[str]:
 def _ref(contact_id: Any) -> str | None:
     """A mapping entry's contactId as a delivery's ref (None when it gives none)."""
     return None if contact_id is None else str(contact_id)
+
+
+def _sms(value: Any) -> Any:
+    """A pulled activity's sms with its + (an sms sent as +380... may come back without it:
+    the spec shows both forms; stored bare, it matched no contact's E.164 phone and an
+    sms-only opt-out held nobody back); a value of another type as it came, for
+    `syncd.pull.clean` to convert or refuse. One with a + or starting with 0 (`00380...`, or
+    national: its country unknown here) is left for the store to normalise or keep."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # digits sent as a JSON number
+    if isinstance(value, str) and PHONE.fullmatch(text := value.strip()):
+        digits = NOT_DIGIT.sub("", text)
+        bare = not text.startswith("+") and not digits.startswith("0")
+        return f"+{digits}" if bare and 8 <= len(digits) <= 15 else text
+    return value or None
 
 
 def _key(value: str) -> str:

@@ -40,7 +40,8 @@ unsubscribes pulled back.
   below; a 90-day backfill is 13 paced calls). Each pull re-reads the last
   `lookback_days` for late or edited answers. The cursor is the end of the last window
   read (`2026-03-31T23:59:59Z`). A window starts on the second the one before ended on,
-  and a pull on its cursor's second (minus the lookback): Hello Customer keeps times
+  and a pull on its cursor's second (minus the lookback, and at least `SLACK`, an hour: a
+  clock ahead by less leaves the cursor in the vendor's future): Hello Customer keeps times
   finer than the whole-second parameters, so windows that met at 12:00:00 and 12:00:01
   would never read an answer given at 12:00:00.5.
 - Pull "nps": `POST .../analysis/nps/getnpsscore/{start}/{end}` per calendar month (UTC), for
@@ -156,6 +157,11 @@ MAX_WINDOW_DAYS = 31  # "the start date and end date cannot be more than 31 days
 SECOND = timedelta(seconds=1)
 DEFAULT_BATCH = 100
 BACKFILL_DAYS = 90
+# how far a cursor may be ahead of Hello Customer's clock without a pull refusing it
+# (`syncd.pull.AHEAD`): a window ends at this machine's now, so a clock that far ahead left
+# each cursor in the vendor's future, and with `lookback_days = 0` an answer taken there
+# after the pull was before the next one's start, never read. Each pull re-reads at least it.
+SLACK = timedelta(hours=1)
 UNSUBSCRIBES_PATH = "/V1.0/EN/campaign/{campaign}/respondent/unsubscribed/{start}/{end}"
 PLACEHOLDERS = ("campaign", "start", "end")
 # "5. Validation messages": "a. 200/201: Success" (addmultipletocache itself says 200)
@@ -480,7 +486,8 @@ class HelloCustomer(Connector):
         if len(since) == 10:
             return datetime.combine(date.fromisoformat(since), datetime.min.time(), UTC)
         cursor = datetime.fromisoformat(since.replace("Z", "+00:00")).astimezone(UTC)
-        return cursor - self.lookback  # the cursor's own second again: see `_windows`
+        # the cursor's own second again (see `_windows`), and the slack a clock ahead leaves
+        return cursor - max(self.lookback, SLACK)
 
     def _windows(self, since: str | None, until: datetime) -> Iterator[tuple[datetime, datetime]]:
         """[start, end] windows (inclusive, whole seconds) of `window_days`, up to until.
