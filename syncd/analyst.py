@@ -188,8 +188,9 @@ RELATIONS: tuple[Relation, ...] = (
             "vendor": "Where the person unsubscribed.",
             "vendor_id": "The vendor's id for the event.",
             "key": "CRM key, where it could be matched (vendor copy of our key, email, phone).",
-            "email": "Email, lower-case.",
-            "phone": "Phone (E.164).",
+            "email": "Email, trimmed and lower-case, as `contacts.email`.",
+            "phone": "Phone, E.164 where it reads as an international number (an eSputnik sms "
+            "without its `+` gets it), else as the vendor sent it.",
             "channel": "`email`, `sms`, ...",
             "at": "When they unsubscribed (NULL: the vendor did not say).",
             "pulled_at": "When syncd stored it.",

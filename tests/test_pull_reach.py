@@ -118,3 +118,39 @@ def test_es_an_sms_is_given_its_plus_only_when_it_is_bare_international_digits()
     assert _sms(None) is None
     assert _sms(380501234567) == "+380501234567"  # digits sent as a number
     assert _sms({"value": "380501234567"}) == {"value": "380501234567"}  # `clean` refuses it
+
+
+def test_m024_converts_the_opt_outs_an_older_pull_stored_padded(tmp_path: Path) -> None:
+    """A store from before m024 holds opt-outs as the pull stored them then (the email
+    only lower-cased, the phone as it came): the migration stores them as the suppression
+    compares them, and keeps what it cannot read as a phone."""
+    from sqlite_utils import Database
+
+    from syncd.state.schema import migrations
+
+    old = Database(tmp_path / "old.db")
+    migrations.apply(old, stop_before="m024_unsubscribes_reach_as_compared")
+    for vid, email, phone in (
+        ("u1", " ann@example.com\t", None),
+        ("u2", None, "+32 470 12 34 56"),
+        ("u3", "bob@example.com", "0470 12 34 56"),
+    ):
+        old.execute(
+            "INSERT INTO unsubscribes (vendor, vendor_id, email, phone, at, pulled_at) "
+            "VALUES ('x', ?, ?, ?, NULL, 'now')",
+            (vid, email, phone),
+        )
+    old.conn.commit()
+    old.close()
+    store = Store.open(tmp_path / "old.db")
+    try:
+        got = store.conn.execute(
+            "SELECT vendor_id, email, phone FROM unsubscribes ORDER BY vendor_id"
+        ).fetchall()
+        assert [tuple(r) for r in got] == [
+            ("u1", "ann@example.com", None),
+            ("u2", None, "+32470123456"),
+            ("u3", "bob@example.com", "0470 12 34 56"),  # national: its country unknown
+        ]
+    finally:
+        store.close()

@@ -814,3 +814,24 @@ def m023_contacts_phone(db: Database) -> None:
     pull of 1,000 SMS opt-outs at 200k contacts: 19 s). Partial: a contact without a phone
     costs it nothing."""
     db.execute("CREATE INDEX contacts_phone ON contacts(phone) WHERE phone IS NOT NULL")
+
+
+@migration
+def m024_unsubscribes_reach_as_compared(db: Database) -> None:
+    """Opt-outs pulled before the pull stored them as the suppression compares them
+    (`syncd.state.pulled.reach`: the email trimmed as well as lower-cased, the phone E.164
+    where it reads as an international number) are converted: a padded email or spaced
+    phone pulled before its contact was exported never held that contact back. In Python,
+    with the contacts' own normalisers (SQL's `trim` and `lower` know spaces and ASCII
+    only); an opt-out table is small."""
+    from syncd.state.pulled import reach
+
+    rows = db.execute("SELECT rowid, email, phone FROM unsubscribes").fetchall()
+    db.conn.executemany(
+        "UPDATE unsubscribes SET email = ?, phone = ? WHERE rowid = ?",
+        [
+            (*now, rowid)
+            for rowid, email, phone in rows
+            if (now := reach(email, phone)) != (email, phone)
+        ],
+    )

@@ -196,7 +196,11 @@ class HelloCustomer(Connector):
         ),
         "first_date": Option(str, help="pull backfill start (YYYY-MM-DD); default 90 days back"),
         "lookback_days": Option(
-            int, default=7, help="days re-read on every pull", bounds=(0, 3650)
+            int,
+            default=7,
+            help="days re-read on every pull; the last hour always is (a cursor may be up to "
+            "an hour ahead of the vendor's clock), so 0 loses nothing to a clock minutes fast",
+            bounds=(0, 3650),
         ),
         "window_days": Option(
             int,
