@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -165,3 +166,15 @@ def start_service(config: Path) -> int:
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+
+
+def run_syncd(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`syncd ARGS` in a process of its own, in `folder`, with `env` added to ours."""
+    return subprocess.run(
+        [sys.executable, "-m", "syncd", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import string
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from syncd.errors import SyncdError
 from syncd.sandbox.base import Server
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.source import Export
-from tests.helpers import World, esputnik_table
+from tests.helpers import World, esputnik_table, run_syncd
 
 HEADER = b"Record ID,First Name,Last Name,Email,Phone,Segment\r\n"
 GOOD = b"1,Ann,Lee,ann@example.com,+32470000001,Gold\r\n"
@@ -280,14 +279,7 @@ def test_an_undecodable_key_is_quarantined_by_its_bytes_on_every_run(
 
 # --- hostile input through the command -------------------------------------------------
 def syncd(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "syncd.cli", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "SYNCD_CONFIG": str(folder / "syncd.toml")},
-    )
+    return run_syncd(folder, *args, SYNCD_CONFIG=str(folder / "syncd.toml"))
 
 
 def edit(w: World, old: str, new: str) -> None:

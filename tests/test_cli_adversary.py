@@ -4,25 +4,13 @@ exit 2, never a traceback, never a different installation's config."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from syncd.errors import SyncdError
 from syncd.init import init
-
-
-def syncd(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "syncd", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-    )
+from tests.helpers import run_syncd
 
 
 @pytest.mark.parametrize("how", ["--config=", "SYNCD_CONFIG"])
@@ -33,12 +21,12 @@ def test_an_empty_config_option_is_refused_not_replaced_by_the_default(
     another installation's config, vendors and store, and it went on with them."""
     (tmp_path / "syncd.toml").write_text("[source\n", encoding="utf-8")  # must not be read
     if how == "--config=":
-        done = syncd(tmp_path, "--config=", "check", SYNCD_CONFIG=str(tmp_path / "syncd.toml"))
+        done = run_syncd(tmp_path, "--config=", "check", SYNCD_CONFIG=str(tmp_path / "syncd.toml"))
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith("syncd: --config is empty"), done.stderr
         assert "not valid TOML" not in done.stderr
     else:  # an empty variable is an unset one, as everywhere
-        done = syncd(tmp_path, "check", SYNCD_CONFIG="")
+        done = run_syncd(tmp_path, "check", SYNCD_CONFIG="")
         assert "syncd.toml: not valid TOML" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
 
@@ -64,7 +52,7 @@ def test_init_refuses_an_export_whose_name_a_toml_file_cannot_hold(tmp_path: Pat
 def test_init_refuses_an_encoding_that_is_none(tmp_path: Path, encoding: str, message: str) -> None:
     """`syncd init --encoding bogus` was a LookupError traceback."""
     (tmp_path / "c.csv").write_text("Record ID,Email\n1,a@b.co\n", encoding="utf-8")
-    done = syncd(tmp_path, "init", "c.csv", "--vendors", "esputnik", "--encoding", encoding)
+    done = run_syncd(tmp_path, "init", "c.csv", "--vendors", "esputnik", "--encoding", encoding)
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"syncd: --encoding: {message}"), done.stderr
@@ -75,7 +63,7 @@ def test_init_on_a_directory_says_so(tmp_path: Path) -> None:
     """`syncd init exports/` (the folder, not the file in it) was an IsADirectoryError
     traceback: os.fdopen refuses a directory before Export could say what it is."""
     (tmp_path / "exports").mkdir()
-    done = syncd(tmp_path, "init", "exports", "--vendors", "esputnik")
+    done = run_syncd(tmp_path, "init", "exports", "--vendors", "esputnik")
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("syncd: export exports is a directory, not a regular file"), (
