@@ -227,7 +227,39 @@ class Deliverer:
         return self._store.pending(self.vendor, after, size)
 
     def _send(self, batch: Sequence[Contact], ids: dict[str, int]) -> bool:
-        """Send one batch (splitting it if the vendor refuses it whole); False = stop vendor."""
+        """Send one batch (splitting it if the vendor refuses it whole); False = stop vendor.
+
+        The parts of a refused batch go in order from a stack of their own, not by
+        recursion: a batch of a thousand peeled a part at a time stays one frame deep. The
+        parts its words quote go first (`_split`); if the vendor then took every one of
+        them (nothing failed), its words were no guide to what it objects to, and the rest
+        is halved from then on, so words that name a contact it takes (the body's first
+        row, say) cost about two requests a halving, not one request a contact."""
+        # (part, split it by the words it is refused with?, the failed count before the
+        # quoted part went: whether to, decided once that part is done)
+        todo: list[tuple[Sequence[Contact], bool, int | None]] = [(batch, True, None)]
+        while todo:
+            part, guess, failed = todo.pop()
+            if failed is not None:
+                guess = self.out.counts["failed"] > failed
+            refused = self._attempt(part, ids)
+            if refused is True:
+                continue
+            if refused is False:
+                return False
+            quoted = _quoted(part, refused) if guess else None
+            if quoted is not None:
+                first, rest = quoted
+                todo.append((rest, True, self.out.counts["failed"]))
+            else:
+                first, rest = _halves(part)
+                todo.append((rest, guess, None))
+            todo.append((first, guess, None))
+        return True
+
+    def _attempt(self, batch: Sequence[Contact], ids: dict[str, int]) -> bool | str:
+        """Send one batch: True = go on, False = stop vendor, else the words the vendor
+        refused it whole with (to split it by)."""
         batch_ids = {c.key: ids[c.key] for c in batch}
         while len(self._open) >= self.connector.window():  # wait for room in the window
             if self.stop.is_set() or not self._round(wait=True):
@@ -300,8 +332,7 @@ class Deliverer:
         finally:
             http.on_write = http.on_unsent = None
         if started is None:
-            first, rest = _split(batch, reason)
-            return self._send(first, ids) and self._send(rest, ids)
+            return reason
         if isinstance(started, Job):
             self._refusals = ("", 0)
             flight.write()
@@ -469,6 +500,12 @@ def _split(batch: Sequence[Contact], reason: str) -> tuple[list[Contact], list[C
     not' as Boolean"), so one refused contact costs two requests, not two per halving;
     else, or when the words quote every contact or none, halves. Only a guess of what goes
     together: each part is the vendor's to take or refuse, and a wrong one costs a request."""
+    return _quoted(batch, reason) or _halves(batch)
+
+
+def _quoted(batch: Sequence[Contact], reason: str) -> tuple[list[Contact], list[Contact]] | None:
+    """Those of `batch` holding a value `reason` quotes, and the rest; None when it quotes
+    every contact or none."""
     text = reason.casefold()
     quoted = [
         c
@@ -478,6 +515,10 @@ def _split(batch: Sequence[Contact], reason: str) -> tuple[list[Contact], list[C
     if 0 < len(quoted) < len(batch):
         keys = {c.key for c in quoted}
         return quoted, [c for c in batch if c.key not in keys]
+    return None
+
+
+def _halves(batch: Sequence[Contact]) -> tuple[list[Contact], list[Contact]]:
     half = len(batch) // 2
     return list(batch[:half]), list(batch[half:])
 
