@@ -231,7 +231,7 @@ class Deliverer:
 
         The parts of a refused batch go in order from a stack of their own, not by
         recursion: a batch of a thousand peeled a part at a time stays one frame deep. The
-        parts its words quote go first (`_split`); if the vendor then took every one of
+        parts its words quote go first (`_quoted`); if the vendor then took every one of
         them (nothing failed), its words were no guide to what it objects to, and the rest
         is halved from then on, so words that name a contact it takes (the body's first
         row, say) cost about two requests a halving, not one request a contact."""
@@ -493,19 +493,13 @@ class Deliverer:
         log.error("vendor stopped for this run", vendor=self.vendor, error=str(exc))
 
 
-def _split(batch: Sequence[Contact], reason: str) -> tuple[list[Contact], list[Contact]]:
-    """A batch the vendor refused whole in two, to find the contacts it objects to: those
-    holding a value its words quote go alone first, the rest beside them (vendors quote the
-    value they refuse: "The respondent email x@ is invalid", "Could not parse 'sure why
-    not' as Boolean"), so one refused contact costs two requests, not two per halving;
-    else, or when the words quote every contact or none, halves. Only a guess of what goes
-    together: each part is the vendor's to take or refuse, and a wrong one costs a request."""
-    return _quoted(batch, reason) or _halves(batch)
-
-
 def _quoted(batch: Sequence[Contact], reason: str) -> tuple[list[Contact], list[Contact]] | None:
-    """Those of `batch` holding a value `reason` quotes, and the rest; None when it quotes
-    every contact or none."""
+    """A batch the vendor refused whole in two, to find the contacts it objects to: those
+    holding a value its words quote, and the rest (vendors quote the value they refuse:
+    "The respondent email x@ is invalid", "Could not parse 'sure why not' as Boolean"), so
+    one refused contact costs two requests, not two per halving; None when the words quote
+    every contact or none. Only a guess of what goes together: each part is the vendor's
+    to take or refuse, and a wrong one costs a request (`Deliverer._send`)."""
     text = reason.casefold()
     quoted = [
         c
