@@ -47,8 +47,15 @@ class InstanceLock:
                 f"another syncd (pid {holder or 'unknown'}) is running on this store ({self.path})",
                 hint="wait for it to finish, or stop the service first",
             ) from None
-        os.ftruncate(fd, 0)  # (a dead owner's note goes with its pid)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)  # (a dead owner's note goes with its pid)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # a full disk (ENOSPC), an I/O error: the flock goes with fd
+            os.close(fd)
+            raise StoreError(
+                f"the lock file {self.path} cannot be written: {exc.strerror or exc}",
+                hint="free space on its file system (`df`), then start syncd again",
+            ) from None
         self._fd = fd
         return self
 
