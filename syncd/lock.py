@@ -59,6 +59,42 @@ class InstanceLock:
         self._fd = fd
         return self
 
+    def check(self) -> bool:
+        """Whether the lock file is still the one held (True), after making it so again if
+        it was removed or replaced (`rm syncd.db.lock`, taken for a stale one): the flock
+        stays on the removed file, and a `syncd sync` would make a new one and run beside
+        the holder. False: another process took the new file first; the lock is lost. True
+        also when the file cannot be looked at (a hung or failing file system: nothing
+        tells it is gone). No-op (True) unless held."""
+        if self._fd is None:
+            return True
+        try:
+            held, there = os.fstat(self._fd), os.stat(self.path)
+            if (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
+                return True
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError:
+            return True  # (nobody else can make it either)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        note = os.pread(self._fd, 64 * 1024, 0)  # the pid, and a stall said
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, note)
+        except OSError:
+            pass  # held all the same: the pid is for people to read
+        os.close(self._fd)
+        self._fd = fd
+        return True
+
     def note(self, said: dict[str, Any] | None) -> None:
         """Say `said` to other processes (`read_note`), or nothing more (None): the service's
         watchdog says a stalled job so, for `syncd status`. No-op unless held."""

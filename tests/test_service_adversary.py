@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from syncd import lock as lockmod
-from syncd.errors import StoreError
+from syncd.errors import LockHeldError, StoreError
 from syncd.lock import InstanceLock
+from tests.test_daemon import Notify, daemon_world, logged, start, wait
 
 
 def test_a_lock_file_on_a_full_disk_stops_the_start_with_one_line_and_holds_nothing(
@@ -36,3 +37,64 @@ def test_a_lock_file_on_a_full_disk_stops_the_start_with_one_line_and_holds_noth
     # nothing is left holding the lock: the next start (space freed) takes it
     again = InstanceLock(store).acquire()
     again.release()
+
+
+def test_a_lock_file_removed_under_the_holder_is_taken_back_before_another_syncd_runs(
+    tmp_path: Path,
+) -> None:
+    """`rm syncd.db.lock` while the service runs (an operator taking it for a stale one): the
+    service's flock stayed on the removed file, and a `syncd sync` by hand made a new one,
+    locked it, and ran beside the service on the same store. The holder's `check` (the
+    service's main loop, each second) makes the path its own again; the next is refused."""
+    store = tmp_path / "syncd.db"
+    held = InstanceLock(store).acquire()
+    try:
+        lockmod.lock_path(store).unlink()
+        assert held.check() is True
+        with pytest.raises(LockHeldError):
+            InstanceLock(store).acquire()
+        assert lockmod.lock_path(store).read_text() == f"{os.getpid()}\n"
+    finally:
+        held.release()
+
+
+def test_a_lock_file_another_syncd_took_after_its_removal_is_said_lost(tmp_path: Path) -> None:
+    """Removed, and taken by another syncd before the holder looked: `check` says the lock
+    is lost (False), and leaves the other's lock as it is."""
+    store = tmp_path / "syncd.db"
+    held = InstanceLock(store).acquire()
+    lockmod.lock_path(store).unlink()
+    other = InstanceLock(store).acquire()
+    try:
+        assert held.check() is False
+        with pytest.raises(LockHeldError):
+            InstanceLock(store).acquire()
+    finally:
+        held.release()
+        other.release()
+
+
+def test_the_service_takes_back_a_removed_lock_file_and_stops_when_another_took_it(
+    tmp_path: Path,
+) -> None:
+    """The running service: its lock file removed, it makes it again within seconds (a
+    `syncd sync` is refused); removed and taken by another first, it stops, exit 3 (systemd
+    starts it again, and it waits the other out), rather than run beside it."""
+    world = daemon_world(tmp_path, "http://127.0.0.1:9", "0 3 * * *", "0 4 * * *")
+    store, path = world.folder / "syncd.db", lockmod.lock_path(world.folder / "syncd.db")
+    notify = Notify(tmp_path / "notify.sock").read_on()
+    proc = start(world, notify)
+    try:
+        assert notify.wait_for("READY=1", 20), logged(world)
+        path.unlink()
+        assert wait(lambda: path.exists() and path.read_text() == f"{proc.pid}\n", 5)
+        with pytest.raises(LockHeldError):
+            InstanceLock(store).acquire()
+        path.unlink()
+        with InstanceLock(store):  # another syncd, faster than the service's look
+            assert proc.wait(timeout=10) == 3, logged(world)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "another syncd took the new one" in logged(world)
