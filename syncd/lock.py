@@ -123,15 +123,19 @@ class InstanceLock:
 def read_note(store_path: Path) -> tuple[int, dict[str, Any]] | None:
     """The pid and the `note` of the syncd holding the store's lock, read without taking
     it; None when there is none: no lock file, no note, or its process is gone (a note a
-    killed process left stays until the next takes the lock)."""
+    killed process left stays until the next takes the lock): no flock held on the file
+    (its pid may be another process's since), or no process of that pid."""
     try:
         with lock_path(store_path).open("rb") as fh:
+            ino = os.fstat(fh.fileno()).st_ino
             pid_line, _, rest = fh.read(64 * 1024).partition(b"\n")
         pid = int(pid_line)
         said = json.loads(rest) if rest.strip() else None
     except (OSError, ValueError):  # (a note read while it was rewritten: none this time)
         return None
     if not isinstance(said, dict) or pid <= 0:
+        return None
+    if not _flocked(ino):  # a killed owner's, its pid since reused by another process
         return None
     try:
         os.kill(pid, 0)
@@ -140,3 +144,23 @@ def read_note(store_path: Path) -> tuple[int, dict[str, Any]] | None:
     except PermissionError:
         pass  # another user's (the service's, to an analyst): running
     return pid, said
+
+
+def _flocked(ino: int) -> bool:
+    """Whether some process holds a flock on the file of inode `ino`, as /proc/locks tells
+    it, without taking one (a shared lock taken to look would refuse a syncd starting that
+    instant). Matched by the inode alone: /proc/locks names a file's device as its super
+    block does, which a btrfs subvolume's stat does not. True when it cannot be read (not
+    Linux, no /proc): the pid's process alone tells it then."""
+    try:
+        with open("/proc/locks", "rb") as fh:
+            table = fh.read()
+    except OSError:
+        return True
+    for line in table.splitlines():
+        fields = line.split()  # 1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF
+        if b"FLOCK" in fields and b"WRITE" in fields:
+            where = next((f for f in fields if f.count(b":") == 2), b"")
+            if where.rpartition(b":")[2] == str(ino).encode():
+                return True
+    return False

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,27 @@ def test_the_service_takes_back_a_removed_lock_file_and_stops_when_another_took_
             proc.kill()
             proc.wait()
     assert "another syncd took the new one" in logged(world)
+
+
+def test_a_stall_note_a_killed_service_left_is_not_shown_for_a_process_that_reused_its_pid(
+    tmp_path: Path,
+) -> None:
+    """The service killed while stalled (systemd's SIGABRT) leaves its note; its pid then
+    reused by another process (a pid wraps, a container's few pids): `read_note` took that
+    process for the service, and `syncd status` said a job stalled in a service that was not
+    running. A note whose file no process holds a flock on is nobody's."""
+    store = tmp_path / "syncd.db"
+    path = lockmod.lock_path(store)
+    other = subprocess.Popen(["sleep", "30"])  # the pid's new owner
+    try:
+        path.write_text(f'{other.pid}\n{{"stalled": {{"job": "reconcile"}}}}\n')
+        assert lockmod.read_note(store) is None
+        fd = os.open(path, os.O_RDONLY)  # held (here by this process: the pid is the file's)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert lockmod.read_note(store) == (other.pid, {"stalled": {"job": "reconcile"}})
+        finally:
+            os.close(fd)
+    finally:
+        other.kill()
+        other.wait()
