@@ -45,7 +45,7 @@ from syncd import liveness
 from syncd import log as logmod
 from syncd.clock import SYSTEM, SystemClock
 from syncd.config import Config, load
-from syncd.errors import ConfigError, StopRequested, SyncdError
+from syncd.errors import ConfigError, LockHeldError, StopRequested, SyncdError
 from syncd.lock import InstanceLock
 from syncd.metrics import MetricsServer, StoreCollector
 from syncd.notify import notify, watchdog_interval
@@ -130,7 +130,18 @@ class Daemon:
             notify("READY=1", f"STATUS=waiting; next reconcile {self._next('reconcile')}")
             log.info("started", config=str(self.config_path), store=str(self.cfg.store.path))
             offset = self._clock_offset()
+            lost = False
             while not self.stop.wait(1.0):
+                if not self.lock.check():
+                    lost = True
+                    log.error(
+                        "the lock file was removed, and another syncd took the new one: "
+                        "stopping, so that one instance runs on the store",
+                        file=str(self.lock.path),
+                        hint="never remove the lock file: a crash leaves none held",
+                    )
+                    self.stop.set()
+                    break
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     self.reload()
@@ -150,6 +161,12 @@ class Daemon:
             log.info("stopping: letting the job in flight finish")
             self.scheduler.shutdown(wait=True)
             log.info("stopped")
+            if lost:
+                raise LockHeldError(
+                    f"stopped: another syncd took the store's lock file {self.lock.path}, "
+                    "which was removed while this one ran",
+                    hint="never remove the lock file; syncd restarts once the other is done",
+                )
             return 0
         finally:
             if metrics is not None:
