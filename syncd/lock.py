@@ -10,6 +10,8 @@ from typing import Any
 
 from syncd.errors import LockHeldError, StoreError
 
+NOTE_BYTES = 64 * 1024  # the most of a lock file read: its pid and what its owner says
+
 
 def lock_path(store_path: Path) -> Path:
     """The lock file of the store at `store_path`: `<store>.lock`, beside it. Only a command
@@ -85,7 +87,7 @@ class InstanceLock:
         except BlockingIOError:
             os.close(fd)
             return False
-        note = os.pread(self._fd, 64 * 1024, 0)  # the pid, and a stall said
+        note = os.pread(self._fd, NOTE_BYTES, 0)  # the pid, and a stall said
         try:
             os.ftruncate(fd, 0)
             os.write(fd, note)
@@ -128,7 +130,7 @@ def read_note(store_path: Path) -> tuple[int, dict[str, Any]] | None:
     try:
         with lock_path(store_path).open("rb") as fh:
             ino = os.fstat(fh.fileno()).st_ino
-            pid_line, _, rest = fh.read(64 * 1024).partition(b"\n")
+            pid_line, _, rest = fh.read(NOTE_BYTES).partition(b"\n")
         pid = int(pid_line)
         said = json.loads(rest) if rest.strip() else None
     except (OSError, ValueError):  # (a note read while it was rewritten: none this time)
