@@ -85,6 +85,8 @@ class Differ:
         self.triggers = [n for n, c in connectors.items() if c.kind == "trigger"]
         # keys of the rows quarantined for every vendor, with their first line (`_keep_held_back`)
         self.held_back: dict[str, int] = {}
+        # what the key of a record cut inside its key's cell begins with (`Bad.starts`)
+        self.held_starts: dict[str, int] = {}
 
     def run(self, export: Export) -> Plan:
         plan = self.plan
@@ -165,6 +167,8 @@ class Differ:
             plan.rows_read += part.records
             for item in part.bad:
                 self._quarantine(item.line, item.key, None, item.reason, held=item.held)
+                for start in item.starts:
+                    self.held_starts.setdefault(start, item.line)
             hits, repeats = self.known.see(part.hits, part.lines)
             unchanged += hits
             for line, key, first in repeats:
@@ -350,11 +354,16 @@ class Differ:
         """A known contact whose row is quarantined is in the export: it keeps its last
         good row (and fingerprint) rather than look gone. Marked seen only now, after the
         whole export, so a good row of the same key later in the file is not a repeat."""
-        fps, seen = self.known.fps, self.known.seen
-        for key, rhash in self.db.live_fingerprints(list(self.held_back)).items():
+        fps, seen, lines = self.known.fps, self.known.seen, dict(self.held_back)
+        held = self.db.live_fingerprints(list(lines))
+        for start, line in self.held_starts.items():
+            for key, rhash in self.db.live_fingerprints_starting(start).items():
+                held[key] = rhash
+                lines.setdefault(key, line)
+        for key, rhash in held.items():
             i = int(np.searchsorted(fps, rhash))
             if i < len(fps) and fps[i] == rhash and not seen[i]:
-                seen[i] = self.held_back[key]
+                seen[i] = lines[key]
 
     def _gone(self) -> None:
         """Mark the known contacts not seen gone, by rowid (checked against the fingerprint)."""

@@ -69,13 +69,20 @@ class Bad:
     did not look at keys).
 
     `maybe`: the cells that may be the key of a row whose key cannot be told (`key` None),
-    one of the wrong width: a known contact under any of them is held back too."""
+    one of the wrong width: a known contact under any of them is held back too.
+
+    `tail`: the record's last cell, stripped (set for a row of the wrong width: the record
+    the file is cut inside ends with it). `starts`: the cells of a record cut inside its
+    key's cell, each only the start of the key: a known contact whose key begins with one
+    is held back (the file cut in `1001` ends `100`; contact 1001 is in it, not gone)."""
 
     line: int
     key: str | None
     reason: str
     raw: str | None = field(default=None, compare=False, repr=False)
     maybe: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    tail: str | None = field(default=None, compare=False, repr=False)
+    starts: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         key = self.key
@@ -579,15 +586,18 @@ class Export:
                 why = unended
             else:
                 return
-            line, key, maybe = bad.line, bad.raw, bad.maybe
+            line, key, maybe, tail = bad.line, bad.raw, bad.maybe, bad.tail
             block.bad.remove(bad)
         elif at is not None and self._unended:
             why = unended
             line, row = lines[at], block.row(at)
-            key, maybe = (row[self.key_index].strip() if len(row) > self.key_index else None), ()
+            key, maybe, tail = row[self.key_index].strip(), (), row[-1].strip()
             del lines[at], block.rows[at], block.texts[at]
         else:
             return
+        # the cut is inside the record's last cell: where that may be the key, the key is
+        # only known to start with it (a line break after it may be all that is missing)
+        starts = tuple(cell for cell in dict.fromkeys((key, *maybe)) if cell and cell == tail)
         if not self.force:
             raise GuardError(
                 f"refused: export {self.path} ends mid-record at line {line} ({why}): the CRM's "
@@ -595,7 +605,11 @@ class Export:
                 hint=f"re-run the CRM export; if the file is complete, `syncd sync --force` "
                 f"reads it with line {line} quarantined",
             )
-        block.bad.append(Bad(line, key or None, f"the file ends mid-record: {why}", maybe=maybe))
+        reason = f"the file ends mid-record: {why}"
+        if key is not None and key in starts:  # not the key of the contact it shows
+            reason += f"; its key may be cut: it begins {visible(key)[:60]!r}"
+            key = None
+        block.bad.append(Bad(line, key or None, reason, maybe=maybe, starts=starts))
 
     def _drop_ctrl_z(self, block: Block) -> None:
         """Drop the DOS end-of-file mark (Ctrl-Z) after the last line break: old Windows
@@ -709,15 +723,16 @@ class Export:
         else:  # cells before it left out: up to width - n nearer the start
             low, high = max(0, at - (width - n)), at
         cells = dict.fromkeys(row[i].strip() if i < n else "" for i in range(low, high + 1))
+        tail = row[-1].strip() if row else None
         if len(cells) < 2:  # one cell it can be, or all alike (an empty one, none: no key)
-            return Bad(start, next(iter(cells), None) or None, reason)
+            return Bad(start, next(iter(cells), None) or None, reason, tail=tail)
         cells.pop("", None)
         shown = ", ".join(repr(visible(cell)[:60]) for cell in cells)
         reason += (
             f" (key column {self.cfg.key!r} may be {shown}: a cell holds the delimiter "
             "unquoted, or one is missing)"
         )
-        return Bad(start, None, reason, maybe=tuple(cells))
+        return Bad(start, None, reason, maybe=tuple(cells), tail=tail)
 
     def _raw_blocks(self) -> Iterator[Block]:
         """The records of a UTF-8 export, read as bytes `RAW_BYTES` at a time.

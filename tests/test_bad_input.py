@@ -187,7 +187,11 @@ FATAL: dict[str, tuple[bytes, int, str]] = {
 FORCED: dict[str, tuple[bytes, tuple[int, str]]] = {
     "no_line_break": (
         HEADER + GOOD + b"100",
-        (3, "the file ends mid-record: its last line has no line break"),
+        (
+            3,
+            "the file ends mid-record: its last line has no line break; its key may be cut: "
+            "it begins '100'",
+        ),
     ),
     "no_line_break_after_a_full_record": (
         HEADER + GOOD + GOOD2.rstrip(),
@@ -259,6 +263,38 @@ def test_force_reads_a_cut_export_with_its_last_record_quarantined(
     assert report.exit_code == 0, report.summary()
     assert quarantined(w) == [expected]
     assert [c["externalCustomerId"] for c in sim.contacts()] == ["1"]
+
+
+@pytest.mark.parametrize("key_last", [False, True])  # a row of the wrong width; of the header's
+def test_force_never_marks_gone_the_contact_whose_key_the_file_is_cut_in(
+    key_last: bool, world: tuple[World, ESputnikSim]
+) -> None:
+    """The file cut inside `1001`'s key ends `100`: under --force, contact 1001 (and 100,
+    10012: any key beginning `100`) is in the file as far as anyone can tell, and stays;
+    a contact no line holds (2) is gone. Before, 1001 was marked gone, its key taken for 100."""
+    w, _ = world
+    names = HEADER.decode().strip().split(",")
+    order = names[1:] + names[:1] if key_last else names
+
+    def line(key: str, name: str = "Ann") -> bytes:
+        cells = dict(
+            zip(names, [key, name, "Lee", f"{name.lower()}@example.com", "", "Gold"], strict=True)
+        )
+        return (",".join(cells[c] for c in order) + "\r\n").encode()
+
+    head = ",".join(order).encode() + b"\r\n"
+    w.export.write_bytes(head + b"".join(map(line, ["1", "100", "1001", "10012", "2"])))
+    assert w.sync().exit_code == 0
+    w.export.write_bytes(head + line("1") + line("100")[: -2 if key_last else 3])
+    assert w.sync(force=True).exit_code == 0
+    store = w.store()
+    try:
+        live = {r["key"] for r in store.query("SELECT key FROM contacts WHERE gone_at IS NULL")}
+        reasons = [r["reason"] for r in store.query("SELECT reason FROM quarantine")]
+    finally:
+        store.close()
+    assert live == {"1", "100", "1001", "10012"}
+    assert len(reasons) == 1 and reasons[0].endswith("its key may be cut: it begins '100'")
 
 
 def test_an_undecodable_key_is_quarantined_by_its_bytes_on_every_run(

@@ -193,6 +193,17 @@ class DiffStore:
         )
         return dict(rows.fetchall())
 
+    def live_fingerprints_starting(self, start: str) -> dict[str, int]:
+        """The fingerprints of the live contacts whose key begins with `start` (a range of
+        the key's index: no key has U+10FFFF, a noncharacter, after `start`)."""
+        if self.writer:
+            self.writer.wait()
+        rows = self.conn.execute(
+            "SELECT key, rhash FROM contacts WHERE key >= ? AND key < ? AND gone_at IS NULL",
+            (start, start + "\U0010ffff"),
+        )
+        return dict(rows.fetchall())
+
     def key_at(self, rowid: int, rhash: int) -> str | None:
         if self.writer:  # the row may be one this diff is writing
             self.writer.wait()
