@@ -47,6 +47,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "misfire_grace_seconds": (1, 7 * DAY, "seconds"),
     "stall_seconds": (1, DAY, "seconds a job may show no progress"),
     "min_days_between_surveys": (0, 3650, "days"),
+    "max_resurvey": (0, 1, "a fraction: 0.50 = 50%"),
     "max_attempts": (1, 100, "tries"),
     "retries": (0, 20, "per request"),
     "backoff_base": (0, 600, "seconds"),
@@ -103,6 +104,9 @@ class ScheduleConfig:
 class SuppressionConfig:
     unsubscribed: bool = True
     min_days_between_surveys: int = 0
+    # refuse a run in which one trigger vendor would survey again more than this share of
+    # the known contacts (`Plan.guard`): a watched column written another way by the CRM
+    max_resurvey: float = 0.5
     # which unsubscribe channels suppress: "any" or a list like ["email"]
     channels: tuple[str, ...] = ("any",)
     # whether an unsubscribe also holds back upserts (never re-subscribe through an update)
@@ -510,6 +514,7 @@ def load(path: Path, *, check_schedule: bool = True) -> Config:
     suppression = SuppressionConfig(
         unsubscribed=sup.get("unsubscribed", bool, True),
         min_days_between_surveys=sup.number("min_days_between_surveys", int, 0),
+        max_resurvey=sup.number("max_resurvey", float, 0.5),
         channels=sup.strings("channels", ("any",)),
         upserts=sup.get("upserts", bool, True),
     )

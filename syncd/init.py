@@ -495,6 +495,7 @@ def config_text(found: Found, folder: Path, mappings: Sequence[Draft]) -> str:
         "[suppression]",
         "unsubscribed = true               # never trigger anyone who unsubscribed anywhere",
         "min_days_between_surveys = 30     # across all trigger vendors",
+        "# max_resurvey = 0.50             # refuse surveying again over half the contacts",
     ]
     for mapping in mappings:
         lines += ["", *vendor_table(mapping)]

@@ -255,7 +255,9 @@ def _reconcile(
                 report.plan = differ.run(export)
                 if progress:
                     progress.diffing()
-                refused = report.plan.guard(cfg.source.max_drop, force)
+                refused = report.plan.guard(
+                    cfg.source.max_drop, cfg.suppression.max_resurvey, force
+                )
                 # read inside the transaction: a dry run's skips are rolled back with it
                 report.reasons = run_reasons(store, run_id, None)
                 if refused or dry_run:
@@ -282,13 +284,8 @@ def _reconcile(
     for notice in plan.notices(dry_run):  # stored hashes made another way: say what it did
         log.warning("digest definition changed", message=notice)
     if refused:
-        if plan.all_quarantined():
-            hint = "re-export the file; see the reason above"
-        elif not plan.known:  # nothing to lose, nothing --force would send
-            hint = "the CRM's export wrote its header and no contact: re-run it"
-        else:
-            hint = "if the export really lost these contacts, run `syncd sync --force`"
-        raise GuardError(f"refused: {refused}; nothing was sent", hint=hint)
+        reason, hint = refused
+        raise GuardError(f"refused: {reason}; nothing was sent", hint=hint)
     if dry_run:
         return
     if not baseline:

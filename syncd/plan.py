@@ -1,5 +1,5 @@
 """What a diff found and decided: per vendor counts, samples and notices, and the guard
-that refuses a truncated export. Written by `syncd.diff`, read by the pipeline, the CLI
+that refuses a truncated export, or one that would survey again most known contacts. Written by `syncd.diff`, read by the pipeline, the CLI
 and `runs.counts`."""
 
 from __future__ import annotations
@@ -7,6 +7,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+# a trigger vendor surveying again fewer contacts than this is never refused (`_surge`)
+SURGE_FLOOR = 100
 
 
 @dataclass
@@ -71,23 +74,56 @@ class Plan:
         others: an export of such rows is no export to refuse.)"""
         return self.rows_read > 0 and self.rows_read - self.unusable <= 0
 
-    def guard(self, max_drop: float, force: bool) -> str | None:
-        """Why this export must not be applied (truncated or empty), or None."""
+    def guard(self, max_drop: float, max_resurvey: float, force: bool) -> tuple[str, str] | None:
+        """Why this export must not be applied (truncated, empty, or surveying again most of
+        the known contacts), and what to do about it; or None."""
+        lost = "if the export really lost these contacts, run `syncd sync --force`"
         if self.rows_read == 0:
             reason = f"the export {self.export} has no usable rows"
+            hint = (
+                lost
+                if self.known
+                else "the CRM's export wrote its header and no contact: re-run it"
+            )
         elif self.all_quarantined():
             rows = (
                 "the one row" if self.rows_read == 1 else f"every one of the {self.rows_read} rows"
             )
             reason = f"{rows} of {self.export} is quarantined ({self.first_bad}): fix the export"
+            hint = "re-export the file; see the reason above"
         elif self.known and self.gone / self.known > max_drop:
             reason = (
                 f"{self.gone} of {self.known} known contacts ({self.gone / self.known:.0%}) are "
                 f"missing from {self.export}, more than max_drop = {max_drop:.0%}"
             )
+            hint = lost
+        elif surge := self._surge(max_resurvey):
+            reason, hint = surge
         else:
             return None
         if force:
             return None
         self.refused = reason
-        return reason
+        return reason, hint
+
+    def _surge(self, max_resurvey: float) -> tuple[str, str] | None:
+        """A trigger vendor about to survey again more than `max_resurvey` of the known
+        contacts: more likely the CRM changed how it writes a watched column (a date's
+        format, a time zone) than that many contacts changed since the last export. Not
+        when the operator asked for it (`--no-rebaseline` applying a new `on_change`), nor
+        for fewer than `SURGE_FLOOR` contacts (a pilot of a few dozen: the operator sees it)."""
+        for v in self.vendors.values():
+            n = v.counts["changed"]
+            if v.kind != "trigger" or n < SURGE_FLOOR or n / self.known <= max_resurvey:
+                continue
+            if v.redefined is not None and not v.rebaseline:
+                continue
+            return (
+                f"{v.name} would survey {n} of {self.known} known contacts again "
+                f"({n / self.known:.0%}), more than [suppression] max_resurvey = "
+                f"{max_resurvey:.0%}: their [trigger] on_change columns changed in {self.export}",
+                "`syncd sync --dry-run` shows examples; if the CRM only writes those columns "
+                f"another way now, record the export as surveyed with `syncd sync --baseline "
+                f"--vendor {v.name}`; if those contacts really changed, run `syncd sync --force`",
+            )
+        return None

@@ -494,19 +494,21 @@ def test_syncd_status_shows_a_stalled_job_while_the_service_that_runs_it_lives(
     try:
         assert collect(world.cfg, datetime.now(UTC))["stalled"] is None
         daemon.watchdog_job()
+        started = time.monotonic()
         proc = subprocess.run(
             [*SYNCD, "--config", str(config), "status", "--json"],
             capture_output=True,
             text=True,
             timeout=60,
         )
+        late = 62 + time.monotonic() - started  # the child's start on a loaded machine
         assert proc.returncode == 0, proc.stderr
         data = json.loads(proc.stdout)
         jsonschema.validate(data, schema)
         stalled = data["stalled"]
         since = datetime.fromisoformat(stalled.pop("since"))
-        assert 59 <= (datetime.fromisoformat(data["now"]) - since).total_seconds() <= 62
-        assert 59 <= stalled.pop("seconds") <= 62
+        assert 59 <= (datetime.fromisoformat(data["now"]) - since).total_seconds() <= late
+        assert 59 <= stalled.pop("seconds") <= late
         assert stalled == {"job": "pull", "run_id": run_id, "stall_seconds": 5, "pid": os.getpid()}
         text = render(collect(world.cfg, datetime.now(UTC)))
         assert f"STALLED: the service's pull (run #{run_id}) has shown no progress since " in text
