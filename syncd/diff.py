@@ -344,7 +344,9 @@ class Differ:
                 status = "skipped" if d.act is Act.SKIP else "pending"
                 deliveries.append((name, cand.key, d.kind, digest, data, status, d.reason))
                 if d.act is Act.SEND and len(vplan.samples) < SAMPLES:
-                    sample = proj.sample(cand.key, str(d.kind), attributes, self.header, data)
+                    sample = proj.sample(
+                        cand.key, str(d.kind), attributes, self.header, data, cand.row
+                    )
                     vplan.samples.append(sample)
             if d.act in SURVEYS and proj.trigger is not None and surveyor is None:
                 surveyor, when = name, "in this run"

@@ -118,11 +118,22 @@ class Plan:
                 continue
             if v.redefined is not None and not v.rebaseline:
                 continue
+            example = next(
+                (
+                    f" (contact {s['key']}: {name.removesuffix(' (on_change)')} {was!r} → {now!r})"
+                    for s in v.samples
+                    for name, (was, now) in s["changes"].items()
+                    if name.endswith(" (on_change)")
+                ),
+                "",
+            )
             return (
                 f"{v.name} would survey {n} of {self.known} known contacts again "
                 f"({n / self.known:.0%}), more than [suppression] max_resurvey = "
-                f"{max_resurvey:.0%}: their [trigger] on_change columns changed in {self.export}",
-                "`syncd sync --dry-run` shows examples; if the CRM only writes those columns "
+                f"{max_resurvey:.0%}: their [trigger] on_change columns changed in {self.export}"
+                + example,
+                "`syncd sync --dry-run --force` shows more, sending nothing; if the CRM only "
+                "writes those columns "
                 f"another way now, record the export as surveyed with `syncd sync --baseline "
                 f"--vendor {v.name}`; if those contacts really changed, run `syncd sync --force`",
             )

@@ -300,19 +300,32 @@ class Projector:
         return self.watched(stored_row(attributes, header, row)) == self.watched(row)
 
     def sample(
-        self, key: str, kind: str, attributes: str | None, header: list[str], payload: str
+        self,
+        key: str,
+        kind: str,
+        attributes: str | None,
+        header: list[str],
+        payload: str,
+        row: list[str],
     ) -> dict[str, Any]:
         """What the connector would send, field by field, before → after: the vendor's
         values (normalised and shaped) of the contact's previous export row (its stored
-        `attributes`), None for a new contact, and of this one. A metadata name is shown
-        as `name (metadata)`."""
+        `attributes`), None for a new contact, and of this one (`row`). A metadata name is
+        shown as `name (metadata)`; a trigger vendor's watched column that changed, which
+        is why it surveys, as `column (on_change)`."""
         after = orjson.loads(payload)
         before: dict[str, dict[str, Any]] = {"fields": {}, "metadata": {}}
+        changes: dict[str, list[Any]] = {}
         if attributes is not None and kind == "changed":
             previous = self.project(key, stored_row(attributes, header))
             if isinstance(previous, Contact):
                 before = {"fields": dict(previous.fields), "metadata": dict(previous.metadata)}
-        changes = {}
+            trigger = self.vendor.mapping.trigger
+            if trigger is not None:  # as `same_before` reads them: a new column unchanged
+                old = stored_row(attributes, header, row)
+                for col, i in zip(trigger.on_change, self.trigger or (), strict=True):
+                    if old[i].strip() != row[i].strip():
+                        changes[f"{col} (on_change)"] = [old[i].strip(), row[i].strip()]
         for part, suffix in (("fields", ""), ("metadata", " (metadata)")):
             for name, new in after[part].items():
                 was = before[part].get(name)

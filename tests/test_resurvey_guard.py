@@ -55,7 +55,14 @@ def test_a_watched_date_written_another_way_surveys_nobody_until_the_operator_sa
         f"altcraft would survey {N} of {N} known contacts again (100%), more than "
         "[suppression] max_resurvey = 50%: their [trigger] on_change columns changed"
     ) in str(refused.value)
+    assert "(contact 0: Closed Date '2026-11-01' → '01/11/2026')" in str(refused.value)
     assert "syncd sync --baseline --vendor altcraft" in refused.value.hint
+    # the dry run shows why: each sample names the watched column's change
+    shown = w.sync(dry_run=True, force=True).plan
+    assert shown is not None
+    assert shown.vendors["altcraft"].samples[1]["changes"] == {
+        "Closed Date (on_change)": ["2026-11-02", "02/11/2026"]
+    }
     assert launched(sim) == N
     assert w.deliveries()[N:] == []  # nothing recorded either: the diff was rolled back
     # the operator records the export as surveyed: the next run surveys nobody
