@@ -107,8 +107,8 @@ def test_a_200_or_a_201_acknowledges_the_respondents(tmp_path: Path, status: int
 
 @pytest.mark.parametrize(
     "fault",
-    [{"kind": "status", "status": 500}, {"kind": "drop_after"}],
-    ids=["500", "answer-lost"],
+    [{"kind": "status", "status": 500}, {"kind": "drop_after"}, {"kind": "delay", "seconds": 1}],
+    ids=["500", "answer-lost", "read-timeout"],
 )
 def test_a_contact_the_connector_refuses_is_failed_whatever_its_batchs_request_answers(
     tmp_path: Path, fault: dict[str, Any]
@@ -123,7 +123,8 @@ def test_a_contact_the_connector_refuses_is_failed_whatever_its_batchs_request_a
     sim.faults.add(path=KIT.push_path, count=1, **fault)
     kit = replace(KIT, vendor_toml=lambda url, bad: _without_default(KIT.vendor_toml(url, bad)))
     with Server(sim) as server:
-        outcome, _ = deliver(make_connector(kit, server.url, tmp_path), contacts, tmp_path)
+        connector = make_connector(kit, server.url, tmp_path, read_timeout=0.3)
+        outcome, _ = deliver(connector, contacts, tmp_path)
     assert outcome[contacts[2].key] == (
         "failed",
         "unknown language 'Klingon' and no default_language (needed by hellocustomer)",
