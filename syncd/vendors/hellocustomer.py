@@ -11,7 +11,9 @@ unsubscribes pulled back.
   `language` column as a name, ISO code or GUID, else `default_language`), the mapped names
   and phone, `custom_UniqueID` = the CRM key, `campaign_UniqueID` and `keyValues` = the
   mapping's [metadata]. A contact without email or a usable language is quarantined for
-  Hello Customer by `validate`. Invitations are triggers: sent with `idempotent=False`.
+  Hello Customer by `validate`; one queued before that became so (default_language taken
+  out) goes in a batch of its own and fails without a request, never beside others whose
+  request may end unknown. Invitations are triggers: sent with `idempotent=False`.
 - What an answer to that call means (the document: "If you get a response 200 from our
   server, the respondent was successfully added", and for every call, "Validation
   messages": "200/201: Success"; `Respondent/Add`, which syncd does not use, acknowledges
@@ -357,6 +359,18 @@ class HelloCustomer(Connector):
             }
         )
         return out
+
+    def batches(self, contacts: Sequence[Contact]) -> Iterator[Sequence[Contact]]:
+        """Those `validate` refuses (a language that no longer resolves: queued before
+        default_language went) in batches of their own, which `push` fails without a
+        request; then the rest. Beside the others they shared their request's fate, and a
+        5xx or a lost answer left them `unknown` though they were never sent."""
+        refused: list[Contact] = []
+        sendable: list[Contact] = []
+        for contact in contacts:
+            (refused if self.validate(contact) else sendable).append(contact)
+        yield from super().batches(refused)
+        yield from super().batches(sendable)
 
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
         results: list[Result] = []

@@ -4,13 +4,16 @@ request went out leaves them `unknown`, sent once, never split and re-sent."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from werkzeug.wrappers import Request, Response
 
 from syncd.sandbox.base import Server
 from syncd.sandbox.hellocustomer import HelloCustomerSim
+from syncd.vendors.base import Contact
 from tests.kits.hellocustomer import KIT
 from tests.vendors.test_contract import deliver, make_connector
 
@@ -100,3 +103,37 @@ def test_a_200_or_a_201_acknowledges_the_respondents(tmp_path: Path, status: int
         outcome, _ = deliver(make_connector(KIT, server.url, tmp_path), contacts, tmp_path)
     assert {status for status, _reason in outcome.values()} == {"sent"}, outcome
     assert sim.count(KIT.push_path) == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"kind": "status", "status": 500}, {"kind": "drop_after"}, {"kind": "delay", "seconds": 1}],
+    ids=["500", "answer-lost", "read-timeout"],
+)
+def test_a_contact_the_connector_refuses_is_failed_whatever_its_batchs_request_answers(
+    tmp_path: Path, fault: dict[str, Any]
+) -> None:
+    """A contact whose language no longer resolves (queued before default_language was
+    taken out) is never sent: it fails, with the connector's reason, even when the request
+    that carries the rest of its batch ends unknown. Before, it shared that request's fate
+    and was left `unknown`, as if Hello Customer might have it."""
+    sim = HelloCustomerSim(min_interval=0.0)
+    contacts = [KIT.contact(i) for i in range(4)]
+    contacts[2] = Contact(contacts[2].key, {**contacts[2].fields, "language": "Klingon"})
+    sim.faults.add(path=KIT.push_path, count=1, **fault)
+    kit = replace(KIT, vendor_toml=lambda url, bad: _without_default(KIT.vendor_toml(url, bad)))
+    with Server(sim) as server:
+        connector = make_connector(kit, server.url, tmp_path, read_timeout=0.3)
+        outcome, _ = deliver(connector, contacts, tmp_path)
+    assert outcome[contacts[2].key] == (
+        "failed",
+        "unknown language 'Klingon' and no default_language (needed by hellocustomer)",
+    )
+    others = {status for key, (status, _r) in outcome.items() if key != contacts[2].key}
+    assert others == {"unknown"}, outcome
+    assert contacts[2].key not in sim.by_key()
+
+
+def _without_default(table: str) -> str:
+    assert 'default_language = "EN"\n' in table
+    return table.replace('default_language = "EN"\n', "")
