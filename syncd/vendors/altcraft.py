@@ -31,7 +31,8 @@
   split off and failed, no attempt spent;
   HTTP 413 (Altcraft or its front proxy refused the body's size, unread) is decided by
   `syncd.http` for every vendor: FatalError, the batch split and re-sent;
-  retried: `error` 429, and what `syncd.http` retries for a trigger;
+  retried: `error` 429 (Altcraft refused the request: nothing launched), with backoff and
+  under the breaker as an HTTP 429 is, and what `syncd.http` retries for a trigger;
   unknown: anything else once the request went out — a 2xx that is not an envelope, `error`
   0 at another HTTP status than 200 or with a missing or short `result`, a 5xx-class or
   unlisted `error` code, a 4xx without an envelope, a timeout — is OutcomeUnknownError: the
@@ -251,7 +252,7 @@ class Altcraft(Connector):
         trigger = self.opts["trigger_id"]
         body = {"token": self.opts["token"], "id": trigger}
         try:
-            resp = self.http.request("POST", f"{API}/get", json=body, ok=_envelope)
+            resp = self.http.request("POST", f"{API}/get", json=body, ok=_envelope, busy=_busy)
         except EndpointError as exc:
             if exc.status != 404:
                 raise
@@ -311,7 +312,7 @@ class Altcraft(Connector):
         """One launch POST, never repeated once it may have reached Altcraft: the envelope
         when it acknowledges, else the error the answer means (see the module docstring)."""
         resp = self.http.request(
-            "POST", f"{API}/{method}", idempotent=False, json=body, ok=_answered
+            "POST", f"{API}/{method}", idempotent=False, json=body, ok=_answered, busy=_busy
         )
         answer = self._refused(resp, launch=True)
         if resp.status_code != 200:
@@ -348,7 +349,7 @@ class Altcraft(Connector):
                 status=code,
                 hint="the Altcraft tariff limit is reached; the rest stays pending",
             )
-        if code == 429 or (code >= 500 and not launch):
+        if code >= 500 and not launch:
             raise RetriableError(text, vendor=self.name, status=code)
         if 400 <= code < 500 and CAMPAIGN_REFUSED.search(str(answer.get("error_text"))):
             raise EndpointError(
@@ -394,6 +395,16 @@ def _envelope(resp: requests.Response) -> bool:
         return type(read_json(resp, dict, vendor=Altcraft.name).get("error")) is int
     except VendorError:
         return False
+
+
+def _busy(resp: requests.Response) -> bool:
+    """Altcraft's `error` 429 (too many requests) in an answer handed to the connector: the
+    request was refused, so `syncd.http` retries it as it does an HTTP 429."""
+    try:
+        code = read_json(resp, dict, vendor=Altcraft.name).get("error")
+    except VendorError:
+        return False
+    return type(code) is int and code == 429
 
 
 def _answered(resp: requests.Response) -> bool:

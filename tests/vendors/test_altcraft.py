@@ -4,19 +4,20 @@ it, how answers are read (the envelope, not the HTTP status), and the tariff lim
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from werkzeug.wrappers import Request, Response
 
 from syncd.clock import FakeClock
 from syncd.config import load
 from syncd.errors import AuthError, ConfigError, EndpointError, FatalError
 from syncd.sandbox.altcraft import MAX_BODY, AltcraftSim, EnvelopeError
-from syncd.sandbox.base import Server
+from syncd.sandbox.base import Server, json_response
 from syncd.state import Store
 from syncd.vendors import REGISTRY, Connector, Contact
 from syncd.vendors.altcraft import Altcraft
@@ -408,3 +409,46 @@ def test_the_simulator_refuses_a_start_batch_without_format_or_matching(
     assert answer.json()["error"] == 400
     assert f"'{left_out}'" in answer.json()["error_text"]
     assert sim.launched == 1
+
+
+class Busy(AltcraftSim):
+    """Answers the first `busy` launches HTTP 200 with Altcraft's `error` 429, launching
+    nothing (the envelope carries every failure, whatever the HTTP status)."""
+
+    busy = 2
+
+    def _answer(
+        self, request: Request, handler: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> Response:
+        if self.busy and request.path != "/api/v1.1/campaigns/triggers/get":
+            self.busy -= 1
+            return json_response({"error": 429, "error_text": "Too many requests"})
+        return super()._answer(request, handler)
+
+
+def test_an_envelope_429_is_retried_with_backoff(tmp_path: Path) -> None:
+    """An HTTP 200 with `error` 429 was raised after the exchange counted as a success: the
+    batch went back to pending and the next was sent at once, never backed off."""
+    sim = Busy()
+    contacts = [person(i) for i in range(3)]
+    with Server(sim) as server:
+        connector = make(server.url, tmp_path)
+        outcome, _ = deliver(connector, contacts, tmp_path)
+    assert {s for s, _r in outcome.values()} == {"sent"}
+    assert sim.count(BATCH) == 3 and sim.triggers() == {c.fields["email"]: 1 for c in contacts}
+    assert len(connector.clock.slept) == 2  # type: ignore[attr-defined]
+
+
+def test_envelope_429s_trip_the_breaker(tmp_path: Path) -> None:
+    """40 batches answered `error` 429 were 40 requests without a pause; now each is backed
+    off, and five failures in a row stop Altcraft for the run with the rest pending."""
+    sim = Busy()
+    sim.busy = 10**6
+    contacts = [person(i, ticket=f"T{i}") for i in range(40)]  # 40 batches of one (start)
+    with Server(sim) as server:
+        connector = make(server.url, tmp_path)
+        outcome, deliverer = deliver(connector, contacts, tmp_path)
+    assert {s for s, _r in outcome.values()} == {"pending"}
+    assert deliverer.out.stopped and "5 consecutive failures" in deliverer.out.stopped
+    assert sim.count(START) == 5 and len(connector.clock.slept) == 3  # type: ignore[attr-defined]
+    assert sim.launched == 0
