@@ -27,8 +27,10 @@
   except an `error_text` saying the trigger campaign is not found or not active
   (`CAMPAIGN_REFUSED`), which is about the `trigger_id` option, not a profile ("Only active
   trigger campaigns set to the 'When using a special API call' event can be run via the
-  API"): EndpointError, Altcraft is stopped for the run with every contact pending, none
-  split off and failed, no attempt spent;
+  API") when `campaigns/triggers/get`, read then, does not show the campaign active and of
+  the "api_call" event: EndpointError, Altcraft is stopped for the run with every contact
+  pending, none split off and failed, no attempt spent (if it does, the words were about a
+  profile: FatalError, split like any refusal);
   HTTP 413 (Altcraft or its front proxy refused the body's size, unread) is decided by
   `syncd.http` for every vendor: FatalError, the batch split and re-sent;
   retried: `error` 429 (Altcraft refused the request: nothing launched), with backoff and
@@ -68,8 +70,9 @@ the answer to a missing or inactive campaign are not documented (altcraft.md onl
 required, 402 tariff limit reached, ...; no public client was found that matches a text),
 so the rule is a guess, and narrow: a 400-class `error` whose `error_text` names the
 campaign ("campaign" or "trigger") and says "not found", "does not exist", "not active",
-"inactive" or "disabled" — any other text, e.g. a profile's "not found", still fails
-contacts one by one, and five refused in a row for the same reason stop Altcraft with the
+"inactive" or "disabled", confirmed by reading the campaign — any other text, e.g. a
+profile's "not found", or those words while the campaign reads active for API calls,
+still fails contacts one by one, and five refused in a row for the same reason stop Altcraft with the
 rest pending; there is no endpoint to list unsubscribes, so Altcraft offers no pull
 streams.
 """
@@ -250,9 +253,43 @@ class Altcraft(Connector):
         only as far as the answer's `data.is_active` says (absent, it could not tell); a 404
         says what it can mean (see the module docstring)."""
         trigger = self.opts["trigger_id"]
+        campaign = self._campaign()
+        event = campaign.get("trigger_type")
+        if isinstance(event, str) and event != "api_call":
+            # altcraft.md: "Only active trigger campaigns set to the 'When using a special
+            # API call' event can be run via the API"; the guide shows it as "api_call"
+            raise FatalError(
+                f"trigger campaign {trigger} is set off by the event {event!r}, not the API "
+                "call ('api_call'): Altcraft runs only API-call campaigns from the API, so "
+                "every launch would be refused",
+                vendor=self.name,
+                hint=f"set trigger_id in [vendors.altcraft] to a campaign whose event is "
+                "'When using a special API call', or change campaign "
+                f"{trigger}'s event to it",
+            )
+        flag = campaign.get("is_active")
+        if flag in (False, 0):
+            raise FatalError(
+                f"trigger campaign {trigger} is not active (is_active: {json.dumps(flag)})",
+                vendor=self.name,
+                hint="activate it in Altcraft, with the 'API call' trigger event",
+            )
+        if flag in (True, 1):
+            return f"token accepted; trigger campaign {trigger} is active"
+        return (
+            f"token accepted; could not tell whether trigger campaign {trigger} is active "
+            "(the answer has no is_active flag)"
+        )
+
+    def _campaign(self) -> dict[str, Any]:
+        """`campaigns/triggers/get`: the campaign's `data` ({} if it is no object), or the
+        error its answer means (see `check`)."""
+        trigger = self.opts["trigger_id"]
         body = {"token": self.opts["token"], "id": trigger}
         try:
-            resp = self.http.request("POST", f"{API}/get", json=body, ok=_envelope, busy=_busy)
+            resp = self.http.request(
+                "POST", f"{API}/get", json=body, ok=_envelope, busy=_busy, carries=False
+            )
         except EndpointError as exc:
             if exc.status != 404:
                 raise
@@ -280,33 +317,15 @@ class Altcraft(Connector):
                 hint=f"check trigger_id = {trigger} in [vendors.altcraft]: the number shown "
                 "after # next to the trigger campaign's name (a number, not the name)",
             ) from None
-        campaign = campaign if isinstance(campaign, dict) else {}
-        event = campaign.get("trigger_type")
-        if isinstance(event, str) and event != "api_call":
-            # altcraft.md: "Only active trigger campaigns set to the 'When using a special
-            # API call' event can be run via the API"; the guide shows it as "api_call"
-            raise FatalError(
-                f"trigger campaign {trigger} is set off by the event {event!r}, not the API "
-                "call ('api_call'): Altcraft runs only API-call campaigns from the API, so "
-                "every launch would be refused",
-                vendor=self.name,
-                hint=f"set trigger_id in [vendors.altcraft] to a campaign whose event is "
-                "'When using a special API call', or change campaign "
-                f"{trigger}'s event to it",
-            )
-        flag = campaign.get("is_active")
-        if flag in (False, 0):
-            raise FatalError(
-                f"trigger campaign {trigger} is not active (is_active: {json.dumps(flag)})",
-                vendor=self.name,
-                hint="activate it in Altcraft, with the 'API call' trigger event",
-            )
-        if flag in (True, 1):
-            return f"token accepted; trigger campaign {trigger} is active"
-        return (
-            f"token accepted; could not tell whether trigger campaign {trigger} is active "
-            "(the answer has no is_active flag)"
-        )
+        return campaign if isinstance(campaign, dict) else {}
+
+    def _launchable(self) -> bool:
+        """The campaign reads active and of the API-call event (unread, it does not)."""
+        try:
+            campaign = self._campaign()
+        except VendorError:
+            return False
+        return campaign.get("is_active") in (True, 1) and campaign.get("trigger_type") == "api_call"
 
     def _launch(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         """One launch POST, never repeated once it may have reached Altcraft: the envelope
@@ -351,7 +370,10 @@ class Altcraft(Connector):
             )
         if code >= 500 and not launch:
             raise RetriableError(text, vendor=self.name, status=code)
-        if 400 <= code < 500 and CAMPAIGN_REFUSED.search(str(answer.get("error_text"))):
+        worded = 400 <= code < 500 and CAMPAIGN_REFUSED.search(str(answer.get("error_text")))
+        # the words are a guess: a launch refused in them stops Altcraft only if the campaign,
+        # read again, is not active for API calls (else they were about a profile)
+        if worded and not (launch and self._launchable()):
             raise EndpointError(
                 text,
                 vendor=self.name,

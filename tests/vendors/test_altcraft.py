@@ -452,3 +452,21 @@ def test_envelope_429s_trip_the_breaker(tmp_path: Path) -> None:
     assert deliverer.out.stopped and "5 consecutive failures" in deliverer.out.stopped
     assert sim.count(START) == 5 and len(connector.clock.slept) == 3  # type: ignore[attr-defined]
     assert sim.launched == 0
+
+
+def test_a_profile_refused_in_the_campaigns_words_fails_alone(
+    sim: AltcraftSim, url: str, tmp_path: Path
+) -> None:
+    """A profile's refusal whose text matched the guessed campaign wording (CAMPAIGN_REFUSED)
+    stopped Altcraft with every contact pending, at every run: the campaign, read again,
+    is active for API calls, so the batch is split and that profile fails alone."""
+    contacts = [person(i) for i in range(6)]
+    sim.faults.reject(contacts[2].fields["email"], "Trigger launch failed: profile not found")
+    outcome, deliverer = deliver(make(url, tmp_path), contacts, tmp_path)
+    assert outcome[contacts[2].key] == (
+        "failed",
+        "error 404: Trigger launch failed: profile not found",
+    )
+    assert all(outcome[c.key][0] == "sent" for c in contacts if c is not contacts[2])
+    assert deliverer.out.stopped is None
+    assert sim.launched == 5
