@@ -530,6 +530,7 @@ class HttpClient:
         empty_ok: bool = False,
         status: int | None = None,
         hints: Hints | None = None,
+        carries: bool = True,
         **kwargs: Any,
     ) -> _JSON:
         """An idempotent read's answer as JSON, a `kind` (`read_json`'s rules, `empty_ok`
@@ -538,7 +539,7 @@ class HttpClient:
         and raised only after the last. So is a 2xx other than `status`, when given (the
         one status the vendor's own client reads this call's answer from). A trigger is
         never sent here: its answer, cut, is an unknown outcome (`request(idempotent=False)`,
-        then `read_json`)."""
+        then `read_json`). `carries` as for `request`."""
 
         def shaped(resp: requests.Response) -> _JSON:
             if status is not None and resp.status_code != status:
@@ -550,7 +551,7 @@ class HttpClient:
                 )
             return read_json(resp, kind, vendor=self.vendor, empty_ok=empty_ok)
 
-        return self._attempts(method, path, True, None, None, True, kwargs, shaped, hints)
+        return self._attempts(method, path, True, None, None, carries, kwargs, shaped, hints)
 
     def _attempts(
         self,

@@ -565,8 +565,9 @@ def test_a_login_answered_without_a_token_names_what_is_likely_wrong(tmp_path: P
     world.server = Server(world.sim).start()
     try:
         world.sim.body = b"<html><body>Welcome to our website</body></html>"
-        with pytest.raises(AuthError) as page:
+        with pytest.raises(EndpointError) as page:
             world.connector().check()
+        assert world.sim.count(LOGIN) == 3  # asked again under the retries (2) first
         world.sim.body = b'{"success": false, "message": "User is not registered"}'
         world.sim.mimetype = "application/json"
         with pytest.raises(AuthError) as refused:
@@ -576,6 +577,45 @@ def test_a_login_answered_without_a_token_names_what_is_likely_wrong(tmp_path: P
     assert "base_url" in str(page.value) and "password" not in str(page.value)
     assert "User is not registered" in str(refused.value)
     assert "check email and password in [vendors.dropthought]" in str(refused.value)
+
+
+class CutOnce(DropthoughtSim):
+    """Answers the first login or renewal (`path`) 200 with `body` (half a document a proxy
+    framed as whole, or nothing), then as Dropthought does."""
+
+    def __init__(self, path: str, body: bytes, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path, self.body, self.cut = path, body, 1
+
+    def dispatch(self, request: Request) -> Response:
+        if request.path == self.path and self.cut:
+            self.cut -= 1
+            return Response(self.body, 200, mimetype="application/json")
+        return super().dispatch(request)
+
+
+@pytest.mark.parametrize("path", [LOGIN, RENEW])
+@pytest.mark.parametrize("body", [b'{"result": {"accessToken": "eyJ', b""], ids=["half", "empty"])
+def test_a_login_or_renewal_cut_once_is_asked_again(tmp_path: Path, path: str, body: bytes) -> None:
+    """Login and renewal were read with read_json after the exchange counted as a success:
+    half a JSON document or an empty 200 once stopped Dropthought for the run ("check
+    base_url"). They are read as `HttpClient.read` reads: asked again under the retries."""
+    world = World(tmp_path)
+    world.server.stop()
+    world.sim = CutOnce(path, body, now=world.sim.now)
+    world.server = Server(world.sim).start()
+    try:
+        connector = world.connector()
+        if path == RENEW:
+            connector.tokens.login()
+            world.clock.sleep(3500.0)  # inside the renewal margin: the next call renews
+        store, now = pending(tmp_path, 3)
+        out = Deliverer(store, connector, lambda: now, max_attempts=3).run()
+        store.close()
+    finally:
+        world.server.stop()
+    assert out.stopped is None and out.counts["sent"] == 3
+    assert world.sim.count(path) == 2 and world.sim.count(LOGIN) == 2 - (path == RENEW)
 
 
 def test_participants_without_email_keyed_by_name_alone_are_warned_about_once(
