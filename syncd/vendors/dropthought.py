@@ -45,7 +45,11 @@
 
 Assumptions (unknown in Dropthought's documents): there is no documented export of
 responses, unsubscribes or NPS, so this connector pulls nothing. Rate limits are unknown:
-429 and 5xx are retried with backoff like everywhere else. A refused participant is
+a 429 (or a 503 with Retry-After) is retried with backoff, the participant call's too
+(Dropthought refused it); a 500, 502, 504 or 503 without Retry-After is retried on login
+and renewal, but to the participant call it leaves the participant `unknown` and stops
+Dropthought for the run (the survey may have been triggered: it is never re-sent on our
+own), as for every trigger. A refused participant is
 answered with a 4xx, or a 2xx with `"success": false`, whose JSON `message` says why. Token
 renewal answers like login, `result.{accessToken, refreshToken}`, or with both at the top
 level (as Dropthought's React Native SDK reads them); a renewal without a new refresh token

@@ -638,3 +638,21 @@ def test_participants_without_email_keyed_by_name_alone_are_warned_about_once(
     warned = [line for line in lines if line.get("event", "").startswith("no email:")]
     assert len(warned) == 1 and warned[0]["key"] == "K0"
     assert "Ann" not in json.dumps(warned[0])  # a person's name is not for the log
+
+
+@pytest.mark.parametrize("path", [LOGIN, PARTICIPANT])
+def test_a_500_is_retried_on_login_but_leaves_a_participant_unknown(
+    world: World, tmp_path: Path, path: str
+) -> None:
+    """The module docstring said "429 and 5xx are retried with backoff like everywhere
+    else": a 500 to the participant call (a trigger) is an unknown outcome that stops
+    Dropthought for the run; only the login (a read) is asked again."""
+    world.sim.faults.add("status", status=500, count=1, path=path)
+    store, now = pending(tmp_path, 3)
+    out = Deliverer(store, world.connector(), lambda: now, max_attempts=3).run()
+    store.close()
+    if path == LOGIN:
+        assert out.stopped is None and out.counts["sent"] == 3
+    else:
+        assert out.counts["unknown"] == 1 and out.stopped and "unknown" in out.stopped
+        assert out.counts["sent"] == 0  # the rest stay pending
