@@ -73,8 +73,13 @@ campaign ("campaign" or "trigger") and says "not found", "does not exist", "not 
 "inactive" or "disabled", confirmed by reading the campaign — any other text, e.g. a
 profile's "not found", or those words while the campaign reads active for API calls,
 still fails contacts one by one, and five refused in a row for the same reason stop Altcraft with the
-rest pending; there is no endpoint to list unsubscribes, so Altcraft offers no pull
-streams.
+rest pending; CRM contacts with the same matching value (a household's email, a shared
+field_value) are one Altcraft profile (altcraft.md: the matching field "is unique for the
+profile"), and whether Altcraft launches a profile named twice in one `start_batch` once or
+twice is not said: in a run only the first of them (in delivery order) is launched, and
+the others are `skipped`, their reason naming its key, never in a request — a person is not
+surveyed twice by our doing (a skipped contact is looked at again when its row changes);
+there is no endpoint to list unsubscribes, so Altcraft offers no pull streams.
 """
 
 from __future__ import annotations
@@ -161,6 +166,8 @@ class Altcraft(Connector):
                     key=name,
                 )
         super().__init__(config, clock=clock)
+        # matching value → the contact launched for it this run (a connector lives one run)
+        self._profiles: dict[str, str] = {}
 
     def pacer(self) -> Pacer | None:
         interval = self.opts["min_interval"]
@@ -216,15 +223,40 @@ class Altcraft(Connector):
         return len(json.dumps(self._item(contact)).encode()) + 2
 
     def batches(self, contacts: Sequence[Contact]) -> Iterator[Sequence[Contact]]:
-        """Group contacts by their content (one object per request), then split on limits."""
+        """Group contacts by their content (one object per request), then split on limits.
+        Contacts whose profile another contact of this run has (`_first`) go in a batch of
+        their own first: no request carries them, so no other contact's outcome is theirs."""
+        twins = [c for c in contacts if self._first(c) != c.key]
+        if twins:
+            yield twins
         groups: dict[str, list[Contact]] = {}
         for contact in contacts:
-            groups.setdefault(self._content_key(contact), []).append(contact)
+            if self._first(contact) == contact.key:
+                groups.setdefault(self._content_key(contact), []).append(contact)
         for group in groups.values():
             yield from super().batches(group)
 
+    def _first(self, contact: Contact) -> str:
+        """The key of this run's first contact with this contact's matching value: Altcraft
+        launches one profile for them all (see the assumptions)."""
+        return self._profiles.setdefault(contact.fields[self.match_field], contact.key)
+
     # --- push ----------------------------------------------------------------------------
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
+        twins = [
+            Result(
+                c.key,
+                Status.SKIPPED,
+                f"{self._first(c)} has the same {self.match_field} (one Altcraft profile) and "
+                "is delivered for it in this run: not launched twice",
+            )
+            for c in batch
+            if self._first(c) != c.key
+        ]
+        batch = [c for c in batch if self._first(c) == c.key]
+        return twins + (self._push(batch) if batch else [])
+
+    def _push(self, batch: Sequence[Contact]) -> list[Result]:
         if len(batch) == 1:
             answer = self._launch("start", self.start_body(batch[0]))
             ref = answer.get("profile_id")

@@ -470,3 +470,32 @@ def test_a_profile_refused_in_the_campaigns_words_fails_alone(
     assert all(outcome[c.key][0] == "sent" for c in contacts if c is not contacts[2])
     assert deliverer.out.stopped is None
     assert sim.launched == 5
+
+
+def test_contacts_sharing_a_matching_value_launch_one_profile_once(
+    sim: AltcraftSim, url: str, tmp_path: Path
+) -> None:
+    """Two CRM contacts with the same field_value (or email) in one run launched the same
+    profile twice, in one start_batch or in two: a double survey. The first (in delivery
+    order) is launched; the others are skipped, naming it, and go in no request."""
+    mapping = '[fields]\nfield_value = "CRM ID"\n[metadata]\n"content.ticket_type" = "Type"\n'
+    connector = make(
+        url, tmp_path, extra='matching = "custom"\nfield_name = "CRM_ID"\n', mapping=mapping
+    )
+
+    def crm(key: str, value: str, ticket: str = "B") -> Contact:
+        return Contact(key, {"field_value": value}, {"content.ticket_type": ticket})
+
+    contacts = [crm("K1", "CRM-9"), crm("K2", "CRM-9"), crm("K3", "CRM-3"), crm("K4", "CRM-9", "C")]
+    outcome, deliverer = deliver(connector, contacts, tmp_path)
+    assert [outcome[k][0] for k in ("K1", "K2", "K3", "K4")] == [
+        "sent",
+        "skipped",
+        "sent",
+        "skipped",
+    ]
+    assert outcome["K2"][1] == outcome["K4"][1]
+    assert outcome["K2"][1].startswith("K1 has the same field_value (one Altcraft profile)")
+    assert sim.triggers() == {"CRM-9": 1, "CRM-3": 1} and deliverer.out.stopped is None
+    sent = [item for r in sim.requests(START) for item in r.json().get("data", [r.json()])]
+    assert sorted(i["field_value"] for i in sent) == ["CRM-3", "CRM-9"]
