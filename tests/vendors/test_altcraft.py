@@ -499,3 +499,23 @@ def test_contacts_sharing_a_matching_value_launch_one_profile_once(
     assert sim.triggers() == {"CRM-9": 1, "CRM-3": 1} and deliverer.out.stopped is None
     sent = [item for r in sim.requests(START) for item in r.json().get("data", [r.json()])]
     assert sorted(i["field_value"] for i in sent) == ["CRM-3", "CRM-9"]
+
+
+def test_a_custom_value_several_profiles_hold_is_refused(
+    sim: AltcraftSim, url: str, tmp_path: Path
+) -> None:
+    """altcraft.md: "The field value must be unique, otherwise the request will not work".
+    The sandbox launched any custom value; one that several profiles hold is refused, and
+    the connector fails that contact alone."""
+    sim.shared.add(("CRM_ID", "CRM-1"))
+    connector = make(
+        url,
+        tmp_path,
+        extra='matching = "custom"\nfield_name = "CRM_ID"\n',
+        mapping='[fields]\nfield_value = "Record ID"\n',
+    )
+    contacts = [Contact(key=f"CRM-{i}", fields={"field_value": f"CRM-{i}"}) for i in range(3)]
+    outcome, _ = deliver(connector, contacts, tmp_path)
+    status, reason = outcome["CRM-1"]
+    assert status == "failed" and "held by several profiles" in reason
+    assert sim.triggers() == {"CRM-0": 1, "CRM-2": 1}
