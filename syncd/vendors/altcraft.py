@@ -71,13 +71,13 @@ required, 402 tariff limit reached, ...; no public client was found that matches
 so the rule is a guess, and narrow: a 400-class `error` whose `error_text` names the
 campaign ("campaign" or "trigger") and says "not found", "does not exist", "not active",
 "inactive" or "disabled", confirmed by reading the campaign — any other text, e.g. a
-profile's "not found", or those words while the campaign reads active for API calls,
-still fails contacts one by one, and five refused in a row for the same reason stop Altcraft with the
-rest pending; CRM contacts with the same matching value (a household's email, a shared
+profile's "not found", or those words while the campaign reads active for API calls, still
+fails contacts one by one, and five refused in a row for the same reason stop Altcraft with
+the rest pending; CRM contacts with the same matching value (a household's email, a shared
 field_value) are one Altcraft profile (altcraft.md: the matching field "is unique for the
 profile"), and whether Altcraft launches a profile named twice in one `start_batch` once or
-twice is not said: in a run only the first of them (in delivery order) is launched, and
-the others are `skipped`, their reason naming its key, never in a request — a person is not
+twice is not said: in a run only the first of them (in delivery order) is launched, and the
+others are `skipped`, their reason naming its key, never in a request — a person is not
 surveyed twice by our doing (a skipped contact is looked at again when its row changes);
 there is no endpoint to list unsubscribes, so Altcraft offers no pull streams.
 """
@@ -102,9 +102,9 @@ from syncd.errors import (
     RetriableError,
     VendorError,
 )
-from syncd.http import Pacer, pacer_for, read_json, snippet
+from syncd.http import Pacer, read_json, snippet
 from syncd.settings import Option, VendorConfig
-from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
+from syncd.vendors.base import Connector, Contact, OnJob, Result, Status, pacing
 
 API = "/api/v1.1/campaigns/triggers"
 # the [fields] name that holds the matching value, per matching mode
@@ -132,7 +132,7 @@ class Altcraft(Connector):
         ),
         "matching": Option(str, default="email", choices=tuple(MATCHING)),
         "field_name": Option(str, help="the Altcraft profile field, when matching = 'custom'"),
-        "min_interval": Option(float, default=0.0, help="seconds between calls per token"),
+        "min_interval": pacing("token"),
     }
     field_names = frozenset(MATCHING.values())
     field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {
@@ -170,8 +170,7 @@ class Altcraft(Connector):
         self._profiles: dict[str, str] = {}
 
     def pacer(self) -> Pacer | None:
-        interval = self.opts["min_interval"]
-        return pacer_for(self.name, self.opts["token"], interval, self.clock) if interval else None
+        return self.paced(self.opts["token"])
 
     def validate(self, contact: Contact) -> str | None:
         if not contact.fields.get(self.match_field):

@@ -49,12 +49,13 @@ a 429 (or a 503 with Retry-After) is retried with backoff, the participant call'
 (Dropthought refused it); a 500, 502, 504 or 503 without Retry-After is retried on login
 and renewal, but to the participant call it leaves the participant `unknown` and stops
 Dropthought for the run (the survey may have been triggered: it is never re-sent on our
-own), as for every trigger. A refused participant is
-answered with a 4xx, or a 2xx with `"success": false`, whose JSON `message` says why. Token
-renewal answers like login, `result.{accessToken, refreshToken}`, or with both at the top
-level (as Dropthought's React Native SDK reads them); a renewal without a new refresh token
-keeps the old one. A token whose lifetime cannot be read from its `exp` is given the
-documented one. DATE conversion, shown here with `date_order = "DMY"`: `2026-01-10 14:05:30`
+own), as for every trigger; `min_interval` (default 0) paces calls per user. A refused
+participant is answered with a 4xx, or a 2xx with `"success": false`, whose JSON `message`
+says why. Token renewal answers like login, `result.{accessToken, refreshToken}`, or with
+both at the top level (as Dropthought's React Native SDK reads them); a renewal without a
+new refresh token keeps the old one. A token whose lifetime cannot be read from its `exp`
+is given the documented one.
+DATE conversion, shown here with `date_order = "DMY"`: `2026-01-10 14:05:30`
 → `2026-01-10 14:05:30`; `2026-01-10 14:05` → `2026-01-10 14:05:00`; `2026-01-10T14:05:30`
 → `2026-01-10 14:05:30`; `2026-01-10T14:05:30.250` → `2026-01-10 14:05:30` (fractions are
 dropped); `2026-01-10T14:05:30Z` → `2026-01-10 14:05:30`; `2026-01-10T14:05:30+01:00` →
@@ -97,10 +98,10 @@ from syncd.errors import (
     OutcomeUnknownError,
     RetriableError,
 )
-from syncd.http import Hints, loads, read_json, snippet
+from syncd.http import Hints, Pacer, loads, read_json, snippet
 from syncd.log import scrub
 from syncd.settings import Option, time_zone
-from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
+from syncd.vendors.base import Connector, Contact, OnJob, Result, Status, pacing
 
 API = "/dtapp/api"
 ACCESS_LIFETIME = 3600.0  # documented: 1 hour
@@ -146,6 +147,7 @@ class Dropthought(Connector):
             help="the time zone of the list's DATE values: a time with Z or an offset is "
             "converted to it",
         ),
+        "min_interval": pacing("user (email)"),
     }
     field_names = frozenset(FIELDS)
     field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {
@@ -207,6 +209,9 @@ class Dropthought(Connector):
         )
         self._prepared: str | None = None
         self._warned: set[str] = set()  # headers `_untyped` warned about
+
+    def pacer(self) -> Pacer | None:
+        return self.paced(self.opts["email"])  # tokens change; the user they are for does not
 
     def value_kinds(self) -> Mapping[str, Literal["email", "phone"]]:
         """PHONE metadata are normalised like phone fields (E.164, with [source] phone_region
