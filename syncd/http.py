@@ -496,6 +496,7 @@ class HttpClient:
         ok: Callable[[requests.Response], bool] | None = None,
         carries: bool = True,
         hints: Hints | None = None,
+        busy: Callable[[requests.Response], bool] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send with retries; return a 2xx response (or one `ok` accepts) or raise.
@@ -506,8 +507,19 @@ class HttpClient:
         renewed halfway through it), so the write hook does not mark the batch in flight.
         `hints`: what this call's 3xx/404/405 or 401/403 tells to check, where it differs
         from the client's (a login's 404 is base_url, not an option in another call's URL).
+        `busy`: an answer it accepts (a 2xx, or one `ok` lets through) is the vendor's own
+        "too many requests" in its body (Altcraft's HTTP 200 with `error` 429): it is the
+        429 row of OUTCOMES, retried with backoff under the breaker, a trigger's too (the
+        vendor refused it: it did not act).
         """
-        return self._attempts(method, path, idempotent, retries, ok, carries, kwargs, _whole, hints)
+
+        def answer(resp: requests.Response) -> requests.Response:
+            if busy is not None and busy(resp):
+                wait = parse_retry_after(resp.headers.get("Retry-After"), self.clock)
+                raise _Outcome("429", error_text(resp), resp.status_code, wait)
+            return resp
+
+        return self._attempts(method, path, idempotent, retries, ok, carries, kwargs, answer, hints)
 
     def read(
         self,
@@ -518,6 +530,7 @@ class HttpClient:
         empty_ok: bool = False,
         status: int | None = None,
         hints: Hints | None = None,
+        carries: bool = True,
         **kwargs: Any,
     ) -> _JSON:
         """An idempotent read's answer as JSON, a `kind` (`read_json`'s rules, `empty_ok`
@@ -526,7 +539,7 @@ class HttpClient:
         and raised only after the last. So is a 2xx other than `status`, when given (the
         one status the vendor's own client reads this call's answer from). A trigger is
         never sent here: its answer, cut, is an unknown outcome (`request(idempotent=False)`,
-        then `read_json`)."""
+        then `read_json`). `carries` as for `request`."""
 
         def shaped(resp: requests.Response) -> _JSON:
             if status is not None and resp.status_code != status:
@@ -538,7 +551,7 @@ class HttpClient:
                 )
             return read_json(resp, kind, vendor=self.vendor, empty_ok=empty_ok)
 
-        return self._attempts(method, path, True, None, None, True, kwargs, shaped, hints)
+        return self._attempts(method, path, True, None, None, carries, kwargs, shaped, hints)
 
     def _attempts(
         self,
@@ -755,11 +768,6 @@ class HttpClient:
 
 _BEFORE = "connection refused, DNS or TLS failure, connect timeout"
 _UNREAD = "2xx to a read that is not the JSON it asks for (half a document, empty, HTML)"
-
-
-def _whole(resp: requests.Response) -> requests.Response:
-    """The answer itself, for the connector to read (`HttpClient.request`)."""
-    return resp
 
 
 def _origin(url: str) -> str:

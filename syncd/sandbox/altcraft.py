@@ -40,8 +40,12 @@ call)", "Bulk trigger launch", "Data array", "Get trigger campaign information")
   from the front proxy, as plain text.
 - A tariff limit: after `limit` launched triggers (None = unlimited) every launch that would
   exceed it answers error 402.
-Every profile the sandbox is asked about exists (its id derived from the matching value);
-rate limits are not simulated (undocumented).
+Every profile the sandbox is asked about exists (its id derived from the matching value),
+but a custom field value that several profiles hold (`shared`: the (field_name, value)
+pairs a test adds) finds no one profile: altcraft.md, "Launching a campaign for subscriber
+with custom field": "The field value must be unique, otherwise the request will not work"
+(no code or text is given: the sandbox answers error 400, the guide's "incorrect request").
+Rate limits are not simulated (undocumented).
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class AltcraftSim(Simulator):
         }
         self._counts: dict[str, int] = {}  # matching value → triggers launched
         self._last: dict[str, dict[str, Any]] = {}  # matching value → the last launch
+        self.shared: set[tuple[str, str]] = set()  # (field_name, value) several profiles hold
         self.launched = 0
 
     # --- what tests and the demo read -------------------------------------------------
@@ -227,6 +232,13 @@ class AltcraftSim(Simulator):
             raise EnvelopeError(404, f"{where}{rejected}")
         return value.lower() if matching == "email" else value
 
+    def _unique(self, field_name: str | None, value: str, where: str = "") -> None:
+        """A custom field value must be one profile's (see the module docstring)."""
+        if (field_name, value) in self.shared:
+            raise EnvelopeError(
+                400, f"{where}Value {value!r} of field {field_name!r} is held by several profiles"
+            )
+
     def _field_name(self, body: dict[str, Any], matching: str) -> str | None:
         if matching != "custom":
             return None
@@ -244,6 +256,7 @@ class AltcraftSim(Simulator):
         content = self._object(body, "content")
         custom_data = self._object(body, "custom_data")
         value = self._value(body, matching)
+        self._unique(field_name, value)
         with self.lock:
             self._check_limit(1)
             pid = self._launch(campaign, matching, field_name, value, content, custom_data)
@@ -271,6 +284,7 @@ class AltcraftSim(Simulator):
             if not isinstance(item, dict):
                 raise EnvelopeError(400, f"{where}must be a JSON object")
             value = self._value(item, matching, where)
+            self._unique(field_name, value, where)
             custom = root_custom | self._object(item, "custom_data", where)
             launches.append((value, custom))
         with self.lock:

@@ -27,11 +27,14 @@
   except an `error_text` saying the trigger campaign is not found or not active
   (`CAMPAIGN_REFUSED`), which is about the `trigger_id` option, not a profile ("Only active
   trigger campaigns set to the 'When using a special API call' event can be run via the
-  API"): EndpointError, Altcraft is stopped for the run with every contact pending, none
-  split off and failed, no attempt spent;
+  API") when `campaigns/triggers/get`, read then, does not show the campaign active and of
+  the "api_call" event: EndpointError, Altcraft is stopped for the run with every contact
+  pending, none split off and failed, no attempt spent (if it does, the words were about a
+  profile: FatalError, split like any refusal);
   HTTP 413 (Altcraft or its front proxy refused the body's size, unread) is decided by
   `syncd.http` for every vendor: FatalError, the batch split and re-sent;
-  retried: `error` 429, and what `syncd.http` retries for a trigger;
+  retried: `error` 429 (Altcraft refused the request: nothing launched), with backoff and
+  under the breaker as an HTTP 429 is, and what `syncd.http` retries for a trigger;
   unknown: anything else once the request went out — a 2xx that is not an envelope, `error`
   0 at another HTTP status than 200 or with a missing or short `result`, a 5xx-class or
   unlisted `error` code, a 4xx without an envelope, a timeout — is OutcomeUnknownError: the
@@ -67,10 +70,16 @@ the answer to a missing or inactive campaign are not documented (altcraft.md onl
 required, 402 tariff limit reached, ...; no public client was found that matches a text),
 so the rule is a guess, and narrow: a 400-class `error` whose `error_text` names the
 campaign ("campaign" or "trigger") and says "not found", "does not exist", "not active",
-"inactive" or "disabled" — any other text, e.g. a profile's "not found", still fails
-contacts one by one, and five refused in a row for the same reason stop Altcraft with the
-rest pending; there is no endpoint to list unsubscribes, so Altcraft offers no pull
-streams.
+"inactive" or "disabled", confirmed by reading the campaign — any other text, e.g. a
+profile's "not found", or those words while the campaign reads active for API calls, still
+fails contacts one by one, and five refused in a row for the same reason stop Altcraft with
+the rest pending; CRM contacts with the same matching value (a household's email, a shared
+field_value) are one Altcraft profile (altcraft.md: the matching field "is unique for the
+profile"), and whether Altcraft launches a profile named twice in one `start_batch` once or
+twice is not said: in a run only the first of them (in delivery order) is launched, and the
+others are `skipped`, their reason naming its key, never in a request — a person is not
+surveyed twice by our doing (a skipped contact is looked at again when its row changes);
+there is no endpoint to list unsubscribes, so Altcraft offers no pull streams.
 """
 
 from __future__ import annotations
@@ -93,9 +102,9 @@ from syncd.errors import (
     RetriableError,
     VendorError,
 )
-from syncd.http import Pacer, pacer_for, read_json, snippet
+from syncd.http import Pacer, read_json, snippet
 from syncd.settings import Option, VendorConfig
-from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
+from syncd.vendors.base import Connector, Contact, OnJob, Result, Status, pacing
 
 API = "/api/v1.1/campaigns/triggers"
 # the [fields] name that holds the matching value, per matching mode
@@ -123,7 +132,7 @@ class Altcraft(Connector):
         ),
         "matching": Option(str, default="email", choices=tuple(MATCHING)),
         "field_name": Option(str, help="the Altcraft profile field, when matching = 'custom'"),
-        "min_interval": Option(float, default=0.0, help="seconds between calls per token"),
+        "min_interval": pacing("token"),
     }
     field_names = frozenset(MATCHING.values())
     field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {
@@ -157,10 +166,11 @@ class Altcraft(Connector):
                     key=name,
                 )
         super().__init__(config, clock=clock)
+        # matching value → the contact launched for it this run (a connector lives one run)
+        self._profiles: dict[str, str] = {}
 
     def pacer(self) -> Pacer | None:
-        interval = self.opts["min_interval"]
-        return pacer_for(self.name, self.opts["token"], interval, self.clock) if interval else None
+        return self.paced(self.opts["token"])
 
     def validate(self, contact: Contact) -> str | None:
         if not contact.fields.get(self.match_field):
@@ -212,15 +222,40 @@ class Altcraft(Connector):
         return len(json.dumps(self._item(contact)).encode()) + 2
 
     def batches(self, contacts: Sequence[Contact]) -> Iterator[Sequence[Contact]]:
-        """Group contacts by their content (one object per request), then split on limits."""
+        """Group contacts by their content (one object per request), then split on limits.
+        Contacts whose profile another contact of this run has (`_first`) go in a batch of
+        their own first: no request carries them, so no other contact's outcome is theirs."""
+        twins = [c for c in contacts if self._first(c) != c.key]
+        if twins:
+            yield twins
         groups: dict[str, list[Contact]] = {}
         for contact in contacts:
-            groups.setdefault(self._content_key(contact), []).append(contact)
+            if self._first(contact) == contact.key:
+                groups.setdefault(self._content_key(contact), []).append(contact)
         for group in groups.values():
             yield from super().batches(group)
 
+    def _first(self, contact: Contact) -> str:
+        """The key of this run's first contact with this contact's matching value: Altcraft
+        launches one profile for them all (see the assumptions)."""
+        return self._profiles.setdefault(contact.fields[self.match_field], contact.key)
+
     # --- push ----------------------------------------------------------------------------
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
+        twins = [
+            Result(
+                c.key,
+                Status.SKIPPED,
+                f"{self._first(c)} has the same {self.match_field} (one Altcraft profile) and "
+                "is delivered for it in this run: not launched twice",
+            )
+            for c in batch
+            if self._first(c) != c.key
+        ]
+        batch = [c for c in batch if self._first(c) == c.key]
+        return twins + (self._push(batch) if batch else [])
+
+    def _push(self, batch: Sequence[Contact]) -> list[Result]:
         if len(batch) == 1:
             answer = self._launch("start", self.start_body(batch[0]))
             ref = answer.get("profile_id")
@@ -249,37 +284,7 @@ class Altcraft(Connector):
         only as far as the answer's `data.is_active` says (absent, it could not tell); a 404
         says what it can mean (see the module docstring)."""
         trigger = self.opts["trigger_id"]
-        body = {"token": self.opts["token"], "id": trigger}
-        try:
-            resp = self.http.request("POST", f"{API}/get", json=body, ok=_envelope)
-        except EndpointError as exc:
-            if exc.status != 404:
-                raise
-            # no envelope: not an answer of Altcraft's API, which says "not found" in one
-            raise EndpointError(
-                f"{exc.reason} (no Altcraft error envelope): base_url does not reach the "
-                "Altcraft API (another server, or a proxy that knows no such path), or this "
-                "Altcraft release has no campaigns/triggers/get",
-                vendor=self.name,
-                status=404,
-                hint="set base_url to the address the platform opens at, scheme://host[:port] "
-                "as in the browser's address bar (Altcraft Cloud: https://ru.altkraft.com)",
-            ) from None
-        try:
-            campaign = self._refused(resp, launch=False).get("data")
-        except FatalError as exc:
-            if exc.status != 404 or isinstance(exc, AuthError):
-                raise
-            # Altcraft's own `error` 404: the request names nothing but the campaign
-            raise EndpointError(
-                f"{exc.reason}: Altcraft (base_url reaches it) found no trigger campaign "
-                f"{trigger}, or this release has no campaigns/triggers/get",
-                vendor=self.name,
-                status=404,
-                hint=f"check trigger_id = {trigger} in [vendors.altcraft]: the number shown "
-                "after # next to the trigger campaign's name (a number, not the name)",
-            ) from None
-        campaign = campaign if isinstance(campaign, dict) else {}
+        campaign = self._campaign()
         event = campaign.get("trigger_type")
         if isinstance(event, str) and event != "api_call":
             # altcraft.md: "Only active trigger campaigns set to the 'When using a special
@@ -307,11 +312,57 @@ class Altcraft(Connector):
             "(the answer has no is_active flag)"
         )
 
+    def _campaign(self) -> dict[str, Any]:
+        """`campaigns/triggers/get`: the campaign's `data` ({} if it is no object), or the
+        error its answer means (see `check`)."""
+        trigger = self.opts["trigger_id"]
+        body = {"token": self.opts["token"], "id": trigger}
+        try:
+            resp = self.http.request(
+                "POST", f"{API}/get", json=body, ok=_envelope, busy=_busy, carries=False
+            )
+        except EndpointError as exc:
+            if exc.status != 404:
+                raise
+            # no envelope: not an answer of Altcraft's API, which says "not found" in one
+            raise EndpointError(
+                f"{exc.reason} (no Altcraft error envelope): base_url does not reach the "
+                "Altcraft API (another server, or a proxy that knows no such path), or this "
+                "Altcraft release has no campaigns/triggers/get",
+                vendor=self.name,
+                status=404,
+                hint="set base_url to the address the platform opens at, scheme://host[:port] "
+                "as in the browser's address bar (Altcraft Cloud: https://ru.altkraft.com)",
+            ) from None
+        try:
+            campaign = self._refused(resp, launch=False).get("data")
+        except FatalError as exc:
+            if exc.status != 404 or isinstance(exc, AuthError):
+                raise
+            # Altcraft's own `error` 404: the request names nothing but the campaign
+            raise EndpointError(
+                f"{exc.reason}: Altcraft (base_url reaches it) found no trigger campaign "
+                f"{trigger}, or this release has no campaigns/triggers/get",
+                vendor=self.name,
+                status=404,
+                hint=f"check trigger_id = {trigger} in [vendors.altcraft]: the number shown "
+                "after # next to the trigger campaign's name (a number, not the name)",
+            ) from None
+        return campaign if isinstance(campaign, dict) else {}
+
+    def _launchable(self) -> bool:
+        """The campaign reads active and of the API-call event (unread, it does not)."""
+        try:
+            campaign = self._campaign()
+        except VendorError:
+            return False
+        return campaign.get("is_active") in (True, 1) and campaign.get("trigger_type") == "api_call"
+
     def _launch(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         """One launch POST, never repeated once it may have reached Altcraft: the envelope
         when it acknowledges, else the error the answer means (see the module docstring)."""
         resp = self.http.request(
-            "POST", f"{API}/{method}", idempotent=False, json=body, ok=_answered
+            "POST", f"{API}/{method}", idempotent=False, json=body, ok=_answered, busy=_busy
         )
         answer = self._refused(resp, launch=True)
         if resp.status_code != 200:
@@ -348,9 +399,12 @@ class Altcraft(Connector):
                 status=code,
                 hint="the Altcraft tariff limit is reached; the rest stays pending",
             )
-        if code == 429 or (code >= 500 and not launch):
+        if code >= 500 and not launch:
             raise RetriableError(text, vendor=self.name, status=code)
-        if 400 <= code < 500 and CAMPAIGN_REFUSED.search(str(answer.get("error_text"))):
+        worded = 400 <= code < 500 and CAMPAIGN_REFUSED.search(str(answer.get("error_text")))
+        # the words are a guess: a launch refused in them stops Altcraft only if the campaign,
+        # read again, is not active for API calls (else they were about a profile)
+        if worded and not (launch and self._launchable()):
             raise EndpointError(
                 text,
                 vendor=self.name,
@@ -394,6 +448,16 @@ def _envelope(resp: requests.Response) -> bool:
         return type(read_json(resp, dict, vendor=Altcraft.name).get("error")) is int
     except VendorError:
         return False
+
+
+def _busy(resp: requests.Response) -> bool:
+    """Altcraft's `error` 429 (too many requests) in an answer handed to the connector: the
+    request was refused, so `syncd.http` retries it as it does an HTTP 429."""
+    try:
+        code = read_json(resp, dict, vendor=Altcraft.name).get("error")
+    except VendorError:
+        return False
+    return type(code) is int and code == 429
 
 
 def _answered(resp: requests.Response) -> bool:

@@ -32,7 +32,7 @@ import structlog
 
 from syncd.clock import SYSTEM, Clock
 from syncd.errors import EndpointError, RetriableError
-from syncd.http import HttpClient, Pacer
+from syncd.http import HttpClient, Pacer, pacer_for
 from syncd.log import add_secrets
 from syncd.settings import Option, VendorConfig
 from syncd.state.statuses import Status as Status  # connectors name it from here
@@ -160,6 +160,12 @@ class Connector(ABC):
     def pacer(self) -> Pacer | None:
         """The shared Pacer for this vendor's credentials, if it is rate limited."""
         return None
+
+    def paced(self, key: str) -> Pacer | None:
+        """The shared Pacer for `key` (the credentials) at the `min_interval` option
+        (`pacing`), for a vendor whose rate limits are not documented; None at 0."""
+        interval = self.opts["min_interval"]
+        return pacer_for(self.name, key, interval, self.clock) if interval else None
 
     @property
     def batch_size(self) -> int:
@@ -298,6 +304,12 @@ class Connector(ABC):
     def close(self) -> None:
         if "http" in self.__dict__:  # else it was never made
             self.http.close()
+
+
+def pacing(per: str) -> Option:
+    """The `min_interval` option of a vendor whose rate limits are not documented: calls
+    with the same credentials `per` (token, user) are paced that far apart (`paced`)."""
+    return Option(float, default=0.0, help=f"seconds between calls per {per}")
 
 
 def lowered(value: Any) -> Any:

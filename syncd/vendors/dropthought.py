@@ -22,7 +22,9 @@
   participant_group or base_url, and a 401 that outlives a renewal and a fresh login (or a
   403) is the user's rights (dropthought.md, Pre-requisites: "the user should have Admin
   access") or a group of another account, never the password the login just proved. A 200
-  to the login with no JSON at all (a proxy's or a website's page) names base_url too.
+  to the login (or renewal) that is no JSON object (half a document, an empty body) is
+  asked again, as every read is (README, "Reliability"); one still so after the last retry
+  (a proxy's or a website's page) names base_url too.
 - Acknowledgement, as documented: `"success": true` and `result[0].participant_uuid`, which
   becomes the delivery's ref. Any other 2xx answer — `{}`, `"success": "false"`, no uuid,
   not JSON — is `unknown`, never `sent` and never re-sent on our own. The answer's
@@ -43,12 +45,17 @@
 
 Assumptions (unknown in Dropthought's documents): there is no documented export of
 responses, unsubscribes or NPS, so this connector pulls nothing. Rate limits are unknown:
-429 and 5xx are retried with backoff like everywhere else. A refused participant is
-answered with a 4xx, or a 2xx with `"success": false`, whose JSON `message` says why. Token
-renewal answers like login, `result.{accessToken, refreshToken}`, or with both at the top
-level (as Dropthought's React Native SDK reads them); a renewal without a new refresh token
-keeps the old one. A token whose lifetime cannot be read from its `exp` is given the
-documented one. DATE conversion, shown here with `date_order = "DMY"`: `2026-01-10 14:05:30`
+a 429 (or a 503 with Retry-After) is retried with backoff, the participant call's too
+(Dropthought refused it); a 500, 502, 504 or 503 without Retry-After is retried on login
+and renewal, but to the participant call it leaves the participant `unknown` and stops
+Dropthought for the run (the survey may have been triggered: it is never re-sent on our
+own), as for every trigger; `min_interval` (default 0) paces calls per user. A refused
+participant is answered with a 4xx, or a 2xx with `"success": false`, whose JSON `message`
+says why. Token renewal answers like login, `result.{accessToken, refreshToken}`, or with
+both at the top level (as Dropthought's React Native SDK reads them); a renewal without a
+new refresh token keeps the old one. A token whose lifetime cannot be read from its `exp`
+is given the documented one.
+DATE conversion, shown here with `date_order = "DMY"`: `2026-01-10 14:05:30`
 → `2026-01-10 14:05:30`; `2026-01-10 14:05` → `2026-01-10 14:05:00`; `2026-01-10T14:05:30`
 → `2026-01-10 14:05:30`; `2026-01-10T14:05:30.250` → `2026-01-10 14:05:30` (fractions are
 dropped); `2026-01-10T14:05:30Z` → `2026-01-10 14:05:30`; `2026-01-10T14:05:30+01:00` →
@@ -86,13 +93,15 @@ from syncd.dates import read_date
 from syncd.errors import (
     AuthError,
     ConfigError,
+    EndpointError,
     FatalError,
     OutcomeUnknownError,
     RetriableError,
 )
-from syncd.http import Hints, loads, read_json, snippet
+from syncd.http import Hints, Pacer, loads, read_json, snippet
+from syncd.log import scrub
 from syncd.settings import Option, time_zone
-from syncd.vendors.base import Connector, Contact, OnJob, Result, Status
+from syncd.vendors.base import Connector, Contact, OnJob, Result, Status, pacing
 
 API = "/dtapp/api"
 ACCESS_LIFETIME = 3600.0  # documented: 1 hour
@@ -138,6 +147,7 @@ class Dropthought(Connector):
             help="the time zone of the list's DATE values: a time with Z or an offset is "
             "converted to it",
         ),
+        "min_interval": pacing("user (email)"),
     }
     field_names = frozenset(FIELDS)
     field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {
@@ -199,6 +209,9 @@ class Dropthought(Connector):
         )
         self._prepared: str | None = None
         self._warned: set[str] = set()  # headers `_untyped` warned about
+
+    def pacer(self) -> Pacer | None:
+        return self.paced(self.opts["email"])  # tokens change; the user they are for does not
 
     def value_kinds(self) -> Mapping[str, Literal["email", "phone"]]:
         """PHONE metadata are normalised like phone fields (E.164, with [source] phone_region
@@ -458,14 +471,12 @@ class Tokens:
             return self._login()
 
     def _login(self) -> str:
-        resp = self.http.request(
-            "POST",
-            f"{API}/authenticate/login",
+        answer = self._ask(
+            "login",
+            "authenticate/login",
             json={"email": self.opts["email"], "password": self.opts["password"]},
-            carries=False,  # a participant refused with 401 is not in flight while we log in
-            hints=TOKEN_HINTS,
         )
-        access = self._keep(resp, "login")
+        access = self._keep(answer, "login")
         self.log.info("logged in", expires_in=round(self._access_until - self.clock.monotonic()))
         return access
 
@@ -474,15 +485,13 @@ class Tokens:
             self.log.info("refresh token expired; logging in again")
             return self._login()
         try:
-            resp = self.http.request(
-                "POST",
-                f"{API}/token/renew",
+            answer = self._ask(
+                "renewal",
+                "token/renew",
                 json={"refreshToken": self._refresh},
                 headers={"Authorization": self._refresh},
-                carries=False,
-                hints=TOKEN_HINTS,
             )
-            access = self._keep(resp, "renewal")
+            access = self._keep(answer, "renewal")
         except FatalError as exc:
             self.log.info("renewal refused; logging in again", error=exc.reason)
             return self._login()
@@ -490,14 +499,27 @@ class Tokens:
         crashpoint("token_renewed")
         return access
 
-    def _keep(self, resp: requests.Response, what: str) -> str:
-        hint = TOKEN_HINTS.auth
+    def _ask(self, what: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """The login's or renewal's JSON object, read as `HttpClient.read` reads (half a
+        document or an empty 200 is asked again, under the retries and the breaker). One
+        that is still no JSON object after the last retry (a proxy's or a website's page)
+        is no Dropthought API: an EndpointError naming base_url, not the password."""
         try:
-            answer = read_json(resp, dict, vendor="dropthought")
-        except RetriableError:
-            answer = {}  # no access token in it: an AuthError below that shows what came
-            # no JSON object at all (a proxy's or a website's page): not the password
-            hint = f"no Dropthought JSON came back: {TOKEN_HINTS.endpoint}"
+            # carries=False: a participant refused with 401 is not in flight while we do this
+            return self.http.read(
+                "POST", f"{API}/{path}", dict, carries=False, hints=TOKEN_HINTS, **kwargs
+            )
+        except RetriableError as exc:
+            if exc.status is None or not 200 <= exc.status < 300:
+                raise
+            raise EndpointError(
+                f"{what}: {exc.reason}",
+                vendor="dropthought",
+                status=exc.status,
+                hint=f"no Dropthought JSON came back: {TOKEN_HINTS.endpoint}",
+            ) from None
+
+    def _keep(self, answer: dict[str, Any], what: str) -> str:
         # `result.{accessToken, refreshToken}` as documented, or both at the top level
         result = answer.get("result")
         if not isinstance(result, dict):
@@ -506,9 +528,10 @@ class Tokens:
         if not isinstance(access, str) or not access:
             message = answer.get("message")
             raise AuthError(
-                f"{what} answered without an access token: {message or snippet(resp)!r}",
+                f"{what} answered without an access token: "
+                f"{message or scrub(repr(answer))[:120]!r}",
                 vendor="dropthought",
-                hint=hint,
+                hint=TOKEN_HINTS.auth,
             )
         now = self.clock.monotonic()
         self._access = access

@@ -4,19 +4,20 @@ it, how answers are read (the envelope, not the HTTP status), and the tariff lim
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from werkzeug.wrappers import Request, Response
 
 from syncd.clock import FakeClock
 from syncd.config import load
 from syncd.errors import AuthError, ConfigError, EndpointError, FatalError
 from syncd.sandbox.altcraft import MAX_BODY, AltcraftSim, EnvelopeError
-from syncd.sandbox.base import Server
+from syncd.sandbox.base import Server, json_response
 from syncd.state import Store
 from syncd.vendors import REGISTRY, Connector, Contact
 from syncd.vendors.altcraft import Altcraft
@@ -408,3 +409,113 @@ def test_the_simulator_refuses_a_start_batch_without_format_or_matching(
     assert answer.json()["error"] == 400
     assert f"'{left_out}'" in answer.json()["error_text"]
     assert sim.launched == 1
+
+
+class Busy(AltcraftSim):
+    """Answers the first `busy` launches HTTP 200 with Altcraft's `error` 429, launching
+    nothing (the envelope carries every failure, whatever the HTTP status)."""
+
+    busy = 2
+
+    def _answer(
+        self, request: Request, handler: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> Response:
+        if self.busy and request.path != "/api/v1.1/campaigns/triggers/get":
+            self.busy -= 1
+            return json_response({"error": 429, "error_text": "Too many requests"})
+        return super()._answer(request, handler)
+
+
+def test_an_envelope_429_is_retried_with_backoff(tmp_path: Path) -> None:
+    """An HTTP 200 with `error` 429 was raised after the exchange counted as a success: the
+    batch went back to pending and the next was sent at once, never backed off."""
+    sim = Busy()
+    contacts = [person(i) for i in range(3)]
+    with Server(sim) as server:
+        connector = make(server.url, tmp_path)
+        outcome, _ = deliver(connector, contacts, tmp_path)
+    assert {s for s, _r in outcome.values()} == {"sent"}
+    assert sim.count(BATCH) == 3 and sim.triggers() == {c.fields["email"]: 1 for c in contacts}
+    assert len(connector.clock.slept) == 2  # type: ignore[attr-defined]
+
+
+def test_envelope_429s_trip_the_breaker(tmp_path: Path) -> None:
+    """40 batches answered `error` 429 were 40 requests without a pause; now each is backed
+    off, and five failures in a row stop Altcraft for the run with the rest pending."""
+    sim = Busy()
+    sim.busy = 10**6
+    contacts = [person(i, ticket=f"T{i}") for i in range(40)]  # 40 batches of one (start)
+    with Server(sim) as server:
+        connector = make(server.url, tmp_path)
+        outcome, deliverer = deliver(connector, contacts, tmp_path)
+    assert {s for s, _r in outcome.values()} == {"pending"}
+    assert deliverer.out.stopped and "5 consecutive failures" in deliverer.out.stopped
+    assert sim.count(START) == 5 and len(connector.clock.slept) == 3  # type: ignore[attr-defined]
+    assert sim.launched == 0
+
+
+def test_a_profile_refused_in_the_campaigns_words_fails_alone(
+    sim: AltcraftSim, url: str, tmp_path: Path
+) -> None:
+    """A profile's refusal whose text matched the guessed campaign wording (CAMPAIGN_REFUSED)
+    stopped Altcraft with every contact pending, at every run: the campaign, read again,
+    is active for API calls, so the batch is split and that profile fails alone."""
+    contacts = [person(i) for i in range(6)]
+    sim.faults.reject(contacts[2].fields["email"], "Trigger launch failed: profile not found")
+    outcome, deliverer = deliver(make(url, tmp_path), contacts, tmp_path)
+    assert outcome[contacts[2].key] == (
+        "failed",
+        "error 404: Trigger launch failed: profile not found",
+    )
+    assert all(outcome[c.key][0] == "sent" for c in contacts if c is not contacts[2])
+    assert deliverer.out.stopped is None
+    assert sim.launched == 5
+
+
+def test_contacts_sharing_a_matching_value_launch_one_profile_once(
+    sim: AltcraftSim, url: str, tmp_path: Path
+) -> None:
+    """Two CRM contacts with the same field_value (or email) in one run launched the same
+    profile twice, in one start_batch or in two: a double survey. The first (in delivery
+    order) is launched; the others are skipped, naming it, and go in no request."""
+    mapping = '[fields]\nfield_value = "CRM ID"\n[metadata]\n"content.ticket_type" = "Type"\n'
+    connector = make(
+        url, tmp_path, extra='matching = "custom"\nfield_name = "CRM_ID"\n', mapping=mapping
+    )
+
+    def crm(key: str, value: str, ticket: str = "B") -> Contact:
+        return Contact(key, {"field_value": value}, {"content.ticket_type": ticket})
+
+    contacts = [crm("K1", "CRM-9"), crm("K2", "CRM-9"), crm("K3", "CRM-3"), crm("K4", "CRM-9", "C")]
+    outcome, deliverer = deliver(connector, contacts, tmp_path)
+    assert [outcome[k][0] for k in ("K1", "K2", "K3", "K4")] == [
+        "sent",
+        "skipped",
+        "sent",
+        "skipped",
+    ]
+    assert outcome["K2"][1] == outcome["K4"][1]
+    assert outcome["K2"][1].startswith("K1 has the same field_value (one Altcraft profile)")
+    assert sim.triggers() == {"CRM-9": 1, "CRM-3": 1} and deliverer.out.stopped is None
+    sent = [item for r in sim.requests(START) for item in r.json().get("data", [r.json()])]
+    assert sorted(i["field_value"] for i in sent) == ["CRM-3", "CRM-9"]
+
+
+def test_a_custom_value_several_profiles_hold_is_refused(
+    sim: AltcraftSim, url: str, tmp_path: Path
+) -> None:
+    """altcraft.md: "The field value must be unique, otherwise the request will not work".
+    The sandbox launched any custom value; one that several profiles hold is refused, and
+    the connector fails that contact alone."""
+    sim.shared.add(("CRM_ID", "CRM-1"))
+    connector = make(
+        url,
+        tmp_path,
+        extra='matching = "custom"\nfield_name = "CRM_ID"\n',
+        mapping='[fields]\nfield_value = "Record ID"\n',
+    )
+    contacts = [Contact(key=f"CRM-{i}", fields={"field_value": f"CRM-{i}"}) for i in range(3)]
+    outcome, _ = deliver(connector, contacts, tmp_path)
+    status, reason = outcome["CRM-1"]
+    assert status == "failed" and "held by several profiles" in reason
+    assert sim.triggers() == {"CRM-0": 1, "CRM-2": 1}
