@@ -343,6 +343,7 @@ def show(ctx: Ctx, who: str, as_json: bool) -> None:
 @pass_ctx
 def check(ctx: Ctx, online: bool) -> None:
     """Validate the config, mappings, secrets, store and export header; send nothing."""
+    from syncd.log import printable
     from syncd.project import Projector
     from syncd.runs import open_connectors
     from syncd.source import Export, find_export
@@ -387,7 +388,7 @@ def check(ctx: Ctx, online: bool) -> None:
                 proven = connector.check()
             except SyncdError as exc:
                 failed.append(name)
-                click.echo(f"{name}: FAILED: {exc}")
+                click.echo(printable(f"{name}: FAILED: {exc}"))
                 continue
             if proven is None:
                 click.echo(
@@ -655,9 +656,11 @@ def main() -> None:
         exc.show()
         sys.exit(2)
     except SyncdError as exc:
-        click.echo(f"syncd: {exc.message}", err=True)
+        from syncd.log import printable  # a vendor's words, a path: one line each, as written
+
+        click.echo(printable(f"syncd: {exc.message}"), err=True)
         if exc.hint:
-            click.echo(f"  → {exc.hint}", err=True)
+            click.echo(printable(f"  → {exc.hint}"), err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
