@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -138,3 +140,23 @@ def test_an_error_naming_a_hostile_path_is_one_line_as_written(
     assert exit_.value.code == 2
     assert message.startswith("syncd: ") and "gone\\x1b[2J\\nsyncd: all good.toml" in message
     assert hint.startswith("  → ")
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["show", KEY]])
+def test_text_in_the_store_that_is_not_utf8_is_one_line_not_a_traceback(
+    world: MemoryWorld, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """syncd writes none (Python's str cannot hold it), but a tool or a restore can."""
+    assert syncd(monkeypatch, world, "sync")[0] == 1
+    with closing(sqlite3.connect(world.folder / "syncd.db")) as conn, conn:
+        conn.execute(
+            "UPDATE deliveries SET reason = CAST(x'48ff54' AS TEXT) "
+            "WHERE vendor = 'mem' AND key = ?",
+            (KEY,),
+        )
+    code, out, err = syncd(monkeypatch, world, *command)
+    assert (code, out) == (2, ""), err
+    message, hint = clean(err)
+    assert message.startswith(f"syncd: the store {world.folder / 'syncd.db'} holds text that is")
+    assert "column 'reason'" in message or "column 'grp'" in message, message
+    assert hint.startswith("  → something else wrote it")
