@@ -160,3 +160,15 @@ def test_text_in_the_store_that_is_not_utf8_is_one_line_not_a_traceback(
     assert message.startswith(f"syncd: the store {world.folder / 'syncd.db'} holds text that is")
     assert "column 'reason'" in message or "column 'grp'" in message, message
     assert hint.startswith("  → something else wrote it")
+
+
+def test_a_vendors_reason_is_kept_whole_past_a_nul(
+    world: MemoryWorld, remotes: dict[str, Remote], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's JSON functions, through which outcomes are recorded, end a text at a NUL."""
+    remotes["mem"].script[KEY] = FatalError("HTTP 500: \x00" + "the vendor's words " * 20)
+    assert syncd(monkeypatch, world, "sync")[0] == 1
+    code, out, err = syncd(monkeypatch, world, "show", "--json", KEY)
+    assert code == 0, err
+    [delivery] = json.loads(out)["vendors"]["mem"]["deliveries"]
+    assert delivery["reason"] == "HTTP 500: \\x00" + "the vendor's words " * 20

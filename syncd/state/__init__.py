@@ -886,6 +886,8 @@ class Store:
         ts = iso(now)
         by_status: dict[str, list[tuple[int, str | None, str | None]]] = {}
         for did, _key, status, reason, ref in outcomes:
+            # SQLite's JSON functions end a text at a NUL: a vendor's words after one were lost
+            reason = reason.replace("\x00", "\\x00") if reason else reason
             by_status.setdefault(status, []).append((did, reason, ref))
         # the outcomes of one status: o.id, o.reason, o.ref
         rows = (
