@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import functools
 import gc
+import io
 import json
 import os
 import signal
@@ -647,6 +648,11 @@ def backup(ctx: Ctx, path: Path) -> None:
 
 
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        # a terminal whose encoding has no `—` or `é` (a latin-1 locale) shows their escape:
+        # `syncd status` ended in a UnicodeEncodeError there
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

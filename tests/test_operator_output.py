@@ -172,3 +172,24 @@ def test_a_vendors_reason_is_kept_whole_past_a_nul(
     assert code == 0, err
     [delivery] = json.loads(out)["vendors"]["mem"]["deliveries"]
     assert delivery["reason"] == "HTTP 500: \\x00" + "the vendor's words " * 20
+
+
+def test_a_terminal_that_cannot_show_a_character_gets_its_escape(
+    world: MemoryWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`—` or `…` on a latin-1 terminal (to an ASCII one click writes UTF-8): not a traceback."""
+    assert syncd(monkeypatch, world, "sync")[0] == 1
+    for command in (["status"], ["show", KEY]):
+        out = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setattr(sys, "stderr", io.StringIO())
+        monkeypatch.setattr(
+            sys, "argv", ["syncd", "--config", str(world.folder / "syncd.toml"), *command]
+        )
+        try:
+            main()
+        finally:
+            out.flush()
+            monkeypatch.undo()
+        shown = out.buffer.getvalue().decode("latin-1")  # type: ignore[attr-defined]
+        assert "\\u2014" in shown, shown
