@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ import pytest
 
 from syncd.cli import main
 from syncd.errors import FatalError, OutcomeUnknownError
+from syncd.log import printable
+from syncd.notify import notify
 from syncd.sample import rows
 from tests.memory import MemoryWorld, Remote, memory_vendors
 
@@ -193,3 +196,17 @@ def test_a_terminal_that_cannot_show_a_character_gets_its_escape(
             monkeypatch.undo()
         shown = out.buffer.getvalue().decode("latin-1")  # type: ignore[attr-defined]
         assert "\\u2014" in shown, shown
+
+
+def test_systemds_status_line_gets_a_vendors_words_escaped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`systemctl status syncd` prints STATUS= on the operator's terminal."""
+    address = tmp_path / "notify.sock"
+    with closing(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)) as receiver:
+        receiver.bind(str(address))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(address))
+        assert notify("READY=1", f"STATUS=last reconcile failed: {EVIL}")
+        ready, status = clean(receiver.recv(65536).decode())
+    assert ready == "READY=1"
+    assert status == "STATUS=last reconcile failed: " + printable(EVIL.replace("\n", " "))
