@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import functools
 import gc
+import io
 import json
 import os
 import signal
@@ -343,6 +344,7 @@ def show(ctx: Ctx, who: str, as_json: bool) -> None:
 @pass_ctx
 def check(ctx: Ctx, online: bool) -> None:
     """Validate the config, mappings, secrets, store and export header; send nothing."""
+    from syncd.log import printable
     from syncd.project import Projector
     from syncd.runs import open_connectors
     from syncd.source import Export, find_export
@@ -387,7 +389,7 @@ def check(ctx: Ctx, online: bool) -> None:
                 proven = connector.check()
             except SyncdError as exc:
                 failed.append(name)
-                click.echo(f"{name}: FAILED: {exc}")
+                click.echo(printable(f"{name}: FAILED: {exc}"))
                 continue
             if proven is None:
                 click.echo(
@@ -646,6 +648,11 @@ def backup(ctx: Ctx, path: Path) -> None:
 
 
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        # a terminal whose encoding has no `—` or `é` (a latin-1 locale) shows their escape:
+        # `syncd status` ended in a UnicodeEncodeError there
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -655,9 +662,11 @@ def main() -> None:
         exc.show()
         sys.exit(2)
     except SyncdError as exc:
-        click.echo(f"syncd: {exc.message}", err=True)
+        from syncd.log import printable  # a vendor's words, a path: one line each, as written
+
+        click.echo(printable(f"syncd: {exc.message}"), err=True)
         if exc.hint:
-            click.echo(f"  → {exc.hint}", err=True)
+            click.echo(printable(f"  → {exc.hint}"), err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

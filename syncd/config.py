@@ -744,7 +744,9 @@ def _base_url(table: _Table, raw: str) -> str:
     try:
         PreparedRequest().prepare_url(url + "/", None)
     except (RequestException, ValueError, UnicodeError) as exc:
-        shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(exc))
+        from syncd.log import printable
+
+        shown = printable(str(exc))
         raise table.error(
             f"{raw!r} is not a valid URL ({shown})",
             "base_url",

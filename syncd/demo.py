@@ -133,6 +133,15 @@ def run_demo(folder: Path | None, contacts: int, echo: Echo) -> int:
     from syncd.pipeline import opened, reconcile
     from syncd.pull import pull
 
+    if folder is not None and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        # the demo writes syncd.toml, mappings/ and syncd.db there: over an installation's,
+        # its store would hold the simulators' acknowledgements as the real vendors'; over
+        # an earlier demo's, the "first sync" sent only what differed from that one
+        raise SyncdError(
+            f"demo --dir {folder}: not an empty folder: the demo writes its own syncd.toml, "
+            "mappings, exports and store there",
+            hint="pass a new or empty folder, or no --dir for a temporary one",
+        )
     folder = folder or Path(tempfile.mkdtemp(prefix="syncd-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     exports = folder / "exports"

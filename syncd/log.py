@@ -158,6 +158,17 @@ def scrub(text: str) -> str:
     return text
 
 
+def printable(text: str) -> str:
+    """`text` for a terminal, on one line: each character that is not printable (a line
+    break, a carriage return, an escape sequence's ESC, a bell, a bidi override) as its
+    Python escape (`\\n`, `\\x1b`, `\\u202e`), so a vendor's or an export's words can
+    neither start a line of their own (a fake one) nor move the cursor or recolour the
+    screen. Whatever was written is still there to read."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def _hides_secret(run: str, pattern: re.Pattern[str]) -> bool:
     """Whether this base64-looking run decodes, at some alignment, to text holding a secret."""
     run = run.rstrip("=").replace("-", "+").replace("_", "/")

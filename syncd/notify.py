@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
+from syncd.log import printable
+
 
 def notify(*lines: str) -> bool:
     """Send `READY=1`, `WATCHDOG=1`, `STATUS=…`, `STOPPING=1`; False when not under systemd."""
@@ -13,7 +15,9 @@ def notify(*lines: str) -> bool:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace
-    message = "\n".join(line.replace("\n", " ") for line in lines).encode()
+    # one line each, as `printable` shows it: `systemctl status` prints STATUS= to the
+    # operator's terminal, and a vendor's words in it (a failed run's error) may hold escapes
+    message = "\n".join(printable(line.replace("\n", " ")) for line in lines).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
             sock.connect(address)

@@ -21,6 +21,7 @@ import structlog
 from syncd.clock import Clock
 from syncd.config import Config
 from syncd.errors import ConfigError, GuardError, StopRequested, SyncdError
+from syncd.log import printable
 from syncd.state import Store
 from syncd.vendors import REGISTRY, Connector
 
@@ -111,8 +112,9 @@ class Report(ABC):
         return line + (" (stopped)" if "stopped" in counts else "")
 
     def details(self) -> list[str]:
-        """The lines under the summary: why each stopped vendor stopped."""
-        return [f"  {name}: stopped — {why}" for name, why in self.stops().items()]
+        """The lines under the summary: why each stopped vendor stopped (in the vendor's
+        words, which may hold anything: `printable`)."""
+        return [printable(f"  {name}: stopped — {why}") for name, why in self.stops().items()]
 
 
 def finish(

@@ -12,6 +12,7 @@ from typing import Any
 
 from syncd.config import Config
 from syncd.errors import SyncdError
+from syncd.log import printable
 from syncd.project import normalise_email
 from syncd.state import Store
 
@@ -239,4 +240,6 @@ def render(data: dict[str, Any]) -> str:
                 f"  {u['vendor']} ({u['channel'] or 'any'}) at {u['at'] or 'an unknown time'}"
                 f": {u['email'] or u['phone'] or u['vendor_id']}"
             )
-    return "\n".join(lines)
+    # the export's values, a vendor's reasons and a respondent's answers as written, each on
+    # its own line: never a line break or an escape sequence of theirs (`printable`)
+    return "\n".join(map(printable, lines))

@@ -12,6 +12,7 @@ from typing import Any
 
 from syncd.config import Config
 from syncd.lock import read_note
+from syncd.log import printable
 from syncd.state import OPEN_STATUSES, Store, parse_iso
 
 LIST_LIMIT = 50
@@ -204,7 +205,7 @@ def reason_lines(groups: list[dict[str, Any]]) -> list[str]:
             shown = f"{g['reason']}, e.g. {_line(g['example'], g['keys'], more)}"
         else:
             shown = _line(g["reason"], g["keys"], more)
-        lines.append(f"  {g['vendor']}: {g['count']} {g['status']} — {shown}")
+        lines.append(printable(f"  {g['vendor']}: {g['count']} {g['status']} — {shown}"))
     return lines
 
 
@@ -314,4 +315,6 @@ def render(data: dict[str, Any]) -> str:
     lines.append(
         f"next runs: reconcile {data['next_runs']['reconcile']}, pull {data['next_runs']['pull']}"
     )
-    return "\n".join(lines)
+    # a vendor's words (reasons, cursors, a run's message) and the export's (keys) are shown
+    # as written, each on its own line: never a line break or an escape sequence of theirs
+    return "\n".join(map(printable, lines))

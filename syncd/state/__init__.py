@@ -145,6 +145,12 @@ def store_error(exc: sqlite3.Error, path: Path) -> StoreError | None:
     """The StoreError for a fault of the store at `path`; None when `exc` is a bug (SQL,
     constraint, misuse)."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    if str(exc).startswith("Could not decode to UTF-8"):  # Python's own, with no code
+        return StoreError(
+            f"the store {path} holds text that is not UTF-8, which syncd never writes: {exc}",
+            hint="something else wrote it (a tool, a restore gone wrong): restore the store "
+            "from its backup, or correct that value with sqlite3",
+        )
     if code == sqlite3.SQLITE_FULL:
         return StoreError(
             f"disk full: the store {path} could not be written (the change being "
@@ -880,6 +886,8 @@ class Store:
         ts = iso(now)
         by_status: dict[str, list[tuple[int, str | None, str | None]]] = {}
         for did, _key, status, reason, ref in outcomes:
+            # SQLite's JSON functions end a text at a NUL: a vendor's words after one were lost
+            reason = reason.replace("\x00", "\\x00") if reason else reason
             by_status.setdefault(status, []).append((did, reason, ref))
         # the outcomes of one status: o.id, o.reason, o.ref
         rows = (
