@@ -91,7 +91,8 @@ only placeholders are `{campaign}`, `{start}` and `{end}` (yyyyMMddHHmmss), chec
 syncd's 32 MiB cap (some 10,000 responses), so answers and unsubscribes are read in windows
 of `window_days` (default 7, at most 31: 31-day windows of a touchpoint answered 400 times a
 day would never be read); set `window_days = 1` for a touchpoint answered more than about
-1,500 times a day. A pull reads whole seconds up to its cursor: an answer given in the
+1,500 times a day, and a fraction of a day (down to an hour, 0.0417) for one answered more
+than about 10,000 times a day. A pull reads whole seconds up to its cursor: an answer given in the
 second the pull starts is read by the next pull.
 """
 
@@ -156,6 +157,9 @@ _ISO = {guid.lower(): iso for guid, iso, _names in LANGUAGES}
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 STAMP = "%Y%m%d%H%M%S"
 MAX_WINDOW_DAYS = 31  # "the start date and end date cannot be more than 31 days apart"
+# the shortest window: an hour holds some 10,000 answers (the 32 MiB cap) only for a
+# touchpoint answered 240,000 times a day
+MIN_WINDOW_DAYS = 1 / 24
 SECOND = timedelta(seconds=1)
 DEFAULT_BATCH = 100
 BACKFILL_DAYS = 90
@@ -205,10 +209,10 @@ class HelloCustomer(Connector):
             bounds=(0, 3650),
         ),
         "window_days": Option(
-            int,
+            float,
             default=7,
-            help="days of answers (and unsubscribes) per call, 1 to 31: the call has no "
-            "paging, so its answer grows with the window",
+            help="days of answers (and unsubscribes) per call, an hour (0.0417) to 31: the "
+            "call has no paging, so its answer grows with the window (0.25: six hours)",
         ),
         "nps_filters": Option(
             list, default=[], help='NPS filters, e.g. [{key = "Store", filterValues = ["Gent"]}]'
@@ -246,11 +250,13 @@ class HelloCustomer(Connector):
                 "must be the touchpoint's GUID",
                 hint="copy CampaignUniqueID from the touchpoint's General Settings",
             )
-        if not 1 <= options["window_days"] <= MAX_WINDOW_DAYS:
+        if not MIN_WINDOW_DAYS <= options["window_days"] <= MAX_WINDOW_DAYS:
             raise OptionError(
                 "window_days",
-                f"{options['window_days']} is not 1 to {MAX_WINDOW_DAYS}",
-                hint="Hello Customer refuses start and end dates more than 31 days apart",
+                f"{options['window_days']:g} is not an hour ({MIN_WINDOW_DAYS:.4f}) to "
+                f"{MAX_WINDOW_DAYS} days",
+                hint="Hello Customer refuses start and end dates more than 31 days apart; "
+                "a busier touchpoint needs a shorter window, not one under an hour",
             )
         problem = _path_problem(options["unsubscribes_path"])
         if problem:
@@ -289,7 +295,8 @@ class HelloCustomer(Connector):
         if self.opts["lookback_days"] < 0:
             raise self._config_error("must be 0 or more", "lookback_days")
         self.lookback = timedelta(days=self.opts["lookback_days"])
-        self.span = timedelta(days=self.opts["window_days"]) - SECOND  # end - start
+        # end - start, in whole seconds as the call's parameters are
+        self.span = timedelta(seconds=round(self.opts["window_days"] * 86400)) - SECOND
         self.nps_filters = [self._filter(f) for f in self.opts["nps_filters"]]
         self.unsubscribes_hints = Hints(
             endpoint="check unsubscribes_path (the path Hello Customer gave you; not "

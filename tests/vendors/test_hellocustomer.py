@@ -641,6 +641,40 @@ def test_a_busy_touchpoint_is_read_in_windows_whose_answers_fit(
     assert sim.count(f"{BASE}/answers/getall/") == 5  # a week each
 
 
+def test_a_touchpoint_too_busy_for_a_days_window_is_read_in_windows_of_hours(
+    tmp_path: Path,
+    sim: HelloCustomerSim,
+    server: Server,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """window_days was a whole number, at least 1: a touchpoint answered more often in a day
+    than the 32 MiB cap holds (some 10,000 answers) failed its stream at every pull, never
+    read. A fraction of a day is a window of hours; here the cap and the touchpoint are
+    scaled down together (30 KB, 24 answers a day, one an hour)."""
+    monkeypatch.setattr(http, "MAX_ANSWER", 30_000)
+    now = clock.now()
+    sim.add_responses(48, now - timedelta(days=2), now - timedelta(minutes=30))
+    first = (now - timedelta(days=2)).date().isoformat()
+    stored = {}
+    for days in ("1", "0.25"):
+        (tmp_path / days).mkdir()
+        extra = f'first_date = "{first}"\nwindow_days = {days}\n'
+        cfg = write_config(tmp_path / days, server.url, extra)
+        store = Store.open(cfg.store.path)
+        try:
+            report = pull(cfg, store, clock)
+            stored[days] = (report.exit_code, store.scalar("SELECT count(*) FROM responses"))
+        finally:
+            store.close()
+    assert stored["1"][0] == 1 and stored["1"][1] < 48  # a day's answers are over the cap
+    assert stored["0.25"] == (0, 48)
+    windows = [r.path.split("/")[-2:] for r in sim.requests(f"{BASE}/answers/getall/")]
+    spans = [(_parse(a), _parse(b)) for a, b in windows][-8:]  # the last pull's
+    assert all(b - a == timedelta(hours=6) - SECOND for a, b in spans[:-1])
+    assert all(nxt[0] == prev[1] for prev, nxt in itertools.pairwise(spans))
+
+
 def test_answers_keep_question_flags_and_text_analytics_paths(
     tmp_path: Path, sim: HelloCustomerSim, server: Server, clock: FakeClock
 ) -> None:

@@ -58,9 +58,14 @@ def write(folder: Path, table: str) -> Path:
         ),
         (
             'base_url = "https://api.hellocustomer.com"\nwindow_days = 32\n',
-            "[vendors.hellocustomer] window_days: 32 is not 1 to 31 (Hello Customer refuses",
+            "[vendors.hellocustomer] window_days: 32 is not an hour (0.0417) to 31 days "
+            "(Hello Customer refuses",
         ),
         ('base_url = "https://api.hellocustomer.com"\nwindow_days = 0\n', "window_days: 0 is"),
+        (
+            'base_url = "https://api.hellocustomer.com"\nwindow_days = 0.04\n',
+            "window_days: 0.04 is not an hour",
+        ),
         (
             'base_url = "https://api.hellocustomer.com"\nunsubscribes_path = "x/{start}"\n',
             "unsubscribes_path: 'x/{start}' must be a path starting with /",
