@@ -391,6 +391,12 @@ def load_mapping(
     fields: dict[str, str] = {}
     for name in fields_t.data:
         fields[name] = fields_t.get(name, str)
+        if name in connector.refused_fields:
+            raise fields_t.error(
+                f"{vendor} may not be sent {name!r}: {connector.refused_fields[name]}",
+                name,
+                hint=f"remove {name} from [fields]",
+            )
         if connector.field_names is not None and name not in connector.field_names:
             near = difflib.get_close_matches(name, sorted(connector.field_names), 1)
             raise fields_t.error(

@@ -602,3 +602,25 @@ def test_a_utf16_config_is_named_as_such(tmp_path: Path, encoding: str) -> None:
         f"{path}: is {name} (it starts with a {name} byte-order mark), not UTF-8 (save the "
         "file as UTF-8; in PowerShell: Out-File -Encoding utf8, or Set-Content -Encoding utf8)"
     )
+
+
+def test_signalvines_active_is_refused_in_a_mapping(tmp_path: Path) -> None:
+    """SignalVine records a participant's STOP in `active`; the article's own `existing`
+    example updates it. Mapped from a CRM column holding `true`, every upload re-activated
+    the participants who had texted STOP (only the packaged mapping's comment warned)."""
+    (tmp_path / "sv.toml").write_text(
+        '[fields]\ncustomer_id = "Record ID"\nphone = "Phone"\nactive = "Active"\n',
+        encoding="utf-8",
+    )
+    text = BASE.format(key="k").replace(
+        '[vendors.esputnik]\nbase_url = "http://127.0.0.1:1"\napi_key = "k"\nmapping = "esputnik.toml"',
+        '[vendors.signalvine]\nbase_url = "http://127.0.0.1:1"\ntoken = "t"\n'
+        'secret = "s"\nprogram = "p"\nmapping = "sv.toml"',
+    )
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, text))
+    assert str(tmp_path / "sv.toml") in str(err.value)
+    assert "[fields] active: signalvine may not be sent 'active': it is how SignalVine " in str(
+        err.value
+    )
+    assert err.value.hint == "remove active from [fields]"

@@ -114,6 +114,7 @@ VARIABLES: dict[str, str] = {
     "segment": "String",
     "store": "String",
     "notes": "String",
+    "vip": "Boolean",  # a program's own Boolean variable
     "active": "Boolean",
 }
 

@@ -100,6 +100,8 @@ class Connector(ABC):
     field_names: ClassVar[frozenset[str] | None] = None
     # fields the mapping must map
     required_fields: ClassVar[tuple[str, ...]] = ()
+    # fields a mapping may not map, and why (the vendor's own to keep: SignalVine's `active`)
+    refused_fields: ClassVar[dict[str, str]] = {}
     # how to normalise a field: "email" (trim, lower-case, validated) or "phone" (E.164)
     field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {}
     # the types a mapping's `[types]` table may give a field or metadata name (none: no table)

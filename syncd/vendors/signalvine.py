@@ -266,6 +266,12 @@ class SignalVine(Connector):
         "pull_lookback": Option(float, default=300.0, help="seconds re-read before the cursor"),
     }
     required_fields = ("customer_id", "phone")
+    refused_fields: ClassVar[dict[str, str]] = {
+        # the article's `existing` example updates it; a CRM column holding `true` would
+        "active": "it is how SignalVine records that a participant texted STOP: the CRM's "
+        "value would re-activate them (opt-outs are SignalVine's to record; syncd pulls "
+        "them back as unsubscribes)",
+    }
     field_types: ClassVar[dict[str, Literal["email", "phone"]]] = {"phone": "phone"}
     needs = ("customer_id", "phone")
     streams = ("unsubscribes",)

@@ -568,10 +568,10 @@ def test_a_value_quoting_unrecognized_variable_in_words_naming_no_row_fails_that
         env.sim.message_form = "text"
     else:
         env.sim.errors_name_customer = False
-    connector = env.connector(mapping=MAPPING + 'active = "Active"\n')
+    connector = env.connector(mapping=MAPPING + 'vip = "VIP"\n')
     value = "Unrecognized variable: first_name"
     contacts = [
-        replace(c, fields={**c.fields, "active": value if i == 2 else "yes"})
+        replace(c, fields={**c.fields, "vip": value if i == 2 else "yes"})
         for i, c in enumerate(contact(i) for i in range(4))
     ]
     outcome, _ = deliver(connector, contacts, env.folder)
@@ -613,9 +613,9 @@ def test_a_refused_value_quoted_in_words_naming_no_row_is_split_out_first(
         env.sim.message_form = "text"
     else:
         env.sim.errors_name_customer = False
-    connector = env.connector(mapping=MAPPING + 'active = "Active"\n')
+    connector = env.connector(mapping=MAPPING + 'vip = "VIP"\n')
     contacts = [
-        replace(c, fields={**c.fields, "active": "sure why not" if c.key == "K00700" else "yes"})
+        replace(c, fields={**c.fields, "vip": "sure why not" if c.key == "K00700" else "yes"})
         for c in (contact(i) for i in range(1000))
     ]
     outcome, _ = deliver(connector, contacts, env.folder)
