@@ -421,12 +421,13 @@ class ESputnik(Connector):
 
     def reopen(self, job: str, batch: Sequence[Contact]) -> Job:
         """The recorded import session, polled until it is FINISHED or ERROR (or given up)."""
-        return self._session(job, batch)
+        return dataclasses.replace(self._session(job, batch), reopened=True)
 
     def poll(self, job: Job) -> list[Result] | None:
         """One look at an import session: FINISHED (sent), ERROR (failed with the session's
         description), still running past `poll_timeout` (pending), else None."""
-        with self.polling(job.id, "import session", "its call /api/v1/importstatus"):
+        call = "its call /api/v1/importstatus"
+        with self.polling(job.id, "import session", call, reopened=job.reopened):
             status = self.http.read("GET", f"/api/v1/importstatus/{job.id}", dict)
         state = status.get("status")
         if state not in SESSION_STATES:

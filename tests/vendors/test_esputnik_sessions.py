@@ -1,0 +1,58 @@
+"""eSputnik's import sessions as the vendor's advocate reads them: sessions a restart
+finds eSputnik no longer knows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from syncd.push import Deliverer
+from syncd.sandbox.base import Server
+from syncd.sandbox.esputnik import ESputnikSim
+from syncd.state import Store
+from tests.kits.esputnik import KIT
+from tests.test_push import NOW, queue
+from tests.vendors.test_contract import make_connector
+
+
+def test_sessions_a_restart_finds_expired_are_sent_again_without_stopping_the_vendor(
+    tmp_path: Path,
+) -> None:
+    """syncd stopped with import sessions open and came back after eSputnik had forgotten
+    them (how long it keeps a session's status is not documented). Every recorded session
+    answers 404: each is a session lost, not a moved endpoint -- the contacts go again in
+    this run, and eSputnik is not stopped as if its base_url were wrong."""
+    app = ESputnikSim(polls_to_finish=1)
+    with Server(app) as server:
+        connector = make_connector(KIT, server.url, tmp_path)
+        store = Store.open(tmp_path / "s.db")
+        contacts = [KIT.contact(i) for i in range(4)]
+        queue(
+            store, "esputnik", [(c, "in_flight", f"gone-{i // 2}") for i, c in enumerate(contacts)]
+        )
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        rows = {r["key"]: r["status"] for r in store.query("SELECT key, status FROM deliveries")}
+        store.close()
+    assert out.stopped is None, out.stopped
+    assert rows == {c.key: "sent" for c in contacts}
+    assert {c["externalCustomerId"] for c in app.contacts()} == {c.key for c in contacts}
+
+
+def test_a_moved_status_call_still_stops_the_vendor_after_reopened_sessions(
+    tmp_path: Path,
+) -> None:
+    """Reopened sessions are left out of the row of 404s, not the sessions posted after
+    them: when every import status is a 404 (a moved call), the first two posted in this
+    run still stop eSputnik, everything pending."""
+    app = ESputnikSim(polls_to_finish=1)
+    app.faults.add("down", status=404, path="/api/v1/importstatus/")
+    with Server(app) as server:
+        connector = make_connector(KIT, server.url, tmp_path, extra="batch_size = 2\n")
+        store = Store.open(tmp_path / "s.db")
+        contacts = [KIT.contact(i) for i in range(6)]
+        queue(store, "esputnik", [(c, "in_flight", f"gone-{i}") for i, c in enumerate(contacts)])
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        rows = {r["key"]: r["status"] for r in store.query("SELECT key, status FROM deliveries")}
+        store.close()
+    assert out.stopped and "2 import sessions in a row" in out.stopped, out.stopped
+    assert set(rows.values()) == {"pending"}
+    assert app.count("/api/v1/contacts", "POST") == 2
