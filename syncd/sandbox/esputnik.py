@@ -458,8 +458,8 @@ class ESputnikSim(Simulator):
                     return Response(f"query parameter {name} is required", 400)
             elif "enum" in schema and value not in schema["enum"]:
                 return Response(f"{name}: {value!r} is not one of {schema['enum']}", 400)
-            elif schema["type"] == "integer" and not value.isdigit():
-                return Response(f"{name}: {value!r} is not an integer", 400)
+            elif schema["type"] == "integer" and _count(value) is None:
+                return Response(f"{name}: {value!r} is not an integer (int32)", 400)
         status = args.get("activityStatus")
         maxrows = int(args.get("maxrows") or 25000)
         offset = args.get("offset", "")
@@ -473,6 +473,16 @@ class ESputnikSim(Simulator):
                 and a["offset"] > offset
             ]
         return _answer(items[:maxrows], "GET", "/api/v2/contacts/activity")
+
+
+def _count(value: str) -> int | None:
+    """A query parameter of the spec's `"type": "integer", "format": "int32"` (maxrows) as a
+    count, or None: `"²".isdigit()` is true and `int("²")` fails."""
+    try:
+        number = int(value) if value.isdigit() else None
+    except ValueError:
+        return None
+    return number if number is not None and number < 2**31 else None
 
 
 def _sent(contact: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
