@@ -93,6 +93,7 @@ import orjson
 from syncd.dates import read_date
 from syncd.errors import ConfigError, FatalError, OptionError, RetriableError
 from syncd.http import read_json, snippet
+from syncd.log import scrub
 from syncd.settings import Option, time_zone
 from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status, lowered
 
@@ -113,6 +114,7 @@ INT32 = 2**31 - 1  # the spec's ContactField.id and customFieldsIDs: "format": "
 PHONE = re.compile(r"\+?\d[\d ()./-]*")
 NOT_DIGIT = re.compile(r"\D")
 SESSION_STATES = ("STARTED", "IMPORTING", "FINISHED", "ERROR")
+SAID = 300  # characters of eSputnik's words kept in a reason, as `syncd.http.error_text`
 UNSUBSCRIBED = "UNSUBSCRIBED"
 # how a typed custom field's value is sent: the formats eSputnik's guide ("Contact Fields in
 # the System", Additional Fields) gives for the API -- a Date field `yyyy-MM-dd` (among
@@ -381,7 +383,7 @@ class ESputnik(Connector):
                     hint="nobody in the batch is marked sent; it is sent again",
                 )
             error = item.get("error")
-            reason = error if isinstance(error, str) and error else "rejected by eSputnik"
+            reason = _said(error) if isinstance(error, str) and error else "rejected by eSputnik"
             if len(owners) > 1:  # none of them is marked sent for a refusal of one
                 keys = ", ".join(c.key for c in owners[:5])
                 reason += (
@@ -447,7 +449,8 @@ class ESputnik(Connector):
         if state == "FINISHED":
             return self._finished(job, status.get("mapping"))
         if state == "ERROR":
-            reason = f"import session failed: {status.get('description') or 'no description'}"
+            said = _said(str(status.get("description") or "no description"))
+            reason = f"import session failed: {said}"
             return [Result(c.key, Status.FAILED, reason) for c in job.contacts]
         if self.clock.monotonic() >= job.deadline:
             reason = f"import session {job.id} still {state} after polling"
@@ -647,6 +650,14 @@ class ESputnik(Connector):
                     + f"; the unsubscribes stream stays at offset {offset!r}",
                     vendor=self.name,
                 )
+
+
+def _said(text: str) -> str:
+    """eSputnik's own words (a refusal's `error`, an ERROR session's `description`) for a
+    reason, scrubbed and cut as an HTTP error's text is (`error_text`): whole, a megabyte
+    of them was a megabyte in every delivery row of the batch."""
+    text = scrub(text.strip().replace("\n", " "))
+    return text if len(text) <= SAID else text[: SAID - 1] + "…"
 
 
 def _comparable(contact: dict[str, Any]) -> dict[str, Any]:

@@ -1,14 +1,18 @@
 """eSputnik's import sessions as the vendor's advocate reads them: sessions a restart
-finds eSputnik no longer knows."""
+finds eSputnik no longer knows, refusals and ERROR descriptions that run on."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
 
 from syncd.push import Deliverer
-from syncd.sandbox.base import Server
+from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.state import Store
+from syncd.vendors.base import Status
 from tests.kits.esputnik import KIT
 from tests.test_push import NOW, queue
 from tests.vendors.test_contract import make_connector
@@ -56,3 +60,34 @@ def test_a_moved_status_call_still_stops_the_vendor_after_reopened_sessions(
     assert out.stopped and "2 import sessions in a row" in out.stopped, out.stopped
     assert set(rows.values()) == {"pending"}
     assert app.count("/api/v1/contacts", "POST") == 2
+
+
+class Verbose(ESputnikSim):
+    """eSputnik whose words run on: every refusal and every ERROR description is `WORDS`."""
+
+    WORDS = "the import was cancelled: " + "x" * 1_000_000
+
+    def _invalid(self, contact: dict[str, Any]) -> str | None:
+        refused = super()._invalid(contact)
+        return refused and self.WORDS
+
+    def importstatus(self, request: Request, session: str) -> Response:
+        answer = {"status": "ERROR", "timestamp": "2026-01-01T00:00:00", "description": self.WORDS}
+        return json_response(answer)
+
+
+def test_the_vendors_words_are_kept_short_in_every_contacts_reason(tmp_path: Path) -> None:
+    """A refusal's `error` and an ERROR session's `description` went whole into the reason
+    of each contact: a megabyte of words in an answer (under the 32 MiB cap) was a
+    megabyte in every delivery row of the batch -- 3,000 of them a session. The reason
+    keeps the vendor's first words, cut as an HTTP error's text is."""
+    app = Verbose(polls_to_finish=1)
+    with Server(app) as server:
+        connector = make_connector(KIT, server.url, tmp_path)
+        contacts = [KIT.contact(i) for i in range(3)]
+        KIT.reject(app, contacts[0], "refused")
+        results = connector.push(contacts, lambda job, refused=(): None)
+    assert {r.status for r in results} == {Status.FAILED}
+    for r in results:
+        assert r.reason and r.reason.startswith(("the import was", "import session failed: the"))
+        assert len(r.reason) < 400, len(r.reason)
