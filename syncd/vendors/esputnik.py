@@ -86,6 +86,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -439,7 +440,8 @@ class ESputnik(Connector):
         description), still running past `poll_timeout` (pending), else None."""
         call = "its call /api/v1/importstatus"
         with self.polling(job.id, "import session", call, reopened=job.reopened):
-            status = self.http.read("GET", f"/api/v1/importstatus/{job.id}", dict)
+            # the spec's path parameter: one segment, percent-encoded (`S?x=1` polled `S`)
+            status = self.http.read("GET", f"/api/v1/importstatus/{quote(job.id, safe='')}", dict)
         state = status.get("status")
         if state not in SESSION_STATES:
             raise RetriableError(

@@ -3,11 +3,14 @@ finds eSputnik no longer knows, refusals and ERROR descriptions that run on."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from werkzeug.wrappers import Request, Response
 
+from syncd.errors import RetriableError
 from syncd.push import Deliverer
 from syncd.sandbox.base import Server, json_response
 from syncd.sandbox.esputnik import ESputnikSim
@@ -91,3 +94,38 @@ def test_the_vendors_words_are_kept_short_in_every_contacts_reason(tmp_path: Pat
     for r in results:
         assert r.reason and r.reason.startswith(("the import was", "import session failed: the"))
         assert len(r.reason) < 400, len(r.reason)
+
+
+class Named(ESputnikSim):
+    """eSputnik giving its import sessions ids of the test's choosing."""
+
+    session_id = ""
+
+    def contacts_post(self, request: Request) -> Response:
+        response = super().contacts_post(request)
+        answer = json.loads(response.get_data())
+        with self.lock:
+            self._sessions[self.session_id] = self._sessions.pop(answer["asyncSessionId"])
+        answer["asyncSessionId"] = self.session_id
+        response.set_data(json.dumps(answer))
+        return response
+
+
+@pytest.mark.parametrize("session_id", ["S?x=1", "S#1", "S 1", "S%41", "../contacts"])
+def test_a_session_id_is_polled_as_one_path_segment(tmp_path: Path, session_id: str) -> None:
+    """The spec's `sessionId` is a path parameter: its value is one segment of the path.
+    Put in the URL as it came, `S?x=1` polled session `S` (another session's status would
+    have answered for this batch), `S#1` session `S`, and `../contacts` polled
+    `GET /api/v1/contacts`, whose 405 stopped eSputnik as if base_url were wrong."""
+    app = Named(polls_to_finish=1)
+    app.session_id = session_id
+    with Server(app) as server:
+        connector = make_connector(KIT, server.url, tmp_path)
+        if "/" in session_id:  # werkzeug routes no decoded slash to `<session>`: a 404
+            with pytest.raises(RetriableError, match="does not know import session"):
+                connector.push([KIT.contact(1)], lambda job, refused=(): None)
+        else:
+            results = connector.push([KIT.contact(1)], lambda job, refused=(): None)
+            assert [r.status for r in results] == [Status.SENT], results
+        polled = [r.path for r in app.requests(method="GET")]
+    assert polled and all(p.startswith("/api/v1/importstatus/") for p in polled), polled
