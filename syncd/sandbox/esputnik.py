@@ -29,10 +29,11 @@ shipped beside this module; every request body is validated against its schemas)
   `customFieldsIDs`, which is "required when a contact is updated": a contact that would
   update one held, in a body without it, comes back in `failedContacts` (and one that
   became an update while its session waited is skipped). The field named by `dedupeOn` is
-  never updated (both email and sms under "email_or_sms", the custom field under "fieldId"). A custom field made a Date or Date with time field (`define_field`)
-  saves only a value in the formats the guide ("Contact Fields in the System") gives for
-  the API (yyyy-MM-dd, dd/MM/yyyy, dd.MM.yy, dd.MM.yyyy; YYYY-MM-DDTHH:MM), a date as
-  yyyy-MM-dd; another is "not saved" and the field keeps what it held.
+  never updated (under "fieldId", the custom field it names). A custom field made a Date
+  or Date with time field (`define_field`) saves only a value in the formats the guide
+  ("Contact Fields in the System") gives for the API (yyyy-MM-dd, dd/MM/yyyy, dd.MM.yy,
+  dd.MM.yyyy; YYYY-MM-DDTHH:MM), a date as yyyy-MM-dd; another is "not saved" and the
+  field keeps what it held.
 - A contact is matched by the article's "logic for using dedupeOn and externalCustomerId":
   on `externalCustomerId` first, then on `dedupeOn`, where of several contacts sharing the
   value the one written last is used, and a request carrying an externalCustomerId never
@@ -373,11 +374,11 @@ class ESputnikSim(Simulator):
                     self.unsubscribe(str(held["email"]))
         else:
             self._unindex(held)
-            # "Important the field set as dedupeOn will not be updated" (ContactsBulkUpdate):
-            # both fields "email_or_sms" names, and the custom field `fieldId` names
-            frozen = {"email_or_sms": {"email", "sms"}}.get(dedupe, {dedupe})
+            # "Important the field set as dedupeOn will not be updated" (ContactsBulkUpdate),
+            # the custom field `fieldId` names too ("The field for determining the contact
+            # uniqueness"); which of the two "email_or_sms" sets the spec does not say
             for name in body.get("contactFields", STANDARD):
-                if name not in frozen:
+                if name != dedupe:
                     held[name] = sent.get(name)
             listed = {str(i) for i in body.get("customFieldsIDs") or []}
             if dedupe == "fieldId":

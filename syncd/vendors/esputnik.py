@@ -30,9 +30,8 @@
 - A contact is matched on `externalCustomerId` first, then on `dedupe_on`; the spec says
   the `dedupeOn` field itself is never updated, so with the CRM key mapped to
   `externalCustomerId`, `dedupe_on = "externalCustomerId"` lets an email change through;
-  the first push warns, once, when the field `dedupe_on` names (the email, the sms, both
-  for `email_or_sms`, the `field_id` custom field for `fieldId`) is mapped beside
-  `externalCustomerId`.
+  the first push warns, once, when the field `dedupe_on` names (the email, the sms, the
+  `field_id` custom field for `fieldId`) is mapped beside `externalCustomerId`.
   `dedupe_on = "fieldId"` needs `field_id`, the custom field matched on (map it in
   `[metadata]`). `"id"` (eSputnik's own contact id) is not offered: the export does not
   carry it and a new contact has none, so no contact could be created.
@@ -276,22 +275,20 @@ class ESputnik(Connector):
     def _frozen(self) -> None:
         """Warn, once, when a field eSputnik deduplicates on is mapped beside the CRM key:
         the spec's dedupeOn, "the field set as dedupeOn will not be updated", so a contact
-        found by its externalCustomerId keeps its old email or sms (both under
-        "email_or_sms"), or the custom field of "fieldId", while syncd records the change
-        sent."""
+        found by its externalCustomerId keeps its old email or sms, or the custom field of
+        "fieldId", while syncd records the change sent."""
         dedupe = self.opts["dedupe_on"]
         mapping = self.config.mapping
         frozen = {
             "email": ("email",),
             "sms": ("sms",),
-            "email_or_sms": ("email", "sms"),
             "fieldId": (str(self.opts["field_id"]),),
         }.get(dedupe, ())
         mapped = [f for f in frozen if f in mapping.fields or f in mapping.metadata]
         if self._warned or not mapped or "externalCustomerId" not in mapping.fields:
             return
         self._warned = True
-        what = f"custom field {mapped[0]}" if dedupe == "fieldId" else " or ".join(mapped)
+        what = f"custom field {mapped[0]}" if dedupe == "fieldId" else mapped[0]
         self.log.warning(
             f"eSputnik never updates the dedupe_on field: a changed {what} is not "
             "applied to a contact found by its externalCustomerId",
