@@ -8,7 +8,11 @@ from pathlib import Path
 
 from jsonschema import Draft4Validator
 
+from syncd.sandbox.base import Server
+from syncd.sandbox.esputnik import ESputnikSim
 from syncd.vendors.base import Contact
+from tests.kits.esputnik import KIT
+from tests.vendors.test_contract import deliver, make_connector
 from tests.vendors.test_esputnik import connector_for
 from tests.vendors.test_esputnik_answers import COMPONENTS
 
@@ -68,3 +72,19 @@ def test_every_body_the_connector_builds_is_one_the_closed_schema_takes(tmp_path
     assert sent >= {"firstName", "lastName", "externalCustomerId", "languageCode", "timeZone"}
     assert sorted(body["contactFields"]) == sorted(name.removeprefix("address.") for name in VALUES)
     assert body["customFieldsIDs"] == [101, 102]
+
+
+def test_a_415_stops_the_vendor_and_fails_no_contact(tmp_path: Path) -> None:
+    """The spec lists 415 "Unsupported media type" for `POST /api/v1/contacts`: the body's
+    content type was refused (a proxy rewriting it, a client bug), not any contact in it.
+    Read as any other 4xx, the batch was split down to single contacts and five of them
+    marked failed with "HTTP 415" before the guard stopped eSputnik. Now the first 415
+    stops it, every contact pending, its attempts unspent."""
+    app = ESputnikSim(polls_to_finish=1)
+    app.faults.add("down", status=415, path="/api/v1/contacts")
+    with Server(app) as server:
+        connector = make_connector(KIT, server.url, tmp_path)
+        outcome, deliverer = deliver(connector, [KIT.contact(i) for i in range(8)], tmp_path)
+    assert {status for status, _r in outcome.values()} == {"pending"}, outcome
+    stopped = deliverer.out.stopped or ""
+    assert "415" in stopped and "application/json" in stopped, stopped
