@@ -29,10 +29,11 @@ shipped beside this module; every request body is validated against its schemas)
   `customFieldsIDs`, which is "required when a contact is updated": a contact that would
   update one held, in a body without it, comes back in `failedContacts` (and one that
   became an update while its session waited is skipped). The field named by `dedupeOn` is
-  never updated. A custom field made a Date or Date with time field (`define_field`)
-  saves only a value in the formats the guide ("Contact Fields in the System") gives for
-  the API (yyyy-MM-dd, dd/MM/yyyy, dd.MM.yy, dd.MM.yyyy; YYYY-MM-DDTHH:MM), a date as
-  yyyy-MM-dd; another is "not saved" and the field keeps what it held.
+  never updated (under "fieldId", the custom field it names). A custom field made a Date
+  or Date with time field (`define_field`) saves only a value in the formats the guide
+  ("Contact Fields in the System") gives for the API (yyyy-MM-dd, dd/MM/yyyy, dd.MM.yy,
+  dd.MM.yyyy; YYYY-MM-DDTHH:MM), a date as yyyy-MM-dd; another is "not saved" and the
+  field keeps what it held.
 - A contact is matched by the article's "logic for using dedupeOn and externalCustomerId":
   on `externalCustomerId` first, then on `dedupeOn`, where of several contacts sharing the
   value the one written last is used, and a request carrying an externalCustomerId never
@@ -373,10 +374,15 @@ class ESputnikSim(Simulator):
                     self.unsubscribe(str(held["email"]))
         else:
             self._unindex(held)
+            # "Important the field set as dedupeOn will not be updated" (ContactsBulkUpdate),
+            # the custom field `fieldId` names too ("The field for determining the contact
+            # uniqueness"); which of the two "email_or_sms" sets the spec does not say
             for name in body.get("contactFields", STANDARD):
-                if name != dedupe:  # "the field set as dedupeOn will not be updated"
+                if name != dedupe:
                     held[name] = sent.get(name)
             listed = {str(i) for i in body.get("customFieldsIDs") or []}
+            if dedupe == "fieldId":
+                listed.discard(str(body.get("fieldId")))
             held["fields"].update({k: v for k, v in custom.items() if k in listed})
         self._reindex(held)
         held["groups"] = sorted(
@@ -453,8 +459,8 @@ class ESputnikSim(Simulator):
                     return Response(f"query parameter {name} is required", 400)
             elif "enum" in schema and value not in schema["enum"]:
                 return Response(f"{name}: {value!r} is not one of {schema['enum']}", 400)
-            elif schema["type"] == "integer" and not value.isdigit():
-                return Response(f"{name}: {value!r} is not an integer", 400)
+            elif schema["type"] == "integer" and _count(value) is None:
+                return Response(f"{name}: {value!r} is not an integer (int32)", 400)
         status = args.get("activityStatus")
         maxrows = int(args.get("maxrows") or 25000)
         offset = args.get("offset", "")
@@ -468,6 +474,16 @@ class ESputnikSim(Simulator):
                 and a["offset"] > offset
             ]
         return _answer(items[:maxrows], "GET", "/api/v2/contacts/activity")
+
+
+def _count(value: str) -> int | None:
+    """A query parameter of the spec's `"type": "integer", "format": "int32"` (maxrows) as a
+    count, or None: `"²".isdigit()` is true and `int("²")` fails."""
+    try:
+        number = int(value) if value.isdigit() else None
+    except ValueError:
+        return None
+    return number if number is not None and number < 2**31 else None
 
 
 def _sent(contact: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

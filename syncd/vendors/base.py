@@ -84,6 +84,9 @@ class Job:
     deadline: float  # the clock's monotonic time past which it is given up (contacts pending)
     # outcomes known at once (refused), already reported through `on_job`: for `follow`
     done: list[Result] = field(default_factory=list)
+    # recorded before a restart (`reopen`), not given by the vendor in this process: a 404
+    # may be the vendor forgetting it while syncd was stopped (`polling`)
+    reopened: bool = False
 
 
 class Connector(ABC):
@@ -256,20 +259,23 @@ class Connector(ABC):
         raise NotImplementedError(f"{self.name} has no async jobs to poll")
 
     @contextmanager
-    def polling(self, job: str, noun: str, call: str) -> Iterator[None]:
+    def polling(self, job: str, noun: str, call: str, *, reopened: bool = False) -> Iterator[None]:
         """Around a poll of `job` (a `noun`: "import session"), which the vendor had just
         given. A 404 is a job the vendor no longer knows (expired, lost): nothing
         acknowledges its contacts, which go again (RetriableError). Two in a row, it is
         the poll call that no longer finds any (a moved endpoint, a proxy): the vendor is
         stopped (EndpointError) rather than posted every batch for nothing, and the hint
-        names `call` to check. Any other answer ends the row."""
+        names `call` to check. Any other answer ends the row. A `reopened` job (recorded
+        before a restart) is not in the row: its vendor may have forgotten it while syncd
+        was stopped (how long a job is kept is documented nowhere), and several such, every
+        one a 404, stopped the vendor as if base_url were wrong, run after run."""
         try:
             yield
         except EndpointError as exc:
             if exc.status != 404:
                 raise
-            self._unknown_jobs += 1
-            if self._unknown_jobs >= 2:
+            self._unknown_jobs += not reopened
+            if self._unknown_jobs >= 2 and not reopened:
                 raise EndpointError(
                     f"{self.title} answered 404 for {self._unknown_jobs} {noun}s in a row that "
                     f"it had just given (the last {job})",
@@ -278,9 +284,14 @@ class Connector(ABC):
                     hint=f"their contacts stay pending; check base_url, and whether "
                     f"{self.title} moved {call}, before the next run",
                 ) from None
+            again = (
+                "which go again (it may have expired while syncd was stopped)"
+                if reopened
+                else "which go again in the next run"
+            )
             raise RetriableError(
                 f"{self.title} does not know {noun} {job} (HTTP 404): nothing acknowledges "
-                "its contacts, which go again in the next run",
+                f"its contacts, {again}",
                 vendor=self.name,
                 status=404,
             ) from None

@@ -30,8 +30,8 @@
 - A contact is matched on `externalCustomerId` first, then on `dedupe_on`; the spec says
   the `dedupeOn` field itself is never updated, so with the CRM key mapped to
   `externalCustomerId`, `dedupe_on = "externalCustomerId"` lets an email change through;
-  the first push warns, once, when `dedupe_on` is an `email` or `sms` mapped beside
-  `externalCustomerId`.
+  the first push warns, once, when the field `dedupe_on` names (the email, the sms, the
+  `field_id` custom field for `fieldId`) is mapped beside `externalCustomerId`.
   `dedupe_on = "fieldId"` needs `field_id`, the custom field matched on (map it in
   `[metadata]`). `"id"` (eSputnik's own contact id) is not offered: the export does not
   carry it and a new contact has none, so no contact could be created.
@@ -85,13 +85,15 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from syncd.dates import read_date
-from syncd.errors import ConfigError, FatalError, OptionError, RetriableError
+from syncd.errors import ConfigError, EndpointError, FatalError, OptionError, RetriableError
 from syncd.http import read_json, snippet
+from syncd.log import scrub
 from syncd.settings import Option, time_zone
 from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status, lowered
 
@@ -112,6 +114,7 @@ INT32 = 2**31 - 1  # the spec's ContactField.id and customFieldsIDs: "format": "
 PHONE = re.compile(r"\+?\d[\d ()./-]*")
 NOT_DIGIT = re.compile(r"\D")
 SESSION_STATES = ("STARTED", "IMPORTING", "FINISHED", "ERROR")
+SAID = 300  # characters of eSputnik's words kept in a reason, as `syncd.http.error_text`
 UNSUBSCRIBED = "UNSUBSCRIBED"
 # how a typed custom field's value is sent: the formats eSputnik's guide ("Contact Fields in
 # the System", Additional Fields) gives for the API -- a Date field `yyyy-MM-dd` (among
@@ -191,6 +194,20 @@ class ESputnik(Connector):
 
     @classmethod
     def check_options(cls, base_url: str, options: Mapping[str, Any]) -> None:
+        # the key is the Basic password: requests writes it latin-1 (anything else raised a
+        # bare UnicodeEncodeError at every call), and no API key holds a character outside
+        # printable ASCII -- one is pasted with it (a zero-width or no-break space)
+        odd = next(
+            (i for i, c in enumerate(options["api_key"]) if not c.isprintable() or not c.isascii()),
+            None,
+        )
+        if odd is not None:
+            raise OptionError(
+                "api_key",
+                f"holds U+{ord(options['api_key'][odd]):04X} at character {odd + 1}, which is "
+                "no part of an API key (printable ASCII only; sent, it is no Basic password)",
+                hint="paste the key again, as eSputnik shows it",
+            )
         if options["dedupe_on"] == "fieldId" and options["field_id"] is None:
             raise OptionError(
                 "field_id",
@@ -256,23 +273,29 @@ class ESputnik(Connector):
         self._warned = False  # `_frozen` said its warning
 
     def _frozen(self) -> None:
-        """Warn, once, when the field eSputnik deduplicates on is mapped beside the CRM key:
+        """Warn, once, when a field eSputnik deduplicates on is mapped beside the CRM key:
         the spec's dedupeOn, "the field set as dedupeOn will not be updated", so a contact
-        found by its externalCustomerId keeps its old email (or sms) at eSputnik while
-        syncd records the change sent."""
+        found by its externalCustomerId keeps its old email or sms, or the custom field of
+        "fieldId", while syncd records the change sent."""
         dedupe = self.opts["dedupe_on"]
-        fields = self.config.mapping.fields
-        if self._warned or dedupe not in ("email", "sms") or "externalCustomerId" not in fields:
+        mapping = self.config.mapping
+        frozen = {
+            "email": ("email",),
+            "sms": ("sms",),
+            "fieldId": (str(self.opts["field_id"]),),
+        }.get(dedupe, ())
+        mapped = [f for f in frozen if f in mapping.fields or f in mapping.metadata]
+        if self._warned or not mapped or "externalCustomerId" not in mapping.fields:
             return
-        if dedupe in fields:
-            self._warned = True
-            self.log.warning(
-                f"eSputnik never updates the dedupe_on field: a changed {dedupe} is not "
-                "applied to a contact found by its externalCustomerId",
-                field=dedupe,
-                fix='dedupe_on = "externalCustomerId" lets it through (a contact eSputnik '
-                f"holds without an externalCustomerId is then no longer found by its {dedupe})",
-            )
+        self._warned = True
+        what = f"custom field {mapped[0]}" if dedupe == "fieldId" else mapped[0]
+        self.log.warning(
+            f"eSputnik never updates the dedupe_on field: a changed {what} is not "
+            "applied to a contact found by its externalCustomerId",
+            field=mapped[0],
+            fix='dedupe_on = "externalCustomerId" lets it through (a contact eSputnik '
+            f"holds without an externalCustomerId is then no longer found by its {what})",
+        )
 
     def shape(self, contact: Contact) -> Contact | str:
         """The contact with its date and datetime custom fields in the formats eSputnik
@@ -358,9 +381,22 @@ class ESputnik(Connector):
         (reported through `on_job`, with those refused, before anything else happens)."""
         self._frozen()
         headers = {"Content-Type": "application/json"}
-        resp = self.http.request(
-            "POST", "/api/v1/contacts", data=_json(self.body(batch)), headers=headers
-        )
+        try:
+            resp = self.http.request(
+                "POST", "/api/v1/contacts", data=_json(self.body(batch)), headers=headers
+            )
+        except FatalError as exc:
+            if exc.status != 415:
+                raise
+            # the spec's 415 "Unsupported media type": the body's type was refused, not a
+            # contact in it (read as any 4xx, the batch was split and its contacts failed)
+            raise EndpointError(
+                f"POST /api/v1/contacts answered {exc.reason}",
+                vendor=self.name,
+                status=415,
+                hint="eSputnik takes application/json only (the spec's requestBody); "
+                "check that nothing between syncd and base_url rewrites Content-Type",
+            ) from None
         answer = read_json(resp, dict, vendor=self.name)
         results: dict[str, Result] = {}
         for item in self._failed(answer):
@@ -372,7 +408,7 @@ class ESputnik(Connector):
                     hint="nobody in the batch is marked sent; it is sent again",
                 )
             error = item.get("error")
-            reason = error if isinstance(error, str) and error else "rejected by eSputnik"
+            reason = _said(error) if isinstance(error, str) and error else "rejected by eSputnik"
             if len(owners) > 1:  # none of them is marked sent for a refusal of one
                 keys = ", ".join(c.key for c in owners[:5])
                 reason += (
@@ -421,13 +457,15 @@ class ESputnik(Connector):
 
     def reopen(self, job: str, batch: Sequence[Contact]) -> Job:
         """The recorded import session, polled until it is FINISHED or ERROR (or given up)."""
-        return self._session(job, batch)
+        return dataclasses.replace(self._session(job, batch), reopened=True)
 
     def poll(self, job: Job) -> list[Result] | None:
         """One look at an import session: FINISHED (sent), ERROR (failed with the session's
         description), still running past `poll_timeout` (pending), else None."""
-        with self.polling(job.id, "import session", "its call /api/v1/importstatus"):
-            status = self.http.read("GET", f"/api/v1/importstatus/{job.id}", dict)
+        call = "its call /api/v1/importstatus"
+        with self.polling(job.id, "import session", call, reopened=job.reopened):
+            # the spec's path parameter: one segment, percent-encoded (`S?x=1` polled `S`)
+            status = self.http.read("GET", f"/api/v1/importstatus/{quote(job.id, safe='')}", dict)
         state = status.get("status")
         if state not in SESSION_STATES:
             raise RetriableError(
@@ -437,7 +475,8 @@ class ESputnik(Connector):
         if state == "FINISHED":
             return self._finished(job, status.get("mapping"))
         if state == "ERROR":
-            reason = f"import session failed: {status.get('description') or 'no description'}"
+            said = _said(str(status.get("description") or "no description"))
+            reason = f"import session failed: {said}"
             return [Result(c.key, Status.FAILED, reason) for c in job.contacts]
         if self.clock.monotonic() >= job.deadline:
             reason = f"import session {job.id} still {state} after polling"
@@ -637,6 +676,14 @@ class ESputnik(Connector):
                     + f"; the unsubscribes stream stays at offset {offset!r}",
                     vendor=self.name,
                 )
+
+
+def _said(text: str) -> str:
+    """eSputnik's own words (a refusal's `error`, an ERROR session's `description`) for a
+    reason, scrubbed and cut as an HTTP error's text is (`error_text`): whole, a megabyte
+    of them was a megabyte in every delivery row of the batch."""
+    text = scrub(text.strip().replace("\n", " "))
+    return text if len(text) <= SAID else text[: SAID - 1] + "…"
 
 
 def _comparable(contact: dict[str, Any]) -> dict[str, Any]:
