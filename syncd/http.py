@@ -176,9 +176,13 @@ def error_text(resp: requests.Response, limit: int = 300) -> str:
 #   refused   FatalError with the vendor's words: the row or batch was refused
 #   answer    the response, for the connector to check against what its vendor documents
 # A 413 (Payload Too Large) is decided here for every vendor and never handed to a
-# connector's `ok`: whoever answered it (the vendor or a proxy in front of it) refused the
+# connector's `ok` (`UNREAD`): whoever answered it (the vendor or a proxy in front of it) refused the
 # body unread, so nothing was acted on and the delivery loop may split the batch and re-send
-# its halves; a batch of one fails, its body too large.
+# its halves; a batch of one fails, its body too large. A 415 (Unsupported Media Type) is
+# the body's kind refused unread, not a contact in it (`UNREAD` too): as wrong a
+# configuration as a wrong URL (a proxy rewriting Content-Type), so no batch is split and
+# failed for it, and nothing was acted on (a trigger's contacts stay pending).
+UNREAD = (413, 415)  # the body refused unread: never handed to a connector's `ok`
 OUTCOMES: dict[str, tuple[str, str]] = {
     "connection refused, DNS or TLS failure, connect timeout": ("retry", "retry"),
     "429": ("retry", "retry"),
@@ -193,6 +197,7 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     ),
     "401, 403": ("auth", "auth"),
     "413": ("refused", "refused"),
+    "415": ("endpoint", "endpoint"),
     "3xx (never followed), 404, 405": ("endpoint", "endpoint"),
     "other 4xx": ("refused", "refused"),
     "2xx": ("answer", "answer"),
@@ -618,7 +623,7 @@ class HttpClient:
         try:
             resp = self._exchange(method, url, kwargs, idempotent)
             status = resp.status_code
-            if (ok is not None and status != 413 and ok(resp)) or 200 <= status < 300:
+            if (ok is not None and status not in UNREAD and ok(resp)) or 200 <= status < 300:
                 try:
                     read = answer(resp)
                 except RetriableError as exc:  # a read's JSON, not there whole
@@ -724,6 +729,15 @@ class HttpClient:
         if action == "auth":
             hint = hints.auth or self.auth_hint
             return AuthError(text, vendor=self.vendor, status=status, hint=hint)
+        if action == "endpoint" and outcome.case == "415":
+            return EndpointError(
+                text,
+                vendor=self.vendor,
+                status=status,
+                hint="syncd sends the media type the vendor documents (application/json, "
+                "or its own): check that nothing between syncd and base_url rewrites "
+                "Content-Type",
+            )
         if action == "endpoint":
             return EndpointError(
                 text,
@@ -756,6 +770,9 @@ class HttpClient:
             raise _Outcome("3xx (never followed), 404, 405", text, status)
         if status == 413:
             raise _Outcome("413", f"{text} (the body refused unread)", status)
+        if status == 415:
+            where = f"{resp.request.method} {_path_only(resp.url)}"
+            raise _Outcome("415", f"{where} answered HTTP 415 (media type refused): {text}", status)
         raise _Outcome("other 4xx", text, status)
 
     def raise_for(self, resp: requests.Response, *, idempotent: bool = True) -> None:

@@ -126,6 +126,10 @@ ANSWERS: dict[str, Answer] = {
     "413": whole(
         "413 Payload Too Large", b"<html>413 Request Entity Too Large</html>", "text/html"
     ),
+    # a proxy in front of the vendor that takes no JSON (the vendor's own 415 reads alike)
+    "415": whole(
+        "415 Unsupported Media Type", b"<html>415 Unsupported Media Type</html>", "text/html"
+    ),
     "slow drip": drip,
     "header drip": drip_headers,
     "huge body": flood,

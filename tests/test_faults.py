@@ -64,6 +64,7 @@ HOSTILE = (
     "307 to another host",
     "404",
     "413",
+    "415",
     "slow drip",
     "header drip",
     "huge body",
@@ -103,6 +104,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "307 to another host": ("pending", "pending"),  # never followed; the vendor is stopped
     "404": ("pending", "pending"),  # a wrong URL: stopped, no attempt spent
     "413": ("sent", "sent"),  # the body refused unread: split, the halves sent
+    "415": ("pending", "pending"),  # the body's media type refused: stopped, none failed
     "slow drip": ("sent", "unknown"),  # cut at request_deadline
     "header drip": ("sent", "unknown"),
     "huge body": ("sent", "unknown"),  # cut at 32 MiB
@@ -171,7 +173,7 @@ def test_fault_matrix(kit: Kit, fault: str, tmp_path: Path) -> None:
 
 # the vendor's own word that it did not act: only meaningful "before" (a vendor that acts and
 # then answers 429 or 401 breaks its own contract, and no client could avoid a repeat)
-NOT_ACTED = ("429", "401", "413")
+NOT_ACTED = ("429", "401", "413", "415")
 
 
 @pytest.mark.parametrize("acted", [False, True], ids=["before", "after"])
@@ -195,7 +197,7 @@ def test_hostile_matrix(kit: Kit, answer: str, acted: bool, tmp_path: Path) -> N
     assert all(n == 1 for n in held.values()), held  # no trigger reached the vendor twice
     if "unknown" in expected and acted:
         assert sum(held.values()) >= affected  # the vendor did act on the unknown ones
-    if answer in ("401", "307 to another host", "404") and "pending" in expected:
+    if answer in ("401", "307 to another host", "404", "415") and "pending" in expected:
         assert deliverer.out.stopped  # the vendor is stopped, its contacts wait, unspent
         with sqlite3.connect(tmp_path / "s.db") as db:
             assert db.execute("SELECT sum(attempts) FROM deliveries").fetchone() == (0,)

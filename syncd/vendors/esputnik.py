@@ -91,7 +91,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from syncd.dates import read_date
-from syncd.errors import ConfigError, EndpointError, FatalError, OptionError, RetriableError
+from syncd.errors import ConfigError, FatalError, OptionError, RetriableError
 from syncd.http import read_json, snippet
 from syncd.log import scrub
 from syncd.settings import Option, time_zone
@@ -381,22 +381,9 @@ class ESputnik(Connector):
         (reported through `on_job`, with those refused, before anything else happens)."""
         self._frozen()
         headers = {"Content-Type": "application/json"}
-        try:
-            resp = self.http.request(
-                "POST", "/api/v1/contacts", data=_json(self.body(batch)), headers=headers
-            )
-        except FatalError as exc:
-            if exc.status != 415:
-                raise
-            # the spec's 415 "Unsupported media type": the body's type was refused, not a
-            # contact in it (read as any 4xx, the batch was split and its contacts failed)
-            raise EndpointError(
-                f"POST /api/v1/contacts answered {exc.reason}",
-                vendor=self.name,
-                status=415,
-                hint="eSputnik takes application/json only (the spec's requestBody); "
-                "check that nothing between syncd and base_url rewrites Content-Type",
-            ) from None
+        resp = self.http.request(
+            "POST", "/api/v1/contacts", data=_json(self.body(batch)), headers=headers
+        )
         answer = read_json(resp, dict, vendor=self.name)
         results: dict[str, Result] = {}
         for item in self._failed(answer):

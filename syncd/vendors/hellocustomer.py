@@ -21,7 +21,7 @@ unsubscribes pulled back.
   acknowledged: HTTP 200 or 201 with an empty body or a JSON body that does not say it
   failed (`success`/`isSuccess` false, a non-empty `error`/`errors`) → every respondent
   `sent`;
-  refused: a 4xx (400, 409, 415, 422, ...) carrying a validation message (a JSON text,
+  refused: a 4xx (400, 409, 422, ...; not a 413 or 415, `syncd.http`'s for every vendor) carrying a validation message (a JSON text,
   or an object with a `message`) → FatalError, which the delivery loop may split to find
   the bad respondent — except the documented "Touchpoint with ID: {campaignUniqueID} not
   found", which is about the `campaign` option: EndpointError, Hello Customer is stopped for
