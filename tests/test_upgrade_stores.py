@@ -38,7 +38,7 @@ from syncd.sandbox import SIMULATORS, Simulator, Stack
 from syncd.state import Store
 from syncd.state.schema import KNOWN, migrations
 from syncd.vendors.hellocustomer import HelloCustomer
-from tests.helpers import start_service
+from tests.helpers import run_syncd, start_service
 
 FIXTURES = Path(__file__).parent / "fixtures" / "upgrade"
 # each release's folder, and its store: one missing (a checkout that dropped the .db files)
@@ -486,6 +486,56 @@ def test_an_upgrade_stopped_in_a_migration_is_taken_up_again(
         assert applied == KNOWN[: KNOWN.index(entry.name)], entry.name
         Store.open(db).close()
         assert schema_of(db) == want, entry.name
+
+
+@pytest.mark.parametrize(
+    "theirs, failing, named",
+    [
+        # an index on the phones for their own queries, under the name m023 gives its own
+        ("CREATE INDEX contacts_phone ON contacts(phone)", "m023_contacts_phone", "contacts_phone"),
+        # a trigger whose table they dropped since: m021's UPDATE of runs fires it
+        (
+            "CREATE TABLE audit (id); CREATE TRIGGER runs_audit AFTER UPDATE ON runs "
+            "BEGIN INSERT INTO audit VALUES (new.id); END; DROP TABLE audit",
+            "m021_runs_delivered_before_m020",
+            "audit",
+        ),
+    ],
+    ids=["index", "trigger"],
+)
+def test_an_analysts_object_in_a_migrations_way_is_named_and_the_rest_waits(
+    tmp_path: Path, theirs: str, failing: str, named: str
+) -> None:
+    """Something an analyst added to an old store that a migration trips over was
+    "cannot open the store …: index contacts_phone already exists", with the hint to check
+    [store] path and whether the file is damaged: neither is the matter. The error names
+    the migration, what SQLite said and what to look at; the migrations before it stay
+    applied, nothing of it is; once their object is out of the way the upgrade finishes."""
+    folder = tmp_path / "a105efb"
+    shutil.copytree(FIXTURES / "a105efb", folder)
+    db = folder / "syncd.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.executescript(theirs)
+    before = KNOWN[: KNOWN.index(failing)]
+    proc = run_syncd(folder, "--config", "syncd.toml", "sync")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith(f"syncd: the store {db} could not be migrated: {failing} failed"), first
+    assert named in first and ".schema" in proc.stderr, proc.stderr
+    with closing(sqlite3.connect(db)) as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")] == before
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.execute("DROP INDEX IF EXISTS contacts_phone")
+        conn.execute("DROP TRIGGER IF EXISTS runs_audit")
+    Store.open(db).close()
+    assert schema_of(db) == schema_of(fresh_store(tmp_path))
+
+
+def fresh_store(tmp_path: Path) -> Path:
+    path = tmp_path / "fresh.db"
+    Store.open(path).close()
+    return path
 
 
 @pytest.mark.parametrize("release", RELEASES)
