@@ -397,16 +397,18 @@ class Store:
             raise _open_error(exc, named) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
-            conn.execute("PRAGMA foreign_keys = ON")
             # sqlite-utils wants the default (non-autocommit) transaction handling
             conn.isolation_level = "DEFERRED"
             db = Database(conn)
             behind = _refuse_foreign(db, named)
             if len(behind) == len(KNOWN) and not create:
                 raise empty(path)
+            # only now, as turning WAL on rewrites the header of a database in rollback mode
+            # (someone else's, a newer syncd's): a refused one is left as it was
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+            conn.execute("PRAGMA foreign_keys = ON")
             if migrate:
                 _migrate(db, named)
                 behind = []
