@@ -500,8 +500,7 @@ def datasette_metadata(database: str = "syncd") -> dict[str, Any]:
                 "sql": f"SELECT * FROM {r.name} LIMIT 1000",
             }
     links = ", ".join(
-        f'<a href="/{_in_url(database)}/{q}">{html.escape(queries[q]["title"])}</a>'
-        for q in START
+        f'<a href="/{_in_url(database)}/{q}">{html.escape(queries[q]["title"])}</a>' for q in START
     )
     about = "CRM contacts, what each vendor acknowledged, and what came back."
     start = f"<p>{about}</p><p>Start with: {links}.</p>"
