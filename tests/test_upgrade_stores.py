@@ -532,6 +532,41 @@ def test_an_analysts_object_in_a_migrations_way_is_named_and_the_rest_waits(
     assert schema_of(db) == schema_of(fresh_store(tmp_path))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="m018 converts whatever SQLite's date functions take for a time: a bare number "
+    "is a Julian day, 'now' the moment of the upgrade, '12:30' 2000-01-01; only an edit of "
+    "m018 (its WHERE to m022's `GLOB '[0-9][0-9][0-9][0-9]-*'`) can spare the stores not "
+    "yet past it, and old migrations are never edited",
+)
+@pytest.mark.parametrize("release", ["78ff7f4", "bbb5e07"])  # the releases before m018
+def test_m018_keeps_a_pulled_time_that_is_no_iso_time_as_it_came(
+    tmp_path: Path, release: str
+) -> None:
+    """README: a time a vendor sends that does not read as a time is kept as it came
+    (`syncd.pull._when` keeps these, and so must m018, converting what old pulls stored)."""
+    db = tmp_path / "syncd.db"
+    shutil.copy(FIXTURES / release / "syncd.db", db)
+    texts = ["now", "2026", "45000", "12:30", "2026-01-05 10:00:00"]
+    with closing(sqlite3.connect(db)) as conn, conn:
+        for i, text in enumerate(texts):
+            conn.execute(
+                "INSERT INTO unsubscribes (vendor, vendor_id, channel, at, pulled_at) "
+                "VALUES ('esputnik', ?, 'email', ?, '2026-01-01T00:00:00+00:00')",
+                (f"odd-{i}", text),
+            )
+    Store.open(db).close()
+    with closing(sqlite3.connect(db)) as conn:
+        kept = [
+            at
+            for (at,) in conn.execute(
+                "SELECT at FROM unsubscribes WHERE vendor_id GLOB 'odd-*' ORDER BY vendor_id"
+            )
+        ]
+    # the last reads as ISO 8601 (no offset: UTC) and is converted, as the pull would
+    assert kept == [*texts[:-1], "2026-01-05T10:00:00+00:00"]
+
+
 def fresh_store(tmp_path: Path) -> Path:
     path = tmp_path / "fresh.db"
     Store.open(path).close()
