@@ -475,6 +475,16 @@ ORDER BY at DESC""",
 
 # the canned queries the index and database pages open on (Datasette has no default query)
 START = ("view_response_rate", "view_nps_over_time", "view_delivery_backlog", "last_runs")
+# the bytes Datasette writes as they are in a URL's database name; a space is `+`, any
+# other byte `~XX` (its "tilde encoding": `syncd.db` is `syncd~2Edb`)
+URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def _in_url(name: str) -> str:
+    """`name` as Datasette writes it in a URL."""
+    return "".join(
+        chr(b) if b in URL_SAFE else "+" if b == 32 else f"~{b:02X}" for b in name.encode()
+    )
 
 
 def datasette_metadata(database: str = "syncd") -> dict[str, Any]:
@@ -490,8 +500,7 @@ def datasette_metadata(database: str = "syncd") -> dict[str, Any]:
                 "sql": f"SELECT * FROM {r.name} LIMIT 1000",
             }
     links = ", ".join(
-        f'<a href="/{html.escape(database)}/{q}">{html.escape(queries[q]["title"])}</a>'
-        for q in START
+        f'<a href="/{_in_url(database)}/{q}">{html.escape(queries[q]["title"])}</a>' for q in START
     )
     about = "CRM contacts, what each vendor acknowledged, and what came back."
     start = f"<p>{about}</p><p>Start with: {links}.</p>"

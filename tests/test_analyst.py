@@ -73,6 +73,28 @@ def test_datasette_serves_the_descriptions_and_canned_queries_and_hides_bookkeep
     assert 'href="/syncd/contacts"' in database
 
 
+@pytest.mark.parametrize("name", ["syncd.db", "syncd copy", "syncd-2026-12-03"])
+def test_the_start_links_open_their_queries_whatever_the_database_is_named(
+    tmp_path: Path, name: str
+) -> None:
+    """Datasette serves a file under its name without `.db`, which may hold a dot (the
+    README's salvage makes `syncd.db.recovered`) or a space; in a URL it tilde-encodes
+    every byte but letters, digits, `_` and `-` (a space as `+`). The links were the raw
+    name, so each of them was Datasette's 404 for such a name."""
+    db = tmp_path / f"{name}.db"
+    Store.open(db).close()
+    ds = Datasette([str(db)], metadata=datasette_metadata(name))
+
+    async def fetch() -> tuple[list[str], list[int]]:
+        index = await ds.client.get("/")
+        start = re.search(r"Start with: (.*?)\.</p>", index.text)
+        links = re.findall(r'<a href="([^"]+)">', start[1] if start else "")
+        return links, [(await ds.client.get(link)).status_code for link in links]
+
+    links, statuses = asyncio.run(fetch())
+    assert len(links) == 4 and statuses == [200] * 4, (links, statuses)
+
+
 T0 = "2026-01-01T00:00:00"
 
 

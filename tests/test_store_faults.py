@@ -455,6 +455,39 @@ def test_a_database_that_is_not_a_syncd_store_is_refused_and_left_alone(tmp_path
     assert tables == ["accounts"]
 
 
+@pytest.mark.parametrize("what", ["foreign", "newer"])
+def test_a_refused_database_in_rollback_mode_is_not_turned_to_wal(
+    tmp_path: Path, what: str
+) -> None:
+    """A database syncd refuses — someone else's, or a store from a newer syncd in
+    rollback-journal mode (as its `syncd backup` makes a copy) — was switched to WAL before
+    it was refused: its header rewritten, and from then on every reader of it needs to
+    write the `-shm` beside it (and WAL is unsafe on a network file system). Refused, it
+    is left byte for byte as it was."""
+    path = tmp_path / "syncd.db"
+    if what == "newer":
+        Store.open(path).close()
+    conn = sqlite3.connect(path)
+    with conn:
+        if what == "newer":
+            conn.execute(
+                "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+                "VALUES ('syncd', 'm900_future', '2027-01-01')"
+            )
+        else:
+            conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+    before = path.read_bytes()
+    for create in (True, False):
+        with pytest.raises(StoreError, match="newer syncd" if what == "newer" else "not a syncd"):
+            Store.open(path, create=create)
+    assert path.read_bytes() == before
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
 # --- open without creating ---------------------------------------------------------------
 def test_open_without_create_refuses_a_missing_store_and_creates_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state" / "syncd.db"

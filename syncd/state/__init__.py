@@ -254,6 +254,27 @@ def _refuse_foreign(db: Database, path: Path) -> list[str]:
     return [name for name in KNOWN if name not in applied]
 
 
+def _migrate(db: Database, path: Path) -> None:
+    """Apply the pending migrations. Each is one transaction with its record, so one that
+    fails leaves the store as the migrations before it left it; a failure that is no fault
+    of the store (`store_error`) is most likely something in it that syncd did not make,
+    in the migration's way (an analyst's index under the name of one it makes, a trigger
+    whose table is gone): the error names the migration and what SQLite said."""
+    try:
+        migrations.apply(db)
+    except sqlite3.Error as exc:
+        if store_error(exc, path) is not None:
+            raise
+        failed = migrations.pending(db)[0].name  # (the first not recorded is the one)
+        raise StoreError(
+            f"the store {path} could not be migrated: {failed} failed ({exc}); the "
+            "migrations before it are applied, nothing of it is",
+            hint=f"something in the store that syncd did not make may be in its way (an "
+            f"analyst's index, view, trigger or table: `sqlite3 {path} .schema`); with syncd "
+            "stopped, rename or drop it, then run again",
+        ) from exc
+
+
 # in the name of `Store.backup`'s temporary file, before its pid: `.NAME.syncd-backup-PID-….tmp`
 BACKUP_TMP = "syncd-backup"
 _BACKUP_LEFT = re.compile(rf"^\..+\.{BACKUP_TMP}-(\d+)-\w+\.tmp(-journal)?$")
@@ -382,18 +403,20 @@ class Store:
             raise _open_error(exc, named) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
-            conn.execute("PRAGMA foreign_keys = ON")
             # sqlite-utils wants the default (non-autocommit) transaction handling
             conn.isolation_level = "DEFERRED"
             db = Database(conn)
             behind = _refuse_foreign(db, named)
             if len(behind) == len(KNOWN) and not create:
                 raise empty(path)
+            # only now, as turning WAL on rewrites the header of a database in rollback mode
+            # (someone else's, a newer syncd's): a refused one is left as it was
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+            conn.execute("PRAGMA foreign_keys = ON")
             if migrate:
-                migrations.apply(db)
+                _migrate(db, named)
                 behind = []
             conn.isolation_level = None
         except sqlite3.Error as exc:
