@@ -532,13 +532,6 @@ def test_an_analysts_object_in_a_migrations_way_is_named_and_the_rest_waits(
     assert schema_of(db) == schema_of(fresh_store(tmp_path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="m018 converts whatever SQLite's date functions take for a time: a bare number "
-    "is a Julian day, 'now' the moment of the upgrade, '12:30' 2000-01-01; only an edit of "
-    "m018 (its WHERE to m022's `GLOB '[0-9][0-9][0-9][0-9]-*'`) can spare the stores not "
-    "yet past it, and old migrations are never edited",
-)
 @pytest.mark.parametrize("release", ["78ff7f4", "bbb5e07"])  # the releases before m018
 def test_m018_keeps_a_pulled_time_that_is_no_iso_time_as_it_came(
     tmp_path: Path, release: str

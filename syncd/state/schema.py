@@ -671,6 +671,12 @@ def m018_pulled_times_as_the_store_writes_them(db: Database) -> None:
     wrongly against it (a response in the same second as its survey was not credited).
     The pull writes them so from now on (`syncd.pull._when`); this converts what is stored.
     SQLite reads every ISO 8601 form the pull does; a text it cannot read stays as it is.
+
+    Only a text that starts as an ISO date does (`GLOB`, as m022): SQLite's date functions
+    also take a bare number for a Julian day, `now` for the moment of the upgrade and
+    `12:30` for 2000-01-01, and such a vendor's text was lost. This condition was added
+    after m018 shipped, a departure from never editing a migration: a store that applied
+    the first form is not touched again, and one not yet past m018 keeps those texts.
     """
     utc = "strftime('%Y-%m-%dT%H:%M:%S+00:00', {0})"
     for table, columns in (
@@ -680,7 +686,8 @@ def m018_pulled_times_as_the_store_writes_them(db: Database) -> None:
         for column in columns:
             db.execute(
                 f"UPDATE {table} SET {column} = coalesce({utc.format(column)}, {column}) "
-                f"WHERE {column} IS NOT NULL AND {column} IS NOT {utc.format(column)}"
+                f"WHERE {column} GLOB '[0-9][0-9][0-9][0-9]-*' "
+                f"AND {column} IS NOT {utc.format(column)}"
             )
 
 
