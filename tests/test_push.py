@@ -46,7 +46,8 @@ def queue(store: Store, vendor: str, rows: list[tuple[Contact, str, str | None]]
                     vendor,
                     contact.key,
                     status,
-                    contact.fields["firstName"],  # the hash: which version this is
+                    # the hash: which version this is (another vendor's kit: the key)
+                    contact.fields.get("firstName", contact.key),
                     payload,
                     job,
                     1 if status == "in_flight" else 0,

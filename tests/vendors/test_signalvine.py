@@ -994,3 +994,30 @@ def test_a_participant_page_is_read_only_from_a_200(tmp_path: Path) -> None:
         connector = Env(sim, server, clock, tmp_path).connector()
         with pytest.raises(RetriableError, match="HTTP 206 where HTTP 200 was expected"):
             list(connector.pull("unsubscribes", None, clock.now()))
+
+
+def test_commands_a_restart_finds_forgotten_are_sent_again_without_stopping_signalvine(
+    tmp_path: Path,
+) -> None:
+    """syncd stopped with commands being polled and came back after SignalVine had forgotten
+    them (how long it keeps a command's status is not documented): each recorded Location
+    answers 404. A command lost, not a moved endpoint: SignalVine is not stopped as if its
+    base_url were wrong (eSputnik was, run after run), and the rows go again in this run."""
+    from syncd.push import Deliverer
+    from tests.kits.signalvine import KIT
+    from tests.test_push import NOW, queue
+    from tests.vendors.test_contract import make_connector
+
+    sim = SignalVineSim()
+    with Server(sim) as server:
+        connector = make_connector(KIT, server.url, tmp_path, extra="poll_first = 0.01\n")
+        store = Store.open(tmp_path / "s.db")
+        contacts = [KIT.contact(i) for i in range(4)]
+        gone = f"{server.url}/v2/commands/gone-"
+        queue(store, "signalvine", [(c, "in_flight", f"{gone}{i}") for i, c in enumerate(contacts)])
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        rows = {r["key"]: r["status"] for r in store.query("SELECT key, status FROM deliveries")}
+        store.close()
+    assert out.stopped is None, out.stopped
+    assert rows == {c.key: "sent" for c in contacts}
+    assert set(sim.participants_by_customer()) == {c.key for c in contacts}
