@@ -114,7 +114,7 @@ class Plan:
         for fewer than `SURGE_FLOOR` contacts (a pilot of a few dozen: the operator sees it)."""
         for v in self.vendors.values():
             n = v.counts["changed"]
-            if v.kind != "trigger" or n < SURGE_FLOOR or n / self.known <= max_resurvey:
+            if v.kind != "trigger" or n < SURGE_FLOOR or n <= max_resurvey * self.known:
                 continue
             if v.redefined is not None and not v.rebaseline:
                 continue
@@ -129,7 +129,7 @@ class Plan:
             )
             return (
                 f"{v.name} would survey {n} of {self.known} known contacts again "
-                f"({n / self.known:.0%}), more than [suppression] max_resurvey = "
+                f"({n / max(self.known, n):.0%}), more than [suppression] max_resurvey = "
                 f"{max_resurvey:.0%}: their [trigger] on_change columns changed in {self.export}"
                 + example,
                 "`syncd sync --dry-run --force` shows more, sending nothing; if the CRM only "
