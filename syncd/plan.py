@@ -112,7 +112,7 @@ class Plan:
         format, a time zone) than that many contacts changed since the last export. Not
         when the operator asked for it (`--no-rebaseline` applying a new `on_change`), nor
         for fewer than `SURGE_FLOOR` contacts (a pilot of a few dozen: the operator sees it)."""
-        for v in self.vendors.values():
+        for v in self.vendors.values() if max_resurvey < 1 else ():  # 1: never refused
             n = v.counts["changed"]
             if v.kind != "trigger" or n < SURGE_FLOOR or n <= max_resurvey * self.known:
                 continue
