@@ -148,6 +148,16 @@ def read_note(store_path: Path) -> tuple[int, dict[str, Any]] | None:
     return pid, said
 
 
+def held(store_path: Path) -> bool:
+    """Whether some process holds the store's lock (as `_flocked` tells it; True when that
+    cannot be told), read without taking it. No lock file: none does."""
+    try:
+        ino = os.stat(lock_path(store_path)).st_ino
+    except OSError:
+        return False
+    return _flocked(ino)
+
+
 def _flocked(ino: int) -> bool:
     """Whether some process holds a flock on the file of inode `ino`, as /proc/locks tells
     it, without taking one (a shared lock taken to look would refuse a syncd starting that

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from syncd.config import Config
-from syncd.lock import read_note
+from syncd.lock import held, read_note
 from syncd.log import printable
 from syncd.state import OPEN_STATUSES, Store, parse_iso
 
@@ -29,6 +29,7 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
     # must not look like a healthy installation to a monitoring script
     store = Store.read(cfg.store.path)
     try:
+        locked = held(cfg.store.path)  # before the runs are read: one may start, not end
         recent = [
             {
                 "id": r["id"],
@@ -45,6 +46,8 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
             }
             for r in store.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (runs,))
         ]
+        if not locked and not held(cfg.store.path):
+            _killed(recent)
         backlog = store.backlog()
         vendors = {name: _open(backlog.get(name, {})) for name in cfg.vendors}
         # a vendor removed from the config leaves its open deliveries: nothing sends them
@@ -116,6 +119,19 @@ def collect(cfg: Config, now: datetime, *, runs: int = 5) -> dict[str, Any]:
             for job in ("reconcile", "pull")
         },
     }
+
+
+def _killed(runs: list[dict[str, Any]]) -> None:
+    """Runs the store still calls `running` while no syncd holds its lock (before or after
+    they were read) were killed: shown `crashed`, as the next run records them, not
+    `running for 259200s` until then."""
+    for run in runs:
+        if run["status"] == "running":
+            run["status"] = "crashed"
+            run["message"] = (
+                "killed: left running, and no syncd holds the store's lock (the next run "
+                "records it crashed)"
+            )
 
 
 def _stalled(store: Store, cfg: Config, now: datetime) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ import pytest
 
 from syncd.demo import SANDBOX_TABLES, mapping_text
 from syncd.errors import StopRequested, StoreError
+from syncd.lock import InstanceLock
 from syncd.sample import rows
 from syncd.sandbox.altcraft import AltcraftSim
 from syncd.sandbox.base import Server
@@ -178,6 +179,23 @@ def test_status_shows_a_running_run_with_its_elapsed_time(world: World) -> None:
         store.start_run("reconcile", started)
     finally:
         store.close()
-    text = render(collect(world.cfg, started + timedelta(seconds=75)))
+    with InstanceLock(world.cfg.store.path):  # the syncd running it holds the lock
+        text = render(collect(world.cfg, started + timedelta(seconds=75)))
     assert "reconcile" in text and "running for 75s" in text
     assert "exit None" not in text
+
+
+def test_status_shows_a_run_left_running_by_a_kill_as_crashed(world: World) -> None:
+    """A killed run stays `running` in the store until the next run closes it: status
+    showed `running for 259200s` three days on, as if all were well. No syncd holds the
+    store's lock, so none runs it: it is shown crashed, in the text and the JSON."""
+    store = world.store()
+    try:
+        started = world.clock.now()
+        run_id = store.start_run("reconcile", started)
+    finally:
+        store.close()
+    data = collect(world.cfg, started + timedelta(days=3))
+    (run,) = [r for r in data["runs"] if r["id"] == run_id]
+    assert run["status"] == "crashed" and run["message"].startswith("killed: left running")
+    assert "running for" not in render(data)
