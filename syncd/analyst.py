@@ -41,9 +41,10 @@ RELATIONS: tuple[Relation, ...] = (
             """with `json_extract(attributes, '$."City"')`.""",
             "email": "Normalised email (trimmed, lower-case), used to match pulled data.",
             "phone": "Normalised phone (E.164); indexed (m023), as pulled records are matched by it.",
-            "rhash": "Fingerprint of the raw export row (the diff's fast path; not a key).",
+            "rhash": "Fingerprint of the raw export row (the diff's fast path; not a key); a "
+            "gone contact's is `-rhash - 1`, so that it matches no export row.",
             "first_seen": "When the contact first appeared in an export (UTC ISO 8601).",
-            "updated_at": "When its row last changed.",
+            "updated_at": "When its row last changed, or it came back to the export.",
             "gone_at": "When it left the export; NULL while present.",
         },
     ),
@@ -82,7 +83,8 @@ RELATIONS: tuple[Relation, ...] = (
             "job": "The vendor's asynchronous job to resume after a crash (eSputnik import "
             "session, SignalVine command `Location`), while one is open.",
             "created_at": "When it was planned.",
-            "updated_at": "When its status last changed.",
+            "updated_at": "When it last changed: its status, its data (a newer change replacing it before "
+            "it was sent) or its vendor job.",
             "sent_at": "When the vendor acknowledged it.",
         },
     ),
@@ -291,7 +293,8 @@ RELATIONS: tuple[Relation, ...] = (
             "status": "Status of the latest delivery.",
             "reason": "Its reason.",
             "attempts": "Its attempts.",
-            "updated_at": "When its status last changed.",
+            "updated_at": "When it last changed: its status, its data (a newer change replacing it before "
+            "it was sent) or its vendor job.",
             "acked_at": "When the vendor last acknowledged the contact.",
             "vendor_ref": "The vendor's id for the contact.",
             "gone_at": "Set when the contact left the export.",
