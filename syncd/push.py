@@ -204,7 +204,12 @@ class Deliverer:
                 self.out.counts["skipped"] += sum(r["key"] in held for r in queued_before)
                 fresh = [r for r in fresh if r["key"] not in held]
             ids = {r["key"]: r["id"] for r in fresh}
-            for batch in self.connector.batches([_contact(r) for r in fresh]):
+            contacts = [_contact(r) for r in fresh]
+            if settled := self.connector.unsendable(contacts):
+                self._settle({r.key: ids[r.key] for r in settled}, settled)
+                done = {r.key for r in settled}
+                contacts = [c for c in contacts if c.key not in done]
+            for batch in self.connector.batches(contacts):
                 if self.stop.is_set():
                     log.info("stopping: leaving the rest pending", vendor=self.vendor)
                     self._leave()

@@ -221,17 +221,25 @@ class Altcraft(Connector):
         """The bytes of its `data[]` item and the ", " before it."""
         return len(json.dumps(self._item(contact)).encode()) + 2
 
+    def unsendable(self, contacts: Sequence[Contact]) -> list[Result]:
+        """Contacts whose profile another contact of this run has (`_first`) are skipped,
+        naming it: Altcraft launches one profile for them all, and not twice."""
+        return [
+            Result(
+                c.key,
+                Status.SKIPPED,
+                f"{first} has the same {self.match_field} (one Altcraft profile) and "
+                "is delivered for it in this run: not launched twice",
+            )
+            for c in contacts
+            if (first := self._first(c)) != c.key
+        ]
+
     def batches(self, contacts: Sequence[Contact]) -> Iterator[Sequence[Contact]]:
-        """Group contacts by their content (one object per request), then split on limits.
-        Contacts whose profile another contact of this run has (`_first`) go in a batch of
-        their own first: no request carries them, so no other contact's outcome is theirs."""
-        twins = [c for c in contacts if self._first(c) != c.key]
-        if twins:
-            yield twins
+        """Group contacts by their content (one object per request), then split on limits."""
         groups: dict[str, list[Contact]] = {}
         for contact in contacts:
-            if self._first(contact) == contact.key:
-                groups.setdefault(self._content_key(contact), []).append(contact)
+            groups.setdefault(self._content_key(contact), []).append(contact)
         for group in groups.values():
             yield from super().batches(group)
 
@@ -242,20 +250,6 @@ class Altcraft(Connector):
 
     # --- push ----------------------------------------------------------------------------
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
-        twins = [
-            Result(
-                c.key,
-                Status.SKIPPED,
-                f"{self._first(c)} has the same {self.match_field} (one Altcraft profile) and "
-                "is delivered for it in this run: not launched twice",
-            )
-            for c in batch
-            if self._first(c) != c.key
-        ]
-        batch = [c for c in batch if self._first(c) == c.key]
-        return twins + (self._push(batch) if batch else [])
-
-    def _push(self, batch: Sequence[Contact]) -> list[Result]:
         if len(batch) == 1:
             answer = self._launch("start", self.start_body(batch[0]))
             ref = answer.get("profile_id")

@@ -194,6 +194,12 @@ class Connector(ABC):
         this vendor only). What this returns is what is hashed, stored and sent."""
         return self.validate(contact) or contact
 
+    def unsendable(self, contacts: Sequence[Contact]) -> list[Result]:
+        """The outcomes of those of `contacts` this connector settles without a request,
+        decided before they are batched (`syncd.push`), so that no request carries them and
+        no other contact's outcome becomes theirs. None by default."""
+        return []
+
     def batches(self, contacts: Sequence[Contact]) -> Iterator[Sequence[Contact]]:
         """Split into requests: at most `batch_size` contacts, and `max_bytes` if set."""
         size = self.batch_size

@@ -367,17 +367,13 @@ class HelloCustomer(Connector):
         )
         return out
 
-    def batches(self, contacts: Sequence[Contact]) -> Iterator[Sequence[Contact]]:
+    def unsendable(self, contacts: Sequence[Contact]) -> list[Result]:
         """Those `validate` refuses (a language that no longer resolves: queued before
-        default_language went) in batches of their own, which `push` fails without a
-        request; then the rest. Beside the others they shared their request's fate, and a
-        5xx or a lost answer left them `unknown` though they were never sent."""
-        refused: list[Contact] = []
-        sendable: list[Contact] = []
-        for contact in contacts:
-            (refused if self.validate(contact) else sendable).append(contact)
-        yield from super().batches(refused)
-        yield from super().batches(sendable)
+        default_language went) fail without a request. Beside the others they shared their
+        request's fate, and a 5xx or a lost answer left them `unknown`, never sent."""
+        return [
+            Result(c.key, Status.FAILED, reason) for c in contacts if (reason := self.validate(c))
+        ]
 
     def push(self, batch: Sequence[Contact], on_job: OnJob) -> list[Result]:
         results: list[Result] = []
