@@ -135,3 +135,82 @@ def test_a_new_event_of_the_skipped_member_is_decided_per_contact(
     assert sim.triggers() == {HOUSEHOLD: 2}
     last = [d for d in world.deliveries() if d["key"] == rows[0][0]][-1]
     assert last["status"] == "skipped" and "within min_days_between_surveys = 30" in last["reason"]
+
+
+@pytest.mark.parametrize("first", ["dropthought", "altcraft", "hellocustomer"])
+def test_min_days_counts_a_contact_s_surveys_not_its_household_s(
+    tmp_path: Path, stack: Stack, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """The three trigger vendors, `min_days_between_surveys = 30`, contacts A and B sharing
+    an email, each its own ticket closed on consecutive days. min_days holds across the
+    vendors (the first in the config surveys, the others skip) but counts per contact, by
+    design (README *Suppression* "a contact", DESIGN.md "per contact", `decide`'s facts are
+    one contact's): B's survey the day after A's goes, to the same email, at the first
+    vendor — at Altcraft the same profile. Only an opt-out is matched by email or phone.
+    Pinned so that a change to per person is a decision, not an accident."""
+    from syncd.sandbox.dropthought import DropthoughtSim
+    from syncd.sandbox.hellocustomer import HelloCustomerSim
+    from syncd.vendors.hellocustomer import HelloCustomer
+
+    monkeypatch.setattr(HelloCustomer, "min_interval", 0.05)
+    sims = {
+        "dropthought": DropthoughtSim(),
+        "altcraft": AltcraftSim(),
+        "hellocustomer": HelloCustomerSim(min_interval=0.05, response_rate=0.0),
+    }
+    order = [first, *(v for v in sims if v != first)]
+    world = World(
+        tmp_path,
+        {
+            v: (f'base_url = "{stack.add(sims[v]).url}"\n{SANDBOX_TABLES[v]}', mapping_text(v))
+            for v in order
+        },
+    )
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        config.read_text("utf-8") + "[suppression]\nmin_days_between_surveys = 30\n", "utf-8"
+    )
+    world.clock = clock = AheadClock()
+    rng = random.Random(0)
+    rows = [row(i, rng) for i in range(3)]
+    rows[0][EMAIL] = rows[1][EMAIL] = HOUSEHOLD
+    for r in rows:
+        r[CLOSED] = ""
+    world.write(rows)
+    assert world.sync(baseline=True).exit_code == 0
+
+    def surveys() -> dict[str, list[str]]:
+        """Per vendor, the keys surveyed at the household's email, in order."""
+        dt, ac, hc = (sims[v] for v in ("dropthought", "altcraft", "hellocustomer"))
+        assert isinstance(dt, DropthoughtSim) and isinstance(ac, AltcraftSim)
+        assert isinstance(hc, HelloCustomerSim)
+        got = {v: [] for v in sims}
+        got["dropthought"] = [
+            p["record"]["CRM ID"]
+            for p in dt.participants()
+            if p["record"].get("Email") == HOUSEHOLD
+            for _ in range(p["triggers"])
+        ]
+        got["altcraft"] = [
+            item["custom_data"]["crm_id"]
+            for r in ac.requests("/api/v1.1/campaigns/triggers/", "POST")
+            for item in r.json().get("data", [r.json()])
+            if item.get("email") == HOUSEHOLD
+        ]
+        got["hellocustomer"] = [
+            r["custom_UniqueID"] for r in hc.respondents() if r["email"] == HOUSEHOLD
+        ]
+        return got
+
+    for day, who in ((1, 0), (2, 1)):
+        clock.ahead = timedelta(days=day)
+        rows[who][CLOSED] = f"2026-03-0{day} 09:00:00"
+        world.write(rows)
+        assert world.sync().exit_code == 0
+    a, b = rows[0][0], rows[1][0]
+    got = surveys()
+    # one email surveyed twice within 30 days at one vendor: per contact, by design
+    assert got == {v: [a, b] if v == first else [] for v in sims}, got
+    skipped = [d for d in world.deliveries() if d["status"] == "skipped"]
+    assert {(d["vendor"], d["key"]) for d in skipped} == {(v, k) for v in order[1:] for k in (a, b)}
+    assert all("within min_days_between_surveys = 30" in d["reason"] for d in skipped)
