@@ -46,8 +46,9 @@ class Facts:
     suppressed: str | None = None  # why an opt-out stops it (unsubscribed at a vendor)
     suppress_upserts: bool = False  # `[suppression] upserts`: opt-outs stop upserts too
     too_soon: str | None = None  # why a survey now would come too soon after another
-    # a trigger vendor's newest delivery of the contact is a min_days skip of this very
-    # data: a suppression, not a deferral (sent again only when the watched columns change)
+    # a trigger vendor's newest delivery of the contact is a skip of this very data for
+    # min_days, or for its profile launched for another contact in that run (Altcraft): a
+    # suppression, not a deferral (sent again only when the watched columns change)
     spared: bool = False
 
 

@@ -46,7 +46,8 @@ from syncd.project import (
 from syncd.redefine import Redefinitions, same_data
 from syncd.source import Bad, Export
 from syncd.state import Store, iso
-from syncd.state.diffed import SPARED, Chunk, DiffStore, Stored
+from syncd.state.diffed import Chunk, DiffStore, Stored
+from syncd.state.statuses import SPARED
 from syncd.vendors.base import Connector
 
 CHUNK = 2000  # candidates compared and written at a time (3 x CHUNK SQL parameters at most)

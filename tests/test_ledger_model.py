@@ -23,7 +23,11 @@ from days before was not counted for min_days, so another vendor surveyed the co
 the run that sent the old one (tests/test_all_vendors.py); a survey skipped for min_days
 went later whenever the row was looked at again, with no change of its trigger columns
 (tests/test_all_vendors.py); a small export whose rows Dropthought alone refused was
-refused whole as "every row quarantined" (tests/test_input_adversary.py).
+refused whole as "every row quarantined" (tests/test_input_adversary.py). It also checks
+that a change Altcraft skipped because a contact sharing its email was launched for the
+profile in that run is never launched later: the same defect, found by hand
+(tests/vendors/test_altcraft_twins.py), which the model rarely reaches (Dropthought
+surveys first, and Altcraft then skips for min_days).
 
 Kills fork the test process: the child runs the sync with a crash point armed
 (`syncd.crashpoints`) and SIGKILLs itself there, exactly as `SYNCD_CRASH_AT` does, at a
@@ -73,6 +77,7 @@ from syncd.sandbox.dropthought import DropthoughtSim
 from syncd.sandbox.esputnik import ESputnikSim
 from syncd.sandbox.hellocustomer import HelloCustomerSim
 from syncd.sandbox.signalvine import SignalVineSim
+from syncd.state.statuses import ONE_PROFILE
 from syncd.vendors.hellocustomer import HelloCustomer
 from tests.test_kill_loop import (
     EXTRA_METADATA,
@@ -585,6 +590,14 @@ class LedgerModel(RuleBasedStateMachine):
                     f"delivery {d['id']} {d['vendor']} {d['key']} {sig} is sent; "
                     "the vendor never received it"
                 )
+        # a change skipped because another contact's launch was its Altcraft profile's is
+        # never launched later either, when its row is looked at again (as one for min_days)
+        twinned = {
+            (d["vendor"], d["key"], self.sigs.get(d["id"]))
+            for d in deliveries
+            if d["status"] == "skipped" and ONE_PROFILE in (d["reason"] or "")
+        }
+        assert not twinned & received, f"launched after its profile's skip: {twinned & received}"
         for (vendor, key), digest in state.items():
             last = newest_sent.get((vendor, key))
             assert last is not None and last["hash"] == digest, (

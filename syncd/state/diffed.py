@@ -22,15 +22,13 @@ import numpy as np
 import orjson
 
 from syncd.state import GENERATION_ASIDE, GENERATION_ON, OPEN_STATUSES, Store
-from syncd.state.statuses import Status
+from syncd.state.statuses import SPARING, Status
 
 # `--baseline` acknowledges these open deliveries instead of sending them (`baseline_queued`)
 QUEUED = tuple(s for s in OPEN_STATUSES if s != Status.IN_FLIGHT)
 BASELINED = "recorded as acknowledged without sending (--baseline)"
 # closed and not sent: held back (`deliveries_held`)
 HELD = (Status.SKIPPED.value, Status.SUPERSEDED.value)
-# in the reason of a survey skipped for coming too soon after another (`Differ._vendors`)
-SPARED = "within min_days_between_surveys"
 
 
 class Stored(NamedTuple):
@@ -50,7 +48,8 @@ class Chunk:
     stored: dict[str, Stored]  # key → its contact row
     acked: dict[tuple[str, str], Any]  # (vendor, key) → the digest the vendor acknowledged
     open: dict[tuple[str, str], tuple[int, str, Any]]  # → the newest open (id, status, digest)
-    # → the digest of the newest delivery, when that is a skip for min_days_between_surveys
+    # → the digest of the newest delivery, when that is a skip of its data for good (for
+    # min_days_between_surveys, or its profile launched for another contact: `SPARING`)
     spared: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
@@ -298,7 +297,7 @@ class DiffStore:
             keys,
         ):
             if status == "skipped":
-                if SPARED in (reason or ""):
+                if any(m in (reason or "") for m in SPARING):
                     spared[(v, k)] = h
                 else:
                     spared.pop((v, k), None)

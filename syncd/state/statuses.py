@@ -26,3 +26,12 @@ class Status(StrEnum):
 OPEN_STATUSES: tuple[str, ...] = tuple(
     s.value for s in (Status.PENDING, Status.IN_FLIGHT, Status.FAILED, Status.UNKNOWN, Status.DEAD)
 )
+
+
+# A skip whose reason holds one of these is a suppression of its data, not a deferral: the
+# diff never queues that data again, only a new change of the contact's trigger columns
+# (`DiffStore.chunk`'s `spared`, `decide`'s `Facts.spared`; README *Suppression*)
+SPARED = "within min_days_between_surveys"  # surveyed lately (`Differ._vendors`)
+# another contact of the run has the same profile, launched for it (`Altcraft.unsendable`)
+ONE_PROFILE = "not launched twice"
+SPARING = (SPARED, ONE_PROFILE)

@@ -78,7 +78,10 @@ field_value) are one Altcraft profile (altcraft.md: the matching field "is uniqu
 profile"), and whether Altcraft launches a profile named twice in one `start_batch` once or
 twice is not said: in a run only the first of them (in delivery order) is launched, and the
 others are `skipped`, their reason naming its key, never in a request — a person is not
-surveyed twice by our doing (a skipped contact is looked at again when its row changes);
+surveyed twice by our doing: like a survey skipped for min_days_between_surveys, a skipped
+contact's change is not launched later when its row is looked at again (another column
+changed, it left the export and came back); only a new change of its trigger columns is,
+decided as any change (min_days_between_surveys counts per contact, its own surveys);
 there is no endpoint to list unsubscribes, so Altcraft offers no pull streams.
 """
 
@@ -104,6 +107,7 @@ from syncd.errors import (
 )
 from syncd.http import Pacer, read_json, snippet
 from syncd.settings import Option, VendorConfig
+from syncd.state.statuses import ONE_PROFILE
 from syncd.vendors.base import Connector, Contact, OnJob, Result, Status, pacing
 
 API = "/api/v1.1/campaigns/triggers"
@@ -229,7 +233,7 @@ class Altcraft(Connector):
                 c.key,
                 Status.SKIPPED,
                 f"{first} has the same {self.match_field} (one Altcraft profile) and "
-                "is delivered for it in this run: not launched twice",
+                f"is delivered for it in this run: {ONE_PROFILE}",
             )
             for c in contacts
             if (first := self._first(c)) != c.key
