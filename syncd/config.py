@@ -28,7 +28,7 @@ from syncd.settings import DeliveryConfig as DeliveryConfig
 from syncd.settings import MappingConfig as MappingConfig
 from syncd.settings import TriggerRule as TriggerRule
 from syncd.settings import VendorConfig as VendorConfig
-from syncd.settings import time_zone
+from syncd.settings import secret_problem, time_zone
 
 if TYPE_CHECKING:
     from syncd.vendors.base import Connector
@@ -792,6 +792,8 @@ def _load_vendor(
             )
         if opt.secret and value is not None:
             value = resolve_secret(value, table, key)
+            if problem := secret_problem(name, key, value, opt):
+                raise table.error(problem.bare, key, problem.hint)
             secrets.append(value)
         options[key] = value
     try:
