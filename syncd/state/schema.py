@@ -840,11 +840,10 @@ def m024_unsubscribes_reach_as_compared(db: Database) -> None:
     from syncd.state.pulled import reach
 
     def as_compared(email: object, phone: object) -> tuple[object, object]:
-        texts = [v if isinstance(v, str) else None for v in (email, phone)]
-        now = reach(*texts)
-        return tuple(
-            n if t is not None or v is None else v
-            for v, t, n in zip((email, phone), texts, now, strict=True)
+        now = reach(*(v if isinstance(v, str) else None for v in (email, phone)))
+        return (
+            now[0] if isinstance(email, str) else email,
+            now[1] if isinstance(phone, str) else phone,
         )
 
     rows = db.execute("SELECT rowid, email, phone FROM unsubscribes").fetchall()
