@@ -13,6 +13,7 @@ import difflib
 import glob
 import ipaddress
 import os
+import re
 import stat
 import sys
 import tomllib
@@ -28,7 +29,7 @@ from syncd.settings import DeliveryConfig as DeliveryConfig
 from syncd.settings import MappingConfig as MappingConfig
 from syncd.settings import TriggerRule as TriggerRule
 from syncd.settings import VendorConfig as VendorConfig
-from syncd.settings import time_zone
+from syncd.settings import secret_problem, time_zone
 
 if TYPE_CHECKING:
     from syncd.vendors.base import Connector
@@ -157,10 +158,11 @@ def read_capped(path: Path, limit: int) -> bytes:
     """A regular file's bytes, at most `limit` of them; never blocks (a FIFO is refused
     before anything is read). Raises OSError, or ValueError saying what the file is."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # before fdopen, which refuses a directory as "Is a directory"
+        os.close(fd)
+        raise ValueError(f"is {kind_of(mode)}, not a regular file")
     with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ValueError(f"is {kind_of(mode)}, not a regular file")
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"is larger than {limit // 1024} KiB")
@@ -226,13 +228,29 @@ def read_toml(path: Path, named_by: str | None = None) -> dict[str, Any]:
             hint=f"check {named_by}" if named_by else "pass --config or set $SYNCD_CONFIG",
         ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
+        # a table given twice, once by a dotted key (`vendors.esputnik.api_key = ...` beside
+        # `[vendors.esputnik]`): TOML allows each table to be defined once
+        twice = str(exc).startswith(("Cannot declare", "Cannot redefine namespace"))
+        raise ConfigError(
+            f"not valid TOML: {exc}",
+            file=str(path),
+            hint="a table is defined once: put its keys under its one [table] header, without "
+            "repeating the table's name in dotted keys elsewhere"
+            if twice
+            else None,
+        ) from None
     except RecursionError:
         raise ConfigError("not valid TOML: nested too deeply", file=str(path)) from None
     except ValueError as exc:  # what read_capped found, or bytes that are not UTF-8
-        raise ConfigError(f"cannot be read: {exc}", file=str(path)) from None
+        raise ConfigError(
+            f"cannot be read: {exc}", file=str(path), hint=f"check {named_by}" if named_by else None
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot be read: {exc.strerror}", file=str(path)) from None
+        raise ConfigError(
+            f"cannot be read: {exc.strerror}",
+            file=str(path),
+            hint=f"check {named_by}" if named_by else None,
+        ) from None
 
 
 class _Table:
@@ -256,6 +274,7 @@ class _Table:
         *,
         required: bool = False,
         choices: tuple[Any, ...] | None = None,
+        secret: bool = False,
     ) -> Any:
         self.used.add(key)
         if key not in self.data:
@@ -280,7 +299,12 @@ class _Table:
             value = float(value)
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             names = " or ".join(k.__name__ for k in kinds)
-            raise self.error(f"must be {names}, not {type(value).__name__} {value!r}", key)
+            shown = "" if secret else f" {value!r}"  # a secret's value is never shown
+            raise self.error(
+                f"must be {names}, not {type(value).__name__}{shown}",
+                key,
+                _type_hint(key, value, kinds, secret),
+            )
         if choices is not None and value not in choices:
             raise self.error(f"{value!r} is not one of {', '.join(map(repr, choices))}", key)
         return value
@@ -325,6 +349,34 @@ class _Table:
             near = difflib.get_close_matches(key, sorted(self.used | (allowed_extra or set())), 1)
             hint = f"did you mean {near[0]!r}?" if near else "check the spelling against the README"
             raise self.error("unknown key", key, hint=hint)
+
+
+def _type_hint(key: str, value: Any, kinds: tuple[type, ...], secret: bool) -> str | None:
+    """What to write instead of `value`, of a TOML type `key` does not take: the number or
+    boolean without its quotes (`"30"`, `"true"`), a whole number without its point (`5.0`
+    for an int), text in quotes (an unquoted date, `first_date = 2026-01-01`)."""
+    if isinstance(value, str) and not secret:
+        text = value.strip()
+        if bool in kinds and text.lower() in ("true", "false"):
+            return f"write {key} = {text.lower()}, without quotes"
+        if float in kinds or int in kinds:
+            try:
+                number = float(text)
+            except ValueError:
+                return None
+            if number == number and abs(number) != float("inf"):  # `"nan"` is no number to write
+                return f"write {key} = {text}, a number without quotes"
+        if list in kinds:
+            return f"write a list: {key} = [{value!r}]".replace("'", '"')
+        return None
+    if int in kinds and float not in kinds and isinstance(value, float):
+        if value.is_integer():
+            return f"write {key} = {int(value)}, a whole number without a decimal point"
+        return "write a whole number"
+    if kinds == (str,) and not isinstance(value, (list, dict)):
+        shown = "…" if secret else str(value).lower() if isinstance(value, bool) else str(value)
+        return f'write it in quotes: {key} = "{shown}"'
+    return None
 
 
 def _read_secret(path: Path, what: str, table: _Table, key: str) -> str:
@@ -747,19 +799,47 @@ def _base_url(table: _Table, raw: str) -> str:
     from requests.exceptions import RequestException
     from requests.models import PreparedRequest
 
+    retype = (
+        "retype the host name: it holds a character no host name can (often an invisible "
+        "one, pasted with it)"
+    )
+    prepared = PreparedRequest()
     try:
-        PreparedRequest().prepare_url(url + "/", None)
+        prepared.prepare_url(url + "/", None)
     except (RequestException, ValueError, UnicodeError) as exc:
         from syncd.log import printable
 
         shown = printable(str(exc))
+        raise table.error(f"{raw!r} is not a valid URL ({shown})", "base_url", retype) from None
+    # what it sends: a backslash was made a path (`https://host\api` went out as
+    # `https://host/%5Capi/...`, a 404 every night), a `;`, a quote or `%` kept in the host
+    sent = urlsplit(prepared.url or "")
+    if sent.path != "/":
         raise table.error(
-            f"{raw!r} is not a valid URL ({shown})",
+            f"{raw!r} has more than scheme://host[:port]: it is sent as {prepared.url!r}",
             "base_url",
-            "retype the host name: it holds a character no host name can (often an invisible "
-            "one, pasted with it)",
-        ) from None
+            hint,
+        )
+    host = sent.hostname or ""
+    if not (HOST_NAME.fullmatch(host) or (":" in host and _is_ip(host))):
+        raise table.error(f"{raw!r} names no valid host ({host!r})", "base_url", retype)
     return url
+
+
+# a host name as sent (IDNA already applied): dot-separated labels of letters, digits,
+# hyphens (and underscores, which some internal names hold); an IPv6 literal is checked apart
+HOST_NAME = re.compile(
+    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?\.)*"
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?\.?"
+)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _load_vendor(
@@ -784,7 +864,14 @@ def _load_vendor(
     options: dict[str, Any] = {}
     secrets: list[str] = []
     for key, opt in connector.options.items():
-        value = table.get(key, opt.type, opt.default, required=opt.required, choices=opt.choices)
+        value = table.get(
+            key,
+            opt.type,
+            opt.default,
+            required=opt.required,
+            choices=opt.choices,
+            secret=opt.secret,
+        )
         bounds = opt.bounds or ((0.0, DAY) if opt.type is float else None)
         if bounds and value is not None and not bounds[0] <= value <= bounds[1]:
             raise table.error(
@@ -792,6 +879,8 @@ def _load_vendor(
             )
         if opt.secret and value is not None:
             value = resolve_secret(value, table, key)
+            if problem := secret_problem(name, key, value, opt):
+                raise table.error(problem.bare, key, problem.hint)
             secrets.append(value)
         options[key] = value
     try:

@@ -8,6 +8,7 @@ no import goes round.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,9 @@ class Option:
     required: bool = False
     default: Any = None
     secret: bool = False
+    # a secret the vendor issued (an API key, token or signing secret), not a password a
+    # person chose: printable ASCII only (`secret_problem`)
+    issued: bool = False
     choices: tuple[Any, ...] | None = None
     help: str = ""
     # (low, high) for a number; a float option without bounds is seconds, 0 to a day
@@ -84,6 +88,41 @@ class VendorConfig:
     secrets: tuple[str, ...] = ()
     # the pull streams this installation reads (a subset of the connector's `streams`)
     streams: tuple[str, ...] = ()
+
+
+# what to call a character that has no Unicode name
+_UNNAMED = {"Cc": "a control character", "Co": "a private-use character", "Cn": "unassigned"}
+
+
+def secret_problem(vendor: str, key: str, value: str, opt: Option) -> OptionError | None:
+    """What refuses the secret `value` of `opt` (the key `key` of `vendor`), or None: the
+    one check of every connector's secrets, made once they are resolved.
+
+    No secret holds a character that does not show (a zero-width or no-break space, a
+    line break, a bidi or other control): it came with a copy-paste. A secret the vendor
+    issued is printable ASCII too: one holding an en dash or an accent was pasted from a
+    page that "prettified" it. Sent, it went into an HTTP header (a bare UnicodeEncodeError
+    at every call outside latin-1, "Invalid header value" for a line break, else a 401),
+    a body or a signature (a 401 or 403), at night, where `check` said "ok". The message
+    names the code point and its place, never the secret."""
+    at = next(
+        (i for i, c in enumerate(value) if not c.isprintable() or (opt.issued and not c.isascii())),
+        None,
+    )
+    if at is None:
+        return None
+    char = value[at]
+    name = unicodedata.name(char, "") or _UNNAMED.get(unicodedata.category(char), "")
+    what = (
+        f"no {vendor} {key} holds it (they are printable ASCII)"
+        if char.isprintable()
+        else "it does not show, and no secret holds it"
+    )
+    return OptionError(
+        key,
+        f"holds U+{ord(char):04X} {name} at character {at + 1}: {what}; it came with a copy-paste",
+        hint=f"retype it, or copy it again from {vendor} without what is around it",
+    )
 
 
 def zone_hint(name: str, example: str = "Europe/Brussels") -> str:

@@ -345,6 +345,86 @@ def test_a_secrets_surrounding_whitespace_is_dropped_wherever_it_comes_from(
             BASE.format(key="k").replace('"http://127.0.0.1:1"', '"https://esput\\u202enik.com"'),
             "[vendors.esputnik] base_url: 'https://esput\\u202enik.com' is not a valid URL (",
         ),
+        # a table given twice, once through dotted keys: tomllib's words, and what to do
+        *(
+            (
+                text,
+                f"not valid TOML: {said} (a table is defined once: put its keys under its one "
+                "[table] header, without repeating the table's name in dotted keys elsewhere)",
+            )
+            for text, said in (
+                (
+                    'vendors.esputnik.api_key = "k"\n' + BASE.format(key="k"),
+                    "Cannot declare ('vendors', 'esputnik') twice (at line 8, column 18)",
+                ),
+                (
+                    BASE.format(key="k") + "\n[vendors]\nesputnik.batch_size = 10\n",
+                    "Cannot redefine namespace ('vendors', 'esputnik') (at line 13, column 25)",
+                ),
+            )
+        ),
+        # the wrong TOML type says what to write instead
+        (
+            BASE.format(key="k").replace("[store]", 'settle_seconds = "30"\n[store]'),
+            "[source] settle_seconds: must be float, not str '30' (write settle_seconds = 30, a "
+            "number without quotes)",
+        ),
+        (
+            BASE.format(key="k") + "max_attempts = 5.0\n",
+            "[vendors.esputnik] max_attempts: must be int, not float 5.0 (write max_attempts = "
+            "5, a whole number without a decimal point)",
+        ),
+        (
+            BASE.format(key="k") + "\n[delivery]\nretries = nan\n",
+            "[delivery] retries: must be int, not float nan (write a whole number)",
+        ),
+        (
+            BASE.format(key="k") + '\n[schedule]\nwatch_export = "true"\n',
+            "[schedule] watch_export: must be bool, not str 'true' (write watch_export = true, "
+            "without quotes)",
+        ),
+        (
+            BASE.format(key="k") + "first_date = 2026-01-01\n",
+            "[vendors.esputnik] first_date: must be str, not date datetime.date(2026, 1, 1) "
+            '(write it in quotes: first_date = "2026-01-01")',
+        ),
+        (
+            BASE.format(key="k") + 'streams = "unsubscribes"\n',
+            "[vendors.esputnik] streams: must be list, not str 'unsubscribes' (write a list: "
+            'streams = ["unsubscribes"])',
+        ),
+        (
+            BASE.format(key="k") + "batch_size = -5\n",
+            "[vendors.esputnik] batch_size: must be between 1 and 3000",
+        ),
+        (
+            BASE.format(key="k") + "batch_size = 1" + "0" * 30 + "\n",
+            "[vendors.esputnik] batch_size: a 31-digit integer is outside TOML's 64-bit range",
+        ),
+        (
+            BASE.format(key="k") + "poll_every = nan\n",
+            "[vendors.esputnik] poll_every: must be between 0 and 86400, not nan",
+        ),
+        (
+            BASE.format(key="k") + "\n[delivery]\nbackoff_cap = -inf\n",
+            "[delivery] backoff_cap: must be between 0 and 3600 (seconds), not -inf",
+        ),
+        (
+            BASE.format(key="k").replace('"http://127.0.0.1:1"', '""'),
+            "[vendors.esputnik] base_url: must start with http:// or https://",
+        ),
+        # what requests makes of it: a backslash became a path (`/%5Capi/...`, a 404 every
+        # night), a `;` stayed in the host name (no such host)
+        (
+            BASE.format(key="k").replace('"http://127.0.0.1:1"', '"https://esputnik.com\\\\api"'),
+            "[vendors.esputnik] base_url: 'https://esputnik.com\\\\api' has more than "
+            "scheme://host[:port]: it is sent as 'https://esputnik.com/%5Capi/'",
+        ),
+        (
+            BASE.format(key="k").replace('"http://127.0.0.1:1"', '"https://esputnik.com;v1"'),
+            "[vendors.esputnik] base_url: 'https://esputnik.com;v1' names no valid host "
+            "('esputnik.com;v1') (retype the host name",
+        ),
     ],
 )
 def test_mistakes_name_file_table_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -385,6 +465,35 @@ def test_mapping_mistakes_name_the_mapping_file(
         load(path)
     assert str(tmp_path / "esputnik.toml") in str(err.value)
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["123456789", '["s3cr3t-in-a-list"]', '{ v = "s3cr3t" }', "true"])
+def test_a_secret_of_the_wrong_type_is_refused_without_showing_it(
+    tmp_path: Path, value: str
+) -> None:
+    """`api_key = 123456789` (the quotes forgotten) was refused as `must be str, not int
+    123456789`: the key, on the terminal and in the journal."""
+    path = write(tmp_path, BASE.format(key="k").replace('api_key = "k"', f"api_key = {value}"))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    text = str(err.value)
+    assert "[vendors.esputnik] api_key: must be str, not " in text, text
+    assert "123456789" not in text and "s3cr3t" not in text and "True" not in text, text
+
+
+@pytest.mark.parametrize("target", ["mapdir", "."])
+def test_a_mapping_that_is_a_directory_names_the_key_that_names_it(
+    tmp_path: Path, target: str
+) -> None:
+    """It said only `cannot be read: Is a directory`, naming neither the key nor what to do."""
+    (tmp_path / "mapdir").mkdir()
+    path = write(tmp_path, BASE.format(key="k").replace('"esputnik.toml"', f'"{target}"'))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value) == (
+        f"{(tmp_path / target).resolve()}: cannot be read: is a directory, not a regular file "
+        f"(check [vendors.esputnik] mapping in {path} (relative to its folder))"
+    )
 
 
 def test_types_for_a_vendor_without_typed_values_are_refused(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlite_utils import Database
 
 from syncd.analyst import EXAMPLES, RELATIONS
 from syncd.cli import cli
@@ -558,6 +559,102 @@ def test_m018_keeps_a_pulled_time_that_is_no_iso_time_as_it_came(
         ]
     # the last reads as ISO 8601 (no offset: UTC) and is converted, as the pull would
     assert kept == [*texts[:-1], "2026-01-05T10:00:00+00:00"]
+
+
+def store_before(tmp_path: Path, migration: str) -> sqlite3.Connection:
+    """A store as a syncd whose last migration was the one before `migration` left it."""
+    conn = sqlite3.connect(tmp_path / "syncd.db")
+    migrations.apply(Database(conn), stop_before=migration)
+    return conn
+
+
+def test_m024_leaves_an_opt_out_it_cannot_read_as_it_is(tmp_path: Path) -> None:
+    """An email or phone an analyst's hand edit stored as a BLOB stopped the upgrade at m024
+    (a TypeError from the phone's pattern), and no syncd started on the store again. It is
+    left as it is; the text beside it is converted, as are the other opt-outs."""
+    rows = {
+        "blob-email": (b"Ann@Example.com", " +32 470 12 34 56 "),
+        "blob-phone": (" Bob@Example.com", b"+32 470 12 34 57"),
+        "blob-both": (b"\xff\xfe", b"\x00"),
+        "nulls": (None, None),
+        "blank": ("   ", "  "),
+        "text": (" Cy@Example.com ", "0032 470 12 34 58"),
+    }
+    with closing(store_before(tmp_path, "m024_unsubscribes_reach_as_compared")) as conn, conn:
+        for vendor_id, (email, phone) in rows.items():
+            conn.execute(
+                "INSERT INTO unsubscribes (vendor, vendor_id, email, phone, channel, at, "
+                "pulled_at) VALUES ('esputnik', ?, ?, ?, 'email', ?, ?)",
+                (vendor_id, email, phone, "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00+00:00"),
+            )
+    Store.open(tmp_path / "syncd.db").close()
+    with closing(sqlite3.connect(tmp_path / "syncd.db")) as conn:
+        got = {
+            v: (e, p)
+            for v, e, p in conn.execute("SELECT vendor_id, email, phone FROM unsubscribes")
+        }
+        assert [n for (n,) in conn.execute("SELECT name FROM _sqlite_migrations")] == KNOWN
+    assert got == {
+        "blob-email": (b"Ann@Example.com", "+32470123456"),
+        "blob-phone": ("bob@example.com", b"+32 470 12 34 57"),
+        "blob-both": (b"\xff\xfe", b"\x00"),
+        "nulls": (None, None),
+        "blank": (None, None),
+        "text": ("cy@example.com", "+32470123458"),
+    }
+
+
+# tables whose rows are syncd's own bookkeeping, never an analyst's to edit
+BOOKKEEPING = {"_sqlite_migrations", "contacts_generation", "fingerprint_cache", "unfinished_diff"}
+
+
+@pytest.mark.parametrize("migration", KNOWN[1:])
+def test_no_migration_stops_on_a_blob_where_text_is_stored(tmp_path: Path, migration: str) -> None:
+    """A store at the migration before each one, with a row in every table whose every
+    column (but the row ids) is a BLOB, as an analyst's hand edit can make, and NULL where
+    a column may be: the upgrade goes through, and every BLOB is as it was (m024 stopped
+    on one with a TypeError)."""
+    conn = store_before(tmp_path, migration)
+    conn.execute(
+        "INSERT INTO runs (id, kind, started_at, status) VALUES (1, 'reconcile', ?, 'ok')",
+        ("2026-01-01T00:00:00+00:00",),
+    )
+    planted: dict[str, dict[str, Any]] = {}
+    tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for table in (t for t in tables if t not in BOOKKEEPING):
+        row: dict[str, Any] = {}
+        for _cid, name, kind, _notnull, _default, pk in conn.execute(f"PRAGMA table_info({table})"):
+            if name == "run_id" or (pk and kind.upper() == "INTEGER"):
+                row[name] = 2 if table == "runs" else 1  # a row id; run 1 exists
+            else:
+                row[name] = b"\xff" + name.encode()
+        conn.execute(
+            f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            list(row.values()),
+        )
+        planted[table] = row
+    # a NULL in each column that may hold one, in a row of its own
+    conn.execute(
+        "INSERT INTO unsubscribes (vendor, vendor_id, at, pulled_at) VALUES ('x', 'nulls', ?, ?)",
+        ("2026-01-01T00:00:00+00:00",) * 2,
+    )
+    conn.execute(
+        "INSERT INTO runs (id, kind, started_at, status) VALUES (3, 'reconcile', ?, 'ok')",
+        ("2026-01-01T00:00:00+00:00",),
+    )
+    conn.commit()
+    conn.close()
+    Store.open(tmp_path / "syncd.db").close()
+    with closing(sqlite3.connect(tmp_path / "syncd.db")) as conn:
+        assert [n for (n,) in conn.execute("SELECT name FROM _sqlite_migrations")] == KNOWN
+        for table, row in planted.items():
+            columns = {c[1] for c in conn.execute(f"PRAGMA table_info({table})")}
+            blobs = {k: v for k, v in row.items() if isinstance(v, bytes) and k in columns}
+            first = next(iter(blobs))
+            found = conn.execute(
+                f"SELECT {', '.join(blobs)} FROM {table} WHERE {first} = ?", (blobs[first],)
+            ).fetchall()
+            assert found == [tuple(blobs.values())], table
 
 
 def fresh_store(tmp_path: Path) -> Path:

@@ -830,8 +830,21 @@ def m024_unsubscribes_reach_as_compared(db: Database) -> None:
     where it reads as an international number) are converted: a padded email or spaced
     phone pulled before its contact was exported never held that contact back. In Python,
     with the contacts' own normalisers (SQL's `trim` and `lower` know spaces and ASCII
-    only); an opt-out table is small."""
+    only); an opt-out table is small.
+
+    Only text is converted: an email or phone stored as a BLOB (only a hand edit makes one)
+    is left as it is, as is the other of the two beside it. It stopped the upgrade with a
+    TypeError, and no syncd started on the store. This was added after m024 shipped, a
+    departure from never editing a migration: a store m024 ran on held no BLOB there (it
+    did not finish on one), so every store that applied it applied this."""
     from syncd.state.pulled import reach
+
+    def as_compared(email: object, phone: object) -> tuple[object, object]:
+        now = reach(*(v if isinstance(v, str) else None for v in (email, phone)))
+        return (
+            now[0] if isinstance(email, str) else email,
+            now[1] if isinstance(phone, str) else phone,
+        )
 
     rows = db.execute("SELECT rowid, email, phone FROM unsubscribes").fetchall()
     db.conn.executemany(
@@ -839,6 +852,6 @@ def m024_unsubscribes_reach_as_compared(db: Database) -> None:
         [
             (*now, rowid)
             for rowid, email, phone in rows
-            if (now := reach(email, phone)) != (email, phone)
+            if (now := as_compared(email, phone)) != (email, phone)
         ],
     )

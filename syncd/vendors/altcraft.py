@@ -128,7 +128,9 @@ class Altcraft(Connector):
     max_batch = 10_000
     max_bytes = 10_000_000
     options: ClassVar[dict[str, Option]] = {
-        "token": Option(str, required=True, secret=True, help="the API token (sent in the body)"),
+        "token": Option(
+            str, required=True, secret=True, issued=True, help="the API token (sent in the body)"
+        ),
         # 0 is no campaign: `syncd init` writes it as the placeholder, and Altcraft answers
         # it as a campaign not found (`check --online` names trigger_id)
         "trigger_id": Option(

@@ -129,7 +129,9 @@ class ESputnik(Connector):
     kind = "upsert"
     max_batch = 3000
     options: ClassVar[dict[str, Option]] = {
-        "api_key": Option(str, required=True, secret=True, help="the API key (Basic password)"),
+        "api_key": Option(
+            str, required=True, secret=True, issued=True, help="the API key (Basic password)"
+        ),
         "dedupe_on": Option(
             str,
             default="email",
@@ -194,20 +196,6 @@ class ESputnik(Connector):
 
     @classmethod
     def check_options(cls, base_url: str, options: Mapping[str, Any]) -> None:
-        # the key is the Basic password: requests writes it latin-1 (anything else raised a
-        # bare UnicodeEncodeError at every call), and no API key holds a character outside
-        # printable ASCII -- one is pasted with it (a zero-width or no-break space)
-        odd = next(
-            (i for i, c in enumerate(options["api_key"]) if not c.isprintable() or not c.isascii()),
-            None,
-        )
-        if odd is not None:
-            raise OptionError(
-                "api_key",
-                f"holds U+{ord(options['api_key'][odd]):04X} at character {odd + 1}, which is "
-                "no part of an API key (printable ASCII only; sent, it is no Basic password)",
-                hint="paste the key again, as eSputnik shows it",
-            )
         if options["dedupe_on"] == "fieldId" and options["field_id"] is None:
             raise OptionError(
                 "field_id",

@@ -195,7 +195,9 @@ class HelloCustomer(Connector):
     min_interval = 1.0
     url_options = ("campaign",)
     options: ClassVar[dict[str, Option]] = {
-        "token": Option(str, required=True, secret=True, help="the API token (basic <token>)"),
+        "token": Option(
+            str, required=True, secret=True, issued=True, help="the API token (basic <token>)"
+        ),
         "campaign": Option(str, required=True, help="the touchpoint's CampaignUniqueID"),
         "default_language": Option(
             str, help="name, ISO code or GUID used when a contact's language is empty/unknown"

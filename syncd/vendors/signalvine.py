@@ -234,8 +234,10 @@ class SignalVine(Connector):
     max_bytes = 10_000_000
     url_options = ("program",)
     options: ClassVar[dict[str, Option]] = {
-        "token": Option(str, required=True, secret=True, help="the API token"),
-        "secret": Option(str, required=True, secret=True, help="the API secret (signs requests)"),
+        "token": Option(str, required=True, secret=True, issued=True, help="the API token"),
+        "secret": Option(
+            str, required=True, secret=True, issued=True, help="the API secret (signs requests)"
+        ),
         "program": Option(str, required=True, help="the program id (Program Settings)"),
         "mode": Option(
             str,
