@@ -199,6 +199,10 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "413": ("refused", "refused"),
     "415": ("endpoint", "endpoint"),
     "3xx (never followed), 404, 405": ("endpoint", "endpoint"),
+    "a request that cannot be written (a header outside latin-1, a line break in one)": (
+        "endpoint",
+        "endpoint",
+    ),
     "other 4xx": ("refused", "refused"),
     "2xx": ("answer", "answer"),
 }
@@ -683,6 +687,12 @@ class HttpClient:
                 if _never_connected(exc):
                     raise _Outcome(_BEFORE, f"cannot connect: {_short(exc)}") from None
                 raise _Outcome(after, f"connection dropped: {_short(exc)}") from None
+            except (requests.exceptions.InvalidHeader, UnicodeEncodeError):
+                # raised while the request is made, before a byte is sent: the vendor cannot
+                # have acted. Its words quote the header, a credential: not repeated
+                raise _Outcome(
+                    _UNWRITTEN, f"{method} {_path_only(url)}: {_UNWRITTEN_TEXT}"
+                ) from None
             except requests.exceptions.RequestException as exc:
                 raise _Outcome(after, f"request failed: {_short(exc)}") from None
             try:
@@ -738,6 +748,13 @@ class HttpClient:
                 "or its own): check that nothing between syncd and base_url rewrites "
                 "Content-Type",
             )
+        if action == "endpoint" and outcome.case == _UNWRITTEN:
+            return EndpointError(
+                text,
+                vendor=self.vendor,
+                hint="a credential or option sent in a header holds it (pasted with an "
+                "invisible character?): retype it in the config",
+            )
         if action == "endpoint":
             return EndpointError(
                 text,
@@ -785,6 +802,11 @@ class HttpClient:
 
 _BEFORE = "connection refused, DNS or TLS failure, connect timeout"
 _UNREAD = "2xx to a read that is not the JSON it asks for (half a document, empty, HTML)"
+_UNWRITTEN = "a request that cannot be written (a header outside latin-1, a line break in one)"
+_UNWRITTEN_TEXT = (
+    "the request cannot be written: a header holds a character outside latin-1 or a line "
+    "break; nothing was sent"
+)
 
 
 def _origin(url: str) -> str:

@@ -432,3 +432,24 @@ def test_read_json_names_the_vendor_and_keeps_secrets_out() -> None:
     for secret in ("answer-secret-5b1d", "tok-in-the-body", "k-in-the-query"):
         assert secret not in message
     assert len(message) < 300  # the answer's start, not all of it
+
+
+@pytest.mark.parametrize(
+    "value",
+    [pytest.param("basic to\u200bken", id="outside-latin-1"), pytest.param("a\nb", id="newline")],
+)
+def test_a_request_that_cannot_be_written_is_an_endpoint_error_never_unknown(
+    echo: tuple[Echo, str], value: str
+) -> None:
+    """A header syncd cannot write (a value outside latin-1, a line break: what a secret
+    pasted with an invisible character makes, were it not refused at load) fails before a
+    byte leaves the machine: the vendor is stopped with its contacts pending, never a
+    trigger's outcome `unknown` (the vendor cannot have acted), and nothing is retried."""
+    app, url = echo
+    clock = FakeClock()
+    with pytest.raises(EndpointError, match="cannot be written") as raised:
+        client(url, clock).request(
+            "POST", "/ok", idempotent=False, headers={"Authorization": value}
+        )
+    assert "to\u200bken" not in str(raised.value)
+    assert app.count("/ok") == 0 and clock.slept == []
