@@ -97,8 +97,12 @@ read SignalVine's words in it as in a text); whether `row` counts the header as 
 not known (signalvine.md, docbox and the SDK show no report), so an error is placed by its
 `customer_id` only (one that two rows of the upload share, or an empty one, names no
 row): one naming only a row, or text, refuses the upload whole, split down
-to the rows refused; rows SignalVine ignores (`new` or `existing` = "ignore") are
-recorded sent, its report counting them but naming none; the `updated-after` bound is inclusive and compares the
+to the rows refused; rows SignalVine ignores (`new` or `existing` = "ignore": docbox's
+"will be ignored") are counted by the report's `ignored` and named by none: under either
+option a row is sent only when `ignored` is 0, all of them are skipped when it counts
+every row the command refused none of, an upload ignoring some is refused whole and split
+down until each part is one or the other, and a report without the count marks nothing
+sent (an EndpointError stops SignalVine: set new = "add" and existing to variables); the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
 the list is not known to be ordered, so the cursor only advances after the last page;
 a participant that changes moves in the list, if at all, to its end, and none leaves the
@@ -312,6 +316,13 @@ class SignalVine(Connector):
                 key="existing",
                 hint=f"mapped variables: {', '.join(self.columns)} (none to update: 'ignore')",
             )
+        if self.opts["new"] == "ignore" and self.existing == "ignore":
+            raise ConfigError(
+                'new and existing are both "ignore": SignalVine would ignore every row',
+                table=table,
+                key="existing",
+                hint='set new = "add", or existing = "all" or a list of variables to update',
+            )
         self.non_ascii: str = self.opts["non_ascii"]
         self.http.session.auth = SignalVineAuth(self.opts["token"], self.opts["secret"], self.clock)
 
@@ -482,7 +493,7 @@ class SignalVine(Connector):
         # `message` "a JSON object describing the results": a report listing row errors
         # under `error: false` still refuses those rows
         if not error and not (isinstance(listed, list) and listed):
-            return [Result(c.key, Status.SENT) for c in rows], False
+            return self._taken(report, rows), False
         return self._errors(message, rows)
 
     def _poll(self, location: str) -> dict[str, Any] | None:
@@ -555,15 +566,67 @@ class SignalVine(Connector):
         elif len(errors) > ROW_ERROR_LIMIT:
             over = True
             held_back = f"not added: {len(errors)} rows failed (over 1,000, nothing is added)"
-        results = []
-        for c in rows:
-            if c.key in reasons:
-                results.append(Result(c.key, Status.FAILED, "; ".join(reasons[c.key])))
-            elif held_back:
-                results.append(Result(c.key, Status.PENDING, held_back))
-            else:
-                results.append(Result(c.key, Status.SENT))
+        if held_back:
+            taken = {c.key: Result(c.key, Status.PENDING, held_back) for c in rows}
+        else:
+            taken = {
+                r.key: r for r in self._taken(report, [c for c in rows if c.key not in reasons])
+            }
+        results = [
+            Result(c.key, Status.FAILED, "; ".join(reasons[c.key]))
+            if c.key in reasons
+            else taken[c.key]
+            for c in rows
+        ]
         return results, over
+
+    def _taken(self, report: dict[str, Any] | None, rows: Sequence[Contact]) -> list[Result]:
+        """The outcomes of the rows a completed command refused none of: SENT, unless
+        `new` or `existing` is "ignore" and the report does not count 0 rows ignored.
+        docbox: "`new = ignore`: any participants in the CSV that don't exist in Signal
+        Vine will be ignored", "`existing = ignore`: any participants in the CSV that exist
+        in Signal Vine will be ignored"; its report counts them and names none. Every row
+        ignored: all SKIPPED (SignalVine did not take their data). Some: the upload is
+        refused whole (a FatalError), which the delivery loop splits until each part is
+        taken or ignored whole (the rows go again: an upsert; under `existing = "ignore"`
+        those the first upload added are then participants, ignored, and skipped: none is
+        recorded sent that SignalVine may not hold). No count: nothing can be told."""
+        if (self.opts["new"] == "add" and self.existing != "ignore") or not rows:
+            return [Result(c.key, Status.SENT) for c in rows]  # every row added or updated
+        ignored = report.get("ignored") if report is not None else None
+        if type(ignored) is not int or ignored < 0:
+            raise EndpointError(
+                f"SignalVine's command report counts no rows ignored (ignored "
+                f'{json.dumps(ignored)[:50]}): with new or existing = "ignore" nothing tells '
+                "which rows it took, so none is marked sent; every contact stays pending",
+                vendor=self.name,
+                hint='set new = "add" and existing = "all" (or a list of variables) in '
+                "[vendors.signalvine]",
+            )
+        if ignored == 0:
+            return [Result(c.key, Status.SENT) for c in rows]
+        if ignored < len(rows):
+            raise FatalError(
+                f"SignalVine ignored {ignored} of the {len(rows)} rows of the upload "
+                f"({self._ignoring()}) and its report names none: none is marked sent",
+                vendor=self.name,
+            )
+        reason = f"SignalVine ignored it: {self._ignoring()}; not sent"
+        return [Result(c.key, Status.SKIPPED, reason) for c in rows]
+
+    def _ignoring(self) -> str:
+        """What the options make SignalVine ignore, in the words of a skip reason."""
+        said = []
+        if self.opts["new"] == "ignore":
+            said.append(
+                f'new = "ignore" and program {self.program} has no participant with '
+                "its customer_id or phone"
+            )
+        if self.existing == "ignore":
+            said.append(
+                f'existing = "ignore" and it is a participant of program {self.program} already'
+            )
+        return ", or ".join(said)
 
     def _unplaced(self, texts: list[str], rows: Sequence[Contact]) -> FatalError:
         """A command's errors that name no customer_id of it (a message that is no import

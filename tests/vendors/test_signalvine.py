@@ -1021,3 +1021,59 @@ def test_commands_a_restart_finds_forgotten_are_sent_again_without_stopping_sign
     assert out.stopped is None, out.stopped
     assert rows == {c.key: "sent" for c in contacts}
     assert set(sim.participants_by_customer()) == {c.key for c in contacts}
+
+
+# --- rows SignalVine ignores (new / existing = "ignore") ----------------------------------
+def _held(env: Env, sent: set[str], contacts: list[Contact]) -> None:
+    """Every contact recorded sent is a participant holding its data."""
+    have = env.sim.participants_by_customer()
+    for c in contacts:
+        if c.key in sent:
+            assert {k: have[c.key][k] for k in c.fields} == dict(c.fields), c.key
+
+
+def test_new_ignore_skips_the_rows_signalvine_did_not_add(env: Env) -> None:
+    env.sim.seed("K00001", "+32470000001", first_name="Old")
+    connector = env.connector('new = "ignore"\n')
+    contacts = [contact(i) for i in range(4)]
+    outcome, _ = deliver(connector, contacts, env.folder)
+    assert outcome["K00001"] == ("sent", None)
+    for key in ("K00000", "K00002", "K00003"):
+        status, reason = outcome[key]
+        assert status == "skipped", key
+        assert 'SignalVine ignored it: new = "ignore"' in (reason or "")
+    assert set(env.sim.participants_by_customer()) == {"K00001"}
+    _held(env, {"K00001"}, contacts)
+
+
+def test_existing_ignore_never_records_an_ignored_participant_sent(env: Env) -> None:
+    env.sim.seed("K00001", "+32470000001", first_name="Old")
+    connector = env.connector('existing = "ignore"\n')
+    results, _ = push(connector, [contact(1)])
+    assert results["K00001"].status is Status.SKIPPED
+    assert 'existing = "ignore" and it is a participant' in (results["K00001"].reason or "")
+    assert env.sim.participants_by_customer()["K00001"]["first_name"] == "Old"
+    results, _ = push(connector, [contact(5), contact(6)])  # none a participant: all added
+    assert {r.status for r in results.values()} == {Status.SENT}
+    contacts = [contact(i) for i in range(4)]
+    outcome, _ = deliver(connector, contacts, env.folder)
+    assert outcome["K00001"][0] == "skipped"
+    sent = {k for k, (status, _) in outcome.items() if status == "sent"}
+    _held(env, sent, contacts)
+    assert env.sim.participants_by_customer()["K00001"]["first_name"] == "Old"
+
+
+def test_with_an_ignore_option_a_report_without_an_ignored_count_marks_nothing_sent(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    sim = SignalVineSim(now=clock.now, message_form="text")
+    with Server(sim) as server:
+        connector = Env(sim, server, clock, tmp_path).connector('new = "ignore"\n')
+        with pytest.raises(EndpointError, match="counts no rows ignored"):
+            connector.push([contact(0)], lambda job: None)
+
+
+def test_new_and_existing_both_ignore_is_a_config_error(env: Env) -> None:
+    with pytest.raises(ConfigError, match='both "ignore"'):
+        env.connector('new = "ignore"\nexisting = "ignore"\n')
