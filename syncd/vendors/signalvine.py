@@ -102,7 +102,14 @@ to the rows refused; rows SignalVine ignores (`new` or `existing` = "ignore": do
 option a row is sent only when `ignored` is 0, all of them are skipped when it counts
 every row the command refused none of, an upload ignoring some is refused whole and split
 down until each part is one or the other, and a report without the count marks nothing
-sent (an EndpointError stops SignalVine: set new = "add" and existing to variables); the `updated-after` bound is inclusive and compares the
+sent (an EndpointError stops SignalVine: set new = "add" and existing to variables); a
+row of a customer_id no participant has, whose phone one has, is refused (the SDK's tests
+against the real API: "the phone # already exists => error") or taken as that participant
+and updates it (docbox: new means "customer_id & phone don't exist"), its report counting
+it `updated`: so after a command whose report counts rows updated (or no count), the
+participants it changed are read (`updated-after` the command's `created`, `check_phones`)
+and a row whose phone one of them holds under another customer_id is FAILED, naming it (an
+update that changed nothing may list no one, and is not caught); the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
 the list is not known to be ordered, so the cursor only advances after the last page;
 a participant that changes moves in the list, if at all, to its end, and none leaves the
@@ -261,6 +268,14 @@ class SignalVine(Connector):
             help="how a body's non-ASCII text is sent and signed, tried first: raw UTF-8 "
             "(SignalVine's samples) or \\u escapes (the Python SDK); a refused signature "
             "on such a body is retried once in the other form",
+        ),
+        "check_phones": Option(
+            bool,
+            default=True,
+            help="after an upload that updated participants, read those it changed: a row "
+            "whose phone a participant with another customer_id now holds was matched by "
+            "its phone and updated that one (docbox: a participant is new when "
+            '"customer_id & phone don\'t exist"), and is failed, naming it',
         ),
         "poll_first": Option(
             float, default=POLL_FIRST, help="seconds before the first command poll (the doc: 2)"
@@ -493,8 +508,72 @@ class SignalVine(Connector):
         # `message` "a JSON object describing the results": a report listing row errors
         # under `error: false` still refuses those rows
         if not error and not (isinstance(listed, list) and listed):
-            return self._taken(report, rows), False
-        return self._errors(message, rows)
+            results, over = self._taken(report, rows), False
+        else:
+            results, over = self._errors(message, rows)
+        return self._elsewhere(status.get("created"), report, rows, results), over
+
+    def _elsewhere(
+        self,
+        created: Any,
+        report: dict[str, Any] | None,
+        rows: Sequence[Contact],
+        results: list[Result],
+    ) -> list[Result]:
+        """`results` with each row SENT that SignalVine applied to another participant
+        FAILED. docbox (Upsert Participants): "`new = add`: any participants in the CSV that
+        don't exist in Signal Vine will be added (i.e. customer_id & phone don't exist in
+        the given Signal Vine program)": a row of a new customer_id whose phone a
+        participant has may be taken as that participant, and update it, the report only
+        counting it `updated`. The participants the command changed (`updated-after` its
+        `created`) are read: one holding a row's phone under another customer_id holds it
+        instead of the row's contact (a phone is one participant's), so the row's data is
+        not the contact's at SignalVine. Read only when the report counts rows updated (or
+        counts none)."""
+        updated = report.get("updated") if report is not None else None
+        sent = {r.key for r in results if r.status is Status.SENT}
+        if not self.opts["check_phones"] or not sent or not isinstance(created, str):
+            return results
+        if type(updated) is int and updated <= 0:
+            return results
+        phones = {c.fields.get("phone"): c for c in rows if c.key in sent and c.fields.get("phone")}
+        path = f"/v1/programs/{self.program}/participants"
+        params: dict[str, str | int] = {
+            "type": "full",
+            "count": PAGE,
+            "active": "all",
+            "updated-after": created,
+        }
+        wrong: dict[str, str] = {}
+        offset = 0
+        before: list[Any] = []
+        while True:
+            page = self.read(path, params={**params, "offset": offset})
+            items = page.get("items")
+            items = [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+            ids = [i.get("id") for i in items]
+            if ids == before:  # the same page again (an offset ignored): read no further
+                break
+            before = ids
+            for item in items:
+                c = phones.get(item.get("phone"))
+                other = item.get("customerId")
+                if c is not None and isinstance(other, str) and other != c.fields["customer_id"]:
+                    wrong[c.key] = (
+                        f"SignalVine took the row for participant {item.get('id')} (customer_id "
+                        f"{other!r}), which has its phone {item.get('phone')}, and updated that "
+                        "one (docbox: a participant is new when \"customer_id & phone don't "
+                        'exist"): give the contact a phone of its own in the CRM'
+                    )
+            following, total = page.get("nextOffset"), page.get("total")
+            if not items or type(following) is not int or following <= offset:
+                break
+            if type(total) is int and following >= total:
+                break
+            offset = following
+        return [
+            Result(r.key, Status.FAILED, wrong[r.key]) if r.key in wrong else r for r in results
+        ]
 
     def _poll(self, location: str) -> dict[str, Any] | None:
         """The completed command, or None if it is still running at `poll_timeout`."""

@@ -1077,3 +1077,37 @@ def test_with_an_ignore_option_a_report_without_an_ignored_count_marks_nothing_s
 def test_new_and_existing_both_ignore_is_a_config_error(env: Env) -> None:
     with pytest.raises(ConfigError, match='both "ignore"'):
         env.connector('new = "ignore"\nexisting = "ignore"\n')
+
+
+# --- a new customer_id with a phone another participant has -------------------------------
+@pytest.mark.parametrize("reading", ["refuse", "update"])
+def test_a_new_customer_whose_phone_another_participant_has_is_never_sent(
+    tmp_path: Path, reading: str
+) -> None:
+    """docbox: "`new = add`: any participants in the CSV that don't exist in Signal Vine
+    will be added (i.e. customer_id & phone don't exist ...)": SignalVine may refuse the
+    row (the SDK's tests) or take it as the participant holding the phone, and update that
+    one; the report then counts it updated, as any change."""
+    clock = FakeClock()
+    sim = SignalVineSim(now=clock.now, phone_taken=reading)
+    with Server(sim) as server:
+        env = Env(sim, server, clock, tmp_path)
+        other = sim.seed("K00100", "+32470000100", first_name="Other")
+        sim.seed("K00001", "+32470000001", first_name="Old")
+        taken = replace(contact(5), fields={**contact(5).fields, "phone": "+32470000100"})
+        contacts = [contact(1), contact(2), taken]
+        outcome, _ = deliver(env.connector(), contacts, tmp_path)
+        assert outcome["K00001"] == ("sent", None)
+        assert outcome["K00002"] == ("sent", None)
+        status, reason = outcome["K00005"]
+        assert status == "failed"
+        assert other in (reason or "")
+        _held(env, {"K00001", "K00002"}, contacts)
+        if reading == "update":  # what the vendor did, which syncd must not call sent
+            assert sim.participants_by_customer()["K00100"]["first_name"] == "First5"
+            assert "'K00100'" in (reason or "")
+
+
+def test_the_check_reads_only_after_an_upload_that_updated_someone(env: Env) -> None:
+    push(env.connector(), [contact(i) for i in range(3)])  # all added: nothing to read
+    assert env.sim.requests(f"/v1/programs/{PROGRAM}/participants") == []
