@@ -100,8 +100,10 @@ row): one naming only a row, or text, refuses the upload whole, split down
 to the rows refused; rows SignalVine ignores (`new` or `existing` = "ignore": docbox's
 "will be ignored") are counted by the report's `ignored` and named by none: under either
 option a row is sent only when `ignored` is 0, all of them are skipped when it counts
-every row the command refused none of, an upload ignoring some is refused whole and split
-down until each part is one or the other, and a report without the count marks nothing
+every row the command refused none of; under `new = "ignore"` an upload ignoring some is
+refused whole and split down until each part is one or the other, under `existing =
+"ignore"` (the rows it added are participants once it ran: no re-upload tells them from
+those ignored) its rows are all skipped, none recorded sent; a report without the count marks nothing
 sent (an EndpointError stops SignalVine: set new = "add" and existing to variables); a
 row of a customer_id no participant has, whose phone one has, is refused (the SDK's tests
 against the real API: "the phone # already exists => error") or taken as that participant
@@ -667,9 +669,10 @@ class SignalVine(Connector):
         in Signal Vine will be ignored"; its report counts them and names none. Every row
         ignored: all SKIPPED (SignalVine did not take their data). Some: the upload is
         refused whole (a FatalError), which the delivery loop splits until each part is
-        taken or ignored whole (the rows go again: an upsert; under `existing = "ignore"`
-        those the first upload added are then participants, ignored, and skipped: none is
-        recorded sent that SignalVine may not hold). No count: nothing can be told."""
+        taken or ignored whole (the rows go again: an upsert). Under `existing = "ignore"`
+        the rows the upload added are participants once it ran, so no upload tells them
+        from those ignored: some ignored skip them all, none recorded sent that SignalVine
+        may not hold. No count: nothing can be told."""
         if (self.opts["new"] == "add" and self.existing != "ignore") or not rows:
             return [Result(c.key, Status.SENT) for c in rows]  # every row added or updated
         ignored = report.get("ignored") if report is not None else None
@@ -684,6 +687,15 @@ class SignalVine(Connector):
             )
         if ignored == 0:
             return [Result(c.key, Status.SENT) for c in rows]
+        if ignored < len(rows) and self.existing == "ignore":
+            # the rows it added are participants now: uploaded again, every one is ignored,
+            # and which were added is told by nothing (splitting only spends uploads)
+            reason = (
+                "SignalVine added it, or ignored it as a participant already (existing = "
+                f'"ignore"): it ignored {ignored} of the {len(rows)} rows of the upload and '
+                "names none; not recorded sent"
+            )
+            return [Result(c.key, Status.SKIPPED, reason) for c in rows]
         if ignored < len(rows):
             raise FatalError(
                 f"SignalVine ignored {ignored} of the {len(rows)} rows of the upload "
