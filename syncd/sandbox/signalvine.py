@@ -43,8 +43,18 @@ Written from `signalvine.md` and the SignalVine section of NOTES.md:
   so it is a switch, `message_form="report"` (that object) or `"text"` (each error's
   message, one a line, naming no row).
 - Rows: matched on `signalvine_id`, else `customer_id`, else `phone`. A new participant
-  needs a valid E.164 phone no one else has; Boolean variables must parse, and only a
-  `Maybe (Boolean)` may be empty (the SDK's `convert_sv_types`: a type without "Maybe" is
+  needs a valid E.164 phone no one else has. A row whose `customer_id` no participant has
+  but whose phone one has is read two ways, a switch (`phone_taken`): docbox (content/api.md,
+  Upsert Participants) says "`new = add`: any participants in the CSV that don't exist in
+  Signal Vine will be added (i.e. customer_id & phone don't exist in the given Signal Vine
+  program)", so such a row may "exist" by its phone and be that participant: `"update"`
+  writes the row's `existing` variables to the participant holding the phone (ignored
+  under `existing = "ignore"`, counted `updated`), whose customer_id stays unless
+  `existing` names it; the SDK's tests, run against the real API, say "if the customer_id
+  is not included, but the phone # already exists => error" and its docstring "It's
+  mayhem in SV if a phone already exists": `"refuse"` (the default) fails the row, "phone
+  ... is already used by participant <id>". Nothing more is documented. Boolean variables
+  must parse, and only a `Maybe (Boolean)` may be empty (the SDK's `convert_sv_types`: a type without "Maybe" is
   required; its tests, against the real API: "Could not parse 'sure why not' as Maybe
   (Boolean)"); the refusal names the variable's type. `tx` mode adds
   nothing if any row failed; `row` mode adds the good rows unless there were more than
@@ -198,6 +208,7 @@ class SignalVineSim(Simulator):
         message_form: str = "report",
         first_row: int = 2,
         errors_name_customer: bool = True,
+        phone_taken: str = "refuse",
         opt_out_every: int = 0,
         now: Callable[[], datetime] | None = None,
     ) -> None:
@@ -216,6 +227,9 @@ class SignalVineSim(Simulator):
         self.message_form = message_form
         self.first_row = first_row
         self.errors_name_customer = errors_name_customer
+        if phone_taken not in ("refuse", "update"):
+            raise ValueError(f"phone_taken is refuse or update, not {phone_taken!r}")
+        self.phone_taken = phone_taken
         self.opt_out_every = opt_out_every
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
         self.reset_state()
@@ -528,7 +542,10 @@ class _Plan:
             return pid if pid in sim._participants else None
         cid = record.get("customer_id", "")
         if cid:
-            return self.customers.get(cid) or sim._by_customer.get(cid)
+            known = self.customers.get(cid) or sim._by_customer.get(cid)
+            # docbox: new only when "customer_id & phone don't exist" (`phone_taken`)
+            if known is not None or sim.phone_taken == "refuse":
+                return known
         phone = record.get("phone", "")
         if not phone:
             return None

@@ -97,8 +97,21 @@ read SignalVine's words in it as in a text); whether `row` counts the header as 
 not known (signalvine.md, docbox and the SDK show no report), so an error is placed by its
 `customer_id` only (one that two rows of the upload share, or an empty one, names no
 row): one naming only a row, or text, refuses the upload whole, split down
-to the rows refused; rows SignalVine ignores (`new` or `existing` = "ignore") are
-recorded sent, its report counting them but naming none; the `updated-after` bound is inclusive and compares the
+to the rows refused; rows SignalVine ignores (`new` or `existing` = "ignore": docbox's
+"will be ignored") are counted by the report's `ignored` and named by none: under either
+option a row is sent only when `ignored` is 0, all of them are skipped when it counts
+every row the command refused none of; under `new = "ignore"` an upload ignoring some is
+refused whole and split down until each part is one or the other, under `existing =
+"ignore"` (the rows it added are participants once it ran: no re-upload tells them from
+those ignored) its rows are all skipped, none recorded sent; a report without the count marks nothing
+sent (an EndpointError stops SignalVine: set new = "add" and existing to variables); a
+row of a customer_id no participant has, whose phone one has, is refused (the SDK's tests
+against the real API: "the phone # already exists => error") or taken as that participant
+and updates it (docbox: new means "customer_id & phone don't exist"), its report counting
+it `updated`: so after a command whose report counts rows updated (or no count), the
+participants it changed are read (`updated-after` the command's `created`, `check_phones`)
+and a row whose phone one of them holds under another customer_id is FAILED, naming it (an
+update that changed nothing may list no one, and is not caught); the `updated-after` bound is inclusive and compares the
 participant's last change; a `profile[].updated` of `active` is when it last changed;
 the list is not known to be ordered, so the cursor only advances after the last page;
 a participant that changes moves in the list, if at all, to its end, and none leaves the
@@ -260,6 +273,14 @@ class SignalVine(Connector):
             "(SignalVine's samples) or \\u escapes (the Python SDK); a refused signature "
             "on such a body is retried once in the other form",
         ),
+        "check_phones": Option(
+            bool,
+            default=True,
+            help="after an upload that updated participants, read those it changed: a row "
+            "whose phone a participant with another customer_id now holds was matched by "
+            "its phone and updated that one (docbox: a participant is new when "
+            '"customer_id & phone don\'t exist"), and is failed, naming it',
+        ),
         "poll_first": Option(
             float, default=POLL_FIRST, help="seconds before the first command poll (the doc: 2)"
         ),
@@ -313,6 +334,13 @@ class SignalVine(Connector):
                 table=table,
                 key="existing",
                 hint=f"mapped variables: {', '.join(self.columns)} (none to update: 'ignore')",
+            )
+        if self.opts["new"] == "ignore" and self.existing == "ignore":
+            raise ConfigError(
+                'new and existing are both "ignore": SignalVine would ignore every row',
+                table=table,
+                key="existing",
+                hint='set new = "add", or existing = "all" or a list of variables to update',
             )
         self.non_ascii: str = self.opts["non_ascii"]
         self.http.session.auth = SignalVineAuth(self.opts["token"], self.opts["secret"], self.clock)
@@ -484,8 +512,72 @@ class SignalVine(Connector):
         # `message` "a JSON object describing the results": a report listing row errors
         # under `error: false` still refuses those rows
         if not error and not (isinstance(listed, list) and listed):
-            return [Result(c.key, Status.SENT) for c in rows], False
-        return self._errors(message, rows)
+            results, over = self._taken(report, rows), False
+        else:
+            results, over = self._errors(message, rows)
+        return self._elsewhere(status.get("created"), report, rows, results), over
+
+    def _elsewhere(
+        self,
+        created: Any,
+        report: dict[str, Any] | None,
+        rows: Sequence[Contact],
+        results: list[Result],
+    ) -> list[Result]:
+        """`results` with each row SENT that SignalVine applied to another participant
+        FAILED. docbox (Upsert Participants): "`new = add`: any participants in the CSV that
+        don't exist in Signal Vine will be added (i.e. customer_id & phone don't exist in
+        the given Signal Vine program)": a row of a new customer_id whose phone a
+        participant has may be taken as that participant, and update it, the report only
+        counting it `updated`. The participants the command changed (`updated-after` its
+        `created`) are read: one holding a row's phone under another customer_id holds it
+        instead of the row's contact (a phone is one participant's), so the row's data is
+        not the contact's at SignalVine. Read only when the report counts rows updated (or
+        counts none)."""
+        updated = report.get("updated") if report is not None else None
+        sent = {r.key for r in results if r.status is Status.SENT}
+        if not self.opts["check_phones"] or not sent or not isinstance(created, str):
+            return results
+        if type(updated) is int and updated <= 0:
+            return results
+        phones = {c.fields.get("phone"): c for c in rows if c.key in sent and c.fields.get("phone")}
+        path = f"/v1/programs/{self.program}/participants"
+        params: dict[str, str | int] = {
+            "type": "full",
+            "count": PAGE,
+            "active": "all",
+            "updated-after": created,
+        }
+        wrong: dict[str, str] = {}
+        offset = 0
+        before: list[Any] = []
+        while True:
+            page = self.read(path, params={**params, "offset": offset})
+            items = page.get("items")
+            items = [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+            ids = [i.get("id") for i in items]
+            if ids == before:  # the same page again (an offset ignored): read no further
+                break
+            before = ids
+            for item in items:
+                c = phones.get(item.get("phone"))
+                other = item.get("customerId")
+                if c is not None and isinstance(other, str) and other != c.fields["customer_id"]:
+                    wrong[c.key] = (
+                        f"SignalVine took the row for participant {item.get('id')} (customer_id "
+                        f"{other!r}), which has its phone {item.get('phone')}, and updated that "
+                        "one (docbox: a participant is new when \"customer_id & phone don't "
+                        'exist"): give the contact a phone of its own in the CRM'
+                    )
+            following, total = page.get("nextOffset"), page.get("total")
+            if not items or type(following) is not int or following <= offset:
+                break
+            if type(total) is int and following >= total:
+                break
+            offset = following
+        return [
+            Result(r.key, Status.FAILED, wrong[r.key]) if r.key in wrong else r for r in results
+        ]
 
     def _poll(self, location: str) -> dict[str, Any] | None:
         """The completed command, or None if it is still running at `poll_timeout`."""
@@ -557,15 +649,77 @@ class SignalVine(Connector):
         elif len(errors) > ROW_ERROR_LIMIT:
             over = True
             held_back = f"not added: {len(errors)} rows failed (over 1,000, nothing is added)"
-        results = []
-        for c in rows:
-            if c.key in reasons:
-                results.append(Result(c.key, Status.FAILED, "; ".join(reasons[c.key])))
-            elif held_back:
-                results.append(Result(c.key, Status.PENDING, held_back))
-            else:
-                results.append(Result(c.key, Status.SENT))
+        if held_back:
+            taken = {c.key: Result(c.key, Status.PENDING, held_back) for c in rows}
+        else:
+            taken = {
+                r.key: r for r in self._taken(report, [c for c in rows if c.key not in reasons])
+            }
+        results = [
+            Result(c.key, Status.FAILED, "; ".join(reasons[c.key]))
+            if c.key in reasons
+            else taken[c.key]
+            for c in rows
+        ]
         return results, over
+
+    def _taken(self, report: dict[str, Any] | None, rows: Sequence[Contact]) -> list[Result]:
+        """The outcomes of the rows a completed command refused none of: SENT, unless
+        `new` or `existing` is "ignore" and the report does not count 0 rows ignored.
+        docbox: "`new = ignore`: any participants in the CSV that don't exist in Signal
+        Vine will be ignored", "`existing = ignore`: any participants in the CSV that exist
+        in Signal Vine will be ignored"; its report counts them and names none. Every row
+        ignored: all SKIPPED (SignalVine did not take their data). Some: the upload is
+        refused whole (a FatalError), which the delivery loop splits until each part is
+        taken or ignored whole (the rows go again: an upsert). Under `existing = "ignore"`
+        the rows the upload added are participants once it ran, so no upload tells them
+        from those ignored: some ignored skip them all, none recorded sent that SignalVine
+        may not hold. No count: nothing can be told."""
+        if (self.opts["new"] == "add" and self.existing != "ignore") or not rows:
+            return [Result(c.key, Status.SENT) for c in rows]  # every row added or updated
+        ignored = report.get("ignored") if report is not None else None
+        if type(ignored) is not int or ignored < 0:
+            raise EndpointError(
+                f"SignalVine's command report counts no rows ignored (ignored "
+                f'{json.dumps(ignored)[:50]}): with new or existing = "ignore" nothing tells '
+                "which rows it took, so none is marked sent; every contact stays pending",
+                vendor=self.name,
+                hint='set new = "add" and existing = "all" (or a list of variables) in '
+                "[vendors.signalvine]",
+            )
+        if ignored == 0:
+            return [Result(c.key, Status.SENT) for c in rows]
+        if ignored < len(rows) and self.existing == "ignore":
+            # the rows it added are participants now: uploaded again, every one is ignored,
+            # and which were added is told by nothing (splitting only spends uploads)
+            reason = (
+                "SignalVine added it, or ignored it as a participant already (existing = "
+                f'"ignore"): it ignored {ignored} of the {len(rows)} rows of the upload and '
+                "names none; not recorded sent"
+            )
+            return [Result(c.key, Status.SKIPPED, reason) for c in rows]
+        if ignored < len(rows):
+            raise FatalError(
+                f"SignalVine ignored {ignored} of the {len(rows)} rows of the upload "
+                f"({self._ignoring()}) and its report names none: none is marked sent",
+                vendor=self.name,
+            )
+        reason = f"SignalVine ignored it: {self._ignoring()}; not sent"
+        return [Result(c.key, Status.SKIPPED, reason) for c in rows]
+
+    def _ignoring(self) -> str:
+        """What the options make SignalVine ignore, in the words of a skip reason."""
+        said = []
+        if self.opts["new"] == "ignore":
+            said.append(
+                f'new = "ignore" and program {self.program} has no participant with '
+                "its customer_id or phone"
+            )
+        if self.existing == "ignore":
+            said.append(
+                f'existing = "ignore" and it is a participant of program {self.program} already'
+            )
+        return ", or ".join(said)
 
     def _unplaced(self, texts: list[str], rows: Sequence[Contact]) -> FatalError:
         """A command's errors that name no customer_id of it (a message that is no import

@@ -1021,3 +1021,93 @@ def test_commands_a_restart_finds_forgotten_are_sent_again_without_stopping_sign
     assert out.stopped is None, out.stopped
     assert rows == {c.key: "sent" for c in contacts}
     assert set(sim.participants_by_customer()) == {c.key for c in contacts}
+
+
+# --- rows SignalVine ignores (new / existing = "ignore") ----------------------------------
+def _held(env: Env, sent: set[str], contacts: list[Contact]) -> None:
+    """Every contact recorded sent is a participant holding its data."""
+    have = env.sim.participants_by_customer()
+    for c in contacts:
+        if c.key in sent:
+            assert {k: have[c.key][k] for k in c.fields} == dict(c.fields), c.key
+
+
+def test_new_ignore_skips_the_rows_signalvine_did_not_add(env: Env) -> None:
+    env.sim.seed("K00001", "+32470000001", first_name="Old")
+    connector = env.connector('new = "ignore"\n')
+    contacts = [contact(i) for i in range(4)]
+    outcome, _ = deliver(connector, contacts, env.folder)
+    assert outcome["K00001"] == ("sent", None)
+    for key in ("K00000", "K00002", "K00003"):
+        status, reason = outcome[key]
+        assert status == "skipped", key
+        assert 'SignalVine ignored it: new = "ignore"' in (reason or "")
+    assert set(env.sim.participants_by_customer()) == {"K00001"}
+    _held(env, {"K00001"}, contacts)
+
+
+def test_existing_ignore_never_records_an_ignored_participant_sent(env: Env) -> None:
+    env.sim.seed("K00001", "+32470000001", first_name="Old")
+    connector = env.connector('existing = "ignore"\n')
+    results, _ = push(connector, [contact(1)])
+    assert results["K00001"].status is Status.SKIPPED
+    assert 'existing = "ignore" and it is a participant' in (results["K00001"].reason or "")
+    assert env.sim.participants_by_customer()["K00001"]["first_name"] == "Old"
+    results, _ = push(connector, [contact(5), contact(6)])  # none a participant: all added
+    assert {r.status for r in results.values()} == {Status.SENT}
+    contacts = [contact(i) for i in range(4)]
+    outcome, _ = deliver(connector, contacts, env.folder)
+    assert {status for status, _ in outcome.values()} == {"skipped"}  # which were added?
+    assert "it ignored 1 of the 4 rows" in (outcome["K00000"][1] or "")
+    assert len(env.sim.requests(PUSH, "POST")) == 3  # nothing re-uploaded to tell them
+    assert env.sim.participants_by_customer()["K00001"]["first_name"] == "Old"
+
+
+def test_with_an_ignore_option_a_report_without_an_ignored_count_marks_nothing_sent(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    sim = SignalVineSim(now=clock.now, message_form="text")
+    with Server(sim) as server:
+        connector = Env(sim, server, clock, tmp_path).connector('new = "ignore"\n')
+        with pytest.raises(EndpointError, match="counts no rows ignored"):
+            connector.push([contact(0)], lambda job: None)
+
+
+def test_new_and_existing_both_ignore_is_a_config_error(env: Env) -> None:
+    with pytest.raises(ConfigError, match='both "ignore"'):
+        env.connector('new = "ignore"\nexisting = "ignore"\n')
+
+
+# --- a new customer_id with a phone another participant has -------------------------------
+@pytest.mark.parametrize("reading", ["refuse", "update"])
+def test_a_new_customer_whose_phone_another_participant_has_is_never_sent(
+    tmp_path: Path, reading: str
+) -> None:
+    """docbox: "`new = add`: any participants in the CSV that don't exist in Signal Vine
+    will be added (i.e. customer_id & phone don't exist ...)": SignalVine may refuse the
+    row (the SDK's tests) or take it as the participant holding the phone, and update that
+    one; the report then counts it updated, as any change."""
+    clock = FakeClock()
+    sim = SignalVineSim(now=clock.now, phone_taken=reading)
+    with Server(sim) as server:
+        env = Env(sim, server, clock, tmp_path)
+        other = sim.seed("K00100", "+32470000100", first_name="Other")
+        sim.seed("K00001", "+32470000001", first_name="Old")
+        taken = replace(contact(5), fields={**contact(5).fields, "phone": "+32470000100"})
+        contacts = [contact(1), contact(2), taken]
+        outcome, _ = deliver(env.connector(), contacts, tmp_path)
+        assert outcome["K00001"] == ("sent", None)
+        assert outcome["K00002"] == ("sent", None)
+        status, reason = outcome["K00005"]
+        assert status == "failed"
+        assert other in (reason or "")
+        _held(env, {"K00001", "K00002"}, contacts)
+        if reading == "update":  # what the vendor did, which syncd must not call sent
+            assert sim.participants_by_customer()["K00100"]["first_name"] == "First5"
+            assert "'K00100'" in (reason or "")
+
+
+def test_the_check_reads_only_after_an_upload_that_updated_someone(env: Env) -> None:
+    push(env.connector(), [contact(i) for i in range(3)])  # all added: nothing to read
+    assert env.sim.requests(f"/v1/programs/{PROGRAM}/participants") == []
