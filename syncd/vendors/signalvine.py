@@ -556,7 +556,14 @@ class SignalVine(Connector):
             items = page.get("items")
             items = [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
             ids = [i.get("id") for i in items]
-            if ids == before:  # the same page again (an offset ignored): read no further
+            if ids and ids == before:  # the same page again (an offset ignored)
+                self.log.warning(
+                    "the participants an upload changed could not be read to their end: "
+                    "rows it applied to another participant's phone may be recorded sent",
+                    vendor=self.name,
+                    offset=offset,
+                    hint="check_phones reads them after each upload that updated participants",
+                )
                 break
             before = ids
             for item in items:
