@@ -21,7 +21,10 @@ shipped beside this module; every request body is validated against its schemas)
   carrying an externalCustomerId -- the spec says only "a value of the field used to
   determine the contact uniqueness", which reads either way). A session holding a channel value told
   to `fail_import(value, description)` reads ERROR with that description instead (and
-  imports nothing); one holding a value told to `stall_import(value)` stays IMPORTING.
+  imports nothing); one holding a value told to `stall_import(value)` stays IMPORTING
+  until `release_import(value)`, which applies it at once, polled or not: after any
+  session posted later and already applied, as the spec allows ("Asynchronous processing
+  is used; requests may be handled in a different order or concurrently").
 - Update semantics, the spec's words on `contactFields`: the standard fields it lists are
   updated, a listed field the contact does not carry becomes null, the others keep their
   value; without `contactFields` every standard field is updated, so each one not sent
@@ -234,6 +237,18 @@ class ESputnikSim(Simulator):
         """Make every session holding this channel value stay IMPORTING for ever."""
         with self.lock:
             self._stall.add(value)
+
+    def release_import(self, value: str) -> None:
+        """End `stall_import(value)`: the sessions it held that nothing else holds are
+        imported now, as eSputnik does on its own time (whether anyone polls them or not),
+        over whatever sessions posted after them imported meanwhile."""
+        with self.lock:
+            self._stall.discard(value)
+            for s in self._sessions.values():
+                held = s.values & self._stall or s.values & self._fail.keys()
+                if value in s.values and not s.done and not held:
+                    s.mapping = [e for c in s.contacts if (e := self._import(c, s.body))]
+                    s.done = True
 
     def unsubscribe(self, email: str, at: datetime | None = None) -> None:
         """Record that the contact with this email opted out (an UNSUBSCRIBED activity)."""
