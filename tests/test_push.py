@@ -383,6 +383,28 @@ def test_a_session_stalled_past_poll_timeout_then_applied_late_never_leaves_old_
         store.close()
 
 
+def test_syncd_retry_forget_jobs_gives_up_a_session_that_never_ends(tmp_path: Path) -> None:
+    """The way out for a session eSputnik never ends: `syncd retry --forget-jobs` puts its
+    contacts back to pending, the session forgotten, and they are sent again."""
+    sim = ESputnikSim()
+    sim.stall_import(esputnik.contact(1).fields["email"])
+    with Server(sim) as server:
+        connector, store, _o, _c = sessions(tmp_path, server, "poll_timeout = 5\n")
+        queue(store, "esputnik", [(renamed(1, "Old"), "pending", None)])
+        Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        assert ledger(store)["K00001"][0] == "in_flight"
+        queue(store, "esputnik", [(moved(1, "New"), "pending", None)])
+        assert store.forget_jobs("esputnik", NOW) == 1
+        old = store.query("SELECT status, job, reason FROM deliveries ORDER BY id LIMIT 1")[0]
+        assert (old["status"], old["job"]) == ("pending", None)
+        assert "forgotten (syncd retry --forget-jobs)" in old["reason"]
+        connector, _s, _o, _c = sessions(tmp_path, server, "poll_timeout = 5\n")
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        assert out.counts == {"superseded": 1, "sent": 1}  # the old data is never re-sent
+        assert esputnik.KIT.held(sim)["K00001"]["firstName"] == "New"
+        store.close()
+
+
 def test_a_stop_request_leaves_open_sessions_in_flight_and_the_next_run_polls_them(
     tmp_path: Path,
 ) -> None:
@@ -627,3 +649,49 @@ def test_a_batch_refused_whole_is_split_by_the_values_its_words_quote() -> None:
     assert keys(("pars", "why", "oolean", "no")) == (["K1"], ["K0", "K2", "K3"])
     assert keys(("a", "b", "c")) is None
     assert keys(("why", "why")) is None
+
+
+def test_syncd_retry_forget_jobs_from_the_command_line(tmp_path: Path) -> None:
+    """End to end: a sync whose session never ends exits 1 saying so; the contact changes;
+    the next sync holds the change back, naming the session; `syncd retry --forget-jobs`
+    gives the session up and sends the change."""
+    import os
+    import subprocess
+    import sys
+
+    from syncd.sample import HEADER, rows
+    from tests.helpers import World, esputnik_table
+
+    data = list(rows(3))
+    email = HEADER.index("Email")
+    sim = ESputnikSim()
+    sim.stall_import(data[1][email].strip().lower())
+    with Server(sim) as server:
+        w = World(
+            tmp_path, {"esputnik": esputnik_table(server.url, poll_timeout=0.05, batch_size=1)}
+        )
+        cmd = [sys.executable, "-m", "syncd.cli", "--config", str(tmp_path / "syncd.toml")]
+        env = {**os.environ, "SYNCD_LOG_LEVEL": "WARNING"}
+
+        def syncd(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*cmd, *args], env=env, capture_output=True, text=True)
+
+        w.write(data)
+        first = syncd("sync")
+        assert first.returncode == 1, first.stdout + first.stderr[-2000:]
+        assert "1 held in a job still open" in first.stdout
+        data[1][HEADER.index("First Name")] = "Changed"
+        data[1][email] = "changed@example.com"  # a session of its own: not the one stalled
+        w.write(data)
+        second = syncd("sync")
+        assert second.returncode == 1
+        assert "held back: import session" in second.stdout  # the run's reasons name it
+        assert posted(sim).count(data[1][0]) == 1
+        retried = syncd("retry", "--vendor", "esputnik", "--forget-jobs")
+        assert retried.returncode == 0, retried.stdout + retried.stderr[-2000:]
+        assert "esputnik: forgot the open jobs of 1 deliveries" in retried.stdout
+    assert esputnik.KIT.held(sim)[data[1][0]]["firstName"] == "Changed"
+    assert {d["status"] for d in w.deliveries() if d["key"] == data[1][0]} == {
+        "superseded",
+        "sent",
+    }
