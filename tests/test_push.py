@@ -338,7 +338,8 @@ def test_a_session_still_open_at_poll_timeout_is_held_and_no_newer_data_goes_bef
         (job,) = jobs
         for status, _job, reason in stalled.values():
             assert status == "in_flight"
-            assert f"import session {job} still IMPORTING" in (reason or "")
+            assert f"import session {job} still IMPORTING (its status set 20" in (reason or "")
+            assert "after 5 s of polling: held" in (reason or "")  # how long it has been open
         # the CRM changes K00002; the next run finds its old session still open
         queue(store, "esputnik", [(moved(2, "New"), "pending", None)])
         connector, _store, _opened, _clock = sessions(tmp_path, server, extra)

@@ -135,6 +135,7 @@ class Session:
     mapping: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
     values: frozenset[str] = frozenset()  # its contacts' channel values (fixed at the POST)
+    said: tuple[str, str] = ("", "")  # its status and when it was set (the `timestamp`)
 
     def __post_init__(self) -> None:
         self.values = frozenset(str(ch.get("value")) for c in self.contacts for ch in c["channels"])
@@ -350,10 +351,9 @@ class ESputnikSim(Simulator):
             status = "FINISHED" if s.done else ("IMPORTING" if s.polls > 1 else "STARTED")
             if ready and failed is not None:
                 status = "ERROR"
-            answer: dict[str, Any] = {
-                "status": status,
-                "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
+            if s.said[0] != status:  # the spec's timestamp: "The status setting time"
+                s.said = (status, datetime.now(UTC).isoformat(timespec="seconds"))
+            answer: dict[str, Any] = {"status": status, "timestamp": s.said[1]}
             if status == "ERROR":
                 answer["description"] = failed
             if s.done:
