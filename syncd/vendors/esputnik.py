@@ -66,7 +66,8 @@ off on our own); an import session that neither finishes nor fails within
 `poll_timeout` seconds is still open at eSputnik, and may be applied after a newer session
 of the same contacts (the spec: "requests may be handled in a different order or
 concurrently"), so it is not given up: its contacts stay in flight with the session
-recorded, the next run polls it first (FINISHED: sent, ERROR: failed), and no newer change
+recorded, the next run polls it first, for up to `poll_timeout` again before anything new
+goes to eSputnik (FINISHED: sent, ERROR: failed), and no newer change
 of those contacts is posted while it is open (the run's summary counts them, its reasons
 name the session). A session eSputnik never ends is given up only by an operator:
 `syncd retry --vendor esputnik --forget-jobs` sends its contacts again, accepting that it
@@ -490,7 +491,13 @@ class ESputnik(Connector):
                 "the next run, no newer change of its contacts sent before it ends (`syncd "
                 "retry --forget-jobs` gives it up)"
             )
-            self.log.warning("import session still open: held", session=job.id, state=state)
+            self.log.warning(
+                "import session still open: held, polled again by the next run",
+                session=job.id,
+                state=state,
+                since=since,
+                polled=self.opts["poll_timeout"],
+            )
             return [Result(c.key, Status.IN_FLIGHT, reason) for c in job.contacts]
         return None
 
