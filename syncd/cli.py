@@ -411,10 +411,18 @@ def check(ctx: Ctx, online: bool) -> None:
 @click.option(
     "--unknown", is_flag=True, help="also re-send triggers whose outcome is unknown (may duplicate)"
 )
+@click.option(
+    "--forget-jobs",
+    is_flag=True,
+    help="also give up async jobs an upsert vendor still holds open (an eSputnik import "
+    "session that never ends) and send their contacts again: the vendor may still apply "
+    "the old job after them",
+)
 @pass_ctx
-def retry(ctx: Ctx, vendors: tuple[str, ...], dead: bool, unknown: bool) -> None:
+def retry(ctx: Ctx, vendors: tuple[str, ...], dead: bool, unknown: bool, forget_jobs: bool) -> None:
     """Re-queue failed deliveries (and --dead / --unknown ones) and deliver them now."""
     from syncd.pipeline import deliver, opened
+    from syncd.vendors import REGISTRY
 
     cfg = ctx.cfg
     statuses = ["failed"] + (["dead"] if dead else []) + (["unknown"] if unknown else [])
@@ -422,6 +430,15 @@ def retry(ctx: Ctx, vendors: tuple[str, ...], dead: bool, unknown: bool) -> None
     display = _display()
     with opened(cfg, create=False) as store, display or nullcontext():
         _long_lived()
+        for name in (vendors or cfg.vendors) if forget_jobs else ():
+            if name not in REGISTRY:
+                continue  # `deliver` names the vendor that is not configured
+            if REGISTRY[name].kind == "trigger":  # re-sent, a survey could go twice
+                click.echo(f"{name}: a trigger vendor's jobs are never forgotten (--forget-jobs)")
+                continue
+            forgotten = store.forget_jobs(name, SYSTEM.now())
+            if forgotten:
+                click.echo(f"{name}: forgot the open jobs of {forgotten} deliveries")
         report = deliver(cfg, store, SYSTEM, statuses, vendors or None, progress=display)
     click.echo(report.summary())
     for line in report.details():

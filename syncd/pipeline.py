@@ -61,6 +61,7 @@ class RunReport(Report):
         "failed": "{} failed",
         "unknown": "{} with an unknown outcome",
         "pending": "{} left pending",
+        "in_flight": "{} held in a job still open (polled again next run)",
         "superseded": "{} replaced by a newer change",
         "skipped": "{} skipped",
         "quarantined": "{} not sendable to it (quarantined)",
@@ -122,6 +123,7 @@ class RunReport(Report):
             or d.counts["failed"]
             or d.counts["unknown"]
             or d.counts["pending"]
+            or d.counts["in_flight"]
             or backlog.get(name, {}).get("pending")
             for name, d in self.delivered.items()
         )

@@ -16,6 +16,11 @@ is never sent after a fresh one. A trigger whose outcome is unknown stops its ve
 the run (a vendor answering like that would make every later contact unknown too); a
 configuration error (a 3xx, 404, 405) stops it with every contact left pending.
 
+A job still open when its connector stops polling it (a Result IN_FLIGHT: the vendor may
+apply it later, after newer data of its contacts) keeps its batch in flight with the job
+recorded, as a stop leaves it, and no newer delivery of those contacts is sent this run:
+the next run's `resume` polls the job first.
+
 A connector whose batches are async jobs that may overlap (`Connector.start`, `poll`) has
 up to `window()` of them open at once: the next batch goes while earlier jobs run, every
 open job is polled in one round (one sleep between rounds, as long as the shortest
@@ -109,6 +114,9 @@ class Deliverer:
         self._refusals: tuple[str, int] = ("", 0)  # (reason, how many singles in a row)
         self._open: list[_Open] = []  # started async jobs not yet ended, oldest first
         self._round_at = -math.inf  # the connector clock's time of the next poll round
+        # contacts whose job was left open (a Result IN_FLIGHT: the vendor may still apply
+        # it), with why: no newer delivery of theirs is sent this run
+        self._held: dict[str, str] = {}
 
     @property
     def store(self) -> Store:
@@ -203,6 +211,15 @@ class Deliverer:
                 held = self.store.held_back(self.vendor, queued_before, self.hold, self.now())
                 self.out.counts["skipped"] += sum(r["key"] in held for r in queued_before)
                 fresh = [r for r in fresh if r["key"] not in held]
+            if waiting := [r for r in fresh if r["key"] in self._held]:
+                self._settle(
+                    {r["key"]: r["id"] for r in waiting},
+                    [
+                        Result(r["key"], Status.PENDING, f"held back: {self._held[r['key']]}")
+                        for r in waiting
+                    ],
+                )
+                fresh = [r for r in fresh if r["key"] not in self._held]
             ids = {r["key"]: r["id"] for r in fresh}
             contacts = [_contact(r) for r in fresh]
             if settled := self.connector.unsendable(contacts):
@@ -485,6 +502,8 @@ class Deliverer:
                     )
                 )
             reason = scrub(result.reason) if result.reason else None  # a vendor's own words
+            if result.status is Status.IN_FLIGHT:  # its job left open, recorded: `_held`
+                self._held[key] = reason or "its job is still open at the vendor"
             outcomes.append((did, key, result.status.value, reason, result.ref))
             if count:
                 self.out.counts[result.status.value] += 1

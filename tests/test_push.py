@@ -4,7 +4,6 @@ only the newest delivery of a contact is ever sent."""
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
@@ -306,27 +305,105 @@ def test_a_session_ending_in_error_fails_its_contacts_amid_finished_ones(tmp_pat
     assert sorted(held) == ["K00000", "K00001", "K00005", "K00006", "K00007"]
 
 
-def test_a_session_still_running_at_poll_timeout_leaves_its_contacts_pending(
+def moved(i: int, first: str) -> Contact:
+    """Contact i renamed, with an email of its own (so a stall of its old one is not its)."""
+    c = renamed(i, first)
+    return Contact(c.key, {**c.fields, "email": f"{first.lower()}{i}@example.com"}, c.metadata)
+
+
+def acked(store: Store) -> dict[str, str]:
+    return {r["key"]: r["hash"] for r in store.query("SELECT key, hash FROM vendor_state")}
+
+
+def test_a_session_still_open_at_poll_timeout_is_held_and_no_newer_data_goes_before_it(
     tmp_path: Path,
 ) -> None:
+    """A session given up at poll_timeout is still open at eSputnik, which may apply it
+    after a newer one ("requests may be handled in a different order"). Left pending, the
+    contact's next change went in a new session; the old one, applied after it, left
+    eSputnik holding the old data while the store had the new one acknowledged."""
     sim = ESputnikSim()
     sim.stall_import(esputnik.contact(2).fields["email"])
+    extra = "open_sessions = 4\npoll_timeout = 5\n"
     with Server(sim) as server:
-        connector, store, _opened, _clock = sessions(
-            tmp_path, server, "open_sessions = 4\npoll_timeout = 5\n"
-        )
-        queue(store, "esputnik", [(esputnik.contact(i), "pending", None) for i in range(6)])
+        connector, store, _opened, _clock = sessions(tmp_path, server, extra)
+        queue(store, "esputnik", [(renamed(i, "Old"), "pending", None) for i in range(6)])
         out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
         got = ledger(store)
-        attempts = {r["key"]: r["attempts"] for r in store.query("SELECT * FROM deliveries")}
+        assert out.counts == {"sent": 4, "in_flight": 2}
+        stalled = {k: v for k, v in got.items() if v[0] != "sent"}
+        assert sorted(stalled) == ["K00002", "K00003"]
+        jobs = {job for _status, job, _reason in stalled.values()}
+        assert len(jobs) == 1 and None not in jobs  # recorded: the next run polls it
+        (job,) = jobs
+        for status, _job, reason in stalled.values():
+            assert status == "in_flight"
+            assert f"import session {job} still IMPORTING (its status set 20" in (reason or "")
+            assert "after 5 s of polling: held" in (reason or "")  # how long it has been open
+        # the CRM changes K00002; the next run finds its old session still open
+        queue(store, "esputnik", [(moved(2, "New"), "pending", None)])
+        connector, _store, _opened, _clock = sessions(tmp_path, server, extra)
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        assert out.counts == {"in_flight": 2, "pending": 1}  # the new data is held back
+        assert posted(sim).count("K00002") == 1
+        newest = store.query("SELECT status, reason FROM deliveries ORDER BY id DESC LIMIT 1")
+        assert newest[0]["status"] == "pending"
+        assert f"held back: import session {job} still IMPORTING" in newest[0]["reason"]
+        # eSputnik applies the old session at last; the next run reads it, then sends the new
+        sim.release_import(esputnik.contact(2).fields["email"])
+        connector, _store, _opened, _clock = sessions(tmp_path, server, extra)
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        assert out.counts == {"sent": 3}
+        assert posted(sim).count("K00002") == 2
+        # (its email stays: eSputnik never updates the dedupe_on field)
+        assert esputnik.KIT.held(sim)["K00002"]["firstName"] == "New"
+        assert acked(store)["K00002"] == "New"  # what the store says eSputnik holds: it does
         store.close()
-    assert out.counts == {"sent": 4, "pending": 2}
-    stalled = {k: v for k, v in got.items() if v[0] != "sent"}
-    assert sorted(stalled) == ["K00002", "K00003"]  # sent again by the next run: an upsert
-    for status, job, reason in stalled.values():
-        assert (status, job) == ("pending", None)
-        assert re.fullmatch(r"import session [0-9a-f-]{36} still IMPORTING after polling", reason)
-    assert attempts["K00002"] == 0  # a pending outcome gives the attempt back
+
+
+def test_a_session_stalled_past_poll_timeout_then_applied_late_never_leaves_old_data(
+    tmp_path: Path,
+) -> None:
+    """The vendor's truth after the stalled session is applied out of order, run by run:
+    whatever the store records acknowledged is what eSputnik holds."""
+    sim = ESputnikSim()
+    sim.stall_import(esputnik.contact(0).fields["email"])
+    extra = "open_sessions = 1\npoll_timeout = 5\n"
+    with Server(sim) as server:
+        connector, store, _o, _c = sessions(tmp_path, server, extra)
+        queue(store, "esputnik", [(renamed(0, "Old"), "pending", None)])
+        Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        queue(store, "esputnik", [(moved(0, "New"), "pending", None)])
+        connector, _s, _o, _c = sessions(tmp_path, server, extra)
+        Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        sim.release_import(esputnik.contact(0).fields["email"])  # applied after, maybe
+        connector, _s, _o, _c = sessions(tmp_path, server, extra)
+        Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        vendor = esputnik.KIT.held(sim)["K00000"]["firstName"]
+        assert acked(store)["K00000"] == vendor == "New"
+        store.close()
+
+
+def test_syncd_retry_forget_jobs_gives_up_a_session_that_never_ends(tmp_path: Path) -> None:
+    """The way out for a session eSputnik never ends: `syncd retry --forget-jobs` puts its
+    contacts back to pending, the session forgotten, and they are sent again."""
+    sim = ESputnikSim()
+    sim.stall_import(esputnik.contact(1).fields["email"])
+    with Server(sim) as server:
+        connector, store, _o, _c = sessions(tmp_path, server, "poll_timeout = 5\n")
+        queue(store, "esputnik", [(renamed(1, "Old"), "pending", None)])
+        Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        assert ledger(store)["K00001"][0] == "in_flight"
+        queue(store, "esputnik", [(moved(1, "New"), "pending", None)])
+        assert store.forget_jobs("esputnik", NOW) == 1
+        old = store.query("SELECT status, job, reason FROM deliveries ORDER BY id LIMIT 1")[0]
+        assert (old["status"], old["job"]) == ("pending", None)
+        assert "forgotten (syncd retry --forget-jobs)" in old["reason"]
+        connector, _s, _o, _c = sessions(tmp_path, server, "poll_timeout = 5\n")
+        out = Deliverer(store, connector, lambda: NOW, max_attempts=3).run()
+        assert out.counts == {"superseded": 1, "sent": 1}  # the old data is never re-sent
+        assert esputnik.KIT.held(sim)["K00001"]["firstName"] == "New"
+        store.close()
 
 
 def test_a_stop_request_leaves_open_sessions_in_flight_and_the_next_run_polls_them(
@@ -573,3 +650,49 @@ def test_a_batch_refused_whole_is_split_by_the_values_its_words_quote() -> None:
     assert keys(("pars", "why", "oolean", "no")) == (["K1"], ["K0", "K2", "K3"])
     assert keys(("a", "b", "c")) is None
     assert keys(("why", "why")) is None
+
+
+def test_syncd_retry_forget_jobs_from_the_command_line(tmp_path: Path) -> None:
+    """End to end: a sync whose session never ends exits 1 saying so; the contact changes;
+    the next sync holds the change back, naming the session; `syncd retry --forget-jobs`
+    gives the session up and sends the change."""
+    import os
+    import subprocess
+    import sys
+
+    from syncd.sample import HEADER, rows
+    from tests.helpers import World, esputnik_table
+
+    data = list(rows(3))
+    email = HEADER.index("Email")
+    sim = ESputnikSim()
+    sim.stall_import(data[1][email].strip().lower())
+    with Server(sim) as server:
+        w = World(
+            tmp_path, {"esputnik": esputnik_table(server.url, poll_timeout=0.05, batch_size=1)}
+        )
+        cmd = [sys.executable, "-m", "syncd.cli", "--config", str(tmp_path / "syncd.toml")]
+        env = {**os.environ, "SYNCD_LOG_LEVEL": "WARNING"}
+
+        def syncd(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*cmd, *args], env=env, capture_output=True, text=True)
+
+        w.write(data)
+        first = syncd("sync")
+        assert first.returncode == 1, first.stdout + first.stderr[-2000:]
+        assert "1 held in a job still open" in first.stdout
+        data[1][HEADER.index("First Name")] = "Changed"
+        data[1][email] = "changed@example.com"  # a session of its own: not the one stalled
+        w.write(data)
+        second = syncd("sync")
+        assert second.returncode == 1
+        assert "held back: import session" in second.stdout  # the run's reasons name it
+        assert posted(sim).count(data[1][0]) == 1
+        retried = syncd("retry", "--vendor", "esputnik", "--forget-jobs")
+        assert retried.returncode == 0, retried.stdout + retried.stderr[-2000:]
+        assert "esputnik: forgot the open jobs of 1 deliveries" in retried.stdout
+    assert esputnik.KIT.held(sim)[data[1][0]]["firstName"] == "Changed"
+    assert {d["status"] for d in w.deliveries() if d["key"] == data[1][0]} == {
+        "superseded",
+        "sent",
+    }

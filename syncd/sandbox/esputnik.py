@@ -21,7 +21,10 @@ shipped beside this module; every request body is validated against its schemas)
   carrying an externalCustomerId -- the spec says only "a value of the field used to
   determine the contact uniqueness", which reads either way). A session holding a channel value told
   to `fail_import(value, description)` reads ERROR with that description instead (and
-  imports nothing); one holding a value told to `stall_import(value)` stays IMPORTING.
+  imports nothing); one holding a value told to `stall_import(value)` stays IMPORTING
+  until `release_import(value)`, which applies it at once, polled or not: after any
+  session posted later and already applied, as the spec allows ("Asynchronous processing
+  is used; requests may be handled in a different order or concurrently").
 - Update semantics, the spec's words on `contactFields`: the standard fields it lists are
   updated, a listed field the contact does not carry becomes null, the others keep their
   value; without `contactFields` every standard field is updated, so each one not sent
@@ -132,6 +135,7 @@ class Session:
     mapping: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
     values: frozenset[str] = frozenset()  # its contacts' channel values (fixed at the POST)
+    said: tuple[str, str] = ("", "")  # its status and when it was set (the `timestamp`)
 
     def __post_init__(self) -> None:
         self.values = frozenset(str(ch.get("value")) for c in self.contacts for ch in c["channels"])
@@ -235,6 +239,18 @@ class ESputnikSim(Simulator):
         with self.lock:
             self._stall.add(value)
 
+    def release_import(self, value: str) -> None:
+        """End `stall_import(value)`: the sessions it held that nothing else holds are
+        imported now, as eSputnik does on its own time (whether anyone polls them or not),
+        over whatever sessions posted after them imported meanwhile."""
+        with self.lock:
+            self._stall.discard(value)
+            for s in self._sessions.values():
+                held = s.values & self._stall or s.values & self._fail.keys()
+                if value in s.values and not s.done and not held:
+                    s.mapping = [e for c in s.contacts if (e := self._import(c, s.body))]
+                    s.done = True
+
     def unsubscribe(self, email: str, at: datetime | None = None) -> None:
         """Record that the contact with this email opted out (an UNSUBSCRIBED activity)."""
         with self.lock:
@@ -335,10 +351,9 @@ class ESputnikSim(Simulator):
             status = "FINISHED" if s.done else ("IMPORTING" if s.polls > 1 else "STARTED")
             if ready and failed is not None:
                 status = "ERROR"
-            answer: dict[str, Any] = {
-                "status": status,
-                "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
+            if s.said[0] != status:  # the spec's timestamp: "The status setting time"
+                s.said = (status, datetime.now(UTC).isoformat(timespec="seconds"))
+            answer: dict[str, Any] = {"status": status, "timestamp": s.said[1]}
             if status == "ERROR":
                 answer["description"] = failed
             if s.done:

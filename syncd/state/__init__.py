@@ -970,6 +970,20 @@ class Store:
         with self.write() as c:
             return c.execute(sql, params).rowcount
 
+    def forget_jobs(self, vendor: str, now: datetime) -> int:
+        """`syncd retry --forget-jobs`: an upsert vendor's deliveries in flight in a job
+        still open there (one a connector stopped polling, held) go back to pending, the
+        job forgotten, to be sent again: the operator accepts that the vendor may still
+        apply the job after them."""
+        with self.write() as c:
+            return c.execute(
+                "UPDATE deliveries SET status = 'pending', job = NULL, attempts = "
+                "max(attempts - 1, 0), reason = 'its job ' || job || ' forgotten (syncd retry "
+                "--forget-jobs)', updated_at = ? WHERE vendor = ? AND status = 'in_flight' "
+                f"AND status IN {OPEN_STATUSES!r} AND job IS NOT NULL",
+                (iso(now), vendor),
+            ).rowcount
+
     def withdraw_vendor(
         self,
         vendor: str,

@@ -63,7 +63,15 @@
 
 Assumptions (unknown in the vendor's documents): Retry-After on 429 may be absent (we back
 off on our own); an import session that neither finishes nor fails within
-`poll_timeout` seconds leaves its contacts pending (an upsert: re-sending is harmless);
+`poll_timeout` seconds is still open at eSputnik, and may be applied after a newer session
+of the same contacts (the spec: "requests may be handled in a different order or
+concurrently"), so it is not given up: its contacts stay in flight with the session
+recorded, the next run polls it first, for up to `poll_timeout` again before anything new
+goes to eSputnik (FINISHED: sent, ERROR: failed), and no newer change
+of those contacts is posted while it is open (the run's summary counts them, its reasons
+name the session). A session eSputnik never ends is given up only by an operator:
+`syncd retry --vendor esputnik --forget-jobs` sends its contacts again, accepting that it
+may still be applied over them;
 `eventKeyForNewContacts` follows the article (latin letters and digits, at most 100), which
 is stricter than the schema's description; a FINISHED mapping with an entry that names no
 contact of the session (a value eSputnik normalised otherwise), an entry without a value,
@@ -165,7 +173,13 @@ class ESputnik(Connector):
             help="import sessions open at once: the next batch is sent while earlier ones "
             "import (1: each session is polled to its end before the next batch goes)",
         ),
-        "poll_timeout": Option(float, default=900.0, help="give up polling after this long"),
+        "poll_timeout": Option(
+            float,
+            default=900.0,
+            help="seconds an import session is polled in a run; one still open then is held "
+            "(its contacts in flight, no newer change of theirs sent) and polled by the next "
+            "run (`syncd retry --forget-jobs` gives it up)",
+        ),
         "first_date": Option(str, help="unsubscribes: pull from this date (YYYY-MM-DD)"),
         "date_order": Option(
             str,
@@ -436,7 +450,7 @@ class ESputnik(Connector):
 
     def poll(self, job: Job) -> list[Result] | None:
         """One look at an import session: FINISHED (sent), ERROR (failed with the session's
-        description), still running past `poll_timeout` (pending), else None."""
+        description), still running past `poll_timeout` (in flight: held open), else None."""
         call = "its call /api/v1/importstatus"
         with self.polling(job.id, "import session", call, reopened=job.reopened):
             # the spec's path parameter: one segment, percent-encoded (`S?x=1` polled `S`)
@@ -454,8 +468,25 @@ class ESputnik(Connector):
             reason = f"import session failed: {said}"
             return [Result(c.key, Status.FAILED, reason) for c in job.contacts]
         if self.clock.monotonic() >= job.deadline:
-            reason = f"import session {job.id} still {state} after polling"
-            return [Result(c.key, Status.PENDING, reason) for c in job.contacts]
+            # still open at eSputnik, which may apply it after any session posted later:
+            # its contacts stay in flight with it recorded (a restart polls it), and the
+            # delivery loop sends no newer data of theirs until it ends
+            since = status.get("timestamp")
+            reason = (
+                f"import session {job.id} still {state}"
+                + (f" (its status set {since})" if isinstance(since, str) and since else "")
+                + f" after {self.opts['poll_timeout']:g} s of polling: held, polled again by "
+                "the next run, no newer change of its contacts sent before it ends (`syncd "
+                "retry --forget-jobs` gives it up)"
+            )
+            self.log.warning(
+                "import session still open: held, polled again by the next run",
+                session=job.id,
+                state=state,
+                since=since,
+                polled=self.opts["poll_timeout"],
+            )
+            return [Result(c.key, Status.IN_FLIGHT, reason) for c in job.contacts]
         return None
 
     def _finished(self, job: Job, mapping: Any) -> list[Result]:
