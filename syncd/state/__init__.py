@@ -980,7 +980,7 @@ class Store:
                 "UPDATE deliveries SET status = 'pending', job = NULL, attempts = "
                 "max(attempts - 1, 0), reason = 'its job ' || job || ' forgotten (syncd retry "
                 "--forget-jobs)', updated_at = ? WHERE vendor = ? AND status = 'in_flight' "
-                f"AND status IN {OPEN_STATUSES!r} AND job IS NOT NULL",
+                "AND job IS NOT NULL",
                 (iso(now), vendor),
             ).rowcount
 
