@@ -188,10 +188,12 @@ def _grouped(
     ]
 
 
-# the open deliveries worth a reason (see `collect`); the IN list is deliveries_open's
+# the open deliveries worth a reason (see `collect`); the IN list is deliveries_open's.
+# In flight with a reason: a job the connector stopped polling, held (an eSputnik session
+# still open at poll_timeout), not a request of a run going on
 PROBLEMS = (
     f"status IN {OPEN_STATUSES!r} "
-    "AND status != 'in_flight' AND (status != 'pending' OR reason IS NOT NULL)"
+    "AND (status NOT IN ('pending', 'in_flight') OR reason IS NOT NULL)"
 )
 
 

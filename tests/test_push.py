@@ -682,6 +682,9 @@ def test_syncd_retry_forget_jobs_from_the_command_line(tmp_path: Path) -> None:
         first = syncd("sync")
         assert first.returncode == 1, first.stdout + first.stderr[-2000:]
         assert "1 held in a job still open" in first.stdout
+        # the operator sees it in status, naming the session (not a request going on)
+        shown = syncd("status").stdout
+        assert "esputnik: 1 in_flight — import session" in shown, shown
         data[1][HEADER.index("First Name")] = "Changed"
         data[1][email] = "changed@example.com"  # a session of its own: not the one stalled
         w.write(data)

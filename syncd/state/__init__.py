@@ -857,8 +857,12 @@ class Store:
         )
 
     def mark_in_flight(self, ids: Iterable[int], now: datetime) -> None:
+        """A request is about to carry them: an earlier attempt's reason no longer holds
+        (an in-flight delivery with a reason is a job held open: `syncd.status.PROBLEMS`)."""
         self._update_ids(
-            "status = 'in_flight', attempts = attempts + 1, updated_at = ?", (iso(now),), ids
+            "status = 'in_flight', reason = NULL, attempts = attempts + 1, updated_at = ?",
+            (iso(now),),
+            ids,
         )
 
     def newer_open(self, vendor: str, ids: Sequence[int]) -> set[int]:
