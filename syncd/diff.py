@@ -30,7 +30,7 @@ import numpy as np
 from syncd import liveness
 from syncd.config import Config
 from syncd.crashpoints import crashpoint
-from syncd.decide import SURVEYS, Act, Facts, decide
+from syncd.decide import SURVEYS, Act, Decision, Facts, decide
 from syncd.errors import StopRequested
 from syncd.fastpath import FirstLines, Known, fingerprint, scan
 from syncd.plan import Plan, VendorPlan
@@ -88,6 +88,8 @@ class Differ:
         self.held_back: dict[str, int] = {}
         # what the key of a record cut inside its key's cell begins with (`Bad.starts`)
         self.held_starts: dict[str, int] = {}
+        # decisions for a contact the store holds nothing of at a vendor (`_vendors`)
+        self.fresh: dict[tuple[str, str | None], Decision] = {}
 
     def run(self, export: Export) -> Plan:
         plan = self.plan
@@ -310,28 +312,36 @@ class Differ:
                     name, proj, cand, digest, data, acked, opened
                 )
             attributes = old.attributes if old else None
-            d = decide(
-                Facts(
-                    digest,
-                    acked,
-                    opened[1] if opened else None,
-                    opened[2] if opened else None,
-                    trigger=proj.trigger is not None,
-                    on_new=proj.on_new,
-                    baseline=name in self.baseline,
-                    rebaseline=vplan.rebaseline
-                    and proj.same_before(cand.row, attributes, self.header),
-                    suppressed=suppressed,
-                    suppress_upserts=sup.upserts,
-                    too_soon=f"surveyed by {surveyor} {when}: {SPARED}"
-                    f" = {sup.min_days_between_surveys}"
-                    if surveyor and sup.min_days_between_surveys > 0
-                    else None,
-                    spared=same_data(
-                        proj, held.spared.get((name, cand.key), _NONE), digest, data, cand.row
-                    ),
+            spared = held.spared.get((name, cand.key), _NONE)
+            # nothing stored of the contact at this vendor, no opt-out and no survey but one in
+            # this run (every row of a first sync): the decision is the digest's to make no
+            # more, the same for every such row (`decide` compares it with stored ones only)
+            fresh = acked is None and opened is None and spared is _NONE and suppressed is None
+            memo = (name, surveyor) if fresh and when in (None, "in this run") else None
+            d = self.fresh.get(memo) if memo else None
+            if d is None:
+                d = decide(
+                    Facts(
+                        digest,
+                        acked,
+                        opened[1] if opened else None,
+                        opened[2] if opened else None,
+                        trigger=proj.trigger is not None,
+                        on_new=proj.on_new,
+                        baseline=name in self.baseline,
+                        rebaseline=vplan.rebaseline
+                        and proj.same_before(cand.row, attributes, self.header),
+                        suppressed=suppressed,
+                        suppress_upserts=sup.upserts,
+                        too_soon=f"surveyed by {surveyor} {when}: {SPARED}"
+                        f" = {sup.min_days_between_surveys}"
+                        if surveyor and sup.min_days_between_surveys > 0
+                        else None,
+                        spared=same_data(proj, spared, digest, data, cand.row),
+                    )
                 )
-            )
+                if memo:
+                    self.fresh[memo] = d
             vplan.counts[d.count] += 1
             if d.act is Act.WITHDRAW and opened:
                 self.db.withdraw(opened[0])

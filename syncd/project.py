@@ -407,6 +407,8 @@ def prepare(
             views[name] = projected
             continue
         views[name] = proj.view(projected, row)
+        if email is not None and phone is not None:
+            continue
         for fname, kind in proj.connector.field_types.items():
             value = projected.fields.get(fname)  # the reach: any vendor's typed fields
             if value and kind == "email" and email is None:

@@ -66,6 +66,7 @@ class DiffStore:
         self._looked = False  # for a current fingerprint cache (`_cache`)
         self._cache_row: int | None = None  # its row, if there is one
         self._rowids: sqlite3.Blob | None = None  # its rowids, open for reading
+        self._unsubscribes: bool | None = None  # whether any opt-out is stored (`suppressions`)
 
     def session(self) -> AbstractContextManager[None]:
         """The diff's writes: the contacts' generation moves on once, at the end (m006)."""
@@ -93,6 +94,7 @@ class DiffStore:
             self.writer.wait()
             self.writer.check()
         self._close_rowids()
+        self._unsubscribes = None
         self.conn.execute(GENERATION_ON)  # `session`'s end, then its start again
         self.conn.execute("COMMIT")
         self.store.bound_wal()
@@ -333,8 +335,15 @@ class DiffStore:
     def suppressions(
         self, channels: Collection[str], reach: Mapping[str, tuple[str | None, str | None]]
     ) -> dict[str, str]:
-        """Keys unsubscribed at any vendor in one of `channels` (see `Store.suppressions`)."""
-        return self.store.suppressions(channels, reach)
+        """Keys unsubscribed at any vendor in one of `channels` (see `Store.suppressions`).
+        None is looked for when the store holds no opt-out, which is checked once a
+        transaction (the diff writes none; another process may between a first sync's pieces)."""
+        if self._unsubscribes is None:
+            # an end of the B-tree: a search, not a scan
+            self._unsubscribes = bool(
+                self.store.scalar("SELECT (SELECT max(rowid) FROM unsubscribes) IS NOT NULL")
+            )
+        return self.store.suppressions(channels, reach) if self._unsubscribes else {}
 
     def absent(self, vendor: str) -> list[tuple[str, Any, str]]:
         """(key, acknowledged digest, last attributes) of the vendor's contacts gone from
