@@ -28,8 +28,11 @@
   other 2xx, or no Location, is an unknown outcome that acknowledges no row — they stay
   pending and go again (an upsert). The Location is reported through `on_job`, then
   polled (signed GET) 2 s after, every 2 s for 30 s, then at intervals growing by 2 s up
-  to `poll_cap`; after `poll_timeout` the contacts stay pending, and so do they when the
-  Location answers 404 (a command SignalVine no longer knows). `resume` polls a recorded
+  to `poll_cap`; a command not complete after `poll_timeout` is held (its rows in flight
+  with the Location recorded, polled first by the next run, no newer change of them
+  uploaded before it completes: SignalVine may run it after a newer upload; `syncd retry
+  --forget-jobs` gives it up); the contacts stay pending when the Location answers 404 (a
+  command SignalVine no longer knows). `resume` polls a recorded
   Location, never re-sends. A poll is read only from a 200, whether the command is running
   or complete (the SDK's `get_location_status` takes no other status); another 2xx is
   asked again, then leaves the rows pending. So is every read (schema, participant pages):
@@ -285,7 +288,13 @@ class SignalVine(Connector):
             float, default=POLL_FIRST, help="seconds before the first command poll (the doc: 2)"
         ),
         "poll_cap": Option(float, default=60.0, help="longest wait between command polls"),
-        "poll_timeout": Option(float, default=900.0, help="give up polling after this long"),
+        "poll_timeout": Option(
+            float,
+            default=900.0,
+            help="seconds a command is polled in a run; one not complete then is held (its "
+            "rows in flight, no newer change of theirs sent) and polled by the next run "
+            "(`syncd retry --forget-jobs` gives it up)",
+        ),
         "pull_lookback": Option(float, default=300.0, help="seconds re-read before the cursor"),
     }
     required_fields = ("customer_id", "phone")
@@ -497,8 +506,15 @@ class SignalVine(Connector):
         too many errors (row mode: the rest may go again)."""
         status = self._poll(location)
         if status is None:
-            reason = f"command {location} not complete after {self.opts['poll_timeout']:g} s"
-            return [Result(c.key, Status.PENDING, reason) for c in rows], False
+            # still queued at SignalVine, which may run it after a newer upload of its rows
+            # (no document orders commands): held with its Location recorded, as an
+            # eSputnik session is; the next run polls it before anything newer of theirs goes
+            reason = (
+                f"command {location} not complete after {self.opts['poll_timeout']:g} s: "
+                "held, polled again by the next run, no newer change of its rows sent before "
+                "it completes (`syncd retry --forget-jobs` gives it up)"
+            )
+            return [Result(c.key, Status.IN_FLIGHT, reason) for c in rows], False
         error, message = status.get("error"), status.get("message")
         if type(error) is not bool:
             raise RetriableError(

@@ -356,7 +356,7 @@ def test_signalvine_connector_reads_docbox_participants_verbatim(tmp_path: Path)
     [
         (COMMAND_DONE, Status.SENT),
         (COMMAND_FAILED, Status.FAILED),
-        (COMMAND_RUNNING, Status.PENDING),
+        (COMMAND_RUNNING, Status.IN_FLIGHT),  # held, polled again by the next run
     ],
     ids=["complete", "complete-with-errors", "not-complete"],
 )

@@ -229,14 +229,14 @@ def test_more_than_10_mb_is_split_and_a_too_big_body_is_refused(env: Env) -> Non
 
 
 # --- polling --------------------------------------------------------------------------
-def test_the_poll_schedule_then_pending_on_timeout(env: Env) -> None:
+def test_the_poll_schedule_then_held_on_timeout(env: Env) -> None:
     env.sim.polls_to_complete = 0  # never completes
     connector = env.connector("poll_timeout = 120\n")
     results, jobs = push(connector, [contact(1), contact(2)])
     assert env.clock.slept == [2.0] * 16 + [4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0]
     assert env.sim.count(COMMANDS, "GET") == 24
     assert len(jobs) == 1 and jobs[0].startswith(COMMANDS)
-    assert {r.status for r in results.values()} == {Status.PENDING}
+    assert {r.status for r in results.values()} == {Status.IN_FLIGHT}
     assert "not complete" in (results["K00001"].reason or "")
 
 
@@ -1111,3 +1111,43 @@ def test_a_new_customer_whose_phone_another_participant_has_is_never_sent(
 def test_the_check_reads_only_after_an_upload_that_updated_someone(env: Env) -> None:
     push(env.connector(), [contact(i) for i in range(3)])  # all added: nothing to read
     assert env.sim.requests(f"/v1/programs/{PROGRAM}/participants") == []
+
+
+def test_a_command_still_running_at_poll_timeout_is_held_and_no_newer_data_goes_before_it(
+    env: Env,
+) -> None:
+    """As an eSputnik session: a command still running at `poll_timeout` is still queued at
+    SignalVine, which may run it after a newer upload of its rows (the order of commands is
+    documented nowhere). Left pending, the command forgotten, the contact's next change went
+    in a new upload; the old command, run after it, would leave SignalVine holding the old
+    data while the store had the new acknowledged. Held, its rows stay in flight with the
+    command recorded, the next run polls it first, and no newer upload of them goes before
+    it completes."""
+    from syncd.push import Deliverer
+    from tests.test_push import NOW, ledger, queue
+
+    def first(c: Contact, name: str) -> Contact:
+        return Contact(c.key, {**c.fields, "first_name": name}, c.metadata)
+
+    def uploads(key: str) -> int:
+        return sum(key in r.json()["participants"] for r in env.sim.requests(PUSH, "POST"))
+
+    def run(store: Store) -> dict[str, int]:
+        connector = env.connector("poll_timeout = 30\n")
+        return dict(Deliverer(store, connector, lambda: NOW, max_attempts=3).run().counts)
+
+    env.sim.polls_to_complete = 0  # SignalVine has not run the command by poll_timeout
+    store = Store.open(env.folder / "s.db")
+    queue(store, "signalvine", [(first(contact(1), "Old"), "pending", None)])
+    assert run(store) == {"in_flight": 1}
+    status, job, reason = ledger(store)["K00001"]
+    assert status == "in_flight" and job and job.startswith(COMMANDS)  # recorded: polled again
+    assert "not complete after 30 s" in (reason or "") and "held" in (reason or "")
+    queue(store, "signalvine", [(first(contact(1), "New"), "pending", None)])
+    assert run(store) == {"in_flight": 1, "pending": 1}  # the new data held back
+    assert uploads("K00001") == 1
+    env.sim.polls_to_complete = 1  # SignalVine runs the old command at last
+    assert run(store) == {"sent": 2}
+    assert uploads("K00001") == 2
+    assert env.sim.participants_by_customer()["K00001"]["first_name"] == "New"
+    store.close()
