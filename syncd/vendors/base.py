@@ -48,6 +48,15 @@ class Contact:
     ref: str | None = None  # the vendor's own id, from an earlier acknowledgement
 
 
+# the reason of a job a connector stops polling while the vendor may still apply it (a
+# Result IN_FLIGHT): the delivery loop keeps it recorded and sends nothing newer of its
+# contacts (`syncd.push`)
+HELD = (
+    "held, polled again by the next run, no newer change of its contacts sent before it "
+    "ends (`syncd retry --forget-jobs` gives it up)"
+)
+
+
 @dataclass(frozen=True)
 class Result:
     key: str

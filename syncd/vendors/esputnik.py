@@ -103,7 +103,17 @@ from syncd.errors import ConfigError, FatalError, OptionError, RetriableError
 from syncd.http import read_json, snippet
 from syncd.log import scrub
 from syncd.settings import Option, time_zone
-from syncd.vendors.base import Connector, Contact, Job, OnJob, Page, Result, Status, lowered
+from syncd.vendors.base import (
+    HELD,
+    Connector,
+    Contact,
+    Job,
+    OnJob,
+    Page,
+    Result,
+    Status,
+    lowered,
+)
 
 ADDRESS_FIELDS = ("region", "town", "address", "postcode")
 # mapping field name -> the name `contactFields` takes for it
@@ -475,9 +485,7 @@ class ESputnik(Connector):
             reason = (
                 f"import session {job.id} still {state}"
                 + (f" (its status set {since})" if isinstance(since, str) and since else "")
-                + f" after {self.opts['poll_timeout']:g} s of polling: held, polled again by "
-                "the next run, no newer change of its contacts sent before it ends (`syncd "
-                "retry --forget-jobs` gives it up)"
+                + f" after {self.opts['poll_timeout']:g} s of polling: {HELD}"
             )
             self.log.warning(
                 "import session still open: held, polled again by the next run",

@@ -159,7 +159,7 @@ from syncd.errors import (
 )
 from syncd.http import loads
 from syncd.settings import Option
-from syncd.vendors.base import Connector, Contact, OnJob, Page, Result, Status
+from syncd.vendors.base import HELD, Connector, Contact, OnJob, Page, Result, Status
 
 POLL_FIRST = 2.0  # the doc: "status 2 seconds after your initial POST,
 POLL_EVERY = 2.0  # then every 2 seconds for the next 30 seconds
@@ -510,9 +510,7 @@ class SignalVine(Connector):
             # (no document orders commands): held with its Location recorded, as an
             # eSputnik session is; the next run polls it before anything newer of theirs goes
             reason = (
-                f"command {location} not complete after {self.opts['poll_timeout']:g} s: "
-                "held, polled again by the next run, no newer change of its rows sent before "
-                "it completes (`syncd retry --forget-jobs` gives it up)"
+                f"command {location} not complete after {self.opts['poll_timeout']:g} s: {HELD}"
             )
             return [Result(c.key, Status.IN_FLIGHT, reason) for c in rows], False
         error, message = status.get("error"), status.get("message")
