@@ -739,29 +739,9 @@ class HttpClient:
         if action == "auth":
             hint = hints.auth or self.auth_hint
             return AuthError(text, vendor=self.vendor, status=status, hint=hint)
-        if action == "endpoint" and outcome.case == "415":
-            return EndpointError(
-                text,
-                vendor=self.vendor,
-                status=status,
-                hint="syncd sends the media type the vendor documents (application/json, "
-                "or its own): check that nothing between syncd and base_url rewrites "
-                "Content-Type",
-            )
-        if action == "endpoint" and outcome.case == _UNWRITTEN:
-            return EndpointError(
-                text,
-                vendor=self.vendor,
-                hint="a credential or option sent in a header holds it (pasted with an "
-                "invisible character?): retype it in the config",
-            )
         if action == "endpoint":
-            return EndpointError(
-                text,
-                vendor=self.vendor,
-                status=status,
-                hint=hints.endpoint or self.endpoint_hint,
-            )
+            hint = _ENDPOINT_HINTS.get(outcome.case) or hints.endpoint or self.endpoint_hint
+            return EndpointError(text, vendor=self.vendor, status=status, hint=hint)
         return FatalError(text, vendor=self.vendor, status=status)
 
     def _raise_for(self, resp: requests.Response) -> None:
@@ -807,6 +787,13 @@ _UNWRITTEN_TEXT = (
     "the request cannot be written: a header holds a character outside latin-1 or a line "
     "break; nothing was sent"
 )
+# the endpoint errors whose hint is their case's, whatever the call (`HttpClient._error`)
+_ENDPOINT_HINTS = {
+    "415": "syncd sends the media type the vendor documents (application/json, or its own): "
+    "check that nothing between syncd and base_url rewrites Content-Type",
+    _UNWRITTEN: "a credential or option sent in a header holds it (pasted with an invisible "
+    "character?): retype it in the config",
+}
 
 
 def _origin(url: str) -> str:

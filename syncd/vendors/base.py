@@ -90,7 +90,7 @@ class Job:
     id: str  # what `on_job` reported (and the store recorded)
     contacts: Sequence[Contact]  # whose outcome the job decides
     every: float  # seconds between two polls of it
-    deadline: float  # the clock's monotonic time past which it is given up (contacts pending)
+    deadline: float  # the clock's monotonic time past which it is polled no more this run
     # outcomes known at once (refused), already reported through `on_job`: for `follow`
     done: list[Result] = field(default_factory=list)
     # recorded before a restart (`reopen`), not given by the vendor in this process: a 404
